@@ -1,0 +1,518 @@
+"""Library bundles: the exchange format of model libraries (see design.md, "Library bundle").
+
+A bundle is a folder, or a .zip / .tar.gz / .tar of one, holding `library.yaml`, `models.csv`,
+`datasets.csv`, `interactions.csv` and optionally `dataset_similarity.csv`, `probes.csv`,
+`dataset_features/*.csv` and `artifacts/`. `read_bundle` validates everything before anything is used:
+a bad bundle raises `InvalidArgument` naming the file, line and column. Archives are read member by
+member in memory (never extracted), with limits on member count and unpacked size, so a zip bomb or a
+`../` path cannot reach the disk.
+
+Cells are kept as the strings the files hold; numeric columns are checked (finite numbers) and parsed on
+use. `write_bundle` and `pack_bundle` write the canonical form (rows sorted by key, fixed column order),
+deterministically, so exporting the same library twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+import re
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import yaml
+
+from modsnet.errors import InvalidArgument, ResourceExhausted
+
+MODALITIES = ("tabular", "text", "image", "xrd", "other")
+COST_COLUMNS = ("train_seconds", "inference_seconds", "memory_bytes")
+MAX_MEMBERS = 20_000
+MAX_UNPACKED_BYTES = 2 * 1024**3
+MAX_CELL_CHARS = 100_000
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_FEATURES_DIR = "dataset_features"
+_ARTIFACTS_DIR = "artifacts"
+
+csv.field_size_limit(MAX_CELL_CHARS)
+
+
+@dataclass
+class Table:
+    """One CSV file of a bundle: its column order and its rows (cells as strings)."""
+
+    file: str
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+    def column_values(self, column: str) -> list[str]:
+        return [row.get(column, "") for row in self.rows]
+
+
+@dataclass
+class Bundle:
+    meta: dict[str, Any]
+    models: Table
+    datasets: Table
+    interactions: Table
+    similarity: Table | None = None
+    probes: Table | None = None
+    features: dict[str, Table] = field(default_factory=dict)  # feature file stem -> table
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # path under artifacts/ -> content
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_bundle(source: str | os.PathLike[str] | bytes | BinaryIO, *, label: str = "bundle") -> Bundle:
+    """Read and validate a bundle from a folder path, an archive path, archive bytes or a binary file."""
+    files = _load_members(source, label)
+    return parse_members(files)
+
+
+def parse_members(files: Mapping[str, bytes]) -> Bundle:
+    """Validate a bundle given its members (relative path -> bytes)."""
+    files = _strip_common_root(files)
+    for required in ("library.yaml", "models.csv", "datasets.csv", "interactions.csv"):
+        if required not in files:
+            present = ", ".join(sorted(files)[:8]) or "nothing"
+            raise InvalidArgument(f"bundle: {required} is missing (found: {present})")
+    meta = _parse_meta(files["library.yaml"])
+    models = _read_csv("models.csv", files["models.csv"], required=("model_id",))
+    datasets = _read_csv("datasets.csv", files["datasets.csv"], required=("dataset_id",))
+    model_ids = _unique_ids(models, "model_id")
+    dataset_ids = _unique_ids(datasets, "dataset_id")
+
+    interactions = _read_csv(
+        "interactions.csv", files["interactions.csv"], required=("model_id", "dataset_id", "score")
+    )
+    _check_refs(interactions, "model_id", model_ids, "models.csv")
+    _check_refs(interactions, "dataset_id", dataset_ids, "datasets.csv")
+    _check_numbers(interactions, ["score"], required=True)
+    _check_numbers(interactions, [c for c in COST_COLUMNS if c in interactions.columns], non_negative=True)
+
+    similarity = None
+    if "dataset_similarity.csv" in files:
+        similarity = _read_csv(
+            "dataset_similarity.csv", files["dataset_similarity.csv"], required=("dataset_a", "dataset_b")
+        )
+        measure = [c for c in ("distance", "similarity") if c in similarity.columns]
+        if not measure:
+            raise InvalidArgument("dataset_similarity.csv: needs a 'distance' or a 'similarity' column")
+        _check_refs(similarity, "dataset_a", dataset_ids, "datasets.csv")
+        _check_refs(similarity, "dataset_b", dataset_ids, "datasets.csv")
+        _check_numbers(similarity, measure, required=True)
+
+    probes = None
+    if "probes.csv" in files:
+        probes = _read_csv("probes.csv", files["probes.csv"], required=("model_id", "dataset_id", "probe", "value"))
+        _check_refs(probes, "model_id", model_ids, "models.csv")
+        _check_refs(probes, "dataset_id", dataset_ids, "datasets.csv")
+        _check_numbers(probes, ["value"], required=True)
+        if "seconds" in probes.columns:
+            _check_numbers(probes, ["seconds"], non_negative=True)
+
+    features: dict[str, Table] = {}
+    for path in sorted(files):
+        parts = PurePosixPath(path).parts
+        if len(parts) == 2 and parts[0] == _FEATURES_DIR and parts[1].endswith(".csv"):
+            table = _read_csv(path, files[path], required=("dataset_id",))
+            _unique_ids(table, "dataset_id")
+            _check_refs(table, "dataset_id", dataset_ids, "datasets.csv")
+            _check_numbers(table, [c for c in table.columns if c != "dataset_id"])
+            features[PurePosixPath(path).stem] = table
+
+    artifacts = {
+        path[len(_ARTIFACTS_DIR) + 1 :]: data
+        for path, data in files.items()
+        if path.startswith(_ARTIFACTS_DIR + "/") and not path.endswith("/")
+    }
+    if "artifact" in models.columns:
+        for line, row in _numbered(models):
+            ref = row.get("artifact", "")
+            if ref and ref not in artifacts:
+                raise InvalidArgument(
+                    f"models.csv line {line}, column 'artifact': {ref!r} is not a file under artifacts/"
+                )
+    return Bundle(meta, models, datasets, interactions, similarity, probes, features, artifacts)
+
+
+def _parse_meta(data: bytes) -> dict[str, Any]:
+    try:
+        meta = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidArgument(f"library.yaml: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(meta, dict):
+        raise InvalidArgument("library.yaml: must be a mapping of keys to values")
+    name = str(meta.get("name", "")).strip()
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f"library.yaml, key 'name': {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'"
+        )
+    modality = str(meta.get("modality", "")).strip()
+    if modality not in MODALITIES:
+        raise InvalidArgument(f"library.yaml, key 'modality': {modality!r} must be one of {', '.join(MODALITIES)}")
+    if not str(meta.get("metric", "")).strip():
+        raise InvalidArgument("library.yaml, key 'metric': missing (e.g. accuracy)")
+    hib = meta.get("higher_is_better", True)
+    if not isinstance(hib, bool):
+        raise InvalidArgument(f"library.yaml, key 'higher_is_better': {hib!r} must be true or false")
+    meta = dict(meta)
+    meta.update(
+        name=name,
+        modality=modality,
+        metric=str(meta["metric"]).strip(),
+        higher_is_better=hib,
+        task=str(meta.get("task", "classification")),
+        version=str(meta.get("version", "1")),
+        description=str(meta.get("description", "")),
+        source=str(meta.get("source", "")),
+    )
+    return meta
+
+
+def _read_csv(file: str, data: bytes, *, required: Iterable[str]) -> Table:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{file}: not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise InvalidArgument(f"{file}: contains NUL bytes; not a CSV file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header:
+            raise InvalidArgument(f"{file}: empty (a header row is required)")
+        header = [h.strip() for h in header]
+        for position, name in enumerate(header, start=1):
+            if not name:
+                raise InvalidArgument(f"{file} line 1: column {position} has an empty name")
+        duplicates = sorted({h for h in header if header.count(h) > 1})
+        if duplicates:
+            raise InvalidArgument(f"{file} line 1: duplicate column(s) {', '.join(map(repr, duplicates))}")
+        for name in required:
+            if name not in header:
+                raise InvalidArgument(f"{file} line 1: required column {name!r} is missing")
+        rows: list[dict[str, str]] = []
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # blank line
+            if len(cells) != len(header):
+                raise InvalidArgument(
+                    f"{file} line {reader.line_num}: {len(cells)} fields, the header has {len(header)}"
+                )
+            rows.append({h: c.strip() for h, c in zip(header, cells, strict=True)})
+    except csv.Error as exc:
+        raise InvalidArgument(f"{file} line {reader.line_num}: {exc}") from None
+    return Table(file, header, rows)
+
+
+def _numbered(table: Table) -> Iterable[tuple[int, dict[str, str]]]:
+    # Line numbers as a person sees them in the file: the header is line 1 (blank lines aside).
+    return enumerate(table.rows, start=2)
+
+
+def _unique_ids(table: Table, column: str) -> set[str]:
+    seen: dict[str, int] = {}
+    for line, row in _numbered(table):
+        value = row[column]
+        if not value:
+            raise InvalidArgument(f"{table.file} line {line}, column {column!r}: empty id")
+        if value in seen:
+            raise InvalidArgument(
+                f"{table.file} line {line}, column {column!r}: {value!r} repeats line {seen[value]}"
+            )
+        seen[value] = line
+    return set(seen)
+
+
+def _check_refs(table: Table, column: str, known: set[str], where: str) -> None:
+    for line, row in _numbered(table):
+        if row[column] not in known:
+            raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {row[column]!r} is not in {where}")
+
+
+def _check_numbers(
+    table: Table, columns: Iterable[str], *, required: bool = False, non_negative: bool = False
+) -> None:
+    for column in columns:
+        for line, row in _numbered(table):
+            cell = row.get(column, "")
+            if cell == "" and not required:
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is not a finite number")
+            if non_negative and value < 0:
+                raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is negative")
+
+
+def number(cell: str) -> float | None:
+    """A checked numeric cell as float, or None when empty."""
+    return float(cell) if cell not in ("", None) else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Archive handling
+
+
+def _load_members(source: str | os.PathLike[str] | bytes | BinaryIO, label: str) -> dict[str, bytes]:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return _folder_members(path)
+        if not path.exists():
+            raise InvalidArgument(f"{path}: no such file or folder")
+        with open(path, "rb") as handle:
+            return _archive_members(handle, str(path))
+    if isinstance(source, bytes):
+        return _archive_members(io.BytesIO(source), label)
+    return _archive_members(source, label)
+
+
+def _check_member_name(name: str, label: str) -> str | None:
+    """The member's normalised relative path, or None for entries to ignore (folders, OS litter)."""
+    if name.endswith("/"):
+        return None
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise InvalidArgument(f"{label}: member {name!r} has an unsafe path (absolute or '..')")
+    if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
+        return None
+    return str(path)
+
+
+class _Budget:
+    def __init__(self, label: str):
+        self.label = label
+        self.members = 0
+        self.total = 0
+
+    def take(self, size: int) -> None:
+        self.members += 1
+        self.total += size
+        if self.members > MAX_MEMBERS:
+            raise ResourceExhausted(f"{self.label}: more than {MAX_MEMBERS} members")
+        if self.total > MAX_UNPACKED_BYTES:
+            raise ResourceExhausted(f"{self.label}: unpacks to more than {MAX_UNPACKED_BYTES} bytes")
+
+
+def _folder_members(root: Path) -> dict[str, bytes]:
+    budget = _Budget(str(root))
+    files: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        name = _check_member_name(path.relative_to(root).as_posix(), str(root))
+        if name is None:
+            continue
+        budget.take(path.stat().st_size)
+        files[name] = path.read_bytes()
+    return files
+
+
+def _read_limited(handle: BinaryIO, budget: _Budget, name: str) -> bytes:
+    # Read in pieces so a member that lies about its size cannot exhaust memory before the check.
+    out = bytearray()
+    while piece := handle.read(1 << 20):
+        out += piece
+        budget.total += len(piece)
+        if budget.total > MAX_UNPACKED_BYTES:
+            raise ResourceExhausted(f"{budget.label}: unpacks to more than {MAX_UNPACKED_BYTES} bytes ({name})")
+    return bytes(out)
+
+
+def _archive_members(handle: BinaryIO, label: str) -> dict[str, bytes]:
+    head = handle.read(262 + 8)
+    handle.seek(0)
+    budget = _Budget(label)
+    files: dict[str, bytes] = {}
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        try:
+            archive = zipfile.ZipFile(handle)
+        except zipfile.BadZipFile as exc:
+            raise InvalidArgument(f"{label}: not a readable zip archive ({exc})") from None
+        with archive:
+            for info in archive.infolist():
+                name = _check_member_name(info.filename, label)
+                if name is None or info.is_dir():
+                    continue
+                budget.members += 1
+                if budget.members > MAX_MEMBERS:
+                    raise ResourceExhausted(f"{label}: more than {MAX_MEMBERS} members")
+                try:
+                    with archive.open(info) as member:
+                        files[name] = _read_limited(member, budget, name)  # type: ignore[arg-type]
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise InvalidArgument(f"{label}: member {name!r} is corrupt ({exc})") from None
+        return files
+    if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
+        try:
+            archive_tar = tarfile.open(fileobj=handle, mode="r:*")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise InvalidArgument(f"{label}: not a readable tar archive ({exc})") from None
+        try:
+            with archive_tar:
+                for member in archive_tar:
+                    if not member.isfile():
+                        if member.issym() or member.islnk() or member.isdev():
+                            continue  # links and devices are never followed
+                        continue
+                    name = _check_member_name(member.name, label)
+                    if name is None:
+                        continue
+                    budget.members += 1
+                    if budget.members > MAX_MEMBERS:
+                        raise ResourceExhausted(f"{label}: more than {MAX_MEMBERS} members")
+                    extracted = archive_tar.extractfile(member)
+                    if extracted is not None:
+                        files[name] = _read_limited(extracted, budget, name)  # type: ignore[arg-type]
+        except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InvalidArgument(f"{label}: corrupt tar archive ({exc})") from None
+        return files
+    raise InvalidArgument(f"{label}: not a bundle (expected a folder, a .zip or a .tar.gz archive)")
+
+
+def _strip_common_root(files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Accept archives that wrap the bundle in one top folder (as `tar czf lib.tgz lib/` makes)."""
+    if "library.yaml" in files:
+        return dict(files)
+    roots = {PurePosixPath(p).parts[0] for p in files if len(PurePosixPath(p).parts) > 1}
+    top_files = [p for p in files if len(PurePosixPath(p).parts) == 1]
+    if len(roots) == 1 and not top_files:
+        root = roots.pop()
+        return {str(PurePosixPath(p).relative_to(root)): data for p, data in files.items()}
+    return dict(files)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing (canonical form)
+
+_KEYS = {
+    "models.csv": ("model_id",),
+    "datasets.csv": ("dataset_id",),
+    "interactions.csv": ("dataset_id", "model_id"),
+    "dataset_similarity.csv": ("dataset_a", "dataset_b"),
+    "probes.csv": ("dataset_id", "model_id", "probe"),
+}
+_META_ORDER = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source")
+
+
+def canonical_number(cell: str) -> str:
+    """One spelling per number (so '0.90' and '0.9' compare equal); other text unchanged."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    if not math.isfinite(value):
+        return cell
+    if value.is_integer() and abs(value) < 1e15 and "." not in cell and "e" not in cell.lower():
+        return str(int(value))
+    return repr(value)
+
+
+def _table_bytes(table: Table, numeric: Iterable[str] = ()) -> bytes:
+    keys = _KEYS.get(table.file, ("dataset_id",))
+    numeric = set(numeric)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.columns)
+    for row in sorted(table.rows, key=lambda r: tuple(r.get(k, "") for k in keys)):
+        writer.writerow(
+            [canonical_number(row.get(c, "")) if c in numeric else row.get(c, "") for c in table.columns]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def bundle_members(bundle: Bundle) -> dict[str, bytes]:
+    """The canonical files of a bundle (path -> bytes)."""
+    meta = {k: bundle.meta[k] for k in _META_ORDER if k in bundle.meta}
+    meta.update({k: v for k, v in sorted(bundle.meta.items()) if k not in meta})
+    files = {
+        "library.yaml": yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).encode("utf-8"),
+        "models.csv": _table_bytes(bundle.models),
+        "datasets.csv": _table_bytes(bundle.datasets),
+        "interactions.csv": _table_bytes(bundle.interactions, ("score", *COST_COLUMNS)),
+    }
+    if bundle.similarity is not None:
+        files["dataset_similarity.csv"] = _table_bytes(bundle.similarity, ("distance", "similarity"))
+    if bundle.probes is not None:
+        files["probes.csv"] = _table_bytes(bundle.probes, ("value", "seconds"))
+    for stem, table in sorted(bundle.features.items()):
+        files[f"{_FEATURES_DIR}/{stem}.csv"] = _table_bytes(table, [c for c in table.columns if c != "dataset_id"])
+    for path, data in sorted(bundle.artifacts.items()):
+        files[f"{_ARTIFACTS_DIR}/{path}"] = data
+    return files
+
+
+def write_bundle(bundle: Bundle, folder: str | os.PathLike[str]) -> Path:
+    """Write the canonical bundle as a folder, atomically (a temp folder renamed into place)."""
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()):
+        raise InvalidArgument(f"{target}: exists and is not empty")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
+    for path, data in bundle_members(bundle).items():
+        out = staging / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    if target.exists():
+        target.rmdir()
+    os.replace(staging, target)
+    return target
+
+
+def pack_members(files: Mapping[str, bytes]) -> bytes:
+    """A deterministic .tar.gz of `files` (sorted, zero times and owners), so equal content hashes equal."""
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for path in sorted(files):
+            data = files[path]
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def zip_members(files: Mapping[str, bytes]) -> bytes:
+    """A deterministic .zip of `files` (sorted, fixed timestamps)."""
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(files):
+            archive.writestr(zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0)), files[path])
+    return raw.getvalue()
+
+
+def pack_bundle(bundle: Bundle) -> bytes:
+    return pack_members(bundle_members(bundle))
+
+
+def pack_path(path: str | os.PathLike[str]) -> bytes:
+    """The bytes to upload for a bundle path: an archive as it is, a folder packed (not validated here)."""
+    source = Path(path)
+    if source.is_dir():
+        return pack_members(_folder_members(source))
+    if not source.exists():
+        raise InvalidArgument(f"{source}: no such file or folder")
+    return source.read_bytes()
+
+
+def canonical(bundle: Bundle) -> dict[str, bytes]:
+    """Comparable form of a bundle: import -> export -> import must give equal canonical forms."""
+    return bundle_members(bundle)

@@ -1,0 +1,338 @@
+"""The `modsnet` command line.
+
+Without addresses it runs the embedded default (all four services in this process, data under
+$MODSNET_HOME or ~/.modsnet). With --query/--knowledge/--storage (or MODSNET_QUERY_ADDR, ...) it talks
+to running services. `modsnet serve SERVICE` runs one service alone, for the local cluster and Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from modsnet import __version__
+from modsnet.client import Client
+from modsnet.errors import ConfigError, ModsnetError
+from modsnet.runtime import config as cfg
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import query_pb2 as qpb
+
+SERVICES = ("query", "recommender", "knowledge", "storage")
+_PROGRESS_MIN_BYTES = 8 * 1024**2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Connecting
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """A client of running services when addresses are given, else of an embedded cluster."""
+    addresses = {s: getattr(args, f"{s}_addr", None) or os.environ.get(f"MODSNET_{s.upper()}_ADDR") for s in SERVICES}
+    if addresses["query"]:
+        missing = [s for s in ("knowledge", "storage") if not addresses[s]]
+        if missing:
+            raise ConfigError(f"with a query address, also give --{missing[0]}-addr (or MODSNET_{missing[0].upper()}_ADDR)")
+        client = Client(
+            query=addresses["query"],
+            knowledge=addresses["knowledge"] or "",
+            storage=addresses["storage"] or "",
+            recommender=addresses["recommender"],
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from modsnet.embedded import EmbeddedCluster  # the services are imported only when embedded
+
+    home = Path(args.home) if args.home else cfg.default_home()
+    with EmbeddedCluster(home) as cluster:
+        yield cluster.client
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if value == 0:
+        return "-"
+    if abs(value) >= 1000 or abs(value) < 0.001:
+        return f"{value:.2e}"
+    return f"{value:.{digits}g}"
+
+
+def _bytes(value: float) -> str:
+    if value <= 0:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}"
+        value /= 1000
+    return f"{value:.0f} TB"
+
+
+def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    d = response.dataset
+    path = "known dataset " + d.known_dataset_id if d.known_dataset_id else "new dataset"
+    print(
+        f"{d.filename}: {d.rows} rows x {d.columns} columns, target {d.target_column!r} ({d.classes} classes); "
+        f"{path}",
+        file=out,
+    )
+    print(
+        f"library {response.library} ({response.metric}), estimator {response.estimator}, "
+        f"graph version {response.graph_version}",
+        file=out,
+    )
+    if response.excluded_by_constraints:
+        print(f"{response.excluded_by_constraints} models left out by the constraints", file=out)
+    rows = [("#", "model", "predicted", "±", "train s", "infer s", "size", "evidence (score on a similar dataset)")]
+    for m in response.models:
+        evidence = ", ".join(f"{e.score:.3g} on {e.dataset_id} ({e.similarity:.2f})" for e in m.evidence[:2])
+        rows.append(
+            (
+                str(m.rank),
+                m.model_id,
+                f"{m.predicted_score:.3f}",
+                f"{m.uncertainty:.3f}",
+                _fmt(m.cost.train_seconds),
+                _fmt(m.cost.inference_seconds),
+                _bytes(m.cost.memory_bytes),
+                evidence or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    print(file=out)
+    for row in rows:
+        cells = [c.ljust(w) if i in (1,) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        print("  ".join([*cells, row[-1]]), file=out)
+    print(file=out)
+    print(f"query id {response.query_id}", file=out)
+    print(f"report a measured score: modsnet feedback {response.query_id} MODEL SCORE", file=out)
+
+
+def print_libraries(libraries, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    if not libraries:
+        print("no libraries; import one with: modsnet library import PATH", file=out)
+        return
+    rows = [("name", "modality", "metric", "models", "datasets", "interactions", "version")]
+    for lib in libraries:
+        meta = lib.meta
+        rows.append(
+            (
+                lib.name,
+                str(meta.get("modality", "")),
+                str(meta.get("metric", "")),
+                str(lib.models),
+                str(lib.datasets),
+                str(lib.interactions),
+                str(lib.graph_version),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _json(message) -> str:  # type: ignore[no-untyped-def]
+    return json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True)
+
+
+def _progress() -> object:
+    def show(sent: int, total: int) -> None:
+        if total < _PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+            return
+        width = 30
+        done = int(width * sent / total)
+        sys.stderr.write(f"\ruploading [{'#' * done}{'.' * (width - done)}] {sent / 1e6:.0f}/{total / 1e6:.0f} MB")
+        if sent >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# ----------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    constraints = pb.Constraints(
+        max_train_seconds=args.max_train_seconds or 0.0,
+        max_inference_seconds=args.max_inference_seconds or 0.0,
+        max_memory_bytes=args.max_memory_bytes or 0,
+        exclude_models=args.exclude or [],
+    )
+    with connect(args) as client:
+        response = client.search(
+            args.file,
+            library=args.library or "",
+            k=args.k,
+            target=args.target or "",
+            constraints=constraints,
+            probe_budget=args.probe_budget,
+            modality=args.modality or "",
+            progress=_progress(),  # type: ignore[arg-type]
+        )
+    if args.json:
+        print(_json(response))
+    else:
+        print_search(response)
+    return 0
+
+
+def cmd_library(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if args.library_command == "list":
+            libraries = client.list_libraries()
+            if args.json:
+                print(json.dumps([{**lib.meta, "models": lib.models, "datasets": lib.datasets,
+                                   "interactions": lib.interactions, "graph_version": lib.graph_version}
+                                  for lib in libraries], indent=2))
+            else:
+                print_libraries(libraries)
+        elif args.library_command == "import":
+            response = client.import_library(args.path, replace=args.replace)
+            lib = response.library
+            state = "unchanged (already imported)" if response.unchanged else f"imported, graph version {lib.graph_version}"
+            print(f"library {lib.name}: {lib.models} models, {lib.datasets} datasets, {lib.interactions} interactions; {state}")
+        elif args.library_command == "export":
+            target = client.export_library(args.name, args.path)
+            print(f"library {args.name} written to {target}")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    cost = pb.Cost(train_seconds=args.train_seconds or 0.0, inference_seconds=args.inference_seconds or 0.0)
+    with connect(args) as client:
+        response = client.report_performance(args.query_id, args.model_id, args.score, cost)
+    print(f"recorded: {args.model_id} scored {args.score} on {response.dataset_id} (graph version {response.graph_version})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.train(args.library) if args.command == "train" else client.estimator_info(args.library)
+    if args.json:
+        print(_json(info))
+    else:
+        print(
+            f"library {info.library}: {info.estimator} fitted on graph version {info.graph_version} "
+            f"({info.datasets} datasets, {info.models} models, {info.interactions} interactions, "
+            f"{len(info.feature_names)} dataset features) in {info.train_seconds:.2f} s"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from modsnet.runtime.metrics import serve_metrics
+
+    service = args.service
+    module = __import__(f"services.{service}.server", fromlist=["create_server"])
+    config_module = __import__(f"services.{service}.config", fromlist=["SETTINGS"])
+    config_class = next(v for k, v in vars(config_module).items() if k.endswith("Config") and k != "ConfigError")
+    config = config_class.load(args)
+    logging.getLogger().setLevel(config.log_level.upper())
+    server = module.create_server(config)
+    serve_metrics(config.metrics_port)
+    port = server.start()
+    print(f"modsnet {service} serving on {config.host}:{port}", flush=True)
+    server.run_until_signal()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modsnet", description="Find the models that will do best on your data.")
+    parser.add_argument("--version", action="version", version=f"modsnet {__version__}")
+    parser.add_argument("--home", help="data folder of the embedded default (env MODSNET_HOME; default ~/.modsnet)")
+    for service in ("query", "knowledge", "storage", "recommender"):
+        parser.add_argument(
+            f"--{service}-addr",
+            help=f"host:port of a running {service} service (env MODSNET_{service.upper()}_ADDR); "
+            "without a query address everything runs embedded",
+        )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the services do")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = commands.add_parser("search", help="rank a library's models for an exemplar dataset")
+    search.add_argument("file", help="exemplar dataset (CSV or TSV with a header row)")
+    search.add_argument("--library", help="library to search (default: the only one of the file's kind)")
+    search.add_argument("-k", type=int, default=5, help="how many models (default 5)")
+    search.add_argument("--target", help="label column (default: class/label/target/y, else the last column)")
+    search.add_argument("--modality", choices=("tabular",), help="override detection of the file's kind")
+    search.add_argument("--max-train-seconds", type=float, help="leave out models slower to train")
+    search.add_argument("--max-inference-seconds", type=float, help="leave out models slower at inference")
+    search.add_argument("--max-memory-bytes", type=int, help="leave out larger models")
+    search.add_argument("--exclude", action="append", metavar="MODEL", help="never return this model")
+    search.add_argument("--probe-budget", type=int, default=0, help="most probes to spend (default 0)")
+    search.add_argument("--json", action="store_true", help="print the answer as JSON")
+    search.set_defaults(run=cmd_search)
+
+    library = commands.add_parser("library", help="list, import and export model libraries")
+    library_commands = library.add_subparsers(dest="library_command", required=True, metavar="ACTION")
+    listing = library_commands.add_parser("list", help="the imported libraries")
+    listing.add_argument("--json", action="store_true")
+    importing = library_commands.add_parser("import", help="import a bundle (folder, .zip or .tar.gz)")
+    importing.add_argument("path")
+    importing.add_argument("--replace", action="store_true", help="make this bundle the new version of the library")
+    exporting = library_commands.add_parser("export", help="write a library as a bundle")
+    exporting.add_argument("name")
+    exporting.add_argument("path", help="a new folder, or a file ending in .tar.gz or .zip")
+    library.set_defaults(run=cmd_library)
+
+    feedback = commands.add_parser("feedback", help="report the score a model really reached on a searched dataset")
+    feedback.add_argument("query_id")
+    feedback.add_argument("model_id")
+    feedback.add_argument("score", type=float)
+    feedback.add_argument("--train-seconds", type=float)
+    feedback.add_argument("--inference-seconds", type=float)
+    feedback.set_defaults(run=cmd_feedback)
+
+    for name, text in (("train", "refit a library's estimator now"), ("estimator", "which estimator serves a library")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("library")
+        sub.add_argument("--json", action="store_true")
+        sub.set_defaults(run=cmd_train)
+
+    serve = commands.add_parser("serve", help="run one service (for the local cluster and Kubernetes)")
+    serve_commands = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    for service in SERVICES:
+        sub = serve_commands.add_parser(service, help=f"the {service} service")
+        settings = __import__(f"services.{service}.config", fromlist=["SETTINGS"]).SETTINGS
+        cfg.add_arguments(sub, settings)
+    serve.set_defaults(run=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args))
+    except ModsnetError as exc:
+        print(f"modsnet: error: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The Python client of ModsNet: search by exemplar file, libraries, feedback.
+
+    from modsnet.client import Client
+    client = Client(query="localhost:50051", knowledge="localhost:50053", storage="localhost:50054")
+    answer = client.search("data.csv", k=5)
+
+Search goes through the Query service; library administration (import, export) goes to Storage and
+Knowledge directly, as the design's data flow has it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from modsnet.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
+from modsnet.clients import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.errors import InvalidArgument
+from modsnet.graph import LibraryInfo
+from modsnet.runtime.client import ServiceClient, chunked
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import knowledge_pb2 as kpb
+from modsnet.v1 import query_pb2 as qpb
+from modsnet.v1 import query_pb2_grpc
+from modsnet.v1 import recommender_pb2 as rpb
+
+Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
+
+
+class QueryClient(ServiceClient):
+    def __init__(self, target: str, *, timeout: float = 600.0):
+        super().__init__(
+            "query",
+            target,
+            query_pb2_grpc.QueryStub,
+            full_service="modsnet.v1.Query",
+            retry_methods=("ListLibraries",),
+            timeout=timeout,
+        )
+
+
+def _file_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
+    total = path.stat().st_size
+    sent = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent, total)
+            yield chunk
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Client:
+    def __init__(self, *, query: str, knowledge: str, storage: str, recommender: str | None = None):
+        self.query = QueryClient(query)
+        self.knowledge = KnowledgeClient(knowledge)
+        self.storage = StorageClient(storage)
+        self.recommender = RecommenderClient(recommender) if recommender else None
+
+    def search(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        library: str = "",
+        k: int = 5,
+        target: str = "",
+        constraints: pb.Constraints | None = None,
+        probe_budget: int = 0,
+        modality: str = "",
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> qpb.SearchResponse:
+        file = Path(path)
+        if not file.is_file():
+            raise InvalidArgument(f"{file}: no such file")
+        header = qpb.SearchRequest(
+            header=qpb.SearchHeader(
+                library=library,
+                k=k,
+                target_column=target,
+                constraints=constraints,
+                probe_budget=probe_budget,
+                filename=file.name,
+                modality=modality,
+                expected_sha256=_sha256(file),
+            )
+        )
+        messages = chunked(header, _file_chunks(file, progress), lambda c: qpb.SearchRequest(chunk=c))
+        return self.query.call("Search", messages, timeout=timeout)
+
+    def list_libraries(self) -> list[LibraryInfo]:
+        return self.knowledge.list_libraries()
+
+    def report_performance(
+        self, query_id: str, model_id: str, score: float, cost: pb.Cost | None = None
+    ) -> qpb.ReportPerformanceResponse:
+        return self.query.call(
+            "ReportPerformance",
+            qpb.ReportPerformanceRequest(query_id=query_id, model_id=model_id, score=score, cost=cost),
+        )
+
+    def import_library(self, path: str | os.PathLike[str], *, replace: bool = False) -> kpb.ImportLibraryResponse:
+        """Upload a bundle (folder or archive) to Storage, then have Knowledge import it, all or nothing."""
+        data = pack_path(path)
+        blob = self.storage.put_bytes(data, name=Path(path).name)
+        return self.knowledge.import_library(blob.blob_id, replace=replace)
+
+    def export_library(self, name: str, path: str | os.PathLike[str]) -> Path:
+        """Write a library as a bundle: a folder, or an archive when `path` ends in .tar.gz / .tgz / .zip."""
+        response = self.knowledge.export_library(name)
+        data = self.storage.get_bytes(response.blob_id)
+        target = Path(path)
+        suffixes = "".join(target.suffixes[-2:]).lower()
+        if suffixes.endswith((".tar.gz", ".tgz")):
+            target.write_bytes(data)
+        elif suffixes.endswith(".zip"):
+            target.write_bytes(zip_members(bundle_members(read_bundle(data, label=name))))
+        else:
+            write_bundle(read_bundle(data, label=name), target)
+        return target
+
+    def train(self, library: str) -> rpb.EstimatorInfoResponse:
+        return self._recommender().train(library)
+
+    def estimator_info(self, library: str) -> rpb.EstimatorInfoResponse:
+        return self._recommender().estimator_info(library)
+
+    def _recommender(self) -> RecommenderClient:
+        if self.recommender is None:
+            raise InvalidArgument("this client has no recommender address")
+        return self.recommender
+
+    def close(self) -> None:
+        for client in (self.query, self.knowledge, self.storage, self.recommender):
+            if client is not None:
+                client.close()

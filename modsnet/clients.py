@@ -1,0 +1,201 @@
+"""Typed clients of the four services, used by the services themselves, the SDK and the CLI.
+
+Each wraps `ServiceClient` (deadlines, retries of reads on UNAVAILABLE, status -> domain error) and speaks
+in domain records where the service deals in them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from modsnet.convert import (
+    dataset_from_pb,
+    dataset_to_pb,
+    interaction_from_pb,
+    interaction_to_pb,
+    library_from_pb,
+    model_from_pb,
+    query_from_pb,
+    query_to_pb,
+    similarity_from_pb,
+)
+from modsnet.errors import DataLoss
+from modsnet.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
+from modsnet.runtime.client import ServiceClient, chunked
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import knowledge_pb2 as kpb
+from modsnet.v1 import knowledge_pb2_grpc, recommender_pb2_grpc, storage_pb2_grpc
+from modsnet.v1 import recommender_pb2 as rpb
+from modsnet.v1 import storage_pb2 as spb
+
+CHUNK = 1 << 20
+
+
+def iter_file(handle: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
+    while piece := handle.read(chunk):
+        yield piece
+
+
+class StorageClient(ServiceClient):
+    def __init__(self, target: str, *, timeout: float = 300.0):
+        super().__init__(
+            "storage",
+            target,
+            storage_pb2_grpc.StorageStub,
+            full_service="modsnet.v1.Storage",
+            retry_methods=("StatBlob", "GetPointer", "GetBlob"),
+            timeout=timeout,
+        )
+
+    def put_chunks(
+        self, chunks: Iterable[bytes], *, expected_sha256: str = "", size_hint: int = 0, name: str = ""
+    ) -> spb.BlobInfo:
+        header = spb.PutBlobRequest(
+            header=spb.PutBlobHeader(expected_sha256=expected_sha256, size_hint=size_hint, name=name)
+        )
+        return self.call("PutBlob", chunked(header, chunks, lambda c: spb.PutBlobRequest(chunk=c)))
+
+    def put_bytes(self, data: bytes, *, name: str = "") -> spb.BlobInfo:
+        digest = hashlib.sha256(data).hexdigest()
+        view = io.BytesIO(data)
+        return self.put_chunks(iter_file(view), expected_sha256=digest, size_hint=len(data), name=name)
+
+    def get_chunks(self, blob_id: str, offset: int = 0) -> Iterator[bytes]:
+        for message in self.stream("GetBlob", spb.GetBlobRequest(blob_id=blob_id, offset=offset)):
+            yield message.data
+
+    def get_bytes(self, blob_id: str) -> bytes:
+        """The whole blob, its sha256 checked here too, before any caller parses it."""
+        data = b"".join(self.get_chunks(blob_id))
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != blob_id:
+            raise DataLoss(f"blob {blob_id} arrived corrupt from {self.what} (hashes to {actual})")
+        return data
+
+    def stat(self, blob_id: str) -> spb.BlobInfo:
+        return self.call("StatBlob", spb.StatBlobRequest(blob_id=blob_id))
+
+    def delete(self, blob_id: str) -> bool:
+        return bool(self.call("DeleteBlob", spb.DeleteBlobRequest(blob_id=blob_id)).deleted)
+
+    def set_pointer(self, name: str, blob_id: str) -> None:
+        self.call("SetPointer", spb.SetPointerRequest(name=name, blob_id=blob_id))
+
+    def get_pointer(self, name: str) -> str:
+        return str(self.call("GetPointer", spb.GetPointerRequest(name=name)).blob_id)
+
+
+class KnowledgeClient(ServiceClient):
+    def __init__(self, target: str, *, timeout: float = 60.0):
+        super().__init__(
+            "knowledge",
+            target,
+            knowledge_pb2_grpc.KnowledgeStub,
+            full_service="modsnet.v1.Knowledge",
+            retry_methods=(
+                "ListLibraries", "GetModel", "GetDataset", "FindDataset", "GraphSnapshot", "GraphVersion",
+                "GetQuery", "ExportLibrary",
+            ),
+            timeout=timeout,
+        )
+
+    def import_library(self, blob_id: str, *, replace: bool = False) -> kpb.ImportLibraryResponse:
+        return self.call("ImportLibrary", kpb.ImportLibraryRequest(blob_id=blob_id, replace=replace), timeout=600)
+
+    def export_library(self, name: str) -> kpb.ExportLibraryResponse:
+        return self.call("ExportLibrary", kpb.ExportLibraryRequest(name=name), timeout=600)
+
+    def list_libraries(self) -> list[LibraryInfo]:
+        return [library_from_pb(lib) for lib in self.call("ListLibraries", pb.ListLibrariesRequest()).libraries]
+
+    def list_libraries_pb(self) -> pb.ListLibrariesResponse:
+        return self.call("ListLibraries", pb.ListLibrariesRequest())
+
+    def get_model(self, library: str, model_id: str) -> ModelNode:
+        return model_from_pb(self.call("GetModel", kpb.GetModelRequest(library=library, model_id=model_id)))
+
+    def get_dataset(self, library: str, dataset_id: str) -> DatasetNode:
+        return dataset_from_pb(
+            self.call("GetDataset", kpb.GetDatasetRequest(library=library, dataset_id=dataset_id))
+        )
+
+    def find_dataset(self, fingerprint: str, library: str = "") -> DatasetNode:
+        return dataset_from_pb(
+            self.call("FindDataset", kpb.FindDatasetRequest(fingerprint=fingerprint, library=library))
+        )
+
+    def add_interactions(
+        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+    ) -> kpb.AddInteractionsResponse:
+        return self.call(
+            "AddInteractions",
+            kpb.AddInteractionsRequest(
+                library=library,
+                new_datasets=[dataset_to_pb(d) for d in new_datasets],
+                interactions=[interaction_to_pb(i) for i in interactions],
+            ),
+        )
+
+    def graph_version(self, library: str) -> int:
+        return int(self.call("GraphVersion", kpb.GraphVersionRequest(library=library)).graph_version)
+
+    def snapshot(self, library: str) -> Snapshot:
+        info = None
+        models, datasets, interactions, similarities = [], [], [], []
+        version = None
+        for chunk in self.stream("GraphSnapshot", kpb.GraphSnapshotRequest(library=library), timeout=300):
+            if version is None:
+                version = chunk.graph_version
+            elif chunk.graph_version != version:
+                raise DataLoss(f"graph snapshot of {library!r} mixed versions {version} and {chunk.graph_version}")
+            if chunk.HasField("library"):
+                info = library_from_pb(chunk.library)
+            models.extend(model_from_pb(m) for m in chunk.models)
+            datasets.extend(dataset_from_pb(d) for d in chunk.datasets)
+            interactions.extend(interaction_from_pb(i) for i in chunk.interactions)
+            similarities.extend(similarity_from_pb(s) for s in chunk.similarities)
+        if info is None:
+            raise DataLoss(f"graph snapshot of {library!r} arrived without its library header")
+        return Snapshot(info, models, datasets, interactions, similarities)
+
+    def log_query(self, record: QueryRecord, answer: Iterable[pb.RankedModel]) -> None:
+        logged = query_to_pb(record)
+        self.call(
+            "LogQuery",
+            kpb.LogQueryRequest(
+                query_id=record.query_id,
+                library=record.library,
+                fingerprint=record.fingerprint,
+                filename=record.filename,
+                features=logged.features,
+                answer=list(answer),
+                graph_version=record.graph_version,
+            ),
+        )
+
+    def get_query(self, query_id: str) -> QueryRecord:
+        return query_from_pb(self.call("GetQuery", kpb.GetQueryRequest(query_id=query_id)))
+
+
+class RecommenderClient(ServiceClient):
+    def __init__(self, target: str, *, timeout: float = 60.0):
+        super().__init__(
+            "recommender",
+            target,
+            recommender_pb2_grpc.RecommenderStub,
+            full_service="modsnet.v1.Recommender",
+            retry_methods=("Recommend", "EstimatorInfo"),
+            timeout=timeout,
+        )
+
+    def recommend(self, request: rpb.RecommendRequest) -> rpb.RecommendResponse:
+        return self.call("Recommend", request)
+
+    def train(self, library: str) -> rpb.EstimatorInfoResponse:
+        return self.call("Train", rpb.TrainRequest(library=library), timeout=3600)
+
+    def estimator_info(self, library: str) -> rpb.EstimatorInfoResponse:
+        return self.call("EstimatorInfo", rpb.EstimatorInfoRequest(library=library))

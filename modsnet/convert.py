@@ -1,0 +1,155 @@
+"""Conversions between knowledge-graph records (`modsnet.graph`) and their protobuf messages.
+
+Servicers and clients both use these, so a record crosses a service boundary through exactly one pair of
+functions.
+"""
+
+from __future__ import annotations
+
+from modsnet.graph import (
+    Cost,
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    SimilarityRecord,
+)
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import knowledge_pb2 as kpb
+
+
+def cost_to_pb(cost: Cost) -> pb.Cost:
+    return pb.Cost(
+        train_seconds=cost.train_seconds,
+        inference_seconds=cost.inference_seconds,
+        memory_bytes=int(cost.memory_bytes),
+    )
+
+
+def cost_from_pb(msg: pb.Cost) -> Cost:
+    return Cost(msg.train_seconds, msg.inference_seconds, float(msg.memory_bytes))
+
+
+def library_to_pb(info: LibraryInfo) -> pb.Library:
+    meta = info.meta
+    return pb.Library(
+        name=info.name,
+        description=str(meta.get("description", "")),
+        modality=str(meta.get("modality", "")),
+        task=str(meta.get("task", "")),
+        metric=str(meta.get("metric", "")),
+        higher_is_better=bool(meta.get("higher_is_better", True)),
+        version=str(meta.get("version", "")),
+        source=str(meta.get("source", "")),
+        models=info.models,
+        datasets=info.datasets,
+        interactions=info.interactions,
+        graph_version=info.graph_version,
+        bundle_blob_id=info.bundle_blob_id,
+        imported_unix=info.imported_unix,
+    )
+
+
+def library_from_pb(msg: pb.Library) -> LibraryInfo:
+    meta = {
+        "name": msg.name,
+        "description": msg.description,
+        "modality": msg.modality,
+        "task": msg.task,
+        "metric": msg.metric,
+        "higher_is_better": msg.higher_is_better,
+        "version": msg.version,
+        "source": msg.source,
+    }
+    return LibraryInfo(
+        msg.name, meta, msg.models, msg.datasets, msg.interactions, msg.graph_version, msg.bundle_blob_id,
+        msg.imported_unix,
+    )
+
+
+def model_to_pb(node: ModelNode) -> pb.Model:
+    return pb.Model(
+        library=node.library,
+        model_id=node.model_id,
+        metadata=node.metadata,
+        cost=cost_to_pb(node.cost),
+        interactions=node.interactions,
+    )
+
+
+def model_from_pb(msg: pb.Model) -> ModelNode:
+    return ModelNode(msg.library, msg.model_id, dict(msg.metadata), cost_from_pb(msg.cost), msg.interactions)
+
+
+def dataset_to_pb(node: DatasetNode, modality: str = "") -> pb.Dataset:
+    return pb.Dataset(
+        library=node.library,
+        dataset_id=node.dataset_id,
+        metadata=node.metadata,
+        features=pb.DatasetFeatures(feature_set=node.feature_set, values=node.features, modality=modality),
+        fingerprint=node.fingerprint,
+        interactions=node.interactions,
+    )
+
+
+def dataset_from_pb(msg: pb.Dataset) -> DatasetNode:
+    return DatasetNode(
+        library=msg.library,
+        dataset_id=msg.dataset_id,
+        metadata=dict(msg.metadata),
+        features=dict(msg.features.values),
+        feature_set=msg.features.feature_set,
+        fingerprint=msg.fingerprint,
+        interactions=msg.interactions,
+    )
+
+
+def interaction_to_pb(rec: InteractionRecord) -> pb.Interaction:
+    return pb.Interaction(
+        model_id=rec.model_id,
+        dataset_id=rec.dataset_id,
+        score=rec.score,
+        cost=cost_to_pb(rec.cost),
+        provenance=rec.provenance,
+    )
+
+
+def interaction_from_pb(msg: pb.Interaction) -> InteractionRecord:
+    return InteractionRecord(msg.model_id, msg.dataset_id, msg.score, cost_from_pb(msg.cost), msg.provenance)
+
+
+def similarity_to_pb(rec: SimilarityRecord) -> pb.DatasetSimilarity:
+    return pb.DatasetSimilarity(dataset_a=rec.dataset_a, dataset_b=rec.dataset_b, distance=rec.distance)
+
+
+def similarity_from_pb(msg: pb.DatasetSimilarity) -> SimilarityRecord:
+    return SimilarityRecord(msg.dataset_a, msg.dataset_b, msg.distance)
+
+
+def query_to_pb(rec: QueryRecord) -> kpb.LoggedQuery:
+    return kpb.LoggedQuery(
+        query_id=rec.query_id,
+        library=rec.library,
+        fingerprint=rec.fingerprint,
+        filename=rec.filename,
+        features=pb.DatasetFeatures(feature_set=rec.feature_set, values=rec.features, modality=rec.modality),
+        answer_model_ids=rec.answer_model_ids,
+        graph_version=rec.graph_version,
+        logged_unix=rec.logged_unix,
+    )
+
+
+def query_from_pb(msg: kpb.LoggedQuery) -> QueryRecord:
+    return QueryRecord(
+        query_id=msg.query_id,
+        library=msg.library,
+        fingerprint=msg.fingerprint,
+        filename=msg.filename,
+        feature_set=msg.features.feature_set,
+        features=dict(msg.features.values),
+        modality=msg.features.modality,
+        answer_model_ids=list(msg.answer_model_ids),
+        graph_version=msg.graph_version,
+        logged_unix=msg.logged_unix,
+    )

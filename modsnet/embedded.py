@@ -1,0 +1,118 @@
+"""The embedded default: all four services in one process, talking gRPC over loopback.
+
+Same servers and same code path as the local cluster and Kubernetes; only the backends differ (an SQLite
+file and a local folder under the data folder). On first start the built-in libraries shipped in
+`modsnet/libraries/` are imported, so a search works right after installation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+
+from modsnet.client import Client
+from modsnet.runtime.server import ServiceServer
+from services.knowledge.config import KnowledgeConfig
+from services.knowledge.server import create_server as knowledge_server
+from services.query.config import QueryConfig
+from services.query.server import create_server as query_server
+from services.recommender.config import RecommenderConfig
+from services.recommender.server import create_server as recommender_server
+from services.storage.config import StorageConfig
+from services.storage.server import create_server as storage_server
+
+log = logging.getLogger(__name__)
+
+BUILTIN_LIBRARIES = Path(__file__).resolve().parent / "libraries"
+LOOPBACK = "127.0.0.1"
+
+
+def builtin_bundles() -> list[Path]:
+    """Folders of the libraries that ship with ModsNet."""
+    if not BUILTIN_LIBRARIES.is_dir():
+        return []
+    return sorted(p for p in BUILTIN_LIBRARIES.iterdir() if (p / "library.yaml").is_file())
+
+
+class EmbeddedCluster:
+    """Start with `with EmbeddedCluster(home) as cluster:`; `cluster.client` talks to it."""
+
+    def __init__(self, home: str | Path, *, import_builtins: bool = True, max_upload_bytes: int | None = None):
+        self.home = Path(home)
+        self.import_builtins = import_builtins
+        self.max_upload_bytes = max_upload_bytes
+        self.servers: dict[str, ServiceServer] = {}
+        self.addresses: dict[str, str] = {}
+        self._client: Client | None = None
+
+    def start(self) -> EmbeddedCluster:
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK)))
+            storage = self.addresses["storage"]
+            self._start(
+                "knowledge", knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK))
+            )
+            knowledge = self.addresses["knowledge"]
+            self._start("recommender", recommender_server(RecommenderConfig(knowledge_addr=knowledge, host=LOOPBACK)))
+            query_config = QueryConfig(
+                knowledge_addr=knowledge,
+                recommender_addr=self.addresses["recommender"],
+                storage_addr=storage,
+                host=LOOPBACK,
+            )
+            if self.max_upload_bytes is not None:
+                query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})
+            self._start("query", query_server(query_config))
+            if self.import_builtins:
+                self.ensure_builtin_libraries()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, name: str, server: ServiceServer) -> None:
+        port = server.start()
+        self.servers[name] = server
+        self.addresses[name] = f"{LOOPBACK}:{port}"
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(
+                query=self.addresses["query"],
+                knowledge=self.addresses["knowledge"],
+                storage=self.addresses["storage"],
+                recommender=self.addresses["recommender"],
+            )
+        return self._client
+
+    def ensure_builtin_libraries(self) -> list[str]:
+        """Import each built-in library that is not there yet (never overwrites one, feedback included)."""
+        present = {lib.name for lib in self.client.list_libraries()}
+        imported = []
+        for folder in builtin_bundles():
+            if folder.name in present:
+                continue
+            response = self.client.import_library(folder)
+            log.info("imported built-in library %s", response.library.name)
+            imported.append(response.library.name)
+        return imported
+
+    def stop(self, grace: float = 1.0) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        for name in ("query", "recommender", "knowledge", "storage"):  # callers before callees
+            server = self.servers.pop(name, None)
+            if server is not None:
+                server.stop(grace)
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Code every service shares: server bootstrap, client channels, deadlines, config helpers, metrics."""

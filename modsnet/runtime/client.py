@@ -1,0 +1,122 @@
+"""Outgoing calls between services: channels with size limits and retries, deadlines, error mapping.
+
+Every call has a deadline (its default cut down to the caller's remaining time), reads retry on
+UNAVAILABLE through gRPC's service-config retry policy, and a failed call comes back as the domain error
+of its status, with a message naming the service and address that failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from modsnet.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
+
+from .deadline import timeout_for
+from .metrics import CLIENT_REQUESTS
+from .server import MAX_MESSAGE_BYTES
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def channel_options(service: str, retry_methods: Sequence[str]) -> list[tuple[str, Any]]:
+    """Channel options: message size limits and a retry policy for idempotent `retry_methods`."""
+    config = {
+        "methodConfig": [
+            {
+                "name": [{"service": service, "method": m} for m in retry_methods],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(config)),
+    ]
+
+
+def to_domain_error(exc: grpc.RpcError, what: str) -> ModsnetError:
+    """The domain error for a failed call, so it propagates with its meaning to our own caller."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{what} is unavailable: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{what} did not answer in time")
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
+        return Unavailable(f"{what} failed: {details}")
+    return from_code(code.name, details)
+
+
+class ServiceClient:
+    """A channel to one service plus helpers that call it with deadlines and error mapping."""
+
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        stub_class: Callable[[grpc.Channel], Any],
+        *,
+        full_service: str,
+        retry_methods: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        self.name = name
+        self.target = target
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(target, options=channel_options(full_service, retry_methods))
+        self.stub = stub_class(self.channel)
+
+    @property
+    def what(self) -> str:
+        return f"{self.name} service at {self.target}"
+
+    def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        """Unary or client-streaming call (`request` may be an iterator of messages)."""
+        rpc = getattr(self.stub, method)
+        seconds = timeout_for(timeout or self.timeout, self.what)
+        try:
+            response = rpc(request, timeout=seconds)
+        except grpc.RpcError as exc:
+            CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
+            raise to_domain_error(exc, self.what) from None
+        CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
+        return response
+
+    def stream(self, method: str, request: Any, *, timeout: float | None = None) -> Iterator[Any]:
+        """Server-streaming call; errors surface while iterating, as domain errors."""
+        rpc = getattr(self.stub, method)
+        seconds = timeout_for(timeout or self.timeout, self.what)
+        try:
+            yield from rpc(request, timeout=seconds)
+        except grpc.RpcError as exc:
+            CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
+            raise to_domain_error(exc, self.what) from None
+        CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _code_name(exc: grpc.RpcError) -> str:
+    return exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+
+
+def chunked(head: T, chunks: Iterable[bytes], make: Callable[[bytes], T]) -> Iterator[T]:
+    """A client-streaming request: the header message, then one message per chunk."""
+    yield head
+    for chunk in chunks:
+        yield make(chunk)

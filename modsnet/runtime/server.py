@@ -1,0 +1,249 @@
+"""Server bootstrap shared by the four services.
+
+`ServiceServer` is built by each service's factory and not started there, so tests can start it on
+port 0 and stop it. It wires what every service has: the error-mapping and metrics interceptor, the
+standard health service fed by a periodic backend check, reflection for an explicit list of services,
+message size limits, and a SIGTERM path (NOT_SERVING, then `stop(grace)`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from modsnet.errors import ModsnetError
+
+from .deadline import reset_deadline, set_deadline
+from .metrics import GRPC_REQUESTS, GRPC_SECONDS
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # chunks are 1 MiB; snapshots are streamed in pieces below this
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps domain errors to status codes, hides unexpected ones, counts and times every call.
+
+    It also publishes the call's deadline to `modsnet.runtime.deadline`, so the handler's outgoing calls
+    are bounded by what the caller has left.
+    """
+
+    def __init__(self, service: str):
+        self.service = service
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap(handler.stream_unary, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, method),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _fail(self, context: grpc.ServicerContext, exc: BaseException, method: str) -> str:
+        """Abort the call with the status `exc` deserves; returns the code name for metrics."""
+        if isinstance(exc, ModsnetError):
+            code = exc.code
+            message = exc.message
+        else:
+            code = "INTERNAL"
+            incident = uuid.uuid4().hex[:12]
+            log.exception("%s.%s failed (incident %s)", self.service, method, incident)
+            message = f"internal error in {self.service}.{method} (incident {incident}; see the service log)"
+        GRPC_REQUESTS.labels(self.service, method, code).inc()
+        context.abort(getattr(grpc.StatusCode, code), message)
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    def _wrap(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        @functools.wraps(behavior)
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            token = set_deadline(context.time_remaining())
+            try:
+                response = behavior(request, context)
+            except Exception as exc:
+                if _already_aborted(context):
+                    raise
+                self._fail(context, exc, method)
+            finally:
+                reset_deadline(token)
+                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
+            GRPC_REQUESTS.labels(self.service, method, "OK").inc()
+            return response
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+        @functools.wraps(behavior)
+        def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start = time.perf_counter()
+            token = set_deadline(context.time_remaining())
+            try:
+                yield from behavior(request, context)
+            except Exception as exc:
+                if _already_aborted(context):
+                    raise
+                self._fail(context, exc, method)
+            finally:
+                reset_deadline(token)
+                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
+            GRPC_REQUESTS.labels(self.service, method, "OK").inc()
+
+        return wrapped
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    try:
+        return context.code() not in (None, grpc.StatusCode.OK)
+    except AttributeError:  # pragma: no cover - very old grpc
+        return False
+
+
+class ServiceServer:
+    """A built, not yet started, gRPC server for one service (or several, in the embedded process)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        grace: float = 30.0,
+        max_workers: int = 16,
+        check_interval: float = 5.0,
+    ):
+        self.name = name
+        self.grace = grace
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
+            interceptors=[ErrorInterceptor(name)],
+            options=SERVER_OPTIONS,
+        )
+        self._address = f"{host}:{port}"
+        self.port: int = 0
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._service_names: list[str] = []
+        self._checks: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], None]] = []
+        self._check_interval = check_interval
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def server(self) -> grpc.Server:
+        return self._server
+
+    def add_service(
+        self,
+        full_name: str,
+        register: Callable[[grpc.Server], None],
+        check: Callable[[], None] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        """Register a servicer; `check` raises when its backend is unusable (health goes NOT_SERVING)."""
+        register(self._server)
+        self._service_names.append(full_name)
+        if check is not None:
+            self._checks.append(check)
+        if close is not None:
+            self._closers.append(close)
+
+    def start(self) -> int:
+        """Bind, enable reflection, start serving and the health monitor. Returns the bound port."""
+        names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self._server)
+        self.port = self._server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise OSError(f"{self.name}: could not bind {self._address}")
+        self._server.start()
+        self._update_health()
+        self._monitor = threading.Thread(target=self._watch, name=f"{self.name}-health", daemon=True)
+        self._monitor.start()
+        log.info("%s serving on port %d", self.name, self.port)
+        return self.port
+
+    def _update_health(self) -> bool:
+        healthy = True
+        for check in self._checks:
+            try:
+                check()
+            except Exception as exc:  # a failing check means NOT_SERVING, whatever the cause
+                log.warning("%s health check failed: %s", self.name, exc)
+                healthy = False
+                break
+        status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self._service_names]:
+            self._health.set(name, status)
+        return healthy
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._check_interval):
+            self._update_health()
+
+    def check_now(self) -> bool:
+        """Run the backend checks now and publish the result; returns whether healthy."""
+        return self._update_health()
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
+        self._stopping.set()
+        self._health.enter_graceful_shutdown()
+        self._server.stop(self.grace if grace is None else grace).wait()
+        for close in self._closers:
+            try:
+                close()
+            except Exception:
+                log.exception("%s: error while closing a backend", self.name)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully (used by `modsnet serve`)."""
+        done = threading.Event()
+
+        def _on_signal(signum: int, _frame: Any) -> None:
+            log.info("%s: signal %d, shutting down (grace %.0f s)", self.name, signum, self.grace)
+            done.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        done.wait()
+        self.stop()

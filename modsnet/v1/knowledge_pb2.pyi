@@ -1,0 +1,162 @@
+from modsnet.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImportLibraryRequest(_message.Message):
+    __slots__ = ("blob_id", "replace")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    replace: bool
+    def __init__(self, blob_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class ImportLibraryResponse(_message.Message):
+    __slots__ = ("library", "unchanged")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    library: _common_pb2.Library
+    unchanged: bool
+    def __init__(self, library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., unchanged: _Optional[bool] = ...) -> None: ...
+
+class ExportLibraryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ExportLibraryResponse(_message.Message):
+    __slots__ = ("blob_id", "library")
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    blob_id: str
+    library: _common_pb2.Library
+    def __init__(self, blob_id: _Optional[str] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("library", "model_id")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    model_id: str
+    def __init__(self, library: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class GetDatasetRequest(_message.Message):
+    __slots__ = ("library", "dataset_id")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    dataset_id: str
+    def __init__(self, library: _Optional[str] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+
+class FindDatasetRequest(_message.Message):
+    __slots__ = ("fingerprint", "library")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    library: str
+    def __init__(self, fingerprint: _Optional[str] = ..., library: _Optional[str] = ...) -> None: ...
+
+class AddInteractionsRequest(_message.Message):
+    __slots__ = ("library", "new_datasets", "interactions")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    NEW_DATASETS_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    new_datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Dataset]
+    interactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Interaction]
+    def __init__(self, library: _Optional[str] = ..., new_datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[_common_pb2.Interaction, _Mapping]]] = ...) -> None: ...
+
+class AddInteractionsResponse(_message.Message):
+    __slots__ = ("graph_version", "added")
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    graph_version: int
+    added: int
+    def __init__(self, graph_version: _Optional[int] = ..., added: _Optional[int] = ...) -> None: ...
+
+class GraphSnapshotRequest(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    def __init__(self, library: _Optional[str] = ...) -> None: ...
+
+class GraphSnapshotChunk(_message.Message):
+    __slots__ = ("graph_version", "library", "models", "datasets", "interactions", "similarities")
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITIES_FIELD_NUMBER: _ClassVar[int]
+    graph_version: int
+    library: _common_pb2.Library
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.Model]
+    datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Dataset]
+    interactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Interaction]
+    similarities: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSimilarity]
+    def __init__(self, graph_version: _Optional[int] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.Model, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[_common_pb2.Interaction, _Mapping]]] = ..., similarities: _Optional[_Iterable[_Union[_common_pb2.DatasetSimilarity, _Mapping]]] = ...) -> None: ...
+
+class GraphVersionRequest(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    def __init__(self, library: _Optional[str] = ...) -> None: ...
+
+class GraphVersionResponse(_message.Message):
+    __slots__ = ("graph_version",)
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    graph_version: int
+    def __init__(self, graph_version: _Optional[int] = ...) -> None: ...
+
+class LogQueryRequest(_message.Message):
+    __slots__ = ("query_id", "library", "fingerprint", "filename", "features", "answer", "graph_version")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    library: str
+    fingerprint: str
+    filename: str
+    features: _common_pb2.DatasetFeatures
+    answer: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
+    graph_version: int
+    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., answer: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ...) -> None: ...
+
+class LogQueryResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetQueryRequest(_message.Message):
+    __slots__ = ("query_id",)
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    def __init__(self, query_id: _Optional[str] = ...) -> None: ...
+
+class LoggedQuery(_message.Message):
+    __slots__ = ("query_id", "library", "fingerprint", "filename", "features", "answer_model_ids", "graph_version", "logged_unix")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOGGED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    library: str
+    fingerprint: str
+    filename: str
+    features: _common_pb2.DatasetFeatures
+    answer_model_ids: _containers.RepeatedScalarFieldContainer[str]
+    graph_version: int
+    logged_unix: float
+    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., answer_model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ..., logged_unix: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,74 @@
+from modsnet.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    features: _common_pb2.DatasetFeatures
+    k: int
+    constraints: _common_pb2.Constraints
+    probe_budget: int
+    dataset_id: str
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PROBES_USED_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_BY_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
+    graph_version: int
+    estimator: str
+    path: str
+    probes_used: int
+    excluded_by_constraints: int
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ..., estimator: _Optional[str] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    def __init__(self, library: _Optional[str] = ...) -> None: ...
+
+class EstimatorInfoRequest(_message.Message):
+    __slots__ = ("library",)
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    def __init__(self, library: _Optional[str] = ...) -> None: ...
+
+class EstimatorInfoResponse(_message.Message):
+    __slots__ = ("library", "estimator", "graph_version", "datasets", "models", "interactions", "trained_unix", "train_seconds", "feature_names")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    estimator: str
+    graph_version: int
+    datasets: int
+    models: int
+    interactions: int
+    trained_unix: float
+    train_seconds: float
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., datasets: _Optional[int] = ..., models: _Optional[int] = ..., interactions: _Optional[int] = ..., trained_unix: _Optional[float] = ..., train_seconds: _Optional[float] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...

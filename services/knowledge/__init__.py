@@ -1,0 +1,1 @@
+"""Knowledge service: the knowledge graph K (libraries, models, datasets, interactions) and the query log."""

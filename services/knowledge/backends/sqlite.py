@@ -1,0 +1,572 @@
+"""The embedded knowledge store: one SQLite file.
+
+WAL mode lets readers go on while a writer works; every write is one `BEGIN IMMEDIATE` transaction, so a
+library import, a batch of interactions or a feedback is visible wholly or not at all, and two writers
+are serialised by SQLite's lock (the second waits up to `busy_timeout`). Graph versions live in their own
+table that deletes never touch, so a library's version only ever increases, even across delete and
+re-import. Cells keep the strings the bundle held (`row_json`), so export gives the bundle back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from modsnet.bundle import COST_COLUMNS, Bundle, Table, number
+from modsnet.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+
+from modsnet.graph import (
+    Cost,
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    SimilarityRecord,
+    Snapshot,
+)
+from ..store import KnowledgeStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS libraries (
+    name TEXT PRIMARY KEY,
+    meta_json TEXT NOT NULL,
+    columns_json TEXT NOT NULL,
+    bundle_blob_id TEXT NOT NULL,
+    imported_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS graph_versions (library TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    library TEXT NOT NULL, model_id TEXT NOT NULL, row_json TEXT NOT NULL,
+    PRIMARY KEY (library, model_id)
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    library TEXT NOT NULL, dataset_id TEXT NOT NULL, row_json TEXT NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '', feature_set TEXT NOT NULL DEFAULT '',
+    features_json TEXT NOT NULL DEFAULT '{}', origin TEXT NOT NULL DEFAULT 'imported',
+    PRIMARY KEY (library, dataset_id)
+);
+CREATE INDEX IF NOT EXISTS datasets_fingerprint ON datasets (fingerprint) WHERE fingerprint != '';
+CREATE TABLE IF NOT EXISTS feature_rows (
+    library TEXT NOT NULL, stem TEXT NOT NULL, dataset_id TEXT NOT NULL, row_json TEXT NOT NULL,
+    PRIMARY KEY (library, stem, dataset_id)
+);
+CREATE TABLE IF NOT EXISTS interactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    library TEXT NOT NULL, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL,
+    score REAL NOT NULL, train_seconds REAL, inference_seconds REAL, memory_bytes REAL,
+    provenance TEXT NOT NULL, row_json TEXT NOT NULL, created_unix REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS interactions_library ON interactions (library);
+CREATE TABLE IF NOT EXISTS similarities (
+    library TEXT NOT NULL, dataset_a TEXT NOT NULL, dataset_b TEXT NOT NULL,
+    distance REAL NOT NULL, row_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS similarities_library ON similarities (library);
+CREATE TABLE IF NOT EXISTS probes (library TEXT NOT NULL, row_json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS probes_library ON probes (library);
+CREATE TABLE IF NOT EXISTS artifacts (
+    library TEXT NOT NULL, path TEXT NOT NULL, blob_id TEXT NOT NULL, PRIMARY KEY (library, path)
+);
+CREATE TABLE IF NOT EXISTS queries (
+    query_id TEXT PRIMARY KEY, library TEXT NOT NULL, fingerprint TEXT NOT NULL, filename TEXT NOT NULL,
+    feature_set TEXT NOT NULL, features_json TEXT NOT NULL, modality TEXT NOT NULL,
+    answer_json TEXT NOT NULL, graph_version INTEGER NOT NULL, logged_unix REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queries_fingerprint ON queries (fingerprint);
+"""
+
+_LIBRARY_TABLES = ("models", "datasets", "feature_rows", "interactions", "similarities", "probes", "artifacts")
+
+
+def _cost_of(row: dict[str, str]) -> Cost:
+    values = [number(row.get(c, "")) or 0.0 for c in COST_COLUMNS]
+    return Cost(*values)
+
+
+class SqliteKnowledgeStore(KnowledgeStore):
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []  # every thread's, so close() reaches them all
+        self._lock = threading.Lock()
+        self._db().executescript(SCHEMA)  # executescript manages its own transaction
+
+    # -- connections --------------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # an acknowledged feedback survives a power cut
+                db.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise Unavailable(f"knowledge database {self.path} cannot be opened: {exc}") from None
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Unavailable(f"knowledge database {self.path} is busy or unusable: {exc}") from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One read transaction: every SELECT inside sees the same committed state (WAL snapshot).
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, library: str) -> int:
+        db.execute(
+            "INSERT INTO graph_versions (library, version) VALUES (?, 1) "
+            "ON CONFLICT (library) DO UPDATE SET version = version + 1",
+            (library,),
+        )
+        return int(db.execute("SELECT version FROM graph_versions WHERE library = ?", (library,)).fetchone()[0])
+
+    # -- libraries ----------------------------------------------------------------------------------
+
+    def import_bundle(
+        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str]
+    ) -> tuple[LibraryInfo, bool]:
+        name = bundle.name
+        now = time.time()
+        with self._write() as db:
+            existing = db.execute("SELECT bundle_blob_id FROM libraries WHERE name = ?", (name,)).fetchone()
+            if existing is not None:
+                if existing[0] == blob_id:
+                    return self._library(db, name), True
+                if not replace:
+                    raise AlreadyExists(
+                        f"library {name!r} already exists (a different bundle); import with replace to "
+                        "make this bundle its new version"
+                    )
+                for table in _LIBRARY_TABLES:
+                    db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))  # noqa: S608
+                db.execute("DELETE FROM libraries WHERE name = ?", (name,))
+            columns = {
+                "models.csv": bundle.models.columns,
+                "datasets.csv": bundle.datasets.columns,
+                "interactions.csv": bundle.interactions.columns,
+                "dataset_similarity.csv": bundle.similarity.columns if bundle.similarity else None,
+                "probes.csv": bundle.probes.columns if bundle.probes else None,
+                "features": {stem: t.columns for stem, t in bundle.features.items()},
+            }
+            db.execute(
+                "INSERT INTO libraries VALUES (?, ?, ?, ?, ?)",
+                (name, json.dumps(bundle.meta), json.dumps(columns), blob_id, now),
+            )
+            db.executemany(
+                "INSERT INTO models VALUES (?, ?, ?)",
+                ((name, r["model_id"], json.dumps(r)) for r in bundle.models.rows),
+            )
+            features = _merged_features(bundle.features)
+            stems = ",".join(sorted(bundle.features))
+            db.executemany(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, 'imported')",
+                (
+                    (
+                        name,
+                        r["dataset_id"],
+                        json.dumps(r),
+                        r.get("fingerprint", ""),
+                        stems if r["dataset_id"] in features else "",
+                        json.dumps(features.get(r["dataset_id"], {})),
+                    )
+                    for r in bundle.datasets.rows
+                ),
+            )
+            for stem, table in bundle.features.items():
+                db.executemany(
+                    "INSERT INTO feature_rows VALUES (?, ?, ?, ?)",
+                    ((name, stem, r["dataset_id"], json.dumps(r)) for r in table.rows),
+                )
+            db.executemany(
+                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        name,
+                        r["model_id"],
+                        r["dataset_id"],
+                        float(r["score"]),
+                        *(number(r.get(c, "")) for c in COST_COLUMNS),
+                        r.get("provenance") or "imported",
+                        json.dumps(r),
+                        now,
+                    )
+                    for r in bundle.interactions.rows
+                ),
+            )
+            if bundle.similarity is not None:
+                db.executemany(
+                    "INSERT INTO similarities VALUES (?, ?, ?, ?, ?)",
+                    (
+                        (name, r["dataset_a"], r["dataset_b"], _distance(r), json.dumps(r))
+                        for r in bundle.similarity.rows
+                    ),
+                )
+            if bundle.probes is not None:
+                db.executemany(
+                    "INSERT INTO probes VALUES (?, ?)", ((name, json.dumps(r)) for r in bundle.probes.rows)
+                )
+            db.executemany(
+                "INSERT INTO artifacts VALUES (?, ?, ?)", ((name, p, b) for p, b in sorted(artifacts.items()))
+            )
+            self._bump(db, name)
+            return self._library(db, name), False
+
+    def export_bundle(self, name: str) -> tuple[Bundle, dict[str, str]]:
+        with self._read() as db:
+            row = db.execute("SELECT meta_json, columns_json FROM libraries WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"library {name!r} not found")
+            meta, columns = json.loads(row[0]), json.loads(row[1])
+
+            def rows(sql: str) -> list[dict[str, str]]:
+                return [json.loads(r[0]) for r in db.execute(sql, (name,))]
+
+            models = Table("models.csv", columns["models.csv"], rows("SELECT row_json FROM models WHERE library = ?"))
+            datasets = Table(
+                "datasets.csv", columns["datasets.csv"], rows("SELECT row_json FROM datasets WHERE library = ?")
+            )
+            interactions = Table(
+                "interactions.csv",
+                list(columns["interactions.csv"]),
+                rows("SELECT row_json FROM interactions WHERE library = ? ORDER BY id"),
+            )
+            for extra in ("provenance", *COST_COLUMNS):
+                if extra not in interactions.columns and any(r.get(extra) for r in interactions.rows):
+                    interactions.columns.append(extra)
+            if "provenance" in interactions.columns:
+                for r in interactions.rows:
+                    r.setdefault("provenance", "imported")
+            similarity = probes = None
+            if columns.get("dataset_similarity.csv"):
+                similarity = Table(
+                    "dataset_similarity.csv",
+                    columns["dataset_similarity.csv"],
+                    rows("SELECT row_json FROM similarities WHERE library = ?"),
+                )
+            if columns.get("probes.csv"):
+                probes = Table("probes.csv", columns["probes.csv"], rows("SELECT row_json FROM probes WHERE library = ?"))
+            features = {}
+            for stem, cols in columns["features"].items():
+                feature_rows = [
+                    json.loads(r[0])
+                    for r in db.execute(
+                        "SELECT row_json FROM feature_rows WHERE library = ? AND stem = ?", (name, stem)
+                    )
+                ]
+                features[stem] = Table(f"dataset_features/{stem}.csv", cols, feature_rows)
+            artifacts = dict(db.execute("SELECT path, blob_id FROM artifacts WHERE library = ?", (name,)).fetchall())
+        return Bundle(meta, models, datasets, interactions, similarity, probes, features), artifacts
+
+    def delete_library(self, name: str) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM libraries WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFound(f"library {name!r} not found")
+            for table in _LIBRARY_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))  # noqa: S608
+            db.execute("DELETE FROM libraries WHERE name = ?", (name,))
+            self._bump(db, name)
+
+    def _library(self, db: sqlite3.Connection, name: str) -> LibraryInfo:
+        row = db.execute(
+            "SELECT meta_json, bundle_blob_id, imported_unix FROM libraries WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"library {name!r} not found")
+        counts = [
+            db.execute(f"SELECT COUNT(*) FROM {t} WHERE library = ?", (name,)).fetchone()[0]  # noqa: S608
+            for t in ("models", "datasets", "interactions")
+        ]
+        version = db.execute("SELECT version FROM graph_versions WHERE library = ?", (name,)).fetchone()
+        return LibraryInfo(
+            name=name,
+            meta=json.loads(row[0]),
+            models=counts[0],
+            datasets=counts[1],
+            interactions=counts[2],
+            graph_version=int(version[0]) if version else 0,
+            bundle_blob_id=row[1],
+            imported_unix=row[2],
+        )
+
+    def list_libraries(self) -> list[LibraryInfo]:
+        with self._read() as db:
+            names = [r[0] for r in db.execute("SELECT name FROM libraries ORDER BY name")]
+            return [self._library(db, n) for n in names]
+
+    def get_library(self, name: str) -> LibraryInfo:
+        with self._read() as db:
+            return self._library(db, name)
+
+    # -- nodes --------------------------------------------------------------------------------------
+
+    def _models(self, db: sqlite3.Connection, library: str, model_id: str | None = None) -> list[ModelNode]:
+        only = " AND model_id = ?" if model_id else ""
+        args: tuple[str, ...] = (library, model_id) if model_id else (library,)
+        stats = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT model_id, AVG(train_seconds), AVG(inference_seconds), AVG(memory_bytes), COUNT(*) "
+                f"FROM interactions WHERE library = ?{only} GROUP BY model_id",  # noqa: S608
+                args,
+            )
+        }
+        nodes = []
+        for mid, row_json in db.execute(
+            f"SELECT model_id, row_json FROM models WHERE library = ?{only} ORDER BY model_id",  # noqa: S608
+            args,
+        ):
+            row = json.loads(row_json)
+            train, infer, memory, count = stats.get(mid, (None, None, None, 0))
+            nodes.append(
+                ModelNode(
+                    library=library,
+                    model_id=mid,
+                    metadata={k: v for k, v in row.items() if k != "model_id"},
+                    cost=Cost(train or 0.0, infer or 0.0, memory or 0.0),
+                    interactions=count,
+                )
+            )
+        return nodes
+
+    def _datasets(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[DatasetNode]:
+        nodes = []
+        for library, did, row_json, fingerprint, feature_set, features_json, count in db.execute(
+            "SELECT d.library, d.dataset_id, d.row_json, d.fingerprint, d.feature_set, d.features_json, "
+            "(SELECT COUNT(*) FROM interactions i WHERE i.library = d.library AND i.dataset_id = d.dataset_id) "
+            f"FROM datasets d WHERE {where} ORDER BY d.library, d.dataset_id",  # noqa: S608
+            args,
+        ):
+            row = json.loads(row_json)
+            nodes.append(
+                DatasetNode(
+                    library=library,
+                    dataset_id=did,
+                    metadata={k: v for k, v in row.items() if k != "dataset_id"},
+                    features=json.loads(features_json),
+                    feature_set=feature_set,
+                    fingerprint=fingerprint,
+                    interactions=count,
+                )
+            )
+        return nodes
+
+    def get_model(self, library: str, model_id: str) -> ModelNode:
+        with self._read() as db:
+            self._library(db, library)
+            found = self._models(db, library, model_id)
+        if not found:
+            raise NotFound(f"model {model_id!r} not found in library {library!r}")
+        return found[0]
+
+    def get_dataset(self, library: str, dataset_id: str) -> DatasetNode:
+        with self._read() as db:
+            self._library(db, library)
+            found = self._datasets(db, "d.library = ? AND d.dataset_id = ?", (library, dataset_id))
+        if not found:
+            raise NotFound(f"dataset {dataset_id!r} not found in library {library!r}")
+        return found[0]
+
+    def find_dataset(self, fingerprint: str, library: str = "") -> DatasetNode:
+        if not fingerprint:
+            raise InvalidArgument("fingerprint is required")
+        with self._read() as db:
+            if library:
+                found = self._datasets(db, "d.fingerprint = ? AND d.library = ?", (fingerprint, library))
+            else:
+                found = self._datasets(db, "d.fingerprint = ?", (fingerprint,))
+        if not found:
+            raise NotFound(f"no dataset with fingerprint {fingerprint[:12]}… is known")
+        return found[0]
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def add_interactions(
+        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+    ) -> tuple[int, int]:
+        now = time.time()
+        with self._write() as db:
+            self._library(db, library)
+            for node in new_datasets:
+                existing = db.execute(
+                    "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?", (library, node.dataset_id)
+                ).fetchone()
+                if existing is not None:
+                    if existing[0] != node.fingerprint:
+                        raise AlreadyExists(f"dataset {node.dataset_id!r} already exists with other content")
+                    continue
+                row = {"dataset_id": node.dataset_id, **node.metadata}
+                db.execute(
+                    "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        library,
+                        node.dataset_id,
+                        json.dumps(row),
+                        node.fingerprint,
+                        node.feature_set,
+                        json.dumps(node.features),
+                        node.metadata.get("origin", "feedback"),
+                    ),
+                )
+            known_models = {r[0] for r in db.execute("SELECT model_id FROM models WHERE library = ?", (library,))}
+            known_datasets = {r[0] for r in db.execute("SELECT dataset_id FROM datasets WHERE library = ?", (library,))}
+            for i, rec in enumerate(interactions):
+                if rec.model_id not in known_models:
+                    raise NotFound(f"interaction {i}: model {rec.model_id!r} not found in library {library!r}")
+                if rec.dataset_id not in known_datasets:
+                    raise NotFound(f"interaction {i}: dataset {rec.dataset_id!r} not found in library {library!r}")
+            db.executemany(
+                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        library,
+                        rec.model_id,
+                        rec.dataset_id,
+                        rec.score,
+                        rec.cost.train_seconds or None,
+                        rec.cost.inference_seconds or None,
+                        rec.cost.memory_bytes or None,
+                        rec.provenance,
+                        json.dumps(_interaction_row(rec)),
+                        now,
+                    )
+                    for rec in interactions
+                ),
+            )
+            version = self._bump(db, library)
+        return version, len(interactions)
+
+    # -- graph --------------------------------------------------------------------------------------
+
+    def snapshot(self, library: str) -> Snapshot:
+        with self._read() as db:
+            info = self._library(db, library)
+            models = self._models(db, library)
+            datasets = self._datasets(db, "d.library = ?", (library,))
+            interactions = [
+                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p)
+                for m, d, s, t, i, mem, p in db.execute(
+                    "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
+                    "provenance FROM interactions WHERE library = ? ORDER BY id",
+                    (library,),
+                )
+            ]
+            similarities = [
+                SimilarityRecord(a, b, dist)
+                for a, b, dist in db.execute(
+                    "SELECT dataset_a, dataset_b, distance FROM similarities WHERE library = ?", (library,)
+                )
+            ]
+        return Snapshot(info, models, datasets, interactions, similarities)
+
+    def graph_version(self, library: str) -> int:
+        with self._read() as db:
+            return self._library(db, library).graph_version
+
+    # -- query log ----------------------------------------------------------------------------------
+
+    def log_query(self, record: QueryRecord) -> None:
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.query_id,
+                        record.library,
+                        record.fingerprint,
+                        record.filename,
+                        record.feature_set,
+                        json.dumps(record.features),
+                        record.modality,
+                        json.dumps(record.answer_model_ids),
+                        record.graph_version,
+                        record.logged_unix or time.time(),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"query {record.query_id!r} is already logged") from None
+
+    def get_query(self, query_id: str) -> QueryRecord:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM queries WHERE query_id = ?", (query_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"query {query_id!r} not found")
+        qid, library, fp, filename, fset, features, modality, answer, version, logged = row
+        return QueryRecord(
+            qid, library, fp, filename, fset, json.loads(features), modality, json.loads(answer), version, logged
+        )
+
+    def check(self) -> None:
+        try:
+            self._db().execute("SELECT 1 FROM libraries LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"knowledge database {self.path} is unusable: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _distance(row: dict[str, str]) -> float:
+    if row.get("distance", "") != "":
+        return float(row["distance"])
+    return 1.0 - float(row["similarity"])
+
+
+def _merged_features(tables: dict[str, Table]) -> dict[str, dict[str, float]]:
+    merged: dict[str, dict[str, float]] = {}
+    for table in tables.values():
+        for row in table.rows:
+            values = merged.setdefault(row["dataset_id"], {})
+            for column, cell in row.items():
+                if column != "dataset_id" and cell != "":
+                    values[column] = float(cell)
+    return merged
+
+
+def _interaction_row(rec: InteractionRecord) -> dict[str, str]:
+    row = {"model_id": rec.model_id, "dataset_id": rec.dataset_id, "score": repr(rec.score)}
+    for column in COST_COLUMNS:
+        value = getattr(rec.cost, column)
+        if value:
+            row[column] = repr(float(value))
+    row["provenance"] = rec.provenance
+    return row

@@ -1,0 +1,27 @@
+"""Knowledge server factory: builds the server (not started) from a config."""
+
+from __future__ import annotations
+
+from modsnet.clients import StorageClient
+from modsnet.runtime.server import ServiceServer
+from modsnet.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+from .config import KnowledgeConfig
+from .core import KnowledgeCore, open_store
+from .servicer import KnowledgeServicer
+
+SERVICE_NAME = knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"].full_name
+
+
+def create_server(config: KnowledgeConfig) -> ServiceServer:
+    """Build the knowledge server (not started): store, storage client, core, servicer, health check."""
+    core = KnowledgeCore(open_store(config), StorageClient(config.storage_addr))
+    servicer = KnowledgeServicer(core)
+    server = ServiceServer("knowledge", host=config.host, port=config.port, grace=config.grace)
+    server.add_service(
+        SERVICE_NAME,
+        lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),
+        check=core.check,
+        close=core.close,
+    )
+    return server

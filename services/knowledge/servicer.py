@@ -1,0 +1,96 @@
+"""Knowledge gRPC servicer: protobuf in, core call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modsnet.convert import (
+    dataset_from_pb,
+    dataset_to_pb,
+    interaction_from_pb,
+    interaction_to_pb,
+    library_to_pb,
+    model_to_pb,
+    query_to_pb,
+    similarity_to_pb,
+)
+from modsnet.graph import QueryRecord
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import knowledge_pb2 as kpb
+from modsnet.v1 import knowledge_pb2_grpc
+
+from .core import KnowledgeCore
+
+SNAPSHOT_BATCH = 5000  # records per streamed chunk: well under the message size limit
+
+
+class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
+    def __init__(self, core: KnowledgeCore):
+        self.core = core
+
+    def ImportLibrary(self, request: kpb.ImportLibraryRequest, context: object) -> kpb.ImportLibraryResponse:
+        info, unchanged = self.core.import_library(request.blob_id, replace=request.replace)
+        return kpb.ImportLibraryResponse(library=library_to_pb(info), unchanged=unchanged)
+
+    def ExportLibrary(self, request: kpb.ExportLibraryRequest, context: object) -> kpb.ExportLibraryResponse:
+        blob_id, info = self.core.export_library(request.name)
+        return kpb.ExportLibraryResponse(blob_id=blob_id, library=library_to_pb(info))
+
+    def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:
+        return pb.ListLibrariesResponse(libraries=[library_to_pb(i) for i in self.core.list_libraries()])
+
+    def GetModel(self, request: kpb.GetModelRequest, context: object) -> pb.Model:
+        return model_to_pb(self.core.get_model(request.library, request.model_id))
+
+    def GetDataset(self, request: kpb.GetDatasetRequest, context: object) -> pb.Dataset:
+        return dataset_to_pb(self.core.get_dataset(request.library, request.dataset_id))
+
+    def FindDataset(self, request: kpb.FindDatasetRequest, context: object) -> pb.Dataset:
+        return dataset_to_pb(self.core.find_dataset(request.fingerprint, request.library))
+
+    def AddInteractions(self, request: kpb.AddInteractionsRequest, context: object) -> kpb.AddInteractionsResponse:
+        version, added = self.core.add_interactions(
+            request.library,
+            [dataset_from_pb(d) for d in request.new_datasets],
+            [interaction_from_pb(i) for i in request.interactions],
+        )
+        return kpb.AddInteractionsResponse(graph_version=version, added=added)
+
+    def GraphSnapshot(self, request: kpb.GraphSnapshotRequest, context: object) -> Iterator[kpb.GraphSnapshotChunk]:
+        snap = self.core.snapshot(request.library)
+        version = snap.graph_version
+        yield kpb.GraphSnapshotChunk(graph_version=version, library=library_to_pb(snap.library))
+        modality = str(snap.library.meta.get("modality", ""))
+        parts = (
+            ("models", [model_to_pb(m) for m in snap.models]),
+            ("datasets", [dataset_to_pb(d, modality) for d in snap.datasets]),
+            ("interactions", [interaction_to_pb(i) for i in snap.interactions]),
+            ("similarities", [similarity_to_pb(s) for s in snap.similarities]),
+        )
+        for field, items in parts:
+            for start in range(0, len(items), SNAPSHOT_BATCH):
+                chunk = kpb.GraphSnapshotChunk(graph_version=version)
+                getattr(chunk, field).extend(items[start : start + SNAPSHOT_BATCH])
+                yield chunk
+
+    def GraphVersion(self, request: kpb.GraphVersionRequest, context: object) -> kpb.GraphVersionResponse:
+        return kpb.GraphVersionResponse(graph_version=self.core.graph_version(request.library))
+
+    def LogQuery(self, request: kpb.LogQueryRequest, context: object) -> kpb.LogQueryResponse:
+        self.core.log_query(
+            QueryRecord(
+                query_id=request.query_id,
+                library=request.library,
+                fingerprint=request.fingerprint,
+                filename=request.filename,
+                feature_set=request.features.feature_set,
+                features=dict(request.features.values),
+                modality=request.features.modality,
+                answer_model_ids=[m.model_id for m in request.answer],
+                graph_version=request.graph_version,
+            )
+        )
+        return kpb.LogQueryResponse()
+
+    def GetQuery(self, request: kpb.GetQueryRequest, context: object) -> kpb.LoggedQuery:
+        return query_to_pb(self.core.get_query(request.query_id))

@@ -1,0 +1,1 @@
+"""Query service: the public API (search by exemplar dataset, libraries, feedback)."""

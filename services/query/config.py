@@ -1,0 +1,35 @@
+"""Query service settings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from modsnet.runtime.config import COMMON, Setting, address, resolve
+
+SETTINGS = (
+    *COMMON,
+    Setting("knowledge_addr", "knowledge service host:port", None, address, required=True),
+    Setting("recommender_addr", "recommender service host:port", None, address, required=True),
+    Setting("storage_addr", "storage service host:port", None, address, required=True),
+    Setting("max_upload_bytes", "largest exemplar file accepted", 512 * 1024**2, int),
+    Setting("spool_dir", "folder for uploads in progress (default: the system temp folder)", None),
+)
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    knowledge_addr: str
+    recommender_addr: str
+    storage_addr: str
+    max_upload_bytes: int = 512 * 1024**2
+    spool_dir: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 0
+    metrics_port: int = 0
+    grace: float = 30.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, flags: argparse.Namespace | None = None) -> QueryConfig:
+        return cls(**resolve(SETTINGS, flags))

@@ -1,0 +1,223 @@
+"""Query logic with no grpc: receive an exemplar file, understand it, ask for the top-k, log it.
+
+The order matters for "a refused upload keeps nothing": the file is spooled to a temp file and parsed and
+validated there first; only a file that passed is put in storage, and only then is anything logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import IO
+
+from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient, iter_file
+from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from modsnet.features.tabular import FEATURE_SET, infer_target, read_table, tabular_features
+from modsnet.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import recommender_pb2 as rpb
+
+from .metrics import FEATURE_SECONDS, FEEDBACK, SEARCHES, UPLOAD_BYTES
+
+TABULAR_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
+SPOOL_IN_MEMORY = 32 * 1024**2
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    library: str = ""
+    k: int = 5
+    target_column: str = ""
+    constraints: pb.Constraints | None = None
+    probe_budget: int = 0
+    filename: str = ""
+    modality: str = ""
+    expected_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    fingerprint: str
+    filename: str
+    modality: str
+    rows: int
+    columns: int
+    target_column: str
+    classes: int
+    feature_set: str
+    features: dict[str, float]
+    known_dataset_id: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query_id: str
+    library: LibraryInfo
+    dataset: DatasetSummary
+    answer: rpb.RecommendResponse
+
+
+class QueryCore:
+    def __init__(
+        self,
+        storage: StorageClient,
+        knowledge: KnowledgeClient,
+        recommender: RecommenderClient,
+        *,
+        max_upload_bytes: int,
+        spool_dir: str | None = None,
+    ):
+        self.storage = storage
+        self.knowledge = knowledge
+        self.recommender = recommender
+        self.max_upload_bytes = max_upload_bytes
+        self.spool_dir = spool_dir
+
+    # -- search -------------------------------------------------------------------------------------
+
+    def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
+        filename = PurePath(options.filename or "upload.csv").name
+        modality = self._modality(options.modality, filename)
+        try:
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=self.spool_dir) as spool:
+                fingerprint, size = self._receive(chunks, spool, filename)
+                if options.expected_sha256 and options.expected_sha256.lower() != fingerprint:
+                    raise DataLoss(f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})")
+                library = self._library(options.library, modality)
+                spool.seek(0)
+                started = time.perf_counter()
+                table = read_table(spool, name=filename)  # type: ignore[arg-type]
+                target = infer_target(table, options.target_column or None, name=filename)
+                features = tabular_features(table, target)
+                FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
+                # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
+                spool.seek(0)
+                self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
+            known = self._known_dataset(fingerprint, library.name)
+            answer = self.recommender.recommend(
+                rpb.RecommendRequest(
+                    library=library.name,
+                    features=pb.DatasetFeatures(feature_set=FEATURE_SET, values=features, modality=modality),
+                    k=options.k or 5,
+                    constraints=options.constraints,
+                    probe_budget=options.probe_budget,
+                    dataset_id=known,
+                )
+            )
+            query_id = uuid.uuid4().hex
+            self.knowledge.log_query(
+                QueryRecord(
+                    query_id=query_id,
+                    library=library.name,
+                    fingerprint=fingerprint,
+                    filename=filename,
+                    feature_set=FEATURE_SET,
+                    features=features,
+                    modality=modality,
+                    answer_model_ids=[m.model_id for m in answer.models],
+                    graph_version=answer.graph_version,
+                ),
+                answer.models,
+            )
+        except Exception:
+            SEARCHES.labels(modality, "error").inc()
+            raise
+        SEARCHES.labels(modality, "ok").inc()
+        n_classes = int(table[target].nunique(dropna=True))
+        summary = DatasetSummary(
+            fingerprint, filename, modality, len(table), table.shape[1], target, n_classes, FEATURE_SET, features, known
+        )
+        return SearchResult(query_id, library, summary, answer)
+
+    def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > self.max_upload_bytes:
+                raise ResourceExhausted(f"{filename}: larger than the limit of {self.max_upload_bytes} bytes")
+            digest.update(chunk)
+            spool.write(chunk)
+        UPLOAD_BYTES.inc(size)
+        if size == 0:
+            raise InvalidArgument(f"{filename}: the file is empty")
+        return digest.hexdigest(), size
+
+    @staticmethod
+    def _modality(requested: str, filename: str) -> str:
+        if requested and requested != "tabular":
+            raise InvalidArgument(f"{filename}: modality {requested!r} is not supported yet (supported: tabular)")
+        suffix = PurePath(filename).suffix.lower()
+        if not requested and suffix and suffix not in TABULAR_SUFFIXES:
+            raise InvalidArgument(
+                f"{filename}: unsupported file type {suffix!r} (supported: {', '.join(TABULAR_SUFFIXES)})"
+            )
+        return "tabular"
+
+    def _library(self, name: str, modality: str) -> LibraryInfo:
+        libraries = self.knowledge.list_libraries()
+        if name:
+            for info in libraries:
+                if info.name == name:
+                    return info
+            known = ", ".join(i.name for i in libraries) or "none"
+            raise NotFound(f"library {name!r} not found (known: {known})")
+        fitting = [i for i in libraries if i.meta.get("modality") == modality]
+        if len(fitting) == 1:
+            return fitting[0]
+        if not fitting:
+            raise NotFound(f"no {modality} library is imported; import one with `modsnet library import`")
+        names = ", ".join(i.name for i in fitting)
+        raise InvalidArgument(f"several {modality} libraries ({names}): name one with --library")
+
+    def _known_dataset(self, fingerprint: str, library: str) -> str:
+        try:
+            return self.knowledge.find_dataset(fingerprint, library).dataset_id
+        except NotFound:
+            return ""
+
+    # -- libraries and feedback ---------------------------------------------------------------------
+
+    def list_libraries(self) -> list[LibraryInfo]:
+        return self.knowledge.list_libraries()
+
+    def report_performance(self, query_id: str, model_id: str, score: float, cost: Cost) -> tuple[str, int]:
+        """Attach a measured score to the searched dataset, which becomes (or already is) a dataset node."""
+        if not query_id or not model_id:
+            raise InvalidArgument("query_id and model_id are required")
+        if not math.isfinite(score):
+            raise InvalidArgument(f"score must be a finite number, not {score}")
+        query = self.knowledge.get_query(query_id)
+        dataset_id = self._known_dataset(query.fingerprint, query.library)
+        new = []
+        if not dataset_id:
+            dataset_id = f"query-{query.fingerprint[:16]}"
+            new.append(
+                DatasetNode(
+                    library=query.library,
+                    dataset_id=dataset_id,
+                    metadata={"origin": "feedback", "filename": query.filename},
+                    features=query.features,
+                    feature_set=query.feature_set,
+                    fingerprint=query.fingerprint,
+                )
+            )
+        response = self.knowledge.add_interactions(
+            query.library, new, [InteractionRecord(model_id, dataset_id, score, cost, "feedback")]
+        )
+        FEEDBACK.inc()
+        return dataset_id, int(response.graph_version)
+
+    def check(self) -> None:
+        """Serving needs the knowledge service (libraries); a failure there is a failure here."""
+        self.knowledge.list_libraries_pb()
+
+    def close(self) -> None:
+        for client in (self.storage, self.knowledge, self.recommender):
+            client.close()

@@ -1,0 +1,33 @@
+"""Query server factory: builds the server (not started) from a config."""
+
+from __future__ import annotations
+
+from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.runtime.server import ServiceServer
+from modsnet.v1 import query_pb2, query_pb2_grpc
+
+from .config import QueryConfig
+from .core import QueryCore
+from .servicer import QueryServicer
+
+SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
+
+
+def create_server(config: QueryConfig) -> ServiceServer:
+    """Build the query server (not started): downstream clients, core, servicer, health check."""
+    core = QueryCore(
+        StorageClient(config.storage_addr),
+        KnowledgeClient(config.knowledge_addr),
+        RecommenderClient(config.recommender_addr),
+        max_upload_bytes=config.max_upload_bytes,
+        spool_dir=config.spool_dir,
+    )
+    servicer = QueryServicer(core)
+    server = ServiceServer("query", host=config.host, port=config.port, grace=config.grace)
+    server.add_service(
+        SERVICE_NAME,
+        lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),
+        check=core.check,
+        close=core.close,
+    )
+    return server

@@ -1,0 +1,77 @@
+"""Query gRPC servicer: protobuf in, core call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modsnet.convert import cost_from_pb, library_to_pb
+from modsnet.errors import InvalidArgument
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import query_pb2 as qpb
+from modsnet.v1 import query_pb2_grpc
+
+from .core import QueryCore, SearchOptions
+
+
+class QueryServicer(query_pb2_grpc.QueryServicer):
+    def __init__(self, core: QueryCore):
+        self.core = core
+
+    def Search(self, request_iterator: Iterator[qpb.SearchRequest], context: object) -> qpb.SearchResponse:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("Search: the first message must be a header")
+        h = first.header
+
+        def chunks() -> Iterator[bytes]:
+            for message in request_iterator:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("Search: only file chunks may follow the header")
+                yield message.chunk
+
+        options = SearchOptions(
+            library=h.library,
+            k=h.k,
+            target_column=h.target_column,
+            constraints=h.constraints if h.HasField("constraints") else None,
+            probe_budget=h.probe_budget,
+            filename=h.filename,
+            modality=h.modality,
+            expected_sha256=h.expected_sha256,
+        )
+        result = self.core.search(options, chunks())
+        d = result.dataset
+        answer = result.answer
+        return qpb.SearchResponse(
+            query_id=result.query_id,
+            library=result.library.name,
+            models=answer.models,
+            dataset=qpb.DatasetSummary(
+                fingerprint=d.fingerprint,
+                filename=d.filename,
+                modality=d.modality,
+                rows=d.rows,
+                columns=d.columns,
+                target_column=d.target_column,
+                classes=d.classes,
+                features=pb.DatasetFeatures(feature_set=d.feature_set, values=d.features, modality=d.modality),
+                known_dataset_id=d.known_dataset_id,
+            ),
+            metric=str(result.library.meta.get("metric", "")),
+            estimator=answer.estimator,
+            graph_version=answer.graph_version,
+            path=answer.path,
+            probes_used=answer.probes_used,
+            excluded_by_constraints=answer.excluded_by_constraints,
+        )
+
+    def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:
+        return pb.ListLibrariesResponse(libraries=[library_to_pb(i) for i in self.core.list_libraries()])
+
+    def ReportPerformance(
+        self, request: qpb.ReportPerformanceRequest, context: object
+    ) -> qpb.ReportPerformanceResponse:
+        dataset_id, version = self.core.report_performance(
+            request.query_id, request.model_id, request.score, cost_from_pb(request.cost)
+        )
+        return qpb.ReportPerformanceResponse(dataset_id=dataset_id, graph_version=version)

@@ -1,0 +1,27 @@
+"""Recommender server factory: builds the server (not started) from a config."""
+
+from __future__ import annotations
+
+from modsnet.clients import KnowledgeClient
+from modsnet.runtime.server import ServiceServer
+from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
+
+from .config import RecommenderConfig
+from .core import RecommenderCore
+from .servicer import RecommenderServicer
+
+SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+def create_server(config: RecommenderConfig) -> ServiceServer:
+    """Build the recommender server (not started): knowledge client, core, servicer, health check."""
+    core = RecommenderCore(KnowledgeClient(config.knowledge_addr), neighbours=config.neighbours)
+    servicer = RecommenderServicer(core)
+    server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
+    server.add_service(
+        SERVICE_NAME,
+        lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
+        check=core.check,
+        close=core.close,
+    )
+    return server

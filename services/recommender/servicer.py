@@ -1,0 +1,78 @@
+"""Recommender gRPC servicer: protobuf in, core call, protobuf out."""
+
+from __future__ import annotations
+
+from modsnet.convert import cost_to_pb
+from modsnet.v1 import common_pb2 as pb
+from modsnet.v1 import recommender_pb2 as rpb
+from modsnet.v1 import recommender_pb2_grpc
+
+from .core import Constraints, EstimatorInfo, RecommenderCore
+
+
+def constraints_from_pb(msg: pb.Constraints) -> Constraints:
+    return Constraints(
+        max_train_seconds=msg.max_train_seconds,
+        max_inference_seconds=msg.max_inference_seconds,
+        max_memory_bytes=float(msg.max_memory_bytes),
+        exclude_models=frozenset(msg.exclude_models),
+        require_metadata=dict(msg.require_metadata),
+    )
+
+
+def _info_to_pb(info: EstimatorInfo) -> rpb.EstimatorInfoResponse:
+    return rpb.EstimatorInfoResponse(
+        library=info.library,
+        estimator=info.estimator,
+        graph_version=info.graph_version,
+        datasets=info.datasets,
+        models=info.models,
+        interactions=info.interactions,
+        trained_unix=info.trained_unix,
+        train_seconds=info.train_seconds,
+        feature_names=info.feature_names,
+    )
+
+
+class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
+    def __init__(self, core: RecommenderCore):
+        self.core = core
+
+    def Recommend(self, request: rpb.RecommendRequest, context: object) -> rpb.RecommendResponse:
+        result = self.core.recommend(
+            request.library,
+            dict(request.features.values),
+            k=request.k or 5,
+            constraints=constraints_from_pb(request.constraints),
+            probe_budget=request.probe_budget,
+            dataset_id=request.dataset_id,
+        )
+        return rpb.RecommendResponse(
+            models=[
+                pb.RankedModel(
+                    rank=r.rank,
+                    model_id=r.prediction.model_id,
+                    predicted_score=r.prediction.score,
+                    uncertainty=r.prediction.uncertainty,
+                    cost=cost_to_pb(r.model.cost),
+                    evidence=[
+                        pb.Evidence(dataset_id=e.dataset_id, similarity=e.similarity, score=e.score)
+                        for e in r.prediction.evidence
+                    ],
+                    metadata=r.model.metadata,
+                    explanation=r.prediction.explanation,
+                )
+                for r in result.models
+            ],
+            graph_version=result.graph_version,
+            estimator=result.estimator,
+            path=result.path,
+            probes_used=result.probes_used,
+            excluded_by_constraints=result.excluded_by_constraints,
+        )
+
+    def Train(self, request: rpb.TrainRequest, context: object) -> rpb.EstimatorInfoResponse:
+        return _info_to_pb(self.core.train(request.library))
+
+    def EstimatorInfo(self, request: rpb.EstimatorInfoRequest, context: object) -> rpb.EstimatorInfoResponse:
+        return _info_to_pb(self.core.info(request.library))

@@ -1,0 +1,1 @@
+"""Storage service: content-addressed blobs (datasets, bundles, artifacts, checkpoints)."""
