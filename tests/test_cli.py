@@ -1,0 +1,151 @@
+"""The `modsnet` command as a person runs it: real processes, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from synthetic import make_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def modsnet(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
+    env["MODSNET_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "modsnet", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, synth_bundle: Path) -> Path:
+    home = tmp_path / "home"
+    done = modsnet("library", "import", str(synth_bundle), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "library synth: 6 models, 10 datasets, 60 interactions" in done.stdout
+    return home
+
+
+def test_search_prints_a_table_and_json(home: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "mine.csv"
+    make_table(150, 6, 3, 7).to_csv(csv, index=False)
+    done = modsnet("search", str(csv), "--library", "synth", "-k", "3", home=home)
+    assert done.returncode == 0, done.stderr
+    assert "mine.csv: 150 rows x 7 columns, target 'class' (3 classes)" in done.stdout
+    assert "query id" in done.stdout and "m" in done.stdout
+    done = modsnet("search", str(csv), "--library", "synth", "-k", "2", "--json", home=home)
+    answer = json.loads(done.stdout)
+    assert [m["rank"] for m in answer["models"]] == [1, 2] and answer["query_id"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "the file is empty"),
+        ("a,b,class\n", "no data rows"),
+        ("a,b,class\n1,2,x\n3\n", "row 3 has 1 field, the header has 3"),
+        ("just_one\n1\n2\n", "one column"),
+    ],
+)
+def test_malformed_file_prints_one_line_error_and_fails(home: Path, tmp_path: Path, content: str, expected: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    done = modsnet("search", str(bad), home=home)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("modsnet: error: ") and expected in lines[0], done.stderr
+    assert "bad.csv" in lines[0]
+
+
+def test_library_list_export_and_reimport(home: Path, tmp_path: Path) -> None:
+    listing = modsnet("library", "list", home=home)
+    assert listing.returncode == 0 and "synth" in listing.stdout and "tabular" in listing.stdout
+    for target in ("out", "out.tar.gz", "out.zip"):
+        done = modsnet("library", "export", "synth", str(tmp_path / target), home=home)
+        assert done.returncode == 0, done.stderr
+    again = modsnet("library", "import", str(tmp_path / "out.zip"), home=tmp_path / "other")
+    assert again.returncode == 0 and "60 interactions" in again.stdout
+    # The canonical export of an unchanged import is byte-identical, so it is recognised as such.
+    same = modsnet("library", "import", str(tmp_path / "out.tar.gz"), home=home)
+    assert same.returncode == 0 and "unchanged" in same.stdout
+    meta = tmp_path / "out" / "library.yaml"
+    meta.write_text(meta.read_text().replace("synthetic test library", "edited"))
+    edited = modsnet("library", "import", str(tmp_path / "out"), home=home)
+    assert edited.returncode == 1 and "already exists" in edited.stderr
+    replaced = modsnet("library", "import", str(tmp_path / "out"), "--replace", home=home)
+    assert replaced.returncode == 0 and "graph version 2" in replaced.stdout
+
+
+def test_bad_bundle_is_refused_and_nothing_changes(home: Path, tmp_path: Path, synth_bundle: Path) -> None:
+    import shutil
+
+    broken = Path(shutil.copytree(synth_bundle, tmp_path / "broken"))
+    meta = broken / "library.yaml"
+    meta.write_text(meta.read_text().replace("name: synth", "name: broken"))
+    interactions = broken / "interactions.csv"
+    lines = interactions.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[lines[0].split(",").index("score")] = "not-a-number"
+    lines[5] = ",".join(cells)
+    interactions.write_text("\n".join(lines) + "\n")
+    done = modsnet("library", "import", str(broken), home=home)
+    assert done.returncode == 1
+    assert "interactions.csv line 6, column 'score'" in done.stderr
+    assert "broken" not in modsnet("library", "list", home=home).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_fails_fast_without_a_required_address(tmp_path: Path) -> None:
+    done = modsnet("serve", "query", "--port", "0", home=tmp_path)
+    assert done.returncode == 2
+    assert "missing required setting --knowledge-addr (or environment variable MODSNET_KNOWLEDGE_ADDR)" in done.stderr
+
+
+def test_serve_storage_answers_health_and_metrics_then_stops_on_sigterm(tmp_path: Path) -> None:
+    import urllib.request
+
+    port, metrics = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
+    env.update(MODSNET_HOME=str(tmp_path), MODSNET_GRACE="2")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modsnet", "serve", "storage", "--port", str(port), "--host", "127.0.0.1",
+         "--metrics-port", str(metrics)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert 'modsnet_grpc_requests_total{code="OK",method="Check",service="storage"} 1.0' in body
+        assert "modsnet_grpc_request_seconds_bucket" in body
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "shutting down" in (process.stdout.read() if process.stdout else "")

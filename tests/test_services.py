@@ -1,0 +1,191 @@
+"""The services over real gRPC on loopback ports: the happy path and the failure modes by status code."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from synthetic import make_table
+
+from modsnet.embedded import EmbeddedCluster
+from modsnet.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from modsnet.v1 import query_pb2 as qpb
+from modsnet.v1 import query_pb2_grpc, storage_pb2, storage_pb2_grpc
+
+SERVICES = {
+    "query": "modsnet.v1.Query",
+    "recommender": "modsnet.v1.Recommender",
+    "knowledge": "modsnet.v1.Knowledge",
+    "storage": "modsnet.v1.Storage",
+}
+
+
+def blob_count(cluster: EmbeddedCluster) -> int:
+    return sum(1 for _ in (cluster.home / "blobs" / "blobs").rglob("*") if _.is_file())
+
+
+@pytest.fixture
+def query_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "query.csv"
+    make_table(300, 9, 2, 99).to_csv(path, index=False)
+    return path
+
+
+def test_search_returns_ranked_models_with_evidence(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    response = cluster.client.search(query_csv, k=3)
+    assert [m.rank for m in response.models] == [1, 2, 3]
+    scores = [m.predicted_score for m in response.models]
+    assert scores == sorted(scores, reverse=True)
+    top = response.models[0]
+    assert top.evidence and 0 < top.evidence[0].similarity <= 1
+    assert top.uncertainty > 0 and top.cost.train_seconds > 0 and top.explanation
+    assert response.dataset.rows == 300 and response.dataset.target_column == "class"
+    assert response.dataset.fingerprint == hashlib.sha256(query_csv.read_bytes()).hexdigest()
+    assert response.path == "inductive" and response.library == "synth"
+    # The upload is kept, content-addressed.
+    assert cluster.client.storage.stat(response.dataset.fingerprint).size == query_csv.stat().st_size
+
+
+def test_planted_signal_ranks_models_that_win_on_similar_datasets(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    # The synthetic library's even models win on wide datasets, odd models on narrow ones.
+    wide, narrow = tmp_path / "wide.csv", tmp_path / "narrow.csv"
+    make_table(200, 11, 2, 5).to_csv(wide, index=False)
+    make_table(120, 2, 2, 6).to_csv(narrow, index=False)
+    top_wide = cluster.client.search(wide, k=2).models
+    top_narrow = cluster.client.search(narrow, k=2).models
+    assert all(int(m.model_id[1:]) % 2 == 0 for m in top_wide)
+    assert all(int(m.model_id[1:]) % 2 == 1 for m in top_narrow)
+
+
+def test_constraints_leave_out_models(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    from modsnet.v1 import common_pb2 as pb
+
+    response = cluster.client.search(
+        query_csv, k=6, constraints=pb.Constraints(max_train_seconds=0.35, exclude_models=["m0"])
+    )
+    assert {m.model_id for m in response.models} == {"m1", "m2"}
+    assert response.excluded_by_constraints == 4
+
+
+def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(
+    cluster: EmbeddedCluster, query_csv: Path
+) -> None:
+    first = cluster.client.search(query_csv, k=3)
+    report = cluster.client.report_performance(first.query_id, "m3", 0.97)
+    assert report.graph_version == first.graph_version + 1
+    second = cluster.client.search(query_csv, k=3)
+    assert second.path == "transductive" and second.dataset.known_dataset_id == report.dataset_id
+    assert second.models[0].model_id == "m3" and second.models[0].predicted_score == pytest.approx(0.97)
+
+
+def test_malformed_csv_is_invalid_argument_and_nothing_is_kept(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    bad = tmp_path / "ragged.csv"
+    bad.write_text("a,b,class\n1,2,x\n3,4\n5,6,y\n")
+    before = blob_count(cluster)
+    with pytest.raises(InvalidArgument, match=r"ragged\.csv.*(row|line) 3"):
+        cluster.client.search(bad)
+    assert blob_count(cluster) == before
+
+
+def test_unknown_library_is_not_found(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    with pytest.raises(NotFound, match="nope"):
+        cluster.client.search(query_csv, library="nope")
+
+
+def test_status_codes_on_the_wire(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    bad = tmp_path / "one.csv"
+    bad.write_text("only\n1\n2\n")
+    stub = query_pb2_grpc.QueryStub(cluster.client.query.channel)
+    header = qpb.SearchRequest(header=qpb.SearchHeader(filename="one.csv"))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Search(iter([header, qpb.SearchRequest(chunk=bad.read_bytes())]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one.csv" in caught.value.details()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Search(iter([qpb.SearchRequest(chunk=b"a,b\n")]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deadline_too_short_is_deadline_exceeded(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    with pytest.raises(DeadlineExceeded):
+        cluster.client.search(query_csv, timeout=0.0005)
+
+
+def test_downstream_stopped_is_unavailable(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    cluster.servers.pop("recommender").stop(0)
+    with pytest.raises(Unavailable, match="recommender"):
+        cluster.client.search(query_csv)
+    # The query service itself stays up: calls that need no recommender still work.
+    assert [lib.name for lib in cluster.client.list_libraries()] == ["synth"]
+
+
+def test_knowledge_stopped_turns_query_health_not_serving(cluster: EmbeddedCluster) -> None:
+    cluster.servers.pop("knowledge").stop(0)
+    query = cluster.servers["query"]
+    assert query.check_now() is False
+    health = health_pb2_grpc.HealthStub(cluster.client.query.channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="modsnet.v1.Query"), timeout=5).status
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_health_and_reflection_answer_on_every_service(cluster: EmbeddedCluster, service: str) -> None:
+    with grpc.insecure_channel(cluster.addresses[service]) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICES[service]):
+            response = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        answer = next(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {SERVICES[service], "grpc.health.v1.Health"} <= names
+
+
+def test_storage_refuses_a_checksum_mismatch_with_data_loss(cluster: EmbeddedCluster) -> None:
+    stub = storage_pb2_grpc.StorageStub(cluster.client.storage.channel)
+    header = storage_pb2.PutBlobRequest(header=storage_pb2.PutBlobHeader(expected_sha256="0" * 64))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.PutBlob(iter([header, storage_pb2.PutBlobRequest(chunk=b"hello")]), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+
+
+def test_corrupt_blob_is_data_loss_on_read(cluster: EmbeddedCluster) -> None:
+    info = cluster.client.storage.put_bytes(b"precious bytes" * 100)
+    path = next((cluster.home / "blobs" / "blobs").rglob(info.blob_id))
+    path.write_bytes(b"tampered" + path.read_bytes()[8:])
+    stub = storage_pb2_grpc.StorageStub(cluster.client.storage.channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.GetBlob(storage_pb2.GetBlobRequest(blob_id=info.blob_id), timeout=5))
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+
+
+def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path, synth_bundle: Path) -> None:
+    from modsnet.errors import ResourceExhausted
+
+    big = tmp_path / "big.csv"
+    make_table(2000, 9, 2, 1).to_csv(big, index=False)
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, max_upload_bytes=10_000) as small:
+        small.client.import_library(synth_bundle)
+        with pytest.raises(ResourceExhausted, match="big.csv"):
+            small.client.search(big)
+
+
+def test_unexpected_errors_are_internal_without_a_traceback(cluster: EmbeddedCluster, monkeypatch) -> None:
+    from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+
+    def boom(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(SqliteKnowledgeStore, "list_libraries", boom)
+    with grpc.insecure_channel(cluster.addresses["knowledge"]) as channel:
+        from modsnet.v1 import common_pb2, knowledge_pb2_grpc
+
+        with pytest.raises(grpc.RpcError) as caught:
+            knowledge_pb2_grpc.KnowledgeStub(channel).ListLibraries(common_pb2.ListLibrariesRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret detail" not in caught.value.details() and "incident" in caught.value.details()
