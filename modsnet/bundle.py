@@ -231,9 +231,7 @@ def _unique_ids(table: Table, column: str) -> set[str]:
         if not value:
             raise InvalidArgument(f"{table.file} line {line}, column {column!r}: empty id")
         if value in seen:
-            raise InvalidArgument(
-                f"{table.file} line {line}, column {column!r}: {value!r} repeats line {seen[value]}"
-            )
+            raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {value!r} repeats line {seen[value]}")
         seen[value] = line
     return set(seen)
 
@@ -244,9 +242,7 @@ def _check_refs(table: Table, column: str, known: set[str], where: str) -> None:
             raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {row[column]!r} is not in {where}")
 
 
-def _check_numbers(
-    table: Table, columns: Iterable[str], *, required: bool = False, non_negative: bool = False
-) -> None:
+def _check_numbers(table: Table, columns: Iterable[str], *, required: bool = False, non_negative: bool = False) -> None:
     for column in columns:
         for line, row in _numbered(table):
             cell = row.get(column, "")
@@ -363,23 +359,21 @@ def _archive_members(handle: BinaryIO, label: str) -> dict[str, bytes]:
         return files
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
         try:
-            archive_tar = tarfile.open(fileobj=handle, mode="r:*")
+            archive_tar = tarfile.open(fileobj=handle, mode="r:*")  # noqa: SIM115 - closed by the with below
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise InvalidArgument(f"{label}: not a readable tar archive ({exc})") from None
         try:
             with archive_tar:
-                for member in archive_tar:
-                    if not member.isfile():
-                        if member.issym() or member.islnk() or member.isdev():
-                            continue  # links and devices are never followed
-                        continue
-                    name = _check_member_name(member.name, label)
+                for entry in archive_tar:
+                    if not entry.isfile():
+                        continue  # folders, links and devices are never followed
+                    name = _check_member_name(entry.name, label)
                     if name is None:
                         continue
                     budget.members += 1
                     if budget.members > MAX_MEMBERS:
                         raise ResourceExhausted(f"{label}: more than {MAX_MEMBERS} members")
-                    extracted = archive_tar.extractfile(member)
+                    extracted = archive_tar.extractfile(entry)
                     if extracted is not None:
                         files[name] = _read_limited(extracted, budget, name)  # type: ignore[arg-type]
         except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -433,9 +427,7 @@ def _table_bytes(table: Table, numeric: Iterable[str] = ()) -> bytes:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.columns)
     for row in sorted(table.rows, key=lambda r: tuple(r.get(k, "") for k in keys)):
-        writer.writerow(
-            [canonical_number(row.get(c, "")) if c in numeric else row.get(c, "") for c in table.columns]
-        )
+        writer.writerow([canonical_number(row.get(c, "")) if c in numeric else row.get(c, "") for c in table.columns])
     return out.getvalue().encode("utf-8")
 
 

@@ -40,7 +40,9 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     if addresses["query"]:
         missing = [s for s in ("knowledge", "storage") if not addresses[s]]
         if missing:
-            raise ConfigError(f"with a query address, also give --{missing[0]}-addr (or MODSNET_{missing[0].upper()}_ADDR)")
+            raise ConfigError(
+                f"with a query address, also give --{missing[0]}-addr (or MODSNET_{missing[0].upper()}_ADDR)"
+            )
         client = Client(
             query=addresses["query"],
             knowledge=addresses["knowledge"] or "",
@@ -85,8 +87,7 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
     d = response.dataset
     path = "known dataset " + d.known_dataset_id if d.known_dataset_id else "new dataset"
     print(
-        f"{d.filename}: {d.rows} rows x {d.columns} columns, target {d.target_column!r} ({d.classes} classes); "
-        f"{path}",
+        f"{d.filename}: {d.rows} rows x {d.columns} columns, target {d.target_column!r} ({d.classes} classes); {path}",
         file=out,
     )
     print(
@@ -96,7 +97,18 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
     )
     if response.excluded_by_constraints:
         print(f"{response.excluded_by_constraints} models left out by the constraints", file=out)
-    rows = [("#", "model", "predicted", "±", "train s", "infer s", "size", "evidence (score on a similar dataset)")]
+    rows = [
+        (
+            "#",
+            "model",
+            "predicted",
+            "±",
+            "train s",
+            "infer s",
+            "size",
+            "evidence (score on a similar dataset)",
+        )
+    ]
     for m in response.models:
         evidence = ", ".join(f"{e.score:.3g} on {e.dataset_id} ({e.similarity:.2f})" for e in m.evidence[:2])
         rows.append(
@@ -196,16 +208,31 @@ def cmd_library(args: argparse.Namespace) -> int:
         if args.library_command == "list":
             libraries = client.list_libraries()
             if args.json:
-                print(json.dumps([{**lib.meta, "models": lib.models, "datasets": lib.datasets,
-                                   "interactions": lib.interactions, "graph_version": lib.graph_version}
-                                  for lib in libraries], indent=2))
+                print(
+                    json.dumps(
+                        [
+                            {
+                                **lib.meta,
+                                "models": lib.models,
+                                "datasets": lib.datasets,
+                                "interactions": lib.interactions,
+                                "graph_version": lib.graph_version,
+                            }
+                            for lib in libraries
+                        ],
+                        indent=2,
+                    )
+                )
             else:
                 print_libraries(libraries)
         elif args.library_command == "import":
             response = client.import_library(args.path, replace=args.replace)
             lib = response.library
-            state = "unchanged (already imported)" if response.unchanged else f"imported, graph version {lib.graph_version}"
-            print(f"library {lib.name}: {lib.models} models, {lib.datasets} datasets, {lib.interactions} interactions; {state}")
+            state = (
+                "unchanged (already imported)" if response.unchanged else f"imported, graph version {lib.graph_version}"
+            )
+            counts = f"{lib.models} models, {lib.datasets} datasets, {lib.interactions} interactions"
+            print(f"library {lib.name}: {counts}; {state}")
         elif args.library_command == "export":
             target = client.export_library(args.name, args.path)
             print(f"library {args.name} written to {target}")
@@ -216,7 +243,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     cost = pb.Cost(train_seconds=args.train_seconds or 0.0, inference_seconds=args.inference_seconds or 0.0)
     with connect(args) as client:
         response = client.report_performance(args.query_id, args.model_id, args.score, cost)
-    print(f"recorded: {args.model_id} scored {args.score} on {response.dataset_id} (graph version {response.graph_version})")
+    where = f"{response.dataset_id} (graph version {response.graph_version})"
+    print(f"recorded: {args.model_id} scored {args.score} on {where}")
     return 0
 
 
@@ -302,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--inference-seconds", type=float)
     feedback.set_defaults(run=cmd_feedback)
 
-    for name, text in (("train", "refit a library's estimator now"), ("estimator", "which estimator serves a library")):
+    for name, text in (
+        ("train", "refit a library's estimator now"),
+        ("estimator", "which estimator serves a library"),
+    ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("library")
         sub.add_argument("--json", action="store_true")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import IO
 
 from modsnet.convert import (
     dataset_from_pb,
@@ -23,7 +23,15 @@ from modsnet.convert import (
     similarity_from_pb,
 )
 from modsnet.errors import DataLoss
-from modsnet.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
+from modsnet.graph import (
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    SimilarityRecord,
+    Snapshot,
+)
 from modsnet.runtime.client import ServiceClient, chunked
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
@@ -34,7 +42,7 @@ from modsnet.v1 import storage_pb2 as spb
 CHUNK = 1 << 20
 
 
-def iter_file(handle: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
+def iter_file(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
     while piece := handle.read(chunk):
         yield piece
 
@@ -96,8 +104,14 @@ class KnowledgeClient(ServiceClient):
             knowledge_pb2_grpc.KnowledgeStub,
             full_service="modsnet.v1.Knowledge",
             retry_methods=(
-                "ListLibraries", "GetModel", "GetDataset", "FindDataset", "GraphSnapshot", "GraphVersion",
-                "GetQuery", "ExportLibrary",
+                "ListLibraries",
+                "GetModel",
+                "GetDataset",
+                "FindDataset",
+                "GraphSnapshot",
+                "GraphVersion",
+                "GetQuery",
+                "ExportLibrary",
             ),
             timeout=timeout,
         )
@@ -118,9 +132,7 @@ class KnowledgeClient(ServiceClient):
         return model_from_pb(self.call("GetModel", kpb.GetModelRequest(library=library, model_id=model_id)))
 
     def get_dataset(self, library: str, dataset_id: str) -> DatasetNode:
-        return dataset_from_pb(
-            self.call("GetDataset", kpb.GetDatasetRequest(library=library, dataset_id=dataset_id))
-        )
+        return dataset_from_pb(self.call("GetDataset", kpb.GetDatasetRequest(library=library, dataset_id=dataset_id)))
 
     def find_dataset(self, fingerprint: str, library: str = "") -> DatasetNode:
         return dataset_from_pb(
@@ -144,7 +156,10 @@ class KnowledgeClient(ServiceClient):
 
     def snapshot(self, library: str) -> Snapshot:
         info = None
-        models, datasets, interactions, similarities = [], [], [], []
+        models: list[ModelNode] = []
+        datasets: list[DatasetNode] = []
+        interactions: list[InteractionRecord] = []
+        similarities: list[SimilarityRecord] = []
         version = None
         for chunk in self.stream("GraphSnapshot", kpb.GraphSnapshotRequest(library=library), timeout=300):
             if version is None:

@@ -63,7 +63,13 @@ def library_from_pb(msg: pb.Library) -> LibraryInfo:
         "source": msg.source,
     }
     return LibraryInfo(
-        msg.name, meta, msg.models, msg.datasets, msg.interactions, msg.graph_version, msg.bundle_blob_id,
+        msg.name,
+        meta,
+        msg.models,
+        msg.datasets,
+        msg.interactions,
+        msg.graph_version,
+        msg.bundle_blob_id,
         msg.imported_unix,
     )
 

@@ -52,7 +52,8 @@ class EmbeddedCluster:
             self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK)))
             storage = self.addresses["storage"]
             self._start(
-                "knowledge", knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK))
+                "knowledge",
+                knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK)),
             )
             knowledge = self.addresses["knowledge"]
             self._start("recommender", recommender_server(RecommenderConfig(knowledge_addr=knowledge, host=LOOPBACK)))

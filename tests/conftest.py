@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic import write_library  # noqa: E402
+from synthetic import write_library
 
-from modsnet.embedded import EmbeddedCluster  # noqa: E402
+from modsnet.embedded import EmbeddedCluster
 
 
 @pytest.fixture(scope="session")

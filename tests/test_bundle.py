@@ -38,19 +38,43 @@ def test_valid_bundle_reads(synth_bundle: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "edit", "message"),
     [
-        ("interactions.csv", lambda t: _set_cell(t, 3, "score", "abc"),
-         r"interactions\.csv line 3, column 'score': '\w+' is not a finite number"),
-        ("interactions.csv", lambda t: _set_cell(t, 5, "model_id", "ghost"),
-         r"interactions\.csv line 5, column 'model_id': 'ghost' is not in models\.csv"),
-        ("interactions.csv", lambda t: _set_cell(t, 4, "train_seconds", "-1"),
-         r"interactions\.csv line 4, column 'train_seconds': '-1' is negative"),
-        ("models.csv", lambda t: t + "m1,up\n", r"models\.csv line 8, column 'model_id': 'm1' repeats line 3"),
-        ("models.csv", lambda t: t.replace("model_id", "name", 1), r"models\.csv line 1: required column 'model_id'"),
+        (
+            "interactions.csv",
+            lambda t: _set_cell(t, 3, "score", "abc"),
+            r"interactions\.csv line 3, column 'score': '\w+' is not a finite number",
+        ),
+        (
+            "interactions.csv",
+            lambda t: _set_cell(t, 5, "model_id", "ghost"),
+            r"interactions\.csv line 5, column 'model_id': 'ghost' is not in models\.csv",
+        ),
+        (
+            "interactions.csv",
+            lambda t: _set_cell(t, 4, "train_seconds", "-1"),
+            r"interactions\.csv line 4, column 'train_seconds': '-1' is negative",
+        ),
+        (
+            "models.csv",
+            lambda t: t + "m1,up\n",
+            r"models\.csv line 8, column 'model_id': 'm1' repeats line 3",
+        ),
+        (
+            "models.csv",
+            lambda t: t.replace("model_id", "name", 1),
+            r"models\.csv line 1: required column 'model_id'",
+        ),
         ("datasets.csv", lambda t: t + "d99,1\n", r"datasets\.csv line 12: 2 fields, the header has 3"),
-        ("library.yaml", lambda t: t.replace("modality: tabular", "modality: audio"), r"library\.yaml, key 'modality'"),
+        (
+            "library.yaml",
+            lambda t: t.replace("modality: tabular", "modality: audio"),
+            r"library\.yaml, key 'modality'",
+        ),
         ("library.yaml", lambda t: "name: [unclosed\n", r"library\.yaml: not valid YAML"),
-        ("dataset_features/tabular.csv", lambda t: _set_cell(t, 2, "log_rows", "inf"),
-         r"dataset_features/tabular\.csv line 2, column 'log_rows'"),
+        (
+            "dataset_features/tabular.csv",
+            lambda t: _set_cell(t, 2, "log_rows", "inf"),
+            r"dataset_features/tabular\.csv line 2, column 'log_rows'",
+        ),
     ],
 )
 def test_bad_bundles_are_refused_naming_file_line_and_column(bundle_dir: Path, file: str, edit, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -71,7 +95,7 @@ def _set_cell(text: str, line: int, column: str, value: str) -> str:
 
 def test_missing_required_file(bundle_dir: Path) -> None:
     (bundle_dir / "interactions.csv").unlink()
-    with pytest.raises(InvalidArgument, match="interactions.csv is missing"):
+    with pytest.raises(InvalidArgument, match=r"interactions\.csv is missing"):
         read_bundle(bundle_dir)
 
 

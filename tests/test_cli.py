@@ -23,7 +23,12 @@ def modsnet(*args: str, home: Path, timeout: float = 120) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
     env["MODSNET_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "modsnet", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [sys.executable, "-m", "modsnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -57,7 +62,9 @@ def test_search_prints_a_table_and_json(home: Path, tmp_path: Path) -> None:
         ("just_one\n1\n2\n", "one column"),
     ],
 )
-def test_malformed_file_prints_one_line_error_and_fails(home: Path, tmp_path: Path, content: str, expected: str) -> None:
+def test_malformed_file_prints_one_line_error_and_fails(
+    home: Path, tmp_path: Path, content: str, expected: str
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(content)
     done = modsnet("search", str(bad), home=home)
@@ -123,9 +130,24 @@ def test_serve_storage_answers_health_and_metrics_then_stops_on_sigterm(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
     env.update(MODSNET_HOME=str(tmp_path), MODSNET_GRACE="2")
     process = subprocess.Popen(
-        [sys.executable, "-m", "modsnet", "serve", "storage", "--port", str(port), "--host", "127.0.0.1",
-         "--metrics-port", str(metrics)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "modsnet",
+            "serve",
+            "storage",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(metrics),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -100,9 +100,7 @@ def test_row_and_column_limits(tmp_path: Path) -> None:
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
 def test_delimiter_is_sniffed(delimiter: str) -> None:
     text = (
-        delimiter.join(["x", "y", "label"])
-        + "\n"
-        + delimiter.join(["1.5", "a, b" if delimiter != "," else "ab", "u"])
+        delimiter.join(["x", "y", "label"]) + "\n" + delimiter.join(["1.5", "a, b" if delimiter != "," else "ab", "u"])
     )
     df = read_table((text + "\n").encode(), name="t.csv")
     assert list(df.columns) == ["x", "y", "label"]

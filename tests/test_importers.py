@@ -64,8 +64,7 @@ def test_transfergraph_text_counts_match_the_readme(imported: dict[str, tuple[Im
     assert interactions["runs"].astype(int).sum() == 1439 + 317
     # A pair run twice keeps its best run: Alassea/glue_sst_classifier on tweet_eval/hate (0.777 and 0.76).
     row = interactions[
-        (interactions.model_id == "Alassea/glue_sst_classifier")
-        & (interactions.dataset_id == "tweet_eval/hate")
+        (interactions.model_id == "Alassea/glue_sst_classifier") & (interactions.dataset_id == "tweet_eval/hate")
     ]
     assert row[["score", "runs"]].values.tolist() == [["0.777", "2"]]
 
@@ -80,10 +79,7 @@ def test_transfergraph_image_counts_match_the_readme(imported: dict[str, tuple[I
     assert report.excluded == {"repeated_probes": 120}
     assert report.datasets == 69 and report.similarity_pairs == 69 * 68 // 2
     models = _frame(folder, "models.csv").set_index("model_id")
-    assert (
-        models.at["Aftabhussain/Tomato_Leaf_Classifier", "pretrain_dataset"]
-        == "hfpics:Bacterial_spot|Healthy"
-    )
+    assert models.at["Aftabhussain/Tomato_Leaf_Classifier", "pretrain_dataset"] == "hfpics:Bacterial_spot|Healthy"
     assert models.at["Aftabhussain/Tomato_Leaf_Classifier", "architecture"] == "ViTForImageClassification"
 
 
@@ -155,9 +151,7 @@ def test_oboe_matrix_shape(data: Path, imported: dict[str, tuple[ImportReport, P
 
 
 @shared_data
-def test_imports_are_deterministic(
-    data: Path, imported: dict[str, tuple[ImportReport, Path]], tmp_path: Path
-) -> None:
+def test_imports_are_deterministic(data: Path, imported: dict[str, tuple[ImportReport, Path]], tmp_path: Path) -> None:
     again = {
         "image": import_transfergraph(data / "transfergraph/image", tmp_path / "image", "image"),
         "text": import_transfergraph(data / "transfergraph/text", tmp_path / "text", "text"),
@@ -200,9 +194,7 @@ def _tiny_transfergraph(folder: Path, records: Sequence[Sequence[object]]) -> Pa
         folder / "target_dataset_features.csv",
         [["finetune_dataset", "size", "number_of_classes"], ["pets", 3680, 37]],
     )
-    _write(
-        folder / _VIT, [["", "pets", "['beer', 'wine']"], ["pets", 0.0, 4.5], ["['beer', 'wine']", 4.5, 0.0]]
-    )
+    _write(folder / _VIT, [["", "pets", "['beer', 'wine']"], ["pets", 0.0, 4.5], ["['beer', 'wine']", 4.5, 0.0]])
     _write(
         folder / "transferability_score_records.csv",
         [
@@ -260,9 +252,7 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match=r"records\.csv: column 'eval_accuracy' is missing"):
         import_transfergraph(src, tmp_path / "out", "image")
     assert not (tmp_path / "out").exists()  # nothing partial is left
-    assert (
-        main(["transfergraph", "--modality", "image", "--src", str(src), "--out", str(tmp_path / "o")]) == 2
-    )
+    assert main(["transfergraph", "--modality", "image", "--src", str(src), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_oboe_malformed_setting_column(tmp_path: Path) -> None:
@@ -270,9 +260,7 @@ def test_oboe_malformed_setting_column(tmp_path: Path) -> None:
     _write(tmp_path / "error_matrix.csv", [header, ["00003", 0.1, 0.2]])
     _write(tmp_path / "runtime_matrix.csv", [header, ["00003", 1.0, 2.0]])
     _write(tmp_path / "dataset_sizes.csv", [["", 0, 1], [3, 3196, 36]])
-    with pytest.raises(
-        InvalidArgument, match=r"error_matrix\.csv: column \"__import__\('os'\)\" is not a setting"
-    ):
+    with pytest.raises(InvalidArgument, match=r"error_matrix\.csv: column \"__import__\('os'\)\" is not a setting"):
         import_oboe(tmp_path, tmp_path / "out")
 
 

@@ -136,11 +136,7 @@ class Manifests:
 
     @property
     def workloads(self) -> dict[str, Workload]:
-        return {
-            name: Workload(obj)
-            for kind in ("Deployment", "StatefulSet")
-            for name, obj in self.of(kind).items()
-        }
+        return {name: Workload(obj) for kind in ("Deployment", "StatefulSet") for name, obj in self.of(kind).items()}
 
     @property
     def deployments(self) -> dict[str, Workload]:
@@ -468,9 +464,7 @@ def _allowed(
         if subject.namespace != NAMESPACE:
             return True  # only this namespace's pods are governed by these policies
         selecting = [
-            p
-            for p in policies
-            if kind in _policy_types(p) and _selects(p["spec"]["podSelector"], subject.label_map)
+            p for p in policies if kind in _policy_types(p) and _selects(p["spec"]["podSelector"], subject.label_map)
         ]
         if not selecting:
             return True

@@ -171,7 +171,7 @@ def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path, synth_bundl
     make_table(2000, 9, 2, 1).to_csv(big, index=False)
     with EmbeddedCluster(tmp_path / "home", import_builtins=False, max_upload_bytes=10_000) as small:
         small.client.import_library(synth_bundle)
-        with pytest.raises(ResourceExhausted, match="big.csv"):
+        with pytest.raises(ResourceExhausted, match=r"big\.csv"):
             small.client.search(big)
 
 

@@ -191,8 +191,7 @@ def _check_shape(text: str, delimiter: str, *, name: str, max_rows: int, max_col
     if width < 2:
         header = text.strip().split("\n", 1)[0].strip()
         raise InvalidArgument(
-            f"{name}: only one column ({header!r}); a table needs at least two "
-            "(looked for a , ; tab or | delimiter)"
+            f"{name}: only one column ({header!r}); a table needs at least two (looked for a , ; tab or | delimiter)"
         )
     rows = len(widths) - 1
     if rows == 0:
@@ -220,9 +219,7 @@ def _row_widths(text: str, delimiter: str, name: str) -> tuple[np.ndarray, np.nd
         keep = np.ones(len(lines), dtype=bool)
         keep[blank] = False
         return np.flatnonzero(keep) + 1, widths[keep]
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
-    )
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True)
     numbers: list[int] = []
     counts: list[int] = []
     try:
@@ -273,13 +270,9 @@ def infer_target(df: pd.DataFrame, target: str | None, *, name: str) -> str:
     limit = max(2, min(_MAX_CLASSES, len(df) // 2))
     distinct = values.nunique()
     if distinct == 0:
-        raise InvalidArgument(
-            f"{name}: column {column!r} is empty; a classification target needs classes{how}"
-        )
+        raise InvalidArgument(f"{name}: column {column!r} is empty; a classification target needs classes{how}")
     if distinct == 1:
-        raise InvalidArgument(
-            f"{name}: column {column!r} has only one class ({values.iloc[:1].tolist()[0]!r}){how}"
-        )
+        raise InvalidArgument(f"{name}: column {column!r} has only one class ({values.iloc[:1].tolist()[0]!r}){how}")
     if distinct > limit:
         raise InvalidArgument(
             f"{name}: column {column!r} has {distinct:,} distinct values; "
@@ -342,9 +335,7 @@ def stratified_sample(codes: np.ndarray, size: int, seed: int, *, min_per_class:
     return np.sort(chosen)
 
 
-def tabular_features(
-    df: pd.DataFrame, target: str, *, sample_rows: int = 50_000, seed: int = 0
-) -> dict[str, float]:
+def tabular_features(df: pd.DataFrame, target: str, *, sample_rows: int = 50_000, seed: int = 0) -> dict[str, float]:
     """Meta-features of a classification table, keyed by `FEATURE_NAMES`: all finite, deterministic per seed.
 
     Sizes and class shares are exact; everything else comes from a stratified sample of at most
@@ -409,9 +400,7 @@ def tabular_features(
     return {key: float(features[key]) for key in FEATURE_NAMES}
 
 
-def _pick_columns(
-    numeric: list[str], categorical: list[str], rng: np.random.Generator
-) -> tuple[list[str], list[str]]:
+def _pick_columns(numeric: list[str], categorical: list[str], rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """At most `_DESCRIBED_COLUMNS` feature columns, drawn with the seed, each list in table order."""
     columns = numeric + categorical
     if len(columns) <= _DESCRIBED_COLUMNS:

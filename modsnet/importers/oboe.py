@@ -77,19 +77,14 @@ def import_oboe(src: str | Path, out: str | Path, name: str = "oboe") -> ImportR
         models=table(
             "models.csv",
             ("model_id", "algorithm", "hyperparameters"),
-            (
-                (slugs[h], algorithm, json.dumps(params, sort_keys=True))
-                for h, (algorithm, params) in settings.items()
-            ),
+            ((slugs[h], algorithm, json.dumps(params, sort_keys=True)) for h, (algorithm, params) in settings.items()),
         ),
         datasets=table(
             "datasets.csv",
             ("dataset_id", "openml_id", "n_rows", "n_features"),
             ((d, int(d.removeprefix("openml-")), *sizes.get(d, (None, None))) for d in dataset_ids.values()),
         ),
-        interactions=table(
-            "interactions.csv", ("model_id", "dataset_id", "score", "train_seconds"), interactions
-        ),
+        interactions=table("interactions.csv", ("model_id", "dataset_id", "score", "train_seconds"), interactions),
     )
     return write_library(bundle, out, refused, Counter())
 
@@ -117,9 +112,7 @@ def _numbers(path: Path, frame: pd.DataFrame) -> np.ndarray:
     if bad.any():
         i, j = (int(k[0]) for k in np.nonzero(bad))
         cell = frame.iat[i, j]
-        raise InvalidArgument(
-            f"{path}: column {frame.columns[j]!r}, row {frame.index[i]!r}: {cell!r} is not a number"
-        )
+        raise InvalidArgument(f"{path}: column {frame.columns[j]!r}, row {frame.index[i]!r}: {cell!r} is not a number")
     return values.to_numpy(dtype=float)
 
 

@@ -167,9 +167,7 @@ def import_transfergraph(src: str | Path, out: str | Path, modality: Modality) -
             ("dataset_id", "n_rows", "n_classes"),
             ((d, *sizes.get(d, (None, None))) for d in dataset_ids),
         ),
-        interactions=table(
-            "interactions.csv", ("model_id", "dataset_id", "score", *layout.runs, "runs"), interactions
-        ),
+        interactions=table("interactions.csv", ("model_id", "dataset_id", "score", *layout.runs, "runs"), interactions),
         similarity=table(
             "dataset_similarity.csv",
             ("dataset_a", "dataset_b", *layout.similarity),
@@ -180,9 +178,7 @@ def import_transfergraph(src: str | Path, out: str | Path, modality: Modality) -
     return write_library(bundle, out, refused, excluded)
 
 
-def _interactions(
-    folder: Path, layout: _Layout, refused: Counter[str], excluded: Counter[str]
-) -> list[_Interaction]:
+def _interactions(folder: Path, layout: _Layout, refused: Counter[str], excluded: Counter[str]) -> list[_Interaction]:
     """One row per (model, dataset) pair of full fine-tuning, with the best of its runs.
 
     Best, not mean: the repeats are re-runs with identical settings (only their runtime differs), and
@@ -191,9 +187,7 @@ def _interactions(
     here are the ones its published correlations were measured against. Ties keep the first run in the
     file; `runs` says how many runs a pair had.
     """
-    frame = read_source_csv(
-        folder, RECORDS, ["model", "finetuned_dataset", "eval_accuracy", *layout.runs.values()]
-    )
+    frame = read_source_csv(folder, RECORDS, ["model", "finetuned_dataset", "eval_accuracy", *layout.runs.values()])
     best: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
     runs: Counter[tuple[str, str]] = Counter()
     for row in frame.to_dict("records"):
@@ -281,9 +275,7 @@ def _matrix(folder: Path, file: str) -> dict[tuple[str, str], float]:
     frame.index = [str(name).strip() for name in frame.index]
     names = list(frame.columns)
     if sorted(frame.index) != sorted(names) or len(set(names)) != len(names):
-        raise InvalidArgument(
-            f"{folder / file}: not a square matrix (its rows and columns name different datasets)"
-        )
+        raise InvalidArgument(f"{folder / file}: not a square matrix (its rows and columns name different datasets)")
     # TransferGraph sometimes writes a dataset a second time with '/' as '_' (glue_cola): drop the copy.
     slugs = {name.replace("/", "_") for name in names if "/" in name}
     kept = [name for name in names if name not in slugs]

@@ -40,7 +40,9 @@ class KnowledgeCore:
             bundle = read_bundle(data, label=f"bundle {blob_id[:12]}")
             # Artifacts go to storage first: content-addressed, so a failed import leaves only
             # unreferenced blobs behind, never a half-visible library.
-            artifacts = {path: self.storage.put_bytes(content, name=path).blob_id for path, content in bundle.artifacts.items()}
+            artifacts = {
+                path: self.storage.put_bytes(content, name=path).blob_id for path, content in bundle.artifacts.items()
+            }
             info, unchanged = self.store.import_bundle(bundle, blob_id=blob_id, replace=replace, artifacts=artifacts)
         except ModsnetError as exc:
             IMPORTS.labels(exc.code.lower()).inc()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 
 from modsnet.bundle import Bundle
-
 from modsnet.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
 
 

@@ -88,7 +88,9 @@ class QueryCore:
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=self.spool_dir) as spool:
                 fingerprint, size = self._receive(chunks, spool, filename)
                 if options.expected_sha256 and options.expected_sha256.lower() != fingerprint:
-                    raise DataLoss(f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})")
+                    raise DataLoss(
+                        f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})"
+                    )
                 library = self._library(options.library, modality)
                 spool.seek(0)
                 started = time.perf_counter()
@@ -131,7 +133,16 @@ class QueryCore:
         SEARCHES.labels(modality, "ok").inc()
         n_classes = int(table[target].nunique(dropna=True))
         summary = DatasetSummary(
-            fingerprint, filename, modality, len(table), table.shape[1], target, n_classes, FEATURE_SET, features, known
+            fingerprint,
+            filename,
+            modality,
+            len(table),
+            table.shape[1],
+            target,
+            n_classes,
+            FEATURE_SET,
+            features,
+            known,
         )
         return SearchResult(query_id, library, summary, answer)
 

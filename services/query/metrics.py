@@ -7,7 +7,9 @@ from modsnet.runtime.metrics import LATENCY_BUCKETS
 SEARCHES = Counter("modsnet_searches_total", "Searches, by modality and outcome.", ["modality", "outcome"])
 UPLOAD_BYTES = Counter("modsnet_upload_bytes_total", "Bytes of exemplar files received.")
 FEATURE_SECONDS = Histogram(
-    "modsnet_feature_seconds", "Time to parse a file and compute its dataset features.", ["modality"],
+    "modsnet_feature_seconds",
+    "Time to parse a file and compute its dataset features.",
+    ["modality"],
     buckets=LATENCY_BUCKETS,
 )
 FEEDBACK = Counter("modsnet_feedback_total", "Performance reports received.")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from modsnet.clients import KnowledgeClient
 from modsnet.errors import FailedPrecondition, InvalidArgument
-from modsnet.graph import Cost, ModelNode
+from modsnet.graph import ModelNode
 
 from .estimators.base import Prediction
 from .estimators.knn import KnnPopularityEstimator
@@ -111,7 +111,11 @@ class RecommenderCore:
             estimator = KnnPopularityEstimator(snapshot, neighbours=self.neighbours)
             seconds = time.perf_counter() - start
             fitted = Fitted(
-                estimator, snapshot.graph_version, {m.model_id: m for m in snapshot.models}, time.time(), seconds
+                estimator,
+                snapshot.graph_version,
+                {m.model_id: m for m in snapshot.models},
+                time.time(),
+                seconds,
             )
             self._cache[library] = fitted
             FITS.labels(library, "forced" if force else ("new_version" if cached else "first_use")).inc()

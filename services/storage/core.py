@@ -35,9 +35,7 @@ class StorageCore:
 
     def put(self, chunks: Iterable[bytes], *, expected_sha256: str = "", size_hint: int = 0) -> BlobInfo:
         if size_hint > self.max_upload_bytes:
-            raise ResourceExhausted(
-                f"upload of {size_hint} bytes exceeds the limit of {self.max_upload_bytes} bytes"
-            )
+            raise ResourceExhausted(f"upload of {size_hint} bytes exceeds the limit of {self.max_upload_bytes} bytes")
         if expected_sha256:
             check_blob_id(expected_sha256.lower())
             try:

@@ -20,7 +20,6 @@ from typing import Any
 
 from modsnet.bundle import COST_COLUMNS, Bundle, Table, number
 from modsnet.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-
 from modsnet.graph import (
     Cost,
     DatasetNode,
@@ -31,6 +30,7 @@ from modsnet.graph import (
     SimilarityRecord,
     Snapshot,
 )
+
 from ..store import KnowledgeStore
 
 SCHEMA = """
@@ -82,7 +82,15 @@ CREATE TABLE IF NOT EXISTS queries (
 CREATE INDEX IF NOT EXISTS queries_fingerprint ON queries (fingerprint);
 """
 
-_LIBRARY_TABLES = ("models", "datasets", "feature_rows", "interactions", "similarities", "probes", "artifacts")
+_LIBRARY_TABLES = (
+    "models",
+    "datasets",
+    "feature_rows",
+    "interactions",
+    "similarities",
+    "probes",
+    "artifacts",
+)
 
 
 def _cost_of(row: dict[str, str]) -> Cost:
@@ -170,7 +178,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         "make this bundle its new version"
                     )
                 for table in _LIBRARY_TABLES:
-                    db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))  # noqa: S608
+                    db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))
                 db.execute("DELETE FROM libraries WHERE name = ?", (name,))
             columns = {
                 "models.csv": bundle.models.columns,
@@ -204,10 +212,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     for r in bundle.datasets.rows
                 ),
             )
-            for stem, table in bundle.features.items():
+            for stem, feature_table in bundle.features.items():
                 db.executemany(
                     "INSERT INTO feature_rows VALUES (?, ?, ?, ?)",
-                    ((name, stem, r["dataset_id"], json.dumps(r)) for r in table.rows),
+                    ((name, stem, r["dataset_id"], json.dumps(r)) for r in feature_table.rows),
                 )
             db.executemany(
                 "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
@@ -236,9 +244,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     ),
                 )
             if bundle.probes is not None:
-                db.executemany(
-                    "INSERT INTO probes VALUES (?, ?)", ((name, json.dumps(r)) for r in bundle.probes.rows)
-                )
+                db.executemany("INSERT INTO probes VALUES (?, ?)", ((name, json.dumps(r)) for r in bundle.probes.rows))
             db.executemany(
                 "INSERT INTO artifacts VALUES (?, ?, ?)", ((name, p, b) for p, b in sorted(artifacts.items()))
             )
@@ -257,7 +263,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
             models = Table("models.csv", columns["models.csv"], rows("SELECT row_json FROM models WHERE library = ?"))
             datasets = Table(
-                "datasets.csv", columns["datasets.csv"], rows("SELECT row_json FROM datasets WHERE library = ?")
+                "datasets.csv",
+                columns["datasets.csv"],
+                rows("SELECT row_json FROM datasets WHERE library = ?"),
             )
             interactions = Table(
                 "interactions.csv",
@@ -278,7 +286,9 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     rows("SELECT row_json FROM similarities WHERE library = ?"),
                 )
             if columns.get("probes.csv"):
-                probes = Table("probes.csv", columns["probes.csv"], rows("SELECT row_json FROM probes WHERE library = ?"))
+                probes = Table(
+                    "probes.csv", columns["probes.csv"], rows("SELECT row_json FROM probes WHERE library = ?")
+                )
             features = {}
             for stem, cols in columns["features"].items():
                 feature_rows = [
@@ -296,7 +306,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             if db.execute("SELECT 1 FROM libraries WHERE name = ?", (name,)).fetchone() is None:
                 raise NotFound(f"library {name!r} not found")
             for table in _LIBRARY_TABLES:
-                db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))  # noqa: S608
+                db.execute(f"DELETE FROM {table} WHERE library = ?", (name,))
             db.execute("DELETE FROM libraries WHERE name = ?", (name,))
             self._bump(db, name)
 
@@ -307,7 +317,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         if row is None:
             raise NotFound(f"library {name!r} not found")
         counts = [
-            db.execute(f"SELECT COUNT(*) FROM {t} WHERE library = ?", (name,)).fetchone()[0]  # noqa: S608
+            db.execute(f"SELECT COUNT(*) FROM {t} WHERE library = ?", (name,)).fetchone()[0]
             for t in ("models", "datasets", "interactions")
         ]
         version = db.execute("SELECT version FROM graph_versions WHERE library = ?", (name,)).fetchone()
@@ -340,13 +350,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
             r[0]: r[1:]
             for r in db.execute(
                 "SELECT model_id, AVG(train_seconds), AVG(inference_seconds), AVG(memory_bytes), COUNT(*) "
-                f"FROM interactions WHERE library = ?{only} GROUP BY model_id",  # noqa: S608
+                f"FROM interactions WHERE library = ?{only} GROUP BY model_id",
                 args,
             )
         }
         nodes = []
         for mid, row_json in db.execute(
-            f"SELECT model_id, row_json FROM models WHERE library = ?{only} ORDER BY model_id",  # noqa: S608
+            f"SELECT model_id, row_json FROM models WHERE library = ?{only} ORDER BY model_id",
             args,
         ):
             row = json.loads(row_json)
@@ -367,7 +377,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         for library, did, row_json, fingerprint, feature_set, features_json, count in db.execute(
             "SELECT d.library, d.dataset_id, d.row_json, d.fingerprint, d.feature_set, d.features_json, "
             "(SELECT COUNT(*) FROM interactions i WHERE i.library = d.library AND i.dataset_id = d.dataset_id) "
-            f"FROM datasets d WHERE {where} ORDER BY d.library, d.dataset_id",  # noqa: S608
+            f"FROM datasets d WHERE {where} ORDER BY d.library, d.dataset_id",
             args,
         ):
             row = json.loads(row_json)
@@ -422,7 +432,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
             self._library(db, library)
             for node in new_datasets:
                 existing = db.execute(
-                    "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?", (library, node.dataset_id)
+                    "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?",
+                    (library, node.dataset_id),
                 ).fetchone()
                 if existing is not None:
                     if existing[0] != node.fingerprint:
@@ -528,7 +539,16 @@ class SqliteKnowledgeStore(KnowledgeStore):
             raise NotFound(f"query {query_id!r} not found")
         qid, library, fp, filename, fset, features, modality, answer, version, logged = row
         return QueryRecord(
-            qid, library, fp, filename, fset, json.loads(features), modality, json.loads(answer), version, logged
+            qid,
+            library,
+            fp,
+            filename,
+            fset,
+            json.loads(features),
+            modality,
+            json.loads(answer),
+            version,
+            logged,
         )
 
     def check(self) -> None:

@@ -88,11 +88,11 @@ class KnnPopularityEstimator:
                 counts[name] = counts.get(name, 0) + 1
         # Features most datasets have; a rare feature would mostly compare imputed values.
         self.feature_names = sorted(n for n, c in counts.items() if c >= max(1, len(vectors) // 2))
-        raw = np.array(
-            [[vec.get(n, np.nan) for n in self.feature_names] for vec in vectors], dtype=float
-        ).reshape(len(vectors), len(self.feature_names))
+        raw = np.array([[vec.get(n, np.nan) for n in self.feature_names] for vec in vectors], dtype=float).reshape(
+            len(vectors), len(self.feature_names)
+        )
         self.center = np.nanmedian(raw, axis=0) if len(vectors) else np.zeros(len(self.feature_names))
-        q75, q25 = (np.nanpercentile(raw, [75, 25], axis=0) if len(vectors) else (self.center, self.center))
+        q75, q25 = np.nanpercentile(raw, [75, 25], axis=0) if len(vectors) else (self.center, self.center)
         scale = (q75 - q25) / 1.349
         std = np.nanstd(raw, axis=0) if len(vectors) else np.ones(len(self.feature_names))
         scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
@@ -123,9 +123,7 @@ class KnnPopularityEstimator:
 
     # -- prediction ---------------------------------------------------------------------------------
 
-    def _neighbours(
-        self, features: dict[str, float], exclude: int | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _neighbours(self, features: dict[str, float], exclude: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the nearest datasets and their weights in (0, 1]."""
         if not self.feature_names or not self.shared_features(features) or len(self.dataset_ids) == 0:
             return np.zeros(0, dtype=int), np.zeros(0)

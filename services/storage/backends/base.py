@@ -35,9 +35,7 @@ def check_blob_id(blob_id: str) -> str:
 
 def check_pointer_name(name: str) -> str:
     if not _POINTER.match(name or "") or ".." in name:
-        raise InvalidArgument(
-            f"pointer name {name!r} must be 1-200 characters of letters, digits, '.', '_', '-', '/'"
-        )
+        raise InvalidArgument(f"pointer name {name!r} must be 1-200 characters of letters, digits, '.', '_', '-', '/'")
     return name
 
 
