@@ -159,8 +159,10 @@ def test_imports_are_deterministic(data: Path, imported: dict[str, tuple[ImportR
     }
     for library, (report, first) in imported.items():
         assert again[library] == report
-        files = sorted(p.name for p in first.iterdir())
-        assert files == sorted(p.name for p in (tmp_path / library).iterdir())
+        files = sorted(str(p.relative_to(first)) for p in first.rglob("*") if p.is_file())
+        assert files == sorted(
+            str(p.relative_to(tmp_path / library)) for p in (tmp_path / library).rglob("*") if p.is_file()
+        )
         for name in files:
             assert (first / name).read_bytes() == (tmp_path / library / name).read_bytes(), (library, name)
 

@@ -111,6 +111,26 @@ def table(file: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -
     return Table(file, list(columns), [dict(zip(columns, map(fmt, row), strict=True)) for row in rows])
 
 
+def size_features(rows: Iterable[tuple[str, float | None, float | None, float | None]]) -> Table:
+    """`dataset_features/size.csv` from (dataset_id, rows, features, classes), where known.
+
+    Other groups' records describe datasets by little more than their size; writing it under the names
+    the feature extractors use (`modsnet.features.tabular.FEATURE_NAMES`) puts their datasets in the same
+    feature space as an uploaded file, so similar-dataset search works across them.
+    """
+    out = []
+    for dataset_id, n_rows, n_features, n_classes in rows:
+        if n_rows is None and n_classes is None:
+            continue
+        log_rows = math.log10(max(n_rows, 1.0)) if n_rows is not None else None
+        log_features = math.log10(max(n_features, 1.0)) if n_features is not None else None
+        per_feature = log_rows - log_features if log_rows is not None and log_features is not None else None
+        out.append((dataset_id, log_rows, log_features, per_feature, n_classes))
+    columns = ["dataset_id", "log_rows", "log_features", "log_rows_per_feature", "n_classes"]
+    keep = [i for i in range(len(columns)) if i == 0 or any(r[i] is not None for r in out)]
+    return table("dataset_features/size.csv", [columns[i] for i in keep], ([r[i] for i in keep] for r in out))
+
+
 def _warn_refused(library: str, refused: Mapping[str, int]) -> None:
     """One warning for all refused source rows, so a bad import is noticed without flooding the log."""
     if refused:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from modsnet.bundle import Bundle
 from modsnet.errors import InvalidArgument
-from modsnet.importers import ImportReport, number, read_source_csv, table, write_library
+from modsnet.importers import ImportReport, number, read_source_csv, size_features, table, write_library
 
 SOURCE = "OBOE (KDD 2019), udellgroup/oboe @9c5b47d, BSD-3-Clause"
 ERRORS = "error_matrix.csv"
@@ -85,6 +85,7 @@ def import_oboe(src: str | Path, out: str | Path, name: str = "oboe") -> ImportR
             ((d, int(d.removeprefix("openml-")), *sizes.get(d, (None, None))) for d in dataset_ids.values()),
         ),
         interactions=table("interactions.csv", ("model_id", "dataset_id", "score", "train_seconds"), interactions),
+        features={"size": size_features((d, *sizes.get(d, (None, None)), None) for d in dataset_ids.values())},
     )
     return write_library(bundle, out, refused, Counter())
 

@@ -37,6 +37,7 @@ from modsnet.importers import (
     metadata_cell,
     number,
     read_source_csv,
+    size_features,
     table,
     write_library,
 )
@@ -174,6 +175,7 @@ def import_transfergraph(src: str | Path, out: str | Path, modality: Modality) -
             ((a, b, *values) for (a, b), values in similarity.items()),
         ),
         probes=table("probes.csv", ("model_id", "dataset_id", "probe", "value", "seconds"), probes),
+        features={"size": size_features((d, n_rows, None, n_classes) for d, (n_rows, n_classes) in sizes.items())},
     )
     return write_library(bundle, out, refused, excluded)
 

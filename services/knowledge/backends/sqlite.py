@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     score REAL NOT NULL, train_seconds REAL, inference_seconds REAL, memory_bytes REAL,
     provenance TEXT NOT NULL, row_json TEXT NOT NULL, created_unix REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS interactions_library ON interactions (library);
+CREATE INDEX IF NOT EXISTS interactions_dataset ON interactions (library, dataset_id);
+CREATE INDEX IF NOT EXISTS interactions_model ON interactions (library, model_id);
 CREATE TABLE IF NOT EXISTS similarities (
     library TEXT NOT NULL, dataset_a TEXT NOT NULL, dataset_b TEXT NOT NULL,
     distance REAL NOT NULL, row_json TEXT NOT NULL
