@@ -14,8 +14,8 @@ from typing import IO
 from modsnet.convert import (
     dataset_from_pb,
     dataset_to_pb,
-    interaction_from_pb,
     interaction_to_pb,
+    interactions_from_columns,
     library_from_pb,
     model_from_pb,
     query_from_pb,
@@ -161,6 +161,8 @@ class KnowledgeClient(ServiceClient):
         interactions: list[InteractionRecord] = []
         similarities: list[SimilarityRecord] = []
         version = None
+        model_ids: list[str] | None = None
+        dataset_ids: list[str] | None = None
         for chunk in self.stream("GraphSnapshot", kpb.GraphSnapshotRequest(library=library), timeout=300):
             if version is None:
                 version = chunk.graph_version
@@ -170,7 +172,11 @@ class KnowledgeClient(ServiceClient):
                 info = library_from_pb(chunk.library)
             models.extend(model_from_pb(m) for m in chunk.models)
             datasets.extend(dataset_from_pb(d) for d in chunk.datasets)
-            interactions.extend(interaction_from_pb(i) for i in chunk.interactions)
+            if chunk.HasField("interactions"):
+                if model_ids is None:
+                    model_ids = [m.model_id for m in models]
+                    dataset_ids = [d.dataset_id for d in datasets]
+                interactions.extend(interactions_from_columns(chunk.interactions, model_ids, dataset_ids or []))
             similarities.extend(similarity_from_pb(s) for s in chunk.similarities)
         if info is None:
             raise DataLoss(f"graph snapshot of {library!r} arrived without its library header")

@@ -7,6 +7,7 @@ functions.
 from __future__ import annotations
 
 from modsnet.graph import (
+    PROVENANCES,
     Cost,
     DatasetNode,
     InteractionRecord,
@@ -123,6 +124,38 @@ def interaction_to_pb(rec: InteractionRecord) -> pb.Interaction:
 
 def interaction_from_pb(msg: pb.Interaction) -> InteractionRecord:
     return InteractionRecord(msg.model_id, msg.dataset_id, msg.score, cost_from_pb(msg.cost), msg.provenance)
+
+
+def interaction_columns(
+    records: list[InteractionRecord], model_index: dict[str, int], dataset_index: dict[str, int]
+) -> kpb.InteractionColumns:
+    return kpb.InteractionColumns(
+        model_index=[model_index[r.model_id] for r in records],
+        dataset_index=[dataset_index[r.dataset_id] for r in records],
+        score=[r.score for r in records],
+        train_seconds=[r.cost.train_seconds for r in records],
+        inference_seconds=[r.cost.inference_seconds for r in records],
+        memory_bytes=[r.cost.memory_bytes for r in records],
+        provenance=[PROVENANCES.index(r.provenance) for r in records],
+    )
+
+
+def interactions_from_columns(
+    columns: kpb.InteractionColumns, model_ids: list[str], dataset_ids: list[str]
+) -> list[InteractionRecord]:
+    return [
+        InteractionRecord(model_ids[m], dataset_ids[d], score, Cost(train, infer, memory), PROVENANCES[p])
+        for m, d, score, train, infer, memory, p in zip(
+            columns.model_index,
+            columns.dataset_index,
+            columns.score,
+            columns.train_seconds,
+            columns.inference_seconds,
+            columns.memory_bytes,
+            columns.provenance,
+            strict=True,
+        )
+    ]
 
 
 def similarity_to_pb(rec: SimilarityRecord) -> pb.DatasetSimilarity:

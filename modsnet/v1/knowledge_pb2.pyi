@@ -97,9 +97,27 @@ class GraphSnapshotChunk(_message.Message):
     library: _common_pb2.Library
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.Model]
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Dataset]
-    interactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Interaction]
+    interactions: InteractionColumns
     similarities: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSimilarity]
-    def __init__(self, graph_version: _Optional[int] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.Model, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[_common_pb2.Interaction, _Mapping]]] = ..., similarities: _Optional[_Iterable[_Union[_common_pb2.DatasetSimilarity, _Mapping]]] = ...) -> None: ...
+    def __init__(self, graph_version: _Optional[int] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.Model, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Union[InteractionColumns, _Mapping]] = ..., similarities: _Optional[_Iterable[_Union[_common_pb2.DatasetSimilarity, _Mapping]]] = ...) -> None: ...
+
+class InteractionColumns(_message.Message):
+    __slots__ = ("model_index", "dataset_index", "score", "train_seconds", "inference_seconds", "memory_bytes", "provenance")
+    MODEL_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATASET_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INFERENCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    model_index: _containers.RepeatedScalarFieldContainer[int]
+    dataset_index: _containers.RepeatedScalarFieldContainer[int]
+    score: _containers.RepeatedScalarFieldContainer[float]
+    train_seconds: _containers.RepeatedScalarFieldContainer[float]
+    inference_seconds: _containers.RepeatedScalarFieldContainer[float]
+    memory_bytes: _containers.RepeatedScalarFieldContainer[float]
+    provenance: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_index: _Optional[_Iterable[int]] = ..., dataset_index: _Optional[_Iterable[int]] = ..., score: _Optional[_Iterable[float]] = ..., train_seconds: _Optional[_Iterable[float]] = ..., inference_seconds: _Optional[_Iterable[float]] = ..., memory_bytes: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GraphVersionRequest(_message.Message):
     __slots__ = ("library",)

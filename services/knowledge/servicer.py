@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from modsnet.convert import (
     dataset_from_pb,
     dataset_to_pb,
+    interaction_columns,
     interaction_from_pb,
-    interaction_to_pb,
     library_to_pb,
     model_to_pb,
     query_to_pb,
@@ -21,7 +21,8 @@ from modsnet.v1 import knowledge_pb2_grpc
 
 from .core import KnowledgeCore
 
-SNAPSHOT_BATCH = 5000  # records per streamed chunk: well under the message size limit
+SNAPSHOT_BATCH = 5000  # nodes per streamed chunk: well under the message size limit
+INTERACTION_BATCH = 100_000  # columnar records per chunk (about 4 MB)
 
 
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
@@ -61,17 +62,23 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         version = snap.graph_version
         yield kpb.GraphSnapshotChunk(graph_version=version, library=library_to_pb(snap.library))
         modality = str(snap.library.meta.get("modality", ""))
-        parts = (
-            ("models", [model_to_pb(m) for m in snap.models]),
-            ("datasets", [dataset_to_pb(d, modality) for d in snap.datasets]),
-            ("interactions", [interaction_to_pb(i) for i in snap.interactions]),
-            ("similarities", [similarity_to_pb(s) for s in snap.similarities]),
-        )
-        for field, items in parts:
-            for start in range(0, len(items), SNAPSHOT_BATCH):
-                chunk = kpb.GraphSnapshotChunk(graph_version=version)
-                getattr(chunk, field).extend(items[start : start + SNAPSHOT_BATCH])
-                yield chunk
+        for start in range(0, len(snap.models), SNAPSHOT_BATCH):
+            batch = snap.models[start : start + SNAPSHOT_BATCH]
+            yield kpb.GraphSnapshotChunk(graph_version=version, models=[model_to_pb(m) for m in batch])
+        for start in range(0, len(snap.datasets), SNAPSHOT_BATCH):
+            batch_d = snap.datasets[start : start + SNAPSHOT_BATCH]
+            yield kpb.GraphSnapshotChunk(graph_version=version, datasets=[dataset_to_pb(d, modality) for d in batch_d])
+        model_index = {m.model_id: i for i, m in enumerate(snap.models)}
+        dataset_index = {d.dataset_id: i for i, d in enumerate(snap.datasets)}
+        for start in range(0, len(snap.interactions), INTERACTION_BATCH):
+            records = snap.interactions[start : start + INTERACTION_BATCH]
+            yield kpb.GraphSnapshotChunk(
+                graph_version=version,
+                interactions=interaction_columns(records, model_index, dataset_index),
+            )
+        for start in range(0, len(snap.similarities), SNAPSHOT_BATCH):
+            batch_s = snap.similarities[start : start + SNAPSHOT_BATCH]
+            yield kpb.GraphSnapshotChunk(graph_version=version, similarities=[similarity_to_pb(x) for x in batch_s])
 
     def GraphVersion(self, request: kpb.GraphVersionRequest, context: object) -> kpb.GraphVersionResponse:
         return kpb.GraphVersionResponse(graph_version=self.core.graph_version(request.library))
