@@ -8,10 +8,12 @@ to running services. `modsnet serve SERVICE` runs one service alone, for the loc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,6 +238,28 @@ def cmd_library(args: argparse.Namespace) -> int:
         elif args.library_command == "export":
             target = client.export_library(args.name, args.path)
             print(f"library {args.name} written to {target}")
+        elif args.library_command == "delete":
+            client.knowledge.delete_library(args.name)
+            print(f"library {args.name} deleted")
+    return 0
+
+
+def cmd_queries(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if args.queries_command == "purge":
+            cutoff = time.time() - args.older_than_days * 86400 if args.older_than_days else 0.0
+            print(f"removed {client.knowledge.purge_queries(cutoff)} logged searches")
+            return 0
+        records = client.knowledge.list_queries(args.library or "", args.limit)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+        return 0
+    if not records:
+        print("no logged searches")
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.logged_unix))
+        top = ", ".join(r.answer_model_ids[:3])
+        print(f"{when}  {r.query_id}  {r.library}  {r.filename}  top: {top}")
     return 0
 
 
@@ -320,7 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     exporting = library_commands.add_parser("export", help="write a library as a bundle")
     exporting.add_argument("name")
     exporting.add_argument("path", help="a new folder, or a file ending in .tar.gz or .zip")
+    deleting = library_commands.add_parser("delete", help="remove a library (feedback included)")
+    deleting.add_argument("name")
     library.set_defaults(run=cmd_library)
+
+    queries = commands.add_parser("queries", help="the query log: list or purge logged searches")
+    queries_commands = queries.add_subparsers(dest="queries_command", required=True, metavar="ACTION")
+    listing_q = queries_commands.add_parser("list", help="logged searches, newest first")
+    listing_q.add_argument("--library")
+    listing_q.add_argument("--limit", type=int, default=20)
+    listing_q.add_argument("--json", action="store_true")
+    purging = queries_commands.add_parser("purge", help="remove logged searches")
+    purging.add_argument("--older-than-days", type=float, help="keep the more recent ones (default: remove all)")
+    queries.set_defaults(run=cmd_queries)
 
     feedback = commands.add_parser("feedback", help="report the score a model really reached on a searched dataset")
     feedback.add_argument("query_id")

@@ -112,6 +112,7 @@ class KnowledgeClient(ServiceClient):
                 "GraphVersion",
                 "GetQuery",
                 "ExportLibrary",
+                "ListQueries",
             ),
             timeout=timeout,
         )
@@ -199,6 +200,16 @@ class KnowledgeClient(ServiceClient):
 
     def get_query(self, query_id: str) -> QueryRecord:
         return query_from_pb(self.call("GetQuery", kpb.GetQueryRequest(query_id=query_id)))
+
+    def delete_library(self, name: str) -> None:
+        self.call("DeleteLibrary", kpb.DeleteLibraryRequest(name=name))
+
+    def list_queries(self, library: str = "", limit: int = 100) -> list[QueryRecord]:
+        response = self.call("ListQueries", kpb.ListQueriesRequest(library=library, limit=limit))
+        return [query_from_pb(q) for q in response.queries]
+
+    def purge_queries(self, older_than_unix: float = 0.0) -> int:
+        return int(self.call("PurgeQueries", kpb.PurgeQueriesRequest(older_than_unix=older_than_unix)).purged)
 
 
 class RecommenderClient(ServiceClient):

@@ -178,3 +178,39 @@ class LoggedQuery(_message.Message):
     graph_version: int
     logged_unix: float
     def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., answer_model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ..., logged_unix: _Optional[float] = ...) -> None: ...
+
+class DeleteLibraryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteLibraryResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueriesRequest(_message.Message):
+    __slots__ = ("library", "limit")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    limit: int
+    def __init__(self, library: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListQueriesResponse(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[LoggedQuery]
+    def __init__(self, queries: _Optional[_Iterable[_Union[LoggedQuery, _Mapping]]] = ...) -> None: ...
+
+class PurgeQueriesRequest(_message.Message):
+    __slots__ = ("older_than_unix",)
+    OLDER_THAN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    older_than_unix: float
+    def __init__(self, older_than_unix: _Optional[float] = ...) -> None: ...
+
+class PurgeQueriesResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

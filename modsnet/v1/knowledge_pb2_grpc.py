@@ -90,6 +90,21 @@ class KnowledgeStub:
                 request_serializer=modsnet_dot_v1_dot_knowledge__pb2.GetQueryRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.LoggedQuery.FromString,
                 _registered_method=True)
+        self.DeleteLibrary = channel.unary_unary(
+                '/modsnet.v1.Knowledge/DeleteLibrary',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryResponse.FromString,
+                _registered_method=True)
+        self.ListQueries = channel.unary_unary(
+                '/modsnet.v1.Knowledge/ListQueries',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.ListQueriesRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ListQueriesResponse.FromString,
+                _registered_method=True)
+        self.PurgeQueries = channel.unary_unary(
+                '/modsnet.v1.Knowledge/PurgeQueries',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServicer:
@@ -170,6 +185,27 @@ class KnowledgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteLibrary(self, request, context):
+        """Remove a library (its graph version stays, so versions never go back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueries(self, request, context):
+        """The query log, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeQueries(self, request, context):
+        """Remove logged searches (all, or those older than a time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KnowledgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -227,6 +263,21 @@ def add_KnowledgeServicer_to_server(servicer, server):
                     servicer.GetQuery,
                     request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.GetQueryRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_knowledge__pb2.LoggedQuery.SerializeToString,
+            ),
+            'DeleteLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLibrary,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryResponse.SerializeToString,
+            ),
+            'ListQueries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueries,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ListQueriesRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.ListQueriesResponse.SerializeToString,
+            ),
+            'PurgeQueries': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeQueries,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -526,6 +577,87 @@ class Knowledge:
             '/modsnet.v1.Knowledge/GetQuery',
             modsnet_dot_v1_dot_knowledge__pb2.GetQueryRequest.SerializeToString,
             modsnet_dot_v1_dot_knowledge__pb2.LoggedQuery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/DeleteLibrary',
+            modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.DeleteLibraryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/ListQueries',
+            modsnet_dot_v1_dot_knowledge__pb2.ListQueriesRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.ListQueriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeQueries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/PurgeQueries',
+            modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.PurgeQueriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

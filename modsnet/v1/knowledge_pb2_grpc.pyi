@@ -53,6 +53,12 @@ class KnowledgeStub:
     """Record a search: the query dataset and the answer given."""
     GetQuery: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GetQueryRequest, _knowledge_pb2.LoggedQuery]
     """Read one logged search back (for feedback on it)."""
+    DeleteLibrary: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteLibraryRequest, _knowledge_pb2.DeleteLibraryResponse]
+    """Remove a library (its graph version stays, so versions never go back)."""
+    ListQueries: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListQueriesRequest, _knowledge_pb2.ListQueriesResponse]
+    """The query log, newest first."""
+    PurgeQueries: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.PurgeQueriesRequest, _knowledge_pb2.PurgeQueriesResponse]
+    """Remove logged searches (all, or those older than a time)."""
 
 @_typing.type_check_only
 class KnowledgeAsyncStub(KnowledgeStub):
@@ -78,6 +84,12 @@ class KnowledgeAsyncStub(KnowledgeStub):
     """Record a search: the query dataset and the answer given."""
     GetQuery: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetQueryRequest, _knowledge_pb2.LoggedQuery]  # type: ignore[assignment]
     """Read one logged search back (for feedback on it)."""
+    DeleteLibrary: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteLibraryRequest, _knowledge_pb2.DeleteLibraryResponse]  # type: ignore[assignment]
+    """Remove a library (its graph version stays, so versions never go back)."""
+    ListQueries: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListQueriesRequest, _knowledge_pb2.ListQueriesResponse]  # type: ignore[assignment]
+    """The query log, newest first."""
+    PurgeQueries: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.PurgeQueriesRequest, _knowledge_pb2.PurgeQueriesResponse]  # type: ignore[assignment]
+    """Remove logged searches (all, or those older than a time)."""
 
 class KnowledgeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -166,5 +178,29 @@ class KnowledgeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.LoggedQuery, _abc.Awaitable[_knowledge_pb2.LoggedQuery]]:
         """Read one logged search back (for feedback on it)."""
+
+    @_abc_1.abstractmethod
+    def DeleteLibrary(
+        self,
+        request: _knowledge_pb2.DeleteLibraryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.DeleteLibraryResponse, _abc.Awaitable[_knowledge_pb2.DeleteLibraryResponse]]:
+        """Remove a library (its graph version stays, so versions never go back)."""
+
+    @_abc_1.abstractmethod
+    def ListQueries(
+        self,
+        request: _knowledge_pb2.ListQueriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.ListQueriesResponse, _abc.Awaitable[_knowledge_pb2.ListQueriesResponse]]:
+        """The query log, newest first."""
+
+    @_abc_1.abstractmethod
+    def PurgeQueries(
+        self,
+        request: _knowledge_pb2.PurgeQueriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.PurgeQueriesResponse, _abc.Awaitable[_knowledge_pb2.PurgeQueriesResponse]]:
+        """Remove logged searches (all, or those older than a time)."""
 
 def add_KnowledgeServicer_to_server(servicer: KnowledgeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -105,6 +105,17 @@ class KnowledgeCore:
     def get_query(self, query_id: str) -> QueryRecord:
         return self.store.get_query(query_id)
 
+    def delete_library(self, name: str) -> None:
+        self.store.delete_library(name)
+
+    def list_queries(self, library: str, limit: int) -> list[QueryRecord]:
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument(f"limit must be between 1 and 10000, not {limit}")
+        return self.store.list_queries(library, limit)
+
+    def purge_queries(self, older_than_unix: float | None) -> int:
+        return self.store.purge_queries(older_than_unix)
+
     def check(self) -> None:
         self.store.check()
 

@@ -101,3 +101,14 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
 
     def GetQuery(self, request: kpb.GetQueryRequest, context: object) -> kpb.LoggedQuery:
         return query_to_pb(self.core.get_query(request.query_id))
+
+    def DeleteLibrary(self, request: kpb.DeleteLibraryRequest, context: object) -> kpb.DeleteLibraryResponse:
+        self.core.delete_library(request.name)
+        return kpb.DeleteLibraryResponse()
+
+    def ListQueries(self, request: kpb.ListQueriesRequest, context: object) -> kpb.ListQueriesResponse:
+        records = self.core.list_queries(request.library, request.limit or 100)
+        return kpb.ListQueriesResponse(queries=[query_to_pb(r) for r in records])
+
+    def PurgeQueries(self, request: kpb.PurgeQueriesRequest, context: object) -> kpb.PurgeQueriesResponse:
+        return kpb.PurgeQueriesResponse(purged=self.core.purge_queries(request.older_than_unix or None))
