@@ -17,7 +17,8 @@ from modsnet.errors import InvalidArgument
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: the unit of streaming in and out of every backend
 _BLOB_ID = re.compile(r"^[0-9a-f]{64}$")
-_POINTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+# Slash-separated segments that each start with a letter or digit: no "a//b", "a/", "a/./b" aliases.
+_POINTER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,11 @@ def check_blob_id(blob_id: str) -> str:
 
 
 def check_pointer_name(name: str) -> str:
-    if not _POINTER.match(name or "") or ".." in name:
-        raise InvalidArgument(f"pointer name {name!r} must be 1-200 characters of letters, digits, '.', '_', '-', '/'")
+    if not _POINTER.match(name or "") or len(name) > 200:
+        raise InvalidArgument(
+            f"pointer name {name!r} must be 1-200 characters: '/'-separated segments of letters, digits, "
+            "'.', '_' and '-', each starting with a letter or digit"
+        )
     return name
 
 
@@ -60,11 +64,13 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def get(self, blob_id: str, *, offset: int = 0) -> Iterator[bytes]:
-        """Stream a blob in chunks of at most CHUNK_SIZE, verifying its sha256 as it goes.
+        """Stream a blob from `offset` in chunks of at most CHUNK_SIZE.
 
-        Raises `NotFound` before yielding anything for an unknown id, and `DataLoss` (after the last
-        chunk, before returning normally) when the stored bytes no longer hash to the id. Callers that
-        must not act on corrupt data buffer the stream and only use it once it has ended normally.
+        Raises `NotFound` before yielding anything for an unknown id and `InvalidArgument` for a negative
+        offset. When the whole object is hashed (always with offset 0; a backend may not be able to for a
+        ranged read), `DataLoss` is raised after the last chunk, before returning normally, if the stored
+        bytes no longer hash to the id. Callers that must not act on corrupt data buffer the stream and
+        only use it once it has ended normally.
         """
 
     @abc.abstractmethod

@@ -1,9 +1,9 @@
 """The embedded blob store: a local folder.
 
-Layout under `root`: `blobs/ab/abcdef...` (the first two hex digits fan out directories), `pointers/NAME`
-(a text file holding a blob id), `tmp/` (uploads in progress). Every write goes to `tmp/` first and is
-moved into place with `os.replace`, which is atomic on one filesystem, so a crash mid-upload leaves only
-a temp file that the next start sweeps away.
+Layout under `root`: `blobs/ab/abcdef...` (the first two hex digits fan out directories),
+`pointers/NAME` (a text file holding a blob id; '/' in NAME escaped as %2F), `tmp/` (uploads in
+progress). Every write goes to `tmp/` first and is moved into place with `os.replace`, which is atomic
+on one filesystem, so a crash mid-upload leaves only a temp file that the next start sweeps away.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
-from modsnet.errors import DataLoss, NotFound, ResourceExhausted, Unavailable
+from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from .base import CHUNK_SIZE, BlobInfo, BlobStore, check_blob_id, check_pointer_name
 
@@ -72,8 +73,8 @@ class LocalBlobStore(BlobStore):
                     f"upload checksum mismatch: client said sha256 {expected_sha256}, bytes hash to {blob_id}"
                 )
             final = self._path(blob_id)
-            if final.exists():
-                os.unlink(tmp_name)
+            if final.exists() and final.stat().st_size == size:
+                os.unlink(tmp_name)  # already stored (a damaged copy of another size is replaced below)
             else:
                 final.parent.mkdir(exist_ok=True)
                 os.replace(tmp_name, final)
@@ -84,6 +85,8 @@ class LocalBlobStore(BlobStore):
             raise
 
     def get(self, blob_id: str, *, offset: int = 0) -> Iterator[bytes]:
+        if offset < 0:
+            raise InvalidArgument(f"offset must be >= 0, not {offset}")
         path = self._path(blob_id)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed in the generator below
@@ -128,20 +131,23 @@ class LocalBlobStore(BlobStore):
                     st = path.stat()
                     yield BlobInfo(blob_id=path.name, size=st.st_size, created_unix=st.st_mtime)
 
+    def _pointer_path(self, name: str) -> Path:
+        # One flat file per pointer ('/' escaped), so "a" and "a/b" can both exist.
+        return self._pointers / quote(check_pointer_name(name), safe="")
+
     def set_pointer(self, name: str, blob_id: str) -> None:
-        check_pointer_name(name)
+        target = self._pointer_path(name)
         self.stat(blob_id)
-        target = self._pointers / name
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="pointer-")
         with os.fdopen(fd, "w") as out:
             out.write(blob_id)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp_name, target)
 
     def get_pointer(self, name: str) -> str | None:
-        check_pointer_name(name)
         try:
-            return (self._pointers / name).read_text().strip() or None
+            return self._pointer_path(name).read_text().strip() or None
         except FileNotFoundError:
             return None
 
