@@ -91,13 +91,13 @@ class QueryCore:
                     raise DataLoss(
                         f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})"
                     )
-                library = self._library(options.library, modality)
                 spool.seek(0)
                 started = time.perf_counter()
                 table = read_table(spool, name=filename)  # type: ignore[arg-type]
                 target = infer_target(table, options.target_column or None, name=filename)
                 features = tabular_features(table, target)
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
+                library = self._library(options.library, modality)
                 # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
                 spool.seek(0)
                 self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
