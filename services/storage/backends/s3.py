@@ -4,7 +4,9 @@ Layout in the bucket: `blobs/<sha256>` (the blob, with its sha256 also in the `x
 `pointers/NAME` (a tiny object holding a blob id), `staging/<uuid>` (uploads in progress). The sha256 of a
 stream is known only at its end, so a put streams into a staging object (multipart, one part in memory at
 a time), then copies it server-side to its content address and removes the staging object: readers never
-see a partial blob, and the same content put twice is stored once.
+see a partial blob, and the same content put twice is stored once. When the client sends the sha256 up
+front (ModsNet's clients always do), the put goes straight to the content address instead: the upload
+only completes if the bytes match, so nothing partial or wrong is ever visible there either.
 
 The bucket is versioned where the server supports it, so an overwritten pointer or blob keeps its earlier
 bytes. Versions we create only as a means (staging objects) are removed by version id, and `delete`
@@ -84,9 +86,10 @@ class _UploadStream:
     passed, so an oversized upload stops mid-stream instead of after it has been stored.
     """
 
-    def __init__(self, chunks: Iterable[bytes], max_bytes: int | None):
+    def __init__(self, chunks: Iterable[bytes], max_bytes: int | None, expected_sha256: str | None = None):
         self._chunks = iter(chunks)
         self._max_bytes = max_bytes
+        self._expected = expected_sha256
         self._pending = memoryview(b"")
         self.digest = hashlib.sha256()
         self.size = 0
@@ -104,6 +107,7 @@ class _UploadStream:
                 try:
                     chunk = next(self._chunks)
                 except StopIteration:
+                    self._check_end()
                     break
                 except Exception as exc:
                     raise _SourceFailed(exc) from exc
@@ -114,6 +118,14 @@ class _UploadStream:
             pieces.append(piece)
             taken += len(piece)
         return b"".join(pieces)
+
+    def _check_end(self) -> None:
+        """At the end of the stream, before the last part leaves: refuse bytes that miss the checksum."""
+        if self._expected is not None and self.digest.hexdigest() != self._expected:
+            raise DataLoss(
+                f"upload checksum mismatch: client said sha256 {self._expected}, bytes hash to "
+                f"{self.digest.hexdigest()}"
+            )
 
     def _accept(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -232,6 +244,8 @@ class S3BlobStore(BlobStore):
         expected_sha256: str | None = None,
         max_bytes: int | None = None,
     ) -> BlobInfo:
+        if expected_sha256 is not None:
+            return self._put_at_address(chunks, expected_sha256.lower(), max_bytes)
         stream = _UploadStream(chunks, max_bytes)
         staging = f"{_STAGING}{uuid.uuid4().hex}"
         staged = False
@@ -261,6 +275,31 @@ class S3BlobStore(BlobStore):
         finally:
             if staged:
                 self._remove_staging(staging, staged_version)
+
+    def _put_at_address(self, chunks: Iterable[bytes], blob_id: str, max_bytes: int | None) -> BlobInfo:
+        """With the checksum known up front, upload straight to the content address (no staging copy).
+
+        S3 makes an object visible only when its upload completes, and the stream refuses to end (DataLoss,
+        which makes minio abort the multipart upload) unless its bytes hash to `blob_id`, so a bad upload
+        is never seen. Content already at the address is the same content, so overwriting it is harmless
+        and repairs a damaged copy.
+        """
+        check_blob_id(blob_id)
+        stream = _UploadStream(chunks, max_bytes, expected_sha256=blob_id)
+        try:
+            with self._s3_errors("upload"):
+                self._client.put_object(
+                    self.bucket,
+                    _BLOBS + blob_id,
+                    cast(BinaryIO, stream),
+                    length=-1,
+                    part_size=self._part_size,
+                    num_parallel_uploads=1,
+                    metadata={_SHA256_META: blob_id},
+                )
+        except _SourceFailed as failed:
+            raise failed.error from None
+        return self.stat(blob_id)
 
     def _promote(self, staging: str, version: str | None, blob_id: str, size: int) -> BlobInfo:
         """Copy a complete staging object to its content address, unless a sound copy is already there.
