@@ -7,6 +7,7 @@ chosen free. `SeaweedS3` starts, stops and restarts it on the same folder and po
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -127,15 +128,19 @@ class SeaweedS3:
         self.stop()
         self._launch()
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a short grace: SeaweedFS's own shutdown takes far too long."""
+    def stop(self, *, grace: float = _STOP_GRACE_S) -> None:
+        """SIGTERM, then SIGKILL after a short grace: SeaweedFS's own shutdown takes far too long.
+
+        `grace=0` is a crash: SIGKILL at once.
+        """
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
+        if grace > 0:
+            process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+        if process.poll() is None:
             process.kill()
             process.wait()
         # weed's gRPC unix sockets have a fixed place in /tmp, named by port, and outlive a killed weed.
