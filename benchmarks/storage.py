@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import os
 import socket
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import grpc
+from minio import Minio
 
 from modsnet.clients import CHUNK, StorageClient, iter_file
 from modsnet.devservers.seaweed import SeaweedS3
@@ -41,6 +43,31 @@ def make_file(path: Path, size: int) -> None:
         while left > 0:
             out.write(block[: min(left, CHUNK)])
             left -= CHUNK
+
+
+def direct_put(direct: Minio, path: Path, key: str, size: int) -> None:
+    with open(path, "rb") as handle:
+        direct.put_object("direct", key, handle, length=size, part_size=16 * 1024 * 1024)
+
+
+def direct_get(direct: Minio, key: str) -> None:
+    response = direct.get_object("direct", key)
+    try:
+        for _ in response.stream(CHUNK):
+            pass
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def grpc_put(client: StorageClient, path: Path, digest: str, size: int) -> None:
+    with open(path, "rb") as handle:
+        client.put_chunks(iter_file(handle), expected_sha256=digest, size_hint=size)
+
+
+def grpc_get(client: StorageClient, digest: str) -> None:
+    for _ in client.get_chunks(digest):
+        pass
 
 
 def timed(action) -> float:  # type: ignore[no-untyped-def]
@@ -83,34 +110,16 @@ def run(sizes_mb: list[int], repeats: dict[int, int]) -> list[dict[str, float]]:
                     digest = hashlib.sha256(path.read_bytes()).hexdigest() if size <= 256 * 1024**2 else ""
                     key = f"obj-{size_mb}-{attempt}"
 
-                    def direct_put() -> None:
-                        with open(path, "rb") as handle:
-                            direct.put_object("direct", key, handle, length=size, part_size=16 * 1024 * 1024)
-
-                    def direct_get() -> None:
-                        response = direct.get_object("direct", key)
-                        try:
-                            for _ in response.stream(CHUNK):
-                                pass
-                        finally:
-                            response.close()
-                            response.release_conn()
-
-                    def grpc_put() -> None:
-                        with open(path, "rb") as handle:
-                            client.put_chunks(iter_file(handle), expected_sha256=digest, size_hint=size)
-
-                    def grpc_get() -> None:
-                        for _ in client.get_chunks(digest):
-                            pass
-
+                    actions = {
+                        "direct_put": functools.partial(direct_put, direct, path, key, size),
+                        "grpc_put": functools.partial(grpc_put, client, path, digest, size),
+                        "direct_get": functools.partial(direct_get, direct, key),
+                        "grpc_get": functools.partial(grpc_get, client, digest),
+                    }
                     # Alternate the order so neither path always runs on a warmer server.
-                    order = [direct_put, grpc_put] if attempt % 2 == 0 else [grpc_put, direct_put]
-                    for action in order:
-                        times[action.__name__].append(timed(action))
-                    order = [direct_get, grpc_get] if attempt % 2 == 0 else [grpc_get, direct_get]
-                    for action in order:
-                        times[action.__name__].append(timed(action))
+                    for pair in (("direct_put", "grpc_put"), ("direct_get", "grpc_get")):
+                        for name in pair if attempt % 2 == 0 else reversed(pair):
+                            times[name].append(timed(actions[name]))
                 mb = size / 1e6
                 row = {"size_mb": size_mb} | {name: mb / statistics.median(t) for name, t in times.items()}
                 row["put_ratio"] = row["grpc_put"] / row["direct_put"]

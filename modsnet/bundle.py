@@ -169,7 +169,8 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
     hib = meta.get("higher_is_better", True)
     if not isinstance(hib, bool):
         raise InvalidArgument(f"library.yaml, key 'higher_is_better': {hib!r} must be true or false")
-    meta = dict(meta)
+    # Values are kept as JSON (the stores write them so): a YAML date or timestamp becomes its ISO text.
+    meta = {str(k): _json_safe(v) for k, v in meta.items()}
     meta.update(
         name=name,
         modality=modality,
@@ -181,6 +182,16 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         source=str(meta.get("source", "")),
     )
     return meta
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _read_csv(file: str, data: bytes, *, required: Iterable[str]) -> Table:

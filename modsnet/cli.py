@@ -88,10 +88,11 @@ def _bytes(value: float) -> str:
 def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
     d = response.dataset
     path = "known dataset " + d.known_dataset_id if d.known_dataset_id else "new dataset"
-    print(
-        f"{d.filename}: {d.rows} rows x {d.columns} columns, target {d.target_column!r} ({d.classes} classes); {path}",
-        file=out,
-    )
+    unit = {"tabular": "rows", "text": "texts", "image": "images", "xrd": "scans"}.get(d.modality, "items")
+    shape = f"{d.rows} rows x {d.columns} columns" if d.modality == "tabular" else f"{d.modality}, {d.rows} {unit}"
+    labels = f", target {d.target_column!r}" if d.target_column else ""
+    classes = f" ({d.classes} classes)" if d.classes else ""
+    print(f"{d.filename}: {shape}{labels}{classes}; {path}", file=out)
     print(
         f"library {response.library} ({response.metric}), estimator {response.estimator}, "
         f"graph version {response.graph_version}",
@@ -321,11 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     search = commands.add_parser("search", help="rank a library's models for an exemplar dataset")
-    search.add_argument("file", help="exemplar dataset (CSV or TSV with a header row)")
+    search.add_argument(
+        "file",
+        help="exemplar dataset: a table (CSV, TSV, Parquet, Excel), texts (CSV/JSONL with a text column, or a "
+        "folder/zip of .txt), images (folder/zip of PNG/JPEG; subfolders are labels) or XRD scans "
+        "(.xrdml, .brml, .rasx, .raw, .xy)",
+    )
     search.add_argument("--library", help="library to search (default: the only one of the file's kind)")
     search.add_argument("-k", type=int, default=5, help="how many models (default 5)")
     search.add_argument("--target", help="label column (default: class/label/target/y, else the last column)")
-    search.add_argument("--modality", choices=("tabular",), help="override detection of the file's kind")
+    search.add_argument(
+        "--modality", choices=("tabular", "text", "image", "xrd"), help="override detection of the file's kind"
+    )
     search.add_argument("--max-train-seconds", type=float, help="leave out models slower to train")
     search.add_argument("--max-inference-seconds", type=float, help="leave out models slower at inference")
     search.add_argument("--max-memory-bytes", type=int, help="leave out larger models")

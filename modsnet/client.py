@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,6 +54,19 @@ def _file_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
             yield chunk
 
 
+def zip_folder(folder: Path, target: Path) -> Path:
+    """Zip a folder's files (not links, not hidden files) in a stable order, stored uncompressed when
+    already compressed (images), deflated otherwise."""
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_symlink() or not path.is_file() or any(p.startswith(".") for p in relative.parts):
+                continue
+            packed = path.suffix.lower() in (".png", ".jpg", ".jpeg", ".zip", ".gz", ".rasx", ".brml")
+            archive.write(path, relative.as_posix(), zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
+    return target
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -81,8 +96,23 @@ class Client:
         timeout: float | None = None,
     ) -> qpb.SearchResponse:
         file = Path(path)
+        if file.is_dir():
+            # A folder (of images, texts or scans) travels as one zip; its subfolders are the labels.
+            with tempfile.TemporaryDirectory() as tmp:
+                archive = zip_folder(file, Path(tmp) / f"{file.name}.zip")
+                return self.search(
+                    archive,
+                    library=library,
+                    k=k,
+                    target=target,
+                    constraints=constraints,
+                    probe_budget=probe_budget,
+                    modality=modality,
+                    progress=progress,
+                    timeout=timeout,
+                )
         if not file.is_file():
-            raise InvalidArgument(f"{file}: no such file")
+            raise InvalidArgument(f"{file}: no such file or folder")
         header = qpb.SearchRequest(
             header=qpb.SearchHeader(
                 library=library,

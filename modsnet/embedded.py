@@ -61,6 +61,7 @@ class EmbeddedCluster:
                 knowledge_addr=knowledge,
                 recommender_addr=self.addresses["recommender"],
                 storage_addr=storage,
+                home=self.home,
                 host=LOOPBACK,
             )
             if self.max_upload_bytes is not None:

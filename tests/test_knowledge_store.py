@@ -1,16 +1,21 @@
-"""Conformance suite of the knowledge store. Every backend must pass it (today: the SQLite file)."""
+"""Conformance suite of the knowledge store: every backend must pass it (the SQLite file, and Redis on a real
+redis-server started by a fixture)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
+from knowledge_bundles import fingerprint, make_bundle
+from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
 
 from modsnet.bundle import canonical, read_bundle
-from modsnet.errors import AlreadyExists, NotFound
-from modsnet.graph import DatasetNode, InteractionRecord, QueryRecord
+from modsnet.errors import AlreadyExists, InvalidArgument, NotFound
+from modsnet.graph import Cost, DatasetNode, InteractionRecord, QueryRecord
+from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore
 
@@ -18,9 +23,13 @@ BLOB_A = "a" * 64
 BLOB_B = "b" * 64
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KnowledgeStore]:
-    backend = SqliteKnowledgeStore(tmp_path / "k.sqlite3")
+    backend: KnowledgeStore
+    if request.param == "redis":
+        backend = RedisKnowledgeStore(request.getfixturevalue("redis_url"))
+    else:
+        backend = SqliteKnowledgeStore(tmp_path / "k.sqlite3")
     yield backend
     backend.close()
 
@@ -110,3 +119,120 @@ def test_readers_never_see_a_half_imported_library(store: KnowledgeStore, synth_
     stop.set()
     reader.join()
     assert seen == {60}
+
+
+def test_every_kind_of_row_round_trips(store: KnowledgeStore) -> None:
+    bundle = make_bundle("rich", interactions=30)
+    info, _ = store.import_bundle(bundle, blob_id=BLOB_A, replace=False, artifacts={"m0.onnx": BLOB_B})
+    assert (info.models, info.datasets, info.interactions) == (5, 6, 30)
+    exported, artifacts = store.export_bundle("rich")
+    assert canonical(exported) == canonical(bundle) and artifacts == {"m0.onnx": BLOB_B}
+    assert exported.meta == bundle.meta
+    snap = store.snapshot("rich")
+    assert len(snap.similarities) == len(bundle.similarity.rows if bundle.similarity else [])
+    d0, d1 = (next(d for d in snap.datasets if d.dataset_id == i) for i in ("d0", "d1"))
+    assert d0.feature_set == "extra,tabular" and d0.features == {"log_rows": pytest.approx(4.60517), "skew": 0.0}
+    assert d1.feature_set == "extra,tabular" and "skew" not in d1.features
+    assert d0.fingerprint == fingerprint("d0", salt="rich")
+
+
+def test_nodes_costs_and_fingerprints(store: KnowledgeStore) -> None:
+    for name in ("lib-b", "lib-a"):
+        store.import_bundle(make_bundle(name), blob_id=BLOB_A, replace=False, artifacts={})
+    model = store.get_model("lib-a", "m1")
+    # m1 has 6 records of train 0.2 s; inference is blank in every fifth record, which the mean leaves out
+    assert model.interactions == 6 and model.metadata == {"family": "down, odd"}
+    assert astuple(model.cost) == pytest.approx((0.2, 0.01, 2000.0))
+    assert store.get_dataset("lib-a", "d2").interactions == 4
+    shared = make_bundle("lib-c", extras=False)
+    shared.datasets.columns.append("fingerprint")
+    for row in shared.datasets.rows:
+        row["fingerprint"] = fingerprint("d3", salt="lib-a") if row["dataset_id"] in ("d1", "d3") else ""
+    store.import_bundle(shared, blob_id=BLOB_A, replace=False, artifacts={})
+    found = store.find_dataset(fingerprint("d3", salt="lib-a"))
+    assert (found.library, found.dataset_id) == ("lib-a", "d3")
+    found = store.find_dataset(fingerprint("d3", salt="lib-a"), "lib-c")
+    assert (found.library, found.dataset_id) == ("lib-c", "d1")
+    for elsewhere in ("lib-b", "ghost"):
+        with pytest.raises(NotFound, match="no dataset with fingerprint"):
+            store.find_dataset(fingerprint("d3", salt="lib-a"), elsewhere)
+    with pytest.raises(InvalidArgument):
+        store.find_dataset("")
+    for call in (
+        lambda: store.get_model("lib-a", "ghost"),
+        lambda: store.get_model("ghost", "m1"),
+        lambda: store.get_dataset("lib-a", "ghost"),
+        lambda: store.snapshot("ghost"),
+        lambda: store.export_bundle("ghost"),
+    ):
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_feedback_counts_and_costs_match_the_snapshot(store: KnowledgeStore) -> None:
+    store.import_bundle(make_bundle("fb"), blob_id=BLOB_A, replace=False, artifacts={})
+    metadata = {"origin": "feedback", "filename": "x.csv"}
+    new = DatasetNode("fb", "q1", metadata, {"log_rows": 2.0}, "tabular/v1", "f" * 64)
+    records = [
+        InteractionRecord("m1", "q1", 0.5, Cost(train_seconds=1.0, inference_seconds=0.0), "feedback"),
+        InteractionRecord("m1", "d0", 0.75, Cost(memory_bytes=500.0), "probe"),
+    ]
+    version, added = store.add_interactions("fb", [new, new], records)
+    assert (version, added) == (2, 2)
+    # the same node again is no change; another fingerprint under its id is refused, and nothing is written
+    assert store.add_interactions("fb", [new], [])[0] == 3
+    clash = DatasetNode("fb", "q1", {}, fingerprint="e" * 64)
+    with pytest.raises(AlreadyExists, match="q1"):
+        store.add_interactions("fb", [clash], [InteractionRecord("m0", "q1", 0.1)])
+    model = store.get_model("fb", "m1")
+    # train: six imported 0.2 s and one 1.0 s; a zero cost given in feedback is no measurement
+    assert model.interactions == 8
+    assert model.cost.train_seconds == pytest.approx((6 * 0.2 + 1.0) / 7)
+    assert model.cost.inference_seconds == pytest.approx(0.01)
+    assert model.cost.memory_bytes == pytest.approx((6 * 2000 + 500) / 7)
+    snap = store.snapshot("fb")
+    assert snap.graph_version == 3 and snap.library.interactions == 26 == len(snap.interactions)
+    in_snapshot = next(m for m in snap.models if m.model_id == "m1")
+    assert in_snapshot.interactions == model.interactions
+    assert astuple(in_snapshot.cost) == pytest.approx(astuple(model.cost))
+    q1 = store.get_dataset("fb", "q1")
+    assert q1 == next(d for d in snap.datasets if d.dataset_id == "q1")
+    assert (q1.interactions, q1.features, q1.metadata["filename"]) == (1, {"log_rows": 2.0}, "x.csv")
+    assert [i.provenance for i in snap.interactions[-2:]] == ["feedback", "probe"]
+    with pytest.raises(NotFound):
+        store.add_interactions("ghost", [], [records[1]])
+
+
+def test_delete_and_list(store: KnowledgeStore) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        store.import_bundle(make_bundle(name), blob_id=BLOB_A, replace=False, artifacts={})
+    assert [i.name for i in store.list_libraries()] == ["alpha", "mid", "zeta"]
+    store.delete_library("mid")
+    assert [i.name for i in store.list_libraries()] == ["alpha", "zeta"]
+    with pytest.raises(NotFound):
+        store.delete_library("mid")
+    with pytest.raises(NotFound):
+        store.get_library("mid")
+    assert store.get_library("alpha").graph_version == 1
+
+
+def test_query_log_lists_newest_first_and_purges(store: KnowledgeStore) -> None:
+    def record(query_id: str, library: str, logged: float) -> QueryRecord:
+        return QueryRecord(query_id, library, "c" * 64, "x.csv", "tabular/v1", {"a": 1.0}, "tabular", ["m1"], 1, logged)
+
+    for query_id, library, logged in [("q1", "a", 100.0), ("q2", "b", 200.0), ("q3", "a", 300.0), ("q4", "b", 300.0)]:
+        store.log_query(record(query_id, library, logged))
+    assert [q.query_id for q in store.list_queries()] == ["q4", "q3", "q2", "q1"]
+    assert [q.query_id for q in store.list_queries("a")] == ["q3", "q1"]
+    assert store.list_queries("b", limit=1) == [record("q4", "b", 300.0)]
+    assert store.list_queries("nobody") == []
+    with pytest.raises(InvalidArgument):
+        store.list_queries(limit=0)
+    assert store.purge_queries(older_than_unix=200.0) == 1
+    assert [q.query_id for q in store.list_queries("a")] == ["q3"]
+    with pytest.raises(NotFound):
+        store.get_query("q1")
+    assert store.purge_queries() == 3
+    assert store.list_queries() == [] and store.purge_queries() == 0
+    store.log_query(record("q1", "a", 100.0))  # a purged id can be logged again
+    assert store.get_query("q1").logged_unix == 100.0

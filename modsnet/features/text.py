@@ -73,8 +73,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 _STAT_TEXTS = 2_000  # texts whose lengths and characters are described
 _STAT_CHARS = 1_000  # characters of each of those texts that are looked at
 _TTR_TOKENS = 10_000  # a fixed token budget: the type-token ratio falls with length, so it is taken on this many
-_EMBED_TEXTS = 128  # texts embedded; the mean of 128 unit vectors is stable to about ±0.01 per coordinate
+_EMBED_TEXTS = 128  # texts embedded; each coordinate of the mean of 128 unit vectors has a standard error ~0.005
 _EMBED_TOKENS = 64  # word pieces per embedded text: the opening of a text says what it is about
+_EMBED_CHARS = 2_000  # characters handed to the tokenizer, far more than 64 word pieces need
 _BATCH = 32
 _PROJECTION_SEED = 20240601  # fixed forever for a FEATURE_SET: the projection is part of the definition
 _WORD = re.compile(r"\w+")
@@ -103,7 +104,7 @@ def text_features(texts: Sequence[str], labels: Sequence[str] = (), *, seed: int
     letters = sum(map(str.isalpha, joined))
 
     embed_rows = rows[stratified_sample(codes[rows], _EMBED_TEXTS, seed, min_per_class=4)]
-    embeddings = _embed([texts[i] for i in embed_rows])
+    embeddings = _embed([texts[i][:_EMBED_CHARS] for i in embed_rows])
     features = {
         **class_balance(labels, len(texts)),
         "mean_log_chars": float(np.log10(1 + chars).mean()),

@@ -25,6 +25,14 @@ def default_home() -> Path:
     return Path(os.environ.get("MODSNET_HOME") or Path.home() / ".modsnet")
 
 
+def parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
 def address(value: str) -> str:
     if not _ADDRESS.match(value):
         raise ValueError(f"{value!r} is not host:port")

@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modsnet.errors import ConfigError
-from modsnet.runtime.config import COMMON, Setting, address, default_home, resolve
+from modsnet.runtime.config import COMMON, Setting, address, default_home, parse_bool, resolve
 
 SETTINGS = (
     *COMMON,
     Setting("home", "data folder of the embedded backends", None),
     Setting("storage_addr", "storage service host:port", None, address, required=True),
     Setting("knowledge_backend", "graph store: sqlite (a file under home) or redis", "sqlite"),
-    Setting("redis_url", "Redis URL (backend redis)", None),
+    Setting("redis_url", "Redis URL, e.g. redis://redis:6379/0 (backend redis)", None),
+    Setting("redis_password", "Redis password, kept out of the URL (backend redis)", None),
+    Setting(
+        "redis_allow_no_persistence",
+        "accept a Redis that keeps nothing on disk (tests only: the graph cannot be rebuilt)",
+        False,
+        parse_bool,
+    ),
 )
 
 
@@ -24,6 +31,8 @@ class KnowledgeConfig:
     storage_addr: str
     knowledge_backend: str = "sqlite"
     redis_url: str | None = None
+    redis_password: str | None = None
+    redis_allow_no_persistence: bool = False
     host: str = "0.0.0.0"
     port: int = 0
     metrics_port: int = 0

@@ -19,7 +19,11 @@ def open_store(config: KnowledgeConfig) -> KnowledgeStore:
         from .backends.redis import RedisKnowledgeStore  # the redis client is an optional extra
 
         assert config.redis_url
-        return RedisKnowledgeStore(config.redis_url)
+        return RedisKnowledgeStore(
+            config.redis_url,
+            password=config.redis_password,
+            allow_no_persistence=config.redis_allow_no_persistence,
+        )
     from .backends.sqlite import SqliteKnowledgeStore
 
     return SqliteKnowledgeStore(config.home / "knowledge.sqlite3")

@@ -64,6 +64,14 @@ class KnowledgeStore(abc.ABC):
     def get_query(self, query_id: str) -> QueryRecord: ...
 
     @abc.abstractmethod
+    def list_queries(self, library: str = "", limit: int = 100) -> list[QueryRecord]:
+        """The newest `limit` logged queries (of `library`, or of all), newest first; ties by query id, descending."""
+
+    @abc.abstractmethod
+    def purge_queries(self, older_than_unix: float | None = None) -> int:
+        """Forget the queries logged before `older_than_unix` (None: all); returns how many were removed."""
+
+    @abc.abstractmethod
     def check(self) -> None:
         """Raise Unavailable when the backend cannot be used."""
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
-from modsnet.runtime.config import COMMON, Setting, address, resolve
+from modsnet.runtime.config import COMMON, Setting, address, default_home, resolve
 
 SETTINGS = (
     *COMMON,
@@ -14,6 +15,7 @@ SETTINGS = (
     Setting("storage_addr", "storage service host:port", None, address, required=True),
     Setting("max_upload_bytes", "largest exemplar file accepted", 512 * 1024**2, int),
     Setting("spool_dir", "folder for uploads in progress (default: the system temp folder)", None),
+    Setting("home", "data folder; feature models are cached under home/cache", None),
 )
 
 
@@ -24,6 +26,7 @@ class QueryConfig:
     storage_addr: str
     max_upload_bytes: int = 512 * 1024**2
     spool_dir: str | None = None
+    home: Path | None = None
     host: str = "0.0.0.0"
     port: int = 0
     metrics_port: int = 0
@@ -32,4 +35,6 @@ class QueryConfig:
 
     @classmethod
     def load(cls, flags: argparse.Namespace | None = None) -> QueryConfig:
-        return cls(**resolve(SETTINGS, flags))
+        values = resolve(SETTINGS, flags)
+        values["home"] = Path(values["home"]) if values["home"] else default_home()
+        return cls(**values)

@@ -1,7 +1,8 @@
 """Query logic with no grpc: receive an exemplar file, understand it, ask for the top-k, log it.
 
 The order matters for "a refused upload keeps nothing": the file is spooled to a temp file and parsed and
-validated there first; only a file that passed is put in storage, and only then is anything logged.
+validated there first (`modsnet.exemplar`: tables, text, images, XRD scans; archives for folders); only a
+file that passed is put in storage, and only then is anything logged.
 """
 
 from __future__ import annotations
@@ -13,20 +14,17 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import IO
 
 from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
-from modsnet.features.tabular import FEATURE_SET, infer_target, read_table, tabular_features
+from modsnet.exemplar import Limits, dataset_features, load_exemplar
 from modsnet.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 
 from .metrics import FEATURE_SECONDS, FEEDBACK, SEARCHES, UPLOAD_BYTES
-
-TABULAR_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
-SPOOL_IN_MEMORY = 32 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -72,30 +70,40 @@ class QueryCore:
         *,
         max_upload_bytes: int,
         spool_dir: str | None = None,
+        cache_dir: Path | None = None,
     ):
         self.storage = storage
         self.knowledge = knowledge
         self.recommender = recommender
         self.max_upload_bytes = max_upload_bytes
+        self.limits = Limits(max_bytes=max_upload_bytes)
         self.spool_dir = spool_dir
+        self.cache_dir = cache_dir
 
     # -- search -------------------------------------------------------------------------------------
 
     def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
-        filename = PurePath(options.filename or "upload.csv").name
-        modality = self._modality(options.modality, filename)
+        filename = PurePath(options.filename or "upload").name
+        modality = options.modality or "unknown"
         try:
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=self.spool_dir) as spool:
+            # A file on disk (never in memory): readers of scans and archives need a path, and a 2 GB upload
+            # must not sit in RAM.
+            with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-") as spool:
                 fingerprint, size = self._receive(chunks, spool, filename)
                 if options.expected_sha256 and options.expected_sha256.lower() != fingerprint:
                     raise DataLoss(
                         f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})"
                     )
-                spool.seek(0)
                 started = time.perf_counter()
-                table = read_table(spool, name=filename)  # type: ignore[arg-type]
-                target = infer_target(table, options.target_column or None, name=filename)
-                features = tabular_features(table, target)
+                exemplar = load_exemplar(
+                    spool.name,
+                    name=filename,
+                    modality=options.modality,
+                    target=options.target_column,
+                    limits=self.limits,
+                )
+                modality = exemplar.modality
+                feature_set, features = dataset_features(exemplar, cache_dir=self.cache_dir)
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
                 library = self._library(options.library, modality)
                 # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
@@ -105,7 +113,7 @@ class QueryCore:
             answer = self.recommender.recommend(
                 rpb.RecommendRequest(
                     library=library.name,
-                    features=pb.DatasetFeatures(feature_set=FEATURE_SET, values=features, modality=modality),
+                    features=pb.DatasetFeatures(feature_set=feature_set, values=features, modality=modality),
                     k=options.k or 5,
                     constraints=options.constraints,
                     probe_budget=options.probe_budget,
@@ -119,7 +127,7 @@ class QueryCore:
                     library=library.name,
                     fingerprint=fingerprint,
                     filename=filename,
-                    feature_set=FEATURE_SET,
+                    feature_set=feature_set,
                     features=features,
                     modality=modality,
                     answer_model_ids=[m.model_id for m in answer.models],
@@ -131,18 +139,17 @@ class QueryCore:
             SEARCHES.labels(modality, "error").inc()
             raise
         SEARCHES.labels(modality, "ok").inc()
-        n_classes = int(table[target].nunique(dropna=True))
         summary = DatasetSummary(
-            fingerprint,
-            filename,
-            modality,
-            len(table),
-            table.shape[1],
-            target,
-            n_classes,
-            FEATURE_SET,
-            features,
-            known,
+            fingerprint=fingerprint,
+            filename=filename,
+            modality=modality,
+            rows=exemplar.n_items,
+            columns=exemplar.table.shape[1] if exemplar.table is not None else 0,
+            target_column=exemplar.target,
+            classes=int(features.get("n_classes", 0)),
+            feature_set=feature_set,
+            features=features,
+            known_dataset_id=known,
         )
         return SearchResult(query_id, library, summary, answer)
 
@@ -155,21 +162,11 @@ class QueryCore:
                 raise ResourceExhausted(f"{filename}: larger than the limit of {self.max_upload_bytes} bytes")
             digest.update(chunk)
             spool.write(chunk)
+        spool.flush()  # readers open the spool by path
         UPLOAD_BYTES.inc(size)
         if size == 0:
             raise InvalidArgument(f"{filename}: the file is empty")
         return digest.hexdigest(), size
-
-    @staticmethod
-    def _modality(requested: str, filename: str) -> str:
-        if requested and requested != "tabular":
-            raise InvalidArgument(f"{filename}: modality {requested!r} is not supported yet (supported: tabular)")
-        suffix = PurePath(filename).suffix.lower()
-        if not requested and suffix and suffix not in TABULAR_SUFFIXES:
-            raise InvalidArgument(
-                f"{filename}: unsupported file type {suffix!r} (supported: {', '.join(TABULAR_SUFFIXES)})"
-            )
-        return "tabular"
 
     def _library(self, name: str, modality: str) -> LibraryInfo:
         libraries = self.knowledge.list_libraries()

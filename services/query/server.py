@@ -21,6 +21,7 @@ def create_server(config: QueryConfig) -> ServiceServer:
         RecommenderClient(config.recommender_addr),
         max_upload_bytes=config.max_upload_bytes,
         spool_dir=config.spool_dir,
+        cache_dir=config.home / "cache" if config.home else None,
     )
     servicer = QueryServicer(core)
     server = ServiceServer("query", host=config.host, port=config.port, grace=config.grace)

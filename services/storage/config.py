@@ -7,16 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modsnet.errors import ConfigError
-from modsnet.runtime.config import COMMON, Setting, default_home, resolve
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{value!r} is not a boolean")
-
+from modsnet.runtime.config import COMMON, Setting, default_home, parse_bool, resolve
 
 SETTINGS = (
     *COMMON,
@@ -26,7 +17,7 @@ SETTINGS = (
     Setting("s3_bucket", "S3 bucket (backend s3)", "modsnet"),
     Setting("s3_access_key", "S3 access key (backend s3)", None),
     Setting("s3_secret_key", "S3 secret key (backend s3)", None),
-    Setting("s3_secure", "use TLS to reach S3", False, _bool),
+    Setting("s3_secure", "use TLS to reach S3", False, parse_bool),
     Setting("max_upload_bytes", "largest blob accepted", 2 * 1024**3, int),
 )
 

@@ -31,6 +31,7 @@ from modsnet.graph import (
     Snapshot,
 )
 
+from ..rows import distance, interaction_row, merged_features
 from ..store import KnowledgeStore
 
 SCHEMA = """
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS queries (
     answer_json TEXT NOT NULL, graph_version INTEGER NOT NULL, logged_unix REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queries_fingerprint ON queries (fingerprint);
+CREATE INDEX IF NOT EXISTS queries_logged ON queries (logged_unix);
 """
 
 _LIBRARY_TABLES = (
@@ -92,11 +94,6 @@ _LIBRARY_TABLES = (
     "probes",
     "artifacts",
 )
-
-
-def _cost_of(row: dict[str, str]) -> Cost:
-    values = [number(row.get(c, "")) or 0.0 for c in COST_COLUMNS]
-    return Cost(*values)
 
 
 class SqliteKnowledgeStore(KnowledgeStore):
@@ -197,7 +194,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "INSERT INTO models VALUES (?, ?, ?)",
                 ((name, r["model_id"], json.dumps(r)) for r in bundle.models.rows),
             )
-            features = _merged_features(bundle.features)
+            features = merged_features(bundle.features)
             stems = ",".join(sorted(bundle.features))
             db.executemany(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, 'imported')",
@@ -240,7 +237,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 db.executemany(
                     "INSERT INTO similarities VALUES (?, ?, ?, ?, ?)",
                     (
-                        (name, r["dataset_a"], r["dataset_b"], _distance(r), json.dumps(r))
+                        (name, r["dataset_a"], r["dataset_b"], distance(r), json.dumps(r))
                         for r in bundle.similarity.rows
                     ),
                 )
@@ -474,7 +471,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         rec.cost.inference_seconds or None,
                         rec.cost.memory_bytes or None,
                         rec.provenance,
-                        json.dumps(_interaction_row(rec)),
+                        json.dumps(interaction_row(rec)),
                         now,
                     )
                     for rec in interactions
@@ -538,19 +535,23 @@ class SqliteKnowledgeStore(KnowledgeStore):
             row = db.execute("SELECT * FROM queries WHERE query_id = ?", (query_id,)).fetchone()
         if row is None:
             raise NotFound(f"query {query_id!r} not found")
-        qid, library, fp, filename, fset, features, modality, answer, version, logged = row
-        return QueryRecord(
-            qid,
-            library,
-            fp,
-            filename,
-            fset,
-            json.loads(features),
-            modality,
-            json.loads(answer),
-            version,
-            logged,
-        )
+        return _query_record(row)
+
+    def list_queries(self, library: str = "", limit: int = 100) -> list[QueryRecord]:
+        if limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, not {limit}")
+        where, args = ("WHERE library = ?", (library, limit)) if library else ("", (limit,))
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT * FROM queries {where} ORDER BY logged_unix DESC, query_id DESC LIMIT ?", args
+            ).fetchall()
+        return [_query_record(row) for row in rows]
+
+    def purge_queries(self, older_than_unix: float | None = None) -> int:
+        with self._write() as db:
+            if older_than_unix is None:
+                return db.execute("DELETE FROM queries").rowcount
+            return db.execute("DELETE FROM queries WHERE logged_unix < ?", (older_than_unix,)).rowcount
 
     def check(self) -> None:
         try:
@@ -566,28 +567,17 @@ class SqliteKnowledgeStore(KnowledgeStore):
         self._local = threading.local()
 
 
-def _distance(row: dict[str, str]) -> float:
-    if row.get("distance", "") != "":
-        return float(row["distance"])
-    return 1.0 - float(row["similarity"])
-
-
-def _merged_features(tables: dict[str, Table]) -> dict[str, dict[str, float]]:
-    merged: dict[str, dict[str, float]] = {}
-    for table in tables.values():
-        for row in table.rows:
-            values = merged.setdefault(row["dataset_id"], {})
-            for column, cell in row.items():
-                if column != "dataset_id" and cell != "":
-                    values[column] = float(cell)
-    return merged
-
-
-def _interaction_row(rec: InteractionRecord) -> dict[str, str]:
-    row = {"model_id": rec.model_id, "dataset_id": rec.dataset_id, "score": repr(rec.score)}
-    for column in COST_COLUMNS:
-        value = getattr(rec.cost, column)
-        if value:
-            row[column] = repr(float(value))
-    row["provenance"] = rec.provenance
-    return row
+def _query_record(row: tuple[Any, ...]) -> QueryRecord:
+    qid, library, fp, filename, fset, features, modality, answer, version, logged = row
+    return QueryRecord(
+        qid,
+        library,
+        fp,
+        filename,
+        fset,
+        json.loads(features),
+        modality,
+        json.loads(answer),
+        version,
+        logged,
+    )
