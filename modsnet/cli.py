@@ -264,6 +264,25 @@ def cmd_queries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if args.model_command == "download":
+            target = client.download_model(args.model_id, args.path, library=args.library or "")
+            print(f"{args.model_id}: written to {target}")
+            return 0
+        model = client.find_model(args.model_id, args.library or "")
+    if args.json:
+        print(json.dumps(dataclasses.asdict(model), indent=2))
+        return 0
+    print(f"{model.model_id} (library {model.library}, {model.interactions} records)")
+    for key, value in sorted(model.metadata.items()):
+        print(f"  {key}: {value}")
+    cost = model.cost
+    print(f"  mean train seconds: {_fmt(cost.train_seconds)}, inference seconds: {_fmt(cost.inference_seconds)}")
+    print(f"  runnable artifact: {'yes' if model.artifact_blob_id else 'no'}")
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     cost = pb.Cost(train_seconds=args.train_seconds or 0.0, inference_seconds=args.inference_seconds or 0.0)
     with connect(args) as client:
@@ -365,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     purging = queries_commands.add_parser("purge", help="remove logged searches")
     purging.add_argument("--older-than-days", type=float, help="keep the more recent ones (default: remove all)")
     queries.set_defaults(run=cmd_queries)
+
+    model = commands.add_parser("model", help="show a model, or download its runnable artifact")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    showing = model_commands.add_parser("show", help="a model's metadata and costs")
+    showing.add_argument("model_id")
+    showing.add_argument("--library")
+    showing.add_argument("--json", action="store_true")
+    downloading = model_commands.add_parser("download", help="fetch a model's artifact (ONNX or spec)")
+    downloading.add_argument("model_id")
+    downloading.add_argument("path", nargs="?", help="file or folder to write (default: here)")
+    downloading.add_argument("--library")
+    model.set_defaults(run=cmd_model)
 
     feedback = commands.add_parser("feedback", help="report the score a model really reached on a searched dataset")
     feedback.add_argument("query_id")

@@ -15,12 +15,12 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from modsnet.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
 from modsnet.clients import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
-from modsnet.errors import InvalidArgument
-from modsnet.graph import LibraryInfo
+from modsnet.errors import InvalidArgument, NotFound
+from modsnet.graph import LibraryInfo, ModelNode
 from modsnet.runtime.client import ServiceClient, chunked
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
@@ -157,6 +157,37 @@ class Client:
             target.write_bytes(zip_members(bundle_members(read_bundle(data, label=name))))
         else:
             write_bundle(read_bundle(data, label=name), target)
+        return target
+
+    def find_model(self, model_id: str, library: str = "") -> ModelNode:
+        """A model by id, in `library` or in whichever single library has it."""
+        if library:
+            return self.knowledge.get_model(library, model_id)
+        found = []
+        for info in self.knowledge.list_libraries():
+            try:
+                found.append(self.knowledge.get_model(info.name, model_id))
+            except NotFound:
+                continue
+        if not found:
+            raise NotFound(f"no library has a model {model_id!r}")
+        if len(found) > 1:
+            names = ", ".join(m.library for m in found)
+            raise InvalidArgument(f"model {model_id!r} is in several libraries ({names}): name one with --library")
+        return found[0]
+
+    def download_model(self, model_id: str, path: str | os.PathLike[str] | None = None, *, library: str = "") -> Path:
+        """Fetch a model's runnable artifact (checksum verified) to `path` (default: its file name, here)."""
+        model = self.find_model(model_id, library)
+        if not model.artifact_blob_id:
+            raise NotFound(f"model {model_id!r} of library {model.library!r} has no runnable artifact")
+        target = Path(path) if path else Path(PurePosixPath(model.metadata["artifact"]).name)
+        if target.is_dir():
+            target = target / PurePosixPath(model.metadata["artifact"]).name
+        data = self.storage.get_bytes(model.artifact_blob_id)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(target)  # a reader never sees half a file
         return target
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:

@@ -82,11 +82,14 @@ def model_to_pb(node: ModelNode) -> pb.Model:
         metadata=node.metadata,
         cost=cost_to_pb(node.cost),
         interactions=node.interactions,
+        artifact_blob_id=node.artifact_blob_id,
     )
 
 
 def model_from_pb(msg: pb.Model) -> ModelNode:
-    return ModelNode(msg.library, msg.model_id, dict(msg.metadata), cost_from_pb(msg.cost), msg.interactions)
+    return ModelNode(
+        msg.library, msg.model_id, dict(msg.metadata), cost_from_pb(msg.cost), msg.interactions, msg.artifact_blob_id
+    )
 
 
 def dataset_to_pb(node: DatasetNode, modality: str = "") -> pb.Dataset:

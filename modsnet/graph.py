@@ -34,6 +34,7 @@ class ModelNode:
     metadata: dict[str, str]
     cost: Cost = Cost()
     interactions: int = 0
+    artifact_blob_id: str = ""  # storage blob of its runnable file (metadata column `artifact`), if any
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,7 @@ def test_stateful_backends_persist(manifests: Manifests) -> None:
     args = _server(Workload(statefulsets["redis"]))["args"]
     pairs = dict(zip(args[1::2], args[2::2], strict=False))
     assert pairs.get("--appendonly") == "yes"
-    assert pairs.get("--appendfsync") == "everysec"
+    assert pairs.get("--appendfsync") == "always"
     assert "--requirepass" in pairs
 
 

@@ -74,6 +74,16 @@ def test_export_round_trips(store: KnowledgeStore, synth_bundle: Path) -> None:
     assert canonical(exported) == canonical(bundle) and artifacts == {}
 
 
+def test_artifacts_are_recorded_by_path(store: KnowledgeStore, synth_bundle: Path) -> None:
+    store.import_bundle(read_bundle(synth_bundle), blob_id=BLOB_A, replace=False, artifacts={"m0.onnx": BLOB_B})
+    assert store.artifact_blob("synth", "m0.onnx") == BLOB_B
+    assert store.export_bundle("synth")[1] == {"m0.onnx": BLOB_B}
+    with pytest.raises(NotFound, match="m1.onnx"):
+        store.artifact_blob("synth", "m1.onnx")
+    with pytest.raises(NotFound):
+        store.artifact_blob("nope", "m0.onnx")
+
+
 def test_add_interactions_is_all_or_nothing(store: KnowledgeStore, synth_bundle: Path) -> None:
     store.import_bundle(read_bundle(synth_bundle), blob_id=BLOB_A, replace=False, artifacts={})
     new = DatasetNode("synth", "q1", {"origin": "feedback"}, {"log_rows": 2.0}, "tabular/v1", "f" * 64)

@@ -138,7 +138,7 @@ class Interaction(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., score: _Optional[float] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., provenance: _Optional[str] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("library", "model_id", "metadata", "cost", "interactions")
+    __slots__ = ("library", "model_id", "metadata", "cost", "interactions", "artifact_blob_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -151,12 +151,14 @@ class Model(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     library: str
     model_id: str
     metadata: _containers.ScalarMap[str, str]
     cost: Cost
     interactions: int
-    def __init__(self, library: _Optional[str] = ..., model_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., interactions: _Optional[int] = ...) -> None: ...
+    artifact_blob_id: str
+    def __init__(self, library: _Optional[str] = ..., model_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., interactions: _Optional[int] = ..., artifact_blob_id: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("library", "dataset_id", "metadata", "features", "fingerprint", "interactions")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from modsnet.bundle import Bundle, pack_bundle, read_bundle
 from modsnet.clients import StorageClient
 from modsnet.errors import InvalidArgument, ModsnetError
-from modsnet.graph import PROVENANCES, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord, Snapshot
+from modsnet.graph import (
+    PROVENANCES,
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    Snapshot,
+)
 
 from .config import KnowledgeConfig
 from .metrics import IMPORT_SECONDS, IMPORTS, INTERACTIONS_ADDED, QUERIES_LOGGED
@@ -67,8 +76,12 @@ class KnowledgeCore:
     def list_libraries(self) -> list[LibraryInfo]:
         return self.store.list_libraries()
 
-    def get_model(self, library: str, model_id: str):  # type: ignore[no-untyped-def]
-        return self.store.get_model(library, model_id)
+    def get_model(self, library: str, model_id: str) -> ModelNode:
+        node = self.store.get_model(library, model_id)
+        path = node.metadata.get("artifact", "")
+        if path:
+            node = dataclasses.replace(node, artifact_blob_id=self.store.artifact_blob(library, path))
+        return node
 
     def get_dataset(self, library: str, dataset_id: str) -> DatasetNode:
         return self.store.get_dataset(library, dataset_id)

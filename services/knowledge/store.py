@@ -39,6 +39,10 @@ class KnowledgeStore(abc.ABC):
     def get_model(self, library: str, model_id: str) -> ModelNode: ...
 
     @abc.abstractmethod
+    def artifact_blob(self, library: str, path: str) -> str:
+        """Storage blob id of the library's artifact at `path` (under artifacts/); NotFound if absent."""
+
+    @abc.abstractmethod
     def get_dataset(self, library: str, dataset_id: str) -> DatasetNode: ...
 
     @abc.abstractmethod

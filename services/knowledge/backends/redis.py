@@ -779,6 +779,15 @@ class RedisKnowledgeStore(KnowledgeStore):
         stats = dict(zip(fields, values, strict=True))
         return _model_node(library, model_id, live.codec("models.csv").loads(row), _tally_of(stats, model_id))
 
+    def artifact_blob(self, library: str, path: str) -> str:
+        def reads(pipe: Pipeline, v: _VersionKeys) -> None:
+            pipe.hget(v.artifacts, path)
+
+        _, _, (blob_id,) = self._read(library, reads)
+        if blob_id is None:
+            raise NotFound(f"library {library!r} has no artifact {path!r}")
+        return str(blob_id)
+
     def _dataset(self, library: str, dataset_id: str, live: _Live | None = None) -> tuple[_Live, DatasetNode | None]:
         def reads(pipe: Pipeline, v: _VersionKeys) -> None:
             pipe.hget(v.datasets, dataset_id)

@@ -400,6 +400,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
             raise NotFound(f"model {model_id!r} not found in library {library!r}")
         return found[0]
 
+    def artifact_blob(self, library: str, path: str) -> str:
+        with self._read() as db:
+            self._library(db, library)
+            row = db.execute("SELECT blob_id FROM artifacts WHERE library = ? AND path = ?", (library, path)).fetchone()
+        if row is None:
+            raise NotFound(f"library {library!r} has no artifact {path!r}")
+        return str(row[0])
+
     def get_dataset(self, library: str, dataset_id: str) -> DatasetNode:
         with self._read() as db:
             self._library(db, library)
