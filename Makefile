@@ -37,6 +37,14 @@ lint: setup ## ruff on everything, mypy on the runtime package
 	$(BIN)/ruff check .
 	$(BIN)/mypy modsnet
 
+.PHONY: up
+up: setup ## start the local cluster: four service processes, real Redis and S3 (data in .cluster/)
+	$(BIN)/python -m modsnet.localcluster up
+
+.PHONY: down
+down: setup ## stop the local cluster (its data stays in .cluster/)
+	$(BIN)/python -m modsnet.localcluster down
+
 .PHONY: protos
 protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is committed)
 	$(BIN)/python -m modsnet.protogen

@@ -35,6 +35,19 @@ def builtin_bundles() -> list[Path]:
     return sorted(p for p in BUILTIN_LIBRARIES.iterdir() if (p / "library.yaml").is_file())
 
 
+def import_builtin_libraries(client: Client) -> list[str]:
+    """Import each built-in library that is not there yet (never overwrites one, feedback included)."""
+    present = {lib.name for lib in client.list_libraries()}
+    imported = []
+    for folder in builtin_bundles():
+        if folder.name in present:
+            continue
+        response = client.import_library(folder)
+        log.info("imported built-in library %s", response.library.name)
+        imported.append(response.library.name)
+    return imported
+
+
 class EmbeddedCluster:
     """Start with `with EmbeddedCluster(home) as cluster:`; `cluster.client` talks to it."""
 
@@ -91,16 +104,7 @@ class EmbeddedCluster:
         return self._client
 
     def ensure_builtin_libraries(self) -> list[str]:
-        """Import each built-in library that is not there yet (never overwrites one, feedback included)."""
-        present = {lib.name for lib in self.client.list_libraries()}
-        imported = []
-        for folder in builtin_bundles():
-            if folder.name in present:
-                continue
-            response = self.client.import_library(folder)
-            log.info("imported built-in library %s", response.library.name)
-            imported.append(response.library.name)
-        return imported
+        return import_builtin_libraries(self.client)
 
     def stop(self, grace: float = 1.0) -> None:
         if self._client is not None:

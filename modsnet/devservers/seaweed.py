@@ -94,6 +94,11 @@ class SeaweedS3:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (a local cluster records it to stop it later)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def endpoint(self) -> str:
         """host:port of the S3 API, as the minio client takes it."""
         return f"127.0.0.1:{self._ports['s3']}"
