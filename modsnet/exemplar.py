@@ -80,6 +80,9 @@ class Limits:
     max_members: int = 200_000  # files in an archive or folder (nested containers count too)
     max_unpacked_bytes: int = 4 << 30  # bytes inflated from archives, all members together
     max_image_pixels: int = 50_000_000  # one image, as decoded (Pillow's own bomb guard starts at 89 MP)
+    # How many times a compressed archive member may expand. Real text and scans deflate 3-20x; a zip
+    # bomb's members expand hundreds to thousands of times. Members under 1 MiB unpacked are exempt.
+    max_expansion: int = 200
 
 
 @dataclass(frozen=True, eq=False)
@@ -389,6 +392,12 @@ class _Zip:
             )
         for info in infos:
             _check_member(info, self._name)
+            if info.file_size > (1 << 20) and info.file_size > limits.max_expansion * max(info.compress_size, 1):
+                ratio = info.file_size // max(info.compress_size, 1)
+                raise ResourceExhausted(
+                    f"{self._name}: member {info.filename!r} expands {ratio:,} times "
+                    f"(more than {limits.max_expansion}): refused as a zip bomb"
+                )
         declared = sum(info.file_size for info in infos)
         if declared > self.budget.remaining:
             raise ResourceExhausted(

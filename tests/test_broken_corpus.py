@@ -190,11 +190,12 @@ def test_xml_entities_are_refused_at_once(tmp_path: Path, content: bytes) -> Non
 def test_zip_bomb(tmp_path: Path) -> None:
     bomb = _zip(tmp_path, "bomb.zip", {"a/1.txt": b"0" * 20_000_000, "b/2.txt": b"1"})
     assert bomb.stat().st_size < 100_000
+    _refused(bomb, ResourceExhausted, "member 'a/1.txt' expands")
     _refused(
         bomb,
         ResourceExhausted,
         "unpacks to 20,000,001 bytes, more than the limit of 10,000,000",
-        limits=Limits(max_unpacked_bytes=10_000_000),
+        limits=Limits(max_unpacked_bytes=10_000_000, max_expansion=1_000_000),
     )
 
 
@@ -207,7 +208,13 @@ def test_zip_headers_that_claim_too_much_or_too_little(tmp_path: Path) -> None:
         struct.pack_into("<I", data, central + 24, 0xFFFFFFF0)  # uncompressed size: about 4.3 GB each
     path.write_bytes(bytes(data))
     started = time.perf_counter()
-    _refused(path, ResourceExhausted, "unpacks to 8,589,934,560 bytes, more than the limit of 4,294,967,296")
+    _refused(path, ResourceExhausted, "member 'a/1.txt' expands 390,451,570 times")
+    _refused(
+        path,
+        ResourceExhausted,
+        "unpacks to 8,589,934,560 bytes, more than the limit of 4,294,967,296",
+        limits=Limits(max_expansion=1 << 40),
+    )
     assert time.perf_counter() - started < 1.0
     struct.pack_into("<I", data, first + 24, 10)  # claims 10 bytes, inflates to 1,000
     struct.pack_into("<I", data, data.index(b"PK\x01\x02", first + 1) + 24, 1)

@@ -78,7 +78,7 @@ def test_artifacts_are_recorded_by_path(store: KnowledgeStore, synth_bundle: Pat
     store.import_bundle(read_bundle(synth_bundle), blob_id=BLOB_A, replace=False, artifacts={"m0.onnx": BLOB_B})
     assert store.artifact_blob("synth", "m0.onnx") == BLOB_B
     assert store.export_bundle("synth")[1] == {"m0.onnx": BLOB_B}
-    with pytest.raises(NotFound, match="m1.onnx"):
+    with pytest.raises(NotFound, match=r"m1\.onnx"):
         store.artifact_blob("synth", "m1.onnx")
     with pytest.raises(NotFound):
         store.artifact_blob("nope", "m0.onnx")

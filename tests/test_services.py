@@ -189,3 +189,48 @@ def test_unexpected_errors_are_internal_without_a_traceback(cluster: EmbeddedClu
             knowledge_pb2_grpc.KnowledgeStub(channel).ListLibraries(common_pb2.ListLibrariesRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "secret detail" not in caught.value.details() and "incident" in caught.value.details()
+
+
+BROKEN_UPLOADS = [
+    ("garbage.png", b"\x89PNG\r\n\x1a\n" + b"not an image at all" * 10, "garbage.png"),
+    ("scan.xy", b"# two_theta intensity\n10.0\n10.1\n10.2\n", "scan.xy"),
+    ("bomb.zip", None, "bomb.zip"),
+    ("escape.zip", None, "unsafe"),
+    (
+        "laughs.xrdml",
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]>'
+        b"<xrdMeasurements>&lol2;</xrdMeasurements>",
+        "laughs.xrdml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), BROKEN_UPLOADS, ids=[b[0] for b in BROKEN_UPLOADS])
+def test_broken_uploads_of_every_kind_get_a_clear_status_and_nothing_is_kept(
+    cluster: EmbeddedCluster, tmp_path: Path, name: str, content: bytes | None, expected: str
+) -> None:
+    import zipfile
+
+    path = tmp_path / name
+    if name == "bomb.zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for i in range(3):
+                archive.writestr(f"texts/a/{i}.txt", b"a" * (700 * 1024 * 1024))
+    elif name == "escape.zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("../../etc/evil.txt", b"hello")
+    else:
+        assert content is not None
+        path.write_bytes(content)
+    before = blob_count(cluster)
+    stub = query_pb2_grpc.QueryStub(cluster.client.query.channel)
+    messages = [qpb.SearchRequest(header=qpb.SearchHeader(filename=name))]
+    messages += [
+        qpb.SearchRequest(chunk=path.read_bytes()[i : i + (1 << 20)]) for i in range(0, path.stat().st_size, 1 << 20)
+    ]
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Search(iter(messages), timeout=60)
+    assert caught.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert expected in caught.value.details()
+    assert blob_count(cluster) == before
+    assert cluster.servers["query"].check_now() is True

@@ -76,7 +76,9 @@ class QueryCore:
         self.knowledge = knowledge
         self.recommender = recommender
         self.max_upload_bytes = max_upload_bytes
-        self.limits = Limits(max_bytes=max_upload_bytes)
+        # Archives may unpack to a few times the upload limit, never more (with the expansion check per
+        # member in `Limits`, that stops zip bombs before they are inflated).
+        self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
         self.spool_dir = spool_dir
         self.cache_dir = cache_dir
 
