@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -306,6 +307,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Leave-one-dataset-out evaluation of a library, on its current graph, estimator and baselines."""
+    from services.recommender import evaluation  # numerical stack: imported only for this command
+
+    with tempfile.TemporaryDirectory() as tmp, connect(args) as client:
+        bundle = client.export_library(args.library, Path(tmp) / f"{args.library}.tar.gz")
+        forwarded = [str(bundle), "--seed", str(args.seed), "--shared-data", str(args.shared_data)]
+        forwarded += ["--json"] * args.json + ["--with-probes"] * args.with_probes + ["--per-target"] * args.per_target
+        if args.methods:
+            forwarded += ["--methods", *args.methods]
+        if args.targets:
+            forwarded += ["--targets", *args.targets]
+        if args.probe_budget is not None:
+            forwarded += ["--probe-budget", str(args.probe_budget)]
+        return evaluation.main(forwarded)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from modsnet.runtime.metrics import serve_metrics
 
@@ -413,6 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("library")
         sub.add_argument("--json", action="store_true")
         sub.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="leave-one-dataset-out evaluation against the baselines")
+    evaluate.add_argument("library")
+    evaluate.add_argument("--json", action="store_true", help="one object per method, with per-target values")
+    evaluate.add_argument("--with-probes", action="store_true", help="let ModsNet probe each target")
+    evaluate.add_argument("--probe-budget", type=int, help="probes per target")
+    evaluate.add_argument("--methods", nargs="+", help="methods to compare (default: all)")
+    evaluate.add_argument("--targets", nargs="+", help="target datasets (default: published ones, or 100 drawn)")
+    evaluate.add_argument("--per-target", action="store_true", help="print every target's row too")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
+        help="other groups' records, for their published rows (default: ../shared/data beside the checkout)",
+    )
+    evaluate.set_defaults(run=cmd_eval)
 
     serve = commands.add_parser("serve", help="run one service (for the local cluster and Kubernetes)")
     serve_commands = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")

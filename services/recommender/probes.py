@@ -1,0 +1,143 @@
+"""The probe-selector (ModsNet paper, "Model selection"): which models are worth probing on a new dataset.
+
+A query dataset d_q with no interactions gets candidate scores from the interactions I_s of the datasets
+most similar to it:
+
+    Score(m) = 1/|I_s| · Σ_{e=(d', m') ∈ I_s} lsim((d_q, m), e) · P(e)
+
+* P(e) is the edge's score z-scored within its dataset (scores compare within a dataset, not across);
+* lsim is feature-based and factorises: lsim((d_q, m), (d', m')) = sim_D(d_q, d') · sim_M(m, m'), with
+  sim_D the query's kernel similarity to d' in (0, 1] (from the library's similarity rows or from dataset
+  features) and sim_M(m, m') = 1 for m' = m and the clipped cosine similarity of the two models'
+  metadata vectors for each of m's nearest models (0 beyond them), so a model inherits evidence from
+  models like it, most from itself.
+
+The best `budget` candidates are probed: a probe is a recorded transferability score (LogME, H-score)
+or a real measurement of the model on the query's data, whose seconds are reported. Its values become
+virtual probe edges (d_q, m) in the graph, z-scored among the probed models of one probe kind (a probe
+ranks models on one dataset; its scale means nothing across datasets). `enabled=False` turns probing
+off, for ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from .evaluation import ProbeRecord
+
+SIMILAR_DATASETS = 8  # |I_s| comes from this many most similar datasets
+MODEL_NEIGHBOURS = 5  # sim_M is non-zero for a model itself and this many nearest models
+MEASURED = "score"  # probe kind of a real measurement in the library's metric
+
+
+def probe_scores(
+    dataset_similarity: np.ndarray,
+    interactions: np.ndarray,
+    model_similarity: np.ndarray | sparse.sparray,
+    *,
+    similar: int = SIMILAR_DATASETS,
+) -> np.ndarray:
+    """Score(m) for every model.
+
+    dataset_similarity: (n_datasets,) sim_D(d_q, d) in [0, 1], 0 for "not similar";
+    interactions: (n_datasets, n_models) P(e) per edge (z-scored), NaN where there is no edge;
+    model_similarity: (n_models, n_models) sim_M(m, m'), 1 on the diagonal (dense or sparse).
+    I_s is every interaction of the `similar` datasets with the highest positive sim_D.
+    """
+    weights = np.asarray(dataset_similarity, dtype=float)
+    order = np.argsort(-weights, kind="stable")
+    chosen = order[weights[order] > 0][:similar]
+    n_models = interactions.shape[1]
+    if len(chosen) == 0:
+        return np.zeros(n_models)
+    block = interactions[chosen]
+    present = ~np.isnan(block)
+    size = int(present.sum())  # |I_s|
+    if size == 0:
+        return np.zeros(n_models)
+    # Σ_{d'} sim_D(d') P(d', m') for each m', then Σ_{m'} sim_M(m, m') · that.
+    per_model = (weights[chosen, None] * np.where(present, block, 0.0)).sum(axis=0)
+    return np.asarray(model_similarity @ per_model, dtype=float).reshape(n_models) / size
+
+
+def model_similarity(features: np.ndarray, *, neighbours: int = MODEL_NEIGHBOURS) -> sparse.csr_array:
+    """sim_M as a sparse matrix: 1 for a model itself, clipped cosine for its nearest models, 0 beyond.
+
+    Sparse, so a 10,000-model library needs 10,000 · (neighbours + 1) entries, not 10⁸.
+    """
+    n = features.shape[0]
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit = features / np.where(norms > 0, norms, 1.0)
+    rows, cols, values = [np.arange(n)], [np.arange(n)], [np.ones(n)]
+    k = min(neighbours, n - 1)
+    if k > 0:
+        for start in range(0, n, 1024):  # blocks keep the dense cosine block small
+            cosine = unit[start : start + 1024] @ unit.T
+            local = np.arange(cosine.shape[0])
+            cosine[local, start + local] = -np.inf
+            nearest = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
+            sims = np.clip(np.take_along_axis(cosine, nearest, axis=1), 0.0, 1.0)
+            rows.append(np.repeat(start + local, k))
+            cols.append(nearest.reshape(-1))
+            values.append(sims.reshape(-1))
+    return sparse.csr_array((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+
+@dataclass
+class ProbeSelector:
+    """Picks the models to probe on a query and turns probe results into virtual edges."""
+
+    interactions: np.ndarray  # (n_datasets, n_models) z-scored, NaN where none
+    similarity: np.ndarray | sparse.sparray  # sim_M
+    model_ids: list[str]
+    enabled: bool = True
+    similar: int = SIMILAR_DATASETS
+
+    def scores(self, dataset_similarity: np.ndarray) -> np.ndarray:
+        return probe_scores(dataset_similarity, self.interactions, self.similarity, similar=self.similar)
+
+    def select(
+        self,
+        dataset_similarity: np.ndarray,
+        budget: int,
+        *,
+        exclude: Collection[str] = (),
+        among: Collection[str] | None = None,
+    ) -> list[str]:
+        """The `budget` models with the best Score(m) (none when probing is off); ties by library order.
+
+        `among` limits the choice to the models that can be probed (those with a runnable artifact, or
+        in an evaluation those with a recorded probe).
+        """
+        if not self.enabled or budget <= 0:
+            return []
+        score = self.scores(dataset_similarity)
+        skip = set(exclude)
+        allowed = set(self.model_ids) if among is None else set(among)
+        order = np.argsort(-score, kind="stable")
+        return [self.model_ids[j] for j in order if self.model_ids[j] in allowed - skip][:budget]
+
+
+def virtual_edges(
+    probes: Sequence[ProbeRecord], kind: str, model_index: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(model positions, z values) of the probes of one kind: the virtual probe edges of the query node.
+
+    Values are z-scored among the probed models (a single probe gets 0: it says nothing about ranking);
+    repeated probes of one model are averaged; models unknown to the library are left out.
+    """
+    values: dict[int, list[float]] = {}
+    for p in probes:
+        if p.probe == kind and p.model_id in model_index:
+            values.setdefault(model_index[p.model_id], []).append(p.value)
+    if not values:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    index = np.array(sorted(values), dtype=np.int64)
+    raw = np.array([np.mean(values[j]) for j in index])
+    spread = raw.std()
+    z = (raw - raw.mean()) / spread if spread > 1e-12 else np.zeros_like(raw)
+    return index, z

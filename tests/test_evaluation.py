@@ -1,0 +1,202 @@
+"""The evaluation harness: metrics on hand-computed cases, the leave-one-dataset-out protocol, baselines."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modsnet.bundle import Bundle, Table
+from services.recommender.evaluation import (
+    Fold,
+    ProbeBudgetExceeded,
+    default_targets,
+    evaluate,
+    graph_from_bundle,
+    popularity_method,
+    published_result,
+    target_metrics,
+)
+
+
+def tiny_bundle(scores: dict[tuple[str, str], float], *, probes: Sequence[tuple[str, str, float]] = ()) -> Bundle:
+    """A bundle from {(dataset, model): score}; datasets carry one feature so kNN has something to use."""
+    models = sorted({m for _, m in scores})
+    datasets = sorted({d for d, _ in scores})
+    meta = {"name": "tiny", "modality": "tabular", "metric": "accuracy", "higher_is_better": True}
+    probe_table = None
+    if probes:
+        probe_table = Table(
+            "probes.csv",
+            ["model_id", "dataset_id", "probe", "value", "seconds"],
+            [{"model_id": m, "dataset_id": d, "probe": "LogME", "value": str(v), "seconds": "2"} for d, m, v in probes],
+        )
+    return Bundle(
+        meta,
+        Table("models.csv", ["model_id"], [{"model_id": m} for m in models]),
+        Table(
+            "datasets.csv",
+            ["dataset_id", "n_rows"],
+            [{"dataset_id": d, "n_rows": str(100 + i)} for i, d in enumerate(datasets)],
+        ),
+        Table(
+            "interactions.csv",
+            ["model_id", "dataset_id", "score"],
+            [{"model_id": m, "dataset_id": d, "score": str(s)} for (d, m), s in scores.items()],
+        ),
+        probes=probe_table,
+    )
+
+
+def test_metrics_on_a_hand_computed_case() -> None:
+    true = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    # Predicted order: m1, m0, m3, m2, m5, m4.
+    predicted = np.array([5.0, 6.0, 3.0, 4.0, 1.0, 2.0])
+    out = target_metrics(true, predicted)
+    assert out["p@1"] == 0.0  # true best m0, predicted best m1
+    assert out["regret@1"] == pytest.approx(0.1)  # 0.9 - 0.8
+    assert out["p@3"] == pytest.approx(2 / 3)  # {m0, m1, m2} ∩ {m1, m0, m3}
+    assert out["regret@3"] == 0.0  # m0 is in the predicted top 3
+    assert out["p@5"] == pytest.approx(4 / 5)
+    assert out["spearman"] == pytest.approx(1 - 6 * 6 / (6 * 35))  # three swaps of one rank: Σd² = 6
+    assert out["pearson"] == pytest.approx(np.corrcoef(true, predicted)[0, 1])
+
+
+def test_perfect_and_constant_predictions() -> None:
+    true = np.array([0.3, 0.9, 0.5, 0.7])
+    perfect = target_metrics(true, 2 * true + 1)
+    assert perfect["pearson"] == pytest.approx(1.0)
+    assert perfect["weighted_tau"] == pytest.approx(1.0)
+    assert all(perfect[f"p@{k}"] == 1.0 for k in (1, 3))
+    assert all(perfect[f"regret@{k}"] == 0.0 for k in (1, 3, 5))
+    constant = target_metrics(true, np.zeros(4))
+    assert constant["pearson"] == constant["spearman"] == constant["weighted_tau"] == 0.0
+
+
+def test_lower_is_better_flips_the_top() -> None:
+    error = np.array([0.1, 0.4, 0.2])
+    out = target_metrics(error, error, higher_is_better=False)
+    assert out["p@1"] == 1.0 and out["regret@1"] == 0.0 and out["pearson"] == pytest.approx(1.0)
+    wrong = target_metrics(error, -error, higher_is_better=False)  # predicts the worst as best
+    assert wrong["regret@1"] == pytest.approx(0.3)
+
+
+def test_unranked_models_count_for_the_top_but_not_the_correlations() -> None:
+    true = np.array([0.9, 0.5, 0.4, 0.1])
+    out = target_metrics(true, np.array([np.nan, 0.5, 0.4, 0.1]))
+    assert out["pearson"] == pytest.approx(1.0)  # over the three it ranked
+    assert out["p@1"] == 0.0 and out["regret@1"] == pytest.approx(0.4)  # it never saw the best
+
+
+def _scores() -> dict[tuple[str, str], float]:
+    # Model a is best everywhere but on d3, where c wins; b is in between.
+    table = {"d0": (0.9, 0.6, 0.3), "d1": (0.8, 0.7, 0.2), "d2": (0.95, 0.5, 0.4), "d3": (0.5, 0.6, 0.9)}
+    return {(d, m): s for d, row in table.items() for m, s in zip("abc", row, strict=True)}
+
+
+def test_popularity_on_a_hand_example() -> None:
+    bundle = tiny_bundle(_scores())
+    snapshot, _ = graph_from_bundle(bundle)
+    fold = Fold(snapshot, [], ["d3"], {"d3": ["a", "b", "c"]}, {}, False, 0, 0)
+    predicted = popularity_method(fold)["d3"]
+    # Popularity is the mean z over all four datasets here (the fold hides nothing): z of a row
+    # (x - mean) / std, averaged per model.
+    rows = np.array([[0.9, 0.6, 0.3], [0.8, 0.7, 0.2], [0.95, 0.5, 0.4], [0.5, 0.6, 0.9]])
+    z = (rows - rows.mean(axis=1, keepdims=True)) / rows.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(predicted, z.mean(axis=0))
+
+
+def _cheat(fold: Fold) -> dict[str, np.ndarray]:
+    """Reads the target's real scores from the graph it was given: perfect only if they leaked."""
+    found = {(r.dataset_id, r.model_id): r.score for r in fold.snapshot.interactions}
+    return {t: np.array([found.get((t, m), 0.0) for m in fold.candidates[t]]) for t in fold.targets}
+
+
+def test_leave_one_out_hides_the_target() -> None:
+    bundle = tiny_bundle(_scores())
+    snapshot, _ = graph_from_bundle(bundle)
+    leaky = Fold(snapshot, [], ["d3"], {"d3": ["a", "b", "c"]}, {}, False, 0, 0)
+    assert target_metrics(np.array([0.5, 0.6, 0.9]), _cheat(leaky)["d3"])["pearson"] == pytest.approx(1.0)
+    report = evaluate(bundle, methods=["cheat", "popularity"], targets=["d0", "d3"], extra_methods={"cheat": _cheat})
+    cheat = report.results[0]
+    assert all(values["pearson"] == 0.0 for values in cheat.per_target.values())  # nothing to read
+    popularity = report.results[1].per_target
+    assert popularity["d3"]["p@1"] == 0.0  # a is popular on the others, c wins on d3: no leak
+    assert popularity["d0"]["p@1"] == 1.0
+
+
+def test_probes_are_budgeted_and_refused_in_cold_start() -> None:
+    scores = _scores()
+    probes = [(d, m, s * 10) for (d, m), s in scores.items()]
+    bundle = tiny_bundle(scores, probes=probes)
+    seen: dict[str, object] = {}
+
+    def prober(fold: Fold) -> dict[str, np.ndarray]:
+        target = fold.targets[0]
+        assert all(p.dataset_id != target for p in fold.probes)  # a target's probes only through measure
+        if not fold.with_probes:
+            with pytest.raises(ProbeBudgetExceeded):
+                fold.measure(target, ["a"])
+            return {target: np.zeros(3)}
+        taken = fold.measure(target, ["a", "b"])
+        with pytest.raises(ProbeBudgetExceeded):
+            fold.measure(target, ["c"])
+        seen["taken"] = taken
+        return {target: np.array([p.value for p in sorted(taken, key=lambda p: p.model_id)] + [0.0])}
+
+    evaluate(bundle, methods=["prober"], targets=["d3"], extra_methods={"prober": prober})
+    report = evaluate(
+        bundle, methods=["prober"], targets=["d3"], with_probes=True, probe_budget=2, extra_methods={"prober": prober}
+    )
+    assert len(seen["taken"]) == 2  # type: ignore[arg-type]
+    assert report.results[0].probes == 2 and report.results[0].probe_seconds == pytest.approx(4.0)
+
+
+def test_logme_ranks_by_the_recorded_probe_and_pays_for_all() -> None:
+    scores = _scores()
+    bundle = tiny_bundle(scores, probes=[("d3", "a", 1.0), ("d3", "b", 2.0), ("d3", "c", 3.0)])
+    report = evaluate(bundle, methods=["logme"], targets=["d3"])
+    logme = report.results[0]
+    assert logme.per_target["d3"]["p@1"] == 1.0
+    assert logme.probes == 3 and logme.probe_seconds == pytest.approx(6.0)
+
+
+def test_report_json_and_table(synth_bundle: Path) -> None:
+    from modsnet.bundle import read_bundle
+
+    targets = ["d0", "d5", "d9"]
+    report = evaluate(read_bundle(synth_bundle), methods=["random", "popularity", "knn"], targets=targets, seed=3)
+    data = json.loads(report.to_json())
+    assert [m["method"] for m in data["methods"]] == ["random", "popularity", "knn"]
+    for method in data["methods"]:
+        assert set(method["mean"]) >= {"pearson", "spearman", "weighted_tau", "p@1", "regret@5"}
+        assert sorted(method["per_target"]) == targets
+    table = report.to_table(per_target=True)
+    assert "popularity" in table and "regret@1" in table
+    again = evaluate(read_bundle(synth_bundle), methods=["random"], targets=targets, seed=3)
+    assert again.results[0].per_target == report.results[0].per_target  # seeded
+
+
+def test_default_targets(tmp_path: Path) -> None:
+    scores = {(f"d{i}", f"m{j}"): (i * j) % 7 / 7 for i in range(4) for j in range(12)}
+    snapshot, _ = graph_from_bundle(tiny_bundle(scores))
+    assert default_targets(snapshot) == ["d0", "d1", "d2", "d3"]  # every dataset has ≥ 10 records
+    (tmp_path / "pearson_correlation.csv").write_text(",d2,d0,average\nx_without_transfer,0.5,0.7,0.6\n")
+    assert default_targets(snapshot, published_dir=tmp_path) == ["d2", "d0"]
+
+
+def test_published_row_is_the_best_cold_start_one(tmp_path: Path) -> None:
+    (tmp_path / "pearson_correlation.csv").write_text(
+        ",t1,t2,average\nwarm,0.99,0.99,0.99\na_without_transfer,0.6,0.8,0.5\nb_without_transfer,0.5,0.5,0.55\n"
+    )
+    (tmp_path / "top@1_correlation.csv").write_text(",t1,t2,average\nb_without_transfer,0.7,0.8,0\n")
+    result = published_result(tmp_path, ["t1", "t2"], {"t1": 0.9, "t2": 0.8})
+    assert result is not None and "b_without_transfer" in result.note  # by its 'average' column
+    assert result.per_target["t1"]["pearson"] == 0.5
+    assert result.per_target["t1"]["regret@1"] == pytest.approx(0.2)
+    assert result.per_target["t1"]["p@1"] is None
+    assert math.isclose(result.means["pearson"] or 0, 0.5)
