@@ -284,6 +284,18 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from modsnet.runner import run_model
+
+    with connect(args) as client:
+        model = client.find_model(args.model_id, args.library or "")
+        library = next(lib for lib in client.list_libraries() if lib.name == model.library)
+        artifact = client.storage.get_bytes(model.artifact_blob_id) if model.artifact_blob_id else None
+    modality = str(library.meta.get("modality", ""))
+    print(run_model(model, modality, artifact, Path(args.file), target=args.target or ""))
+    return 0
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     cost = pb.Cost(train_seconds=args.train_seconds or 0.0, inference_seconds=args.inference_seconds or 0.0)
     with connect(args) as client:
@@ -414,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     downloading.add_argument("path", nargs="?", help="file or folder to write (default: here)")
     downloading.add_argument("--library")
     model.set_defaults(run=cmd_model)
+
+    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo: its CV score)")
+    running.add_argument("model_id")
+    running.add_argument("file")
+    running.add_argument("--library")
+    running.add_argument("--target", help="label column of a table")
+    running.set_defaults(run=cmd_run)
 
     feedback = commands.add_parser("feedback", help="report the score a model really reached on a searched dataset")
     feedback.add_argument("query_id")

@@ -171,3 +171,16 @@ def test_serve_storage_answers_health_and_metrics_then_stops_on_sigterm(tmp_path
         if process.poll() is None:
             process.kill()
     assert "shutting down" in (process.stdout.read() if process.stdout else "")
+
+
+def test_run_a_tabzoo_setting_on_my_data(tmp_path: Path) -> None:
+    csv = tmp_path / "mine.csv"
+    make_table(200, 5, 2, 3).to_csv(csv, index=False)
+    done = modsnet("run", "gaussian-nb", str(csv), home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "gaussian-nb on mine.csv (target 'class', 200 of 200 rows, 3-fold stratified CV): balanced accuracy"
+        in done.stdout
+    )
+    missing = modsnet("run", "no-such-model", str(csv), home=tmp_path / "home")
+    assert missing.returncode == 1 and "no library has a model 'no-such-model'" in missing.stderr
