@@ -50,8 +50,9 @@ protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is commi
 	$(BIN)/python -m modsnet.protogen
 
 .PHONY: libraries
-libraries: setup ## rebuild the built-in tabular library (resumable; see modsnet/zoo)
+libraries: setup ## rebuild the built-in libraries (deterministic, resumable; see modsnet/zoo)
 	$(BIN)/python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
+	$(BIN)/python -m modsnet.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 2 --seed 0
 
 .PHONY: bench
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/

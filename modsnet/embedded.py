@@ -8,6 +8,7 @@ file and a local folder under the data folder). On first start the built-in libr
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 
@@ -29,10 +30,15 @@ LOOPBACK = "127.0.0.1"
 
 
 def builtin_bundles() -> list[Path]:
-    """Folders of the libraries that ship with ModsNet."""
+    """Folders of the libraries that ship with ModsNet (all, or those named in $MODSNET_BUILTIN_LIBRARIES)."""
     if not BUILTIN_LIBRARIES.is_dir():
         return []
-    return sorted(p for p in BUILTIN_LIBRARIES.iterdir() if (p / "library.yaml").is_file())
+    folders = sorted(p for p in BUILTIN_LIBRARIES.iterdir() if (p / "library.yaml").is_file())
+    wanted = os.environ.get("MODSNET_BUILTIN_LIBRARIES")
+    if wanted is not None:
+        names = {n.strip() for n in wanted.split(",") if n.strip()}
+        folders = [f for f in folders if f.name in names]
+    return folders
 
 
 def import_builtin_libraries(client: Client) -> list[str]:

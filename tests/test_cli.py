@@ -19,9 +19,10 @@ from synthetic import make_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def modsnet(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "tabzoo") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
     env["MODSNET_HOME"] = str(home)
+    env["MODSNET_BUILTIN_LIBRARIES"] = builtins  # the XRD library (81k records) only where a test needs it
     return subprocess.run(
         [sys.executable, "-m", "modsnet", *args],
         capture_output=True,
@@ -184,3 +185,24 @@ def test_run_a_tabzoo_setting_on_my_data(tmp_path: Path) -> None:
     )
     missing = modsnet("run", "no-such-model", str(csv), home=tmp_path / "home")
     assert missing.returncode == 1 and "no library has a model 'no-such-model'" in missing.stderr
+
+
+def test_search_an_xrd_scan_then_run_the_top_finder(tmp_path: Path) -> None:
+    import numpy as np
+
+    two_theta = np.arange(10.0, 80.0, 0.02)
+    rng = np.random.default_rng(0)
+    centres = [28.44, 47.30, 56.12, 69.13, 76.38]  # silicon's reflections with Cu Kα
+    clean = 50 + sum(1000 * np.exp(-0.5 * ((two_theta - c) / 0.08) ** 2) for c in centres)
+    scan = tmp_path / "silicon.xy"
+    scan.write_text("".join(f"{t:.2f} {y:.0f}\n" for t, y in zip(two_theta, rng.poisson(clean), strict=True)))
+    env_home = tmp_path / "home"
+    searched = modsnet("search", str(scan), "--json", "-k", "3", home=env_home, builtins="xrdzoo")
+    assert searched.returncode == 0, searched.stderr
+    answer = json.loads(searched.stdout)
+    assert answer["library"] == "xrdzoo" and answer["dataset"]["modality"] == "xrd"
+    top = answer["models"][0]["model_id"]
+    ran = modsnet("run", top, str(scan), home=env_home, builtins="xrdzoo")
+    assert ran.returncode == 0, ran.stderr
+    found = [float(line.split()[0]) for line in ran.stdout.splitlines()[3:] if line.strip()]
+    assert all(any(abs(f - c) < 0.1 for f in found) for c in centres), ran.stdout

@@ -20,7 +20,8 @@ pytestmark = [
 
 
 @pytest.mark.timeout(400)
-def test_up_search_down_up_keeps_the_data(tmp_path: Path) -> None:
+def test_up_search_down_up_keeps_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSNET_BUILTIN_LIBRARIES", "tabzoo")
     folder = tmp_path / "cluster"
     try:
         state = localcluster.up(folder)
