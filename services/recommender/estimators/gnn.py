@@ -495,11 +495,16 @@ class GnnEstimator:
         self.config = config or GnnConfig()
         self.evidence_count = evidence
         torch.set_num_threads(self.config.threads)
-        torch.set_flush_denormal(True)  # tiny Adam moments otherwise turn into denormals, 100x slower on CPU
         self.sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
         self._prepare(snapshot)
         self._prepare_probes(probes)
-        self._fit()
+        # Tiny Adam moments otherwise turn into denormals, 100x slower on CPU. The flag is process-wide
+        # processor state (it breaks subnormal floats for everything else), so it is on for training only.
+        torch.set_flush_denormal(True)
+        try:
+            self._fit()
+        finally:
+            torch.set_flush_denormal(False)
         self.scorer: Any = None  # an OnnxScorer once `serve_onnx` ran; torch otherwise
         self.fit_info = FitInfo(
             len(self.dataset_ids),
