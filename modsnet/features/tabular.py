@@ -454,7 +454,8 @@ def _mean_abs_corr(matrix: np.ndarray, rng: np.random.Generator) -> float:
         matrix = matrix[:, np.sort(rng.choice(n_columns, size=_CORR_COLUMNS, replace=False))]
     if n_rows > _CORR_ROWS:
         matrix = matrix[np.sort(rng.choice(n_rows, size=_CORR_ROWS, replace=False))]
-    standard = _standardise(matrix)
+    # C order: this OpenBLAS takes ~100x longer on the transposed product of a Fortran-ordered array.
+    standard = np.ascontiguousarray(_standardise(matrix))
     corr = standard.T @ standard / len(standard)
     upper = np.triu_indices(corr.shape[0], k=1)
     return float(np.clip(np.abs(corr[upper]), 0.0, 1.0).mean())
@@ -556,6 +557,7 @@ def _nearest_neighbour(train: np.ndarray, labels: np.ndarray, test: np.ndarray) 
     Plain numpy rather than KNeighborsClassifier, whose OpenMP kernel stalls on cores shared with other
     work, and whose tie-breaking is not specified.
     """
+    train, test = np.ascontiguousarray(train), np.ascontiguousarray(test)  # see _mean_abs_corr on BLAS and order
     distances = (train**2).sum(axis=1)[None, :] - 2.0 * test @ train.T  # + |test|², the same per row
     # Rounded, so exact ties (common in discrete data) stay ties whatever the BLAS summation order.
     return labels[np.round(distances, 9).argmin(axis=1)]

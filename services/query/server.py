@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.features import single_threaded_blas
 from modsnet.runtime.server import ServiceServer
 from modsnet.v1 import query_pb2, query_pb2_grpc
 
@@ -15,6 +16,7 @@ SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
 def create_server(config: QueryConfig) -> ServiceServer:
     """Build the query server (not started): downstream clients, core, servicer, health check."""
+    single_threaded_blas()  # feature extraction is fastest so (see the function)
     core = QueryCore(
         StorageClient(config.storage_addr),
         KnowledgeClient(config.knowledge_addr),
