@@ -24,7 +24,6 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -71,6 +70,7 @@ from modsnet.features.tabular import (
     stratified_sample,
     tabular_features,
 )
+from modsnet.zoo.common import Progress, load_results, swap_in
 
 __all__ = [
     "HOLDOUT",
@@ -424,38 +424,6 @@ def _task_key(setting: ModelSetting, dataset_id: str, data_digest: str, seed: in
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _load_results(path: Path) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-            results[record["key"]] = record
-    return results
-
-
-class _Progress:
-    """A progress line on stderr every few seconds: done/total, rate and ETA."""
-
-    def __init__(self, total: int, done: int, stream: TextIO | None, every: float = 5.0):
-        self.total, self.done, self.stream, self.every = total, done, stream, every
-        self.started = self.last = time.monotonic()
-        self.measured = 0
-
-    def step(self) -> None:
-        self.done += 1
-        self.measured += 1
-        now = time.monotonic()
-        if self.stream is None or (now - self.last < self.every and self.done < self.total):
-            return
-        self.last = now
-        rate = self.measured / max(now - self.started, 1e-9)
-        eta = time.strftime("%H:%M:%S", time.gmtime((self.total - self.done) / rate))
-        print(f"tabzoo: {self.done}/{self.total} pairs, {rate:.1f}/s, ETA {eta}", file=self.stream, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------- generating
 
 
@@ -510,14 +478,14 @@ def generate(
             tasks.append(_Task(key, setting, dataset.source.dataset_id, path, seed, timeout))
 
     results_path = work / "results.jsonl"
-    results = _load_results(results_path)
+    results = load_results(results_path)
     pending = [task for task in tasks if task.key not in results]
     _measure(
         pending,
         results,
         results_path,
         jobs=jobs,
-        progress=_Progress(len(tasks), len(tasks) - len(pending), progress),
+        progress=Progress("tabzoo", len(tasks), len(tasks) - len(pending), "pairs", progress),
     )
 
     records = [results[task.key] for task in tasks]
@@ -557,7 +525,7 @@ def _prepare(source: DatasetSource, seed: int) -> _Dataset:
 
 
 def _measure(
-    tasks: list[_Task], results: dict[str, dict[str, Any]], path: Path, *, jobs: int, progress: _Progress
+    tasks: list[_Task], results: dict[str, dict[str, Any]], path: Path, *, jobs: int, progress: Progress
 ) -> None:
     """Run the tasks on `jobs` long-lived worker processes, appending each result as it finishes."""
     if not tasks:
@@ -663,13 +631,7 @@ def _write_bundle(out: Path, manifest: dict[str, Any], tables: dict[str, pd.Data
             path = staging / relative
             path.parent.mkdir(exist_ok=True)
             table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
-        if out.exists():
-            retired = out.with_name(f".{out.name}-old-{uuid.uuid4().hex}")
-            out.rename(retired)
-            staging.rename(out)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -80,6 +80,7 @@ from torch import nn
 
 from modsnet.errors import InvalidArgument
 from modsnet.features.xrd import FEATURE_NAMES, FEATURE_SET, Scan, xrd_features
+from modsnet.zoo.common import Progress, load_results, swap_in
 from modsnet.zoo.peaks import (
     METADATA_KEY,
     PeakFinder,
@@ -765,38 +766,6 @@ def _dataset_identity(plan: DatasetPlan, seed: int, patterns: int) -> dict[str, 
     }
 
 
-def _load_results(path: Path) -> dict[str, dict[str, Any]]:
-    results: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-            results[record["key"]] = record
-    return results
-
-
-class _Progress:
-    """A progress line on stderr every few seconds: done/total, rate and ETA."""
-
-    def __init__(self, total: int, done: int, unit: str, stream: TextIO | None, every: float = 5.0):
-        self.total, self.done, self.unit, self.stream, self.every = total, done, unit, stream, every
-        self.started = self.last = time.monotonic()
-        self.measured = 0
-
-    def step(self, amount: int = 1) -> None:
-        self.done += amount
-        self.measured += amount
-        now = time.monotonic()
-        if self.stream is None or (now - self.last < self.every and self.done < self.total):
-            return
-        self.last = now
-        rate = self.measured / max(now - self.started, 1e-9)
-        eta = time.strftime("%H:%M:%S", time.gmtime((self.total - self.done) / max(rate, 1e-9)))
-        print(f"xrdzoo: {self.done}/{self.total} {self.unit}, {rate:.1f}/s, ETA {eta}", file=self.stream, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------- generating
 
 
@@ -848,7 +817,7 @@ def generate(
     networks, trained = _train(settings, loaded, folds, work / "cnn", seed, jobs, progress)
 
     results_path = work / "results.jsonl"
-    results = _load_results(results_path)
+    results = load_results(results_path)
     tasks, pairs, dataset_keys = [], [], {}
     for plan in plans:
         identity = _dataset_identity(plan, seed, patterns)
@@ -867,7 +836,9 @@ def generate(
         if finders or features_key not in results:
             tasks.append(_Task(plan, seed, patterns, "" if features_key in results else features_key, tuple(finders)))
     pending = sum(len(task.finders) for task in tasks)
-    _measure(tasks, results, results_path, jobs, _Progress(len(pairs), len(pairs) - pending, "pairs", progress))
+    _measure(
+        tasks, results, results_path, jobs, Progress("xrdzoo", len(pairs), len(pairs) - pending, "pairs", progress)
+    )
 
     records = [results[key] for key in pairs]
     described = {plan.dataset_id: results[dataset_keys[plan.dataset_id]] for plan in plans}
@@ -953,9 +924,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(staging, path)
 
 
-def _measure(
-    tasks: list[_Task], results: dict[str, dict[str, Any]], path: Path, jobs: int, progress: _Progress
-) -> None:
+def _measure(tasks: list[_Task], results: dict[str, dict[str, Any]], path: Path, jobs: int, progress: Progress) -> None:
     """Run the tasks on `jobs` long-lived worker processes, appending each result as it finishes."""
     if not tasks:
         return
@@ -1111,13 +1080,7 @@ def _write_bundle(
                 )
         for name, path in networks.items():
             shutil.copyfile(path, artifacts / name)
-        if out.exists():
-            retired = out.with_name(f".{out.name}-old-{uuid.uuid4().hex}")
-            out.rename(retired)
-            staging.rename(out)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

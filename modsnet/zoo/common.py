@@ -1,0 +1,57 @@
+"""What the library generators share: their resumable results log, progress line and atomic bundle swap."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def load_results(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished results by key, from the JSON-lines log a generator appends to (resuming skips these)."""
+    results: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+            results[record["key"]] = record
+    return results
+
+
+class Progress:
+    """A progress line on stderr every few seconds: done/total, rate and ETA."""
+
+    def __init__(self, label: str, total: int, done: int, unit: str, stream: TextIO | None, every: float = 5.0):
+        self.label, self.unit = label, unit
+        self.total, self.done, self.stream, self.every = total, done, stream, every
+        self.started = self.last = time.monotonic()
+        self.measured = 0
+
+    def step(self, amount: int = 1) -> None:
+        self.done += amount
+        self.measured += amount
+        now = time.monotonic()
+        if self.stream is None or (now - self.last < self.every and self.done < self.total):
+            return
+        self.last = now
+        rate = self.measured / max(now - self.started, 1e-9)
+        eta = time.strftime("%H:%M:%S", time.gmtime((self.total - self.done) / max(rate, 1e-9)))
+        print(
+            f"{self.label}: {self.done}/{self.total} {self.unit}, {rate:.1f}/s, ETA {eta}", file=self.stream, flush=True
+        )
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Put a fully written bundle folder at `out`, replacing any earlier one with two renames."""
+    if out.exists():
+        retired = out.with_name(f".{out.name}-old-{uuid.uuid4().hex}")
+        out.rename(retired)
+        staging.rename(out)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(out)
