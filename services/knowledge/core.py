@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from modsnet.bundle import Bundle, pack_bundle, read_bundle
+from modsnet.bundle import pack_bundle, read_bundle
 from modsnet.clients import StorageClient
 from modsnet.errors import InvalidArgument, ModsnetError
 from modsnet.graph import (
@@ -69,9 +69,6 @@ class KnowledgeCore:
         bundle.artifacts = {path: self.storage.get_bytes(blob) for path, blob in artifacts.items()}
         info = self.storage.put_bytes(pack_bundle(bundle), name=f"{name}.tar.gz")
         return info.blob_id, self.store.get_library(name)
-
-    def export_bundle(self, name: str) -> Bundle:
-        return self.store.export_bundle(name)[0]
 
     def list_libraries(self) -> list[LibraryInfo]:
         return self.store.list_libraries()
