@@ -22,7 +22,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from modsnet import __version__
-from modsnet.client import Client
+from modsnet.client import DEFAULT_PROBES, Client
 from modsnet.errors import ConfigError, ModsnetError
 from modsnet.runtime import config as cfg
 from modsnet.v1 import common_pb2 as pb
@@ -101,6 +101,15 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
     )
     if response.excluded_by_constraints:
         print(f"{response.excluded_by_constraints} models left out by the constraints", file=out)
+    if response.probes:
+        seconds = sum(p.seconds for p in response.probes)
+        print(
+            f"probes: {len(response.probes)} measured on this data in {seconds:.2f} s, "
+            f"{response.probes_used} used by the estimator",
+            file=out,
+        )
+        for p in response.probes:
+            print(f"  {p.model_id}: {p.detail or f'{p.kind} {p.value:.3g}'} ({p.seconds:.2f} s)", file=out)
     rows = [
         (
             "#",
@@ -311,10 +320,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(_json(info))
     else:
+        origin = {
+            "trained": f"trained at graph version {info.trained_version} in {info.train_seconds:.2f} s",
+            "checkpoint": f"loaded from its checkpoint (trained at graph version {info.trained_version} "
+            f"in {info.train_seconds:.2f} s)",
+            "refreshed": f"weights trained at graph version {info.trained_version}, applied to the newer graph",
+        }.get(info.origin, f"fitted in {info.train_seconds:.2f} s")
         print(
-            f"library {info.library}: {info.estimator} fitted on graph version {info.graph_version} "
+            f"library {info.library}: {info.estimator} serving graph version {info.graph_version} "
             f"({info.datasets} datasets, {info.models} models, {info.interactions} interactions, "
-            f"{len(info.feature_names)} dataset features) in {info.train_seconds:.2f} s"
+            f"{len(info.feature_names)} dataset features); {origin}; scoring on {info.backend or 'numpy'}"
         )
     return 0
 
@@ -387,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-inference-seconds", type=float, help="leave out models slower at inference")
     search.add_argument("--max-memory-bytes", type=int, help="leave out larger models")
     search.add_argument("--exclude", action="append", metavar="MODEL", help="never return this model")
-    search.add_argument("--probe-budget", type=int, default=0, help="most probes to spend (default 0)")
+    search.add_argument(
+        "--probe-budget",
+        type=int,
+        default=DEFAULT_PROBES,
+        help=f"most models to probe on the data (default {DEFAULT_PROBES}; 0 = no probes)",
+    )
     search.add_argument("--json", action="store_true", help="print the answer as JSON")
     search.set_defaults(run=cmd_search)
 

@@ -28,6 +28,9 @@ from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
 from modsnet.v1 import recommender_pb2 as rpb
 
+DEFAULT_PROBES = 5
+"""Models a search probes on the user's data unless told otherwise (each costs a bounded real measurement)."""
+
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
 
 
@@ -90,7 +93,7 @@ class Client:
         k: int = 5,
         target: str = "",
         constraints: pb.Constraints | None = None,
-        probe_budget: int = 0,
+        probe_budget: int = DEFAULT_PROBES,
         modality: str = "",
         progress: Progress | None = None,
         timeout: float | None = None,

@@ -219,12 +219,15 @@ class RecommenderClient(ServiceClient):
             target,
             recommender_pb2_grpc.RecommenderStub,
             full_service="modsnet.v1.Recommender",
-            retry_methods=("Recommend", "EstimatorInfo"),
+            retry_methods=("Recommend", "SelectProbes", "EstimatorInfo"),
             timeout=timeout,
         )
 
     def recommend(self, request: rpb.RecommendRequest) -> rpb.RecommendResponse:
         return self.call("Recommend", request)
+
+    def select_probes(self, request: rpb.SelectProbesRequest) -> rpb.SelectProbesResponse:
+        return self.call("SelectProbes", request)
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:
         return self.call("Train", rpb.TrainRequest(library=library), timeout=3600)

@@ -57,8 +57,18 @@ def import_builtin_libraries(client: Client) -> list[str]:
 class EmbeddedCluster:
     """Start with `with EmbeddedCluster(home) as cluster:`; `cluster.client` talks to it."""
 
-    def __init__(self, home: str | Path, *, import_builtins: bool = True, max_upload_bytes: int | None = None):
+    def __init__(
+        self,
+        home: str | Path,
+        *,
+        import_builtins: bool = True,
+        max_upload_bytes: int | None = None,
+        estimator: str = "gnn",
+        retrain_after: int = 20,
+    ):
         self.home = Path(home)
+        self.estimator = estimator
+        self.retrain_after = retrain_after
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
         self.servers: dict[str, ServiceServer] = {}
@@ -75,7 +85,14 @@ class EmbeddedCluster:
                 knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK)),
             )
             knowledge = self.addresses["knowledge"]
-            self._start("recommender", recommender_server(RecommenderConfig(knowledge_addr=knowledge, host=LOOPBACK)))
+            recommender = RecommenderConfig(
+                knowledge_addr=knowledge,
+                storage_addr=storage,
+                estimator=self.estimator,
+                retrain_after=self.retrain_after,
+                host=LOOPBACK,
+            )
+            self._start("recommender", recommender_server(recommender))
             query_config = QueryConfig(
                 knowledge_addr=knowledge,
                 recommender_addr=self.addresses["recommender"],

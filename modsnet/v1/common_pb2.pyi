@@ -91,6 +91,20 @@ class RankedModel(_message.Message):
     explanation: str
     def __init__(self, rank: _Optional[int] = ..., model_id: _Optional[str] = ..., predicted_score: _Optional[float] = ..., uncertainty: _Optional[float] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
+class ProbeResult(_message.Message):
+    __slots__ = ("model_id", "kind", "value", "seconds", "detail")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    kind: str
+    value: float
+    seconds: float
+    detail: str
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class Library(_message.Message):
     __slots__ = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source", "models", "datasets", "interactions", "graph_version", "bundle_blob_id", "imported_unix")
     NAME_FIELD_NUMBER: _ClassVar[int]

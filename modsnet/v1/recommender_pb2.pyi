@@ -8,20 +8,42 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id")
+    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id", "probes")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     PROBE_BUDGET_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
     library: str
     features: _common_pb2.DatasetFeatures
     k: int
     constraints: _common_pb2.Constraints
     probe_budget: int
     dataset_id: str
-    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+    probes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ...) -> None: ...
+
+class SelectProbesRequest(_message.Message):
+    __slots__ = ("library", "features", "budget", "dataset_id")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    features: _common_pb2.DatasetFeatures
+    budget: int
+    dataset_id: str
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., budget: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+
+class SelectProbesResponse(_message.Message):
+    __slots__ = ("model_ids", "graph_version")
+    MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_ids: _containers.RepeatedScalarFieldContainer[str]
+    graph_version: int
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints")
@@ -52,7 +74,7 @@ class EstimatorInfoRequest(_message.Message):
     def __init__(self, library: _Optional[str] = ...) -> None: ...
 
 class EstimatorInfoResponse(_message.Message):
-    __slots__ = ("library", "estimator", "graph_version", "datasets", "models", "interactions", "trained_unix", "train_seconds", "feature_names")
+    __slots__ = ("library", "estimator", "graph_version", "datasets", "models", "interactions", "trained_unix", "train_seconds", "feature_names", "origin", "trained_version", "backend")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +84,9 @@ class EstimatorInfoResponse(_message.Message):
     TRAINED_UNIX_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
     library: str
     estimator: str
     graph_version: int
@@ -71,4 +96,7 @@ class EstimatorInfoResponse(_message.Message):
     trained_unix: float
     train_seconds: float
     feature_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., datasets: _Optional[int] = ..., models: _Optional[int] = ..., interactions: _Optional[int] = ..., trained_unix: _Optional[float] = ..., train_seconds: _Optional[float] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    origin: str
+    trained_version: int
+    backend: str
+    def __init__(self, library: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., datasets: _Optional[int] = ..., models: _Optional[int] = ..., interactions: _Optional[int] = ..., trained_unix: _Optional[float] = ..., train_seconds: _Optional[float] = ..., feature_names: _Optional[_Iterable[str]] = ..., origin: _Optional[str] = ..., trained_version: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...

@@ -39,6 +39,11 @@ class RecommenderStub:
                 request_serializer=modsnet_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.SelectProbes = channel.unary_unary(
+                '/modsnet.v1.Recommender/SelectProbes',
+                request_serializer=modsnet_dot_v1_dot_recommender__pb2.SelectProbesRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_recommender__pb2.SelectProbesResponse.FromString,
+                _registered_method=True)
         self.Train = channel.unary_unary(
                 '/modsnet.v1.Recommender/Train',
                 request_serializer=modsnet_dot_v1_dot_recommender__pb2.TrainRequest.SerializeToString,
@@ -56,6 +61,13 @@ class RecommenderServicer:
 
     def Recommend(self, request, context):
         """Rank a library's models for a dataset described by its features.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SelectProbes(self, request, context):
+        """The models the probe-selector would probe on a query dataset, best first, within a budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +94,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=modsnet_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'SelectProbes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectProbes,
+                    request_deserializer=modsnet_dot_v1_dot_recommender__pb2.SelectProbesRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_recommender__pb2.SelectProbesResponse.SerializeToString,
             ),
             'Train': grpc.unary_unary_rpc_method_handler(
                     servicer.Train,
@@ -121,6 +138,33 @@ class Recommender:
             '/modsnet.v1.Recommender/Recommend',
             modsnet_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             modsnet_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectProbes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Recommender/SelectProbes',
+            modsnet_dot_v1_dot_recommender__pb2.SelectProbesRequest.SerializeToString,
+            modsnet_dot_v1_dot_recommender__pb2.SelectProbesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,8 @@ class RecommenderStub:
     def __new__(cls, channel: _aio.Channel) -> RecommenderAsyncStub: ...
     Recommend: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.RecommendRequest, _recommender_pb2.RecommendResponse]
     """Rank a library's models for a dataset described by its features."""
+    SelectProbes: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SelectProbesRequest, _recommender_pb2.SelectProbesResponse]
+    """The models the probe-selector would probe on a query dataset, best first, within a budget."""
     Train: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.TrainRequest, _recommender_pb2.EstimatorInfoResponse]
     """(Re)fit the estimator of a library on its current graph."""
     EstimatorInfo: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.EstimatorInfoRequest, _recommender_pb2.EstimatorInfoResponse]
@@ -43,6 +45,8 @@ class RecommenderAsyncStub(RecommenderStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Recommend: _aio.UnaryUnaryMultiCallable[_recommender_pb2.RecommendRequest, _recommender_pb2.RecommendResponse]  # type: ignore[assignment]
     """Rank a library's models for a dataset described by its features."""
+    SelectProbes: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SelectProbesRequest, _recommender_pb2.SelectProbesResponse]  # type: ignore[assignment]
+    """The models the probe-selector would probe on a query dataset, best first, within a budget."""
     Train: _aio.UnaryUnaryMultiCallable[_recommender_pb2.TrainRequest, _recommender_pb2.EstimatorInfoResponse]  # type: ignore[assignment]
     """(Re)fit the estimator of a library on its current graph."""
     EstimatorInfo: _aio.UnaryUnaryMultiCallable[_recommender_pb2.EstimatorInfoRequest, _recommender_pb2.EstimatorInfoResponse]  # type: ignore[assignment]
@@ -56,6 +60,14 @@ class RecommenderServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.RecommendResponse, _abc.Awaitable[_recommender_pb2.RecommendResponse]]:
         """Rank a library's models for a dataset described by its features."""
+
+    @_abc_1.abstractmethod
+    def SelectProbes(
+        self,
+        request: _recommender_pb2.SelectProbesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.SelectProbesResponse, _abc.Awaitable[_recommender_pb2.SelectProbesResponse]]:
+        """The models the probe-selector would probe on a query dataset, best first, within a budget."""
 
     @_abc_1.abstractmethod
     def Train(

@@ -14,6 +14,7 @@ SETTINGS = (
     Setting("recommender_addr", "recommender service host:port", None, address, required=True),
     Setting("storage_addr", "storage service host:port", None, address, required=True),
     Setting("max_upload_bytes", "largest exemplar file accepted", 512 * 1024**2, int),
+    Setting("probe_seconds", "most seconds a search spends probing models on the uploaded data", 10.0, float),
     Setting("spool_dir", "folder for uploads in progress (default: the system temp folder)", None),
     Setting("home", "data folder; feature models are cached under home/cache", None),
 )
@@ -25,6 +26,7 @@ class QueryConfig:
     recommender_addr: str
     storage_addr: str
     max_upload_bytes: int = 512 * 1024**2
+    probe_seconds: float = 10.0
     spool_dir: str | None = None
     home: Path | None = None
     host: str = "0.0.0.0"

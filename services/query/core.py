@@ -3,6 +3,11 @@
 The order matters for "a refused upload keeps nothing": the file is spooled to a temp file and parsed and
 validated there first (`modsnet.exemplar`: tables, text, images, XRD scans; archives for folders); only a
 file that passed is put in storage, and only then is anything logged.
+
+Probes run here, because this is where the uploaded data is: the recommender's probe-selector names the
+models worth measuring (`SelectProbes`), `modsnet.probing` measures them on a bounded sample of the upload
+within `probe_seconds`, and the measurements go with the ranking request as the query node's probe edges.
+A probe that cannot run is left out; it never fails the search.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from typing import IO
 
 from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
-from modsnet.exemplar import Limits, dataset_features, load_exemplar
+from modsnet.exemplar import Exemplar, Limits, dataset_features, load_exemplar
 from modsnet.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
+from modsnet.probing import ProbeMeasurement, measure, needs_artifact
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 
-from .metrics import FEATURE_SECONDS, FEEDBACK, SEARCHES, UPLOAD_BYTES
+from .metrics import FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,13 @@ class SearchResult:
     library: LibraryInfo
     dataset: DatasetSummary
     answer: rpb.RecommendResponse
+    probes: list[ProbeMeasurement]
+
+
+def probe_to_pb(probe: ProbeMeasurement) -> pb.ProbeResult:
+    return pb.ProbeResult(
+        model_id=probe.model_id, kind=probe.kind, value=probe.value, seconds=probe.seconds, detail=probe.detail
+    )
 
 
 class QueryCore:
@@ -69,6 +82,7 @@ class QueryCore:
         recommender: RecommenderClient,
         *,
         max_upload_bytes: int,
+        probe_seconds: float = 10.0,
         spool_dir: str | None = None,
         cache_dir: Path | None = None,
     ):
@@ -76,6 +90,7 @@ class QueryCore:
         self.knowledge = knowledge
         self.recommender = recommender
         self.max_upload_bytes = max_upload_bytes
+        self.probe_seconds = probe_seconds
         # Archives may unpack to a few times the upload limit, never more (with the expansion check per
         # member in `Limits`, that stops zip bombs before they are inflated).
         self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
@@ -112,14 +127,17 @@ class QueryCore:
                 spool.seek(0)
                 self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
             known = self._known_dataset(fingerprint, library.name)
+            described = pb.DatasetFeatures(feature_set=feature_set, values=features, modality=modality)
+            probes = self._probe(library, exemplar, described, options.probe_budget, known)
             answer = self.recommender.recommend(
                 rpb.RecommendRequest(
                     library=library.name,
-                    features=pb.DatasetFeatures(feature_set=feature_set, values=features, modality=modality),
+                    features=described,
                     k=options.k or 5,
                     constraints=options.constraints,
                     probe_budget=options.probe_budget,
                     dataset_id=known,
+                    probes=[probe_to_pb(p) for p in probes],
                 )
             )
             query_id = uuid.uuid4().hex
@@ -153,7 +171,36 @@ class QueryCore:
             features=features,
             known_dataset_id=known,
         )
-        return SearchResult(query_id, library, summary, answer)
+        return SearchResult(query_id, library, summary, answer, probes)
+
+    def _probe(
+        self, library: LibraryInfo, exemplar: Exemplar, features: pb.DatasetFeatures, budget: int, known: str
+    ) -> list[ProbeMeasurement]:
+        """Measure the models the probe-selector picks (none when the budget is 0 or none can run here)."""
+        if budget < 0:
+            raise InvalidArgument("probe_budget must be >= 0")
+        if budget == 0:
+            return []
+        chosen = self.recommender.select_probes(
+            rpb.SelectProbesRequest(library=library.name, features=features, budget=budget, dataset_id=known)
+        ).model_ids
+        started = time.perf_counter()
+        models = []
+        for model_id in chosen:
+            try:
+                model = self.knowledge.get_model(library.name, model_id)
+                artifact = None
+                if needs_artifact(library):
+                    if not model.artifact_blob_id:
+                        continue
+                    artifact = self.storage.get_bytes(model.artifact_blob_id)
+            except NotFound:  # deleted since it was picked: one probe fewer
+                continue
+            models.append((model, artifact))
+        remaining = self.probe_seconds - (time.perf_counter() - started)
+        results = measure(library, exemplar, models, budget_seconds=max(0.0, remaining))
+        PROBES.labels(library.name).inc(len(results))
+        return results
 
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
         digest = hashlib.sha256()

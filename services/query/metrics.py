@@ -13,3 +13,4 @@ FEATURE_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 FEEDBACK = Counter("modsnet_feedback_total", "Performance reports received.")
+PROBES = Counter("modsnet_probes_total", "Probes measured on uploaded data, by library.", ["library"])

@@ -22,6 +22,7 @@ def create_server(config: QueryConfig) -> ServiceServer:
         KnowledgeClient(config.knowledge_addr),
         RecommenderClient(config.recommender_addr),
         max_upload_bytes=config.max_upload_bytes,
+        probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
     )

@@ -10,7 +10,7 @@ from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
 
-from .core import QueryCore, SearchOptions
+from .core import QueryCore, SearchOptions, probe_to_pb
 
 
 class QueryServicer(query_pb2_grpc.QueryServicer):
@@ -63,6 +63,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             path=answer.path,
             probes_used=answer.probes_used,
             excluded_by_constraints=answer.excluded_by_constraints,
+            probes=[probe_to_pb(p) for p in result.probes],
         )
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:

@@ -1,20 +1,48 @@
-"""Recommender logic with no grpc: estimators cached by graph version, constraints, top-k."""
+"""Recommender logic with no grpc: one served estimator per library, kept current with its graph.
+
+What serves a library (`estimator` setting): the GNN (`gnn/v1`, the default) or the kNN-over-features
+estimator (`knn`, for ablation and as the light option). For the GNN, per library:
+
+* first use: the trained weights come from the library's checkpoint in storage when one fits this import
+  (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed;
+* a newer graph version of the same import (feedback arrived): the served weights are put on the new
+  graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit;
+  once `retrain_after` interactions have arrived since the weights were trained, a background thread
+  retrains on the current graph and swaps the result in when it is ready (searches keep being answered by
+  the refreshed estimator meanwhile);
+* a new import (another bundle, other models): trained anew;
+* every served GNN scores queries through its ONNX export under ONNX Runtime (CUDA when asked for and
+  present, CPU otherwise).
+
+The cache is keyed by library and holds one served estimator at one graph version: a search at another
+version never gets an answer from an older graph than the one it saw.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
 
-from modsnet.clients import KnowledgeClient
-from modsnet.errors import FailedPrecondition, InvalidArgument
-from modsnet.graph import ModelNode
+from modsnet.clients import KnowledgeClient, StorageClient
+from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError, NotFound
+from modsnet.graph import LibraryInfo, ModelNode, Snapshot
+from modsnet.probing import can_probe
 
+from . import checkpoints
 from .estimators.base import Prediction
+from .estimators.gnn import GnnConfig, GnnEstimator
 from .estimators.knn import KnnPopularityEstimator
+from .evaluation import ProbeRecord
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 
+log = logging.getLogger(__name__)
+
 MAX_K = 1000
+MAX_PROBES = 50
+ESTIMATORS = ("gnn", "knn")
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,16 @@ class Constraints:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A probe measured by the query service on the query's data."""
+
+    model_id: str
+    kind: str
+    value: float
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Ranked:
     rank: int
     prediction: Prediction
@@ -56,12 +94,22 @@ class Recommendation:
 
 
 @dataclass
-class Fitted:
-    estimator: KnnPopularityEstimator
-    graph_version: int
+class Served:
+    """A library's estimator at one graph version, and where its weights came from."""
+
+    estimator: GnnEstimator | KnnPopularityEstimator
+    library: LibraryInfo
     models: dict[str, ModelNode]
+    origin: str  # trained | checkpoint | refreshed
+    trained_version: int
+    trained_interactions: int
     trained_unix: float
     train_seconds: float
+    backend: str
+
+    @property
+    def graph_version(self) -> int:
+        return self.library.graph_version
 
 
 @dataclass(frozen=True)
@@ -75,52 +123,219 @@ class EstimatorInfo:
     trained_unix: float
     train_seconds: float
     feature_names: list[str]
+    origin: str
+    trained_version: int
+    backend: str
+
+
+def onnx_providers(device: str) -> list[str] | None:
+    """ONNX Runtime providers for the `device` setting: auto = CUDA when present, else CPU."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise FailedPrecondition(f"device cuda: ONNX Runtime here has no CUDA provider (it has {available})")
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 class RecommenderCore:
-    def __init__(self, knowledge: KnowledgeClient, *, neighbours: int = 8):
+    def __init__(
+        self,
+        knowledge: KnowledgeClient,
+        storage: StorageClient | None = None,
+        *,
+        estimator: str = "gnn",
+        neighbours: int = 8,
+        retrain_after: int = 20,
+        device: str = "auto",
+        gnn_config: GnnConfig | None = None,
+    ):
+        if estimator not in ESTIMATORS:
+            raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         self.knowledge = knowledge
+        self.storage = storage
+        self.estimator_kind = estimator
         self.neighbours = neighbours
-        self._cache: dict[str, Fitted] = {}
+        self.retrain_after = retrain_after
+        self.providers = onnx_providers(device) if estimator == "gnn" else None
+        self.gnn_config = gnn_config or GnnConfig()
+        self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._retraining: dict[str, threading.Thread] = {}
         self._guard = threading.Lock()
+        self._closed = threading.Event()
 
     def _lock(self, library: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(library, threading.Lock())
 
-    def fitted(self, library: str, *, force: bool = False) -> Fitted:
-        """The estimator for the library's current graph version, fitted once per version."""
+    # -- the served estimator -------------------------------------------------------------------------
+
+    def _library_info(self, library: str) -> LibraryInfo:
         if not library:
             raise InvalidArgument("library is required")
-        version = self.knowledge.graph_version(library)
+        for info in self.knowledge.list_libraries():
+            if info.name == library:
+                return info
+        raise NotFound(f"library {library!r} not found")
+
+    def fitted(self, library: str, *, force: bool = False) -> Served:
+        """The estimator for the library's current graph version (trained, loaded or refreshed once per version)."""
+        info = self._library_info(library)
         cached = self._cache.get(library)
-        if cached is not None and cached.graph_version == version and not force:
+        if not force and _current(cached, info):
             CACHE.labels("hit").inc()
-            return cached
+            return cached  # type: ignore[return-value]
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
-            if cached is not None and cached.graph_version >= version and not force:
+            if not force and _current(cached, info):
                 CACHE.labels("hit").inc()
-                return cached
+                return cached  # type: ignore[return-value]
             CACHE.labels("miss").inc()
-            start = time.perf_counter()
             snapshot = self.knowledge.snapshot(library)
             if not snapshot.interactions:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
-            estimator = KnnPopularityEstimator(snapshot, neighbours=self.neighbours)
+            served = self._serve(snapshot, cached, force=force)
+            self._cache[library] = served
+            reason = "forced" if force else ("new_version" if cached else "first_use")
+            FITS.labels(library, f"{reason}:{served.origin}").inc()
+            if served.origin == "refreshed" and (
+                len(snapshot.interactions) - served.trained_interactions >= self.retrain_after
+            ):
+                self._retrain_in_background(library)
+            return served
+
+    def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
+        start = time.perf_counter()
+        models = {m.model_id: m for m in snapshot.models}
+        if self.estimator_kind == "knn":
+            knn = KnnPopularityEstimator(snapshot, neighbours=self.neighbours)
             seconds = time.perf_counter() - start
-            fitted = Fitted(
-                estimator,
-                snapshot.graph_version,
-                {m.model_id: m for m in snapshot.models},
-                time.time(),
-                seconds,
-            )
-            self._cache[library] = fitted
-            FITS.labels(library, "forced" if force else ("new_version" if cached else "first_use")).inc()
             FIT_SECONDS.observe(seconds)
-            return fitted
+            return Served(
+                knn, snapshot.library, models, "trained", snapshot.graph_version,
+                len(snapshot.interactions), time.time(), seconds, "numpy",
+            )  # fmt: skip
+        if not force:
+            refreshed = self._refresh(snapshot, cached)
+            if refreshed is not None:
+                return refreshed
+        return self._train(snapshot)
+
+    def _refresh(self, snapshot: Snapshot, cached: Served | None) -> Served | None:
+        """Trained weights of this import (served, else from the checkpoint) on this graph; None if none fit."""
+        digest = checkpoints.models_digest([m.model_id for m in snapshot.models])
+        source: tuple[list, Served | checkpoints.Checkpoint, str] | None = None  # type: ignore[type-arg]
+        if (
+            cached is not None
+            and isinstance(cached.estimator, GnnEstimator)
+            and cached.library.bundle_blob_id == snapshot.library.bundle_blob_id
+            and checkpoints.models_digest(cached.estimator.model_ids) == digest
+        ):
+            source = (cached.estimator.state(), cached, "refreshed")
+        elif self.storage is not None:
+            checkpoint = checkpoints.load(self.storage, snapshot.library.name, GnnEstimator.name)
+            if (
+                checkpoint is not None
+                and checkpoint.bundle_blob_id == snapshot.library.bundle_blob_id
+                and checkpoint.models_digest == digest
+                and checkpoint.config == asdict(self.gnn_config)
+            ):
+                same = checkpoint.graph_version == snapshot.graph_version
+                source = (checkpoint.weights, checkpoint, "checkpoint" if same else "refreshed")
+        if source is None:
+            return None
+        weights, origin_of, origin = source
+        try:
+            estimator = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
+        except ValueError as error:
+            log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
+            return None
+        backend = self._to_onnx(estimator)
+        if isinstance(origin_of, Served):
+            trained = (origin_of.trained_version, origin_of.trained_interactions, origin_of.trained_unix)
+            seconds = origin_of.train_seconds
+        else:
+            trained = (origin_of.graph_version, origin_of.interactions, origin_of.trained_unix)
+            seconds = origin_of.train_seconds
+        return Served(
+            estimator, snapshot.library, {m.model_id: m for m in snapshot.models}, origin,
+            trained[0], trained[1], trained[2], seconds, backend,
+        )  # fmt: skip
+
+    def _train(self, snapshot: Snapshot) -> Served:
+        start = time.perf_counter()
+        estimator = GnnEstimator(snapshot, config=self.gnn_config)
+        seconds = time.perf_counter() - start
+        FIT_SECONDS.observe(seconds)
+        backend = self._to_onnx(estimator)
+        trained_unix = time.time()
+        log.info("trained %s on %s at graph version %d in %.1f s", estimator.name, snapshot.library.name,
+                 snapshot.graph_version, seconds)  # fmt: skip
+        if self.storage is not None:
+            checkpoint = checkpoints.Checkpoint(
+                library=snapshot.library.name,
+                estimator=estimator.name,
+                bundle_blob_id=snapshot.library.bundle_blob_id,
+                models_digest=checkpoints.models_digest(estimator.model_ids),
+                graph_version=snapshot.graph_version,
+                interactions=len(snapshot.interactions),
+                trained_unix=trained_unix,
+                train_seconds=seconds,
+                config=asdict(self.gnn_config),
+                weights=estimator.state(),
+            )
+            try:
+                checkpoints.save(self.storage, checkpoint)
+            except ModsnetError as error:  # serving goes on; the next start trains again
+                log.warning("could not store the checkpoint of %s: %s", snapshot.library.name, error)
+        return Served(
+            estimator, snapshot.library, {m.model_id: m for m in snapshot.models}, "trained",
+            snapshot.graph_version, len(snapshot.interactions), trained_unix, seconds, backend,
+        )  # fmt: skip
+
+    def _to_onnx(self, estimator: GnnEstimator) -> str:
+        scorer = estimator.serve_onnx(providers=self.providers)
+        return f"onnxruntime:{scorer.providers[0]}"
+
+    def _retrain_in_background(self, library: str) -> None:
+        with self._guard:
+            running = self._retraining.get(library)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(target=self._retrain, args=(library,), name=f"retrain-{library}", daemon=True)
+            self._retraining[library] = thread
+        thread.start()
+
+    def _retrain(self, library: str) -> None:
+        """Train on the current graph off the request path, then swap the result in unless it is older."""
+        try:
+            snapshot = self.knowledge.snapshot(library)
+            served = self._train(snapshot)
+        except Exception:  # a background job has no caller to tell: log, keep serving what there is
+            if not self._closed.is_set():
+                log.exception("background retraining of %s failed", library)
+            return
+        with self._lock(library):
+            cached = self._cache.get(library)
+            if cached is None or (
+                cached.library.bundle_blob_id == served.library.bundle_blob_id
+                and cached.graph_version <= served.graph_version
+            ):
+                self._cache[library] = served
+                FITS.labels(library, "retrained:trained").inc()
+
+    def wait_for_retraining(self, library: str, timeout: float | None = None) -> bool:
+        """Block until a background retraining of the library ends; False if it is still running."""
+        thread = self._retraining.get(library)
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    # -- queries -----------------------------------------------------------------------------------------
 
     def recommend(
         self,
@@ -131,36 +346,70 @@ class RecommenderCore:
         constraints: Constraints,
         probe_budget: int = 0,
         dataset_id: str = "",
+        probes: Sequence[Probe] = (),
     ) -> Recommendation:
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, not {k}")
         if probe_budget < 0:
             raise InvalidArgument("probe_budget must be >= 0")
-        fitted = self.fitted(library)
+        if len(probes) > MAX_PROBES:
+            raise InvalidArgument(f"at most {MAX_PROBES} probes per query, not {len(probes)}")
+        for i, p in enumerate(probes):
+            if not p.model_id or not p.kind or p.value != p.value or abs(p.value) == float("inf"):
+                raise InvalidArgument(f"probe {i}: needs a model_id, a kind and a finite value")
+        served = self.fitted(library)
         start = time.perf_counter()
-        estimator = fitted.estimator
+        estimator = served.estimator
         if not dataset_id and features and not estimator.shared_features(features):
             raise InvalidArgument(
                 f"the query's features share nothing with library {library!r} "
                 f"(it uses {', '.join(estimator.feature_names[:5]) or 'no features'}…): wrong library for this data?"
             )
-        known = dataset_id if dataset_id in estimator.dataset_ids else None
-        predictions = estimator.predict(features, known_dataset=known)
-        allowed = [p for p in predictions if constraints.allows(fitted.models[p.model_id])]
+        scored = dataset_id if dataset_id in estimator.dataset_ids else None
+        probes_used = 0
+        if isinstance(estimator, GnnEstimator):
+            records = [ProbeRecord(p.model_id, "query", p.kind, p.value, p.seconds) for p in probes]
+            # A dataset node without records still brings its similarity rows: pass it on either way.
+            predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=records)
+            probes_used = estimator.probes_used(records, known_dataset=dataset_id or None)
+        else:
+            predictions = estimator.predict(features, known_dataset=scored)
+        allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
         excluded = len(predictions) - len(allowed)
         # Best first; ties (equal predictions) broken by lower uncertainty, then id, so answers are stable.
         sign = estimator.sign
         allowed.sort(key=lambda p: (-sign * p.score, p.uncertainty, p.model_id))
-        ranked = [Ranked(i + 1, p, fitted.models[p.model_id]) for i, p in enumerate(allowed[:k])]
+        ranked = [Ranked(i + 1, p, served.models[p.model_id]) for i, p in enumerate(allowed[:k])]
         RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         return Recommendation(
             models=ranked,
-            graph_version=fitted.graph_version,
+            graph_version=served.graph_version,
             estimator=estimator.name,
-            path="transductive" if known else "inductive",
-            probes_used=0,  # the probe-selector comes with the GNN estimator
+            path="transductive" if scored else "inductive",
+            probes_used=probes_used,
             excluded_by_constraints=excluded,
         )
+
+    def select_probes(
+        self, library: str, features: dict[str, float], *, budget: int, dataset_id: str = ""
+    ) -> tuple[list[str], int]:
+        """The models worth probing on this query, best first, among those the query service can measure.
+
+        None for a dataset with records of its own (nothing to learn from a probe there), for the kNN
+        estimator (it has no probe edges) and for libraries whose models cannot be run here.
+        """
+        if budget < 0:
+            raise InvalidArgument("budget must be >= 0")
+        budget = min(budget, MAX_PROBES)
+        served = self.fitted(library)
+        estimator = served.estimator
+        if budget == 0 or not isinstance(estimator, GnnEstimator) or dataset_id in estimator.dataset_ids:
+            return [], served.graph_version
+        among = _probeable(served.library, served.models.values())
+        if not among:
+            return [], served.graph_version
+        chosen = estimator.select_probes(features, known_dataset=dataset_id or None, budget=budget, among=among)
+        return chosen, served.graph_version
 
     def train(self, library: str) -> EstimatorInfo:
         return self._info(library, self.fitted(library, force=True))
@@ -169,18 +418,21 @@ class RecommenderCore:
         return self._info(library, self.fitted(library))
 
     @staticmethod
-    def _info(library: str, fitted: Fitted) -> EstimatorInfo:
-        fit = fitted.estimator.fit_info
+    def _info(library: str, served: Served) -> EstimatorInfo:
+        estimator = served.estimator
         return EstimatorInfo(
             library,
-            fitted.estimator.name,
-            fitted.graph_version,
-            fit.datasets,
-            fit.models,
-            fit.interactions,
-            fitted.trained_unix,
-            fitted.train_seconds,
-            list(fit.feature_names),
+            estimator.name,
+            served.graph_version,
+            served.library.datasets,
+            served.library.models,
+            served.library.interactions,
+            served.trained_unix,
+            served.train_seconds,
+            list(estimator.feature_names),
+            served.origin,
+            served.trained_version,
+            served.backend,
         )
 
     def check(self) -> None:
@@ -188,4 +440,19 @@ class RecommenderCore:
         self.knowledge.list_libraries_pb()
 
     def close(self) -> None:
+        self._closed.set()
         self.knowledge.close()
+        if self.storage is not None:
+            self.storage.close()
+
+
+def _current(served: Served | None, info: LibraryInfo) -> bool:
+    return (
+        served is not None
+        and served.graph_version == info.graph_version
+        and served.library.bundle_blob_id == info.bundle_blob_id
+    )
+
+
+def _probeable(library: LibraryInfo, models: Collection[ModelNode]) -> list[str]:
+    return [m.model_id for m in models if can_probe(library, m)]

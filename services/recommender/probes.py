@@ -32,6 +32,8 @@ from .evaluation import ProbeRecord
 SIMILAR_DATASETS = 8  # |I_s| comes from this many most similar datasets
 MODEL_NEIGHBOURS = 5  # sim_M is non-zero for a model itself and this many nearest models
 MEASURED = "score"  # probe kind of a real measurement in the library's metric
+# Probe kinds that rank models on the query without being its metric (XRD: agreement between finders).
+PROXY_KINDS = ("agreement",)
 
 
 def probe_scores(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modsnet.clients import KnowledgeClient
+from modsnet.clients import KnowledgeClient, StorageClient
 from modsnet.runtime.server import ServiceServer
 from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
 
@@ -14,8 +14,15 @@ SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_n
 
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
-    """Build the recommender server (not started): knowledge client, core, servicer, health check."""
-    core = RecommenderCore(KnowledgeClient(config.knowledge_addr), neighbours=config.neighbours)
+    """Build the recommender server (not started): knowledge and storage clients, core, servicer, health check."""
+    core = RecommenderCore(
+        KnowledgeClient(config.knowledge_addr),
+        StorageClient(config.storage_addr),
+        estimator=config.estimator,
+        neighbours=config.neighbours,
+        retrain_after=config.retrain_after,
+        device=config.device,
+    )
     servicer = RecommenderServicer(core)
     server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
     server.add_service(

@@ -7,7 +7,7 @@ from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
-from .core import Constraints, EstimatorInfo, RecommenderCore
+from .core import Constraints, EstimatorInfo, Probe, RecommenderCore
 
 
 def constraints_from_pb(msg: pb.Constraints) -> Constraints:
@@ -31,6 +31,9 @@ def _info_to_pb(info: EstimatorInfo) -> rpb.EstimatorInfoResponse:
         trained_unix=info.trained_unix,
         train_seconds=info.train_seconds,
         feature_names=info.feature_names,
+        origin=info.origin,
+        trained_version=info.trained_version,
+        backend=info.backend,
     )
 
 
@@ -46,6 +49,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             constraints=constraints_from_pb(request.constraints),
             probe_budget=request.probe_budget,
             dataset_id=request.dataset_id,
+            probes=[Probe(p.model_id, p.kind, p.value, p.seconds) for p in request.probes],
         )
         return rpb.RecommendResponse(
             models=[
@@ -70,6 +74,12 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             probes_used=result.probes_used,
             excluded_by_constraints=result.excluded_by_constraints,
         )
+
+    def SelectProbes(self, request: rpb.SelectProbesRequest, context: object) -> rpb.SelectProbesResponse:
+        model_ids, version = self.core.select_probes(
+            request.library, dict(request.features.values), budget=request.budget, dataset_id=request.dataset_id
+        )
+        return rpb.SelectProbesResponse(model_ids=model_ids, graph_version=version)
 
     def Train(self, request: rpb.TrainRequest, context: object) -> rpb.EstimatorInfoResponse:
         return _info_to_pb(self.core.train(request.library))

@@ -56,7 +56,7 @@ from torch_geometric.nn import GraphConv, HeteroConv
 from modsnet.graph import DatasetNode, ModelNode, Snapshot
 
 from ..evaluation import ProbeRecord
-from ..probes import MEASURED, ProbeSelector, model_similarity, virtual_edges
+from ..probes import MEASURED, PROXY_KINDS, ProbeSelector, model_similarity, virtual_edges
 from .base import Evidence, Prediction
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ QUERY_DATA_RELATIONS = ("similar", "near", "agree")  # from datasets: dense weig
 QUERY_MODEL_RELATIONS = ("source_of", "probed", "probed_z")  # from models: sparse (index, weight)
 _Z_LOW, _Z_HIGH = -6.0, 3.0  # z beyond these is one odd dataset speaking (food101: +10 for its own model)
 _MIN_SPREAD = 1e-3
+# A scored dataset with fewer records is predicted from its neighbours, its records calibrating the rest:
+# the mean and spread of two or three scores are no scale to turn predicted z into the metric with.
+_OWN_SCALE_RECORDS = 5
 _HASH_BUCKETS = 64
 _TOKEN = re.compile(r"[a-z0-9]+")
 _DENSE_LIMIT = 4_000_000  # a relation with at most this many (dst, src) pairs aggregates by matmul
@@ -490,7 +493,15 @@ class GnnEstimator:
         probes: Sequence[ProbeRecord] = (),
         config: GnnConfig | None = None,
         evidence: int = 3,
+        weights: Sequence[Mapping[str, Tensor]] | None = None,
     ):
+        """Fit on `snapshot`, or with `weights` (from `state()`) put trained members on it without training.
+
+        Weights fit any snapshot of the same models and feature sets: only the node counts differ between
+        graph versions, and the members' parameters do not depend on them. Loading them onto a newer
+        version folds new records into the precomputed embeddings in seconds instead of a refit; weights
+        of another shape raise `ValueError`.
+        """
         start = time.perf_counter()
         self.config = config or GnnConfig()
         self.evidence_count = evidence
@@ -498,13 +509,16 @@ class GnnEstimator:
         self.sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
         self._prepare(snapshot)
         self._prepare_probes(probes)
-        # Tiny Adam moments otherwise turn into denormals, 100x slower on CPU. The flag is process-wide
-        # processor state (it breaks subnormal floats for everything else), so it is on for training only.
-        torch.set_flush_denormal(True)
-        try:
-            self._fit()
-        finally:
-            torch.set_flush_denormal(False)
+        if weights is not None:
+            self._load(weights)
+        else:
+            # Tiny Adam moments otherwise turn into denormals, 100x slower on CPU. The flag is process-wide
+            # processor state (it breaks subnormal floats for everything else), so it is on for training only.
+            torch.set_flush_denormal(True)
+            try:
+                self._fit()
+            finally:
+                torch.set_flush_denormal(False)
         self.scorer: Any = None  # an OnnxScorer once `serve_onnx` ran; torch otherwise
         self.fit_info = FitInfo(
             len(self.dataset_ids),
@@ -824,6 +838,24 @@ class GnnEstimator:
             self.members.append(net)
         self._precompute()
 
+    def state(self) -> list[dict[str, Tensor]]:
+        """The members' trained parameters: what a checkpoint keeps (the rest is rebuilt from the graph)."""
+        return [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in self.members]
+
+    def _load(self, weights: Sequence[Mapping[str, Tensor]]) -> None:
+        if len(weights) != self.config.members:
+            raise ValueError(f"{len(weights)} members in the weights, the config says {self.config.members}")
+        self.members = []
+        for state in weights:
+            net = _Net(self.x_data.shape[1], self.model_dim, self.relations, self.config)
+            try:
+                net.load_state_dict(dict(state), strict=True)
+            except RuntimeError as error:  # another shape: other features, relations or config
+                raise ValueError(f"weights do not fit this graph: {str(error).splitlines()[0]}") from error
+            net.eval()
+            self.members.append(net)
+        self._precompute()
+
     def _precompute(self) -> None:
         """Every node's embeddings on the full graph, per layer and member: the constants of a query."""
         summaries = self._popularity(self.rated)
@@ -885,7 +917,8 @@ class GnnEstimator:
         order, w = self._near(x[0, :-1], exclude=known)
         weights["near"][self.rated[order]] = w
         no_probe = (np.zeros(0, dtype=np.int64), np.zeros(0))
-        probe_index, probe_z = virtual_edges(probes, self.probe_kind, self.model_index) if cfg.probes else no_probe
+        kind = self.edge_kind(probes)
+        probe_index, probe_z = virtual_edges(probes, kind, self.model_index) if kind else no_probe
         if len(probe_index):
             order, w = self._agreeing(probe_index, probe_z, self.rated[self.rated != known])
             weights["agree"][order] = w
@@ -918,6 +951,30 @@ class GnnEstimator:
                 if p.probe == MEASURED and p.model_id in self.model_index
             }
         return _Query(inputs, anchor, similarity, measured)
+
+    def edge_kind(self, probes: Sequence[ProbeRecord]) -> str | None:
+        """The probe kind that becomes edges: the kind learnt from, else a proxy of measured scores.
+
+        An estimator that learnt from measured scores ("score") also takes a proxy kind (XRD finders'
+        agreement with each other): both rank models on the query, and edges only use that ranking (z
+        among the probed). A proxy is never returned as the model's score.
+        """
+        if not self.config.probes:
+            return None
+        kinds = {p.probe for p in probes if p.model_id in self.model_index}
+        if self.probe_kind in kinds:
+            return self.probe_kind
+        if self.probe_kind == MEASURED:
+            proxies = sorted(k for k in kinds if k in PROXY_KINDS)
+            return proxies[0] if proxies else None
+        return None
+
+    def probes_used(self, probes: Sequence[ProbeRecord], *, known_dataset: str | None = None) -> int:
+        """How many probed models `predict` turns into probe edges (none on the transductive path)."""
+        if known_dataset in self.dataset_ids:
+            return 0
+        kind = self.edge_kind(probes)
+        return len({p.model_id for p in probes if p.probe == kind and p.model_id in self.model_index})
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of z for every model, through ONNX Runtime when serving from ONNX, else torch."""
@@ -961,8 +1018,18 @@ class GnnEstimator:
         (probe "score") are also returned as the model's score.
         """
         own = self.node_index.get(known_dataset) if known_dataset in self.dataset_ids else None
+        own_records: set[int] = set()
         if own is not None:
-            return self._transductive(own)
+            observed = np.nonzero(self.has[own])[0]
+            if len(observed) >= _OWN_SCALE_RECORDS:
+                return self._transductive(own)
+            # Too few records to know the dataset's own score scale: predict it as a new node from its
+            # neighbours and let its records calibrate the rest, as measured probes do.
+            own_records = {int(j) for j in observed}
+            records = [
+                ProbeRecord(self.model_ids[j], self.nodes[own], MEASURED, float(self.scores[own, j])) for j in observed
+            ]
+            probes = [*records, *(p for p in probes if p.probe != MEASURED or p.model_id not in self.model_index)]
         q = self.query(features, known_dataset=known_dataset, distances=distances, probes=probes)
         mean_z, std_z = self.run(q.inputs)
         anchor_mean = float(q.anchor @ self.row_mean[self.rated])
@@ -979,7 +1046,12 @@ class GnnEstimator:
         for j, model_id in enumerate(self.model_ids):
             if j in q.measured:
                 score = q.measured[j]
-                out.append(Prediction(model_id, score, 0.0, [], f"probed: measured {score:.3g} on this dataset"))
+                why = (
+                    f"measured {score:.3g} on this very dataset ({known_dataset})"
+                    if j in own_records
+                    else f"probed: measured {score:.3g} on this dataset"
+                )
+                out.append(Prediction(model_id, score, 0.0, [], why))
                 continue
             evidence = self._evidence(j, q.similarity)
             out.append(

@@ -1,0 +1,435 @@
+"""Probes: cheap, bounded real measurements of candidate models on the query's own data.
+
+The recommender's probe-selector names the models worth measuring; this module measures them where the
+upload is (the query service), and each measurement becomes a virtual probe edge of the query node. A
+probe is optional evidence: a model that cannot be measured in time, or at all, is simply left out.
+
+What a probe measures, per modality:
+- tabular (kind "score", TabZoo settings): the library's own metric, balanced accuracy by the library's
+  `FOLDS`-fold stratified CV (`modsnet.zoo.tabular.evaluate`), on a stratified sample of at most
+  `SAMPLE_ROWS` labelled rows (plus a few to keep each class at `FOLDS` rows). Needs the target column;
+  classes with fewer than `FOLDS` rows are dropped and at least two classes must remain. The sample keeps
+  one fit to a fraction of a second for most settings, so several probes fit in a search's budget.
+- XRD (kind "agreement", finders with an artifact): there is no ground truth for an uploaded scan, so a
+  finder is scored by how well its peaks agree with the consensus of the probed finders: peak F1 within
+  ±`TOLERANCE_DEG` 2θ against the consensus peaks (see `_consensus`), averaged over the first
+  `MAX_SCANS` scans of the exemplar's (seeded) sample. Agreement needs at least `MIN_FINDERS` finders
+  (two finders agreeing says nothing about which is right); the value is relative to the probed set,
+  which is how probe edges are used (z-scored among the probed models of one kind).
+
+Bounds, because the user waits for the search: the call stops starting probes once `budget_seconds` are
+spent. A tabular probe gets at most min(`PROBE_LIMIT_S`, remaining budget), split over its `FOLDS` fits;
+a fit past its share is interrupted and the probe left out, in the main thread (SIGALRM, by `evaluate`)
+and in a worker thread alike. An XRD finder is checked between scans and dropped if the budget ran out
+while it ran; scans longer than `MAX_SCAN_POINTS` are not probed (a finder's cost grows with the points).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import functools
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modsnet.graph import LibraryInfo, ModelNode
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modsnet.exemplar import Exemplar
+    from modsnet.zoo.tabular import ModelSetting
+
+__all__ = [
+    "KIND_AGREEMENT",
+    "KIND_SCORE",
+    "MAX_SCANS",
+    "MIN_FINDERS",
+    "PROBE_LIMIT_S",
+    "SAMPLE_ROWS",
+    "TOLERANCE_DEG",
+    "ProbeMeasurement",
+    "can_probe",
+    "measure",
+    "needs_artifact",
+]
+
+KIND_SCORE = "score"  # the library's own metric measured on a sample of the query (probes.MEASURED)
+KIND_AGREEMENT = "agreement"  # XRD: agreement of a finder's peaks with the consensus of the probed finders
+
+SAMPLE_ROWS = 300  # tabular: rows drawn for a probe
+PROBE_LIMIT_S = 5.0  # tabular: most seconds one probe may take
+MAX_SCANS = 5  # XRD: scans each finder runs on
+MAX_SCAN_POINTS = 200_000  # XRD: longer scans are not probed
+TOLERANCE_DEG = 0.1  # XRD: peaks match within ± this many degrees 2θ (the library's scoring tolerance)
+MIN_FINDERS = 3  # XRD: fewer measured finders give no agreement probes
+
+_TABULAR_METRIC = "balanced_accuracy"
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProbeMeasurement:
+    model_id: str
+    kind: str
+    value: float
+    seconds: float  # wall time this probe took (reported to the user as its cost)
+    detail: str  # one human line, e.g. "balanced accuracy 0.710 by 3-fold CV on 300 of 462 rows"
+
+
+def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
+    """True when this module knows how to measure `model` on a query of `library`.
+
+    Tabular: a TabZoo setting that `model_settings()` rebuilds. The library must be tabular with the
+    TabZoo metric, and where its models.csv describes the model (estimator, params, preprocessing) the
+    description must be this version's setting, so a library under another name built by
+    `modsnet.zoo.tabular` qualifies and a model of another library that merely shares an id does not.
+    Without such columns only a library named 'tabzoo' qualifies. XRD: any model with an artifact.
+    """
+    modality = library.meta.get("modality")
+    if modality == "xrd":
+        return bool(model.artifact_blob_id)
+    if modality == "tabular":
+        return _tabzoo_setting(library, model) is not None
+    return False
+
+
+def needs_artifact(library: LibraryInfo) -> bool:
+    """Whether a probe needs the model's artifact bytes (an XRD finder is its artifact; TabZoo is rebuilt)."""
+    return library.meta.get("modality") == "xrd"
+
+
+def measure(
+    library: LibraryInfo,
+    exemplar: Exemplar,
+    models: Sequence[tuple[ModelNode, bytes | None]],
+    *,
+    budget_seconds: float = 10.0,
+    seed: int = 0,
+) -> list[ProbeMeasurement]:
+    """Measure each model (in the given order) until the time budget is spent.
+
+    Models not measured (budget spent, not probeable, a failure such as a fit error or a timeout) are left
+    out: a probe is optional evidence, never an error for the search. Raises nothing for bad models or
+    data; failures are logged at debug level.
+    """
+    started = time.perf_counter()
+    if budget_seconds <= 0 or not models:
+        return []
+    modality = library.meta.get("modality")
+    if exemplar.modality != modality:
+        _log.debug("no probes: a %s exemplar for %s library %r", exemplar.modality, modality, library.name)
+        return []
+    try:
+        if modality == "tabular":
+            return _measure_tabular(library, exemplar, models, started + budget_seconds, seed)
+        if modality == "xrd":
+            return _measure_xrd(library, exemplar, models, started + budget_seconds)
+    except Exception:  # evidence, not a requirement: an unexpected failure costs the probes, not the search
+        _log.debug("probing %s on library %r failed", exemplar.name, library.name, exc_info=True)
+    return []
+
+
+# ----------------------------------------------------------------------------------------------- tabular
+
+
+@functools.lru_cache(maxsize=1)
+def _settings() -> dict[str, ModelSetting]:
+    from modsnet.zoo.tabular import model_settings  # scikit-learn: only where tabular probes run
+
+    return {s.model_id: s for s in model_settings()}
+
+
+def _tabzoo_setting(library: LibraryInfo, model: ModelNode) -> ModelSetting | None:
+    if library.meta.get("modality") != "tabular" or library.meta.get("metric", _TABULAR_METRIC) != _TABULAR_METRIC:
+        return None
+    setting = _settings().get(model.model_id)
+    if setting is None:
+        return None
+    described = {k: model.metadata[k] for k in ("estimator", "params", "preprocessing") if k in model.metadata}
+    if not described:
+        return setting if library.name == "tabzoo" else None
+    from modsnet.zoo.tabular import PREPROCESSING
+
+    try:
+        params = json.loads(described["params"]) if "params" in described else dict(setting.params)
+    except (TypeError, ValueError):
+        return None
+    same = (
+        described.get("estimator", setting.estimator) == setting.estimator
+        and _canonical(params) == _canonical(dict(setting.params))
+        and described.get("preprocessing", PREPROCESSING) == PREPROCESSING
+    )
+    return setting if same else None
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(params, sort_keys=True)  # tuples and lists alike, as models.csv writes them
+
+
+def _probe_sample(exemplar: Exemplar, seed: int) -> pd.DataFrame | None:
+    """The stratified sample a tabular probe fits on, target renamed to TARGET; None when it cannot be CV'd."""
+    import pandas as pd
+
+    from modsnet.features.tabular import stratified_sample
+    from modsnet.zoo.tabular import FOLDS, TARGET
+
+    table, target = exemplar.table, exemplar.target
+    if table is None or not target or target not in table.columns:
+        return None
+    if target != TARGET and TARGET in table.columns:  # a feature that happens to be called like the target
+        table = table.rename(columns={TARGET: _unused_name(table.columns, TARGET)})
+    table = table.rename(columns={target: TARGET})
+    codes, _ = pd.factorize(table[TARGET])  # -1 for a missing label: never sampled
+    sample = table.iloc[stratified_sample(codes, SAMPLE_ROWS, seed, min_per_class=FOLDS)]
+    counts = sample[TARGET].value_counts()
+    sample = sample[sample[TARGET].isin(counts.index[counts >= FOLDS])].reset_index(drop=True)
+    return sample if sample[TARGET].nunique() >= 2 else None
+
+
+def _unused_name(columns: Any, base: str) -> str:
+    taken = {str(c) for c in columns}
+    number = 1
+    while f"{base}_{number}" in taken:
+        number += 1
+    return f"{base}_{number}"
+
+
+def _measure_tabular(
+    library: LibraryInfo,
+    exemplar: Exemplar,
+    models: Sequence[tuple[ModelNode, bytes | None]],
+    deadline: float,
+    seed: int,
+) -> list[ProbeMeasurement]:
+    from threadpoolctl import threadpool_limits
+
+    from modsnet.zoo.tabular import FOLDS
+
+    settings = [(model, _tabzoo_setting(library, model)) for model, _ in models]
+    if not any(setting for _, setting in settings):
+        return []
+    sample = _probe_sample(exemplar, seed)
+    if sample is None:
+        _log.debug("no tabular probes on %s: no target, or fewer than two classes of %d rows", exemplar.name, FOLDS)
+        return []
+    # evaluate() bounds fits with SIGALRM, which Python allows only in the main thread; the query service
+    # probes from gRPC worker threads, where its twin below bounds them by an asynchronous exception.
+    in_main = threading.current_thread() is threading.main_thread()
+    # One OpenMP thread (histogram boosting), as the library was measured: concurrent searches are the
+    # parallelism, and OpenMP threads spinning on a busy node made a 0.4 s probe miss its 1.7 s fits.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _probe_settings(settings, sample, exemplar, deadline, seed, in_main)
+
+
+def _probe_settings(
+    settings: list[tuple[ModelNode, ModelSetting | None]],
+    sample: pd.DataFrame,
+    exemplar: Exemplar,
+    deadline: float,
+    seed: int,
+    in_main: bool,
+) -> list[ProbeMeasurement]:
+    from modsnet.zoo.tabular import FOLDS, evaluate
+
+    results = []
+    for model, setting in settings:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        if setting is None:
+            _log.debug("not probed: %s is not a setting this version rebuilds", model.model_id)
+            continue
+        limit = min(PROBE_LIMIT_S, remaining)
+        started = time.perf_counter()
+        # evaluate()'s timeout is per fit: a share of the limit each keeps the probe's fits within it.
+        if in_main:
+            result = evaluate(setting, sample, seed=seed, timeout=limit / FOLDS)
+        else:
+            result = _evaluate_in_thread(setting, sample, seed=seed, timeout=limit / FOLDS)
+        seconds = time.perf_counter() - started
+        if result.get("status") != "ok":
+            _log.debug("not probed: %s %s (%s)", model.model_id, result.get("status"), result.get("error", ""))
+            continue
+        value = float(result["score"])
+        results.append(
+            ProbeMeasurement(
+                model.model_id,
+                KIND_SCORE,
+                value,
+                seconds,
+                f"balanced accuracy {value:.3f} by {FOLDS}-fold CV on {len(sample)} of {exemplar.n_items} rows",
+            )
+        )
+    return results
+
+
+class _ThreadTimeout(BaseException):
+    """A fit ran past its limit off the main thread (a BaseException, as evaluate()'s own timeout)."""
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise `exc` in the thread at its next bytecode; None withdraws one not yet raised (CPython API)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+
+
+@contextmanager
+def _thread_time_limit(seconds: float) -> Iterator[None]:
+    """`_time_limit` for any thread: a timer raises `_ThreadTimeout` in this thread after `seconds`.
+
+    Like SIGALRM, the exception lands between Python bytecodes, so it interrupts the Python-level loops
+    of boosting, forests and MLP epochs, and one long C call only when it returns (short on a probe's
+    sample). The lock makes sure no exception is raised, or left pending, once the block is left.
+    """
+    target, lock, state = threading.get_ident(), threading.Lock(), {"armed": True, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if state["armed"]:
+                state["fired"] = True
+                _set_async_exc(target, _ThreadTimeout)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["armed"] = False
+            if state["fired"]:
+                _set_async_exc(target, None)  # fired but not yet raised: withdraw it
+        timer.cancel()
+
+
+def _evaluate_in_thread(setting: ModelSetting, data: pd.DataFrame, *, seed: int, timeout: float) -> dict[str, Any]:
+    """`modsnet.zoo.tabular.evaluate` for a thread that is not the main one: the same folds, pipeline and
+    metric, each fit bounded by `_thread_time_limit`; returns only what a probe reads (status, score)."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    from modsnet.features.tabular import feature_columns
+    from modsnet.zoo.tabular import FOLDS, TARGET
+
+    numeric, categorical = feature_columns(data, TARGET)
+    x = data[numeric + categorical]
+    y = data[TARGET].to_numpy()
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    balanced = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter, as in evaluate()
+            for train, test in folds.split(x, y):
+                model = setting.build(numeric, categorical)
+                with _thread_time_limit(timeout):
+                    model.fit(x.iloc[train], y[train])
+                balanced.append(balanced_accuracy_score(y[test], model.predict(x.iloc[test])))
+    except _ThreadTimeout:
+        return {"status": "timeout"}
+    except Exception as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return {"status": "ok", "score": float(np.mean(balanced))}
+
+
+# ----------------------------------------------------------------------------------------------- XRD
+
+
+def _measure_xrd(
+    library: LibraryInfo,
+    exemplar: Exemplar,
+    models: Sequence[tuple[ModelNode, bytes | None]],
+    deadline: float,
+) -> list[ProbeMeasurement]:
+    from modsnet.zoo.peaks import f1_at_tolerance, load_finder
+
+    scans = [s for s in exemplar.scans if 0 < len(s.two_theta) <= MAX_SCAN_POINTS][:MAX_SCANS]
+    if not scans:
+        return []
+    found: list[tuple[ModelNode, list[np.ndarray], float]] = []  # model, peaks per scan, seconds
+    for model, artifact in models:
+        if time.perf_counter() >= deadline:
+            break
+        if not model.artifact_blob_id or not artifact:
+            _log.debug("not probed: %s has no artifact", model.model_id)
+            continue
+        started = time.perf_counter()
+        peaks: list[np.ndarray] = []
+        try:
+            finder = load_finder(artifact)
+            for scan in scans:
+                if time.perf_counter() > deadline:
+                    break
+                peaks.append(np.sort(np.asarray(finder.find(scan.two_theta, scan.intensity), dtype=float).ravel()))
+        except Exception:  # a finder from storage fails in any way: one probe fewer
+            _log.debug("not probed: %s failed", model.model_id, exc_info=True)
+            continue
+        if len(peaks) < len(scans):  # the budget ran out while it ran: a finder on some scans only is no probe
+            _log.debug("not probed: %s ran past the probe budget", model.model_id)
+            break
+        found.append((model, peaks, time.perf_counter() - started))
+    if len(found) < MIN_FINDERS:
+        _log.debug("no agreement probes: %d finders measured, %d needed", len(found), MIN_FINDERS)
+        return []
+    consensus = [_consensus([peaks[i] for _, peaks, _ in found]) for i in range(len(scans))]
+    results = []
+    for model, peaks, seconds in found:
+        value = float(np.mean([f1_at_tolerance(p, c, TOLERANCE_DEG) for p, c in zip(peaks, consensus, strict=True)]))
+        results.append(
+            ProbeMeasurement(
+                model.model_id,
+                KIND_AGREEMENT,
+                value,
+                seconds,
+                f"peak agreement {value:.3f}: mean F1 (±{TOLERANCE_DEG:g}° 2θ) with the consensus of "
+                f"{len(found)} probed finders on {len(scans)} of {exemplar.n_items} scans",
+            )
+        )
+    return results
+
+
+def _consensus(peak_sets: Sequence[np.ndarray], tol: float = TOLERANCE_DEG) -> np.ndarray:
+    """The peaks at least half of the finders agree on (sorted 2θ positions).
+
+    Every peak a finder reports is a candidate; its support is the number of finders (itself included)
+    with a peak within ±`tol` of it. Candidates with support ≥ half the finders are taken strongest first
+    (most support, then the tightest agreement, then lowest 2θ), and one within `tol` of a candidate
+    already taken is the same peak, so it is dropped. A consensus peak lies at the median of the
+    supporting finders' nearest peaks. The window is fixed around each candidate rather than chained
+    from peak to peak, so a finder reporting every noise wiggle cannot merge neighbouring peaks into one.
+    """
+    sets = [np.sort(np.asarray(p, dtype=float).ravel()) for p in peak_sets]
+    candidates = np.concatenate(sets) if sets else np.empty(0)
+    if not len(candidates):
+        return np.empty(0)
+    nearest = np.full((len(sets), len(candidates)), np.nan)
+    for row, peaks in enumerate(sets):
+        if not len(peaks):
+            continue
+        k = np.searchsorted(peaks, candidates)
+        left, right = peaks[np.clip(k - 1, 0, len(peaks) - 1)], peaks[np.clip(k, 0, len(peaks) - 1)]
+        closest = np.where(candidates - left <= right - candidates, left, right)
+        nearest[row] = np.where(np.abs(closest - candidates) <= tol, closest, np.nan)
+    present = ~np.isnan(nearest)
+    support = present.sum(axis=0)
+    spread = np.where(present, np.abs(nearest - candidates), 0.0).sum(axis=0) / np.maximum(support, 1)
+    agreed = np.flatnonzero(2 * support >= len(sets))
+    order = agreed[np.lexsort((candidates[agreed], spread[agreed], -support[agreed]))]
+    taken: list[float] = []
+    positions = []
+    for j in order:
+        c = float(candidates[j])
+        at = bisect.bisect_left(taken, c)
+        if (at < len(taken) and taken[at] - c <= tol) or (at > 0 and c - taken[at - 1] <= tol):
+            continue
+        taken.insert(at, c)
+        positions.append(float(np.median(nearest[present[:, j], j])))
+    return np.sort(np.asarray(positions)) if positions else np.empty(0)

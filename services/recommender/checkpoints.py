@@ -1,0 +1,86 @@
+"""Estimator checkpoints in the storage service: the trained weights of a library's GNN and what they fit.
+
+A checkpoint is one blob (`torch.save` of plain containers and tensors, read back with
+`weights_only=True`, so loading one never runs code) named by the pointer `estimators/<library>/<name>`.
+It keeps only what training produced: the members' parameters, the config, and the graph they were
+trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
+rebuilt from the graph when it is loaded, which is also how trained weights serve a newer graph version
+of the same import without a refit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from modsnet.clients import StorageClient
+from modsnet.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+FORMAT = "modsnet-estimator-checkpoint/1"
+
+
+def pointer_name(library: str, estimator: str) -> str:
+    return f"estimators/{library}/{estimator.replace('/', '-')}"
+
+
+def models_digest(model_ids: Sequence[str]) -> str:
+    """Which models, in which order, the weights score: a checkpoint of other models is not used."""
+    return hashlib.sha256("\n".join(model_ids).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    library: str
+    estimator: str
+    bundle_blob_id: str  # the import the weights were trained on (content address of its bundle)
+    models_digest: str
+    graph_version: int  # trained at
+    interactions: int  # in the graph at that version
+    trained_unix: float
+    train_seconds: float
+    config: dict[str, Any]
+    weights: list[dict[str, torch.Tensor]]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"format": FORMAT, **self.__dict__}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Checkpoint:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        if not isinstance(state, dict) or state.pop("format", None) != FORMAT:
+            raise ValueError(f"not a {FORMAT} blob")
+        return cls(**state)
+
+
+def save(storage: StorageClient, checkpoint: Checkpoint) -> str:
+    """Store the checkpoint and point `estimators/<library>/<name>` at it; the blob id."""
+    blob = storage.put_bytes(checkpoint.to_bytes(), name=f"{checkpoint.library}-checkpoint.pt")
+    storage.set_pointer(pointer_name(checkpoint.library, checkpoint.estimator), blob.blob_id)
+    return blob.blob_id
+
+
+def load(storage: StorageClient, library: str, estimator: str) -> Checkpoint | None:
+    """The library's latest checkpoint, or None when there is none or it cannot be read (then: retrain)."""
+    try:
+        blob_id = storage.get_pointer(pointer_name(library, estimator))
+        checkpoint = Checkpoint.from_bytes(storage.get_bytes(blob_id))
+    except NotFound:
+        return None
+    except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        log.warning("checkpoint of %s unreadable (%s): training anew", library, error)
+        return None
+    if checkpoint.library != library or checkpoint.estimator != estimator:
+        log.warning("checkpoint under %s is for %s/%s: ignored", library, checkpoint.library, checkpoint.estimator)
+        return None
+    return checkpoint

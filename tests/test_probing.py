@@ -1,0 +1,253 @@
+"""Probes measure candidate models on the query's own data: within bounds, in any thread, never failing.
+
+Tabular probes run TabZoo settings on a generated table with a planted signal; XRD probes run the committed
+XRDZoo finders (read from the bundle as the service reads them: bytes) on planted scans whose true peaks
+are known, and on a real measured scan where one can be had (pypowder's, as in test_exemplars).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modsnet.exemplar import Exemplar, load_exemplar
+from modsnet.features.xrd import Scan
+from modsnet.graph import LibraryInfo, ModelNode
+from modsnet.probing import (
+    KIND_AGREEMENT,
+    KIND_SCORE,
+    SAMPLE_ROWS,
+    ProbeMeasurement,
+    can_probe,
+    measure,
+    needs_artifact,
+)
+from modsnet.zoo.peaks import f1_at_tolerance, load_finder
+from modsnet.zoo.tabular import model_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+XRDZOO_BUNDLE = ROOT / "modsnet" / "libraries" / "xrdzoo"
+TABZOO = LibraryInfo("tabzoo", {"modality": "tabular", "metric": "balanced_accuracy"}, 44, 42, 0, 1, "", 0.0)
+XRDZOO = LibraryInfo("xrdzoo", {"modality": "xrd", "metric": "peak_f1"}, 308, 270, 0, 1, "", 0.0)
+STRONG, WEAK = "rf-n100-dfull", "tree-d1"  # a forest sees the planted interaction, a stump cannot
+EVERYTHING = {"kind": "find_peaks", "prominence": 0.0}  # every local maximum: each noise wiggle is a peak
+NOTHING = {"kind": "find_peaks", "prominence": 2.0}  # more than the scaled scan's whole range: no peak
+
+_T = TypeVar("_T")
+
+
+def _in_thread(work: Callable[[], _T]) -> _T:
+    """Run `work` in a worker thread, as the query service's gRPC handlers run probes."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(work()))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+# ----------------------------------------------------------------------------------------------- tabular
+
+
+@pytest.fixture(scope="module")
+def planted_table() -> Exemplar:
+    """462 rows whose label is the sign of x0·x1 (an interaction, 5% flipped), with a categorical column,
+    missing values and a numeric feature called 'class' beside the real target 'label'."""
+    rng = np.random.default_rng(3)
+    rows = 462
+    x = rng.normal(size=(rows, 6))
+    label = np.where(x[:, 0] * x[:, 1] > 0, "same", "opposite")
+    flip = rng.random(rows) < 0.05
+    label[flip] = np.where(label[flip] == "same", "opposite", "same")
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(6)])
+    table.loc[rng.random(rows) < 0.05, "x3"] = np.nan
+    table["colour"] = rng.choice(["red", "green", "blue"], rows)
+    table["class"] = rng.normal(size=rows)
+    table["label"] = label
+    return Exemplar("tabular", "planted.csv", rows, table=table, target="label")
+
+
+def _tabzoo(*ids: str) -> list[tuple[ModelNode, bytes | None]]:
+    return [(ModelNode("tabzoo", model_id, {}), None) for model_id in ids]
+
+
+def test_a_strong_setting_probes_higher_than_a_weak_one(planted_table: Exemplar) -> None:
+    known = {s.model_id for s in model_settings()}
+    assert {STRONG, WEAK, "gaussian-nb"} <= known
+    probes = measure(TABZOO, planted_table, _tabzoo(STRONG, WEAK, "gaussian-nb"), budget_seconds=20)
+    by_id = {p.model_id: p for p in probes}
+    assert list(by_id) == [STRONG, WEAK, "gaussian-nb"]  # in the order given
+    assert all(p.kind == KIND_SCORE and 0 <= p.value <= 1 and 0 < p.seconds < 5 for p in probes)
+    assert by_id[STRONG].value > 0.7 and by_id[STRONG].value > by_id[WEAK].value + 0.15
+    assert by_id[STRONG].detail == (
+        f"balanced accuracy {by_id[STRONG].value:.3f} by 3-fold CV on {SAMPLE_ROWS} of 462 rows"
+    )
+
+
+def test_a_worker_thread_measures_the_same_as_the_main_thread(planted_table: Exemplar) -> None:
+    """evaluate() needs SIGALRM (main thread only); the service probes from worker threads."""
+    models = _tabzoo(STRONG, WEAK, "hgb-i50-l15-lr0.1")
+    in_main = measure(TABZOO, planted_table, models, budget_seconds=20)
+    in_worker = _in_thread(lambda: measure(TABZOO, planted_table, models, budget_seconds=20))
+    assert [(p.model_id, p.value) for p in in_worker] == [(p.model_id, p.value) for p in in_main]
+    assert len(in_main) == 3
+
+
+@pytest.mark.parametrize("where", ["main", "worker"])
+def test_a_probe_past_its_limit_is_cut_short_and_left_out(planted_table: Exemplar, where: str) -> None:
+    """200 boosting stages take longer than a 0.15 s budget allows: interrupted in either thread, not waited for."""
+    slow = _tabzoo("gb-n200-d2-lr0.05", "mlp-h64x32-a0.0001")
+
+    def probe() -> tuple[list[ProbeMeasurement], float]:
+        started = time.perf_counter()
+        return measure(TABZOO, planted_table, slow, budget_seconds=0.15), time.perf_counter() - started
+
+    probes, seconds = probe() if where == "main" else _in_thread(probe)
+    assert probes == [] and seconds < 1.5
+
+
+def test_no_target_or_no_budget_gives_no_probes(planted_table: Exemplar) -> None:
+    models = _tabzoo(STRONG, WEAK)
+    unlabelled = Exemplar("tabular", "planted.csv", 462, table=planted_table.table, target="")
+    assert measure(TABZOO, unlabelled, models) == []
+    assert measure(TABZOO, planted_table, models, budget_seconds=0) == []
+    assert planted_table.table is not None
+    one_class = planted_table.table.assign(label="same")
+    assert measure(TABZOO, Exemplar("tabular", "x.csv", 462, table=one_class, target="label"), models) == []
+
+
+def test_unknown_or_unprobeable_models_are_skipped(planted_table: Exemplar) -> None:
+    models = [(ModelNode("tabzoo", "no-such-setting", {}), None), *_tabzoo(WEAK)]
+    assert [p.model_id for p in measure(TABZOO, planted_table, models)] == [WEAK]
+
+
+def test_which_tabular_models_can_be_probed() -> None:
+    # Model metadata as the knowledge store keeps it: the models.csv row, less the id, as strings.
+    table = pd.read_csv(ROOT / "modsnet" / "libraries" / "tabzoo" / "models.csv", dtype=str).set_index("model_id")
+    rows = {model_id: dict(row) for model_id, row in table.iterrows()}
+    assert can_probe(TABZOO, ModelNode("tabzoo", STRONG, rows[STRONG]))
+    assert can_probe(TABZOO, ModelNode("tabzoo", WEAK, {}))
+    assert not can_probe(TABZOO, ModelNode("tabzoo", "xgboost-1", {}))
+    # TabZoo rebuilt under another name: its models.csv says they are this version's settings.
+    renamed = LibraryInfo("tabzoo-2", TABZOO.meta, 44, 42, 0, 1, "", 0.0)
+    assert can_probe(renamed, ModelNode("tabzoo-2", STRONG, rows[STRONG]))
+    # Another tabular library: an id that is a TabZoo setting's name but another model, or undescribed.
+    other = LibraryInfo("openml-cc18", {"modality": "tabular", "metric": "balanced_accuracy"}, 1, 1, 0, 1, "", 0.0)
+    assert not can_probe(other, ModelNode("openml-cc18", "knn-k5", {"estimator": "XGBClassifier", "params": "{}"}))
+    assert not can_probe(other, ModelNode("openml-cc18", "knn-k5", {}))
+    changed = {**rows["knn-k5"], "params": json.dumps({"n_neighbors": 7, "weights": "uniform"})}
+    assert not can_probe(renamed, ModelNode("tabzoo-2", "knn-k5", changed))
+    other_metric = LibraryInfo("tabzoo", {"modality": "tabular", "metric": "accuracy"}, 1, 1, 0, 1, "", 0.0)
+    assert not can_probe(other_metric, ModelNode("tabzoo", WEAK, {}))
+    assert not needs_artifact(TABZOO)
+
+
+# ----------------------------------------------------------------------------------------------- XRD
+
+
+PLANTED = (
+    np.array([15.3, 21.7, 28.2, 33.9, 38.45, 44.1, 50.6, 55.25, 61.8, 67.3, 72.9, 77.05]),
+    np.array([18.1, 26.4, 31.0, 36.7, 43.3, 52.8, 57.6, 64.2, 70.1]),
+    np.array([12.5, 19.9, 24.35, 29.8, 35.5, 41.2, 47.75, 53.3, 59.9, 66.6, 74.4]),
+)
+
+
+@pytest.fixture(scope="module")
+def planted_scans() -> Exemplar:
+    """Three Cu Kα scans with known Gaussian peaks on sloping backgrounds, with Poisson counting noise."""
+    rng = np.random.default_rng(7)
+    x = np.round(np.arange(10.0, 80.0 + 1e-9, 0.02), 4)
+    scans = []
+    for peaks in PLANTED:
+        expected = 60 + 30 * (x - 10) / 70
+        for centre, height in zip(peaks, rng.uniform(300, 3000, len(peaks)), strict=True):
+            expected = expected + height * np.exp(-4 * math.log(2) * ((x - centre) / 0.15) ** 2)
+        scans.append(Scan(x, rng.poisson(expected).astype(float), 1.5406, {"format": "xy"}))
+    return Exemplar("xrd", "planted.zip", len(scans), scans=tuple(scans))
+
+
+@pytest.fixture(scope="module")
+def finders() -> list[tuple[ModelNode, bytes | None]]:
+    """The committed XRDZoo's best finder (mean score) of each family, as (node, artifact bytes)."""
+    models = pd.read_csv(XRDZOO_BUNDLE / "models.csv").set_index("model_id")
+    mean = pd.read_csv(XRDZOO_BUNDLE / "interactions.csv").groupby("model_id")["score"].mean()
+    chosen: list[tuple[ModelNode, bytes | None]] = []
+    for family in ("cnn", "find_peaks", "derivative", "cwt"):
+        best = mean[models.loc[mean.index, "family"] == family].idxmax()
+        artifact = str(models.loc[best, "artifact"])
+        data = (XRDZOO_BUNDLE / "artifacts" / artifact).read_bytes()  # what storage hands the service
+        chosen.append((ModelNode("xrdzoo", best, {}, artifact_blob_id=f"blob-{artifact}"), data))
+    return chosen
+
+
+def _spec(name: str, spec: dict[str, Any]) -> tuple[ModelNode, bytes | None]:
+    return ModelNode("xrdzoo", name, {}, artifact_blob_id=f"blob-{name}"), json.dumps(spec).encode()
+
+
+def _check_agreement(probes: list[ProbeMeasurement], good: list[str]) -> dict[str, float]:
+    value = {p.model_id: p.value for p in probes}
+    assert all(p.kind == KIND_AGREEMENT and 0 <= p.value <= 1 and p.seconds >= 0 for p in probes)
+    assert max(value[m] for m in good) > 0.5
+    assert max(value["everything"], value["nothing"]) < min(value[m] for m in good)
+    return value
+
+
+def test_finders_agreeing_with_the_consensus_score_high_and_bad_ones_low(
+    planted_scans: Exemplar, finders: list[tuple[ModelNode, bytes | None]]
+) -> None:
+    models = [*finders, _spec("everything", EVERYTHING), _spec("nothing", NOTHING)]
+    probes = measure(XRDZOO, planted_scans, models, budget_seconds=20)
+    assert [p.model_id for p in probes] == [m.model_id for m, _ in models]
+    good = [m.model_id for m, _ in finders]
+    value = _check_agreement(probes, good)
+    assert "consensus of 6 probed finders on 3 of 3 scans" in probes[0].detail
+    # On planted scans the truth is known: agreement ranks the finders as their real F1 does, roughly.
+    truth = {}
+    for model, artifact in models:
+        assert artifact is not None
+        finder = load_finder(artifact)
+        found = [finder.find(s.two_theta, s.intensity) for s in planted_scans.scans]
+        truth[model.model_id] = np.mean([f1_at_tolerance(f, t, 0.1) for f, t in zip(found, PLANTED, strict=True)])
+    assert max(value, key=value.__getitem__) in {m for m in good if truth[m] >= 0.9}
+    assert np.corrcoef([value[m] for m in value], [truth[m] for m in value])[0, 1] > 0.9
+
+
+def test_agreement_needs_three_finders(planted_scans: Exemplar, finders: list[tuple[ModelNode, bytes | None]]) -> None:
+    assert measure(XRDZOO, planted_scans, finders[:2]) == []
+    broken = (ModelNode("xrdzoo", "broken", {}, artifact_blob_id="blob-broken"), b"not an onnx model")
+    no_artifact = (ModelNode("xrdzoo", "bare", {}), None)
+    assert measure(XRDZOO, planted_scans, [*finders[:2], broken, no_artifact]) == []
+    assert len(measure(XRDZOO, planted_scans, [*finders[:3], broken])) == 3
+    assert measure(XRDZOO, planted_scans, finders, budget_seconds=0) == []
+
+
+def test_a_real_scan_in_a_worker_thread(finders: list[tuple[ModelNode, bytes | None]]) -> None:
+    """pypowder's measured pattern (ASG1_1, 4,999 points), probed as the service probes: from a worker thread."""
+    from test_exemplars import _sdist  # the shared download cache of the real-file tests
+
+    exemplar = load_exemplar(_sdist("pypowder", "1.0") / "tests" / "ASG1_1.xy", name="ASG1_1.xy")
+    models = [*finders, _spec("everything", EVERYTHING), _spec("nothing", NOTHING)]
+    probes = _in_thread(lambda: measure(XRDZOO, exemplar, models, budget_seconds=20))
+    assert len(probes) == len(models)
+    _check_agreement(probes, [m.model_id for m, _ in finders])
+
+
+def test_which_xrd_models_can_be_probed(finders: list[tuple[ModelNode, bytes | None]]) -> None:
+    assert can_probe(XRDZOO, finders[0][0]) and needs_artifact(XRDZOO)
+    assert not can_probe(XRDZOO, ModelNode("xrdzoo", "bare", {}))
+    text = LibraryInfo("textzoo", {"modality": "text"}, 1, 1, 0, 1, "", 0.0)
+    assert not can_probe(text, ModelNode("textzoo", "m", {}, artifact_blob_id="blob")) and not needs_artifact(text)
+
+
+def test_a_query_of_another_modality_gives_no_probes(
+    planted_table: Exemplar, finders: list[tuple[ModelNode, bytes | None]]
+) -> None:
+    assert measure(XRDZOO, planted_table, finders) == []
