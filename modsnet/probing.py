@@ -93,11 +93,13 @@ def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
     TabZoo metric, and where its models.csv describes the model (estimator, params, preprocessing) the
     description must be this version's setting, so a library under another name built by
     `modsnet.zoo.tabular` qualifies and a model of another library that merely shares an id does not.
-    Without such columns only a library named 'tabzoo' qualifies. XRD: any model with an artifact.
+    Without such columns only a library named 'tabzoo' qualifies. XRD: any model with an artifact (a
+    resolved blob, or the bundle's `artifact` path that `get_model` resolves).
     """
     modality = library.meta.get("modality")
     if modality == "xrd":
-        return bool(model.artifact_blob_id)
+        # Graph snapshots name the artifact (metadata `artifact`); `get_model` resolves it to a blob.
+        return bool(model.artifact_blob_id or model.metadata.get("artifact"))
     if modality == "tabular":
         return _tabzoo_setting(library, model) is not None
     return False

@@ -201,6 +201,10 @@ def test_search_an_xrd_scan_then_run_the_top_finder(tmp_path: Path) -> None:
     assert searched.returncode == 0, searched.stderr
     answer = json.loads(searched.stdout)
     assert answer["library"] == "xrdzoo" and answer["dataset"]["modality"] == "xrd"
+    # Searches probe by default: the picked finders ran on this scan and their agreement became probe edges.
+    assert answer["estimator"] == "gnn/v1"
+    assert len(answer["probes"]) == 5 and answer["probes_used"] == 5
+    assert all(p["kind"] == "agreement" and 0 <= p.get("value", 0) <= 1 for p in answer["probes"])
     top = answer["models"][0]["model_id"]
     ran = modsnet("run", top, str(scan), home=env_home, builtins="xrdzoo")
     assert ran.returncode == 0, ran.stderr

@@ -243,6 +243,8 @@ def test_a_real_scan_in_a_worker_thread(finders: list[tuple[ModelNode, bytes | N
 def test_which_xrd_models_can_be_probed(finders: list[tuple[ModelNode, bytes | None]]) -> None:
     assert can_probe(XRDZOO, finders[0][0]) and needs_artifact(XRDZOO)
     assert not can_probe(XRDZOO, ModelNode("xrdzoo", "bare", {}))
+    # As a graph snapshot has it: the bundle's artifact path, resolved to a blob by `get_model` later.
+    assert can_probe(XRDZOO, ModelNode("xrdzoo", "named", {"artifact": "artifacts/named.json"}))
     text = LibraryInfo("textzoo", {"modality": "text"}, 1, 1, 0, 1, "", 0.0)
     assert not can_probe(text, ModelNode("textzoo", "m", {}, artifact_blob_id="blob")) and not needs_artifact(text)
 
