@@ -63,11 +63,12 @@ class EmbeddedCluster:
         *,
         import_builtins: bool = True,
         max_upload_bytes: int | None = None,
-        estimator: str = "gnn",
+        estimator: str | None = None,
         retrain_after: int = 20,
     ):
         self.home = Path(home)
-        self.estimator = estimator
+        # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
+        self.estimator = estimator or os.environ.get("MODSNET_ESTIMATOR") or "gnn"
         self.retrain_after = retrain_after
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
