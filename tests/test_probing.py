@@ -76,6 +76,8 @@ def planted_table() -> Exemplar:
 
 
 def _tabzoo(*ids: str) -> list[tuple[ModelNode, bytes | None]]:
+    known = {s.model_id for s in model_settings()}
+    assert set(ids) <= known, f"not TabZoo settings (any more): {sorted(set(ids) - known)}"
     return [(ModelNode("tabzoo", model_id, {}), None) for model_id in ids]
 
 
@@ -103,8 +105,8 @@ def test_a_worker_thread_measures_the_same_as_the_main_thread(planted_table: Exe
 
 @pytest.mark.parametrize("where", ["main", "worker"])
 def test_a_probe_past_its_limit_is_cut_short_and_left_out(planted_table: Exemplar, where: str) -> None:
-    """200 boosting stages take longer than a 0.15 s budget allows: interrupted in either thread, not waited for."""
-    slow = _tabzoo("gb-n200-d2-lr0.05", "mlp-h64x32-a0.0001")
+    """100 boosting iterations take longer than a 0.15 s budget allows: interrupted in either thread, not waited for."""
+    slow = _tabzoo("hgb-i100-l31-lr0.1", "mlp-h32-a0.0001")
 
     def probe() -> tuple[list[ProbeMeasurement], float]:
         started = time.perf_counter()

