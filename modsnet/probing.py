@@ -19,23 +19,20 @@ What a probe measures, per modality:
 
 Bounds, because the user waits for the search: the call stops starting probes once `budget_seconds` are
 spent. A tabular probe gets at most min(`PROBE_LIMIT_S`, remaining budget), split over its `FOLDS` fits;
-a fit past its share is interrupted and the probe left out, in the main thread (SIGALRM, by `evaluate`)
-and in a worker thread alike. An XRD finder is checked between scans and dropped if the budget ran out
-while it ran; scans longer than `MAX_SCAN_POINTS` are not probed (a finder's cost grows with the points).
+a fit past its share is interrupted and the probe left out, in the main thread and in a worker thread
+alike (`modsnet.zoo.tabular.evaluate` bounds fits in any thread). An XRD finder is checked between scans
+and dropped if the budget ran out while it ran; scans longer than `MAX_SCAN_POINTS` are not probed (a
+finder's cost grows with the points).
 """
 
 from __future__ import annotations
 
 import bisect
-import ctypes
 import functools
 import json
 import logging
-import threading
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -224,13 +221,10 @@ def _measure_tabular(
     if sample is None:
         _log.debug("no tabular probes on %s: no target, or fewer than two classes of %d rows", exemplar.name, FOLDS)
         return []
-    # evaluate() bounds fits with SIGALRM, which Python allows only in the main thread; the query service
-    # probes from gRPC worker threads, where its twin below bounds them by an asynchronous exception.
-    in_main = threading.current_thread() is threading.main_thread()
     # One OpenMP thread (histogram boosting), as the library was measured: concurrent searches are the
     # parallelism, and OpenMP threads spinning on a busy node made a 0.4 s probe miss its 1.7 s fits.
     with threadpool_limits(limits=1, user_api="openmp"):
-        return _probe_settings(settings, sample, exemplar, deadline, seed, in_main)
+        return _probe_settings(settings, sample, exemplar, deadline, seed)
 
 
 def _probe_settings(
@@ -239,7 +233,6 @@ def _probe_settings(
     exemplar: Exemplar,
     deadline: float,
     seed: int,
-    in_main: bool,
 ) -> list[ProbeMeasurement]:
     from modsnet.zoo.tabular import FOLDS, evaluate
 
@@ -253,11 +246,8 @@ def _probe_settings(
             continue
         limit = min(PROBE_LIMIT_S, remaining)
         started = time.perf_counter()
-        # evaluate()'s timeout is per fit: a share of the limit each keeps the probe's fits within it.
-        if in_main:
-            result = evaluate(setting, sample, seed=seed, timeout=limit / FOLDS)
-        else:
-            result = _evaluate_in_thread(setting, sample, seed=seed, timeout=limit / FOLDS)
+        # evaluate()'s timeout is per fit (in any thread): a share of the limit each keeps the probe within it.
+        result = evaluate(setting, sample, seed=seed, timeout=limit / FOLDS)
         seconds = time.perf_counter() - started
         if result.get("status") != "ok":
             _log.debug("not probed: %s %s (%s)", model.model_id, result.get("status"), result.get("error", ""))
@@ -273,73 +263,6 @@ def _probe_settings(
             )
         )
     return results
-
-
-class _ThreadTimeout(BaseException):
-    """A fit ran past its limit off the main thread (a BaseException, as evaluate()'s own timeout)."""
-
-
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
-    """Raise `exc` in the thread at its next bytecode; None withdraws one not yet raised (CPython API)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
-
-
-@contextmanager
-def _thread_time_limit(seconds: float) -> Iterator[None]:
-    """`_time_limit` for any thread: a timer raises `_ThreadTimeout` in this thread after `seconds`.
-
-    Like SIGALRM, the exception lands between Python bytecodes, so it interrupts the Python-level loops
-    of boosting, forests and MLP epochs, and one long C call only when it returns (short on a probe's
-    sample). The lock makes sure no exception is raised, or left pending, once the block is left.
-    """
-    target, lock, state = threading.get_ident(), threading.Lock(), {"armed": True, "fired": False}
-
-    def expire() -> None:
-        with lock:
-            if state["armed"]:
-                state["fired"] = True
-                _set_async_exc(target, _ThreadTimeout)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        with lock:
-            state["armed"] = False
-            if state["fired"]:
-                _set_async_exc(target, None)  # fired but not yet raised: withdraw it
-        timer.cancel()
-
-
-def _evaluate_in_thread(setting: ModelSetting, data: pd.DataFrame, *, seed: int, timeout: float) -> dict[str, Any]:
-    """`modsnet.zoo.tabular.evaluate` for a thread that is not the main one: the same folds, pipeline and
-    metric, each fit bounded by `_thread_time_limit`; returns only what a probe reads (status, score)."""
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold
-
-    from modsnet.features.tabular import feature_columns
-    from modsnet.zoo.tabular import FOLDS, TARGET
-
-    numeric, categorical = feature_columns(data, TARGET)
-    x = data[numeric + categorical]
-    y = data[TARGET].to_numpy()
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-    balanced = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence chatter, as in evaluate()
-            for train, test in folds.split(x, y):
-                model = setting.build(numeric, categorical)
-                with _thread_time_limit(timeout):
-                    model.fit(x.iloc[train], y[train])
-                balanced.append(balanced_accuracy_score(y[test], model.predict(x.iloc[test])))
-    except _ThreadTimeout:
-        return {"status": "timeout"}
-    except Exception as exc:
-        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-    return {"status": "ok", "score": float(np.mean(balanced))}
 
 
 # ----------------------------------------------------------------------------------------------- XRD

@@ -95,7 +95,7 @@ def test_a_strong_setting_probes_higher_than_a_weak_one(planted_table: Exemplar)
 
 
 def test_a_worker_thread_measures_the_same_as_the_main_thread(planted_table: Exemplar) -> None:
-    """evaluate() needs SIGALRM (main thread only); the service probes from worker threads."""
+    """evaluate() bounds fits by SIGALRM in the main thread and by a timer elsewhere: the same results."""
     models = _tabzoo(STRONG, WEAK, "hgb-i50-l15-lr0.1")
     in_main = measure(TABZOO, planted_table, models, budget_seconds=20)
     in_worker = _in_thread(lambda: measure(TABZOO, planted_table, models, budget_seconds=20))

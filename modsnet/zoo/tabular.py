@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
@@ -38,6 +39,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -835,12 +837,24 @@ class _FitTimeout(BaseException):
 
 @contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise `_FitTimeout` in this (main) thread after `seconds`.
+    """Raise `_FitTimeout` in this thread after `seconds`.
 
-    SIGALRM interrupts Python-level loops (boosting, forests, MLP epochs); a single long C call is only
-    interrupted when it returns, which the 1,000-row cap keeps short.
+    In the main thread (the generator's workers, the CLI) SIGALRM does it; Python allows signals nowhere
+    else, so in other threads (the query service probes from gRPC worker threads) a timer raises it
+    asynchronously (CPython's PyThreadState_SetAsyncExc). Either way it lands between Python bytecodes:
+    Python-level loops (boosting, forests, MLP epochs) are interrupted, a single long C call only when it
+    returns, which the row caps keep short.
     """
+    if threading.current_thread() is threading.main_thread():
+        with _alarm(seconds):
+            yield
+    else:
+        with _thread_timer(seconds):
+            yield
 
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: object) -> None:
         raise _FitTimeout
 
@@ -853,11 +867,40 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise `exc` in the thread at its next bytecode; None withdraws one not raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+
+
+@contextmanager
+def _thread_timer(seconds: float) -> Iterator[None]:
+    # The lock orders the timer against leaving the block: nothing is raised, or left pending, after it.
+    target, lock, state = threading.get_ident(), threading.Lock(), {"armed": True, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if state["armed"]:
+                state["fired"] = True
+                _raise_in(target, _FitTimeout)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["armed"] = False
+            if state["fired"]:
+                _raise_in(target, None)
+        timer.cancel()
+
+
 def evaluate(setting: ModelSetting, data: pd.DataFrame, *, seed: int, timeout: float) -> dict[str, Any]:
     """Score a setting on a table by stratified k-fold CV; a timeout or an error is a result, not a crash.
 
     A failed pair scores what a constant predictor would (balanced accuracy 1/n_classes, accuracy the
-    majority share), so it ranks low without being missing. Must run in a main thread (SIGALRM).
+    majority share), so it ranks low without being missing. Any thread may call it (see `_time_limit`).
     """
     numeric, categorical = feature_columns(data, TARGET)
     x = data[numeric + categorical]
