@@ -65,11 +65,13 @@ class EmbeddedCluster:
         max_upload_bytes: int | None = None,
         estimator: str | None = None,
         retrain_after: int = 20,
+        train_inline_limit: int = 250_000,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
         self.estimator = estimator or os.environ.get("MODSNET_ESTIMATOR") or "gnn"
         self.retrain_after = retrain_after
+        self.train_inline_limit = train_inline_limit
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
         self.servers: dict[str, ServiceServer] = {}
@@ -91,6 +93,7 @@ class EmbeddedCluster:
                 storage_addr=storage,
                 estimator=self.estimator,
                 retrain_after=self.retrain_after,
+                train_inline_limit=self.train_inline_limit,
                 host=LOOPBACK,
             )
             self._start("recommender", recommender_server(recommender))

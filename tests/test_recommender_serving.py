@@ -189,3 +189,17 @@ def test_an_unreadable_checkpoint_means_training_anew(cluster: EmbeddedCluster, 
     assert response.estimator == "gnn/v1"
     assert cluster.client.estimator_info("synth").origin == "trained"
     assert checkpoints.load(storage, "synth", "gnn/v1") is not None  # replaced by a good one
+
+
+def test_a_large_library_is_trained_in_the_background_while_knn_answers(
+    tmp_path: Path, synth_bundle: Path, query_csv: Path
+) -> None:
+    # The synthetic library's 60 interactions are "large" here: its first GNN is not trained on the request.
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, train_inline_limit=10) as running:
+        client = running.client
+        client.import_library(synth_bundle)
+        first = client.search(query_csv, library="synth")
+        assert first.estimator.startswith("knn")  # answered at once, by the stand-in
+        info = _wait_for(lambda: (i := client.estimator_info("synth")).estimator == "gnn/v1" and i)
+        assert info and info.origin == "trained"
+        assert client.search(query_csv, library="synth").estimator == "gnn/v1"

@@ -14,6 +14,12 @@ SETTINGS = (
     Setting("estimator", "what ranks: gnn (the GNN, probes and all) or knn (kNN over dataset features)", "gnn"),
     Setting("neighbours", "similar datasets the kNN estimator consults", 8, int),
     Setting("retrain_after", "new interactions after which the GNN retrains in the background", 20, int),
+    Setting(
+        "train_inline_limit",
+        "larger libraries train their first GNN in the background (kNN answers meanwhile)",
+        250_000,
+        int,
+    ),
     Setting("device", "where the GNN scores: auto (CUDA when present), cpu or cuda", "auto"),
 )
 
@@ -25,6 +31,7 @@ class RecommenderConfig:
     estimator: str = "gnn"
     neighbours: int = 8
     retrain_after: int = 20
+    train_inline_limit: int = 250_000
     device: str = "auto"
     host: str = "0.0.0.0"
     port: int = 0

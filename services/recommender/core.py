@@ -4,7 +4,9 @@ What serves a library (`estimator` setting): the GNN (`gnn/v1`, the default) or 
 estimator (`knn`, for ablation and as the light option). For the GNN, per library:
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
-  (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed;
+  (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed; a
+  library with more than `train_inline_limit` interactions is trained in the background instead, the kNN
+  estimator answering until it is ready (`origin` "interim"), so no search waits minutes;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
   graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit;
   once `retrain_after` interactions have arrived since the weights were trained, a background thread
@@ -149,6 +151,7 @@ class RecommenderCore:
         estimator: str = "gnn",
         neighbours: int = 8,
         retrain_after: int = 20,
+        train_inline_limit: int = 250_000,
         device: str = "auto",
         gnn_config: GnnConfig | None = None,
     ):
@@ -159,6 +162,7 @@ class RecommenderCore:
         self.estimator_kind = estimator
         self.neighbours = neighbours
         self.retrain_after = retrain_after
+        self.train_inline_limit = train_inline_limit
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self.gnn_config = gnn_config or GnnConfig()
         self._cache: dict[str, Served] = {}
@@ -208,21 +212,26 @@ class RecommenderCore:
             return served
 
     def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
-        start = time.perf_counter()
-        models = {m.model_id: m for m in snapshot.models}
         if self.estimator_kind == "knn":
-            knn = KnnPopularityEstimator(snapshot, neighbours=self.neighbours)
-            seconds = time.perf_counter() - start
-            FIT_SECONDS.observe(seconds)
-            return Served(
-                knn, snapshot.library, models, "trained", snapshot.graph_version,
-                len(snapshot.interactions), time.time(), seconds, "numpy",
-            )  # fmt: skip
+            return self._knn(snapshot, "trained")
         if not force:
             refreshed = self._refresh(snapshot, cached)
             if refreshed is not None:
                 return refreshed
+            if len(snapshot.interactions) > self.train_inline_limit:
+                self._retrain_in_background(snapshot.library.name)  # swaps the GNN in when it is trained
+                return self._knn(snapshot, "interim")
         return self._train(snapshot)
+
+    def _knn(self, snapshot: Snapshot, origin: str) -> Served:
+        start = time.perf_counter()
+        knn = KnnPopularityEstimator(snapshot, neighbours=self.neighbours)
+        seconds = time.perf_counter() - start
+        FIT_SECONDS.observe(seconds)
+        return Served(
+            knn, snapshot.library, {m.model_id: m for m in snapshot.models}, origin, snapshot.graph_version,
+            len(snapshot.interactions), time.time(), seconds, "numpy",
+        )  # fmt: skip
 
     def _refresh(self, snapshot: Snapshot, cached: Served | None) -> Served | None:
         """Trained weights of this import (served, else from the checkpoint) on this graph; None if none fit."""
@@ -320,12 +329,14 @@ class RecommenderCore:
             return
         with self._lock(library):
             cached = self._cache.get(library)
-            if cached is None or (
-                cached.library.bundle_blob_id == served.library.bundle_blob_id
-                and cached.graph_version <= served.graph_version
-            ):
+            same_import = cached is not None and cached.library.bundle_blob_id == served.library.bundle_blob_id
+            if cached is None or (same_import and cached.graph_version <= served.graph_version):
                 self._cache[library] = served
                 FITS.labels(library, "retrained:trained").inc()
+            elif same_import and cached.origin == "interim":
+                # The graph moved on while training: the next search puts these weights (checkpointed)
+                # on the newer graph instead of the kNN stand-in answering on.
+                del self._cache[library]
 
     def wait_for_retraining(self, library: str, timeout: float | None = None) -> bool:
         """Block until a background retraining of the library ends; False if it is still running."""

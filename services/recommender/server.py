@@ -21,6 +21,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         estimator=config.estimator,
         neighbours=config.neighbours,
         retrain_after=config.retrain_after,
+        train_inline_limit=config.train_inline_limit,
         device=config.device,
     )
     servicer = RecommenderServicer(core)
