@@ -19,10 +19,11 @@ from synthetic import make_table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "tabzoo") -> subprocess.CompletedProcess[str]:
+def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
     env["MODSNET_HOME"] = str(home)
-    env["MODSNET_BUILTIN_LIBRARIES"] = builtins  # the XRD library (81k records) only where a test needs it
+    # Built-in libraries (TabZoo 52k records, XRDZoo 81k) only where a test needs them: each start imports them.
+    env["MODSNET_BUILTIN_LIBRARIES"] = builtins
     return subprocess.run(
         [sys.executable, "-m", "modsnet", *args],
         capture_output=True,
@@ -177,13 +178,13 @@ def test_serve_storage_answers_health_and_metrics_then_stops_on_sigterm(tmp_path
 def test_run_a_tabzoo_setting_on_my_data(tmp_path: Path) -> None:
     csv = tmp_path / "mine.csv"
     make_table(200, 5, 2, 3).to_csv(csv, index=False)
-    done = modsnet("run", "gaussian-nb", str(csv), home=tmp_path / "home")
+    done = modsnet("run", "gaussian-nb", str(csv), home=tmp_path / "home", builtins="tabzoo")
     assert done.returncode == 0, done.stderr
     assert (
         "gaussian-nb on mine.csv (target 'class', 200 of 200 rows, 3-fold stratified CV): balanced accuracy"
         in done.stdout
     )
-    missing = modsnet("run", "no-such-model", str(csv), home=tmp_path / "home")
+    missing = modsnet("run", "no-such-model", str(csv), home=tmp_path / "home", builtins="tabzoo")
     assert missing.returncode == 1 and "no library has a model 'no-such-model'" in missing.stderr
 
 

@@ -27,18 +27,19 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from modsnet.clients import KnowledgeClient, StorageClient
 from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError, NotFound
 from modsnet.graph import LibraryInfo, ModelNode, Snapshot
 from modsnet.probing import can_probe
 
-from . import checkpoints
 from .estimators.base import Prediction
-from .estimators.gnn import GnnConfig, GnnEstimator
 from .estimators.knn import KnnPopularityEstimator
-from .evaluation import ProbeRecord
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
+
+if TYPE_CHECKING:  # torch and torch-geometric take seconds to import: only once a GNN is needed
+    from .estimators.gnn import GnnConfig, GnnEstimator
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class RecommenderCore:
         self.retrain_after = retrain_after
         self.train_inline_limit = train_inline_limit
         self.providers = onnx_providers(device) if estimator == "gnn" else None
-        self.gnn_config = gnn_config or GnnConfig()
+        self._gnn_config = gnn_config
         self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._retraining: dict[str, threading.Thread] = {}
@@ -174,6 +175,14 @@ class RecommenderCore:
     def _lock(self, library: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(library, threading.Lock())
+
+    @property
+    def gnn_config(self) -> GnnConfig:
+        if self._gnn_config is None:
+            from .estimators.gnn import GnnConfig
+
+            self._gnn_config = GnnConfig()
+        return self._gnn_config
 
     # -- the served estimator -------------------------------------------------------------------------
 
@@ -235,11 +244,14 @@ class RecommenderCore:
 
     def _refresh(self, snapshot: Snapshot, cached: Served | None) -> Served | None:
         """Trained weights of this import (served, else from the checkpoint) on this graph; None if none fit."""
+        from . import checkpoints
+        from .estimators.gnn import GnnEstimator
+
         digest = checkpoints.models_digest([m.model_id for m in snapshot.models])
-        source: tuple[list, Served | checkpoints.Checkpoint, str] | None = None  # type: ignore[type-arg]
+        source: tuple[list, Any, str] | None = None  # type: ignore[type-arg]
         if (
             cached is not None
-            and isinstance(cached.estimator, GnnEstimator)
+            and _is_gnn(cached.estimator)
             and cached.library.bundle_blob_id == snapshot.library.bundle_blob_id
             and checkpoints.models_digest(cached.estimator.model_ids) == digest
         ):
@@ -275,6 +287,9 @@ class RecommenderCore:
         )  # fmt: skip
 
     def _train(self, snapshot: Snapshot) -> Served:
+        from . import checkpoints
+        from .estimators.gnn import GnnEstimator
+
         start = time.perf_counter()
         estimator = GnnEstimator(snapshot, config=self.gnn_config)
         seconds = time.perf_counter() - start
@@ -378,7 +393,9 @@ class RecommenderCore:
             )
         scored = dataset_id if dataset_id in estimator.dataset_ids else None
         probes_used = 0
-        if isinstance(estimator, GnnEstimator):
+        if _is_gnn(estimator):
+            from .evaluation import ProbeRecord
+
             records = [ProbeRecord(p.model_id, "query", p.kind, p.value, p.seconds) for p in probes]
             # A dataset node without records still brings its similarity rows: pass it on either way.
             predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=records)
@@ -414,7 +431,7 @@ class RecommenderCore:
         budget = min(budget, MAX_PROBES)
         served = self.fitted(library)
         estimator = served.estimator
-        if budget == 0 or not isinstance(estimator, GnnEstimator) or dataset_id in estimator.dataset_ids:
+        if budget == 0 or not _is_gnn(estimator) or dataset_id in estimator.dataset_ids:
             return [], served.graph_version
         among = _probeable(served.library, served.models.values())
         if not among:
@@ -455,6 +472,10 @@ class RecommenderCore:
         self.knowledge.close()
         if self.storage is not None:
             self.storage.close()
+
+
+def _is_gnn(estimator: object) -> bool:
+    return not isinstance(estimator, KnnPopularityEstimator)
 
 
 def _current(served: Served | None, info: LibraryInfo) -> bool:
