@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modsnet.clients import KnowledgeClient, StorageClient
-from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError, NotFound
+from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.graph import LibraryInfo, ModelNode, Snapshot
 from modsnet.probing import can_probe
 
-from .estimators.base import Prediction
+from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 
@@ -67,16 +67,6 @@ class Constraints:
         if model.model_id in self.exclude_models:
             return False
         return all(model.metadata.get(k) == v for k, v in self.require_metadata.items())
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A probe measured by the query service on the query's data."""
-
-    model_id: str
-    kind: str
-    value: float
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,24 +176,18 @@ class RecommenderCore:
 
     # -- the served estimator -------------------------------------------------------------------------
 
-    def _library_info(self, library: str) -> LibraryInfo:
-        if not library:
-            raise InvalidArgument("library is required")
-        for info in self.knowledge.list_libraries():
-            if info.name == library:
-                return info
-        raise NotFound(f"library {library!r} not found")
-
     def fitted(self, library: str, *, force: bool = False) -> Served:
         """The estimator for the library's current graph version (trained, loaded or refreshed once per version)."""
-        info = self._library_info(library)
+        if not library:
+            raise InvalidArgument("library is required")
+        version = self.knowledge.graph_version(library)  # a re-import bumps it too: the version alone decides
         cached = self._cache.get(library)
-        if not force and _current(cached, info):
+        if not force and cached is not None and cached.graph_version == version:
             CACHE.labels("hit").inc()
             return cached  # type: ignore[return-value]
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
-            if not force and _current(cached, info):
+            if not force and cached is not None and cached.graph_version >= version:
                 CACHE.labels("hit").inc()
                 return cached  # type: ignore[return-value]
             CACHE.labels("miss").inc()
@@ -248,43 +232,38 @@ class RecommenderCore:
         from .estimators.gnn import GnnEstimator
 
         digest = checkpoints.models_digest([m.model_id for m in snapshot.models])
-        source: tuple[list, Any, str] | None = None  # type: ignore[type-arg]
+        # (weights, origin, and when they were trained: version, interactions, unix time, seconds)
+        source: tuple[Any, str, int, int, float, float] | None = None
         if (
             cached is not None
             and _is_gnn(cached.estimator)
             and cached.library.bundle_blob_id == snapshot.library.bundle_blob_id
             and checkpoints.models_digest(cached.estimator.model_ids) == digest
         ):
-            source = (cached.estimator.state(), cached, "refreshed")
+            source = (cached.estimator.state(), "refreshed", cached.trained_version, cached.trained_interactions,
+                      cached.trained_unix, cached.train_seconds)  # fmt: skip
         elif self.storage is not None:
-            checkpoint = checkpoints.load(self.storage, snapshot.library.name, GnnEstimator.name)
+            saved = checkpoints.load(self.storage, snapshot.library.name, GnnEstimator.name)
             if (
-                checkpoint is not None
-                and checkpoint.bundle_blob_id == snapshot.library.bundle_blob_id
-                and checkpoint.models_digest == digest
-                and checkpoint.config == asdict(self.gnn_config)
+                saved is not None
+                and saved.bundle_blob_id == snapshot.library.bundle_blob_id
+                and saved.models_digest == digest
+                and saved.config == asdict(self.gnn_config)
             ):
-                same = checkpoint.graph_version == snapshot.graph_version
-                source = (checkpoint.weights, checkpoint, "checkpoint" if same else "refreshed")
+                origin = "checkpoint" if saved.graph_version == snapshot.graph_version else "refreshed"
+                source = (saved.weights, origin, saved.graph_version, saved.interactions, saved.trained_unix,
+                          saved.train_seconds)  # fmt: skip
         if source is None:
             return None
-        weights, origin_of, origin = source
+        weights, origin, *trained = source
         try:
             estimator = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
         except ValueError as error:
             log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
             return None
         backend = self._to_onnx(estimator)
-        if isinstance(origin_of, Served):
-            trained = (origin_of.trained_version, origin_of.trained_interactions, origin_of.trained_unix)
-            seconds = origin_of.train_seconds
-        else:
-            trained = (origin_of.graph_version, origin_of.interactions, origin_of.trained_unix)
-            seconds = origin_of.train_seconds
-        return Served(
-            estimator, snapshot.library, {m.model_id: m for m in snapshot.models}, origin,
-            trained[0], trained[1], trained[2], seconds, backend,
-        )  # fmt: skip
+        models = {m.model_id: m for m in snapshot.models}
+        return Served(estimator, snapshot.library, models, origin, *trained, backend)  # type: ignore[arg-type]
 
     def _train(self, snapshot: Snapshot) -> Served:
         from . import checkpoints
@@ -372,7 +351,7 @@ class RecommenderCore:
         constraints: Constraints,
         probe_budget: int = 0,
         dataset_id: str = "",
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ProbeRecord] = (),
     ) -> Recommendation:
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, not {k}")
@@ -381,7 +360,7 @@ class RecommenderCore:
         if len(probes) > MAX_PROBES:
             raise InvalidArgument(f"at most {MAX_PROBES} probes per query, not {len(probes)}")
         for i, p in enumerate(probes):
-            if not p.model_id or not p.kind or p.value != p.value or abs(p.value) == float("inf"):
+            if not p.model_id or not p.probe or p.value != p.value or abs(p.value) == float("inf"):
                 raise InvalidArgument(f"probe {i}: needs a model_id, a kind and a finite value")
         served = self.fitted(library)
         start = time.perf_counter()
@@ -394,12 +373,9 @@ class RecommenderCore:
         scored = dataset_id if dataset_id in estimator.dataset_ids else None
         probes_used = 0
         if _is_gnn(estimator):
-            from .evaluation import ProbeRecord
-
-            records = [ProbeRecord(p.model_id, "query", p.kind, p.value, p.seconds) for p in probes]
             # A dataset node without records still brings its similarity rows: pass it on either way.
-            predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=records)
-            probes_used = estimator.probes_used(records, known_dataset=dataset_id or None)
+            predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=probes)
+            probes_used = estimator.probes_used(probes, known_dataset=dataset_id or None)
         else:
             predictions = estimator.predict(features, known_dataset=scored)
         allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
@@ -476,14 +452,6 @@ class RecommenderCore:
 
 def _is_gnn(estimator: object) -> bool:
     return not isinstance(estimator, KnnPopularityEstimator)
-
-
-def _current(served: Served | None, info: LibraryInfo) -> bool:
-    return (
-        served is not None
-        and served.graph_version == info.graph_version
-        and served.library.bundle_blob_id == info.bundle_blob_id
-    )
 
 
 def _probeable(library: LibraryInfo, models: Collection[ModelNode]) -> list[str]:

@@ -39,6 +39,7 @@ from modsnet.graph import (
     Snapshot,
 )
 
+from .estimators.base import ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 
 KS = (1, 3, 5)
@@ -59,17 +60,6 @@ _PUBLISHED_FILES = {
     "spearman": "spearman_correlation.csv",
     "weighted_tau": "w-kendall_correlation.csv",
 }
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """A cheap measurement of a model on a dataset (LogME, H-score, or a real score) and what it cost."""
-
-    model_id: str
-    dataset_id: str
-    probe: str
-    value: float
-    seconds: float = 0.0
 
 
 def graph_from_bundle(bundle: Bundle, *, graph_version: int = 1) -> tuple[Snapshot, list[ProbeRecord]]:

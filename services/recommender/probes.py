@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .evaluation import ProbeRecord
+from .estimators.base import ProbeRecord
 
 SIMILAR_DATASETS = 8  # |I_s| comes from this many most similar datasets
 MODEL_NEIGHBOURS = 5  # sim_M is non-zero for a model itself and this many nearest models

@@ -7,7 +7,8 @@ from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
-from .core import Constraints, EstimatorInfo, Probe, RecommenderCore
+from .core import Constraints, EstimatorInfo, RecommenderCore
+from .estimators.base import ProbeRecord
 
 
 def constraints_from_pb(msg: pb.Constraints) -> Constraints:
@@ -49,7 +50,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             constraints=constraints_from_pb(request.constraints),
             probe_budget=request.probe_budget,
             dataset_id=request.dataset_id,
-            probes=[Probe(p.model_id, p.kind, p.value, p.seconds) for p in request.probes],
+            probes=[ProbeRecord(p.model_id, "query", p.kind, p.value, p.seconds) for p in request.probes],
         )
         return rpb.RecommendResponse(
             models=[

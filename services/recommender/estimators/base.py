@@ -1,4 +1,4 @@
-"""What an estimator gives back for one model."""
+"""What an estimator takes besides the graph (probe records) and gives back for one model."""
 
 from __future__ import annotations
 
@@ -19,3 +19,14 @@ class Prediction:
     uncertainty: float  # an estimated standard deviation of that score
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """A cheap measurement of a model on a dataset (LogME, H-score, or a real score) and what it cost."""
+
+    model_id: str
+    dataset_id: str
+    probe: str
+    value: float
+    seconds: float = 0.0

@@ -55,9 +55,8 @@ from torch_geometric.nn import GraphConv, HeteroConv
 
 from modsnet.graph import DatasetNode, ModelNode, Snapshot
 
-from ..evaluation import ProbeRecord
 from ..probes import MEASURED, PROXY_KINDS, ProbeSelector, model_similarity, virtual_edges
-from .base import Evidence, Prediction
+from .base import Evidence, Prediction, ProbeRecord
 
 if TYPE_CHECKING:
     from ..evaluation import Fold
