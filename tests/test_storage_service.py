@@ -86,8 +86,10 @@ def test_s3_killed_mid_upload_leaves_nothing_visible(s3: SeaweedS3, tmp_path: Pa
     def chunks() -> Iterator[bytes]:
         for i in range(total):
             if i == 20:  # a third of the parts are up: the server dies
-                s3.stop(grace=0)
+                # Set first: the storage service can see the dead connection and answer before stop()
+                # returns (it still reaps the process and removes sockets).
                 killed.set()
+                s3.stop(grace=0)
             yield piece
 
     try:
