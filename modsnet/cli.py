@@ -122,8 +122,12 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
             "evidence (score on a similar dataset)",
         )
     ]
+    # A model probed in its own metric is ranked by what it measured here: say so before its records.
+    measured_here = {p.model_id for p in response.probes if p.kind == "score"}
     for m in response.models:
         evidence = ", ".join(f"{e.score:.3g} on {e.dataset_id} ({e.similarity:.2f})" for e in m.evidence[:2])
+        if m.model_id in measured_here:
+            evidence = "measured here by the probe" + (f"; {evidence}" if evidence else "")
         rows.append(
             (
                 str(m.rank),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,6 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from synthetic import make_table
+
+from modsnet.cli import print_search
+from modsnet.v1 import common_pb2, query_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,3 +215,26 @@ def test_search_an_xrd_scan_then_run_the_top_finder(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     found = [float(line.split()[0]) for line in ran.stdout.splitlines()[3:] if line.strip()]
     assert all(any(abs(f - c) < 0.1 for f in found) for c in centres), ran.stdout
+
+
+def test_the_table_says_which_models_were_measured_here_by_a_probe() -> None:
+    near = [common_pb2.Evidence(dataset_id="keel-pima", similarity=0.98, score=0.74)]
+    response = query_pb2.SearchResponse(
+        query_id="q1",
+        library="tabzoo",
+        models=[
+            common_pb2.RankedModel(rank=1, model_id="probed", predicted_score=0.65, evidence=near),
+            common_pb2.RankedModel(rank=2, model_id="predicted", predicted_score=0.64, evidence=near),
+        ],
+        probes=[
+            common_pb2.ProbeResult(model_id="probed", kind="score", value=0.65, seconds=0.1, detail="3-fold CV"),
+            common_pb2.ProbeResult(model_id="predicted", kind="agreement", value=0.9, seconds=0.1),
+        ],
+        probes_used=2,
+    )
+    out = io.StringIO()
+    print_search(response, out)
+    rows = {line.split()[1]: line for line in out.getvalue().splitlines() if line[:2] in ("1 ", "2 ")}
+    assert "measured here by the probe; 0.74 on keel-pima (0.98)" in rows["probed"]
+    # An agreement probe ranks finders but is not their score: that row keeps its records only.
+    assert "measured here" not in rows["predicted"] and "0.74 on keel-pima" in rows["predicted"]

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from services.recommender.evaluation import ProbeRecord
-from services.recommender.probes import ProbeSelector, model_similarity, probe_scores, virtual_edges
+from services.recommender.probes import (
+    ProbeSelector,
+    behaviour_correlation,
+    model_similarity,
+    probe_scores,
+    virtual_edges,
+)
 
 
 def test_score_on_a_hand_computed_case() -> None:
@@ -44,6 +50,39 @@ def test_select_takes_the_best_within_budget_and_can_be_switched_off() -> None:
     assert selector.select(np.array([1.0]), 2, among=["a", "c"]) == ["a", "c"]  # only what can be probed
     selector.enabled = False
     assert selector.select(np.array([1.0]), 2) == []
+
+
+def test_select_trades_score_for_models_that_behave_differently() -> None:
+    # "a" and "twin" win and lose together on the first four datasets; "other" disagrees with them.
+    # On the query's one similar dataset (the last row) the twins score best, "other" a little less.
+    z = np.array(
+        [
+            [1.0, 1.1, -1.0, 0.0],
+            [-1.0, -0.9, 1.0, 0.0],
+            [0.5, 0.6, -0.5, 0.0],
+            [-0.5, -0.4, 0.5, 0.0],
+            [2.0, 1.9, 1.5, -1.0],
+        ]
+    )
+    similar = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
+    plain = ProbeSelector(z, np.eye(4), ["a", "twin", "other", "last"], similar=1, diversity=0.0)
+    assert plain.select(similar, 2) == ["a", "twin"]  # the paper's top-2 by Score: one model twice
+    diverse = ProbeSelector(z, np.eye(4), ["a", "twin", "other", "last"], similar=1, diversity=0.5)
+    assert diverse.select(similar, 2) == ["a", "other"]
+    assert diverse.select(similar, 3) == ["a", "other", "last"]  # a twin adds less than the worst unlike model
+    assert diverse.select(similar, 2, among=["twin", "last"]) == ["twin", "last"]
+
+
+def test_behaviour_correlation_counts_only_datasets_both_models_have() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(30, 4))
+    z[rng.random(z.shape) < 0.3] = np.nan
+    z[:28, 3] = np.nan  # model 3 has two datasets: too few to say anything
+    corr = behaviour_correlation(z)
+    both = ~np.isnan(z[:, 0]) & ~np.isnan(z[:, 1])
+    assert corr[0, 1] == pytest.approx(np.corrcoef(z[both, 0], z[both, 1])[0, 1])
+    assert corr[0, 3] == 0.0 and corr[3, 2] == 0.0
+    np.testing.assert_allclose(np.diag(corr)[:3], 1.0)
 
 
 def test_model_similarity_is_sparse_with_itself_first() -> None:

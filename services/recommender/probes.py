@@ -12,7 +12,14 @@ most similar to it:
   metadata vectors for each of m's nearest models (0 beyond them), so a model inherits evidence from
   models like it, most from itself.
 
-The best `budget` candidates are probed: a probe is a recorded transferability score (LogME, H-score)
+The `budget` models to probe are picked greedily from the best candidates, each one trading its Score
+against its redundancy with the models already picked (maximal marginal relevance): redundancy is how
+alike two models behave across the library's datasets (correlation of their z-scores). Five variants of
+one model measure the same thing five times; five models that disagree elsewhere tell the estimator
+which datasets the query resembles (its `agree` edges) and rank the query's candidates with less noise.
+`diversity=0` is the paper's plain top-`budget` by Score.
+
+A probe is a recorded transferability score (LogME, H-score)
 or a real measurement of the model on the query's data, whose seconds are reported. Its values become
 virtual probe edges (d_q, m) in the graph, z-scored among the probed models of one probe kind (a probe
 ranks models on one dataset; its scale means nothing across datasets). `enabled=False` turns probing
@@ -31,6 +38,8 @@ from .estimators.base import ProbeRecord
 
 SIMILAR_DATASETS = 8  # |I_s| comes from this many most similar datasets
 MODEL_NEIGHBOURS = 5  # sim_M is non-zero for a model itself and this many nearest models
+DIVERSITY = 0.5  # weight of redundancy against Score when picking probes (0: top-budget by Score)
+POOL_PER_PROBE = 4  # probes are picked among the best budget x this many candidates
 MEASURED = "score"  # probe kind of a real measurement in the library's metric
 # Probe kinds that rank models on the query without being its metric (XRD: agreement between finders).
 PROXY_KINDS = ("agreement",)
@@ -98,6 +107,7 @@ class ProbeSelector:
     model_ids: list[str]
     enabled: bool = True
     similar: int = SIMILAR_DATASETS
+    diversity: float = DIVERSITY
 
     def scores(self, dataset_similarity: np.ndarray) -> np.ndarray:
         return probe_scores(dataset_similarity, self.interactions, self.similarity, similar=self.similar)
@@ -110,18 +120,64 @@ class ProbeSelector:
         exclude: Collection[str] = (),
         among: Collection[str] | None = None,
     ) -> list[str]:
-        """The `budget` models with the best Score(m) (none when probing is off); ties by library order.
+        """`budget` models of high Score(m) that behave unlike each other (none when probing is off).
 
-        `among` limits the choice to the models that can be probed (those with a runnable artifact, or
-        in an evaluation those with a recorded probe).
+        The first is the best by Score; ties go by library order. `among` limits the choice to the
+        models that can be probed (those with a runnable artifact, or in an evaluation those with a
+        recorded probe).
         """
         if not self.enabled or budget <= 0:
             return []
         score = self.scores(dataset_similarity)
-        skip = set(exclude)
-        allowed = set(self.model_ids) if among is None else set(among)
+        allowed = (set(self.model_ids) if among is None else set(among)) - set(exclude)
         order = np.argsort(-score, kind="stable")
-        return [self.model_ids[j] for j in order if self.model_ids[j] in allowed - skip][:budget]
+        ranked = [int(j) for j in order if self.model_ids[j] in allowed]
+        if self.diversity <= 0 or len(ranked) <= budget:
+            return [self.model_ids[j] for j in ranked[:budget]]
+        pool = np.array(ranked[: budget * POOL_PER_PROBE])
+        picked = _pick_diverse(score[pool], behaviour_correlation(self.interactions[:, pool]), budget, self.diversity)
+        return [self.model_ids[pool[i]] for i in picked]
+
+
+def behaviour_correlation(z: np.ndarray, *, min_common: int = 3) -> np.ndarray:
+    """Pearson correlation of each pair of columns (models) over the rows (datasets) both have a value on.
+
+    NaN marks a missing value; a pair with fewer than `min_common` rows in common gets 0 (unknown is not
+    redundant).
+    """
+    mask = (~np.isnan(z)).astype(float)
+    values = np.where(mask > 0, z, 0.0)
+    common = mask.T @ mask  # (a, b): datasets both have
+    sums = values.T @ mask  # (a, b): Σ of a's values over those datasets
+    squares = (values**2).T @ mask
+    with np.errstate(invalid="ignore", divide="ignore"):
+        covariance = values.T @ values - sums * sums.T / common
+        variance = squares - sums**2 / common  # (a, b): a's, over the datasets shared with b
+        corr = np.where(
+            (common >= min_common) & (variance > 1e-12) & (variance.T > 1e-12),
+            covariance / np.sqrt(variance * variance.T),
+            0.0,
+        )
+    return np.clip(corr, -1.0, 1.0)
+
+
+def _pick_diverse(score: np.ndarray, redundancy: np.ndarray, budget: int, diversity: float) -> list[int]:
+    """Greedy maximal marginal relevance over a pool ordered best first: positions into the pool.
+
+    Relevance is Score rescaled to [0, 1] over the pool; a candidate's redundancy is its highest positive
+    correlation with a model already picked.
+    """
+    span = score.max() - score.min()
+    relevance = (score - score.min()) / span if span > 1e-12 else np.ones_like(score)
+    picked = [0]
+    closest = np.clip(redundancy[0], 0.0, None)
+    while len(picked) < min(budget, len(score)):
+        gain = (1.0 - diversity) * relevance - diversity * closest
+        gain[picked] = -np.inf
+        best = int(np.argmax(gain))  # ties: the earlier, better-scored candidate
+        picked.append(best)
+        closest = np.maximum(closest, np.clip(redundancy[best], 0.0, None))
+    return picked
 
 
 def virtual_edges(

@@ -55,7 +55,7 @@ from torch_geometric.nn import GraphConv, HeteroConv
 
 from modsnet.graph import DatasetNode, ModelNode, Snapshot
 
-from ..probes import MEASURED, PROXY_KINDS, ProbeSelector, model_similarity, virtual_edges
+from ..probes import DIVERSITY, MEASURED, PROXY_KINDS, ProbeSelector, model_similarity, virtual_edges
 from .base import Evidence, Prediction, ProbeRecord
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class GnnConfig:
     prior_strength: float = 0.5  # c: how many pseudo-neighbours of popularity the prior is shrunk with
     probes: bool = True  # learn and use probe edges (the switch for the ablation)
     probe_budget: int = 10
+    probe_diversity: float = DIVERSITY  # redundancy weight of the probe-selector (0: top by Score)
     seed: int = 0
     threads: int = 1
 
@@ -985,7 +986,9 @@ class GnnEstimator:
 
     def selector(self) -> ProbeSelector:
         z = np.clip(self.z[self.rated], _Z_LOW, _Z_HIGH)  # NaN (no edge) stays NaN
-        return ProbeSelector(z, self.model_similarity, self.model_ids, enabled=self.config.probes)
+        return ProbeSelector(
+            z, self.model_similarity, self.model_ids, enabled=self.config.probes, diversity=self.config.probe_diversity
+        )
 
     def select_probes(
         self,
@@ -1050,7 +1053,7 @@ class GnnEstimator:
                     if j in own_records
                     else f"probed: measured {score:.3g} on this dataset"
                 )
-                out.append(Prediction(model_id, score, 0.0, [], why))
+                out.append(Prediction(model_id, score, 0.0, self._evidence(j, q.similarity), why))
                 continue
             evidence = self._evidence(j, q.similarity)
             out.append(
