@@ -12,7 +12,9 @@ from synthetic import make_table, write_library
 
 from modsnet.bundle import read_bundle
 from modsnet.embedded import EmbeddedCluster
+from modsnet.runtime import deadline
 from services.recommender import checkpoints
+from services.recommender.core import RecommenderCore
 from services.recommender.estimators.gnn import GnnConfig, GnnEstimator
 from services.recommender.evaluation import graph_from_bundle
 
@@ -45,6 +47,27 @@ def test_searches_use_the_gnn_through_onnx_runtime(cluster: EmbeddedCluster, que
     assert info.origin == "trained" and info.trained_version == info.graph_version == response.graph_version
     assert info.backend == "onnxruntime:CPUExecutionProvider"
     assert info.train_seconds > 0
+
+
+def test_a_first_training_that_outlasts_the_request_leaves_knn_answering_until_it_is_done(
+    cluster: EmbeddedCluster,
+) -> None:
+    # The request's whole time is reserved for answering: it cannot wait for the GNN at all.
+    core = RecommenderCore(cluster.client.knowledge, cluster.client.storage, answer_reserve_seconds=1e6)
+    token = deadline.set_deadline(60.0)
+    try:
+        first = core.fitted("synth")
+    finally:
+        deadline.reset_deadline(token)
+    assert first.origin == "interim" and first.estimator.name.startswith("knn")
+    assert core.wait_for_retraining("synth", timeout=120)
+    served = core.fitted("synth")
+    assert served.origin == "trained" and served.estimator.name == "gnn/v1"
+    # The late training was checkpointed: a new recommender loads it instead of training.
+    again = RecommenderCore(cluster.client.knowledge, cluster.client.storage)
+    assert again.fitted("synth").origin == "checkpoint"
+    core.close()
+    again.close()
 
 
 def test_a_restart_loads_the_checkpoint_instead_of_training(

@@ -4,9 +4,11 @@ What serves a library (`estimator` setting): the GNN (`gnn/v1`, the default) or 
 estimator (`knn`, for ablation and as the light option). For the GNN, per library:
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
-  (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed; a
-  library with more than `train_inline_limit` interactions is trained in the background instead, the kNN
-  estimator answering until it is ready (`origin` "interim"), so no search waits minutes;
+  (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed. The
+  request waits for that training only as long as its deadline allows (less `answer_reserve_seconds` to
+  answer); past that, and at once for a library with more than `train_inline_limit` interactions, the
+  kNN estimator answers (`origin` "interim") while the training goes on in the background and is swapped
+  in when done, so no search fails or waits minutes because a GNN is being trained;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
   graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit;
   once `retrain_after` interactions have arrived since the weights were trained, a background thread
@@ -33,6 +35,7 @@ from modsnet.clients import KnowledgeClient, StorageClient
 from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.graph import LibraryInfo, ModelNode, Snapshot
 from modsnet.probing import can_probe
+from modsnet.runtime import deadline
 
 from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_K = 1000
 MAX_PROBES = 50
 ESTIMATORS = ("gnn", "knn")
+ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class RecommenderCore:
         train_inline_limit: int = 250_000,
         device: str = "auto",
         gnn_config: GnnConfig | None = None,
+        answer_reserve_seconds: float = ANSWER_RESERVE_SECONDS,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -154,6 +159,7 @@ class RecommenderCore:
         self.neighbours = neighbours
         self.retrain_after = retrain_after
         self.train_inline_limit = train_inline_limit
+        self.answer_reserve_seconds = answer_reserve_seconds
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
         self._cache: dict[str, Served] = {}
@@ -214,6 +220,10 @@ class RecommenderCore:
             if len(snapshot.interactions) > self.train_inline_limit:
                 self._retrain_in_background(snapshot.library.name)  # swaps the GNN in when it is trained
                 return self._knn(snapshot, "interim")
+            left = deadline.remaining()
+            if left is not None:
+                trained = self._train_in_background(snapshot, wait=left - self.answer_reserve_seconds)
+                return trained if trained is not None else self._knn(snapshot, "interim")
         return self._train(snapshot)
 
     def _knn(self, snapshot: Snapshot, origin: str) -> Served:
@@ -312,6 +322,60 @@ class RecommenderCore:
             self._retraining[library] = thread
         thread.start()
 
+    def _train_in_background(self, snapshot: Snapshot, *, wait: float) -> Served | None:
+        """Train on `snapshot` in a background thread; its result if ready within `wait` seconds, else None.
+
+        Called with the library's lock held. On time, the caller serves the result (a failure is raised
+        to it); late, the thread swaps the result in itself once the caller has released the lock. The
+        thread runs outside the request's deadline, so a late training still ends in a checkpoint.
+        """
+        library = snapshot.library.name
+        outcome: list[Served | Exception] = []
+        handoff = threading.Lock()  # decides once whether the request or the thread serves the result
+        request_waiting = [True]
+        finished = threading.Event()
+
+        def train() -> None:
+            try:
+                got: Served | Exception = self._train(snapshot)
+            except Exception as exc:
+                got = exc
+            with handoff:
+                outcome.append(got)
+                late = not request_waiting[0]
+            finished.set()
+            if not late:
+                return
+            if isinstance(got, Exception):
+                if not self._closed.is_set():
+                    log.error("training %s failed: %s", library, got, exc_info=got)
+                self._drop_interim(library)  # the next search tries again
+            else:
+                self._swap_in(library, got)
+
+        with self._guard:
+            running = self._retraining.get(library)
+            if running is not None and running.is_alive():
+                return None  # a training of this library is under way already: answer with the stand-in
+            thread = threading.Thread(target=train, name=f"train-{library}", daemon=True)
+            self._retraining[library] = thread
+        thread.start()
+        finished.wait(max(0.0, wait))
+        with handoff:
+            request_waiting[0] = False
+            got = outcome[0] if outcome else None
+        if isinstance(got, Exception):
+            raise got
+        if got is None:
+            log.info("training %s outlasts this request: the kNN estimator answers until it is done", library)
+        return got
+
+    def _drop_interim(self, library: str) -> None:
+        with self._lock(library):
+            cached = self._cache.get(library)
+            if cached is not None and cached.origin == "interim":
+                del self._cache[library]
+
     def _retrain(self, library: str) -> None:
         """Train on the current graph off the request path, then swap the result in unless it is older."""
         try:
@@ -320,7 +384,12 @@ class RecommenderCore:
         except Exception:  # a background job has no caller to tell: log, keep serving what there is
             if not self._closed.is_set():
                 log.exception("background retraining of %s failed", library)
+            self._drop_interim(library)  # a stand-in is not kept for good: the next search tries again
             return
+        self._swap_in(library, served)
+
+    def _swap_in(self, library: str, served: Served) -> None:
+        """Serve a GNN trained off the request path, unless the cache holds a newer graph of the import."""
         with self._lock(library):
             cached = self._cache.get(library)
             same_import = cached is not None and cached.library.bundle_blob_id == served.library.bundle_blob_id
