@@ -326,13 +326,13 @@ def model_settings() -> list[ModelSetting]:
             solver="lsqr",
             shrinkage=shrinkage,
         )
-    for shrinkage in ("auto", 0.1, 0.3, 0.6, 0.9):  # shrinkage keeps a small class' covariance invertible
+    for qda_shrinkage in ("auto", 0.1, 0.3, 0.6, 0.9):  # shrinkage keeps a small class' covariance invertible
         add(
-            f"qda-shrinkage{'-auto' if shrinkage == 'auto' else f'{shrinkage:g}'}",
+            f"qda-shrinkage{'-auto' if qda_shrinkage == 'auto' else f'{qda_shrinkage:g}'}",
             "quadratic_discriminant",
             "QuadraticDiscriminantAnalysis",
             solver="eigen",
-            shrinkage=shrinkage,
+            shrinkage=qda_shrinkage,
         )
     add("gaussian-nb", "naive_bayes", "GaussianNB")
     for smoothing in (1e-3, 1e-1):

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from modsnet.clients import KnowledgeClient, StorageClient
 from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError
@@ -265,7 +265,7 @@ class RecommenderCore:
                           saved.train_seconds)  # fmt: skip
         if source is None:
             return None
-        weights, origin, *trained = source
+        weights, origin, version, interactions, trained_unix, train_seconds = source
         try:
             estimator = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
         except ValueError as error:
@@ -273,7 +273,9 @@ class RecommenderCore:
             return None
         backend = self._to_onnx(estimator)
         models = {m.model_id: m for m in snapshot.models}
-        return Served(estimator, snapshot.library, models, origin, *trained, backend)  # type: ignore[arg-type]
+        return Served(
+            estimator, snapshot.library, models, origin, version, interactions, trained_unix, train_seconds, backend
+        )
 
     def _train(self, snapshot: Snapshot) -> Served:
         from . import checkpoints
@@ -519,7 +521,7 @@ class RecommenderCore:
             self.storage.close()
 
 
-def _is_gnn(estimator: object) -> bool:
+def _is_gnn(estimator: object) -> TypeGuard[GnnEstimator]:
     return not isinstance(estimator, KnnPopularityEstimator)
 
 
