@@ -23,7 +23,6 @@ current rule, with their standard errors.
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime
 import os
 import platform
@@ -64,43 +63,9 @@ def _f1_against(found: Found, consensus: Sequence[np.ndarray]) -> np.ndarray:
     )
 
 
-def _weighted_consensus(peak_sets: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """`modsnet.probing._consensus` with weighted votes: a candidate is taken when the weights of the finders
-    supporting it reach half of all the weights (all weights 1: the current rule, which is checked)."""
-    tol = TOLERANCE_DEG
-    sets = [np.sort(np.asarray(p, dtype=float).ravel()) for p in peak_sets]
-    candidates = np.concatenate(sets) if sets else np.empty(0)
-    if not len(candidates):
-        return np.empty(0)
-    nearest = np.full((len(sets), len(candidates)), np.nan)
-    for row, peaks in enumerate(sets):
-        if not len(peaks):
-            continue
-        k = np.searchsorted(peaks, candidates)
-        left, right = peaks[np.clip(k - 1, 0, len(peaks) - 1)], peaks[np.clip(k, 0, len(peaks) - 1)]
-        closest = np.where(candidates - left <= right - candidates, left, right)
-        nearest[row] = np.where(np.abs(closest - candidates) <= tol, closest, np.nan)
-    present = ~np.isnan(nearest)
-    weight = np.asarray(weights, dtype=float)
-    support = weight @ present
-    spread = np.where(present, np.abs(nearest - candidates), 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
-    agreed = np.flatnonzero(2 * support >= weight.sum())
-    order = agreed[np.lexsort((candidates[agreed], spread[agreed], -support[agreed]))]
-    taken: list[float] = []
-    positions = []
-    for j in order:
-        c = float(candidates[j])
-        at = bisect.bisect_left(taken, c)
-        if (at < len(taken) and taken[at] - c <= tol) or (at > 0 and c - taken[at - 1] <= tol):
-            continue
-        taken.insert(at, c)
-        positions.append(float(np.median(nearest[present[:, j], j])))
-    return np.sort(np.asarray(positions)) if positions else np.empty(0)
-
-
 def _weighted(found: Found, weights: np.ndarray) -> np.ndarray:
     scans = len(found[0])
-    return _f1_against(found, [_weighted_consensus([f[i] for f in found], weights) for i in range(scans)])
+    return _f1_against(found, [_consensus([f[i] for f in found], weights=weights) for i in range(scans)])
 
 
 def half_vote(found: Found) -> np.ndarray:
@@ -149,7 +114,7 @@ def leave_one_out(strict: bool = False) -> Rule:
             # strict: a voter of weight ε with no peaks turns "at least half" into "more than half"
             weights = [1.0] * len(others) + ([1e-6] if strict else [])
             voters = [*others, [np.empty(0)] * scans] if strict else others
-            consensus = [_weighted_consensus([f[i] for f in voters], weights) for i in range(scans)]
+            consensus = [_consensus([f[i] for f in voters], weights=weights) for i in range(scans)]
             values.append(_f1_against([found[k]], consensus)[0])
         return np.array(values)
 
@@ -266,10 +231,6 @@ def main() -> None:
                     for peaks in found
                 ]
             )
-            for i in range(MAX_SCANS):  # the weighted copy, at weights 1, is the current rule
-                scan = [f[i] for f in found]
-                if not np.array_equal(_consensus(scan), _weighted_consensus(scan, np.ones(len(scan)))):
-                    raise SystemExit("xrd_agreement: _weighted_consensus no longer matches modsnet.probing")
             for name, rule in RULES.items():
                 t0 = time.perf_counter()
                 value = rule(found)

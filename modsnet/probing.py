@@ -321,8 +321,13 @@ def _measure_xrd(
     return results
 
 
-def _consensus(peak_sets: Sequence[np.ndarray], tol: float = TOLERANCE_DEG) -> np.ndarray:
+def _consensus(
+    peak_sets: Sequence[np.ndarray], tol: float = TOLERANCE_DEG, weights: Sequence[float] | None = None
+) -> np.ndarray:
     """The peaks at least half of the finders agree on (sorted 2θ positions).
+
+    `weights` gives finders unequal votes (half of the total weight then decides); the probe uses equal
+    votes, which beat the weighted rules tried in `benchmarks/xrd_agreement.py`.
 
     Every peak a finder reports is a candidate; its support is the number of finders (itself included)
     with a peak within ±`tol` of it. Candidates with support ≥ half the finders are taken strongest first
@@ -344,9 +349,10 @@ def _consensus(peak_sets: Sequence[np.ndarray], tol: float = TOLERANCE_DEG) -> n
         closest = np.where(candidates - left <= right - candidates, left, right)
         nearest[row] = np.where(np.abs(closest - candidates) <= tol, closest, np.nan)
     present = ~np.isnan(nearest)
-    support = present.sum(axis=0)
-    spread = np.where(present, np.abs(nearest - candidates), 0.0).sum(axis=0) / np.maximum(support, 1)
-    agreed = np.flatnonzero(2 * support >= len(sets))
+    vote = np.ones(len(sets)) if weights is None else np.asarray(weights, dtype=float)
+    support = vote @ present
+    spread = np.where(present, np.abs(nearest - candidates), 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+    agreed = np.flatnonzero(2 * support >= vote.sum())
     order = agreed[np.lexsort((candidates[agreed], spread[agreed], -support[agreed]))]
     taken: list[float] = []
     positions = []

@@ -27,6 +27,7 @@ from modsnet.probing import (
     KIND_SCORE,
     SAMPLE_ROWS,
     ProbeMeasurement,
+    _consensus,
     can_probe,
     measure,
     needs_artifact,
@@ -255,3 +256,12 @@ def test_a_query_of_another_modality_gives_no_probes(
     planted_table: Exemplar, finders: list[tuple[ModelNode, bytes | None]]
 ) -> None:
     assert measure(XRDZOO, planted_table, finders) == []
+
+
+def test_consensus_takes_the_peaks_half_the_votes_agree_on() -> None:
+    finders = [np.array([20.0, 30.0]), np.array([20.05, 40.0]), np.array([19.95, 30.02, 50.0])]
+    # 20 by all three (at their median), 30 by two of three; 40 and 50 by one.
+    np.testing.assert_allclose(_consensus(finders), [20.0, 30.01])
+    np.testing.assert_array_equal(_consensus(finders, weights=[1.0, 1.0, 1.0]), _consensus(finders))
+    # One finder holding most of the weight decides alone.
+    np.testing.assert_allclose(_consensus(finders, weights=[0.1, 5.0, 0.1]), [20.0, 40.0])
