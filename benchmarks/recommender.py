@@ -46,6 +46,7 @@ from services.recommender.evaluation import (
     default_targets,
     evaluate,
     graph_from_bundle,
+    published_dir_for,
 )
 
 SHARED = Path("../shared/data")
@@ -81,11 +82,6 @@ def import_libraries(shared: Path, folder: Path) -> dict[str, Bundle]:
     return out
 
 
-def _published(name: str, shared: Path) -> Path | None:
-    folder = shared / "transfergraph" / name.removeprefix("transfergraph-") / "published"
-    return folder if name.startswith("transfergraph-") and folder.is_dir() else None
-
-
 def _variant(config: GnnConfig) -> Method:
     return lambda fold: evaluate_fold(fold, config)
 
@@ -98,7 +94,7 @@ def run(
     with_probes: bool = False,
     extra: dict[str, Method] | None = None,
 ) -> EvaluationReport:
-    published = _published(bundle.name, shared)
+    published = published_dir_for(bundle.name, shared)
     snapshot, _ = graph_from_bundle(bundle)
     return evaluate(
         bundle,

@@ -546,7 +546,7 @@ def evaluate(
     return EvaluationReport(snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds))
 
 
-def _published_dir_for(library: str, root: Path) -> Path | None:
+def published_dir_for(library: str, root: Path) -> Path | None:
     """Where TransferGraph's tables for a `transfergraph-<modality>` library lie in ../shared/data."""
     if not library.startswith("transfergraph-"):
         return None
@@ -573,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     bundle = read_bundle(args.bundle)
-    published = _published_dir_for(bundle.name, args.shared_data)
+    published = published_dir_for(bundle.name, args.shared_data)
     targets = args.targets
     if targets is None:
         snapshot, _ = graph_from_bundle(bundle)
