@@ -329,7 +329,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "checkpoint": f"loaded from its checkpoint (trained at graph version {info.trained_version} "
             f"in {info.train_seconds:.2f} s)",
             "refreshed": f"weights trained at graph version {info.trained_version}, applied to the newer graph",
-            "interim": "standing in while the GNN trains in the background (a large library)",
+            "interim": "standing in while the GNN trains in the background",
         }.get(info.origin, f"fitted in {info.train_seconds:.2f} s")
         print(
             f"library {info.library}: {info.estimator} serving graph version {info.graph_version} "

@@ -217,13 +217,14 @@ class RecommenderCore:
             refreshed = self._refresh(snapshot, cached)
             if refreshed is not None:
                 return refreshed
+            wait: float | None
             if len(snapshot.interactions) > self.train_inline_limit:
-                self._retrain_in_background(snapshot.library.name)  # swaps the GNN in when it is trained
-                return self._knn(snapshot, "interim")
-            left = deadline.remaining()
-            if left is not None:
-                trained = self._train_in_background(snapshot, wait=left - self.answer_reserve_seconds)
-                return trained if trained is not None else self._knn(snapshot, "interim")
+                wait = 0.0  # a large library: no search waits minutes for its first GNN
+            else:
+                left = deadline.remaining()
+                wait = None if left is None else left - self.answer_reserve_seconds
+            trained = self._train_in_background(snapshot, wait=wait)
+            return trained if trained is not None else self._knn(snapshot, "interim")
         return self._train(snapshot)
 
     def _knn(self, snapshot: Snapshot, origin: str) -> Served:
@@ -324,8 +325,9 @@ class RecommenderCore:
             self._retraining[library] = thread
         thread.start()
 
-    def _train_in_background(self, snapshot: Snapshot, *, wait: float) -> Served | None:
-        """Train on `snapshot` in a background thread; its result if ready within `wait` seconds, else None.
+    def _train_in_background(self, snapshot: Snapshot, *, wait: float | None) -> Served | None:
+        """Train on `snapshot` in a background thread; its result if ready within `wait` seconds (None: no
+        limit), else None.
 
         Called with the library's lock held. On time, the caller serves the result (a failure is raised
         to it); late, the thread swaps the result in itself once the caller has released the lock. The
@@ -335,7 +337,6 @@ class RecommenderCore:
         outcome: list[Served | Exception] = []
         handoff = threading.Lock()  # decides once whether the request or the thread serves the result
         request_waiting = [True]
-        finished = threading.Event()
 
         def train() -> None:
             try:
@@ -345,7 +346,6 @@ class RecommenderCore:
             with handoff:
                 outcome.append(got)
                 late = not request_waiting[0]
-            finished.set()
             if not late:
                 return
             if isinstance(got, Exception):
@@ -362,14 +362,14 @@ class RecommenderCore:
             thread = threading.Thread(target=train, name=f"train-{library}", daemon=True)
             self._retraining[library] = thread
         thread.start()
-        finished.wait(max(0.0, wait))
+        thread.join(None if wait is None else max(0.0, wait))
         with handoff:
             request_waiting[0] = False
             got = outcome[0] if outcome else None
         if isinstance(got, Exception):
             raise got
         if got is None:
-            log.info("training %s outlasts this request: the kNN estimator answers until it is done", library)
+            log.info("training %s goes on in the background: the kNN estimator answers until it is done", library)
         return got
 
     def _drop_interim(self, library: str) -> None:
