@@ -39,20 +39,20 @@ lint: setup ## ruff on everything, mypy on the runtime package
 
 .PHONY: up
 up: setup ## start the local cluster: four service processes, real Redis and S3 (data in .cluster/)
-	$(BIN)/python -m modsnet.localcluster up
+	$(BIN)/python -m modsnet.offline.localcluster up
 
 .PHONY: down
 down: setup ## stop the local cluster (its data stays in .cluster/)
-	$(BIN)/python -m modsnet.localcluster down
+	$(BIN)/python -m modsnet.offline.localcluster down
 
 .PHONY: protos
 protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is committed)
-	$(BIN)/python -m modsnet.protogen
+	$(BIN)/python -m modsnet.offline.protogen
 
 .PHONY: libraries
-libraries: setup ## rebuild the built-in libraries (deterministic, resumable; see modsnet/zoo)
-	$(BIN)/python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
-	$(BIN)/python -m modsnet.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 2 --seed 0
+libraries: setup ## rebuild the built-in libraries (deterministic, resumable; see modsnet/offline/zoo)
+	$(BIN)/python -m modsnet.offline.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
+	$(BIN)/python -m modsnet.offline.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 2 --seed 0
 
 .PHONY: bench
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/

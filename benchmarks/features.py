@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from modsnet.exemplar import dataset_features, load_exemplar
+from modsnet.data.exemplar import dataset_features, load_exemplar
 from modsnet.features import image, single_threaded_blas, text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the in-memory synthetic bundles of th
 
 from knowledge_bundles import make_bundle
 
-from modsnet.devservers.redis import RedisServer
+from modsnet.offline.devservers.redis import RedisServer
 from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore

@@ -26,7 +26,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from modsnet.bundle import Bundle, read_bundle
+from modsnet.data.bundle import Bundle, read_bundle
 from services.recommender.estimators.gnn import GnnConfig, evaluate_fold
 from services.recommender.evaluation import EvaluationReport, default_targets, evaluate, graph_from_bundle
 from services.recommender.probes import DIVERSITY
@@ -43,8 +43,8 @@ def load(name: str, shared: Path, work: Path) -> Bundle | None:
         return read_bundle(ROOT / "modsnet" / "libraries" / name)
     if not shared.is_dir():
         return None
-    from modsnet.importers.oboe import import_oboe
-    from modsnet.importers.transfergraph import import_transfergraph
+    from modsnet.offline.importers.oboe import import_oboe
+    from modsnet.offline.importers.transfergraph import import_transfergraph
 
     if name == "oboe":
         import_oboe(shared / "oboe", work / name)

@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modsnet.bundle import Bundle, read_bundle
-from modsnet.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, Snapshot
-from modsnet.importers.oboe import import_oboe
-from modsnet.importers.transfergraph import import_transfergraph
+from modsnet.data.bundle import Bundle, read_bundle
+from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, Snapshot
+from modsnet.offline.importers.oboe import import_oboe
+from modsnet.offline.importers.transfergraph import import_transfergraph
 from services.recommender.estimators.gnn import GnnConfig, GnnEstimator, OnnxScorer, evaluate_fold
 from services.recommender.evaluation import (
     DEFAULT_PROBE_BUDGET,

@@ -26,8 +26,8 @@ from pathlib import Path
 import grpc
 from minio import Minio
 
-from modsnet.clients import CHUNK, StorageClient, iter_file
-from modsnet.devservers.seaweed import SeaweedS3
+from modsnet.offline.devservers.seaweed import SeaweedS3
+from modsnet.runtime.stubs import CHUNK, StorageClient, iter_file
 
 
 def free_port() -> int:

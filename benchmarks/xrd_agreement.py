@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/xrd_agreement.py [--datasets 270] [--draws 3] [--out docs/benchmarks-xrd-agreement.md]
 
-An uploaded scan has no true peaks, so `modsnet.probing` scores each probed finder by its peak F1 against
+An uploaded scan has no true peaks, so `modsnet.models.probing` scores each probed finder by its peak F1 against
 the consensus of the probed finders. Here the truth is known: for N XRDZoo datasets (drawn with a fixed
 seed; all 270 by default) the scans are simulated again with the generator's own functions
-(`modsnet.zoo.xrd.plan_datasets` and `simulate` with the bundle's seed and the dataset's own seed, which
+(`modsnet.offline.zoo.xrd.plan_datasets` and `simulate` with the bundle's seed and the dataset's own seed, which
 reproduces the bundle's scores exactly), and the probe runs as `_measure_xrd` runs it, on the dataset's
 first `MAX_SCANS` patterns. Per probe set, each finder's agreement is set beside its true peak F1 on the
 same scans (±0.1° 2θ, `f1_at_tolerance` against the simulated true peaks). Figures per probe set: Spearman
@@ -39,9 +39,9 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from modsnet.probing import MAX_SCANS, TOLERANCE_DEG, _consensus
-from modsnet.zoo import xrd
-from modsnet.zoo.peaks import f1_at_tolerance, load_finder
+from modsnet.models.peaks import f1_at_tolerance, load_finder
+from modsnet.models.probing import MAX_SCANS, TOLERANCE_DEG, _consensus
+from modsnet.offline.zoo import xrd
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "modsnet" / "libraries" / "xrdzoo"

@@ -23,8 +23,8 @@ from google.protobuf.json_format import MessageToDict
 
 from modsnet import __version__
 from modsnet.client import DEFAULT_PROBES, Client
-from modsnet.errors import ConfigError, ModsnetError
 from modsnet.runtime import config as cfg
+from modsnet.runtime.errors import ConfigError, ModsnetError
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
 
@@ -298,7 +298,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from modsnet.runner import run_model
+    from modsnet.models.runner import run_model
 
     with connect(args) as client:
         model = client.find_model(args.model_id, args.library or "")

@@ -17,11 +17,11 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from modsnet.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
-from modsnet.clients import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
-from modsnet.errors import InvalidArgument, NotFound
-from modsnet.graph import LibraryInfo, ModelNode
-from modsnet.runtime.client import ServiceClient, chunked
+from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
+from modsnet.data.graph import LibraryInfo, ModelNode
+from modsnet.runtime.channels import ServiceClient, chunked
+from modsnet.runtime.errors import InvalidArgument, NotFound
+from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import query_pb2 as qpb

@@ -10,7 +10,7 @@ import hashlib
 import math
 import random
 
-from modsnet.bundle import Bundle, Table
+from modsnet.data.bundle import Bundle, Table
 
 
 def fingerprint(dataset_id: str, salt: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Redis fixtures of the integration tests (the server itself: `modsnet.devservers.redis`)."""
+"""Redis fixtures of the integration tests (the server itself: `modsnet.offline.devservers.redis`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modsnet.devservers.redis import RedisServer, free_port
+from modsnet.offline.devservers.redis import RedisServer, free_port
 
 __all__ = ["RedisServer", "free_port", "redis_server", "redis_url", "start_or_skip"]
 

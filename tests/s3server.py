@@ -1,4 +1,4 @@
-"""The S3 server fixture of the integration tests (the server itself: `modsnet.devservers.seaweed`)."""
+"""The S3 server fixture of the integration tests (the server itself: `modsnet.offline.devservers.seaweed`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modsnet.devservers.seaweed import SeaweedS3, weed_binary
+from modsnet.offline.devservers.seaweed import SeaweedS3, weed_binary
 
 __all__ = ["SeaweedS3", "seaweed_s3"]
 

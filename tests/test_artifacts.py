@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from modsnet.bundle import read_bundle
+from modsnet.data.bundle import read_bundle
 from modsnet.embedded import EmbeddedCluster
-from modsnet.errors import InvalidArgument, NotFound
+from modsnet.runtime.errors import InvalidArgument, NotFound
 
 
 @pytest.fixture

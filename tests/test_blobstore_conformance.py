@@ -27,7 +27,7 @@ from minio import Minio
 from minio.helpers import MIN_PART_SIZE
 from s3server import SeaweedS3, seaweed_s3  # noqa: F401 - seaweed_s3 is a fixture used by name
 
-from modsnet.errors import ConfigError, DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.storage.backends import s3 as s3_backend
 from services.storage.backends.base import CHUNK_SIZE, BlobStore
 from services.storage.backends.local import LocalBlobStore

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from modsnet.errors import InvalidArgument, ModsnetError, ResourceExhausted
-from modsnet.exemplar import Limits, load_exemplar
+from modsnet.data.exemplar import Limits, load_exemplar
+from modsnet.runtime.errors import InvalidArgument, ModsnetError, ResourceExhausted
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [

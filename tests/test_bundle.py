@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modsnet.bundle import (
+from modsnet.data.bundle import (
     bundle_members,
     canonical,
     pack_bundle,
@@ -20,7 +20,7 @@ from modsnet.bundle import (
     write_bundle,
     zip_members,
 )
-from modsnet.errors import InvalidArgument, ResourceExhausted
+from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_path_traversal_in_an_archive_is_refused() -> None:
 
 
 def test_zip_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import modsnet.bundle as bundle_module
+    import modsnet.data.bundle as bundle_module
 
     monkeypatch.setattr(bundle_module, "MAX_UNPACKED_BYTES", 1_000_000)
     raw = io.BytesIO()

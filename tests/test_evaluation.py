@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modsnet.bundle import Bundle, Table
+from modsnet.data.bundle import Bundle, Table
 from services.recommender.evaluation import (
     Fold,
     ProbeBudgetExceeded,
@@ -166,7 +166,7 @@ def test_logme_ranks_by_the_recorded_probe_and_pays_for_all() -> None:
 
 
 def test_report_json_and_table(synth_bundle: Path) -> None:
-    from modsnet.bundle import read_bundle
+    from modsnet.data.bundle import read_bundle
 
     targets = ["d0", "d5", "d9"]
     report = evaluate(read_bundle(synth_bundle), methods=["random", "popularity", "knn"], targets=targets, seed=3)

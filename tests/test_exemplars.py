@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from modsnet.errors import InvalidArgument
-from modsnet.exemplar import Exemplar, dataset_features, load_exemplar
+from modsnet.data.exemplar import Exemplar, dataset_features, load_exemplar
 from modsnet.features import image, tabular, text, xrd
+from modsnet.runtime.errors import InvalidArgument
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "testdata"
 FEATURE_NAMES = {

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modsnet.errors import InvalidArgument, ResourceExhausted
 from modsnet.features.tabular import (
     FEATURE_NAMES,
     FEATURE_SET,
@@ -19,6 +18,7 @@ from modsnet.features.tabular import (
     stratified_sample,
     tabular_features,
 )
+from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 
 def _write(tmp_path: Path, content: bytes, name: str = "data.csv") -> Path:

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the GNN estimator needs torch (pip install torch==2.13.0)")
 pytest.importorskip("torch_geometric", reason="the GNN estimator needs torch-geometric")
 
-from modsnet.bundle import read_bundle  # noqa: E402
+from modsnet.data.bundle import read_bundle  # noqa: E402
 from services.recommender.estimators.gnn import (  # noqa: E402
     DATA,
     INPUTS,

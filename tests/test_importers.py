@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from modsnet.bundle import Bundle, read_bundle
-from modsnet.errors import InvalidArgument
-from modsnet.importers import ImportReport
-from modsnet.importers.__main__ import main
-from modsnet.importers.oboe import import_oboe
-from modsnet.importers.transfergraph import import_transfergraph
+from modsnet.data.bundle import Bundle, read_bundle
+from modsnet.offline.importers import ImportReport
+from modsnet.offline.importers.__main__ import main
+from modsnet.offline.importers.oboe import import_oboe
+from modsnet.offline.importers.transfergraph import import_transfergraph
+from modsnet.runtime.errors import InvalidArgument
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 shared_data = pytest.mark.shared_data

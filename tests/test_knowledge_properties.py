@@ -27,9 +27,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from knowledge_bundles import make_bundle
 from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
 
-from modsnet.bundle import canonical
-from modsnet.errors import AlreadyExists, ModsnetError, NotFound
-from modsnet.graph import Cost, DatasetNode, InteractionRecord
+from modsnet.data.bundle import canonical
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord
+from modsnet.runtime.errors import AlreadyExists, ModsnetError, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore

@@ -15,9 +15,9 @@ import redis
 from knowledge_bundles import fingerprint, make_bundle, row_digest
 from redis_server import RedisServer, free_port, redis_server, redis_url, start_or_skip  # noqa: F401 - fixtures
 
-from modsnet.bundle import Bundle
-from modsnet.errors import ConfigError, ModsnetError, Unavailable
-from modsnet.graph import DatasetNode, InteractionRecord, QueryRecord
+from modsnet.data.bundle import Bundle
+from modsnet.data.graph import DatasetNode, InteractionRecord, QueryRecord
+from modsnet.runtime.errors import ConfigError, ModsnetError, Unavailable
 from services.knowledge.backends.redis import CHANNEL, RETIRED_GRACE_S, RedisKnowledgeStore
 
 pytestmark = pytest.mark.integration

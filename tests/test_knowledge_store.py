@@ -12,9 +12,9 @@ import pytest
 from knowledge_bundles import fingerprint, make_bundle
 from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
 
-from modsnet.bundle import canonical, read_bundle
-from modsnet.errors import AlreadyExists, InvalidArgument, NotFound
-from modsnet.graph import Cost, DatasetNode, InteractionRecord, QueryRecord
+from modsnet.data.bundle import canonical, read_bundle
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, QueryRecord
+from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modsnet import localcluster
 from modsnet.client import Client
-from modsnet.devservers.seaweed import weed_binary
+from modsnet.offline import localcluster
+from modsnet.offline.devservers.seaweed import weed_binary
 
 pytestmark = [
     pytest.mark.integration,

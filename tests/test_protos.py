@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modsnet.protogen import ROOT, generate
+from modsnet.offline.protogen import ROOT, generate
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from synthetic import make_table, write_library
 
-from modsnet.bundle import read_bundle
+from modsnet.data.bundle import read_bundle
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime import deadline
 from services.recommender import checkpoints

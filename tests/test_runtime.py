@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from modsnet.errors import ConfigError, DeadlineExceeded, NotFound, Unavailable, from_code
 from modsnet.runtime.deadline import reset_deadline, set_deadline, timeout_for
+from modsnet.runtime.errors import ConfigError, DeadlineExceeded, NotFound, Unavailable, from_code
 from services.knowledge.config import KnowledgeConfig
 from services.query.config import QueryConfig
 from services.storage.config import StorageConfig

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from synthetic import make_table
 
 from modsnet.embedded import EmbeddedCluster
-from modsnet.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc, storage_pb2, storage_pb2_grpc
 
@@ -165,7 +165,7 @@ def test_corrupt_blob_is_data_loss_on_read(cluster: EmbeddedCluster) -> None:
 
 
 def test_upload_over_the_limit_is_resource_exhausted(tmp_path: Path, synth_bundle: Path) -> None:
-    from modsnet.errors import ResourceExhausted
+    from modsnet.runtime.errors import ResourceExhausted
 
     big = tmp_path / "big.csv"
     make_table(2000, 9, 2, 1).to_csv(big, index=False)

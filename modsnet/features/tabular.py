@@ -3,7 +3,7 @@
 `read_table` refuses anything that is not a rectangular text table with a one-line message naming the file,
 because that message goes straight back to the person who uploaded it. `tabular_features` works on a
 bounded random sample, so describing a million-row upload costs about what a 50k-row one does. The
-built-in library (`modsnet.zoo.tabular`) is described by these very functions, so a query's features and
+built-in library (`modsnet.offline.zoo.tabular`) is described by these very functions, so a query's features and
 the library's are comparable by construction.
 """
 
@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.tree import DecisionTreeClassifier
 
-from modsnet.errors import InvalidArgument, ResourceExhausted
+from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 __all__ = [
     "FEATURE_NAMES",

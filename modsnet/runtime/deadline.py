@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar, Token
 
-from modsnet.errors import DeadlineExceeded
+from modsnet.runtime.errors import DeadlineExceeded
 
 _deadline: ContextVar[float | None] = ContextVar("modsnet_deadline", default=None)
 

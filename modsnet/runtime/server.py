@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modsnet.errors import ModsnetError
+from modsnet.runtime.errors import ModsnetError
 
 from .deadline import reset_deadline, set_deadline
 from .metrics import GRPC_REQUESTS, GRPC_SECONDS

@@ -6,8 +6,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from modsnet.errors import ConfigError
 from modsnet.runtime.config import COMMON, Setting, address, default_home, parse_bool, resolve
+from modsnet.runtime.errors import ConfigError
 
 SETTINGS = (
     *COMMON,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from modsnet.bundle import pack_bundle, read_bundle
-from modsnet.clients import StorageClient
-from modsnet.errors import InvalidArgument, ModsnetError
-from modsnet.graph import (
+from modsnet.data.bundle import pack_bundle, read_bundle
+from modsnet.data.graph import (
     PROVENANCES,
     DatasetNode,
     InteractionRecord,
@@ -17,6 +15,8 @@ from modsnet.graph import (
     QueryRecord,
     Snapshot,
 )
+from modsnet.runtime.errors import InvalidArgument, ModsnetError
+from modsnet.runtime.stubs import StorageClient
 
 from .config import KnowledgeConfig
 from .metrics import IMPORT_SECONDS, IMPORTS, INTERACTIONS_ADDED, QUERIES_LOGGED

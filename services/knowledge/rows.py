@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modsnet.bundle import COST_COLUMNS, Table
-from modsnet.graph import InteractionRecord
+from modsnet.data.bundle import COST_COLUMNS, Table
+from modsnet.data.graph import InteractionRecord
 
 
 def distance(row: dict[str, str]) -> float:

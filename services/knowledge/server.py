@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modsnet.clients import StorageClient
 from modsnet.runtime.server import ServiceServer
+from modsnet.runtime.stubs import StorageClient
 from modsnet.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 from .config import KnowledgeConfig

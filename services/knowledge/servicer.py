@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modsnet.convert import (
+from modsnet.data.graph import QueryRecord
+from modsnet.runtime.convert import (
     dataset_from_pb,
     dataset_to_pb,
     interaction_columns,
@@ -14,7 +15,6 @@ from modsnet.convert import (
     query_to_pb,
     similarity_to_pb,
 )
-from modsnet.graph import QueryRecord
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import knowledge_pb2_grpc

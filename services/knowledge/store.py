@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import abc
 
-from modsnet.bundle import Bundle
-from modsnet.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
+from modsnet.data.bundle import Bundle
+from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
 
 
 class KnowledgeStore(abc.ABC):

@@ -1,11 +1,11 @@
 """Query logic with no grpc: receive an exemplar file, understand it, ask for the top-k, log it.
 
 The order matters for "a refused upload keeps nothing": the file is spooled to a temp file and parsed and
-validated there first (`modsnet.exemplar`: tables, text, images, XRD scans; archives for folders); only a
+validated there first (`modsnet.data.exemplar`: tables, text, images, XRD scans; archives for folders); only a
 file that passed is put in storage, and only then is anything logged.
 
 Probes run here, because this is where the uploaded data is: the recommender's probe-selector names the
-models worth measuring (`SelectProbes`), `modsnet.probing` measures them on a bounded sample of the upload
+models worth measuring (`SelectProbes`), `modsnet.models.probing` measures them on a bounded sample of the upload
 within `probe_seconds`, and the measurements go with the ranking request as the query node's probe edges.
 A probe that cannot run is left out; it never fails the search.
 """
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO
 
-from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient, iter_file
-from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
-from modsnet.exemplar import Exemplar, Limits, dataset_features, load_exemplar
-from modsnet.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
-from modsnet.probing import ProbeMeasurement, measure, needs_artifact
+from modsnet.data.exemplar import Exemplar, Limits, dataset_features, load_exemplar
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
+from modsnet.models.probing import ProbeMeasurement, measure, needs_artifact
+from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 

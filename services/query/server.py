@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from modsnet.clients import KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.features import single_threaded_blas
 from modsnet.runtime.server import ServiceServer
+from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import query_pb2, query_pb2_grpc
 
 from .config import QueryConfig

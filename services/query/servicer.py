@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modsnet.convert import cost_from_pb, library_to_pb
-from modsnet.errors import InvalidArgument
+from modsnet.runtime.convert import cost_from_pb, library_to_pb
+from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from modsnet.clients import StorageClient
-from modsnet.errors import NotFound
+from modsnet.runtime.errors import NotFound
+from modsnet.runtime.stubs import StorageClient
 
 log = logging.getLogger(__name__)
 

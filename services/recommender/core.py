@@ -31,11 +31,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from modsnet.clients import KnowledgeClient, StorageClient
-from modsnet.errors import FailedPrecondition, InvalidArgument, ModsnetError
-from modsnet.graph import LibraryInfo, ModelNode, Snapshot
-from modsnet.probing import can_probe
+from modsnet.data.graph import LibraryInfo, ModelNode, Snapshot
+from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
+from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
+from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator

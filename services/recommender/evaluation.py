@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from modsnet.bundle import Bundle, number, read_bundle
-from modsnet.graph import (
+from modsnet.data.bundle import Bundle, number, read_bundle
+from modsnet.data.graph import (
     Cost,
     DatasetNode,
     InteractionRecord,

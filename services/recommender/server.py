@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from modsnet.clients import KnowledgeClient, StorageClient
 from modsnet.runtime.server import ServiceServer
+from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
 
 from .config import RecommenderConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modsnet.convert import cost_to_pb
+from modsnet.runtime.convert import cost_to_pb
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc

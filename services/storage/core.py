@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from modsnet.errors import InvalidArgument, NotFound, ResourceExhausted
+from modsnet.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 from .backends.base import BlobInfo, BlobStore, check_blob_id
 from .config import StorageConfig

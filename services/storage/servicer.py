@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modsnet.errors import InvalidArgument
+from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import storage_pb2 as pb
 from modsnet.v1 import storage_pb2_grpc
 

@@ -85,17 +85,8 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from modsnet.bundle import COST_COLUMNS, Bundle, Table, number
-from modsnet.errors import (
-    Aborted,
-    AlreadyExists,
-    ConfigError,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-)
-from modsnet.graph import (
+from modsnet.data.bundle import COST_COLUMNS, Bundle, Table, number
+from modsnet.data.graph import (
     Cost,
     DatasetNode,
     InteractionRecord,
@@ -104,6 +95,15 @@ from modsnet.graph import (
     QueryRecord,
     SimilarityRecord,
     Snapshot,
+)
+from modsnet.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
 )
 
 from ..rows import distance, interaction_row, merged_features

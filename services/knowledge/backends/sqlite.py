@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from modsnet.bundle import COST_COLUMNS, Bundle, Table, number
-from modsnet.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from modsnet.graph import (
+from modsnet.data.bundle import COST_COLUMNS, Bundle, Table, number
+from modsnet.data.graph import (
     Cost,
     DatasetNode,
     InteractionRecord,
@@ -30,6 +29,7 @@ from modsnet.graph import (
     SimilarityRecord,
     Snapshot,
 )
+from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 
 from ..rows import distance, interaction_row, merged_features
 from ..store import KnowledgeStore

@@ -53,7 +53,7 @@ from scipy import sparse
 from torch import Tensor, nn
 from torch_geometric.nn import GraphConv, HeteroConv
 
-from modsnet.graph import DatasetNode, ModelNode, Snapshot
+from modsnet.data.graph import DatasetNode, ModelNode, Snapshot
 
 from ..probes import DIVERSITY, MEASURED, PROXY_KINDS, ProbeSelector, model_similarity, virtual_edges
 from .base import Evidence, Prediction, ProbeRecord

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modsnet.graph import Snapshot
+from modsnet.data.graph import Snapshot
 
 from .base import Evidence, Prediction
 

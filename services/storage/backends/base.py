@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from modsnet.errors import InvalidArgument
+from modsnet.runtime.errors import InvalidArgument
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: the unit of streaming in and out of every backend
 _BLOB_ID = re.compile(r"^[0-9a-f]{64}$")

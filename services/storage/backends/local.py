@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from modsnet.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 from .base import CHUNK_SIZE, BlobInfo, BlobStore, check_blob_id, check_pointer_name
 

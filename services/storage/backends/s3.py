@@ -35,7 +35,7 @@ from minio.error import MinioException, S3Error
 from minio.helpers import MIN_PART_SIZE, check_bucket_name
 from minio.versioningconfig import ENABLED, VersioningConfig
 
-from modsnet.errors import (
+from modsnet.runtime.errors import (
     ConfigError,
     DataLoss,
     Internal,

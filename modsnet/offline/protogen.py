@@ -2,7 +2,7 @@
 
 The generated code is committed so that an installed package needs no code generator; the test suite
 regenerates it into a temporary folder and fails when the committed files differ.
-Usage: python -m modsnet.protogen [OUTPUT_ROOT]   (default: the repository root)
+Usage: python -m modsnet.offline.protogen [OUTPUT_ROOT]   (default: the repository root)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from modsnet.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
+from modsnet.runtime.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
 
 from .deadline import timeout_for
 from .metrics import CLIENT_REQUESTS

@@ -1,6 +1,6 @@
 """XRDZoo, the built-in X-ray diffraction library: peak finders measured on simulated powder patterns.
 
-    python -m modsnet.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 1 --seed 0
+    python -m modsnet.offline.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 1 --seed 0
 
 Datasets. Every crystal structure that ships with Dans_Diffraction is simulated once: its reflections up
 to |Q| = `Q_MAX`, with X-ray structure factors from Dans_Diffraction. Exact twins (FCC.cif is Copper.cif)
@@ -26,7 +26,7 @@ training patterns, fitting and choosing its threshold). The wavelet finders, ~10
 rest (scipy's ridge-line filtering), are scored on each dataset's first `CWT_PATTERNS` patterns only
 (models.csv `scored_patterns`).
 
-Models. Classical finders over parameter grids (`modsnet.zoo.peaks` specs: scipy `find_peaks` after
+Models. Classical finders over parameter grids (`modsnet.models.peaks` specs: scipy `find_peaks` after
 smoothing and background removal, with prominence and width thresholds; first-derivative zero crossings
 with curvature thresholds; wavelet (CWT) ridges), runnable from `artifacts/<model_id>.json`; and small
 dilated 1-D CNNs trained here with torch, runnable from `artifacts/<model_id>.onnx`.
@@ -78,10 +78,8 @@ from scipy import signal, sparse
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from modsnet.errors import InvalidArgument
 from modsnet.features.xrd import FEATURE_NAMES, FEATURE_SET, Scan, xrd_features
-from modsnet.zoo.common import Progress, load_results, swap_in
-from modsnet.zoo.peaks import (
+from modsnet.models.peaks import (
     METADATA_KEY,
     PeakFinder,
     heatmap_peaks,
@@ -90,6 +88,8 @@ from modsnet.zoo.peaks import (
     neural_input,
     refine_maxima,
 )
+from modsnet.offline.zoo.common import Progress, load_results, swap_in
+from modsnet.runtime.errors import InvalidArgument
 
 __all__ = [
     "Conditions",
@@ -468,7 +468,7 @@ def _dataset_seed(seed: int, dataset_id: str) -> list[int]:
 
 @dataclass(frozen=True)
 class FinderSetting:
-    """A model of the library: a classical spec (`modsnet.zoo.peaks`), or a CNN's architecture and training."""
+    """A model of the library: a classical spec (`modsnet.models.peaks`), or a CNN's architecture and training."""
 
     model_id: str
     family: str  # find_peaks | derivative | cwt | cnn
@@ -959,7 +959,7 @@ def _manifest(settings: list[FinderSetting], plans: list[DatasetPlan], patterns:
             f"scored on the first {CWT_PATTERNS} patterns of each dataset. A CNN is scored only on "
             "datasets of structures outside its training folds. dataset_features/xrd.csv holds "
             f"modsnet.features.xrd {FEATURE_SET} of each dataset's patterns. Every finder runs from "
-            "artifacts/ with modsnet.zoo.peaks.load_finder."
+            "artifacts/ with modsnet.models.peaks.load_finder."
         ),
         "modality": "xrd",
         "task": "peak_finding",
@@ -967,7 +967,7 @@ def _manifest(settings: list[FinderSetting], plans: list[DatasetPlan], patterns:
         "higher_is_better": True,
         "version": 1,
         "source": (
-            f"Simulated and measured by modsnet.zoo.xrd (numpy {np.__version__}, scipy {scipy.__version__}, "
+            f"Simulated and measured by modsnet.offline.zoo.xrd (numpy {np.__version__}, scipy {scipy.__version__}, "
             f"torch {torch.__version__}). Crystal structures and X-ray structure factors: Dans_Diffraction "
             f"{_DANS_VERSION} (https://github.com/DanPorter/Dans_Diffraction, Apache-2.0), whose structure "
             "files come mostly from the American Mineralogist Crystal Structure Database."
@@ -1091,7 +1091,7 @@ def _write_bundle(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: train and measure (or resume), then write the bundle."""
-    parser = argparse.ArgumentParser(prog="python -m modsnet.zoo.xrd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.zoo.xrd", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
     parser.add_argument("--work", type=Path, required=True, help="folder for simulations, networks and results")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")

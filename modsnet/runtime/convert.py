@@ -1,4 +1,4 @@
-"""Conversions between knowledge-graph records (`modsnet.graph`) and their protobuf messages.
+"""Conversions between knowledge-graph records (`modsnet.data.graph`) and their protobuf messages.
 
 Servicers and clients both use these, so a record crosses a service boundary through exactly one pair of
 functions.
@@ -6,7 +6,7 @@ functions.
 
 from __future__ import annotations
 
-from modsnet.graph import (
+from modsnet.data.graph import (
     PROVENANCES,
     Cost,
     DatasetNode,

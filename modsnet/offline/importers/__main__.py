@@ -1,4 +1,4 @@
-"""Command line: `python -m modsnet.importers transfergraph|oboe --src DIR --out DIR ...`.
+"""Command line: `python -m modsnet.offline.importers transfergraph|oboe --src DIR --out DIR ...`.
 
 Prints the import report as JSON; a malformed source exits with status 2 and the message naming the file
 and column, so scripts can tell refused data from a crash.
@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from modsnet.errors import InvalidArgument
-from modsnet.importers.oboe import import_oboe
-from modsnet.importers.transfergraph import import_transfergraph
+from modsnet.offline.importers.oboe import import_oboe
+from modsnet.offline.importers.transfergraph import import_transfergraph
+from modsnet.runtime.errors import InvalidArgument
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modsnet.importers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.importers", description=__doc__)
     sources = parser.add_subparsers(dest="source", required=True)
     graph = sources.add_parser("transfergraph", help="one modality folder of TransferGraph's records")
     graph.add_argument("--modality", choices=("image", "text"), required=True)

@@ -1,8 +1,8 @@
 """The local cluster (`make up` / `make down`): the four services as separate processes, on real backends.
 
-    python -m modsnet.localcluster up [--dir .cluster]     # Redis (AOF), SeaweedFS (S3), four services
-    python -m modsnet.localcluster status
-    python -m modsnet.localcluster down
+    python -m modsnet.offline.localcluster up [--dir .cluster]     # Redis (AOF), SeaweedFS (S3), four services
+    python -m modsnet.offline.localcluster status
+    python -m modsnet.offline.localcluster down
 
 The same `modsnet serve SERVICE` processes that Kubernetes runs, on loopback ports, with the knowledge
 graph in a real redis-server and the blobs in a real S3 server, both keeping their data under the cluster
@@ -27,9 +27,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.client import Client
-from modsnet.devservers.redis import RedisServer, free_port
-from modsnet.devservers.seaweed import SeaweedS3
 from modsnet.embedded import import_builtin_libraries
+from modsnet.offline.devservers.redis import RedisServer, free_port
+from modsnet.offline.devservers.seaweed import SeaweedS3
 
 SERVICES = ("storage", "knowledge", "recommender", "query")  # start order: callees first
 DEFAULT_PORTS = {"query": 50051, "recommender": 50052, "knowledge": 50053, "storage": 50054}
@@ -192,7 +192,7 @@ def client_env(state: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modsnet.localcluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.localcluster", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("up", "down", "status"))
     parser.add_argument("--dir", type=Path, default=Path(".cluster"), help="where backends keep data and logs")
     args = parser.parse_args(argv)

@@ -29,9 +29,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Literal
 
-from modsnet.bundle import Bundle, Table
-from modsnet.errors import InvalidArgument
-from modsnet.importers import (
+from modsnet.data.bundle import Bundle, Table
+from modsnet.offline.importers import (
     ImportReport,
     is_name,
     metadata_cell,
@@ -41,6 +40,7 @@ from modsnet.importers import (
     table,
     write_library,
 )
+from modsnet.runtime.errors import InvalidArgument
 
 Modality = Literal["image", "text"]
 

@@ -1,7 +1,7 @@
 """Domain errors that know their gRPC status.
 
 The core logic of every service raises these (and nothing grpc-specific); the one server interceptor in
-`modsnet.runtime.server` turns them into status codes, and the client wrapper in `modsnet.runtime.client`
+`modsnet.runtime.server` turns them into status codes, and the client wrapper in `modsnet.runtime.channels`
 turns status codes back into them, so an error crosses service boundaries with its meaning intact.
 `code` is the name of a `grpc.StatusCode` member, kept as a string so this module imports no grpc.
 """

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from modsnet.errors import InvalidArgument, ResourceExhausted
+from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 MODALITIES = ("tabular", "text", "image", "xrd", "other")
 COST_COLUMNS = ("train_seconds", "inference_seconds", "memory_bytes")

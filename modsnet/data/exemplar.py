@@ -55,10 +55,10 @@ import pyarrow.parquet as pq
 from fairmat_readers_xrd import readers as xrd_readers
 from PIL import Image
 
-from modsnet.errors import InvalidArgument, ModsnetError, ResourceExhausted
 from modsnet.features import image as image_module
 from modsnet.features import tabular, text, xrd
 from modsnet.features.xrd import Scan
+from modsnet.runtime.errors import InvalidArgument, ModsnetError, ResourceExhausted
 
 __all__ = ["MODALITIES", "Exemplar", "Limits", "Scan", "dataset_features", "load_exemplar"]
 

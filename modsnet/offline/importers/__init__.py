@@ -2,7 +2,7 @@
 
 `transfergraph.import_transfergraph` and `oboe.import_oboe` read a source folder as published, refuse and
 count its junk rows (one warning, never a crash), and write one bundle folder through
-`modsnet.bundle.write_bundle` (staged in a temp folder, renamed into place). The bundle is validated
+`modsnet.data.bundle.write_bundle` (staged in a temp folder, renamed into place). The bundle is validated
 with the same reader an upload goes through before anything is written, so an importer can never leave
 a bundle that the knowledge service would refuse. Output is deterministic: sorted rows, fixed columns,
 floats at 8 significant digits.
@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from modsnet.bundle import Bundle, Table, bundle_members, parse_members, write_bundle
-from modsnet.errors import InvalidArgument
+from modsnet.data.bundle import Bundle, Table, bundle_members, parse_members, write_bundle
+from modsnet.runtime.errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modsnet.errors import FailedPrecondition, InvalidArgument, NotFound
-from modsnet.exemplar import load_exemplar
-from modsnet.graph import ModelNode
+from modsnet.data.exemplar import load_exemplar
+from modsnet.data.graph import ModelNode
+from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 def run_xrd(model: ModelNode, artifact: bytes, file: Path) -> str:
-    from modsnet.zoo.peaks import load_finder  # onnxruntime and scipy: only when a finder runs
+    from modsnet.models.peaks import load_finder  # onnxruntime and scipy: only when a finder runs
 
     exemplar = load_exemplar(file, name=file.name, modality="xrd")
     finder = load_finder(artifact)
@@ -42,7 +42,7 @@ def run_xrd(model: ModelNode, artifact: bytes, file: Path) -> str:
 
 def run_tabular(model: ModelNode, file: Path, target: str = "") -> str:
     from modsnet.features.tabular import infer_target, read_table, stratified_sample
-    from modsnet.zoo.tabular import FOLDS, ROW_CAP, TARGET, evaluate, model_settings
+    from modsnet.offline.zoo.tabular import FOLDS, ROW_CAP, TARGET, evaluate, model_settings
 
     settings = {s.model_id: s for s in model_settings()}
     if model.model_id not in settings:

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modsnet.bundle import Bundle
-from modsnet.errors import InvalidArgument
-from modsnet.importers import ImportReport, number, read_source_csv, size_features, table, write_library
+from modsnet.data.bundle import Bundle
+from modsnet.offline.importers import ImportReport, number, read_source_csv, size_features, table, write_library
+from modsnet.runtime.errors import InvalidArgument
 
 SOURCE = "OBOE (KDD 2019), udellgroup/oboe @9c5b47d, BSD-3-Clause"
 ERRORS = "error_matrix.csv"

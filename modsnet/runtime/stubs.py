@@ -11,7 +11,17 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from modsnet.convert import (
+from modsnet.data.graph import (
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    SimilarityRecord,
+    Snapshot,
+)
+from modsnet.runtime.channels import ServiceClient, chunked
+from modsnet.runtime.convert import (
     dataset_from_pb,
     dataset_to_pb,
     interaction_to_pb,
@@ -22,17 +32,7 @@ from modsnet.convert import (
     query_to_pb,
     similarity_from_pb,
 )
-from modsnet.errors import DataLoss
-from modsnet.graph import (
-    DatasetNode,
-    InteractionRecord,
-    LibraryInfo,
-    ModelNode,
-    QueryRecord,
-    SimilarityRecord,
-    Snapshot,
-)
-from modsnet.runtime.client import ServiceClient, chunked
+from modsnet.runtime.errors import DataLoss
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import knowledge_pb2_grpc, recommender_pb2_grpc, storage_pb2_grpc
