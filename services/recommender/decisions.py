@@ -1,0 +1,170 @@
+"""Decisions at a measurement budget: the model a user ends up with, and how far it is from the best.
+
+A user who can afford B measurements on their own data runs B models and keeps the best measured one
+(design.md, "Decisions at a budget"). Regret is the best true score of the target minus the true score of
+that pick (in the library's metric, sign-corrected so that lower is always better). Strategies:
+- `modsnet` (adaptive): the probes the estimator chose (B - 1 of them), then its predicted best among the
+  models not probed: B measurements in all. B = 0 trusts the predicted best unmeasured.
+- `modsnet top-B`: measure the estimator's B best predictions, no probes (one cold ranking serves every B).
+- `popular-B`: measure the B models with the best mean score elsewhere; B = 0 trusts the most popular one.
+- `random-B`: B models drawn at random; the exact expectation over all draws, so no sampling noise.
+
+Plain numpy, no estimator: `evaluation.evaluate` runs the estimator and hands its rankings here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BUDGETS = (0, 1, 3, 5, 10)
+MODSNET = "modsnet"
+MODSNET_TOP = "modsnet top-B"
+POPULAR = "popular-B"
+RANDOM = "random-B"
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a strategy knew about one target: a score per candidate (higher = better) and the models it probed."""
+
+    predicted: Mapping[str, float]
+    probed: frozenset[str] = frozenset()
+
+
+def _gain(true: Mapping[str, float], model_ids: Sequence[str] | set[str] | frozenset[str], sign: float) -> float:
+    return max(sign * true[m] for m in model_ids)
+
+
+def _order(predicted: Mapping[str, float]) -> list[str]:
+    # Ties break by id so every run picks the same model; a NaN prediction ranks last.
+    return sorted(predicted, key=lambda m: (-(predicted[m] if math.isfinite(predicted[m]) else -math.inf), m))
+
+
+def pick_regret(true: Mapping[str, float], ranking: Ranking, budget: int, *, sign: float = 1.0) -> float:
+    """Regret of the best measured model after `budget` measurements: the probes, then the predicted best.
+
+    A strategy that probed more than `budget - 1` models is charged only for what fits: the caller hands the
+    probes of a run whose probe budget was `budget - 1`.
+    """
+    best = max(sign * v for v in true.values())
+    order = [m for m in _order(ranking.predicted) if m in true]
+    if budget <= 0:
+        return best - sign * true[order[0]]
+    measured = {m for m in ranking.probed if m in true}
+    for model_id in order:
+        if len(measured) >= budget:
+            break
+        measured.add(model_id)
+    return best - _gain(true, measured, sign)
+
+
+def expected_random_regret(true: Mapping[str, float], budget: int, *, sign: float = 1.0) -> float:
+    """Expected regret of the best of `budget` models drawn without replacement (B = 0: one trusted at random)."""
+    values = sorted((sign * v for v in true.values()), reverse=True)
+    n, draws = len(values), max(1, min(budget, len(values)))
+    total = math.comb(n, draws)
+    # The i-th best (0-based) is the best drawn when it is drawn and the others come from the n-i-1 below it.
+    expected = sum(v * math.comb(n - i - 1, draws - 1) / total for i, v in enumerate(values))
+    return values[0] - expected
+
+
+@dataclass
+class DecisionTable:
+    """Regret per strategy, budget and target; means and the worst target per (strategy, budget)."""
+
+    budgets: tuple[int, ...]
+    regret: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # strategy -> B -> target -> r
+
+    def add(self, strategy: str, budget: int, target: str, value: float) -> None:
+        self.regret.setdefault(strategy, {}).setdefault(budget, {})[target] = float(value)
+
+    def mean(self, strategy: str, budget: int) -> float | None:
+        values = list(self.regret.get(strategy, {}).get(budget, {}).values())
+        return float(np.mean(values)) if values else None
+
+    def worst(self, strategy: str, budget: int) -> tuple[str, float] | None:
+        values = self.regret.get(strategy, {}).get(budget, {})
+        if not values:
+            return None
+        target = max(values, key=lambda t: (values[t], t))
+        return target, values[target]
+
+    def wins(self, strategy: str, baseline: str, budget: int) -> tuple[int, int]:
+        """Targets where `strategy` ends better / worse than `baseline` at `budget` (ties count in neither)."""
+        mine, theirs = self.regret.get(strategy, {}).get(budget, {}), self.regret.get(baseline, {}).get(budget, {})
+        shared = mine.keys() & theirs.keys()
+        better = sum(mine[t] < theirs[t] - 1e-12 for t in shared)
+        worse = sum(mine[t] > theirs[t] + 1e-12 for t in shared)
+        return better, worse
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "budgets": list(self.budgets),
+            "mean": {s: {str(b): self.mean(s, b) for b in self.budgets} for s in self.regret},
+            "worst": {s: {str(b): self.worst(s, b) for b in self.budgets} for s in self.regret},
+            "per_target": {s: {str(b): self.regret[s].get(b, {}) for b in self.budgets} for s in self.regret},
+        }
+
+    def to_table(self) -> str:
+        """Mean regret per strategy and budget, with wins/losses against popular-B and the worst target."""
+        header = "| strategy | " + " | ".join(f"B={b}" for b in self.budgets) + " |"
+        lines = [
+            "decisions: regret of the best measured model after B measurements (lower is better)",
+            header,
+            "|---|" + "---:|" * len(self.budgets),
+        ]
+        for strategy in self.regret:
+            cells = []
+            for budget in self.budgets:
+                mean = self.mean(strategy, budget)
+                cell = "–" if mean is None else f"{mean:.3f}"
+                if strategy != POPULAR and mean is not None and POPULAR in self.regret:
+                    better, worse = self.wins(strategy, POPULAR, budget)
+                    cell += f" ({better}↑ {worse}↓)"
+                cells.append(cell)
+            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        lines.append("(n↑ m↓: targets where the strategy ends better / worse than popular-B)")
+        for strategy in self.regret:
+            worst = [(b, self.worst(strategy, b)) for b in self.budgets]
+            shown = ", ".join(f"B={b} {w[0]} {w[1]:.3f}" for b, w in worst if w is not None)
+            lines.append(f"worst target, {strategy}: {shown}")
+        return "\n".join(lines)
+
+
+def decision_table(
+    truth: Mapping[str, Mapping[str, float]],
+    *,
+    popularity: Mapping[str, float],
+    cold: Mapping[str, Mapping[str, float]] | None = None,
+    adaptive: Mapping[int, Mapping[str, Ranking]] | None = None,
+    budgets: Sequence[int] = BUDGETS,
+    higher_is_better: bool = True,
+) -> DecisionTable:
+    """Regret of every strategy at every budget on every target of `truth` (target -> model -> true score).
+
+    `popularity` is a model's mean (z-scored) score elsewhere, higher = better whatever the metric;
+    `cold` the estimator's predictions per target without probes (also higher = better); `adaptive[B]` its
+    ranking and probes per target in a run whose probe budget was B - 1 (B = 0 and 1 use the cold ranking).
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    table = DecisionTable(tuple(budgets))
+    for target, true in truth.items():
+        if len(true) < 2:
+            continue
+        for budget in budgets:
+            if adaptive is not None:
+                ranking = adaptive.get(budget, {}).get(target)
+                if ranking is None and budget <= 1 and cold is not None and target in cold:
+                    ranking = Ranking(cold[target])
+                if ranking is not None:
+                    table.add(MODSNET, budget, target, pick_regret(true, ranking, budget, sign=sign))
+            if cold is not None and target in cold:
+                table.add(MODSNET_TOP, budget, target, pick_regret(true, Ranking(cold[target]), budget, sign=sign))
+            popular = Ranking({m: popularity.get(m, -math.inf) for m in true})
+            table.add(POPULAR, budget, target, pick_regret(true, popular, budget, sign=sign))
+            table.add(RANDOM, budget, target, expected_random_regret(true, budget, sign=sign))
+    return table

@@ -1,0 +1,74 @@
+"""Decisions at a budget: the regret of what a user ends up with, per strategy (recommender decisions)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from services.recommender.decisions import (
+    MODSNET,
+    MODSNET_TOP,
+    POPULAR,
+    RANDOM,
+    Ranking,
+    decision_table,
+    expected_random_regret,
+    pick_regret,
+)
+
+TRUE = {"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.1}
+PREDICTED = {"c": 1.0, "d": 0.5, "a": 0.2, "b": 0.0}
+
+
+def test_no_budget_trusts_the_predicted_best_unmeasured() -> None:
+    assert pick_regret(TRUE, Ranking(PREDICTED), 0) == pytest.approx(0.4)
+
+
+def test_a_budget_measures_the_predicted_best_in_order_and_keeps_the_best_measured() -> None:
+    assert pick_regret(TRUE, Ranking(PREDICTED), 1) == pytest.approx(0.4)
+    assert pick_regret(TRUE, Ranking(PREDICTED), 2) == pytest.approx(0.4)  # c, d
+    assert pick_regret(TRUE, Ranking(PREDICTED), 3) == pytest.approx(0.0)  # c, d, a
+
+
+def test_probes_count_as_measurements_and_the_rest_go_to_the_best_unprobed_prediction() -> None:
+    probed = Ranking(PREDICTED, frozenset({"b", "d"}))
+    assert pick_regret(TRUE, probed, 3) == pytest.approx(0.1)  # b, d probed, then c: best measured is b
+    assert pick_regret(TRUE, Ranking(PREDICTED, frozenset({"a"})), 1) == pytest.approx(0.0)
+
+
+def test_lower_is_better_metrics_flip_the_sign() -> None:
+    errors = {"a": 0.1, "b": 0.2, "c": 0.5}
+    assert pick_regret(errors, Ranking({"c": 1.0, "a": 0.0, "b": 0.5}), 0, sign=-1.0) == pytest.approx(0.4)
+    assert expected_random_regret(errors, 1, sign=-1.0) == pytest.approx(np.mean([0.0, 0.1, 0.4]))
+
+
+@pytest.mark.parametrize("budget", [0, 1, 2, 3, 4, 6])
+def test_random_regret_is_the_exact_mean_over_every_draw(budget: int) -> None:
+    draws = max(1, min(budget, len(TRUE)))
+    regrets = [0.9 - max(TRUE[m] for m in pick) for pick in itertools.combinations(TRUE, draws)]
+    assert expected_random_regret(TRUE, budget) == pytest.approx(np.mean(regrets))
+
+
+def test_a_nan_prediction_ranks_last() -> None:
+    assert pick_regret(TRUE, Ranking({"a": float("nan"), "b": 0.1, "c": 0.0, "d": -1.0}), 0) == pytest.approx(0.1)
+
+
+def test_the_table_has_every_strategy_budget_and_target_with_wins_and_the_worst_target() -> None:
+    truth = {"t1": TRUE, "t2": {"a": 0.2, "b": 0.3, "c": 0.9, "d": 0.8}}
+    popularity = {"a": 1.0, "b": 0.5, "c": 0.0, "d": -0.5}  # a, b, c, d
+    cold = {"t1": PREDICTED, "t2": {"c": 1.0, "d": 0.9, "a": 0.0, "b": 0.0}}
+    adaptive = {3: {"t1": Ranking(PREDICTED, frozenset({"b", "d"})), "t2": Ranking(cold["t2"], frozenset({"a", "b"}))}}
+    table = decision_table(truth, popularity=popularity, cold=cold, adaptive=adaptive, budgets=(0, 1, 3))
+    assert set(table.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
+    assert table.regret[POPULAR][0] == pytest.approx({"t1": 0.0, "t2": 0.7})
+    assert table.regret[MODSNET_TOP][0] == pytest.approx({"t1": 0.4, "t2": 0.0})
+    assert table.regret[MODSNET][3] == pytest.approx({"t1": 0.1, "t2": 0.0})  # B=3 from the adaptive run
+    assert table.regret[MODSNET][1] == table.regret[MODSNET_TOP][1]  # B<=1 falls back to the cold ranking
+    assert table.mean(POPULAR, 0) == pytest.approx(0.35)
+    assert table.worst(POPULAR, 0) == ("t2", pytest.approx(0.7))
+    assert table.wins(MODSNET_TOP, POPULAR, 0) == (1, 1)
+    text = table.to_table()
+    assert "| popular-B | 0.350 | " in text and "worst target, popular-B: B=0 t2 0.700" in text
+    assert table.to_dict()["mean"][MODSNET]["3"] == pytest.approx(0.05)
