@@ -33,7 +33,7 @@ from modsnet.models.probing import (
     measure,
     needs_artifact,
 )
-from modsnet.offline.zoo.tabular import model_settings
+from modsnet.models.tabular import model_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 XRDZOO_BUNDLE = ROOT / "modsnet" / "libraries" / "xrdzoo"
@@ -106,7 +106,8 @@ def test_a_worker_thread_measures_the_same_as_the_main_thread(planted_table: Exe
 
 @pytest.mark.parametrize("where", ["main", "worker"])
 def test_a_probe_past_its_limit_is_cut_short_and_left_out(planted_table: Exemplar, where: str) -> None:
-    """100 boosting iterations take longer than 0.01 s a fold (a 0.03 s budget): interrupted in any thread, not waited for."""
+    """100 boosting iterations take longer than 0.01 s a fold (a 0.03 s budget): interrupted in any thread,
+    not waited for."""
     slow = _tabzoo("hgb-i100-l31-lr0.1", "mlp-h32-a0.0001")
 
     def probe() -> tuple[list[ProbeMeasurement], float]:
