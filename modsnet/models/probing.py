@@ -6,7 +6,7 @@ probe is optional evidence: a model that cannot be measured in time, or at all, 
 
 What a probe measures, per modality:
 - tabular (kind "score", TabZoo settings): the library's own metric, balanced accuracy by the library's
-  `FOLDS`-fold stratified CV (`modsnet.offline.zoo.tabular.evaluate`), on a stratified sample of at most
+  `FOLDS`-fold stratified CV (`modsnet.models.tabular.evaluate`), on a stratified sample of at most
   `SAMPLE_ROWS` labelled rows (plus a few to keep each class at `FOLDS` rows). Needs the target column;
   classes with fewer than `FOLDS` rows are dropped and at least two classes must remain. The sample keeps
   one fit to a fraction of a second for most settings, so several probes fit in a search's budget.
@@ -20,7 +20,7 @@ What a probe measures, per modality:
 Bounds, because the user waits for the search: the call stops starting probes once `budget_seconds` are
 spent. A tabular probe gets at most min(`PROBE_LIMIT_S`, remaining budget), split over its `FOLDS` fits;
 a fit past its share is interrupted and the probe left out, in the main thread and in a worker thread
-alike (`modsnet.offline.zoo.tabular.evaluate` bounds fits in any thread). An XRD finder is checked between scans
+alike (`modsnet.models.tabular.evaluate` bounds fits in any thread). An XRD finder is checked between scans
 and dropped if the budget ran out while it ran; scans longer than `MAX_SCAN_POINTS` are not probed (a
 finder's cost grows with the points).
 """
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from modsnet.data.exemplar import Exemplar
-    from modsnet.offline.zoo.tabular import ModelSetting
+    from modsnet.models.tabular import ModelSetting
 
 __all__ = [
     "KIND_AGREEMENT",
@@ -143,7 +143,7 @@ def measure(
 
 @functools.lru_cache(maxsize=1)
 def _settings() -> dict[str, ModelSetting]:
-    from modsnet.offline.zoo.tabular import model_settings  # scikit-learn: only where tabular probes run
+    from modsnet.models.tabular import model_settings  # scikit-learn: only where tabular probes run
 
     return {s.model_id: s for s in model_settings()}
 
@@ -157,7 +157,7 @@ def _tabzoo_setting(library: LibraryInfo, model: ModelNode) -> ModelSetting | No
     described = {k: model.metadata[k] for k in ("estimator", "params", "preprocessing") if k in model.metadata}
     if not described:
         return setting if library.name == "tabzoo" else None
-    from modsnet.offline.zoo.tabular import PREPROCESSING
+    from modsnet.models.tabular import PREPROCESSING
 
     try:
         params = json.loads(described["params"]) if "params" in described else dict(setting.params)
@@ -180,7 +180,7 @@ def _probe_sample(exemplar: Exemplar, seed: int) -> pd.DataFrame | None:
     import pandas as pd
 
     from modsnet.features.tabular import stratified_sample
-    from modsnet.offline.zoo.tabular import FOLDS, TARGET
+    from modsnet.models.tabular import FOLDS, TARGET
 
     table, target = exemplar.table, exemplar.target
     if table is None or not target or target not in table.columns:
@@ -212,7 +212,7 @@ def _measure_tabular(
 ) -> list[ProbeMeasurement]:
     from threadpoolctl import threadpool_limits
 
-    from modsnet.offline.zoo.tabular import FOLDS
+    from modsnet.models.tabular import FOLDS
 
     settings = [(model, _tabzoo_setting(library, model)) for model, _ in models]
     if not any(setting for _, setting in settings):
@@ -234,7 +234,7 @@ def _probe_settings(
     deadline: float,
     seed: int,
 ) -> list[ProbeMeasurement]:
-    from modsnet.offline.zoo.tabular import FOLDS, evaluate
+    from modsnet.models.tabular import FOLDS, evaluate
 
     results = []
     for model, setting in settings:

@@ -42,7 +42,7 @@ def run_xrd(model: ModelNode, artifact: bytes, file: Path) -> str:
 
 def run_tabular(model: ModelNode, file: Path, target: str = "") -> str:
     from modsnet.features.tabular import infer_target, read_table, stratified_sample
-    from modsnet.offline.zoo.tabular import FOLDS, ROW_CAP, TARGET, evaluate, model_settings
+    from modsnet.models.tabular import FOLDS, ROW_CAP, TARGET, evaluate, model_settings
 
     settings = {s.model_id: s for s in model_settings()}
     if model.model_id not in settings:

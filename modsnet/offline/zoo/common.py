@@ -1,4 +1,4 @@
-"""What the library generators share: their resumable results log, progress line and atomic bundle swap."""
+"""What the library generators share: choosing ids, the resumable results log, progress line and atomic bundle swap."""
 
 from __future__ import annotations
 
@@ -6,8 +6,24 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
+
+from modsnet.runtime.errors import InvalidArgument
+
+_T = TypeVar("_T")
+
+
+def choose(items: list[_T], ids: Sequence[str] | None, key: Callable[[_T], str], kind: str) -> list[_T]:
+    """The items named by `ids` (all when None), in id order; an unknown id is refused, naming the known ones."""
+    if ids is None:
+        return items
+    by_id = {key(item): item for item in items}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise InvalidArgument(f"unknown {kind} ids {unknown}; known: {sorted(by_id)}")
+    return [by_id[i] for i in sorted(set(ids))]
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:

@@ -61,11 +61,11 @@ import time
 import uuid
 import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import Dans_Diffraction
 import numpy as np
@@ -88,7 +88,7 @@ from modsnet.models.peaks import (
     neural_input,
     refine_maxima,
 )
-from modsnet.offline.zoo.common import Progress, load_results, swap_in
+from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
 from modsnet.runtime.errors import InvalidArgument
 
 __all__ = [
@@ -163,7 +163,6 @@ TRAIN_RATE = 5e-3
 VALIDATION_PATTERNS = 48  # fresh patterns of the training structures that choose the threshold
 TARGET_SIGMA_DEG = 0.05  # width of the Gaussian bump a true peak leaves in the training target
 
-_T = TypeVar("_T")
 _DANS_VERSION = Dans_Diffraction.__version__
 
 
@@ -813,7 +812,7 @@ def generate(
     loaded = load_structures(work / "structures", structures)
     folds = assign_folds(loaded, seed)
     plans = plan_datasets(loaded, folds, seed, conditions)
-    settings = _choose(finder_settings(len(set(folds.values())), train_steps), models, lambda s: s.model_id, "model")
+    settings = choose(finder_settings(len(set(folds.values())), train_steps), models, lambda s: s.model_id, "model")
     networks, trained = _train(settings, loaded, folds, work / "cnn", seed, jobs, progress)
 
     results_path = work / "results.jsonl"
@@ -854,16 +853,6 @@ def generate(
         trained=trained,
         seconds=time.monotonic() - started,
     )
-
-
-def _choose(items: list[_T], ids: Sequence[str] | None, key: Callable[[_T], str], kind: str) -> list[_T]:
-    if ids is None:
-        return items
-    by_id = {key(item): item for item in items}
-    unknown = [i for i in ids if i not in by_id]
-    if unknown:
-        raise InvalidArgument(f"unknown {kind} ids {unknown}")
-    return [by_id[i] for i in sorted(set(ids))]
 
 
 def _file_digest(path: Path) -> str:
