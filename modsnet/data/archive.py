@@ -92,9 +92,11 @@ class Budget:
                 f"{label}: member {member!r} unpacks past the limit of {self.limit:,} bytes (a zip bomb?)"
             )
 
-    def check_declared(self, declared: int, label: str) -> None:
+    def check_declared(self, declared: int, label: str, member: str = "") -> None:
+        """Refuse at once what the headers say is too much (an honest oversize archive or member)."""
         if declared > self.remaining:
-            raise ResourceExhausted(f"{label}: unpacks to {declared:,} bytes, more than the limit of {self.limit:,}")
+            what = f"member {member!r} unpacks" if member else "unpacks"
+            raise ResourceExhausted(f"{label}: {what} to {declared:,} bytes, more than the limit of {self.limit:,}")
 
 
 class Members(Protocol):
@@ -253,13 +255,14 @@ class TarArchive:
                         continue
                     path = checked_name(entry.name, label)
                     if entry.issym() or entry.islnk():
-                        raise InvalidArgument(f"{label}: member {entry.name!r} is a link; links are refused")
+                        kind = "symbolic" if entry.issym() else "hard"
+                        raise InvalidArgument(f"{label}: member {entry.name!r} is a {kind} link; links are refused")
                     if not entry.isfile():
                         raise InvalidArgument(f"{label}: member {entry.name!r} is a device or special file")
                     _check_count(len(self._files) + 1, label, limits)
                     if path in self._files:
                         raise InvalidArgument(f"{label}: member {path!r} appears twice")
-                    self.budget.check_declared(entry.size, label)
+                    self.budget.check_declared(entry.size, label, entry.name)
                     data = bytearray()
                     extracted = archive.extractfile(entry)
                     while extracted is not None and (block := extracted.read(_CHUNK)):
@@ -269,6 +272,12 @@ class TarArchive:
                         data += block
                     self._files[path] = bytes(data)
                 member = ""
+                # tarfile stops at the end-of-archive marker; reading on to the end of the gzip stream is
+                # what checks its CRC and length, and what inflates anything hidden after the marker.
+                while block := (archive.fileobj.read(_CHUNK) if archive.fileobj else b""):
+                    self.budget.take(len(block), label, "(after the end of the archive)")
+                    unpacked += len(block)
+                    _check_expansion("(after the end of the archive)", unpacked, packed, label, limits)
         except ModsnetError:
             raise
         except _UNPACK_ERRORS as exc:
