@@ -114,7 +114,7 @@ Source = Path | bytes | BinaryIO
 
 
 def archive_kind(head: bytes) -> str:
-    """ "zip" or "tar" (plain or gzip-compressed) as the first 262+ bytes announce, else ""."""
+    """The kind of archive the first 262+ bytes announce: "zip", "tar" (plain or gzip-compressed) or "" (none)."""
     if head.startswith(ZIP_MAGIC):
         return "zip"
     if head.startswith(_GZIP_MAGIC) or head[257:262] == b"ustar":
@@ -178,7 +178,7 @@ class ZipArchive:
     def __init__(self, source: Source, label: str, limits: ArchiveLimits, budget: Budget):
         self._label, self.budget = label, budget
         try:
-            self._zip = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+            self._zip = zipfile.ZipFile(source if isinstance(source, Path) else _file_object(source))
         except _UNPACK_ERRORS as exc:
             raise InvalidArgument(f"{label}: not a readable zip archive ({exc})") from exc
         try:
@@ -244,10 +244,8 @@ class TarArchive:
         packed = _size(source)
         member = ""
         try:
-            fileobj = io.BytesIO(source) if isinstance(source, bytes) else None
-            name = source if isinstance(source, Path) else None
-            handle = source if not isinstance(source, (bytes, Path)) else None
-            with tarfile.open(name=name, fileobj=fileobj or handle, mode="r:*") as archive:
+            on_disk, fileobj = (source, None) if isinstance(source, Path) else (None, _file_object(source))
+            with tarfile.open(name=on_disk, fileobj=fileobj, mode="r:*") as archive:
                 unpacked = 0
                 for entry in archive:
                     member = entry.name
@@ -328,6 +326,10 @@ class Folder:
     def head(self, member: str, size: int) -> bytes:
         with open(self._root / member, "rb") as handle:
             return handle.read(size)
+
+
+def _file_object(source: bytes | BinaryIO) -> BinaryIO:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
 def _head(source: Source) -> bytes:
