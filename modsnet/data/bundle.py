@@ -3,9 +3,9 @@
 A bundle is a folder, or a .zip / .tar.gz / .tar of one, holding `library.yaml`, `models.csv`,
 `datasets.csv`, `interactions.csv` and optionally `dataset_similarity.csv`, `probes.csv`,
 `dataset_features/*.csv` and `artifacts/`. `read_bundle` validates everything before anything is used:
-a bad bundle raises `InvalidArgument` naming the file, line and column. Archives are read member by
-member in memory (never extracted), with limits on member count and unpacked size, so a zip bomb or a
-`../` path cannot reach the disk.
+a bad bundle raises `InvalidArgument` naming the file, line and column. Archives and folders are read by
+`modsnet.data.archive` (in memory, never extracted, with limits on member count, unpacked size and
+expansion), so a zip bomb, a link or a `../` path cannot reach the disk.
 
 Cells are kept as the strings the files hold; numeric columns are checked (finite numbers) and parsed on
 use. `write_bundle` and `pack_bundle` write the canonical form (rows sorted by key, fixed column order),
@@ -30,12 +30,14 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
+from modsnet.data.archive import ArchiveLimits, Folder, archive_kind, open_archive, read_all
+from modsnet.runtime.errors import InvalidArgument
 
 MODALITIES = ("tabular", "text", "image", "xrd", "other")
 COST_COLUMNS = ("train_seconds", "inference_seconds", "memory_bytes")
 MAX_MEMBERS = 20_000
 MAX_UNPACKED_BYTES = 2 * 1024**3
+MAX_EXPANSION = 200  # times a member may expand; see modsnet.data.archive
 MAX_CELL_CHARS = 100_000
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _FEATURES_DIR = "dataset_features"
@@ -278,6 +280,11 @@ def number(cell: str) -> float | None:
 # Archive handling
 
 
+def _limits() -> ArchiveLimits:
+    # Built per call, so a test (or an operator) can lower the module's limits.
+    return ArchiveLimits(max_members=MAX_MEMBERS, max_unpacked_bytes=MAX_UNPACKED_BYTES, max_expansion=MAX_EXPANSION)
+
+
 def _load_members(source: str | os.PathLike[str] | bytes | BinaryIO, label: str) -> dict[str, bytes]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -285,112 +292,27 @@ def _load_members(source: str | os.PathLike[str] | bytes | BinaryIO, label: str)
             return _folder_members(path)
         if not path.exists():
             raise InvalidArgument(f"{path}: no such file or folder")
-        with open(path, "rb") as handle:
-            return _archive_members(handle, str(path))
-    if isinstance(source, bytes):
-        return _archive_members(io.BytesIO(source), label)
+        return _archive_members(path, str(path))
     return _archive_members(source, label)
 
 
-def _check_member_name(name: str, label: str) -> str | None:
-    """The member's normalised relative path, or None for entries to ignore (folders, OS litter)."""
-    if name.endswith("/"):
-        return None
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise InvalidArgument(f"{label}: member {name!r} has an unsafe path (absolute or '..')")
-    if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
-        return None
-    return str(path)
-
-
-class _Budget:
-    def __init__(self, label: str):
-        self.label = label
-        self.members = 0
-        self.total = 0
-
-    def take(self, size: int) -> None:
-        self.members += 1
-        self.total += size
-        if self.members > MAX_MEMBERS:
-            raise ResourceExhausted(f"{self.label}: more than {MAX_MEMBERS} members")
-        if self.total > MAX_UNPACKED_BYTES:
-            raise ResourceExhausted(f"{self.label}: unpacks to more than {MAX_UNPACKED_BYTES} bytes")
-
-
 def _folder_members(root: Path) -> dict[str, bytes]:
-    budget = _Budget(str(root))
-    files: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file():
-            continue
-        name = _check_member_name(path.relative_to(root).as_posix(), str(root))
-        if name is None:
-            continue
-        budget.take(path.stat().st_size)
-        files[name] = path.read_bytes()
-    return files
+    return read_all(Folder(root, str(root), _limits()))
 
 
-def _read_limited(handle: BinaryIO, budget: _Budget, name: str) -> bytes:
-    # Read in pieces so a member that lies about its size cannot exhaust memory before the check.
-    out = bytearray()
-    while piece := handle.read(1 << 20):
-        out += piece
-        budget.total += len(piece)
-        if budget.total > MAX_UNPACKED_BYTES:
-            raise ResourceExhausted(f"{budget.label}: unpacks to more than {MAX_UNPACKED_BYTES} bytes ({name})")
-    return bytes(out)
-
-
-def _archive_members(handle: BinaryIO, label: str) -> dict[str, bytes]:
-    head = handle.read(262 + 8)
-    handle.seek(0)
-    budget = _Budget(label)
-    files: dict[str, bytes] = {}
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        try:
-            archive = zipfile.ZipFile(handle)
-        except zipfile.BadZipFile as exc:
-            raise InvalidArgument(f"{label}: not a readable zip archive ({exc})") from None
-        with archive:
-            for info in archive.infolist():
-                name = _check_member_name(info.filename, label)
-                if name is None or info.is_dir():
-                    continue
-                budget.members += 1
-                if budget.members > MAX_MEMBERS:
-                    raise ResourceExhausted(f"{label}: more than {MAX_MEMBERS} members")
-                try:
-                    with archive.open(info) as member:
-                        files[name] = _read_limited(member, budget, name)  # type: ignore[arg-type]
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise InvalidArgument(f"{label}: member {name!r} is corrupt ({exc})") from None
-        return files
-    if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
-        try:
-            archive_tar = tarfile.open(fileobj=handle, mode="r:*")  # noqa: SIM115 - closed by the with below
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise InvalidArgument(f"{label}: not a readable tar archive ({exc})") from None
-        try:
-            with archive_tar:
-                for entry in archive_tar:
-                    if not entry.isfile():
-                        continue  # folders, links and devices are never followed
-                    name = _check_member_name(entry.name, label)
-                    if name is None:
-                        continue
-                    budget.members += 1
-                    if budget.members > MAX_MEMBERS:
-                        raise ResourceExhausted(f"{label}: more than {MAX_MEMBERS} members")
-                    extracted = archive_tar.extractfile(entry)
-                    if extracted is not None:
-                        files[name] = _read_limited(extracted, budget, name)  # type: ignore[arg-type]
-        except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise InvalidArgument(f"{label}: corrupt tar archive ({exc})") from None
-        return files
-    raise InvalidArgument(f"{label}: not a bundle (expected a folder, a .zip or a .tar.gz archive)")
+def _archive_members(source: Path | bytes | BinaryIO, label: str) -> dict[str, bytes]:
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            head = handle.read(512)
+    elif isinstance(source, bytes):
+        head = source[:512]
+    else:
+        head = source.read(512)
+        source.seek(-len(head), os.SEEK_CUR)
+    if not archive_kind(head):
+        raise InvalidArgument(f"{label}: not a bundle (expected a folder, a .zip or a .tar.gz archive)")
+    with open_archive(source, label, _limits()) as archive:
+        return read_all(archive)
 
 
 def _strip_common_root(files: Mapping[str, bytes]) -> dict[str, bytes]:

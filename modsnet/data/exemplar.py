@@ -21,10 +21,11 @@ How the kind is decided, in order:
 - `modality` ("tabular", "text", "image", "xrd") overrides the guess where the content allows both
   readings (a CSV read as a table or as texts, an archive's members) and is refused where it does not.
 
-Archives are read member by member in memory: names that are absolute or contain '..', symlinks, encrypted
-members, more members than allowed and more unpacked bytes than allowed (counted while inflating, not
-taken from the headers) are refused. XML is checked with defusedxml for a DTD before any parser sees it,
-so entity expansion (billion laughs) is refused after reading the prolog.
+Archives and folders are read member by member in memory by `modsnet.data.archive`: names that are absolute
+or contain '..', links, encrypted members, more members than allowed, more unpacked bytes than allowed
+(counted while inflating, not taken from the headers) and members that expand like a bomb are refused.
+XML is checked with defusedxml for a DTD before any parser sees it, so entity expansion (billion laughs)
+is refused after reading the prolog.
 """
 
 from __future__ import annotations
@@ -35,16 +36,14 @@ import json
 import logging
 import os
 import re
-import stat
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
@@ -55,10 +54,12 @@ import pyarrow.parquet as pq
 from fairmat_readers_xrd import readers as xrd_readers
 from PIL import Image
 
+from modsnet.data.archive import ZIP_MAGIC, ArchiveLimits, Budget, Folder, Members, ZipArchive, is_litter
+from modsnet.data.text_decoding import decode_text
 from modsnet.features import image as image_module
 from modsnet.features import tabular, text, xrd
 from modsnet.features.xrd import Scan
-from modsnet.runtime.errors import InvalidArgument, ModsnetError, ResourceExhausted
+from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 __all__ = ["MODALITIES", "Exemplar", "Limits", "Scan", "dataset_features", "load_exemplar"]
 
@@ -83,6 +84,11 @@ class Limits:
     # How many times a compressed archive member may expand. Real text and scans deflate 3-20x; a zip
     # bomb's members expand hundreds to thousands of times. Members under 1 MiB unpacked are exempt.
     max_expansion: int = 200
+
+    @property
+    def archive(self) -> ArchiveLimits:
+        """The limits the archive reader applies (member count, unpacked bytes, expansion)."""
+        return ArchiveLimits(self.max_members, self.max_unpacked_bytes, self.max_expansion)
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,9 +170,9 @@ def load_exemplar(
     if modality and modality not in MODALITIES:
         raise InvalidArgument(f"{name}: unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
     source = Path(path)
-    budget = _Budget(limits.max_unpacked_bytes, limits.max_unpacked_bytes)
+    budget = Budget(limits.max_unpacked_bytes)
     if source.is_dir():
-        return _from_members(_Folder(source, name, limits, budget), name, modality, target, limits)
+        return _from_members(Folder(source, name, limits.archive, budget), name, modality, target, limits)
     size = source.stat().st_size
     if size > limits.max_bytes:
         raise ResourceExhausted(f"{name}: {size:,} bytes, more than the limit of {limits.max_bytes:,}")
@@ -179,7 +185,6 @@ def load_exemplar(
 
 _Source = Path | bytes  # an uploaded file on disk, or an archive member in memory
 _HEAD = 65_536
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _XY_SUFFIXES = (".xy", ".xye", ".dat")
@@ -204,7 +209,7 @@ _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _load_file(
-    source: _Source, name: str, modality: str, target: str, limits: Limits, budget: _Budget, *, suffix: str = ""
+    source: _Source, name: str, modality: str, target: str, limits: Limits, budget: Budget, *, suffix: str = ""
 ) -> Exemplar:
     """Load one file; `name` is how messages call it, `suffix` its extension when `name` does not end in it."""
     head = _head(source)
@@ -214,14 +219,14 @@ def _load_file(
     if promised and content != promised[0]:
         raise InvalidArgument(f"{name}: named {suffix} but the content is not {promised[1]}")
     if content == "zip":
-        with _Zip(source, name, limits, budget) as archive:
+        with _zip(source, name, limits, budget) as archive:
             container = _container(archive.names, suffix)
             if container == "excel":
-                archive.verify()
+                _verify(archive, name)
                 return _frame_exemplar(_read_excel(source, name), name, modality, target, limits)
             if container in ("rasx", "brml"):
                 _require(modality, "xrd", name)
-                archive.verify()
+                _verify(archive, name)
                 return _scan_exemplar([_read_scan(source, name, container, limits)], name, 1)
             return _from_members(archive, name, modality, target, limits)
     if content == "parquet":
@@ -253,7 +258,7 @@ def _load_file(
 
 def _sniff(head: bytes, suffix: str) -> str:
     """The container kind that the first bytes announce ("text" when they announce none)."""
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         return "zip"
     if head.startswith(b"PAR1"):
         return "parquet"
@@ -317,161 +322,32 @@ def _bytes(source: _Source) -> bytes:
     return source if isinstance(source, bytes) else source.read_bytes()
 
 
-def _decode_text(data: bytes, name: str) -> str:
-    """UTF-8 (BOM dropped), else Windows-1252, else Latin-1, as `tabular.read_table` decodes; refuses the rest."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidArgument(f"{name}: UTF-16 text is not supported; save it as UTF-8")
-    binary = re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", data)
-    if binary:
-        raise InvalidArgument(f"{name}: not text (binary content at byte {binary.start()})")
-    for encoding in ("utf-8-sig", "cp1252"):
-        with contextlib.suppress(UnicodeDecodeError):
-            return data.decode(encoding)
-    return data.decode("latin-1")
-
-
 # ----------------------------------------------------------------------------------------------- archives
 
 
-@dataclass
-class _Budget:
-    """Unpacked bytes still allowed for this upload, shared by nested archives."""
-
-    limit: int
-    remaining: int
-
-    def take(self, size: int, name: str, member: str) -> None:
-        self.remaining -= size
-        if self.remaining < 0:
-            raise ResourceExhausted(
-                f"{name}: member {member!r} unpacks past the limit of {self.limit:,} bytes (a zip bomb?)"
-            )
+def _zip(source: _Source, name: str, limits: Limits, budget: Budget) -> ZipArchive:
+    return ZipArchive(source, name, limits.archive, budget)
 
 
-class _Members(Protocol):
-    """Files of an archive or folder, by relative POSIX name, read whole or by their first bytes."""
+def _verify(archive: ZipArchive, name: str) -> None:
+    """Inflate every member once (counting bytes) and refuse XML members that carry a DTD.
 
-    names: list[str]
-    budget: _Budget
-
-    def read(self, member: str) -> bytes: ...
-
-    def head(self, member: str, size: int) -> bytes: ...
-
-
-class _Zip:
-    """A zip read safely in memory: unsafe names, links, encryption and oversize are refused.
-
-    Inflated bytes are counted while streaming against the upload's budget, whatever the headers say; the
-    headers' declared total is checked first only so an honest oversize archive is refused at once.
+    For containers handed whole to a third-party reader (Excel, .rasx, .brml): what that reader would
+    inflate is checked here first.
     """
-
-    def __init__(self, source: _Source, name: str, limits: Limits, budget: _Budget):
-        self._name, self.budget = name, budget
-        try:
-            self._zip = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-            raise InvalidArgument(f"{name}: not a readable zip archive ({exc})") from exc
-        try:
-            self.names = self._checked_names(limits)
-        except ModsnetError:
-            self._zip.close()
-            raise
-
-    def __enter__(self) -> _Zip:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._zip.close()
-
-    def _checked_names(self, limits: Limits) -> list[str]:
-        infos = [info for info in self._zip.infolist() if not info.is_dir()]
-        if len(infos) > limits.max_members:
-            raise ResourceExhausted(
-                f"{self._name}: {len(infos):,} members, more than the limit of {limits.max_members:,}"
-            )
-        for info in infos:
-            _check_member(info, self._name)
-            if info.file_size > (1 << 20) and info.file_size > limits.max_expansion * max(info.compress_size, 1):
-                ratio = info.file_size // max(info.compress_size, 1)
-                raise ResourceExhausted(
-                    f"{self._name}: member {info.filename!r} expands {ratio:,} times "
-                    f"(more than {limits.max_expansion}): refused as a zip bomb"
-                )
-        declared = sum(info.file_size for info in infos)
-        if declared > self.budget.remaining:
-            raise ResourceExhausted(
-                f"{self._name}: unpacks to {declared:,} bytes, more than the limit of {self.budget.limit:,}"
-            )
-        return sorted(info.filename for info in infos)  # as a folder lists them: same content, same order
-
-    def read(self, member: str) -> bytes:
-        return b"".join(self._stream(member))
-
-    def head(self, member: str, size: int) -> bytes:
-        return next(self._stream(member, size), b"")
-
-    def verify(self) -> None:
-        """Inflate every member once (counting bytes) and refuse XML members that carry a DTD."""
-        for member in self.names:
-            chunks = self._stream(member)
-            first = next(chunks, b"")
-            if member.lower().endswith((".xml", ".rels")):
-                _check_xml(first, f"{self._name}: member {member!r}")
-            for _ in chunks:
-                pass
-
-    def _stream(self, member: str, chunk: int = 1 << 20) -> Iterator[bytes]:
-        try:
-            with self._zip.open(member) as handle:
-                while block := handle.read(chunk):
-                    self.budget.take(len(block), self._name, member)
-                    yield block
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
-            raise InvalidArgument(f"{self._name}: member {member!r} cannot be unpacked ({exc})") from exc
-
-
-def _check_member(info: zipfile.ZipInfo, name: str) -> None:
-    member = info.filename
-    parts = PurePosixPath(member.replace("\\", "/")).parts
-    if member.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", member) or ".." in parts:
-        raise InvalidArgument(f"{name}: member {member!r} has an unsafe path (absolute or with '..')")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise InvalidArgument(f"{name}: member {member!r} is a symbolic link; links are refused")
-    if info.flag_bits & 0x1:
-        raise InvalidArgument(f"{name}: member {member!r} is encrypted")
-
-
-class _Folder:
-    """A folder's files (a library generator's dataset), with the same limits and refusals as an archive."""
-
-    def __init__(self, root: Path, name: str, limits: Limits, budget: _Budget):
-        self._root, self._name, self.budget = root, name, budget
-        self.names: list[str] = []
-        for folder, dirs, files in os.walk(root):
-            for entry in [*dirs, *files]:
-                if (Path(folder) / entry).is_symlink():
-                    relative = (Path(folder) / entry).relative_to(root).as_posix()
-                    raise InvalidArgument(f"{name}: {relative!r} is a symbolic link; links are refused")
-            self.names += [(Path(folder) / f).relative_to(root).as_posix() for f in files]
-            if len(self.names) > limits.max_members:
-                raise ResourceExhausted(f"{name}: more than the limit of {limits.max_members:,} files")
-        self.names.sort()
-
-    def read(self, member: str) -> bytes:
-        data = (self._root / member).read_bytes()
-        self.budget.take(len(data), self._name, member)
-        return data
-
-    def head(self, member: str, size: int) -> bytes:
-        with open(self._root / member, "rb") as handle:
-            return handle.read(size)
+    for member in archive.names:
+        chunks = archive.stream(member)
+        first = next(chunks, b"")
+        if member.lower().endswith((".xml", ".rels")):
+            _check_xml(first, f"{name}: member {member!r}")
+        for _ in chunks:
+            pass
 
 
 class _Single:
     """One image file as a one-member collection, so a lone image takes the same path as a folder of them."""
 
-    def __init__(self, source: _Source, name: str, budget: _Budget):
+    def __init__(self, source: _Source, name: str, budget: Budget):
         self._source, self.budget = source, budget
         self.names = [PurePosixPath(name).name]
 
@@ -494,12 +370,11 @@ def _check_xml(head: bytes, where: str) -> None:
 
 
 _KIND_SUFFIXES = {"image": _IMAGE_SUFFIXES, "text": (".txt",), "xrd": _SCAN_SUFFIXES, "table": _FRAME_SUFFIXES}
-_IGNORED = re.compile(r"(^|/)(\.|__MACOSX/|Thumbs\.db$|desktop\.ini$)", re.IGNORECASE)
 
 
-def _from_members(members: _Members, name: str, modality: str, target: str, limits: Limits) -> Exemplar:
+def _from_members(members: Members, name: str, modality: str, target: str, limits: Limits) -> Exemplar:
     """Choose what an archive or folder holds by counting its members by kind, then load that kind."""
-    names = [m for m in members.names if not _IGNORED.search(m)]
+    names = [m for m in members.names if not is_litter(m)]
     by_kind: dict[str, list[str]] = {kind: [] for kind in _KIND_SUFFIXES}
     for member in names:
         suffix = PurePosixPath(member).suffix.lower()
@@ -655,7 +530,7 @@ def _text_frame_exemplar(df: pd.DataFrame, column: str, name: str, target: str) 
 
 def _lines_exemplar(data: bytes, name: str, limits: Limits) -> Exemplar:
     """A plain .txt file: one text per non-blank line, unlabelled."""
-    lines = [line.strip() for line in _decode_text(data, name).splitlines() if line.strip()]
+    lines = [line.strip() for line in decode_text(data, name).splitlines() if line.strip()]
     if not lines:
         raise InvalidArgument(f"{name}: the file is empty")
     if len(lines) > limits.max_rows:
@@ -663,12 +538,12 @@ def _lines_exemplar(data: bytes, name: str, limits: Limits) -> Exemplar:
     return Exemplar("text", name, len(lines), texts=tuple(lines))
 
 
-def _text_files_exemplar(members: _Members, name: str, limits: Limits, chosen: list[str]) -> Exemplar:
+def _text_files_exemplar(members: Members, name: str, limits: Limits, chosen: list[str]) -> Exemplar:
     """One text per .txt file, labelled by folder; empty files are skipped."""
     if len(chosen) > limits.max_rows:
         raise ResourceExhausted(f"{name}: {len(chosen):,} texts, more than the limit of {limits.max_rows:,}")
     labels = _folder_labels(chosen, name)
-    texts = [_decode_text(members.read(m), f"{name}: member {m!r}").strip() for m in chosen]
+    texts = [decode_text(members.read(m), f"{name}: member {m!r}").strip() for m in chosen]
     keep = [i for i, t in enumerate(texts) if t]
     if not keep:
         raise InvalidArgument(f"{name}: every .txt file is empty")
@@ -681,7 +556,7 @@ def _text_files_exemplar(members: _Members, name: str, limits: Limits, chosen: l
 def _read_jsonl(data: bytes, name: str, limits: Limits) -> pd.DataFrame:
     """JSON Lines: one object per non-blank line (a text corpus, or a table if no field is text)."""
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(_decode_text(data, name).splitlines(), start=1):
+    for number, line in enumerate(decode_text(data, name).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -726,7 +601,7 @@ _KEEP_SIDE = 256  # decoded images are kept at most this short side (the embeddi
 _KEEP_LONG_SIDE = 1_024  # ... and this long side, so a sample's memory stays bounded
 
 
-def _image_exemplar(members: _Members, name: str, limits: Limits, chosen: list[str] | None = None) -> Exemplar:
+def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[str] | None = None) -> Exemplar:
     """Images labelled by folder; every file's signature is checked, a stratified sample is decoded."""
     chosen = chosen or members.names
     if len(chosen) > limits.max_images:
@@ -800,7 +675,7 @@ def _scan_exemplar(scans: list[Scan], name: str, n_scans: int) -> Exemplar:
     return Exemplar("xrd", name, n_scans, scans=tuple(scans))
 
 
-def _scan_files_exemplar(members: _Members, name: str, limits: Limits, chosen: list[str]) -> Exemplar:
+def _scan_files_exemplar(members: Members, name: str, limits: Limits, chosen: list[str]) -> Exemplar:
     """Several scans: a seeded sample of at most `xrd.SAMPLE_SCANS` is parsed (each is refused on its own)."""
     rng = np.random.default_rng(0)
     picked = np.sort(rng.choice(len(chosen), size=min(len(chosen), xrd.SAMPLE_SCANS), replace=False))
@@ -810,8 +685,8 @@ def _scan_files_exemplar(members: _Members, name: str, limits: Limits, chosen: l
         suffix = PurePosixPath(member).suffix.lower()
         data, where = members.read(member), f"{name}: member {member!r}"
         if suffix in (".brml", ".rasx"):
-            with _Zip(data, where, limits, members.budget) as container:
-                container.verify()
+            with _zip(data, where, limits, members.budget) as container:
+                _verify(container, where)
         scans.append(_read_scan(data, where, _XRD_FORMATS.get(suffix, "xy"), limits))
     return _scan_exemplar(scans, name, len(chosen))
 
@@ -819,7 +694,7 @@ def _scan_files_exemplar(members: _Members, name: str, limits: Limits, chosen: l
 def _read_scan(source: _Source, name: str, fmt: str, limits: Limits) -> Scan:
     """One scan: two-column text parsed here, the instrument formats by fairmat-readers-xrd."""
     if fmt == "xy":
-        return _parse_xy(_decode_text(_bytes(source), name), name, limits)
+        return _parse_xy(decode_text(_bytes(source), name), name, limits)
     data = _bytes(source)
     if fmt == "xrdml":
         _check_xml(data[:_HEAD], name)

@@ -24,6 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.tree import DecisionTreeClassifier
 
+from modsnet.data.text_decoding import decode_text
 from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 __all__ = [
@@ -66,8 +67,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 _DELIMITERS = (",", "\t", ";", "|")  # ties go to the earlier one
 _SNIFF_CHARS = 65_536
 _SNIFF_ROWS = 50
-# Bytes of a text table: everything but the control characters (tab, LF and CR excepted).
-_TEXT_BYTES = bytes(b for b in range(256) if b in (9, 10, 13) or (b >= 0x20 and b != 0x7F))
 _MISSING_TOKENS = ("", "?")  # beyond pandas' defaults; '?' is how UCI and KEEL files mark missing values
 
 _TARGET_NAMES = ("class", "label", "target", "outcome", "y")  # in order of preference
@@ -103,7 +102,7 @@ def read_table(
     reads as missing (no model can use it). Row numbers in messages count the header as row 1, as a spreadsheet
     does. Raises `InvalidArgument` for a malformed table, `ResourceExhausted` past a size limit.
     """
-    text = _decode(_read_bytes(source), name)
+    text = decode_text(_read_bytes(source), name, what="a text table")
     if not text.strip():
         raise InvalidArgument(f"{name}: the file is empty")
     delimiter = _sniff_delimiter(text)
@@ -132,21 +131,6 @@ def _read_bytes(source: str | os.PathLike[str] | bytes | BinaryIO) -> bytes:
         with open(source, "rb") as handle:
             return handle.read()
     return source.read()
-
-
-def _decode(data: bytes, name: str) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InvalidArgument(f"{name}: UTF-16 text is not supported; save the table as UTF-8 CSV")
-    binary = data.translate(None, _TEXT_BYTES)  # the control bytes, in order; ~8x faster than a regex
-    if binary:
-        offset = data.index(binary[:1])
-        raise InvalidArgument(f"{name}: not a text table (binary content at byte {offset})")
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")  # decodes every byte string
 
 
 def _sniff_delimiter(text: str) -> str:

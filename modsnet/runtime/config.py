@@ -1,8 +1,11 @@
 """Typed service configuration read from flags, then environment variables, then defaults.
 
-Each service declares its settings as `Setting`s; `load` builds an argparse parser whose help lists each
-setting's environment variable and default, and refuses to start (ConfigError) when a required address
-is missing or malformed, as Online Boutique does with its *_ADDR variables.
+Each service declares its configuration once, as a frozen dataclass deriving from `CommonConfig` whose fields
+are made by `setting(...)` (default, help, parser); `settings_of` turns those fields into the `Setting`s that
+`add_arguments` shows as flags (help lists each setting's environment variable and default) and `resolve`
+reads, so a default is stated in one place and the dataclass and the flags cannot disagree. `load` refuses
+to start (ConfigError) when a required address is missing or malformed, as Online Boutique does with its
+*_ADDR variables.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import argparse
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +59,47 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
-COMMON = (
-    Setting("host", "interface to listen on", "0.0.0.0"),
-    Setting("port", "gRPC port (0 = any free port)", 0, int),
-    Setting("metrics_port", "Prometheus /metrics HTTP port (0 = off)", 0, int),
-    Setting("grace", "seconds in-flight calls get to finish on SIGTERM", 30.0, float),
-    Setting("log_level", "logging level", "INFO"),
-)
+def setting(
+    default: Any = MISSING, *, help: str, parse: Callable[[str], Any] | None = None, required: bool = False
+) -> Any:
+    """A configuration field: its one default, its help, and how its flag/environment text is parsed.
+
+    `parse` defaults to the default's type (bool reads true/false/1/0...); without a default the field must
+    be given when the dataclass is built directly, and `load` gives it None unless `required` refuses that.
+    """
+    if parse is None:
+        parse = parse_bool if isinstance(default, bool) else type(default) if isinstance(default, (int, float)) else str
+    return field(default=default, metadata={"help": help, "parse": parse, "required": required})
+
+
+def settings_of(config_class: type) -> tuple[Setting, ...]:
+    """The `Setting`s of a configuration dataclass, in field order (the common settings first)."""
+    return tuple(
+        Setting(
+            f.name,
+            f.metadata["help"],
+            None if f.default is MISSING else f.default,
+            f.metadata["parse"],
+            f.metadata["required"],
+        )
+        for f in fields(config_class)
+        if "help" in f.metadata
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonConfig:
+    """The settings every service has; a service's config derives from it (keyword-only, so the order of
+    fields with and without defaults is free)."""
+
+    host: str = setting("0.0.0.0", help="interface to listen on")
+    port: int = setting(0, help="gRPC port (0 = any free port)")
+    metrics_port: int = setting(0, help="Prometheus /metrics HTTP port (0 = off)")
+    grace: float = setting(30.0, help="seconds in-flight calls get to finish on SIGTERM")
+    log_level: str = setting("INFO", help="logging level")
+
+
+COMMON = settings_of(CommonConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:

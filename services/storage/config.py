@@ -6,37 +6,20 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from modsnet.runtime.config import COMMON, Setting, default_home, parse_bool, resolve
+from modsnet.runtime.config import CommonConfig, default_home, resolve, setting, settings_of
 from modsnet.runtime.errors import ConfigError
 
-SETTINGS = (
-    *COMMON,
-    Setting("home", "data folder of the embedded backends", None),
-    Setting("storage_backend", "blob backend: local (a folder under home) or s3", "local"),
-    Setting("s3_endpoint", "S3 endpoint host:port (backend s3)", None),
-    Setting("s3_bucket", "S3 bucket (backend s3)", "modsnet"),
-    Setting("s3_access_key", "S3 access key (backend s3)", None),
-    Setting("s3_secret_key", "S3 secret key (backend s3)", None),
-    Setting("s3_secure", "use TLS to reach S3", False, parse_bool),
-    Setting("max_upload_bytes", "largest blob accepted", 2 * 1024**3, int),
-)
 
-
-@dataclass(frozen=True)
-class StorageConfig:
-    home: Path
-    storage_backend: str = "local"
-    s3_endpoint: str | None = None
-    s3_bucket: str = "modsnet"
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = None
-    s3_secure: bool = False
-    max_upload_bytes: int = 2 * 1024**3
-    host: str = "0.0.0.0"
-    port: int = 0
-    metrics_port: int = 0
-    grace: float = 30.0
-    log_level: str = "INFO"
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig(CommonConfig):
+    home: Path = setting(help="data folder of the embedded backends")  # noqa: RUF009 - setting() returns a field()
+    storage_backend: str = setting("local", help="blob backend: local (a folder under home) or s3")
+    s3_endpoint: str | None = setting(None, help="S3 endpoint host:port (backend s3)")
+    s3_bucket: str = setting("modsnet", help="S3 bucket (backend s3)")
+    s3_access_key: str | None = setting(None, help="S3 access key (backend s3)")
+    s3_secret_key: str | None = setting(None, help="S3 secret key (backend s3)")
+    s3_secure: bool = setting(False, help="use TLS to reach S3")
+    max_upload_bytes: int = setting(2 * 1024**3, help="largest blob accepted")
 
     @classmethod
     def load(cls, flags: argparse.Namespace | None = None) -> StorageConfig:
@@ -51,3 +34,6 @@ class StorageConfig:
                 names = ", ".join("MODSNET_" + n.upper() for n in missing)
                 raise ConfigError(f"storage backend s3 needs {names}")
         return config
+
+
+SETTINGS = settings_of(StorageConfig)

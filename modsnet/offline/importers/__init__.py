@@ -76,7 +76,7 @@ def is_name(cell: str) -> bool:
     return False
 
 
-def number(cell: str) -> float | None:
+def number_or_none(cell: str) -> float | None:
     """A finite number, or None for an empty or non-numeric cell."""
     try:
         value = float(cell)
@@ -102,7 +102,7 @@ def fmt(value: object) -> str:
 
 def metadata_cell(cell: str) -> str:
     """A metadata cell in canonical spelling (TransferGraph writes counts as floats: '1000.0' -> '1000')."""
-    value = number(cell)
+    value = number_or_none(cell)
     return fmt(value) if value is not None else cell
 
 
