@@ -17,7 +17,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
 from modsnet.data.graph import LibraryInfo, ModelNode, QueryRecord
@@ -181,9 +181,12 @@ class Client:
     def download_model(self, model_id: str, path: str | os.PathLike[str] | None = None, *, library: str = "") -> Path:
         """Fetch a model's runnable artifact (checksum verified) to `path` (default: its file name, here)."""
         header, chunks = self._artifact(model_id, library)
-        target = Path(path) if path else Path(header.filename)
+        # A bare file name whatever the server sent: a download never writes outside the folder asked for.
+        name = PurePosixPath(header.filename).name
+        name = name if name not in ("", ".", "..") else header.model_id
+        target = Path(path) if path else Path(name)
         if target.is_dir():
-            target = target / header.filename
+            target = target / name
         partial = target.with_name(target.name + ".part")
         try:
             with open(partial, "wb") as handle:
