@@ -1,8 +1,10 @@
 """The `modsnet` command line.
 
 Without addresses it runs the embedded default (all four services in this process, data under
-$MODSNET_HOME or ~/.modsnet). With --query/--knowledge/--storage (or MODSNET_QUERY_ADDR, ...) it talks
-to running services. `modsnet serve SERVICE` runs one service alone, for the local cluster and Kubernetes.
+$MODSNET_HOME or ~/.modsnet). With --query-addr (or MODSNET_QUERY_ADDR) it talks to running services:
+the query address serves search, libraries, models and feedback; library administration also needs
+--knowledge-addr and --storage-addr, training --recommender-addr. `modsnet serve SERVICE` runs one
+service alone, for the local cluster and Kubernetes.
 """
 
 from __future__ import annotations
@@ -41,15 +43,11 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     """A client of running services when addresses are given, else of an embedded cluster."""
     addresses = {s: getattr(args, f"{s}_addr", None) or os.environ.get(f"MODSNET_{s.upper()}_ADDR") for s in SERVICES}
     if addresses["query"]:
-        missing = [s for s in ("knowledge", "storage") if not addresses[s]]
-        if missing:
-            raise ConfigError(
-                f"with a query address, also give --{missing[0]}-addr (or MODSNET_{missing[0].upper()}_ADDR)"
-            )
+        # The query address serves every user command; administration needs its services' addresses.
         client = Client(
             query=addresses["query"],
-            knowledge=addresses["knowledge"] or "",
-            storage=addresses["storage"] or "",
+            knowledge=addresses["knowledge"],
+            storage=addresses["storage"],
             recommender=addresses["recommender"],
         )
         try:
@@ -254,7 +252,7 @@ def cmd_library(args: argparse.Namespace) -> int:
             target = client.export_library(args.name, args.path)
             print(f"library {args.name} written to {target}")
         elif args.library_command == "delete":
-            client.knowledge.delete_library(args.name)
+            client.delete_library(args.name)
             print(f"library {args.name} deleted")
     return 0
 
@@ -263,9 +261,9 @@ def cmd_queries(args: argparse.Namespace) -> int:
     with connect(args) as client:
         if args.queries_command == "purge":
             cutoff = time.time() - args.older_than_days * 86400 if args.older_than_days else 0.0
-            print(f"removed {client.knowledge.purge_queries(cutoff)} logged searches")
+            print(f"removed {client.purge_queries(cutoff)} logged searches")
             return 0
-        records = client.knowledge.list_queries(args.library or "", args.limit)
+        records = client.list_queries(args.library or "", args.limit)
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
         return 0
@@ -303,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with connect(args) as client:
         model = client.find_model(args.model_id, args.library or "")
         library = next(lib for lib in client.list_libraries() if lib.name == model.library)
-        artifact = client.storage.get_bytes(model.artifact_blob_id) if model.artifact_blob_id else None
+        artifact = client.read_artifact(model.model_id, model.library) if model.artifact_blob_id else None
     modality = str(library.meta.get("modality", ""))
     print(run_model(model, modality, artifact, Path(args.file), target=args.target or ""))
     return 0

@@ -1,11 +1,13 @@
-"""The Python client of ModsNet: search by exemplar file, libraries, feedback.
+"""The Python client of ModsNet: search by exemplar file, libraries, models, feedback.
 
     from modsnet.client import Client
-    client = Client(query="localhost:50051", knowledge="localhost:50053", storage="localhost:50054")
+    client = Client(query="localhost:50051")
     answer = client.search("data.csv", k=5)
 
-Search goes through the Query service; library administration (import, export) goes to Storage and
-Knowledge directly, as the design's data flow has it.
+A platform client needs the query address alone: search, the library list, a model's metadata, its
+artifact download and feedback all go through the Query service. Library administration is not part of
+the public API (yet) and goes to the service that owns it, so only an administrator gives those addresses
+(see `Client`).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
-from modsnet.data.graph import LibraryInfo, ModelNode
+from modsnet.data.graph import LibraryInfo, ModelNode, QueryRecord
 from modsnet.runtime.channels import ServiceClient, chunked
-from modsnet.runtime.errors import InvalidArgument, NotFound
+from modsnet.runtime.convert import library_from_pb, model_from_pb
+from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument
 from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
@@ -41,7 +44,7 @@ class QueryClient(ServiceClient):
             target,
             query_pb2_grpc.QueryStub,
             full_service="modsnet.v1.Query",
-            retry_methods=("ListLibraries",),
+            retry_methods=("ListLibraries", "FindModel", "DownloadModel"),
             timeout=timeout,
         )
 
@@ -70,6 +73,21 @@ def zip_folder(folder: Path, target: Path) -> Path:
     return target
 
 
+def _verified(header: qpb.ArtifactHeader, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks, then DataLoss if they do not add up to the size and sha256 the header announced."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+        yield chunk
+    if size != header.size or digest.hexdigest() != header.sha256:
+        raise DataLoss(
+            f"artifact of model {header.model_id!r} arrived corrupt ({size} of {header.size} bytes, "
+            f"sha256 {digest.hexdigest()}, expected {header.sha256})"
+        )
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -79,10 +97,31 @@ def _sha256(path: Path) -> str:
 
 
 class Client:
-    def __init__(self, *, query: str, knowledge: str, storage: str, recommender: str | None = None):
+    """A client of the platform. `query` is all a user needs; the other addresses serve administration.
+
+    Through Query (one address): `search`, `list_libraries`, `find_model`, `download_model`,
+    `read_artifact`, `report_performance`.
+
+    Still on their own services, because the Query API has no such call: administration is a different
+    audience with different rights, and moving it behind the public address is a decision of its own.
+    - knowledge (and storage for the bundle's bytes): `import_library`, `export_library`;
+    - knowledge: `delete_library`, `list_queries`, `purge_queries` (the search log holds users' uploads'
+      fingerprints and file names: not for every client);
+    - recommender: `train`, `estimator_info`.
+    A call whose address was not given raises ConfigError naming it.
+    """
+
+    def __init__(
+        self,
+        *,
+        query: str,
+        knowledge: str | None = None,
+        storage: str | None = None,
+        recommender: str | None = None,
+    ):
         self.query = QueryClient(query)
-        self.knowledge = KnowledgeClient(knowledge)
-        self.storage = StorageClient(storage)
+        self.knowledge = KnowledgeClient(knowledge) if knowledge else None
+        self.storage = StorageClient(storage) if storage else None
         self.recommender = RecommenderClient(recommender) if recommender else None
 
     def search(
@@ -132,7 +171,43 @@ class Client:
         return self.query.call("Search", messages, timeout=timeout)
 
     def list_libraries(self) -> list[LibraryInfo]:
-        return self.knowledge.list_libraries()
+        response = self.query.call("ListLibraries", pb.ListLibrariesRequest())
+        return [library_from_pb(lib) for lib in response.libraries]
+
+    def find_model(self, model_id: str, library: str = "") -> ModelNode:
+        """A model by id, in `library` or in whichever single library has it."""
+        return model_from_pb(self.query.call("FindModel", qpb.FindModelRequest(model_id=model_id, library=library)))
+
+    def download_model(self, model_id: str, path: str | os.PathLike[str] | None = None, *, library: str = "") -> Path:
+        """Fetch a model's runnable artifact (checksum verified) to `path` (default: its file name, here)."""
+        header, chunks = self._artifact(model_id, library)
+        # A bare file name whatever the server sent: a download never writes outside the folder asked for.
+        name = PurePosixPath(header.filename).name
+        name = name if name not in ("", ".", "..") else header.model_id
+        target = Path(path) if path else Path(name)
+        if target.is_dir():
+            target = target / name
+        partial = target.with_name(target.name + ".part")
+        try:
+            with open(partial, "wb") as handle:
+                for chunk in _verified(header, chunks):
+                    handle.write(chunk)
+            partial.replace(target)  # a reader never sees half a file
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def read_artifact(self, model_id: str, library: str = "") -> bytes:
+        """A model's runnable artifact in memory (checksum verified)."""
+        header, chunks = self._artifact(model_id, library)
+        return b"".join(_verified(header, chunks))
+
+    def _artifact(self, model_id: str, library: str) -> tuple[qpb.ArtifactHeader, Iterator[bytes]]:
+        stream = self.query.stream("DownloadModel", qpb.DownloadModelRequest(model_id=model_id, library=library))
+        first = next(stream, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise DataLoss(f"download of model {model_id!r}: the stream did not start with its header")
+        return first.header, (m.chunk for m in stream)
 
     def report_performance(
         self, query_id: str, model_id: str, score: float, cost: pb.Cost | None = None
@@ -142,16 +217,18 @@ class Client:
             qpb.ReportPerformanceRequest(query_id=query_id, model_id=model_id, score=score, cost=cost),
         )
 
+    # -- administration: on the owning services (see the class docstring) -------------------------------
+
     def import_library(self, path: str | os.PathLike[str], *, replace: bool = False) -> kpb.ImportLibraryResponse:
         """Upload a bundle (folder or archive) to Storage, then have Knowledge import it, all or nothing."""
         data = pack_path(path)
-        blob = self.storage.put_bytes(data, name=Path(path).name)
-        return self.knowledge.import_library(blob.blob_id, replace=replace)
+        blob = self._storage().put_bytes(data, name=Path(path).name)
+        return self._knowledge().import_library(blob.blob_id, replace=replace)
 
     def export_library(self, name: str, path: str | os.PathLike[str]) -> Path:
         """Write a library as a bundle: a folder, or an archive when `path` ends in .tar.gz / .tgz / .zip."""
-        response = self.knowledge.export_library(name)
-        data = self.storage.get_bytes(response.blob_id)
+        response = self._knowledge().export_library(name)
+        data = self._storage().get_bytes(response.blob_id)
         target = Path(path)
         suffixes = "".join(target.suffixes[-2:]).lower()
         if suffixes.endswith((".tar.gz", ".tgz")):
@@ -162,36 +239,14 @@ class Client:
             write_bundle(read_bundle(data, label=name), target)
         return target
 
-    def find_model(self, model_id: str, library: str = "") -> ModelNode:
-        """A model by id, in `library` or in whichever single library has it."""
-        if library:
-            return self.knowledge.get_model(library, model_id)
-        found = []
-        for info in self.knowledge.list_libraries():
-            try:
-                found.append(self.knowledge.get_model(info.name, model_id))
-            except NotFound:
-                continue
-        if not found:
-            raise NotFound(f"no library has a model {model_id!r}")
-        if len(found) > 1:
-            names = ", ".join(m.library for m in found)
-            raise InvalidArgument(f"model {model_id!r} is in several libraries ({names}): name one with --library")
-        return found[0]
+    def delete_library(self, name: str) -> None:
+        self._knowledge().delete_library(name)
 
-    def download_model(self, model_id: str, path: str | os.PathLike[str] | None = None, *, library: str = "") -> Path:
-        """Fetch a model's runnable artifact (checksum verified) to `path` (default: its file name, here)."""
-        model = self.find_model(model_id, library)
-        if not model.artifact_blob_id:
-            raise NotFound(f"model {model_id!r} of library {model.library!r} has no runnable artifact")
-        target = Path(path) if path else Path(PurePosixPath(model.metadata["artifact"]).name)
-        if target.is_dir():
-            target = target / PurePosixPath(model.metadata["artifact"]).name
-        data = self.storage.get_bytes(model.artifact_blob_id)
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.replace(target)  # a reader never sees half a file
-        return target
+    def list_queries(self, library: str = "", limit: int = 100) -> list[QueryRecord]:
+        return self._knowledge().list_queries(library, limit)
+
+    def purge_queries(self, older_than_unix: float = 0.0) -> int:
+        return self._knowledge().purge_queries(older_than_unix)
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:
         return self._recommender().train(library)
@@ -199,9 +254,19 @@ class Client:
     def estimator_info(self, library: str) -> rpb.EstimatorInfoResponse:
         return self._recommender().estimator_info(library)
 
+    def _knowledge(self) -> KnowledgeClient:
+        if self.knowledge is None:
+            raise ConfigError("library administration goes to the knowledge service: give a knowledge address")
+        return self.knowledge
+
+    def _storage(self) -> StorageClient:
+        if self.storage is None:
+            raise ConfigError("a library's bundle travels through the storage service: give a storage address")
+        return self.storage
+
     def _recommender(self) -> RecommenderClient:
         if self.recommender is None:
-            raise InvalidArgument("this client has no recommender address")
+            raise ConfigError("estimator administration goes to the recommender service: give a recommender address")
         return self.recommender
 
     def close(self) -> None:

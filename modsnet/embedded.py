@@ -55,7 +55,8 @@ def import_builtin_libraries(client: Client) -> list[str]:
 
 
 class EmbeddedCluster:
-    """Start with `with EmbeddedCluster(home) as cluster:`; `cluster.client` talks to it."""
+    """Start with `with EmbeddedCluster(home) as cluster:`; `cluster.client` talks to it, with every
+    service's address (it imports the built-in libraries, so it administers too)."""
 
     def __init__(
         self,

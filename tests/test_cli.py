@@ -117,6 +117,24 @@ def test_bad_bundle_is_refused_and_nothing_changes(home: Path, tmp_path: Path, s
     assert "broken" not in modsnet("library", "list", home=home).stdout
 
 
+def test_the_query_address_alone_serves_users_and_administration_asks_for_its_own(
+    tmp_path: Path, synth_bundle: Path
+) -> None:
+    from modsnet.embedded import EmbeddedCluster
+
+    with EmbeddedCluster(tmp_path / "running", import_builtins=False) as cluster:
+        cluster.client.import_library(synth_bundle)
+        query = ["--query-addr", cluster.addresses["query"]]
+        listing = modsnet(*query, "library", "list", home=tmp_path / "unused")
+        assert listing.returncode == 0 and "synth" in listing.stdout, listing.stderr
+        shown = modsnet(*query, "model", "show", "m0", home=tmp_path / "unused")
+        assert shown.returncode == 0 and shown.stdout.startswith("m0 (library synth"), shown.stderr
+        refused = modsnet(*query, "library", "delete", "synth", home=tmp_path / "unused")
+        assert refused.returncode == 2 and "give a knowledge address" in refused.stderr
+        assert [lib.name for lib in cluster.client.list_libraries()] == ["synth"]
+    assert not (tmp_path / "unused").exists()  # nothing ran embedded
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,14 +20,13 @@ import pandas as pd
 import pytest
 
 from modsnet.data.exemplar import Exemplar, load_exemplar
-from modsnet.data.graph import LibraryInfo, ModelNode
+from modsnet.data.graph import LibraryInfo, ModelNode, ProbeRecord
 from modsnet.features.xrd import Scan
 from modsnet.models.peaks import f1_at_tolerance, load_finder
 from modsnet.models.probing import (
     KIND_AGREEMENT,
     KIND_SCORE,
     SAMPLE_ROWS,
-    ProbeMeasurement,
     _consensus,
     can_probe,
     measure,
@@ -88,7 +87,7 @@ def test_a_strong_setting_probes_higher_than_a_weak_one(planted_table: Exemplar)
     probes = measure(TABZOO, planted_table, _tabzoo(STRONG, WEAK, "gaussian-nb"), budget_seconds=20)
     by_id = {p.model_id: p for p in probes}
     assert list(by_id) == [STRONG, WEAK, "gaussian-nb"]  # in the order given
-    assert all(p.kind == KIND_SCORE and 0 <= p.value <= 1 and 0 < p.seconds < 5 for p in probes)
+    assert all(p.probe == KIND_SCORE and 0 <= p.value <= 1 and 0 < p.seconds < 5 for p in probes)
     assert by_id[STRONG].value > 0.7 and by_id[STRONG].value > by_id[WEAK].value + 0.15
     assert by_id[STRONG].detail == (
         f"balanced accuracy {by_id[STRONG].value:.3f} by 3-fold CV on {SAMPLE_ROWS} of 462 rows"
@@ -109,7 +108,7 @@ def test_a_probe_past_its_limit_is_cut_short_and_left_out(planted_table: Exempla
     """100 boosting iterations outlast 0.01 s a fold (a 0.03 s budget): interrupted in any thread, not waited for."""
     slow = _tabzoo("hgb-i100-l31-lr0.1", "mlp-h32-a0.0001")
 
-    def probe() -> tuple[list[ProbeMeasurement], float]:
+    def probe() -> tuple[list[ProbeRecord], float]:
         started = time.perf_counter()
         return measure(TABZOO, planted_table, slow, budget_seconds=0.03), time.perf_counter() - started
 
@@ -195,9 +194,9 @@ def _spec(name: str, spec: dict[str, Any]) -> tuple[ModelNode, bytes | None]:
     return ModelNode("xrdzoo", name, {}, artifact_blob_id=f"blob-{name}"), json.dumps(spec).encode()
 
 
-def _check_agreement(probes: list[ProbeMeasurement], good: list[str]) -> dict[str, float]:
+def _check_agreement(probes: list[ProbeRecord], good: list[str]) -> dict[str, float]:
     value = {p.model_id: p.value for p in probes}
-    assert all(p.kind == KIND_AGREEMENT and 0 <= p.value <= 1 and p.seconds >= 0 for p in probes)
+    assert all(p.probe == KIND_AGREEMENT and 0 <= p.value <= 1 and p.seconds >= 0 for p in probes)
     assert max(value[m] for m in good) > 0.5
     assert max(value["everything"], value["nothing"]) < min(value[m] for m in good)
     return value

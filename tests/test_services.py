@@ -11,8 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from synthetic import make_table
 
+from modsnet.data.graph import QUERY_DATASET, ProbeRecord
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from modsnet.runtime.stubs import RecommenderClient
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc, storage_pb2, storage_pb2_grpc
 
@@ -69,6 +71,24 @@ def test_constraints_leave_out_models(cluster: EmbeddedCluster, query_csv: Path)
     )
     assert {m.model_id for m in response.models} == {"m1", "m2"}
     assert response.excluded_by_constraints == 4
+
+
+def test_the_recommender_uses_the_probes_of_at_most_probe_budget_models(cluster: EmbeddedCluster) -> None:
+    probes = [ProbeRecord(m, QUERY_DATASET, "score", 0.9 - i / 10) for i, m in enumerate(["m1", "m3", "m5"])]
+    assert cluster.client.knowledge is not None
+    features = cluster.client.knowledge.snapshot("synth").datasets[0].features  # a new dataset just like it
+    recommender = RecommenderClient(cluster.addresses["recommender"])
+    try:
+        used = {
+            budget: recommender.recommend("synth", features, k=6, probe_budget=budget, probes=probes)
+            for budget in (0, 1, 3, 5)
+        }
+    finally:
+        recommender.close()
+    assert {budget: answer.probes_used for budget, answer in used.items()} == {0: 0, 1: 1, 3: 3, 5: 3}
+    # Within the budget, the first named: m1's measured score is its prediction, m3's is not used.
+    scores = {m.model_id: m.predicted_score for m in used[1].models}
+    assert scores["m1"] == pytest.approx(0.9) and scores["m3"] != pytest.approx(0.8)
 
 
 def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(

@@ -1,4 +1,8 @@
-"""Plain records of the knowledge graph, shared by the knowledge store and the recommender (no grpc)."""
+"""Plain records shared by the services and their cores (no grpc, no protobuf): the knowledge graph's
+nodes and edges, probe measurements, search constraints and ranked answers.
+
+Each crosses a service boundary through one pair of functions in `modsnet.runtime.convert`.
+"""
 
 from __future__ import annotations
 
@@ -91,3 +95,78 @@ class QueryRecord:
     answer_model_ids: list[str]
     graph_version: int
     logged_unix: float = 0.0
+
+
+QUERY_DATASET = "query"  # dataset id of a query's probes: the searched data is no node of the graph
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """A cheap measurement of a model on a dataset (LogME, H-score, or a real score) and what it cost.
+
+    `probe` is its kind ("score": the library's metric; "agreement": XRD finders' agreement; or a
+    recorded transferability measure), `seconds` the wall time it took, `detail` one line for people.
+    """
+
+    model_id: str
+    dataset_id: str
+    probe: str
+    value: float
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits on the models a search wants back; a zero (or empty) limit is no limit."""
+
+    max_train_seconds: float = 0.0
+    max_inference_seconds: float = 0.0
+    max_memory_bytes: float = 0.0
+    exclude_models: frozenset[str] = frozenset()
+    require_metadata: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, model: ModelNode) -> bool:
+        cost = model.cost
+        if self.max_train_seconds and cost.train_seconds > self.max_train_seconds:
+            return False
+        if self.max_inference_seconds and cost.inference_seconds > self.max_inference_seconds:
+            return False
+        if self.max_memory_bytes and cost.memory_bytes > self.max_memory_bytes:
+            return False
+        if model.model_id in self.exclude_models:
+            return False
+        return all(model.metadata.get(k) == v for k, v in self.require_metadata.items())
+
+
+@dataclass(frozen=True)
+class Evidence:
+    dataset_id: str
+    similarity: float  # in (0, 1]
+    score: float  # the model's recorded score on that dataset
+
+
+@dataclass(frozen=True)
+class RankedModel:
+    """One model of a ranked answer, with what supports its place."""
+
+    rank: int  # 1-based
+    model_id: str
+    predicted_score: float  # in the library's metric
+    uncertainty: float  # an estimated standard deviation of that score
+    cost: Cost = Cost()
+    evidence: list[Evidence] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    explanation: str = ""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The recommender's answer for one query dataset."""
+
+    models: list[RankedModel]
+    graph_version: int  # the graph the ranking was computed at
+    estimator: str
+    path: str  # inductive | transductive
+    probes_used: int
+    excluded_by_constraints: int

@@ -33,12 +33,11 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modsnet.data.graph import LibraryInfo, ModelNode
+from modsnet.data.graph import QUERY_DATASET, LibraryInfo, ModelNode, ProbeRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +53,6 @@ __all__ = [
     "PROBE_LIMIT_S",
     "SAMPLE_ROWS",
     "TOLERANCE_DEG",
-    "ProbeMeasurement",
     "can_probe",
     "measure",
     "needs_artifact",
@@ -72,15 +70,6 @@ MIN_FINDERS = 3  # XRD: fewer measured finders give no agreement probes
 
 _TABULAR_METRIC = "balanced_accuracy"
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProbeMeasurement:
-    model_id: str
-    kind: str
-    value: float
-    seconds: float  # wall time this probe took (reported to the user as its cost)
-    detail: str  # one human line, e.g. "balanced accuracy 0.710 by 3-fold CV on 300 of 462 rows"
 
 
 def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
@@ -114,7 +103,7 @@ def measure(
     *,
     budget_seconds: float = 10.0,
     seed: int = 0,
-) -> list[ProbeMeasurement]:
+) -> list[ProbeRecord]:
     """Measure each model (in the given order) until the time budget is spent.
 
     Models not measured (budget spent, not probeable, a failure such as a fit error or a timeout) are left
@@ -209,7 +198,7 @@ def _measure_tabular(
     models: Sequence[tuple[ModelNode, bytes | None]],
     deadline: float,
     seed: int,
-) -> list[ProbeMeasurement]:
+) -> list[ProbeRecord]:
     from threadpoolctl import threadpool_limits
 
     from modsnet.models.tabular import FOLDS
@@ -233,7 +222,7 @@ def _probe_settings(
     exemplar: Exemplar,
     deadline: float,
     seed: int,
-) -> list[ProbeMeasurement]:
+) -> list[ProbeRecord]:
     from modsnet.models.tabular import FOLDS, evaluate
 
     results = []
@@ -254,8 +243,9 @@ def _probe_settings(
             continue
         value = float(result["score"])
         results.append(
-            ProbeMeasurement(
+            ProbeRecord(
                 model.model_id,
+                QUERY_DATASET,
                 KIND_SCORE,
                 value,
                 seconds,
@@ -273,7 +263,7 @@ def _measure_xrd(
     exemplar: Exemplar,
     models: Sequence[tuple[ModelNode, bytes | None]],
     deadline: float,
-) -> list[ProbeMeasurement]:
+) -> list[ProbeRecord]:
     from modsnet.models.peaks import f1_at_tolerance, load_finder
 
     scans = [s for s in exemplar.scans if 0 < len(s.two_theta) <= MAX_SCAN_POINTS][:MAX_SCANS]
@@ -309,8 +299,9 @@ def _measure_xrd(
     for model, peaks, seconds in found:
         value = float(np.mean([f1_at_tolerance(p, c, TOLERANCE_DEG) for p, c in zip(peaks, consensus, strict=True)]))
         results.append(
-            ProbeMeasurement(
+            ProbeRecord(
                 model.model_id,
+                QUERY_DATASET,
                 KIND_AGREEMENT,
                 value,
                 seconds,

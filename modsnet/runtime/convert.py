@@ -1,23 +1,32 @@
-"""Conversions between knowledge-graph records (`modsnet.data.graph`) and their protobuf messages.
+"""Conversions between the shared records (`modsnet.data.graph`) and their protobuf messages.
 
 Servicers and clients both use these, so a record crosses a service boundary through exactly one pair of
-functions.
+functions; the cores never see a message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from modsnet.data.graph import (
     PROVENANCES,
+    QUERY_DATASET,
+    Constraints,
     Cost,
     DatasetNode,
+    Evidence,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
+    ProbeRecord,
     QueryRecord,
+    RankedModel,
+    Ranking,
     SimilarityRecord,
 )
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
+from modsnet.v1 import recommender_pb2 as rpb
 
 
 def cost_to_pb(cost: Cost) -> pb.Cost:
@@ -97,7 +106,7 @@ def dataset_to_pb(node: DatasetNode, modality: str = "") -> pb.Dataset:
         library=node.library,
         dataset_id=node.dataset_id,
         metadata=node.metadata,
-        features=pb.DatasetFeatures(feature_set=node.feature_set, values=node.features, modality=modality),
+        features=features_to_pb(node.feature_set, node.features, modality),
         fingerprint=node.fingerprint,
         interactions=node.interactions,
     )
@@ -175,7 +184,7 @@ def query_to_pb(rec: QueryRecord) -> kpb.LoggedQuery:
         library=rec.library,
         fingerprint=rec.fingerprint,
         filename=rec.filename,
-        features=pb.DatasetFeatures(feature_set=rec.feature_set, values=rec.features, modality=rec.modality),
+        features=features_to_pb(rec.feature_set, rec.features, rec.modality),
         answer_model_ids=rec.answer_model_ids,
         graph_version=rec.graph_version,
         logged_unix=rec.logged_unix,
@@ -195,3 +204,90 @@ def query_from_pb(msg: kpb.LoggedQuery) -> QueryRecord:
         graph_version=msg.graph_version,
         logged_unix=msg.logged_unix,
     )
+
+
+def probe_to_pb(rec: ProbeRecord) -> pb.ProbeResult:
+    return pb.ProbeResult(
+        model_id=rec.model_id, kind=rec.probe, value=rec.value, seconds=rec.seconds, detail=rec.detail
+    )
+
+
+def probe_from_pb(msg: pb.ProbeResult) -> ProbeRecord:
+    """A probe of the query: the message names no dataset, the searched data is no node."""
+    return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail)
+
+
+def constraints_to_pb(rec: Constraints) -> pb.Constraints:
+    return pb.Constraints(
+        max_train_seconds=rec.max_train_seconds,
+        max_inference_seconds=rec.max_inference_seconds,
+        max_memory_bytes=int(rec.max_memory_bytes),
+        exclude_models=sorted(rec.exclude_models),
+        require_metadata=rec.require_metadata,
+    )
+
+
+def constraints_from_pb(msg: pb.Constraints) -> Constraints:
+    return Constraints(
+        max_train_seconds=msg.max_train_seconds,
+        max_inference_seconds=msg.max_inference_seconds,
+        max_memory_bytes=float(msg.max_memory_bytes),
+        exclude_models=frozenset(msg.exclude_models),
+        require_metadata=dict(msg.require_metadata),
+    )
+
+
+def ranked_to_pb(rec: RankedModel) -> pb.RankedModel:
+    return pb.RankedModel(
+        rank=rec.rank,
+        model_id=rec.model_id,
+        predicted_score=rec.predicted_score,
+        uncertainty=rec.uncertainty,
+        cost=cost_to_pb(rec.cost),
+        evidence=[pb.Evidence(dataset_id=e.dataset_id, similarity=e.similarity, score=e.score) for e in rec.evidence],
+        metadata=rec.metadata,
+        explanation=rec.explanation,
+    )
+
+
+def ranked_from_pb(msg: pb.RankedModel) -> RankedModel:
+    return RankedModel(
+        rank=msg.rank,
+        model_id=msg.model_id,
+        predicted_score=msg.predicted_score,
+        uncertainty=msg.uncertainty,
+        cost=cost_from_pb(msg.cost),
+        evidence=[Evidence(e.dataset_id, e.similarity, e.score) for e in msg.evidence],
+        metadata=dict(msg.metadata),
+        explanation=msg.explanation,
+    )
+
+
+def ranking_to_pb(rec: Ranking) -> rpb.RecommendResponse:
+    return rpb.RecommendResponse(
+        models=ranked_models_to_pb(rec.models),
+        graph_version=rec.graph_version,
+        estimator=rec.estimator,
+        path=rec.path,
+        probes_used=rec.probes_used,
+        excluded_by_constraints=rec.excluded_by_constraints,
+    )
+
+
+def ranking_from_pb(msg: rpb.RecommendResponse) -> Ranking:
+    return Ranking(
+        models=[ranked_from_pb(m) for m in msg.models],
+        graph_version=msg.graph_version,
+        estimator=msg.estimator,
+        path=msg.path,
+        probes_used=msg.probes_used,
+        excluded_by_constraints=msg.excluded_by_constraints,
+    )
+
+
+def ranked_models_to_pb(models: Iterable[RankedModel]) -> list[pb.RankedModel]:
+    return [ranked_to_pb(m) for m in models]
+
+
+def features_to_pb(feature_set: str, values: dict[str, float], modality: str = "") -> pb.DatasetFeatures:
+    return pb.DatasetFeatures(feature_set=feature_set, values=values, modality=modality)

@@ -1,7 +1,9 @@
-"""Typed clients of the four services, used by the services themselves, the SDK and the CLI.
+"""Typed clients of the internal services (storage, knowledge, recommender), used by the services
+themselves and by the SDK's library administration.
 
 Each wraps `ServiceClient` (deadlines, retries of reads on UNAVAILABLE, status -> domain error) and speaks
-in domain records where the service deals in them.
+in domain records (`modsnet.data.graph`) where the service deals in them, so a core that calls another
+service never builds a message. The query service's own client is the SDK (`modsnet.client`).
 """
 
 from __future__ import annotations
@@ -12,24 +14,33 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 
 from modsnet.data.graph import (
+    Constraints,
     DatasetNode,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
+    ProbeRecord,
     QueryRecord,
+    RankedModel,
+    Ranking,
     SimilarityRecord,
     Snapshot,
 )
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import (
+    constraints_to_pb,
     dataset_from_pb,
     dataset_to_pb,
+    features_to_pb,
     interaction_to_pb,
     interactions_from_columns,
     library_from_pb,
     model_from_pb,
+    probe_to_pb,
     query_from_pb,
     query_to_pb,
+    ranked_models_to_pb,
+    ranking_from_pb,
     similarity_from_pb,
 )
 from modsnet.runtime.errors import DataLoss
@@ -85,6 +96,10 @@ class StorageClient(ServiceClient):
 
     def stat(self, blob_id: str) -> spb.BlobInfo:
         return self.call("StatBlob", spb.StatBlobRequest(blob_id=blob_id))
+
+    def size(self, blob_id: str) -> int:
+        """Bytes of a stored blob; NotFound if absent."""
+        return int(self.stat(blob_id).size)
 
     def delete(self, blob_id: str) -> bool:
         return bool(self.call("DeleteBlob", spb.DeleteBlobRequest(blob_id=blob_id)).deleted)
@@ -183,7 +198,7 @@ class KnowledgeClient(ServiceClient):
             raise DataLoss(f"graph snapshot of {library!r} arrived without its library header")
         return Snapshot(info, models, datasets, interactions, similarities)
 
-    def log_query(self, record: QueryRecord, answer: Iterable[pb.RankedModel]) -> None:
+    def log_query(self, record: QueryRecord, answer: Iterable[RankedModel]) -> None:
         logged = query_to_pb(record)
         self.call(
             "LogQuery",
@@ -193,7 +208,7 @@ class KnowledgeClient(ServiceClient):
                 fingerprint=record.fingerprint,
                 filename=record.filename,
                 features=logged.features,
-                answer=list(answer),
+                answer=ranked_models_to_pb(answer),
                 graph_version=record.graph_version,
             ),
         )
@@ -223,11 +238,48 @@ class RecommenderClient(ServiceClient):
             timeout=timeout,
         )
 
-    def recommend(self, request: rpb.RecommendRequest) -> rpb.RecommendResponse:
-        return self.call("Recommend", request)
+    def recommend(
+        self,
+        library: str,
+        features: dict[str, float],
+        *,
+        feature_set: str = "",
+        modality: str = "",
+        k: int,
+        constraints: Constraints | None = None,
+        probe_budget: int = 0,
+        dataset_id: str = "",
+        probes: Iterable[ProbeRecord] = (),
+    ) -> Ranking:
+        request = rpb.RecommendRequest(
+            library=library,
+            features=features_to_pb(feature_set, features, modality),
+            k=k,
+            constraints=constraints_to_pb(constraints) if constraints is not None else None,
+            probe_budget=probe_budget,
+            dataset_id=dataset_id,
+            probes=[probe_to_pb(p) for p in probes],
+        )
+        return ranking_from_pb(self.call("Recommend", request))
 
-    def select_probes(self, request: rpb.SelectProbesRequest) -> rpb.SelectProbesResponse:
-        return self.call("SelectProbes", request)
+    def select_probes(
+        self,
+        library: str,
+        features: dict[str, float],
+        *,
+        feature_set: str = "",
+        modality: str = "",
+        budget: int,
+        dataset_id: str = "",
+    ) -> list[str]:
+        """The models worth probing on the query, best first, at most `budget` of them."""
+        request = rpb.SelectProbesRequest(
+            library=library,
+            features=features_to_pb(feature_set, features, modality),
+            budget=budget,
+            dataset_id=dataset_id,
+        )
+        return list(self.call("SelectProbes", request).model_ids)
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:
         return self.call("Train", rpb.TrainRequest(library=library), timeout=3600)

@@ -102,3 +102,41 @@ class ReportPerformanceResponse(_message.Message):
     dataset_id: str
     graph_version: int
     def __init__(self, dataset_id: _Optional[str] = ..., graph_version: _Optional[int] = ...) -> None: ...
+
+class FindModelRequest(_message.Message):
+    __slots__ = ("model_id", "library")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    library: str
+    def __init__(self, model_id: _Optional[str] = ..., library: _Optional[str] = ...) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("model_id", "library")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    library: str
+    def __init__(self, model_id: _Optional[str] = ..., library: _Optional[str] = ...) -> None: ...
+
+class ArtifactHeader(_message.Message):
+    __slots__ = ("library", "model_id", "filename", "sha256", "size")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    model_id: str
+    filename: str
+    sha256: str
+    size: int
+    def __init__(self, library: _Optional[str] = ..., model_id: _Optional[str] = ..., filename: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class DownloadModelResponse(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: ArtifactHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[ArtifactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...

@@ -45,6 +45,16 @@ class QueryStub:
                 request_serializer=modsnet_dot_v1_dot_common__pb2.ListLibrariesRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_common__pb2.ListLibrariesResponse.FromString,
                 _registered_method=True)
+        self.FindModel = channel.unary_unary(
+                '/modsnet.v1.Query/FindModel',
+                request_serializer=modsnet_dot_v1_dot_query__pb2.FindModelRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_common__pb2.Model.FromString,
+                _registered_method=True)
+        self.DownloadModel = channel.unary_stream(
+                '/modsnet.v1.Query/DownloadModel',
+                request_serializer=modsnet_dot_v1_dot_query__pb2.DownloadModelRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_query__pb2.DownloadModelResponse.FromString,
+                _registered_method=True)
         self.ReportPerformance = channel.unary_unary(
                 '/modsnet.v1.Query/ReportPerformance',
                 request_serializer=modsnet_dot_v1_dot_query__pb2.ReportPerformanceRequest.SerializeToString,
@@ -63,7 +73,24 @@ class QueryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLibraries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every imported library, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindModel(self, request, context):
+        """A model's metadata, by id, in a named library or in whichever single library has it (NOT_FOUND if
+        none, INVALID_ARGUMENT if several and no library is named).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadModel(self, request, context):
+        """A model's runnable artifact (ONNX or a spec): a header, then the file in chunks. NOT_FOUND when the
+        model has none; the stream fails with DATA_LOSS if the stored bytes do not match their checksum.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -87,6 +114,16 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.ListLibraries,
                     request_deserializer=modsnet_dot_v1_dot_common__pb2.ListLibrariesRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_common__pb2.ListLibrariesResponse.SerializeToString,
+            ),
+            'FindModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindModel,
+                    request_deserializer=modsnet_dot_v1_dot_query__pb2.FindModelRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_common__pb2.Model.SerializeToString,
+            ),
+            'DownloadModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadModel,
+                    request_deserializer=modsnet_dot_v1_dot_query__pb2.DownloadModelRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_query__pb2.DownloadModelResponse.SerializeToString,
             ),
             'ReportPerformance': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportPerformance,
@@ -148,6 +185,60 @@ class Query:
             '/modsnet.v1.Query/ListLibraries',
             modsnet_dot_v1_dot_common__pb2.ListLibrariesRequest.SerializeToString,
             modsnet_dot_v1_dot_common__pb2.ListLibrariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Query/FindModel',
+            modsnet_dot_v1_dot_query__pb2.FindModelRequest.SerializeToString,
+            modsnet_dot_v1_dot_common__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/modsnet.v1.Query/DownloadModel',
+            modsnet_dot_v1_dot_query__pb2.DownloadModelRequest.SerializeToString,
+            modsnet_dot_v1_dot_query__pb2.DownloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

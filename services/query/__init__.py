@@ -1,1 +1,1 @@
-"""Query service: the public API (search by exemplar dataset, libraries, feedback)."""
+"""Query service: the public API (search by exemplar dataset, libraries, models and their artifacts, feedback)."""

@@ -8,6 +8,10 @@ Probes run here, because this is where the uploaded data is: the recommender's p
 models worth measuring (`SelectProbes`), `modsnet.models.probing` measures them on a bounded sample of the upload
 within `probe_seconds`, and the measurements go with the ranking request as the query node's probe edges.
 A probe that cannot run is left out; it never fails the search.
+
+The query service is the platform's one public address, so it also answers what a client asks about the
+libraries' models: their metadata (`find_model`) and their runnable artifacts (`artifact`), fetched from
+knowledge and storage. The core speaks the shared records of `modsnet.data.graph`; the servicer converts.
 """
 
 from __future__ import annotations
@@ -17,20 +21,28 @@ import math
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import IO
 
 from modsnet.data.exemplar import Exemplar, Limits, dataset_features, load_exemplar
-from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
-from modsnet.models.probing import ProbeMeasurement, measure, needs_artifact
+from modsnet.data.graph import (
+    Constraints,
+    Cost,
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    ProbeRecord,
+    QueryRecord,
+    Ranking,
+)
+from modsnet.models.probing import measure, needs_artifact
 from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
-from modsnet.v1 import common_pb2 as pb
-from modsnet.v1 import recommender_pb2 as rpb
 
-from .metrics import FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
+from .metrics import DOWNLOAD_BYTES, FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class SearchOptions:
     library: str = ""
     k: int = 5
     target_column: str = ""
-    constraints: pb.Constraints | None = None
+    constraints: Constraints | None = None
     probe_budget: int = 0
     filename: str = ""
     modality: str = ""
@@ -64,14 +76,19 @@ class SearchResult:
     query_id: str
     library: LibraryInfo
     dataset: DatasetSummary
-    answer: rpb.RecommendResponse
-    probes: list[ProbeMeasurement]
+    answer: Ranking
+    probes: list[ProbeRecord]
 
 
-def probe_to_pb(probe: ProbeMeasurement) -> pb.ProbeResult:
-    return pb.ProbeResult(
-        model_id=probe.model_id, kind=probe.kind, value=probe.value, seconds=probe.seconds, detail=probe.detail
-    )
+@dataclass(frozen=True)
+class Artifact:
+    """A model's runnable file, about to be sent."""
+
+    library: str
+    model_id: str
+    filename: str
+    sha256: str  # also its storage blob id
+    size: int
 
 
 class QueryCore:
@@ -127,18 +144,17 @@ class QueryCore:
                 spool.seek(0)
                 self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
             known = self._known_dataset(fingerprint, library.name)
-            described = pb.DatasetFeatures(feature_set=feature_set, values=features, modality=modality)
-            probes = self._probe(library, exemplar, described, options.probe_budget, known)
+            probes = self._probe(library, exemplar, feature_set, features, options.probe_budget, known)
             answer = self.recommender.recommend(
-                rpb.RecommendRequest(
-                    library=library.name,
-                    features=described,
-                    k=options.k or 5,
-                    constraints=options.constraints,
-                    probe_budget=options.probe_budget,
-                    dataset_id=known,
-                    probes=[probe_to_pb(p) for p in probes],
-                )
+                library.name,
+                features,
+                feature_set=feature_set,
+                modality=modality,
+                k=options.k or 5,
+                constraints=options.constraints,
+                probe_budget=options.probe_budget,
+                dataset_id=known,
+                probes=probes,
             )
             query_id = uuid.uuid4().hex
             self.knowledge.log_query(
@@ -174,16 +190,27 @@ class QueryCore:
         return SearchResult(query_id, library, summary, answer, probes)
 
     def _probe(
-        self, library: LibraryInfo, exemplar: Exemplar, features: pb.DatasetFeatures, budget: int, known: str
-    ) -> list[ProbeMeasurement]:
+        self,
+        library: LibraryInfo,
+        exemplar: Exemplar,
+        feature_set: str,
+        features: dict[str, float],
+        budget: int,
+        known: str,
+    ) -> list[ProbeRecord]:
         """Measure the models the probe-selector picks (none when the budget is 0 or none can run here)."""
         if budget < 0:
             raise InvalidArgument("probe_budget must be >= 0")
         if budget == 0:
             return []
         chosen = self.recommender.select_probes(
-            rpb.SelectProbesRequest(library=library.name, features=features, budget=budget, dataset_id=known)
-        ).model_ids
+            library.name,
+            features,
+            feature_set=feature_set,
+            modality=exemplar.modality,
+            budget=budget,
+            dataset_id=known,
+        )
         started = time.perf_counter()
         models = []
         for model_id in chosen:
@@ -239,10 +266,58 @@ class QueryCore:
         except NotFound:
             return ""
 
-    # -- libraries and feedback ---------------------------------------------------------------------
+    # -- libraries, models and feedback -------------------------------------------------------------
 
     def list_libraries(self) -> list[LibraryInfo]:
         return self.knowledge.list_libraries()
+
+    def find_model(self, model_id: str, library: str = "") -> ModelNode:
+        """A model by id, in `library` or in whichever single library has it."""
+        if not model_id:
+            raise InvalidArgument("model_id is required")
+        if library:
+            return self.knowledge.get_model(library, model_id)
+        found = []
+        for info in self.knowledge.list_libraries():
+            try:
+                found.append(self.knowledge.get_model(info.name, model_id))
+            except NotFound:
+                continue
+        if not found:
+            raise NotFound(f"no library has a model {model_id!r}")
+        if len(found) > 1:
+            names = ", ".join(m.library for m in found)
+            raise InvalidArgument(f"model {model_id!r} is in several libraries ({names}): name one with --library")
+        return found[0]
+
+    def artifact(self, model_id: str, library: str = "") -> tuple[Artifact, Iterator[bytes]]:
+        """A model's runnable file: what it is, and its bytes in chunks as storage sends them.
+
+        The chunks are hashed as they pass; if they do not add up to the file's sha256 the iterator
+        raises DataLoss after the last one, so a client that checks nothing still learns of it.
+        """
+        model = self.find_model(model_id, library)
+        if not model.artifact_blob_id:
+            raise NotFound(f"model {model_id!r} of library {model.library!r} has no runnable artifact")
+        blob_id = model.artifact_blob_id
+        info = Artifact(
+            library=model.library,
+            model_id=model.model_id,
+            filename=PurePosixPath(model.metadata.get("artifact", "") or model.model_id).name,
+            sha256=blob_id,
+            size=self.storage.size(blob_id),
+        )
+
+        def chunks() -> Iterator[bytes]:
+            digest = hashlib.sha256()
+            for chunk in self.storage.get_chunks(blob_id):
+                digest.update(chunk)
+                DOWNLOAD_BYTES.inc(len(chunk))
+                yield chunk
+            if digest.hexdigest() != blob_id:
+                raise DataLoss(f"artifact of model {model_id!r} arrived corrupt from storage")
+
+        return info, chunks()
 
     def report_performance(self, query_id: str, model_id: str, score: float, cost: Cost) -> tuple[str, int]:
         """Attach a measured score to the searched dataset, which becomes (or already is) a dataset node."""

@@ -6,6 +6,7 @@ from modsnet.runtime.metrics import LATENCY_BUCKETS
 
 SEARCHES = Counter("modsnet_searches_total", "Searches, by modality and outcome.", ["modality", "outcome"])
 UPLOAD_BYTES = Counter("modsnet_upload_bytes_total", "Bytes of exemplar files received.")
+DOWNLOAD_BYTES = Counter("modsnet_artifact_download_bytes_total", "Bytes of model artifacts sent to clients.")
 FEATURE_SECONDS = Histogram(
     "modsnet_feature_seconds",
     "Time to parse a file and compute its dataset features.",

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modsnet.runtime.convert import cost_from_pb, library_to_pb
+from modsnet.runtime.convert import (
+    constraints_from_pb,
+    cost_from_pb,
+    features_to_pb,
+    library_to_pb,
+    model_to_pb,
+    probe_to_pb,
+    ranked_models_to_pb,
+)
 from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
 
-from .core import QueryCore, SearchOptions, probe_to_pb
+from .core import QueryCore, SearchOptions
 
 
 class QueryServicer(query_pb2_grpc.QueryServicer):
@@ -33,7 +41,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             library=h.library,
             k=h.k,
             target_column=h.target_column,
-            constraints=h.constraints if h.HasField("constraints") else None,
+            constraints=constraints_from_pb(h.constraints) if h.HasField("constraints") else None,
             probe_budget=h.probe_budget,
             filename=h.filename,
             modality=h.modality,
@@ -45,7 +53,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
         return qpb.SearchResponse(
             query_id=result.query_id,
             library=result.library.name,
-            models=answer.models,
+            models=ranked_models_to_pb(answer.models),
             dataset=qpb.DatasetSummary(
                 fingerprint=d.fingerprint,
                 filename=d.filename,
@@ -54,7 +62,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
                 columns=d.columns,
                 target_column=d.target_column,
                 classes=d.classes,
-                features=pb.DatasetFeatures(feature_set=d.feature_set, values=d.features, modality=d.modality),
+                features=features_to_pb(d.feature_set, d.features, d.modality),
                 known_dataset_id=d.known_dataset_id,
             ),
             metric=str(result.library.meta.get("metric", "")),
@@ -68,6 +76,23 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:
         return pb.ListLibrariesResponse(libraries=[library_to_pb(i) for i in self.core.list_libraries()])
+
+    def FindModel(self, request: qpb.FindModelRequest, context: object) -> pb.Model:
+        return model_to_pb(self.core.find_model(request.model_id, request.library))
+
+    def DownloadModel(self, request: qpb.DownloadModelRequest, context: object) -> Iterator[qpb.DownloadModelResponse]:
+        info, chunks = self.core.artifact(request.model_id, request.library)
+        yield qpb.DownloadModelResponse(
+            header=qpb.ArtifactHeader(
+                library=info.library,
+                model_id=info.model_id,
+                filename=info.filename,
+                sha256=info.sha256,
+                size=info.size,
+            )
+        )
+        for chunk in chunks:
+            yield qpb.DownloadModelResponse(chunk=chunk)
 
     def ReportPerformance(
         self, request: qpb.ReportPerformanceRequest, context: object

@@ -28,10 +28,10 @@ import logging
 import threading
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from modsnet.data.graph import LibraryInfo, ModelNode, Snapshot
+from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Snapshot
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
@@ -50,27 +50,6 @@ MAX_K = 1000
 MAX_PROBES = 50
 ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
-
-
-@dataclass(frozen=True)
-class Constraints:
-    max_train_seconds: float = 0.0
-    max_inference_seconds: float = 0.0
-    max_memory_bytes: float = 0.0
-    exclude_models: frozenset[str] = frozenset()
-    require_metadata: dict[str, str] = field(default_factory=dict)
-
-    def allows(self, model: ModelNode) -> bool:
-        cost = model.cost
-        if self.max_train_seconds and cost.train_seconds > self.max_train_seconds:
-            return False
-        if self.max_inference_seconds and cost.inference_seconds > self.max_inference_seconds:
-            return False
-        if self.max_memory_bytes and cost.memory_bytes > self.max_memory_bytes:
-            return False
-        if model.model_id in self.exclude_models:
-            return False
-        return all(model.metadata.get(k) == v for k, v in self.require_metadata.items())
 
 
 @dataclass(frozen=True)
@@ -97,7 +76,7 @@ class Served:
     estimator: GnnEstimator | KnnPopularityEstimator
     library: LibraryInfo
     models: dict[str, ModelNode]
-    origin: str  # trained | checkpoint | refreshed
+    origin: str  # trained | checkpoint | refreshed | interim
     trained_version: int
     trained_interactions: int
     trained_unix: float
@@ -420,10 +399,12 @@ class RecommenderCore:
         *,
         k: int,
         constraints: Constraints,
-        probe_budget: int = 0,
+        probe_budget: int = MAX_PROBES,
         dataset_id: str = "",
         probes: Sequence[ProbeRecord] = (),
     ) -> Recommendation:
+        """The top-k models for a dataset, using the probes of at most `probe_budget` models (the first
+        named: the probe-selector's order, best first)."""
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, not {k}")
         if probe_budget < 0:
@@ -433,6 +414,7 @@ class RecommenderCore:
         for i, p in enumerate(probes):
             if not p.model_id or not p.probe or p.value != p.value or abs(p.value) == float("inf"):
                 raise InvalidArgument(f"probe {i}: needs a model_id, a kind and a finite value")
+        probes = _within_budget(probes, probe_budget)
         served = self.fitted(library)
         start = time.perf_counter()
         estimator = served.estimator
@@ -523,6 +505,19 @@ class RecommenderCore:
 
 def _is_gnn(estimator: object) -> TypeGuard[GnnEstimator]:
     return not isinstance(estimator, KnnPopularityEstimator)
+
+
+def _within_budget(probes: Sequence[ProbeRecord], budget: int) -> list[ProbeRecord]:
+    """The probes of the first `budget` models they name (a model may have several probes)."""
+    models: set[str] = set()
+    kept = []
+    for probe in probes:
+        if probe.model_id not in models:
+            if len(models) == budget:
+                continue
+            models.add(probe.model_id)
+        kept.append(probe)
+    return kept
 
 
 def _probeable(library: LibraryInfo, models: Collection[ModelNode]) -> list[str]:

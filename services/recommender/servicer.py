@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-from modsnet.runtime.convert import cost_to_pb
-from modsnet.v1 import common_pb2 as pb
+from modsnet.data.graph import RankedModel, Ranking
+from modsnet.runtime.convert import constraints_from_pb, probe_from_pb, ranking_to_pb
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
-from .core import Constraints, EstimatorInfo, RecommenderCore
-from .estimators.base import ProbeRecord
+from .core import EstimatorInfo, Recommendation, RecommenderCore
 
 
-def constraints_from_pb(msg: pb.Constraints) -> Constraints:
-    return Constraints(
-        max_train_seconds=msg.max_train_seconds,
-        max_inference_seconds=msg.max_inference_seconds,
-        max_memory_bytes=float(msg.max_memory_bytes),
-        exclude_models=frozenset(msg.exclude_models),
-        require_metadata=dict(msg.require_metadata),
+def _ranking(result: Recommendation) -> Ranking:
+    """The core's ranking as the shared record that crosses the wire."""
+    return Ranking(
+        models=[
+            RankedModel(
+                rank=r.rank,
+                model_id=r.prediction.model_id,
+                predicted_score=r.prediction.score,
+                uncertainty=r.prediction.uncertainty,
+                cost=r.model.cost,
+                evidence=r.prediction.evidence,
+                metadata=r.model.metadata,
+                explanation=r.prediction.explanation,
+            )
+            for r in result.models
+        ],
+        graph_version=result.graph_version,
+        estimator=result.estimator,
+        path=result.path,
+        probes_used=result.probes_used,
+        excluded_by_constraints=result.excluded_by_constraints,
     )
 
 
@@ -50,31 +63,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             constraints=constraints_from_pb(request.constraints),
             probe_budget=request.probe_budget,
             dataset_id=request.dataset_id,
-            probes=[ProbeRecord(p.model_id, "query", p.kind, p.value, p.seconds) for p in request.probes],
+            probes=[probe_from_pb(p) for p in request.probes],
         )
-        return rpb.RecommendResponse(
-            models=[
-                pb.RankedModel(
-                    rank=r.rank,
-                    model_id=r.prediction.model_id,
-                    predicted_score=r.prediction.score,
-                    uncertainty=r.prediction.uncertainty,
-                    cost=cost_to_pb(r.model.cost),
-                    evidence=[
-                        pb.Evidence(dataset_id=e.dataset_id, similarity=e.similarity, score=e.score)
-                        for e in r.prediction.evidence
-                    ],
-                    metadata=r.model.metadata,
-                    explanation=r.prediction.explanation,
-                )
-                for r in result.models
-            ],
-            graph_version=result.graph_version,
-            estimator=result.estimator,
-            path=result.path,
-            probes_used=result.probes_used,
-            excluded_by_constraints=result.excluded_by_constraints,
-        )
+        return ranking_to_pb(_ranking(result))
 
     def SelectProbes(self, request: rpb.SelectProbesRequest, context: object) -> rpb.SelectProbesResponse:
         model_ids, version = self.core.select_probes(

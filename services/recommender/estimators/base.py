@@ -1,15 +1,16 @@
-"""What an estimator takes besides the graph (probe records) and gives back for one model."""
+"""What an estimator takes besides the graph (probe records) and gives back for one model.
+
+`ProbeRecord` and `Evidence` are the shared records of `modsnet.data.graph`, named here too so that the
+estimators import everything they exchange from one place.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modsnet.data.graph import Evidence, ProbeRecord
 
-@dataclass(frozen=True)
-class Evidence:
-    dataset_id: str
-    similarity: float  # in (0, 1]
-    score: float  # the model's recorded score on that dataset
+__all__ = ["Evidence", "Prediction", "ProbeRecord"]
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,3 @@ class Prediction:
     uncertainty: float  # an estimated standard deviation of that score
     evidence: list[Evidence] = field(default_factory=list)
     explanation: str = ""
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """A cheap measurement of a model on a dataset (LogME, H-score, or a real score) and what it cost."""
-
-    model_id: str
-    dataset_id: str
-    probe: str
-    value: float
-    seconds: float = 0.0
