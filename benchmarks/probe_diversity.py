@@ -27,8 +27,14 @@ from functools import partial
 from pathlib import Path
 
 from modsnet.data.bundle import Bundle, read_bundle
-from services.recommender.estimators.gnn import GnnConfig, evaluate_fold
-from services.recommender.evaluation import EvaluationReport, default_targets, evaluate, graph_from_bundle
+from services.recommender.estimators.gnn import GnnConfig
+from services.recommender.evaluation import (
+    EvaluationReport,
+    default_targets,
+    evaluate,
+    graph_from_bundle,
+    modsnet_method,
+)
 from services.recommender.probes import DIVERSITY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +64,7 @@ def run(bundle: Bundle, diversities: list[float], budget: int) -> EvaluationRepo
     snapshot, _ = graph_from_bundle(bundle)
     targets = default_targets(snapshot)
     methods = {
-        f"diversity {d:g}": partial(evaluate_fold, config=replace(GnnConfig(), probe_diversity=d)) for d in diversities
+        f"diversity {d:g}": partial(modsnet_method, config=replace(GnnConfig(), probe_diversity=d)) for d in diversities
     }
     return evaluate(
         bundle,

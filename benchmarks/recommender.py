@@ -36,7 +36,7 @@ from modsnet.data.bundle import Bundle, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, Snapshot
 from modsnet.offline.importers.oboe import import_oboe
 from modsnet.offline.importers.transfergraph import import_transfergraph
-from services.recommender.estimators.gnn import GnnConfig, GnnEstimator, OnnxScorer, evaluate_fold
+from services.recommender.estimators.gnn import GnnConfig, GnnEstimator, OnnxScorer
 from services.recommender.evaluation import (
     DEFAULT_PROBE_BUDGET,
     METRICS,
@@ -46,6 +46,7 @@ from services.recommender.evaluation import (
     default_targets,
     evaluate,
     graph_from_bundle,
+    modsnet_method,
     published_dir_for,
 )
 
@@ -83,7 +84,7 @@ def import_libraries(shared: Path, folder: Path) -> dict[str, Bundle]:
 
 
 def _variant(config: GnnConfig) -> Method:
-    return lambda fold: evaluate_fold(fold, config)
+    return lambda fold: modsnet_method(fold, config)
 
 
 def run(

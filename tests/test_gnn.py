@@ -19,10 +19,9 @@ from services.recommender.estimators.gnn import (  # noqa: E402
     GnnEstimator,
     OnnxScorer,
     QueryScorer,
-    _neighbour_prior,
-    evaluate_fold,
 )
-from services.recommender.evaluation import ProbeRecord, evaluate, graph_from_bundle  # noqa: E402
+from services.recommender.estimators.gnn.network import _neighbour_prior  # noqa: E402
+from services.recommender.evaluation import ProbeRecord, evaluate, graph_from_bundle, modsnet_method  # noqa: E402
 
 SMALL = GnnConfig(steps=120, members=2, hidden=16, head=8)
 
@@ -40,7 +39,7 @@ def test_learns_the_planted_signal_better_than_popularity(synth_bundle: Path) ->
         read_bundle(synth_bundle),
         methods=["gnn", "popularity"],
         targets=["d0", "d2", "d7", "d9"],
-        extra_methods={"gnn": lambda fold: evaluate_fold(fold, SMALL)},
+        extra_methods={"gnn": lambda fold: modsnet_method(fold, SMALL)},
     )
     gnn, popularity = (r.means["spearman"] for r in report.results)
     assert gnn is not None and popularity is not None
@@ -154,3 +153,44 @@ def test_probes_switch_and_measured_probes(synth_bundle: Path, fitted: GnnEstima
     off = GnnEstimator(snapshot, config=replace(SMALL, probes=False, steps=5, members=1))
     assert off.select_probes({}, known_dataset="d5") == []
     assert "probed" not in off.fit_info.relations
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """Every module `path` imports (absolute names; relative imports resolved against `package`)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)  # `from .. import evaluation`
+    return found
+
+
+def test_estimators_never_import_the_evaluation() -> None:
+    """The evaluation drives the estimators (its GNN hook included); an estimator importing it back is a cycle."""
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "services" / "recommender" / "estimators"
+    files = sorted(folder.rglob("*.py"))
+    assert any(f.parent.name == "gnn" for f in files)  # the walk sees the GNN package's modules
+    offenders = {}
+    for path in files:
+        package = ".".join(path.relative_to(root).parent.parts)
+        imported = _imported_modules(path, package)
+        hits = sorted(m for m in imported if m.startswith("services.recommender.evaluation"))
+        if hits:
+            offenders[str(path.relative_to(root))] = hits
+    assert not offenders
+
+
+def test_the_import_walk_sees_a_relative_import_of_the_evaluation(tmp_path: Path) -> None:
+    module = tmp_path / "gnn.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..evaluation import Fold\n")
+    assert "services.recommender.evaluation" in _imported_modules(module, "services.recommender.estimators")
+    module.write_text("from ... import evaluation\n")
+    assert "services.recommender.evaluation" in _imported_modules(module, "services.recommender.estimators.gnn")

@@ -12,12 +12,13 @@ import pytest
 from knowledge_bundles import fingerprint, make_bundle
 from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
 
-from modsnet.data.bundle import canonical, read_bundle
-from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, QueryRecord
+from modsnet.data.bundle import Bundle, canonical, read_bundle
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
 from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore
+from services.recommender.evaluation import graph_from_bundle
 
 BLOB_A = "a" * 64
 BLOB_B = "b" * 64
@@ -246,3 +247,66 @@ def test_query_log_lists_newest_first_and_purges(store: KnowledgeStore) -> None:
     assert store.list_queries() == [] and store.purge_queries() == 0
     store.log_query(record("q1", "a", 100.0))  # a purged id can be logged again
     assert store.get_query("q1").logged_unix == 100.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# The evaluation's graph (modsnet.data.graph_build) is what every store serves
+
+
+def _graph_bundle() -> Bundle:
+    """make_bundle's extras (similarities, probes, two feature tables, empty cost cells) and a few more shapes."""
+    bundle = make_bundle("built", interactions=60, models=6, seed=3)
+    bundle.models.rows.append({"model_id": "m-unused", "family": "up"})  # no record: cost 0, count 0
+    bundle.datasets.rows.append({"dataset_id": "d-bare", "n_rows": "7", "fingerprint": ""})  # no features
+    for k, row in enumerate(bundle.interactions.rows):
+        if row["model_id"] == "m1" and k % 4 == 1:
+            row["train_seconds"] = ""  # m1: some records measured no train time
+        if k % 9 == 0:
+            row["memory_bytes"] = ""
+    bundle.interactions.columns.append("provenance")
+    for k, row in enumerate(bundle.interactions.rows):
+        row["provenance"] = "feedback" if k % 7 == 0 else ""
+    assert bundle.similarity is not None
+    bundle.similarity.columns.append("similarity")
+    for row in bundle.similarity.rows:
+        row["similarity"] = ""
+    bundle.similarity.rows.append({"dataset_a": "d0", "dataset_b": "d-bare", "distance": "", "similarity": "0.25"})
+    return bundle
+
+
+def _by_id(nodes: list, key: str) -> dict:  # type: ignore[type-arg]
+    return {getattr(n, key): n for n in nodes}
+
+
+def test_the_evaluation_graph_is_the_store_snapshot(store: KnowledgeStore) -> None:
+    bundle = _graph_bundle()
+    store.import_bundle(bundle, blob_id="c" * 64, replace=False, artifacts={})
+    served = store.snapshot("built")
+    built, probes = graph_from_bundle(bundle)
+
+    def library(info: LibraryInfo) -> tuple:  # type: ignore[type-arg]
+        return info.name, info.meta, info.models, info.datasets, info.interactions
+
+    assert library(built.library) == library(served.library)
+    assert bundle.probes is not None and len(probes) == len(bundle.probes.rows)
+
+    built_models, served_models = _by_id(built.models, "model_id"), _by_id(served.models, "model_id")
+    assert sorted(built_models) == sorted(served_models)
+    for model_id, model in built_models.items():
+        other = served_models[model_id]
+        assert (model.metadata, model.interactions, model.artifact_blob_id) == (
+            other.metadata,
+            other.interactions,
+            other.artifact_blob_id,
+        )
+        assert model.cost.train_seconds == pytest.approx(other.cost.train_seconds, rel=1e-12)
+        assert model.cost.inference_seconds == pytest.approx(other.cost.inference_seconds, rel=1e-12)
+        assert model.cost.memory_bytes == pytest.approx(other.cost.memory_bytes, rel=1e-12)
+    assert built_models["m-unused"].cost == Cost() and built_models["m-unused"].interactions == 0
+
+    assert _by_id(built.datasets, "dataset_id") == _by_id(served.datasets, "dataset_id")
+    assert built.interactions == served.interactions  # import order, costs and provenance included
+    assert sorted(built.similarities, key=repr) == sorted(served.similarities, key=repr)
+    bare = _by_id(built.datasets, "dataset_id")["d-bare"]
+    assert (bare.features, bare.feature_set) == ({}, "")
+    assert any(s.dataset_b == "d-bare" and s.distance == pytest.approx(0.75) for s in built.similarities)

@@ -24,23 +24,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from modsnet.data.bundle import Bundle, number, read_bundle
-from modsnet.data.graph import (
-    Cost,
-    DatasetNode,
-    InteractionRecord,
-    LibraryInfo,
-    ModelNode,
-    SimilarityRecord,
-    Snapshot,
-)
+from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
+from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 
 from .estimators.base import ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
+
+if TYPE_CHECKING:
+    from .estimators.gnn import GnnConfig
 
 KS = (1, 3, 5)
 METRICS = (
@@ -65,56 +62,9 @@ _PUBLISHED_FILES = {
 def graph_from_bundle(bundle: Bundle, *, graph_version: int = 1) -> tuple[Snapshot, list[ProbeRecord]]:
     """The snapshot the knowledge service would serve for this bundle, plus its probes.
 
-    Built the way the knowledge store builds one (features of all feature files merged, a model's cost
-    the mean over its records, a similarity as a distance), so the evaluation sees what serving sees.
+    Built by the knowledge stores' own conversion (`modsnet.data.graph_build`), so the evaluation sees
+    what serving sees; nodes stay in the bundle's order.
     """
-    cost_sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
-    interactions = []
-    counts: dict[str, int] = defaultdict(int)
-    for row in bundle.interactions.rows:
-        cost = Cost(*(number(row.get(c, "")) or 0.0 for c in ("train_seconds", "inference_seconds", "memory_bytes")))
-        interactions.append(InteractionRecord(row["model_id"], row["dataset_id"], float(row["score"]), cost))
-        sums = cost_sums[row["model_id"]]
-        sums[0] += cost.train_seconds
-        sums[1] += cost.inference_seconds
-        sums[2] += cost.memory_bytes
-        sums[3] += 1
-        counts[row["dataset_id"]] += 1
-    name = bundle.name
-    models = []
-    for row in bundle.models.rows:
-        train, infer, memory, n = cost_sums.get(row["model_id"], [0.0, 0.0, 0.0, 0.0])
-        models.append(
-            ModelNode(
-                name,
-                row["model_id"],
-                {k: v for k, v in row.items() if k != "model_id"},
-                Cost(train / n, infer / n, memory / n) if n else Cost(),
-                int(n),
-            )
-        )
-    features: dict[str, dict[str, float]] = defaultdict(dict)
-    for feature_table in bundle.features.values():
-        for row in feature_table.rows:
-            features[row["dataset_id"]].update({k: float(v) for k, v in row.items() if k != "dataset_id" and v != ""})
-    stems = ",".join(sorted(bundle.features))
-    datasets = [
-        DatasetNode(
-            name,
-            row["dataset_id"],
-            {k: v for k, v in row.items() if k != "dataset_id"},
-            dict(features.get(row["dataset_id"], {})),
-            stems if row["dataset_id"] in features else "",
-            row.get("fingerprint", ""),
-            counts.get(row["dataset_id"], 0),
-        )
-        for row in bundle.datasets.rows
-    ]
-    similarities = []
-    if bundle.similarity is not None:
-        for row in bundle.similarity.rows:
-            distance = float(row["distance"]) if row.get("distance", "") != "" else 1.0 - float(row["similarity"])
-            similarities.append(SimilarityRecord(row["dataset_a"], row["dataset_b"], distance))
     probes = []
     if bundle.probes is not None:
         probes = [
@@ -123,8 +73,7 @@ def graph_from_bundle(bundle: Bundle, *, graph_version: int = 1) -> tuple[Snapsh
             )
             for r in bundle.probes.rows
         ]
-    info = LibraryInfo(name, dict(bundle.meta), len(models), len(datasets), len(interactions), graph_version, "", 0.0)
-    return Snapshot(info, models, datasets, interactions, similarities), probes
+    return snapshot_from_bundle(bundle, graph_version=graph_version), probes
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -238,7 +187,7 @@ Method = Callable[[Fold], dict[str, np.ndarray]]
 
 
 def _features_of(node: DatasetNode | None) -> dict[str, float]:
-    return KnnPopularityEstimator._raw_features(node) if node is not None else {}
+    return dataset_raw_features(node) if node is not None else {}
 
 
 def random_method(fold: Fold) -> dict[str, np.ndarray]:
@@ -289,11 +238,24 @@ def logme_method(fold: Fold) -> dict[str, np.ndarray]:
     return out
 
 
-def modsnet_method(fold: Fold) -> dict[str, np.ndarray]:
-    """The GNN estimator (with the probe-selector in a run with probes)."""
-    from .estimators.gnn import evaluate_fold  # torch is imported only when this method runs
+def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.ndarray]:
+    """The GNN estimator: fit on the fold's graph, probe each target within the budget when the run allows."""
+    from .estimators.gnn import GnnEstimator  # torch is imported only when this method runs
 
-    return evaluate_fold(fold)
+    estimator = GnnEstimator(fold.snapshot, probes=fold.probes, config=config)
+    nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
+    out = {}
+    for target in fold.targets:
+        features = _features_of(nodes.get(target))
+        taken: list[ProbeRecord] = []
+        if fold.with_probes and estimator.config.probes:
+            chosen = estimator.select_probes(
+                features, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
+            )
+            taken = fold.measure(target, chosen)
+        predicted = {p.model_id: p.score for p in estimator.predict(features, known_dataset=target, probes=taken)}
+        out[target] = np.array([predicted[m] for m in fold.candidates[target]])
+    return out
 
 
 METHODS: dict[str, Method] = {

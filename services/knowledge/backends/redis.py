@@ -71,7 +71,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import islice
@@ -85,16 +85,25 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from modsnet.data.bundle import COST_COLUMNS, Bundle, Table, number
+from modsnet.data.bundle import COST_COLUMNS, Bundle, Table
 from modsnet.data.graph import (
-    Cost,
     DatasetNode,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
     QueryRecord,
-    SimilarityRecord,
     Snapshot,
+)
+from modsnet.data.graph_build import (
+    GraphTally,
+    ModelTally,
+    dataset_node,
+    feature_set,
+    interaction_record,
+    interaction_row,
+    merged_features,
+    model_node,
+    similarity_record,
 )
 from modsnet.runtime.errors import (
     Aborted,
@@ -106,7 +115,6 @@ from modsnet.runtime.errors import (
     Unavailable,
 )
 
-from ..rows import distance, interaction_row, merged_features
 from ..store import KnowledgeStore
 
 log = logging.getLogger(__name__)
@@ -291,9 +299,8 @@ class _Vanished(Exception):
     """A version's list came back shorter than it was: the version was retired and expired mid-read."""
 
 
-# A model's tally: its interaction count, then the sum and the count of each cost column that has a value.
+# A model's tally (`ModelTally`): its interaction count, then the sum and the count of each cost column.
 _MODEL_STATS = ("model.n", *(f"{c}.{part}" for c in COST_COLUMNS for part in ("sum", "n")))
-_NO_TALLY = (0, *(zero for _ in COST_COLUMNS for zero in (0.0, 0)))  # counts int (HINCRBY), sums float
 
 
 def _stat(stat: str, node_id: str) -> str:
@@ -301,51 +308,29 @@ def _stat(stat: str, node_id: str) -> str:
     return f"{stat} {node_id}"
 
 
-class _Tally:
-    """Counts and cost sums per model, counts per dataset: what `stats` holds, and what nodes report."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, list[float]] = {}  # model_id -> values in _MODEL_STATS order
-        self.datasets: dict[str, int] = {}
-
-    def add(self, row: dict[str, str]) -> None:
-        """Count one interaction row; an empty cost cell is no measurement (as NULL is to SQLite's AVG)."""
-        tally = self.models.get(row["model_id"])
-        if tally is None:
-            tally = self.models[row["model_id"]] = list(_NO_TALLY)
-        tally[0] += 1
-        self.datasets[row["dataset_id"]] = self.datasets.get(row["dataset_id"], 0) + 1
-        for k, column in enumerate(COST_COLUMNS):
-            value = number(row.get(column, ""))
-            if value is not None:
-                tally[1 + 2 * k] += value
-                tally[2 + 2 * k] += 1
-
-    def fields(self) -> dict[str, float]:
-        """As `stats` fields: counts stay int (HINCRBY), sums float (HINCRBYFLOAT); zeros are left out."""
-        fields: dict[str, float] = {_stat("dataset.n", d): n for d, n in self.datasets.items()}
-        for model_id, tally in self.models.items():
-            fields.update(
-                (_stat(name, model_id), value) for name, value in zip(_MODEL_STATS, tally, strict=True) if value
-            )
-        return fields
+def _model_stats(tally: ModelTally) -> list[float]:
+    """The tally in _MODEL_STATS order."""
+    pairs = zip(tally.cost_sums, tally.cost_counts, strict=True)
+    return [tally.interactions, *(v for pair in pairs for v in pair)]
 
 
-def _tally_of(stats: Mapping[str, str | None], model_id: str) -> list[float]:
-    """A model's tally (in _MODEL_STATS order) from `stats` fields; absent ones are zero."""
-    return [float(stats.get(_stat(name, model_id)) or 0) for name in _MODEL_STATS]
+def _stats_fields(tally: GraphTally) -> dict[str, float]:
+    """As `stats` fields: counts stay int (HINCRBY), sums float (HINCRBYFLOAT); zeros are left out."""
+    fields: dict[str, float] = {_stat("dataset.n", d): n for d, n in tally.datasets.items()}
+    for model_id, counted in tally.models.items():
+        values = _model_stats(counted)
+        fields.update((_stat(name, model_id), value) for name, value in zip(_MODEL_STATS, values, strict=True) if value)
+    return fields
 
 
-def _model_node(library: str, model_id: str, row: dict[str, str], tally: Sequence[float]) -> ModelNode:
-    """`tally` in _MODEL_STATS order; a cost is the mean over the interactions that have it, else 0."""
-    means = (tally[1 + 2 * k] / tally[2 + 2 * k] if tally[2 + 2 * k] else 0.0 for k in range(len(COST_COLUMNS)))
-    return ModelNode(
-        library=library,
-        model_id=model_id,
-        metadata={k: v for k, v in row.items() if k != "model_id"},
-        cost=Cost(*means),
-        interactions=int(tally[0]),
-    )
+def _tally_of(stats: Mapping[str, str | None], model_id: str) -> ModelTally:
+    """A model's tally from `stats` fields; absent ones are zero."""
+    values = [float(stats.get(_stat(name, model_id)) or 0) for name in _MODEL_STATS]
+    return ModelTally(int(values[0]), values[1::2], [int(n) for n in values[2::2]])
+
+
+def _model_node(library: str, row: dict[str, str], tally: ModelTally) -> ModelNode:
+    return model_node(library, row, tally.cost, tally.interactions)
 
 
 def _taken(name: str) -> AlreadyExists:
@@ -625,27 +610,22 @@ class RedisKnowledgeStore(KnowledgeStore):
     def _stage(stager: _Stager, version: _VersionKeys, bundle: Bundle, new: _Live, artifacts: dict[str, str]) -> None:
         codec = new.codec("models.csv")
         stager.put(version.models, ((r["model_id"], codec.dumps(r)) for r in bundle.models.rows))
-        features = merged_features(bundle.features)
-        stems = ",".join(sorted(bundle.features))
+        features, stems = merged_features(bundle.features), feature_set(bundle.features)
         codec = new.codec("datasets.csv")
-        stager.put(
-            version.datasets,
-            (
-                (
-                    r["dataset_id"],
-                    _dumps(
-                        {
-                            "row": codec.pack(r),
-                            "fingerprint": r.get("fingerprint", ""),
-                            "feature_set": stems if r["dataset_id"] in features else "",
-                            "features": features.get(r["dataset_id"], {}),
-                            "origin": "imported",
-                        }
-                    ),
-                )
-                for r in bundle.datasets.rows
-            ),
-        )
+
+        def record(row: dict[str, str]) -> str:
+            node = dataset_node(bundle.name, row, features, stems)
+            return _dumps(
+                {
+                    "row": codec.pack(row),
+                    "fingerprint": node.fingerprint,
+                    "feature_set": node.feature_set,
+                    "features": node.features,
+                    "origin": "imported",
+                }
+            )
+
+        stager.put(version.datasets, ((r["dataset_id"], record(r)) for r in bundle.datasets.rows))
         stager.index(
             version.fingerprints,
             (f"{r['fingerprint']}\0{r['dataset_id']}" for r in bundle.datasets.rows if r.get("fingerprint")),
@@ -658,10 +638,10 @@ class RedisKnowledgeStore(KnowledgeStore):
         if bundle.probes is not None:
             stager.push(version.probes, map(new.codec("probes.csv").dumps, bundle.probes.rows))
         stager.put(version.artifacts, sorted(artifacts.items()))
-        tally = _Tally()
+        tally = GraphTally()
         for row in bundle.interactions.rows:
             tally.add(row)
-        stager.put(version.stats, ((f, repr(v)) for f, v in tally.fields().items()))
+        stager.put(version.stats, ((f, repr(v)) for f, v in _stats_fields(tally).items()))
         stager.flush()
 
     def _switch(
@@ -777,7 +757,7 @@ class RedisKnowledgeStore(KnowledgeStore):
         if row is None:
             raise NotFound(f"model {model_id!r} not found in library {library!r}")
         stats = dict(zip(fields, values, strict=True))
-        return _model_node(library, model_id, live.codec("models.csv").loads(row), _tally_of(stats, model_id))
+        return _model_node(library, live.codec("models.csv").loads(row), _tally_of(stats, model_id))
 
     def artifact_blob(self, library: str, path: str) -> str:
         def reads(pipe: Pipeline, v: _VersionKeys) -> None:
@@ -841,7 +821,7 @@ class RedisKnowledgeStore(KnowledgeStore):
     ) -> tuple[int, int]:
         keys = _LibraryKeys(library)
         rows = [interaction_row(rec) for rec in interactions]
-        tally = _Tally()
+        tally = GraphTally()
         for row in rows:
             tally.add(row)
 
@@ -892,7 +872,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                 pipe.zadd(version.fingerprints, indexed)
             if rows:
                 pipe.rpush(version.interactions, *map(live.codec("interactions.csv").dumps, rows))
-            for field, amount in tally.fields().items():
+            for field, amount in _stats_fields(tally).items():
                 if isinstance(amount, int):
                     pipe.hincrby(version.stats, field, amount)
                 else:
@@ -909,30 +889,18 @@ class RedisKnowledgeStore(KnowledgeStore):
             library, lambda v: [v.models, v.datasets, v.stats], lambda v: [v.interactions, v.similarities]
         )
         codec = live.codec("interactions.csv")
-        records = [
-            InteractionRecord(
-                row["model_id"],
-                row["dataset_id"],
-                float(row["score"]),
-                Cost(*((number(row.get(c, "")) or 0.0) for c in COST_COLUMNS)),
-                row.get("provenance") or "imported",
-            )
-            for row in map(codec.loads, interactions)
-        ]
+        records = [interaction_record(row) for row in map(codec.loads, interactions)]
         model_codec, dataset_codec = live.codec("models.csv"), live.codec("datasets.csv")
         similarity_codec = _Codec(live.columns["dataset_similarity.csv"] or [])
         return Snapshot(
             live.info(library, version, len(models), len(datasets), len(records)),
-            [_model_node(library, m, model_codec.loads(models[m]), _tally_of(stats, m)) for m in sorted(models)],
+            [_model_node(library, model_codec.loads(models[m]), _tally_of(stats, m)) for m in sorted(models)],
             [
                 _dataset_node(library, d, datasets[d], dataset_codec, int(stats.get(_stat("dataset.n", d), 0)))
                 for d in sorted(datasets)
             ],
             records,
-            [
-                SimilarityRecord(row["dataset_a"], row["dataset_b"], distance(row))
-                for row in map(similarity_codec.loads, similarities)
-            ],
+            [similarity_record(row) for row in map(similarity_codec.loads, similarities)],
         )
 
     def graph_version(self, library: str) -> int:

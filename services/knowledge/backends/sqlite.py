@@ -29,9 +29,16 @@ from modsnet.data.graph import (
     SimilarityRecord,
     Snapshot,
 )
+from modsnet.data.graph_build import (
+    dataset_node,
+    distance,
+    feature_set,
+    interaction_row,
+    merged_features,
+    model_node,
+)
 from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 
-from ..rows import distance, interaction_row, merged_features
 from ..store import KnowledgeStore
 
 SCHEMA = """
@@ -194,20 +201,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "INSERT INTO models VALUES (?, ?, ?)",
                 ((name, r["model_id"], json.dumps(r)) for r in bundle.models.rows),
             )
-            features = merged_features(bundle.features)
-            stems = ",".join(sorted(bundle.features))
+            features, stems = merged_features(bundle.features), feature_set(bundle.features)
+            nodes = (dataset_node(name, r, features, stems) for r in bundle.datasets.rows)
             db.executemany(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, 'imported')",
                 (
-                    (
-                        name,
-                        r["dataset_id"],
-                        json.dumps(r),
-                        r.get("fingerprint", ""),
-                        stems if r["dataset_id"] in features else "",
-                        json.dumps(features.get(r["dataset_id"], {})),
-                    )
-                    for r in bundle.datasets.rows
+                    (name, n.dataset_id, json.dumps(r), n.fingerprint, n.feature_set, json.dumps(n.features))
+                    for r, n in zip(bundle.datasets.rows, nodes, strict=True)
                 ),
             )
             for stem, feature_table in bundle.features.items():
@@ -357,22 +357,15 @@ class SqliteKnowledgeStore(KnowledgeStore):
             f"SELECT model_id, row_json FROM models WHERE library = ?{only} ORDER BY model_id",
             args,
         ):
-            row = json.loads(row_json)
             train, infer, memory, count = stats.get(mid, (None, None, None, 0))
-            nodes.append(
-                ModelNode(
-                    library=library,
-                    model_id=mid,
-                    metadata={k: v for k, v in row.items() if k != "model_id"},
-                    cost=Cost(train or 0.0, infer or 0.0, memory or 0.0),
-                    interactions=count,
-                )
-            )
+            # AVG skips NULL, the empty cells: the mean over the records that measured the cost.
+            cost = Cost(train or 0.0, infer or 0.0, memory or 0.0)
+            nodes.append(model_node(library, json.loads(row_json), cost, count))
         return nodes
 
     def _datasets(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[DatasetNode]:
         nodes = []
-        for library, did, row_json, fingerprint, feature_set, features_json, count in db.execute(
+        for library, did, row_json, fingerprint, stems, features_json, count in db.execute(
             "SELECT d.library, d.dataset_id, d.row_json, d.fingerprint, d.feature_set, d.features_json, "
             "(SELECT COUNT(*) FROM interactions i WHERE i.library = d.library AND i.dataset_id = d.dataset_id) "
             f"FROM datasets d WHERE {where} ORDER BY d.library, d.dataset_id",
@@ -385,7 +378,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     dataset_id=did,
                     metadata={k: v for k, v in row.items() if k != "dataset_id"},
                     features=json.loads(features_json),
-                    feature_set=feature_set,
+                    feature_set=stems,
                     fingerprint=fingerprint,
                     interactions=count,
                 )

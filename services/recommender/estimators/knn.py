@@ -16,12 +16,12 @@ the models they cover and its own score mean and spread anchor the others.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from modsnet.data.graph import Snapshot
+from modsnet.data.graph_build import dataset_raw_features
 
 from .base import Evidence, Prediction
 
@@ -81,7 +81,7 @@ class KnnPopularityEstimator:
 
     def _fit_features(self, snapshot: Snapshot) -> None:
         by_id = {d.dataset_id: d for d in snapshot.datasets}
-        vectors = [self._raw_features(by_id[d]) if d in by_id else {} for d in self.dataset_ids]
+        vectors = [dataset_raw_features(by_id[d]) if d in by_id else {} for d in self.dataset_ids]
         counts: dict[str, int] = {}
         for vec in vectors:
             for name in vec:
@@ -98,21 +98,6 @@ class KnnPopularityEstimator:
         scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
         self.scale = scale
         self.matrix = self._standardise(raw)
-
-    @staticmethod
-    def _raw_features(node) -> dict[str, float]:  # type: ignore[no-untyped-def]
-        if node.features:
-            return dict(node.features)
-        # No feature vectors in the bundle: numeric metadata columns (sizes, class counts) stand in.
-        numeric = {}
-        for key, cell in node.metadata.items():
-            try:
-                value = float(cell)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(value):
-                numeric[key] = value
-        return numeric
 
     def _standardise(self, raw: np.ndarray) -> np.ndarray:
         scaled = (raw - self.center) / self.scale

@@ -1,0 +1,209 @@
+"""Library bundle -> knowledge-graph records: the one conversion the knowledge stores and the evaluation share.
+
+A bundle's cells are strings (`modsnet.data.bundle`); the graph's records (`modsnet.data.graph`) are typed.
+Both knowledge stores build what they keep with these functions and read it back into the same records,
+and `snapshot_from_bundle` composes them into the snapshot a store serves right after importing the
+bundle, which is what the recommender's offline evaluation runs on. One rule each:
+
+* a similarity row is a distance: its `distance` cell, else 1 - its `similarity` cell;
+* a dataset's features are the filled cells of every feature table merged; its feature set, the sorted
+  table stems joined by commas, when any table has a row for it;
+* an empty cost cell costs 0 in the interaction's record but is no measurement in the model's mean cost
+  (as NULL is to SQL's AVG);
+* a dataset's raw feature vector (what the estimators compare datasets by) is its features, or, when it
+  has none, its numeric metadata except ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .bundle import COST_COLUMNS, Bundle, Table, number
+from .graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, ModelNode, SimilarityRecord, Snapshot
+
+# ----------------------------------------------------------------------------------------------------
+# Rows -> records
+
+
+def distance(row: Mapping[str, str]) -> float:
+    """A `dataset_similarity.csv` row as a distance."""
+    if row.get("distance", "") != "":
+        return float(row["distance"])
+    return 1.0 - float(row["similarity"])
+
+
+def similarity_record(row: Mapping[str, str]) -> SimilarityRecord:
+    return SimilarityRecord(row["dataset_a"], row["dataset_b"], distance(row))
+
+
+def merged_features(tables: Mapping[str, Table]) -> dict[str, dict[str, float]]:
+    """dataset_id -> the filled cells of every feature table, as numbers."""
+    merged: dict[str, dict[str, float]] = {}
+    for table in tables.values():
+        for row in table.rows:
+            values = merged.setdefault(row["dataset_id"], {})
+            for column, cell in row.items():
+                if column != "dataset_id" and cell != "":
+                    values[column] = float(cell)
+    return merged
+
+
+def feature_set(tables: Mapping[str, Table]) -> str:
+    """The feature set a dataset with features has: the feature tables' stems, sorted, comma-joined."""
+    return ",".join(sorted(tables))
+
+
+def dataset_node(
+    library: str,
+    row: Mapping[str, str],
+    features: Mapping[str, Mapping[str, float]],
+    stems: str,
+    interactions: int = 0,
+) -> DatasetNode:
+    """A `datasets.csv` row as a node, with its features from `merged_features` and `stems` from `feature_set`."""
+    dataset_id = row["dataset_id"]
+    return DatasetNode(
+        library=library,
+        dataset_id=dataset_id,
+        metadata={k: v for k, v in row.items() if k != "dataset_id"},
+        features=dict(features.get(dataset_id, {})),
+        feature_set=stems if dataset_id in features else "",
+        fingerprint=row.get("fingerprint", ""),
+        interactions=interactions,
+    )
+
+
+def model_node(library: str, row: Mapping[str, str], cost: Cost | None = None, interactions: int = 0) -> ModelNode:
+    """A `models.csv` row as a node; `cost` and `interactions` come from its records (see `ModelTally`)."""
+    return ModelNode(
+        library=library,
+        model_id=row["model_id"],
+        metadata={k: v for k, v in row.items() if k != "model_id"},
+        cost=cost or Cost(),
+        interactions=interactions,
+    )
+
+
+def interaction_record(row: Mapping[str, str]) -> InteractionRecord:
+    """An `interactions.csv` row as a record; an empty cost cell is 0 here."""
+    return InteractionRecord(
+        row["model_id"],
+        row["dataset_id"],
+        float(row["score"]),
+        Cost(*((number(row.get(c, "")) or 0.0) for c in COST_COLUMNS)),
+        row.get("provenance") or "imported",
+    )
+
+
+def interaction_row(rec: InteractionRecord) -> dict[str, str]:
+    """A record as an `interactions.csv` row (what a store keeps of feedback); a zero cost is left empty."""
+    row = {"model_id": rec.model_id, "dataset_id": rec.dataset_id, "score": repr(rec.score)}
+    for column in COST_COLUMNS:
+        value = getattr(rec.cost, column)
+        if value:
+            row[column] = repr(float(value))
+    row["provenance"] = rec.provenance
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------
+# Counts and mean costs
+
+
+@dataclass
+class ModelTally:
+    """A model's interaction count, and per cost column the sum and the count of the cells that have a value."""
+
+    interactions: int = 0
+    cost_sums: list[float] = field(default_factory=lambda: [0.0] * len(COST_COLUMNS))
+    cost_counts: list[int] = field(default_factory=lambda: [0] * len(COST_COLUMNS))
+
+    def add(self, row: Mapping[str, str]) -> None:
+        self.interactions += 1
+        for k, column in enumerate(COST_COLUMNS):
+            value = number(row.get(column, ""))
+            if value is not None:  # an empty cell is no measurement, not a measured 0
+                self.cost_sums[k] += value
+                self.cost_counts[k] += 1
+
+    @property
+    def cost(self) -> Cost:
+        """The mean of each cost column over the records that have it, 0 where none has."""
+        return Cost(*(s / n if n else 0.0 for s, n in zip(self.cost_sums, self.cost_counts, strict=True)))
+
+
+@dataclass
+class GraphTally:
+    """Per model its `ModelTally`, per dataset its interaction count: what nodes report of their records."""
+
+    models: dict[str, ModelTally] = field(default_factory=dict)
+    datasets: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: Mapping[str, str]) -> None:
+        """Count one `interactions.csv` row."""
+        self.models.setdefault(row["model_id"], ModelTally()).add(row)
+        self.datasets[row["dataset_id"]] = self.datasets.get(row["dataset_id"], 0) + 1
+
+    def model(self, model_id: str) -> ModelTally:
+        return self.models.get(model_id) or ModelTally()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The whole graph
+
+
+def snapshot_from_bundle(
+    bundle: Bundle, *, graph_version: int = 1, blob_id: str = "", imported_unix: float = 0.0
+) -> Snapshot:
+    """The snapshot a knowledge store serves right after importing `bundle` (nodes in the bundle's order)."""
+    name = bundle.name
+    tally = GraphTally()
+    for row in bundle.interactions.rows:
+        tally.add(row)
+    interactions = [interaction_record(row) for row in bundle.interactions.rows]
+    models = []
+    for row in bundle.models.rows:
+        counted = tally.model(row["model_id"])
+        models.append(model_node(name, row, counted.cost, counted.interactions))
+    features, stems = merged_features(bundle.features), feature_set(bundle.features)
+    datasets = [
+        dataset_node(name, row, features, stems, tally.datasets.get(row["dataset_id"], 0))
+        for row in bundle.datasets.rows
+    ]
+    similarities = [similarity_record(row) for row in bundle.similarity.rows] if bundle.similarity is not None else []
+    info = LibraryInfo(
+        name, dict(bundle.meta), len(models), len(datasets), len(interactions), graph_version, blob_id, imported_unix
+    )
+    return Snapshot(info, models, datasets, interactions, similarities)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A dataset node as numbers
+
+
+def is_id_column(name: str) -> bool:
+    """An id column (OpenML's dataset id, say): a number with no meaning as a magnitude."""
+    return name == "id" or name.endswith("_id")
+
+
+def finite_number(cell: object) -> float | None:
+    """A cell as a finite float, or None when it is not one."""
+    try:
+        value = float(cell)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def dataset_raw_features(node: DatasetNode) -> dict[str, float]:
+    """A dataset's raw feature vector: its features, or its numeric metadata (sizes, class counts) but ids."""
+    if node.features:
+        return dict(node.features)
+    out = {}
+    for key, cell in node.metadata.items():
+        value = finite_number(cell)
+        if value is not None and not is_id_column(key):
+            out[key] = value
+    return out

@@ -1,0 +1,175 @@
+"""Training: the ensemble fitted episodically on the prepared graph, checkpoints, and the query constants.
+
+Each step hides every interaction of a few scored datasets (they become cold nodes, half of them given
+simulated probe edges) and fits their z from the rest of the graph. Trained members (fitted, or loaded
+from a checkpoint) then embed the full graph once: those embeddings are the constants of a query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy import sparse
+from torch import Tensor
+
+from modsnet.data.graph import Snapshot
+
+from ...probes import MEASURED
+from ..base import ProbeRecord
+from .config import DATA, MODEL, GnnConfig
+from .graph import PreparedGraph, _tensor
+from .network import QueryScorer, _Constants, _MemberConstants, _neighbour_prior, _Net
+
+
+def _loss(predicted: Tensor, target: Tensor, observed: Tensor, rank_weight: float) -> Tensor:
+    """MSE on the observed z plus ListNet: cross-entropy between softmaxes of true and predicted z per row."""
+    mask = observed.float()
+    mse = ((predicted - target) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)
+    if rank_weight <= 0:
+        return mse
+    very_negative = torch.finfo(predicted.dtype).min / 4
+    true_p = torch.softmax(target.masked_fill(~observed, very_negative), dim=1)
+    log_q = torch.log_softmax(predicted.masked_fill(~observed, very_negative), dim=1)
+    listnet = -(true_p * log_q * mask).sum(dim=1).mean()
+    return mse + rank_weight * listnet
+
+
+class TrainedGraph(PreparedGraph):
+    """The prepared graph with its trained ensemble and the constants a query needs."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        probes: Sequence[ProbeRecord],
+        config: GnnConfig,
+        weights: Sequence[Mapping[str, Tensor]] | None = None,
+    ):
+        super().__init__(snapshot, probes, config)
+        if weights is not None:
+            self._load(weights)
+        else:
+            # Tiny Adam moments otherwise turn into denormals, 100x slower on CPU. The flag is process-wide
+            # processor state (it breaks subnormal floats for everything else), so it is on for training only.
+            torch.set_flush_denormal(True)
+            try:
+                self._fit()
+            finally:
+                torch.set_flush_denormal(False)
+
+    def _prior(
+        self, rows: np.ndarray, visible: np.ndarray, popularity: np.ndarray, extra: sparse.csr_array | None = None
+    ) -> Tensor:
+        """The neighbour prior of dataset nodes `rows` from the visible datasets' records (zero when off).
+
+        `extra` adds dynamic in-edges (the agree relation of probed nodes) to the static ones.
+        """
+        if not self.config.use_prior:
+            return torch.zeros(len(rows), len(self.model_ids))
+        seen = np.zeros(len(self.nodes))
+        seen[visible] = 1.0
+        neighbours = self._neighbours if extra is None else self._neighbours + extra
+        weights = _tensor(neighbours[rows].toarray() * seen)
+        z, has = _tensor(self._z_filled), _tensor(self.has)
+        return _neighbour_prior(weights, z, has, _tensor(popularity), self.config.prior_strength)
+
+    def _simulated_probes(
+        self, hidden: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Probe edges for half the hidden datasets, chosen as the selector would (popular models first)."""
+        out = []
+        budget = self.config.probe_budget
+        for i in hidden:
+            if rng.random() < 0.5:
+                continue
+            if self.probe_kind == MEASURED:
+                values = {int(j): float(self.z[i, j]) for j in np.nonzero(self.has[i])[0]}
+            else:
+                values = self.recorded.get(int(i), {})
+            if len(values) < 2:
+                continue
+            js = np.array(sorted(values))
+            noisy = popularity[js] + rng.gumbel(size=len(js))
+            chosen = js[np.argsort(-noisy)[:budget]]
+            raw = np.array([values[int(j)] for j in chosen])
+            spread = raw.std()
+            z = (raw - raw.mean()) / spread if spread > 1e-12 else np.zeros(len(raw))
+            out.append((int(i), chosen, z))
+        return out
+
+    def _fit(self) -> None:
+        cfg = self.config
+        self.members: list[_Net] = []
+        n_rated = len(self.rated)
+        hide = max(1, round(cfg.mask_fraction * n_rated))
+        labels = _tensor(np.where(self.has, self._z_filled, 0.0))
+        observed = torch.from_numpy(self.has)
+        for member in range(cfg.members):
+            seed = cfg.seed * 1000 + member
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            net = _Net(self.x_data.shape[1], self.model_dim, self.relations, cfg)
+            optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+            net.train()
+            for _ in range(cfg.steps if n_rated > 1 else 0):
+                hidden = rng.choice(self.rated, size=min(hide, n_rated - 1), replace=False)
+                visible = np.setdiff1d(self.rated, hidden)
+                summaries = self._popularity(visible)
+                popularity = summaries[:, 0]
+                probes = self._simulated_probes(hidden, popularity, rng) if cfg.probes else []
+                x_data, x_model, index, weight = self._inputs(visible, probes, summaries)
+                layers = net.embed(x_data, x_model, index, weight)
+                rows = torch.from_numpy(hidden)
+                side = net.model_side(layers[-1][MODEL], _tensor(popularity))
+                agree = self._agree_edges(probes, visible) if probes else None
+                extra = agree.matrix(len(self.nodes), len(self.nodes)) if agree is not None else None
+                prior = self._prior(hidden, visible, popularity, extra)
+                predicted = net.score(layers[-1][DATA][rows], side, prior)
+                loss = _loss(predicted, labels[rows], observed[rows], cfg.rank_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+            net.eval()
+            self.members.append(net)
+        self._precompute()
+
+    def state(self) -> list[dict[str, Tensor]]:
+        """The members' trained parameters: what a checkpoint keeps (the rest is rebuilt from the graph)."""
+        return [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in self.members]
+
+    def _load(self, weights: Sequence[Mapping[str, Tensor]]) -> None:
+        if len(weights) != self.config.members:
+            raise ValueError(f"{len(weights)} members in the weights, the config says {self.config.members}")
+        self.members = []
+        for state in weights:
+            net = _Net(self.x_data.shape[1], self.model_dim, self.relations, self.config)
+            try:
+                net.load_state_dict(dict(state), strict=True)
+            except RuntimeError as error:  # another shape: other features, relations or config
+                raise ValueError(f"weights do not fit this graph: {str(error).splitlines()[0]}") from error
+            net.eval()
+            self.members.append(net)
+        self._precompute()
+
+    def _precompute(self) -> None:
+        """Every node's embeddings on the full graph, per layer and member: the constants of a query."""
+        summaries = self._popularity(self.rated)
+        popularity = summaries[:, 0]
+        x_data, x_model, index, weight = self._inputs(self.rated, [], summaries)
+        prior = self._prior(np.arange(len(self.nodes)), self.rated, popularity)
+        members, finals = [], []
+        with torch.no_grad():
+            for net in self.members:
+                layers = net.embed(x_data, x_model, index, weight)
+                projected, bias = net.model_side(layers[-1][MODEL], _tensor(popularity))
+                members.append(
+                    _MemberConstants([h[DATA] for h in layers[:-1]], [h[MODEL] for h in layers[:-1]], projected, bias)
+                )
+                finals.append(net.score(layers[-1][DATA], (projected, bias), prior).numpy())
+        self.constants = _Constants(
+            members, _tensor(self._z_filled), _tensor(self.has), _tensor(popularity), self.config.prior_strength
+        )
+        self.query_module = QueryScorer(self.members, self.constants).eval()
+        stacked = np.stack(finals)  # members × nodes × models: the transductive answers
+        self._graph_mean, self._graph_std = stacked.mean(axis=0), stacked.std(axis=0)
