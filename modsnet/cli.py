@@ -360,7 +360,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = args.service
     module = __import__(f"services.{service}.server", fromlist=["create_server"])
     config_module = __import__(f"services.{service}.config", fromlist=["SETTINGS"])
-    config_class = next(v for k, v in vars(config_module).items() if k.endswith("Config") and k != "ConfigError")
+    config_class = next(  # the service's own config class (the module also imports CommonConfig)
+        v
+        for k, v in vars(config_module).items()
+        if k.endswith("Config") and getattr(v, "__module__", "") == config_module.__name__
+    )
     config = config_class.load(args)
     logging.getLogger().setLevel(config.log_level.upper())
     server = module.create_server(config)

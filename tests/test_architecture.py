@@ -161,3 +161,28 @@ def test_shared_runtime_imports_no_service() -> None:
         if _within(name, "services")
     )
     assert not crossing, crossing
+
+
+def _doc_paths() -> set[str]:
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    return {token for token in re.findall(r"`([\w./<>-]+)`", text) if "/" in token or token.endswith(".py")}
+
+
+def test_the_architecture_page_names_only_what_exists_and_every_package() -> None:
+    """docs/architecture.md matches the tree: each path it names exists, and it names every package of modsnet/."""
+    missing = []
+    for token in sorted(_doc_paths()):
+        if "<" in token:
+            continue  # a pattern such as modsnet/features/<modality>.py
+        found = (ROOT / token).exists() or any(
+            (base / token).exists() for base in [*ROOT.glob("services/**/"), *ROOT.glob("modsnet/**/")]
+        )
+        if not found:
+            missing.append(token)
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+    packages = {p.parent.name for p in (ROOT / "modsnet").glob("*/__init__.py")}
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    unnamed = sorted(p for p in packages if f"modsnet/{p}/" not in text)
+    assert not unnamed, f"docs/architecture.md does not describe modsnet/{unnamed}"

@@ -191,6 +191,33 @@ def query_to_pb(rec: QueryRecord) -> kpb.LoggedQuery:
     )
 
 
+def log_query_to_pb(record: QueryRecord, answer: Iterable[RankedModel]) -> kpb.LogQueryRequest:
+    return kpb.LogQueryRequest(
+        query_id=record.query_id,
+        library=record.library,
+        fingerprint=record.fingerprint,
+        filename=record.filename,
+        features=features_to_pb(record.feature_set, record.features, record.modality),
+        answer=ranked_models_to_pb(answer),
+        graph_version=record.graph_version,
+    )
+
+
+def log_query_from_pb(msg: kpb.LogQueryRequest) -> QueryRecord:
+    """The record a LogQuery request asks to keep (its answer's model ids in ranked order)."""
+    return QueryRecord(
+        query_id=msg.query_id,
+        library=msg.library,
+        fingerprint=msg.fingerprint,
+        filename=msg.filename,
+        feature_set=msg.features.feature_set,
+        features=dict(msg.features.values),
+        modality=msg.features.modality,
+        answer_model_ids=[m.model_id for m in msg.answer],
+        graph_version=msg.graph_version,
+    )
+
+
 def query_from_pb(msg: kpb.LoggedQuery) -> QueryRecord:
     return QueryRecord(
         query_id=msg.query_id,

@@ -35,11 +35,10 @@ from modsnet.runtime.convert import (
     interaction_to_pb,
     interactions_from_columns,
     library_from_pb,
+    log_query_to_pb,
     model_from_pb,
     probe_to_pb,
     query_from_pb,
-    query_to_pb,
-    ranked_models_to_pb,
     ranking_from_pb,
     similarity_from_pb,
 )
@@ -199,19 +198,7 @@ class KnowledgeClient(ServiceClient):
         return Snapshot(info, models, datasets, interactions, similarities)
 
     def log_query(self, record: QueryRecord, answer: Iterable[RankedModel]) -> None:
-        logged = query_to_pb(record)
-        self.call(
-            "LogQuery",
-            kpb.LogQueryRequest(
-                query_id=record.query_id,
-                library=record.library,
-                fingerprint=record.fingerprint,
-                filename=record.filename,
-                features=logged.features,
-                answer=ranked_models_to_pb(answer),
-                graph_version=record.graph_version,
-            ),
-        )
+        self.call("LogQuery", log_query_to_pb(record, answer))
 
     def get_query(self, query_id: str) -> QueryRecord:
         return query_from_pb(self.call("GetQuery", kpb.GetQueryRequest(query_id=query_id)))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modsnet.data.graph import QueryRecord
 from modsnet.runtime.convert import (
     dataset_from_pb,
     dataset_to_pb,
     interaction_columns,
     interaction_from_pb,
     library_to_pb,
+    log_query_from_pb,
     model_to_pb,
     query_to_pb,
     similarity_to_pb,
@@ -84,19 +84,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         return kpb.GraphVersionResponse(graph_version=self.core.graph_version(request.library))
 
     def LogQuery(self, request: kpb.LogQueryRequest, context: object) -> kpb.LogQueryResponse:
-        self.core.log_query(
-            QueryRecord(
-                query_id=request.query_id,
-                library=request.library,
-                fingerprint=request.fingerprint,
-                filename=request.filename,
-                feature_set=request.features.feature_set,
-                features=dict(request.features.values),
-                modality=request.features.modality,
-                answer_model_ids=[m.model_id for m in request.answer],
-                graph_version=request.graph_version,
-            )
-        )
+        self.core.log_query(log_query_from_pb(request))
         return kpb.LogQueryResponse()
 
     def GetQuery(self, request: kpb.GetQueryRequest, context: object) -> kpb.LoggedQuery:
