@@ -66,12 +66,17 @@ def _walk_runtime(node: ast.AST) -> Iterator[ast.AST]:
 
 
 @cache
-def imports_of(module: str) -> frozenset[str]:
-    """Every module name `module` imports at run time (absolute; `from a import b` counts `a` and `a.b`)."""
-    path = modules()[module]
+def imports_of(module: str, *, type_checking: bool = False) -> frozenset[str]:
+    """Every module name `module` imports at run time (absolute; `from a import b` counts `a` and `a.b`);
+    with `type_checking`, also those imported only for the type checker."""
+    return _imports_in(modules()[module], module, type_checking=type_checking)
+
+
+def _imports_in(path: Path, module: str, *, type_checking: bool) -> frozenset[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
-    for node in _walk_runtime(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(tree) if type_checking else _walk_runtime(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -132,9 +137,23 @@ def test_serving_code_never_reaches_the_offline_tools(module: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_cores_import_no_grpc_and_no_wire_format(service: str) -> None:
     """A core is plain Python: the servicer converts protobuf at the boundary; the core never sees grpc or `_pb2`."""
-    found = imports_of(f"services.{service}.core")
-    wire = sorted(name for name in found if _within(name, ("grpc", "modsnet.v1", "grpc_health", "grpc_reflection")))
-    assert not wire, f"services/{service}/core.py imports {wire}"
+    found = imports_of(f"services.{service}.core", type_checking=True)  # a type from _pb2 is the wire format too
+    assert not _wire(found), f"services/{service}/core.py imports {_wire(found)}"
+
+
+def _wire(names: frozenset[str]) -> list[str]:
+    return sorted(name for name in names if _within(name, ("grpc", "modsnet.v1", "grpc_health", "grpc_reflection")))
+
+
+def test_the_core_check_sees_a_lazy_or_type_only_protobuf_import(tmp_path: Path) -> None:
+    leaky = tmp_path / "leaky.py"
+    leaky.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from modsnet.v1 import query_pb2\n"
+        "def f():\n    import grpc\n"
+    )
+    found = _imports_in(leaky, "leaky", type_checking=True)
+    assert _wire(found) == ["grpc", "modsnet.v1", "modsnet.v1.query_pb2"]
+    assert _wire(_imports_in(leaky, "leaky", type_checking=False)) == ["grpc"]
 
 
 @pytest.mark.parametrize("service", SERVICES)
