@@ -351,6 +351,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             forwarded += ["--targets", *args.targets]
         if args.probe_budget is not None:
             forwarded += ["--probe-budget", str(args.probe_budget)]
+        if args.budgets is not None:
+            forwarded += ["--budgets", *map(str, args.budgets)]
         return evaluation.main(forwarded)
 
 
@@ -486,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", nargs="+", help="methods to compare (default: all)")
     evaluate.add_argument("--targets", nargs="+", help="target datasets (default: published ones, or 100 drawn)")
     evaluate.add_argument("--per-target", action="store_true", help="print every target's row too")
+    evaluate.add_argument(
+        "--budgets",
+        nargs="*",
+        type=int,
+        metavar="B",
+        help="measurement budgets of the decision table (default: 0 1 3 5 10; give none to skip it)",
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
         "--shared-data",

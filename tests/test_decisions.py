@@ -60,7 +60,9 @@ def test_the_table_has_every_strategy_budget_and_target_with_wins_and_the_worst_
     popularity = {"a": 1.0, "b": 0.5, "c": 0.0, "d": -0.5}  # a, b, c, d
     cold = {"t1": PREDICTED, "t2": {"c": 1.0, "d": 0.9, "a": 0.0, "b": 0.0}}
     adaptive = {3: {"t1": Ranking(PREDICTED, frozenset({"b", "d"})), "t2": Ranking(cold["t2"], frozenset({"a", "b"}))}}
-    table = decision_table(truth, popularity=popularity, cold=cold, adaptive=adaptive, budgets=(0, 1, 3))
+    table = decision_table(
+        truth, popularity={"t1": popularity, "t2": popularity}, cold=cold, adaptive=adaptive, budgets=(0, 1, 3)
+    )
     assert set(table.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
     assert table.regret[POPULAR][0] == pytest.approx({"t1": 0.0, "t2": 0.7})
     assert table.regret[MODSNET_TOP][0] == pytest.approx({"t1": 0.4, "t2": 0.0})

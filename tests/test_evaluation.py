@@ -200,3 +200,86 @@ def test_published_row_is_the_best_cold_start_one(tmp_path: Path) -> None:
     assert result.per_target["t1"]["regret@1"] == pytest.approx(0.2)
     assert result.per_target["t1"]["p@1"] is None
     assert math.isclose(result.means["pearson"] or 0, 0.5)
+
+
+def test_a_target_without_records_is_a_clear_error_not_a_traceback() -> None:
+    from modsnet.runtime.errors import InvalidArgument
+
+    bundle = tiny_bundle(_scores())
+    with pytest.raises(InvalidArgument, match=r"target 'nope' of tiny has 0 record\(s\) \(no dataset of that id\)"):
+        evaluate(bundle, methods=["popularity"], targets=["nope"])
+    with pytest.raises(InvalidArgument, match="unknown method"):
+        evaluate(bundle, methods=["oracle"], targets=["d3"])
+
+
+def test_evaluation_command_prints_one_line_for_a_bad_target(synth_bundle: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "services.recommender.evaluation", str(synth_bundle), "--targets", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "evaluation: error: target 'nope' of synth has 0 record(s) (no dataset of that id); at least 2 are needed "
+        "to rank"
+    ]
+
+
+def test_a_library_without_dataset_features_evaluates(synth_bundle: Path) -> None:
+    """A score matrix with dataset ids only (as many published ones are): kNN has nothing to compare, no crash."""
+    from dataclasses import replace
+
+    from modsnet.data.bundle import read_bundle
+
+    bundle = read_bundle(synth_bundle)
+    ids_only = replace(
+        bundle,
+        datasets=Table("datasets.csv", ["dataset_id"], [{"dataset_id": r["dataset_id"]} for r in bundle.datasets.rows]),
+        features={},
+    )
+    report = evaluate(ids_only, methods=["popularity", "knn"], targets=["d0", "d5", "d9"])
+    knn = report.results[1]
+    assert sorted(knn.per_target) == ["d0", "d5", "d9"]
+    assert all(-1 <= v["pearson"] <= 1 for v in knn.per_target.values())
+
+
+def test_calibration_on_a_hand_computed_case() -> None:
+    from services.recommender.evaluation import calibration_metrics
+
+    true = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    predicted = np.array([0.95, 0.8, 0.6, 0.6, 0.7, 0.2])  # top 5 by prediction: all but the last
+    sigma = np.array([0.01, 0.01, 0.1, 0.01, 0.1, 0.1])
+    out = calibration_metrics(true, predicted, sigma)
+    assert out["top5_mae"] == pytest.approx((0.05 + 0 + 0.1 + 0 + 0.2) / 5)
+    assert out["top5_bias"] == pytest.approx((0.05 + 0 - 0.1 + 0 + 0.2) / 5)
+    # |error| <= 1.2816 sigma: 0.8 (0), 0.6 (0), 0.7 (0.1 <= 0.128), 0.1 (0.1 <= 0.128); not 0.9, not 0.5
+    assert out["coverage80"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.slow
+def test_the_report_carries_the_decision_table_and_the_worst_target(synth_bundle: Path) -> None:
+    from modsnet.data.bundle import read_bundle
+    from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
+
+    targets = ["d0", "d5", "d9"]
+    report = evaluate(
+        read_bundle(synth_bundle), methods=["modsnet", "popularity", "knn"], targets=targets, budgets=(0, 1, 3)
+    )
+    assert report.decisions is not None
+    assert set(report.decisions.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
+    for strategy in (MODSNET, POPULAR, RANDOM):
+        assert sorted(report.decisions.regret[strategy][3]) == targets
+        assert all(r >= 0 for b in (0, 1, 3) for r in report.decisions.regret[strategy][b].values())
+    # More measurements never end worse for a strategy that keeps the best measured of a nested set.
+    for t in targets:
+        assert report.decisions.regret[POPULAR][3][t] <= report.decisions.regret[POPULAR][1][t] + 1e-12
+    text = report.to_table()
+    assert "decisions: regret of the best measured model after B measurements" in text
+    assert "worst target per method" in text and "coverage80" in text
+    data = json.loads(report.to_json())
+    assert set(data["decisions"]["mean"]) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
+    assert data["methods"][0]["worst"]["pearson"][0] in targets

@@ -138,7 +138,7 @@ class DecisionTable:
 def decision_table(
     truth: Mapping[str, Mapping[str, float]],
     *,
-    popularity: Mapping[str, float],
+    popularity: Mapping[str, Mapping[str, float]],
     cold: Mapping[str, Mapping[str, float]] | None = None,
     adaptive: Mapping[int, Mapping[str, Ranking]] | None = None,
     budgets: Sequence[int] = BUDGETS,
@@ -146,7 +146,8 @@ def decision_table(
 ) -> DecisionTable:
     """Regret of every strategy at every budget on every target of `truth` (target -> model -> true score).
 
-    `popularity` is a model's mean (z-scored) score elsewhere, higher = better whatever the metric;
+    `popularity[target]` is a model's mean (z-scored) score on the datasets other than the target (what
+    was visible while the target was held out), higher = better whatever the metric;
     `cold` the estimator's predictions per target without probes (also higher = better); `adaptive[B]` its
     ranking and probes per target in a run whose probe budget was B - 1 (B = 0 and 1 use the cold ranking).
     """
@@ -164,7 +165,7 @@ def decision_table(
                     table.add(MODSNET, budget, target, pick_regret(true, ranking, budget, sign=sign))
             if cold is not None and target in cold:
                 table.add(MODSNET_TOP, budget, target, pick_regret(true, Ranking(cold[target]), budget, sign=sign))
-            popular = Ranking({m: popularity.get(m, -math.inf) for m in true})
+            popular = Ranking({m: popularity.get(target, {}).get(m, -math.inf) for m in true})
             table.add(POPULAR, budget, target, pick_regret(true, popular, budget, sign=sign))
             table.add(RANDOM, budget, target, expected_random_regret(true, budget, sign=sign))
     return table

@@ -32,12 +32,14 @@ from scipy import stats
 from modsnet.data.bundle import Bundle, number, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
+from modsnet.runtime.errors import InvalidArgument, ModsnetError
 
+from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 
 if TYPE_CHECKING:
-    from .estimators.gnn import GnnConfig
+    from .estimators.gnn import GnnConfig, GnnEstimator
 
 KS = (1, 3, 5)
 METRICS = (
@@ -47,6 +49,9 @@ METRICS = (
     *(f"p@{k}" for k in KS),
     *(f"regret@{k}" for k in KS),
 )
+# Calibration of the predicted scores: error and bias of the predicted top 5, coverage of the 80% intervals.
+CALIBRATION = ("top5_mae", "top5_bias", "coverage80")
+Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
 DEFAULT_METHODS = ("modsnet", "random", "popularity", "knn", "logme", "published")
 DEFAULT_PROBE_BUDGET = 10
 MIN_RECORDS = 10  # a target needs enough models to rank for its correlations to mean something
@@ -109,6 +114,26 @@ def target_metrics(true: np.ndarray, predicted: np.ndarray, *, higher_is_better:
     return out
 
 
+def calibration_metrics(
+    true: np.ndarray, predicted: np.ndarray, uncertainty: np.ndarray, *, higher_is_better: bool = True
+) -> dict[str, float]:
+    """How far the predicted top 5 are from the truth (mean |error| and mean signed error, in the metric),
+    and the share of all models whose true score lies in predicted ± Z80 · uncertainty (target: 0.80)."""
+    sign = 1.0 if higher_is_better else -1.0
+    y, p, u = (np.asarray(a, dtype=float) for a in (true, predicted, uncertainty))
+    ranked = np.nonzero(~np.isnan(p))[0]
+    if not len(ranked):
+        return {}
+    top = ranked[np.argsort(-sign * p[ranked], kind="stable")][:5]
+    error = p[top] - y[top]
+    out = {"top5_mae": float(np.mean(np.abs(error))), "top5_bias": float(np.mean(error))}
+    covered = ~np.isnan(u[ranked])
+    if covered.any():
+        idx = ranked[covered]
+        out["coverage80"] = float(np.mean(np.abs(p[idx] - y[idx]) <= Z80 * u[idx]))
+    return out
+
+
 def z_scores(snapshot: Snapshot) -> tuple[list[str], list[str], np.ndarray]:
     """Per-dataset z-scored goodness: (dataset ids, model ids, matrix with NaN where no record).
 
@@ -160,10 +185,26 @@ class Fold:
     _oracle: dict[str, dict[str, ProbeRecord | list[ProbeRecord]]] = field(default_factory=dict, repr=False)
     probed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     probe_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Filled by methods that can: each candidate's predicted standard deviation (for calibration), and for the
+    # decision table the ranking without probes and, per budget B, the ranking after B - 1 probes.
+    uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    decision_budgets: tuple[int, ...] = ()
+    cold: dict[str, dict[str, float]] = field(default_factory=dict)
+    adaptive: dict[int, dict[str, Ranking]] = field(default_factory=lambda: defaultdict(dict))
 
     def probeable(self, target: str) -> set[str]:
         """The models a probe of `target` can return something for (a recorded probe, or a real record)."""
         return set(self._oracle.get(target, {}))
+
+    def measures_scores(self, target: str) -> bool:
+        """Whether a probe of `target` is a real measurement in the library's metric (not LogME and the like)."""
+        return all(isinstance(found, ProbeRecord) for found in self._oracle.get(target, {}).values())
+
+    def measure_for_decision(self, target: str, model_ids: Iterable[str]) -> list[ProbeRecord]:
+        """The real measurements of `model_ids` on `target`, for the decision table only: outside the budget of
+        this run's probes (each budget of the table is its own simulated search) and never charged."""
+        found = (self._oracle.get(target, {}).get(m) for m in dict.fromkeys(model_ids))
+        return [record for record in found if isinstance(record, ProbeRecord)]
 
     def measure(self, target: str, model_ids: Iterable[str]) -> list[ProbeRecord]:
         """Probe `model_ids` on `target`; charged to the target's budget, refused past it or without probes."""
@@ -215,8 +256,9 @@ def knn_method(fold: Fold) -> dict[str, np.ndarray]:
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:
-        predicted = {p.model_id: p.score for p in estimator.predict(_features_of(nodes.get(target)))}
-        out[target] = np.array([predicted[m] for m in fold.candidates[target]])
+        predicted = {p.model_id: p for p in estimator.predict(_features_of(nodes.get(target)))}
+        out[target] = np.array([predicted[m].score for m in fold.candidates[target]])
+        fold.uncertainty[target] = np.array([predicted[m].uncertainty for m in fold.candidates[target]])
     return out
 
 
@@ -253,9 +295,35 @@ def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.
                 features, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
             )
             taken = fold.measure(target, chosen)
-        predicted = {p.model_id: p.score for p in estimator.predict(features, known_dataset=target, probes=taken)}
-        out[target] = np.array([predicted[m] for m in fold.candidates[target]])
+        predicted = {p.model_id: p for p in estimator.predict(features, known_dataset=target, probes=taken)}
+        out[target] = np.array([predicted[m].score for m in fold.candidates[target]])
+        fold.uncertainty[target] = np.array([predicted[m].uncertainty for m in fold.candidates[target]])
+        if fold.decision_budgets:
+            _decision_rankings(fold, estimator, target, features)
     return out
+
+
+def _decision_rankings(fold: Fold, estimator: GnnEstimator, target: str, features: dict[str, float]) -> None:
+    """The rankings the decision table needs: without probes, and after B - 1 probes for each budget B >= 2
+    (the fitted estimator is the same for every budget: probes only add virtual edges at prediction time)."""
+    sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0
+    candidates = set(fold.candidates[target])
+
+    def ranking(probes: list[ProbeRecord]) -> dict[str, float]:
+        predicted = estimator.predict(features, known_dataset=target, probes=probes)
+        return {p.model_id: sign * p.score for p in predicted if p.model_id in candidates}
+
+    fold.cold[target] = ranking([])
+    if not fold.measures_scores(target):
+        return  # recorded transferability scores are not measurements a user keeps the best of
+    for budget in fold.decision_budgets:
+        if budget < 2:
+            continue
+        chosen = estimator.select_probes(
+            features, known_dataset=target, budget=budget - 1, among=fold.probeable(target)
+        )
+        taken = fold.measure_for_decision(target, chosen)
+        fold.adaptive[budget][target] = Ranking(ranking(taken), frozenset(p.model_id for p in taken))
 
 
 METHODS: dict[str, Method] = {
@@ -283,10 +351,19 @@ class MethodResult:
     @property
     def means(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
-        for metric in METRICS:
+        for metric in (*METRICS, *CALIBRATION):
             values = [x for x in (v.get(metric) for v in self.per_target.values()) if x is not None]
             out[metric] = float(np.mean(values)) if values else None
         return out
+
+    def worst(self, metric: str) -> tuple[str, float] | None:
+        """The target where this method did worst on `metric` (lowest correlation, highest regret)."""
+        values = {t: v[metric] for t, v in self.per_target.items() if v.get(metric) is not None}
+        if not values:
+            return None
+        pick = max if metric.startswith("regret") else min
+        target = pick(values, key=lambda t: (values[t], t))
+        return target, float(values[target])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -297,6 +374,7 @@ class EvaluationReport:
     targets: list[str]
     results: list[MethodResult]
     folds: int
+    decisions: DecisionTable | None = None
 
     def to_json(self) -> str:
         """One object per method: its means, its per-target values, its cost."""
@@ -317,9 +395,11 @@ class EvaluationReport:
                         "probes": r.probes,
                         "probe_seconds": round(r.probe_seconds, 3),
                         "note": r.note,
+                        "worst": {m: r.worst(m) for m in ("pearson", "regret@1")},
                     }
                     for r in self.results
                 ],
+                "decisions": self.decisions.to_dict() if self.decisions is not None else None,
             },
             indent=2,
             allow_nan=False,
@@ -339,7 +419,23 @@ class EvaluationReport:
                     cells = " ".join(_cell(values.get(m)) for m in METRICS)
                     lines.append(f"  {t[:26]:<26} {cells}")
         notes = [f"{r.method}: {r.note}" for r in self.results if r.note]
-        return "\n".join(lines + notes)
+        lines += [*notes, "", "worst target per method (beside the mean above):"]
+        for r in self.results:
+            worst = [(m, r.worst(m)) for m in ("pearson", "regret@1")]
+            shown = ", ".join(f"{m} {w[1]:.3f} on {w[0]}" for m, w in worst if w is not None)
+            lines.append(f"  {r.method:<12} {shown or '-'}")
+        calibrated = [r for r in self.results if r.means.get("coverage80") is not None]
+        if calibrated:
+            lines += ["", "calibration: predicted top 5 against the truth; share of true scores in the 80% intervals"]
+            lines.append(f"  {'method':<12} {'top-5 MAE':>10} {'top-5 bias':>11} {'coverage80':>11}")
+            for r in calibrated:
+                m = r.means
+                lines.append(
+                    f"  {r.method:<12}{_cell(m['top5_mae'])[1:]}{_cell(m['top5_bias'])}{_cell(m['coverage80'])}"
+                )
+        if self.decisions is not None:
+            lines += ["", self.decisions.to_table()]
+        return "\n".join(lines)
 
 
 def _cell(value: float | None) -> str:
@@ -364,7 +460,7 @@ def default_targets(snapshot: Snapshot, *, published_dir: Path | None = None, se
         named = [c for c in header[1:] if c != "average"]
         missing = [c for c in named if c not in counts]
         if missing:
-            raise ValueError(f"published targets {missing} have no records in {snapshot.library.name}")
+            raise InvalidArgument(f"published targets {missing} have no records in {snapshot.library.name}")
         return named
     eligible = sorted(d for d, n in counts.items() if n >= MIN_RECORDS)
     if len(eligible) <= HELD_OUT:
@@ -432,18 +528,24 @@ def evaluate(
     fold_size: int = 1,
     published_dir: Path | None = None,
     extra_methods: Mapping[str, Method] | None = None,
+    budgets: Sequence[int] = (),
 ) -> EvaluationReport:
     """Run the protocol for `methods` on `bundle` and collect per-target metrics.
 
     `fold_size` > 1 hides that many targets at once (one fit per fold, not per target): every target is
     still unseen when predicted, with slightly less left to learn from than strict leave-one-out, so it
     is the stricter test; it keeps large libraries (OBOE: 100 targets) affordable.
+
+    `budgets` adds the decision table (`decisions.py`): the regret of what a user ends up with after B
+    measurements, ModsNet (the `modsnet` method) against popular-B and random-B.
     """
     snapshot, probes = graph_from_bundle(bundle)
     registry = {**METHODS, **(extra_methods or {})}
     unknown = [m for m in methods if m not in registry and m != "published"]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(registry)} and published")
+        raise InvalidArgument(f"unknown method(s) {unknown}; known: {sorted(registry)} and published")
+    if any(b < 0 for b in budgets):
+        raise InvalidArgument(f"a measurement budget is >= 0 (got {list(budgets)})")
     targets = (
         list(targets) if targets is not None else default_targets(snapshot, published_dir=published_dir, seed=seed)
     )
@@ -455,13 +557,21 @@ def evaluate(
     truth = {t: {m: float(np.mean([r.score for r in rs])) for m, rs in records[t].items()} for t in targets}
     for t in targets:
         if len(truth[t]) < 2:
-            raise ValueError(f"target {t!r} has {len(truth[t])} record(s); at least 2 are needed to rank")
+            known = " (no dataset of that id)" if t not in {d.dataset_id for d in snapshot.datasets} else ""
+            raise InvalidArgument(
+                f"target {t!r} of {snapshot.library.name} has {len(truth[t])} record(s){known}; "
+                "at least 2 are needed to rank"
+            )
     probes_of: dict[str, list[ProbeRecord]] = defaultdict(list)
     for p in probes:
         probes_of[p.dataset_id].append(p)
 
     results = {m: MethodResult(m, {}) for m in methods if m != "published"}
     folds = _folds(targets, fold_size)
+    deciding = tuple(sorted(set(budgets))) if "modsnet" in results else ()
+    popular: dict[str, dict[str, float]] = {}
+    cold: dict[str, dict[str, float]] = {}
+    adaptive: dict[int, dict[str, Ranking]] = defaultdict(dict)
     for fold_targets in folds:
         hidden = set(fold_targets)
         train = replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hidden])
@@ -490,6 +600,7 @@ def evaluate(
                 probe_budget,
                 seed,
                 oracle,
+                decision_budgets=deciding if name == "modsnet" else (),
             )
             start = time.perf_counter()
             predictions = registry[name](fold)
@@ -497,15 +608,37 @@ def evaluate(
             for t, predicted in predictions.items():
                 true = np.array([truth[t][m] for m in candidates[t]])
                 result.per_target[t] = dict(target_metrics(true, predicted, higher_is_better=higher))
+                if t in fold.uncertainty:
+                    calibration = calibration_metrics(true, predicted, fold.uncertainty[t], higher_is_better=higher)
+                    result.per_target[t].update(calibration)
                 result.probes += len(fold.probed[t])
                 result.probe_seconds += fold.probe_seconds[t]
+            cold.update(fold.cold)
+            for budget, rankings in fold.adaptive.items():
+                adaptive[budget].update(rankings)
+        if deciding:  # popularity as it stood with the fold's targets hidden
+            seen = Fold(train, visible, list(fold_targets), candidates, {}, False, 0, seed)
+            for t, values in popularity_method(seen).items():
+                popular[t] = dict(zip(candidates[t], values.tolist(), strict=True))
     ordered = [results[m] for m in methods if m in results and results[m].per_target]  # LogME needs probes
     if "published" in methods and published_dir is not None:
         best = {t: sign * max(sign * v for v in truth[t].values()) for t in targets}
         published = published_result(published_dir, targets, best, sign=sign)
         if published is not None:
             ordered.insert(list(methods).index("published"), published)
-    return EvaluationReport(snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds))
+    decisions = None
+    if deciding:
+        decisions = decision_table(
+            {t: truth[t] for t in targets},
+            popularity=popular,
+            cold=cold,
+            adaptive=adaptive,
+            budgets=deciding,
+            higher_is_better=higher,
+        )
+    return EvaluationReport(
+        snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds), decisions=decisions
+    )
 
 
 def published_dir_for(library: str, root: Path) -> Path | None:
@@ -531,6 +664,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-target", action="store_true", help="table: every target's row too")
     parser.add_argument(
+        "--budgets",
+        nargs="*",
+        type=int,
+        default=list(BUDGETS),
+        metavar="B",
+        help="measurement budgets of the decision table (default: %(default)s; none: no table)",
+    )
+    parser.add_argument(
         "--shared-data", type=Path, default=Path("../shared/data"), help="where TransferGraph's published tables lie"
     )
     args = parser.parse_args(argv)
@@ -550,10 +691,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe_budget=args.probe_budget,
         fold_size=fold_size,
         published_dir=published,
+        budgets=args.budgets,
     )
     print(report.to_json() if args.json else report.to_table(per_target=args.per_target))
     return 0
 
 
+def _command() -> int:
+    try:
+        return main()
+    except ModsnetError as exc:  # a bad bundle, target or method: one line, not a traceback
+        print(f"evaluation: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_command())

@@ -91,10 +91,17 @@ class KnnPopularityEstimator:
         raw = np.array([[vec.get(n, np.nan) for n in self.feature_names] for vec in vectors], dtype=float).reshape(
             len(vectors), len(self.feature_names)
         )
-        self.center = np.nanmedian(raw, axis=0) if len(vectors) else np.zeros(len(self.feature_names))
-        q75, q25 = np.nanpercentile(raw, [75, 25], axis=0) if len(vectors) else (self.center, self.center)
+        if not len(vectors) or not self.feature_names:
+            # Nothing to compare datasets by (a score matrix with ids only): every dataset is equally near,
+            # so a prediction is the neighbours' mean shrunk toward popularity.
+            self.center = np.zeros(len(self.feature_names))
+            self.scale = np.ones(len(self.feature_names))
+            self.matrix = np.zeros((len(vectors), len(self.feature_names)))
+            return
+        self.center = np.nanmedian(raw, axis=0)
+        q75, q25 = np.nanpercentile(raw, [75, 25], axis=0)
         scale = (q75 - q25) / 1.349
-        std = np.nanstd(raw, axis=0) if len(vectors) else np.ones(len(self.feature_names))
+        std = np.nanstd(raw, axis=0)
         scale = np.where(scale > 1e-12, scale, np.where(std > 1e-12, std, 1.0))
         self.scale = scale
         self.matrix = self._standardise(raw)
