@@ -25,7 +25,7 @@ from modsnet.runtime.stubs import StorageClient
 
 log = logging.getLogger(__name__)
 
-FORMAT = "modsnet-estimator-checkpoint/1"
+FORMAT = "modsnet-estimator-checkpoint/2"  # 2: with the interval scale
 
 
 def pointer_name(library: str, estimator: str) -> str:
@@ -49,6 +49,7 @@ class Checkpoint:
     train_seconds: float
     config: dict[str, Any]
     weights: list[dict[str, torch.Tensor]]
+    interval_scale: float = 1.0  # σ's multiplier from calibration on held-out datasets
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

@@ -34,6 +34,7 @@ from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 
+from .calibration import calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
@@ -252,7 +253,7 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
 
 def knn_method(fold: Fold) -> dict[str, np.ndarray]:
     """The service's first estimator: similar-dataset kNN on features, shrunk toward popularity."""
-    estimator = KnnPopularityEstimator(fold.snapshot)
+    estimator, _ = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)  # as the service fits it
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:
@@ -284,7 +285,9 @@ def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.
     """The GNN estimator: fit on the fold's graph, probe each target within the budget when the run allows."""
     from .estimators.gnn import GnnEstimator  # torch is imported only when this method runs
 
-    estimator = GnnEstimator(fold.snapshot, probes=fold.probes, config=config)
+    estimator, _ = calibrated(  # as the service fits it: intervals calibrated on held-out datasets
+        fold.snapshot, lambda graph: GnnEstimator(graph, probes=fold.probes, config=config), seed=fold.seed
+    )
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:

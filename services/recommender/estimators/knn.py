@@ -45,6 +45,7 @@ class KnnPopularityEstimator:
         self.neighbours = neighbours
         self.prior_weight = prior_weight
         self.evidence_count = evidence
+        self.interval_scale = 1.0  # σ's multiplier, set by calibration (services/recommender/calibration.py)
         self.sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
         self.model_ids = [m.model_id for m in snapshot.models]
         model_index = {m: j for j, m in enumerate(self.model_ids)}
@@ -160,6 +161,7 @@ class KnnPopularityEstimator:
         """A prediction for every model of the library, in library order."""
         own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
         predicted, uncertainty, idx, w = self._inductive(features, exclude=own)
+        uncertainty = self.interval_scale * uncertainty
         if own is not None:
             # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
             # against the inductive prediction shifts the others, shrunk by one pseudo-record.

@@ -62,6 +62,7 @@ class GnnEstimator(TrainedGraph):
         start = time.perf_counter()
         config = config or GnnConfig()
         self.evidence_count = evidence
+        self.interval_scale = 1.0  # σ's multiplier, set by calibration (services/recommender/calibration.py)
         torch.set_num_threads(config.threads)
         super().__init__(snapshot, probes, config, weights)
         self.scorer: Any = None  # an OnnxScorer once `serve_onnx` ran; torch otherwise
@@ -241,7 +242,7 @@ class GnnEstimator(TrainedGraph):
             js = list(q.measured)
             residual = np.array([q.measured[j] for j in js]) - predicted[js]
             predicted = predicted + residual.sum() / (len(js) + 1)
-        uncertainty = anchor_spread * std_z
+        uncertainty = self.interval_scale * anchor_spread * std_z
         out = []
         for j, model_id in enumerate(self.model_ids):
             if j in q.measured:
@@ -289,7 +290,7 @@ class GnnEstimator(TrainedGraph):
                     Prediction(
                         model_id,
                         float(predicted[j]),
-                        float(self.row_spread[own] * std_z[j]),
+                        float(self.interval_scale * self.row_spread[own] * std_z[j]),
                         [],
                         f"predicted z {mean_z[j]:+.2f} from the graph around {self.nodes[own]}",
                     )

@@ -1,0 +1,72 @@
+"""Interval calibration: split conformal on held-out datasets (services/recommender/calibration.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import write_library
+
+from modsnet.data.bundle import read_bundle
+from modsnet.data.graph import Snapshot
+from modsnet.data.graph_build import dataset_raw_features
+from services.recommender.calibration import Z80, calibrated, conformal_factor, learn_scale
+from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.evaluation import graph_from_bundle
+
+
+def test_the_conformal_factor_is_the_corrected_quantile_over_z80() -> None:
+    ratios = np.arange(1, 11, dtype=float)  # n = 10: rank ceil(11 * 0.8) = 9
+    assert conformal_factor(ratios) == pytest.approx(9 / Z80)
+    assert conformal_factor(np.array([np.nan, 2.0])) == pytest.approx(2 / Z80)  # n = 1: the one value
+    assert conformal_factor(np.array([])) == 1.0
+
+
+def test_too_few_datasets_to_hold_out_leave_sigma_as_it_is(tmp_path: Path) -> None:
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=6)))
+    scale = learn_scale(snapshot, KnnPopularityEstimator)
+    assert scale.factor == 1.0 and scale.pairs == 0
+
+
+class Overconfident(KnnPopularityEstimator):
+    """kNN with σ a tenth of its own: intervals that miss most scores, as the GNN's ensemble spread did."""
+
+    def __init__(self, snapshot: Snapshot):
+        super().__init__(snapshot)
+        self._own_scale = 0.1
+
+    @property
+    def interval_scale(self) -> float:
+        return self._own_scale * self._calibration
+
+    @interval_scale.setter
+    def interval_scale(self, value: float) -> None:
+        self._calibration = value
+
+
+def test_calibration_restores_the_coverage_of_overconfident_intervals_on_new_datasets(tmp_path: Path) -> None:
+    """Calibrate on half of a library's datasets, check coverage on the other half, never seen by either fit."""
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=60, n_models=12, seed=3)))
+    rated = sorted({r.dataset_id for r in snapshot.interactions})
+    test = set(rated[1::2])
+    train = replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in test])
+    raw = Overconfident(train)
+    estimator, scale = calibrated(train, Overconfident)
+    assert scale.pairs > 0 and scale.factor > 1.0
+    assert scale.raw_coverage is not None and scale.raw_coverage < 0.5
+
+    def coverage(model: KnnPopularityEstimator) -> float:
+        nodes = {d.dataset_id: d for d in snapshot.datasets}
+        truth = {(r.dataset_id, r.model_id): r.score for r in snapshot.interactions if r.dataset_id in test}
+        inside = []
+        for d in sorted(test):
+            for p in model.predict(dataset_raw_features(nodes[d]), known_dataset=d):
+                inside.append(abs(truth[(d, p.model_id)] - p.score) <= Z80 * p.uncertainty)
+        return float(np.mean(inside))
+
+    before, after = coverage(raw), coverage(estimator)
+    assert before < 0.5
+    # Conformal errs on the safe side: the calibration fit saw a fifth fewer datasets than the served one.
+    assert 0.75 <= after <= 0.97, (before, after)
