@@ -143,6 +143,9 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
     for row in rows:
         cells = [c.ljust(w) if i in (1,) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         print("  ".join([*cells, row[-1]]), file=out)
+    if response.HasField("recommendation"):
+        print(file=out)
+        print(f"Recommended: {response.recommendation.model_id} — {response.recommendation.reason}", file=out)
     print(file=out)
     print(f"query id {response.query_id}", file=out)
     print(f"report a measured score: modsnet feedback {response.query_id} MODEL SCORE", file=out)

@@ -3,6 +3,7 @@
     from modsnet.client import Client
     client = Client(query="localhost:50051")
     answer = client.search("data.csv", k=5)
+    print(answer.recommendation.model_id, answer.recommendation.reason)
 
 A platform client needs the query address alone: search, the library list, a model's metadata, its
 artifact download and feedback all go through the Query service. Library administration is not part of
@@ -137,6 +138,13 @@ class Client:
         progress: Progress | None = None,
         timeout: float | None = None,
     ) -> qpb.SearchResponse:
+        """Search by exemplar: upload `path` (a file, or a folder sent as one zip), probe up to
+        `probe_budget` models on it, and get the top-`k` models of the library.
+
+        The answer holds the ranked `models`, the `probes` measured on the data and the `recommendation`:
+        the one model to take with what was measured (`model_id`, `measured`, `score`, `reason`), the best
+        probed model when a probe measured better than every prediction, else the top-1.
+        """
         file = Path(path)
         if file.is_dir():
             # A folder (of images, texts or scans) travels as one zip; its subfolders are the labels.

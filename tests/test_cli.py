@@ -54,9 +54,15 @@ def test_search_prints_a_table_and_json(home: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "mine.csv: 150 rows x 7 columns, target 'class' (3 classes)" in done.stdout
     assert "query id" in done.stdout and "m" in done.stdout
+    # One line under the table: the model to take and why (nothing was probed: the top-1, predicted).
+    table_top = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("1 "))
+    recommended = [line for line in done.stdout.splitlines() if line.startswith("Recommended: ")]
+    assert len(recommended) == 1 and recommended[0].startswith(f"Recommended: {table_top} — top of the ranking")
     done = modsnet("search", str(csv), "--library", "synth", "-k", "2", "--json", home=home)
     answer = json.loads(done.stdout)
     assert [m["rank"] for m in answer["models"]] == [1, 2] and answer["query_id"]
+    assert answer["recommendation"]["model_id"] == answer["models"][0]["model_id"]
+    assert answer["recommendation"]["reason"] and not answer["recommendation"].get("measured", False)
 
 
 @pytest.mark.parametrize(
@@ -229,6 +235,10 @@ def test_search_an_xrd_scan_then_run_the_top_finder(tmp_path: Path) -> None:
     assert len(answer["probes"]) == 5 and answer["probes_used"] == 5
     assert all(p["kind"] == "agreement" and 0 <= p.get("value", 0) <= 1 for p in answer["probes"])
     top = answer["models"][0]["model_id"]
+    # Agreement is not XRDZoo's metric: the recommendation is the predicted top-1, never "measured".
+    pick = answer["recommendation"]
+    assert pick["model_id"] == top and not pick.get("measured", False)
+    assert "the probes measured agreement, not the library's metric" in pick["reason"]
     ran = modsnet("run", top, str(scan), home=env_home, builtins="xrdzoo")
     assert ran.returncode == 0, ran.stderr
     found = [float(line.split()[0]) for line in ran.stdout.splitlines()[3:] if line.strip()]
@@ -256,3 +266,37 @@ def test_the_table_says_which_models_were_measured_here_by_a_probe() -> None:
     assert "measured here by the probe; 0.74 on keel-pima (0.98)" in rows["probed"]
     # An agreement probe ranks finders but is not their score: that row keeps its records only.
     assert "measured here" not in rows["predicted"] and "0.74 on keel-pima" in rows["predicted"]
+
+
+def test_the_recommended_model_is_printed_under_the_table() -> None:
+    response = query_pb2.SearchResponse(
+        query_id="q1",
+        library="tabzoo",
+        models=[
+            common_pb2.RankedModel(rank=1, model_id="probed", predicted_score=0.91),
+            common_pb2.RankedModel(rank=2, model_id="predicted", predicted_score=0.88),
+        ],
+        probes=[common_pb2.ProbeResult(model_id="probed", kind="score", value=0.91, seconds=0.1)],
+        recommendation=common_pb2.Recommendation(
+            model_id="probed",
+            measured=True,
+            score=0.91,
+            reason="measured 0.910 on your data, better than any prediction (best predicted 0.880 for predicted)",
+        ),
+    )
+    out = io.StringIO()
+    print_search(response, out)
+    lines = out.getvalue().splitlines()
+    line = (
+        "Recommended: probed — measured 0.910 on your data, better than any prediction "
+        "(best predicted 0.880 for predicted)"
+    )
+    assert line in lines
+    # Under the table, before the query id.
+    assert max(i for i, text in enumerate(lines) if text.startswith("2 ")) < lines.index(line)
+    assert lines.index(line) < next(i for i, text in enumerate(lines) if text.startswith("query id"))
+    # No recommendation (no model left to rank): no line.
+    response.ClearField("recommendation")
+    out = io.StringIO()
+    print_search(response, out)
+    assert "Recommended:" not in out.getvalue()

@@ -91,6 +91,70 @@ def test_the_recommender_uses_the_probes_of_at_most_probe_budget_models(cluster:
     assert scores["m1"] == pytest.approx(0.9) and scores["m3"] != pytest.approx(0.8)
 
 
+def test_a_search_answer_carries_the_recommendation(cluster: EmbeddedCluster, query_csv: Path) -> None:
+    # The synthetic library's models cannot be probed here: the recommendation is the predicted top-1.
+    response = cluster.client.search(query_csv, k=3)
+    assert response.HasField("recommendation") and not response.probes
+    pick = response.recommendation
+    assert pick.model_id == response.models[0].model_id and not pick.measured
+    assert pick.score == pytest.approx(response.models[0].predicted_score)
+    assert pick.reason.startswith("top of the ranking: predicted") and "no probe measured" in pick.reason
+
+
+def test_the_recommender_recommends_a_measured_model_that_beat_every_prediction(cluster: EmbeddedCluster) -> None:
+    assert cluster.client.knowledge is not None
+    features = cluster.client.knowledge.snapshot("synth").datasets[0].features
+    recommender = RecommenderClient(cluster.addresses["recommender"])
+    try:
+        plain = recommender.recommend("synth", features, k=6)
+        last = plain.models[-1]
+        # The model predicted worst measured better than anything predicted: it is the one to take. (By a
+        # wide margin: a measurement also lifts the other predictions by half its residual.)
+        best = max(m.predicted_score for m in plain.models)
+        probes = [ProbeRecord(last.model_id, QUERY_DATASET, "score", best + 1.0)]
+        measured = recommender.recommend("synth", features, k=2, probe_budget=1, probes=probes)
+        # Measured far below every prediction: the top-1 stays, and it says the probe did not match it.
+        low = [ProbeRecord(last.model_id, QUERY_DATASET, "score", last.predicted_score - 1.0)]
+        predicted = recommender.recommend("synth", features, k=2, probe_budget=1, probes=low)
+    finally:
+        recommender.close()
+    assert plain.recommendation is not None and plain.recommendation.model_id == plain.models[0].model_id
+    pick = measured.recommendation
+    assert pick is not None and (pick.model_id, pick.measured) == (last.model_id, True)
+    assert pick.score == pytest.approx(best + 1.0) and "better than any prediction" in pick.reason
+    assert pick.model_id in {m.model_id for m in measured.models} and len(measured.models) == 2
+    assert predicted.recommendation is not None and not predicted.recommendation.measured
+    assert predicted.recommendation.model_id == predicted.models[0].model_id != last.model_id
+    assert f"the best probe measured {last.predicted_score - 1.0:.3f} for {last.model_id}" in (
+        predicted.recommendation.reason
+    )
+
+
+def test_a_measured_model_below_the_top_k_is_recommended_in_the_last_place(tmp_path: Path, synth_bundle: Path) -> None:
+    # The kNN estimator ranks by prediction alone, so a probed model keeps its low place in the ranking.
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as running:
+        running.client.import_library(synth_bundle)
+        assert running.client.knowledge is not None
+        features = running.client.knowledge.snapshot("synth").datasets[0].features
+        recommender = RecommenderClient(running.addresses["recommender"])
+        try:
+            full = recommender.recommend("synth", features, k=6)
+            last = full.models[-1]
+            probes = [ProbeRecord(last.model_id, QUERY_DATASET, "score", full.models[0].predicted_score + 0.01)]
+            answer = recommender.recommend("synth", features, k=3, probe_budget=1, probes=probes)
+        finally:
+            recommender.close()
+    assert answer.recommendation is not None and answer.recommendation.model_id == last.model_id
+    assert (
+        answer.recommendation.measured and "ranked #6 by the estimator, below the top 3" in answer.recommendation.reason
+    )
+    # k models as asked: the top two, then the recommended one at its own rank.
+    assert [(m.rank, m.model_id) for m in answer.models] == [
+        *((m.rank, m.model_id) for m in full.models[:2]),
+        (6, last.model_id),
+    ]
+
+
 def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(
     cluster: EmbeddedCluster, query_csv: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """Plain records shared by the services and their cores (no grpc, no protobuf): the knowledge graph's
-nodes and edges, probe measurements, search constraints and ranked answers.
+nodes and edges, probe measurements, search constraints, ranked answers and the recommendation that
+comes with them.
 
 Each crosses a service boundary through one pair of functions in `modsnet.runtime.convert`.
 """
@@ -161,6 +162,16 @@ class RankedModel:
 
 
 @dataclass(frozen=True)
+class Recommendation:
+    """The one model a search advises taking with the measurements it has, and why."""
+
+    model_id: str  # also among the answer's ranked models
+    measured: bool  # `score` is a probe's measurement on the query in the library's metric, not a prediction
+    score: float  # in the library's metric
+    reason: str  # one sentence for people
+
+
+@dataclass(frozen=True)
 class Ranking:
     """The recommender's answer for one query dataset."""
 
@@ -170,3 +181,4 @@ class Ranking:
     path: str  # inductive | transductive
     probes_used: int
     excluded_by_constraints: int
+    recommendation: Recommendation | None = None  # None when no model is left to rank

@@ -22,6 +22,7 @@ from modsnet.data.graph import (
     QueryRecord,
     RankedModel,
     Ranking,
+    Recommendation,
     SimilarityRecord,
 )
 from modsnet.v1 import common_pb2 as pb
@@ -290,6 +291,17 @@ def ranked_from_pb(msg: pb.RankedModel) -> RankedModel:
     )
 
 
+def recommendation_to_pb(rec: Recommendation | None) -> pb.Recommendation | None:
+    """None stays None: an unset field on the wire."""
+    if rec is None:
+        return None
+    return pb.Recommendation(model_id=rec.model_id, measured=rec.measured, score=rec.score, reason=rec.reason)
+
+
+def recommendation_from_pb(msg: pb.Recommendation) -> Recommendation:
+    return Recommendation(model_id=msg.model_id, measured=msg.measured, score=msg.score, reason=msg.reason)
+
+
 def ranking_to_pb(rec: Ranking) -> rpb.RecommendResponse:
     return rpb.RecommendResponse(
         models=ranked_models_to_pb(rec.models),
@@ -298,6 +310,7 @@ def ranking_to_pb(rec: Ranking) -> rpb.RecommendResponse:
         path=rec.path,
         probes_used=rec.probes_used,
         excluded_by_constraints=rec.excluded_by_constraints,
+        recommendation=recommendation_to_pb(rec.recommendation),
     )
 
 
@@ -309,6 +322,7 @@ def ranking_from_pb(msg: rpb.RecommendResponse) -> Ranking:
         path=msg.path,
         probes_used=msg.probes_used,
         excluded_by_constraints=msg.excluded_by_constraints,
+        recommendation=recommendation_from_pb(msg.recommendation) if msg.HasField("recommendation") else None,
     )
 
 

@@ -105,6 +105,18 @@ class ProbeResult(_message.Message):
     detail: str
     def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class Recommendation(_message.Message):
+    __slots__ = ("model_id", "measured", "score", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    measured: bool
+    score: float
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., measured: _Optional[bool] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Library(_message.Message):
     __slots__ = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source", "models", "datasets", "interactions", "graph_version", "bundle_blob_id", "imported_unix")
     NAME_FIELD_NUMBER: _ClassVar[int]

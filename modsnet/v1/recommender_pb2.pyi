@@ -46,20 +46,22 @@ class SelectProbesResponse(_message.Message):
     def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints")
+    __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints", "recommendation")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     PROBES_USED_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_BY_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
     graph_version: int
     estimator: str
     path: str
     probes_used: int
     excluded_by_constraints: int
-    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ..., estimator: _Optional[str] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ...) -> None: ...
+    recommendation: _common_pb2.Recommendation
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ..., estimator: _Optional[str] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("library",)

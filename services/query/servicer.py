@@ -12,6 +12,7 @@ from modsnet.runtime.convert import (
     model_to_pb,
     probe_to_pb,
     ranked_models_to_pb,
+    recommendation_to_pb,
 )
 from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import common_pb2 as pb
@@ -72,6 +73,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             probes_used=answer.probes_used,
             excluded_by_constraints=answer.excluded_by_constraints,
             probes=[probe_to_pb(p) for p in result.probes],
+            recommendation=recommendation_to_pb(answer.recommendation),
         )
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:

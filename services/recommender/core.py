@@ -31,7 +31,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Snapshot
+from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Recommendation, Snapshot
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
@@ -41,6 +41,7 @@ from .calibration import calibrated
 from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
+from .recommendation import answer_positions, recommend_one
 
 if TYPE_CHECKING:  # torch and torch-geometric take seconds to import: only once a GNN is needed
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -61,13 +62,16 @@ class Ranked:
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class Answer:
+    """The top-k for one query and the model to take among them."""
+
     models: list[Ranked]
     graph_version: int
     estimator: str
     path: str  # inductive | transductive
     probes_used: int
     excluded_by_constraints: int
+    recommendation: Recommendation | None  # None when the constraints left no model
 
 
 @dataclass
@@ -407,9 +411,11 @@ class RecommenderCore:
         probe_budget: int = MAX_PROBES,
         dataset_id: str = "",
         probes: Sequence[ProbeRecord] = (),
-    ) -> Recommendation:
+    ) -> Answer:
         """The top-k models for a dataset, using the probes of at most `probe_budget` models (the first
-        named: the probe-selector's order, best first)."""
+        named: the probe-selector's order, best first), and the one to take (`recommendation.py`): a model
+        measured by a probe when it beat every prediction, else the top-1. A measured model recommended
+        from below the top-k takes the last place, so the answer keeps k models and holds it."""
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, not {k}")
         if probe_budget < 0:
@@ -441,15 +447,22 @@ class RecommenderCore:
         # Best first; ties (equal predictions) broken by lower uncertainty, then id, so answers are stable.
         sign = estimator.sign
         allowed.sort(key=lambda p: (-sign * p.score, p.uncertainty, p.model_id))
-        ranked = [Ranked(i + 1, p, served.models[p.model_id]) for i, p in enumerate(allowed[:k])]
+        higher_is_better = bool(served.library.meta.get("higher_is_better", True))
+        pick = recommend_one(allowed, probes, higher_is_better=higher_is_better, k=k)
+        keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
+        ranked = [
+            Ranked(i + 1, allowed[i], served.models[allowed[i].model_id])
+            for i in answer_positions(len(allowed), k, keep)
+        ]
         RECOMMEND_SECONDS.observe(time.perf_counter() - start)
-        return Recommendation(
+        return Answer(
             models=ranked,
             graph_version=served.graph_version,
             estimator=estimator.name,
             path="transductive" if scored else "inductive",
             probes_used=probes_used,
             excluded_by_constraints=excluded,
+            recommendation=pick,
         )
 
     def select_probes(

@@ -7,10 +7,10 @@ from modsnet.runtime.convert import constraints_from_pb, probe_from_pb, ranking_
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
-from .core import EstimatorInfo, Recommendation, RecommenderCore
+from .core import Answer, EstimatorInfo, RecommenderCore
 
 
-def _ranking(result: Recommendation) -> Ranking:
+def _ranking(result: Answer) -> Ranking:
     """The core's ranking as the shared record that crosses the wire."""
     return Ranking(
         models=[
@@ -31,6 +31,7 @@ def _ranking(result: Recommendation) -> Ranking:
         path=result.path,
         probes_used=result.probes_used,
         excluded_by_constraints=result.excluded_by_constraints,
+        recommendation=result.recommendation,
     )
 
 
