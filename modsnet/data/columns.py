@@ -98,11 +98,11 @@ def _index_junk(name: str, values: Sequence[float], *, rows: int) -> str:
     """Why numeric `values` (the column's numbers) are an index, or "" when they are a measurement."""
     if not all(v == int(v) for v in values) or len(set(values)) != len(values):
         return ""  # a fraction, or repeats: a measurement or a count
-    if _INDEX_NAMES.match(name.strip().lower()):
-        return "an index (distinct integers under an index's name)"
     low, high = min(values), max(values)
     if len(values) >= _MIN_DISTINCT_ROWS and low in (0, 1) and high - low + 1 <= _INDEX_SLACK * rows + 1:
         return f"an index ({int(low)}..{int(high)}, one per row)"
+    if _INDEX_NAMES.match(name.strip().lower()):
+        return "an index (distinct integers under an index's name)"
     return ""
 
 
