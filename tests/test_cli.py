@@ -256,3 +256,21 @@ def test_the_table_says_which_models_were_measured_here_by_a_probe() -> None:
     assert "measured here by the probe; 0.74 on keel-pima (0.98)" in rows["probed"]
     # An agreement probe ranks finders but is not their score: that row keeps its records only.
     assert "measured here" not in rows["predicted"] and "0.74 on keel-pima" in rows["predicted"]
+
+
+def test_import_warns_about_junk_columns_and_keeps_them(tmp_path: Path, synth_bundle: Path) -> None:
+    import shutil
+
+    bundle = Path(shutil.copytree(synth_bundle, tmp_path / "junk"))
+    models = bundle / "models.csv"
+    lines = models.read_text().splitlines()
+    lines = [f"{lines[0]},Unnamed: 0"] + [f"{line},{i}" for i, line in enumerate(lines[1:])]
+    models.write_text("\n".join(lines) + "\n")
+    done = modsnet("library", "import", str(bundle), home=tmp_path / "home")
+    assert done.returncode == 0 and "library synth: 6 models" in done.stdout
+    warning = "warning: models.csv column 'Unnamed: 0': an index (0..5, one per row), ignored by the estimators"
+    assert done.stderr.splitlines() == [warning]
+    # Nothing is refused or dropped: the column is stored and exported.
+    exported = modsnet("library", "export", "synth", str(tmp_path / "out"), home=tmp_path / "home")
+    assert exported.returncode == 0, exported.stderr
+    assert "Unnamed: 0" in (tmp_path / "out" / "models.csv").read_text().splitlines()[0]

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic import write_library
 
 from modsnet.data.bundle import Table, read_bundle
 from modsnet.data.columns import column_junk, junk_columns
@@ -15,7 +16,6 @@ from modsnet.data.graph import DatasetNode
 from modsnet.data.graph_build import metadata_warnings, model_metadata, raw_features, snapshot_from_bundle
 from services.recommender.estimators.gnn.config import GnnConfig
 from services.recommender.evaluation import Method, evaluate, modsnet_method
-from synthetic import write_library
 
 
 def _table(file: str, columns: dict[str, list[str]]) -> Table:
@@ -38,7 +38,7 @@ JUNK = {
     "readme": [f"a model fine tuned on set {i} for {i + 2} epochs" for i in range(N)],
 }
 KEPT = {
-    "size_mb": [f"{12.5 + 3.17 * i ** 1.5:.3f}" for i in range(N)],  # unique per row, but a measurement
+    "size_mb": [f"{12.5 + 3.17 * i**1.5:.3f}" for i in range(N)],  # unique per row, but a measurement
     "n_parameters": [str(1000 * (i + 3) ** 2) for i in range(N)],  # unique integers, not a row count
     "n_features": [str(2 + i) for i in range(N)],  # consecutive from 2: a count, not an index
     "n_classes": [str(2 + i % 3) for i in range(N)],
@@ -95,8 +95,7 @@ def test_records_metadata_and_table_rows_profile_alike() -> None:
 
 def test_estimators_read_no_junk() -> None:
     datasets = [
-        DatasetNode("lib", f"d{i}", {"Unnamed: 0": str(i), "n_rows": str(100 + 37 * i), "const": "4"})
-        for i in range(N)
+        DatasetNode("lib", f"d{i}", {"Unnamed: 0": str(i), "n_rows": str(100 + 37 * i), "const": "4"}) for i in range(N)
     ]
     assert all(vec == {"n_rows": float(100 + 37 * i)} for i, vec in enumerate(raw_features(datasets).values()))
 
