@@ -251,6 +251,8 @@ def cmd_library(args: argparse.Namespace) -> int:
             )
             counts = f"{lib.models} models, {lib.datasets} datasets, {lib.interactions} interactions"
             print(f"library {lib.name}: {counts}; {state}")
+            for warning in response.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
         elif args.library_command == "export":
             target = client.export_library(args.name, args.path)
             print(f"library {args.name} written to {target}")

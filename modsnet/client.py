@@ -228,7 +228,10 @@ class Client:
     # -- administration: on the owning services (see the class docstring) -------------------------------
 
     def import_library(self, path: str | os.PathLike[str], *, replace: bool = False) -> kpb.ImportLibraryResponse:
-        """Upload a bundle (folder or archive) to Storage, then have Knowledge import it, all or nothing."""
+        """Upload a bundle (folder or archive) to Storage, then have Knowledge import it, all or nothing.
+
+        The response's `warnings` name the columns of models.csv / datasets.csv the estimators ignore.
+        """
         data = pack_path(path)
         blob = self._storage().put_bytes(data, name=Path(path).name)
         return self._knowledge().import_library(blob.blob_id, replace=replace)

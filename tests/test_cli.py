@@ -300,3 +300,21 @@ def test_the_recommended_model_is_printed_under_the_table() -> None:
     out = io.StringIO()
     print_search(response, out)
     assert "Recommended:" not in out.getvalue()
+
+
+def test_import_warns_about_junk_columns_and_keeps_them(tmp_path: Path, synth_bundle: Path) -> None:
+    import shutil
+
+    bundle = Path(shutil.copytree(synth_bundle, tmp_path / "junk"))
+    models = bundle / "models.csv"
+    lines = models.read_text().splitlines()
+    lines = [f"{lines[0]},Unnamed: 0"] + [f"{line},{i}" for i, line in enumerate(lines[1:])]
+    models.write_text("\n".join(lines) + "\n")
+    done = modsnet("library", "import", str(bundle), home=tmp_path / "home")
+    assert done.returncode == 0 and "library synth: 6 models" in done.stdout
+    warning = "warning: models.csv column 'Unnamed: 0': an index (0..5, one per row), ignored by the estimators"
+    assert done.stderr.splitlines() == [warning]
+    # Nothing is refused or dropped: the column is stored and exported.
+    exported = modsnet("library", "export", "synth", str(tmp_path / "out"), home=tmp_path / "home")
+    assert exported.returncode == 0, exported.stderr
+    assert "Unnamed: 0" in (tmp_path / "out" / "models.csv").read_text().splitlines()[0]

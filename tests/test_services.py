@@ -166,6 +166,29 @@ def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(
     assert second.models[0].model_id == "m3" and second.models[0].predicted_score == pytest.approx(0.97)
 
 
+def test_import_names_junk_columns_and_still_stores_them(
+    cluster: EmbeddedCluster, synth_bundle: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    bundle = Path(shutil.copytree(synth_bundle, tmp_path / "junk"))
+    meta = bundle / "library.yaml"
+    meta.write_text(meta.read_text().replace("name: synth", "name: junk"))
+    datasets = bundle / "datasets.csv"
+    lines = datasets.read_text().splitlines()
+    lines = [f"{lines[0]},split,tags"] + [f"{line},train,\"['t{i}', 'x']\"" for i, line in enumerate(lines[1:])]
+    datasets.write_text("\n".join(lines) + "\n")
+    response = cluster.client.import_library(bundle)
+    assert list(response.warnings) == [
+        "datasets.csv column 'split': constant (every filled cell is 'train'), ignored by the estimators",
+        "datasets.csv column 'tags': a list in each cell (free text), ignored by the estimators",
+    ]
+    assert not cluster.client.import_library(synth_bundle).warnings
+    assert cluster.client.knowledge is not None
+    snapshot = cluster.client.knowledge.snapshot("junk")
+    assert snapshot.datasets[0].metadata["tags"] == "['t0', 'x']"
+
+
 def test_malformed_csv_is_invalid_argument_and_nothing_is_kept(cluster: EmbeddedCluster, tmp_path: Path) -> None:
     bad = tmp_path / "ragged.csv"
     bad.write_text("a,b,class\n1,2,x\n3,4\n5,6,y\n")

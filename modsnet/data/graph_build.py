@@ -11,16 +11,19 @@ bundle, which is what the recommender's offline evaluation runs on. One rule eac
 * an empty cost cell costs 0 in the interaction's record but is no measurement in the model's mean cost
   (as NULL is to SQL's AVG);
 * a dataset's raw feature vector (what the estimators compare datasets by) is its features, or, when it
-  has none, its numeric metadata except ids.
+  has none, its numeric metadata except ids and the junk columns `modsnet.data.columns` finds among the
+  snapshot's datasets (`raw_features`); a model's metadata, as estimators read it, leaves out the junk
+  columns found among the snapshot's models (`model_metadata`), and import warns about the same columns
+  (`metadata_warnings`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .bundle import COST_COLUMNS, Bundle, Table, number
+from .columns import finite_number, is_id_column, junk_columns
 from .graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, ModelNode, SimilarityRecord, Snapshot
 
 # ----------------------------------------------------------------------------------------------------
@@ -180,30 +183,55 @@ def snapshot_from_bundle(
 
 
 # ----------------------------------------------------------------------------------------------------
-# A dataset node as numbers
+# Metadata as estimators read it
+
+# Metadata columns the bundle format defines (a model's artifact file, a dataset's sha256): never features.
+_FORMAT_COLUMNS = frozenset({"artifact", "fingerprint"})
 
 
-def is_id_column(name: str) -> bool:
-    """An id column (OpenML's dataset id, say): a number with no meaning as a magnitude."""
-    return name == "id" or name.endswith("_id")
-
-
-def finite_number(cell: object) -> float | None:
-    """A cell as a finite float, or None when it is not one."""
-    try:
-        value = float(cell)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def dataset_raw_features(node: DatasetNode) -> dict[str, float]:
-    """A dataset's raw feature vector: its features, or its numeric metadata (sizes, class counts) but ids."""
+def dataset_raw_features(node: DatasetNode, *, ignored: Collection[str] = ()) -> dict[str, float]:
+    """A dataset's raw feature vector: its features, or its numeric metadata (sizes, class counts) but ids
+    and the `ignored` columns (see `raw_features`, which decides them)."""
     if node.features:
         return dict(node.features)
     out = {}
     for key, cell in node.metadata.items():
         value = finite_number(cell)
-        if value is not None and not is_id_column(key):
+        if value is not None and not is_id_column(key) and key not in ignored:
             out[key] = value
     return out
+
+
+def raw_features(datasets: Sequence[DatasetNode]) -> dict[str, dict[str, float]]:
+    """Each dataset's raw feature vector, the junk metadata columns of `datasets` left out (what estimators fit on)."""
+    junk = _FORMAT_COLUMNS | set(junk_columns([node.metadata for node in datasets]))
+    return {node.dataset_id: dataset_raw_features(node, ignored=junk) for node in datasets}
+
+
+def model_metadata(snapshot: Snapshot) -> list[dict[str, str]]:
+    """Each model's metadata (in the snapshot's order), the junk columns left out: what estimators read of models.
+
+    A column whose values name the library's datasets (a model's source dataset) is a reference, kept.
+    """
+    metadata = [model.metadata for model in snapshot.models]
+    junk = _FORMAT_COLUMNS | set(junk_columns(metadata, references={node.dataset_id for node in snapshot.datasets}))
+    return [{k: v for k, v in cells.items() if k not in junk} for cells in metadata]
+
+
+def metadata_warnings(bundle: Bundle) -> list[str]:
+    """One line per junk column of the bundle's `models.csv` and `datasets.csv`: what import warns about.
+
+    Decided as `raw_features` and `model_metadata` decide it on the snapshot the import makes. The format's
+    own columns (`artifact`, `fingerprint`) are left out of features too, but they are no mistake: no warning.
+    """
+    references = {row["dataset_id"] for row in bundle.datasets.rows}
+    found = [
+        (bundle.models.file, junk_columns(bundle.models.rows, key="model_id", references=references)),
+        (bundle.datasets.file, junk_columns(bundle.datasets.rows, key="dataset_id")),
+    ]
+    return [
+        f"{file} column {column!r}: {reason}, ignored by the estimators"
+        for file, junk in found
+        for column, reason in junk.items()
+        if column not in _FORMAT_COLUMNS
+    ]

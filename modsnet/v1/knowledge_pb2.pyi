@@ -16,12 +16,14 @@ class ImportLibraryRequest(_message.Message):
     def __init__(self, blob_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class ImportLibraryResponse(_message.Message):
-    __slots__ = ("library", "unchanged")
+    __slots__ = ("library", "unchanged", "warnings")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     library: _common_pb2.Library
     unchanged: bool
-    def __init__(self, library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., unchanged: _Optional[bool] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., unchanged: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExportLibraryRequest(_message.Message):
     __slots__ = ("name",)

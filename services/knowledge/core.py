@@ -15,6 +15,7 @@ from modsnet.data.graph import (
     QueryRecord,
     Snapshot,
 )
+from modsnet.data.graph_build import metadata_warnings
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import StorageClient
 
@@ -38,13 +39,26 @@ def open_store(config: KnowledgeConfig) -> KnowledgeStore:
     return SqliteKnowledgeStore(config.home / "knowledge.sqlite3")
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    """What an import did: the library, whether the bundle was already there, and its metadata warnings."""
+
+    library: LibraryInfo
+    unchanged: bool
+    warnings: list[str]  # the junk columns of models.csv / datasets.csv, one line each (`metadata_warnings`)
+
+
 class KnowledgeCore:
     def __init__(self, store: KnowledgeStore, storage: StorageClient):
         self.store = store
         self.storage = storage
 
-    def import_library(self, blob_id: str, *, replace: bool) -> tuple[LibraryInfo, bool]:
-        """Fetch a bundle from storage, validate it whole, then store it in one atomic write."""
+    def import_library(self, blob_id: str, *, replace: bool) -> ImportResult:
+        """Fetch a bundle from storage, validate it whole, then store it in one atomic write.
+
+        Junk metadata columns (an index, ids, ...) are stored and exported like any other; the estimators
+        ignore them, and the result names them so that whoever imports knows.
+        """
         if not blob_id:
             raise InvalidArgument("blob_id is required: put the bundle in storage first")
         start = time.perf_counter()
@@ -62,7 +76,7 @@ class KnowledgeCore:
             raise
         IMPORTS.labels("unchanged" if unchanged else "imported").inc()
         IMPORT_SECONDS.observe(time.perf_counter() - start)
-        return info, unchanged
+        return ImportResult(info, unchanged, metadata_warnings(bundle))
 
     def export_library(self, name: str) -> tuple[str, LibraryInfo]:
         bundle, artifacts = self.store.export_bundle(name)

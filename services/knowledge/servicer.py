@@ -30,8 +30,10 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         self.core = core
 
     def ImportLibrary(self, request: kpb.ImportLibraryRequest, context: object) -> kpb.ImportLibraryResponse:
-        info, unchanged = self.core.import_library(request.blob_id, replace=request.replace)
-        return kpb.ImportLibraryResponse(library=library_to_pb(info), unchanged=unchanged)
+        result = self.core.import_library(request.blob_id, replace=request.replace)
+        return kpb.ImportLibraryResponse(
+            library=library_to_pb(result.library), unchanged=result.unchanged, warnings=result.warnings
+        )
 
     def ExportLibrary(self, request: kpb.ExportLibraryRequest, context: object) -> kpb.ExportLibraryResponse:
         blob_id, info = self.core.export_library(request.name)

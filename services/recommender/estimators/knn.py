@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modsnet.data.graph import Snapshot
-from modsnet.data.graph_build import dataset_raw_features
+from modsnet.data.graph_build import raw_features
 
 from .base import Evidence, Prediction
 
@@ -81,8 +81,8 @@ class KnnPopularityEstimator:
     # -- features -----------------------------------------------------------------------------------
 
     def _fit_features(self, snapshot: Snapshot) -> None:
-        by_id = {d.dataset_id: d for d in snapshot.datasets}
-        vectors = [dataset_raw_features(by_id[d]) if d in by_id else {} for d in self.dataset_ids]
+        by_id = raw_features(snapshot.datasets)  # junk metadata columns left out
+        vectors = [by_id.get(d, {}) for d in self.dataset_ids]
         counts: dict[str, int] = {}
         for vec in vectors:
             for name in vec:

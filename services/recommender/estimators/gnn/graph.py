@@ -19,8 +19,9 @@ import torch
 from scipy import sparse
 from torch import Tensor
 
-from modsnet.data.graph import ModelNode, Snapshot
-from modsnet.data.graph_build import dataset_raw_features, finite_number, is_id_column
+from modsnet.data.columns import finite_number
+from modsnet.data.graph import Snapshot
+from modsnet.data.graph_build import model_metadata, raw_features
 
 from ...probes import MEASURED, model_similarity
 from ..base import ProbeRecord
@@ -73,22 +74,23 @@ class _DatasetScaler:
         return np.hstack([scaled, present])
 
 
-def _model_features(models: Sequence[ModelNode]) -> np.ndarray:
-    """Model metadata as numbers: numeric columns scaled, categories one-hot, free text hashed.
+def _model_features(model_ids: Sequence[str], metadata: Sequence[dict[str, str]]) -> np.ndarray:
+    """Model metadata (junk columns left out, see `model_metadata`) as numbers: numeric columns scaled,
+    categories one-hot, free text hashed.
 
     A column is numeric when 80% of its filled cells are numbers; categorical when its values repeat
     (one-hot for the 32 commonest values seen twice or more); otherwise free text, whose lowercase
     tokens are hashed (crc32, stable across runs) into 64 buckets together with the model id's tokens.
     """
-    n = len(models)
-    columns = sorted({k for m in models for k in m.metadata if not is_id_column(k)})
+    n = len(model_ids)
+    columns = sorted({k for cells in metadata for k in cells})
     blocks: list[np.ndarray] = []
     text = np.zeros((n, _HASH_BUCKETS))
-    for i, m in enumerate(models):
-        for token in _TOKEN.findall(m.model_id.lower()):
+    for i, model_id in enumerate(model_ids):
+        for token in _TOKEN.findall(model_id.lower()):
             text[i, zlib.crc32(token.encode()) % _HASH_BUCKETS] = 1.0
     for column in columns:
-        cells = [m.metadata.get(column, "") for m in models]
+        cells = [m.get(column, "") for m in metadata]
         filled = [c for c in cells if c != ""]
         if not filled:
             continue
@@ -266,12 +268,13 @@ class PreparedGraph:
         self._z_filled = np.where(self.has, np.clip(np.nan_to_num(self.z), _Z_LOW, _Z_HIGH), 0.0)
 
     def _prepare_features(self, snapshot: Snapshot) -> None:
-        by_id = {d.dataset_id: d for d in snapshot.datasets}
-        raw = [dataset_raw_features(by_id[d]) if d in by_id else {} for d in self.nodes]
+        by_id = raw_features(snapshot.datasets)
+        raw = [by_id.get(d, {}) for d in self.nodes]
         self.scaler = _DatasetScaler.fit([raw[i] for i in self.rated])
         self.feature_names = self.scaler.names
         self.x_data = self.scaler.transform(raw)
-        self.x_model_static = _model_features(snapshot.models)
+        self.model_metadata = model_metadata(snapshot)
+        self.x_model_static = _model_features(self.model_ids, self.model_metadata)
         popularity_dim = 5 if self.config.use_popularity else 0  # the `_popularity` summaries
         self.model_dim = self.x_model_static.shape[1] + popularity_dim
         self.near_rated = self.x_data[self.rated, :-1] if len(self.feature_names) else np.zeros((len(self.rated), 0))
@@ -303,9 +306,9 @@ class PreparedGraph:
                 triples.extend((int(self.rated[o]), i, float(wi)) for o, wi in zip(order, w, strict=True))
             self.static["near"] = _Edges.of(triples)
         self.sources: dict[int, list[int]] = defaultdict(list)  # dataset node -> models naming it
-        for j, m in enumerate(snapshot.models):
-            for key, cell in m.metadata.items():
-                if cell in self.node_index and not is_id_column(key):
+        for j, cells in enumerate(self.model_metadata):
+            for cell in cells.values():
+                if cell in self.node_index:
                     self.sources[self.node_index[cell]].append(j)
         if cfg.use_sources and self.sources:
             names += ["source_of", "source"]
