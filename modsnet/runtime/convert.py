@@ -206,20 +206,17 @@ def log_query_to_pb(record: QueryRecord, answer: Iterable[RankedModel]) -> kpb.L
 
 def log_query_from_pb(msg: kpb.LogQueryRequest) -> QueryRecord:
     """The record a LogQuery request asks to keep (its answer's model ids in ranked order)."""
-    return QueryRecord(
-        query_id=msg.query_id,
-        library=msg.library,
-        fingerprint=msg.fingerprint,
-        filename=msg.filename,
-        feature_set=msg.features.feature_set,
-        features=dict(msg.features.values),
-        modality=msg.features.modality,
-        answer_model_ids=[m.model_id for m in msg.answer],
-        graph_version=msg.graph_version,
-    )
+    return _query_record(msg, [m.model_id for m in msg.answer])
 
 
 def query_from_pb(msg: kpb.LoggedQuery) -> QueryRecord:
+    return _query_record(msg, list(msg.answer_model_ids), logged_unix=msg.logged_unix)
+
+
+def _query_record(
+    msg: kpb.LogQueryRequest | kpb.LoggedQuery, answer_model_ids: list[str], *, logged_unix: float = 0.0
+) -> QueryRecord:
+    # The two messages share every field but how the answer is given and when it was logged.
     return QueryRecord(
         query_id=msg.query_id,
         library=msg.library,
@@ -228,9 +225,9 @@ def query_from_pb(msg: kpb.LoggedQuery) -> QueryRecord:
         feature_set=msg.features.feature_set,
         features=dict(msg.features.values),
         modality=msg.features.modality,
-        answer_model_ids=list(msg.answer_model_ids),
+        answer_model_ids=answer_model_ids,
         graph_version=msg.graph_version,
-        logged_unix=msg.logged_unix,
+        logged_unix=logged_unix,
     )
 
 
