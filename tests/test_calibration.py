@@ -24,8 +24,8 @@ def test_the_conformal_factor_is_the_corrected_quantile_over_z80() -> None:
     assert conformal_factor(np.array([])) == 1.0
 
 
-def test_too_few_datasets_to_hold_out_leave_sigma_as_it_is(tmp_path: Path) -> None:
-    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=6)))
+def test_too_few_datasets_leave_sigma_as_it_is(tmp_path: Path) -> None:
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=3)))
     scale = learn_scale(snapshot, KnnPopularityEstimator)
     assert scale.factor == 1.0 and scale.pairs == 0
 
@@ -70,3 +70,17 @@ def test_calibration_restores_the_coverage_of_overconfident_intervals_on_new_dat
     assert before < 0.5
     # Conformal errs on the safe side: the calibration fit saw a fifth fewer datasets than the served one.
     assert 0.75 <= after <= 0.97, (before, after)
+
+
+def test_a_small_library_is_cross_fitted_so_every_dataset_is_held_out_once(tmp_path: Path) -> None:
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=12, n_models=6)))
+    fits: list[int] = []
+
+    def fit(graph: Snapshot) -> KnnPopularityEstimator:
+        fits.append(len({r.dataset_id for r in graph.interactions}))
+        return Overconfident(graph)
+
+    scale = learn_scale(snapshot, fit)  # a fifth of 12 is 2, fewer than MIN_HOLDOUT
+    assert len(fits) == 5 and sorted(fits) == [9, 9, 10, 10, 10]  # 12 datasets over 5 folds
+    assert scale.datasets == 12 and scale.pairs == 12 * 6
+    assert scale.factor > 1.0  # the overconfident σ is widened

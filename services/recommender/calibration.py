@@ -5,8 +5,9 @@ by how much: on TabZoo the GNN's ±1.28σ covered 6% of the true scores, kNN's 4
 calibration fixes the scale per library from held-out residuals: fit the same estimator on the library with
 a share of its scored datasets hidden, predict those as new datasets (the inductive path a search takes),
 and take the conformal quantile of |true - predicted| / σ over every hidden (dataset, model) pair. The
-served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ is the `COVERAGE` interval. The
-ratio keeps σ's shape: a query far from the library (larger σ) still gets a wider interval.
+served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ is the `COVERAGE` interval (a
+small library is cross-fitted instead of split once). The ratio keeps σ's shape: a query far from the library
+(larger σ) still gets a wider interval.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from .estimators.base import Prediction
 COVERAGE = 0.8
 Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
 HOLDOUT_FRACTION = 0.2
-MIN_HOLDOUT = 3  # fewer held-out datasets give no scale: σ is served as it is
+MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
+CROSS_FOLDS = 5
+MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
 
 
@@ -66,32 +69,42 @@ def learn_scale(
     seed: int = 0,
     fraction: float = HOLDOUT_FRACTION,
 ) -> IntervalScale:
-    """Fit `fit` on `snapshot` without a seeded share of its scored datasets and calibrate on those."""
+    """Fit `fit` on `snapshot` without held-out scored datasets and calibrate on those.
+
+    A library with enough scored datasets holds out a seeded `fraction` of them once; a small one (a fifth
+    would be fewer than `MIN_HOLDOUT`) is cross-fitted instead: `CROSS_FOLDS` fits, each dataset held out
+    by one of them, so every residual comes from a fit that did not see its dataset.
+    """
     per_dataset: dict[str, dict[str, float]] = {}
     for r in snapshot.interactions:
         per_dataset.setdefault(r.dataset_id, {})[r.model_id] = r.score  # the last record of a pair: enough here
     scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
-    count = min(MAX_HOLDOUT, round(fraction * len(scored)))
-    if count < MIN_HOLDOUT or len(scored) - count < 2:
+    if len(scored) < MIN_DATASETS:
         return IntervalScale()
-    rng = np.random.default_rng(seed)
-    hidden = sorted(scored[i] for i in rng.choice(len(scored), count, replace=False))
-    hide = set(hidden)
-    estimator = fit(replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hide]))
+    order = [scored[i] for i in np.random.default_rng(seed).permutation(len(scored))]
+    count = min(MAX_HOLDOUT, round(fraction * len(scored)))
+    if count >= MIN_HOLDOUT:
+        folds = [order[:count]]
+    else:
+        k = min(CROSS_FOLDS, len(scored))
+        folds = [order[i::k] for i in range(k)]
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     ratios = []
-    for dataset_id in hidden:
-        node = nodes.get(dataset_id)
-        features = dataset_raw_features(node) if node is not None else {}
-        for p in estimator.predict(features, known_dataset=dataset_id):
-            true = per_dataset[dataset_id].get(p.model_id)
-            if true is not None and p.uncertainty > 0:
-                ratios.append(abs(true - p.score) / p.uncertainty)
+    for hidden in folds:
+        hide = set(hidden)
+        estimator = fit(replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hide]))
+        for dataset_id in sorted(hide):
+            node = nodes.get(dataset_id)
+            features = dataset_raw_features(node) if node is not None else {}
+            for p in estimator.predict(features, known_dataset=dataset_id):
+                true = per_dataset[dataset_id].get(p.model_id)
+                if true is not None and p.uncertainty > 0:
+                    ratios.append(abs(true - p.score) / p.uncertainty)
     if not ratios:
         return IntervalScale()
     values = np.array(ratios)
     raw = float(np.mean(values <= Z80))
-    return IntervalScale(conformal_factor(values), len(values), len(hidden), raw)
+    return IntervalScale(conformal_factor(values), len(values), sum(len(f) for f in folds), raw)
 
 
 def calibrated(snapshot: Snapshot, fit: Callable[[Snapshot], _E], *, seed: int = 0) -> tuple[_E, IntervalScale]:
