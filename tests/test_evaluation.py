@@ -265,9 +265,20 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(synth_bundle
     from modsnet.data.bundle import read_bundle
     from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
 
+    from functools import partial
+
+    from services.recommender.estimators.gnn import GnnConfig
+    from services.recommender.evaluation import modsnet_method
+
     targets = ["d0", "d5", "d9"]
+    small = partial(modsnet_method, config=GnnConfig(steps=60, members=2, hidden=16, head=8))
     report = evaluate(
-        read_bundle(synth_bundle), methods=["modsnet", "popularity", "knn"], targets=targets, budgets=(0, 1, 3)
+        read_bundle(synth_bundle),
+        methods=["modsnet", "popularity", "knn"],
+        targets=targets,
+        budgets=(0, 1, 3),
+        fold_size=3,
+        extra_methods={"modsnet": small},
     )
     assert report.decisions is not None
     assert set(report.decisions.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}

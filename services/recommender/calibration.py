@@ -28,7 +28,7 @@ COVERAGE = 0.8
 Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
 HOLDOUT_FRACTION = 0.2
 MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
-CROSS_FOLDS = 5
+CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (not 6x) a first training
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
 
