@@ -262,11 +262,10 @@ def test_calibration_on_a_hand_computed_case() -> None:
 
 @pytest.mark.slow
 def test_the_report_carries_the_decision_table_and_the_worst_target(synth_bundle: Path) -> None:
-    from modsnet.data.bundle import read_bundle
-    from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
-
     from functools import partial
 
+    from modsnet.data.bundle import read_bundle
+    from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
     from services.recommender.estimators.gnn import GnnConfig
     from services.recommender.evaluation import modsnet_method
 
