@@ -85,13 +85,19 @@ class StorageClient(ServiceClient):
         for message in self.stream("GetBlob", spb.GetBlobRequest(blob_id=blob_id, offset=offset)):
             yield message.data
 
+    def get_checked_chunks(self, blob_id: str) -> Iterator[bytes]:
+        """The blob's chunks as they arrive, hashed on the way: DataLoss after the last one if they do not
+        add up to its sha256 (its id), so a relay that streams them on still learns of a corrupt blob."""
+        digest = hashlib.sha256()
+        for chunk in self.get_chunks(blob_id):
+            digest.update(chunk)
+            yield chunk
+        if digest.hexdigest() != blob_id:
+            raise DataLoss(f"blob {blob_id} arrived corrupt from {self.what} (hashes to {digest.hexdigest()})")
+
     def get_bytes(self, blob_id: str) -> bytes:
         """The whole blob, its sha256 checked here too, before any caller parses it."""
-        data = b"".join(self.get_chunks(blob_id))
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != blob_id:
-            raise DataLoss(f"blob {blob_id} arrived corrupt from {self.what} (hashes to {actual})")
-        return data
+        return b"".join(self.get_checked_chunks(blob_id))
 
     def stat(self, blob_id: str) -> spb.BlobInfo:
         return self.call("StatBlob", spb.StatBlobRequest(blob_id=blob_id))

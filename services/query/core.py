@@ -309,13 +309,12 @@ class QueryCore:
         )
 
         def chunks() -> Iterator[bytes]:
-            digest = hashlib.sha256()
-            for chunk in self.storage.get_chunks(blob_id):
-                digest.update(chunk)
-                DOWNLOAD_BYTES.inc(len(chunk))
-                yield chunk
-            if digest.hexdigest() != blob_id:
-                raise DataLoss(f"artifact of model {model_id!r} arrived corrupt from storage")
+            try:
+                for chunk in self.storage.get_checked_chunks(blob_id):
+                    DOWNLOAD_BYTES.inc(len(chunk))
+                    yield chunk
+            except DataLoss as error:
+                raise DataLoss(f"artifact of model {model_id!r}: {error.message}") from error
 
         return info, chunks()
 

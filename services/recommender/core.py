@@ -268,7 +268,7 @@ class RecommenderCore:
         from .estimators.gnn import GnnEstimator
 
         start = time.perf_counter()
-        # A second fit with a fifth of the datasets held out calibrates the intervals (about 1.8x the time).
+        # Calibrating the intervals costs one more fit (three cross-fits for a small library): calibration.py.
         estimator, scale = calibrated(snapshot, lambda graph: GnnEstimator(graph, config=self.gnn_config))
         seconds = time.perf_counter() - start
         FIT_SECONDS.observe(seconds)

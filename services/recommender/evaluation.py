@@ -34,7 +34,7 @@ from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 
-from .calibration import calibrated
+from .calibration import Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
@@ -52,7 +52,6 @@ METRICS = (
 )
 # Calibration of the predicted scores: error and bias of the predicted top 5, coverage of the 80% intervals.
 CALIBRATION = ("top5_mae", "top5_bias", "coverage80")
-Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
 DEFAULT_METHODS = ("modsnet", "random", "popularity", "knn", "logme", "published")
 DEFAULT_PROBE_BUDGET = 10
 MIN_RECORDS = 10  # a target needs enough models to rank for its correlations to mean something
@@ -427,15 +426,12 @@ class EvaluationReport:
             worst = [(m, r.worst(m)) for m in ("pearson", "regret@1")]
             shown = ", ".join(f"{m} {w[1]:.3f} on {w[0]}" for m, w in worst if w is not None)
             lines.append(f"  {r.method:<12} {shown or '-'}")
-        calibrated = [r for r in self.results if r.means.get("coverage80") is not None]
-        if calibrated:
+        with_intervals = [r for r in self.results if r.means.get("coverage80") is not None]
+        if with_intervals:
             lines += ["", "calibration: predicted top 5 against the truth; share of true scores in the 80% intervals"]
-            lines.append(f"  {'method':<12} {'top-5 MAE':>10} {'top-5 bias':>11} {'coverage80':>11}")
-            for r in calibrated:
-                m = r.means
-                lines.append(
-                    f"  {r.method:<12}{_cell(m['top5_mae'])[1:]}{_cell(m['top5_bias'])}{_cell(m['coverage80'])}"
-                )
+            lines.append(f"  {'method':<12} {'top-5 MAE':>12} {'top-5 bias':>12} {'coverage80':>12}")
+            for r in with_intervals:
+                lines.append(f"  {r.method:<12} " + " ".join(_cell(r.means[m]) for m in CALIBRATION))
         if self.decisions is not None:
             lines += ["", self.decisions.to_table()]
         return "\n".join(lines)
