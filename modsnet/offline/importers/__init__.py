@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from modsnet.data.bundle import Bundle, Table, bundle_members, parse_members, write_bundle
+from modsnet.data.columns import finite_number
 from modsnet.runtime.errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -76,15 +77,6 @@ def is_name(cell: str) -> bool:
     return False
 
 
-def number_or_none(cell: str) -> float | None:
-    """A finite number, or None for an empty or non-numeric cell."""
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def fmt(value: object) -> str:
     """One spelling per value: integral numbers as integers, other floats at 8 significant digits."""
     if value is None:
@@ -102,7 +94,7 @@ def fmt(value: object) -> str:
 
 def metadata_cell(cell: str) -> str:
     """A metadata cell in canonical spelling (TransferGraph writes counts as floats: '1000.0' -> '1000')."""
-    value = number_or_none(cell)
+    value = finite_number(cell)
     return fmt(value) if value is not None else cell
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from modsnet.data.bundle import Bundle
-from modsnet.offline.importers import ImportReport, number_or_none, read_source_csv, size_features, table, write_library
+from modsnet.offline.importers import ImportReport, finite_number, read_source_csv, size_features, table, write_library
 from modsnet.runtime.errors import InvalidArgument
 
 SOURCE = "OBOE (KDD 2019), udellgroup/oboe @9c5b47d, BSD-3-Clause"
@@ -159,6 +159,6 @@ def _sizes(folder: Path) -> dict[str, tuple[float | None, float | None]]:
         )
     sizes: dict[str, tuple[float | None, float | None]] = {}
     for openml_id, n_rows, n_features in frame.itertuples(index=False):
-        if (key := number_or_none(openml_id)) is not None and key.is_integer():
-            sizes[f"openml-{int(key)}"] = (number_or_none(n_rows), number_or_none(n_features))
+        if (key := finite_number(openml_id)) is not None and key.is_integer():
+            sizes[f"openml-{int(key)}"] = (finite_number(n_rows), finite_number(n_features))
     return sizes

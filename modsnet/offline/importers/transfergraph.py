@@ -32,9 +32,9 @@ from typing import Literal
 from modsnet.data.bundle import Bundle, Table
 from modsnet.offline.importers import (
     ImportReport,
+    finite_number,
     is_name,
     metadata_cell,
-    number_or_none,
     read_source_csv,
     size_features,
     table,
@@ -211,7 +211,7 @@ def _interactions(folder: Path, layout: _Layout, refused: Counter[str], excluded
     for (model, dataset), (accuracy, row) in best.items():
         values: list[object] = [
             accuracy,
-            *(number_or_none(row[c]) for c in layout.runs.values()),
+            *(finite_number(row[c]) for c in layout.runs.values()),
             runs[model, dataset],
         ]
         rows.append((model, dataset, *values))
@@ -227,7 +227,7 @@ def _refusal(row: Mapping[str, str]) -> str | None:
     cell = row["eval_accuracy"]
     if not cell:
         return "missing_accuracy"
-    accuracy = number_or_none(cell)
+    accuracy = finite_number(cell)
     if accuracy is None:
         return "non_numeric_accuracy"
     if not 0.0 <= accuracy <= 1.0:
@@ -245,12 +245,12 @@ def _probes(folder: Path, refused: Counter[str], excluded: Counter[str]) -> list
         if not (is_name(model) and is_name(dataset) and metric):
             refused["malformed_probe"] += 1
             continue
-        value = number_or_none(score)
+        value = finite_number(score)
         if value is None:
             refused["non_numeric_probe"] += 1
             continue
         probe = _PROBE_NAMES.get(metric, metric.removeprefix("TransferabilityMethod."))
-        runs[model, _dataset_id(dataset), probe].append((value, number_or_none(runtime)))
+        runs[model, _dataset_id(dataset), probe].append((value, finite_number(runtime)))
     if repeats := sum(len(found) for found in runs.values()) - len(runs):
         excluded["repeated_probes"] = repeats
     return [(*key, fmean(v for v, _ in found), _mean(s for _, s in found)) for key, found in runs.items()]
@@ -285,7 +285,7 @@ def _matrix(folder: Path, file: str) -> dict[tuple[str, str], float]:
     for a in kept:
         for b in kept:
             cell = frame.at[a, b]
-            value = number_or_none(cell)
+            value = finite_number(cell)
             if value is None and cell:
                 raise InvalidArgument(f"{folder / file}: column {b!r}, row {a!r}: {cell!r} is not a number")
             ida, idb = _dataset_id(a), _dataset_id(b)
@@ -298,7 +298,7 @@ def _dataset_sizes(folder: Path) -> dict[str, tuple[float | None, float | None]]
     columns = ["finetune_dataset", "size", "number_of_classes"]
     frame = read_source_csv(folder, FEATURES, columns)
     return {
-        _dataset_id(name): (number_or_none(size), number_or_none(classes))
+        _dataset_id(name): (finite_number(size), finite_number(classes))
         for name, size, classes in frame[columns].itertuples(index=False)
         if is_name(name)
     }
