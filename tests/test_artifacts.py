@@ -74,6 +74,9 @@ def test_a_client_with_only_the_query_address_lists_shows_and_downloads(
             )
             with pytest.raises(NotFound, match="no library has a model 'nope'"):
                 client.find_model("nope")
+            with pytest.raises(InvalidArgument, match="model_id is required"):
+                client.find_model("")
+            assert client.find_model("m0").model_id == "m0"  # the service answers on after bad requests
             with pytest.raises(ConfigError, match="knowledge"):
                 client.delete_library("arts")  # administration is not behind the query address
         finally:
