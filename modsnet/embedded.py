@@ -67,12 +67,17 @@ class EmbeddedCluster:
         estimator: str | None = None,
         retrain_after: int = 20,
         train_inline_limit: int = 250_000,
+        gnn_members: int | None = None,
+        gnn_steps: int | None = None,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
         self.estimator = estimator or os.environ.get("MODSNET_ESTIMATOR") or "gnn"
         self.retrain_after = retrain_after
         self.train_inline_limit = train_inline_limit
+        # As `modsnet serve recommender` reads them (0: the GNN's defaults); the test suite asks for a small GNN.
+        self.gnn_members = gnn_members if gnn_members is not None else int(os.environ.get("MODSNET_GNN_MEMBERS", 0))
+        self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
         self.servers: dict[str, ServiceServer] = {}
@@ -95,6 +100,8 @@ class EmbeddedCluster:
                 estimator=self.estimator,
                 retrain_after=self.retrain_after,
                 train_inline_limit=self.train_inline_limit,
+                gnn_members=self.gnn_members,
+                gnn_steps=self.gnn_steps,
                 host=LOOPBACK,
             )
             self._start("recommender", recommender_server(recommender))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from synthetic import write_library
 
 from modsnet.embedded import EmbeddedCluster
 
+# Service tests train a smaller GNN (2 members of 100 steps, not 3 of 200): each fit with its calibration
+# cross-fits is 3x cheaper. Tests of what the GNN learns ask for the full one (`full_gnn`); subprocesses inherit it.
+SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "100"}
+for _name, _value in SMALL_GNN.items():
+    os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture(scope="session")
 def synth_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -24,5 +31,13 @@ def synth_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster(tmp_path: Path, synth_bundle: Path) -> Iterator[EmbeddedCluster]:
     """A fresh embedded cluster per test, holding the synthetic library."""
     with EmbeddedCluster(tmp_path / "home", import_builtins=False) as running:
+        running.client.import_library(synth_bundle)
+        yield running
+
+
+@pytest.fixture
+def full_gnn_cluster(tmp_path: Path, synth_bundle: Path) -> Iterator[EmbeddedCluster]:
+    """As `cluster`, with the GNN's own defaults (for tests of what it learns)."""
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, gnn_members=0, gnn_steps=0) as running:
         running.client.import_library(synth_bundle)
         yield running

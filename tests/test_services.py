@@ -52,7 +52,10 @@ def test_search_returns_ranked_models_with_evidence(cluster: EmbeddedCluster, qu
     assert cluster.client.storage.stat(response.dataset.fingerprint).size == query_csv.stat().st_size
 
 
-def test_planted_signal_ranks_models_that_win_on_similar_datasets(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+def test_planted_signal_ranks_models_that_win_on_similar_datasets(
+    full_gnn_cluster: EmbeddedCluster, tmp_path: Path
+) -> None:
+    cluster = full_gnn_cluster
     # The synthetic library's even models win on wide datasets, odd models on narrow ones.
     wide, narrow = tmp_path / "wide.csv", tmp_path / "narrow.csv"
     make_table(200, 11, 2, 5).to_csv(wide, index=False)

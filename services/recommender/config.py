@@ -19,6 +19,9 @@ class RecommenderConfig(CommonConfig):
         250_000, help="larger libraries train their first GNN in the background (kNN answers meanwhile)"
     )
     device: str = setting("auto", help="where the GNN scores: auto (CUDA when present), cpu or cuda")
+    # 0 keeps the GNN's own defaults (estimators/gnn/config.py); a small machine or a test trades quality for time.
+    gnn_members: int = setting(0, help="GNN ensemble size (0: the GNN's default)")
+    gnn_steps: int = setting(0, help="GNN training steps per member (0: the GNN's default)")
 
     @classmethod
     def load(cls, flags: argparse.Namespace | None = None) -> RecommenderConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
@@ -10,7 +12,20 @@ from .config import RecommenderConfig
 from .core import RecommenderCore
 from .servicer import RecommenderServicer
 
+if TYPE_CHECKING:
+    from .estimators.gnn import GnnConfig
+
 SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+def gnn_config(config: RecommenderConfig) -> GnnConfig | None:
+    """The GNN's settings with the configured overrides (None: its defaults)."""
+    overrides = {k: v for k, v in (("members", config.gnn_members), ("steps", config.gnn_steps)) if v > 0}
+    if not overrides:
+        return None
+    from .estimators.gnn import GnnConfig  # torch, imported only by a recommender that will train a GNN
+
+    return GnnConfig(**overrides)
 
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
@@ -23,6 +38,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         retrain_after=config.retrain_after,
         train_inline_limit=config.train_inline_limit,
         device=config.device,
+        gnn_config=gnn_config(config),
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
