@@ -35,6 +35,8 @@ from modsnet.runtime.errors import InvalidArgument
 
 MODALITIES = ("tabular", "text", "image", "xrd", "other")
 COST_COLUMNS = ("train_seconds", "inference_seconds", "memory_bytes")
+# Optional interactions.csv columns that feedback fills: exported only when some row has a value.
+FEEDBACK_COLUMNS = ("provenance", *COST_COLUMNS, "request_id", "quarantine")
 MAX_MEMBERS = 20_000
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_EXPANSION = 200  # times a member may expand; see modsnet.data.archive
@@ -104,6 +106,14 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
     _check_refs(interactions, "dataset_id", dataset_ids, "datasets.csv")
     _check_numbers(interactions, ["score"], required=True)
     _check_numbers(interactions, [c for c in COST_COLUMNS if c in interactions.columns], non_negative=True)
+    if "metric_range" in meta:
+        low, high = meta["metric_range"]
+        for line, row in _numbered(interactions):
+            if not low <= float(row["score"]) <= high:
+                raise InvalidArgument(
+                    f"interactions.csv line {line}, column 'score': {row['score']!r} is outside the metric_range "
+                    f"[{low:g}, {high:g}] of library.yaml"
+                )
 
     similarity = None
     if "dataset_similarity.csv" in files:
@@ -173,6 +183,8 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         raise InvalidArgument(f"library.yaml, key 'higher_is_better': {hib!r} must be true or false")
     # Values are kept as JSON (the stores write them so): a YAML date or timestamp becomes its ISO text.
     meta = {str(k): _json_safe(v) for k, v in meta.items()}
+    if "metric_range" in meta:
+        meta["metric_range"] = _metric_range(meta["metric_range"])
     meta.update(
         name=name,
         modality=modality,
@@ -184,6 +196,17 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         source=str(meta.get("source", "")),
     )
     return meta
+
+
+def _metric_range(value: Any) -> list[float]:
+    """`metric_range: [low, high]`: every score of the library's metric lies there (feedback outside is refused)."""
+    bounds = value if isinstance(value, list) and len(value) == 2 else None
+    numbers = [v for v in bounds or [] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers) or not numbers[0] < numbers[1]:
+        raise InvalidArgument(
+            f"library.yaml, key 'metric_range': {value!r} must be [low, high], two finite numbers, low < high"
+        )
+    return [float(numbers[0]), float(numbers[1])]
 
 
 def _json_safe(value: Any) -> Any:

@@ -8,6 +8,8 @@ bundle, which is what the recommender's offline evaluation runs on. One rule eac
 * a similarity row is a distance: its `distance` cell, else 1 - its `similarity` cell;
 * a dataset's features are the filled cells of every feature table merged; its feature set, the sorted
   table stems joined by commas, when any table has a row for it;
+* a quarantined row (its `quarantine` cell says why) is kept and exported but is no record of the graph the
+  estimators learn from, nor counted in a node's interactions and mean costs (`learned`);
 * an empty cost cell costs 0 in the interaction's record but is no measurement in the model's mean cost
   (as NULL is to SQL's AVG);
 * a dataset's raw feature vector (what the estimators compare datasets by) is its features, or, when it
@@ -97,7 +99,14 @@ def interaction_record(row: Mapping[str, str]) -> InteractionRecord:
         float(row["score"]),
         Cost(*((number(row.get(c, "")) or 0.0) for c in COST_COLUMNS)),
         row.get("provenance") or "imported",
+        row.get("request_id", ""),
+        row.get("quarantine", ""),
     )
+
+
+def learned(row: Mapping[str, str]) -> bool:
+    """Whether estimators learn from an `interactions.csv` row: every row but a quarantined one."""
+    return not row.get("quarantine")
 
 
 def interaction_row(rec: InteractionRecord) -> dict[str, str]:
@@ -108,6 +117,9 @@ def interaction_row(rec: InteractionRecord) -> dict[str, str]:
         if value:
             row[column] = repr(float(value))
     row["provenance"] = rec.provenance
+    for column in ("request_id", "quarantine"):
+        if getattr(rec, column):
+            row[column] = getattr(rec, column)
     return row
 
 
@@ -162,10 +174,11 @@ def snapshot_from_bundle(
 ) -> Snapshot:
     """The snapshot a knowledge store serves right after importing `bundle` (nodes in the bundle's order)."""
     name = bundle.name
+    rows = [row for row in bundle.interactions.rows if learned(row)]
     tally = GraphTally()
-    for row in bundle.interactions.rows:
+    for row in rows:
         tally.add(row)
-    interactions = [interaction_record(row) for row in bundle.interactions.rows]
+    interactions = [interaction_record(row) for row in rows]
     models = []
     for row in bundle.models.rows:
         counted = tally.model(row["model_id"])
