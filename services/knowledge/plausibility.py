@@ -6,7 +6,8 @@ Two rules, in this order:
    library.yaml when declared; else the library's recorded scores widened by half their span on each side
    (accuracy 0.5-0.9 allows 0.3-1.1). `1e308` never gets in.
 2. **Quarantined** (stored, reported, not learned from until an admin confirms it): a score the records do
-   not make plausible. It is outside every score the library recorded, or more than `ROBUST_Z` robust
+   not make plausible. It lies beyond the library's recorded scores by more than a quarter of their span
+   (`BEYOND_SPAN`; a new best a little above the old one is news, not noise), or more than `ROBUST_Z` robust
    standard deviations from what the records imply for this model on this dataset: the model's median plus
    the dataset's median minus the library's (an additive model of model skill and dataset difficulty), with
    the spread of the library's residuals around that model (1.4826 x their median absolute deviation).
@@ -28,6 +29,7 @@ from modsnet.data.graph import Snapshot
 from modsnet.runtime.errors import InvalidArgument
 
 ROBUST_Z = 6.0  # how many robust standard deviations away a score is quarantined
+BEYOND_SPAN = 0.25  # how far beyond the recorded scores, in their span, a score is quarantined
 _MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 
 
@@ -90,8 +92,12 @@ class ScoreSummary:
         if self.observed is None:
             return ""
         low, high = self.observed
-        if not low <= score <= high:
-            return f"score {score:.6g} is outside every recorded score of the library [{low:.6g}, {high:.6g}]"
+        reach = BEYOND_SPAN * (high - low)
+        if not low - reach <= score <= high + reach:
+            return (
+                f"score {score:.6g} is further than {BEYOND_SPAN:g} of their span beyond the library's recorded "
+                f"scores [{low:.6g}, {high:.6g}]"
+            )
         if model_id not in self.model_median:
             return ""
         floor = 1e-6 * max(high - low, 1e-9)  # identical records: a spread of zero must not divide
