@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 import os
 import re
@@ -55,6 +56,16 @@ class Table:
     file: str
     columns: list[str]
     rows: list[dict[str, str]]
+
+    def widened(self) -> Table:
+        """The table with a column for every cell its rows have (rows added by feedback may bring new ones)."""
+        known = set(self.columns)
+        for row in self.rows:
+            for column in row:
+                if column not in known:
+                    known.add(column)
+                    self.columns = [*self.columns, column]
+        return self
 
     def column_values(self, column: str) -> list[str]:
         return [row.get(column, "") for row in self.rows]
@@ -98,6 +109,8 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
     datasets = _read_csv("datasets.csv", files["datasets.csv"], required=("dataset_id",))
     model_ids = _unique_ids(models, "model_id")
     dataset_ids = _unique_ids(datasets, "dataset_id")
+    if "features" in datasets.columns:
+        _check_feature_cells(datasets)
 
     interactions = _read_csv(
         "interactions.csv", files["interactions.csv"], required=("model_id", "dataset_id", "score")
@@ -292,6 +305,27 @@ def _check_numbers(table: Table, columns: Iterable[str], *, required: bool = Fal
                 raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is not a finite number")
             if non_negative and value < 0:
                 raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is negative")
+
+
+def _check_feature_cells(table: Table) -> None:
+    """The `features` cell of a dataset that feedback added: a JSON object of feature name -> finite number."""
+    for line, row in _numbered(table):
+        cell = row.get("features", "")
+        if not cell:
+            continue
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            value = None
+        if not (
+            isinstance(value, dict)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()
+            )
+        ):
+            raise InvalidArgument(
+                f"{table.file} line {line}, column 'features': must be a JSON object of names to finite numbers"
+            )
 
 
 def number(cell: str) -> float | None:

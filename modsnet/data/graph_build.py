@@ -21,6 +21,7 @@ bundle, which is what the recommender's offline evaluation runs on. One rule eac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +61,28 @@ def feature_set(tables: Mapping[str, Table]) -> str:
     return ",".join(sorted(tables))
 
 
+# datasets.csv cells that are a node's own, not metadata: the features of a dataset that feedback added (its
+# feature set, and its values as a JSON object), so that export -> import gives the node back whole.
+_NODE_COLUMNS = frozenset({"dataset_id", "feature_set", "features"})
+
+
+def dataset_metadata(row: Mapping[str, str]) -> dict[str, str]:
+    """A `datasets.csv` row's metadata: every cell but the id and the node's own feature cells."""
+    return {k: v for k, v in row.items() if k not in _NODE_COLUMNS}
+
+
+def dataset_row(node: DatasetNode) -> dict[str, str]:
+    """The `datasets.csv` row a store keeps of a dataset node added after import (a searched dataset that got
+    feedback): its metadata, its fingerprint, and its features in the node's own cells."""
+    row = {"dataset_id": node.dataset_id, **node.metadata}
+    if node.fingerprint:
+        row["fingerprint"] = node.fingerprint
+    if node.features:
+        row["feature_set"] = node.feature_set
+        row["features"] = json.dumps(node.features, sort_keys=True)
+    return row
+
+
 def dataset_node(
     library: str,
     row: Mapping[str, str],
@@ -69,12 +92,13 @@ def dataset_node(
 ) -> DatasetNode:
     """A `datasets.csv` row as a node, with its features from `merged_features` and `stems` from `feature_set`."""
     dataset_id = row["dataset_id"]
+    own = dataset_id not in features and bool(row.get("features"))  # a node feedback added, exported
     return DatasetNode(
         library=library,
         dataset_id=dataset_id,
-        metadata={k: v for k, v in row.items() if k != "dataset_id"},
-        features=dict(features.get(dataset_id, {})),
-        feature_set=stems if dataset_id in features else "",
+        metadata=dataset_metadata(row),
+        features=dict(features.get(dataset_id, {})) if not own else json.loads(row["features"]),
+        feature_set=stems if dataset_id in features else row.get("feature_set", "") if own else "",
         fingerprint=row.get("fingerprint", ""),
         interactions=interactions,
     )

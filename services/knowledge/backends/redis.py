@@ -108,7 +108,9 @@ from modsnet.data.graph import (
 from modsnet.data.graph_build import (
     GraphTally,
     ModelTally,
+    dataset_metadata,
     dataset_node,
+    dataset_row,
     feature_set,
     interaction_record,
     interaction_row,
@@ -399,7 +401,7 @@ def _dataset_node(library: str, dataset_id: str, record: str, codec: _Codec, int
     return DatasetNode(
         library=library,
         dataset_id=dataset_id,
-        metadata={k: v for k, v in row.items() if k != "dataset_id"},
+        metadata=dataset_metadata(row),
         features=value["features"],
         feature_set=value["feature_set"],
         fingerprint=value["fingerprint"],
@@ -767,7 +769,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                 "datasets.csv",
                 columns["datasets.csv"],
                 [dataset_codec.unpack(json.loads(datasets[d])["row"]) for d in sorted(datasets)],
-            ),
+            ).widened(),
             interaction_table,
             _table("dataset_similarity.csv", similarity, similarities) if similarity else None,
             _table("probes.csv", probe_columns, probes) if probe_columns else None,
@@ -932,7 +934,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                     continue
                 added[node.dataset_id] = _dumps(
                     {
-                        "row": codec.pack({"dataset_id": node.dataset_id, **node.metadata}),
+                        "row": codec.pack(dataset_row(node)),
                         "fingerprint": node.fingerprint,
                         "feature_set": node.feature_set,
                         "features": node.features,

@@ -38,7 +38,9 @@ from modsnet.data.graph import (
     check_interaction,
 )
 from modsnet.data.graph_build import (
+    dataset_metadata,
     dataset_node,
+    dataset_row,
     distance,
     feature_set,
     interaction_record,
@@ -312,7 +314,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "datasets.csv",
                 columns["datasets.csv"],
                 rows("SELECT row_json FROM datasets WHERE library = ?"),
-            )
+            ).widened()
             interactions = Table(
                 "interactions.csv",
                 list(columns["interactions.csv"]),
@@ -425,7 +427,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 DatasetNode(
                     library=library,
                     dataset_id=did,
-                    metadata={k: v for k, v in row.items() if k != "dataset_id"},
+                    metadata=dataset_metadata(row),
                     features=json.loads(features_json),
                     feature_set=stems,
                     fingerprint=fingerprint,
@@ -501,7 +503,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     if existing[0] != node.fingerprint:
                         raise AlreadyExists(f"dataset {node.dataset_id!r} already exists with other content")
                     continue
-                row = {"dataset_id": node.dataset_id, **node.metadata}
+                row = dataset_row(node)
                 db.execute(
                     "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -629,10 +631,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
             models = self._models(db, library)
             datasets = self._datasets(db, "d.library = ?", (library,))
             interactions = [
-                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p)
-                for m, d, s, t, i, mem, p in db.execute(
+                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p, rid)
+                for m, d, s, t, i, mem, p, rid in db.execute(
                     "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
-                    "provenance FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
+                    "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
                     (library,),
                 )
             ]
