@@ -12,10 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from synthetic import make_table
+from synthetic import make_table, write_library
 
 from modsnet.cli import main
-from modsnet.data.bundle import read_bundle
+from modsnet.data.bundle import bundle_members, pack_members, pack_path, read_bundle
 from modsnet.data.graph import Cost, InteractionRecord, LibraryInfo, Snapshot
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import InvalidArgument, NotFound
@@ -160,3 +160,40 @@ def test_a_retried_report_applies_once_and_a_retraction_is_audited(
     assert "retracted 1 record(s)" in lines[0]
     assert [line.split()[3] for line in lines[1:]] == ["retract", "confirm", "retract"]
     assert lines[2].split()[2] == "anonymous" and lines[2].endswith("measured twice")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"library.yaml": b"metric_range: [1, 0]\n"}, "key 'metric_range'"),
+        ({"library.yaml": b"metric_range: [0, .nan]\n"}, "key 'metric_range'"),
+        ({"library.yaml": b"metric_range: [0, 0.5]\n"}, r"interactions.csv line \d+, column 'score'.*metric_range"),
+        ({"datasets.csv": "features"}, "datasets.csv line 2, column 'features'"),
+    ],
+)
+def test_metric_range_and_feature_cells_are_checked_at_import(
+    synth_bundle: Path, edit: dict[str, object], message: str
+) -> None:
+    files = bundle_members(read_bundle(synth_bundle))
+    if "library.yaml" in edit:
+        files["library.yaml"] += edit["library.yaml"]  # type: ignore[operator]
+    else:
+        lines = files["datasets.csv"].decode().splitlines()
+        lines = [lines[0] + ",features", lines[1] + ',"{""a"": NaN}"', *(line + "," for line in lines[2:])]
+        files["datasets.csv"] = "\n".join(lines).encode()
+    with pytest.raises(InvalidArgument, match=message):
+        read_bundle(pack_members(files))
+    files = bundle_members(read_bundle(synth_bundle))
+    files["library.yaml"] += b"metric_range: [0, 1]\n"
+    assert read_bundle(pack_members(files)).meta["metric_range"] == [0.0, 1.0]
+
+
+def test_a_retried_import_answers_as_the_first(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    library = tmp_path / "other"
+    write_library(library, name="other", seed=3)
+    blob = cluster.client.storage.put_bytes(pack_path(library), name="other.tar.gz").blob_id
+    first = cluster.client.knowledge.import_library(blob, request_id="import-1")
+    retry = cluster.client.knowledge.import_library(blob, request_id="import-1")
+    assert not first.unchanged and not retry.unchanged
+    assert retry.library.graph_version == first.library.graph_version  # applied once
+    assert cluster.client.knowledge.import_library(blob, request_id="import-2").unchanged  # someone else's
