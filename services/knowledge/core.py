@@ -31,6 +31,7 @@ from .store import KnowledgeStore
 # How long a library's score summary is reused: a summary of thousands of records barely moves with a few
 # more, and building one reads the whole snapshot. A re-import builds a new one at once.
 SUMMARY_TTL_S = 60.0
+MAX_REQUEST_ID = 128  # characters of a client's request id (a uuid has 36)
 
 
 def open_store(config: KnowledgeConfig) -> KnowledgeStore:
@@ -46,6 +47,11 @@ def open_store(config: KnowledgeConfig) -> KnowledgeStore:
     from .backends.sqlite import SqliteKnowledgeStore
 
     return SqliteKnowledgeStore(config.home / "knowledge.sqlite3")
+
+
+def _check_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument(f"request_id: {len(request_id)} characters, at most {MAX_REQUEST_ID} (a uuid is 36)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +89,7 @@ class KnowledgeCore:
         """
         if not blob_id:
             raise InvalidArgument("blob_id is required: put the bundle in storage first")
+        _check_request_id(request_id)
         start = time.perf_counter()
         try:
             data = self.storage.get_bytes(blob_id)
@@ -153,6 +160,7 @@ class KnowledgeCore:
         """
         if not interactions and not new_datasets:
             raise InvalidArgument("nothing to add: no interactions and no datasets")
+        _check_request_id(request_id)
         if request_id:
             stored, state = self.store.request_records(library, request_id)
             if state:

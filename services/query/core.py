@@ -344,8 +344,6 @@ class QueryCore:
         if not math.isfinite(score):
             raise InvalidArgument(f"score: {score!r} must be a finite number")
         check_cost(cost, "")
-        if len(request_id) > 128:
-            raise InvalidArgument(f"request_id: {len(request_id)} characters, at most 128 (a uuid is 36)")
         query = self.knowledge.get_query(query_id)
         dataset_id = self._known_dataset(query.fingerprint, query.library)
         new = []
