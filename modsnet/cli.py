@@ -316,9 +316,42 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     cost = pb.Cost(train_seconds=args.train_seconds or 0.0, inference_seconds=args.inference_seconds or 0.0)
     with connect(args) as client:
         response = client.report_performance(args.query_id, args.model_id, args.score, cost)
-    where = f"{response.dataset_id} (graph version {response.graph_version})"
+    where = f"{response.dataset_id} (graph version {response.graph_version}, request {response.request_id})"
     print(f"recorded: {args.model_id} scored {args.score} on {where}")
+    if response.quarantined:
+        print(f"quarantined, not learned from until an admin confirms it: {response.quarantine_reason}")
     return 0
+
+
+def cmd_feedback_admin(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        if args.feedback_command == "retract":
+            removed = client.retract_feedback(args.library, args.request_id, args.note).removed
+            print(f"retracted {removed} record(s) of request {args.request_id} from {args.library}")
+        elif args.feedback_command == "confirm":
+            confirmed = client.confirm_feedback(args.library, args.request_id, args.note).confirmed
+            print(f"confirmed {confirmed} quarantined record(s) of request {args.request_id} in {args.library}")
+        else:
+            for entry in client.audit_log(args.library, args.limit):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.unix))
+                note = f"  {entry.note}" if entry.note else ""
+                print(f"{when}Z  {entry.principal}  {entry.action}  {entry.request_id}  {entry.records}{note}")
+    return 0
+
+
+_FEEDBACK_COMMANDS = ("report", "retract", "confirm", "audit")
+
+
+def _feedback_report_by_default(argv: list[str]) -> list[str]:
+    """`modsnet feedback QUERY_ID MODEL_ID SCORE`, the form before the subcommands, still means `feedback report`."""
+    valued = {"--home", *(f"--{s}-addr" for s in ("query", "knowledge", "storage", "recommender"))}
+    at = 0
+    while at < len(argv) and argv[at].startswith("-"):  # the global options before the command
+        at += 2 if argv[at] in valued else 1
+    following = argv[at + 1] if at + 1 < len(argv) else "-"
+    if argv[at : at + 1] == ["feedback"] and following not in _FEEDBACK_COMMANDS and not following.startswith("-"):
+        return [*argv[: at + 1], "report", *argv[at + 1 :]]
+    return argv
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -468,13 +501,28 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--target", help="label column of a table")
     running.set_defaults(run=cmd_run)
 
-    feedback = commands.add_parser("feedback", help="report the score a model really reached on a searched dataset")
-    feedback.add_argument("query_id")
-    feedback.add_argument("model_id")
-    feedback.add_argument("score", type=float)
-    feedback.add_argument("--train-seconds", type=float)
-    feedback.add_argument("--inference-seconds", type=float)
-    feedback.set_defaults(run=cmd_feedback)
+    feedback = commands.add_parser("feedback", help="report measured scores; retract, confirm, audit (admin)")
+    feedback_commands = feedback.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    reporting = feedback_commands.add_parser("report", help="the score a model really reached on a searched dataset")
+    reporting.add_argument("query_id")
+    reporting.add_argument("model_id")
+    reporting.add_argument("score", type=float)
+    reporting.add_argument("--train-seconds", type=float)
+    reporting.add_argument("--inference-seconds", type=float)
+    reporting.set_defaults(run=cmd_feedback)
+    for action, text in (
+        ("retract", "remove the records a report stored (by the request id it printed)"),
+        ("confirm", "release a quarantined report to learning"),
+    ):
+        sub = feedback_commands.add_parser(action, help=text)
+        sub.add_argument("library")
+        sub.add_argument("request_id")
+        sub.add_argument("--note", default="", help="why, for the audit log")
+        sub.set_defaults(run=cmd_feedback_admin)
+    auditing = feedback_commands.add_parser("audit", help="who retracted or confirmed what, and when")
+    auditing.add_argument("library")
+    auditing.add_argument("--limit", type=int, default=100)
+    auditing.set_defaults(run=cmd_feedback_admin)
 
     for name, text in (
         ("train", "refit a library's estimator now"),
@@ -521,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_feedback_report_by_default(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
-from modsnet.data.graph import LibraryInfo, ModelNode, QueryRecord
+from modsnet.data.graph import AuditEntry, LibraryInfo, ModelNode, QueryRecord
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb
 from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument
@@ -45,7 +46,8 @@ class QueryClient(ServiceClient):
             target,
             query_pb2_grpc.QueryStub,
             full_service="modsnet.v1.Query",
-            retry_methods=("ListLibraries", "FindModel", "DownloadModel"),
+            # ReportPerformance too: each report carries its request id, so a retry is applied once.
+            retry_methods=("ListLibraries", "FindModel", "DownloadModel", "ReportPerformance"),
             timeout=timeout,
         )
 
@@ -218,12 +220,14 @@ class Client:
         return first.header, (m.chunk for m in stream)
 
     def report_performance(
-        self, query_id: str, model_id: str, score: float, cost: pb.Cost | None = None
+        self, query_id: str, model_id: str, score: float, cost: pb.Cost | None = None, *, request_id: str = ""
     ) -> qpb.ReportPerformanceResponse:
-        return self.query.call(
-            "ReportPerformance",
-            qpb.ReportPerformanceRequest(query_id=query_id, model_id=model_id, score=score, cost=cost),
+        """Report a measured score. One request id per call (a new uuid unless given), the same on every retry
+        the channel makes, so the service stores the report once; the response says whether it is quarantined."""
+        request = qpb.ReportPerformanceRequest(
+            query_id=query_id, model_id=model_id, score=score, cost=cost, request_id=request_id or str(uuid.uuid4())
         )
+        return self.query.call("ReportPerformance", request)
 
     # -- administration: on the owning services (see the class docstring) -------------------------------
 
@@ -234,7 +238,7 @@ class Client:
         """
         data = pack_path(path)
         blob = self._storage().put_bytes(data, name=Path(path).name)
-        return self._knowledge().import_library(blob.blob_id, replace=replace)
+        return self._knowledge().import_library(blob.blob_id, replace=replace, request_id=str(uuid.uuid4()))
 
     def export_library(self, name: str, path: str | os.PathLike[str]) -> Path:
         """Write a library as a bundle: a folder, or an archive when `path` ends in .tar.gz / .tgz / .zip."""
@@ -258,6 +262,17 @@ class Client:
 
     def purge_queries(self, older_than_unix: float = 0.0) -> int:
         return self._knowledge().purge_queries(older_than_unix)
+
+    def retract_feedback(self, library: str, request_id: str, note: str = "") -> kpb.DeleteInteractionResponse:
+        """Remove the records a report (or any write) stored, by its request id; audited with who and when."""
+        return self._knowledge().retract(library, request_id, note)
+
+    def confirm_feedback(self, library: str, request_id: str, note: str = "") -> kpb.ConfirmInteractionResponse:
+        """Release a quarantined report to learning; audited."""
+        return self._knowledge().confirm(library, request_id, note)
+
+    def audit_log(self, library: str, limit: int = 100) -> list[AuditEntry]:
+        return self._knowledge().audit_log(library, limit)
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:
         return self._recommender().train(library)

@@ -314,3 +314,14 @@ def test_acknowledged_writes_survive_a_kill(tmp_path: Path) -> None:
         store.close()
     finally:
         server.stop()
+
+
+def test_concurrent_tries_of_one_request_apply_once(store: RedisKnowledgeStore) -> None:
+    """A retry racing its first attempt (a lost reply resent at once): the requests hash is watched, so
+    whichever commits second sees the first and writes nothing."""
+    store.import_bundle(make_bundle("race"), blob_id="a" * 64, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, provenance="feedback")
+    results = _run_all(*[functools.partial(store.add_interactions, "race", [], [record], "one") for _ in range(8)])
+    assert not [r for r in results if isinstance(r, Exception)]
+    assert {added for _, added in results} == {1} and len({version for version, _ in results}) == 1
+    assert store.get_library("race").interactions == 25 and store.get_model("race", "m1").interactions == 7

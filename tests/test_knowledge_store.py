@@ -3,8 +3,12 @@ redis-server started by a fixture)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import random
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import astuple
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import pytest
 from knowledge_bundles import fingerprint, make_bundle
 from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
 
-from modsnet.data.bundle import Bundle, canonical, read_bundle
+from modsnet.data.bundle import Bundle, canonical, pack_bundle, read_bundle
 from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
 from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
@@ -310,3 +314,161 @@ def test_the_evaluation_graph_is_the_store_snapshot(store: KnowledgeStore) -> No
     bare = _by_id(built.datasets, "dataset_id")["d-bare"]
     assert (bare.features, bare.feature_set) == ({}, "")
     assert any(s.dataset_b == "d-bare" and s.distance == pytest.approx(0.75) for s in built.similarities)
+
+
+# -- validated, atomic, idempotent writes ----------------------------------------------------------------
+
+
+def _state(store: KnowledgeStore, name: str) -> tuple[int, dict[str, bytes]]:
+    return store.graph_version(name), canonical(store.export_bundle(name)[0])
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=-1.0, inference_seconds=math.nan), "feedback"), "cost"),
+        (InteractionRecord("m1", "d0", 0.5, Cost(inference_seconds=math.nan), "feedback"), "cost.inference_seconds"),
+        (InteractionRecord("m1", "d0", 0.5, Cost(memory_bytes=1e300), "feedback"), "cost.memory_bytes"),
+        (InteractionRecord("m1", "d0", math.inf, provenance="feedback"), "score"),
+        (InteractionRecord("m1", "d0", math.nan, provenance="feedback"), "score"),
+        (InteractionRecord("m1", "d0", 0.5, provenance="rumour"), "provenance"),
+    ],
+)
+def test_a_refused_write_changes_nothing(store: KnowledgeStore, bad: InteractionRecord, field: str) -> None:
+    # Redis does not undo a MULTI's other commands when one fails (HINCRBYFLOAT of a NaN): checked before.
+    store.import_bundle(make_bundle("w"), blob_id=BLOB_A, replace=False, artifacts={})
+    before = _state(store, "w")
+    new = DatasetNode("w", "q1", {"origin": "feedback"}, {"log_rows": 2.0}, "tabular/v1", "f" * 64)
+    good = InteractionRecord("m0", "q1", 0.5, provenance="feedback")
+    with pytest.raises(InvalidArgument, match=rf"interaction 1: {field}"):
+        store.add_interactions("w", [new], [good, bad], "req-1")
+    assert _state(store, "w") == before
+    assert store.request_records("w", "req-1") == ([], "")
+    assert store.add_interactions("w", [new], [good], "req-1") == (2, 1)  # the id was not used up
+
+
+def test_a_retried_request_applies_once(store: KnowledgeStore) -> None:
+    store.import_bundle(make_bundle("r"), blob_id=BLOB_A, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=2.0), "feedback")
+    assert store.add_interactions("r", [], [record, record], "req-1") == (2, 2)
+    assert store.add_interactions("r", [], [record, record], "req-1") == (2, 2)
+    assert store.get_library("r").interactions == 26 and store.get_model("r", "m1").interactions == 8
+    stored, state = store.request_records("r", "req-1")
+    assert state == "applied" and stored == [dataclasses.replace(record, request_id="req-1")] * 2
+    assert store.add_interactions("r", [], [record], "req-2") == (3, 1)
+
+
+def test_quarantine_confirmation_and_retraction_are_audited(store: KnowledgeStore) -> None:
+    store.import_bundle(make_bundle("q"), blob_id=BLOB_A, replace=False, artifacts={})
+    m1, m2 = store.get_model("q", "m1"), store.get_model("q", "m2")
+    held = InteractionRecord("m1", "d0", 0.9, Cost(train_seconds=5.0), "feedback", quarantine="far off")
+    learned = InteractionRecord("m2", "d1", 0.4, Cost(train_seconds=3.0), "feedback")
+    assert store.add_interactions("q", [], [held], "held")[0] == 2
+    assert store.add_interactions("q", [], [learned], "ok")[0] == 3
+
+    def consistent() -> list[InteractionRecord]:
+        snap = store.snapshot("q")
+        for model in snap.models:  # the nodes' counts and mean costs are those of the learned records
+            assert store.get_model("q", model.model_id) == model
+            assert model.interactions == sum(1 for r in snap.interactions if r.model_id == model.model_id)
+        return [r for r in snap.interactions if r.request_id]
+
+    # Held: stored, counted in the library and exported with its reason, but not learned from.
+    assert consistent() == [dataclasses.replace(learned, request_id="ok")]
+    assert store.get_model("q", "m1") == m1 and store.get_library("q").interactions == 26
+    rows = store.export_bundle("q")[0].interactions
+    assert "quarantine" in rows.columns and [r.get("quarantine", "") for r in rows.rows if r.get("request_id")] == [
+        "far off",
+        "",
+    ]
+    assert store.confirm("q", "held", "alice", "checked the run") == (4, 1)
+    assert store.confirm("q", "held", "alice") == (4, 0)  # nothing more to release: no write
+    assert [r.request_id for r in consistent()] == ["held", "ok"]
+    assert store.get_model("q", "m1").cost.train_seconds == pytest.approx((6 * 0.2 + 5.0) / 7)
+    assert store.request_records("q", "held") == (
+        [dataclasses.replace(held, request_id="held", quarantine="")],
+        "confirmed",
+    )
+
+    assert store.retract("q", "ok", "bob") == (5, 1)
+    assert store.retract("q", "ok", "bob") == (5, 0)
+    assert [r.request_id for r in consistent()] == ["held"]
+    assert store.get_model("q", "m2") == m2 and store.get_library("q").interactions == 25
+    assert store.add_interactions("q", [], [learned], "ok")[0] == 5  # a late retry does not bring it back
+    assert all(r.get("request_id") != "ok" for r in store.export_bundle("q")[0].interactions.rows)
+    with pytest.raises(NotFound, match="retracted"):
+        store.confirm("q", "ok", "alice")
+    for call in (lambda: store.retract("q", "ghost", "bob"), lambda: store.retract("ghost", "ok", "bob")):
+        with pytest.raises(NotFound):
+            call()
+    entries = store.audit_log("q")
+    assert [(e.action, e.principal, e.request_id, e.records, e.note) for e in entries] == [
+        ("retract", "bob", "ok", 1, ""),
+        ("confirm", "alice", "held", 1, "checked the run"),
+    ]
+    assert entries[0].unix >= entries[1].unix > 0 and store.audit_log("q", limit=1) == entries[:1]
+
+
+def test_export_round_trips_after_any_accepted_writes(store: KnowledgeStore) -> None:
+    """Random feedback (new datasets with features among it), quarantines, confirmations and retractions:
+    the export imports back to the same graph and exports the same bundle."""
+    rng = random.Random(7)
+    store.import_bundle(make_bundle("rt"), blob_id=BLOB_A, replace=False, artifacts={})
+    datasets = [d.dataset_id for d in store.snapshot("rt").datasets]
+    requests: list[str] = []
+    for step in range(30):
+        action = rng.choice(["add", "add", "add", "retract", "confirm"]) if requests else "add"
+        if action == "add":
+            new = []
+            if rng.random() < 0.3:
+                features = {"log_rows": rng.uniform(1, 9), "skew": rng.gauss(0, 1)}
+                node = DatasetNode(
+                    "rt",
+                    f"query-{step}",
+                    {"origin": "feedback", "filename": f"f{step}.csv"},
+                    features,
+                    "tabular/v1",
+                    fingerprint(f"q{step}"),
+                )
+                new, datasets = [node], [*datasets, node.dataset_id]
+            records = [
+                InteractionRecord(
+                    f"m{rng.randrange(4)}",
+                    rng.choice(datasets[-1:] if new else datasets),
+                    round(rng.random(), 6),
+                    Cost(train_seconds=rng.choice([0.0, 1.5]), memory_bytes=rng.choice([0.0, 4096.0])),
+                    "feedback",
+                    quarantine="far off" if rng.random() < 0.3 else "",
+                )
+                for _ in range(rng.randint(1, 2))
+            ]
+            store.add_interactions("rt", new, records, f"req-{step}")
+            requests.append(f"req-{step}")
+        elif action == "retract":
+            store.retract("rt", rng.choice(requests), "bob")
+        else:
+            with suppress(NotFound):  # a retracted one
+                store.confirm("rt", rng.choice(requests), "alice")
+    before, (exported, _) = store.snapshot("rt"), store.export_bundle("rt")
+    store.delete_library("rt")
+    store.import_bundle(read_bundle(pack_bundle(exported)), blob_id=BLOB_B, replace=False, artifacts={})
+    after = store.snapshot("rt")
+    assert canonical(store.export_bundle("rt")[0]) == canonical(exported)
+
+    # A CSV column is there for every row: a cell empty after the round trip was absent before. A bundle's
+    # rows are in a canonical order (`bundle_members`), so records are compared in one order.
+    def filled(nodes: list[DatasetNode]) -> list[DatasetNode]:
+        return [dataclasses.replace(n, metadata={k: v for k, v in n.metadata.items() if v}) for n in nodes]
+
+    def ordered(records: list[InteractionRecord]) -> list[InteractionRecord]:
+        return sorted(records, key=lambda r: (r.dataset_id, r.model_id, r.request_id, r.score))
+
+    assert (after.models, filled(after.datasets), ordered(after.interactions), after.similarities) == (
+        before.models,
+        filled(before.datasets),
+        ordered(before.interactions),
+        before.similarities,
+    )
+    assert after.library.interactions == before.library.interactions
+    held = next(r["request_id"] for r in exported.interactions.rows if r.get("quarantine"))
+    assert store.confirm("rt", held, "alice")[1] >= 1  # still held, still releasable after the round trip

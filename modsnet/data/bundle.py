@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 import os
 import re
@@ -35,6 +36,8 @@ from modsnet.runtime.errors import InvalidArgument
 
 MODALITIES = ("tabular", "text", "image", "xrd", "other")
 COST_COLUMNS = ("train_seconds", "inference_seconds", "memory_bytes")
+# Optional interactions.csv columns that feedback fills: exported only when some row has a value.
+FEEDBACK_COLUMNS = ("provenance", *COST_COLUMNS, "request_id", "quarantine")
 MAX_MEMBERS = 20_000
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_EXPANSION = 200  # times a member may expand; see modsnet.data.archive
@@ -53,6 +56,16 @@ class Table:
     file: str
     columns: list[str]
     rows: list[dict[str, str]]
+
+    def widened(self) -> Table:
+        """The table with a column for every cell its rows have (rows added by feedback may bring new ones)."""
+        known = set(self.columns)
+        for row in self.rows:
+            for column in row:
+                if column not in known:
+                    known.add(column)
+                    self.columns = [*self.columns, column]
+        return self
 
     def column_values(self, column: str) -> list[str]:
         return [row.get(column, "") for row in self.rows]
@@ -96,6 +109,8 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
     datasets = _read_csv("datasets.csv", files["datasets.csv"], required=("dataset_id",))
     model_ids = _unique_ids(models, "model_id")
     dataset_ids = _unique_ids(datasets, "dataset_id")
+    if "features" in datasets.columns:
+        _check_feature_cells(datasets)
 
     interactions = _read_csv(
         "interactions.csv", files["interactions.csv"], required=("model_id", "dataset_id", "score")
@@ -104,6 +119,14 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
     _check_refs(interactions, "dataset_id", dataset_ids, "datasets.csv")
     _check_numbers(interactions, ["score"], required=True)
     _check_numbers(interactions, [c for c in COST_COLUMNS if c in interactions.columns], non_negative=True)
+    if "metric_range" in meta:
+        low, high = meta["metric_range"]
+        for line, row in _numbered(interactions):
+            if not low <= float(row["score"]) <= high:
+                raise InvalidArgument(
+                    f"interactions.csv line {line}, column 'score': {row['score']!r} is outside the metric_range "
+                    f"[{low:g}, {high:g}] of library.yaml"
+                )
 
     similarity = None
     if "dataset_similarity.csv" in files:
@@ -173,6 +196,8 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         raise InvalidArgument(f"library.yaml, key 'higher_is_better': {hib!r} must be true or false")
     # Values are kept as JSON (the stores write them so): a YAML date or timestamp becomes its ISO text.
     meta = {str(k): _json_safe(v) for k, v in meta.items()}
+    if "metric_range" in meta:
+        meta["metric_range"] = _metric_range(meta["metric_range"])
     meta.update(
         name=name,
         modality=modality,
@@ -184,6 +209,17 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         source=str(meta.get("source", "")),
     )
     return meta
+
+
+def _metric_range(value: Any) -> list[float]:
+    """`metric_range: [low, high]`: every score of the library's metric lies there (feedback outside is refused)."""
+    bounds = value if isinstance(value, list) and len(value) == 2 else None
+    numbers = [v for v in bounds or [] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers) or not numbers[0] < numbers[1]:
+        raise InvalidArgument(
+            f"library.yaml, key 'metric_range': {value!r} must be [low, high], two finite numbers, low < high"
+        )
+    return [float(numbers[0]), float(numbers[1])]
 
 
 def _json_safe(value: Any) -> Any:
@@ -269,6 +305,27 @@ def _check_numbers(table: Table, columns: Iterable[str], *, required: bool = Fal
                 raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is not a finite number")
             if non_negative and value < 0:
                 raise InvalidArgument(f"{table.file} line {line}, column {column!r}: {cell!r} is negative")
+
+
+def _check_feature_cells(table: Table) -> None:
+    """The `features` cell of a dataset that feedback added: a JSON object of feature name -> finite number."""
+    for line, row in _numbered(table):
+        cell = row.get("features", "")
+        if not cell:
+            continue
+        try:
+            value = json.loads(cell)
+        except ValueError:
+            value = None
+        if not (
+            isinstance(value, dict)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()
+            )
+        ):
+            raise InvalidArgument(
+                f"{table.file} line {line}, column 'features': must be a JSON object of names to finite numbers"
+            )
 
 
 def number(cell: str) -> float | None:

@@ -7,10 +7,16 @@ Each crosses a service boundary through one pair of functions in `modsnet.runtim
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from modsnet.runtime.errors import InvalidArgument
+
 PROVENANCES = ("imported", "feedback", "probe")
+# Largest cost a record may carry (seconds or bytes): far beyond any real run, and small enough that sums of
+# millions of them stay finite (a store's running sums must never overflow to inf).
+COST_LIMIT = 1e18
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,38 @@ class InteractionRecord:
     score: float
     cost: Cost = Cost()
     provenance: str = "imported"
+    request_id: str = ""  # the write that stored it: a retry of that write, a retraction, a confirmation find it
+    quarantine: str = ""  # why it is held back from learning until an admin confirms it; empty: learned from
+
+
+def check_cost(cost: Cost, where: str) -> None:
+    """InvalidArgument naming the field unless every cost is a finite number in [0, COST_LIMIT]."""
+    for name in ("train_seconds", "inference_seconds", "memory_bytes"):
+        value = getattr(cost, name)
+        if not (math.isfinite(value) and 0 <= value <= COST_LIMIT):
+            raise InvalidArgument(f"{where}cost.{name}: {value!r} must be a finite number between 0 and {COST_LIMIT:g}")
+
+
+def check_interaction(rec: InteractionRecord, where: str = "") -> None:
+    """What every stored record must be, checked before any write: a known provenance, a finite score, sane costs."""
+    if rec.provenance not in PROVENANCES:
+        raise InvalidArgument(f"{where}provenance {rec.provenance!r} must be one of {', '.join(PROVENANCES)}")
+    if not math.isfinite(rec.score):
+        raise InvalidArgument(f"{where}score: {rec.score!r} must be a finite number")
+    check_cost(rec.cost, where)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One administrative change to a library's records: who did what, when."""
+
+    unix: float
+    principal: str  # who asked (the caller's authenticated name, "anonymous" without authentication)
+    action: str  # "retract" | "confirm"
+    library: str
+    request_id: str
+    records: int  # how many records it changed
+    note: str = ""
 
 
 @dataclass(frozen=True)

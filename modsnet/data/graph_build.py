@@ -8,6 +8,8 @@ bundle, which is what the recommender's offline evaluation runs on. One rule eac
 * a similarity row is a distance: its `distance` cell, else 1 - its `similarity` cell;
 * a dataset's features are the filled cells of every feature table merged; its feature set, the sorted
   table stems joined by commas, when any table has a row for it;
+* a quarantined row (its `quarantine` cell says why) is kept and exported but is no record of the graph the
+  estimators learn from, nor counted in a node's interactions and mean costs (`learned`);
 * an empty cost cell costs 0 in the interaction's record but is no measurement in the model's mean cost
   (as NULL is to SQL's AVG);
 * a dataset's raw feature vector (what the estimators compare datasets by) is its features, or, when it
@@ -19,6 +21,7 @@ bundle, which is what the recommender's offline evaluation runs on. One rule eac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -58,6 +61,28 @@ def feature_set(tables: Mapping[str, Table]) -> str:
     return ",".join(sorted(tables))
 
 
+# datasets.csv cells that are a node's own, not metadata: the features of a dataset that feedback added (its
+# feature set, and its values as a JSON object), so that export -> import gives the node back whole.
+_NODE_COLUMNS = frozenset({"dataset_id", "feature_set", "features"})
+
+
+def dataset_metadata(row: Mapping[str, str]) -> dict[str, str]:
+    """A `datasets.csv` row's metadata: every cell but the id and the node's own feature cells."""
+    return {k: v for k, v in row.items() if k not in _NODE_COLUMNS}
+
+
+def dataset_row(node: DatasetNode) -> dict[str, str]:
+    """The `datasets.csv` row a store keeps of a dataset node added after import (a searched dataset that got
+    feedback): its metadata, its fingerprint, and its features in the node's own cells."""
+    row = {"dataset_id": node.dataset_id, **node.metadata}
+    if node.fingerprint:
+        row["fingerprint"] = node.fingerprint
+    if node.features:
+        row["feature_set"] = node.feature_set
+        row["features"] = json.dumps(node.features, sort_keys=True)
+    return row
+
+
 def dataset_node(
     library: str,
     row: Mapping[str, str],
@@ -67,12 +92,13 @@ def dataset_node(
 ) -> DatasetNode:
     """A `datasets.csv` row as a node, with its features from `merged_features` and `stems` from `feature_set`."""
     dataset_id = row["dataset_id"]
+    own = dataset_id not in features and bool(row.get("features"))  # a node feedback added, exported
     return DatasetNode(
         library=library,
         dataset_id=dataset_id,
-        metadata={k: v for k, v in row.items() if k != "dataset_id"},
-        features=dict(features.get(dataset_id, {})),
-        feature_set=stems if dataset_id in features else "",
+        metadata=dataset_metadata(row),
+        features=dict(features.get(dataset_id, {})) if not own else json.loads(row["features"]),
+        feature_set=stems if dataset_id in features else row.get("feature_set", "") if own else "",
         fingerprint=row.get("fingerprint", ""),
         interactions=interactions,
     )
@@ -97,7 +123,14 @@ def interaction_record(row: Mapping[str, str]) -> InteractionRecord:
         float(row["score"]),
         Cost(*((number(row.get(c, "")) or 0.0) for c in COST_COLUMNS)),
         row.get("provenance") or "imported",
+        row.get("request_id", ""),
+        row.get("quarantine", ""),
     )
+
+
+def learned(row: Mapping[str, str]) -> bool:
+    """Whether estimators learn from an `interactions.csv` row: every row but a quarantined one."""
+    return not row.get("quarantine")
 
 
 def interaction_row(rec: InteractionRecord) -> dict[str, str]:
@@ -108,6 +141,9 @@ def interaction_row(rec: InteractionRecord) -> dict[str, str]:
         if value:
             row[column] = repr(float(value))
     row["provenance"] = rec.provenance
+    for column in ("request_id", "quarantine"):
+        if getattr(rec, column):
+            row[column] = getattr(rec, column)
     return row
 
 
@@ -162,10 +198,11 @@ def snapshot_from_bundle(
 ) -> Snapshot:
     """The snapshot a knowledge store serves right after importing `bundle` (nodes in the bundle's order)."""
     name = bundle.name
+    rows = [row for row in bundle.interactions.rows if learned(row)]
     tally = GraphTally()
-    for row in bundle.interactions.rows:
+    for row in rows:
         tally.add(row)
-    interactions = [interaction_record(row) for row in bundle.interactions.rows]
+    interactions = [interaction_record(row) for row in rows]
     models = []
     for row in bundle.models.rows:
         counted = tally.model(row["model_id"])

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from modsnet.data.graph import (
     PROVENANCES,
     QUERY_DATASET,
+    AuditEntry,
     Constraints,
     Cost,
     DatasetNode,
@@ -169,6 +170,22 @@ def interactions_from_columns(
             strict=True,
         )
     ]
+
+
+def audit_to_pb(entry: AuditEntry) -> kpb.AuditEntry:
+    return kpb.AuditEntry(
+        unix=entry.unix,
+        principal=entry.principal,
+        action=entry.action,
+        library=entry.library,
+        request_id=entry.request_id,
+        records=entry.records,
+        note=entry.note,
+    )
+
+
+def audit_from_pb(msg: kpb.AuditEntry) -> AuditEntry:
+    return AuditEntry(msg.unix, msg.principal, msg.action, msg.library, msg.request_id, msg.records, msg.note)
 
 
 def similarity_to_pb(rec: SimilarityRecord) -> pb.DatasetSimilarity:

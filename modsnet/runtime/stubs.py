@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 
 from modsnet.data.graph import (
+    AuditEntry,
     Constraints,
     DatasetNode,
     InteractionRecord,
@@ -28,6 +29,7 @@ from modsnet.data.graph import (
 )
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import (
+    audit_from_pb,
     constraints_to_pb,
     dataset_from_pb,
     dataset_to_pb,
@@ -137,8 +139,9 @@ class KnowledgeClient(ServiceClient):
             timeout=timeout,
         )
 
-    def import_library(self, blob_id: str, *, replace: bool = False) -> kpb.ImportLibraryResponse:
-        return self.call("ImportLibrary", kpb.ImportLibraryRequest(blob_id=blob_id, replace=replace), timeout=600)
+    def import_library(self, blob_id: str, *, replace: bool = False, request_id: str = "") -> kpb.ImportLibraryResponse:
+        request = kpb.ImportLibraryRequest(blob_id=blob_id, replace=replace, request_id=request_id)
+        return self.call("ImportLibrary", request, timeout=600)
 
     def export_library(self, name: str) -> kpb.ExportLibraryResponse:
         return self.call("ExportLibrary", kpb.ExportLibraryRequest(name=name), timeout=600)
@@ -161,7 +164,11 @@ class KnowledgeClient(ServiceClient):
         )
 
     def add_interactions(
-        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+        self,
+        library: str,
+        new_datasets: list[DatasetNode],
+        interactions: list[InteractionRecord],
+        request_id: str = "",
     ) -> kpb.AddInteractionsResponse:
         return self.call(
             "AddInteractions",
@@ -169,8 +176,21 @@ class KnowledgeClient(ServiceClient):
                 library=library,
                 new_datasets=[dataset_to_pb(d) for d in new_datasets],
                 interactions=[interaction_to_pb(i) for i in interactions],
+                request_id=request_id,
             ),
         )
+
+    def retract(self, library: str, request_id: str, note: str = "") -> kpb.DeleteInteractionResponse:
+        request = kpb.DeleteInteractionRequest(library=library, request_id=request_id, note=note)
+        return self.call("DeleteInteraction", request)
+
+    def confirm(self, library: str, request_id: str, note: str = "") -> kpb.ConfirmInteractionResponse:
+        request = kpb.ConfirmInteractionRequest(library=library, request_id=request_id, note=note)
+        return self.call("ConfirmInteraction", request)
+
+    def audit_log(self, library: str, limit: int = 100) -> list[AuditEntry]:
+        response = self.call("ListAudit", kpb.ListAuditRequest(library=library, limit=limit))
+        return [audit_from_pb(e) for e in response.entries]
 
     def graph_version(self, library: str) -> int:
         return int(self.call("GraphVersion", kpb.GraphVersionRequest(library=library)).graph_version)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ImportLibraryRequest(_message.Message):
-    __slots__ = ("blob_id", "replace")
+    __slots__ = ("blob_id", "replace", "request_id")
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     blob_id: str
     replace: bool
-    def __init__(self, blob_id: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, blob_id: _Optional[str] = ..., replace: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ImportLibraryResponse(_message.Message):
     __slots__ = ("library", "unchanged", "warnings")
@@ -64,22 +66,96 @@ class FindDatasetRequest(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., library: _Optional[str] = ...) -> None: ...
 
 class AddInteractionsRequest(_message.Message):
-    __slots__ = ("library", "new_datasets", "interactions")
+    __slots__ = ("library", "new_datasets", "interactions", "request_id")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     NEW_DATASETS_FIELD_NUMBER: _ClassVar[int]
     INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     library: str
     new_datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Dataset]
     interactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Interaction]
-    def __init__(self, library: _Optional[str] = ..., new_datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[_common_pb2.Interaction, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, library: _Optional[str] = ..., new_datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Iterable[_Union[_common_pb2.Interaction, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AddInteractionsResponse(_message.Message):
-    __slots__ = ("graph_version", "added")
+    __slots__ = ("graph_version", "added", "request_id", "quarantine")
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     graph_version: int
     added: int
-    def __init__(self, graph_version: _Optional[int] = ..., added: _Optional[int] = ...) -> None: ...
+    request_id: str
+    quarantine: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, graph_version: _Optional[int] = ..., added: _Optional[int] = ..., request_id: _Optional[str] = ..., quarantine: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteInteractionRequest(_message.Message):
+    __slots__ = ("library", "request_id", "note")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    request_id: str
+    note: str
+    def __init__(self, library: _Optional[str] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DeleteInteractionResponse(_message.Message):
+    __slots__ = ("graph_version", "removed")
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    graph_version: int
+    removed: int
+    def __init__(self, graph_version: _Optional[int] = ..., removed: _Optional[int] = ...) -> None: ...
+
+class ConfirmInteractionRequest(_message.Message):
+    __slots__ = ("library", "request_id", "note")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    request_id: str
+    note: str
+    def __init__(self, library: _Optional[str] = ..., request_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ConfirmInteractionResponse(_message.Message):
+    __slots__ = ("graph_version", "confirmed")
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    graph_version: int
+    confirmed: int
+    def __init__(self, graph_version: _Optional[int] = ..., confirmed: _Optional[int] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("library", "limit")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    library: str
+    limit: int
+    def __init__(self, library: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("unix", "principal", "action", "library", "request_id", "records", "note")
+    UNIX_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    unix: float
+    principal: str
+    action: str
+    library: str
+    request_id: str
+    records: int
+    note: str
+    def __init__(self, unix: _Optional[float] = ..., principal: _Optional[str] = ..., action: _Optional[str] = ..., library: _Optional[str] = ..., request_id: _Optional[str] = ..., records: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ListAuditResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class GraphSnapshotRequest(_message.Message):
     __slots__ = ("library",)

@@ -70,6 +70,21 @@ class KnowledgeStub:
                 request_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.FromString,
                 _registered_method=True)
+        self.DeleteInteraction = channel.unary_unary(
+                '/modsnet.v1.Knowledge/DeleteInteraction',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionResponse.FromString,
+                _registered_method=True)
+        self.ConfirmInteraction = channel.unary_unary(
+                '/modsnet.v1.Knowledge/ConfirmInteraction',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/modsnet.v1.Knowledge/ListAudit',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
         self.GraphSnapshot = channel.unary_stream(
                 '/modsnet.v1.Knowledge/GraphSnapshot',
                 request_serializer=modsnet_dot_v1_dot_knowledge__pb2.GraphSnapshotRequest.SerializeToString,
@@ -152,6 +167,32 @@ class KnowledgeServicer:
 
     def AddInteractions(self, request, context):
         """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version.
+        Every record is checked first (INVALID_ARGUMENT naming the record and field; nothing written). A
+        feedback score outside the metric's range is refused; one the records make implausible is stored but
+        quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
+        answers as the first time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteInteraction(self, request, context):
+        """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
+        no-op; NOT_FOUND for a request that stored nothing in the library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmInteraction(self, request, context):
+        """Release a request's quarantined records to learning (admin); audited, bumps the graph version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """The audit log of a library's retractions and confirmations, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,6 +284,21 @@ def add_KnowledgeServicer_to_server(servicer, server):
                     servicer.AddInteractions,
                     request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.SerializeToString,
+            ),
+            'DeleteInteraction': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteInteraction,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionResponse.SerializeToString,
+            ),
+            'ConfirmInteraction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmInteraction,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.ListAuditRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.ListAuditResponse.SerializeToString,
             ),
             'GraphSnapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.GraphSnapshot,
@@ -469,6 +525,87 @@ class Knowledge:
             '/modsnet.v1.Knowledge/AddInteractions',
             modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.SerializeToString,
             modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteInteraction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/DeleteInteraction',
+            modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmInteraction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/ConfirmInteraction',
+            modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.ConfirmInteractionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/ListAudit',
+            modsnet_dot_v1_dot_knowledge__pb2.ListAuditRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

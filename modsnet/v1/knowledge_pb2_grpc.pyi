@@ -44,7 +44,20 @@ class KnowledgeStub:
     FindDataset: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.FindDatasetRequest, _common_pb2.Dataset]
     """Find a dataset node by the sha256 of its file; NOT_FOUND when no library knows it."""
     AddInteractions: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.AddInteractionsRequest, _knowledge_pb2.AddInteractionsResponse]
-    """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version."""
+    """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version.
+    Every record is checked first (INVALID_ARGUMENT naming the record and field; nothing written). A
+    feedback score outside the metric's range is refused; one the records make implausible is stored but
+    quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
+    answers as the first time.
+    """
+    DeleteInteraction: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteInteractionRequest, _knowledge_pb2.DeleteInteractionResponse]
+    """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
+    no-op; NOT_FOUND for a request that stored nothing in the library.
+    """
+    ConfirmInteraction: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ConfirmInteractionRequest, _knowledge_pb2.ConfirmInteractionResponse]
+    """Release a request's quarantined records to learning (admin); audited, bumps the graph version."""
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListAuditRequest, _knowledge_pb2.ListAuditResponse]
+    """The audit log of a library's retractions and confirmations, newest first."""
     GraphSnapshot: _grpc.UnaryStreamMultiCallable[_knowledge_pb2.GraphSnapshotRequest, _knowledge_pb2.GraphSnapshotChunk]
     """Stream one library's graph, consistent at one graph version (the recommender caches by it)."""
     GraphVersion: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GraphVersionRequest, _knowledge_pb2.GraphVersionResponse]
@@ -75,7 +88,20 @@ class KnowledgeAsyncStub(KnowledgeStub):
     FindDataset: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.FindDatasetRequest, _common_pb2.Dataset]  # type: ignore[assignment]
     """Find a dataset node by the sha256 of its file; NOT_FOUND when no library knows it."""
     AddInteractions: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.AddInteractionsRequest, _knowledge_pb2.AddInteractionsResponse]  # type: ignore[assignment]
-    """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version."""
+    """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version.
+    Every record is checked first (INVALID_ARGUMENT naming the record and field; nothing written). A
+    feedback score outside the metric's range is refused; one the records make implausible is stored but
+    quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
+    answers as the first time.
+    """
+    DeleteInteraction: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteInteractionRequest, _knowledge_pb2.DeleteInteractionResponse]  # type: ignore[assignment]
+    """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
+    no-op; NOT_FOUND for a request that stored nothing in the library.
+    """
+    ConfirmInteraction: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ConfirmInteractionRequest, _knowledge_pb2.ConfirmInteractionResponse]  # type: ignore[assignment]
+    """Release a request's quarantined records to learning (admin); audited, bumps the graph version."""
+    ListAudit: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListAuditRequest, _knowledge_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """The audit log of a library's retractions and confirmations, newest first."""
     GraphSnapshot: _aio.UnaryStreamMultiCallable[_knowledge_pb2.GraphSnapshotRequest, _knowledge_pb2.GraphSnapshotChunk]  # type: ignore[assignment]
     """Stream one library's graph, consistent at one graph version (the recommender caches by it)."""
     GraphVersion: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GraphVersionRequest, _knowledge_pb2.GraphVersionResponse]  # type: ignore[assignment]
@@ -145,7 +171,38 @@ class KnowledgeServicer(metaclass=_abc_1.ABCMeta):
         request: _knowledge_pb2.AddInteractionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.AddInteractionsResponse, _abc.Awaitable[_knowledge_pb2.AddInteractionsResponse]]:
-        """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version."""
+        """Add interactions (and the dataset nodes they need) in one atomic write; bumps the graph version.
+        Every record is checked first (INVALID_ARGUMENT naming the record and field; nothing written). A
+        feedback score outside the metric's range is refused; one the records make implausible is stored but
+        quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
+        answers as the first time.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteInteraction(
+        self,
+        request: _knowledge_pb2.DeleteInteractionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.DeleteInteractionResponse, _abc.Awaitable[_knowledge_pb2.DeleteInteractionResponse]]:
+        """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
+        no-op; NOT_FOUND for a request that stored nothing in the library.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmInteraction(
+        self,
+        request: _knowledge_pb2.ConfirmInteractionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.ConfirmInteractionResponse, _abc.Awaitable[_knowledge_pb2.ConfirmInteractionResponse]]:
+        """Release a request's quarantined records to learning (admin); audited, bumps the graph version."""
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _knowledge_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.ListAuditResponse, _abc.Awaitable[_knowledge_pb2.ListAuditResponse]]:
+        """The audit log of a library's retractions and confirmations, newest first."""
 
     @_abc_1.abstractmethod
     def GraphSnapshot(

@@ -86,24 +86,32 @@ class SearchResponse(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ...) -> None: ...
 
 class ReportPerformanceRequest(_message.Message):
-    __slots__ = ("query_id", "model_id", "score", "cost")
+    __slots__ = ("query_id", "model_id", "score", "cost", "request_id")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     model_id: str
     score: float
     cost: _common_pb2.Cost
-    def __init__(self, query_id: _Optional[str] = ..., model_id: _Optional[str] = ..., score: _Optional[float] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, query_id: _Optional[str] = ..., model_id: _Optional[str] = ..., score: _Optional[float] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReportPerformanceResponse(_message.Message):
-    __slots__ = ("dataset_id", "graph_version")
+    __slots__ = ("dataset_id", "graph_version", "request_id", "quarantined", "quarantine_reason")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_REASON_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     graph_version: int
-    def __init__(self, dataset_id: _Optional[str] = ..., graph_version: _Optional[int] = ...) -> None: ...
+    request_id: str
+    quarantined: bool
+    quarantine_reason: str
+    def __init__(self, dataset_id: _Optional[str] = ..., graph_version: _Optional[int] = ..., request_id: _Optional[str] = ..., quarantined: _Optional[bool] = ..., quarantine_reason: _Optional[str] = ...) -> None: ...
 
 class FindModelRequest(_message.Message):
     __slots__ = ("model_id", "library")

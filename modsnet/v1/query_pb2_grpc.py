@@ -97,6 +97,9 @@ class QueryServicer:
 
     def ReportPerformance(self, request, context):
         """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph.
+        INVALID_ARGUMENT naming the field for a non-finite score, one outside the library metric's range, or a
+        negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
+        (the response says why) and not learned from until an admin confirms it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

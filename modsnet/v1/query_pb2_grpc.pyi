@@ -47,7 +47,11 @@ class QueryStub:
     model has none; the stream fails with DATA_LOSS if the stored bytes do not match their checksum.
     """
     ReportPerformance: _grpc.UnaryUnaryMultiCallable[_query_pb2.ReportPerformanceRequest, _query_pb2.ReportPerformanceResponse]
-    """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph."""
+    """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph.
+    INVALID_ARGUMENT naming the field for a non-finite score, one outside the library metric's range, or a
+    negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
+    (the response says why) and not learned from until an admin confirms it.
+    """
 
 @_typing.type_check_only
 class QueryAsyncStub(QueryStub):
@@ -65,7 +69,11 @@ class QueryAsyncStub(QueryStub):
     model has none; the stream fails with DATA_LOSS if the stored bytes do not match their checksum.
     """
     ReportPerformance: _aio.UnaryUnaryMultiCallable[_query_pb2.ReportPerformanceRequest, _query_pb2.ReportPerformanceResponse]  # type: ignore[assignment]
-    """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph."""
+    """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph.
+    INVALID_ARGUMENT naming the field for a non-finite score, one outside the library metric's range, or a
+    negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
+    (the response says why) and not learned from until an admin confirms it.
+    """
 
 class QueryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,6 +118,10 @@ class QueryServicer(metaclass=_abc_1.ABCMeta):
         request: _query_pb2.ReportPerformanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.ReportPerformanceResponse, _abc.Awaitable[_query_pb2.ReportPerformanceResponse]]:
-        """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph."""
+        """Feedback: the score a model really reached on a searched dataset. It becomes a record of the graph.
+        INVALID_ARGUMENT naming the field for a non-finite score, one outside the library metric's range, or a
+        negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
+        (the response says why) and not learned from until an admin confirms it.
+        """
 
 def add_QueryServicer_to_server(servicer: QueryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

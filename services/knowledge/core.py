@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import threading
 import time
+import uuid
 
 from modsnet.data.bundle import pack_bundle, read_bundle
 from modsnet.data.graph import (
-    PROVENANCES,
+    AuditEntry,
     DatasetNode,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
     QueryRecord,
     Snapshot,
+    check_interaction,
 )
 from modsnet.data.graph_build import metadata_warnings
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
@@ -21,7 +25,13 @@ from modsnet.runtime.stubs import StorageClient
 
 from .config import KnowledgeConfig
 from .metrics import IMPORT_SECONDS, IMPORTS, INTERACTIONS_ADDED, QUERIES_LOGGED
+from .plausibility import ScoreSummary
 from .store import KnowledgeStore
+
+# How long a library's score summary is reused: a summary of thousands of records barely moves with a few
+# more, and building one reads the whole snapshot. A re-import builds a new one at once.
+SUMMARY_TTL_S = 60.0
+MAX_REQUEST_ID = 128  # characters of a client's request id (a uuid has 36)
 
 
 def open_store(config: KnowledgeConfig) -> KnowledgeStore:
@@ -39,6 +49,22 @@ def open_store(config: KnowledgeConfig) -> KnowledgeStore:
     return SqliteKnowledgeStore(config.home / "knowledge.sqlite3")
 
 
+def _check_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument(f"request_id: {len(request_id)} characters, at most {MAX_REQUEST_ID} (a uuid is 36)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AddResult:
+    """What AddInteractions did: the graph version after it, how many records the request stored, under which
+    request id, and per record why it is quarantined ("" when learned from). A retry answers the same."""
+
+    graph_version: int
+    added: int
+    request_id: str
+    quarantine: list[str]
+
+
 @dataclasses.dataclass(frozen=True)
 class ImportResult:
     """What an import did: the library, whether the bundle was already there, and its metadata warnings."""
@@ -52,8 +78,10 @@ class KnowledgeCore:
     def __init__(self, store: KnowledgeStore, storage: StorageClient):
         self.store = store
         self.storage = storage
+        self._summaries: dict[str, tuple[tuple[str, float], float, ScoreSummary]] = {}
+        self._summaries_lock = threading.Lock()
 
-    def import_library(self, blob_id: str, *, replace: bool) -> ImportResult:
+    def import_library(self, blob_id: str, *, replace: bool, request_id: str = "") -> ImportResult:
         """Fetch a bundle from storage, validate it whole, then store it in one atomic write.
 
         Junk metadata columns (an index, ids, ...) are stored and exported like any other; the estimators
@@ -61,6 +89,7 @@ class KnowledgeCore:
         """
         if not blob_id:
             raise InvalidArgument("blob_id is required: put the bundle in storage first")
+        _check_request_id(request_id)
         start = time.perf_counter()
         try:
             data = self.storage.get_bytes(blob_id)
@@ -70,7 +99,11 @@ class KnowledgeCore:
             artifacts = {
                 path: self.storage.put_bytes(content, name=path).blob_id for path, content in bundle.artifacts.items()
             }
-            info, unchanged = self.store.import_bundle(bundle, blob_id=blob_id, replace=replace, artifacts=artifacts)
+            info, unchanged = self.store.import_bundle(
+                bundle, blob_id=blob_id, replace=replace, artifacts=artifacts, request_id=request_id
+            )
+            if unchanged and request_id and self.store.request_records(info.name, f"import:{request_id}")[1]:
+                unchanged = False  # a retry of the import that stored this bundle: the same answer as then
         except ModsnetError as exc:
             IMPORTS.labels(exc.code.lower()).inc()
             raise
@@ -100,22 +133,73 @@ class KnowledgeCore:
     def find_dataset(self, fingerprint: str, library: str = "") -> DatasetNode:
         return self.store.find_dataset(fingerprint, library)
 
+    def _summary(self, library: str) -> ScoreSummary:
+        """The library's score summary, rebuilt after SUMMARY_TTL_S or when the library was re-imported."""
+        info = self.store.get_library(library)
+        key = (info.bundle_blob_id, info.imported_unix)
+        with self._summaries_lock:
+            cached = self._summaries.get(library)
+        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < SUMMARY_TTL_S:
+            return cached[2]
+        summary = ScoreSummary.of(self.store.snapshot(library))
+        with self._summaries_lock:
+            self._summaries[library] = (key, time.monotonic(), summary)
+        return summary
+
     def add_interactions(
-        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
-    ) -> tuple[int, int]:
-        for i, rec in enumerate(interactions):
-            if rec.provenance not in PROVENANCES:
-                raise InvalidArgument(
-                    f"interaction {i}: provenance {rec.provenance!r} must be one of {', '.join(PROVENANCES)}"
-                )
-            if rec.score != rec.score or rec.score in (float("inf"), float("-inf")):
-                raise InvalidArgument(f"interaction {i}: score must be a finite number")
+        self,
+        library: str,
+        new_datasets: list[DatasetNode],
+        interactions: list[InteractionRecord],
+        request_id: str = "",
+    ) -> AddResult:
+        """Validate every record, judge each feedback score (`plausibility`), then store all in one write.
+
+        Imported and probe records are the library's own and are not judged; feedback is. With a
+        `request_id` already stored, nothing is written and the first answer comes back.
+        """
         if not interactions and not new_datasets:
             raise InvalidArgument("nothing to add: no interactions and no datasets")
-        version, added = self.store.add_interactions(library, new_datasets, interactions)
+        _check_request_id(request_id)
+        if request_id:
+            stored, state = self.store.request_records(library, request_id)
+            if state:
+                version = self.store.graph_version(library)
+                return AddResult(version, len(stored), request_id, [r.quarantine for r in stored])
+        for i, rec in enumerate(interactions):
+            check_interaction(rec, f"interaction {i}: ")
+        if any(rec.provenance == "feedback" for rec in interactions):
+            summary = self._summary(library)
+            interactions = [
+                dataclasses.replace(
+                    rec, quarantine=summary.check(rec.score, rec.model_id, rec.dataset_id, f"interaction {i}: ")
+                )
+                if rec.provenance == "feedback"
+                else rec
+                for i, rec in enumerate(interactions)
+            ]
+        request_id = request_id or uuid.uuid4().hex
+        version, added = self.store.add_interactions(library, new_datasets, interactions, request_id)
         for rec in interactions:
-            INTERACTIONS_ADDED.labels(rec.provenance).inc()
-        return version, added
+            INTERACTIONS_ADDED.labels("quarantined" if rec.quarantine else rec.provenance).inc()
+        return AddResult(version, added, request_id, [rec.quarantine for rec in interactions])
+
+    def retract(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        if not request_id:
+            raise InvalidArgument("request_id is required: the id of the write whose records to retract")
+        return self.store.retract(library, request_id, principal or "anonymous", note)
+
+    def confirm(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        if not request_id:
+            raise InvalidArgument("request_id is required: the id of the write whose records to confirm")
+        return self.store.confirm(library, request_id, principal or "anonymous", note)
+
+    def audit_log(self, library: str, limit: int) -> list[AuditEntry]:
+        if not library:
+            raise InvalidArgument("library is required")
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument(f"limit must be between 1 and 10000, not {limit}")
+        return self.store.audit_log(library, limit)
 
     def snapshot(self, library: str) -> Snapshot:
         return self.store.snapshot(library)
@@ -142,6 +226,8 @@ class KnowledgeCore:
         return self.store.list_queries(library, limit)
 
     def purge_queries(self, older_than_unix: float | None) -> int:
+        if older_than_unix is not None and not (math.isfinite(older_than_unix) and older_than_unix >= 0):
+            raise InvalidArgument(f"older_than_unix: {older_than_unix!r} must be a finite Unix time >= 0 (0: all)")
         return self.store.purge_queries(older_than_unix)
 
     def check(self) -> None:

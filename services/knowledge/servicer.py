@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
+
 from modsnet.runtime.convert import (
+    audit_to_pb,
     dataset_from_pb,
     dataset_to_pb,
     interaction_columns,
@@ -23,6 +26,15 @@ from .core import KnowledgeCore
 
 SNAPSHOT_BATCH = 5000  # nodes per streamed chunk: well under the message size limit
 INTERACTION_BATCH = 100_000  # columnar records per chunk (about 4 MB)
+PRINCIPAL_KEY = "x-modsnet-principal"  # metadata naming the authenticated caller, set by the auth interceptor
+
+
+def principal(context: grpc.ServicerContext) -> str:
+    """Who is calling, for the audit log: the principal authentication put in the metadata, else "anonymous"."""
+    for key, value in context.invocation_metadata() or ():
+        if key == PRINCIPAL_KEY and value:
+            return str(value)
+    return "anonymous"
 
 
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
@@ -30,7 +42,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         self.core = core
 
     def ImportLibrary(self, request: kpb.ImportLibraryRequest, context: object) -> kpb.ImportLibraryResponse:
-        result = self.core.import_library(request.blob_id, replace=request.replace)
+        result = self.core.import_library(request.blob_id, replace=request.replace, request_id=request.request_id)
         return kpb.ImportLibraryResponse(
             library=library_to_pb(result.library), unchanged=result.unchanged, warnings=result.warnings
         )
@@ -52,12 +64,34 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         return dataset_to_pb(self.core.find_dataset(request.fingerprint, request.library))
 
     def AddInteractions(self, request: kpb.AddInteractionsRequest, context: object) -> kpb.AddInteractionsResponse:
-        version, added = self.core.add_interactions(
+        result = self.core.add_interactions(
             request.library,
             [dataset_from_pb(d) for d in request.new_datasets],
             [interaction_from_pb(i) for i in request.interactions],
+            request.request_id,
         )
-        return kpb.AddInteractionsResponse(graph_version=version, added=added)
+        return kpb.AddInteractionsResponse(
+            graph_version=result.graph_version,
+            added=result.added,
+            request_id=result.request_id,
+            quarantine=result.quarantine,
+        )
+
+    def DeleteInteraction(
+        self, request: kpb.DeleteInteractionRequest, context: grpc.ServicerContext
+    ) -> kpb.DeleteInteractionResponse:
+        version, removed = self.core.retract(request.library, request.request_id, principal(context), request.note)
+        return kpb.DeleteInteractionResponse(graph_version=version, removed=removed)
+
+    def ConfirmInteraction(
+        self, request: kpb.ConfirmInteractionRequest, context: grpc.ServicerContext
+    ) -> kpb.ConfirmInteractionResponse:
+        version, confirmed = self.core.confirm(request.library, request.request_id, principal(context), request.note)
+        return kpb.ConfirmInteractionResponse(graph_version=version, confirmed=confirmed)
+
+    def ListAudit(self, request: kpb.ListAuditRequest, context: object) -> kpb.ListAuditResponse:
+        entries = self.core.audit_log(request.library, request.limit or 100)
+        return kpb.ListAuditResponse(entries=[audit_to_pb(e) for e in entries])
 
     def GraphSnapshot(self, request: kpb.GraphSnapshotRequest, context: object) -> Iterator[kpb.GraphSnapshotChunk]:
         snap = self.core.snapshot(request.library)

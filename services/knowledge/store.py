@@ -5,7 +5,15 @@ from __future__ import annotations
 import abc
 
 from modsnet.data.bundle import Bundle
-from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, ModelNode, QueryRecord, Snapshot
+from modsnet.data.graph import (
+    AuditEntry,
+    DatasetNode,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    QueryRecord,
+    Snapshot,
+)
 
 
 class KnowledgeStore(abc.ABC):
@@ -13,12 +21,14 @@ class KnowledgeStore(abc.ABC):
 
     @abc.abstractmethod
     def import_bundle(
-        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str]
+        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str], request_id: str = ""
     ) -> tuple[LibraryInfo, bool]:
         """Store a validated bundle as library `bundle.name`; returns (info, unchanged).
 
         `artifacts` maps artifact paths to storage blob ids. Raises AlreadyExists when the name is taken
-        by a different bundle and `replace` is false. Re-importing the same blob is a no-op.
+        by a different bundle and `replace` is false. Re-importing the same blob is a no-op. A `request_id`
+        is remembered with the import as request `import:REQUEST_ID` (see `request_records`), so that a
+        retry can tell its own earlier success from someone else's.
         """
 
     @abc.abstractmethod
@@ -51,12 +61,45 @@ class KnowledgeStore(abc.ABC):
 
     @abc.abstractmethod
     def add_interactions(
-        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+        self,
+        library: str,
+        new_datasets: list[DatasetNode],
+        interactions: list[InteractionRecord],
+        request_id: str = "",
     ) -> tuple[int, int]:
-        """Add dataset nodes and records in one transaction; returns (graph_version, added)."""
+        """Add dataset nodes and records in one transaction; returns (graph_version, added).
+
+        Every record is checked (`check_interaction`, known model and dataset) before anything is written.
+        With a `request_id` that already stored records in this library (a retry), nothing is written and
+        the answer is (the current graph version, how many records that request stored).
+        """
 
     @abc.abstractmethod
-    def snapshot(self, library: str) -> Snapshot: ...
+    def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
+        """The records a request stored (quarantine cleared once confirmed) and its state: "" when no request
+        of that id stored any, else "applied", "confirmed" or "retracted"."""
+
+    @abc.abstractmethod
+    def retract(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        """Remove the records of a request, audited, in one transaction; returns (graph_version, removed).
+
+        NotFound for a request that stored nothing here; retracting again removes nothing (0) and writes nothing.
+        """
+
+    @abc.abstractmethod
+    def confirm(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        """Release a request's quarantined records to learning, audited; returns (graph_version, released).
+
+        NotFound for an unknown or retracted request; a request with nothing quarantined releases 0, writes nothing.
+        """
+
+    @abc.abstractmethod
+    def audit_log(self, library: str, limit: int = 100) -> list[AuditEntry]:
+        """The newest `limit` audit entries of `library`, newest first (they outlive the library)."""
+
+    @abc.abstractmethod
+    def snapshot(self, library: str) -> Snapshot:
+        """The graph estimators learn from: quarantined records are left out (they are still exported)."""
 
     @abc.abstractmethod
     def graph_version(self, library: str) -> int: ...

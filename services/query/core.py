@@ -37,12 +37,24 @@ from modsnet.data.graph import (
     ProbeRecord,
     QueryRecord,
     Ranking,
+    check_cost,
 )
 from modsnet.models.probing import measure, needs_artifact
 from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 
 from .metrics import DOWNLOAD_BYTES, FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a reported score became: the dataset it is attached to, the graph version after it, the request id
+    it is stored under, and why it is quarantined ("" when it is learned from)."""
+
+    dataset_id: str
+    graph_version: int
+    request_id: str
+    quarantine: str
 
 
 @dataclass(frozen=True)
@@ -318,12 +330,20 @@ class QueryCore:
 
         return info, chunks()
 
-    def report_performance(self, query_id: str, model_id: str, score: float, cost: Cost) -> tuple[str, int]:
-        """Attach a measured score to the searched dataset, which becomes (or already is) a dataset node."""
+    def report_performance(
+        self, query_id: str, model_id: str, score: float, cost: Cost, request_id: str = ""
+    ) -> Feedback:
+        """Attach a measured score to the searched dataset, which becomes (or already is) a dataset node.
+
+        Everything the user sent is checked here first, so the error names the field; knowledge then judges
+        the score against the library's records (refused, stored, or stored but quarantined). The request
+        id (the client's, else a new one) makes a retry of this report apply once.
+        """
         if not query_id or not model_id:
             raise InvalidArgument("query_id and model_id are required")
         if not math.isfinite(score):
-            raise InvalidArgument(f"score must be a finite number, not {score}")
+            raise InvalidArgument(f"score: {score!r} must be a finite number")
+        check_cost(cost, "")
         query = self.knowledge.get_query(query_id)
         dataset_id = self._known_dataset(query.fingerprint, query.library)
         new = []
@@ -340,10 +360,14 @@ class QueryCore:
                 )
             )
         response = self.knowledge.add_interactions(
-            query.library, new, [InteractionRecord(model_id, dataset_id, score, cost, "feedback")]
+            query.library,
+            new,
+            [InteractionRecord(model_id, dataset_id, score, cost, "feedback")],
+            request_id or uuid.uuid4().hex,
         )
         FEEDBACK.inc()
-        return dataset_id, int(response.graph_version)
+        quarantine = response.quarantine[0] if response.quarantine else ""
+        return Feedback(dataset_id, int(response.graph_version), response.request_id, quarantine)
 
     def check(self) -> None:
         """Serving needs the knowledge service (libraries); a failure there is a failure here."""

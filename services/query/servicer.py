@@ -99,7 +99,13 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
     def ReportPerformance(
         self, request: qpb.ReportPerformanceRequest, context: object
     ) -> qpb.ReportPerformanceResponse:
-        dataset_id, version = self.core.report_performance(
-            request.query_id, request.model_id, request.score, cost_from_pb(request.cost)
+        feedback = self.core.report_performance(
+            request.query_id, request.model_id, request.score, cost_from_pb(request.cost), request.request_id
         )
-        return qpb.ReportPerformanceResponse(dataset_id=dataset_id, graph_version=version)
+        return qpb.ReportPerformanceResponse(
+            dataset_id=feedback.dataset_id,
+            graph_version=feedback.graph_version,
+            request_id=feedback.request_id,
+            quarantined=bool(feedback.quarantine),
+            quarantine_reason=feedback.quarantine,
+        )

@@ -24,7 +24,9 @@ version never gets an answer from an older graph than the one it saw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -42,6 +44,21 @@ from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 from .recommendation import answer_positions, recommend_one
+
+
+def _learnable(snapshot: Snapshot) -> Snapshot:
+    """The snapshot without records of non-finite score: knowledge refuses them, but one that got in before
+    must not turn every prediction of the library into NaN."""
+    finite = [r for r in snapshot.interactions if math.isfinite(r.score)]
+    if len(finite) == len(snapshot.interactions):
+        return snapshot
+    log.warning(
+        "library %s: %d records of non-finite score left out",
+        snapshot.library.name,
+        len(snapshot.interactions) - len(finite),
+    )
+    return dataclasses.replace(snapshot, interactions=finite)
+
 
 if TYPE_CHECKING:  # torch and torch-geometric take seconds to import: only once a GNN is needed
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -181,7 +198,7 @@ class RecommenderCore:
                 CACHE.labels("hit").inc()
                 return cached  # type: ignore[return-value]
             CACHE.labels("miss").inc()
-            snapshot = self.knowledge.snapshot(library)
+            snapshot = _learnable(self.knowledge.snapshot(library))
             if not snapshot.interactions:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
             served = self._serve(snapshot, cached, force=force)
@@ -369,7 +386,7 @@ class RecommenderCore:
     def _retrain(self, library: str) -> None:
         """Train on the current graph off the request path, then swap the result in unless it is older."""
         try:
-            snapshot = self.knowledge.snapshot(library)
+            snapshot = _learnable(self.knowledge.snapshot(library))
             served = self._train(snapshot)
         except Exception:  # a background job has no caller to tell: log, keep serving what there is
             if not self._closed.is_set():

@@ -25,7 +25,15 @@ layout works on Redis Cluster, where a transaction may only touch one slot):
     modsnet:{lib:NAME}:vN:stats           hash "STAT ID" -> number ("model.n m3", "train_seconds.sum m3",
                                           "train_seconds.n m3", ..., "dataset.n d7"): interaction counts and
                                           cost sums, kept by the same transactions as the interactions, so
-                                          nodes get their counts and mean costs without a scan
+                                          nodes get their counts and mean costs without a scan;
+                                          quarantined records are not in it until confirmed, and
+                                          "library.retracted" counts the records retracted from the list
+    modsnet:{lib:NAME}:vN:requests        hash request_id -> JSON {state, rows}: the records a request stored
+                                          (state "applied", "confirmed" or "retracted"). The interactions
+                                          list stays append-only: readers leave out a retracted request's
+                                          rows and clear a confirmed one's quarantine as they read
+    modsnet:{lib:NAME}:audit              list of JSON audit entries (retract, confirm), oldest first; it
+                                          outlives data versions and the library
     modsnet:libraries                     set of every library name ever imported: a directory only, the
                                           truth is `current` (it cannot join a library's transaction on a
                                           cluster, so a name goes in before its first switch and never
@@ -67,6 +75,7 @@ The store refuses to start against a Redis that persists nothing, unless told it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -85,22 +94,27 @@ from redis.client import Pipeline
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from modsnet.data.bundle import COST_COLUMNS, Bundle, Table
+from modsnet.data.bundle import COST_COLUMNS, FEEDBACK_COLUMNS, Bundle, Table
 from modsnet.data.graph import (
+    AuditEntry,
     DatasetNode,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
     QueryRecord,
     Snapshot,
+    check_interaction,
 )
 from modsnet.data.graph_build import (
     GraphTally,
     ModelTally,
+    dataset_metadata,
     dataset_node,
+    dataset_row,
     feature_set,
     interaction_record,
     interaction_row,
+    learned,
     merged_features,
     model_node,
     similarity_record,
@@ -194,6 +208,7 @@ class _VersionKeys:
     artifacts: str
     fingerprints: str
     stats: str
+    requests: str
     features: dict[str, str]  # feature table stem -> key
 
     @classmethod
@@ -210,12 +225,13 @@ class _VersionKeys:
             key("artifacts"),
             key("fingerprints"),
             key("stats"),
+            key("requests"),
             {stem: key(f"features:{stem}") for stem in sorted(stems)},
         )
 
     def every(self) -> list[str]:
         fixed = (self.models, self.datasets, self.interactions, self.similarities, self.probes, self.artifacts)
-        return [*fixed, self.fingerprints, self.stats, *self.features.values()]
+        return [*fixed, self.fingerprints, self.stats, self.requests, *self.features.values()]
 
 
 @dataclass(frozen=True)
@@ -237,6 +253,10 @@ class _LibraryKeys:
     @property
     def data_seq(self) -> str:
         return f"{self.prefix}:data_seq"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
 
     def version(self, live: _Live) -> _VersionKeys:
         return _VersionKeys.of(f"{self.prefix}:v{live.data}", live.columns["features"])
@@ -329,6 +349,42 @@ def _tally_of(stats: Mapping[str, str | None], model_id: str) -> ModelTally:
     return ModelTally(int(values[0]), values[1::2], [int(n) for n in values[2::2]])
 
 
+_RETRACTED = "library.retracted"  # stats field: records retracted, still in the append-only list
+
+
+def _requests_of(rows: Iterable[dict[str, str]]) -> dict[str, str]:
+    """The `requests` hash fields for rows that carry a request id: each request applied, with its rows."""
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if row.get("request_id"):
+            grouped.setdefault(row["request_id"], []).append(row)
+    return {rid: _dumps({"state": "applied", "rows": found}) for rid, found in grouped.items()}
+
+
+def _as_read(rows: Iterable[dict[str, str]], requests: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """The rows as the graph has them now: a retracted request's left out, a confirmed one's quarantine cleared."""
+    states = {rid: json.loads(value)["state"] for rid, value in requests.items()}
+    for row in rows:
+        state = states.get(row.get("request_id", ""), "")
+        if state == "retracted":
+            continue
+        if state == "confirmed" and row.get("quarantine"):
+            row = {k: v for k, v in row.items() if k != "quarantine"}
+        yield row
+
+
+def _queue_tally(pipe: Pipeline, key: str, rows: Iterable[dict[str, str]], sign: int) -> None:
+    """Add (sign 1) or take away (sign -1) the rows' counts and cost sums in the `stats` hash."""
+    tally = GraphTally()
+    for row in rows:
+        tally.add(row)
+    for field, amount in _stats_fields(tally).items():
+        if isinstance(amount, int):
+            pipe.hincrby(key, field, sign * amount)
+        else:
+            pipe.hincrbyfloat(key, field, sign * amount)
+
+
 def _model_node(library: str, row: dict[str, str], tally: ModelTally) -> ModelNode:
     return model_node(library, row, tally.cost, tally.interactions)
 
@@ -345,7 +401,7 @@ def _dataset_node(library: str, dataset_id: str, record: str, codec: _Codec, int
     return DatasetNode(
         library=library,
         dataset_id=dataset_id,
-        metadata={k: v for k, v in row.items() if k != "dataset_id"},
+        metadata=dataset_metadata(row),
         features=value["features"],
         feature_set=value["feature_set"],
         fingerprint=value["fingerprint"],
@@ -582,7 +638,7 @@ class RedisKnowledgeStore(KnowledgeStore):
     # -- libraries ----------------------------------------------------------------------------------
 
     def import_bundle(
-        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str]
+        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str], request_id: str = ""
     ) -> tuple[LibraryInfo, bool]:
         name = bundle.name
         keys = _LibraryKeys(name)
@@ -595,7 +651,7 @@ class RedisKnowledgeStore(KnowledgeStore):
             new = _Live.of(int(self._redis.incr(keys.data_seq)), blob_id, time.time(), bundle)
             stager = _Stager(self._redis)
             try:
-                self._stage(stager, keys.version(new), bundle, new, artifacts)
+                self._stage(stager, keys.version(new), bundle, new, artifacts, request_id)
                 self._redis.sadd(LIBRARIES, name)  # listed before it exists, so never missing from the list
                 info = self._switch(keys, new, sorted(stager.keys), replace, bundle)
             except BaseException:
@@ -607,7 +663,9 @@ class RedisKnowledgeStore(KnowledgeStore):
             return info, False
 
     @staticmethod
-    def _stage(stager: _Stager, version: _VersionKeys, bundle: Bundle, new: _Live, artifacts: dict[str, str]) -> None:
+    def _stage(
+        stager: _Stager, version: _VersionKeys, bundle: Bundle, new: _Live, artifacts: dict[str, str], request_id: str
+    ) -> None:
         codec = new.codec("models.csv")
         stager.put(version.models, ((r["model_id"], codec.dumps(r)) for r in bundle.models.rows))
         features, stems = merged_features(bundle.features), feature_set(bundle.features)
@@ -640,8 +698,13 @@ class RedisKnowledgeStore(KnowledgeStore):
         stager.put(version.artifacts, sorted(artifacts.items()))
         tally = GraphTally()
         for row in bundle.interactions.rows:
-            tally.add(row)
+            if learned(row):
+                tally.add(row)
         stager.put(version.stats, ((f, repr(v)) for f, v in _stats_fields(tally).items()))
+        requests = _requests_of(bundle.interactions.rows)
+        if request_id:
+            requests[f"import:{request_id}"] = _dumps({"state": "applied", "rows": []})
+        stager.put(version.requests, requests.items())
         stager.flush()
 
     def _switch(
@@ -675,16 +738,23 @@ class RedisKnowledgeStore(KnowledgeStore):
         return self._transaction(body, f"import of library {keys.name!r}")
 
     def export_bundle(self, name: str) -> tuple[Bundle, dict[str, str]]:
-        live, _, (models, datasets, artifacts), (interactions, similarities, probes, *features) = self._read_version(
-            name,
-            lambda v: [v.models, v.datasets, v.artifacts],
-            lambda v: [v.interactions, v.similarities, v.probes, *v.features.values()],
+        live, _, (models, datasets, artifacts, requests), (interactions, similarities, probes, *features) = (
+            self._read_version(
+                name,
+                lambda v: [v.models, v.datasets, v.artifacts, v.requests],
+                lambda v: [v.interactions, v.similarities, v.probes, *v.features.values()],
+            )
         )
         columns = live.columns
         model_codec, dataset_codec = live.codec("models.csv"), live.codec("datasets.csv")
-        interaction_table = _table("interactions.csv", columns["interactions.csv"], interactions)
+        interaction_codec = live.codec("interactions.csv")
+        interaction_table = Table(
+            "interactions.csv",
+            list(columns["interactions.csv"]),
+            list(_as_read(map(interaction_codec.loads, interactions), requests)),
+        )
         # As the SQLite store: columns that only feedback rows fill join the table, and imported rows say so.
-        for extra in ("provenance", *COST_COLUMNS):
+        for extra in FEEDBACK_COLUMNS:
             if extra not in interaction_table.columns and any(r.get(extra) for r in interaction_table.rows):
                 interaction_table.columns.append(extra)
         if "provenance" in interaction_table.columns:
@@ -699,7 +769,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                 "datasets.csv",
                 columns["datasets.csv"],
                 [dataset_codec.unpack(json.loads(datasets[d])["row"]) for d in sorted(datasets)],
-            ),
+            ).widened(),
             interaction_table,
             _table("dataset_similarity.csv", similarity, similarities) if similarity else None,
             _table("probes.csv", probe_columns, probes) if probe_columns else None,
@@ -740,9 +810,10 @@ class RedisKnowledgeStore(KnowledgeStore):
             pipe.hlen(v.models)
             pipe.hlen(v.datasets)
             pipe.llen(v.interactions)
+            pipe.hget(v.stats, _RETRACTED)
 
-        live, version, counts = self._read(name, reads)
-        return live.info(name, version, *counts)
+        live, version, (models, datasets, interactions, retracted) = self._read(name, reads)
+        return live.info(name, version, models, datasets, interactions - int(retracted or 0))
 
     # -- nodes --------------------------------------------------------------------------------------
 
@@ -817,20 +888,32 @@ class RedisKnowledgeStore(KnowledgeStore):
     # -- writes -------------------------------------------------------------------------------------
 
     def add_interactions(
-        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+        self,
+        library: str,
+        new_datasets: list[DatasetNode],
+        interactions: list[InteractionRecord],
+        request_id: str = "",
     ) -> tuple[int, int]:
+        # Everything is checked before MULTI: inside EXEC, Redis does not undo the other commands when one
+        # fails (HINCRBYFLOAT of a NaN cost would leave the row stored and the version bumped).
+        for i, rec in enumerate(interactions):
+            check_interaction(rec, f"interaction {i}: ")
         keys = _LibraryKeys(library)
+        if request_id:
+            interactions = [dataclasses.replace(rec, request_id=request_id) for rec in interactions]
         rows = [interaction_row(rec) for rec in interactions]
-        tally = GraphTally()
-        for row in rows:
-            tally.add(row)
 
-        def body(pipe: Pipeline) -> int:
+        def body(pipe: Pipeline) -> tuple[int, int]:
             pipe.watch(keys.current)
             live = _current(pipe, keys)
             if live is None:
                 raise NotFound(f"library {library!r} not found")
             version = keys.version(live)
+            if request_id:
+                pipe.watch(version.requests)  # two tries of one request racing: the second sees the first
+                done = pipe.hget(version.requests, request_id)
+                if done is not None:
+                    return int(pipe.get(keys.graph_version) or 0), len(json.loads(str(done))["rows"])
             if new_datasets:
                 # Models and datasets never leave a data version, so what this reads stays true, except that
                 # two writers could both add one dataset id: watch the hash so that the second sees the first.
@@ -851,7 +934,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                     continue
                 added[node.dataset_id] = _dumps(
                     {
-                        "row": codec.pack({"dataset_id": node.dataset_id, **node.metadata}),
+                        "row": codec.pack(dataset_row(node)),
                         "fingerprint": node.fingerprint,
                         "feature_set": node.feature_set,
                         "features": node.features,
@@ -872,28 +955,100 @@ class RedisKnowledgeStore(KnowledgeStore):
                 pipe.zadd(version.fingerprints, indexed)
             if rows:
                 pipe.rpush(version.interactions, *map(live.codec("interactions.csv").dumps, rows))
-            for field, amount in _stats_fields(tally).items():
-                if isinstance(amount, int):
-                    pipe.hincrby(version.stats, field, amount)
-                else:
-                    pipe.hincrbyfloat(version.stats, field, amount)
+            _queue_tally(pipe, version.stats, filter(learned, rows), 1)
+            if request_id:
+                pipe.hset(version.requests, request_id, _dumps({"state": "applied", "rows": rows}))
             self._bump(pipe, keys)
-            return int(pipe.execute()[-1])
+            return int(pipe.execute()[-1]), len(rows)
 
-        return self._transaction(body, f"adding interactions to library {library!r}"), len(interactions)
+        return self._transaction(body, f"adding interactions to library {library!r}")
+
+    def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
+        def reads(pipe: Pipeline, v: _VersionKeys) -> None:
+            pipe.hget(v.requests, request_id)
+
+        _, _, (value,) = self._read(library, reads)
+        if value is None:
+            return [], ""
+        request = json.loads(value)
+        if request["state"] == "retracted":
+            return [], "retracted"
+        rows = list(_as_read(request["rows"], {request_id: value}))
+        return [interaction_record(row) for row in rows], request["state"]
+
+    def _change_request(
+        self,
+        library: str,
+        request_id: str,
+        action: str,
+        principal: str,
+        note: str,
+    ) -> tuple[int, int]:
+        """Retract or confirm a request's records: one MULTI that updates the request, the stats and the audit
+        log and bumps the version."""
+        keys = _LibraryKeys(library)
+
+        def body(pipe: Pipeline) -> tuple[int, int]:
+            pipe.watch(keys.current)
+            live = _current(pipe, keys)
+            if live is None:
+                raise NotFound(f"library {library!r} not found")
+            version = keys.version(live)
+            pipe.watch(version.requests)
+            value = pipe.hget(version.requests, request_id)
+            if value is None:
+                raise NotFound(f"library {library!r} has no records of request {request_id!r}")
+            request = json.loads(str(value))
+            rows, state = request["rows"], request["state"]
+            if state == "retracted" and action == "confirm":
+                raise NotFound(f"request {request_id!r} of library {library!r} was retracted")
+            if action == "retract":
+                changed = [] if state == "retracted" else rows
+                counted = [r for r in changed if learned(r) or state == "confirmed"]
+                new_state, sign = "retracted", -1
+            else:
+                changed = [] if state == "confirmed" else [r for r in rows if not learned(r)]
+                counted, new_state, sign = changed, "confirmed", 1
+            if not changed:  # done before: nothing to write
+                return int(pipe.get(keys.graph_version) or 0), 0
+            pipe.multi()
+            pipe.hset(version.requests, request_id, _dumps({"state": new_state, "rows": rows}))
+            _queue_tally(pipe, version.stats, counted, sign)
+            if action == "retract":
+                pipe.hincrby(version.stats, _RETRACTED, len(changed))
+            entry = AuditEntry(time.time(), principal, action, library, request_id, len(changed), note)
+            pipe.rpush(keys.audit, _dumps(dataclasses.asdict(entry)))
+            self._bump(pipe, keys)
+            return int(pipe.execute()[-1]), len(changed)
+
+        return self._transaction(body, f"{action} of request {request_id!r} in library {library!r}")
+
+    def retract(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        return self._change_request(library, request_id, "retract", principal, note)
+
+    def confirm(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        return self._change_request(library, request_id, "confirm", principal, note)
+
+    def audit_log(self, library: str, limit: int = 100) -> list[AuditEntry]:
+        with self._guard():
+            values = cast("list[str]", self._redis.lrange(_LibraryKeys(library).audit, -limit, -1))
+        return [AuditEntry(**json.loads(v)) for v in reversed(values)]
 
     # -- graph --------------------------------------------------------------------------------------
 
     def snapshot(self, library: str) -> Snapshot:
-        live, version, (models, datasets, stats), (interactions, similarities) = self._read_version(
-            library, lambda v: [v.models, v.datasets, v.stats], lambda v: [v.interactions, v.similarities]
+        live, version, (models, datasets, stats, requests), (interactions, similarities) = self._read_version(
+            library,
+            lambda v: [v.models, v.datasets, v.stats, v.requests],
+            lambda v: [v.interactions, v.similarities],
         )
         codec = live.codec("interactions.csv")
-        records = [interaction_record(row) for row in map(codec.loads, interactions)]
+        rows = list(_as_read(map(codec.loads, interactions), requests))
+        records = [interaction_record(row) for row in rows if learned(row)]
         model_codec, dataset_codec = live.codec("models.csv"), live.codec("datasets.csv")
         similarity_codec = _Codec(live.columns["dataset_similarity.csv"] or [])
         return Snapshot(
-            live.info(library, version, len(models), len(datasets), len(records)),
+            live.info(library, version, len(models), len(datasets), len(rows)),
             [_model_node(library, model_codec.loads(models[m]), _tally_of(stats, m)) for m in sorted(models)],
             [
                 _dataset_node(library, d, datasets[d], dataset_codec, int(stats.get(_stat("dataset.n", d), 0)))

@@ -5,10 +5,16 @@ library import, a batch of interactions or a feedback is visible wholly or not a
 are serialised by SQLite's lock (the second waits up to `busy_timeout`). Graph versions live in their own
 table that deletes never touch, so a library's version only ever increases, even across delete and
 re-import. Cells keep the strings the bundle held (`row_json`), so export gives the bundle back.
+
+Feedback carries a request id (`requests`: one row per request, its state): a retry of a stored request
+writes nothing, a retraction deletes the request's records and keeps the request as "retracted" (so a late
+retry cannot bring them back), a confirmation clears the records' `quarantine`. Both are written to
+`audit` in the same transaction; the audit log outlives the library.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -18,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from modsnet.data.bundle import COST_COLUMNS, Bundle, Table, number
+from modsnet.data.bundle import COST_COLUMNS, FEEDBACK_COLUMNS, Bundle, Table, number
 from modsnet.data.graph import (
+    AuditEntry,
     Cost,
     DatasetNode,
     InteractionRecord,
@@ -28,11 +35,15 @@ from modsnet.data.graph import (
     QueryRecord,
     SimilarityRecord,
     Snapshot,
+    check_interaction,
 )
 from modsnet.data.graph_build import (
+    dataset_metadata,
     dataset_node,
+    dataset_row,
     distance,
     feature_set,
+    interaction_record,
     interaction_row,
     merged_features,
     model_node,
@@ -69,7 +80,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     library TEXT NOT NULL, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL,
     score REAL NOT NULL, train_seconds REAL, inference_seconds REAL, memory_bytes REAL,
-    provenance TEXT NOT NULL, row_json TEXT NOT NULL, created_unix REAL NOT NULL
+    provenance TEXT NOT NULL, row_json TEXT NOT NULL, created_unix REAL NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '', quarantine TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS interactions_dataset ON interactions (library, dataset_id);
 CREATE INDEX IF NOT EXISTS interactions_model ON interactions (library, model_id);
@@ -90,7 +102,26 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE INDEX IF NOT EXISTS queries_fingerprint ON queries (fingerprint);
 CREATE INDEX IF NOT EXISTS queries_logged ON queries (logged_unix);
+CREATE TABLE IF NOT EXISTS requests (
+    library TEXT NOT NULL, request_id TEXT NOT NULL, state TEXT NOT NULL, records INTEGER NOT NULL,
+    PRIMARY KEY (library, request_id)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, library TEXT NOT NULL, unix REAL NOT NULL, principal TEXT NOT NULL,
+    action TEXT NOT NULL, request_id TEXT NOT NULL, records INTEGER NOT NULL, note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_library ON audit (library, id);
 """
+# Columns added after the first release: a file made before gets them on open.
+_ADDED_COLUMNS = {
+    "interactions": (
+        "request_id TEXT NOT NULL DEFAULT ''",
+        "quarantine TEXT NOT NULL DEFAULT ''",
+    ),
+}
+_REQUEST_INDEX = (
+    "CREATE INDEX IF NOT EXISTS interactions_request ON interactions (library, request_id) WHERE request_id != ''"
+)
 
 _LIBRARY_TABLES = (
     "models",
@@ -100,6 +131,7 @@ _LIBRARY_TABLES = (
     "similarities",
     "probes",
     "artifacts",
+    "requests",
 )
 
 
@@ -111,7 +143,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []  # every thread's, so close() reaches them all
         self._lock = threading.Lock()
-        self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        db = self._db()
+        db.executescript(SCHEMA)  # executescript manages its own transaction
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        db.execute(_REQUEST_INDEX)
 
     # -- connections --------------------------------------------------------------------------------
 
@@ -168,7 +207,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
     # -- libraries ----------------------------------------------------------------------------------
 
     def import_bundle(
-        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str]
+        self, bundle: Bundle, *, blob_id: str, replace: bool, artifacts: dict[str, str], request_id: str = ""
     ) -> tuple[LibraryInfo, bool]:
         name = bundle.name
         now = time.time()
@@ -217,8 +256,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 )
             db.executemany(
                 "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         name,
@@ -229,9 +268,20 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         r.get("provenance") or "imported",
                         json.dumps(r),
                         now,
+                        r.get("request_id", ""),
+                        r.get("quarantine", ""),
                     )
                     for r in bundle.interactions.rows
                 ),
+            )
+            requested: dict[str, int] = {}
+            for r in bundle.interactions.rows:
+                if r.get("request_id"):
+                    requested[r["request_id"]] = requested.get(r["request_id"], 0) + 1
+            if request_id:
+                requested[f"import:{request_id}"] = 0
+            db.executemany(
+                "INSERT INTO requests VALUES (?, ?, 'applied', ?)", ((name, rid, n) for rid, n in requested.items())
             )
             if bundle.similarity is not None:
                 db.executemany(
@@ -264,13 +314,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 "datasets.csv",
                 columns["datasets.csv"],
                 rows("SELECT row_json FROM datasets WHERE library = ?"),
-            )
+            ).widened()
             interactions = Table(
                 "interactions.csv",
                 list(columns["interactions.csv"]),
                 rows("SELECT row_json FROM interactions WHERE library = ? ORDER BY id"),
             )
-            for extra in ("provenance", *COST_COLUMNS):
+            for extra in FEEDBACK_COLUMNS:
                 if extra not in interactions.columns and any(r.get(extra) for r in interactions.rows):
                     interactions.columns.append(extra)
             if "provenance" in interactions.columns:
@@ -348,7 +398,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             r[0]: r[1:]
             for r in db.execute(
                 "SELECT model_id, AVG(train_seconds), AVG(inference_seconds), AVG(memory_bytes), COUNT(*) "
-                f"FROM interactions WHERE library = ?{only} GROUP BY model_id",
+                f"FROM interactions WHERE library = ? AND quarantine = ''{only} GROUP BY model_id",
                 args,
             )
         }
@@ -367,7 +417,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
         nodes = []
         for library, did, row_json, fingerprint, stems, features_json, count in db.execute(
             "SELECT d.library, d.dataset_id, d.row_json, d.fingerprint, d.feature_set, d.features_json, "
-            "(SELECT COUNT(*) FROM interactions i WHERE i.library = d.library AND i.dataset_id = d.dataset_id) "
+            "(SELECT COUNT(*) FROM interactions i "
+            "WHERE i.library = d.library AND i.dataset_id = d.dataset_id AND i.quarantine = '') "
             f"FROM datasets d WHERE {where} ORDER BY d.library, d.dataset_id",
             args,
         ):
@@ -376,7 +427,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 DatasetNode(
                     library=library,
                     dataset_id=did,
-                    metadata={k: v for k, v in row.items() if k != "dataset_id"},
+                    metadata=dataset_metadata(row),
                     features=json.loads(features_json),
                     feature_set=stems,
                     fingerprint=fingerprint,
@@ -424,11 +475,25 @@ class SqliteKnowledgeStore(KnowledgeStore):
     # -- writes -------------------------------------------------------------------------------------
 
     def add_interactions(
-        self, library: str, new_datasets: list[DatasetNode], interactions: list[InteractionRecord]
+        self,
+        library: str,
+        new_datasets: list[DatasetNode],
+        interactions: list[InteractionRecord],
+        request_id: str = "",
     ) -> tuple[int, int]:
+        for i, rec in enumerate(interactions):
+            check_interaction(rec, f"interaction {i}: ")
+        if request_id:
+            interactions = [dataclasses.replace(rec, request_id=request_id) for rec in interactions]
         now = time.time()
         with self._write() as db:
             self._library(db, library)
+            if request_id:
+                done = db.execute(
+                    "SELECT records FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
+                ).fetchone()
+                if done is not None:  # a retry: the first attempt was stored
+                    return self._library(db, library).graph_version, int(done[0])
             for node in new_datasets:
                 existing = db.execute(
                     "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?",
@@ -438,7 +503,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     if existing[0] != node.fingerprint:
                         raise AlreadyExists(f"dataset {node.dataset_id!r} already exists with other content")
                     continue
-                row = {"dataset_id": node.dataset_id, **node.metadata}
+                row = dataset_row(node)
                 db.execute(
                     "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -460,8 +525,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     raise NotFound(f"interaction {i}: dataset {rec.dataset_id!r} not found in library {library!r}")
             db.executemany(
                 "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         library,
@@ -474,12 +539,89 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         rec.provenance,
                         json.dumps(interaction_row(rec)),
                         now,
+                        rec.request_id,
+                        rec.quarantine,
                     )
                     for rec in interactions
                 ),
             )
+            if request_id:
+                db.execute("INSERT INTO requests VALUES (?, ?, 'applied', ?)", (library, request_id, len(interactions)))
             version = self._bump(db, library)
         return version, len(interactions)
+
+    def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
+        with self._read() as db:
+            self._library(db, library)
+            state = db.execute(
+                "SELECT state FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
+            ).fetchone()
+            rows = db.execute(
+                "SELECT row_json FROM interactions WHERE library = ? AND request_id = ? ORDER BY id",
+                (library, request_id),
+            ).fetchall()
+        return [interaction_record(json.loads(r[0])) for r in rows], state[0] if state else ""
+
+    def _request_state(self, db: sqlite3.Connection, library: str, request_id: str) -> str:
+        self._library(db, library)
+        row = db.execute(
+            "SELECT state FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"library {library!r} has no records of request {request_id!r}")
+        return str(row[0])
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, entry: AuditEntry) -> None:
+        db.execute(
+            "INSERT INTO audit (library, unix, principal, action, request_id, records, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.library, entry.unix, entry.principal, entry.action, entry.request_id, entry.records, entry.note),
+        )
+
+    def retract(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        with self._write() as db:
+            if self._request_state(db, library, request_id) == "retracted":
+                return self._library(db, library).graph_version, 0
+            removed = db.execute(
+                "DELETE FROM interactions WHERE library = ? AND request_id = ?", (library, request_id)
+            ).rowcount
+            db.execute(
+                "UPDATE requests SET state = 'retracted' WHERE library = ? AND request_id = ?", (library, request_id)
+            )
+            self._audit(db, AuditEntry(time.time(), principal, "retract", library, request_id, removed, note))
+            return self._bump(db, library), removed
+
+    def confirm(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
+        with self._write() as db:
+            if self._request_state(db, library, request_id) == "retracted":
+                raise NotFound(f"request {request_id!r} of library {library!r} was retracted")
+            held = db.execute(
+                "SELECT id, row_json FROM interactions WHERE library = ? AND request_id = ? AND quarantine != ''",
+                (library, request_id),
+            ).fetchall()
+            if not held:
+                return self._library(db, library).graph_version, 0
+            for rowid, row_json in held:
+                row = json.loads(row_json)
+                row.pop("quarantine", None)
+                db.execute(
+                    "UPDATE interactions SET quarantine = '', row_json = ? WHERE id = ?", (json.dumps(row), rowid)
+                )
+            db.execute(
+                "UPDATE requests SET state = 'confirmed' WHERE library = ? AND request_id = ?", (library, request_id)
+            )
+            self._audit(db, AuditEntry(time.time(), principal, "confirm", library, request_id, len(held), note))
+            return self._bump(db, library), len(held)
+
+    def audit_log(self, library: str, limit: int = 100) -> list[AuditEntry]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT unix, principal, action, library, request_id, records, note FROM audit "
+                "WHERE library = ? ORDER BY id DESC LIMIT ?",
+                (library, limit),
+            ).fetchall()
+        return [AuditEntry(*row) for row in rows]
 
     # -- graph --------------------------------------------------------------------------------------
 
@@ -489,10 +631,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
             models = self._models(db, library)
             datasets = self._datasets(db, "d.library = ?", (library,))
             interactions = [
-                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p)
-                for m, d, s, t, i, mem, p in db.execute(
+                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p, rid)
+                for m, d, s, t, i, mem, p, rid in db.execute(
                     "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
-                    "provenance FROM interactions WHERE library = ? ORDER BY id",
+                    "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
                     (library,),
                 )
             ]
