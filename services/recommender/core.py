@@ -286,7 +286,9 @@ class RecommenderCore:
 
         start = time.perf_counter()
         # Calibrating the intervals costs one more fit (three cross-fits for a small library): calibration.py.
-        estimator, scale = calibrated(snapshot, lambda graph: GnnEstimator(graph, config=self.gnn_config))
+        estimator, scale = calibrated(
+            snapshot, lambda graph: GnnEstimator(graph, config=self.gnn_config, cancel=self._closed)
+        )
         seconds = time.perf_counter() - start
         FIT_SECONDS.observe(seconds)
         backend = self._to_onnx(estimator)
@@ -532,7 +534,13 @@ class RecommenderCore:
         self.knowledge.list_libraries_pb()
 
     def close(self) -> None:
+        # Trainings stop at their next step: a thread left in torch when the interpreter exits aborts the
+        # process ("terminate called without an active exception").
         self._closed.set()
+        with self._guard:
+            trainings = list(self._retraining.values())
+        for thread in trainings:
+            thread.join(timeout=10.0)
         self.knowledge.close()
         if self.storage is not None:
             self.storage.close()

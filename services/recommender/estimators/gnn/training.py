@@ -7,6 +7,7 @@ from a checkpoint) then embed the full graph once: those embeddings are the cons
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -36,6 +37,10 @@ def _loss(predicted: Tensor, target: Tensor, observed: Tensor, rank_weight: floa
     return mse + rank_weight * listnet
 
 
+class TrainingCancelled(Exception):
+    """Training stopped between two steps because its `cancel` event was set."""
+
+
 class TrainedGraph(PreparedGraph):
     """The prepared graph with its trained ensemble and the constants a query needs."""
 
@@ -45,8 +50,10 @@ class TrainedGraph(PreparedGraph):
         probes: Sequence[ProbeRecord],
         config: GnnConfig,
         weights: Sequence[Mapping[str, Tensor]] | None = None,
+        cancel: threading.Event | None = None,
     ):
         super().__init__(snapshot, probes, config)
+        self._cancel = cancel
         if weights is not None:
             self._load(weights)
         else:
@@ -113,6 +120,8 @@ class TrainedGraph(PreparedGraph):
             optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
             net.train()
             for _ in range(cfg.steps if n_rated > 1 else 0):
+                if self._cancel is not None and self._cancel.is_set():
+                    raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
                 hidden = rng.choice(self.rated, size=min(hide, n_rated - 1), replace=False)
                 visible = np.setdiff1d(self.rated, hidden)
                 summaries = self._popularity(visible)
