@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
@@ -15,9 +16,10 @@ SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_n
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
     """Build the recommender server (not started): knowledge and storage clients, core, servicer, health check."""
+    security = Security.from_config(config)  # TLS and authentication, when configured
     core = RecommenderCore(
-        KnowledgeClient(config.knowledge_addr),
-        StorageClient(config.storage_addr),
+        KnowledgeClient(config.knowledge_addr, credentials=security.client()),
+        StorageClient(config.storage_addr, credentials=security.client()),
         estimator=config.estimator,
         neighbours=config.neighbours,
         retrain_after=config.retrain_after,
@@ -25,7 +27,14 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         device=config.device,
     )
     servicer = RecommenderServicer(core)
-    server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "recommender",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        security=security,
+        health_port=config.health_port,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
