@@ -45,7 +45,6 @@ SERVICES = {
 ALL_METHODS = [(service, method) for service, d in SERVICES.items() for method in d.methods]
 # One token per user scope; the services carry `internal` by their certificates.
 TOKEN_SCOPES = {"searcher": ["search"], "reporter": ["feedback"], "operator": ["admin"]}
-AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 @dataclass
@@ -195,7 +194,8 @@ def test_every_rpc_refuses_no_credentials_and_a_missing_scope_and_admits_its_sco
     if holder is None:  # internal only: the calling service's certificate is what admits it
         with secured.channel(service, "query") as internal:
             admitted = call(internal, service, method)
-    assert admitted not in AUTH_CODES
+    # Past the door, the empty request meets the service's own checks.
+    assert admitted in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 
 
 def test_only_services_may_name_the_principal_they_act_for(secured: Secured) -> None:
