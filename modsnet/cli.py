@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
@@ -63,7 +64,7 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         yield cluster.client
 
 
-def _credentials(args: argparse.Namespace) -> dict[str, object]:
+def _credentials(args: argparse.Namespace) -> dict[str, Any]:
     """Token and TLS files from the flags, else from MODSNET_TOKEN / MODSNET_CA / MODSNET_CERT / MODSNET_KEY."""
     values = {n: getattr(args, n, None) or os.environ.get(f"MODSNET_{n.upper()}") or None for n in CREDENTIALS}
     tls = bool(getattr(args, "tls", False)) or cfg.parse_bool(os.environ.get("MODSNET_TLS") or "false")

@@ -106,7 +106,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory, synth_bundle: Path) -> Ite
 
     try:
         storage = start("storage", storage_server(StorageConfig(home=home, **tls("storage"))))
-        knowledge = start("knowledge", knowledge_server(KnowledgeConfig(home=home, storage_addr=storage, **tls("knowledge"))))
+        knowledge = start(
+            "knowledge", knowledge_server(KnowledgeConfig(home=home, storage_addr=storage, **tls("knowledge")))
+        )
         start(
             "recommender",
             recommender_server(
@@ -135,7 +137,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory, synth_bundle: Path) -> Ite
                 servers[name].stop(0.5)
 
 
-def call(channel: grpc.Channel, service: str, method: Any, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.StatusCode:
+def call(
+    channel: grpc.Channel, service: str, method: Any, metadata: tuple[tuple[str, str], ...] = ()
+) -> grpc.StatusCode:
     """Call `method` with an empty request (of its streaming shape); the status code it ends with."""
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
@@ -209,7 +213,12 @@ def test_only_services_may_name_the_principal_they_act_for(secured: Secured) -> 
 
 def test_an_internal_service_refuses_a_caller_without_a_client_certificate(secured: Secured) -> None:
     with secured.channel("knowledge", None) as channel:
-        code = call(channel, "knowledge", SERVICES["knowledge"].methods_by_name["ListLibraries"], bearer(secured.tokens["operator"]))
+        code = call(
+            channel,
+            "knowledge",
+            SERVICES["knowledge"].methods_by_name["ListLibraries"],
+            bearer(secured.tokens["operator"]),
+        )
     assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails: mTLS is required
 
 
@@ -266,3 +275,17 @@ def test_the_auth_file_is_checked_when_read(tmp_path: Path) -> None:
     table = auth.AuthTable.load(good)
     assert table.tokens[auth.hash_token(token)].name == "ann"
     assert token not in good.read_text()  # only the hash is stored
+
+
+def test_only_an_administrator_imports_so_only_an_administrator_brings_artifacts_in(secured: Secured) -> None:
+    """Artifacts of an imported library run as probes: with authentication on, no user and no service (not
+    even the query service, which holds the upload) can import one."""
+    method = SERVICES["knowledge"].methods_by_name["ImportLibrary"]
+    with secured.channel("knowledge") as channel:
+        for holder in ("searcher", "reporter"):
+            assert (
+                call(channel, "knowledge", method, bearer(secured.tokens[holder])) == grpc.StatusCode.PERMISSION_DENIED
+            )
+    for service in ("query", "recommender", "storage"):
+        with secured.channel("knowledge", service) as channel:
+            assert call(channel, "knowledge", method) == grpc.StatusCode.PERMISSION_DENIED

@@ -32,19 +32,23 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ModsNet"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ModsNet"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
 
 
 def make_ca(out: Path, days: int = 825) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("ModsNet local CA"))
@@ -72,7 +76,7 @@ def make_cert(
     """NAME.pem and NAME-key.pem: a certificate for `name`, for server and client use, signed by `ca`."""
     ca_cert, ca_key = ca
     key = _key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alt: list[x509.GeneralName] = []
     for host in dict.fromkeys([name, "localhost", "127.0.0.1", *hosts]):
         try:
@@ -100,7 +104,9 @@ def make_cert(
     return path
 
 
-def make_all(out: str | Path, *, clients: Sequence[str] = ("admin",), hosts: Sequence[str] = (), days: int = 825) -> Path:
+def make_all(
+    out: str | Path, *, clients: Sequence[str] = ("admin",), hosts: Sequence[str] = (), days: int = 825
+) -> Path:
     """The CA, one certificate per service and one per client name, under `out`."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

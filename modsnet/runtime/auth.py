@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -142,10 +143,10 @@ class AuthTable:
     def load(cls, path: str | Path) -> AuthTable:
         """Read an auth file (YAML or JSON):
 
-            tokens:
-              - {name: alice, sha256: <64 hex>, scopes: [search, feedback]}
-            certificates:            # optional; the services' names default to [internal]
-              - {name: ops-laptop, scopes: [admin]}
+        tokens:
+          - {name: alice, sha256: <64 hex>, scopes: [search, feedback]}
+        certificates:            # optional; the services' names default to [internal]
+          - {name: ops-laptop, scopes: [admin]}
         """
         path = Path(path)
         try:
@@ -239,7 +240,7 @@ class CallGuard:
 # ----------------------------------------------------------------------------------------------- TLS
 
 
-def _read(path: str | Path | None, what: str) -> bytes | None:
+def _read(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
     if not path:
         return None
     try:
@@ -264,9 +265,9 @@ class ClientCredentials:
         cls,
         *,
         token: str | None = None,
-        ca: str | Path | None = None,
-        cert: str | Path | None = None,
-        key: str | Path | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
         tls: bool = False,
     ) -> ClientCredentials:
         if bool(cert) != bool(key):
@@ -329,7 +330,9 @@ class Security:
 
     def client(self) -> ClientCredentials:
         """What this service presents to the others: its certificate (mTLS) and/or its service token."""
-        return ClientCredentials(self.service_token, self.ca, self.cert if self.ca else None, self.key if self.ca else None)
+        return ClientCredentials(
+            self.service_token, self.ca, self.cert if self.ca else None, self.key if self.ca else None
+        )
 
 
 def token_entry(name: str, scopes: list[str], token: str) -> str:

@@ -100,7 +100,9 @@ class CommonConfig:
         0, help="plaintext port serving only gRPC health, for probes that speak no TLS (0 = off)"
     )
     # Authentication and TLS (modsnet.runtime.auth, docs/security.md); all off by default.
-    tls_cert: str | None = setting(None, help="PEM certificate of this service: serve TLS, and present it to the others")
+    tls_cert: str | None = setting(
+        None, help="PEM certificate of this service: serve TLS, and present it to the others"
+    )
     tls_key: str | None = setting(None, help="PEM private key of tls_cert")
     tls_ca: str | None = setting(
         None, help="PEM CA certificate: verifies the other services, and client certificates (mTLS)"

@@ -55,7 +55,6 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         full_method = handler_call_details.method
-        method = full_method.rsplit("/", 1)[-1]
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, full_method),
