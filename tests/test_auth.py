@@ -305,3 +305,14 @@ def test_the_cli_makes_a_token_and_authenticates_with_one(secured: Secured, caps
     assert "synth" in capsys.readouterr().out
     assert cli.main([*where, "--token", secured.tokens["reporter"], "library", "list"]) == 1
     assert "lacks the scope search" in capsys.readouterr().err
+
+
+def test_a_service_and_its_metrics_bind_loopback_unless_told() -> None:
+    config = QueryConfig(knowledge_addr="k:1", recommender_addr="r:1", storage_addr="s:1")
+    assert (config.host, config.metrics_host) == ("127.0.0.1", "127.0.0.1")
+    server = ServiceServer("probe")
+    try:
+        server.start()
+        assert server._address.startswith("127.0.0.1:")
+    finally:
+        server.stop(0)
