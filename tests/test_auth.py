@@ -291,20 +291,20 @@ def test_only_an_administrator_imports_so_only_an_administrator_brings_artifacts
             assert call(channel, "knowledge", method) == grpc.StatusCode.PERMISSION_DENIED
 
 
-def test_the_cli_makes_a_token_and_authenticates_with_one(secured: Secured, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_makes_a_token_and_authenticates_with_one(secured: Secured, capfd: pytest.CaptureFixture[str]) -> None:
     from modsnet import cli
 
     assert cli.main(["auth", "token", "--name", "bob", "--scopes", "search,feedback"]) == 0
-    printed = capsys.readouterr()
+    printed = capfd.readouterr()
     entry = json.loads(printed.out.strip().removeprefix("- "))
     token = printed.err.split("it is not stored anywhere): ")[1].split()[0]
     assert entry == {"name": "bob", "sha256": auth.hash_token(token), "scopes": ["search", "feedback"]}
 
     where = ["--query-addr", secured.addresses["query"], "--ca", str(secured.certs / "ca.pem")]
     assert cli.main([*where, "--token", secured.tokens["searcher"], "library", "list"]) == 0
-    assert "synth" in capsys.readouterr().out
+    assert "synth" in capfd.readouterr().out
     assert cli.main([*where, "--token", secured.tokens["reporter"], "library", "list"]) == 1
-    assert "lacks the scope search" in capsys.readouterr().err
+    assert "lacks the scope search" in capfd.readouterr().err
 
 
 def test_a_service_and_its_metrics_bind_loopback_unless_told() -> None:
