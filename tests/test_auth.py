@@ -301,8 +301,8 @@ def test_the_cli_makes_a_token_and_authenticates_with_one(secured: Secured, capf
     assert entry == {"name": "bob", "sha256": auth.hash_token(token), "scopes": ["search", "feedback"]}
 
     where = ["--query-addr", secured.addresses["query"], "--ca", str(secured.certs / "ca.pem")]
-    assert cli.main([*where, "--token", secured.tokens["searcher"], "library", "list"]) == 0
-    assert "synth" in capfd.readouterr().out
+    assert cli.main([*where, "--token", secured.tokens["searcher"], "library", "list", "--json"]) == 0
+    assert [lib["name"] for lib in json.loads(capfd.readouterr().out)] == ["synth"]
     assert cli.main([*where, "--token", secured.tokens["reporter"], "library", "list"]) == 1
     assert "lacks the scope search" in capfd.readouterr().err
 
