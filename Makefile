@@ -45,6 +45,10 @@ up: setup ## start the local cluster: four service processes, real Redis and S3 
 down: setup ## stop the local cluster (its data stays in .cluster/)
 	$(BIN)/python -m modsnet.offline.localcluster down
 
+.PHONY: certs
+certs: setup ## a local CA and a certificate per service and for an admin client, in .cluster/certs (CERTS=dir)
+	$(BIN)/python -m modsnet.offline.certs $(or $(CERTS),.cluster/certs)
+
 .PHONY: protos
 protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is committed)
 	$(BIN)/python -m modsnet.offline.protogen

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
@@ -49,6 +50,7 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             knowledge=addresses["knowledge"],
             storage=addresses["storage"],
             recommender=addresses["recommender"],
+            **_credentials(args),
         )
         try:
             yield client
@@ -60,6 +62,16 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
     home = Path(args.home) if args.home else cfg.default_home()
     with EmbeddedCluster(home) as cluster:
         yield cluster.client
+
+
+def _credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """Token and TLS files from the flags, else from MODSNET_TOKEN / MODSNET_CA / MODSNET_CERT / MODSNET_KEY."""
+    values = {n: getattr(args, n, None) or os.environ.get(f"MODSNET_{n.upper()}") or None for n in CREDENTIALS}
+    tls = bool(getattr(args, "tls", False)) or cfg.parse_bool(os.environ.get("MODSNET_TLS") or "false")
+    return {**values, "tls": tls}
+
+
+CREDENTIALS = ("token", "ca", "cert", "key")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -408,10 +420,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = config_class.load(args)
     logging.getLogger().setLevel(config.log_level.upper())
     server = module.create_server(config)
-    serve_metrics(config.metrics_port)
+    serve_metrics(config.metrics_port, config.metrics_host)
     port = server.start()
     print(f"modsnet {service} serving on {config.host}:{port}", flush=True)
     server.run_until_signal()
+    return 0
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    from modsnet.runtime.auth import new_token, token_entry
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token = new_token()
+    entry = token_entry(args.name, scopes, token)
+    print(f"token (give it to {args.name}; it is not stored anywhere): {token}", file=sys.stderr)
+    print("add this entry under 'tokens:' in the auth file:", file=sys.stderr)
+    print(f"  - {entry}")
     return 0
 
 
@@ -429,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"host:port of a running {service} service (env MODSNET_{service.upper()}_ADDR); "
             "without a query address everything runs embedded",
         )
+    parser.add_argument("--token", help="bearer token sent to the services (env MODSNET_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="reach the services over TLS (env MODSNET_TLS)")
+    parser.add_argument("--ca", help="CA certificate that verifies the services; implies TLS (env MODSNET_CA)")
+    parser.add_argument("--cert", help="client certificate, PEM (env MODSNET_CERT)")
+    parser.add_argument("--key", help="its private key, PEM (env MODSNET_KEY)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the services do")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -556,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="other groups' records, for their published rows (default: ../shared/data beside the checkout)",
     )
     evaluate.set_defaults(run=cmd_eval)
+
+    auth = commands.add_parser("auth", help="authentication: make a bearer token")
+    auth_commands = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    making = auth_commands.add_parser("token", help="a new random token, and the auth-file entry (its hash) to add")
+    making.add_argument("--name", required=True, help="who holds it (recorded as who did what)")
+    making.add_argument("--scopes", required=True, help="comma-separated: search, feedback, admin, internal")
+    auth.set_defaults(run=cmd_auth)
 
     serve = commands.add_parser("serve", help="run one service (for the local cluster and Kubernetes)")
     serve_commands = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")

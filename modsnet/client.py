@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
 from modsnet.data.graph import AuditEntry, LibraryInfo, ModelNode, QueryRecord
+from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb
 from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument
@@ -40,7 +41,7 @@ Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
 
 
 class QueryClient(ServiceClient):
-    def __init__(self, target: str, *, timeout: float = 600.0):
+    def __init__(self, target: str, *, timeout: float = 600.0, credentials: ClientCredentials | None = None):
         super().__init__(
             "query",
             target,
@@ -49,6 +50,7 @@ class QueryClient(ServiceClient):
             # ReportPerformance too: each report carries its request id, so a retry is applied once.
             retry_methods=("ListLibraries", "FindModel", "DownloadModel", "ReportPerformance"),
             timeout=timeout,
+            credentials=credentials,
         )
 
 
@@ -112,6 +114,10 @@ class Client:
       fingerprints and file names: not for every client);
     - recommender: `train`, `estimator_info`.
     A call whose address was not given raises ConfigError naming it.
+
+    Where authentication is on (docs/security.md), `token` is sent with every call (a token with the
+    `search` scope searches, `feedback` reports, `admin` administers); `tls` (the system's roots) or `ca`
+    (a CA certificate file) turn TLS on, and `cert`/`key` present a client certificate.
     """
 
     def __init__(
@@ -121,11 +127,17 @@ class Client:
         knowledge: str | None = None,
         storage: str | None = None,
         recommender: str | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        ca: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
     ):
-        self.query = QueryClient(query)
-        self.knowledge = KnowledgeClient(knowledge) if knowledge else None
-        self.storage = StorageClient(storage) if storage else None
-        self.recommender = RecommenderClient(recommender) if recommender else None
+        creds = ClientCredentials.from_files(token=token, ca=ca, cert=cert, key=key, tls=tls)
+        self.query = QueryClient(query, credentials=creds)
+        self.knowledge = KnowledgeClient(knowledge, credentials=creds) if knowledge else None
+        self.storage = StorageClient(storage, credentials=creds) if storage else None
+        self.recommender = RecommenderClient(recommender, credentials=creds) if recommender else None
 
     def search(
         self,

@@ -257,8 +257,10 @@ def test_modsnet_deployments(manifests: Manifests) -> None:
         assert _env_value(container, "MODSNET_LOG_LEVEL"), where
 
         probes = ["readinessProbe", "livenessProbe"] + (["startupProbe"] if name == "recommender" else [])
+        # With TLS on, probes (which speak no TLS) go to the plaintext health-only port.
+        probe_port = int(_env_value(container, "MODSNET_HEALTH_PORT") or port)
         for probe in probes:
-            assert container.get(probe, {}).get("grpc", {}).get("port") == port, f"{where}: {probe}"
+            assert container.get(probe, {}).get("grpc", {}).get("port") == probe_port, f"{where}: {probe}"
 
         # The server stops with a 30 s grace after SIGTERM; the pod must outlast it.
         assert workload.pod["terminationGracePeriodSeconds"] > 30, where
@@ -576,3 +578,16 @@ def test_only_the_recommender_gets_a_gpu(manifests: Manifests) -> None:
     for name, workload in manifests.workloads.items():
         if name != "recommender":
             assert GPU not in {t.get("key") for t in workload.pod.get("tolerations", [])}, name
+
+
+def test_pods_serve_on_their_interfaces_and_prod_turns_authentication_on(manifests: Manifests) -> None:
+    """`modsnet serve` binds loopback unless told, so each pod says 0.0.0.0; prod runs with TLS and tokens."""
+    for name in SERVICES:
+        container = _server(manifests.deployments[name])
+        assert _env_value(container, "MODSNET_HOST") == "0.0.0.0", name
+        assert _env_value(container, "MODSNET_METRICS_HOST") == "0.0.0.0", name
+        if manifests.overlay == "prod":
+            for setting in ("MODSNET_TLS_CERT", "MODSNET_TLS_KEY", "MODSNET_TLS_CA", "MODSNET_AUTH_FILE"):
+                assert _env_value(container, setting), f"prod {name}: {setting}"
+            mounts = {m["name"] for m in container.get("volumeMounts", [])}
+            assert {"tls", "auth"} <= mounts, f"prod {name}: {mounts}"

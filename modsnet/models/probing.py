@@ -21,7 +21,9 @@ Bounds, because the user waits for the search: the call stops starting probes on
 spent. A tabular probe gets at most min(`PROBE_LIMIT_S`, remaining budget), split over its `FOLDS` fits;
 a fit past its share is interrupted and the probe left out, in the main thread and in a worker thread
 alike (`modsnet.models.tabular.evaluate` bounds fits in any thread). An XRD finder is checked between scans
-and dropped if the budget ran out while it ran; scans longer than `MAX_SCAN_POINTS` are not probed (a
+and dropped if the budget ran out while it ran; a neural finder (an ONNX model the library brought) runs
+in a child process bounded in address space and killed at the deadline (`modsnet.models.sandbox`; the
+first one in a process also starts its forkserver). Scans longer than `MAX_SCAN_POINTS` are not probed (a
 finder's cost grows with the points).
 """
 
@@ -264,6 +266,7 @@ def _measure_xrd(
     models: Sequence[tuple[ModelNode, bytes | None]],
     deadline: float,
 ) -> list[ProbeRecord]:
+    from modsnet.models import sandbox
     from modsnet.models.peaks import f1_at_tolerance, load_finder
 
     scans = [s for s in exemplar.scans if 0 < len(s.two_theta) <= MAX_SCAN_POINTS][:MAX_SCANS]
@@ -279,11 +282,15 @@ def _measure_xrd(
         started = time.perf_counter()
         peaks: list[np.ndarray] = []
         try:
-            finder = load_finder(artifact)
-            for scan in scans:
-                if time.perf_counter() > deadline:
-                    break
-                peaks.append(np.sort(np.asarray(finder.find(scan.two_theta, scan.intensity), dtype=float).ravel()))
+            if artifact.lstrip()[:1] == b"{":  # a spec: parameters of a built-in algorithm, run here
+                finder = load_finder(artifact)
+                for scan in scans:
+                    if time.perf_counter() > deadline:
+                        break
+                    peaks.append(np.sort(np.asarray(finder.find(scan.two_theta, scan.intensity), dtype=float).ravel()))
+            else:  # a network the library brought: its own process, bounded in memory and killed at the deadline
+                pairs = [(scan.two_theta, scan.intensity) for scan in scans]
+                peaks = sandbox.find_peaks(artifact, pairs, seconds=deadline - time.perf_counter())
         except Exception:  # a finder from storage fails in any way: one probe fewer
             _log.debug("not probed: %s failed", model.model_id, exc_info=True)
             continue

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
 
 from .deadline import timeout_for
@@ -73,11 +74,19 @@ class ServiceClient:
         full_service: str,
         retry_methods: Sequence[str] = (),
         timeout: float = DEFAULT_TIMEOUT,
+        credentials: ClientCredentials | None = None,
     ):
         self.name = name
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=channel_options(full_service, retry_methods))
+        self.credentials = credentials or ClientCredentials()
+        options = channel_options(full_service, retry_methods)
+        secure = self.credentials.channel_credentials()
+        self.channel = (
+            grpc.insecure_channel(target, options=options)
+            if secure is None
+            else grpc.secure_channel(target, secure, options=options)
+        )
         self.stub = stub_class(self.channel)
 
     @property
@@ -89,7 +98,7 @@ class ServiceClient:
         rpc = getattr(self.stub, method)
         seconds = timeout_for(timeout or self.timeout, self.what)
         try:
-            response = rpc(request, timeout=seconds)
+            response = rpc(request, timeout=seconds, metadata=self.credentials.metadata())
         except grpc.RpcError as exc:
             CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
             raise to_domain_error(exc, self.what) from None
@@ -101,7 +110,7 @@ class ServiceClient:
         rpc = getattr(self.stub, method)
         seconds = timeout_for(timeout or self.timeout, self.what)
         try:
-            yield from rpc(request, timeout=seconds)
+            yield from rpc(request, timeout=seconds, metadata=self.credentials.metadata())
         except grpc.RpcError as exc:
             CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
             raise to_domain_error(exc, self.what) from None

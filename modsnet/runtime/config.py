@@ -92,9 +92,28 @@ class CommonConfig:
     """The settings every service has; a service's config derives from it (keyword-only, so the order of
     fields with and without defaults is free)."""
 
-    host: str = setting("0.0.0.0", help="interface to listen on")
+    host: str = setting("127.0.0.1", help="interface to listen on (0.0.0.0: every interface, as in a pod)")
     port: int = setting(0, help="gRPC port (0 = any free port)")
     metrics_port: int = setting(0, help="Prometheus /metrics HTTP port (0 = off)")
+    metrics_host: str = setting("127.0.0.1", help="interface of the /metrics endpoint")
+    health_port: int = setting(
+        0, help="plaintext port serving only gRPC health, for probes that speak no TLS (0 = off)"
+    )
+    # Authentication and TLS (modsnet.runtime.auth, docs/security.md); all off by default.
+    tls_cert: str | None = setting(
+        None, help="PEM certificate of this service: serve TLS, and present it to the others"
+    )
+    tls_key: str | None = setting(None, help="PEM private key of tls_cert")
+    tls_ca: str | None = setting(
+        None, help="PEM CA certificate: verifies the other services, and client certificates (mTLS)"
+    )
+    tls_require_client_cert: bool = setting(
+        True, help="with tls_ca, refuse callers without a client certificate (false: tokens only, e.g. the query API)"
+    )
+    auth_file: str | None = setting(
+        None, help="YAML/JSON file of token hashes and certificate names with their scopes; turns authentication on"
+    )
+    service_token: str | None = setting(None, help="bearer token this service presents to the others")
     grace: float = setting(30.0, help="seconds in-flight calls get to finish on SIGTERM")
     log_level: str = setting("INFO", help="logging level")
 

@@ -76,6 +76,18 @@ class Internal(ModsnetError):
     code = "INTERNAL"
 
 
+class Unauthenticated(ModsnetError):
+    """No credentials, or credentials that name no one (unknown token, certificate of no listed identity)."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ModsnetError):
+    """Authenticated, but without the scope the call needs."""
+
+    code = "PERMISSION_DENIED"
+
+
 class ConfigError(ModsnetError):
     """A service was started with a missing or invalid setting: it refuses to start."""
 
@@ -95,6 +107,8 @@ BY_CODE: dict[str, type[ModsnetError]] = {
         DeadlineExceeded,
         DataLoss,
         Internal,
+        Unauthenticated,
+        PermissionDenied,
     )
 }
 

@@ -32,7 +32,7 @@ CLIENT_REQUESTS = Counter(
 )
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> int | None:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> int | None:
     """Serve /metrics over HTTP on `port` (0 = off). Returns the port, or None when off."""
     if port <= 0:
         return None

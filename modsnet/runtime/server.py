@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from modsnet.runtime.auth import CallGuard, Security
 from modsnet.runtime.errors import ModsnetError
 
 from .deadline import reset_deadline, set_deadline
@@ -41,37 +42,39 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps domain errors to status codes, hides unexpected ones, counts and times every call.
 
     It also publishes the call's deadline to `modsnet.runtime.deadline`, so the handler's outgoing calls
-    are bounded by what the caller has left.
+    are bounded by what the caller has left, and lets `guard` authenticate and authorize the call first
+    (its refusals are domain errors, counted and mapped like the others).
     """
 
-    def __init__(self, service: str):
+    def __init__(self, service: str, guard: CallGuard | None = None):
         self.service = service
+        self.guard = guard or CallGuard(None)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method),
+                self._wrap(handler.unary_unary, full_method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method),
+                self._wrap(handler.stream_unary, full_method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
+                self._wrap_stream(handler.unary_stream, full_method),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(handler.stream_stream, method),
+            self._wrap_stream(handler.stream_stream, full_method),
             handler.request_deserializer,
             handler.response_serializer,
         )
@@ -90,13 +93,16 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         context.abort(getattr(grpc.StatusCode, code), message)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
-    def _wrap(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _wrap(self, behavior: Callable[..., Any], full_method: str) -> Callable[..., Any]:
+        method = full_method.rsplit("/", 1)[-1]
+
         @functools.wraps(behavior)
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
             try:
-                response = behavior(request, context)
+                with self.guard.call(full_method, context):
+                    response = behavior(request, context)
             except Exception as exc:
                 if _already_aborted(context):
                     raise
@@ -109,13 +115,16 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(self, behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+    def _wrap_stream(self, behavior: Callable[..., Iterator[Any]], full_method: str) -> Callable[..., Any]:
+        method = full_method.rsplit("/", 1)[-1]
+
         @functools.wraps(behavior)
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
             try:
-                yield from behavior(request, context)
+                with self.guard.call(full_method, context):
+                    yield from behavior(request, context)
             except Exception as exc:
                 if _already_aborted(context):
                     raise
@@ -142,23 +151,32 @@ class ServiceServer:
         self,
         name: str,
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 0,
         grace: float = 30.0,
         max_workers: int = 16,
         check_interval: float = 5.0,
+        security: Security | None = None,
+        health_port: int = 0,
     ):
         self.name = name
         self.grace = grace
+        self.security = security or Security()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[ErrorInterceptor(name)],
+            interceptors=[ErrorInterceptor(name, CallGuard(self.security.table))],
             options=SERVER_OPTIONS,
         )
         self._address = f"{host}:{port}"
         self.port: int = 0
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        # Kubernetes' gRPC probes speak no TLS: with TLS on, they get the same health on a plaintext port.
+        self._health_server: grpc.Server | None = None
+        if health_port:
+            self._health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=SERVER_OPTIONS)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+        self._health_address = f"{host}:{health_port}"
         self._service_names: list[str] = []
         self._checks: list[Callable[[], None]] = []
         self._closers: list[Callable[[], None]] = []
@@ -189,10 +207,18 @@ class ServiceServer:
         """Bind, enable reflection, start serving and the health monitor. Returns the bound port."""
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self._server)
-        self.port = self._server.add_insecure_port(self._address)
+        credentials = self.security.server_credentials()
+        if credentials is None:
+            self.port = self._server.add_insecure_port(self._address)
+        else:
+            self.port = self._server.add_secure_port(self._address, credentials)
         if self.port == 0:
             raise OSError(f"{self.name}: could not bind {self._address}")
         self._server.start()
+        if self._health_server is not None:
+            if not self._health_server.add_insecure_port(self._health_address):
+                raise OSError(f"{self.name}: could not bind the health port {self._health_address}")
+            self._health_server.start()
         self._update_health()
         self._monitor = threading.Thread(target=self._watch, name=f"{self.name}-health", daemon=True)
         self._monitor.start()
@@ -226,6 +252,8 @@ class ServiceServer:
         self._stopping.set()
         self._health.enter_graceful_shutdown()
         self._server.stop(self.grace if grace is None else grace).wait()
+        if self._health_server is not None:
+            self._health_server.stop(0)
         for close in self._closers:
             try:
                 close()

@@ -27,6 +27,7 @@ from modsnet.data.graph import (
     SimilarityRecord,
     Snapshot,
 )
+from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import (
     audit_from_pb,
@@ -60,7 +61,7 @@ def iter_file(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
 
 
 class StorageClient(ServiceClient):
-    def __init__(self, target: str, *, timeout: float = 300.0):
+    def __init__(self, target: str, *, timeout: float = 300.0, credentials: ClientCredentials | None = None):
         super().__init__(
             "storage",
             target,
@@ -68,6 +69,7 @@ class StorageClient(ServiceClient):
             full_service="modsnet.v1.Storage",
             retry_methods=("StatBlob", "GetPointer", "GetBlob"),
             timeout=timeout,
+            credentials=credentials,
         )
 
     def put_chunks(
@@ -119,7 +121,7 @@ class StorageClient(ServiceClient):
 
 
 class KnowledgeClient(ServiceClient):
-    def __init__(self, target: str, *, timeout: float = 60.0):
+    def __init__(self, target: str, *, timeout: float = 60.0, credentials: ClientCredentials | None = None):
         super().__init__(
             "knowledge",
             target,
@@ -137,6 +139,7 @@ class KnowledgeClient(ServiceClient):
                 "ListQueries",
             ),
             timeout=timeout,
+            credentials=credentials,
         )
 
     def import_library(self, blob_id: str, *, replace: bool = False, request_id: str = "") -> kpb.ImportLibraryResponse:
@@ -241,7 +244,7 @@ class KnowledgeClient(ServiceClient):
 
 
 class RecommenderClient(ServiceClient):
-    def __init__(self, target: str, *, timeout: float = 60.0):
+    def __init__(self, target: str, *, timeout: float = 60.0, credentials: ClientCredentials | None = None):
         super().__init__(
             "recommender",
             target,
@@ -249,6 +252,7 @@ class RecommenderClient(ServiceClient):
             full_service="modsnet.v1.Recommender",
             retry_methods=("Recommend", "SelectProbes", "EstimatorInfo"),
             timeout=timeout,
+            credentials=credentials,
         )
 
     def recommend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import StorageClient
 from modsnet.v1 import knowledge_pb2, knowledge_pb2_grpc
@@ -15,9 +16,17 @@ SERVICE_NAME = knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"].full_name
 
 def create_server(config: KnowledgeConfig) -> ServiceServer:
     """Build the knowledge server (not started): store, storage client, core, servicer, health check."""
-    core = KnowledgeCore(open_store(config), StorageClient(config.storage_addr))
+    security = Security.from_config(config)  # TLS and authentication, when configured
+    core = KnowledgeCore(open_store(config), StorageClient(config.storage_addr, credentials=security.client()))
     servicer = KnowledgeServicer(core)
-    server = ServiceServer("knowledge", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "knowledge",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        security=security,
+        health_port=config.health_port,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from modsnet.runtime.auth import current_principal
 from modsnet.runtime.convert import (
     audit_to_pb,
     dataset_from_pb,
@@ -26,15 +27,11 @@ from .core import KnowledgeCore
 
 SNAPSHOT_BATCH = 5000  # nodes per streamed chunk: well under the message size limit
 INTERACTION_BATCH = 100_000  # columnar records per chunk (about 4 MB)
-PRINCIPAL_KEY = "x-modsnet-principal"  # metadata naming the authenticated caller, set by the auth interceptor
 
 
-def principal(context: grpc.ServicerContext) -> str:
-    """Who is calling, for the audit log: the principal authentication put in the metadata, else "anonymous"."""
-    for key, value in context.invocation_metadata() or ():
-        if key == PRINCIPAL_KEY and value:
-            return str(value)
-    return "anonymous"
+def principal() -> str:
+    """Who is acting, for the audit log: the authenticated caller (or the one a service acts for), else "anonymous"."""
+    return current_principal() or "anonymous"
 
 
 class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
@@ -80,13 +77,13 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
     def DeleteInteraction(
         self, request: kpb.DeleteInteractionRequest, context: grpc.ServicerContext
     ) -> kpb.DeleteInteractionResponse:
-        version, removed = self.core.retract(request.library, request.request_id, principal(context), request.note)
+        version, removed = self.core.retract(request.library, request.request_id, principal(), request.note)
         return kpb.DeleteInteractionResponse(graph_version=version, removed=removed)
 
     def ConfirmInteraction(
         self, request: kpb.ConfirmInteractionRequest, context: grpc.ServicerContext
     ) -> kpb.ConfirmInteractionResponse:
-        version, confirmed = self.core.confirm(request.library, request.request_id, principal(context), request.note)
+        version, confirmed = self.core.confirm(request.library, request.request_id, principal(), request.note)
         return kpb.ConfirmInteractionResponse(graph_version=version, confirmed=confirmed)
 
     def ListAudit(self, request: kpb.ListAuditRequest, context: object) -> kpb.ListAuditResponse:

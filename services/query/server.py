@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modsnet.features import single_threaded_blas
+from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import query_pb2, query_pb2_grpc
@@ -16,18 +17,26 @@ SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
 def create_server(config: QueryConfig) -> ServiceServer:
     """Build the query server (not started): downstream clients, core, servicer, health check."""
+    security = Security.from_config(config)  # TLS and authentication, when configured
     single_threaded_blas()  # feature extraction is fastest so (see the function)
     core = QueryCore(
-        StorageClient(config.storage_addr),
-        KnowledgeClient(config.knowledge_addr),
-        RecommenderClient(config.recommender_addr),
+        StorageClient(config.storage_addr, credentials=security.client()),
+        KnowledgeClient(config.knowledge_addr, credentials=security.client()),
+        RecommenderClient(config.recommender_addr, credentials=security.client()),
         max_upload_bytes=config.max_upload_bytes,
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
     )
     servicer = QueryServicer(core)
-    server = ServiceServer("query", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "query",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        security=security,
+        health_port=config.health_port,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),

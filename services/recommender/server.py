@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
@@ -30,9 +31,10 @@ def gnn_config(config: RecommenderConfig) -> GnnConfig | None:
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
     """Build the recommender server (not started): knowledge and storage clients, core, servicer, health check."""
+    security = Security.from_config(config)  # TLS and authentication, when configured
     core = RecommenderCore(
-        KnowledgeClient(config.knowledge_addr),
-        StorageClient(config.storage_addr),
+        KnowledgeClient(config.knowledge_addr, credentials=security.client()),
+        StorageClient(config.storage_addr, credentials=security.client()),
         estimator=config.estimator,
         neighbours=config.neighbours,
         retrain_after=config.retrain_after,
@@ -41,7 +43,14 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         gnn_config=gnn_config(config),
     )
     servicer = RecommenderServicer(core)
-    server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "recommender",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        security=security,
+        health_port=config.health_port,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
