@@ -15,13 +15,22 @@ SERVICE_NAME = knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"].full_name
 
 def create_server(config: KnowledgeConfig) -> ServiceServer:
     """Build the knowledge server (not started): store, storage client, core, servicer, health check."""
-    core = KnowledgeCore(open_store(config), StorageClient(config.storage_addr))
+    storage = StorageClient(config.storage_addr)
+    core = KnowledgeCore(open_store(config), storage)
     servicer = KnowledgeServicer(core)
-    server = ServiceServer("knowledge", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "knowledge",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),
         check=core.check,
         close=core.close,
+        depends_on=(storage,),  # bundles are read from and written to storage
     )
     return server

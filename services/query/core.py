@@ -345,10 +345,6 @@ class QueryCore:
         FEEDBACK.inc()
         return dataset_id, int(response.graph_version)
 
-    def check(self) -> None:
-        """Serving needs the knowledge service (libraries); a failure there is a failure here."""
-        self.knowledge.list_libraries_pb()
-
     def close(self) -> None:
         for client in (self.storage, self.knowledge, self.recommender):
             client.close()

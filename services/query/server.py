@@ -15,23 +15,33 @@ SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
 
 def create_server(config: QueryConfig) -> ServiceServer:
-    """Build the query server (not started): downstream clients, core, servicer, health check."""
+    """Build the query server (not started): downstream clients, core, servicer, readiness checks."""
     single_threaded_blas()  # feature extraction is fastest so (see the function)
+    storage = StorageClient(config.storage_addr)
+    knowledge = KnowledgeClient(config.knowledge_addr)
+    recommender = RecommenderClient(config.recommender_addr)
     core = QueryCore(
-        StorageClient(config.storage_addr),
-        KnowledgeClient(config.knowledge_addr),
-        RecommenderClient(config.recommender_addr),
+        storage,
+        knowledge,
+        recommender,
         max_upload_bytes=config.max_upload_bytes,
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
     )
     servicer = QueryServicer(core)
-    server = ServiceServer("query", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "query",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),
-        check=core.check,
         close=core.close,
+        depends_on=(knowledge, recommender, storage),  # a search needs all three
     )
     return server

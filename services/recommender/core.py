@@ -510,10 +510,6 @@ class RecommenderCore:
             served.backend,
         )
 
-    def check(self) -> None:
-        """The recommender can serve while the knowledge service answers."""
-        self.knowledge.list_libraries_pb()
-
     def close(self) -> None:
         self._closed.set()
         self.knowledge.close()

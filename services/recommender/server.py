@@ -15,9 +15,11 @@ SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_n
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
     """Build the recommender server (not started): knowledge and storage clients, core, servicer, health check."""
+    knowledge = KnowledgeClient(config.knowledge_addr)
+    storage = StorageClient(config.storage_addr)
     core = RecommenderCore(
-        KnowledgeClient(config.knowledge_addr),
-        StorageClient(config.storage_addr),
+        knowledge,
+        storage,
         estimator=config.estimator,
         neighbours=config.neighbours,
         retrain_after=config.retrain_after,
@@ -25,11 +27,18 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         device=config.device,
     )
     servicer = RecommenderServicer(core)
-    server = ServiceServer("recommender", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "recommender",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
-        check=core.check,
         close=core.close,
+        depends_on=(knowledge, storage),  # the graph, and the checkpoints of trained estimators
     )
     return server

@@ -16,7 +16,14 @@ def create_server(config: StorageConfig) -> ServiceServer:
     """Build the storage server (not started): backend, core, servicer, health check."""
     core = StorageCore(open_backend(config), max_upload_bytes=config.max_upload_bytes)
     servicer = StorageServicer(core)
-    server = ServiceServer("storage", host=config.host, port=config.port, grace=config.grace)
+    server = ServiceServer(
+        "storage",
+        host=config.host,
+        port=config.port,
+        grace=config.grace,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
+    )
     server.add_service(
         SERVICE_NAME,
         lambda s: storage_pb2_grpc.add_StorageServicer_to_server(servicer, s),
