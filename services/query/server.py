@@ -25,6 +25,7 @@ def create_server(config: QueryConfig) -> ServiceServer:
         knowledge,
         recommender,
         max_upload_bytes=config.max_upload_bytes,
+        max_concurrent_uploads=config.max_concurrent_uploads,
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
