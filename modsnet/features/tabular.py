@@ -77,8 +77,9 @@ _MISSING_TOKENS = ("", "?")  # beyond pandas' defaults; '?' is how UCI and KEEL 
 _TARGET_NAMES = ("class", "label", "target", "outcome", "y")  # in order of preference
 _MAX_CLASSES = 1000
 
-# An upload larger than this many cells is parsed from a uniform sample of its rows (sizes stay exact): four
-# times what the features below sample, so they describe it as they would the whole table.
+# An upload of more rows or cells than these is parsed from a seeded uniform sample of its rows (its size
+# stays exact): four times what the features below sample, so they describe it as they would the whole.
+KEEP_ROWS = 200_000
 KEEP_CELLS = 20_000_000
 KEEP_MIN_ROWS = 10_000
 _SAMPLE_CELLS = 5_000_000  # wide tables get fewer sample rows, so the sample's memory stays bounded
@@ -125,9 +126,9 @@ def read_table_sample(
 ) -> tuple[pd.DataFrame, int]:
     """`read_table` for uploads of any size: (the table, or a sample of its rows; its number of data rows).
 
-    Every row is checked (shape, encoding), but when the table has more than `keep_cells` cells only a
-    seeded uniform sample of that many cells' worth of rows (at least `KEEP_MIN_ROWS`) is parsed, in file
-    order, so memory stays at the file's bytes plus a bounded sample whatever the upload's size. The
+    Every row is checked (shape, encoding), but when the table has more than `KEEP_ROWS` rows or
+    `keep_cells` cells only a seeded uniform sample of that many rows (at least `KEEP_MIN_ROWS`) is parsed,
+    in file order, so memory stays at the file's bytes plus a bounded sample whatever the upload's size. The
     bytes are scanned in blocks and never decoded whole.
     """
     data = _read_bytes(source)
@@ -136,7 +137,7 @@ def read_table_sample(
         raise InvalidArgument(f"{name}: the file is empty")
     delimiter = _sniff_delimiter(_head_text(data, encoding))
     width, rows = _check_shape(data, encoding, delimiter, name=name, max_rows=max_rows, max_columns=max_columns)
-    keep = rows if keep_cells is None else max(KEEP_MIN_ROWS, keep_cells // width)
+    keep = rows if keep_cells is None else min(KEEP_ROWS, max(KEEP_MIN_ROWS, keep_cells // width))
     if rows > keep:
         chosen = np.sort(np.random.default_rng(seed).choice(rows, size=keep, replace=False))
         table: io.BytesIO | io.StringIO = _sampled_records(data, encoding, delimiter, chosen)
