@@ -84,13 +84,14 @@ def main() -> None:
         path = Path(folder) / "big.csv"
         rows = make_csv(path, int(args.size_mb * 1e6))
         size = path.stat().st_size
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(path)], check=True, capture_output=True, text=True
-        )
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], check=True, capture_output=True, text=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
     added = result["peak"] - result["before"]
-    print(f"file: {size / 1e6:.0f} MB, {rows:,} rows (the exemplar counts {result['n_items']:,}, keeps {result['rows_kept']:,})")
-    print(f"peak resident memory added: {added / 1e6:.0f} MB = {added / size:.2f} x the file ({result['seconds']:.1f} s)")
+    counted, kept = result["n_items"], result["rows_kept"]
+    print(f"file: {size / 1e6:.0f} MB, {rows:,} rows (the exemplar counts {counted:,}, keeps {kept:,})")
+    print(
+        f"peak resident memory added: {added / 1e6:.0f} MB = {added / size:.2f} x the file ({result['seconds']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -262,9 +262,7 @@ class ServiceServer:
                     started[what] = running
                     continue
                 future: futures.Future[None] = futures.Future()
-                threading.Thread(
-                    target=_run_into, args=(check, future), name=f"{self.name}-check", daemon=True
-                ).start()
+                threading.Thread(target=_run_into, args=(check, future), name=f"{self.name}-check", daemon=True).start()
                 self._running[what] = started[what] = future
         futures.wait(started.values(), timeout=self._check_timeout + 0.1)
         failures = {}

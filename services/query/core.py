@@ -124,8 +124,7 @@ class QueryCore:
     def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
         if not self._uploads.acquire(blocking=False):
             raise ResourceExhausted(
-                f"the query service is already processing {self.max_concurrent_uploads} uploads; "
-                "retry in a few seconds"
+                f"the query service is already processing {self.max_concurrent_uploads} uploads; retry in a few seconds"
             )
         try:
             return self._search(options, chunks)
