@@ -414,9 +414,9 @@ def tabular_features(
     Sizes and class shares are exact (`table_rows` is the whole table's row count when `df` is a uniform
     sample of it, from `read_table_sample`; the class shares are then the sample's); everything else comes
     from a stratified sample of at most `sample_rows` rows (fewer for very wide tables) and at most 100
-    seeded feature columns. The three landmarkers are the mean balanced accuracy (the library's metric) of 1-NN, a decision stump and
-    Gaussian naive Bayes under 3-fold CV on at most 2,000 rows; where they cannot be run (no class has
-    3 rows) they take the chance level 1/n_classes.
+    seeded feature columns. The three landmarkers are the mean balanced accuracy (the library's metric) of
+    1-NN, a decision stump and Gaussian naive Bayes under 3-fold CV on at most 2,000 rows; where they
+    cannot be run (no class has 3 rows) they take the chance level 1/n_classes.
     """
     if target not in df.columns:
         raise InvalidArgument(f"no column {target!r} to use as the target")
