@@ -224,7 +224,7 @@ class ServiceServer:
         self._service_names.append(full_name)
         checks = self._checks.setdefault(full_name, [])
         if check is not None:
-            checks.append((f"{self.name} backend", check))
+            checks.append((f"{full_name.rsplit('.', 1)[-1].lower()} backend", check))  # "knowledge backend"
         timeout = self._check_timeout
         for dependency in depends_on:
             checks.append((f"{dependency.name} service", functools.partial(dependency.check_ready, timeout)))
