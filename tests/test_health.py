@@ -1,6 +1,7 @@
 """Health that tells the truth (issue 12): readiness follows each service's backend and the services it
 needs, liveness does not; an outgoing call that gets no answer names the service and how long it waited;
-and the bounds on resources (offsets past a blob's end, concurrent uploads, one ONNX export at a time).
+and the bounds on resources (offsets past a blob's end, concurrent uploads, one ONNX export at a time, large
+tables parsed from a sample).
 
 In-process servers on loopback ports; the kill -9 / SIGSTOP cases, which need processes, are in
 test_faults.py.
@@ -24,6 +25,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.embedded import LOOPBACK, EmbeddedCluster
+from modsnet.features.tabular import read_table_sample, tabular_features
 from modsnet.runtime.deadline import reset_deadline, set_deadline, timeout_for
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
@@ -229,3 +231,19 @@ def test_onnx_exports_take_turns() -> None:
     first.join(60)
     second.join(60)
     assert errors == []
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted"])
+def test_a_large_table_is_checked_whole_and_parsed_from_a_sample(quoted: bool) -> None:
+    quote = '"' if quoted else ""
+    rows = [f"{i},{i % 7}.5,{quote}c{i % 3}{quote}\n" for i in range(30_000)]
+    data = ("a,b,class\n" + "".join(rows)).encode()
+    table, counted = read_table_sample(data, name="big.csv", keep_cells=30)  # 30 cells: the 10,000-row floor
+    assert counted == 30_000 and len(table) == 10_000 and list(table.columns) == ["a", "b", "class"]
+    assert table["a"].is_monotonic_increasing and table["a"].nunique() == 10_000  # file order, no repeats
+    assert set(table["class"]) == {"c0", "c1", "c2"}
+    features = tabular_features(table, "class", table_rows=counted)
+    assert features["log_rows"] == pytest.approx(np.log10(30_000))
+    # A bad row is found wherever it is, sampled or not, by its line in the file.
+    with pytest.raises(InvalidArgument, match="row 30002 has 2 fields, the header has 3"):
+        read_table_sample(data + b"1,2\n", name="big.csv", keep_cells=30)
