@@ -27,7 +27,15 @@ from minio import Minio
 from minio.helpers import MIN_PART_SIZE
 from s3server import SeaweedS3, seaweed_s3  # noqa: F401 - seaweed_s3 is a fixture used by name
 
-from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import (
+    ConfigError,
+    DataLoss,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.storage.backends import s3 as s3_backend
 from services.storage.backends.base import CHUNK_SIZE, BlobStore
 from services.storage.backends.local import LocalBlobStore
@@ -331,9 +339,16 @@ def test_unknown_or_malformed_ids(store: BlobStore) -> None:
 def test_get_with_offset(store: BlobStore) -> None:
     data = payload(int(3.5 * CHUNK_SIZE), seed=5)
     blob_id = store.put(irregular(data)).blob_id
-    offsets = (0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 5, len(data) - 1, len(data), len(data) + 10)
+    offsets = (0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 5, len(data) - 1, len(data))
     for offset in offsets:
         assert read_all(store, blob_id, offset) == data[offset:], offset
+
+
+def test_get_past_the_end_is_out_of_range(store: BlobStore) -> None:
+    blob_id = store.put(iter([b"twelve bytes"])).blob_id
+    with pytest.raises(OutOfRange, match="past the end"):
+        read_all(store, blob_id, 13)
+    assert read_all(store, blob_id, 12) == b""  # resuming a finished download reads nothing, not an error
 
 
 def test_corruption_is_detected_when_the_stream_ends(backend: Backend) -> None:

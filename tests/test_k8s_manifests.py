@@ -261,6 +261,11 @@ def test_modsnet_deployments(manifests: Manifests) -> None:
         probe_port = int(_env_value(container, "MODSNET_HEALTH_PORT") or port)
         for probe in probes:
             assert container.get(probe, {}).get("grpc", {}).get("port") == probe_port, f"{where}: {probe}"
+        # Readiness follows the service's dependencies; liveness (and startup) only that the process serves,
+        # so a pod is not restarted because a neighbour is down.
+        assert container["readinessProbe"]["grpc"].get("service") == "readiness", where
+        for probe in probes[1:]:
+            assert container[probe]["grpc"].get("service") == "liveness", f"{where}: {probe}"
 
         # The server stops with a 30 s grace after SIGTERM; the pod must outlast it.
         assert workload.pod["terminationGracePeriodSeconds"] > 30, where

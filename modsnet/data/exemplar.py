@@ -147,7 +147,7 @@ def dataset_features(
 def _tabular_features(table: pd.DataFrame, exemplar: Exemplar, target: str, seed: int) -> dict[str, float]:
     try:
         column = tabular.infer_target(table, target, name=exemplar.name) if target else exemplar.target
-        return tabular.tabular_features(table, column, seed=seed)
+        return tabular.tabular_features(table, column, seed=seed, table_rows=exemplar.n_items)
     except InvalidArgument as exc:  # tabular_features' own messages do not name the file
         prefix = f"{exemplar.name}: "
         raise InvalidArgument(exc.message if exc.message.startswith(prefix) else prefix + exc.message) from exc
@@ -252,8 +252,10 @@ def _load_file(
         return _scan_exemplar([_read_scan(source, name, "xy", limits)], name, 1)
     if suffix == ".txt" and modality in ("", "text") and not any(d in _first_line(head) for d in _DELIMITERS):
         return _lines_exemplar(_bytes(source), name, limits)
-    table = tabular.read_table(_bytes(source), name=name, max_rows=limits.max_rows, max_columns=limits.max_columns)
-    return _frame_exemplar(table, name, modality, target, limits, checked=True)
+    table, rows = tabular.read_table_sample(
+        _bytes(source), name=name, max_rows=limits.max_rows, max_columns=limits.max_columns
+    )
+    return _frame_exemplar(table, name, modality, target, limits, checked=True, rows=rows)
 
 
 def _sniff(head: bytes, suffix: str) -> str:
@@ -441,23 +443,32 @@ _PROFILE_ROWS = 1_000  # rows looked at to decide what a column is
 
 
 def _frame_exemplar(
-    df: pd.DataFrame, name: str, modality: str, target: str, limits: Limits, *, checked: bool = False
+    df: pd.DataFrame,
+    name: str,
+    modality: str,
+    target: str,
+    limits: Limits,
+    *,
+    checked: bool = False,
+    rows: int | None = None,
 ) -> Exemplar:
     """A table is a text corpus when it has a text column (or `modality` says so), else a tabular dataset.
 
-    `checked`: `tabular.read_table` has already refused empty, one-column and all-missing tables.
+    `checked`: `tabular.read_table` has already refused empty, one-column and all-missing tables. `rows`:
+    the table's data rows when `df` is a sample of them (`tabular.read_table_sample`).
     """
+    rows = len(df) if rows is None else rows
     if modality in ("image", "xrd"):
         _require(modality, "tabular", name)
     if not checked:
         df = _checked_frame(df, name, limits)
     column = _text_column(df, target, name, strict=modality == "text") if modality != "tabular" else None
     if column is not None:
-        return _text_frame_exemplar(df, column, name, target)
+        return _text_frame_exemplar(df, column, name, target, share=rows / len(df))
     if df.shape[1] < 2:
         raise InvalidArgument(f"{name}: only one column ({df.columns[0]!r}); a table needs at least two")
     column = tabular.infer_target(df, target or None, name=name)
-    return Exemplar("tabular", name, len(df), table=df, target=column)
+    return Exemplar("tabular", name, rows, table=df, target=column)
 
 
 def _checked_frame(df: pd.DataFrame, name: str, limits: Limits) -> pd.DataFrame:
@@ -508,8 +519,11 @@ def _text_column(df: pd.DataFrame, target: str, name: str, *, strict: bool) -> s
     return None
 
 
-def _text_frame_exemplar(df: pd.DataFrame, column: str, name: str, target: str) -> Exemplar:
-    """Texts from `column`, labels from `target` or a column named like a label; rows missing either dropped."""
+def _text_frame_exemplar(df: pd.DataFrame, column: str, name: str, target: str, *, share: float = 1.0) -> Exemplar:
+    """Texts from `column`, labels from `target` or a column named like a label; rows missing either dropped.
+
+    `share`: rows of the whole table per row of `df` when `df` is a sample (the texts are counted so).
+    """
     lowered = {c.strip().lower(): c for c in reversed(df.columns) if c != column}
     label = target or next((lowered[n] for n in _LABEL_NAMES if n in lowered), "")
     if label:
@@ -525,7 +539,7 @@ def _text_frame_exemplar(df: pd.DataFrame, column: str, name: str, target: str) 
     labels = tuple(kept[label].astype(str)) if label else ()
     if label and len(set(labels)) < 2:
         raise InvalidArgument(f"{name}: column {label!r} has only one class among the rows with a text")
-    return Exemplar("text", name, len(kept), texts=tuple(texts), labels=labels, target=label)
+    return Exemplar("text", name, round(len(kept) * share), texts=tuple(texts), labels=labels, target=label)
 
 
 def _lines_exemplar(data: bytes, name: str, limits: Limits) -> Exemplar:

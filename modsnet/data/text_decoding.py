@@ -7,9 +7,11 @@ than tab, LF and CR) are refused with `InvalidArgument` naming the file and the 
 
 from __future__ import annotations
 
+import codecs
+
 from modsnet.runtime.errors import InvalidArgument
 
-__all__ = ["decode_text"]
+__all__ = ["decode_text", "text_encoding"]
 
 # Bytes of text: everything but the control characters (tab, LF and CR excepted).
 _TEXT_BYTES = bytes(b for b in range(256) if b in (9, 10, 13) or (b >= 0x20 and b != 0x7F))
@@ -20,14 +22,31 @@ def decode_text(data: bytes, name: str, *, what: str = "text") -> str:
 
     `what` is how the refusal calls what was expected ("text", "a text table").
     """
+    return data.decode(text_encoding(data, name, what=what))
+
+
+_BLOCK = 1 << 22
+
+
+def text_encoding(data: bytes, name: str, *, what: str = "text") -> str:
+    """The encoding `decode_text` reads `data` with, or `InvalidArgument` naming `name`.
+
+    Each candidate is tried block by block and its output dropped, so a large upload is never held twice
+    (a parser that reads the bytes itself, as pandas does, needs only the name).
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InvalidArgument(f"{name}: UTF-16 text is not supported; save it as UTF-8")
     binary = data.translate(None, _TEXT_BYTES)  # the control bytes, in order; ~8x faster than a regex
     if binary:
         raise InvalidArgument(f"{name}: not {what} (binary content at byte {data.index(binary[:1])})")
+    view = memoryview(data)
     for encoding in ("utf-8-sig", "cp1252"):
+        decoder = codecs.getincrementaldecoder(encoding)()
         try:
-            return data.decode(encoding)
+            for start in range(0, len(data), _BLOCK):
+                decoder.decode(view[start : start + _BLOCK])
+            decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             continue
-    return data.decode("latin-1")  # decodes every byte string
+        return encoding
+    return "latin-1"  # decodes every byte string

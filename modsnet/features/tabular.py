@@ -9,12 +9,15 @@ the library's are comparable by construction.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
 import itertools
 import math
 import os
+import re
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -24,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.naive_bayes import GaussianNB
 from sklearn.tree import DecisionTreeClassifier
 
-from modsnet.data.text_decoding import decode_text
+from modsnet.data.text_decoding import text_encoding
 from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "feature_columns",
     "infer_target",
     "read_table",
+    "read_table_sample",
     "stratified_sample",
     "tabular_features",
 ]
@@ -67,11 +71,17 @@ FEATURE_NAMES: tuple[str, ...] = (
 _DELIMITERS = (",", "\t", ";", "|")  # ties go to the earlier one
 _SNIFF_CHARS = 65_536
 _SNIFF_ROWS = 50
+_NON_BLANK = re.compile(rb"\S")
 _MISSING_TOKENS = ("", "?")  # beyond pandas' defaults; '?' is how UCI and KEEL files mark missing values
 
 _TARGET_NAMES = ("class", "label", "target", "outcome", "y")  # in order of preference
 _MAX_CLASSES = 1000
 
+# An upload of more rows or cells than these is parsed from a seeded uniform sample of its rows (its size
+# stays exact): four times what the features below sample, so they describe it as they would the whole.
+KEEP_ROWS = 200_000
+KEEP_CELLS = 20_000_000
+KEEP_MIN_ROWS = 10_000
 _SAMPLE_CELLS = 5_000_000  # wide tables get fewer sample rows, so the sample's memory stays bounded
 _DESCRIBED_COLUMNS = 100  # per-column statistics use at most this many (seeded) feature columns
 _CORR_COLUMNS = 64
@@ -102,15 +112,43 @@ def read_table(
     reads as missing (no model can use it). Row numbers in messages count the header as row 1, as a spreadsheet
     does. Raises `InvalidArgument` for a malformed table, `ResourceExhausted` past a size limit.
     """
-    text = decode_text(_read_bytes(source), name, what="a text table")
-    if not text.strip():
+    return read_table_sample(source, name=name, max_rows=max_rows, max_columns=max_columns, keep_cells=None)[0]
+
+
+def read_table_sample(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    name: str,
+    max_rows: int = 5_000_000,
+    max_columns: int = 10_000,
+    keep_cells: int | None = KEEP_CELLS,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, int]:
+    """`read_table` for uploads of any size: (the table, or a sample of its rows; its number of data rows).
+
+    Every row is checked (shape, encoding), but when the table has more than `KEEP_ROWS` rows or
+    `keep_cells` cells only a seeded uniform sample of that many rows (at least `KEEP_MIN_ROWS`) is parsed,
+    in file order, so memory stays at the file's bytes plus a bounded sample whatever the upload's size. The
+    bytes are scanned in blocks and never decoded whole.
+    """
+    data = _read_bytes(source)
+    encoding = text_encoding(data, name, what="a text table")
+    if not _NON_BLANK.search(data, 3 if encoding == "utf-8-sig" and data.startswith(codecs.BOM_UTF8) else 0):
         raise InvalidArgument(f"{name}: the file is empty")
-    delimiter = _sniff_delimiter(text)
-    _check_shape(text, delimiter, name=name, max_rows=max_rows, max_columns=max_columns)
+    delimiter = _sniff_delimiter(_head_text(data, encoding))
+    width, rows = _check_shape(data, encoding, delimiter, name=name, max_rows=max_rows, max_columns=max_columns)
+    keep = rows if keep_cells is None else min(KEEP_ROWS, max(KEEP_MIN_ROWS, keep_cells // width))
+    if rows > keep:
+        chosen = np.sort(np.random.default_rng(seed).choice(rows, size=keep, replace=False))
+        table: io.BytesIO | io.StringIO = _sampled_records(data, encoding, delimiter, chosen)
+        read_encoding = encoding if isinstance(table, io.BytesIO) else None
+    else:
+        table, read_encoding = io.BytesIO(data), encoding  # shares the bytes, no copy
     try:
         df = pd.read_csv(
-            io.StringIO(text),
+            table,
             sep=delimiter,
+            encoding=read_encoding,
             skipinitialspace=True,
             na_values=list(_MISSING_TOKENS),
             index_col=False,
@@ -121,7 +159,7 @@ def read_table(
     df = _clean(df)
     if not df.notna().to_numpy().any():
         raise InvalidArgument(f"{name}: no usable values (every cell is empty, NaN or inf)")
-    return df
+    return df, rows
 
 
 def _read_bytes(source: str | os.PathLike[str] | bytes | BinaryIO) -> bytes:
@@ -133,16 +171,21 @@ def _read_bytes(source: str | os.PathLike[str] | bytes | BinaryIO) -> bytes:
     return source.read()
 
 
-def _sniff_delimiter(text: str) -> str:
+def _head_text(data: bytes, encoding: str) -> str:
+    """The first whole lines of the table (about `_SNIFF_CHARS` bytes) as text, for the delimiter sniffer."""
+    head = data[: _SNIFF_CHARS + 1]
+    if len(data) > _SNIFF_CHARS:
+        head = head[: head.rfind(b"\n") + 1] or head
+    return head.decode(encoding, errors="replace")  # a cut multi-byte character cannot matter to a delimiter
+
+
+def _sniff_delimiter(sample: str) -> str:
     """The delimiter that splits the first rows into the most fields, consistently.
 
     Our own rule rather than `csv.Sniffer`, whose guesses on short or numeric samples are erratic. When no
     delimiter is consistent, the one giving the widest header wins, so the ragged-row message that follows
     speaks of the delimiter the user most likely meant.
     """
-    sample = text[:_SNIFF_CHARS]
-    if len(text) > _SNIFF_CHARS:
-        sample = sample[: sample.rfind("\n") + 1] or sample
 
     def fit(delimiter: str) -> tuple[bool, int]:
         reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter, skipinitialspace=True)
@@ -158,60 +201,106 @@ def _sniff_delimiter(text: str) -> str:
     return max(_DELIMITERS, key=fit)
 
 
-def _check_shape(text: str, delimiter: str, *, name: str, max_rows: int, max_columns: int) -> None:
-    """Refuse a table whose rows do not all have the header's width, naming the first such row.
+def _check_shape(
+    data: bytes, encoding: str, delimiter: str, *, name: str, max_rows: int, max_columns: int
+) -> tuple[int, int]:
+    """(columns, data rows); refuses a table whose rows do not all have the header's width, naming the first.
 
     pandas fills short rows with NaN silently and numbers long ones by a count that skips blank lines, so
     field counts are checked here, against the file's own line numbers.
     """
-    numbers, widths = _row_widths(text, delimiter, name)
-    if not len(widths):  # only quoted blanks
+    width = rows = 0
+    ragged: tuple[int, int] | None = None  # the first row of another width: (line, fields)
+    for line, fields, _ in _records(data, encoding, delimiter, name):
+        if not width:
+            width = fields
+            if width > max_columns:
+                raise ResourceExhausted(f"{name}: {width:,} columns, more than the limit of {max_columns:,}")
+            if width < 2:
+                header = _head_text(data, encoding).strip().split("\n", 1)[0].strip()
+                raise InvalidArgument(
+                    f"{name}: only one column ({header!r}); a table needs at least two "
+                    "(looked for a , ; tab or | delimiter)"
+                )
+            continue
+        rows += 1
+        if fields != width and ragged is None:
+            ragged = line, fields
+    if not width:  # only quoted blanks
         raise InvalidArgument(f"{name}: the file is empty")
-    width = int(widths[0])
-    if width > max_columns:
-        raise ResourceExhausted(f"{name}: {width:,} columns, more than the limit of {max_columns:,}")
-    if width < 2:
-        header = text.strip().split("\n", 1)[0].strip()
-        raise InvalidArgument(
-            f"{name}: only one column ({header!r}); a table needs at least two (looked for a , ; tab or | delimiter)"
-        )
-    rows = len(widths) - 1
     if rows == 0:
         raise InvalidArgument(f"{name}: no data rows after the header")
     if rows > max_rows:
         raise ResourceExhausted(f"{name}: {rows:,} rows, more than the limit of {max_rows:,}")
-    ragged = np.flatnonzero(widths != width)
-    if len(ragged):
-        line, fields = int(numbers[ragged[0]]), int(widths[ragged[0]])
-        noun = "field" if fields == 1 else "fields"
-        raise InvalidArgument(f"{name}: row {line} has {fields} {noun}, the header has {width}")
+    if ragged is not None:
+        noun = "field" if ragged[1] == 1 else "fields"
+        raise InvalidArgument(f"{name}: row {ragged[0]} has {ragged[1]} {noun}, the header has {width}")
+    return width, rows
 
 
-def _row_widths(text: str, delimiter: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """1-based line numbers and field counts of the non-blank lines (pandas skips blank ones), header first.
+def _records(data: bytes, encoding: str, delimiter: str, name: str) -> Iterator[tuple[int, int, bytes | list[str]]]:
+    """(1-based line number, field count, the record) of each non-blank record, header first.
 
-    Without quotes or bare CRs a field count is a delimiter count, about six times faster than the csv
-    module, which handles the general case (quoted delimiters and line breaks; `line_num` is then the
-    record's last line).
+    pandas skips blank lines, so these are what it reads. Without quotes or bare CRs a record is a line and
+    its field count a delimiter count on the bytes (ASCII delimiters read the same in every accepted
+    encoding), about six times faster than the csv module, which handles the general case (quoted
+    delimiters and line breaks; the number is then the record's last line). Blocks at a time: a large
+    upload is never split into lines whole.
     """
-    if '"' not in text and text.count("\r") == text.count("\r\n"):
-        lines = text.split("\n")
-        widths = np.array([line.count(delimiter) for line in lines]) + 1
-        blank = [i for i in np.flatnonzero(widths == 1) if not lines[i].strip()]
-        keep = np.ones(len(lines), dtype=bool)
-        keep[blank] = False
-        return np.flatnonzero(keep) + 1, widths[keep]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True)
-    numbers: list[int] = []
-    counts: list[int] = []
+    if b'"' not in data and data.count(b"\r") == data.count(b"\r\n"):
+        separator = delimiter.encode()
+        number = 0
+        for block in _line_blocks(data):
+            lines = block.split(b"\n")
+            if block.endswith(b"\n"):
+                lines.pop()
+            for line in lines:
+                number += 1
+                fields = line.count(separator) + 1
+                if fields > 1 or line.strip():
+                    yield number, fields, line
+        return
+    text = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline="")
+    reader = csv.reader(text, delimiter=delimiter, skipinitialspace=True, strict=True)
     try:
         for row in reader:
             if row and (len(row) > 1 or row[0].strip()):
-                numbers.append(reader.line_num)
-                counts.append(len(row))
+                yield reader.line_num, len(row), row
     except csv.Error as exc:
         raise InvalidArgument(f"{name}: line {reader.line_num}: {exc}") from exc
-    return np.array(numbers), np.array(counts)
+
+
+def _line_blocks(data: bytes, size: int = 1 << 22) -> Iterator[bytes]:
+    """`data` in pieces of about `size` bytes, each ending at a line break (the last one may not)."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + size)
+        end = len(data) if end < 0 else end + 1
+        yield data[start:end]
+        start = end
+
+
+def _sampled_records(data: bytes, encoding: str, delimiter: str, chosen: np.ndarray) -> io.BytesIO | io.StringIO:
+    """The header and the data records at the sorted indices `chosen`, as a table pandas can read."""
+    wanted = iter(chosen.tolist())
+    target = next(wanted, -1)
+    header: bytes | list[str] | None = None
+    kept: list[bytes | list[str]] = []
+    for index, (_, _, record) in enumerate(_records(data, encoding, delimiter, "")):
+        if header is None:
+            header = record
+            continue
+        if index - 1 == target:
+            kept.append(record)
+            target = next(wanted, -1)
+    if isinstance(header, bytes):
+        return io.BytesIO(b"\n".join([header, *(r for r in kept if isinstance(r, bytes))]))
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header or [])
+    writer.writerows(r for r in kept if isinstance(r, list))
+    out.seek(0)
+    return out
 
 
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
@@ -317,14 +406,17 @@ def stratified_sample(codes: np.ndarray, size: int, seed: int, *, min_per_class:
     return np.sort(chosen)
 
 
-def tabular_features(df: pd.DataFrame, target: str, *, sample_rows: int = 50_000, seed: int = 0) -> dict[str, float]:
+def tabular_features(
+    df: pd.DataFrame, target: str, *, sample_rows: int = 50_000, seed: int = 0, table_rows: int | None = None
+) -> dict[str, float]:
     """Meta-features of a classification table, keyed by `FEATURE_NAMES`: all finite, deterministic per seed.
 
-    Sizes and class shares are exact; everything else comes from a stratified sample of at most
-    `sample_rows` rows (fewer for very wide tables) and at most 100 seeded feature columns. The three
-    landmarkers are the mean balanced accuracy (the library's metric) of 1-NN, a decision stump and
-    Gaussian naive Bayes under 3-fold CV on at most 2,000 rows; where they cannot be run (no class has
-    3 rows) they take the chance level 1/n_classes.
+    Sizes and class shares are exact (`table_rows` is the whole table's row count when `df` is a uniform
+    sample of it, from `read_table_sample`; the class shares are then the sample's); everything else comes
+    from a stratified sample of at most `sample_rows` rows (fewer for very wide tables) and at most 100
+    seeded feature columns. The three landmarkers are the mean balanced accuracy (the library's metric) of
+    1-NN, a decision stump and Gaussian naive Bayes under 3-fold CV on at most 2,000 rows; where they
+    cannot be run (no class has 3 rows) they take the chance level 1/n_classes.
     """
     if target not in df.columns:
         raise InvalidArgument(f"no column {target!r} to use as the target")
@@ -357,10 +449,11 @@ def tabular_features(df: pd.DataFrame, target: str, *, sample_rows: int = 50_000
     skew, kurtosis = _moments(scaled[:, varying])
     cardinality = [math.log10(1 + sample[column].nunique()) for column in described_cat]
 
+    n_rows = max(len(df) if table_rows is None else table_rows, 1)
     features = {
-        "log_rows": math.log10(max(len(df), 1)),
+        "log_rows": math.log10(n_rows),
         "log_features": math.log10(n_features),
-        "log_rows_per_feature": math.log10(max(len(df), 1) / n_features),
+        "log_rows_per_feature": math.log10(n_rows / n_features),
         "n_classes": float(n_classes),
         "class_entropy": _entropy(shares) / math.log(n_classes) if n_classes > 1 else 0.0,
         "minority_share": float(shares.min()),

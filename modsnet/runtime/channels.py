@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
 
 from .deadline import timeout_for
 from .metrics import CLIENT_REQUESTS
-from .server import MAX_MESSAGE_BYTES
+from .server import MAX_MESSAGE_BYTES, ORIGIN_KEY
 
 T = TypeVar("T")
 
@@ -46,20 +47,39 @@ def channel_options(service: str, retry_methods: Sequence[str]) -> list[tuple[st
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(config)),
+        # A restarted service is found again within about 2 s (gRPC's default backoff grows to 120 s).
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 
-def to_domain_error(exc: grpc.RpcError, what: str) -> ModsnetError:
-    """The domain error for a failed call, so it propagates with its meaning to our own caller."""
+def to_domain_error(exc: grpc.RpcError, what: str, seconds: float | None = None) -> ModsnetError:
+    """The domain error for a failed call to `what` ("knowledge service at host:port"), so it propagates
+    with its meaning to our own caller.
+
+    An error the service answered itself (its interceptor marks it) keeps its message, which names what
+    failed further down; a call that got no answer names `what`, and how long it waited (`seconds`).
+    """
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
+    if _answered(exc):
+        return from_code(code.name, details)
+    service, _, address = what.partition(" at ")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(f"{what} is unavailable: {details}")
+        return Unavailable(f"{service} is unavailable ({address}): {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"{what} did not answer in time")
+        waited = f" within {seconds:.1f} s" if seconds is not None else " in time"
+        return DeadlineExceeded(f"{service} did not answer{waited} ({address})")
     if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
-        return Unavailable(f"{what} failed: {details}")
+        return Unavailable(f"{service} failed ({address}): {details}")
     return from_code(code.name, details)
+
+
+def _answered(exc: grpc.RpcError) -> bool:
+    """Whether the service itself answered with this error (rather than the link or the deadline)."""
+    if not isinstance(exc, grpc.Call):
+        return False
+    return any(key == ORIGIN_KEY for key, _ in exc.trailing_metadata() or ())
 
 
 class ServiceClient:
@@ -78,6 +98,7 @@ class ServiceClient:
     ):
         self.name = name
         self.target = target
+        self.full_service = full_service
         self.timeout = timeout
         self.credentials = credentials or ClientCredentials()
         options = channel_options(full_service, retry_methods)
@@ -101,7 +122,7 @@ class ServiceClient:
             response = rpc(request, timeout=seconds, metadata=self.credentials.metadata())
         except grpc.RpcError as exc:
             CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
-            raise to_domain_error(exc, self.what) from None
+            raise to_domain_error(exc, self.what, seconds) from None
         CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
         return response
 
@@ -113,8 +134,19 @@ class ServiceClient:
             yield from rpc(request, timeout=seconds, metadata=self.credentials.metadata())
         except grpc.RpcError as exc:
             CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
-            raise to_domain_error(exc, self.what) from None
+            raise to_domain_error(exc, self.what, seconds) from None
         CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
+
+    def check_ready(self, timeout: float) -> None:
+        """Raise `Unavailable` naming this service unless its health service says SERVING within `timeout`."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=self.full_service), timeout=timeout).status
+        except grpc.RpcError as exc:
+            raise Unavailable(to_domain_error(exc, self.what, timeout).message) from None
+        if status != health_pb2.HealthCheckResponse.SERVING:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            raise Unavailable(f"{self.name} service is {name} ({self.target})")
 
     def close(self) -> None:
         self.channel.close()

@@ -20,6 +20,11 @@ from typing import Any
 
 from modsnet.runtime.errors import ConfigError
 
+# How often a service checks its backend and the services it depends on, and how long one check may take
+# (the bound: a dead or frozen dependency is seen within 5 s).
+CHECK_INTERVAL_SECONDS = 1.0
+CHECK_TIMEOUT_SECONDS = 2.0
+
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
 
 
@@ -116,6 +121,10 @@ class CommonConfig:
     service_token: str | None = setting(None, help="bearer token this service presents to the others")
     grace: float = setting(30.0, help="seconds in-flight calls get to finish on SIGTERM")
     log_level: str = setting("INFO", help="logging level")
+    check_interval: float = setting(
+        CHECK_INTERVAL_SECONDS, help="seconds between readiness checks of the backend and the services it needs"
+    )
+    check_timeout: float = setting(CHECK_TIMEOUT_SECONDS, help="seconds a readiness check may take before it fails")
 
 
 COMMON = settings_of(CommonConfig)

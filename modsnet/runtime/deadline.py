@@ -13,8 +13,11 @@ from modsnet.runtime.errors import DeadlineExceeded
 
 _deadline: ContextVar[float | None] = ContextVar("modsnet_deadline", default=None)
 
-# Time kept back for the caller to receive our answer after our own downstream call returns.
-_MARGIN_SECONDS = 0.05
+# Time kept back for our answer to reach the caller after a downstream call gives up: a tenth of what is
+# left, between these bounds. So when a dependency does not answer, the caller hears which one, before
+# its own deadline cuts the call off with no message.
+_MIN_MARGIN_SECONDS = 0.05
+_MAX_MARGIN_SECONDS = 0.5
 
 
 def set_deadline(seconds_remaining: float | None) -> Token[float | None]:
@@ -42,7 +45,7 @@ def timeout_for(default_seconds: float, what: str) -> float:
     left = remaining()
     if left is None:
         return default_seconds
-    left -= _MARGIN_SECONDS
+    left -= min(max(0.1 * left, _MIN_MARGIN_SECONDS), _MAX_MARGIN_SECONDS)
     if left <= 0:
         raise DeadlineExceeded(f"deadline exceeded before calling {what}")
     return min(default_seconds, left)

@@ -50,6 +50,12 @@ class ResourceExhausted(ModsnetError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class OutOfRange(ModsnetError):
+    """A position past the end (a read offset beyond a blob's size)."""
+
+    code = "OUT_OF_RANGE"
+
+
 class Aborted(ModsnetError):
     """A concurrent update won; retry."""
 
@@ -102,6 +108,7 @@ BY_CODE: dict[str, type[ModsnetError]] = {
         AlreadyExists,
         FailedPrecondition,
         ResourceExhausted,
+        OutOfRange,
         Aborted,
         Unavailable,
         DeadlineExceeded,

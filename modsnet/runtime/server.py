@@ -14,21 +14,29 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from modsnet.runtime.auth import CallGuard, Security
+from modsnet.runtime.config import CHECK_INTERVAL_SECONDS, CHECK_TIMEOUT_SECONDS
 from modsnet.runtime.errors import ModsnetError
 
 from .deadline import reset_deadline, set_deadline
 from .metrics import GRPC_REQUESTS, GRPC_SECONDS
 
 log = logging.getLogger(__name__)
+
+# Health service names besides "" and the services': readiness (= "", what a load balancer asks) and
+# liveness (SERVING while the process runs, whatever its dependencies: what a restart decision asks).
+READINESS = "readiness"
+LIVENESS = "liveness"
+# Trailing metadata on every error a service itself answers with: its name.
+ORIGIN_KEY = "modsnet-origin"
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # chunks are 1 MiB; snapshots are streamed in pieces below this
 SERVER_OPTIONS = [
@@ -90,6 +98,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             log.exception("%s.%s failed (incident %s)", self.service, method, incident)
             message = f"internal error in {self.service}.{method} (incident {incident}; see the service log)"
         GRPC_REQUESTS.labels(self.service, method, code).inc()
+        # Says that this service answered (with an error), so a caller names it rather than blaming the link.
+        context.set_trailing_metadata(((ORIGIN_KEY, self.service),))
         context.abort(getattr(grpc.StatusCode, code), message)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
@@ -137,6 +147,15 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return wrapped
 
 
+def _run_into(check: Callable[[], None], future: futures.Future[None]) -> None:
+    try:
+        check()
+    except BaseException as exc:  # any failure of a check means not ready, whatever its type
+        future.set_exception(exc)
+    else:
+        future.set_result(None)
+
+
 def _already_aborted(context: grpc.ServicerContext) -> bool:
     try:
         return context.code() not in (None, grpc.StatusCode.OK)
@@ -144,8 +163,23 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
         return False
 
 
+class Dependency(Protocol):
+    """A service this one needs to answer requests (a `ServiceClient`): checked through its health service."""
+
+    name: str
+
+    def check_ready(self, timeout: float) -> None: ...
+
+
 class ServiceServer:
-    """A built, not yet started, gRPC server for one service (or several, in the embedded process)."""
+    """A built, not yet started, gRPC server for one service (or several, in the embedded process).
+
+    Health tells readiness the truth: each service is SERVING only while its own backend check passes and
+    every dependency it names answers its health check as SERVING, each check bounded by `check_timeout`
+    and re-run every `check_interval` seconds in the background, so a dead or frozen dependency turns this
+    server NOT_SERVING within `check_interval + check_timeout` seconds and back when it recovers. Liveness
+    (the "liveness" name) stays SERVING until shutdown.
+    """
 
     def __init__(
         self,
@@ -155,7 +189,8 @@ class ServiceServer:
         port: int = 0,
         grace: float = 30.0,
         max_workers: int = 16,
-        check_interval: float = 5.0,
+        check_interval: float = CHECK_INTERVAL_SECONDS,
+        check_timeout: float = CHECK_TIMEOUT_SECONDS,
         security: Security | None = None,
         health_port: int = 0,
     ):
@@ -178,11 +213,16 @@ class ServiceServer:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
         self._health_address = f"{host}:{health_port}"
         self._service_names: list[str] = []
-        self._checks: list[Callable[[], None]] = []
+        # Per service: (what is checked, the check) pairs; a check raises when that part is unusable.
+        self._checks: dict[str, list[tuple[str, Callable[[], None]]]] = {}
+        self._running: dict[str, futures.Future[None]] = {}  # checks still running from an earlier round
         self._closers: list[Callable[[], None]] = []
         self._check_interval = check_interval
+        self._check_timeout = check_timeout
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._checking = threading.Lock()  # one round at a time: the monitor's and check_now's
+        self.failures: dict[str, str] = {}  # what failed its last check -> why (empty when ready)
 
     @property
     def server(self) -> grpc.Server:
@@ -194,12 +234,18 @@ class ServiceServer:
         register: Callable[[grpc.Server], None],
         check: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
+        depends_on: Sequence[Dependency] = (),
     ) -> None:
-        """Register a servicer; `check` raises when its backend is unusable (health goes NOT_SERVING)."""
+        """Register a servicer. `check` raises when its own backend is unusable; `depends_on` are the
+        services a request needs. Either failing turns this service (and "") NOT_SERVING."""
         register(self._server)
         self._service_names.append(full_name)
+        checks = self._checks.setdefault(full_name, [])
         if check is not None:
-            self._checks.append(check)
+            checks.append((f"{full_name.rsplit('.', 1)[-1].lower()} backend", check))  # "knowledge backend"
+        timeout = self._check_timeout
+        for dependency in depends_on:
+            checks.append((f"{dependency.name} service", functools.partial(dependency.check_ready, timeout)))
         if close is not None:
             self._closers.append(close)
 
@@ -219,24 +265,61 @@ class ServiceServer:
             if not self._health_server.add_insecure_port(self._health_address):
                 raise OSError(f"{self.name}: could not bind the health port {self._health_address}")
             self._health_server.start()
+        self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._update_health()
         self._monitor = threading.Thread(target=self._watch, name=f"{self.name}-health", daemon=True)
         self._monitor.start()
         log.info("%s serving on port %d", self.name, self.port)
         return self.port
 
+    def _run_checks(self) -> dict[str, str]:
+        """Run every check at once, each in its own thread, waiting at most `check_timeout` for them.
+
+        Returns what failed -> why. A check still running from an earlier round is not started again
+        (a frozen dependency must not pile up threads); it counts as failed until it returns.
+        """
+        started: dict[str, futures.Future[None]] = {}
+        for checks in self._checks.values():
+            for what, check in checks:
+                if what in started:
+                    continue
+                running = self._running.get(what)
+                if running is not None and not running.done():
+                    started[what] = running
+                    continue
+                future: futures.Future[None] = futures.Future()
+                threading.Thread(target=_run_into, args=(check, future), name=f"{self.name}-check", daemon=True).start()
+                self._running[what] = started[what] = future
+        futures.wait(started.values(), timeout=self._check_timeout + 0.1)
+        failures = {}
+        for what, future in started.items():
+            if not future.done():
+                failures[what] = f"{what} did not answer within {self._check_timeout:.1f} s"
+            elif future.exception() is not None:
+                failures[what] = str(future.exception()) or type(future.exception()).__name__
+        return failures
+
     def _update_health(self) -> bool:
+        with self._checking:
+            return self._publish(self._run_checks())
+
+    def _publish(self, failures: dict[str, str]) -> bool:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
         healthy = True
-        for check in self._checks:
-            try:
-                check()
-            except Exception as exc:  # a failing check means NOT_SERVING, whatever the cause
-                log.warning("%s health check failed: %s", self.name, exc)
-                healthy = False
-                break
-        status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ["", *self._service_names]:
-            self._health.set(name, status)
+        for name in self._service_names:
+            ready = not any(what in failures for what, _ in self._checks[name])
+            healthy = healthy and ready
+            if not self._stopping.is_set():
+                self._health.set(name, serving if ready else not_serving)
+        for what, why in failures.items():
+            if self.failures.get(what) != why:  # log changes, not every round of a long outage
+                log.warning("%s not ready: %s", self.name, why)
+        for what in self.failures.keys() - failures.keys():
+            log.info("%s: %s is back", self.name, what)
+        self.failures = failures
+        if not self._stopping.is_set():
+            for name in ("", READINESS):
+                self._health.set(name, serving if healthy else not_serving)
         return healthy
 
     def _watch(self) -> None:
@@ -244,7 +327,7 @@ class ServiceServer:
             self._update_health()
 
     def check_now(self) -> bool:
-        """Run the backend checks now and publish the result; returns whether healthy."""
+        """Run the backend and dependency checks now and publish the result; returns whether ready."""
         return self._update_health()
 
     def stop(self, grace: float | None = None) -> None:

@@ -17,7 +17,8 @@ SERVICE_NAME = knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"].full_name
 def create_server(config: KnowledgeConfig) -> ServiceServer:
     """Build the knowledge server (not started): store, storage client, core, servicer, health check."""
     security = Security.from_config(config)  # TLS and authentication, when configured
-    core = KnowledgeCore(open_store(config), StorageClient(config.storage_addr, credentials=security.client()))
+    storage = StorageClient(config.storage_addr, credentials=security.client())
+    core = KnowledgeCore(open_store(config), storage)
     servicer = KnowledgeServicer(core)
     server = ServiceServer(
         "knowledge",
@@ -26,11 +27,14 @@ def create_server(config: KnowledgeConfig) -> ServiceServer:
         grace=config.grace,
         security=security,
         health_port=config.health_port,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
     )
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),
         check=core.check,
         close=core.close,
+        depends_on=(storage,),  # bundles are read from and written to storage
     )
     return server

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -111,6 +112,7 @@ class QueryCore:
         recommender: RecommenderClient,
         *,
         max_upload_bytes: int,
+        max_concurrent_uploads: int = 4,
         probe_seconds: float = 10.0,
         spool_dir: str | None = None,
         cache_dir: Path | None = None,
@@ -125,10 +127,23 @@ class QueryCore:
         self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
         self.spool_dir = spool_dir
         self.cache_dir = cache_dir
+        # Each search holds its parsed upload until it answers: their number bounds the service's memory.
+        self.max_concurrent_uploads = max_concurrent_uploads
+        self._uploads = threading.BoundedSemaphore(max_concurrent_uploads)
 
     # -- search -------------------------------------------------------------------------------------
 
     def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
+        if not self._uploads.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"the query service is already processing {self.max_concurrent_uploads} uploads; retry in a few seconds"
+            )
+        try:
+            return self._search(options, chunks)
+        finally:
+            self._uploads.release()
+
+    def _search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
         filename = PurePath(options.filename or "upload").name
         modality = options.modality or "unknown"
         try:
@@ -368,10 +383,6 @@ class QueryCore:
         FEEDBACK.inc()
         quarantine = response.quarantine[0] if response.quarantine else ""
         return Feedback(dataset_id, int(response.graph_version), response.request_id, quarantine)
-
-    def check(self) -> None:
-        """Serving needs the knowledge service (libraries); a failure there is a failure here."""
-        self.knowledge.list_libraries_pb()
 
     def close(self) -> None:
         for client in (self.storage, self.knowledge, self.recommender):

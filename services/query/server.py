@@ -16,14 +16,18 @@ SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
 
 def create_server(config: QueryConfig) -> ServiceServer:
-    """Build the query server (not started): downstream clients, core, servicer, health check."""
+    """Build the query server (not started): downstream clients, core, servicer, readiness checks."""
     security = Security.from_config(config)  # TLS and authentication, when configured
     single_threaded_blas()  # feature extraction is fastest so (see the function)
+    storage = StorageClient(config.storage_addr, credentials=security.client())
+    knowledge = KnowledgeClient(config.knowledge_addr, credentials=security.client())
+    recommender = RecommenderClient(config.recommender_addr, credentials=security.client())
     core = QueryCore(
-        StorageClient(config.storage_addr, credentials=security.client()),
-        KnowledgeClient(config.knowledge_addr, credentials=security.client()),
-        RecommenderClient(config.recommender_addr, credentials=security.client()),
+        storage,
+        knowledge,
+        recommender,
         max_upload_bytes=config.max_upload_bytes,
+        max_concurrent_uploads=config.max_concurrent_uploads,
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
@@ -36,11 +40,13 @@ def create_server(config: QueryConfig) -> ServiceServer:
         grace=config.grace,
         security=security,
         health_port=config.health_port,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
     )
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),
-        check=core.check,
         close=core.close,
+        depends_on=(knowledge, recommender, storage),  # a search needs all three
     )
     return server

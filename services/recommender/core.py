@@ -529,10 +529,6 @@ class RecommenderCore:
             served.backend,
         )
 
-    def check(self) -> None:
-        """The recommender can serve while the knowledge service answers."""
-        self.knowledge.list_libraries_pb()
-
     def close(self) -> None:
         # Trainings stop at their next step: a thread left in torch when the interpreter exits aborts the
         # process ("terminate called without an active exception").

@@ -21,20 +21,25 @@ SERVICE_NAME = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_n
 
 def gnn_config(config: RecommenderConfig) -> GnnConfig | None:
     """The GNN's settings with the configured overrides (None: its defaults)."""
-    overrides = {k: v for k, v in (("members", config.gnn_members), ("steps", config.gnn_steps)) if v > 0}
-    if not overrides:
+    if config.gnn_members <= 0 and config.gnn_steps <= 0:
         return None
     from .estimators.gnn import GnnConfig  # torch, imported only by a recommender that will train a GNN
 
-    return GnnConfig(**overrides)
+    default = GnnConfig()
+    return GnnConfig(
+        members=config.gnn_members if config.gnn_members > 0 else default.members,
+        steps=config.gnn_steps if config.gnn_steps > 0 else default.steps,
+    )
 
 
 def create_server(config: RecommenderConfig) -> ServiceServer:
     """Build the recommender server (not started): knowledge and storage clients, core, servicer, health check."""
     security = Security.from_config(config)  # TLS and authentication, when configured
+    knowledge = KnowledgeClient(config.knowledge_addr, credentials=security.client())
+    storage = StorageClient(config.storage_addr, credentials=security.client())
     core = RecommenderCore(
-        KnowledgeClient(config.knowledge_addr, credentials=security.client()),
-        StorageClient(config.storage_addr, credentials=security.client()),
+        knowledge,
+        storage,
         estimator=config.estimator,
         neighbours=config.neighbours,
         retrain_after=config.retrain_after,
@@ -50,11 +55,13 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         grace=config.grace,
         security=security,
         health_port=config.health_port,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
     )
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
-        check=core.check,
         close=core.close,
+        depends_on=(knowledge, storage),  # the graph, and the checkpoints of trained estimators
     )
     return server

@@ -25,6 +25,8 @@ def create_server(config: StorageConfig) -> ServiceServer:
         grace=config.grace,
         security=security,
         health_port=config.health_port,
+        check_interval=config.check_interval,
+        check_timeout=config.check_timeout,
     )
     server.add_service(
         SERVICE_NAME,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, OutOfRange, ResourceExhausted, Unavailable
 
 from .base import CHUNK_SIZE, BlobInfo, BlobStore, check_blob_id, check_pointer_name
 
@@ -92,6 +92,10 @@ class LocalBlobStore(BlobStore):
             handle = open(path, "rb")  # noqa: SIM115 - closed in the generator below
         except FileNotFoundError:
             raise NotFound(f"blob {blob_id} not found") from None
+        size = os.fstat(handle.fileno()).st_size
+        if offset > size:
+            handle.close()
+            raise OutOfRange(f"offset {offset:,} is past the end of blob {blob_id} ({size:,} bytes)")
         return self._stream(handle, blob_id, offset)
 
     @staticmethod

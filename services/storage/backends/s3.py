@@ -41,6 +41,7 @@ from modsnet.runtime.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
@@ -344,8 +345,10 @@ class S3BlobStore(BlobStore):
             except S3Error as exc:
                 if exc.code != "InvalidRange":
                     raise
-                # The range starts at or past the end: nothing to read, if the blob exists at all.
-                self.stat(blob_id)
+                # The range starts at or past the end: nothing to read at the end, an error past it.
+                size = self.stat(blob_id).size
+                if offset > size:
+                    raise OutOfRange(f"offset {offset:,} is past the end of blob {blob_id} ({size:,} bytes)") from None
                 return iter(())
         return self._stream(response, blob_id, verify=offset == 0)
 

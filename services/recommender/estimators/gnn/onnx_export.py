@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -15,6 +16,10 @@ import torch
 
 from .config import NAME, GnnConfig
 from .network import INPUTS, QueryScorer
+
+# torch.onnx.export flags the whole process as exporting (`GLOBALS.in_onnx_export`) and asserts that no
+# other export is running: a search's export and the background retrain's must take turns.
+EXPORT_LOCK = threading.Lock()
 
 
 def export_onnx(
@@ -28,7 +33,7 @@ def export_onnx(
     """Write `module` as ONNX (opset 18, the legacy exporter), traced on `example` inputs, wiring as metadata."""
     args = tuple(torch.from_numpy(example[k]) for k in INPUTS)
     target: Any = path  # a path or a file-like object: torch takes both
-    with warnings.catch_warnings():  # the legacy exporter announces its own deprecation; it is the one that works
+    with EXPORT_LOCK, warnings.catch_warnings():  # the legacy exporter announces its deprecation; it works
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
