@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -408,9 +409,14 @@ class Supervisor:
                 self._check(part)
             self.write_state()
             time.sleep(_POLL_SECONDS)
-        self.log("stopping: services first, then S3 and Redis")
-        for name in reversed(PARTS):
-            self._stop(self.parts[name])
+        self.log("stopping: the services first, then S3 and Redis")
+        for group in (SERVICES, BACKENDS):
+            # In parallel within a group: each waits out its own grace, and callers go before their callees.
+            stoppers = [threading.Thread(target=self._stop, args=(self.parts[name],)) for name in group]
+            for stopper in stoppers:
+                stopper.start()
+            for stopper in stoppers:
+                stopper.join()
             self.write_state()
         (self.folder / _STATE).unlink(missing_ok=True)
         self.log("stopped")
