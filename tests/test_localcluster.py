@@ -3,9 +3,11 @@ kept alive by the supervisor, with credentials on both backends."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from modsnet.client import Client
+from modsnet.embedded import EmbeddedCluster
 from modsnet.offline import localcluster
 from modsnet.offline.devservers.seaweed import weed_binary
 
@@ -167,3 +170,26 @@ def test_the_supervisor_backs_off_then_gives_up_with_a_clear_line(
     part.state, part.started_at = "up", time.monotonic() - 120
     supervisor._failed(part, "exited with 1")
     assert part.state == "backoff" and part.fast_failures == 1
+
+
+def test_load_smoke_on_the_embedded_cluster(
+    synth_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make load` in miniature: 2 clients for 3 s; no error, every acknowledged feedback in the graph.
+
+    The kNN estimator: the GNN's first fit, which `make load` waits out untimed, would take most of a minute.
+    """
+    spec = importlib.util.spec_from_file_location(
+        "load", Path(__file__).resolve().parents[1] / "benchmarks" / "load.py"
+    )
+    assert spec is not None and spec.loader is not None
+    load = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "load", load)  # its dataclasses look their module up there
+    spec.loader.exec_module(load)
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as cluster:
+        cluster.client.import_library(synth_bundle)
+        report = load.drive(cluster.addresses, clients=2, seconds=3, scratch=tmp_path)
+    assert set(report.inputs) == {"tabular"}  # the synthetic library
+    assert not report.errors and not report.lost, report.markdown()
+    assert report.tally.feedback and report.tally.latencies["search tabular"]
+    assert "| feedback |" in report.markdown()
