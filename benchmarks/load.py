@@ -129,6 +129,7 @@ class Report:
     seconds: float
     wall: float
     warm_up: float
+    warm_up_errors: list[str]
     libraries: list[str]
     inputs: dict[str, Path]
     skipped: list[str]
@@ -174,6 +175,9 @@ class Report:
             lines.append(
                 f"| {kind} | {len(done)} | {failed} | {percentile(done, 50):.0f} | {percentile(done, 99):.0f} |"
             )
+        if self.warm_up_errors:
+            lines += ["", "Warm-up searches that failed and were tried again (not counted above):", ""]
+            lines += [f"- {message}" for message in self.warm_up_errors]
         if tally.first_error:
             lines += ["", "First message of each error:", ""]
             lines += [f"- {key}: {message}" for key, message in sorted(tally.first_error.items())]
@@ -189,12 +193,21 @@ def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: P
     available = {"tabular": CSV, "xrd": xrd_scan(scratch / "silicon.xy")}
     inputs = {modality: available[modality] for modality in modalities if modality in available}
     skipped = [m for m in modalities if m not in available]
-    # Untimed warm-up: the first search of a library after its import fits its estimator (up to a minute).
+    # Untimed warm-up: the first search of a library after its import fits its estimator (up to a minute,
+    # longer on a busy machine, where it can miss a deadline: tried again, and said in the report).
     warm_up = time.monotonic()
+    warm_up_errors: list[str] = []
     client = Client(query=addresses["query"])
     try:
-        for path in inputs.values():
-            client.search(path, k=5, timeout=600)
+        for modality, path in inputs.items():
+            for attempt in range(3):
+                try:
+                    client.search(path, k=5, timeout=600)
+                    break
+                except ModsnetError as exc:
+                    warm_up_errors.append(f"{modality}: {exc.code}: {str(exc).splitlines()[0][:160]}")
+                    if attempt == 2:
+                        raise
     finally:
         client.close()
     warm_up = time.monotonic() - warm_up
@@ -214,7 +227,7 @@ def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: P
     wall = time.monotonic() - started
     names = [f"{lib.name} ({lib.meta.get('modality', '?')})" for lib in libraries]
     lost = missing_feedback(addresses, tally.feedback)
-    return Report(clients, seconds, wall, warm_up, names, inputs, skipped, tally, lost)
+    return Report(clients, seconds, wall, warm_up, warm_up_errors, names, inputs, skipped, tally, lost)
 
 
 def main(argv: list[str] | None = None) -> int:
