@@ -85,13 +85,15 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
     folder = tmp_path / "cluster"
     csv = Path(__file__).resolve().parents[1] / "examples" / "saheart.csv"
     try:
-        state = localcluster.up(folder)
+        # kNN: the GNN's first fit would add a minute of training to a test of process supervision.
+        state = localcluster.up(folder, settings={"estimator": "knn"})
         assert state["imported"] == ["tabzoo"]
         _assert_backends_need_credentials(folder, state)
         client = _client(state)
         [imported] = client.list_libraries()
         answer = client.search(csv, k=3)
         assert len(answer.models) == 3 and answer.library == "tabzoo"
+        assert answer.estimator.startswith("knn")  # the setting reached the recommender
         client.report_performance(answer.query_id, answer.models[0].model_id, 0.7)
 
         # A crash (kill -9) of a service and of Redis: the supervisor brings both back on the same ports.
@@ -118,7 +120,7 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         assert localcluster.status(folder) == 1
         # Everything was on disk: a new cluster over the same folder has the library, the feedback, the log,
         # at the addresses printed the first time.
-        state = localcluster.up(folder)
+        state = localcluster.up(folder, settings={"estimator": "knn"})
         assert state["imported"] == [] and state["addresses"] == second["addresses"]
         client = _client(state)
         [library] = client.list_libraries()

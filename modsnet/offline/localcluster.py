@@ -199,8 +199,9 @@ class _Part:
 class Supervisor:
     """Starts the parts, restarts the ones that exit, stops them all on SIGTERM (see the module docstring)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, settings: dict[str, str] | None = None):
         self.folder = folder
+        self.settings = dict(settings or {})
         self.logs = folder / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = ports(folder)
@@ -219,9 +220,11 @@ class Supervisor:
         print(time.strftime("%Y-%m-%d %H:%M:%S"), message, flush=True)
 
     def service_env(self) -> dict[str, str]:
-        """The environment of the four services. Authentication settings of the services themselves (a
-        tokens file, certificates) belong here too once they exist: one place for what every service reads."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
+        """The environment of the four services: `up --set NAME=VALUE` settings, then the cluster's own.
+        Authentication settings of the services (a tokens file, certificates) belong here too once they
+        exist: one place for what every service reads."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}  # not the shell's addresses
+        env.update({"MODSNET_" + name.upper(): value for name, value in self.settings.items()})
         service_addresses = addresses(self.ports)
         env.update(
             MODSNET_HOME=str(self.folder / "home"),
@@ -500,8 +503,18 @@ def _running_supervisor(folder: Path) -> dict[str, Any] | None:
     return record if is_same_process(record) else None
 
 
-def up(folder: Path, *, import_libraries: bool = True, timeout: float = _READY_SECONDS) -> dict[str, Any]:
-    """Start what is missing and wait until every part is up; idempotent (a second `up` changes nothing)."""
+def up(
+    folder: Path,
+    *,
+    settings: dict[str, str] | None = None,
+    import_libraries: bool = True,
+    timeout: float = _READY_SECONDS,
+) -> dict[str, Any]:
+    """Start what is missing and wait until every part is up; idempotent (a second `up` changes nothing).
+
+    `settings` (name: value, as `modsnet serve` reads them from MODSNET_NAME, e.g. {"estimator": "knn"})
+    go to every service; they take effect when the supervisor starts, not on a cluster already up.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     ports(folder)
@@ -514,7 +527,10 @@ def up(folder: Path, *, import_libraries: bool = True, timeout: float = _READY_S
     else:
         with open(folder / "logs" / "supervisor.log", "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modsnet.offline.localcluster", "supervise", "--dir", str(folder)],
+                [
+                    *(sys.executable, "-m", "modsnet.offline.localcluster", "supervise", "--dir", str(folder)),
+                    *(f"--set={name}={value}" for name, value in (settings or {}).items()),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -615,10 +631,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("up", "down", "status", "supervise"))
     parser.add_argument("--dir", type=Path, default=Path(".cluster"), help="where backends keep data and logs")
     parser.add_argument("--wipe", action="store_true", help="down: remove the data, ports and secrets too")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="up: a setting for every service (e.g. estimator=knn), when the supervisor starts",
+    )
     args = parser.parse_args(argv)
     folder = args.dir.resolve()
+    settings = dict(item.split("=", 1) for item in args.set if "=" in item)
     if args.action == "up":
-        state = up(folder)
+        state = up(folder, settings=settings)
         print("local cluster up: redis", state["redis_url"], "| S3", state["s3"], "| credentials in", folder / _SECRETS)
         print("to use it from this shell:\n" + client_env(state))
         return 0
@@ -626,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         down(folder, wipe=args.wipe)
         return 0
     if args.action == "supervise":
-        Supervisor(folder).run()
+        Supervisor(folder, settings).run()
         return 0
     return status(folder)
 
