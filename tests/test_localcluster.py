@@ -86,7 +86,7 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
     csv = Path(__file__).resolve().parents[1] / "examples" / "saheart.csv"
     try:
         # kNN: the GNN's first fit would add a minute of training to a test of process supervision.
-        state = localcluster.up(folder, settings={"estimator": "knn"})
+        state = localcluster.up(folder, settings={"estimator": "knn"}, usual_ports=False)
         assert state["imported"] == ["tabzoo"]
         _assert_backends_need_credentials(folder, state)
         client = _client(state)
@@ -112,6 +112,19 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         assert second["addresses"] == state["addresses"] and second["imported"] == []
         assert {part: _pid(folder, part) for part in localcluster.PARTS} == pids
         assert localcluster.status(folder) == 0
+
+        # The supervisor itself killed: its parts run on unwatched; `up` starts a new supervisor, which
+        # stops them (identity checked) and starts them again on the same ports.
+        supervisor = (localcluster.read_state(folder) or {})["supervisor"]
+        psutil.Process(supervisor["pid"]).kill()
+        assert client.list_libraries()  # the services did not go down with it
+        third = localcluster.up(folder, settings={"estimator": "knn"}, usual_ports=False)
+        assert third["addresses"] == state["addresses"]
+        assert third["supervisor"]["pid"] != supervisor["pid"]
+        assert not any(psutil.pid_exists(pid) for pid in pids.values())
+        pids = {part: _pid(folder, part) for part in localcluster.PARTS}
+        third_answer = client.search(csv, k=3)
+        assert third_answer.library == "tabzoo"
         client.close()
 
         localcluster.down(folder)
@@ -120,12 +133,16 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         assert localcluster.status(folder) == 1
         # Everything was on disk: a new cluster over the same folder has the library, the feedback, the log,
         # at the addresses printed the first time.
-        state = localcluster.up(folder, settings={"estimator": "knn"})
+        state = localcluster.up(folder, settings={"estimator": "knn"}, usual_ports=False)
         assert state["imported"] == [] and state["addresses"] == second["addresses"]
         client = _client(state)
         [library] = client.list_libraries()
         assert library.interactions == imported.interactions + 1
-        assert {q.query_id for q in client.knowledge.list_queries()} == {answer.query_id, again.query_id}
+        assert {q.query_id for q in client.knowledge.list_queries()} == {
+            answer.query_id,
+            again.query_id,
+            third_answer.query_id,
+        }
         client.close()
     finally:
         localcluster.down(folder)

@@ -50,7 +50,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.client import Client
-from modsnet.offline.devservers.redis import RedisServer, free_port
+from modsnet.offline.devservers.redis import RedisServer
 from modsnet.offline.devservers.seaweed import SeaweedS3, free_base_ports
 
 SERVICES = ("storage", "knowledge", "recommender", "query")  # start order: callees first
@@ -141,14 +141,19 @@ def _free(port: int) -> bool:
     return True
 
 
-def ports(folder: Path) -> dict[str, Any]:
-    """The cluster's ports, chosen at the first `up` (the usual service ports where free) and kept after."""
+def ports(folder: Path, *, usual: bool = True) -> dict[str, Any]:
+    """The cluster's ports, chosen at the first `up` and kept after: the usual service ports where free
+    (`usual`), else, like Redis's and S3's, free ones below the kernel's ephemeral range, which no outgoing
+    connection can take while the cluster is down."""
     recorded = _read_json(folder / _PORTS)
     if recorded is not None:
         return recorded
-    chosen: dict[str, Any] = {name: port if _free(port) else free_port() for name, port in DEFAULT_PORTS.items()}
-    chosen["redis"] = free_port()
-    chosen["s3"] = dict(zip(S3_PORT_ROLES, free_base_ports(len(S3_PORT_ROLES)), strict=True))
+    spare = iter(free_base_ports(len(DEFAULT_PORTS) + 1 + len(S3_PORT_ROLES)))
+    chosen: dict[str, Any] = {
+        name: port if usual and _free(port) else next(spare) for name, port in DEFAULT_PORTS.items()
+    }
+    chosen["redis"] = next(spare)
+    chosen["s3"] = {role: next(spare) for role in S3_PORT_ROLES}
     _write_json(folder / _PORTS, chosen)
     return chosen
 
@@ -381,10 +386,14 @@ class Supervisor:
         previous = read_state(self.folder)
         if not previous:
             return
-        for name in reversed(PARTS):  # callers first
+
+        def stop(name: str) -> None:
             record = (previous.get("parts", {}).get(name) or {}).get("process") or {}
-            if stop_process(record, grace=10):
+            if stop_process(record, grace=3 if name == "s3" else 10):  # SeaweedFS ignores SIGTERM for long
                 self.log(f"{name}: stopped pid {record['pid']} left by the previous supervisor")
+
+        for group in (SERVICES, BACKENDS):
+            _in_parallel(stop, group)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -414,12 +423,7 @@ class Supervisor:
             time.sleep(_POLL_SECONDS)
         self.log("stopping: the services first, then S3 and Redis")
         for group in (SERVICES, BACKENDS):
-            # In parallel within a group: each waits out its own grace, and callers go before their callees.
-            stoppers = [threading.Thread(target=self._stop, args=(self.parts[name],)) for name in group]
-            for stopper in stoppers:
-                stopper.start()
-            for stopper in stoppers:
-                stopper.join()
+            _in_parallel(lambda name: self._stop(self.parts[name]), group)
             self.write_state()
         (self.folder / _STATE).unlink(missing_ok=True)
         self.log("stopped")
@@ -429,6 +433,16 @@ class Supervisor:
 
     def _on_hup(self, signum: int, frame: object) -> None:
         self._retry_given_up = True
+
+
+def _in_parallel(action: Callable[[str], None], names: tuple[str, ...]) -> None:
+    """`action` on each name at once: each part waits out its own grace. Callers (the services) go as one
+    group before their callees (Redis, S3)."""
+    threads = [threading.Thread(target=action, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _health_answers(address: str) -> bool:
@@ -507,6 +521,7 @@ def up(
     folder: Path,
     *,
     settings: dict[str, str] | None = None,
+    usual_ports: bool = True,
     import_libraries: bool = True,
     timeout: float = _READY_SECONDS,
 ) -> dict[str, Any]:
@@ -514,10 +529,12 @@ def up(
 
     `settings` (name: value, as `modsnet serve` reads them from MODSNET_NAME, e.g. {"estimator": "knn"})
     go to every service; they take effect when the supervisor starts, not on a cluster already up.
+    `usual_ports=False` picks free ports at the first `up` even where 50051-50054 are free (tests, which
+    run beside other clusters).
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
-    ports(folder)
+    ports(folder, usual=usual_ports)
     cluster_secrets(folder)
     supervisor = _running_supervisor(folder)
     retries_done = 0
@@ -570,7 +587,7 @@ def down(folder: Path, *, wipe: bool = False) -> None:
             record = (state.get("parts", {}).get(name) or {}).get("process")
             if not record:
                 continue
-            if stop_process(record, grace=10):
+            if stop_process(record, grace=3 if name == "s3" else 10):
                 print(f"{name}: stopped pid {record['pid']}")
             elif psutil.pid_exists(int(record["pid"])) and _alive_other(record):
                 print(f"{name}: pid {record['pid']} now belongs to another process: left alone")
