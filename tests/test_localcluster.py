@@ -56,6 +56,15 @@ def _wait_restarted(folder: Path, part: str, old_pid: int, timeout: float = 60) 
     )
 
 
+def _wait_all_serving(folder: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while localcluster.status(folder, out=lambda line: None) != 0:
+        if time.monotonic() > deadline:
+            localcluster.status(folder)
+            raise AssertionError(f"the cluster did not report every part up and SERVING within {timeout} s")
+        time.sleep(0.5)
+
+
 def _assert_backends_need_credentials(folder: Path, state: dict[str, Any]) -> None:
     ports = state["ports"]
     secrets = json.loads((folder / "secrets.json").read_text())
@@ -111,12 +120,12 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         second = localcluster.up(folder)
         assert second["addresses"] == state["addresses"] and second["imported"] == []
         assert {part: _pid(folder, part) for part in localcluster.PARTS} == pids
-        assert localcluster.status(folder) == 0
+        _wait_all_serving(folder)  # knowledge reports NOT_SERVING until its next check sees Redis back
 
         # The supervisor itself killed: its parts run on unwatched; `up` starts a new supervisor, which
         # stops them (identity checked) and starts them again on the same ports.
         supervisor = (localcluster.read_state(folder) or {})["supervisor"]
-        psutil.Process(supervisor["pid"]).kill()
+        psutil.Process(supervisor["pid"]).kill()  # `up` meets it dead or dying: either way it starts a new one
         assert client.list_libraries()  # the services did not go down with it
         third = localcluster.up(folder, settings={"estimator": "knn"}, usual_ports=False)
         assert third["addresses"] == state["addresses"]

@@ -475,6 +475,25 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+class _SupervisorGone(SystemExit):
+    """The supervisor `up` waits on exited."""
+
+
+def _spawn_supervisor(folder: Path, settings: dict[str, str]) -> dict[str, Any]:
+    with open(folder / "logs" / "supervisor.log", "ab") as out:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "modsnet.offline.localcluster", "supervise", "--dir", str(folder)),
+                *(f"--set={name}={value}" for name, value in settings.items()),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `make up` and a Ctrl-C in its shell; `make down` stops it
+        )
+    return identity(process.pid)
+
+
 def _part_log(folder: Path, name: str) -> Path:
     return {"redis": folder / "redis" / "redis.log", "s3": folder / "s3" / "weed.log"}.get(
         name, folder / "logs" / f"{name}.log"
@@ -487,7 +506,7 @@ def _wait_all_up(folder: Path, supervisor: dict[str, Any], timeout: float, retri
     while time.monotonic() < deadline:
         state = read_state(folder)
         if not is_same_process(supervisor):
-            raise SystemExit(f"the supervisor exited:\n{_log_tail(folder / 'logs' / 'supervisor.log')}")
+            raise _SupervisorGone(f"the supervisor exited:\n{_log_tail(folder / 'logs' / 'supervisor.log')}")
         if (
             state
             and state.get("supervisor", {}).get("started") == supervisor["started"]
@@ -537,24 +556,16 @@ def up(
     ports(folder, usual=usual_ports)
     cluster_secrets(folder)
     supervisor = _running_supervisor(folder)
-    retries_done = 0
+    state: dict[str, Any] | None = None
     if supervisor is not None:
         retries_done = int((read_state(folder) or {}).get("retries_done", 0)) + 1
-        os.kill(supervisor["pid"], signal.SIGHUP)  # retry what it gave up on; it restarts crashed parts anyway
-    else:
-        with open(folder / "logs" / "supervisor.log", "ab") as out:
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "modsnet.offline.localcluster", "supervise", "--dir", str(folder)),
-                    *(f"--set={name}={value}" for name, value in (settings or {}).items()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `make up` and a Ctrl-C in its shell; `make down` stops it
-            )
-        supervisor = identity(process.pid)
-    state = _wait_all_up(folder, supervisor, timeout, retries_done)
+        try:
+            os.kill(supervisor["pid"], signal.SIGHUP)  # retry what it gave up on; it restarts crashed parts anyway
+            state = _wait_all_up(folder, supervisor, timeout, retries_done)
+        except (ProcessLookupError, _SupervisorGone):
+            state = None  # it was dying as we looked (killed, say): start a new one, as if it had been gone
+    if state is None:
+        state = _wait_all_up(folder, _spawn_supervisor(folder, settings or {}), timeout, 0)
     state["imported"] = []
     if import_libraries:
         # Here, not at the top: it imports every service (3 s), which `down`, `status` and the supervisor skip.
