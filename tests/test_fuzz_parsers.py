@@ -11,6 +11,7 @@ Cases per target: a few in `make test`, 10,000 in `make fuzz`.
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,38 @@ def test_a_corrupt_gzip_stream_is_refused_in_one_line() -> None:
     refused_or_parsed(lambda: read_bundle(corrupt, label="synth.tar.gz"))
     with pytest.raises(InvalidArgument, match=r"^synth\.tar\.gz: not a readable tar archive \(.*method gz"):
         read_bundle(corrupt, label="synth.tar.gz")
+
+
+@pytest.mark.parametrize("name", ["scan.xrdml", "scan.rasx", "scan.brml"])
+def test_xml_in_an_unknown_encoding_is_refused(upload_dir: Path, name: str) -> None:
+    """expat raised LookupError (INTERNAL) on an XML declaration naming an encoding it does not know."""
+    def unknown(xml: bytes) -> bytes:
+        return xml.replace(b'encoding="utf-8"', b'encoding="utfnan"').replace(b'encoding="UTF-8"', b'encoding="utfnan"')
+
+    if name in SCAN_MEMBERS:
+        content = zip_bytes({member: unknown(xml) for member, xml in SCAN_MEMBERS[name].items()})
+    else:
+        content = unknown(SCANS[name][0])
+    path = upload_dir / name
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgument, match="unsupported encoding|not a readable"):
+        load_exemplar(path, name=name)
+
+
+def test_a_2theta_that_is_not_an_angle_is_refused(upload_dir: Path) -> None:
+    """One 2θ of 1e308 overflowed the step statistics to inf (a non-finite feature went to the estimator)."""
+    content = xy_seed().replace(b"\n10.0000 ", b"\n1e308 ", 1)
+    assert b"1e308" in content
+    path = upload_dir / "scan.dat"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgument, match=r"point 1 has 2θ = 1e\+308"):
+        load_exemplar(path, name="scan.dat")
+
+
+def test_a_tiny_step_does_not_overflow_the_background_window(upload_dir: Path) -> None:
+    """A RAW scan whose step is 1e-300 made a background window too large for scipy (OverflowError)."""
+    raw = bytearray(raw_seed())
+    struct.pack_into("<d", raw, 0x4FB, 0.0)  # start
+    struct.pack_into("<d", raw, 0x20F, 1e-300)  # step
+    exemplar = upload(upload_dir, "scan.raw", bytes(raw))
+    assert exemplar is not None and exemplar.scans[0].two_theta[1] == 1e-300
