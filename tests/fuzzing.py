@@ -31,7 +31,12 @@ HANG_SECONDS = 20.0
 # What a parser may refuse with: bad input, over a limit, an id that is not there.
 PARSER_CODES = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "NOT_FOUND"})
 
-_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much, HealthCheck.large_base_example]
+_SUPPRESS = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.large_base_example,
+]
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("fuzz", database=None, print_blob=True)
 
@@ -63,8 +68,22 @@ def refused_or_parsed(call: Callable[[], Any], codes: frozenset[str] = PARSER_CO
 # ----------------------------------------------------------------------------------------------- mutations
 
 _NUMBER = re.compile(rb"-?\d+(\.\d+)?([eE][-+]?\d+)?")
-ODD_NUMBERS = (b"nan", b"NaN", b"inf", b"-inf", b"Infinity", b"1e308", b"-1e308", b"1e999", b"5e-324", b"-0",
-               b"99999999999999999999999", b"", b"0x1F", b"1,5")
+ODD_NUMBERS = (
+    b"nan",
+    b"NaN",
+    b"inf",
+    b"-inf",
+    b"Infinity",
+    b"1e308",
+    b"-1e308",
+    b"1e999",
+    b"5e-324",
+    b"-0",
+    b"99999999999999999999999",
+    b"",
+    b"0x1F",
+    b"1,5",
+)
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
@@ -115,16 +134,20 @@ def _mutation(size: int) -> st.SearchStrategy[Callable[[bytes], bytes]]:
             st.integers(1, 50),
         ),
         st.builds(
-            lambda which, value: lambda d: _odd_number(d, which, value), st.integers(0, 10_000), st.sampled_from(ODD_NUMBERS)
+            lambda which, value: lambda d: _odd_number(d, which, value),
+            st.integers(0, 10_000),
+            st.sampled_from(ODD_NUMBERS),
         ),
-        st.builds(lambda which, times: lambda d: _duplicate_line(d, which, times), st.integers(0, 1000), st.integers(1, 3)),
+        st.builds(
+            lambda which, times: lambda d: _duplicate_line(d, which, times), st.integers(0, 1000), st.integers(1, 3)
+        ),
         st.builds(lambda bom: lambda d: bom + d, st.sampled_from(_BOMS)),
         st.builds(lambda enc: lambda d: _reencode(d, enc), st.sampled_from(["utf-16", "latin-1", "cp1252", "utf-32"])),
         st.builds(
             lambda at, depth, pair: lambda d: _nest(d, at, depth, *pair),
             position,
             st.integers(50, 5000),
-            st.sampled_from([(b"<a>", b"</a>"), (b"[", b"]"), (b"{\"a\":", b"}"), (b'"', b'"')]),
+            st.sampled_from([(b"<a>", b"</a>"), (b"[", b"]"), (b'{"a":', b"}"), (b'"', b'"')]),
         ),
         st.just(lambda d: b""),
         st.just(lambda d: d.replace(b"\n", b"\r")),
@@ -152,6 +175,7 @@ def zip_bytes(members: dict[str, bytes], *, method: int = zipfile.ZIP_DEFLATED) 
 
 
 # ----------------------------------------------------------------------------------------------- valid seeds
+
 
 def _pattern(points: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """A powder pattern: two peaks on a background, with counting noise."""
@@ -231,8 +255,8 @@ def brml_members() -> dict[str, bytes]:
  <DataRoutes><DataRoute>
   <ScanInformation ScanName="TwoTheta-Scan"><MeasurementPoints>{len(x)}</MeasurementPoints><TimePerStep>1</TimePerStep>
    <TimePerStepEffective>1</TimePerStepEffective><ScanMode>Continuous</ScanMode>
-   <ScanAxes><ScanAxisInfo AxisName="TwoTheta"><Unit Base="deg"/><Reference>0</Reference><Start>10</Start><Stop>80</Stop>
-    <Increment>0.35</Increment></ScanAxisInfo></ScanAxes>
+   <ScanAxes><ScanAxisInfo AxisName="TwoTheta"><Unit Base="deg"/><Reference>0</Reference>
+    <Start>10</Start><Stop>80</Stop><Increment>0.35</Increment></ScanAxisInfo></ScanAxes>
   </ScanInformation>
   <DataViews><RawDataView xsi:type="FixedRawDataView" Start="4" Length="1" LogicName="Counter1D"/></DataViews>
   {datums}

@@ -30,7 +30,7 @@ from fuzzing import (
     xy_seed,
     zip_bytes,
 )
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from synthetic import make_table, write_library
@@ -141,7 +141,7 @@ def test_fuzz_text_decoding(data: bytes) -> None:
     assert text is None or isinstance(text, str)
 
 
-@fuzz_settings(40)
+@fuzz_settings(25)
 @given(data=mutated(TABLES), name=st.sampled_from(TABLE_NAMES), modality=st.sampled_from(["", "", "tabular", "text"]))
 def test_fuzz_table_upload(upload_dir: Path, data: bytes, name: str, modality: str) -> None:
     upload(upload_dir, name, data, modality=modality)
@@ -162,25 +162,25 @@ def _xlsx(frame: pd.DataFrame) -> bytes:
 BINARY_TABLES = {"data.parquet": _parquet(make_table(30, 3, 2, 2)), "data.xlsx": _xlsx(make_table(30, 3, 2, 3))}
 
 
-@fuzz_settings(15)
+@fuzz_settings(10)
 @given(data=st.data(), name=st.sampled_from(sorted(BINARY_TABLES)))
 def test_fuzz_parquet_and_excel_upload(upload_dir: Path, data: st.DataObject, name: str) -> None:
     upload(upload_dir, name, data.draw(mutated([BINARY_TABLES[name]])))
 
 
-@fuzz_settings(20)
+@fuzz_settings(8)
 @given(data=mutated(TEXTS), name=st.sampled_from(TEXT_NAMES), modality=st.sampled_from(["", "text"]))
 def test_fuzz_text_upload(upload_dir: Path, data: bytes, name: str, modality: str) -> None:
     upload(upload_dir, name, data, modality=modality)
 
 
-@fuzz_settings(15)
+@fuzz_settings(6)
 @given(data=mutated(IMAGES), name=st.sampled_from(["photo.png", "photo.jpg", "photo"]))
 def test_fuzz_image_upload(upload_dir: Path, onnx_cache: Path, data: bytes, name: str) -> None:
     upload(upload_dir, name, data, cache=onnx_cache)
 
 
-@fuzz_settings(15)
+@fuzz_settings(6)
 @given(data=mutated([IMAGE_ARCHIVE]), modality=st.sampled_from(["", "image"]))
 def test_fuzz_image_archive_upload(upload_dir: Path, onnx_cache: Path, data: bytes, modality: str) -> None:
     upload(upload_dir, "images.zip", data, modality=modality, cache=onnx_cache)
@@ -264,6 +264,7 @@ def test_a_corrupt_gzip_stream_is_refused_in_one_line() -> None:
 @pytest.mark.parametrize("name", ["scan.xrdml", "scan.rasx", "scan.brml"])
 def test_xml_in_an_unknown_encoding_is_refused(upload_dir: Path, name: str) -> None:
     """expat raised LookupError (INTERNAL) on an XML declaration naming an encoding it does not know."""
+
     def unknown(xml: bytes) -> bytes:
         return xml.replace(b'encoding="utf-8"', b'encoding="utfnan"').replace(b'encoding="UTF-8"', b'encoding="utfnan"')
 
@@ -273,7 +274,7 @@ def test_xml_in_an_unknown_encoding_is_refused(upload_dir: Path, name: str) -> N
         content = unknown(SCANS[name][0])
     path = upload_dir / name
     path.write_bytes(content)
-    with pytest.raises(InvalidArgument, match="unsupported encoding|not a readable"):
+    with pytest.raises(InvalidArgument, match=r"unsupported encoding|not a readable"):
         load_exemplar(path, name=name)
 
 

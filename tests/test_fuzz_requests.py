@@ -5,11 +5,12 @@ a change here) messages are generated field by field: numbers including NaN, ±i
 values, strings that are ids of the cluster's library, models, datasets, queries and blobs as well as empty,
 odd and huge ones, repeated and map fields, nested messages. Streaming uploads (Search, PutBlob) get a
 header and chunks of valid, mutated or random files, or a stream out of order; ImportLibrary gets blobs
-of mutated bundles. Every call must end OK or with a status that blames the request
-(`ALLOWED`), never INTERNAL, UNKNOWN, UNAVAILABLE or a missed deadline, and every service must answer its
-health check SERVING afterwards. RPCs that write or delete run on a cluster of their own, whose library is
-imported again after a case deletes it. The estimator is kNN ($MODSNET_ESTIMATOR chooses another): these
-tests are about what a request can do to the services, not about the estimator's quality.
+of mutated bundles. Every call must end OK or with a status that blames the request (`ALLOWED`), never
+INTERNAL, UNKNOWN, UNAVAILABLE or a missed deadline, and every service must answer its health check SERVING
+afterwards; after a write, every library must still export as a valid bundle. RPCs that write or delete
+run on a cluster of their own, whose library is imported again after a case deletes it. The estimator is
+kNN ($MODSNET_ESTIMATOR chooses another): these tests are about what a request can do to the services, not
+about the estimator's quality.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from synthetic import make_table, write_library
 
+from modsnet.data.bundle import read_bundle
 from modsnet.embedded import EmbeddedCluster
+from modsnet.runtime.errors import NotFound
 from modsnet.v1 import (
+    common_pb2,
     knowledge_pb2,
     knowledge_pb2_grpc,
     query_pb2,
@@ -77,7 +81,12 @@ DEFAULT_CASES = 8
 CASES = {"Search": 10, "ImportLibrary": 10, "PutBlob": 6}
 # Failures that belong to another part of issue 12 (validated atomic writes; GetBlob past the end): kept
 # running, not fixed here; remove the mark when that part lands.
-KNOWN: dict[str, str] = {}
+KNOWN = {
+    "ReportPerformance": "a feedback with cost.train_seconds=-inf (or -1, NaN) is answered OK and stored; "
+    "ExportLibrary's bundle is then refused ('-inf' is not a finite number): validated writes, issue 12 item 1",
+    "AddInteractions": "new_datasets with dataset_id='' (or interactions with NaN/negative costs) are answered OK "
+    "and stored; ExportLibrary's bundle is then refused (empty id): validated writes, issue 12 item 1",
+}
 
 
 # ----------------------------------------------------------------------------------------------- the cluster
@@ -95,12 +104,18 @@ class Target:
         search = self.cluster.client.search(query_csv, k=3)
         self.channels = {name: grpc.insecure_channel(address) for name, address in self.cluster.addresses.items()}
         self.stubs = {name: SERVICES[name][1](channel) for name, channel in self.channels.items()}
-        blobs = [p.name for p in (home / "blobs").rglob("*") if p.is_file() and len(p.name) == 64]
-        self.ids = sorted(
-            {"synth", "fuzzlib", search.query_id, search.dataset.fingerprint, *blobs}
-            | {f"m{j}" for j in range(6)}
-            | {f"d{i}" for i in range(10)}
-        )
+        blobs = sorted(p.name for p in (home / "blobs").rglob("*") if p.is_file() and len(p.name) == 64)
+        # Ids that exist, by the field names that hold them (so most requests get past the first lookup).
+        self.ids: dict[str, list[str]] = {
+            "library": ["synth"],
+            "name": ["synth", "fuzzlib"],
+            "query_id": [search.query_id],
+            "model_id": [m.model_id for m in search.models] + [f"m{j}" for j in range(6)],
+            "dataset_id": [f"d{i}" for i in range(10)],
+            "blob_id": blobs,
+            "fingerprint": [search.dataset.fingerprint],
+        }
+        self.ids[""] = sorted({i for values in self.ids.values() for i in values})
 
     def rebuild(self) -> None:
         """Import the library again when a case deleted it, so the next case has something to hit."""
@@ -111,6 +126,22 @@ class Target:
         for name, channel in self.channels.items():
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert status.status == health_pb2.HealthCheckResponse.SERVING, name
+
+    def assert_exports(self, *, blobs_deleted: bool = False) -> None:
+        """Every library exports, and the export reads back as a valid bundle: no write left it unexportable.
+
+        `blobs_deleted`: a case deleted blobs, so an export that needs a deleted artifact is NOT_FOUND.
+        """
+        client = self.cluster.client
+        assert client.knowledge is not None and client.storage is not None
+        for library in client.list_libraries():
+            try:
+                exported = client.knowledge.export_library(library.name)
+            except NotFound:
+                if blobs_deleted:
+                    continue
+                raise
+            read_bundle(client.storage.get_bytes(exported.blob_id), label=f"export of {library.name}")
 
     def close(self) -> None:
         for channel in self.channels.values():
@@ -169,10 +200,11 @@ _INT_RANGES = {
 ODD_STRINGS = ["", " ", "../../etc/passwd", "a\x00b", "SYNTH", "synth\n", "%s%n", "é✓", "*", "x" * 100_000]
 
 
-def scalars(field: FieldDescriptor, ids: list[str]) -> st.SearchStrategy[Any]:
+def scalars(field: FieldDescriptor, ids: dict[str, list[str]]) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        return st.one_of(st.sampled_from(ids), st.sampled_from(ODD_STRINGS), st.text(max_size=40))
+        known = st.sampled_from(ids.get(field.name) or ids[""])
+        return st.one_of(known, known, st.sampled_from(ids[""]), st.sampled_from(ODD_STRINGS), st.text(max_size=40))
     if kind == FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=64)
     if kind == FieldDescriptor.TYPE_BOOL:
@@ -183,16 +215,16 @@ def scalars(field: FieldDescriptor, ids: list[str]) -> st.SearchStrategy[Any]:
     if kind == FieldDescriptor.TYPE_ENUM:
         return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-3, 50))
     low, high = _INT_RANGES[kind]
-    return st.one_of(st.sampled_from([v for v in (-1, 0, 1, 3, 100, low, high) if low <= v <= high]), st.integers(low, high))
+    return st.one_of(
+        st.sampled_from([v for v in (-1, 0, 1, 3, 100, low, high) if low <= v <= high]), st.integers(low, high)
+    )
 
 
 @st.composite
-def messages(draw: st.DrawFn, cls: type[Message], ids: list[str], depth: int = 0) -> Message:
+def messages(draw: st.DrawFn, cls: type[Message], ids: dict[str, list[str]], depth: int = 0) -> Message:
     """A message of `cls` with a random subset of its fields set to random values (nested up to 3 deep)."""
     message = cls()
-    chosen_oneofs = {
-        oneof.name: draw(st.sampled_from([None, *oneof.fields])) for oneof in cls.DESCRIPTOR.oneofs
-    }
+    chosen_oneofs = {oneof.name: draw(st.sampled_from([None, *oneof.fields])) for oneof in cls.DESCRIPTOR.oneofs}
     for field in cls.DESCRIPTOR.fields:
         oneof = field.containing_oneof
         if oneof is not None and chosen_oneofs.get(oneof.name) is not field:
@@ -236,18 +268,25 @@ def _csv() -> bytes:
 UPLOADS = [_csv(), b"2theta intensity\n" + b"".join(b"%d %d\n" % (10 + i, 100 + (i % 7) * 30) for i in range(60))]
 
 
-def upload_stream(draw: st.DrawFn, method: MethodDescriptor, ids: list[str]) -> list[Message]:
-    """A client stream: a fuzzed header then chunks of a file (valid, mutated or random), or any messages."""
+def upload_stream(draw: st.DrawFn, method: MethodDescriptor, ids: dict[str, list[str]]) -> tuple[list[Message], bool]:
+    """A client stream: a fuzzed header then chunks of a file (valid, mutated or random), or any messages.
+
+    Also says whether the stream claims a checksum its bytes do not have (DATA_LOSS is then the answer).
+    """
     request = method.input_type._concrete_class
     header_field = request.DESCRIPTOR.oneofs[0].fields[0]
     if not draw(st.integers(0, 4), label="well formed"):
-        return draw(st.lists(messages(request, ids), max_size=4), label="stream")
+        stream = draw(st.lists(messages(request, ids), max_size=4), label="stream")
+        first = stream[0] if stream else None
+        claims = first is not None and first.WhichOneof("part") == header_field.name
+        return stream, claims and bool(getattr(first, header_field.name).expected_sha256)
     header = draw(messages(header_field.message_type._concrete_class, ids), label="header")
     data = draw(mutated(UPLOADS), label="file")
     if draw(st.booleans(), label="true sha256"):
         header.expected_sha256 = hashlib.sha256(data).hexdigest()
     pieces = _chunks(data, draw(st.integers(1, 3), label="pieces"))
-    return [request(**{header_field.name: header}), *(request(chunk=piece) for piece in pieces)]
+    wrong = bool(header.expected_sha256) and header.expected_sha256 != hashlib.sha256(data).hexdigest()
+    return [request(**{header_field.name: header}), *(request(chunk=piece) for piece in pieces)], wrong
 
 
 def import_request(draw: st.DrawFn, target: Target, bundle: bytes) -> Message:
@@ -259,8 +298,10 @@ def import_request(draw: st.DrawFn, target: Target, bundle: bytes) -> Message:
     return draw(messages(knowledge_pb2.ImportLibraryRequest, target.ids), label="request")
 
 
-def call(target: Target, service: str, method: MethodDescriptor, request: Any) -> grpc.StatusCode:
-    """Make the call (reading any response stream to its end) and return its status."""
+def call(
+    target: Target, service: str, method: MethodDescriptor, request: Any, also: frozenset[grpc.StatusCode] = frozenset()
+) -> grpc.StatusCode:
+    """Make the call (reading any response stream to its end) and return its status (ALLOWED, or `also`)."""
     stub_method = getattr(target.stubs[service], method.name)
     try:
         if method.client_streaming:
@@ -271,7 +312,7 @@ def call(target: Target, service: str, method: MethodDescriptor, request: Any) -
         else:
             stub_method(request, timeout=CALL_SECONDS)
     except grpc.RpcError as exc:
-        assert exc.code() in ALLOWED, f"{service}.{method.name}: {exc.code().name}: {exc.details()}"
+        assert exc.code() in ALLOWED | also, f"{service}.{method.name}: {exc.code().name}: {exc.details()}"
         return exc.code()
     return grpc.StatusCode.OK
 
@@ -296,14 +337,63 @@ def test_fuzz_request(target: Target, files: tuple[Path, Path], method: tuple[st
     @fuzz_settings(CASES.get(name, DEFAULT_CASES), hang_seconds=2 * CALL_SECONDS)
     @given(data=st.data())
     def case(data: st.DataObject) -> None:
+        also: frozenset[grpc.StatusCode] = frozenset()
         if name == "ImportLibrary":
             request: Any = import_request(data.draw, target, bundle)
         elif descriptor.client_streaming:
-            request = upload_stream(data.draw, descriptor, target.ids)
+            request, wrong_checksum = upload_stream(data.draw, descriptor, target.ids)
+            if wrong_checksum:  # bytes that do not match their stated checksum arrived corrupt
+                also = frozenset({grpc.StatusCode.DATA_LOSS})
         else:
             request = data.draw(messages(descriptor.input_type._concrete_class, target.ids), label="request")
-        call(target, service, descriptor, request)
+        call(target, service, descriptor, request, also)
         target.assert_healthy()
+        if name in WRITES:
+            target.assert_exports(blobs_deleted=name == "DeleteBlob")
         target.rebuild()
 
     case()
+
+
+# ----------------------------------------------------------------------------------------------- found by fuzzing
+
+
+@pytest.mark.xfail(reason=KNOWN["ReportPerformance"], strict=False)
+def test_a_feedback_with_a_negative_infinite_cost_leaves_the_library_exportable(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    target = Target(tmp_path / "home", *files)
+    try:
+        request = query_pb2.ReportPerformanceRequest(
+            query_id=target.ids["query_id"][0],
+            model_id=target.ids["model_id"][0],
+            score=0.5,
+            cost=common_pb2.Cost(train_seconds=-math.inf),
+        )
+        call(
+            target,
+            "query",
+            SERVICES["query"][0].DESCRIPTOR.services_by_name["Query"].methods_by_name["ReportPerformance"],
+            request,
+        )
+        target.assert_exports()
+    finally:
+        target.close()
+
+
+@pytest.mark.xfail(reason=KNOWN["AddInteractions"], strict=False)
+def test_a_new_dataset_with_an_empty_id_leaves_the_library_exportable(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    target = Target(tmp_path / "home", *files)
+    try:
+        request = knowledge_pb2.AddInteractionsRequest(
+            library="synth", new_datasets=[common_pb2.Dataset(dataset_id="")]
+        )
+        call(
+            target,
+            "knowledge",
+            SERVICES["knowledge"][0].DESCRIPTOR.services_by_name["Knowledge"].methods_by_name["AddInteractions"],
+            request,
+        )
+        target.assert_exports()
+    finally:
+        target.close()
