@@ -295,3 +295,25 @@ def test_a_tiny_step_does_not_overflow_the_background_window(upload_dir: Path) -
     struct.pack_into("<d", raw, 0x20F, 1e-300)  # step
     exemplar = upload(upload_dir, "scan.raw", bytes(raw))
     assert exemplar is not None and exemplar.scans[0].two_theta[1] == 1e-300
+
+
+@pytest.mark.parametrize("opener", [b'{"a":', b"["])
+def test_deeply_nested_json_lines_are_refused(upload_dir: Path, opener: bytes) -> None:
+    """json.loads raised RecursionError (INTERNAL) on a line nested 100,000 levels deep."""
+    path = upload_dir / "data.jsonl"
+    path.write_bytes(opener * 100_000)
+    with pytest.raises(InvalidArgument, match=r"^data\.jsonl: line 1 nests objects or arrays too deeply$"):
+        load_exemplar(path, name="data.jsonl")
+
+
+@pytest.mark.parametrize("metadata", [b"\xfb", b"{} x", b'{"columns": [}'])
+def test_parquet_with_broken_pandas_metadata_is_refused(upload_dir: Path, metadata: bytes) -> None:
+    """pyarrow's to_pandas raised UnicodeDecodeError / JSONDecodeError (INTERNAL) on the file's pandas metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(make_table(20, 2, 2, 4), preserve_index=False)
+    path = upload_dir / "data.parquet"
+    pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), path)
+    with pytest.raises(InvalidArgument, match=r"^data\.parquet: not a readable Parquet file"):
+        load_exemplar(path, name="data.parquet")

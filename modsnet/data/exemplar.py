@@ -565,6 +565,8 @@ def _read_jsonl(data: bytes, name: str, limits: Limits) -> pd.DataFrame:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{name}: line {number} is not JSON ({exc.msg})") from exc
+        except RecursionError as exc:  # the decoder recurses once per level of nesting
+            raise InvalidArgument(f"{name}: line {number} nests objects or arrays too deeply") from exc
         if not isinstance(record, dict):
             raise InvalidArgument(f"{name}: line {number} is not a JSON object")
         records.append(record)
@@ -585,7 +587,8 @@ def _read_parquet(source: _Source, name: str, limits: Limits) -> pd.DataFrame:
         if rows > limits.max_rows:
             raise ResourceExhausted(f"{name}: {rows:,} rows, more than the limit of {limits.max_rows:,}")
         return parquet.read().to_pandas()
-    except (pyarrow.ArrowException, OSError) as exc:
+    # ValueError: the pandas metadata stored in the file is not UTF-8 JSON (pyarrow decodes it unguarded)
+    except (pyarrow.ArrowException, OSError, ValueError) as exc:
         raise InvalidArgument(f"{name}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from exc
 
 
