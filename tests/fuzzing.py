@@ -31,11 +31,13 @@ HANG_SECONDS = 20.0
 # What a parser may refuse with: bad input, over a limit, an id that is not there.
 PARSER_CODES = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "NOT_FOUND"})
 
+# function_scoped_fixture: an RPC target's cluster is meant to live through all of its cases.
 _SUPPRESS = [
     HealthCheck.too_slow,
     HealthCheck.data_too_large,
     HealthCheck.filter_too_much,
     HealthCheck.large_base_example,
+    HealthCheck.function_scoped_fixture,
 ]
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("fuzz", database=None, print_blob=True)
