@@ -306,9 +306,9 @@ def test_deeply_nested_json_lines_are_refused(upload_dir: Path, opener: bytes) -
         load_exemplar(path, name="data.jsonl")
 
 
-@pytest.mark.parametrize("metadata", [b"\xfb", b"{} x", b'{"columns": [}'])
+@pytest.mark.parametrize("metadata", [b"\xfb", b"{} x", b'{"columns": [}', b"{}"])
 def test_parquet_with_broken_pandas_metadata_is_refused(upload_dir: Path, metadata: bytes) -> None:
-    """pyarrow's to_pandas raised UnicodeDecodeError / JSONDecodeError (INTERNAL) on the file's pandas metadata."""
+    """pyarrow's to_pandas raised UnicodeDecodeError, JSONDecodeError or KeyError (INTERNAL) on its pandas metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -317,3 +317,10 @@ def test_parquet_with_broken_pandas_metadata_is_refused(upload_dir: Path, metada
     pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), path)
     with pytest.raises(InvalidArgument, match=r"^data\.parquet: not a readable Parquet file"):
         load_exemplar(path, name="data.parquet")
+
+
+def test_deeply_nested_library_yaml_is_refused(bundle_members: dict[str, bytes]) -> None:
+    """yaml.safe_load raised RecursionError (INTERNAL) on a library.yaml nested 100,000 levels deep."""
+    members = {**bundle_members, "library.yaml": b"[" * 100_000}
+    with pytest.raises(InvalidArgument, match=r"^library\.yaml: nests mappings or lists too deeply$"):
+        parse_members(members)

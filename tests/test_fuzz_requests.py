@@ -393,3 +393,19 @@ def test_a_new_dataset_with_an_empty_id_leaves_the_library_exportable(tmp_path: 
         target.assert_exports()
     finally:
         target.close()
+
+
+@pytest.mark.xfail(
+    reason="found by make fuzz, not diagnosed yet: Search with constraints.max_memory_bytes=2**63-1 "
+    "is INTERNAL (a float/int64 overflow somewhere between the query and the recommender?)",
+    strict=False,
+)
+def test_a_search_with_the_largest_memory_constraint_is_not_internal(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    target = Target(tmp_path / "home", *files)
+    try:
+        header = query_pb2.SearchHeader(constraints=common_pb2.Constraints(max_memory_bytes=2**63 - 1))
+        stream = [query_pb2.SearchRequest(header=header), query_pb2.SearchRequest(chunk=UPLOADS[0])]
+        method = SERVICES["query"][0].DESCRIPTOR.services_by_name["Query"].methods_by_name["Search"]
+        call(target, "query", method, stream)
+    finally:
+        target.close()

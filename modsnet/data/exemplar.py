@@ -587,8 +587,9 @@ def _read_parquet(source: _Source, name: str, limits: Limits) -> pd.DataFrame:
         if rows > limits.max_rows:
             raise ResourceExhausted(f"{name}: {rows:,} rows, more than the limit of {limits.max_rows:,}")
         return parquet.read().to_pandas()
-    # ValueError: the pandas metadata stored in the file is not UTF-8 JSON (pyarrow decodes it unguarded)
-    except (pyarrow.ArrowException, OSError, ValueError) as exc:
+    # ValueError, KeyError: the pandas metadata stored in the file is not UTF-8 JSON, or lacks a key
+    # (pyarrow reads it unguarded)
+    except (pyarrow.ArrowException, OSError, ValueError, KeyError) as exc:
         raise InvalidArgument(f"{name}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from exc
 
 
