@@ -180,7 +180,7 @@ class ZipArchive:
         try:
             self._zip = zipfile.ZipFile(source if isinstance(source, Path) else _file_object(source))
         except _UNPACK_ERRORS as exc:
-            raise InvalidArgument(f"{label}: not a readable zip archive ({exc})") from exc
+            raise InvalidArgument(f"{label}: not a readable zip archive ({_reason(exc)})") from exc
         try:
             self._infos = self._checked(limits)
         except ModsnetError:
@@ -228,7 +228,7 @@ class ZipArchive:
                     self.budget.take(len(block), self._label, member)
                     yield block
         except _UNPACK_ERRORS as exc:
-            raise InvalidArgument(f"{self._label}: member {member!r} cannot be unpacked ({exc})") from exc
+            raise InvalidArgument(f"{self._label}: member {member!r} cannot be unpacked ({_reason(exc)})") from exc
 
 
 class TarArchive:
@@ -280,7 +280,7 @@ class TarArchive:
             raise
         except _UNPACK_ERRORS as exc:
             where = f"member {member!r} cannot be unpacked" if member else "not a readable tar archive"
-            raise InvalidArgument(f"{label}: {where} ({exc})") from exc
+            raise InvalidArgument(f"{label}: {where} ({_reason(exc)})") from exc
         self.names = sorted(self._files)
 
     def __enter__(self) -> TarArchive:
@@ -326,6 +326,11 @@ class Folder:
     def head(self, member: str, size: int) -> bytes:
         with open(self._root / member, "rb") as handle:
             return handle.read(size)
+
+
+def _reason(exc: BaseException) -> str:
+    """A reader's error on one line: tarfile lists every compression it tried, one per line."""
+    return " ".join(line.strip() for line in str(exc).splitlines()) or type(exc).__name__
 
 
 def _file_object(source: bytes | BinaryIO) -> BinaryIO:

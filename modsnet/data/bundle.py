@@ -179,6 +179,8 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
         meta = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InvalidArgument(f"library.yaml: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # the YAML parser recurses once per level of nesting
+        raise InvalidArgument("library.yaml: nests mappings or lists too deeply") from None
     if not isinstance(meta, dict):
         raise InvalidArgument("library.yaml: must be a mapping of keys to values")
     name = str(meta.get("name", "")).strip()

@@ -369,6 +369,8 @@ def _check_xml(head: bytes, where: str) -> None:
         raise InvalidArgument(f"{where}: XML with a DTD or entities is refused ({type(exc).__name__})") from exc
     except ET.ParseError as exc:
         raise InvalidArgument(f"{where}: not well-formed XML ({exc})") from exc
+    except (LookupError, ValueError) as exc:  # expat on an encoding it does not know, or cannot decode
+        raise InvalidArgument(f"{where}: XML in an unsupported encoding ({exc})") from exc
 
 
 _KIND_SUFFIXES = {"image": _IMAGE_SUFFIXES, "text": (".txt",), "xrd": _SCAN_SUFFIXES, "table": _FRAME_SUFFIXES}
@@ -577,6 +579,8 @@ def _read_jsonl(data: bytes, name: str, limits: Limits) -> pd.DataFrame:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"{name}: line {number} is not JSON ({exc.msg})") from exc
+        except RecursionError as exc:  # the decoder recurses once per level of nesting
+            raise InvalidArgument(f"{name}: line {number} nests objects or arrays too deeply") from exc
         if not isinstance(record, dict):
             raise InvalidArgument(f"{name}: line {number} is not a JSON object")
         records.append(record)
@@ -597,7 +601,9 @@ def _read_parquet(source: _Source, name: str, limits: Limits) -> pd.DataFrame:
         if rows > limits.max_rows:
             raise ResourceExhausted(f"{name}: {rows:,} rows, more than the limit of {limits.max_rows:,}")
         return parquet.read().to_pandas()
-    except (pyarrow.ArrowException, OSError) as exc:
+    # ValueError, KeyError: the pandas metadata stored in the file is not UTF-8 JSON, or lacks a key
+    # (pyarrow reads it unguarded)
+    except (pyarrow.ArrowException, OSError, ValueError, KeyError) as exc:
         raise InvalidArgument(f"{name}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from exc
 
 
@@ -675,6 +681,7 @@ def _to_rgb(picture: Image.Image) -> Image.Image:
 
 # ----------------------------------------------------------------------------------------------- XRD scans
 
+_MAX_TWO_THETA = 360.0  # degrees: a 2θ position beyond it is not an angle
 _XRD_FORMATS = {".xrdml": "xrdml", ".brml": "brml", ".rasx": "rasx", ".raw": "raw"}
 _WAVELENGTH = re.compile(r"(?:wavelength|lambda|λ)\w*\s*[=:]?\s*(\d+(?:\.\d+)?)\s*(nm|å|angstrom|a\b)?", re.IGNORECASE)
 _READERS: dict[str, Callable[[str], Any]] = {
@@ -787,6 +794,11 @@ def _finished_scan(
         raise InvalidArgument(f"{name}: no usable intensities (every value is NaN or inf)")
     if finite.sum() < xrd.MIN_POINTS:
         raise InvalidArgument(f"{name}: only {int(finite.sum())} points; a scan needs at least {xrd.MIN_POINTS}")
+    outside = np.flatnonzero(finite & (np.abs(two_theta) > _MAX_TWO_THETA))
+    if len(outside):  # such a position would also overflow the step statistics to inf
+        raise InvalidArgument(
+            f"{name}: point {int(outside[0]) + 1} has 2θ = {two_theta[outside[0]]:g}, not an angle in degrees (±360)"
+        )
     order = np.argsort(two_theta[finite], kind="stable")
     plausible = wavelength if wavelength and 0.1 <= wavelength <= 3.0 else None
     return Scan(two_theta[finite][order], intensity[finite][order], plausible, metadata)

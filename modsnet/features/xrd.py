@@ -104,7 +104,9 @@ def _scan_features(scan: Scan) -> dict[str, float]:
     span = float(x[-1] - x[0]) if len(x) > 1 else 0.0
     median = float(np.median(y))
     sigma = _noise_sigma(y)
-    background = _background(y, max(3, round(_BACKGROUND_DEGREES / step)) if step > 0 else 3)
+    # A window wider than twice the scan is the whole scan from every point (capped: a tiny step would overflow).
+    window = int(min(2 * len(y) + 1, max(3.0, round(min(_BACKGROUND_DEGREES / step, 1e9))))) if step > 0 else 3
+    background = _background(y, window)
     peaks, widths = _peaks(y - background, sigma)
     width_degrees = widths * step
     reference = max(float(np.median(background)), sigma, 1e-12)
