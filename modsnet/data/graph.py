@@ -78,8 +78,24 @@ def check_cost(cost: Cost, where: str) -> None:
             raise InvalidArgument(f"{where}cost.{name}: {value!r} must be a finite number between 0 and {COST_LIMIT:g}")
 
 
+MAX_ID_CHARS = 256
+
+
+def check_id(value: str, where: str) -> None:
+    """InvalidArgument unless `value` can be an id in a bundle's CSV files: non-empty, no surrounding blanks
+    (a bundle strips cells), no control characters, at most MAX_ID_CHARS."""
+    if not value:
+        raise InvalidArgument(f"{where}: an empty id")
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(
+            f"{where}: {value[:40]!r} is not an id (blanks around it, control characters or over {MAX_ID_CHARS} chars)"
+        )
+
+
 def check_interaction(rec: InteractionRecord, where: str = "") -> None:
     """What every stored record must be, checked before any write: a known provenance, a finite score, sane costs."""
+    check_id(rec.model_id, f"{where}model_id")
+    check_id(rec.dataset_id, f"{where}dataset_id")
     if rec.provenance not in PROVENANCES:
         raise InvalidArgument(f"{where}provenance {rec.provenance!r} must be one of {', '.join(PROVENANCES)}")
     if not math.isfinite(rec.score):

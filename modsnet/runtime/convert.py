@@ -259,11 +259,15 @@ def probe_from_pb(msg: pb.ProbeResult) -> ProbeRecord:
     return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail)
 
 
+INT64_MAX = 2**63 - 1
+
+
 def constraints_to_pb(rec: Constraints) -> pb.Constraints:
     return pb.Constraints(
         max_train_seconds=rec.max_train_seconds,
         max_inference_seconds=rec.max_inference_seconds,
-        max_memory_bytes=int(rec.max_memory_bytes),
+        # The record holds a float: int64's largest value comes back as 2**63, one past the field's range.
+        max_memory_bytes=min(int(rec.max_memory_bytes), INT64_MAX),
         exclude_models=sorted(rec.exclude_models),
         require_metadata=rec.require_metadata,
     )

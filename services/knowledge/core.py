@@ -17,6 +17,7 @@ from modsnet.data.graph import (
     ModelNode,
     QueryRecord,
     Snapshot,
+    check_id,
     check_interaction,
 )
 from modsnet.data.graph_build import metadata_warnings
@@ -166,6 +167,8 @@ class KnowledgeCore:
             if state:
                 version = self.store.graph_version(library)
                 return AddResult(version, len(stored), request_id, [r.quarantine for r in stored])
+        for i, node in enumerate(new_datasets):
+            check_id(node.dataset_id, f"new dataset {i}: dataset_id")
         for i, rec in enumerate(interactions):
             check_interaction(rec, f"interaction {i}: ")
         if any(rec.provenance == "feedback" for rec in interactions):
