@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polling import eventually
 from synthetic import make_table
 
 from modsnet.client import Client
@@ -47,16 +48,6 @@ def status(address: str, service: str = "") -> int:
             return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status)
         except grpc.RpcError:
             return -1
-
-
-def eventually(ready: Callable[[], bool], *, seconds: float) -> bool:
-    """Whether `ready()` turns true within `seconds` (asked every 0.1 s): a bound, not a measurement."""
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @dataclass

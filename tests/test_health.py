@@ -13,8 +13,7 @@ import contextlib
 import io
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polling import eventually
 
 from modsnet.embedded import LOOPBACK, EmbeddedCluster
 from modsnet.features.tabular import read_table_sample, tabular_features
@@ -46,16 +46,6 @@ def status(address: str, service: str) -> int:
     with grpc.insecure_channel(address) as channel:
         request = health_pb2.HealthCheckRequest(service=service)
         return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status)
-
-
-def eventually(ready: Callable[[], bool], *, seconds: float) -> bool:
-    """Whether `ready()` turns true within `seconds` (asked every 0.1 s): a bound, not a measurement."""
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @pytest.fixture

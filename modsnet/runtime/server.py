@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from modsnet.runtime.auth import CallGuard, Security
-from modsnet.runtime.config import CHECK_INTERVAL_SECONDS, CHECK_TIMEOUT_SECONDS
+from modsnet.runtime.config import CHECK_INTERVAL_SECONDS, CHECK_TIMEOUT_SECONDS, CommonConfig
 from modsnet.runtime.errors import ModsnetError
 
 from .deadline import reset_deadline, set_deadline
@@ -223,6 +223,20 @@ class ServiceServer:
         self._monitor: threading.Thread | None = None
         self._checking = threading.Lock()  # one round at a time: the monitor's and check_now's
         self.failures: dict[str, str] = {}  # what failed its last check -> why (empty when ready)
+
+    @classmethod
+    def from_config(cls, name: str, config: CommonConfig, security: Security) -> ServiceServer:
+        """The server of a service's settings (every service's share of them is `CommonConfig`)."""
+        return cls(
+            name,
+            host=config.host,
+            port=config.port,
+            grace=config.grace,
+            security=security,
+            health_port=config.health_port,
+            check_interval=config.check_interval,
+            check_timeout=config.check_timeout,
+        )
 
     @property
     def server(self) -> grpc.Server:

@@ -20,16 +20,7 @@ def create_server(config: KnowledgeConfig) -> ServiceServer:
     storage = StorageClient(config.storage_addr, credentials=security.client())
     core = KnowledgeCore(open_store(config), storage)
     servicer = KnowledgeServicer(core)
-    server = ServiceServer(
-        "knowledge",
-        host=config.host,
-        port=config.port,
-        grace=config.grace,
-        security=security,
-        health_port=config.health_port,
-        check_interval=config.check_interval,
-        check_timeout=config.check_timeout,
-    )
+    server = ServiceServer.from_config("knowledge", config, security)
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),

@@ -33,16 +33,7 @@ def create_server(config: QueryConfig) -> ServiceServer:
         cache_dir=config.home / "cache" if config.home else None,
     )
     servicer = QueryServicer(core)
-    server = ServiceServer(
-        "query",
-        host=config.host,
-        port=config.port,
-        grace=config.grace,
-        security=security,
-        health_port=config.health_port,
-        check_interval=config.check_interval,
-        check_timeout=config.check_timeout,
-    )
+    server = ServiceServer.from_config("query", config, security)
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),

@@ -48,16 +48,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         gnn_config=gnn_config(config),
     )
     servicer = RecommenderServicer(core)
-    server = ServiceServer(
-        "recommender",
-        host=config.host,
-        port=config.port,
-        grace=config.grace,
-        security=security,
-        health_port=config.health_port,
-        check_interval=config.check_interval,
-        check_timeout=config.check_timeout,
-    )
+    server = ServiceServer.from_config("recommender", config, security)
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),

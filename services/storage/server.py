@@ -18,16 +18,7 @@ def create_server(config: StorageConfig) -> ServiceServer:
     security = Security.from_config(config)  # TLS and authentication, when configured
     core = StorageCore(open_backend(config), max_upload_bytes=config.max_upload_bytes)
     servicer = StorageServicer(core)
-    server = ServiceServer(
-        "storage",
-        host=config.host,
-        port=config.port,
-        grace=config.grace,
-        security=security,
-        health_port=config.health_port,
-        check_interval=config.check_interval,
-        check_timeout=config.check_timeout,
-    )
+    server = ServiceServer.from_config("storage", config, security)
     server.add_service(
         SERVICE_NAME,
         lambda s: storage_pb2_grpc.add_StorageServicer_to_server(servicer, s),
