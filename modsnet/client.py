@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +28,7 @@ from modsnet.data.graph import AuditEntry, LibraryInfo, ModelNode, QueryRecord
 from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb
-from modsnet.runtime.errors import ConfigError, DataLoss, InvalidArgument
+from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument
 from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
@@ -35,6 +37,7 @@ from modsnet.v1 import query_pb2_grpc
 from modsnet.v1 import recommender_pb2 as rpb
 
 DEFAULT_PROBES = 5
+BUSY_PATIENCE_SECONDS = 120.0  # how long a search without a timeout keeps retrying a busy service
 """Models a search probes on the user's data unless told otherwise (each costs a bounded real measurement)."""
 
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
@@ -189,8 +192,19 @@ class Client:
                 expected_sha256=_sha256(file),
             )
         )
-        messages = chunked(header, _file_chunks(file, progress), lambda c: qpb.SearchRequest(chunk=c))
-        return self.query.call("Search", messages, timeout=timeout)
+        # A busy service (`Busy`: its uploads and their queue are full) says when to retry; the file is sent
+        # again then, until `timeout` (else BUSY_PATIENCE_SECONDS) is spent.
+        give_up = time.monotonic() + (timeout if timeout is not None else BUSY_PATIENCE_SECONDS)
+        while True:
+            messages = chunked(header, _file_chunks(file, progress), lambda c: qpb.SearchRequest(chunk=c))
+            left = give_up - time.monotonic() if timeout is not None else None
+            try:
+                return self.query.call("Search", messages, timeout=left)
+            except Busy as busy:
+                pause = busy.retry_after * random.uniform(0.5, 1.5)  # jitter: refused clients do not return together
+                if time.monotonic() + pause >= give_up:
+                    raise
+                time.sleep(pause)
 
     def list_libraries(self) -> list[LibraryInfo]:
         response = self.query.call("ListLibraries", pb.ListLibrariesRequest())

@@ -27,7 +27,8 @@ from polling import eventually
 from modsnet.embedded import LOOPBACK, EmbeddedCluster
 from modsnet.features.tabular import read_table_sample, tabular_features
 from modsnet.runtime.deadline import reset_deadline, set_deadline, timeout_for
-from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, OutOfRange, ResourceExhausted, Unavailable
+from modsnet.runtime.errors import Busy, DeadlineExceeded, InvalidArgument, OutOfRange, Unavailable
+from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import storage_pb2, storage_pb2_grpc
@@ -139,7 +140,7 @@ def test_get_blob_past_the_end_is_out_of_range(embedded: EmbeddedCluster) -> Non
         storage.close()
 
 
-def test_uploads_beyond_the_limit_are_refused_with_resource_exhausted_and_a_retry_hint() -> None:
+def test_uploads_beyond_the_limit_wait_their_turn_and_beyond_the_queue_are_told_to_retry() -> None:
     nowhere = f"{LOOPBACK}:1"  # the refused upload never gets as far as a downstream call
     core = QueryCore(
         StorageClient(nowhere),
@@ -147,6 +148,8 @@ def test_uploads_beyond_the_limit_are_refused_with_resource_exhausted_and_a_retr
         RecommenderClient(nowhere),
         max_upload_bytes=1 << 20,
         max_concurrent_uploads=1,
+        max_waiting_uploads=1,
+        upload_wait_seconds=60,
     )
     inside, release = threading.Event(), threading.Event()
 
@@ -156,19 +159,51 @@ def test_uploads_beyond_the_limit_are_refused_with_resource_exhausted_and_a_retr
         release.wait(30)
         yield b"1,2,x\n"
 
+    waited: list[BaseException] = []
+
+    def second() -> None:  # waits for the slot, then is parsed (and refused for what it is, one column)
+        try:
+            core.search(SearchOptions(filename="t.csv"), iter([b"a\n1\n"]))
+        except BaseException as exc:
+            waited.append(exc)
+
     first = threading.Thread(target=lambda: _ignore_errors(core, slow_upload()), daemon=True)
     first.start()
+    queued = threading.Thread(target=second, daemon=True)
     try:
         assert inside.wait(30)
-        with pytest.raises(ResourceExhausted, match="retry"):
+        queued.start()
+        assert eventually(lambda: core._uploads._queued == 1, seconds=30)
+        # One running, one waiting: a third is refused at once, told when to retry.
+        with pytest.raises(Busy, match="retry") as busy:
             core.search(SearchOptions(filename="t.csv"), iter([b"a,b\n"]))
+        assert busy.value.retry_after > 0 and busy.value.code == "RESOURCE_EXHAUSTED"
     finally:
         release.set()
         first.join(30)
-    # The slot is free again: the next upload is parsed (and refused for what it is, one column).
-    with pytest.raises(InvalidArgument, match="only one column"):
-        core.search(SearchOptions(filename="t.csv"), iter([b"a\n1\n"]))
+        queued.join(30)
+    assert len(waited) == 1 and isinstance(waited[0], InvalidArgument) and "only one column" in str(waited[0])
     core.close()
+
+
+class _BusyStorage(storage_pb2_grpc.StorageServicer):
+    def StatBlob(self, request: storage_pb2.StatBlobRequest, context: grpc.ServicerContext) -> storage_pb2.BlobInfo:
+        raise Busy("storage is busy", retry_after=1.5)
+
+
+def test_a_busy_refusal_reaches_the_caller_with_its_retry_hint() -> None:
+    server = ServiceServer("storage", host=LOOPBACK)
+    server.add_service(
+        "modsnet.v1.Storage", lambda s: storage_pb2_grpc.add_StorageServicer_to_server(_BusyStorage(), s)
+    )
+    client = StorageClient(f"{LOOPBACK}:{server.start()}")
+    try:
+        with pytest.raises(Busy, match="storage is busy") as busy:
+            client.stat("0" * 64)
+        assert busy.value.retry_after == 1.5
+    finally:
+        client.close()
+        server.stop(0)
 
 
 def _ignore_errors(core: QueryCore, chunks: Iterator[bytes]) -> None:

@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.runtime.auth import ClientCredentials
-from modsnet.runtime.errors import DeadlineExceeded, ModsnetError, Unavailable, from_code
+from modsnet.runtime.errors import RETRY_AFTER_KEY, Busy, DeadlineExceeded, ModsnetError, Unavailable, from_code
 
 from .deadline import timeout_for
 from .metrics import CLIENT_REQUESTS
@@ -63,6 +63,9 @@ def to_domain_error(exc: grpc.RpcError, what: str, seconds: float | None = None)
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
     if _answered(exc):
+        retry_after = _trailer(exc, RETRY_AFTER_KEY)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None and retry_after.isdigit():
+            return Busy(details, retry_after=int(retry_after) / 1000)
         return from_code(code.name, details)
     service, _, address = what.partition(" at ")
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -77,9 +80,16 @@ def to_domain_error(exc: grpc.RpcError, what: str, seconds: float | None = None)
 
 def _answered(exc: grpc.RpcError) -> bool:
     """Whether the service itself answered with this error (rather than the link or the deadline)."""
+    return _trailer(exc, ORIGIN_KEY) is not None
+
+
+def _trailer(exc: grpc.RpcError, key: str) -> str | None:
     if not isinstance(exc, grpc.Call):
-        return False
-    return any(key == ORIGIN_KEY for key, _ in exc.trailing_metadata() or ())
+        return None
+    for name, value in exc.trailing_metadata() or ():
+        if name == key:
+            return str(value)
+    return None
 
 
 class ServiceClient:

@@ -50,6 +50,19 @@ class ResourceExhausted(ModsnetError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Busy(ResourceExhausted):
+    """The service is at its limit of concurrent work right now: the same request may succeed after
+    `retry_after` seconds (sent to the client in trailing metadata, `RETRY_AFTER_KEY`; the SDK waits and
+    retries)."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+RETRY_AFTER_KEY = "modsnet-retry-after-ms"
+
+
 class OutOfRange(ModsnetError):
     """A position past the end (a read offset beyond a blob's size)."""
 

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from modsnet.runtime.auth import CallGuard, Security
 from modsnet.runtime.config import CHECK_INTERVAL_SECONDS, CHECK_TIMEOUT_SECONDS, CommonConfig
-from modsnet.runtime.errors import ModsnetError
+from modsnet.runtime.errors import RETRY_AFTER_KEY, Busy, ModsnetError
 
 from .deadline import reset_deadline, set_deadline
 from .metrics import GRPC_REQUESTS, GRPC_SECONDS
@@ -99,7 +99,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             message = f"internal error in {self.service}.{method} (incident {incident}; see the service log)"
         GRPC_REQUESTS.labels(self.service, method, code).inc()
         # Says that this service answered (with an error), so a caller names it rather than blaming the link.
-        context.set_trailing_metadata(((ORIGIN_KEY, self.service),))
+        trailers = [(ORIGIN_KEY, self.service)]
+        if isinstance(exc, Busy):
+            trailers.append((RETRY_AFTER_KEY, str(round(exc.retry_after * 1000))))
+        context.set_trailing_metadata(tuple(trailers))
         context.abort(getattr(grpc.StatusCode, code), message)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 

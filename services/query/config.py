@@ -15,9 +15,11 @@ class QueryConfig(CommonConfig):
     recommender_addr: str = setting(help="recommender service host:port", parse=address, required=True)
     storage_addr: str = setting(help="storage service host:port", parse=address, required=True)
     max_upload_bytes: int = setting(512 * 1024**2, help="largest exemplar file accepted")
-    max_concurrent_uploads: int = setting(
-        4, help="searches parsing an upload at once; more are refused (RESOURCE_EXHAUSTED) to bound memory"
+    max_concurrent_uploads: int = setting(4, help="searches parsing an upload at once (each holds its parsed data)")
+    max_waiting_uploads: int = setting(
+        8, help="searches that wait for a turn (unread: they cost no memory); more are refused, RESOURCE_EXHAUSTED"
     )
+    upload_wait_seconds: float = setting(30.0, help="longest a search waits for a turn (less if its deadline nears)")
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
     home: Path | None = setting(None, help="data folder; feature models are cached under home/cache")  # noqa: RUF009 - setting() returns a field()

@@ -16,6 +16,7 @@ knowledge and storage. The core speaks the shared records of `modsnet.data.graph
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import tempfile
@@ -41,7 +42,8 @@ from modsnet.data.graph import (
     check_cost,
 )
 from modsnet.models.probing import measure, needs_artifact
-from modsnet.runtime.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from modsnet.runtime import deadline
+from modsnet.runtime.errors import Busy, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 
 from .metrics import DOWNLOAD_BYTES, FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
@@ -104,6 +106,45 @@ class Artifact:
     size: int
 
 
+class UploadTurns:
+    """At most `running` searches parse at once; up to `waiting` more wait for a turn, each at most
+    `wait_seconds` (or what its deadline leaves); the others are refused at once with `Busy`."""
+
+    RETRY_AFTER = 2.0  # what a refused client is told to wait: about a search's time on a busy service
+
+    def __init__(self, running: int, waiting: int, wait_seconds: float):
+        self.running, self.waiting, self.wait_seconds = running, waiting, wait_seconds
+        self._slots = threading.BoundedSemaphore(running)
+        self._queued = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                full = self._queued >= self.waiting
+                if not full:
+                    self._queued += 1
+            if full:
+                raise Busy(self._busy(f"and {self.waiting} more waiting"), retry_after=self.RETRY_AFTER)
+            try:
+                left = deadline.remaining()
+                wait = self.wait_seconds if left is None else max(0.0, min(self.wait_seconds, left - 1.0))
+                got = self._slots.acquire(timeout=wait)
+            finally:
+                with self._lock:
+                    self._queued -= 1
+            if not got:
+                raise Busy(self._busy(f"for {wait:.0f} s"), retry_after=self.RETRY_AFTER)
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def _busy(self, detail: str) -> str:
+        return f"the query service is busy: {self.running} uploads in progress {detail}; retry in a few seconds"
+
+
 class QueryCore:
     def __init__(
         self,
@@ -113,6 +154,8 @@ class QueryCore:
         *,
         max_upload_bytes: int,
         max_concurrent_uploads: int = 4,
+        max_waiting_uploads: int = 8,
+        upload_wait_seconds: float = 30.0,
         probe_seconds: float = 10.0,
         spool_dir: str | None = None,
         cache_dir: Path | None = None,
@@ -128,20 +171,15 @@ class QueryCore:
         self.spool_dir = spool_dir
         self.cache_dir = cache_dir
         # Each search holds its parsed upload until it answers: their number bounds the service's memory.
-        self.max_concurrent_uploads = max_concurrent_uploads
-        self._uploads = threading.BoundedSemaphore(max_concurrent_uploads)
+        # A few more wait their turn, unread (gRPC's flow control holds their bytes back); each holds an RPC
+        # thread, so the queue stays short enough to leave threads to cheap calls. Beyond it: Busy.
+        self._uploads = UploadTurns(max_concurrent_uploads, max_waiting_uploads, upload_wait_seconds)
 
     # -- search -------------------------------------------------------------------------------------
 
     def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
-        if not self._uploads.acquire(blocking=False):
-            raise ResourceExhausted(
-                f"the query service is already processing {self.max_concurrent_uploads} uploads; retry in a few seconds"
-            )
-        try:
+        with self._uploads.turn():
             return self._search(options, chunks)
-        finally:
-            self._uploads.release()
 
     def _search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
         filename = PurePath(options.filename or "upload").name

@@ -28,6 +28,8 @@ def create_server(config: QueryConfig) -> ServiceServer:
         recommender,
         max_upload_bytes=config.max_upload_bytes,
         max_concurrent_uploads=config.max_concurrent_uploads,
+        max_waiting_uploads=config.max_waiting_uploads,
+        upload_wait_seconds=config.upload_wait_seconds,
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
