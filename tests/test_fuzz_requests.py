@@ -371,18 +371,26 @@ def test_a_feedback_with_a_negative_infinite_cost_leaves_the_library_exportable(
         target.close()
 
 
-def test_a_new_dataset_with_an_empty_id_leaves_the_library_exportable(tmp_path: Path, files: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        common_pb2.Dataset(dataset_id=""),
+        common_pb2.Dataset(dataset_id="d9", metadata={"m3": "a\x00b"}),  # a NUL byte: no CSV reads it back
+        common_pb2.Dataset(dataset_id="d9", metadata={" ": "x"}),  # a blank column name
+        common_pb2.Dataset(dataset_id="d9", metadata={"dataset_id": "d1"}),  # would rename the row
+    ],
+    ids=["empty id", "NUL in metadata", "blank metadata name", "metadata named dataset_id"],
+)
+def test_a_new_dataset_that_export_could_not_write_is_refused_and_the_library_stays_exportable(
+    tmp_path: Path, files: tuple[Path, Path], dataset: common_pb2.Dataset
+) -> None:
     target = Target(tmp_path / "home", *files)
     try:
-        request = knowledge_pb2.AddInteractionsRequest(
-            library="synth", new_datasets=[common_pb2.Dataset(dataset_id="")]
-        )
-        call(
-            target,
-            "knowledge",
-            SERVICES["knowledge"][0].DESCRIPTOR.services_by_name["Knowledge"].methods_by_name["AddInteractions"],
-            request,
-        )
+        request = knowledge_pb2.AddInteractionsRequest(library="synth", new_datasets=[dataset])
+        method = SERVICES["knowledge"][0].DESCRIPTOR.services_by_name["Knowledge"].methods_by_name["AddInteractions"]
+        with pytest.raises(grpc.RpcError) as refused:
+            target.stubs["knowledge"].AddInteractions(request, timeout=CALL_SECONDS)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method.name
         target.assert_exports()
     finally:
         target.close()

@@ -423,6 +423,23 @@ def _table_bytes(table: Table, numeric: Iterable[str] = ()) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def check_dataset_rows(rows: list[dict[str, str]], where: str) -> None:
+    """InvalidArgument unless `rows` (datasets added after import) would read back from a bundle's
+    `datasets.csv` as written: checked by the reader itself, so export keeps round-tripping."""
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    data = _table_bytes(Table("datasets.csv", columns, rows))
+    try:
+        table = _read_csv("datasets.csv", data, required=("dataset_id",))
+        _unique_ids(table, "dataset_id")
+        if "features" in table.columns:
+            _check_feature_cells(table)
+        expected = [{c: row.get(c, "").strip() for c in columns} for row in sorted(rows, key=lambda r: r["dataset_id"])]
+        if table.rows != expected:
+            raise InvalidArgument("datasets.csv: a column name or cell would not read back as written")
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: {exc.message}") from None
+
+
 def bundle_members(bundle: Bundle) -> dict[str, bytes]:
     """The canonical files of a bundle (path -> bytes)."""
     meta = {k: bundle.meta[k] for k in _META_ORDER if k in bundle.meta}

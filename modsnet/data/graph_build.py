@@ -63,12 +63,12 @@ def feature_set(tables: Mapping[str, Table]) -> str:
 
 # datasets.csv cells that are a node's own, not metadata: the features of a dataset that feedback added (its
 # feature set, and its values as a JSON object), so that export -> import gives the node back whole.
-_NODE_COLUMNS = frozenset({"dataset_id", "feature_set", "features"})
+NODE_COLUMNS = frozenset({"dataset_id", "feature_set", "features"})
 
 
 def dataset_metadata(row: Mapping[str, str]) -> dict[str, str]:
     """A `datasets.csv` row's metadata: every cell but the id and the node's own feature cells."""
-    return {k: v for k, v in row.items() if k not in _NODE_COLUMNS}
+    return {k: v for k, v in row.items() if k not in NODE_COLUMNS}
 
 
 def dataset_row(node: DatasetNode) -> dict[str, str]:

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 
-from modsnet.data.bundle import pack_bundle, read_bundle
+from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
 from modsnet.data.graph import (
     AuditEntry,
     DatasetNode,
@@ -20,7 +20,7 @@ from modsnet.data.graph import (
     check_id,
     check_interaction,
 )
-from modsnet.data.graph_build import metadata_warnings
+from modsnet.data.graph_build import NODE_COLUMNS, dataset_row, metadata_warnings
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import StorageClient
 
@@ -169,6 +169,12 @@ class KnowledgeCore:
                 return AddResult(version, len(stored), request_id, [r.quarantine for r in stored])
         for i, node in enumerate(new_datasets):
             check_id(node.dataset_id, f"new dataset {i}: dataset_id")
+            reserved = sorted(NODE_COLUMNS & set(node.metadata))
+            if reserved:
+                named = ", ".join(reserved)
+                raise InvalidArgument(f"new dataset {node.dataset_id!r}: metadata may not be named {named}")
+        if new_datasets:  # as export will write them: a write that could not be exported is refused
+            check_dataset_rows([dataset_row(node) for node in new_datasets], "new datasets")
         for i, rec in enumerate(interactions):
             check_interaction(rec, f"interaction {i}: ")
         if any(rec.provenance == "feedback" for rec in interactions):
