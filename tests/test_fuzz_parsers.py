@@ -297,6 +297,13 @@ def test_a_tiny_step_does_not_overflow_the_background_window(upload_dir: Path) -
     assert exemplar is not None and exemplar.scans[0].two_theta[1] == 1e-300
 
 
+@pytest.mark.parametrize("content", [b"\xef", b"\xef\xbb", b"\xef\xbb\xbf10 5\n20 7\n"])
+def test_a_cut_byte_order_mark_is_read_as_a_legacy_encoding(upload_dir: Path, content: bytes) -> None:
+    """utf-8-sig's incremental decoder accepted a cut BOM that bytes.decode refused (UnicodeDecodeError, found
+    by make fuzz on .xye): the bytes are now judged without it."""
+    upload(upload_dir, "scan.xye", content)  # parsed or refused as a scan, never an internal error
+
+
 @pytest.mark.parametrize("opener", [b'{"a":', b"["])
 def test_deeply_nested_json_lines_are_refused(upload_dir: Path, opener: bytes) -> None:
     """json.loads raised RecursionError (INTERNAL) on a line nested 100,000 levels deep."""
@@ -306,13 +313,17 @@ def test_deeply_nested_json_lines_are_refused(upload_dir: Path, opener: bytes) -
         load_exemplar(path, name="data.jsonl")
 
 
-@pytest.mark.parametrize("metadata", [b"\xfb", b"{} x", b'{"columns": [}', b"{}"])
-def test_parquet_with_broken_pandas_metadata_is_refused(upload_dir: Path, metadata: bytes) -> None:
-    """pyarrow's to_pandas raised UnicodeDecodeError, JSONDecodeError or KeyError (INTERNAL) on its pandas metadata."""
+@pytest.mark.parametrize("metadata", [b"\xfb", b"{} x", b'{"columns": [}', b"{}", "a bad dtype"])
+def test_parquet_with_broken_pandas_metadata_is_refused(upload_dir: Path, metadata: bytes | str) -> None:
+    """pyarrow's to_pandas raised UnicodeDecodeError, JSONDecodeError, KeyError or TypeError (INTERNAL) on its
+    pandas metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(make_table(20, 2, 2, 4), preserve_index=False)
+    if metadata == "a bad dtype":  # found by make fuzz: a column's numpy_type that numpy does not know
+        metadata = table.schema.metadata[b"pandas"].replace(b'"numpy_type": "float64"', b'"numpy_type": "rtr"', 1)
+        assert b"rtr" in metadata
     path = upload_dir / "data.parquet"
     pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), path)
     with pytest.raises(InvalidArgument, match=r"^data\.parquet: not a readable Parquet file"):

@@ -601,10 +601,10 @@ def _read_parquet(source: _Source, name: str, limits: Limits) -> pd.DataFrame:
         if rows > limits.max_rows:
             raise ResourceExhausted(f"{name}: {rows:,} rows, more than the limit of {limits.max_rows:,}")
         return parquet.read().to_pandas()
-    # ValueError, KeyError: the pandas metadata stored in the file is not UTF-8 JSON, or lacks a key
-    # (pyarrow reads it unguarded)
-    except (pyarrow.ArrowException, OSError, ValueError, KeyError) as exc:
-        raise InvalidArgument(f"{name}: not a readable Parquet file ({str(exc).splitlines()[0][:200]})") from exc
+    # ValueError, KeyError, TypeError: the pandas metadata stored in the file is not UTF-8 JSON, lacks a key,
+    # or names a dtype that does not exist (pyarrow reads it unguarded)
+    except (pyarrow.ArrowException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument(f"{name}: not a readable Parquet file ({_first_line(exc)})") from exc
 
 
 def _read_excel(source: _Source, name: str) -> pd.DataFrame:
@@ -612,7 +612,12 @@ def _read_excel(source: _Source, name: str) -> pd.DataFrame:
     try:
         return pd.read_excel(io.BytesIO(source) if isinstance(source, bytes) else source, engine="openpyxl")
     except (ValueError, KeyError, zipfile.BadZipFile, OSError) as exc:
-        raise InvalidArgument(f"{name}: not a readable Excel workbook ({str(exc).splitlines()[0][:200]})") from exc
+        raise InvalidArgument(f"{name}: not a readable Excel workbook ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """What a library's exception says, in one short line (its type when it says nothing)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 # ----------------------------------------------------------------------------------------------- images

@@ -39,11 +39,14 @@ def text_encoding(data: bytes, name: str, *, what: str = "text") -> str:
     binary = data.translate(None, _TEXT_BYTES)  # the control bytes, in order; ~8x faster than a regex
     if binary:
         raise InvalidArgument(f"{name}: not {what} (binary content at byte {data.index(binary[:1])})")
-    view = memoryview(data)
-    for encoding in ("utf-8-sig", "cp1252"):
-        decoder = codecs.getincrementaldecoder(encoding)()
+    # A BOM is stripped by hand: utf-8-sig's incremental decoder accepts a cut BOM (b"\xef") as final input,
+    # which `bytes.decode` then refuses.
+    bom = data.startswith(codecs.BOM_UTF8)
+    for encoding in ("utf-8-sig" if bom else "utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder("utf-8" if encoding == "utf-8-sig" else encoding)()
+        view = memoryview(data)[3 if encoding == "utf-8-sig" else 0 :]
         try:
-            for start in range(0, len(data), _BLOCK):
+            for start in range(0, len(view), _BLOCK):
                 decoder.decode(view[start : start + _BLOCK])
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
