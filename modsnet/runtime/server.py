@@ -179,9 +179,10 @@ class ServiceServer:
 
     Health tells readiness the truth: each service is SERVING only while its own backend check passes and
     every dependency it names answers its health check as SERVING, each check bounded by `check_timeout`
-    and re-run every `check_interval` seconds in the background, so a dead or frozen dependency turns this
-    server NOT_SERVING within `check_interval + check_timeout` seconds and back when it recovers. Liveness
-    (the "liveness" name) stays SERVING until shutdown.
+    and re-run every `check_interval` seconds in the background; a new failure is confirmed by a second
+    round at once. So a dead dependency turns this server NOT_SERVING within about `check_interval` seconds,
+    a frozen one within `check_interval + 2 * check_timeout` (5 s with the defaults), and back when it
+    recovers. Liveness (the "liveness" name) stays SERVING until shutdown.
     """
 
     def __init__(
@@ -318,7 +319,13 @@ class ServiceServer:
 
     def _update_health(self) -> bool:
         with self._checking:
-            return self._publish(self._run_checks())
+            failures = self._run_checks()
+            if failures.keys() - self.failures.keys():
+                # A newly failing check is confirmed by a second round at once (it also waits for a check still
+                # running): one slow answer on a starved machine does not flip readiness, a frozen dependency
+                # still shows within 2 x check_timeout.
+                failures = self._run_checks()
+            return self._publish(failures)
 
     def _publish(self, failures: dict[str, str]) -> bool:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
