@@ -133,8 +133,10 @@ def test_the_recommender_recommends_a_measured_model_that_beat_every_prediction(
     )
 
 
-def test_a_measured_model_below_the_top_k_is_recommended_in_the_last_place(tmp_path: Path, synth_bundle: Path) -> None:
-    # The kNN estimator ranks by prediction alone, so a probed model keeps its low place in the ranking.
+def test_the_knn_estimator_ranks_a_probed_model_by_its_measurement(tmp_path: Path, synth_bundle: Path) -> None:
+    # The kNN estimator takes measured probes: the probed model is its measurement (no uncertainty), the
+    # probe moves the others, and a measurement above every prediction ranks first and is recommended.
+    # (A recommended model below the top k takes the answer's last place: tests/test_recommendation.py.)
     with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as running:
         running.client.import_library(synth_bundle)
         assert running.client.knowledge is not None
@@ -143,19 +145,29 @@ def test_a_measured_model_below_the_top_k_is_recommended_in_the_last_place(tmp_p
         try:
             full = recommender.recommend("synth", features, k=6)
             last = full.models[-1]
-            probes = [ProbeRecord(last.model_id, QUERY_DATASET, "score", full.models[0].predicted_score + 0.01)]
+            measured = full.models[0].predicted_score + 1.0  # the others rise by half its residual, not as far
+            probes = [ProbeRecord(last.model_id, QUERY_DATASET, "score", measured)]
             answer = recommender.recommend("synth", features, k=3, probe_budget=1, probes=probes)
         finally:
             recommender.close()
+    assert answer.probes_used == 1
+    top = answer.models[0]
+    assert (top.model_id, top.predicted_score, top.uncertainty) == (last.model_id, pytest.approx(measured), 0.0)
     assert answer.recommendation is not None and answer.recommendation.model_id == last.model_id
-    assert (
-        answer.recommendation.measured and "ranked #6 by the estimator, below the top 3" in answer.recommendation.reason
-    )
-    # k models as asked: the top two, then the recommended one at its own rank.
-    assert [(m.rank, m.model_id) for m in answer.models] == [
-        *((m.rank, m.model_id) for m in full.models[:2]),
-        (6, last.model_id),
-    ]
+    assert answer.recommendation.measured
+
+
+def test_a_knn_search_probes_tabzoo_settings_on_the_upload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODSNET_BUILTIN_LIBRARIES", "tabzoo")
+    with EmbeddedCluster(tmp_path / "home", estimator="knn") as running:
+        answer = running.client.search(Path(__file__).parents[1] / "examples/saheart.csv", k=5, probe_budget=3)
+    assert answer.estimator.startswith("knn") and answer.probes_used == 3
+    probed = {p.model_id: p.value for p in answer.probes if p.kind == "score"}
+    assert len(probed) == 3
+    ranked = {m.model_id: m for m in answer.models}
+    for model_id, value in probed.items():  # a probed model in the answer is shown as measured
+        if model_id in ranked:
+            assert ranked[model_id].uncertainty == 0.0 and ranked[model_id].predicted_score == pytest.approx(value)
 
 
 def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(

@@ -460,7 +460,8 @@ class RecommenderCore:
             predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=dataset_id or None)
         else:
-            predictions = estimator.predict(features, known_dataset=scored)
+            predictions = estimator.predict(features, known_dataset=scored, probes=probes)
+            probes_used = estimator.probes_used(probes, known_dataset=scored)
         allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
         excluded = len(predictions) - len(allowed)
         # Best first; ties (equal predictions) broken by lower uncertainty, then id, so answers are stable.
@@ -489,15 +490,15 @@ class RecommenderCore:
     ) -> tuple[list[str], int]:
         """The models worth probing on this query, best first, among those the query service can measure.
 
-        None for a dataset with records of its own (nothing to learn from a probe there), for the kNN
-        estimator (it has no probe edges) and for libraries whose models cannot be run here.
+        None for a dataset with records of its own (nothing to learn from a probe there) and for libraries
+        whose models cannot be run here. The kNN estimator takes measured scores only (no proxy kinds).
         """
         if budget < 0:
             raise InvalidArgument("budget must be >= 0")
         budget = min(budget, MAX_PROBES)
         served = self.fitted(library)
         estimator = served.estimator
-        if budget == 0 or not _is_gnn(estimator) or dataset_id in estimator.dataset_ids:
+        if budget == 0 or dataset_id in estimator.dataset_ids:
             return [], served.graph_version
         among = _probeable(served.library, served.models.values())
         if not among:

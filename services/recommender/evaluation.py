@@ -251,12 +251,20 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
 
 
 def knn_method(fold: Fold) -> dict[str, np.ndarray]:
-    """The service's first estimator: similar-dataset kNN on features, shrunk toward popularity."""
+    """The service's light estimator: similar-dataset kNN on features (and on probe scores when the run
+    probes), shrunk toward popularity."""
     estimator, _ = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)  # as the service fits it
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:
-        predicted = {p.model_id: p for p in estimator.predict(_features_of(nodes.get(target)))}
+        features = _features_of(nodes.get(target))
+        taken: list[ProbeRecord] = []
+        if fold.with_probes and fold.measures_scores(target):  # probes as the service takes them
+            chosen = estimator.select_probes(
+                features, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
+            )
+            taken = fold.measure(target, chosen)
+        predicted = {p.model_id: p for p in estimator.predict(features, probes=taken)}
         out[target] = np.array([predicted[m].score for m in fold.candidates[target]])
         fold.uncertainty[target] = np.array([predicted[m].uncertainty for m in fold.candidates[target]])
     return out

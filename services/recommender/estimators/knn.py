@@ -12,22 +12,38 @@ scores are z-scored first. For a query dataset q:
 
 When q is a known dataset node with records (the transductive path), its own records are the answer for
 the models they cover and its own score mean and spread anchor the others.
+
+Probes make the scores themselves a similarity (paper: datasets on which models perform alike are near).
+With measured probes of q (a few models trained and scored on it), a library dataset's distance also counts
+how far its scores of those models lie from q's, in units of a typical score spread; with no dataset features
+(a published score matrix of ids only) that is the only distance there is. The probed models' measured scores
+are returned as such, and their mean residual against the prediction shifts every other model.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from modsnet.data.graph import Snapshot
 from modsnet.data.graph_build import raw_features
 
-from .base import Evidence, Prediction
+from ..probes import MEASURED, ProbeSelector
+from .base import Evidence, Prediction, ProbeRecord
 
 NAME = "knn-popularity/v1"
 _MIN_SPREAD = 1e-3
 _CLIP = 5.0
+# Weight of the probe distance against the feature distance (both about 1 for a typical neighbour).
+PROBE_WEIGHT = 1.0
+NOISE = 0.1
+SHRINK = 5.0
+MIN_COMMON = 10
+DIVERSITY = 0.9  # probes that behave unlike each other say most about which datasets the query resembles
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,7 @@ class KnnPopularityEstimator:
         self.interval_scale = 1.0  # σ's multiplier, set by calibration (services/recommender/calibration.py)
         self.sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
         self.model_ids = [m.model_id for m in snapshot.models]
-        model_index = {m: j for j, m in enumerate(self.model_ids)}
+        self.model_index = model_index = {m: j for j, m in enumerate(self.model_ids)}
         rated = sorted({i.dataset_id for i in snapshot.interactions})
         self.dataset_ids = rated
         dataset_index = {d: i for i, d in enumerate(rated)}
@@ -67,6 +83,7 @@ class KnnPopularityEstimator:
         spread = np.nanstd(goodness, axis=1) if len(rated) else np.zeros(0)
         typical = float(np.median(spread[spread > _MIN_SPREAD])) if np.any(spread > _MIN_SPREAD) else 0.05
         self.row_spread = np.where(spread > _MIN_SPREAD, spread, typical)
+        self.typical_spread = typical
         self.z = (goodness - self.row_mean[:, None]) / self.row_spread[:, None]
         has = ~np.isnan(self.z)
         self.has = has
@@ -76,6 +93,8 @@ class KnnPopularityEstimator:
         self.popularity_rank = np.argsort(np.argsort(-self.popularity)) + 1
 
         self._fit_features(snapshot)
+        self.condition = False
+        self.condition = self._conditioning_pays()
         self.fit_info = FitInfo(len(rated), len(self.model_ids), len(snapshot.interactions), self.feature_names)
 
     # -- features -----------------------------------------------------------------------------------
@@ -116,17 +135,53 @@ class KnnPopularityEstimator:
 
     # -- prediction ---------------------------------------------------------------------------------
 
-    def _neighbours(self, features: dict[str, float], exclude: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the nearest datasets and their weights in (0, 1]."""
+    def _feature_distance(self, features: dict[str, float]) -> np.ndarray | None:
+        """RMS distance of standardised features to every scored dataset; None with nothing to compare."""
         if not self.feature_names or not self.shared_features(features) or len(self.dataset_ids) == 0:
-            return np.zeros(0, dtype=int), np.zeros(0)
+            return None
         query = np.array([features.get(n, np.nan) for n in self.feature_names], dtype=float)
         q = self._standardise(query[None, :])[0]
-        distance = np.sqrt(np.mean((self.matrix - q) ** 2, axis=1))
+        return np.sqrt(np.mean((self.matrix - q) ** 2, axis=1))
+
+    def _probe_distance(self, measured: dict[int, float]) -> np.ndarray | None:
+        """RMS gap between the query's measured scores and each dataset's scores of the same models, in
+        typical score spreads; a dataset with none of the probed models is infinitely far (None: no probe)."""
+        if not measured or len(self.dataset_ids) == 0:
+            return None
+        js = np.array(sorted(measured))
+        value = self.sign * np.array([measured[j] for j in js])
+        gap = self.sign * self.scores[:, js] - value
+        has = ~np.isnan(gap)
+        count = has.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rms = np.sqrt((np.where(has, gap, 0.0) ** 2).sum(axis=1) / count) / self.typical_spread
+        return np.where(count > 0, rms, np.inf)
+
+    def _neighbours(
+        self, features: dict[str, float], exclude: int | None, measured: dict[int, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the nearest datasets and their weights in (0, 1]."""
+        by_features = self._feature_distance(features)
+        by_probes = self._probe_distance(measured or {})
+        if by_features is None and by_probes is None:
+            return np.zeros(0, dtype=int), np.zeros(0)
+        if by_probes is None:
+            distance = by_features
+        elif by_features is None:
+            distance = by_probes
+        else:
+            # A dataset without the probed models keeps its feature distance plus a typical probe gap.
+            finite = by_probes[np.isfinite(by_probes)]
+            gap = np.where(np.isfinite(by_probes), by_probes, np.median(finite) if len(finite) else 1.0)
+            distance = np.sqrt(by_features**2 + PROBE_WEIGHT * gap**2)
+        assert distance is not None
+        distance = distance.copy()
         if exclude is not None:
             distance[exclude] = np.inf
+        # A distance from a few probe scores alone is noisier than one from features: average more datasets.
+        count = self.neighbours if by_features is not None else 2 * self.neighbours
         order = np.argsort(distance, kind="stable")
-        order = order[np.isfinite(distance[order])][: self.neighbours]
+        order = order[np.isfinite(distance[order])][:count]
         if len(order) == 0:
             return order, np.zeros(0)
         bandwidth = max(float(np.median(distance[order])), 1e-6)
@@ -134,10 +189,10 @@ class KnnPopularityEstimator:
         return order, weights
 
     def _inductive(
-        self, features: dict[str, float], *, exclude: int | None
+        self, features: dict[str, float], *, exclude: int | None, measured: dict[int, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Predicted scores and uncertainties of every model from the dataset's neighbours."""
-        idx, w = self._neighbours(features, exclude)
+        idx, w = self._neighbours(features, exclude, measured)
         if len(idx):
             anchor_mean = float(np.average(self.row_mean[idx], weights=w))
             anchor_spread = float(np.average(self.row_spread[idx], weights=w))
@@ -154,13 +209,146 @@ class KnnPopularityEstimator:
         z_hat /= support + c
         dev = np.where(has_near, z_near - z_hat, 0.0) ** 2
         var = ((dev * w_col).sum(axis=0) + c * (1.0 + (self.popularity - z_hat) ** 2)) / (support + c)
+        if measured and self.condition:
+            z_hat = z_hat + self._conditioned_shift(z_hat, measured, anchor_mean, anchor_spread, exclude)
         predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
         return predicted, anchor_spread * np.sqrt(var), idx, w
 
-    def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]:
+    def _conditioned_shift(
+        self,
+        z_hat: np.ndarray,
+        measured: dict[int, float],
+        anchor_mean: float,
+        anchor_spread: float,
+        exclude: int | None = None,
+    ) -> np.ndarray:
+        """What the probes say about every other model: the Gaussian conditional mean given the probed models'
+        surprise (measured z minus predicted z), under the models' covariance across the library's datasets.
+
+        A model that rises and falls with a probed model across the library moves with its surprise; one
+        unrelated to every probe stays put. Correlations from few shared datasets are shrunk toward 0.
+        """
+        js = np.array(sorted(measured))
+        observed = (self.sign * np.array([measured[j] for j in js]) - anchor_mean) / anchor_spread
+        surprise = observed - z_hat[js]
+        cov = self._covariance_with(js, exclude)  # (n_models, len(js)) in z units
+        noise = NOISE * np.mean(np.diag(cov[js]))
+        gain = np.linalg.solve(cov[js] + noise * np.eye(len(js)), surprise)
+        return cov @ gain
+
+    def _covariance_with(self, js: np.ndarray, exclude: int | None = None) -> np.ndarray:
+        """Covariance of every model's z with each model of `js` over the datasets both have records on."""
+        mask = self.has.astype(float)
+        if exclude is not None:
+            mask[exclude] = 0.0
+        values = np.where(mask > 0, self.z, 0.0)
+        mj, vj = mask[:, js], values[:, js]
+        common = mask.T @ mj
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sum_m, sum_j = values.T @ mj, mask.T @ vj
+            cross = values.T @ vj - sum_m * sum_j / common
+            var_m = (values**2).T @ mj - sum_m**2 / common
+            var_j = mask.T @ (vj**2) - sum_j**2 / common
+            corr = np.where(
+                (common >= MIN_COMMON) & (var_m > 1e-12) & (var_j > 1e-12), cross / np.sqrt(var_m * var_j), 0.0
+            )
+        corr = np.clip(corr, -1.0, 1.0) * common / (common + SHRINK)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a model without records: spread 1
+            rows = self.z if exclude is None else np.delete(self.z, exclude, axis=0)
+            spread = np.nan_to_num(np.nanstd(rows, axis=0), nan=1.0)
+        cov = corr * spread[:, None] * spread[js][None, :]
+        cov[js, np.arange(len(js))] = spread[js] ** 2
+        return cov
+
+    def _conditioning_pays(self, *, datasets: int = 40, budget: int = 3) -> bool:
+        """Whether conditioning on probes' surprise ranks held-out datasets better than neighbours alone.
+
+        Decided on the library's own records: for up to `datasets` scored datasets, each in turn is hidden
+        (left out of the neighbours and the covariance), `budget` of its models are probed as a search would,
+        and the Pearson of both predictions with its remaining records is compared. On a small, sparse score
+        matrix the covariances are noise and conditioning loses; there it stays off.
+        """
+        eligible = [i for i in range(len(self.dataset_ids)) if self.has[i].sum() >= budget + 10]
+        if len(eligible) < 5:
+            return False
+        rng = np.random.default_rng(0)
+        chosen = rng.choice(eligible, size=min(datasets, len(eligible)), replace=False)
+        gains = []
+        for i in chosen:
+            among = [self.model_ids[j] for j in np.nonzero(self.has[i])[0]]
+            picked = self._select(np.ones(len(self.dataset_ids)), len(self.dataset_ids), budget, among, exclude=i)
+            measured = {self.model_index[m]: float(self.scores[i, self.model_index[m]]) for m in picked}
+            rest = np.array([j for j in np.nonzero(self.has[i])[0] if j not in measured])
+            truth = self.scores[i, rest]
+            if len(rest) < 3 or np.std(truth) < 1e-12:
+                continue
+            plain, _, _, _ = self._inductive({}, exclude=i, measured=measured)
+            self.condition = True
+            conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured)
+            self.condition = False
+            gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
+        return bool(gains) and float(np.mean(gains)) > 0.0
+
+    def measured(self, probes: Sequence[ProbeRecord]) -> dict[int, float]:
+        """Model position -> mean measured score, for the probes that are real measurements of library models."""
+        values: dict[int, list[float]] = {}
+        for p in probes:
+            if p.probe == MEASURED and p.model_id in self.model_index:
+                values.setdefault(self.model_index[p.model_id], []).append(p.value)
+        return {j: float(np.mean(v)) for j, v in values.items()}
+
+    def probes_used(self, probes: Sequence[ProbeRecord], *, known_dataset: str | None = None) -> int:
+        """How many probed models `predict` uses (none on the transductive path)."""
+        return 0 if known_dataset in self.dataset_ids else len(self.measured(probes))
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]:
+        """Models worth measuring on the query: high predicted z among its neighbours (popularity without
+        any), picked so that they behave unlike each other across the library (the probe-selector's rule)."""
+        if budget <= 0 or known_dataset in self.dataset_ids or not len(self.dataset_ids):
+            return []
+        idx, w = self._neighbours(features, None)
+        similarity = np.zeros(len(self.dataset_ids))
+        if len(idx):
+            similarity[idx] = w
+            similar = len(idx)
+        else:  # nothing to compare by: every dataset counts alike, so Score(m) is popularity
+            similarity[:] = 1.0
+            similar = len(self.dataset_ids)
+        return self._select(similarity, similar, budget, among)
+
+    def _select(
+        self, similarity: np.ndarray, similar: int, budget: int, among: Collection[str] | None, exclude: int | None = None
+    ) -> list[str]:
+        z = np.clip(self.z, -_CLIP, _CLIP)
+        if exclude is not None:
+            z = z.copy()
+            z[exclude] = np.nan
+            similarity = similarity.copy()
+            similarity[exclude] = 0.0
+        selector = ProbeSelector(
+            z, sparse.eye_array(len(self.model_ids), format="csr"), self.model_ids, similar=similar, diversity=DIVERSITY
+        )
+        return selector.select(similarity, budget, among=among)
+
+    def predict(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        probes: Sequence[ProbeRecord] = (),
+    ) -> list[Prediction]:
         """A prediction for every model of the library, in library order."""
         own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
-        predicted, uncertainty, idx, w = self._inductive(features, exclude=own)
+        measured = {} if own is not None else self.measured(probes)
+        predicted, uncertainty, idx, w = self._inductive(features, exclude=own, measured=measured)
         uncertainty = self.interval_scale * uncertainty
         if own is not None:
             # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
@@ -168,6 +356,11 @@ class KnnPopularityEstimator:
             observed = self.has[own]
             residual = self.scores[own, observed] - predicted[observed]
             predicted = predicted + residual.sum() / (observed.sum() + 1)
+        elif measured:
+            # Measured probes calibrate the rest the same way.
+            js = list(measured)
+            residual = np.array([measured[j] for j in js]) - predicted[js]
+            predicted = predicted + residual.sum() / (len(js) + 1)
         out = []
         n_models = len(self.model_ids)
         for j, model_id in enumerate(self.model_ids):
@@ -182,6 +375,9 @@ class KnnPopularityEstimator:
                         f"measured {score:.3g} on this very dataset ({known_dataset})",
                     )
                 )
+                continue
+            if j in measured:
+                out.append(Prediction(model_id, measured[j], 0.0, [], f"measured {measured[j]:.3g} on your data"))
                 continue
             evidence = [
                 Evidence(self.dataset_ids[i], float(wi), float(self.scores[i, j]))
@@ -206,6 +402,12 @@ class KnnPopularityEstimator:
             return f"no close dataset has a record of it; {popular}"
         near = ", ".join(f"{e.score:.3g} on {e.dataset_id} (similarity {e.similarity:.2f})" for e in evidence)
         return f"scored {near}; {popular}"
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.std(a) < 1e-12 or np.std(b) < 1e-12:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _ordinal(n: int) -> str:
