@@ -1,22 +1,24 @@
 """`make image-smoke`: the four services from the container image, searched through from this machine, then stopped.
 
-    python -m modsnet.offline.imagesmoke [--image localhost/modsnet:dev] [--keep-going]
+    python -m modsnet.offline.imagesmoke [--image localhost/modsnet:dev] [--table examples/saheart.csv]
 
-Each service runs in its own container as it would in a pod: the image's non-root user, a read-only root
-filesystem with tmpfs at /tmp and /data (the embedded backends: SQLite graph, blob folder), on the host's
-network bound to loopback ports. The built-in libraries are imported from this checkout through the
+The four services run as the image's non-root user (uid 10001, which owns nothing in the image but /data),
+each its own `modsnet serve` process in one working container of the image (`buildah from`, `buildah run
+--isolation chroot`: podman's runtime cannot set its rlimits on this machine, and each container of a vfs
+store is a 1.9 GB copy), on the host's network bound to loopback ports, with the embedded backends under
+/data (SQLite graph, blob folder). The built-in libraries are imported from this checkout through the
 services, then `modsnet.offline.smoke` searches a table (examples/saheart.csv) and an XRD scan through the
-query service. Any failure, of a container or a search, fails the run; the containers are stopped either way
+query service. Any failure, of a service or a search, fails the run; the services are stopped either way
 (SIGTERM first: the services' graceful stop).
-
-Engine: podman (Debian's package, `--storage-driver vfs`, the store buildah built the image into).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +31,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("storage", "knowledge", "recommender", "query")
-PODMAN = ["podman", "--storage-driver", "vfs"]
-_UP_SECONDS = 180.0
+BUILDAH = ["buildah", "--storage-driver", "vfs"]
+_UP_SECONDS = 300.0
 
 
 def _free_ports(count: int) -> list[int]:
@@ -53,54 +55,55 @@ def _serving(address: str) -> bool:
         return False
 
 
-def _running(name: str) -> bool:
-    done = subprocess.run([*PODMAN, "inspect", "--format", "{{.State.Running}}", name], capture_output=True, text=True)
-    return done.returncode == 0 and done.stdout.strip() == "true"
-
-
-def start(image: str, addresses: dict[str, str], tag: str) -> list[str]:
-    """One detached container per service; their names."""
-    names = []
+def start(container: str, addresses: dict[str, str], logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """`modsnet serve SERVICE` for each service in the working container, as the image's user; the processes."""
     env = {f"MODSNET_{s.upper()}_ADDR": a for s, a in addresses.items()}
+    processes = {}
     for service in SERVICES:
-        name = f"modsnet-smoke-{service}-{tag}"
-        settings = {**env, "MODSNET_HOST": "127.0.0.1", "MODSNET_PORT": addresses[service].split(":")[1]}
+        settings = {
+            **env,
+            "MODSNET_HOST": "127.0.0.1",
+            "MODSNET_PORT": addresses[service].split(":")[1],
+            "MODSNET_HOME": f"/data/{service}",  # the embedded backends, one folder per service
+            "MODSNET_GRACE": "5",
+        }
         command = [
-            *PODMAN,
+            *BUILDAH,
             "run",
-            "--detach",
-            "--name",
-            name,
+            "--isolation",
+            "chroot",
             "--network",
             "host",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:rw,size=1g,mode=1777",
-            "--tmpfs",
-            "/data:rw,size=2g,mode=1777",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
+            "--user",
+            "10001:10001",
             *(f"--env={k}={v}" for k, v in sorted(settings.items())),
-            image,
+            container,
+            "--",
+            "modsnet",
             "serve",
             service,
         ]
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        names.append(name)
-    return names
+        log = (logs / f"{service}.log").open("wb")
+        # A session of its own: stopping it signals the service inside too (SIGTERM: its graceful stop).
+        processes[service] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return processes
 
 
-def stop(names: Sequence[str]) -> None:
-    for name in names:
-        subprocess.run([*PODMAN, "stop", "--time", "20", name], capture_output=True)
-        subprocess.run([*PODMAN, "rm", "--force", name], capture_output=True)
+def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
-def logs(name: str, lines: int = 40) -> str:
-    done = subprocess.run([*PODMAN, "logs", "--tail", str(lines), name], capture_output=True, text=True)
-    return done.stdout + done.stderr
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,46 +111,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image", default="localhost/modsnet:dev", help="the image to run")
     parser.add_argument("--table", type=Path, default=Path("examples/saheart.csv"), help="the table to search")
     args = parser.parse_args(argv)
-    if shutil.which("podman") is None:
-        print("image-smoke: podman is not installed (apt-get install -y podman)", file=sys.stderr)
+    if shutil.which("buildah") is None:
+        print("image-smoke: buildah is not installed (make image installs it)", file=sys.stderr)
         return 2
     addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, _free_ports(len(SERVICES)), strict=True)}
-    names: list[str] = []
     started = time.perf_counter()
-    try:
-        names = start(args.image, addresses, str(os.getpid()))
-        deadline = time.monotonic() + _UP_SECONDS
-        while not all(_serving(a) for a in addresses.values()):
-            stopped = [n for n in names if not _running(n)]
-            if stopped or time.monotonic() > deadline:
-                for name in stopped or names:
-                    print(f"--- {name}\n{logs(name)}", file=sys.stderr)
-                print("image-smoke: FAIL: the services did not come up", file=sys.stderr)
-                return 1
-            time.sleep(1)
-        print(f"four services up from {args.image} in {time.perf_counter() - started:.0f} s: {addresses}")
-        for service, address in addresses.items():
-            os.environ[f"MODSNET_{service.upper()}_ADDR"] = address
-
-        from modsnet.client import Client
-        from modsnet.embedded import import_builtin_libraries
-        from modsnet.offline import smoke
-
-        client = Client(query=addresses["query"], knowledge=addresses["knowledge"], storage=addresses["storage"])
+    made = subprocess.run([*BUILDAH, "from", "--quiet", args.image], capture_output=True, text=True)
+    if made.returncode != 0:
+        print(f"image-smoke: cannot start a container of {args.image}: {made.stderr.strip()}", file=sys.stderr)
+        return 1
+    container = made.stdout.strip()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    with tempfile.TemporaryDirectory(prefix="modsnet-image-smoke-") as work:
+        logs = Path(work)
         try:
-            print("imported built-in libraries:", ", ".join(import_builtin_libraries(client)) or "none")
+            processes = start(container, addresses, logs)
+            deadline = time.monotonic() + _UP_SECONDS
+            while not all(_serving(a) for a in addresses.values()):
+                exited = [s for s, p in processes.items() if p.poll() is not None]
+                if exited or time.monotonic() > deadline:
+                    for service in exited or SERVICES:
+                        print(f"--- {service}\n{_tail(logs / f'{service}.log')}", file=sys.stderr)
+                    print("image-smoke: FAIL: the services did not come up", file=sys.stderr)
+                    return 1
+                time.sleep(1)
+            print(f"four services up from {args.image} in {time.perf_counter() - started:.0f} s: {addresses}")
+
+            from modsnet.client import Client
+            from modsnet.embedded import import_builtin_libraries
+            from modsnet.offline import smoke
+
+            client = Client(query=addresses["query"], knowledge=addresses["knowledge"], storage=addresses["storage"])
+            try:
+                print("imported built-in libraries:", ", ".join(import_builtin_libraries(client)) or "none")
+            finally:
+                client.close()
+            failures = smoke.run(["table", "xrd"], addresses=addresses, table=args.table, work=logs)
+            exited = [s for s, p in processes.items() if p.poll() is not None]
+            for service in exited:
+                print(f"--- {service} exited\n{_tail(logs / f'{service}.log')}", file=sys.stderr)
+            ok = not failures and not exited
+            print("image-smoke: " + ("passed" if ok else "FAIL"))
+            return 0 if ok else 1
         finally:
-            client.close()
-        with tempfile.TemporaryDirectory(prefix="modsnet-image-smoke-") as work:
-            failures = smoke.run(["table", "xrd"], addresses=addresses, table=args.table, work=Path(work))
-        crashed = [n for n in names if not _running(n)]
-        for name in crashed:
-            print(f"--- {name} exited\n{logs(name)}", file=sys.stderr)
-        ok = not failures and not crashed
-        print("image-smoke: " + ("passed" if ok else "FAIL"))
-        return 0 if ok else 1
-    finally:
-        stop(names)
+            stop(processes)
+            subprocess.run([*BUILDAH, "rm", container], capture_output=True)
 
 
 if __name__ == "__main__":
