@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("imported built-in libraries:", ", ".join(import_builtin_libraries(client)) or "none")
             finally:
                 client.close()
-            failures = smoke.run(["table", "xrd"], addresses=addresses, table=args.table, work=logs)
+            failures = smoke.run(["xrd", "table"], addresses=addresses, table=args.table, work=logs)
             exited = [s for s, p in processes.items() if p.poll() is not None]
             for service in exited:
                 print(f"--- {service} exited\n{_tail(logs / f'{service}.log')}", file=sys.stderr)

@@ -29,13 +29,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-KINDS = ("table", "text", "image", "xrd")
+# XRD first: a first search of a library trains its GNN in the background, and TabZoo's training is the
+# longest; searched after it, the scan would wait for the CPU that training holds.
+KINDS = ("xrd", "table", "text", "image")
 SILICON_PEAKS = (28.44, 47.30, 56.12, 69.13, 76.38)  # silicon's reflections with Cu Kα, degrees 2θ
 _WORDS = {
     "sport": "match goal team player coach season league score win defeat stadium referee",
     "science": "experiment theory cell energy molecule research data model physics protein lab",
     "finance": "market stock price bank interest rate loan investor profit budget tax inflation",
 }
+WARM_UP_SECONDS = 900.0  # a first GNN training of TabZoo takes about a minute on two idle cores
 _SMOKE_MODELS = ("smoke-a", "smoke-b", "smoke-c", "smoke-d")
 
 
@@ -152,9 +155,9 @@ def synthetic_library(kind: str, out: Path, *, seed: int = 0) -> Path:
             source = write_text_csv(work / f"d{i}.csv", rows=30 + 10 * i, seed=seed + i)
         else:
             source = write_image_folder(work / f"d{i}", per_class=3 + i, seed=seed + i)
-        exemplar = load_exemplar(source, modality=modality)
+        exemplar = load_exemplar(source, name=source.name, modality=modality, target="label" if kind == "text" else "")
         feature_set, values = _features(exemplar, work)
-        datasets.append({"dataset_id": f"d{i}", "n_rows": exemplar.rows})
+        datasets.append({"dataset_id": f"d{i}", "n_items": exemplar.n_items})
         features.append({"dataset_id": f"d{i}", **values})
         for j, model_id in enumerate(_SMOKE_MODELS):
             trend = i / 5 if j % 2 == 0 else 1 - i / 5
@@ -183,7 +186,7 @@ def synthetic_library(kind: str, out: Path, *, seed: int = 0) -> Path:
 
 
 def _features(exemplar, work: Path) -> tuple[str, dict[str, float]]:  # type: ignore[no-untyped-def]
-    from modsnet.features import dataset_features
+    from modsnet.data.exemplar import dataset_features
 
     return dataset_features(exemplar, cache_dir=work / "cache")
 
@@ -200,7 +203,7 @@ def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
 
 def service_addresses(cluster: Path) -> dict[str, str]:
     """MODSNET_*_ADDR where set, else the addresses the local cluster in `cluster` recorded."""
-    names = ("query", "knowledge", "storage")
+    names = ("query", "knowledge", "storage", "recommender")
     if os.environ.get("MODSNET_QUERY_ADDR"):
         return {s: os.environ.get(f"MODSNET_{s.upper()}_ADDR", "") for s in names}
     from modsnet.offline.localcluster import read_state
@@ -241,6 +244,8 @@ def run(kinds: Sequence[str], *, addresses: dict[str, str], table: Path | None, 
                     out(f"FAIL {kind}: library {library} is not on the cluster")
                     failures += 1
                     inputs.pop(kind)
+        if addresses.get("recommender"):
+            failures += _warm_up(addresses["recommender"], [library for _, library in inputs.values()], token, out)
         for kind, (path, library) in inputs.items():
             started = time.perf_counter()
             try:
@@ -260,6 +265,35 @@ def run(kinds: Sequence[str], *, addresses: dict[str, str], table: Path | None, 
             )
     finally:
         client.close()
+    return failures
+
+
+def _warm_up(address: str, libraries: Sequence[str], token: str | None, out) -> int:  # type: ignore[no-untyped-def]
+    """Ask the recommender what serves each library, waiting as long as a first GNN training takes.
+
+    A library's first search waits for its first training only as long as the search's own deadline allows;
+    on a busy machine a fresh cluster's first searches would then test the machine's speed, not the path.
+    The number of libraries the recommender could not serve.
+    """
+    from modsnet.runtime.auth import ClientCredentials
+    from modsnet.runtime.stubs import RecommenderClient
+
+    recommender = RecommenderClient(
+        address, timeout=WARM_UP_SECONDS, credentials=ClientCredentials.from_files(token=token)
+    )
+    failures = 0
+    try:
+        for library in dict.fromkeys(libraries):
+            started = time.perf_counter()
+            try:
+                info = recommender.estimator_info(library)
+            except Exception as exc:  # any error fails the check
+                failures += 1
+                out(f"FAIL {library}: the recommender cannot serve it: {getattr(exc, 'message', None) or exc}")
+                continue
+            out(f"ok   {library}: {info.estimator} ({info.origin}), {time.perf_counter() - started:.1f} s")
+    finally:
+        recommender.close()
     return failures
 
 
