@@ -104,13 +104,13 @@ wheel: setup ## build the wheel into dist/ (runtime dependencies only; `pip inst
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 .PHONY: image
-image: ## build the container image $(IMAGE) with buildah on a Debian-built local base (no Docker engine needed)
+image: ## build the container image modsnet:dev (IMAGE=...) with buildah on a Debian-built local base (no Docker engine needed)
 	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || apt-get install -y buildah debootstrap
 	./docker/local-base.sh $(BASE_IMAGE)
 	$(BUILDAH) bud --isolation chroot --layers --build-arg BASE=localhost/$(BASE_IMAGE) $(IMAGE_FLAGS) -t $(IMAGE) .
 
 .PHONY: image-smoke
-image-smoke: image setup ## start the four services from $(IMAGE) on loopback, search a table and a scan through them, stop
+image-smoke: image setup ## start the four services from the image on loopback, search a table and a scan through them, stop
 	$(BIN)/python -m modsnet.offline.imagesmoke --image localhost/$(IMAGE)
 
 .PHONY: smoke
