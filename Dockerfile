@@ -2,7 +2,7 @@
 #
 #   make image                      # builds modsnet:dev here (buildah, a Debian-built local base; see docs/deploy.md)
 #   docker build -t modsnet .       # elsewhere: the public base below, torch's CPU build from PyTorch's index
-#   docker build --build-arg ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]==1.31.1" -t modsnet:cuda .
+#   docker build --build-arg ONNXRUNTIME="onnxruntime-gpu[cuda,cudnn]==1.31.1" -t modsnet-cuda .
 #                                   # the recommender's CUDA variant (k8s/overlays/gpu): ONNX Runtime on CUDA
 #
 # The default base is python:3.11.10-slim-bookworm pinned by digest (from a Renovate-kept digest list; check
