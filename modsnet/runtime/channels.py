@@ -29,6 +29,9 @@ DEFAULT_TIMEOUT = 30.0
 def channel_options(service: str, retry_methods: Sequence[str]) -> list[tuple[str, Any]]:
     """Channel options: message size limits and a retry policy for idempotent `retry_methods`."""
     config = {
+        # One subchannel per address the name resolves to, calls spread over them: behind a headless Service
+        # (k8s/base) that is one per pod; a plain address resolves to one, where this is pick_first.
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{"service": service, "method": m} for m in retry_methods],
@@ -40,7 +43,7 @@ def channel_options(service: str, retry_methods: Sequence[str]) -> list[tuple[st
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
     return [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

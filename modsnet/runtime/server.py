@@ -43,6 +43,10 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    # Load spreading (k8s/README.md): every connection is closed (GOAWAY) after 5 minutes, calls in flight get
+    # 10 more to finish, so clients reconnect and re-resolve: new pods get traffic, a LoadBalancer rebalances.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 600_000),
 ]
 
 
