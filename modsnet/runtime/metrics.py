@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,17 @@ GRPC_SECONDS = Histogram(
     "Time to handle a gRPC request, by service and method.",
     ["service", "method"],
     buckets=LATENCY_BUCKETS,
+)
+GRPC_IN_FLIGHT = Gauge(
+    "modsnet_grpc_requests_in_flight",
+    "gRPC requests being handled now, by service and method (saturation: compare with modsnet_grpc_workers).",
+    ["service", "method"],
+)
+GRPC_WORKERS = Gauge("modsnet_grpc_workers", "Threads a service has to handle gRPC requests.", ["service"])
+SERVICE_SERVING = Gauge(
+    "modsnet_service_serving",
+    "1 while the service's readiness check passes (its backend and the services it needs answer), else 0.",
+    ["service"],
 )
 CLIENT_REQUESTS = Counter(
     "modsnet_grpc_client_requests_total",
