@@ -109,6 +109,7 @@ SEARCH_STAGES = {
     "upload": "query",  # receiving the file
     "parse": "query",
     "features": "query",
+    "library": "knowledge",  # which library answers
     "store": "storage",
     "lookup": "knowledge",  # is the file a known dataset?
     "probes": "query",  # the recommender picks, the query service measures

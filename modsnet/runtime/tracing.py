@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 SERVICE_PREFIX = "modsnet-"
+# The codes that make a server span an error (OpenTelemetry's gRPC conventions): the others are the caller's
+# doing (NOT_FOUND, INVALID_ARGUMENT...) and show on its client span.
+SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 _processor: Any = None  # the span processor every provider shares; None while tracing is off
 _providers: dict[str, Any] = {}  # service -> TracerProvider
@@ -108,7 +111,7 @@ class SpanHandle:
         from opentelemetry.trace import Status, StatusCode
 
         self.span.set_attribute("rpc.grpc.status_code", code)
-        if code != "OK":
+        if code in SERVER_ERRORS:
             self.span.set_status(Status(StatusCode.ERROR, code))
 
 

@@ -225,6 +225,7 @@ class QueryCore:
                 observe.stage("features")
                 feature_set, features = dataset_features(exemplar, cache_dir=self.cache_dir)
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
+                observe.stage("library")
                 library = self._library(options.library, modality)
                 # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
                 spool.seek(0)
@@ -318,7 +319,8 @@ class QueryCore:
         remaining = self.probe_seconds - (time.perf_counter() - started)
         results = measure(library, exemplar, models, budget_seconds=max(0.0, remaining))
         PROBES.labels(library.name).inc(len(results))
-        PROBE_SECONDS.labels(library.name).observe(time.perf_counter() - started)
+        if chosen:  # a search that probes nothing is not a probe time of 0
+            PROBE_SECONDS.labels(library.name).observe(time.perf_counter() - started)
         return results
 
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
