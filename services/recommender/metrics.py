@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from modsnet.runtime.metrics import LATENCY_BUCKETS, Sample, ScrapeTimeGauges
 
@@ -14,6 +14,9 @@ RECOMMEND_SECONDS = Histogram(
     "modsnet_recommend_seconds",
     "Time to score and rank a library's models for one query.",
     buckets=LATENCY_BUCKETS,
+)
+RETRAIN_AFTER = Gauge(
+    "modsnet_retrain_after_interactions", "Interactions since the last training that start a background retraining."
 )
 CACHE = Counter("modsnet_estimator_cache_total", "Estimator cache lookups, by result.", ["result"])
 

@@ -11,7 +11,7 @@ from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
 
 from .config import RecommenderConfig
 from .core import RecommenderCore
-from .metrics import ESTIMATOR_GAUGES, estimator_samples
+from .metrics import ESTIMATOR_GAUGES, RETRAIN_AFTER, estimator_samples
 from .servicer import RecommenderServicer
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer.from_config("recommender", config, security)
+    RETRAIN_AFTER.set(config.retrain_after)
     unwatch = ESTIMATOR_GAUGES.watch(estimator_samples(core.served))
     server.add_service(
         SERVICE_NAME,
