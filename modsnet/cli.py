@@ -204,8 +204,9 @@ def _progress() -> object:
     return show
 
 
-def print_timings(response: qpb.SearchResponse, round_trip: float, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+def print_timings(response: qpb.SearchResponse, round_trip: float, out: Any = None) -> None:
     """The time each stage of the search took, the layer (service) that did it, and what the trip added."""
+    out = out or sys.stdout
     print(f"\ntime per stage (query id {response.query_id}):", file=out)
     layers: dict[str, float] = {}
     for t in response.timings:
@@ -245,7 +246,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(_json(response))
     else:
-        print_search(response)
+        print_search(response, out=sys.stdout)
         if args.timings:
             print_timings(response, round_trip)
     return 0

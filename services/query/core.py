@@ -320,7 +320,7 @@ class QueryCore:
         results = measure(library, exemplar, models, budget_seconds=max(0.0, remaining))
         PROBES.labels(library.name).inc(len(results))
         if chosen:  # a search that probes nothing is not a probe time of 0
-            PROBE_SECONDS.labels(library.name).observe(time.perf_counter() - started)
+            PROBE_SECONDS.observe(time.perf_counter() - started)
         return results
 
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:

@@ -15,10 +15,10 @@ FEATURE_SECONDS = Histogram(
 )
 FEEDBACK = Counter("modsnet_feedback_total", "Performance reports received.")
 PROBES = Counter("modsnet_probes_total", "Probes measured on uploaded data, by library.", ["library"])
+# No library label: probing is bounded by one setting (probe_seconds) for all; modsnet_probes_total says which.
 PROBE_SECONDS = Histogram(
     "modsnet_probe_seconds",
-    "Time a search spent probing models on its data (fetching them and measuring), by library.",
-    ["library"],
+    "Time a search that probes spends on it (picking, fetching and measuring models on its data).",
     buckets=LATENCY_BUCKETS,
 )
 # Exemplar sizes: 1 kB to 2 GB by factors of about 4 (the default upload limit is 512 MiB).
