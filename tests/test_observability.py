@@ -44,7 +44,7 @@ OBSERVABILITY = ROOT / "k8s" / "observability"
 DASHBOARD = OBSERVABILITY / "dashboards" / "modsnet.json"
 RULES = OBSERVABILITY / "prometheusrule.yaml"
 SERVICES = ("query", "recommender", "knowledge", "storage")
-STAGES = ["wait", "upload", "parse", "features", "library", "store", "lookup", "probes", "recommend", "log"]
+STAGES = ["wait", "upload", "parse", "features", "library", "store", "lookup", "select", "probes", "recommend", "log"]
 # Series Prometheus makes itself for every target, not exported by a service.
 SCRAPE_SERIES = {"up"}
 
@@ -203,7 +203,7 @@ def test_one_trace_spans_the_services_with_a_span_per_stage(observed: Observed) 
         "knowledge/GraphSnapshot",  # the recommender's client span
         "recommender/SelectProbes",  # its server span
         "recommender/SelectProbes",  # the query service's client span
-        "probes",
+        "select",
         "query/Search",
         "query/Search",  # the SDK's client span
     ]

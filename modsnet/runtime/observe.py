@@ -112,7 +112,8 @@ SEARCH_STAGES = {
     "library": "knowledge",  # which library answers
     "store": "storage",
     "lookup": "knowledge",  # is the file a known dataset?
-    "probes": "query",  # the recommender picks, the query service measures
+    "select": "recommender",  # the probe-selector picks models (the first search of a library fits its estimator)
+    "probes": "query",  # fetching the picked models and measuring them on the upload
     "recommend": "recommender",
     "log": "knowledge",
 }

@@ -23,11 +23,16 @@ def create_server(config: KnowledgeConfig) -> ServiceServer:
     servicer = KnowledgeServicer(core)
     server = ServiceServer.from_config("knowledge", config, security)
     unwatch = LIBRARY_GAUGES.watch(library_samples(core.list_libraries))
+
+    def close() -> None:
+        unwatch()
+        core.close()
+
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),
         check=core.check,
-        close=lambda: (unwatch(), core.close()),
+        close=close,
         depends_on=(storage,),  # bundles are read from and written to storage
     )
     return server

@@ -233,7 +233,7 @@ class QueryCore:
                 self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
             observe.stage("lookup")
             known = self._known_dataset(fingerprint, library.name)
-            observe.stage("probes")
+            observe.stage("select")
             probes = self._probe(library, exemplar, feature_set, features, options.probe_budget, known)
             observe.stage("recommend")
             answer = self.recommender.recommend(
@@ -303,6 +303,7 @@ class QueryCore:
             budget=budget,
             dataset_id=known,
         )
+        observe.stage("probes")
         started = time.perf_counter()
         models = []
         for model_id in chosen:

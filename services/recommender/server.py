@@ -52,10 +52,15 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
     server = ServiceServer.from_config("recommender", config, security)
     RETRAIN_AFTER.set(config.retrain_after)
     unwatch = ESTIMATOR_GAUGES.watch(estimator_samples(core.served))
+
+    def close() -> None:
+        unwatch()
+        core.close()
+
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
-        close=lambda: (unwatch(), core.close()),
+        close=close,
         depends_on=(knowledge, storage),  # the graph, and the checkpoints of trained estimators
     )
     return server
