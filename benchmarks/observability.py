@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400, help="ListLibraries calls per setting")
     parser.add_argument("--searches", type=int, default=20, help="searches per setting")
-    parser.add_argument("--out", type=Path, help="write the table here (markdown)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks-observability.md"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
