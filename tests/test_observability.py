@@ -215,6 +215,42 @@ def test_one_trace_spans_the_services_with_a_span_per_stage(observed: Observed) 
     assert lookup.attributes["rpc.grpc.status_code"] == "NOT_FOUND" and lookup.status.status_code.name == "UNSET"
 
 
+def test_spans_reach_an_otlp_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter a deployment uses (OTLP over gRPC), against a collector that records what it receives."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            received.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    try:
+        assert tracing.configure(f"http://127.0.0.1:{port}")
+        with tracing.client_span("query", "knowledge", "GetModel") as metadata:
+            assert metadata and metadata[0][0] == "traceparent"
+        tracing.disable()  # flushes the batch
+    finally:
+        tracing.disable()
+        server.stop(0)
+    spans = [
+        (next(a.value.string_value for a in resource.resource.attributes if a.key == "service.name"), span.name)
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert spans == [("modsnet-query", "knowledge/GetModel")]
+
+
 def test_tracing_is_off_and_not_imported_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in tracing.ENDPOINT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
