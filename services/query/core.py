@@ -428,8 +428,9 @@ class QueryCore:
         if not math.isfinite(score):
             raise InvalidArgument(f"score: {score!r} must be a finite number")
         check_cost(cost, "")
+        if logs.accepted_query_id(query_id):  # a feedback's lines carry the id of the search it reports on
+            logs.bind_query_id(query_id)
         query = self.knowledge.get_query(query_id)
-        logs.bind_query_id(query.query_id)  # a feedback's lines carry the id of the search it reports on
         dataset_id = self._known_dataset(query.fingerprint, query.library)
         new = []
         if not dataset_id:
