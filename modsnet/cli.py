@@ -204,6 +204,21 @@ def _progress() -> object:
     return show
 
 
+def print_timings(response: qpb.SearchResponse, round_trip: float, out: Any = None) -> None:
+    """The time each stage of the search took, the layer (service) that did it, and what the trip added."""
+    out = out or sys.stdout
+    print(f"\ntime per stage (query id {response.query_id}):", file=out)
+    layers: dict[str, float] = {}
+    for t in response.timings:
+        print(f"  {t.stage:<10} {t.layer:<12} {t.seconds:8.3f} s", file=out)
+        layers[t.layer] = layers.get(t.layer, 0.0) + t.seconds
+    served = sum(layers.values())
+    per_layer = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in layers.items())
+    print(f"  {'services':<23} {served:8.3f} s  ({per_layer})", file=out)
+    rest = max(0.0, round_trip - served)
+    print(f"  {'round trip':<23} {round_trip:8.3f} s  (client and network: {rest:.3f} s)", file=out)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Commands
 
@@ -216,6 +231,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         exclude_models=args.exclude or [],
     )
     with connect(args) as client:
+        started = time.perf_counter()
         response = client.search(
             args.file,
             library=args.library or "",
@@ -226,10 +242,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             modality=args.modality or "",
             progress=_progress(),  # type: ignore[arg-type]
         )
+        round_trip = time.perf_counter() - started
     if args.json:
         print(_json(response))
     else:
-        print_search(response)
+        print_search(response, out=sys.stdout)
+        if args.timings:
+            print_timings(response, round_trip)
     return 0
 
 
@@ -407,6 +426,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from modsnet.runtime import logs, tracing
     from modsnet.runtime.metrics import serve_metrics
 
     service = args.service
@@ -418,7 +438,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if k.endswith("Config") and getattr(v, "__module__", "") == config_module.__name__
     )
     config = config_class.load(args)
-    logging.getLogger().setLevel(config.log_level.upper())
+    logs.configure(config.log_format, config.log_level, service=service)
+    tracing.configure(config.otlp_endpoint)  # off unless an OTLP endpoint is configured
     server = module.create_server(config)
     serve_metrics(config.metrics_port, config.metrics_host)
     port = server.start()
@@ -485,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most models to probe on the data (default {DEFAULT_PROBES}; 0 = no probes)",
     )
     search.add_argument("--json", action="store_true", help="print the answer as JSON")
+    search.add_argument(
+        "-v", "--verbose", dest="timings", action="store_true", help="also print the time each stage and layer took"
+    )
     search.set_defaults(run=cmd_search)
 
     library = commands.add_parser("library", help="list, import and export model libraries")

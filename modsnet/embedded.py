@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from modsnet.client import Client
+from modsnet.runtime import tracing
 from modsnet.runtime.server import ServiceServer
 from services.knowledge.config import KnowledgeConfig
 from services.knowledge.server import create_server as knowledge_server
@@ -83,9 +84,12 @@ class EmbeddedCluster:
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
+        self._tracing = False  # whether this cluster turned tracing on (and so turns it off)
 
     def start(self) -> EmbeddedCluster:
         self.home.mkdir(parents=True, exist_ok=True)
+        # As `modsnet serve` does: spans go to a collector only when OTEL_EXPORTER_OTLP_ENDPOINT names one.
+        self._tracing = not tracing.enabled() and tracing.configure()
         try:
             self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK)))
             storage = self.addresses["storage"]
@@ -149,6 +153,9 @@ class EmbeddedCluster:
             server = self.servers.pop(name, None)
             if server is not None:
                 server.stop(grace)
+        if self._tracing:
+            tracing.disable()  # sends the spans still batched
+            self._tracing = False
 
     def __enter__(self) -> EmbeddedCluster:
         return self.start()

@@ -19,6 +19,7 @@ from modsnet.runtime.errors import RETRY_AFTER_KEY, Busy, DeadlineExceeded, Mods
 
 from .deadline import timeout_for
 from .metrics import CLIENT_REQUESTS
+from .observe import outgoing
 from .server import MAX_MESSAGE_BYTES, ORIGIN_KEY
 
 T = TypeVar("T")
@@ -131,11 +132,13 @@ class ServiceClient:
         """Unary or client-streaming call (`request` may be an iterator of messages)."""
         rpc = getattr(self.stub, method)
         seconds = timeout_for(timeout or self.timeout, self.what)
-        try:
-            response = rpc(request, timeout=seconds, metadata=self.credentials.metadata())
-        except grpc.RpcError as exc:
-            CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
-            raise to_domain_error(exc, self.what, seconds) from None
+        # The query id and trace context travel with the credentials' metadata (modsnet.runtime.observe).
+        with outgoing(self.name, method, self.credentials.metadata()) as metadata:
+            try:
+                response = rpc(request, timeout=seconds, metadata=metadata)
+            except grpc.RpcError as exc:
+                CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
+                raise to_domain_error(exc, self.what, seconds) from None
         CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
         return response
 
@@ -143,11 +146,12 @@ class ServiceClient:
         """Server-streaming call; errors surface while iterating, as domain errors."""
         rpc = getattr(self.stub, method)
         seconds = timeout_for(timeout or self.timeout, self.what)
-        try:
-            yield from rpc(request, timeout=seconds, metadata=self.credentials.metadata())
-        except grpc.RpcError as exc:
-            CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
-            raise to_domain_error(exc, self.what, seconds) from None
+        with outgoing(self.name, method, self.credentials.metadata()) as metadata:
+            try:
+                yield from rpc(request, timeout=seconds, metadata=metadata)
+            except grpc.RpcError as exc:
+                CLIENT_REQUESTS.labels(self.name, method, _code_name(exc)).inc()
+                raise to_domain_error(exc, self.what, seconds) from None
         CLIENT_REQUESTS.labels(self.name, method, "OK").inc()
 
     def check_ready(self, timeout: float) -> None:

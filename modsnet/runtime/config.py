@@ -47,6 +47,12 @@ def address(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    from modsnet.runtime.logs import parse_format
+
+    return parse_format(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # attribute name; flag --name-with-dashes; env MODSNET_NAME_UPPER
@@ -121,6 +127,12 @@ class CommonConfig:
     service_token: str | None = setting(None, help="bearer token this service presents to the others")
     grace: float = setting(30.0, help="seconds in-flight calls get to finish on SIGTERM")
     log_level: str = setting("INFO", help="logging level")
+    log_format: str = setting(
+        "json", help="log lines: json (one object a line, with the query id) or text", parse=_log_format
+    )
+    otlp_endpoint: str | None = setting(
+        None, help="OTLP/gRPC endpoint of a trace collector; tracing is off without it (or OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )
     check_interval: float = setting(
         CHECK_INTERVAL_SECONDS, help="seconds between readiness checks of the backend and the services it needs"
     )

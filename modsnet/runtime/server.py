@@ -26,8 +26,9 @@ from modsnet.runtime.auth import CallGuard, Security
 from modsnet.runtime.config import CHECK_INTERVAL_SECONDS, CHECK_TIMEOUT_SECONDS, CommonConfig
 from modsnet.runtime.errors import RETRY_AFTER_KEY, Busy, ModsnetError
 
+from . import observe
 from .deadline import reset_deadline, set_deadline
-from .metrics import GRPC_REQUESTS, GRPC_SECONDS
+from .metrics import GRPC_REQUESTS, GRPC_SECONDS, GRPC_WORKERS, SERVICE_SERVING
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,18 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
-            try:
-                with self.guard.call(full_method, context):
-                    response = behavior(request, context)
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                self._fail(context, exc, method)
-            finally:
-                reset_deadline(token)
-                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
+            with observe.server_call(self.service, full_method, context) as call:
+                try:
+                    with self.guard.call(full_method, context):
+                        response = behavior(request, context)
+                except Exception as exc:
+                    if _already_aborted(context):
+                        raise
+                    call.code = _code_of(exc)
+                    self._fail(context, exc, method)
+                finally:
+                    reset_deadline(token)
+                    GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
             GRPC_REQUESTS.labels(self.service, method, "OK").inc()
             return response
 
@@ -139,19 +142,25 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
-            try:
-                with self.guard.call(full_method, context):
-                    yield from behavior(request, context)
-            except Exception as exc:
-                if _already_aborted(context):
-                    raise
-                self._fail(context, exc, method)
-            finally:
-                reset_deadline(token)
-                GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
+            with observe.server_call(self.service, full_method, context) as call:
+                try:
+                    with self.guard.call(full_method, context):
+                        yield from behavior(request, context)
+                except Exception as exc:
+                    if _already_aborted(context):
+                        raise
+                    call.code = _code_of(exc)
+                    self._fail(context, exc, method)
+                finally:
+                    reset_deadline(token)
+                    GRPC_SECONDS.labels(self.service, method).observe(time.perf_counter() - start)
             GRPC_REQUESTS.labels(self.service, method, "OK").inc()
 
         return wrapped
+
+
+def _code_of(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, ModsnetError) else "INTERNAL"
 
 
 def _run_into(check: Callable[[], None], future: futures.Future[None]) -> None:
@@ -205,6 +214,7 @@ class ServiceServer:
         self.name = name
         self.grace = grace
         self.security = security or Security()
+        GRPC_WORKERS.labels(name).set(max_workers)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
             interceptors=[ErrorInterceptor(name, CallGuard(self.security.table))],
@@ -348,6 +358,7 @@ class ServiceServer:
         if not self._stopping.is_set():
             for name in ("", READINESS):
                 self._health.set(name, serving if healthy else not_serving)
+            SERVICE_SERVING.labels(self.name).set(1 if healthy else 0)
         return healthy
 
     def _watch(self) -> None:
@@ -362,6 +373,7 @@ class ServiceServer:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
         self._stopping.set()
         self._health.enter_graceful_shutdown()
+        SERVICE_SERVING.labels(self.name).set(0)
         self._server.stop(self.grace if grace is None else grace).wait()
         if self._health_server is not None:
             self._health_server.stop(0)

@@ -58,7 +58,7 @@ class DatasetSummary(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., target_column: _Optional[str] = ..., classes: _Optional[int] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., known_dataset_id: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation")
+    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation", "timings")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class SearchResponse(_message.Message):
     EXCLUDED_BY_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     library: str
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
@@ -83,7 +84,18 @@ class SearchResponse(_message.Message):
     excluded_by_constraints: int
     probes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
     recommendation: _common_pb2.Recommendation
-    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ...) -> None: ...
+    timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
+    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
+
+class StageTiming(_message.Message):
+    __slots__ = ("stage", "layer", "seconds")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    layer: str
+    seconds: float
+    def __init__(self, stage: _Optional[str] = ..., layer: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ReportPerformanceRequest(_message.Message):
     __slots__ = ("query_id", "model_id", "score", "cost", "request_id")

@@ -9,6 +9,7 @@ from modsnet.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 from .config import KnowledgeConfig
 from .core import KnowledgeCore, open_store
+from .metrics import LIBRARY_GAUGES, library_samples
 from .servicer import KnowledgeServicer
 
 SERVICE_NAME = knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"].full_name
@@ -21,11 +22,17 @@ def create_server(config: KnowledgeConfig) -> ServiceServer:
     core = KnowledgeCore(open_store(config), storage)
     servicer = KnowledgeServicer(core)
     server = ServiceServer.from_config("knowledge", config, security)
+    unwatch = LIBRARY_GAUGES.watch(library_samples(core.list_libraries))
+
+    def close() -> None:
+        unwatch()
+        core.close()
+
     server.add_service(
         SERVICE_NAME,
         lambda s: knowledge_pb2_grpc.add_KnowledgeServicer_to_server(servicer, s),
         check=core.check,
-        close=core.close,
+        close=close,
         depends_on=(storage,),  # bundles are read from and written to storage
     )
     return server

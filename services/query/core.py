@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO
 
@@ -42,11 +43,22 @@ from modsnet.data.graph import (
     check_cost,
 )
 from modsnet.models.probing import measure, needs_artifact
-from modsnet.runtime import deadline
+from modsnet.runtime import deadline, logs, observe
 from modsnet.runtime.errors import Busy, DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
 
-from .metrics import DOWNLOAD_BYTES, FEATURE_SECONDS, FEEDBACK, PROBES, SEARCHES, UPLOAD_BYTES
+from .metrics import (
+    DOWNLOAD_BYTES,
+    FEATURE_SECONDS,
+    FEEDBACK,
+    PROBE_SECONDS,
+    PROBES,
+    SEARCHES,
+    UPLOAD_BYTES,
+    UPLOAD_SIZE,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class SearchResult:
     dataset: DatasetSummary
     answer: Ranking
     probes: list[ProbeRecord]
+    timings: list[observe.StageTiming] = field(default_factory=list)  # what each stage took, in order
 
 
 @dataclass(frozen=True)
@@ -178,8 +191,13 @@ class QueryCore:
     # -- search -------------------------------------------------------------------------------------
 
     def search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
-        with self._uploads.turn():
-            return self._search(options, chunks)
+        # The search's id is made now, so every log line and call of it (in all four services) carries it.
+        logs.bind_query_id(uuid.uuid4().hex)
+        with observe.stopwatch("query", observe.SEARCH_STAGES, first="wait") as watch, self._uploads.turn():
+            result = self._search(options, chunks)
+        seconds = {t.stage: round(t.seconds, 4) for t in watch.laps}
+        log.info("search answered", extra={"library": result.library.name, "stages": seconds})
+        return replace(result, timings=watch.laps)
 
     def _search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
         filename = PurePath(options.filename or "upload").name
@@ -188,12 +206,14 @@ class QueryCore:
             # A file on disk (never in memory): readers of scans and archives need a path, and a 2 GB upload
             # must not sit in RAM.
             with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-") as spool:
+                observe.stage("upload")
                 fingerprint, size = self._receive(chunks, spool, filename)
                 if options.expected_sha256 and options.expected_sha256.lower() != fingerprint:
                     raise DataLoss(
                         f"{filename}: arrived corrupt (sha256 {fingerprint}, client sent {options.expected_sha256})"
                     )
                 started = time.perf_counter()
+                observe.stage("parse")
                 exemplar = load_exemplar(
                     spool.name,
                     name=filename,
@@ -202,14 +222,20 @@ class QueryCore:
                     limits=self.limits,
                 )
                 modality = exemplar.modality
+                observe.stage("features")
                 feature_set, features = dataset_features(exemplar, cache_dir=self.cache_dir)
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
+                observe.stage("library")
                 library = self._library(options.library, modality)
                 # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
                 spool.seek(0)
+                observe.stage("store")
                 self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
+            observe.stage("lookup")
             known = self._known_dataset(fingerprint, library.name)
+            observe.stage("select")
             probes = self._probe(library, exemplar, feature_set, features, options.probe_budget, known)
+            observe.stage("recommend")
             answer = self.recommender.recommend(
                 library.name,
                 features,
@@ -221,7 +247,8 @@ class QueryCore:
                 dataset_id=known,
                 probes=probes,
             )
-            query_id = uuid.uuid4().hex
+            query_id = logs.current_query_id() or uuid.uuid4().hex
+            observe.stage("log")
             self.knowledge.log_query(
                 QueryRecord(
                     query_id=query_id,
@@ -276,6 +303,7 @@ class QueryCore:
             budget=budget,
             dataset_id=known,
         )
+        observe.stage("probes")
         started = time.perf_counter()
         models = []
         for model_id in chosen:
@@ -292,6 +320,8 @@ class QueryCore:
         remaining = self.probe_seconds - (time.perf_counter() - started)
         results = measure(library, exemplar, models, budget_seconds=max(0.0, remaining))
         PROBES.labels(library.name).inc(len(results))
+        if chosen:  # a search that probes nothing is not a probe time of 0
+            PROBE_SECONDS.observe(time.perf_counter() - started)
         return results
 
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
@@ -305,6 +335,7 @@ class QueryCore:
             spool.write(chunk)
         spool.flush()  # readers open the spool by path
         UPLOAD_BYTES.inc(size)
+        UPLOAD_SIZE.observe(size)
         if size == 0:
             raise InvalidArgument(f"{filename}: the file is empty")
         return digest.hexdigest(), size
@@ -397,6 +428,8 @@ class QueryCore:
         if not math.isfinite(score):
             raise InvalidArgument(f"score: {score!r} must be a finite number")
         check_cost(cost, "")
+        if logs.accepted_query_id(query_id):  # a feedback's lines carry the id of the search it reports on
+            logs.bind_query_id(query_id)
         query = self.knowledge.get_query(query_id)
         dataset_id = self._known_dataset(query.fingerprint, query.library)
         new = []

@@ -74,6 +74,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             excluded_by_constraints=answer.excluded_by_constraints,
             probes=[probe_to_pb(p) for p in result.probes],
             recommendation=recommendation_to_pb(answer.recommendation),
+            timings=[qpb.StageTiming(stage=t.stage, layer=t.layer, seconds=t.seconds) for t in result.timings],
         )
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:

@@ -506,6 +506,11 @@ class RecommenderCore:
         chosen = estimator.select_probes(features, known_dataset=dataset_id or None, budget=budget, among=among)
         return chosen, served.graph_version
 
+    def served(self) -> list[Served]:
+        """The estimators serving now, one per library used since the start (for the metrics)."""
+        with self._guard:
+            return list(self._cache.values())
+
     def train(self, library: str) -> EstimatorInfo:
         return self._info(library, self.fitted(library, force=True))
 

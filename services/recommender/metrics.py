@@ -1,8 +1,12 @@
 """Recommender service metrics."""
 
-from prometheus_client import Counter, Histogram
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from modsnet.runtime.metrics import LATENCY_BUCKETS
+from prometheus_client import Counter, Gauge, Histogram
+
+from modsnet.runtime.metrics import LATENCY_BUCKETS, Sample, ScrapeTimeGauges
 
 FITS = Counter("modsnet_estimator_fits_total", "Estimator fits, by library and reason.", ["library", "reason"])
 FIT_SECONDS = Histogram("modsnet_estimator_fit_seconds", "Time to fit an estimator.", buckets=LATENCY_BUCKETS)
@@ -11,4 +15,46 @@ RECOMMEND_SECONDS = Histogram(
     "Time to score and rank a library's models for one query.",
     buckets=LATENCY_BUCKETS,
 )
+RETRAIN_AFTER = Gauge(
+    "modsnet_retrain_after_interactions", "Interactions since the last training that start a background retraining."
+)
 CACHE = Counter("modsnet_estimator_cache_total", "Estimator cache lookups, by result.", ["result"])
+
+# Read from the served estimators at each scrape (modsnet.runtime.metrics.ScrapeTimeGauges). A library appears
+# once a search or `modsnet train` has used it since the recommender started.
+ESTIMATOR_GAUGES = ScrapeTimeGauges(
+    {
+        "modsnet_estimator_age_seconds": (
+            "Seconds since the weights serving a library were trained, by estimator (gnn/v1, knn) and origin "
+            "(trained, checkpoint, refreshed; interim: kNN answering while the GNN trains).",
+            ("library", "estimator", "origin"),
+        ),
+        "modsnet_estimator_graph_version": (
+            "Graph version of the library the served estimator is on (behind modsnet_graph_version: not refreshed).",
+            ("library",),
+        ),
+        "modsnet_estimator_trained_version": (
+            "Graph version at which the served weights were trained.",
+            ("library",),
+        ),
+        "modsnet_pending_feedback": (
+            "Interactions added since the served weights were trained (retraining starts at retrain_after).",
+            ("library",),
+        ),
+    }
+)
+
+
+def estimator_samples(served: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Sample]]:
+    """Samples of the served estimators (`RecommenderCore.served`)."""
+
+    def read() -> Iterator[Sample]:
+        now = time.time()
+        for s in served():
+            library = s.library.name
+            yield "modsnet_estimator_age_seconds", (library, s.estimator.name, s.origin), max(0.0, now - s.trained_unix)
+            yield "modsnet_estimator_graph_version", (library,), float(s.graph_version)
+            yield "modsnet_estimator_trained_version", (library,), float(s.trained_version)
+            yield "modsnet_pending_feedback", (library,), float(max(0, s.library.interactions - s.trained_interactions))
+
+    return read

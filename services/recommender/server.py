@@ -11,6 +11,7 @@ from modsnet.v1 import recommender_pb2, recommender_pb2_grpc
 
 from .config import RecommenderConfig
 from .core import RecommenderCore
+from .metrics import ESTIMATOR_GAUGES, RETRAIN_AFTER, estimator_samples
 from .servicer import RecommenderServicer
 
 if TYPE_CHECKING:
@@ -49,10 +50,17 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer.from_config("recommender", config, security)
+    RETRAIN_AFTER.set(config.retrain_after)
+    unwatch = ESTIMATOR_GAUGES.watch(estimator_samples(core.served))
+
+    def close() -> None:
+        unwatch()
+        core.close()
+
     server.add_service(
         SERVICE_NAME,
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
-        close=core.close,
+        close=close,
         depends_on=(knowledge, storage),  # the graph, and the checkpoints of trained estimators
     )
     return server
