@@ -24,8 +24,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from modsnet import __version__
-from modsnet import cli_objectives
+from modsnet import __version__, cli_objectives
 from modsnet.client import DEFAULT_PROBES, Client
 from modsnet.runtime import config as cfg
 from modsnet.runtime.errors import ConfigError, ModsnetError
@@ -123,7 +122,7 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
         )
         for p in response.probes:
             print(f"  {p.model_id}: {p.detail or f'{p.kind} {p.value:.3g}'} ({p.seconds:.2f} s)", file=out)
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "#",
             "model",
@@ -234,7 +233,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             probe_budget=args.probe_budget,
             modality=args.modality or "",
             progress=_progress(),  # type: ignore[arg-type]
-            **cli_objectives.search_options(args),
+            objective=args.objective,
+            pareto_cost=args.pareto_cost or "",
+            profile=args.profile or "",
         )
     if args.json:
         print(_json(response))

@@ -39,11 +39,6 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
     )
 
 
-def search_options(args: argparse.Namespace) -> dict[str, str]:
-    """The `Client.search` keywords of the flags above."""
-    return {"objective": args.objective, "pareto_cost": args.pareto_cost or "", "profile": args.profile or ""}
-
-
 # -- a search's answer -------------------------------------------------------------------------------------
 
 _COST_FIELDS = {

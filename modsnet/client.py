@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
 from modsnet.data.graph import AuditEntry, LibraryInfo, ModelNode, QueryRecord
+from modsnet.data.profiles import Profile, objective_named
 from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
-from modsnet.data.profiles import Profile, objective_named
 from modsnet.runtime.convert import library_from_pb, model_from_pb, objective_to_pb, profile_from_pb
 from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument
 from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient

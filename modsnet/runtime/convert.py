@@ -369,7 +369,11 @@ def features_to_pb(feature_set: str, values: dict[str, float], modality: str = "
 
 
 # Objective kinds and costs: the record's names against the wire's enum values.
-_OBJECTIVE_KINDS = {"score": pb.Objective.SCORE, "score-per-cost": pb.Objective.SCORE_PER_COST, "pareto": pb.Objective.PARETO}
+_OBJECTIVE_KINDS = {
+    "score": pb.Objective.SCORE,
+    "score-per-cost": pb.Objective.SCORE_PER_COST,
+    "pareto": pb.Objective.PARETO,
+}
 _OBJECTIVE_COSTS = {
     "": pb.Objective.COST_UNSPECIFIED,
     "train_seconds": pb.Objective.TRAIN_SECONDS,
@@ -398,9 +402,7 @@ def objective_from_pb(msg: pb.Objective) -> Objective:
         return Objective()  # a cost beside SCORE ranks nothing
     if not costs[msg.cost]:
         names = ", ".join(pb.Objective.CostKind.Name(v) for v in costs if v)
-        raise InvalidArgument(
-            f"objective.cost: {pb.Objective.Kind.Name(msg.kind)} ranks by a cost; set one of {names}"
-        )
+        raise InvalidArgument(f"objective.cost: {pb.Objective.Kind.Name(msg.kind)} ranks by a cost; set one of {names}")
     return Objective(kind, costs[msg.cost])
 
 

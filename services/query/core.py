@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO
 
@@ -72,7 +72,7 @@ class SearchOptions:
     filename: str = ""
     modality: str = ""
     expected_sha256: str = ""
-    objective: Objective = Objective()
+    objective: Objective = field(default_factory=Objective)
     profile: str = ""  # a hardware profile's name (modsnet.data.profiles), "" for none
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 from modsnet.runtime.convert import (
     constraints_from_pb,
+    constraints_to_pb,
     cost_from_pb,
     features_to_pb,
     library_to_pb,
-    constraints_to_pb,
     model_to_pb,
     objective_from_pb,
     objective_to_pb,

@@ -40,10 +40,10 @@ from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
+from . import objectives
 from .calibration import calibrated
 from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
-from . import objectives
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 from .recommendation import answer_positions
 
@@ -94,7 +94,7 @@ class Answer:
     excluded_by_constraints: int
     recommendation: Recommendation | None  # None when the constraints left no model
     removals: list[Removal] = dataclasses.field(default_factory=list)  # what each limit kept out (objectives.py)
-    objective: Objective = Objective()
+    objective: Objective = dataclasses.field(default_factory=Objective)
     profile: str = ""
     constraints: Constraints | None = None  # the limits in effect: the request's and the profile's
 
@@ -438,7 +438,7 @@ class RecommenderCore:
         probe_budget: int = MAX_PROBES,
         dataset_id: str = "",
         probes: Sequence[ProbeRecord] = (),
-        objective: Objective = Objective(),
+        objective: Objective | None = None,
         profile: str = "",
     ) -> Answer:
         """The top-k models for a dataset, using the probes of at most `probe_budget` models (the first
@@ -448,6 +448,7 @@ class RecommenderCore:
 
         The limits are `constraints` combined with the hardware `profile`'s (the stricter wins); the models
         they allow are ranked by `objective`, and the answer says what each limit removed (`objectives.py`)."""
+        objective = objective or Objective()  # the best predicted score
         objective.check()
         limits, sources = combine(constraints, profile_named(profile))
         if not 1 <= k <= MAX_K:

@@ -42,6 +42,7 @@ from .recommendation import recommend_one
 COST_FLOORS = {"train_seconds": 1e-3, "inference_seconds": 1e-3, "memory_bytes": 1e6}
 # The unit a per-cost value is given per: a second, a megabyte.
 COST_UNITS = {"train_seconds": (1.0, "train s"), "inference_seconds": (1.0, "inference s"), "memory_bytes": (1e6, "MB")}
+COST_WORDS = {"train_seconds": "train seconds", "inference_seconds": "inference seconds", "memory_bytes": "memory"}
 NAMED_IDS = 20  # models a removal names
 
 
@@ -158,11 +159,10 @@ def choose(
     if objective.kind == "score" or not ranking:
         return recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k)
     if objective.kind == "pareto":
-        cost = objective.cost.replace("_", " ")
         front = [p for p in ranking if p.model_id in selection.front]  # the ranking's first places
         pick = recommend_one(front, probes, higher_is_better=higher_is_better, k=k)
         assert pick is not None  # a non-empty ranking has a front
-        reason = f"{pick.reason}; on the Pareto front of score against {cost}, the best score there"
+        reason = f"{pick.reason}; the best score on the Pareto front of score against {COST_WORDS[objective.cost]}"
         return Recommendation(pick.model_id, pick.measured, pick.score, reason)
     top = ranking[0]
     values = [p.value for p in probes if p.probe == MEASURED and p.model_id == top.model_id]
@@ -198,7 +198,7 @@ def removals(
             found.append(_removal(name, source, selection.removed[name], f"{label} removed", top_score, sign))
     name = objective_name(objective)
     if selection.missing_cost:
-        cost = objective.cost.replace("_", " ")
+        cost = COST_WORDS[objective.cost]
         found.append(
             _removal(
                 "missing-cost",
@@ -215,7 +215,9 @@ def removals(
         passed = [p for p in by_score if p.model_id not in set(shown)]
         if passed:
             found.append(
-                _removal("objective", name, passed, f"objective {name} passed over (top {k} by score)", top_score, sign)
+                _removal(
+                    "objective", name, passed, f"objective {name} kept out of the best-score top {k}", top_score, sign
+                )
             )
     return found
 
