@@ -182,16 +182,7 @@ class Constraints:
     require_metadata: dict[str, str] = field(default_factory=dict)
 
     def allows(self, model: ModelNode) -> bool:
-        cost = model.cost
-        if self.max_train_seconds and cost.train_seconds > self.max_train_seconds:
-            return False
-        if self.max_inference_seconds and cost.inference_seconds > self.max_inference_seconds:
-            return False
-        if self.max_memory_bytes and cost.memory_bytes > self.max_memory_bytes:
-            return False
-        if model.model_id in self.exclude_models:
-            return False
-        return all(model.metadata.get(k) == v for k, v in self.require_metadata.items())
+        return not self.violations(model)
 
     def violations(self, model: ModelNode) -> list[str]:
         """Every limit the model fails, by name (`LIMITS`); empty when `allows` is true."""
