@@ -97,10 +97,14 @@ def test_the_pareto_front_of_a_hand_made_set_with_ties_and_a_missing_cost() -> N
     )
     missing = next(r for r in found if r.reason == "missing-cost")
     assert (missing.removed, missing.better, missing.best_score, missing.model_ids) == (1, 1, 0.95, ["a"])
-    assert missing.explanation.startswith("no recorded memory: left out of the pareto (memory) ranking")
+    assert missing.explanation == (
+        "no recorded memory, so left out of the pareto (memory) ranking (never ranked as free): 1 model scoring"
+        " up to 0.950 (top pick 0.900), 1 of them predicted better: a"
+    )
     # The best-score top 3 among models with a cost is b, c, f: f is not shown, and is no better than b.
     passed = next(r for r in found if r.reason == "objective")
     assert (passed.removed, passed.better, passed.model_ids) == (1, 0, ["f"])
+    assert passed.explanation.startswith("objective pareto (memory) left out, of the best-score top 3, 1 model scoring")
 
 
 def test_score_per_cost_floors_tiny_costs_and_leaves_out_unknown_ones() -> None:

@@ -204,7 +204,7 @@ def removals(
                 "missing-cost",
                 name,
                 selection.missing_cost,
-                f"no recorded {cost}: left out of the {name} ranking (never ranked as free)",
+                f"no recorded {cost}, so left out of the {name} ranking (never ranked as free):",
                 top_score,
                 sign,
             )
@@ -216,7 +216,7 @@ def removals(
         if passed:
             found.append(
                 _removal(
-                    "objective", name, passed, f"objective {name} kept out of the best-score top {k}", top_score, sign
+                    "objective", name, passed, f"objective {name} left out, of the best-score top {k},", top_score, sign
                 )
             )
     return found
