@@ -223,6 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_memory_bytes=args.max_memory_bytes or 0,
         exclude_models=args.exclude or [],
     )
+    cli_objectives.check_search_arguments(args)
     with connect(args) as client:
         response = client.search(
             args.file,

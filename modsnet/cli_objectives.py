@@ -12,7 +12,7 @@ import json
 import sys
 from typing import TextIO
 
-from modsnet.data.profiles import COST_NAMES, DEFAULT_PARETO_COST, OBJECTIVE_NAMES, PROFILES, Profile
+from modsnet.data.profiles import COST_NAMES, DEFAULT_PARETO_COST, OBJECTIVE_NAMES, PROFILES, Profile, objective_named
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
 
@@ -37,6 +37,12 @@ def add_search_arguments(search: argparse.ArgumentParser) -> None:
         help="a hardware profile whose limits combine with the --max-* flags, the stricter winning "
         "(`modsnet profiles` lists them: " + ", ".join(sorted(PROFILES)) + ")",
     )
+
+
+def check_search_arguments(args: argparse.Namespace) -> None:
+    """InvalidArgument for a flag combination no service would take (a pareto cost without pareto), before
+    any service is started."""
+    objective_named(args.objective, args.pareto_cost or "")
 
 
 # -- a search's answer -------------------------------------------------------------------------------------
