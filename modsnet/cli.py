@@ -24,7 +24,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from modsnet import __version__
+from modsnet import __version__, cli_objectives
 from modsnet.client import DEFAULT_PROBES, Client
 from modsnet.runtime import config as cfg
 from modsnet.runtime.errors import ConfigError, ModsnetError
@@ -111,6 +111,8 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
     )
     if response.excluded_by_constraints:
         print(f"{response.excluded_by_constraints} models left out by the constraints", file=out)
+    if objective := cli_objectives.objective_line(response):
+        print(objective, file=out)
     if response.probes:
         seconds = sum(p.seconds for p in response.probes)
         print(
@@ -120,7 +122,7 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
         )
         for p in response.probes:
             print(f"  {p.model_id}: {p.detail or f'{p.kind} {p.value:.3g}'} ({p.seconds:.2f} s)", file=out)
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "#",
             "model",
@@ -150,11 +152,17 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
                 evidence or "-",
             )
         )
+    if extra := cli_objectives.extra_column(response):  # the value the objective ranks by, after ±
+        rows = [(*r[:4], cell, *r[4:]) for r, cell in zip(rows, [extra[0], *extra[1]], strict=True)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     print(file=out)
     for row in rows:
         cells = [c.ljust(w) if i in (1,) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         print("  ".join([*cells, row[-1]]), file=out)
+    if response.removals:
+        print(file=out)
+        print("Left out:", file=out)
+        print("\n".join(cli_objectives.removal_lines(response)), file=out)
     if response.HasField("recommendation"):
         print(file=out)
         print(f"Recommended: {response.recommendation.model_id} — {response.recommendation.reason}", file=out)
@@ -230,6 +238,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_memory_bytes=args.max_memory_bytes or 0,
         exclude_models=args.exclude or [],
     )
+    cli_objectives.check_search_arguments(args)
     with connect(args) as client:
         started = time.perf_counter()
         response = client.search(
@@ -241,6 +250,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             probe_budget=args.probe_budget,
             modality=args.modality or "",
             progress=_progress(),  # type: ignore[arg-type]
+            objective=args.objective,
+            pareto_cost=args.pareto_cost or "",
+            profile=args.profile or "",
         )
         round_trip = time.perf_counter() - started
     if args.json:
@@ -249,6 +261,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         print_search(response, out=sys.stdout)
         if args.timings:
             print_timings(response, round_trip)
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    """The hardware profiles: the running service's when a query address is given, else this package's
+    (what the embedded services serve), without starting them."""
+    if getattr(args, "query_addr", None) or os.environ.get("MODSNET_QUERY_ADDR"):
+        with connect(args) as client:
+            profiles = client.list_profiles()
+    else:
+        from modsnet.data.profiles import PROFILES
+
+        profiles = [PROFILES[name] for name in sorted(PROFILES)]
+    cli_objectives.print_profiles(profiles, as_json=args.json)
     return 0
 
 
@@ -505,11 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PROBES,
         help=f"most models to probe on the data (default {DEFAULT_PROBES}; 0 = no probes)",
     )
+    cli_objectives.add_search_arguments(search)
     search.add_argument("--json", action="store_true", help="print the answer as JSON")
     search.add_argument(
         "-v", "--verbose", dest="timings", action="store_true", help="also print the time each stage and layer took"
     )
     search.set_defaults(run=cmd_search)
+
+    profiles = commands.add_parser("profiles", help="the hardware profiles a search may name (--profile)")
+    profiles.add_argument("--json", action="store_true")
+    profiles.set_defaults(run=cmd_profiles)
 
     library = commands.add_parser("library", help="list, import and export model libraries")
     library_commands = library.add_subparsers(dest="library_command", required=True, metavar="ACTION")

@@ -25,9 +25,10 @@ from pathlib import Path, PurePosixPath
 
 from modsnet.data.bundle import bundle_members, pack_path, read_bundle, write_bundle, zip_members
 from modsnet.data.graph import AuditEntry, LibraryInfo, ModelNode, QueryRecord
+from modsnet.data.profiles import Profile, objective_named
 from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
-from modsnet.runtime.convert import library_from_pb, model_from_pb
+from modsnet.runtime.convert import library_from_pb, model_from_pb, objective_to_pb, profile_from_pb
 from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument
 from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
@@ -51,7 +52,7 @@ class QueryClient(ServiceClient):
             query_pb2_grpc.QueryStub,
             full_service="modsnet.v1.Query",
             # ReportPerformance too: each report carries its request id, so a retry is applied once.
-            retry_methods=("ListLibraries", "FindModel", "DownloadModel", "ReportPerformance"),
+            retry_methods=("ListLibraries", "ListProfiles", "FindModel", "DownloadModel", "ReportPerformance"),
             timeout=timeout,
             credentials=credentials,
         )
@@ -154,6 +155,9 @@ class Client:
         modality: str = "",
         progress: Progress | None = None,
         timeout: float | None = None,
+        objective: str | pb.Objective = "score",
+        pareto_cost: str = "",
+        profile: str = "",
     ) -> qpb.SearchResponse:
         """Search by exemplar: upload `path` (a file, or a folder sent as one zip), probe up to
         `probe_budget` models on it, and get the top-`k` models of the library.
@@ -161,7 +165,16 @@ class Client:
         The answer holds the ranked `models`, the `probes` measured on the data and the `recommendation`:
         the one model to take with what was measured (`model_id`, `measured`, `score`, `reason`), the best
         probed model when a probe measured better than every prediction, else the top-1.
+
+        `objective`: "score" (the best predicted score, the default), "per-train-seconds",
+        "per-inference-seconds", "per-memory" (best score per unit of that cost) or "pareto" (the Pareto front
+        of score against `pareto_cost`: "train-seconds", "inference-seconds" (default) or "memory"), or a
+        `pb.Objective`. `profile`: a hardware profile (`list_profiles`) whose limits combine with
+        `constraints`, the stricter winning. The answer's `removals` say what each limit (and the objective)
+        kept out, and how many of those were predicted better than the top pick.
         """
+        if not isinstance(objective, pb.Objective):
+            objective = objective_to_pb(objective_named(objective, pareto_cost))
         file = Path(path)
         if file.is_dir():
             # A folder (of images, texts or scans) travels as one zip; its subfolders are the labels.
@@ -177,6 +190,8 @@ class Client:
                     modality=modality,
                     progress=progress,
                     timeout=timeout,
+                    objective=objective,
+                    profile=profile,
                 )
         if not file.is_file():
             raise InvalidArgument(f"{file}: no such file or folder")
@@ -190,6 +205,8 @@ class Client:
                 filename=file.name,
                 modality=modality,
                 expected_sha256=_sha256(file),
+                objective=objective,
+                profile=profile,
             )
         )
         # A busy service (`Busy`: its uploads and their queue are full) says when to retry; the file is sent
@@ -209,6 +226,11 @@ class Client:
     def list_libraries(self) -> list[LibraryInfo]:
         response = self.query.call("ListLibraries", pb.ListLibrariesRequest())
         return [library_from_pb(lib) for lib in response.libraries]
+
+    def list_profiles(self) -> list[Profile]:
+        """The hardware profiles a search may name (the service's), sorted by name."""
+        response = self.query.call("ListProfiles", qpb.ListProfilesRequest())
+        return [profile_from_pb(p) for p in response.profiles]
 
     def find_model(self, model_id: str, library: str = "") -> ModelNode:
         """A model by id, in `library` or in whichever single library has it."""

@@ -182,16 +182,61 @@ class Constraints:
     require_metadata: dict[str, str] = field(default_factory=dict)
 
     def allows(self, model: ModelNode) -> bool:
+        return not self.violations(model)
+
+    def violations(self, model: ModelNode) -> list[str]:
+        """Every limit the model fails, by name (`LIMITS`); empty when `allows` is true."""
         cost = model.cost
-        if self.max_train_seconds and cost.train_seconds > self.max_train_seconds:
-            return False
-        if self.max_inference_seconds and cost.inference_seconds > self.max_inference_seconds:
-            return False
-        if self.max_memory_bytes and cost.memory_bytes > self.max_memory_bytes:
-            return False
+        failed = [
+            name
+            for name, limit, value in (
+                ("max-train-seconds", self.max_train_seconds, cost.train_seconds),
+                ("max-inference-seconds", self.max_inference_seconds, cost.inference_seconds),
+                ("max-memory-bytes", self.max_memory_bytes, cost.memory_bytes),
+            )
+            if limit and value > limit
+        ]
         if model.model_id in self.exclude_models:
-            return False
-        return all(model.metadata.get(k) == v for k, v in self.require_metadata.items())
+            failed.append("exclude")
+        if any(model.metadata.get(k) != v for k, v in self.require_metadata.items()):
+            failed.append("require-metadata")
+        return failed
+
+
+# The limits of `Constraints`, as a removal names them (the CLI's flags).
+LIMITS = ("max-train-seconds", "max-inference-seconds", "max-memory-bytes", "exclude", "require-metadata")
+# The costs an objective can rank by: fields of `Cost`.
+COST_KINDS = ("train_seconds", "inference_seconds", "memory_bytes")
+OBJECTIVE_KINDS = ("score", "score-per-cost", "pareto")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a search optimises among the models its constraints allow (`modsnet.data.profiles` names them)."""
+
+    kind: str = "score"  # one of OBJECTIVE_KINDS
+    cost: str = ""  # one of COST_KINDS; needed by score-per-cost and pareto
+
+    def check(self) -> None:
+        if self.kind not in OBJECTIVE_KINDS:
+            raise InvalidArgument(f"objective {self.kind!r} is not one of {', '.join(OBJECTIVE_KINDS)}")
+        if self.kind != "score" and self.cost not in COST_KINDS:
+            raise InvalidArgument(
+                f"objective {self.kind} needs a cost, one of {', '.join(COST_KINDS)} (not {self.cost!r})"
+            )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Models one limit (or the objective) kept out of an answer, and what that cost in predicted score."""
+
+    reason: str  # one of LIMITS, "missing-cost" or "objective"
+    source: str  # "request", "profile NAME", or the objective's name
+    removed: int
+    better: int  # of them, predicted better than the top pick
+    best_score: float  # the best predicted score among them
+    model_ids: list[str]  # best predicted first, at most a few
+    explanation: str  # one line for people
 
 
 @dataclass(frozen=True)
@@ -213,6 +258,8 @@ class RankedModel:
     evidence: list[Evidence] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     explanation: str = ""
+    on_front: bool = False  # objective pareto: on the Pareto front of score against the objective's cost
+    objective_value: float = 0.0  # objective score-per-cost: the value ranked by
 
 
 @dataclass(frozen=True)
@@ -236,3 +283,7 @@ class Ranking:
     probes_used: int
     excluded_by_constraints: int
     recommendation: Recommendation | None = None  # None when no model is left to rank
+    removals: list[Removal] = field(default_factory=list)  # per limit, the models it kept out of the answer
+    objective: Objective = Objective()
+    profile: str = ""  # the hardware profile applied, "" for none
+    constraints: Constraints | None = None  # the limits in effect: the request's and the profile's

@@ -57,6 +57,7 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "/modsnet.v1.Query/FindModel": _S,
     "/modsnet.v1.Query/DownloadModel": _S,
     "/modsnet.v1.Query/ReportPerformance": _F,
+    "/modsnet.v1.Query/ListProfiles": _S,
     # Knowledge: reads a search client may make, the services' own calls, administration.
     "/modsnet.v1.Knowledge/ListLibraries": _S | _I,
     "/modsnet.v1.Knowledge/GetModel": _S | _I,

@@ -19,13 +19,17 @@ from modsnet.data.graph import (
     InteractionRecord,
     LibraryInfo,
     ModelNode,
+    Objective,
     ProbeRecord,
     QueryRecord,
     RankedModel,
     Ranking,
     Recommendation,
+    Removal,
     SimilarityRecord,
 )
+from modsnet.data.profiles import Profile
+from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import recommender_pb2 as rpb
@@ -293,6 +297,8 @@ def ranked_to_pb(rec: RankedModel) -> pb.RankedModel:
         evidence=[pb.Evidence(dataset_id=e.dataset_id, similarity=e.similarity, score=e.score) for e in rec.evidence],
         metadata=rec.metadata,
         explanation=rec.explanation,
+        on_front=rec.on_front,
+        objective_value=rec.objective_value,
     )
 
 
@@ -306,6 +312,8 @@ def ranked_from_pb(msg: pb.RankedModel) -> RankedModel:
         evidence=[Evidence(e.dataset_id, e.similarity, e.score) for e in msg.evidence],
         metadata=dict(msg.metadata),
         explanation=msg.explanation,
+        on_front=msg.on_front,
+        objective_value=msg.objective_value,
     )
 
 
@@ -329,6 +337,10 @@ def ranking_to_pb(rec: Ranking) -> rpb.RecommendResponse:
         probes_used=rec.probes_used,
         excluded_by_constraints=rec.excluded_by_constraints,
         recommendation=recommendation_to_pb(rec.recommendation),
+        removals=[removal_to_pb(r) for r in rec.removals],
+        objective=objective_to_pb(rec.objective),
+        profile=rec.profile,
+        constraints=constraints_to_pb(rec.constraints) if rec.constraints is not None else None,
     )
 
 
@@ -341,6 +353,10 @@ def ranking_from_pb(msg: rpb.RecommendResponse) -> Ranking:
         probes_used=msg.probes_used,
         excluded_by_constraints=msg.excluded_by_constraints,
         recommendation=recommendation_from_pb(msg.recommendation) if msg.HasField("recommendation") else None,
+        removals=[removal_from_pb(r) for r in msg.removals],
+        objective=objective_from_pb(msg.objective),
+        profile=msg.profile,
+        constraints=constraints_from_pb(msg.constraints) if msg.HasField("constraints") else None,
     )
 
 
@@ -350,3 +366,72 @@ def ranked_models_to_pb(models: Iterable[RankedModel]) -> list[pb.RankedModel]:
 
 def features_to_pb(feature_set: str, values: dict[str, float], modality: str = "") -> pb.DatasetFeatures:
     return pb.DatasetFeatures(feature_set=feature_set, values=values, modality=modality)
+
+
+# Objective kinds and costs: the record's names against the wire's enum values.
+_OBJECTIVE_KINDS = {
+    "score": pb.Objective.SCORE,
+    "score-per-cost": pb.Objective.SCORE_PER_COST,
+    "pareto": pb.Objective.PARETO,
+}
+_OBJECTIVE_COSTS = {
+    "": pb.Objective.COST_UNSPECIFIED,
+    "train_seconds": pb.Objective.TRAIN_SECONDS,
+    "inference_seconds": pb.Objective.INFERENCE_SECONDS,
+    "memory_bytes": pb.Objective.MEMORY_BYTES,
+}
+
+
+def objective_to_pb(rec: Objective) -> pb.Objective:
+    return pb.Objective(kind=_OBJECTIVE_KINDS[rec.kind], cost=_OBJECTIVE_COSTS[rec.cost])
+
+
+def objective_from_pb(msg: pb.Objective) -> Objective:
+    """The objective a request asks for; InvalidArgument naming the field for a value this version does not
+    know (an open enum lets any number through) or a ranking by cost without a cost."""
+    kinds = {v: k for k, v in _OBJECTIVE_KINDS.items()}
+    costs = {v: k for k, v in _OBJECTIVE_COSTS.items()}
+    if msg.kind not in kinds:
+        names = ", ".join(pb.Objective.Kind.Name(v) for v in kinds)
+        raise InvalidArgument(f"objective.kind: {msg.kind} is not one of {names}")
+    if msg.cost not in costs:
+        names = ", ".join(pb.Objective.CostKind.Name(v) for v in costs if v)
+        raise InvalidArgument(f"objective.cost: {msg.cost} is not one of {names}")
+    kind = kinds[msg.kind]
+    if kind == "score":
+        return Objective()  # a cost beside SCORE ranks nothing
+    if not costs[msg.cost]:
+        names = ", ".join(pb.Objective.CostKind.Name(v) for v in costs if v)
+        raise InvalidArgument(f"objective.cost: {pb.Objective.Kind.Name(msg.kind)} ranks by a cost; set one of {names}")
+    return Objective(kind, costs[msg.cost])
+
+
+def removal_to_pb(rec: Removal) -> pb.Removal:
+    return pb.Removal(
+        reason=rec.reason,
+        source=rec.source,
+        removed=rec.removed,
+        better=rec.better,
+        best_score=rec.best_score,
+        model_ids=rec.model_ids,
+        explanation=rec.explanation,
+    )
+
+
+def removal_from_pb(msg: pb.Removal) -> Removal:
+    return Removal(
+        msg.reason, msg.source, msg.removed, msg.better, msg.best_score, list(msg.model_ids), msg.explanation
+    )
+
+
+def profile_to_pb(profile: Profile) -> pb.Profile:
+    return pb.Profile(
+        name=profile.name, description=profile.description, constraints=constraints_to_pb(profile.constraints)
+    )
+
+
+def profile_from_pb(msg: pb.Profile) -> Profile:
+    limits = constraints_from_pb(msg.constraints)
+    return Profile(
+        msg.name, msg.description, limits.max_train_seconds, limits.max_inference_seconds, limits.max_memory_bytes
+    )

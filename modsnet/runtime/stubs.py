@@ -20,6 +20,7 @@ from modsnet.data.graph import (
     InteractionRecord,
     LibraryInfo,
     ModelNode,
+    Objective,
     ProbeRecord,
     QueryRecord,
     RankedModel,
@@ -40,6 +41,7 @@ from modsnet.runtime.convert import (
     library_from_pb,
     log_query_to_pb,
     model_from_pb,
+    objective_to_pb,
     probe_to_pb,
     query_from_pb,
     ranking_from_pb,
@@ -267,6 +269,8 @@ class RecommenderClient(ServiceClient):
         probe_budget: int = 0,
         dataset_id: str = "",
         probes: Iterable[ProbeRecord] = (),
+        objective: Objective | None = None,
+        profile: str = "",
     ) -> Ranking:
         request = rpb.RecommendRequest(
             library=library,
@@ -276,6 +280,8 @@ class RecommenderClient(ServiceClient):
             probe_budget=probe_budget,
             dataset_id=dataset_id,
             probes=[probe_to_pb(p) for p in probes],
+            objective=objective_to_pb(objective) if objective is not None else None,
+            profile=profile,
         )
         return ranking_from_pb(self.call("Recommend", request))
 

@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -65,7 +66,7 @@ class Evidence(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., similarity: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RankedModel(_message.Message):
-    __slots__ = ("rank", "model_id", "predicted_score", "uncertainty", "cost", "evidence", "metadata", "explanation")
+    __slots__ = ("rank", "model_id", "predicted_score", "uncertainty", "cost", "evidence", "metadata", "explanation", "on_front", "objective_value")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +82,8 @@ class RankedModel(_message.Message):
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ON_FRONT_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     model_id: str
     predicted_score: float
@@ -89,7 +92,63 @@ class RankedModel(_message.Message):
     evidence: _containers.RepeatedCompositeFieldContainer[Evidence]
     metadata: _containers.ScalarMap[str, str]
     explanation: str
-    def __init__(self, rank: _Optional[int] = ..., model_id: _Optional[str] = ..., predicted_score: _Optional[float] = ..., uncertainty: _Optional[float] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    on_front: bool
+    objective_value: float
+    def __init__(self, rank: _Optional[int] = ..., model_id: _Optional[str] = ..., predicted_score: _Optional[float] = ..., uncertainty: _Optional[float] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., evidence: _Optional[_Iterable[_Union[Evidence, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., explanation: _Optional[str] = ..., on_front: _Optional[bool] = ..., objective_value: _Optional[float] = ...) -> None: ...
+
+class Objective(_message.Message):
+    __slots__ = ("kind", "cost")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SCORE: _ClassVar[Objective.Kind]
+        SCORE_PER_COST: _ClassVar[Objective.Kind]
+        PARETO: _ClassVar[Objective.Kind]
+    SCORE: Objective.Kind
+    SCORE_PER_COST: Objective.Kind
+    PARETO: Objective.Kind
+    class CostKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        COST_UNSPECIFIED: _ClassVar[Objective.CostKind]
+        TRAIN_SECONDS: _ClassVar[Objective.CostKind]
+        INFERENCE_SECONDS: _ClassVar[Objective.CostKind]
+        MEMORY_BYTES: _ClassVar[Objective.CostKind]
+    COST_UNSPECIFIED: Objective.CostKind
+    TRAIN_SECONDS: Objective.CostKind
+    INFERENCE_SECONDS: Objective.CostKind
+    MEMORY_BYTES: Objective.CostKind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    kind: Objective.Kind
+    cost: Objective.CostKind
+    def __init__(self, kind: _Optional[_Union[Objective.Kind, str]] = ..., cost: _Optional[_Union[Objective.CostKind, str]] = ...) -> None: ...
+
+class Removal(_message.Message):
+    __slots__ = ("reason", "source", "removed", "better", "best_score", "model_ids", "explanation")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BETTER_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    source: str
+    removed: int
+    better: int
+    best_score: float
+    model_ids: _containers.RepeatedScalarFieldContainer[str]
+    explanation: str
+    def __init__(self, reason: _Optional[str] = ..., source: _Optional[str] = ..., removed: _Optional[int] = ..., better: _Optional[int] = ..., best_score: _Optional[float] = ..., model_ids: _Optional[_Iterable[str]] = ..., explanation: _Optional[str] = ...) -> None: ...
+
+class Profile(_message.Message):
+    __slots__ = ("name", "description", "constraints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    constraints: Constraints
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ...) -> None: ...
 
 class ProbeResult(_message.Message):
     __slots__ = ("model_id", "kind", "value", "seconds", "detail")

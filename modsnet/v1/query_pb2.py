@@ -25,35 +25,39 @@ _sym_db = _symbol_database.Default()
 from modsnet.v1 import common_pb2 as modsnet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modsnet/v1/query.proto\x12\nmodsnet.v1\x1a\x17modsnet/v1/common.proto\"\xc2\x01\n\x0cSearchHeader\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x15\n\rtarget_column\x18\x03 \x01(\t\x12,\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x17.modsnet.v1.Constraints\x12\x14\n\x0cprobe_budget\x18\x05 \x01(\x05\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x10\n\x08modality\x18\x07 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x08 \x01(\t\"T\n\rSearchRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.modsnet.v1.SearchHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xd9\x01\n\x0e\x44\x61tasetSummary\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x05 \x01(\x03\x12\x15\n\rtarget_column\x18\x06 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x07 \x01(\x03\x12-\n\x08\x66\x65\x61tures\x18\x08 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\x18\n\x10known_dataset_id\x18\t \x01(\t\"\x8e\x03\n\x0eSearchResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.modsnet.v1.RankedModel\x12+\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1a.modsnet.v1.DatasetSummary\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\x11\n\testimator\x18\x06 \x01(\t\x12\x15\n\rgraph_version\x18\x07 \x01(\x03\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x13\n\x0bprobes_used\x18\t \x01(\x05\x12\x1f\n\x17\x65xcluded_by_constraints\x18\n \x01(\x05\x12\'\n\x06probes\x18\x0b \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12\x32\n\x0erecommendation\x18\x0c \x01(\x0b\x32\x1a.modsnet.v1.Recommendation\x12(\n\x07timings\x18\r \x03(\x0b\x32\x17.modsnet.v1.StageTiming\"<\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\x81\x01\n\x18ReportPerformanceRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1e\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x10.modsnet.v1.Cost\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8a\x01\n\x19ReportPerformanceResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x13\n\x0bquarantined\x18\x04 \x01(\x08\x12\x19\n\x11quarantine_reason\x18\x05 \x01(\t\"5\n\x10\x46indModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\"9\n\x14\x44ownloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\"c\n\x0e\x41rtifactHeader\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"^\n\x15\x44ownloadModelResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.modsnet.v1.ArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\x98\x03\n\x05Query\x12\x41\n\x06Search\x12\x19.modsnet.v1.SearchRequest\x1a\x1a.modsnet.v1.SearchResponse(\x01\x12T\n\rListLibraries\x12 .modsnet.v1.ListLibrariesRequest\x1a!.modsnet.v1.ListLibrariesResponse\x12<\n\tFindModel\x12\x1c.modsnet.v1.FindModelRequest\x1a\x11.modsnet.v1.Model\x12V\n\rDownloadModel\x12 .modsnet.v1.DownloadModelRequest\x1a!.modsnet.v1.DownloadModelResponse0\x01\x12`\n\x11ReportPerformance\x12$.modsnet.v1.ReportPerformanceRequest\x1a%.modsnet.v1.ReportPerformanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16modsnet/v1/query.proto\x12\nmodsnet.v1\x1a\x17modsnet/v1/common.proto\"\x15\n\x13ListProfilesRequest\"=\n\x14ListProfilesResponse\x12%\n\x08profiles\x18\x01 \x03(\x0b\x32\x13.modsnet.v1.Profile\"\xfd\x01\n\x0cSearchHeader\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x15\n\rtarget_column\x18\x03 \x01(\t\x12,\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x17.modsnet.v1.Constraints\x12\x14\n\x0cprobe_budget\x18\x05 \x01(\x05\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x10\n\x08modality\x18\x07 \x01(\t\x12\x17\n\x0f\x65xpected_sha256\x18\x08 \x01(\t\x12(\n\tobjective\x18\t \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\n \x01(\t\"T\n\rSearchRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.modsnet.v1.SearchHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xd9\x01\n\x0e\x44\x61tasetSummary\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x10\n\x08modality\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0f\n\x07\x63olumns\x18\x05 \x01(\x03\x12\x15\n\rtarget_column\x18\x06 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x07 \x01(\x03\x12-\n\x08\x66\x65\x61tures\x18\x08 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\x18\n\x10known_dataset_id\x18\t \x01(\t\"\x9e\x04\n\x0eSearchResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\x12\'\n\x06models\x18\x03 \x03(\x0b\x32\x17.modsnet.v1.RankedModel\x12+\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1a.modsnet.v1.DatasetSummary\x12\x0e\n\x06metric\x18\x05 \x01(\t\x12\x11\n\testimator\x18\x06 \x01(\t\x12\x15\n\rgraph_version\x18\x07 \x01(\x03\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x13\n\x0bprobes_used\x18\t \x01(\x05\x12\x1f\n\x17\x65xcluded_by_constraints\x18\n \x01(\x05\x12\'\n\x06probes\x18\x0b \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12\x32\n\x0erecommendation\x18\x0c \x01(\x0b\x32\x1a.modsnet.v1.Recommendation\x12%\n\x08removals\x18\r \x03(\x0b\x32\x13.modsnet.v1.Removal\x12(\n\tobjective\x18\x0e \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\x0f \x01(\t\x12,\n\x0b\x63onstraints\x18\x10 \x01(\x0b\x32\x17.modsnet.v1.Constraints\x12(\n\x07timings\x18\x11 \x03(\x0b\x32\x17.modsnet.v1.StageTiming\"<\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\t\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\x81\x01\n\x18ReportPerformanceRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x1e\n\x04\x63ost\x18\x04 \x01(\x0b\x32\x10.modsnet.v1.Cost\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x8a\x01\n\x19ReportPerformanceResponse\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x13\n\x0bquarantined\x18\x04 \x01(\x08\x12\x19\n\x11quarantine_reason\x18\x05 \x01(\t\"5\n\x10\x46indModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\"9\n\x14\x44ownloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07library\x18\x02 \x01(\t\"c\n\x0e\x41rtifactHeader\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"^\n\x15\x44ownloadModelResponse\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.modsnet.v1.ArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\xeb\x03\n\x05Query\x12\x41\n\x06Search\x12\x19.modsnet.v1.SearchRequest\x1a\x1a.modsnet.v1.SearchResponse(\x01\x12T\n\rListLibraries\x12 .modsnet.v1.ListLibrariesRequest\x1a!.modsnet.v1.ListLibrariesResponse\x12<\n\tFindModel\x12\x1c.modsnet.v1.FindModelRequest\x1a\x11.modsnet.v1.Model\x12V\n\rDownloadModel\x12 .modsnet.v1.DownloadModelRequest\x1a!.modsnet.v1.DownloadModelResponse0\x01\x12`\n\x11ReportPerformance\x12$.modsnet.v1.ReportPerformanceRequest\x1a%.modsnet.v1.ReportPerformanceResponse\x12Q\n\x0cListProfiles\x12\x1f.modsnet.v1.ListProfilesRequest\x1a .modsnet.v1.ListProfilesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modsnet.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHHEADER']._serialized_start=64
-  _globals['_SEARCHHEADER']._serialized_end=258
-  _globals['_SEARCHREQUEST']._serialized_start=260
-  _globals['_SEARCHREQUEST']._serialized_end=344
-  _globals['_DATASETSUMMARY']._serialized_start=347
-  _globals['_DATASETSUMMARY']._serialized_end=564
-  _globals['_SEARCHRESPONSE']._serialized_start=567
-  _globals['_SEARCHRESPONSE']._serialized_end=965
-  _globals['_STAGETIMING']._serialized_start=967
-  _globals['_STAGETIMING']._serialized_end=1027
-  _globals['_REPORTPERFORMANCEREQUEST']._serialized_start=1030
-  _globals['_REPORTPERFORMANCEREQUEST']._serialized_end=1159
-  _globals['_REPORTPERFORMANCERESPONSE']._serialized_start=1162
-  _globals['_REPORTPERFORMANCERESPONSE']._serialized_end=1300
-  _globals['_FINDMODELREQUEST']._serialized_start=1302
-  _globals['_FINDMODELREQUEST']._serialized_end=1355
-  _globals['_DOWNLOADMODELREQUEST']._serialized_start=1357
-  _globals['_DOWNLOADMODELREQUEST']._serialized_end=1414
-  _globals['_ARTIFACTHEADER']._serialized_start=1416
-  _globals['_ARTIFACTHEADER']._serialized_end=1515
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=1517
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=1611
-  _globals['_QUERY']._serialized_start=1614
-  _globals['_QUERY']._serialized_end=2022
+  _globals['_LISTPROFILESREQUEST']._serialized_start=63
+  _globals['_LISTPROFILESREQUEST']._serialized_end=84
+  _globals['_LISTPROFILESRESPONSE']._serialized_start=86
+  _globals['_LISTPROFILESRESPONSE']._serialized_end=147
+  _globals['_SEARCHHEADER']._serialized_start=150
+  _globals['_SEARCHHEADER']._serialized_end=403
+  _globals['_SEARCHREQUEST']._serialized_start=405
+  _globals['_SEARCHREQUEST']._serialized_end=489
+  _globals['_DATASETSUMMARY']._serialized_start=492
+  _globals['_DATASETSUMMARY']._serialized_end=709
+  _globals['_SEARCHRESPONSE']._serialized_start=712
+  _globals['_SEARCHRESPONSE']._serialized_end=1254
+  _globals['_STAGETIMING']._serialized_start=1256
+  _globals['_STAGETIMING']._serialized_end=1316
+  _globals['_REPORTPERFORMANCEREQUEST']._serialized_start=1319
+  _globals['_REPORTPERFORMANCEREQUEST']._serialized_end=1448
+  _globals['_REPORTPERFORMANCERESPONSE']._serialized_start=1451
+  _globals['_REPORTPERFORMANCERESPONSE']._serialized_end=1589
+  _globals['_FINDMODELREQUEST']._serialized_start=1591
+  _globals['_FINDMODELREQUEST']._serialized_end=1644
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=1646
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=1703
+  _globals['_ARTIFACTHEADER']._serialized_start=1705
+  _globals['_ARTIFACTHEADER']._serialized_end=1804
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=1806
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=1900
+  _globals['_QUERY']._serialized_start=1903
+  _globals['_QUERY']._serialized_end=2394
 # @@protoc_insertion_point(module_scope)

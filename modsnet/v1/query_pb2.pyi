@@ -7,8 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListProfilesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListProfilesResponse(_message.Message):
+    __slots__ = ("profiles",)
+    PROFILES_FIELD_NUMBER: _ClassVar[int]
+    profiles: _containers.RepeatedCompositeFieldContainer[_common_pb2.Profile]
+    def __init__(self, profiles: _Optional[_Iterable[_Union[_common_pb2.Profile, _Mapping]]] = ...) -> None: ...
+
 class SearchHeader(_message.Message):
-    __slots__ = ("library", "k", "target_column", "constraints", "probe_budget", "filename", "modality", "expected_sha256")
+    __slots__ = ("library", "k", "target_column", "constraints", "probe_budget", "filename", "modality", "expected_sha256", "objective", "profile")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     TARGET_COLUMN_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +27,8 @@ class SearchHeader(_message.Message):
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     library: str
     k: int
     target_column: str
@@ -25,7 +37,9 @@ class SearchHeader(_message.Message):
     filename: str
     modality: str
     expected_sha256: str
-    def __init__(self, library: _Optional[str] = ..., k: _Optional[int] = ..., target_column: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., expected_sha256: _Optional[str] = ...) -> None: ...
+    objective: _common_pb2.Objective
+    profile: str
+    def __init__(self, library: _Optional[str] = ..., k: _Optional[int] = ..., target_column: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., expected_sha256: _Optional[str] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -58,7 +72,7 @@ class DatasetSummary(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., target_column: _Optional[str] = ..., classes: _Optional[int] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., known_dataset_id: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation", "timings")
+    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation", "removals", "objective", "profile", "constraints", "timings")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +85,10 @@ class SearchResponse(_message.Message):
     EXCLUDED_BY_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    REMOVALS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     library: str
@@ -84,8 +102,12 @@ class SearchResponse(_message.Message):
     excluded_by_constraints: int
     probes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
     recommendation: _common_pb2.Recommendation
+    removals: _containers.RepeatedCompositeFieldContainer[_common_pb2.Removal]
+    objective: _common_pb2.Objective
+    profile: str
+    constraints: _common_pb2.Constraints
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
-    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., removals: _Optional[_Iterable[_Union[_common_pb2.Removal, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "layer", "seconds")

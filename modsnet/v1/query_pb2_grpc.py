@@ -60,6 +60,11 @@ class QueryStub:
                 request_serializer=modsnet_dot_v1_dot_query__pb2.ReportPerformanceRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_query__pb2.ReportPerformanceResponse.FromString,
                 _registered_method=True)
+        self.ListProfiles = channel.unary_unary(
+                '/modsnet.v1.Query/ListProfiles',
+                request_serializer=modsnet_dot_v1_dot_query__pb2.ListProfilesRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_query__pb2.ListProfilesResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -105,6 +110,13 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProfiles(self, request, context):
+        """The hardware profiles a search may name, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +144,11 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.ReportPerformance,
                     request_deserializer=modsnet_dot_v1_dot_query__pb2.ReportPerformanceRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_query__pb2.ReportPerformanceResponse.SerializeToString,
+            ),
+            'ListProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProfiles,
+                    request_deserializer=modsnet_dot_v1_dot_query__pb2.ListProfilesRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_query__pb2.ListProfilesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class Query:
             '/modsnet.v1.Query/ReportPerformance',
             modsnet_dot_v1_dot_query__pb2.ReportPerformanceRequest.SerializeToString,
             modsnet_dot_v1_dot_query__pb2.ReportPerformanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Query/ListProfiles',
+            modsnet_dot_v1_dot_query__pb2.ListProfilesRequest.SerializeToString,
+            modsnet_dot_v1_dot_query__pb2.ListProfilesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,8 @@ class QueryStub:
     negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
     (the response says why) and not learned from until an admin confirms it.
     """
+    ListProfiles: _grpc.UnaryUnaryMultiCallable[_query_pb2.ListProfilesRequest, _query_pb2.ListProfilesResponse]
+    """The hardware profiles a search may name, sorted by name."""
 
 @_typing.type_check_only
 class QueryAsyncStub(QueryStub):
@@ -74,6 +76,8 @@ class QueryAsyncStub(QueryStub):
     negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
     (the response says why) and not learned from until an admin confirms it.
     """
+    ListProfiles: _aio.UnaryUnaryMultiCallable[_query_pb2.ListProfilesRequest, _query_pb2.ListProfilesResponse]  # type: ignore[assignment]
+    """The hardware profiles a search may name, sorted by name."""
 
 class QueryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -123,5 +127,13 @@ class QueryServicer(metaclass=_abc_1.ABCMeta):
         negative or non-finite cost; nothing is stored then. An implausible score is stored but quarantined
         (the response says why) and not learned from until an admin confirms it.
         """
+
+    @_abc_1.abstractmethod
+    def ListProfiles(
+        self,
+        request: _query_pb2.ListProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ListProfilesResponse, _abc.Awaitable[_query_pb2.ListProfilesResponse]]:
+        """The hardware profiles a search may name, sorted by name."""
 
 def add_QueryServicer_to_server(servicer: QueryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

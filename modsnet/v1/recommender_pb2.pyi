@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id", "probes")
+    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id", "probes", "objective", "profile")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,8 @@ class RecommendRequest(_message.Message):
     PROBE_BUDGET_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     library: str
     features: _common_pb2.DatasetFeatures
     k: int
@@ -23,7 +25,9 @@ class RecommendRequest(_message.Message):
     probe_budget: int
     dataset_id: str
     probes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
-    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ...) -> None: ...
+    objective: _common_pb2.Objective
+    profile: str
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class SelectProbesRequest(_message.Message):
     __slots__ = ("library", "features", "budget", "dataset_id")
@@ -46,7 +50,7 @@ class SelectProbesResponse(_message.Message):
     def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints", "recommendation")
+    __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints", "recommendation", "removals", "objective", "profile", "constraints")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +58,10 @@ class RecommendResponse(_message.Message):
     PROBES_USED_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_BY_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    REMOVALS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
     graph_version: int
     estimator: str
@@ -61,7 +69,11 @@ class RecommendResponse(_message.Message):
     probes_used: int
     excluded_by_constraints: int
     recommendation: _common_pb2.Recommendation
-    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ..., estimator: _Optional[str] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ...) -> None: ...
+    removals: _containers.RepeatedCompositeFieldContainer[_common_pb2.Removal]
+    objective: _common_pb2.Objective
+    profile: str
+    constraints: _common_pb2.Constraints
+    def __init__(self, models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., graph_version: _Optional[int] = ..., estimator: _Optional[str] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., removals: _Optional[_Iterable[_Union[_common_pb2.Removal, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("library",)

@@ -37,11 +37,13 @@ from modsnet.data.graph import (
     InteractionRecord,
     LibraryInfo,
     ModelNode,
+    Objective,
     ProbeRecord,
     QueryRecord,
     Ranking,
     check_cost,
 )
+from modsnet.data.profiles import PROFILES, Profile, profile_named
 from modsnet.models.probing import measure, needs_artifact
 from modsnet.runtime import deadline, logs, observe
 from modsnet.runtime.errors import Busy, DataLoss, InvalidArgument, NotFound, ResourceExhausted
@@ -82,6 +84,8 @@ class SearchOptions:
     filename: str = ""
     modality: str = ""
     expected_sha256: str = ""
+    objective: Objective = field(default_factory=Objective)
+    profile: str = ""  # a hardware profile's name (modsnet.data.profiles), "" for none
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,9 @@ class QueryCore:
         return replace(result, timings=watch.laps)
 
     def _search(self, options: SearchOptions, chunks: Iterable[bytes]) -> SearchResult:
+        # Named things are checked before the upload is read: a mistyped profile costs no upload.
+        options.objective.check()
+        profile_named(options.profile)
         filename = PurePath(options.filename or "upload").name
         modality = options.modality or "unknown"
         try:
@@ -246,6 +253,8 @@ class QueryCore:
                 probe_budget=options.probe_budget,
                 dataset_id=known,
                 probes=probes,
+                objective=options.objective,
+                profile=options.profile,
             )
             query_id = logs.current_query_id() or uuid.uuid4().hex
             observe.stage("log")
@@ -366,6 +375,9 @@ class QueryCore:
 
     def list_libraries(self) -> list[LibraryInfo]:
         return self.knowledge.list_libraries()
+
+    def list_profiles(self) -> list[Profile]:
+        return [PROFILES[name] for name in sorted(PROFILES)]
 
     def find_model(self, model_id: str, library: str = "") -> ModelNode:
         """A model by id, in `library` or in whichever single library has it."""

@@ -6,13 +6,18 @@ from collections.abc import Iterator
 
 from modsnet.runtime.convert import (
     constraints_from_pb,
+    constraints_to_pb,
     cost_from_pb,
     features_to_pb,
     library_to_pb,
     model_to_pb,
+    objective_from_pb,
+    objective_to_pb,
     probe_to_pb,
+    profile_to_pb,
     ranked_models_to_pb,
     recommendation_to_pb,
+    removal_to_pb,
 )
 from modsnet.runtime.errors import InvalidArgument
 from modsnet.v1 import common_pb2 as pb
@@ -47,6 +52,8 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             filename=h.filename,
             modality=h.modality,
             expected_sha256=h.expected_sha256,
+            objective=objective_from_pb(h.objective),
+            profile=h.profile,
         )
         result = self.core.search(options, chunks())
         d = result.dataset
@@ -74,11 +81,18 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             excluded_by_constraints=answer.excluded_by_constraints,
             probes=[probe_to_pb(p) for p in result.probes],
             recommendation=recommendation_to_pb(answer.recommendation),
+            removals=[removal_to_pb(r) for r in answer.removals],
+            objective=objective_to_pb(answer.objective),
+            profile=answer.profile,
+            constraints=constraints_to_pb(answer.constraints) if answer.constraints is not None else None,
             timings=[qpb.StageTiming(stage=t.stage, layer=t.layer, seconds=t.seconds) for t in result.timings],
         )
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:
         return pb.ListLibrariesResponse(libraries=[library_to_pb(i) for i in self.core.list_libraries()])
+
+    def ListProfiles(self, request: qpb.ListProfilesRequest, context: object) -> qpb.ListProfilesResponse:
+        return qpb.ListProfilesResponse(profiles=[profile_to_pb(p) for p in self.core.list_profiles()])
 
     def FindModel(self, request: qpb.FindModelRequest, context: object) -> pb.Model:
         return model_to_pb(self.core.find_model(request.model_id, request.library))

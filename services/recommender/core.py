@@ -33,17 +33,19 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Recommendation, Snapshot
+from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Objective, Recommendation, Removal, Snapshot
+from modsnet.data.profiles import combine, profile_named
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
+from . import objectives
 from .calibration import calibrated
 from .estimators.base import Prediction, ProbeRecord
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
-from .recommendation import answer_positions, recommend_one
+from .recommendation import answer_positions
 
 
 def _learnable(snapshot: Snapshot) -> Snapshot:
@@ -76,6 +78,8 @@ class Ranked:
     rank: int
     prediction: Prediction
     model: ModelNode
+    on_front: bool = False  # objective pareto: on the front of score against its cost
+    objective_value: float = 0.0  # objective score-per-cost: the value ranked by
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class Answer:
     probes_used: int
     excluded_by_constraints: int
     recommendation: Recommendation | None  # None when the constraints left no model
+    removals: list[Removal] = dataclasses.field(default_factory=list)  # what each limit kept out (objectives.py)
+    objective: Objective = dataclasses.field(default_factory=Objective)
+    profile: str = ""
+    constraints: Constraints | None = None  # the limits in effect: the request's and the profile's
 
 
 @dataclass
@@ -430,11 +438,19 @@ class RecommenderCore:
         probe_budget: int = MAX_PROBES,
         dataset_id: str = "",
         probes: Sequence[ProbeRecord] = (),
+        objective: Objective | None = None,
+        profile: str = "",
     ) -> Answer:
         """The top-k models for a dataset, using the probes of at most `probe_budget` models (the first
         named: the probe-selector's order, best first), and the one to take (`recommendation.py`): a model
         measured by a probe when it beat every prediction, else the top-1. A measured model recommended
-        from below the top-k takes the last place, so the answer keeps k models and holds it."""
+        from below the top-k takes the last place, so the answer keeps k models and holds it.
+
+        The limits are `constraints` combined with the hardware `profile`'s (the stricter wins); the models
+        they allow are ranked by `objective`, and the answer says what each limit removed (`objectives.py`)."""
+        objective = objective or Objective()  # the best predicted score
+        objective.check()
+        limits, sources = combine(constraints, profile_named(profile))
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, not {k}")
         if probe_budget < 0:
@@ -462,18 +478,34 @@ class RecommenderCore:
         else:
             predictions = estimator.predict(features, known_dataset=scored, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=scored)
-        allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
-        excluded = len(predictions) - len(allowed)
-        # Best first; ties (equal predictions) broken by lower uncertainty, then id, so answers are stable.
         sign = estimator.sign
-        allowed.sort(key=lambda p: (-sign * p.score, p.uncertainty, p.model_id))
         higher_is_better = bool(served.library.meta.get("higher_is_better", True))
-        pick = recommend_one(allowed, probes, higher_is_better=higher_is_better, k=k)
-        keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
+        objectives.check(objective, higher_is_better=higher_is_better, library=library)
+        # Best first by the objective; equal values go to the better score, then lower uncertainty, then id.
+        selection = objectives.select(predictions, served.models, limits, objective, sign=sign)
+        ranking = selection.ranking
+        pick = objectives.choose(selection, probes, objective, higher_is_better=higher_is_better, k=k)
+        keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
         ranked = [
-            Ranked(i + 1, allowed[i], served.models[allowed[i].model_id])
-            for i in answer_positions(len(allowed), k, keep)
+            Ranked(
+                i + 1,
+                ranking[i],
+                served.models[ranking[i].model_id],
+                on_front=ranking[i].model_id in selection.front,
+                objective_value=selection.values.get(ranking[i].model_id, 0.0),
+            )
+            for i in answer_positions(len(ranking), k, keep)
         ]
+        removals = objectives.removals(
+            selection,
+            [r.prediction.model_id for r in ranked],
+            ranking[keep].score if keep is not None else None,
+            objective,
+            limits,
+            sources,
+            sign=sign,
+            k=k,
+        )
         RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         return Answer(
             models=ranked,
@@ -481,8 +513,12 @@ class RecommenderCore:
             estimator=estimator.name,
             path="transductive" if scored else "inductive",
             probes_used=probes_used,
-            excluded_by_constraints=excluded,
+            excluded_by_constraints=selection.excluded,
             recommendation=pick,
+            removals=removals,
+            objective=objective,
+            profile=profile,
+            constraints=limits,
         )
 
     def select_probes(

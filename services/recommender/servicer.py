@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modsnet.data.graph import RankedModel, Ranking
-from modsnet.runtime.convert import constraints_from_pb, probe_from_pb, ranking_to_pb
+from modsnet.runtime.convert import constraints_from_pb, objective_from_pb, probe_from_pb, ranking_to_pb
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
@@ -23,6 +23,8 @@ def _ranking(result: Answer) -> Ranking:
                 evidence=r.prediction.evidence,
                 metadata=r.model.metadata,
                 explanation=r.prediction.explanation,
+                on_front=r.on_front,
+                objective_value=r.objective_value,
             )
             for r in result.models
         ],
@@ -32,6 +34,10 @@ def _ranking(result: Answer) -> Ranking:
         probes_used=result.probes_used,
         excluded_by_constraints=result.excluded_by_constraints,
         recommendation=result.recommendation,
+        removals=result.removals,
+        objective=result.objective,
+        profile=result.profile,
+        constraints=result.constraints,
     )
 
 
@@ -65,6 +71,8 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             probe_budget=request.probe_budget,
             dataset_id=request.dataset_id,
             probes=[probe_from_pb(p) for p in request.probes],
+            objective=objective_from_pb(request.objective),
+            profile=request.profile,
         )
         return ranking_to_pb(_ranking(result))
 
