@@ -133,7 +133,9 @@ def services(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     """The four services, each its own `modsnet serve` process of the venv, embedded backends, loopback."""
     home = tmp_path_factory.mktemp("services")
     addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, _free_ports(len(SERVICES)), strict=True)}
-    env = _clean_env(**{f"MODSNET_{s.upper()}_ADDR": a for s, a in addresses.items()}, MODSNET_GRACE="2")
+    # The suite's small GNN (tests/conftest.py) trains the samples in seconds; the estimator is the same code.
+    small_gnn = {k: os.environ[k] for k in ("MODSNET_GNN_MEMBERS", "MODSNET_GNN_STEPS") if k in os.environ}
+    env = _clean_env(**{f"MODSNET_{s.upper()}_ADDR": a for s, a in addresses.items()}, MODSNET_GRACE="2", **small_gnn)
     processes = []
     try:
         for service in SERVICES:
