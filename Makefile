@@ -37,6 +37,10 @@ fuzz: setup ## fuzz every parser and every RPC, 10,000 cases per target (hours o
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics -rxX \
 		tests/test_fuzz_parsers.py tests/test_fuzz_requests.py
 
+.PHONY: api-fuzz
+api-fuzz: setup ## schemathesis on the HTTP API, 1,000 cases per operation and mode (API_FUZZ_EXAMPLES=N for more or fewer)
+	API_FUZZ_EXAMPLES=$(or $(API_FUZZ_EXAMPLES),1000) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/test_http_schema.py
+
 .PHONY: lint
 lint: setup ## ruff on everything, mypy on the runtime package
 	$(BIN)/ruff check .
