@@ -196,3 +196,22 @@ def test_narrow_window(browser: object, web_url: str, tmp_path: Path) -> None:
     assert overflow <= 0, overflow
     page.screenshot(path=str(SHOTS / "search-narrow.png"))
     context.close()
+
+
+def test_evaluation_view(page: object, web_url: str, web_cluster: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modsnet import cli
+
+    for service in ("query", "knowledge", "storage", "recommender"):
+        monkeypatch.setenv(f"MODSNET_{service.upper()}_ADDR", web_cluster.addresses[service])  # type: ignore[attr-defined]
+    # The baselines and the kNN estimator only: the GNN's leave-one-out fits take minutes (docs/benchmarks.md).
+    methods = ["--methods", "popularity", "knn", "random", "--targets", "d0", "d3", "d6", "--budgets", "0", "1", "3"]
+    assert cli.main(["eval", "synth", *methods]) == 0
+    page.goto(f"{web_url}/#/eval/synth")  # type: ignore[attr-defined]
+    assert _rendered(page, "eval-mean-chart", ".bars .point") == 9  # 3 methods x 3 correlations
+    assert _rendered(page, "eval-target-chart", ".bars .point") >= 6
+    assert _rendered(page, "eval-calibration-chart", ".bars .point") == 2  # the kNN estimator has intervals
+    # No decision table without the ModsNet method (its regret is what the table compares): no chart for it either.
+    assert page.locator("#eval-decisions-chart").count() == 0  # type: ignore[attr-defined]
+    rows = page.locator("table tbody tr")  # type: ignore[attr-defined]
+    assert sorted(rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())) == ["knn", "popularity", "random"]
+    page.screenshot(path=str(SHOTS / "evaluation.png"), full_page=True)  # type: ignore[attr-defined]

@@ -21,10 +21,8 @@ import numpy as np
 
 from modsnet.data.graph import LibraryInfo, ModelNode, Snapshot
 from modsnet.runtime.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+from modsnet.runtime.stubs import EVALUATION_POINTER, KnowledgeClient, StorageClient
 
-# Storage pointer under which `modsnet eval` keeps a library's latest report (a JSON blob).
-EVALUATION_POINTER = "evaluation/{library}"
 NEAREST = 8  # datasets listed as nearest on a dataset's page
 BEST = 10  # models listed as best on a dataset's page
 MAX_SCAN_POINTS = 200_000  # points of one scan the XRD view draws (a finder gets them all)

@@ -648,7 +648,7 @@ def published_dir_for(library: str, root: Path) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationReport], None] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.recommender.evaluation",
         description="Leave-one-dataset-out evaluation of the recommender's estimator and baselines on a bundle.",
@@ -692,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         published_dir=published,
         budgets=args.budgets,
     )
+    if on_report is not None:  # `modsnet eval` keeps it for the web app
+        on_report(report)
     print(report.to_json() if args.json else report.to_table(per_target=args.per_target))
     return 0
 
