@@ -52,6 +52,10 @@ fuzz: setup ## fuzz every parser and every RPC, 10,000 cases per target (hours o
 api-fuzz: setup ## schemathesis on the HTTP API, 1,000 cases per operation and mode (API_FUZZ_EXAMPLES=N for more or fewer)
 	API_FUZZ_EXAMPLES=$(or $(API_FUZZ_EXAMPLES),1000) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/test_http_schema.py
 
+.PHONY: screenshots
+screenshots: setup browser ## run the browser tests, saving their screenshots to docs/screenshots (shown in the README)
+	MODSNET_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_web.py
+
 .PHONY: web
 web: setup ## serve the web app on the embedded default (http://127.0.0.1:8750; WEB_PORT=N)
 	$(BIN)/modsnet web --port $(or $(WEB_PORT),8750)

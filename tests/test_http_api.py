@@ -27,25 +27,30 @@ def _csv(rows: int = 120, seed: int = 3) -> bytes:
 def test_libraries_and_the_insight_pages(web_url: str) -> None:
     libraries = {lib["name"]: lib for lib in requests.get(f"{web_url}/api/libraries").json()["libraries"]}
     synth = libraries["synth"]
-    assert (synth["models"], synth["datasets"], synth["interactions"]) == (6, 10, 60)
-    assert synth["density"] == pytest.approx(1.0)
+    # 6 models x 10 datasets, all scored; other tests of this session may have added feedback datasets
+    n = synth["datasets"]
+    assert synth["models"] == 6 and n >= 10 and synth["interactions"] >= 60
+    assert synth["density"] == pytest.approx(synth["interactions"] / (6 * n))
     assert libraries["xrdzoo"]["modality"] == "xrd"
 
     matrix = requests.get(f"{web_url}/api/libraries/synth/matrix").json()
-    assert len(matrix["models"]) == 6 and len(matrix["datasets"]) == 10
-    assert len(matrix["scores"]) == 6 and all(len(row) == 10 for row in matrix["scores"])
+    assert len(matrix["models"]) == 6 and len(matrix["datasets"]) == n
+    assert len(matrix["scores"]) == 6 and all(len(row) == n for row in matrix["scores"])
     # Datasets come easiest first: column means never rise from left to right.
-    means = [sum(row[j] for row in matrix["scores"]) / 6 for j in range(10)]
+    columns = [[row[j] for row in matrix["scores"] if row[j] is not None] for j in range(n)]
+    means = [sum(c) / len(c) for c in columns]
     assert means == sorted(means, reverse=True)
 
     model = requests.get(f"{web_url}/api/libraries/synth/models/m0").json()
-    assert model["interactions"] == 10 and model["metadata"] == {"family": "up"}
+    assert model["interactions"] >= 10 and model["metadata"] == {"family": "up"} and not model["has_artifact"]
     assert [s["score"] for s in model["scores"]] == sorted((s["score"] for s in model["scores"]), reverse=True)
 
     dataset = requests.get(f"{web_url}/api/libraries/synth/datasets/d0").json()
     assert len(dataset["best_models"]) == 6 and dataset["features"]
     assert dataset["nearest"] and all(n["dataset_id"] != "d0" and n["why"] for n in dataset["nearest"])
-    assert all(n["score_correlation"] is not None for n in dataset["nearest"])  # all 6 models are on every dataset
+    # The library's own datasets share all 6 models with d0: their scores' correlation is part of the why.
+    own = [n for n in dataset["nearest"] if not n["dataset_id"].startswith("query-")]
+    assert own and all(n["score_correlation"] is not None and "correlation" in n["why"] for n in own)
 
 
 def test_search_a_csv_then_report_a_score(web_url: str) -> None:
@@ -122,7 +127,8 @@ def test_bad_feedback_and_unknown_routes(web_url: str) -> None:
     wrong_method = requests.get(f"{web_url}/api/search")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]
     assert requests.get(f"{web_url}/api/libraries/synth/models/nope").status_code == 404
-    assert requests.get(f"{web_url}/api/libraries/synth/evaluation").status_code == 404
+    never = requests.get(f"{web_url}/api/libraries/xrdzoo/evaluation")  # no test evaluates it
+    assert never.status_code == 404 and "modsnet eval xrdzoo" in never.json()["error"]
 
 
 def test_artifact_download_and_xrd_peaks(web_url: str, xrd_scan: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from synthetic import make_table
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("MODSNET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-SHOTS = ROOT / "docs" / "screenshots"
+# `make screenshots` refreshes the README's (docs/screenshots); otherwise they go to a temp folder.
+SHOTS = Path(os.environ.get("MODSNET_SCREENSHOTS") or tempfile.mkdtemp(prefix="modsnet-screenshots-"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
 
@@ -75,7 +77,7 @@ def _search(page: object, web_url: str, csv: Path) -> None:
     page.wait_for_selector("#results table tbody tr", timeout=60_000)  # type: ignore[attr-defined]
 
 
-def test_search_a_csv_then_charts_feedback_and_download(page: object, web_url: str, tmp_path: Path) -> None:
+def test_search_a_csv_then_charts_and_feedback(page: object, web_url: str, tmp_path: Path) -> None:
     _search(page, web_url, _csv(tmp_path))
     rows = page.locator("#results table tbody tr")  # type: ignore[attr-defined]
     assert rows.count() == 5
@@ -84,12 +86,13 @@ def test_search_a_csv_then_charts_feedback_and_download(page: object, web_url: s
     assert "±" in first.nth(2).inner_text()
     assert rows.nth(0).locator("svg.interval circle").count() == 1  # the uncertainty bar
     assert "predicted" in first.nth(4).inner_text()  # no probe ran on this library: nothing claims "measured"
+    assert "no artifact" in first.nth(9).inner_text()  # synthetic models have nothing to download
     assert page.locator("#answer-summary").inner_text().startswith("tabular, 150 rows")  # type: ignore[attr-defined]
     assert _rendered(page, "scores-chart", ".scatterlayer .point") >= 5
     assert _rendered(page, "tradeoff-chart", ".scatterlayer .point") >= 5
     assert page.locator("#tradeoff-chart .scatterlayer .js-line").count() >= 1  # type: ignore[attr-defined]  # the front
     assert page.evaluate("window.modsnet.lastRender") is not None  # type: ignore[attr-defined]
-    page.screenshot(path=str(SHOTS / "search.png"))  # type: ignore[attr-defined]
+    page.screenshot(path=str(SHOTS / "search.png"), full_page=True)  # type: ignore[attr-defined]
 
     before = int(page.inner_text("#graph-version"))  # type: ignore[attr-defined]
     page.fill("#feedback-score", "0.83")  # type: ignore[attr-defined]
@@ -185,6 +188,13 @@ def test_xrd_view(page: object, web_url: str, xrd_scan: Path) -> None:
     assert page.locator("#xrd-chart-0 .scatterlayer .point").count() >= 1  # type: ignore[attr-defined]  # the peaks
     page.screenshot(path=str(SHOTS / "xrd.png"))  # type: ignore[attr-defined]
     assert not _axe(page)
+
+    finder = page.input_value("#xrd-finder")  # type: ignore[attr-defined]
+    page.goto(f"{web_url}/#/library/xrdzoo/model/{finder}")  # type: ignore[attr-defined]
+    with page.expect_download() as download:  # type: ignore[attr-defined]
+        page.click("text=Download artifact")  # type: ignore[attr-defined]
+    saved = download.value.path()
+    assert download.value.suggested_filename == f"{finder}.json" and json.loads(Path(saved).read_text())["kind"]
 
 
 def test_narrow_window(browser: object, web_url: str, tmp_path: Path) -> None:

@@ -401,7 +401,6 @@ class HttpApi:
         return _json(self.insight.evaluation(library))
 
     def on_model(self, request: Request, library: str, model_id: str) -> Response:
-        self.core.find_model(model_id, library)  # the same lookup (and errors) as FindModel
         return _json(self.insight.model(library, model_id))
 
     def on_dataset(self, request: Request, library: str, dataset_id: str) -> Response:

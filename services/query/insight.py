@@ -137,9 +137,8 @@ class LibraryInsight:
 
     def model(self, library: str, model_id: str) -> dict[str, Any]:
         ix = self._indexed(library)
-        model = ix.models.get(model_id)
-        if model is None:
-            raise NotFound(f"library {library!r} has no model {model_id!r}")
+        # The node itself from Knowledge: a snapshot's models carry no artifact blob (estimators need none).
+        model = self.knowledge.get_model(library, model_id)
         higher = bool(ix.snapshot.library.meta.get("higher_is_better", True))
         scores = ix.by_model.get(model_id, {})
         ranks = []  # the model's place among the models recorded on each dataset

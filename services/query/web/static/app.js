@@ -92,6 +92,7 @@ async function plot(id, traces, layout = {}) {
     paper_bgcolor: "#fff", plot_bgcolor: "#fff",
     ...layout,
   }, { responsive: true, displaylogo: false });
+  el.style.minHeight = "0";  // the placeholder height held the layout until the chart came
   el.dataset.rendered = "true";
 }
 
@@ -325,7 +326,9 @@ function showResults(answer) {
         h("ul", {}, m.evidence.map((e) => h("li", {},
           h("a", { href: datasetHref(lib, e.dataset_id) }, e.dataset_id), ` scored ${fmt(e.score)} (similarity ${fmt(e.similarity, 2)})`))))
       : h("span", { class: "muted" }, "–"),
-    h("button", { type: "button", class: "secondary", onclick: () => download(lib, m.model_id), "aria-label": `Download ${m.model_id}` }, "Download"),
+    m.metadata.artifact
+      ? h("button", { type: "button", class: "secondary", onclick: () => download(lib, m.model_id), "aria-label": `Download ${m.model_id}` }, "Download")
+      : h("span", { class: "muted" }, "no artifact"),
   ]);
   const d = answer.dataset;
   const rec = answer.recommendation;
