@@ -10,6 +10,7 @@ service alone, for the local cluster and Kubernetes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -404,7 +405,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.budgets is not None:
             forwarded += ["--budgets", *map(str, args.budgets)]
         # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
-        return evaluation.main(forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json()))
+        return evaluation.main(
+            forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
+        )
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -418,12 +421,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedCluster(home, http_port=args.port) as cluster:
-        print(f"ModsNet web app on http://{cluster.addresses['http']}/ (API: /api, described at /api/openapi.json); "
-              "Ctrl-C stops it", flush=True)
-        try:
+        print(
+            f"ModsNet web app on http://{cluster.addresses['http']}/ (API: /api, described at /api/openapi.json); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -307,7 +307,9 @@ class Client:
         return self._recommender().estimator_info(library)
 
     def store_evaluation(self, library: str, report_json: str) -> str:
-        """Keep `modsnet eval`'s report as the library's latest (the web app's evaluation view shows it); its blob id."""
+        """Keep `modsnet eval`'s report as the library's latest (the web app's evaluation view shows it).
+
+        Returns its blob id."""
         blob = self._storage().put_bytes(report_json.encode(), name=f"evaluation-{library}.json")
         self._storage().set_pointer(EVALUATION_POINTER.format(library=library), blob.blob_id)
         return str(blob.blob_id)

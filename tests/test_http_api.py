@@ -64,11 +64,16 @@ def test_search_a_csv_then_report_a_score(web_url: str) -> None:
     assert answer["dataset"]["rows"] == 120 and answer["dataset"]["filename"] == "mine.csv"
     assert answer["graph_version"] == before
     top = answer["models"][0]
-    assert top["uncertainty"] > 0 and top["evidence"] and set(top["cost"]) == {
-        "train_seconds",
-        "inference_seconds",
-        "memory_bytes",
-    }
+    assert (
+        top["uncertainty"] > 0
+        and top["evidence"]
+        and set(top["cost"])
+        == {
+            "train_seconds",
+            "inference_seconds",
+            "memory_bytes",
+        }
+    )
 
     feedback = requests.post(
         f"{web_url}/api/feedback",
@@ -104,7 +109,9 @@ def test_multipart_file_and_folder_uploads(web_url: str) -> None:
         ({"sha256": "0" * 64, "filename": "t.csv"}, _csv(), 422, "corrupt"),
     ],
 )
-def test_bad_searches_get_4xx_naming_the_field(web_url: str, params: dict, body: bytes, status: int, named: str) -> None:
+def test_bad_searches_get_4xx_naming_the_field(
+    web_url: str, params: dict, body: bytes, status: int, named: str
+) -> None:
     response = requests.post(f"{web_url}/api/search", params=params, data=body)
     assert response.status_code == status, response.text
     assert named in response.json()["error"]

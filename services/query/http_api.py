@@ -21,13 +21,14 @@ import json
 import logging
 import math
 import mimetypes
+import shutil
 import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -216,14 +217,19 @@ def search_json(result: SearchResult) -> dict[str, Any]:
 
 
 def _probe_json(p: Any) -> dict[str, Any]:
-    return {"model_id": p.model_id, "probe": p.probe, "value": _finite(p.value), "seconds": p.seconds, "detail": p.detail}
+    return {
+        "model_id": p.model_id,
+        "probe": p.probe,
+        "value": _finite(p.value),
+        "seconds": p.seconds,
+        "detail": p.detail,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- uploads
 
 
-def _body_chunks(request: Request) -> Iterator[bytes]:
-    stream = request.stream
+def _read_chunks(stream: IO[bytes]) -> Iterator[bytes]:
     while True:
         chunk = stream.read(CHUNK)
         if not chunk:
@@ -239,7 +245,7 @@ def _upload(request: Request, limit: int) -> Iterator[tuple[str, Iterator[bytes]
     if request.content_length is not None and request.content_length > limit + 1024 * 1024:
         raise RequestEntityTooLarge(f"the upload is larger than the limit of {limit} bytes")
     if request.mimetype != "multipart/form-data":
-        yield _text(request.args, "filename") or "upload", _body_chunks(request)
+        yield _text(request.args, "filename") or "upload", _read_chunks(request.stream)
         return
     request.max_form_memory_size = 1024 * 1024
     request.max_content_length = limit + 1024 * 1024
@@ -248,8 +254,9 @@ def _upload(request: Request, limit: int) -> Iterator[tuple[str, Iterator[bytes]
         raise InvalidArgument("file: a multipart upload needs at least one part named 'file'")
     if len(parts) == 1:
         part = parts[0]
-        yield _text(request.args, "filename") or PurePosixPath(part.filename or "upload").name, iter(
-            lambda: part.stream.read(CHUNK), b""
+        yield (
+            _text(request.args, "filename") or PurePosixPath(part.filename or "upload").name,
+            _read_chunks(part.stream),
         )
         return
     folder = _text(request.args, "filename") or "folder"
@@ -260,10 +267,9 @@ def _upload(request: Request, limit: int) -> Iterator[tuple[str, Iterator[bytes]
                 if not part.filename or name.is_absolute() or ".." in name.parts:
                     raise InvalidArgument(f"file[{i}]: {part.filename!r} is not a relative path inside the folder")
                 with archive.open(zipfile.ZipInfo(str(name)), "w") as member:
-                    for chunk in iter(lambda p=part: p.stream.read(CHUNK), b""):
-                        member.write(chunk)
+                    shutil.copyfileobj(part.stream, member, CHUNK)
         spool.seek(0)
-        yield (folder if folder.endswith(".zip") else f"{folder}.zip"), iter(lambda: spool.read(CHUNK), b"")
+        yield (folder if folder.endswith(".zip") else f"{folder}.zip"), _read_chunks(spool)
 
 
 # ----------------------------------------------------------------------------------------------- the app
@@ -448,7 +454,7 @@ class HttpApi:
         if not isinstance(request_id, str) or len(request_id) > 128:
             raise InvalidArgument("request_id: a string of at most 128 characters")
         feedback = self.core.report_performance(
-            query_id, model_id, float(score), Cost(**{k: float(v) for k, v in cost_in.items()}), request_id
+            str(query_id), str(model_id), float(score), Cost(**{k: float(v) for k, v in cost_in.items()}), request_id
         )
         return _json(
             {
@@ -466,9 +472,10 @@ class HttpApi:
         if not library or not model_id:
             raise InvalidArgument("library and model_id are required")
         self.core.find_model(model_id, library)  # before reading the upload: an unknown finder reads nothing
-        with _upload(request, self.core.max_upload_bytes) as (filename, chunks), self.core.upload(
-            chunks, filename
-        ) as (path, _, _):
+        with (
+            _upload(request, self.core.max_upload_bytes) as (filename, chunks),
+            self.core.upload(chunks, filename) as (path, _, _),
+        ):
             return _json(self.insight.xrd_peaks(library, model_id, path, filename, self.core.limits))
 
     def _json_body(self, request: Request) -> dict[str, Any]:
@@ -500,7 +507,6 @@ class HttpServer:
         self._server: BaseWSGIServer = make_server(
             host, port, app, threaded=True, request_handler=_QuietHandler, ssl_context=ssl_context
         )
-        self._server.daemon_threads = True
         self.port = self._server.port
         self._thread: threading.Thread | None = None
 

@@ -155,9 +155,7 @@ class LibraryInsight:
             "interactions": len(scores),
             "mean_score": float(np.mean(list(scores.values()))) if scores else None,
             "median_rank": float(np.median(ranks)) if ranks else None,
-            "scores": [
-                {"dataset_id": d, "score": s, "models_on_dataset": len(ix.by_dataset[d])} for d, s in rows
-            ],
+            "scores": [{"dataset_id": d, "score": s, "models_on_dataset": len(ix.by_dataset[d])} for d, s in rows],
         }
 
     # -- a dataset's page ---------------------------------------------------------------------------
@@ -226,7 +224,7 @@ class LibraryInsight:
                 b = np.array([theirs[m] for m in shared])
                 if a.std() > 0 and b.std() > 0:
                     correlation = float(np.corrcoef(a, b)[0, 1])
-            why = ("the library records this distance" if source == "recorded" else "closest in dataset features")
+            why = "the library records this distance" if source == "recorded" else "closest in dataset features"
             if closest:
                 why += f"; most alike in {', '.join(closest)}"
             if correlation is not None:

@@ -648,7 +648,7 @@ def published_dir_for(library: str, root: Path) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationReport], None] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationReport], object] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.recommender.evaluation",
         description="Leave-one-dataset-out evaluation of the recommender's estimator and baselines on a bundle.",
