@@ -349,6 +349,9 @@ class MethodResult:
     probe_seconds: float = 0.0  # what the probes taken would have cost to run, all targets
     probes: int = 0
     note: str = ""
+    # Per target: the candidate models, their true and predicted scores (and sd where the method has one),
+    # kept for the web app's predicted-against-actual chart.
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
 
     @property
     def means(self) -> dict[str, float | None]:
@@ -398,6 +401,7 @@ class EvaluationReport:
                         "probe_seconds": round(r.probe_seconds, 3),
                         "note": r.note,
                         "worst": {m: r.worst(m) for m in ("pearson", "regret@1")},
+                        "predictions": r.predictions,
                     }
                     for r in self.results
                 ],
@@ -607,6 +611,14 @@ def evaluate(
             for t, predicted in predictions.items():
                 true = np.array([truth[t][m] for m in candidates[t]])
                 result.per_target[t] = dict(target_metrics(true, predicted, higher_is_better=higher))
+                result.predictions[t] = {
+                    "models": list(candidates[t]),
+                    "true": [round(float(v), 6) for v in true],
+                    "predicted": [round(float(v), 6) if np.isfinite(v) else None for v in predicted],
+                    "sd": [round(float(v), 6) if np.isfinite(v) else None for v in fold.uncertainty[t]]
+                    if t in fold.uncertainty
+                    else None,
+                }
                 if t in fold.uncertainty:
                     calibration = calibration_metrics(true, predicted, fold.uncertainty[t], higher_is_better=higher)
                     result.per_target[t].update(calibration)

@@ -520,6 +520,8 @@ async function viewEvaluation(name) {
     return;
   }
   const methods = report.methods.filter((m) => Object.keys(m.per_target).length);
+  const targetSelect = h("select", {}, report.targets.map((t) => h("option", { value: t }, t)));
+  targetSelect.addEventListener("change", () => drawPredictedActual(methods, targetSelect.value));
   const metrics = ["pearson", "spearman", "weighted_tau", "regret@1"];
   const calibrated = methods.filter((m) => m.mean.coverage80 !== null && m.mean.coverage80 !== undefined);
   body.replaceChildren(
@@ -528,6 +530,8 @@ async function viewEvaluation(name) {
       methods.map((m) => [m.method, m.targets, ...metrics.map((k) => fmt(m.mean[k])), fmt(m.seconds, 1)]), [1, 2, 3, 4, 5, 6]),
     figure("eval-mean-chart", "Mean Pearson, Spearman and weighted Kendall τ per method (higher is better)"),
     figure("eval-target-chart", "Pearson correlation per target and method"),
+    h("form", { class: "grid", id: "eval-target-form" }, field("eval-target", "Target for predicted against actual", targetSelect)),
+    figure("eval-scatter-chart", "Predicted against actual score of every model on the chosen target, per method (the diagonal: perfect); bars: ±1.28 sd where the method has one"),
     calibrated.length ? figure("eval-calibration-chart", "Calibration: share of true scores inside the 80% interval (the line: 0.8, perfect calibration), and the predicted top 5's error") : null,
     report.decisions ? figure("eval-decisions-chart", "Regret of the best measured model after B measurements (lower is better)") : null);
   plot("eval-mean-chart", ["pearson", "spearman", "weighted_tau"].map((k) => ({ type: "bar", name: k, x: methods.map((m) => m.method), y: methods.map((m) => m.mean[k]) })),
@@ -535,6 +539,7 @@ async function viewEvaluation(name) {
   const targets = report.targets;
   plot("eval-target-chart", methods.map((m) => ({ type: "bar", name: m.method, x: targets, y: targets.map((t) => m.per_target[t]?.pearson ?? null) })),
     { barmode: "group", height: 400, xaxis: { automargin: true }, legend: { orientation: "h" } });
+  drawPredictedActual(methods, targets[0]);
   if (calibrated.length) {
     plot("eval-calibration-chart", [
       { type: "bar", name: "coverage of the 80% interval", x: calibrated.map((m) => m.method), y: calibrated.map((m) => m.mean.coverage80) },
@@ -547,6 +552,23 @@ async function viewEvaluation(name) {
       type: "scatter", mode: "lines+markers", name: strategy, x: budgets, y: budgets.map((b) => byBudget[String(b)]),
     })), { height: 340, xaxis: { title: { text: "measurements B" } }, yaxis: { title: { text: "mean regret" } }, legend: { orientation: "h" } });
   }
+}
+
+function drawPredictedActual(methods, target) {
+  const withPredictions = methods.filter((m) => m.predictions && m.predictions[target]);
+  const all = withPredictions.flatMap((m) => [...m.predictions[target].true, ...m.predictions[target].predicted]).filter((v) => v !== null);
+  const lo = Math.min(...all), hi = Math.max(...all);
+  plot("eval-scatter-chart", [
+    ...withPredictions.map((m) => {
+      const p = m.predictions[target];
+      return {
+        type: "scatter", mode: "markers", name: m.method, x: p.true, y: p.predicted, text: p.models,
+        error_y: p.sd ? { type: "data", array: p.sd.map((s) => (s === null ? 0 : 1.28 * s)), thickness: 1 } : undefined,
+        hovertemplate: "%{text}<br>actual %{x:.3f}<br>predicted %{y:.3f}<extra>" + m.method + "</extra>",
+      };
+    }),
+    { type: "scatter", mode: "lines", name: "perfect", x: [lo, hi], y: [lo, hi], line: { dash: "dot", color: "#4a5360" } },
+  ], { height: 420, xaxis: { title: { text: `actual score on ${target}` } }, yaxis: { title: { text: "predicted" } }, legend: { orientation: "h" } });
 }
 
 // ------------------------------------------------------------------------------------------------ XRD
