@@ -231,14 +231,15 @@ def test_evaluation_view(page: Any, web_url: str, web_cluster: Any, monkeypatch:
     assert _rendered(page, "eval-mean-chart", ".bars .point") == 9  # 3 methods x 3 correlations
     assert _rendered(page, "eval-target-chart", ".bars .point") >= 6
     assert _rendered(page, "eval-calibration-chart", ".bars .point") == 2  # the kNN estimator has intervals
-    # Predicted against actual on the first target: the 6 models once per method.
-    assert _rendered(page, "eval-scatter-chart", ".scatterlayer .point") == 18
+    # Predicted against actual on the first target: the 6 models, by the one estimator evaluated (kNN).
+    assert _rendered(page, "eval-scatter-chart", ".scatterlayer .point") == 6
     page.select_option("#eval-target", "d3")
     page.wait_for_function(
         "document.querySelector('#eval-scatter-chart .gtitle, #eval-scatter-chart .xtitle').textContent.includes('d3')"
     )
     # No decision table without the ModsNet method (its regret is what the table compares): no chart for it either.
     assert page.locator("#eval-decisions-chart").count() == 0
+    assert "null" not in page.inner_text("#eval-body")
     rows = page.locator("table tbody tr")
     assert sorted(rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())) == [
         "knn",

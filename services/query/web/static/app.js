@@ -524,16 +524,17 @@ async function viewEvaluation(name) {
   targetSelect.addEventListener("change", () => drawPredictedActual(methods, targetSelect.value));
   const metrics = ["pearson", "spearman", "weighted_tau", "regret@1"];
   const calibrated = methods.filter((m) => m.mean.coverage80 !== null && m.mean.coverage80 !== undefined);
-  body.replaceChildren(
+  body.replaceChildren(...[
     h("p", { class: "muted" }, `${report.targets.length} targets, leave-one-dataset-out, ${report.with_probes ? `with probes (budget ${report.probe_budget})` : "cold start"}.`),
     table("Mean over targets per method", ["method", "targets", ...metrics, "seconds"],
       methods.map((m) => [m.method, m.targets, ...metrics.map((k) => fmt(m.mean[k])), fmt(m.seconds, 1)]), [1, 2, 3, 4, 5, 6]),
     figure("eval-mean-chart", "Mean Pearson, Spearman and weighted Kendall τ per method (higher is better)"),
     figure("eval-target-chart", "Pearson correlation per target and method"),
     h("form", { class: "grid", id: "eval-target-form" }, field("eval-target", "Target for predicted against actual", targetSelect)),
-    figure("eval-scatter-chart", "Predicted against actual score of every model on the chosen target, per method (the diagonal: perfect); bars: ±1.28 sd where the method has one"),
+    figure("eval-scatter-chart", "Predicted against actual score of every model on the chosen target, per estimator (the diagonal: perfect); bars: the 80% interval"),
     calibrated.length ? figure("eval-calibration-chart", "Calibration: share of true scores inside the 80% interval (the line: 0.8, perfect calibration), and the predicted top 5's error") : null,
-    report.decisions ? figure("eval-decisions-chart", "Regret of the best measured model after B measurements (lower is better)") : null);
+    report.decisions ? figure("eval-decisions-chart", "Regret of the best measured model after B measurements (lower is better)") : null,
+  ].filter(Boolean));
   plot("eval-mean-chart", ["pearson", "spearman", "weighted_tau"].map((k) => ({ type: "bar", name: k, x: methods.map((m) => m.method), y: methods.map((m) => m.mean[k]) })),
     { barmode: "group", height: 360, legend: { orientation: "h" } });
   const targets = report.targets;
@@ -555,7 +556,8 @@ async function viewEvaluation(name) {
 }
 
 function drawPredictedActual(methods, target) {
-  const withPredictions = methods.filter((m) => m.predictions && m.predictions[target]);
+  // Only the estimators predict in the library's metric (they also give an sd); baselines rank by other scales.
+  const withPredictions = methods.filter((m) => m.predictions && m.predictions[target] && m.predictions[target].sd);
   const all = withPredictions.flatMap((m) => [...m.predictions[target].true, ...m.predictions[target].predicted]).filter((v) => v !== null);
   const lo = Math.min(...all), hi = Math.max(...all);
   plot("eval-scatter-chart", [
