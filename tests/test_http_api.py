@@ -88,11 +88,16 @@ def test_multipart_file_and_folder_uploads(web_url: str) -> None:
     one = requests.post(f"{web_url}/api/search", params={"k": 2}, files={"file": ("table.csv", _csv(seed=4))})
     assert one.status_code == 200, one.text
     assert one.json()["dataset"]["filename"] == "table.csv"
-    # A folder arrives as parts named by their paths; here texts, for which no library is imported.
-    folder = [("file", (f"{label}/{i}.txt", f"{label} text number {i}".encode())) for label in "ab" for i in range(3)]
+    # A folder arrives as parts named by their paths (subfolders are the labels): here texts.
+    notes = {"good": "a fine and pleasant day", "bad": "a grim and tiresome day"}
+    folder = [
+        ("file", (f"{label}/{i}.txt", f"{text} number {i}".encode())) for label, text in notes.items() for i in range(4)
+    ]
     response = requests.post(f"{web_url}/api/search", params={"filename": "notes"}, files=folder)
-    assert response.status_code == 404
-    assert "no text library" in response.json()["error"]
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["library"] == "texts" and answer["dataset"]["modality"] == "text" and answer["dataset"]["rows"] == 8
+    assert answer["dataset"]["filename"] == "notes.zip" and len(answer["models"]) == 4
     bad = requests.post(f"{web_url}/api/search", files=[("file", ("../x.txt", b"a")), ("file", ("y.txt", b"b"))])
     assert bad.status_code == 400 and "file[0]" in bad.json()["error"]
 
