@@ -47,9 +47,7 @@ def main() -> int:
                     page = context.new_page()
                     page.goto(url + page_hash)
                     page.wait_for_load_state("load")
-                    fcp = page.evaluate(
-                        "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
-                    )
+                    fcp = page.evaluate("performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null")
                     paints.append(float(fcp))
                     context.close()
                 rows.append((f"first paint {page_hash}", paints))
