@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The browser tests: Debian's chromium (Playwright's own browser download cannot work here) and axe-core (npm).
+BROWSER_STAMP := node_modules/.modsnet-browser
+$(BROWSER_STAMP): package.json package-lock.json
+	@command -v chromium >/dev/null && command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium npm; }
+	npm ci --no-audit --no-fund --silent
+	touch $(BROWSER_STAMP)
+
+.PHONY: browser
+browser: $(BROWSER_STAMP) ## install what the browser tests need: Debian's chromium when absent, axe-core from npm
+
 .PHONY: setup
 setup: $(STAMP) ## create the venv and install the pinned dependencies
 
@@ -29,13 +40,25 @@ run: setup ## search the example CSV on the embedded default and print the top-k
 	$(BIN)/modsnet search $(EXAMPLE) -k 5
 
 .PHONY: test
-test: setup ## run the whole test suite
+test: setup browser ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
 .PHONY: fuzz
 fuzz: setup ## fuzz every parser and every RPC, 10,000 cases per target (hours on 2 cores; FUZZ_CASES=N for fewer)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics -rxX \
 		tests/test_fuzz_parsers.py tests/test_fuzz_requests.py
+
+.PHONY: api-fuzz
+api-fuzz: setup ## schemathesis on the HTTP API, 1,000 cases per operation and mode (API_FUZZ_EXAMPLES=N for more or fewer)
+	API_FUZZ_EXAMPLES=$(or $(API_FUZZ_EXAMPLES),1000) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/test_http_schema.py
+
+.PHONY: screenshots
+screenshots: setup browser ## run the browser tests, saving their screenshots to docs/screenshots (shown in the README)
+	MODSNET_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_web.py
+
+.PHONY: web
+web: setup ## serve the web app on the embedded default (http://127.0.0.1:8750; WEB_PORT=N)
+	$(BIN)/modsnet web --port $(or $(WEB_PORT),8750)
 
 .PHONY: lint
 lint: setup ## ruff on everything, mypy on the runtime package

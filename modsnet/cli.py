@@ -10,6 +10,7 @@ service alone, for the local cluster and Kubernetes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -448,7 +449,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
             forwarded += ["--probe-budget", str(args.probe_budget)]
         if args.budgets is not None:
             forwarded += ["--budgets", *map(str, args.budgets)]
-        return evaluation.main(forwarded)
+        # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
+        return evaluation.main(
+            forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
+        )
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The embedded default with the query service's HTTP port open: the web app and the HTTP API."""
+    import signal
+    import threading
+
+    from modsnet.embedded import EmbeddedCluster
+
+    home = Path(args.home) if args.home else cfg.default_home()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedCluster(home, http_port=args.port) as cluster:
+        print(
+            f"ModsNet web app on http://{cluster.addresses['http']}/ (API: /api, described at /api/openapi.json); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -647,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     making.add_argument("--name", required=True, help="who holds it (recorded as who did what)")
     making.add_argument("--scopes", required=True, help="comma-separated: search, feedback, admin, internal")
     auth.set_defaults(run=cmd_auth)
+
+    web = commands.add_parser("web", help="serve the web app and the HTTP API on the embedded default")
+    web.add_argument("--port", type=int, default=8750, help="HTTP port on 127.0.0.1 (0: any free port)")
+    web.set_defaults(run=cmd_web)
 
     serve = commands.add_parser("serve", help="run one service (for the local cluster and Kubernetes)")
     serve_commands = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")

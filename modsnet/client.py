@@ -30,7 +30,7 @@ from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb, objective_to_pb, profile_from_pb
 from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument
-from modsnet.runtime.stubs import CHUNK, KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.runtime.stubs import CHUNK, EVALUATION_POINTER, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import query_pb2 as qpb
@@ -327,6 +327,14 @@ class Client:
 
     def estimator_info(self, library: str) -> rpb.EstimatorInfoResponse:
         return self._recommender().estimator_info(library)
+
+    def store_evaluation(self, library: str, report_json: str) -> str:
+        """Keep `modsnet eval`'s report as the library's latest (the web app's evaluation view shows it).
+
+        Returns its blob id."""
+        blob = self._storage().put_bytes(report_json.encode(), name=f"evaluation-{library}.json")
+        self._storage().set_pointer(EVALUATION_POINTER.format(library=library), blob.blob_id)
+        return str(blob.blob_id)
 
     def _knowledge(self) -> KnowledgeClient:
         if self.knowledge is None:

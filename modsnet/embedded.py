@@ -70,6 +70,7 @@ class EmbeddedCluster:
         train_inline_limit: int = 250_000,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
+        http_port: int | None = None,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
@@ -81,6 +82,7 @@ class EmbeddedCluster:
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
+        self.http_port = http_port  # the query service's HTTP API and web app: None = off, 0 = any free port
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
@@ -118,7 +120,11 @@ class EmbeddedCluster:
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})
+            if self.http_port is not None:
+                query_config = QueryConfig(**{**query_config.__dict__, "http_port": self.http_port})
             self._start("query", query_server(query_config))
+            if "http" in self.servers["query"].companions:
+                self.addresses["http"] = f"{LOOPBACK}:{self.servers['query'].companions['http'].port}"
             if self.import_builtins:
                 self.ensure_builtin_libraries()
         except BaseException:

@@ -15,6 +15,8 @@ from synthetic import write_library
 
 from modsnet.embedded import EmbeddedCluster
 
+pytest_plugins = ["web_cluster"]  # the cluster with the HTTP port, shared by the web tests
+
 # Service tests train a smaller GNN (2 members of 100 steps, not 3 of 200): each fit with its calibration
 # cross-fits is 3x cheaper. Tests of what the GNN learns ask for the full one (`full_gnn`); subprocesses inherit it.
 SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "100"}

@@ -41,6 +41,7 @@ CUSTOM_RESOURCES = {"ServiceMonitor": "monitoring.coreos.com/v1", "PrometheusRul
 
 SERVICES = {"query": 50051, "recommender": 50052, "knowledge": 50053, "storage": 50054}
 METRICS_PORT = 9090
+QUERY_HTTP_PORT = 8080  # the query service's HTTP API and web app
 # Who calls whom (design: query -> recommender, knowledge, storage; recommender -> knowledge,
 # storage; knowledge -> storage, redis; storage -> minio).
 CALLS = {
@@ -261,7 +262,9 @@ def test_modsnet_deployments(manifests: Manifests) -> None:
         gpu = name == "recommender" and manifests.overlay in GPU_OVERLAYS
         assert container["image"] == (CUDA_IMAGE if gpu else IMAGE), where
         assert container["args"] == ["serve", name], where
-        assert workload.ports() == {"grpc": port, "metrics": METRICS_PORT}, where
+        # The query service also serves its HTTP API and web app on a port of its own.
+        extra = {"http": QUERY_HTTP_PORT} if name == "query" else {}
+        assert workload.ports() == {"grpc": port, "metrics": METRICS_PORT, **extra}, where
         assert _env_value(container, "MODSNET_PORT") == str(port), where
         assert _env_value(container, "MODSNET_METRICS_PORT") == str(METRICS_PORT), where
         assert _env_value(container, "MODSNET_LOG_LEVEL"), where
@@ -514,7 +517,7 @@ def test_a_deny_all_network_policy_exists(manifests: Manifests) -> None:
 
 def test_network_policy_opens_exactly_the_call_graph(manifests: Manifests) -> None:
     """Every (source, pod, port) triple: allowed iff it is a configured call (on the port it
-    uses), a client on query's gRPC port, or Prometheus on a metrics port. The configured calls
+    uses), a client on query's gRPC or HTTP port, or Prometheus on a metrics port. The configured calls
     are the design's call graph (checked above)."""
     workloads = manifests.workloads
     calls = _configured_calls(manifests)
@@ -526,7 +529,7 @@ def test_network_policy_opens_exactly_the_call_graph(manifests: Manifests) -> No
             for src in sources:
                 expected = (
                     calls.get((src.name, dst.name)) == port
-                    or (dst.name == "query" and port_name == "grpc")
+                    or (dst.name == "query" and port_name in ("grpc", "http"))
                     or (src is PROMETHEUS and port_name == "metrics")
                 )
                 if _allowed(manifests, src, dst, port, {port_name}) != expected:

@@ -111,6 +111,17 @@ def current_principal() -> str | None:
     return _principal.get()
 
 
+@contextlib.contextmanager
+def acting_for(name: str | None) -> Iterator[None]:
+    """Publish who the call being handled acts for, outside a gRPC call (the query service's HTTP face): its
+    calls to the other services then name that principal, as `CallGuard.call` makes them do for gRPC."""
+    token = _principal.set(name)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -187,6 +187,14 @@ class Dependency(Protocol):
     def check_ready(self, timeout: float) -> None: ...
 
 
+class Companion(Protocol):
+    port: int  # bound when built
+
+    def start(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+
 class ServiceServer:
     """A built, not yet started, gRPC server for one service (or several, in the embedded process).
 
@@ -235,6 +243,9 @@ class ServiceServer:
         self._checks: dict[str, list[tuple[str, Callable[[], None]]]] = {}
         self._running: dict[str, futures.Future[None]] = {}  # checks still running from an earlier round
         self._closers: list[Callable[[], None]] = []
+        # Other faces of the same service in the same process (the query service's HTTP port): started after
+        # the gRPC server, stopped before it.
+        self.companions: dict[str, Companion] = {}
         self._check_interval = check_interval
         self._check_timeout = check_timeout
         self._stopping = threading.Event()
@@ -281,6 +292,9 @@ class ServiceServer:
         if close is not None:
             self._closers.append(close)
 
+    def add_companion(self, name: str, companion: Companion) -> None:
+        self.companions[name] = companion
+
     def start(self) -> int:
         """Bind, enable reflection, start serving and the health monitor. Returns the bound port."""
         names = [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
@@ -301,6 +315,8 @@ class ServiceServer:
         self._update_health()
         self._monitor = threading.Thread(target=self._watch, name=f"{self.name}-health", daemon=True)
         self._monitor.start()
+        for companion in self.companions.values():
+            companion.start()
         log.info("%s serving on port %d", self.name, self.port)
         return self.port
 
@@ -373,6 +389,8 @@ class ServiceServer:
         """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
         self._stopping.set()
         self._health.enter_graceful_shutdown()
+        for companion in self.companions.values():
+            companion.stop()
         SERVICE_SERVING.labels(self.name).set(0)
         self._server.stop(self.grace if grace is None else grace).wait()
         if self._health_server is not None:

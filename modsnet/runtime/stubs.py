@@ -62,6 +62,10 @@ def iter_file(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
         yield piece
 
 
+# Storage pointer to a library's latest `modsnet eval` report (a JSON blob), which the web app's evaluation view reads.
+EVALUATION_POINTER = "evaluation/{library}"
+
+
 class StorageClient(ServiceClient):
     def __init__(self, target: str, *, timeout: float = 300.0, credentials: ClientCredentials | None = None):
         super().__init__(

@@ -22,6 +22,7 @@ class QueryConfig(CommonConfig):
     upload_wait_seconds: float = setting(30.0, help="longest a search waits for a turn (less if its deadline nears)")
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
+    http_port: int = setting(-1, help="port of the HTTP/JSON API and web app (0 = any free port, -1 = off)")
     home: Path | None = setting(None, help="data folder; feature models are cached under home/cache")  # noqa: RUF009 - setting() returns a field()
 
     @classmethod

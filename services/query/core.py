@@ -333,6 +333,14 @@ class QueryCore:
             PROBE_SECONDS.observe(time.perf_counter() - started)
         return results
 
+    @contextlib.contextmanager
+    def upload(self, chunks: Iterable[bytes], filename: str) -> Iterator[tuple[str, str, int]]:
+        """An upload that is not a search (the XRD view's scan): spooled to a temp file under the same admission
+        and size limit as a search; yields (path, sha256, size) and deletes the file after."""
+        with self._uploads.turn(), tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-") as spool:
+            fingerprint, size = self._receive(chunks, spool, PurePath(filename or "upload").name)
+            yield spool.name, fingerprint, size
+
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
         digest = hashlib.sha256()
         size = 0

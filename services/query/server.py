@@ -10,6 +10,7 @@ from modsnet.v1 import query_pb2, query_pb2_grpc
 
 from .config import QueryConfig
 from .core import QueryCore
+from .insight import LibraryInsight
 from .servicer import QueryServicer
 
 SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
@@ -42,4 +43,10 @@ def create_server(config: QueryConfig) -> ServiceServer:
         close=core.close,
         depends_on=(knowledge, recommender, storage),  # a search needs all three
     )
+    if config.http_port >= 0:  # the HTTP face: same process, same core
+        from .http_api import HttpApi, HttpServer  # Werkzeug: only when the port is asked for
+
+        tls = (config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+        app = HttpApi(core, LibraryInsight(knowledge, storage), security)
+        server.add_companion("http", HttpServer(app, config.host, config.http_port, ssl_context=tls))
     return server

@@ -357,6 +357,9 @@ class MethodResult:
     probe_seconds: float = 0.0  # what the probes taken would have cost to run, all targets
     probes: int = 0
     note: str = ""
+    # Per target: the candidate models, their true and predicted scores (and sd where the method has one),
+    # kept for the web app's predicted-against-actual chart.
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
 
     @property
     def means(self) -> dict[str, float | None]:
@@ -406,6 +409,7 @@ class EvaluationReport:
                         "probe_seconds": round(r.probe_seconds, 3),
                         "note": r.note,
                         "worst": {m: r.worst(m) for m in ("pearson", "regret@1")},
+                        "predictions": r.predictions,
                     }
                     for r in self.results
                 ],
@@ -615,6 +619,14 @@ def evaluate(
             for t, predicted in predictions.items():
                 true = np.array([truth[t][m] for m in candidates[t]])
                 result.per_target[t] = dict(target_metrics(true, predicted, higher_is_better=higher))
+                result.predictions[t] = {
+                    "models": list(candidates[t]),
+                    "true": [round(float(v), 6) for v in true],
+                    "predicted": [round(float(v), 6) if np.isfinite(v) else None for v in predicted],
+                    "sd": [round(float(v), 6) if np.isfinite(v) else None for v in fold.uncertainty[t]]
+                    if t in fold.uncertainty
+                    else None,
+                }
                 if t in fold.uncertainty:
                     calibration = calibration_metrics(true, predicted, fold.uncertainty[t], higher_is_better=higher)
                     result.per_target[t].update(calibration)
@@ -656,7 +668,7 @@ def published_dir_for(library: str, root: Path) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationReport], object] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.recommender.evaluation",
         description="Leave-one-dataset-out evaluation of the recommender's estimator and baselines on a bundle.",
@@ -700,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         published_dir=published,
         budgets=args.budgets,
     )
+    if on_report is not None:  # `modsnet eval` keeps it for the web app
+        on_report(report)
     print(report.to_json() if args.json else report.to_table(per_target=args.per_target))
     return 0
 
