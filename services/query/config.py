@@ -20,6 +20,9 @@ class QueryConfig(CommonConfig):
         8, help="searches that wait for a turn (unread: they cost no memory); more are refused, RESOURCE_EXHAUSTED"
     )
     upload_wait_seconds: float = setting(30.0, help="longest a search waits for a turn (less if its deadline nears)")
+    cheap_rpc_threads: int = setting(
+        16, help="RPC threads beyond the searches' (running + waiting): feedback, listings, downloads never queue behind searches"
+    )
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
     home: Path | None = setting(None, help="data folder; feature models are cached under home/cache")  # noqa: RUF009 - setting() returns a field()

@@ -35,7 +35,10 @@ def create_server(config: QueryConfig) -> ServiceServer:
         cache_dir=config.home / "cache" if config.home else None,
     )
     servicer = QueryServicer(core)
-    server = ServiceServer.from_config("query", config, security)
+    # A search holds its RPC thread while it runs or waits for a turn; admission (UploadTurns), not the thread
+    # pool, bounds them, and cheap calls get threads of their own on top, so they never queue behind searches.
+    threads = config.max_concurrent_uploads + config.max_waiting_uploads + config.cheap_rpc_threads
+    server = ServiceServer.from_config("query", config, security, max_workers=threads)
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),
