@@ -3,17 +3,21 @@ whose failures keep their status, and the Recommend fast path ranks exactly as t
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from synthetic import make_table
 
 from modsnet.embedded import EmbeddedCluster
+from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from modsnet.runtime.workers import WorkerFailed, WorkerPool
 from modsnet.v1 import common_pb2
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
@@ -65,3 +69,57 @@ def test_cheap_calls_answer_while_every_search_slot_is_held(cluster: EmbeddedClu
             release.set()
         for future in held:
             assert len(future.result().models) == 3
+
+
+# -- the worker pool ------------------------------------------------------------------------------------------
+
+
+def refuse(name: str) -> None:
+    raise InvalidArgument(f"{name}: row 3, column 'x': not a number")
+
+
+def crash() -> None:
+    raise KeyError("secret detail")
+
+
+def hang(pid_file: str) -> None:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def test_worker_failures_map_to_their_status_and_a_stuck_worker_is_killed(tmp_path: Path) -> None:
+    pool = WorkerPool("test", size=1)
+    try:
+        with pytest.raises(InvalidArgument) as refused:
+            pool.run(refuse, "data.csv", timeout=60)
+        assert refused.value.message == "data.csv: row 3, column 'x': not a number"
+        with pytest.raises(WorkerFailed) as failed:
+            pool.run(crash, timeout=60, what="reading data.csv")
+        assert failed.value.code == "INTERNAL" and "secret detail" not in failed.value.message
+        assert "reading data.csv" in failed.value.message and "incident" in failed.value.message
+        first = pool.run(pid, timeout=60)
+        assert first != os.getpid()  # a worker process, reused after errors
+        assert pool.run(pid, timeout=60) == first and pool.started == 1
+        pid_file = tmp_path / "pid"
+        with pytest.raises(DeadlineExceeded):
+            pool.run(hang, str(pid_file), timeout=2.0)
+        stuck = int(pid_file.read_text())
+        assert stuck == first
+        assert not psutil.pid_exists(stuck) or psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE
+        assert pool.run(pid, timeout=60) not in (first, os.getpid())  # a fresh worker took its place
+    finally:
+        pool.close()
+    with pytest.raises(Unavailable):
+        pool.run(pid, timeout=5)
+
+
+def test_a_bad_upload_is_invalid_argument_through_the_worker(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_text("a,b,class\n1,2,x\n3,4\n" + "5,6,y\n" * 50 + '7,"8,z\n')
+    with pytest.raises(InvalidArgument) as refused:
+        cluster.client.search(path, k=3, probe_budget=0)
+    assert "broken.csv" in refused.value.message

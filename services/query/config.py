@@ -23,6 +23,9 @@ class QueryConfig(CommonConfig):
     cheap_rpc_threads: int = setting(
         16, help="RPC threads beyond the searches' (running + waiting): feedback, listings, downloads never queue behind searches"
     )
+    worker_processes: int = setting(
+        0, help="processes that parse uploads, extract features and run probes (0: one per core)"
+    )
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
     home: Path | None = setting(None, help="data folder; feature models are cached under home/cache")  # noqa: RUF009 - setting() returns a field()

@@ -6,11 +6,13 @@ from modsnet.features import single_threaded_blas
 from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.runtime.workers import WorkerPool
 from modsnet.v1 import query_pb2, query_pb2_grpc
 
 from .config import QueryConfig
 from .core import QueryCore
 from .servicer import QueryServicer
+from .work import PRELOAD
 
 SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
@@ -33,6 +35,8 @@ def create_server(config: QueryConfig) -> ServiceServer:
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
+        # Started at the first search, stopped with the server (core.close).
+        workers=WorkerPool("query", size=config.worker_processes, preload=PRELOAD),
     )
     servicer = QueryServicer(core)
     # A search holds its RPC thread while it runs or waits for a turn; admission (UploadTurns), not the thread
