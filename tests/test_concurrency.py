@@ -10,18 +10,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from synthetic import make_table
+from synthetic import make_table, write_library
 
+from modsnet.data.bundle import read_bundle
+from modsnet.data.graph import QUERY_DATASET, Constraints, ProbeRecord, Snapshot
+from modsnet.data.graph_build import snapshot_from_bundle
 from modsnet.embedded import EmbeddedCluster
+from modsnet.features.tabular import tabular_features
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from modsnet.runtime.workers import WorkerFailed, WorkerPool
 from modsnet.v1 import common_pb2
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
 from services.query.config import QueryConfig
+from services.recommender.core import Ranked, Served, top_k
+from services.recommender.estimators.base import Prediction, Scored
+from services.recommender.estimators.gnn import GnnConfig, GnnEstimator
+from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.probes import MEASURED
+from services.recommender.recommendation import answer_positions, recommend_one
 
 RUNNING = QueryConfig.__dataclass_fields__["max_concurrent_uploads"].default
 WAITING = QueryConfig.__dataclass_fields__["max_waiting_uploads"].default
@@ -123,3 +134,86 @@ def test_a_bad_upload_is_invalid_argument_through_the_worker(cluster: EmbeddedCl
     with pytest.raises(InvalidArgument) as refused:
         cluster.client.search(path, k=3, probe_budget=0)
     assert "broken.csv" in refused.value.message
+
+
+# -- the Recommend fast path ----------------------------------------------------------------------------------
+
+
+def reference_top_k(served, predictions, constraints, probes, *, k, higher_is_better):  # type: ignore[no-untyped-def]
+    """The path before the fast one: every prediction built, filtered one by one, fully sorted."""
+    allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
+    sign = served.estimator.sign
+    allowed.sort(key=lambda p: (-sign * p.score, p.uncertainty, p.model_id))
+    pick = recommend_one(allowed, probes, higher_is_better=higher_is_better, k=k)
+    keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
+    ranked = [
+        Ranked(i + 1, allowed[i], served.models[allowed[i].model_id])
+        for i in answer_positions(len(allowed), k, keep)
+    ]
+    return ranked, len(predictions) - len(allowed), pick
+
+
+@pytest.fixture(scope="module")
+def fast_path_library(tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
+    folder = write_library(tmp_path_factory.mktemp("fast") / "fast", n_models=40, n_datasets=12, seed=3)
+    return snapshot_from_bundle(read_bundle(folder))
+
+
+def served_by(estimator, snapshot: Snapshot) -> Served:  # type: ignore[no-untyped-def]
+    models = {m.model_id: m for m in snapshot.models}
+    return Served(estimator, snapshot.library, models, "trained", 1, len(snapshot.interactions), 0.0, 0.0, "test")
+
+
+CASES = [
+    # (k, constraints, probes, known dataset)
+    (5, Constraints(), [], ""),
+    (1, Constraints(), [], ""),
+    (40, Constraints(), [], ""),
+    (100, Constraints(), [], ""),
+    (5, Constraints(max_train_seconds=2.05, exclude_models=frozenset({"m0", "m3", "nope"})), [], ""),
+    (3, Constraints(require_metadata={"family": "down"}, max_memory_bytes=30_000), [], ""),
+    (5, Constraints(require_metadata={"family": "sideways"}), [], ""),
+    # a measured model that beats every prediction, from deep in the ranking; one the constraints leave out
+    (3, Constraints(exclude_models=frozenset({"m7"})), [("m1", 0.999), ("m7", 0.9999), ("m30", 0.2)], ""),
+    (5, Constraints(), [("m2", 0.1), ("m5", 0.15), ("m9", 0.12)], ""),
+    (4, Constraints(), [], "d4"),  # transductive: the dataset's records are its models' scores
+    (4, Constraints(max_train_seconds=1.0), [("m2", 0.5)], "d6"),
+]
+
+
+@pytest.mark.parametrize("kind", ["gnn", "knn"])
+def test_the_fast_path_answers_what_sorting_every_prediction_did(fast_path_library: Snapshot, kind: str) -> None:
+    snapshot = fast_path_library
+    if kind == "gnn":
+        estimator = GnnEstimator(snapshot, config=GnnConfig(members=2, steps=40))
+    else:
+        estimator = KnnPopularityEstimator(snapshot)
+    served = served_by(estimator, snapshot)
+    features = tabular_features(make_table(250, 7, 2, 11), "class")
+    for k, constraints, measured, dataset_id in CASES:
+        probes = [ProbeRecord(m, QUERY_DATASET, MEASURED, v) for m, v in measured]
+        if kind == "gnn":
+            arguments = {"known_dataset": dataset_id or None, "probes": probes}
+        else:
+            arguments = {"known_dataset": dataset_id or None}
+        expected = reference_top_k(
+            served, estimator.predict(features, **arguments), constraints, probes, k=k, higher_is_better=True
+        )
+        got = top_k(served, estimator.score_all(features, **arguments), constraints, probes, k=k, higher_is_better=True)
+        assert got == expected, (k, constraints, measured, dataset_id)
+        assert got[0] or got[1] == 40
+
+
+def test_ties_are_broken_by_uncertainty_then_id_as_the_full_sort_does(fast_path_library: Snapshot) -> None:
+    snapshot = fast_path_library
+    served = served_by(KnnPopularityEstimator(snapshot), snapshot)
+    ids = served.table.ids
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        scores = rng.choice([0.5, 0.6, 0.7], size=len(ids))  # many equal scores, and equal uncertainties
+        spread = rng.choice([0.0, 0.1], size=len(ids))
+        vectors = Scored(scores, spread, lambda j, s=scores, u=spread: Prediction(ids[j], float(s[j]), float(u[j])))
+        probes = [ProbeRecord(ids[j], QUERY_DATASET, MEASURED, float(scores[j])) for j in rng.choice(40, 2)]
+        for k in (1, 3, 7, 39):
+            expected = reference_top_k(served, vectors.predictions(), Constraints(), probes, k=k, higher_is_better=True)
+            assert top_k(served, vectors, Constraints(), probes, k=k, higher_is_better=True) == expected, (trial, k)

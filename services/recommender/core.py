@@ -25,6 +25,7 @@ version never gets an answer from an older graph than the one it saw.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -33,6 +34,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import numpy as np
+
 from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Recommendation, Snapshot
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
@@ -40,9 +43,11 @@ from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetE
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from .calibration import calibrated
-from .estimators.base import Prediction, ProbeRecord
+from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
+from .probes import MEASURED
+from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
 
 
@@ -108,6 +113,11 @@ class Served:
     @property
     def graph_version(self) -> int:
         return self.library.graph_version
+
+    @functools.cached_property
+    def table(self) -> ModelTable:
+        """The models as arrays for ranking, built at this graph version's first query."""
+        return ModelTable.of(list(self.estimator.model_ids), self.models)
 
 
 @dataclass(frozen=True)
@@ -457,22 +467,12 @@ class RecommenderCore:
         probes_used = 0
         if _is_gnn(estimator):
             # A dataset node without records still brings its similarity rows: pass it on either way.
-            predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=probes)
+            vectors = estimator.score_all(features, known_dataset=dataset_id or None, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=dataset_id or None)
         else:
-            predictions = estimator.predict(features, known_dataset=scored)
-        allowed = [p for p in predictions if constraints.allows(served.models[p.model_id])]
-        excluded = len(predictions) - len(allowed)
-        # Best first; ties (equal predictions) broken by lower uncertainty, then id, so answers are stable.
-        sign = estimator.sign
-        allowed.sort(key=lambda p: (-sign * p.score, p.uncertainty, p.model_id))
+            vectors = estimator.score_all(features, known_dataset=scored)
         higher_is_better = bool(served.library.meta.get("higher_is_better", True))
-        pick = recommend_one(allowed, probes, higher_is_better=higher_is_better, k=k)
-        keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
-        ranked = [
-            Ranked(i + 1, allowed[i], served.models[allowed[i].model_id])
-            for i in answer_positions(len(allowed), k, keep)
-        ]
+        ranked, excluded, pick = top_k(served, vectors, constraints, probes, k=k, higher_is_better=higher_is_better)
         RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         return Answer(
             models=ranked,
@@ -540,6 +540,50 @@ class RecommenderCore:
         self.knowledge.close()
         if self.storage is not None:
             self.storage.close()
+
+
+def top_k(
+    served: Served,
+    vectors: Scored,
+    constraints: Constraints,
+    probes: Sequence[ProbeRecord],
+    *,
+    k: int,
+    higher_is_better: bool,
+) -> tuple[list[Ranked], int, Recommendation | None]:
+    """The answer's models, how many the constraints left out, and the one to take (`recommend_one`).
+
+    As sorting every allowed prediction best first (ties: lower uncertainty, then id) and handing that to
+    `recommend_one`, without doing it: `recommend_one` gets the ranking's head, up to the last model a
+    probe measured (so its places are the true ones) and at least one model not measured, and only the
+    models shown get their evidence and explanation.
+    """
+    table = served.table
+    allowed = np.flatnonzero(allowed_mask(table, constraints))
+    order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
+    mask = np.zeros(len(table.ids), dtype=bool)
+    mask[allowed] = True
+    measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
+    measured = {j for j in measured if mask[j]}
+    places = order.places(allowed, measured)
+    head = order.first(allowed, max(k, len(measured) + 1, *(place + 1 for place in places.values())))
+    full: dict[int, Prediction] = {}
+
+    def prediction(j: int, *, shown: bool) -> Prediction:
+        if not shown:  # recommend_one reads only the id, score and uncertainty of a model it does not show
+            return Prediction(table.ids[j], float(vectors.scores[j]), float(vectors.uncertainty[j]))
+        if j not in full:
+            full[j] = vectors.prediction(j)
+        return full[j]
+
+    ranking = [prediction(int(j), shown=i < k) for i, j in enumerate(head)]
+    pick = recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k)
+    keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
+    ranked = []
+    for i in answer_positions(len(allowed), k, keep):
+        j = int(head[i])
+        ranked.append(Ranked(i + 1, prediction(j, shown=True), served.models[table.ids[j]]))
+    return ranked, len(table.ids) - len(allowed), pick
 
 
 def _is_gnn(estimator: object) -> TypeGuard[GnnEstimator]:

@@ -23,7 +23,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot
 from modsnet.data.graph_build import raw_features
 
-from .base import Evidence, Prediction
+from .base import Evidence, Prediction, Scored
 
 NAME = "knn-popularity/v1"
 _MIN_SPREAD = 1e-3
@@ -159,6 +159,10 @@ class KnnPopularityEstimator:
 
     def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]:
         """A prediction for every model of the library, in library order."""
+        return self.score_all(features, known_dataset=known_dataset).predictions()
+
+    def score_all(self, features: dict[str, float], *, known_dataset: str | None = None) -> Scored:
+        """`predict` as vectors; each model's `Prediction` is built only when asked for."""
         own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
         predicted, uncertainty, idx, w = self._inductive(features, exclude=own)
         uncertainty = self.interval_scale * uncertainty
@@ -168,36 +172,37 @@ class KnnPopularityEstimator:
             observed = self.has[own]
             residual = self.scores[own, observed] - predicted[observed]
             predicted = predicted + residual.sum() / (observed.sum() + 1)
-        out = []
+            scores = np.where(observed, self.scores[own], predicted).astype(float)
+            spread = np.where(observed, 0.0, uncertainty).astype(float)
+        else:
+            scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
         n_models = len(self.model_ids)
-        for j, model_id in enumerate(self.model_ids):
+
+        def build(j: int) -> Prediction:
+            model_id = self.model_ids[j]
             if own is not None and self.has[own, j]:
                 score = float(self.scores[own, j])
-                out.append(
-                    Prediction(
-                        model_id,
-                        score,
-                        0.0,
-                        [Evidence(known_dataset or "", 1.0, score)],
-                        f"measured {score:.3g} on this very dataset ({known_dataset})",
-                    )
+                return Prediction(
+                    model_id,
+                    score,
+                    0.0,
+                    [Evidence(known_dataset or "", 1.0, score)],
+                    f"measured {score:.3g} on this very dataset ({known_dataset})",
                 )
-                continue
             evidence = [
                 Evidence(self.dataset_ids[i], float(wi), float(self.scores[i, j]))
                 for i, wi in zip(idx, w, strict=True)
                 if self.has[i, j]
             ][: self.evidence_count]
-            out.append(
-                Prediction(
-                    model_id,
-                    float(predicted[j]),
-                    float(uncertainty[j]),
-                    evidence,
-                    self._explain(j, evidence, n_models),
-                )
+            return Prediction(
+                model_id,
+                float(predicted[j]),
+                float(uncertainty[j]),
+                evidence,
+                self._explain(j, evidence, n_models),
             )
-        return out
+
+        return Scored(scores, spread, build)
 
     def _explain(self, j: int, evidence: list[Evidence], n_models: int) -> str:
         rank = int(self.popularity_rank[j])
