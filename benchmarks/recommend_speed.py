@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,9 @@ def old_path(core: RecommenderCore, library: str, features: dict[str, float], k:
     allowed.sort(key=lambda p: (-estimator.sign * p.score, p.uncertainty, p.model_id))
     pick = recommend_one(allowed, [], higher_is_better=True, k=k)
     keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
-    return [Ranked(i + 1, allowed[i], served.models[allowed[i].model_id]) for i in answer_positions(len(allowed), k, keep)]
+    return [
+        Ranked(i + 1, allowed[i], served.models[allowed[i].model_id]) for i in answer_positions(len(allowed), k, keep)
+    ]
 
 
 def throughput(clients: int, seconds: float, call: Callable[[], object]) -> tuple[float, list[float], int]:
@@ -132,11 +134,11 @@ def recommend_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: 
     for label, constraints in (("no constraints", Constraints()), ("cost + metadata constraints", cheap)):
         turn = iter(range(10**9))
 
-        def fast(c: Constraints = constraints) -> object:
-            return core.recommend("big", queries[next(turn) % len(queries)], k=10, constraints=c)
+        def fast(c: Constraints = constraints, t: Iterator[int] = turn) -> object:
+            return core.recommend("big", queries[next(t) % len(queries)], k=10, constraints=c)
 
-        def old(c: Constraints = constraints) -> object:
-            return old_path(core, "big", queries[next(turn) % len(queries)], 10, c)
+        def old(c: Constraints = constraints, t: Iterator[int] = turn) -> object:
+            return old_path(core, "big", queries[next(t) % len(queries)], 10, c)
 
         for query in queries:  # the same answers, on every query
             assert [r.model.model_id for r in core.recommend("big", query, k=10, constraints=constraints).models] == [
@@ -196,7 +198,9 @@ def search_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: Pat
         feedback: list[float] = []
         lock = threading.Lock()
 
-        def search_then_feedback() -> None:
+        def search_then_feedback(
+            searched: list[float] = searched, feedback: list[float] = feedback, lock: threading.Lock = lock
+        ) -> None:
             start = time.perf_counter()
             answer = cluster.client.search(small, library="tabzoo", probe_budget=0)
             middle = time.perf_counter()

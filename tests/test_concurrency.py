@@ -23,9 +23,8 @@ from modsnet.embedded import EmbeddedCluster
 from modsnet.features.tabular import tabular_features
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from modsnet.runtime.workers import WorkerFailed, WorkerPool
-from modsnet.v1 import common_pb2
+from modsnet.v1 import common_pb2, query_pb2_grpc
 from modsnet.v1 import query_pb2 as qpb
-from modsnet.v1 import query_pb2_grpc
 from services.query.config import QueryConfig
 from services.recommender.core import Ranked, Served, top_k
 from services.recommender.estimators.base import Prediction, Scored
@@ -147,8 +146,7 @@ def reference_top_k(served, predictions, constraints, probes, *, k, higher_is_be
     pick = recommend_one(allowed, probes, higher_is_better=higher_is_better, k=k)
     keep = next(i for i, p in enumerate(allowed) if p.model_id == pick.model_id) if pick else None
     ranked = [
-        Ranked(i + 1, allowed[i], served.models[allowed[i].model_id])
-        for i in answer_positions(len(allowed), k, keep)
+        Ranked(i + 1, allowed[i], served.models[allowed[i].model_id]) for i in answer_positions(len(allowed), k, keep)
     ]
     return ranked, len(predictions) - len(allowed), pick
 

@@ -30,6 +30,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import DeadlineExceeded, Internal, ModsnetError, Unavailable, from_code
@@ -37,6 +38,20 @@ from .errors import DeadlineExceeded, Internal, ModsnetError, Unavailable, from_
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's CPU
+    limit, which `os.cpu_count()` does not see: it counts the node's cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        # cgroup v2: "max 100000" (no limit) or "200000 100000" (two cores)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 class WorkerFailed(Internal):
@@ -95,11 +110,12 @@ def _close_all() -> None:
 
 
 class WorkerPool:
-    """At most `size` worker processes (default: the machine's cores) running tasks for request threads."""
+    """At most `size` worker processes (default: the cores this process may use) running tasks for request
+    threads."""
 
     def __init__(self, name: str, *, size: int = 0, preload: Sequence[str] = ()):
         self.name = name
-        self.size = size if size > 0 else max(1, os.cpu_count() or 1)
+        self.size = size if size > 0 else available_cores()
         self.preload = list(preload)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()

@@ -21,7 +21,7 @@ class QueryConfig(CommonConfig):
     )
     upload_wait_seconds: float = setting(30.0, help="longest a search waits for a turn (less if its deadline nears)")
     cheap_rpc_threads: int = setting(
-        16, help="RPC threads beyond the searches' (running + waiting): feedback, listings, downloads never queue behind searches"
+        16, help="RPC threads on top of the searches' (running + waiting), so cheap calls never queue behind searches"
     )
     worker_processes: int = setting(
         0, help="processes that parse uploads, extract features and run probes (0: one per core)"
