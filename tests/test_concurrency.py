@@ -79,6 +79,12 @@ def test_cheap_calls_answer_while_every_search_slot_is_held(cluster: EmbeddedClu
             release.set()
         for future in held:
             assert len(future.result().models) == 3
+    # Parsed in a worker process, a bad file is still INVALID_ARGUMENT naming it.
+    broken = tmp_path / "broken.csv"
+    broken.write_text("a,b,class\n1,2,x\n3,4\n" + "5,6,y\n" * 50 + '7,"8,z\n')
+    with pytest.raises(InvalidArgument) as refused:
+        cluster.client.search(broken, k=3, probe_budget=0)
+    assert "broken.csv" in refused.value.message
 
 
 # -- the worker pool ------------------------------------------------------------------------------------------
@@ -125,14 +131,6 @@ def test_worker_failures_map_to_their_status_and_a_stuck_worker_is_killed(tmp_pa
         pool.close()
     with pytest.raises(Unavailable):
         pool.run(pid, timeout=5)
-
-
-def test_a_bad_upload_is_invalid_argument_through_the_worker(cluster: EmbeddedCluster, tmp_path: Path) -> None:
-    path = tmp_path / "broken.csv"
-    path.write_text("a,b,class\n1,2,x\n3,4\n" + "5,6,y\n" * 50 + '7,"8,z\n')
-    with pytest.raises(InvalidArgument) as refused:
-        cluster.client.search(path, k=3, probe_budget=0)
-    assert "broken.csv" in refused.value.message
 
 
 # -- the Recommend fast path ----------------------------------------------------------------------------------
