@@ -69,6 +69,7 @@ class EmbeddedCluster:
         train_inline_limit: int = 250_000,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
+        worker_processes: int = 0,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
@@ -80,6 +81,7 @@ class EmbeddedCluster:
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
+        self.worker_processes = worker_processes  # the query service's (0: one per core; -1: none)
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
@@ -111,6 +113,7 @@ class EmbeddedCluster:
                 storage_addr=storage,
                 home=self.home,
                 host=LOOPBACK,
+                worker_processes=self.worker_processes,
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})

@@ -24,7 +24,8 @@ class QueryConfig(CommonConfig):
         16, help="RPC threads on top of the searches' (running + waiting), so cheap calls never queue behind searches"
     )
     worker_processes: int = setting(
-        0, help="processes that parse uploads, extract features and run probes (0: one per core)"
+        0,
+        help="processes that parse uploads, extract features and run probes (0: one per core; -1: on RPC threads)",
     )
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")

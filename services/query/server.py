@@ -35,8 +35,10 @@ def create_server(config: QueryConfig) -> ServiceServer:
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
-        # Started at the first search, stopped with the server (core.close).
-        workers=WorkerPool("query", size=config.worker_processes, preload=PRELOAD),
+        # Started at the first search, stopped with the server (core.close); -1 keeps the work on RPC threads.
+        workers=WorkerPool("query", size=config.worker_processes, preload=PRELOAD)
+        if config.worker_processes >= 0
+        else None,
     )
     servicer = QueryServicer(core)
     # A search holds its RPC thread while it runs or waits for a turn; admission (UploadTurns), not the thread
