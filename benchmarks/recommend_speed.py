@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 *(single for single, _ in searches),
                 "",
                 f"Clients loop: search examples/saheart.csv (no probes), then feedback on its top model; "
-                f"{args.seconds:.0f} s per row. Search latency excludes the feedback.",
+                f"{args.seconds:.0f} s per row; searches/s counts the searches of the row (those in flight at its "
+                "end finish and count) over those seconds. Search latency excludes the feedback.",
                 "",
                 "| parsing, features, probes on | clients | searches/s | search p50 ms | search p99 ms | "
                 "feedback p50 ms | feedback p99 ms | errors |",
