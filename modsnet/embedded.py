@@ -69,7 +69,7 @@ class EmbeddedCluster:
         train_inline_limit: int = 250_000,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
-        worker_processes: int = 0,
+        worker_processes: int | None = None,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
@@ -81,7 +81,11 @@ class EmbeddedCluster:
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
-        self.worker_processes = worker_processes  # the query service's (0: one per core; -1: none)
+        # The query service's worker processes (0: one per core; -1: none), as `modsnet serve query` reads them.
+        # Default none: a one-shot command searches once, and a worker's start (a fork server importing pandas,
+        # scikit-learn, ONNX Runtime) would cost it seconds; a long-lived embedded cluster can ask for them.
+        env = os.environ.get("MODSNET_WORKER_PROCESSES")
+        self.worker_processes = worker_processes if worker_processes is not None else int(env) if env else -1
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None

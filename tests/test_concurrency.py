@@ -49,6 +49,14 @@ def _refused(future: grpc.Future) -> bool:
     return error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.fixture
+def cluster(tmp_path: Path, synth_bundle: Path) -> Iterator[EmbeddedCluster]:
+    """The synthetic library on an embedded cluster whose query service has its worker processes."""
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, worker_processes=0) as running:
+        running.client.import_library(synth_bundle)
+        yield running
+
+
 def test_cheap_calls_answer_while_every_search_slot_is_held(cluster: EmbeddedCluster, tmp_path: Path) -> None:
     path = tmp_path / "query.csv"
     make_table(200, 9, 2, 7).to_csv(path, index=False)
