@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MODSNET_BUILTIN_LIBRARIES"] = "tabzoo"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        with EmbeddedCluster(work / "home", import_builtins=not args.skip_search) as cluster:
+        with EmbeddedCluster(work / "home", import_builtins=not args.skip_search, worker_processes=0) as cluster:
             lines = recommend_section(cluster, args, work)
             if not args.skip_search:
                 searches = [search_section(cluster, args, work, "worker processes")]
