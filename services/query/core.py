@@ -6,8 +6,9 @@ file that passed is put in storage, and only then is anything logged.
 
 Probes run here, because this is where the uploaded data is: the recommender's probe-selector names the
 models worth measuring (`SelectProbes`), `modsnet.models.probing` measures them on a bounded sample of the upload
-within `probe_seconds`, and the measurements go with the ranking request as the query node's probe edges.
-A probe that cannot run is left out; it never fails the search.
+within `probe_seconds` (like parsing and features, in a worker process when the service has them: `work.py`),
+and the measurements go with the ranking request as the query node's probe edges. A probe that cannot run
+is left out; it never fails the search.
 
 The query service is the platform's one public address, so it also answers what a client asks about the
 libraries' models: their metadata (`find_model`) and their runnable artifacts (`artifact`), fetched from
@@ -306,6 +307,8 @@ class QueryCore:
                 continue
             models.append((model, artifact))
         remaining = max(0.0, self.probe_seconds - (time.perf_counter() - started))
+        if not models or remaining <= 0:  # nothing to measure: no worker, no copy of the upload sent to one
+            return []
         timeout = remaining + PROBE_GRACE_SECONDS
         left = deadline.remaining()
         if left is not None:
