@@ -13,16 +13,14 @@ from pathlib import Path
 from modsnet.data.exemplar import Exemplar, Limits, dataset_features, load_exemplar
 from modsnet.data.graph import LibraryInfo, ModelNode, ProbeRecord
 from modsnet.features import single_threaded_blas
-from modsnet.models import probing
+from modsnet.models import probing, sandbox
 
-# What a worker's fork server imports once, so that each worker costs a fork, not these imports.
+# What a worker's fork server imports once, so that each worker costs a fork, not these imports. The fork
+# server is the XRD sandbox's too (one per process): its modules first.
 PRELOAD = [
-    "numpy",
+    *sandbox.PRELOAD,
     "pandas",
     "sklearn",
-    "scipy.signal",
-    "onnxruntime",
-    "modsnet.models.peaks",
     "modsnet.models.tabular",
     "modsnet.data.exemplar",
     "services.query.work",
