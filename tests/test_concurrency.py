@@ -69,13 +69,15 @@ def test_cheap_calls_answer_while_every_search_slot_is_held(cluster: EmbeddedClu
         held = [query.Search.future(_held_search(header, data, release), timeout=180) for _ in range(RUNNING + WAITING)]
         try:
             # Full when one more search is refused at once (RUNNING parsing, WAITING queued behind them).
+            # Until the held searches have all arrived, one more may still get a slot and answer.
             give_up = time.monotonic() + 60
             while True:
-                with pytest.raises(grpc.RpcError) as refused:
+                try:
                     query.Search(iter([header, qpb.SearchRequest(chunk=data)]), timeout=30)
-                if refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    break
-                assert time.monotonic() < give_up, refused.value.details()
+                except grpc.RpcError as refused:
+                    if refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        break
+                assert time.monotonic() < give_up, "the searches never filled their slots"
                 time.sleep(0.2)
             libraries = query.ListLibraries(common_pb2.ListLibrariesRequest(), timeout=30)
             assert [lib.name for lib in libraries.libraries] == ["synth"]
