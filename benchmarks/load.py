@@ -36,6 +36,7 @@ from modsnet.offline import localcluster  # noqa: E402
 from modsnet.runtime.errors import ModsnetError  # noqa: E402
 
 CSV = ROOT / "examples" / "saheart.csv"
+KEEP_MARKER = "<!-- notes: kept by benchmarks/load.py -->"
 
 
 def xrd_scan(path: Path) -> Path:
@@ -243,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report.markdown()
     print(text)
     if args.out:
-        args.out.write_text(text)
+        # Notes written by hand below the marker (profiles, before/after runs) survive a new run.
+        kept = args.out.read_text().partition(KEEP_MARKER)[2] if args.out.is_file() else ""
+        args.out.write_text(text + ("\n" + KEEP_MARKER + kept if kept else ""))
     return 1 if report.errors or report.lost else 0
 
 

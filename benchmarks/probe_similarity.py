@@ -30,7 +30,9 @@ BUILT_IN = {"tabzoo": ROOT / "modsnet/libraries/tabzoo", "xrdzoo": ROOT / "modsn
 def stripped_copy(source: Path, into: Path) -> Path:
     """The bundle at `source` with dataset ids only: no dataset features, similarities or recorded probes."""
     out = into / source.name
-    shutil.copytree(source, out, ignore=shutil.ignore_patterns("dataset_features", "dataset_similarity.csv", "probes.csv"))
+    shutil.copytree(
+        source, out, ignore=shutil.ignore_patterns("dataset_features", "dataset_similarity.csv", "probes.csv")
+    )
     with (source / "datasets.csv").open(newline="", encoding="utf-8") as f:
         ids = [row["dataset_id"] for row in csv.DictReader(f)]
     (out / "datasets.csv").write_text("dataset_id\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
@@ -46,7 +48,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lines = [
-        f"| library | method | mean Pearson | worst target | regret@1 | targets | seconds |",
+        "| library | method | mean Pearson | worst target | regret@1 | targets | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +68,7 @@ def main() -> int:
                     f"| {bundle.name} | {result.method} | {means.get('pearson') or float('nan'):.3f} | {worst_text} "
                     f"| {means.get('regret@1') or float('nan'):.4f} | {len(result.per_target)} | {seconds:.0f} |"
                 )
-            print("\n".join(lines[-len(report.results):]), flush=True)
+            print("\n".join(lines[-len(report.results) :]), flush=True)
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -71,6 +71,7 @@ class EmbeddedCluster:
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
         http_port: int | None = None,
+        worker_processes: int | None = None,
     ):
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
@@ -83,6 +84,11 @@ class EmbeddedCluster:
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
         self.http_port = http_port  # the query service's HTTP API and web app: None = off, 0 = any free port
+        # The query service's worker processes (0: one per core; -1: none), as `modsnet serve query` reads them.
+        # Default none: a one-shot command searches once, and a worker's start (a fork server importing pandas,
+        # scikit-learn, ONNX Runtime) would cost it seconds; a long-lived embedded cluster can ask for them.
+        env = os.environ.get("MODSNET_WORKER_PROCESSES")
+        self.worker_processes = worker_processes if worker_processes is not None else int(env) if env else -1
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
@@ -117,6 +123,7 @@ class EmbeddedCluster:
                 storage_addr=storage,
                 home=self.home,
                 host=LOOPBACK,
+                worker_processes=self.worker_processes,
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})

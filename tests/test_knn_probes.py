@@ -33,9 +33,7 @@ def _two_kinds_library(n_datasets: int = 40, n_models: int = 30, seed: int = 0) 
 
 
 def _new_dataset_scores(kind: int, n_models: int = 30) -> dict[str, float]:
-    return {
-        f"m{j:02d}": 0.7 + (0.15 if (j % 2) == kind else -0.15) * (1 + j / n_models) for j in range(n_models)
-    }
+    return {f"m{j:02d}": 0.7 + (0.15 if (j % 2) == kind else -0.15) * (1 + j / n_models) for j in range(n_models)}
 
 
 def test_probes_define_the_neighbours_when_datasets_have_no_features() -> None:

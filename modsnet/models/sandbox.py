@@ -19,8 +19,11 @@ from typing import Any
 import numpy as np
 
 MEMORY_BYTES = 1 << 30  # address space a finder may add to its process
+# What the fork server imports once. It is one per process: modsnet.runtime.workers pools share it (and
+# name these modules too, whichever starts it first).
+PRELOAD = ["numpy", "scipy.signal", "onnxruntime", "modsnet.models.peaks"]
 _context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["numpy", "scipy.signal", "onnxruntime", "modsnet.models.peaks"])
+_context.set_forkserver_preload(PRELOAD)
 
 
 class SandboxError(RuntimeError):

@@ -132,6 +132,20 @@ class Stopwatch:
         self.stop()
         self._current = (name, time.perf_counter(), tracing.stage_span(self.service, name))
 
+    def split(self, seconds: float, name: str) -> None:
+        """The running stage took its first `seconds`; the rest of the time so far was stage `name`, which runs
+        on (work done elsewhere in one go, such as a worker process that parsed and then described an upload)."""
+        if self._current is None:
+            self.stage(name)
+            return
+        current, started, span = self._current
+        now = time.perf_counter()
+        first = min(max(seconds, 0.0), now - started)
+        self.laps.append(StageTiming(current, self.layers.get(current, self.service), first))
+        if span is not None:
+            span.end(None)
+        self._current = (name, started + first, tracing.stage_span(self.service, name))
+
     def stop(self, error: str | None = None) -> None:
         if self._current is None:
             return
@@ -160,6 +174,13 @@ def stopwatch(service: str, layers: dict[str, str], first: str | None = None) ->
     finally:
         watch.stop()
         _stopwatch.reset(token)
+
+
+def split_stage(seconds: float, name: str) -> None:
+    """`Stopwatch.split` on the running stopwatch; nothing outside one."""
+    watch = _stopwatch.get()
+    if watch is not None:
+        watch.split(seconds, name)
 
 
 def stage(name: str) -> None:

@@ -254,10 +254,13 @@ class ServiceServer:
         self.failures: dict[str, str] = {}  # what failed its last check -> why (empty when ready)
 
     @classmethod
-    def from_config(cls, name: str, config: CommonConfig, security: Security) -> ServiceServer:
+    def from_config(
+        cls, name: str, config: CommonConfig, security: Security, *, max_workers: int = 16
+    ) -> ServiceServer:
         """The server of a service's settings (every service's share of them is `CommonConfig`)."""
         return cls(
             name,
+            max_workers=max_workers,
             host=config.host,
             port=config.port,
             grace=config.grace,

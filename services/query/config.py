@@ -20,6 +20,13 @@ class QueryConfig(CommonConfig):
         8, help="searches that wait for a turn (unread: they cost no memory); more are refused, RESOURCE_EXHAUSTED"
     )
     upload_wait_seconds: float = setting(30.0, help="longest a search waits for a turn (less if its deadline nears)")
+    cheap_rpc_threads: int = setting(
+        16, help="RPC threads on top of the searches' (running + waiting), so cheap calls never queue behind searches"
+    )
+    worker_processes: int = setting(
+        0,
+        help="processes that parse uploads, extract features and run probes (0: one per core; -1: on RPC threads)",
+    )
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
     http_port: int = setting(-1, help="port of the HTTP/JSON API and web app (0 = any free port, -1 = off)")

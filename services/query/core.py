@@ -6,8 +6,9 @@ file that passed is put in storage, and only then is anything logged.
 
 Probes run here, because this is where the uploaded data is: the recommender's probe-selector names the
 models worth measuring (`SelectProbes`), `modsnet.models.probing` measures them on a bounded sample of the upload
-within `probe_seconds`, and the measurements go with the ranking request as the query node's probe edges.
-A probe that cannot run is left out; it never fails the search.
+within `probe_seconds` (like parsing and features, in a worker process when the service has them: `work.py`),
+and the measurements go with the ranking request as the query node's probe edges. A probe that cannot run
+is left out; it never fails the search.
 
 The query service is the platform's one public address, so it also answers what a client asks about the
 libraries' models: their metadata (`find_model`) and their runnable artifacts (`artifact`), fetched from
@@ -24,12 +25,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath, PurePosixPath
-from typing import IO
+from typing import IO, Any, TypeVar
 
-from modsnet.data.exemplar import Exemplar, Limits, dataset_features, load_exemplar
+from modsnet.data.exemplar import Exemplar, Limits
 from modsnet.data.graph import (
     Constraints,
     Cost,
@@ -44,10 +45,11 @@ from modsnet.data.graph import (
     check_cost,
 )
 from modsnet.data.profiles import PROFILES, Profile, profile_named
-from modsnet.models.probing import measure, needs_artifact
+from modsnet.models.probing import needs_artifact
 from modsnet.runtime import deadline, logs, observe
-from modsnet.runtime.errors import Busy, DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from modsnet.runtime.errors import Busy, DataLoss, DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
+from modsnet.runtime.workers import WorkerFailed, WorkerPool
 
 from .metrics import (
     DOWNLOAD_BYTES,
@@ -59,8 +61,13 @@ from .metrics import (
     UPLOAD_BYTES,
     UPLOAD_SIZE,
 )
+from .work import measure_probes, parse_and_describe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A probe run may overrun its budget by one probe's bounded fit before its worker is stopped.
+PROBE_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,7 @@ class QueryCore:
         probe_seconds: float = 10.0,
         spool_dir: str | None = None,
         cache_dir: Path | None = None,
+        workers: WorkerPool | None = None,
     ):
         self.storage = storage
         self.knowledge = knowledge
@@ -187,6 +195,9 @@ class QueryCore:
         self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
         self.spool_dir = spool_dir
         self.cache_dir = cache_dir
+        # Parsing, features and probes run there (None: on the calling thread), so that they do not hold
+        # this process's GIL while cheap calls wait.
+        self.workers = workers
         # Each search holds its parsed upload until it answers: their number bounds the service's memory.
         # A few more wait their turn, unread (gRPC's flow control holds their bytes back); each holds an RPC
         # thread, so the queue stays short enough to leave threads to cheap calls. Beyond it: Busy.
@@ -221,16 +232,19 @@ class QueryCore:
                     )
                 started = time.perf_counter()
                 observe.stage("parse")
-                exemplar = load_exemplar(
+                exemplar, feature_set, features, parse_seconds = self._work(
+                    parse_and_describe,
                     spool.name,
-                    name=filename,
-                    modality=options.modality,
-                    target=options.target_column,
-                    limits=self.limits,
+                    filename,
+                    options.modality,
+                    options.target_column,
+                    self.limits,
+                    self.cache_dir,
+                    timeout=deadline.remaining(),
+                    what=f"reading {filename}",
                 )
                 modality = exemplar.modality
-                observe.stage("features")
-                feature_set, features = dataset_features(exemplar, cache_dir=self.cache_dir)
+                observe.split_stage(parse_seconds, "features")  # one call parsed, then described the upload
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
                 observe.stage("library")
                 library = self._library(options.library, modality)
@@ -326,8 +340,20 @@ class QueryCore:
             except NotFound:  # deleted since it was picked: one probe fewer
                 continue
             models.append((model, artifact))
-        remaining = self.probe_seconds - (time.perf_counter() - started)
-        results = measure(library, exemplar, models, budget_seconds=max(0.0, remaining))
+        remaining = max(0.0, self.probe_seconds - (time.perf_counter() - started))
+        if not models or remaining <= 0:  # nothing to measure: no worker, no copy of the upload sent to one
+            return []
+        timeout = remaining + PROBE_GRACE_SECONDS
+        left = deadline.remaining()
+        if left is not None:
+            timeout = max(0.0, min(timeout, left - 1.0))  # a second to answer without probes
+        try:
+            results = self._work(
+                measure_probes, library, exemplar, models, remaining, timeout=timeout, what=f"probes on {exemplar.name}"
+            )
+        except (DeadlineExceeded, WorkerFailed) as error:  # probes are evidence, never a reason to fail a search
+            log.warning("search of %s goes on without probes: %s", exemplar.name, error)
+            results = []
         PROBES.labels(library.name).inc(len(results))
         if chosen:  # a search that probes nothing is not a probe time of 0
             PROBE_SECONDS.observe(time.perf_counter() - started)
@@ -340,6 +366,11 @@ class QueryCore:
         with self._uploads.turn(), tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="upload-") as spool:
             fingerprint, size = self._receive(chunks, spool, PurePath(filename or "upload").name)
             yield spool.name, fingerprint, size
+
+    def _work(self, function: Callable[..., T], *args: Any, timeout: float | None, what: str) -> T:
+        if self.workers is None:
+            return function(*args)
+        return self.workers.run(function, *args, timeout=timeout, what=what)
 
     def _receive(self, chunks: Iterable[bytes], spool: IO[bytes], filename: str) -> tuple[str, int]:
         digest = hashlib.sha256()
@@ -476,5 +507,7 @@ class QueryCore:
         return Feedback(dataset_id, int(response.graph_version), response.request_id, quarantine)
 
     def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
         for client in (self.storage, self.knowledge, self.recommender):
             client.close()

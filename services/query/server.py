@@ -6,12 +6,14 @@ from modsnet.features import single_threaded_blas
 from modsnet.runtime.auth import Security
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.runtime.workers import WorkerPool
 from modsnet.v1 import query_pb2, query_pb2_grpc
 
 from .config import QueryConfig
 from .core import QueryCore
 from .insight import LibraryInsight
 from .servicer import QueryServicer
+from .work import PRELOAD
 
 SERVICE_NAME = query_pb2.DESCRIPTOR.services_by_name["Query"].full_name
 
@@ -34,9 +36,16 @@ def create_server(config: QueryConfig) -> ServiceServer:
         probe_seconds=config.probe_seconds,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
+        # Started at the first search, stopped with the server (core.close); -1 keeps the work on RPC threads.
+        workers=WorkerPool("query", size=config.worker_processes, preload=PRELOAD)
+        if config.worker_processes >= 0
+        else None,
     )
     servicer = QueryServicer(core)
-    server = ServiceServer.from_config("query", config, security)
+    # A search holds its RPC thread while it runs or waits for a turn; admission (UploadTurns), not the thread
+    # pool, bounds them, and cheap calls get threads of their own on top, so they never queue behind searches.
+    threads = config.max_concurrent_uploads + config.max_waiting_uploads + config.cheap_rpc_threads
+    server = ServiceServer.from_config("query", config, security, max_workers=threads)
     server.add_service(
         SERVICE_NAME,
         lambda s: query_pb2_grpc.add_QueryServicer_to_server(servicer, s),

@@ -25,6 +25,7 @@ version never gets an answer from an older graph than the one it saw.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -32,6 +33,8 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
+
+import numpy as np
 
 from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Objective, Recommendation, Removal, Snapshot
 from modsnet.data.profiles import combine, profile_named
@@ -42,10 +45,12 @@ from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from . import objectives
 from .calibration import calibrated
-from .estimators.base import Prediction, ProbeRecord
+from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
-from .recommendation import answer_positions
+from .probes import MEASURED
+from .ranking import ModelTable, Order, allowed_mask
+from .recommendation import answer_positions, recommend_one
 
 
 def _learnable(snapshot: Snapshot) -> Snapshot:
@@ -116,6 +121,11 @@ class Served:
     @property
     def graph_version(self) -> int:
         return self.library.graph_version
+
+    @functools.cached_property
+    def table(self) -> ModelTable:
+        """The models as arrays for ranking, built at this graph version's first query."""
+        return ModelTable.of(list(self.estimator.model_ids), self.models)
 
 
 @dataclass(frozen=True)
@@ -473,23 +483,64 @@ class RecommenderCore:
         probes_used = 0
         if _is_gnn(estimator):
             # A dataset node without records still brings its similarity rows: pass it on either way.
-            predictions = estimator.predict(features, known_dataset=dataset_id or None, probes=probes)
+            vectors = estimator.score_all(features, known_dataset=dataset_id or None, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=dataset_id or None)
         else:
-            predictions = estimator.predict(features, known_dataset=scored, probes=probes)
+            vectors = estimator.score_all(features, known_dataset=scored, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=scored)
-        sign = estimator.sign
         higher_is_better = bool(served.library.meta.get("higher_is_better", True))
         objectives.check(objective, higher_is_better=higher_is_better, library=library)
+        if objective.kind == "score" and limits == Constraints():
+            # The common case, nothing to remove and nothing but the score to rank by: one vectorised top-k.
+            ranked, excluded, pick = top_k(served, vectors, limits, probes, k=k, higher_is_better=higher_is_better)
+            removals: list[Removal] = []
+        else:
+            ranked, excluded, pick, removals = self._by_objective(
+                served, vectors, limits, sources, objective, probes, k=k, higher_is_better=higher_is_better
+            )
+        RECOMMEND_SECONDS.observe(time.perf_counter() - start)
+        return Answer(
+            models=ranked,
+            graph_version=served.graph_version,
+            estimator=estimator.name,
+            path="transductive" if scored else "inductive",
+            probes_used=probes_used,
+            excluded_by_constraints=excluded,
+            recommendation=pick,
+            removals=removals,
+            objective=objective,
+            profile=profile,
+            constraints=limits,
+        )
+
+    @staticmethod
+    def _by_objective(
+        served: Served,
+        vectors: Scored,
+        limits: Constraints,
+        sources: dict[str, str],
+        objective: Objective,
+        probes: Sequence[ProbeRecord],
+        *,
+        k: int,
+        higher_is_better: bool,
+    ) -> tuple[list[Ranked], int, Recommendation | None, list[Removal]]:
+        """Limits and objectives (`objectives.py`) over light predictions (id, score, uncertainty) of every model;
+        only the models shown get their evidence and explanation."""
+        table, sign = served.table, served.estimator.sign
+        light = [
+            Prediction(model_id, float(vectors.scores[j]), float(vectors.uncertainty[j]))
+            for j, model_id in enumerate(table.ids)
+        ]
         # Best first by the objective; equal values go to the better score, then lower uncertainty, then id.
-        selection = objectives.select(predictions, served.models, limits, objective, sign=sign)
+        selection = objectives.select(light, served.models, limits, objective, sign=sign)
         ranking = selection.ranking
         pick = objectives.choose(selection, probes, objective, higher_is_better=higher_is_better, k=k)
         keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
         ranked = [
             Ranked(
                 i + 1,
-                ranking[i],
+                vectors.prediction(table.index[ranking[i].model_id]),
                 served.models[ranking[i].model_id],
                 on_front=ranking[i].model_id in selection.front,
                 objective_value=selection.values.get(ranking[i].model_id, 0.0),
@@ -506,20 +557,7 @@ class RecommenderCore:
             sign=sign,
             k=k,
         )
-        RECOMMEND_SECONDS.observe(time.perf_counter() - start)
-        return Answer(
-            models=ranked,
-            graph_version=served.graph_version,
-            estimator=estimator.name,
-            path="transductive" if scored else "inductive",
-            probes_used=probes_used,
-            excluded_by_constraints=selection.excluded,
-            recommendation=pick,
-            removals=removals,
-            objective=objective,
-            profile=profile,
-            constraints=limits,
-        )
+        return ranked, selection.excluded, pick, removals
 
     def select_probes(
         self, library: str, features: dict[str, float], *, budget: int, dataset_id: str = ""
@@ -582,6 +620,50 @@ class RecommenderCore:
         self.knowledge.close()
         if self.storage is not None:
             self.storage.close()
+
+
+def top_k(
+    served: Served,
+    vectors: Scored,
+    constraints: Constraints,
+    probes: Sequence[ProbeRecord],
+    *,
+    k: int,
+    higher_is_better: bool,
+) -> tuple[list[Ranked], int, Recommendation | None]:
+    """The answer's models, how many the constraints left out, and the one to take (`recommend_one`).
+
+    As sorting every allowed prediction best first (ties: lower uncertainty, then id) and handing that to
+    `recommend_one`, without doing it: `recommend_one` gets the ranking's head, up to the last model a
+    probe measured (so its places are the true ones) and at least one model not measured, and only the
+    models shown get their evidence and explanation.
+    """
+    table = served.table
+    allowed = np.flatnonzero(allowed_mask(table, constraints))
+    order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
+    mask = np.zeros(len(table.ids), dtype=bool)
+    mask[allowed] = True
+    measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
+    measured = {j for j in measured if mask[j]}
+    places = order.places(allowed, measured)
+    head = order.first(allowed, max(k, len(measured) + 1, *(place + 1 for place in places.values())))
+    full: dict[int, Prediction] = {}
+
+    def prediction(j: int, *, shown: bool) -> Prediction:
+        if not shown:  # recommend_one reads only the id, score and uncertainty of a model it does not show
+            return Prediction(table.ids[j], float(vectors.scores[j]), float(vectors.uncertainty[j]))
+        if j not in full:
+            full[j] = vectors.prediction(j)
+        return full[j]
+
+    ranking = [prediction(int(j), shown=i < k) for i, j in enumerate(head)]
+    pick = recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k)
+    keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
+    ranked = []
+    for i in answer_positions(len(allowed), k, keep):
+        j = int(head[i])
+        ranked.append(Ranked(i + 1, prediction(j, shown=True), served.models[table.ids[j]]))
+    return ranked, len(table.ids) - len(allowed), pick
 
 
 def _is_gnn(estimator: object) -> TypeGuard[GnnEstimator]:

@@ -33,7 +33,7 @@ from modsnet.data.graph import Snapshot
 from modsnet.data.graph_build import raw_features
 
 from ..probes import MEASURED, ProbeSelector
-from .base import Evidence, Prediction, ProbeRecord
+from .base import Evidence, Prediction, ProbeRecord, Scored
 
 NAME = "knn-popularity/v1"
 _MIN_SPREAD = 1e-3
@@ -325,7 +325,12 @@ class KnnPopularityEstimator:
         return self._select(similarity, similar, budget, among)
 
     def _select(
-        self, similarity: np.ndarray, similar: int, budget: int, among: Collection[str] | None, exclude: int | None = None
+        self,
+        similarity: np.ndarray,
+        similar: int,
+        budget: int,
+        among: Collection[str] | None,
+        exclude: int | None = None,
     ) -> list[str]:
         z = np.clip(self.z, -_CLIP, _CLIP)
         if exclude is not None:
@@ -346,6 +351,12 @@ class KnnPopularityEstimator:
         probes: Sequence[ProbeRecord] = (),
     ) -> list[Prediction]:
         """A prediction for every model of the library, in library order."""
+        return self.score_all(features, known_dataset=known_dataset, probes=probes).predictions()
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        """`predict` as vectors; each model's `Prediction` is built only when asked for."""
         own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
         measured = {} if own is not None else self.measured(probes)
         predicted, uncertainty, idx, w = self._inductive(features, exclude=own, measured=measured)
@@ -356,44 +367,46 @@ class KnnPopularityEstimator:
             observed = self.has[own]
             residual = self.scores[own, observed] - predicted[observed]
             predicted = predicted + residual.sum() / (observed.sum() + 1)
-        elif measured:
-            # Measured probes calibrate the rest the same way.
-            js = list(measured)
-            residual = np.array([measured[j] for j in js]) - predicted[js]
-            predicted = predicted + residual.sum() / (len(js) + 1)
-        out = []
+            scores = np.where(observed, self.scores[own], predicted).astype(float)
+            spread = np.where(observed, 0.0, uncertainty).astype(float)
+        else:
+            if measured:
+                # Measured probes calibrate the rest the same way; they are their measurement.
+                js = list(measured)
+                residual = np.array([measured[j] for j in js]) - predicted[js]
+                predicted = predicted + residual.sum() / (len(js) + 1)
+            scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
+            for j, value in measured.items():
+                scores[j], spread[j] = value, 0.0
         n_models = len(self.model_ids)
-        for j, model_id in enumerate(self.model_ids):
+
+        def build(j: int) -> Prediction:
+            model_id = self.model_ids[j]
             if own is not None and self.has[own, j]:
                 score = float(self.scores[own, j])
-                out.append(
-                    Prediction(
-                        model_id,
-                        score,
-                        0.0,
-                        [Evidence(known_dataset or "", 1.0, score)],
-                        f"measured {score:.3g} on this very dataset ({known_dataset})",
-                    )
+                return Prediction(
+                    model_id,
+                    score,
+                    0.0,
+                    [Evidence(known_dataset or "", 1.0, score)],
+                    f"measured {score:.3g} on this very dataset ({known_dataset})",
                 )
-                continue
             if j in measured:
-                out.append(Prediction(model_id, measured[j], 0.0, [], f"measured {measured[j]:.3g} on your data"))
-                continue
+                return Prediction(model_id, measured[j], 0.0, [], f"measured {measured[j]:.3g} on your data")
             evidence = [
                 Evidence(self.dataset_ids[i], float(wi), float(self.scores[i, j]))
                 for i, wi in zip(idx, w, strict=True)
                 if self.has[i, j]
             ][: self.evidence_count]
-            out.append(
-                Prediction(
-                    model_id,
-                    float(predicted[j]),
-                    float(uncertainty[j]),
-                    evidence,
-                    self._explain(j, evidence, n_models),
-                )
+            return Prediction(
+                model_id,
+                float(predicted[j]),
+                float(uncertainty[j]),
+                evidence,
+                self._explain(j, evidence, n_models),
             )
-        return out
+
+        return Scored(scores, spread, build)
 
     def _explain(self, j: int, evidence: list[Evidence], n_models: int) -> str:
         rank = int(self.popularity_rank[j])

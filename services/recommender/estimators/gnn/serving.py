@@ -17,7 +17,7 @@ from torch import Tensor
 from modsnet.data.graph import Snapshot
 
 from ...probes import MEASURED, PROXY_KINDS, ProbeSelector, virtual_edges
-from ..base import Evidence, Prediction, ProbeRecord
+from ..base import Evidence, Prediction, ProbeRecord, Scored
 from .config import _Z_HIGH, _Z_LOW, NAME, QUERY_DATA_RELATIONS, FitInfo, GnnConfig
 from .graph import _nearest
 from .network import INPUTS
@@ -220,6 +220,18 @@ class GnnEstimator(TrainedGraph):
         (dataset id -> distance) for a new dataset. `probes` become virtual probe edges; measured ones
         (probe "score") are also returned as the model's score.
         """
+        return self.score_all(features, known_dataset=known_dataset, distances=distances, probes=probes).predictions()
+
+    def score_all(
+        self,
+        features: Mapping[str, float],
+        *,
+        known_dataset: str | None = None,
+        distances: Mapping[str, float] | None = None,
+        probes: Sequence[ProbeRecord] = (),
+    ) -> Scored:
+        """`predict` as vectors: one pass of the query module over the precomputed library side (one
+        product with every model's embedding), the per-model `Prediction` built only when asked for."""
         own = self.node_index.get(known_dataset) if known_dataset in self.dataset_ids else None
         own_records: set[int] = set()
         if own is not None:
@@ -245,8 +257,17 @@ class GnnEstimator(TrainedGraph):
             residual = np.array([q.measured[j] for j in js]) - predicted[js]
             predicted = predicted + residual.sum() / (len(js) + 1)
         uncertainty = self.interval_scale * anchor_spread * std_z
-        out = []
-        for j, model_id in enumerate(self.model_ids):
+        scores = np.array(predicted, dtype=float)
+        spread = np.array(uncertainty, dtype=float)
+        for j, value in q.measured.items():
+            scores[j], spread[j] = value, 0.0
+        order: list[np.ndarray] = []  # datasets by similarity to the query, sorted once, on first need
+
+        def build(j: int) -> Prediction:
+            if not order:
+                order.append(np.argsort(-q.similarity, kind="stable"))
+            evidence = self._evidence(j, q.similarity, order[0])
+            model_id = self.model_ids[j]
             if j in q.measured:
                 score = q.measured[j]
                 why = (
@@ -254,53 +275,45 @@ class GnnEstimator(TrainedGraph):
                     if j in own_records
                     else f"probed: measured {score:.3g} on this dataset"
                 )
-                out.append(Prediction(model_id, score, 0.0, self._evidence(j, q.similarity), why))
-                continue
-            evidence = self._evidence(j, q.similarity)
-            out.append(
-                Prediction(
-                    model_id,
-                    float(predicted[j]),
-                    float(uncertainty[j]),
-                    evidence,
-                    self._explain(j, evidence, mean_z[j]),
-                )
+                return Prediction(model_id, score, 0.0, evidence, why)
+            return Prediction(
+                model_id, float(predicted[j]), float(uncertainty[j]), evidence, self._explain(j, evidence, mean_z[j])
             )
-        return out
 
-    def _transductive(self, own: int) -> list[Prediction]:
+        return Scored(scores, spread, build)
+
+    def _transductive(self, own: int) -> Scored:
         mean_z, std_z = self._graph_mean[own], self._graph_std[own]
         predicted = self.sign * (self.row_mean[own] + self.row_spread[own] * mean_z)
         observed = self.has[own]
         residual = self.scores[own, observed] - predicted[observed]
         predicted = predicted + residual.sum() / (observed.sum() + 1)
-        out = []
-        for j, model_id in enumerate(self.model_ids):
+        spread = self.interval_scale * self.row_spread[own] * std_z
+        scores = np.where(observed, self.scores[own], predicted).astype(float)
+        uncertainty = np.where(observed, 0.0, spread).astype(float)
+
+        def build(j: int) -> Prediction:
+            model_id = self.model_ids[j]
             if observed[j]:
                 score = float(self.scores[own, j])
-                out.append(
-                    Prediction(
-                        model_id,
-                        score,
-                        0.0,
-                        [Evidence(self.nodes[own], 1.0, score)],
-                        f"measured {score:.3g} on this very dataset ({self.nodes[own]})",
-                    )
+                return Prediction(
+                    model_id,
+                    score,
+                    0.0,
+                    [Evidence(self.nodes[own], 1.0, score)],
+                    f"measured {score:.3g} on this very dataset ({self.nodes[own]})",
                 )
-            else:
-                out.append(
-                    Prediction(
-                        model_id,
-                        float(predicted[j]),
-                        float(self.interval_scale * self.row_spread[own] * std_z[j]),
-                        [],
-                        f"predicted z {mean_z[j]:+.2f} from the graph around {self.nodes[own]}",
-                    )
-                )
-        return out
+            return Prediction(
+                model_id,
+                float(predicted[j]),
+                float(self.interval_scale * self.row_spread[own] * std_z[j]),
+                [],
+                f"predicted z {mean_z[j]:+.2f} from the graph around {self.nodes[own]}",
+            )
 
-    def _evidence(self, j: int, similarity: np.ndarray) -> list[Evidence]:
-        order = np.argsort(-similarity, kind="stable")
+        return Scored(scores, uncertainty, build)
+
+    def _evidence(self, j: int, similarity: np.ndarray, order: np.ndarray) -> list[Evidence]:
         out: list[Evidence] = []
         for p in order:
             i = int(self.rated[p])
