@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from modsnet.client import Client
 from modsnet.runtime.server import ServiceServer
@@ -19,9 +20,13 @@ from services.knowledge.server import create_server as knowledge_server
 from services.query.config import QueryConfig
 from services.query.server import create_server as query_server
 from services.recommender.config import RecommenderConfig
+from services.recommender.server import SERVICE_NAME as RECOMMENDER_SERVICE
 from services.recommender.server import create_server as recommender_server
 from services.storage.config import StorageConfig
 from services.storage.server import create_server as storage_server
+
+if TYPE_CHECKING:
+    from services.recommender.core import RecommenderCore
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +71,33 @@ class EmbeddedCluster:
         max_upload_bytes: int | None = None,
         estimator: str | None = None,
         retrain_after: int = 20,
-        train_inline_limit: int = 250_000,
+        train_inline_limit: int | None = None,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
+        auth_file: str | Path | None = None,
+        service_token: str | None = None,
+        client_token: str | None = None,
     ):
+        """`auth_file` turns authentication on in every service (the daemon's loopback cluster): the services
+        call each other with `service_token` and `client` calls with `client_token`."""
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
         self.estimator = estimator or os.environ.get("MODSNET_ESTIMATOR") or "gnn"
         self.retrain_after = retrain_after
-        self.train_inline_limit = train_inline_limit
+        # As `modsnet serve recommender` reads it: past this many interactions a first training goes on in the
+        # background while kNN answers.
+        self.train_inline_limit = (
+            train_inline_limit
+            if train_inline_limit is not None
+            else int(os.environ.get("MODSNET_TRAIN_INLINE_LIMIT") or 250_000)
+        )
         # As `modsnet serve recommender` reads them (0: the GNN's defaults); the test suite asks for a small GNN.
         self.gnn_members = gnn_members if gnn_members is not None else int(os.environ.get("MODSNET_GNN_MEMBERS", 0))
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
+        self.auth = {"auth_file": str(auth_file) if auth_file else None, "service_token": service_token}
+        self.client_token = client_token
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
@@ -87,11 +105,11 @@ class EmbeddedCluster:
     def start(self) -> EmbeddedCluster:
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK)))
+            self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK, **self.auth)))
             storage = self.addresses["storage"]
             self._start(
                 "knowledge",
-                knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK)),
+                knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK, **self.auth)),
             )
             knowledge = self.addresses["knowledge"]
             recommender = RecommenderConfig(
@@ -103,6 +121,7 @@ class EmbeddedCluster:
                 gnn_members=self.gnn_members,
                 gnn_steps=self.gnn_steps,
                 host=LOOPBACK,
+                **self.auth,
             )
             self._start("recommender", recommender_server(recommender))
             query_config = QueryConfig(
@@ -111,6 +130,7 @@ class EmbeddedCluster:
                 storage_addr=storage,
                 home=self.home,
                 host=LOOPBACK,
+                **self.auth,
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})
@@ -135,8 +155,14 @@ class EmbeddedCluster:
                 knowledge=self.addresses["knowledge"],
                 storage=self.addresses["storage"],
                 recommender=self.addresses["recommender"],
+                token=self.client_token,
             )
         return self._client
+
+    @property
+    def recommender_core(self) -> RecommenderCore:
+        """The recommender's logic in this process: its trainings under way (`trainings()`)."""
+        return self.servers["recommender"].cores[RECOMMENDER_SERVICE]  # type: ignore[no-any-return]
 
     def ensure_builtin_libraries(self) -> list[str]:
         return import_builtin_libraries(self.client)

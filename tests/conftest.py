@@ -20,6 +20,9 @@ from modsnet.embedded import EmbeddedCluster
 SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "100"}
 for _name, _value in SMALL_GNN.items():
     os.environ.setdefault(_name, _value)
+# CLI commands run their services in-process here (a search would otherwise start a daemon per data folder);
+# tests/test_daemon.py turns the daemon on where it tests it.
+os.environ.setdefault("MODSNET_DAEMON", "0")
 
 
 @pytest.fixture(scope="session")

@@ -221,6 +221,9 @@ class ServiceServer:
         self._checks: dict[str, list[tuple[str, Callable[[], None]]]] = {}
         self._running: dict[str, futures.Future[None]] = {}  # checks still running from an earlier round
         self._closers: list[Callable[[], None]] = []
+        # Each service's logic object by service name, for a process that hosts it (the embedded cluster's
+        # daemon reports what its recommender is training).
+        self.cores: dict[str, Any] = {}
         self._check_interval = check_interval
         self._check_timeout = check_timeout
         self._stopping = threading.Event()
@@ -253,10 +256,13 @@ class ServiceServer:
         check: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
         depends_on: Sequence[Dependency] = (),
+        core: Any = None,
     ) -> None:
         """Register a servicer. `check` raises when its own backend is unusable; `depends_on` are the
         services a request needs. Either failing turns this service (and "") NOT_SERVING."""
         register(self._server)
+        if core is not None:
+            self.cores[full_name] = core
         self._service_names.append(full_name)
         checks = self._checks.setdefault(full_name, [])
         if check is not None:
