@@ -96,7 +96,8 @@ class EmbeddedCluster:
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
         self.import_builtins = import_builtins
         self.max_upload_bytes = max_upload_bytes
-        self.auth = {"auth_file": str(auth_file) if auth_file else None, "service_token": service_token}
+        self.auth_file = str(auth_file) if auth_file else None
+        self.service_token = service_token
         self.client_token = client_token
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
@@ -105,11 +106,26 @@ class EmbeddedCluster:
     def start(self) -> EmbeddedCluster:
         self.home.mkdir(parents=True, exist_ok=True)
         try:
-            self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK, **self.auth)))
+            self._start(
+                "storage",
+                storage_server(
+                    StorageConfig(
+                        home=self.home, host=LOOPBACK, auth_file=self.auth_file, service_token=self.service_token
+                    )
+                ),
+            )
             storage = self.addresses["storage"]
             self._start(
                 "knowledge",
-                knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK, **self.auth)),
+                knowledge_server(
+                    KnowledgeConfig(
+                        home=self.home,
+                        storage_addr=storage,
+                        host=LOOPBACK,
+                        auth_file=self.auth_file,
+                        service_token=self.service_token,
+                    )
+                ),
             )
             knowledge = self.addresses["knowledge"]
             recommender = RecommenderConfig(
@@ -121,7 +137,8 @@ class EmbeddedCluster:
                 gnn_members=self.gnn_members,
                 gnn_steps=self.gnn_steps,
                 host=LOOPBACK,
-                **self.auth,
+                auth_file=self.auth_file,
+                service_token=self.service_token,
             )
             self._start("recommender", recommender_server(recommender))
             query_config = QueryConfig(
@@ -130,7 +147,8 @@ class EmbeddedCluster:
                 storage_addr=storage,
                 home=self.home,
                 host=LOOPBACK,
-                **self.auth,
+                auth_file=self.auth_file,
+                service_token=self.service_token,
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})
