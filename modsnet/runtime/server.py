@@ -342,7 +342,9 @@ class ServiceServer:
             if not self._stopping.is_set():
                 self._health.set(name, serving if ready else not_serving)
         for what, why in failures.items():
-            if self.failures.get(what) != why:  # log changes, not every round of a long outage
+            # Log changes, not every round of a long outage; nor a check that failed because this server is
+            # closing its own clients (a round under way when `stop` began).
+            if self.failures.get(what) != why and not self._stopping.is_set():
                 log.warning("%s not ready: %s", self.name, why)
         for what in self.failures.keys() - failures.keys():
             log.info("%s: %s is back", self.name, what)
