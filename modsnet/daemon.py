@@ -12,7 +12,10 @@ Files, all in the data folder ($MODSNET_HOME):
   on in the daemon's services, so another local user, who cannot read the token, is refused);
 - `daemon-status.json` (0600): what the daemon is doing, rewritten every second (libraries warm,
   trainings under way with their progress);
-- `daemon.log`: its log; `daemon.lock`: taken while a daemon starts, so two commands start one daemon.
+- `daemon.log` (0600): its log; `daemon.lock`: taken while a daemon starts, so two commands start one.
+
+The daemon runs with the environment of the command that started it (MODSNET_ESTIMATOR, MODSNET_GNN_*, ...)
+and the code installed then: `modsnet daemon stop` makes the next search start one with the current ones.
 
 A pid that is gone, or a live pid that is not a modsnet daemon (reused), makes those files stale: they
 are removed and the CLI runs as if no daemon ran. `daemon stop` (SIGTERM) cancels a training under way at
@@ -196,7 +199,9 @@ def start(home: Path, *, timeout: float = START_SECONDS, announce: bool = True) 
             raise Unavailable(f"the modsnet daemon (pid {info.pid}) does not answer; see {home / LOG_FILE}")
         _remove_files(home)
         command = [sys.executable, "-m", "modsnet", "--home", str(home), "daemon", "run"]
-        with open(home / LOG_FILE, "ab") as log_file:
+        # The log names uploaded files and libraries: this user's to read, as the token is.
+        descriptor = os.open(home / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "ab") as log_file:
             process = subprocess.Popen(  # detached: its own session, no terminal, survives this command
                 command,
                 stdin=subprocess.DEVNULL,
