@@ -144,13 +144,21 @@ def _is_daemon_process(pid: int) -> bool:
 
 
 def _answers(address: str, timeout: float = 2.0) -> bool:
-    """The query service at `address` answers its health check as SERVING."""
+    """The query service at `address` answers its liveness check as SERVING.
+
+    Liveness, not readiness: a daemon whose readiness flaps on a busy machine is still the one to use (a
+    command's own call then says what is wrong), never a reason to start a second cluster on the same data.
+    """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from modsnet.runtime.server import LIVENESS
+
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=LIVENESS), timeout=timeout
+            )
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
