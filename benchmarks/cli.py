@@ -8,7 +8,7 @@ by an untimed first search), the median (p50) of `--runs` runs of:
 - `modsnet library list` and `modsnet search examples/saheart.csv` (TabZoo, 5 probes), each in-process
   (`--no-daemon`: the command starts the four services itself and loads the estimator's checkpoint) and
   through a warm daemon (started, and its estimator loaded by one untimed search, beforehand);
-- with `--baseline-root`, the same in-process commands run with another checkout's code (PYTHONPATH) on the
+- with `--baseline-root`, the same in-process commands run with another checkout's code (run in its folder) on the
   same folder in the same run: the before/after ratio.
 Writes a markdown page and prints it.
 """
@@ -49,7 +49,7 @@ def _daemon_cpu(home: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(args: list[str], env: dict[str, str], runs: int) -> tuple[float, list[float], float]:
+def timed(args: list[str], env: dict[str, str], runs: int, cwd: Path = ROOT) -> tuple[float, list[float], float]:
     """p50 and every wall time of `runs` runs of `python -m modsnet ARGS` (each must exit 0), and the CPU
     seconds per run of the command's process plus the daemon's (a figure a busy machine distorts less)."""
     times = []
@@ -58,7 +58,7 @@ def timed(args: list[str], env: dict[str, str], runs: int) -> tuple[float, list[
     for _ in range(runs):
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "modsnet", *args], env=env, cwd=ROOT, capture_output=True, text=True
+            [sys.executable, "-m", "modsnet", *args], env=env, cwd=cwd, capture_output=True, text=True
         )
         times.append(time.perf_counter() - start)
         if done.returncode != 0:
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, "in-process (`--no-daemon`)", *timed(command, plain, args.runs)))
             if args.baseline_root:
                 before = {**plain, "PYTHONPATH": str(args.baseline_root.resolve())}
-                rows.append((label, f"in-process, code of {args.baseline_root}", *timed(command, before, args.runs)))
+                older = timed(command, before, args.runs, cwd=args.baseline_root.resolve())
+                rows.append((label, f"in-process, code of {args.baseline_root}", *older))
         timed(["daemon", "start"], env, 1)
         try:
             timed(["search", EXAMPLE], env, 1)  # the daemon loads TabZoo's estimator: untimed
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             timed(["daemon", "stop"], env, 1)
         if args.baseline_root:
             before = {**base, "MODSNET_HOME": str(home), "PYTHONPATH": str(args.baseline_root.resolve())}
-            rows.insert(1, ("`modsnet --help`", f"code of {args.baseline_root}", *timed(["--help"], before, args.runs)))
+            older = timed(["--help"], before, args.runs, cwd=args.baseline_root.resolve())
+            rows.insert(1, ("`modsnet --help`", f"code of {args.baseline_root}", *older))
 
     command = "python benchmarks/cli.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [

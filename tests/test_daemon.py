@@ -19,6 +19,9 @@ from modsnet.client import Client
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import Unauthenticated
 
+# Each test starts several Python processes (a daemon, CLI commands): generous on a shared, busy machine.
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "saheart.csv"
 
@@ -100,14 +103,20 @@ def test_an_in_process_search_finishes_the_training_it_started(tmp_path: Path, s
     """Without the daemon, a search whose GNN trains in the background (kNN answers) waits for that training
     before the process exits: exit 0, the checkpoint stored, nothing aborted."""
     home = tmp_path / "home"
-    with EmbeddedCluster(home, import_builtins=False) as cluster:
+    tiny = {"gnn_members": 1, "gnn_steps": 20}  # what is tested is the process's lifecycle, not the GNN
+    with EmbeddedCluster(home, import_builtins=False, **tiny) as cluster:
         cluster.client.import_library(synth_bundle)
-    plain = {"MODSNET_DAEMON": "0", "MODSNET_TRAIN_INLINE_LIMIT": "1"}  # every first training in the background
+    plain = {
+        "MODSNET_DAEMON": "0",
+        "MODSNET_TRAIN_INLINE_LIMIT": "1",  # every first training in the background
+        "MODSNET_GNN_MEMBERS": "1",
+        "MODSNET_GNN_STEPS": "20",
+    }
     searched = modsnet("search", str(EXAMPLE), "--json", home=home, **plain)
     assert searched.returncode == 0, searched.stderr
     assert json.loads(searched.stdout)["estimator"].startswith("knn"), "the stand-in answered"
     assert "the GNN of synth is trained and checkpointed" in searched.stderr
     assert "terminate called" not in searched.stderr
     assert not (home / daemon.STATE_FILE).exists(), "MODSNET_DAEMON=0 starts no daemon"
-    with EmbeddedCluster(home, import_builtins=False) as cluster:
+    with EmbeddedCluster(home, import_builtins=False, **tiny) as cluster:
         assert cluster.client.estimator_info("synth").origin == "checkpoint"
