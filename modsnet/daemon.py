@@ -395,9 +395,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def _print_status(home: Path, *, json_output: bool) -> int:
     """Exit status 0 when a daemon runs and answers, 3 when none runs, 1 when one runs but does not answer."""
+    asked = time.time()
     info = running(home.resolve(), check=False)
     answering = info is not None and _answers(info.address)
-    status = (read_status(home) or {}) if info is not None else {}
+    status = (_fresh_status(home, asked) or {}) if answering else {}
     if json_output:
         state = "running" if answering else "not answering" if info is not None else "stopped"
         print(json.dumps({"state": state, **status}, indent=2))
@@ -416,6 +417,17 @@ def _print_status(home: Path, *, json_output: bool) -> int:
         if not trainings:
             print("  no training under way")
     return 0 if answering else 3 if info is None else 1
+
+
+def _fresh_status(home: Path, since: float) -> dict[str, Any] | None:
+    """The daemon's status as written after `since` (it rewrites it every STATUS_INTERVAL), so what a
+    command did just before shows; the latest one if none comes within a few intervals."""
+    give_up = time.monotonic() + 3 * STATUS_INTERVAL
+    status = read_status(home)
+    while (status is None or float(status.get("updated_unix", 0)) < since) and time.monotonic() < give_up:
+        time.sleep(STATUS_INTERVAL / 10)
+        status = read_status(home)
+    return status
 
 
 def _duration(seconds: float) -> str:
