@@ -1,7 +1,8 @@
 """The `modsnet` command line.
 
-Without addresses it runs the embedded default (all four services in this process, data under
-$MODSNET_HOME or ~/.modsnet). With --query-addr (or MODSNET_QUERY_ADDR) it talks to running services:
+Without addresses it runs the embedded default (all four services, data under $MODSNET_HOME or
+~/.modsnet): in the local daemon when one runs (a search starts it: `modsnet/daemon.py`), else in this
+process. With --query-addr (or MODSNET_QUERY_ADDR) it talks to running services:
 the query address serves search, libraries, models and feedback; library administration also needs
 --knowledge-addr and --storage-addr, training --recommender-addr. `modsnet serve SERVICE` runs one
 service alone, for the local cluster and Kubernetes.
@@ -21,16 +22,17 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.json_format import MessageToDict
-
-from modsnet import __version__, cli_objectives
+from modsnet import __version__, cli_objectives, daemon
 from modsnet.client import DEFAULT_PROBES, Client
 from modsnet.runtime import config as cfg
 from modsnet.runtime.errors import ConfigError, ModsnetError
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import query_pb2 as qpb
+
+if TYPE_CHECKING:
+    from modsnet.embedded import EmbeddedCluster
 
 SERVICES = ("query", "recommender", "knowledge", "storage")
 _PROGRESS_MIN_BYTES = 8 * 1024**2
@@ -58,11 +60,31 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         finally:
             client.close()
         return
-    from modsnet.embedded import EmbeddedCluster  # the services are imported only when embedded
-
     home = Path(args.home) if args.home else cfg.default_home()
-    with EmbeddedCluster(home) as cluster:
+    if daemon.enabled(args):
+        info = daemon.running(home)
+        if info is None and args.command == "search":  # searches are what a warm cluster speeds up
+            info, _ = daemon.start(home)
+        if info is not None:
+            client = daemon.client(info)
+            try:
+                yield client
+            finally:
+                client.close()
+            return
+    cluster = _in_process(home).start()
+    try:
         yield cluster.client
+    except BaseException:
+        cluster.stop()
+        raise
+    daemon.stop_when_trained(cluster)  # after the command has printed its answer: `main`
+
+
+def _in_process(home: Path) -> EmbeddedCluster:
+    from modsnet.embedded import EmbeddedCluster  # the services are imported only when embedded here
+
+    return EmbeddedCluster(home)
 
 
 def _credentials(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,6 +218,8 @@ def print_libraries(libraries, out=sys.stdout) -> None:  # type: ignore[no-untyp
 
 
 def _json(message) -> str:  # type: ignore[no-untyped-def]
+    from google.protobuf.json_format import MessageToDict
+
     return json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True)
 
 
@@ -531,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert", help="client certificate, PEM (env MODSNET_CERT)")
     parser.add_argument("--key", help="its private key, PEM (env MODSNET_KEY)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the services do")
+    parser.add_argument(
+        "--no-daemon",
+        action="store_true",
+        help="run the services in this process, not in the local daemon (env MODSNET_DAEMON=0)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     search = commands.add_parser("search", help="rank a library's models for an exemplar dataset")
@@ -676,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     web = commands.add_parser("web", help="serve the web app and the HTTP API on the embedded default")
     web.add_argument("--port", type=int, default=8750, help="HTTP port on 127.0.0.1 (0: any free port)")
     web.set_defaults(run=cmd_web)
+    daemon.add_commands(commands)
 
     serve = commands.add_parser("serve", help="run one service (for the local cluster and Kubernetes)")
     serve_commands = serve.add_subparsers(dest="service", required=True, metavar="SERVICE")
@@ -694,6 +724,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    status = 1
+    try:
+        status = _run(args)
+    finally:  # an in-process cluster still training finishes it (or is cancelled by Ctrl-C) before exit
+        status = daemon.finish_trainings_then_stop(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args))
     except ModsnetError as exc:

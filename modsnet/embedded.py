@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from modsnet.client import Client
 from modsnet.runtime import tracing
@@ -20,9 +21,13 @@ from services.knowledge.server import create_server as knowledge_server
 from services.query.config import QueryConfig
 from services.query.server import create_server as query_server
 from services.recommender.config import RecommenderConfig
+from services.recommender.server import SERVICE_NAME as RECOMMENDER_SERVICE
 from services.recommender.server import create_server as recommender_server
 from services.storage.config import StorageConfig
 from services.storage.server import create_server as storage_server
+
+if TYPE_CHECKING:
+    from services.recommender.core import RecommenderCore
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +72,28 @@ class EmbeddedCluster:
         max_upload_bytes: int | None = None,
         estimator: str | None = None,
         retrain_after: int = 20,
-        train_inline_limit: int = 250_000,
+        train_inline_limit: int | None = None,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
         http_port: int | None = None,
         worker_processes: int | None = None,
+        auth_file: str | Path | None = None,
+        service_token: str | None = None,
+        client_token: str | None = None,
     ):
+        """`auth_file` turns authentication on in every service (the daemon's loopback cluster): the services
+        call each other with `service_token` and `client` calls with `client_token`."""
         self.home = Path(home)
         # As `modsnet serve recommender` reads it: the kNN estimator on request, the GNN by default.
         self.estimator = estimator or os.environ.get("MODSNET_ESTIMATOR") or "gnn"
         self.retrain_after = retrain_after
-        self.train_inline_limit = train_inline_limit
+        # As `modsnet serve recommender` reads it: past this many interactions a first training goes on in the
+        # background while kNN answers.
+        self.train_inline_limit = (
+            train_inline_limit
+            if train_inline_limit is not None
+            else int(os.environ.get("MODSNET_TRAIN_INLINE_LIMIT") or 250_000)
+        )
         # As `modsnet serve recommender` reads them (0: the GNN's defaults); the test suite asks for a small GNN.
         self.gnn_members = gnn_members if gnn_members is not None else int(os.environ.get("MODSNET_GNN_MEMBERS", 0))
         self.gnn_steps = gnn_steps if gnn_steps is not None else int(os.environ.get("MODSNET_GNN_STEPS", 0))
@@ -89,6 +105,9 @@ class EmbeddedCluster:
         # scikit-learn, ONNX Runtime) would cost it seconds; a long-lived embedded cluster can ask for them.
         env = os.environ.get("MODSNET_WORKER_PROCESSES")
         self.worker_processes = worker_processes if worker_processes is not None else int(env) if env else -1
+        self.auth_file = str(auth_file) if auth_file else None
+        self.service_token = service_token
+        self.client_token = client_token
         self.servers: dict[str, ServiceServer] = {}
         self.addresses: dict[str, str] = {}
         self._client: Client | None = None
@@ -99,11 +118,26 @@ class EmbeddedCluster:
         # As `modsnet serve` does: spans go to a collector only when OTEL_EXPORTER_OTLP_ENDPOINT names one.
         self._tracing = not tracing.enabled() and tracing.configure()
         try:
-            self._start("storage", storage_server(StorageConfig(home=self.home, host=LOOPBACK)))
+            self._start(
+                "storage",
+                storage_server(
+                    StorageConfig(
+                        home=self.home, host=LOOPBACK, auth_file=self.auth_file, service_token=self.service_token
+                    )
+                ),
+            )
             storage = self.addresses["storage"]
             self._start(
                 "knowledge",
-                knowledge_server(KnowledgeConfig(home=self.home, storage_addr=storage, host=LOOPBACK)),
+                knowledge_server(
+                    KnowledgeConfig(
+                        home=self.home,
+                        storage_addr=storage,
+                        host=LOOPBACK,
+                        auth_file=self.auth_file,
+                        service_token=self.service_token,
+                    )
+                ),
             )
             knowledge = self.addresses["knowledge"]
             recommender = RecommenderConfig(
@@ -115,6 +149,8 @@ class EmbeddedCluster:
                 gnn_members=self.gnn_members,
                 gnn_steps=self.gnn_steps,
                 host=LOOPBACK,
+                auth_file=self.auth_file,
+                service_token=self.service_token,
             )
             self._start("recommender", recommender_server(recommender))
             query_config = QueryConfig(
@@ -124,6 +160,8 @@ class EmbeddedCluster:
                 home=self.home,
                 host=LOOPBACK,
                 worker_processes=self.worker_processes,
+                auth_file=self.auth_file,
+                service_token=self.service_token,
             )
             if self.max_upload_bytes is not None:
                 query_config = QueryConfig(**{**query_config.__dict__, "max_upload_bytes": self.max_upload_bytes})
@@ -152,8 +190,14 @@ class EmbeddedCluster:
                 knowledge=self.addresses["knowledge"],
                 storage=self.addresses["storage"],
                 recommender=self.addresses["recommender"],
+                token=self.client_token,
             )
         return self._client
+
+    @property
+    def recommender_core(self) -> RecommenderCore:
+        """The recommender's logic in this process: its trainings under way (`trainings()`)."""
+        return self.servers["recommender"].cores[RECOMMENDER_SERVICE]  # type: ignore[no-any-return]
 
     def ensure_builtin_libraries(self) -> list[str]:
         return import_builtin_libraries(self.client)

@@ -22,6 +22,9 @@ pytest_plugins = ["web_cluster"]  # the cluster with the HTTP port, shared by th
 SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "100"}
 for _name, _value in SMALL_GNN.items():
     os.environ.setdefault(_name, _value)
+# CLI commands run their services in-process here (a search would otherwise start a daemon per data folder);
+# tests/test_daemon.py turns the daemon on where it tests it.
+os.environ.setdefault("MODSNET_DAEMON", "0")
 
 
 @pytest.fixture(scope="session")

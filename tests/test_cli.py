@@ -28,6 +28,7 @@ def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "") ->
     env["MODSNET_HOME"] = str(home)
     # Built-in libraries (TabZoo 52k records, XRDZoo 81k) only where a test needs them: each start imports them.
     env["MODSNET_BUILTIN_LIBRARIES"] = builtins
+    env["MODSNET_DAEMON"] = "0"  # the services in the command's own process (tests/test_daemon.py tests the daemon)
     return subprocess.run(
         [sys.executable, "-m", "modsnet", *args],
         capture_output=True,

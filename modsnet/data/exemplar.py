@@ -40,26 +40,28 @@ import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import defusedxml
 import defusedxml.ElementTree as DefusedET
 import numpy as np
 import pandas as pd
-import pyarrow
-import pyarrow.parquet as pq
-from fairmat_readers_xrd import readers as xrd_readers
-from PIL import Image
 
 from modsnet.data.archive import ZIP_MAGIC, ArchiveLimits, Budget, Folder, Members, ZipArchive, is_litter
 from modsnet.data.text_decoding import decode_text
-from modsnet.features import image as image_module
-from modsnet.features import tabular, text, xrd
-from modsnet.features.xrd import Scan
+from modsnet.features import tabular
 from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
+
+# A modality's parsers and feature extractors (Pillow, pyarrow, scipy, the XRD readers, ONNX Runtime and the
+# tokenizer) take seconds to import: each is imported where its modality is first met, so a table search or
+# a process that never parses anything does not pay for the others.
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modsnet.features.xrd import Scan
 
 __all__ = ["MODALITIES", "Exemplar", "Limits", "Scan", "dataset_features", "load_exemplar"]
 
@@ -68,6 +70,14 @@ MODALITIES = ("tabular", "text", "image", "xrd")
 
 # The RAW parser logs a scope warning on every file: noise in a server log, not news about the upload.
 logging.getLogger("fairmat_readers_xrd.bruker_raw_parser").setLevel(logging.ERROR)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Scan":  # re-exported, imported on first use (scipy)
+        from modsnet.features.xrd import Scan
+
+        return Scan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +137,12 @@ def dataset_features(
     if exemplar.modality == "tabular" and exemplar.table is not None:
         return tabular.FEATURE_SET, _tabular_features(exemplar.table, exemplar, target, seed)
     if exemplar.modality == "text":
+        from modsnet.features import text
+
         return text.FEATURE_SET, text.text_features(exemplar.texts, exemplar.labels, seed=seed)
     if exemplar.modality == "image":
+        from modsnet.features import image as image_module
+
         features = image_module.image_features(
             exemplar.images,
             sizes=exemplar.image_sizes,
@@ -140,6 +154,8 @@ def dataset_features(
         )
         return image_module.FEATURE_SET, features
     if exemplar.modality == "xrd":
+        from modsnet.features import xrd
+
         return xrd.FEATURE_SET, xrd.xrd_features(exemplar.scans, n_scans=exemplar.n_items, seed=seed)
     raise ValueError(f"unknown modality {exemplar.modality!r}")
 
@@ -593,6 +609,9 @@ def _read_jsonl(data: bytes, name: str, limits: Limits) -> pd.DataFrame:
 
 def _read_parquet(source: _Source, name: str, limits: Limits) -> pd.DataFrame:
     """A Parquet file, its size checked from the footer before any column is read."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
     try:
         parquet = pq.ParquetFile(io.BytesIO(source) if isinstance(source, bytes) else source)
         rows, columns = parquet.metadata.num_rows, parquet.metadata.num_columns
@@ -634,6 +653,8 @@ def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[st
     for member in chosen:
         if not members.head(member, 16).startswith(_IMAGE_MAGIC):
             raise InvalidArgument(f"{name}: {member!r} is not a PNG or JPEG image")
+    from modsnet.features import image as image_module
+
     labels = _folder_labels(chosen, name)
     codes = pd.factorize(pd.Series(labels, dtype=object))[0] if labels else np.zeros(len(chosen), np.intp)
     rows = tabular.stratified_sample(codes, image_module.SAMPLE_IMAGES, 0, min_per_class=4)
@@ -651,6 +672,8 @@ def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[st
 
 def _decode_image(data: bytes, name: str, member: str, limits: Limits) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode one PNG/JPEG to RGB uint8, shrunk to the kept size; returns it with its size as uploaded."""
+    from PIL import Image
+
     where = f"{name}: {member!r}" if member != PurePosixPath(name).name else name
     try:
         with warnings.catch_warnings():
@@ -676,6 +699,8 @@ def _decode_image(data: bytes, name: str, member: str, limits: Limits) -> tuple[
 
 def _to_rgb(picture: Image.Image) -> Image.Image:
     """RGB, stretching 16-bit and float greyscale to 0-255 (a plain conversion would clip them)."""
+    from PIL import Image
+
     if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(picture, dtype=np.float64)
         top = values.max() if values.size and values.max() > 0 else 1.0
@@ -689,11 +714,11 @@ def _to_rgb(picture: Image.Image) -> Image.Image:
 _MAX_TWO_THETA = 360.0  # degrees: a 2θ position beyond it is not an angle
 _XRD_FORMATS = {".xrdml": "xrdml", ".brml": "brml", ".rasx": "rasx", ".raw": "raw"}
 _WAVELENGTH = re.compile(r"(?:wavelength|lambda|λ)\w*\s*[=:]?\s*(\d+(?:\.\d+)?)\s*(nm|å|angstrom|a\b)?", re.IGNORECASE)
-_READERS: dict[str, Callable[[str], Any]] = {
-    "xrdml": xrd_readers.read_panalytical_xrdml,
-    "rasx": xrd_readers.read_rigaku_rasx,
-    "brml": xrd_readers.read_bruker_brml,
-    "raw": xrd_readers.read_bruker_raw,
+_READERS = {  # format -> reader function of fairmat_readers_xrd.readers
+    "xrdml": "read_panalytical_xrdml",
+    "rasx": "read_rigaku_rasx",
+    "brml": "read_bruker_brml",
+    "raw": "read_bruker_raw",
 }
 
 
@@ -703,6 +728,8 @@ def _scan_exemplar(scans: list[Scan], name: str, n_scans: int) -> Exemplar:
 
 def _scan_files_exemplar(members: Members, name: str, limits: Limits, chosen: list[str]) -> Exemplar:
     """Several scans: a seeded sample of at most `xrd.SAMPLE_SCANS` is parsed (each is refused on its own)."""
+    from modsnet.features import xrd
+
     rng = np.random.default_rng(0)
     picked = np.sort(rng.choice(len(chosen), size=min(len(chosen), xrd.SAMPLE_SCANS), replace=False))
     scans = []
@@ -729,7 +756,9 @@ def _read_scan(source: _Source, name: str, fmt: str, limits: Limits) -> Scan:
     try:
         with warnings.catch_warnings(), _as_path(data) as path:
             warnings.simplefilter("ignore")  # pint's unit-stripping warnings, on every file
-            result = _READERS[fmt](path)
+            from fairmat_readers_xrd import readers
+
+            result = getattr(readers, _READERS[fmt])(path)
     except Exception as exc:  # a third-party parser on untrusted bytes fails in any way; our message is fixed
         raise InvalidArgument(f"{name}: not a readable .{fmt} scan ({type(exc).__name__})") from exc
     if not result:
@@ -792,6 +821,9 @@ def _finished_scan(
     two_theta: np.ndarray, intensity: np.ndarray, name: str, *, wavelength: float | None, metadata: dict[str, str]
 ) -> Scan:
     """Validate and sort a scan: matching lengths, enough finite points, a plausible wavelength (0.1-3 Å)."""
+    from modsnet.features import xrd
+    from modsnet.features.xrd import Scan
+
     if two_theta.size != intensity.size:
         raise InvalidArgument(f"{name}: {two_theta.size:,} 2θ positions but {intensity.size:,} intensities")
     finite = np.isfinite(two_theta) & np.isfinite(intensity)

@@ -22,10 +22,6 @@ from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.naive_bayes import GaussianNB
-from sklearn.tree import DecisionTreeClassifier
 
 from modsnet.data.text_decoding import text_encoding
 from modsnet.runtime.errors import InvalidArgument, ResourceExhausted
@@ -613,6 +609,12 @@ def _landmarks(
     x = np.hstack([_standardise(numeric), *one_hot])
     if not (x.std(axis=0) > 0).any():  # nothing varies: nothing to learn, and NB's variances would be 0
         return chance, chance, chance
+    # scikit-learn takes a second to import: only here, not for the other modalities' use of this module.
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.tree import DecisionTreeClassifier
+
     target = y[rows]
     scores = np.zeros(3)
     folds = StratifiedKFold(n_splits=_LANDMARK_FOLDS, shuffle=True, random_state=seed)

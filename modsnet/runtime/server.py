@@ -246,6 +246,9 @@ class ServiceServer:
         # Other faces of the same service in the same process (the query service's HTTP port): started after
         # the gRPC server, stopped before it.
         self.companions: dict[str, Companion] = {}
+        # Each service's logic object by service name, for a process that hosts it (the embedded cluster's
+        # daemon reports what its recommender is training).
+        self.cores: dict[str, Any] = {}
         self._check_interval = check_interval
         self._check_timeout = check_timeout
         self._stopping = threading.Event()
@@ -281,10 +284,13 @@ class ServiceServer:
         check: Callable[[], None] | None = None,
         close: Callable[[], None] | None = None,
         depends_on: Sequence[Dependency] = (),
+        core: Any = None,
     ) -> None:
         """Register a servicer. `check` raises when its own backend is unusable; `depends_on` are the
         services a request needs. Either failing turns this service (and "") NOT_SERVING."""
         register(self._server)
+        if core is not None:
+            self.cores[full_name] = core
         self._service_names.append(full_name)
         checks = self._checks.setdefault(full_name, [])
         if check is not None:
@@ -369,7 +375,9 @@ class ServiceServer:
             if not self._stopping.is_set():
                 self._health.set(name, serving if ready else not_serving)
         for what, why in failures.items():
-            if self.failures.get(what) != why:  # log changes, not every round of a long outage
+            # Log changes, not every round of a long outage; nor a check that failed because this server is
+            # closing its own clients (a round under way when `stop` began).
+            if self.failures.get(what) != why and not self._stopping.is_set():
                 log.warning("%s not ready: %s", self.name, why)
         for what in self.failures.keys() - failures.keys():
             log.info("%s: %s is back", self.name, what)

@@ -62,6 +62,33 @@ def conformal_factor(ratios: np.ndarray, coverage: float = COVERAGE) -> float:
     return float(ratios[rank - 1]) / Z80
 
 
+def _scores(snapshot: Snapshot) -> dict[str, dict[str, float]]:
+    per_dataset: dict[str, dict[str, float]] = {}
+    for r in snapshot.interactions:
+        per_dataset.setdefault(r.dataset_id, {})[r.model_id] = r.score  # the last record of a pair: enough here
+    return per_dataset
+
+
+def holdout_folds(
+    snapshot: Snapshot,
+    *,
+    seed: int = 0,
+    fraction: float = HOLDOUT_FRACTION,
+    per_dataset: dict[str, dict[str, float]] | None = None,
+) -> list[list[str]]:
+    """The scored datasets each calibration fit holds out (one fit per fold; none: not calibrated)."""
+    per_dataset = _scores(snapshot) if per_dataset is None else per_dataset
+    scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
+    if len(scored) < MIN_DATASETS:
+        return []
+    order = [scored[i] for i in np.random.default_rng(seed).permutation(len(scored))]
+    count = min(MAX_HOLDOUT, round(fraction * len(scored)))
+    if count >= MIN_HOLDOUT:
+        return [order[:count]]
+    k = min(CROSS_FOLDS, len(scored))
+    return [order[i::k] for i in range(k)]
+
+
 def learn_scale(
     snapshot: Snapshot,
     fit: Callable[[Snapshot], Calibratable],
@@ -75,19 +102,10 @@ def learn_scale(
     would be fewer than `MIN_HOLDOUT`) is cross-fitted instead: `CROSS_FOLDS` fits, each dataset held out
     by one of them, so every residual comes from a fit that did not see its dataset.
     """
-    per_dataset: dict[str, dict[str, float]] = {}
-    for r in snapshot.interactions:
-        per_dataset.setdefault(r.dataset_id, {})[r.model_id] = r.score  # the last record of a pair: enough here
-    scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
-    if len(scored) < MIN_DATASETS:
+    per_dataset = _scores(snapshot)
+    folds = holdout_folds(snapshot, seed=seed, fraction=fraction, per_dataset=per_dataset)
+    if not folds:
         return IntervalScale()
-    order = [scored[i] for i in np.random.default_rng(seed).permutation(len(scored))]
-    count = min(MAX_HOLDOUT, round(fraction * len(scored)))
-    if count >= MIN_HOLDOUT:
-        folds = [order[:count]]
-    else:
-        k = min(CROSS_FOLDS, len(scored))
-        folds = [order[i::k] for i in range(k)]
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     ratios = []
     for hidden in folds:

@@ -44,7 +44,7 @@ from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetE
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from . import objectives
-from .calibration import calibrated
+from .calibration import IntervalScale, calibrated, holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
@@ -128,6 +128,36 @@ class Served:
         return ModelTable.of(list(self.estimator.model_ids), self.models)
 
 
+@dataclass
+class TrainingProgress:
+    """Where a GNN training of a library stands: fit `fit` of `fits` (calibration's held-out fits, then the
+    served one), step `step` of `steps` in it, or a `phase` after the fits (export, checkpoint)."""
+
+    library: str
+    started_unix: float
+    fits: int
+    fit: int = 0
+    step: int = 0
+    steps: int = 0
+    phase: str = "preparing the graph"
+
+    def advance(self, step: int, steps: int) -> None:
+        self.step, self.steps, self.phase = step, steps, "fitting"
+
+    @property
+    def fraction(self) -> float:
+        """Share of the fitting done (the export and checkpoint after it take seconds)."""
+        if self.fits <= 0:
+            return 0.0
+        within = self.step / self.steps if self.steps else 0.0
+        return min(1.0, (max(self.fit - 1, 0) + within) / self.fits)
+
+    def describe(self) -> str:
+        elapsed = time.time() - self.started_unix
+        where = f"fit {self.fit}/{self.fits}, step {self.step}/{self.steps}" if self.phase == "fitting" else self.phase
+        return f"training the GNN of {self.library}: {self.fraction:.0%} ({where}), {elapsed:.0f} s"
+
+
 @dataclass(frozen=True)
 class EstimatorInfo:
     library: str
@@ -184,6 +214,7 @@ class RecommenderCore:
         self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._retraining: dict[str, threading.Thread] = {}
+        self._progress: dict[str, TrainingProgress] = {}  # the GNN trainings under way, by library
         self._guard = threading.Lock()
         self._closed = threading.Event()
 
@@ -299,17 +330,43 @@ class RecommenderCore:
         )
 
     def _train(self, snapshot: Snapshot) -> Served:
-        from . import checkpoints
         from .estimators.gnn import GnnEstimator
 
         start = time.perf_counter()
-        # Calibrating the intervals costs one more fit (three cross-fits for a small library): calibration.py.
-        estimator, scale = calibrated(
-            snapshot, lambda graph: GnnEstimator(graph, config=self.gnn_config, cancel=self._closed)
-        )
-        seconds = time.perf_counter() - start
-        FIT_SECONDS.observe(seconds)
-        backend = self._to_onnx(estimator)
+        library = snapshot.library.name
+        progress = TrainingProgress(library, time.time(), fits=len(holdout_folds(snapshot)) + 1)
+
+        def fit(graph: Snapshot) -> GnnEstimator:
+            if self._closed.is_set():  # between two fits too: a stopping service does not start another
+                from .estimators.gnn.training import TrainingCancelled
+
+                raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
+            progress.fit += 1
+            progress.advance(0, progress.steps)
+            return GnnEstimator(graph, config=self.gnn_config, cancel=self._closed, progress=progress.advance)
+
+        with self._guard:
+            self._progress[library] = progress
+        try:
+            # Calibrating the intervals costs one more fit (three cross-fits for a small library): calibration.py.
+            estimator, scale = calibrated(snapshot, fit)
+            seconds = time.perf_counter() - start
+            FIT_SECONDS.observe(seconds)
+            progress.phase = "exporting to ONNX"
+            backend = self._to_onnx(estimator)
+            progress.phase = "storing the checkpoint"
+            served = self._checkpointed(snapshot, estimator, scale, seconds, backend)
+        finally:
+            with self._guard:
+                if self._progress.get(library) is progress:
+                    del self._progress[library]
+        return served
+
+    def _checkpointed(
+        self, snapshot: Snapshot, estimator: GnnEstimator, scale: IntervalScale, seconds: float, backend: str
+    ) -> Served:
+        from . import checkpoints
+
         trained_unix = time.time()
         log.info("trained %s on %s at graph version %d in %.1f s; intervals x%.2f from %d held-out scores",
                  estimator.name, snapshot.library.name, snapshot.graph_version, seconds, scale.factor,
@@ -435,6 +492,22 @@ class RecommenderCore:
             thread.join(timeout)
             return not thread.is_alive()
         return True
+
+    def trainings(self) -> list[TrainingProgress]:
+        """The GNN trainings under way (copies: where each stands now)."""
+        with self._guard:
+            return [dataclasses.replace(p) for p in self._progress.values()]
+
+    def warm_libraries(self) -> dict[str, str]:
+        """The libraries whose estimator is loaded, each with what serves it."""
+        with self._guard:
+            served = list(self._cache.items())
+        return {name: f"{s.estimator.name} {s.origin}, graph version {s.graph_version}" for name, s in served}
+
+    def training_threads(self) -> list[threading.Thread]:
+        """The threads training or retraining a library now (for a process that must not exit under them)."""
+        with self._guard:
+            return [t for t in self._retraining.values() if t.is_alive()]
 
     # -- queries -----------------------------------------------------------------------------------------
 
@@ -610,13 +683,18 @@ class RecommenderCore:
         )
 
     def close(self) -> None:
-        # Trainings stop at their next step: a thread left in torch when the interpreter exits aborts the
-        # process ("terminate called without an active exception").
+        """Cancel the trainings under way (each stops at its next step, before any checkpoint of it is
+        written) and wait until their threads have ended.
+
+        Waiting to the end matters: a training thread still alive when the interpreter exits runs torch
+        while the process tears it down, which aborts it ("terminate called without an active exception").
+        """
         self._closed.set()
-        with self._guard:
-            trainings = list(self._retraining.values())
-        for thread in trainings:
-            thread.join(timeout=10.0)
+        for thread in self.training_threads():
+            while thread.is_alive():
+                thread.join(timeout=10.0)
+                if thread.is_alive():
+                    log.info("waiting for %s to reach its next step and stop", thread.name)
         self.knowledge.close()
         if self.storage is not None:
             self.storage.close()

@@ -62,5 +62,6 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         lambda s: recommender_pb2_grpc.add_RecommenderServicer_to_server(servicer, s),
         close=close,
         depends_on=(knowledge, storage),  # the graph, and the checkpoints of trained estimators
+        core=core,
     )
     return server

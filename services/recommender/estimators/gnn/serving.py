@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class GnnEstimator(TrainedGraph):
         evidence: int = 3,
         weights: Sequence[Mapping[str, Tensor]] | None = None,
         cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ):
         """Fit on `snapshot`, or with `weights` (from `state()`) put trained members on it without training.
 
@@ -66,7 +67,7 @@ class GnnEstimator(TrainedGraph):
         self.evidence_count = evidence
         self.interval_scale = 1.0  # σ's multiplier, set by calibration (services/recommender/calibration.py)
         torch.set_num_threads(config.threads)
-        super().__init__(snapshot, probes, config, weights, cancel)
+        super().__init__(snapshot, probes, config, weights, cancel, progress)
         self.scorer: Any = None  # an OnnxScorer once `serve_onnx` ran; torch otherwise
         self.fit_info = FitInfo(
             len(self.dataset_ids),

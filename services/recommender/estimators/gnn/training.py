@@ -8,7 +8,7 @@ from a checkpoint) then embed the full graph once: those embeddings are the cons
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,9 +51,11 @@ class TrainedGraph(PreparedGraph):
         config: GnnConfig,
         weights: Sequence[Mapping[str, Tensor]] | None = None,
         cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ):
         super().__init__(snapshot, probes, config)
         self._cancel = cancel
+        self._progress = progress  # (steps done, steps in all) after each step, for status lines
         if weights is not None:
             self._load(weights)
         else:
@@ -112,6 +114,7 @@ class TrainedGraph(PreparedGraph):
         hide = max(1, round(cfg.mask_fraction * n_rated))
         labels = _tensor(np.where(self.has, self._z_filled, 0.0))
         observed = torch.from_numpy(self.has)
+        steps = cfg.steps if n_rated > 1 else 0
         for member in range(cfg.members):
             seed = cfg.seed * 1000 + member
             torch.manual_seed(seed)
@@ -119,7 +122,7 @@ class TrainedGraph(PreparedGraph):
             net = _Net(self.x_data.shape[1], self.model_dim, self.relations, cfg)
             optimiser = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
             net.train()
-            for _ in range(cfg.steps if n_rated > 1 else 0):
+            for step in range(steps):
                 if self._cancel is not None and self._cancel.is_set():
                     raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
                 hidden = rng.choice(self.rated, size=min(hide, n_rated - 1), replace=False)
@@ -139,6 +142,8 @@ class TrainedGraph(PreparedGraph):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                if self._progress is not None:
+                    self._progress(member * steps + step + 1, cfg.members * steps)
             net.eval()
             self.members.append(net)
         self._precompute()
