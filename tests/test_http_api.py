@@ -143,7 +143,9 @@ def test_search_by_objective_and_profile(web_url: str) -> None:
     assert search["profile"]["schema"]["enum"] == sorted(PROFILES)
     assert search["objective"]["schema"]["enum"] == list(OBJECTIVE_NAMES)
 
-    plain = requests.post(f"{web_url}/api/search", params={"filename": "t.csv", "library": "synth", "k": 6}, data=_csv())
+    plain = requests.post(
+        f"{web_url}/api/search", params={"filename": "t.csv", "library": "synth", "k": 6}, data=_csv()
+    )
     assert plain.status_code == 200, plain.text
     answer = plain.json()
     assert answer["objective"] == {"name": "score", "cost": "", "label": "score"} and answer["profile"] == ""

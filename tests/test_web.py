@@ -184,7 +184,8 @@ def test_folder_of_images_and_a_text_csv(page: Any, web_url: str, tmp_path: Path
     heads = page.locator("#results table thead th").all_inner_texts()
     assert "score per inference s" in heads
     rows = page.locator("#results table tbody tr")
-    assert rows.count() == 1 and float(rows.nth(0).locator("td").nth(heads.index("score per inference s")).inner_text()) > 0
+    value = rows.nth(0).locator("td").nth(heads.index("score per inference s")).inner_text()
+    assert rows.count() == 1 and float(value) > 0
     (removal,) = page.locator("#removals li").all_inner_texts()
     assert removal.startswith("The edge profile's limit on inference time (≤ 10 ms) left out 3 models (text-m"), removal
     assert "predicted to beat the top pick" in removal, removal
@@ -199,6 +200,7 @@ def test_folder_of_images_and_a_text_csv(page: Any, web_url: str, tmp_path: Path
     page.click("#go")
     page.wait_for_selector("#results table thead th:has-text('Pareto front')", timeout=60_000)
     assert page.locator("#results table tbody tr").count() == 4 and page.locator("#removals").count() == 0
+    assert "null" not in page.inner_text("#results")
     assert page.input_value("#tradeoff-cost") == "memory_bytes"
     marked = page.locator("#results .badge.front").count()
     assert marked >= 1 and page.locator("#results table tbody tr").nth(0).locator(".badge.front").count() == 1
@@ -207,6 +209,7 @@ def test_folder_of_images_and_a_text_csv(page: Any, web_url: str, tmp_path: Path
         "document.getElementById('tradeoff-chart').data.find((t) => t.name === 'Pareto front').x.length"
     )
     assert front_points == marked
+    page.screenshot(path=str(SHOTS / "search-objective.png"), full_page=True)
 
 
 def test_library_model_and_dataset_pages(page: Any, web_url: str) -> None:

@@ -256,10 +256,7 @@ def objective_json(objective: Objective) -> dict[str, str]:
     """The objective as the API names it: `name` (an OBJECTIVE_NAMES entry), the pareto `cost` ("" unless
     pareto), and `label`, the name people read (`pareto (inference-seconds)`)."""
     cost = _COST_OF_FIELD.get(objective.cost, objective.cost)
-    if objective.kind == "score-per-cost":
-        name = f"per-{cost}"
-    else:
-        name = objective.kind
+    name = f"per-{cost}" if objective.kind == "score-per-cost" else objective.kind
     return {"name": name, "cost": cost if objective.kind == "pareto" else "", "label": objective_name(objective)}
 
 

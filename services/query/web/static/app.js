@@ -384,7 +384,8 @@ function showResults(answer) {
   ]);
   const d = answer.dataset;
   const rec = answer.recommendation;
-  results.replaceChildren(
+  // Parts an answer lacks (no recommendation, no removals) are null and left out, not written as "null".
+  results.replaceChildren(...[
     h("h2", {}, `Top ${answer.models.length} of ${lib} for ${d.filename}`),
     h("p", { class: "muted", id: "answer-summary" },
       `${d.modality}, ${d.rows} rows/items`, d.target_column ? `, target ${d.target_column}` : "",
@@ -406,7 +407,7 @@ function showResults(answer) {
       ? "Cost against score; the highlighted line is the service's Pareto front (nothing cheaper scores better) when the chart's cost is the objective's"
       : "Cost against score; the Pareto front (nothing cheaper scores better) is the highlighted line"),
     feedbackForm(answer),
-  );
+  ].filter(Boolean));
   // A Pareto answer's chart starts on the objective's cost, where the server's front applies.
   const chartCost = document.getElementById("tradeoff-cost");
   if (objective.name === "pareto" && chartCost && COST_FIELD[objective.cost]) chartCost.value = COST_FIELD[objective.cost];
