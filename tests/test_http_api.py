@@ -12,6 +12,7 @@ import requests
 from synthetic import make_table
 from werkzeug.test import Client as WsgiClient
 
+from modsnet.data.profiles import OBJECTIVE_NAMES, PROFILES
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.auth import AuthTable, Principal, Security, hash_token
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
@@ -112,6 +113,10 @@ def test_multipart_file_and_folder_uploads(web_url: str) -> None:
         ({"filename": "empty.csv"}, b"", 400, "empty"),
         ({"library": "nope"}, _csv(), 404, "nope"),
         ({"sha256": "0" * 64, "filename": "t.csv"}, _csv(), 422, "corrupt"),
+        ({"objective": "cheap"}, _csv(), 400, "objective: 'cheap' must be one of score, per-train-seconds"),
+        ({"objective": "pareto", "pareto_cost": "disk"}, _csv(), 400, "inference-seconds, memory"),
+        ({"pareto_cost": "memory"}, _csv(), 400, "pareto_cost: goes with objective=pareto"),
+        ({"profile": "laptop"}, _csv(), 400, "profile: profile 'laptop' is not a profile; the profiles are cpu-small"),
     ],
 )
 def test_bad_searches_get_4xx_naming_the_field(
@@ -120,6 +125,70 @@ def test_bad_searches_get_4xx_naming_the_field(
     response = requests.post(f"{web_url}/api/search", params=params, data=body)
     assert response.status_code == status, response.text
     assert named in response.json()["error"]
+
+
+def test_search_by_objective_and_profile(web_url: str) -> None:
+    profiles = requests.get(f"{web_url}/api/profiles").json()["profiles"]
+    assert [p["name"] for p in profiles] == sorted(PROFILES)
+    assert next(p for p in profiles if p["name"] == "edge") == {
+        "name": "edge",
+        "description": PROFILES["edge"].description,
+        "max_train_seconds": 0.0,
+        "max_inference_seconds": 0.010,
+        "max_memory_bytes": 50e6,
+    }
+    # The document's list of profile names is the code's.
+    document = requests.get(f"{web_url}/api/openapi.json").json()
+    search = {p["name"]: p for p in document["paths"]["/api/search"]["post"]["parameters"]}
+    assert search["profile"]["schema"]["enum"] == sorted(PROFILES)
+    assert search["objective"]["schema"]["enum"] == list(OBJECTIVE_NAMES)
+
+    plain = requests.post(
+        f"{web_url}/api/search", params={"filename": "t.csv", "library": "synth", "k": 6}, data=_csv()
+    )
+    assert plain.status_code == 200, plain.text
+    answer = plain.json()
+    assert answer["objective"] == {"name": "score", "cost": "", "label": "score"} and answer["profile"] == ""
+    assert answer["removals"] == [] and not any(m["on_front"] for m in answer["models"])
+
+    # Pareto against memory (synth: model j takes 1000 x (j + 1) bytes): the front is marked, members first.
+    pareto = requests.post(
+        f"{web_url}/api/search",
+        params={"filename": "t.csv", "library": "synth", "k": 6, "objective": "pareto", "pareto_cost": "memory"},
+        data=_csv(),
+    ).json()
+    assert pareto["objective"] == {"name": "pareto", "cost": "memory", "label": "pareto (memory)"}
+    flags = [m["on_front"] for m in pareto["models"]]
+    assert flags[0] and flags == sorted(flags, reverse=True)
+    front = [(m["predicted_score"], m["cost"]["memory_bytes"]) for m in pareto["models"] if m["on_front"]]
+    for m in pareto["models"]:  # off the front: some member is at least as good and as cheap
+        if not m["on_front"]:
+            assert any(s >= m["predicted_score"] and c <= m["cost"]["memory_bytes"] for s, c in front)
+
+    per_memory = requests.post(
+        f"{web_url}/api/search",
+        params={"filename": "t.csv", "library": "synth", "k": 6, "objective": "per-memory"},
+        data=_csv(),
+    ).json()
+    values = [m["objective_value"] for m in per_memory["models"]]
+    assert per_memory["objective"]["name"] == "per-memory" and values == sorted(values, reverse=True) and values[0] > 0
+
+    # edge (inference <= 10 ms) keeps text-m0 only of the text library (model j infers in 10 ms x (j + 1)).
+    notes = {"good": "a fine and pleasant day", "bad": "a grim and tiresome day"}
+    folder = [
+        ("file", (f"{label}/{i}.txt", f"{text} number {i}".encode())) for label, text in notes.items() for i in range(4)
+    ]
+    edge = requests.post(
+        f"{web_url}/api/search", params={"filename": "notes", "profile": "edge", "max_memory_bytes": 1e9}, files=folder
+    )
+    assert edge.status_code == 200, edge.text
+    answer = edge.json()
+    assert [m["model_id"] for m in answer["models"]] == ["text-m0"] and answer["profile"] == "edge"
+    assert answer["constraints"]["max_inference_seconds"] == 0.010 and answer["constraints"]["max_memory_bytes"] == 50e6
+    (removal,) = answer["removals"]
+    assert (removal["reason"], removal["source"], removal["removed"]) == ("max-inference-seconds", "profile edge", 3)
+    assert sorted(removal["model_ids"]) == ["text-m1", "text-m2", "text-m3"] and removal["explanation"]
+    assert removal["best_score"] is not None and 0 <= removal["better"] <= 3
 
 
 def test_bad_feedback_and_unknown_routes(web_url: str) -> None:

@@ -34,6 +34,7 @@ CHECKS = [
 # Every route but the document itself (schemathesis does not test the schema's own URL).
 OPERATIONS = [
     "GET /api/libraries",
+    "GET /api/profiles",
     "GET /api/libraries/{library}",
     "GET /api/libraries/{library}/matrix",
     "GET /api/libraries/{library}/evaluation",

@@ -134,11 +134,14 @@ def test_keyboard_only_search(page: Any, web_url: str, tmp_path: Path) -> None:
         if page.input_value("#library") == "synth":
             break
     assert page.input_value("#library") == "synth"
+    passed = set()
     for _ in range(20):
-        if page.evaluate("document.activeElement.id") == "go":
+        passed.add(page.evaluate("document.activeElement.id"))
+        if "go" in passed:
             break
         page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "go"
+    assert {"objective", "profile", "tradeoff-cost"} <= passed  # the pareto cost is off until pareto is picked
     page.keyboard.press("Enter")
     page.wait_for_selector("#results table tbody tr", timeout=60_000)
     assert page.locator("#results table tbody tr").count() == 6  # k = 10: all 6 models
@@ -171,6 +174,42 @@ def test_folder_of_images_and_a_text_csv(page: Any, web_url: str, tmp_path: Path
     page.wait_for_function("document.querySelector('#results h2')?.innerText.includes('reviews.csv')", timeout=60_000)
     assert "texts" in page.inner_text("#results h2")
     assert page.inner_text("#answer-summary").startswith("text, 20 rows/items")
+
+    # The edge profile (inference <= 10 ms) keeps text-m0 alone; ranked by score per inference second.
+    page.select_option("#profile", "edge")
+    page.select_option("#objective", "per-inference-seconds")
+    assert page.is_disabled("#pareto-cost")
+    page.click("#go")
+    page.wait_for_selector("#removals li", timeout=60_000)
+    heads = page.locator("#results table thead th").all_inner_texts()
+    assert "score per inference s" in heads
+    rows = page.locator("#results table tbody tr")
+    value = rows.nth(0).locator("td").nth(heads.index("score per inference s")).inner_text()
+    assert rows.count() == 1 and float(value) > 0
+    (removal,) = page.locator("#removals li").all_inner_texts()
+    assert removal.startswith("The edge profile's limit on inference time (≤ 10 ms) left out 3 models (text-m"), removal
+    assert "predicted to beat the top pick" in removal, removal
+    assert "Hardware profile edge: inference ≤ 10 ms, memory ≤ 50 MB" in page.inner_text("#objective-summary")
+    violations = _axe(page)
+    assert not violations, json.dumps(violations, indent=1)
+
+    # Pareto against memory, no profile: the table marks the front and the chart draws the server's front.
+    page.select_option("#profile", "")
+    page.select_option("#objective", "pareto")
+    page.select_option("#pareto-cost", "memory")
+    page.click("#go")
+    page.wait_for_selector("#results table thead th:has-text('Pareto front')", timeout=60_000)
+    assert page.locator("#results table tbody tr").count() == 4 and page.locator("#removals").count() == 0
+    assert "null" not in page.inner_text("#results")
+    assert page.input_value("#tradeoff-cost") == "memory_bytes"
+    marked = page.locator("#results .badge.front").count()
+    assert marked >= 1 and page.locator("#results table tbody tr").nth(0).locator(".badge.front").count() == 1
+    _rendered(page, "tradeoff-chart", ".scatterlayer .point")
+    front_points = page.evaluate(
+        "document.getElementById('tradeoff-chart').data.find((t) => t.name === 'Pareto front').x.length"
+    )
+    assert front_points == marked
+    page.screenshot(path=str(SHOTS / "search-objective.png"), full_page=True)
 
 
 def test_library_model_and_dataset_pages(page: Any, web_url: str) -> None:

@@ -36,7 +36,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from modsnet.data.graph import Constraints, Cost
+from modsnet.data.graph import Constraints, Cost, Objective
+from modsnet.data.profiles import COST_NAMES, OBJECTIVE_NAMES, Profile, objective_name, objective_named, profile_named
 from modsnet.runtime.auth import Principal, Security, acting_for, hash_token, required_scopes
 from modsnet.runtime.errors import Busy, InvalidArgument, ModsnetError, NotFound, Unauthenticated
 
@@ -69,6 +70,7 @@ STATUS = {
 # Each route needs the scopes of the gRPC method that does the same (one table: METHOD_SCOPES).
 SEARCH_METHOD = "/modsnet.v1.Query/Search"
 READ_METHOD = "/modsnet.v1.Query/ListLibraries"
+PROFILES_METHOD = "/modsnet.v1.Query/ListProfiles"
 MODEL_METHOD = "/modsnet.v1.Query/FindModel"
 DOWNLOAD_METHOD = "/modsnet.v1.Query/DownloadModel"
 FEEDBACK_METHOD = "/modsnet.v1.Query/ReportPerformance"
@@ -145,6 +147,18 @@ def search_options(args: Any, filename: str) -> SearchOptions:
     sha = _text(args, "sha256").lower()
     if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise InvalidArgument("sha256: must be 64 hex digits")
+    objective, pareto_cost, profile = _text(args, "objective"), _text(args, "pareto_cost"), _text(args, "profile")
+    # Checked here, before the upload is read, with the field named as the query string spells it.
+    if objective and objective not in OBJECTIVE_NAMES:
+        raise InvalidArgument(f"objective: {objective!r} must be one of {', '.join(OBJECTIVE_NAMES)}")
+    if pareto_cost and pareto_cost not in COST_NAMES:
+        raise InvalidArgument(f"pareto_cost: {pareto_cost!r} must be one of {', '.join(COST_NAMES)}")
+    if pareto_cost and objective != "pareto":
+        raise InvalidArgument(f"pareto_cost: goes with objective=pareto, not {objective or 'score'!r}")
+    try:
+        profile_named(profile)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"profile: {exc.message}") from None
     return SearchOptions(
         library=_text(args, "library"),
         k=_int(args, "k", 5, 1, 1000),
@@ -154,6 +168,8 @@ def search_options(args: Any, filename: str) -> SearchOptions:
         filename=filename,
         modality=modality,
         expected_sha256=sha,
+        objective=objective_named(objective, pareto_cost),
+        profile=profile,
     )
 
 
@@ -199,6 +215,8 @@ def search_json(result: SearchResult) -> dict[str, Any]:
                 ],
                 "metadata": dict(m.metadata),
                 "explanation": m.explanation,
+                "on_front": m.on_front,
+                "objective_value": _finite(m.objective_value),
             }
             for m in answer.models
         ],
@@ -213,6 +231,52 @@ def search_json(result: SearchResult) -> dict[str, Any]:
                 "reason": answer.recommendation.reason,
             }
         ),
+        "objective": objective_json(answer.objective),
+        "profile": answer.profile,
+        "constraints": None if answer.constraints is None else constraints_json(answer.constraints),
+        "removals": [
+            {
+                "reason": r.reason,
+                "source": r.source,
+                "removed": r.removed,
+                "better": r.better,
+                "best_score": _finite(r.best_score),
+                "model_ids": list(r.model_ids),
+                "explanation": r.explanation,
+            }
+            for r in answer.removals
+        ],
+    }
+
+
+_COST_OF_FIELD = {v: k for k, v in COST_NAMES.items()}
+
+
+def objective_json(objective: Objective) -> dict[str, str]:
+    """The objective as the API names it: `name` (an OBJECTIVE_NAMES entry), the pareto `cost` ("" unless
+    pareto), and `label`, the name people read (`pareto (inference-seconds)`)."""
+    cost = _COST_OF_FIELD.get(objective.cost, objective.cost)
+    name = f"per-{cost}" if objective.kind == "score-per-cost" else objective.kind
+    return {"name": name, "cost": cost if objective.kind == "pareto" else "", "label": objective_name(objective)}
+
+
+def constraints_json(c: Constraints) -> dict[str, Any]:
+    return {
+        "max_train_seconds": c.max_train_seconds,
+        "max_inference_seconds": c.max_inference_seconds,
+        "max_memory_bytes": c.max_memory_bytes,
+        "exclude_models": sorted(c.exclude_models),
+        "require_metadata": dict(c.require_metadata),
+    }
+
+
+def profile_json(p: Profile) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "description": p.description,
+        "max_train_seconds": p.max_train_seconds,
+        "max_inference_seconds": p.max_inference_seconds,
+        "max_memory_bytes": p.max_memory_bytes,
     }
 
 
@@ -292,6 +356,7 @@ class HttpApi:
                 r("/static/<path:name>", endpoint="static"),
                 r("/api/openapi.json", endpoint="openapi"),
                 r("/api/libraries", endpoint="libraries", methods=["GET"]),
+                r("/api/profiles", endpoint="profiles", methods=["GET"]),
                 r("/api/libraries/<library>", endpoint="library", methods=["GET"]),
                 r("/api/libraries/<library>/matrix", endpoint="matrix", methods=["GET"]),
                 r("/api/libraries/<library>/evaluation", endpoint="evaluation", methods=["GET"]),
@@ -306,6 +371,7 @@ class HttpApi:
         )
         self.scopes = {
             "libraries": READ_METHOD,
+            "profiles": PROFILES_METHOD,
             "library": READ_METHOD,
             "matrix": READ_METHOD,
             "evaluation": READ_METHOD,
@@ -396,6 +462,9 @@ class HttpApi:
 
     def on_libraries(self, request: Request) -> Response:
         return _json({"libraries": [library_summary(i) for i in self.core.list_libraries()]})
+
+    def on_profiles(self, request: Request) -> Response:
+        return _json({"profiles": [profile_json(p) for p in self.core.list_profiles()]})
 
     def on_library(self, request: Request, library: str) -> Response:
         return _json(self.insight.library(library))

@@ -137,8 +137,40 @@ function chooseFiles(list, folder) {
   announce(chosen.textContent);
 }
 
+// The objectives a search may rank by (modsnet.data.profiles.OBJECTIVE_NAMES), as the form offers them.
+const OBJECTIVES = [
+  ["score", "best predicted score"],
+  ["per-train-seconds", "score per training second"],
+  ["per-inference-seconds", "score per inference second"],
+  ["per-memory", "score per MB of memory"],
+  ["pareto", "Pareto front of score against a cost"],
+];
+const PARETO_COSTS = [["inference-seconds", "inference time"], ["train-seconds", "training time"], ["memory", "memory"]];
+// An API cost name and the field of `cost` it names (the trade-off chart's axis).
+const COST_FIELD = { "train-seconds": "train_seconds", "inference-seconds": "inference_seconds", memory: "memory_bytes" };
+
+function limitsText(c) {
+  const parts = [];
+  if (c.max_train_seconds) parts.push(`training ≤ ${limitSeconds(c.max_train_seconds)}`);
+  if (c.max_inference_seconds) parts.push(`inference ≤ ${limitSeconds(c.max_inference_seconds)}`);
+  if (c.max_memory_bytes) parts.push(`memory ≤ ${megabytes(c.max_memory_bytes)}`);
+  return parts.join(", ") || "no limits";
+}
+
+function limitSeconds(v) {
+  // A limit in the largest unit it fills, as `modsnet profiles` prints it (10 ms, 1 min, 24 h).
+  for (const [unit, size] of [["h", 3600], ["min", 60], ["s", 1]]) if (v >= size) return `${+(v / size).toPrecision(3)} ${unit}`;
+  return `${+(v * 1000).toPrecision(3)} ms`;
+}
+
+function megabytes(v) {
+  // Profiles and limits are set in decimal units (50 MB is 50e6 bytes), as the CLI prints them.
+  return v >= 1e9 ? `${+(v / 1e9).toPrecision(3)} GB` : `${+(v / 1e6).toPrecision(3)} MB`;
+}
+
 async function viewSearch() {
-  const libs = await libraries().catch((e) => { main.replaceChildren(errorBox(e)); throw e; });
+  const [libs, profiles] = await Promise.all([libraries(), api("/api/profiles").then((r) => r.profiles)])
+    .catch((e) => { main.replaceChildren(errorBox(e)); throw e; });
   const librarySelect = h("select", {}, h("option", { value: "" }, "by the file's kind"),
     libs.map((l) => h("option", { value: l.name }, `${l.name} (${l.modality})`)));
   const fileInput = h("input", { type: "file", id: "file-input", accept: ".csv,.tsv,.parquet,.xlsx,.jsonl,.txt,.zip,.xrdml,.brml,.rasx,.raw,.xy" });
@@ -170,7 +202,13 @@ async function viewSearch() {
       chooseFiles([{ file: f, path: f.name }], "");
     }
   });
-  const objective = h("select", {},
+  const objective = h("select", {}, OBJECTIVES.map(([value, text]) => h("option", { value }, text)));
+  const paretoCost = h("select", { disabled: true, "aria-describedby": "pareto-cost-hint" },
+    PARETO_COSTS.map(([value, text]) => h("option", { value }, text)));
+  objective.addEventListener("change", () => { paretoCost.disabled = objective.value !== "pareto"; });
+  const profile = h("select", { "aria-describedby": "profile-hint" }, h("option", { value: "" }, "none"),
+    profiles.map((p) => h("option", { value: p.name }, `${p.name}: ${p.description} (${limitsText(p)})`)));
+  const chartCost = h("select", {},
     h("option", { value: "train_seconds" }, "score against training time"),
     h("option", { value: "inference_seconds" }, "score against inference time"),
     h("option", { value: "memory_bytes" }, "score against memory"));
@@ -184,13 +222,16 @@ async function viewSearch() {
     field("max-inference", "Max inference seconds", h("input", { type: "number", min: 0, step: "any", placeholder: "no limit" })),
     field("max-memory", "Max memory (MB)", h("input", { type: "number", min: 0, step: "any", placeholder: "no limit" })),
     field("exclude", "Exclude models", h("input", { type: "text", placeholder: "id, id" })),
-    field("objective", "Objective (trade-off chart)", objective),
+    field("objective", "Rank by (objective)", objective),
+    field("pareto-cost", "Pareto cost", paretoCost, "with the Pareto objective"),
+    field("profile", "Hardware profile", profile, "its limits combine with the max fields, the stricter winning"),
+    field("tradeoff-cost", "Trade-off chart", chartCost),
     h("div", { class: "progress" },
       h("label", { for: "upload-progress", class: "visually-hidden" }, "Upload progress"),
       h("progress", { id: "upload-progress", max: 100, value: 0, hidden: true })),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "go", disabled: true }, "Search"), h("span", { id: "search-state" })));
   form.addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
-  objective.addEventListener("change", () => searchState.last && drawTradeoff(searchState.last));
+  chartCost.addEventListener("change", () => searchState.last && drawTradeoff(searchState.last));
   main.replaceChildren(h("h1", { id: "search-title" }, "Find the models for your data"), form, h("section", { id: "results", "aria-live": "polite" }));
   if (searchState.last) showResults(searchState.last);
 }
@@ -207,6 +248,9 @@ function searchParams() {
   set("max_inference_seconds", v("max-inference"));
   if (v("max-memory") !== "") params.set("max_memory_bytes", String(Number(v("max-memory")) * 1024 * 1024));
   set("exclude", v("exclude"));
+  if (v("objective") !== "score") params.set("objective", v("objective"));
+  if (v("objective") === "pareto") params.set("pareto_cost", v("pareto-cost"));
+  set("profile", v("profile"));
   return params;
 }
 
@@ -310,11 +354,19 @@ function showResults(answer) {
   const lib = answer.library;
   const scores = answer.models.flatMap((m) => [m.predicted_score - 1.28 * (m.uncertainty || 0), m.predicted_score + 1.28 * (m.uncertainty || 0)]);
   const lo = Math.min(...scores), hi = Math.max(...scores);
+  const objective = answer.objective || { name: "score", cost: "", label: "score" };
+  // The column the objective ranks by: the value per cost, or front membership; none for the plain score.
+  const perCost = { "per-train-seconds": "score per training s", "per-inference-seconds": "score per inference s", "per-memory": "score per MB" }[objective.name];
+  const objectiveHead = perCost || (objective.name === "pareto" ? "Pareto front" : null);
+  const objectiveCell = (m) => (perCost
+    ? (m.objective_value === null ? "–" : Number(m.objective_value).toPrecision(4))
+    : m.on_front ? h("span", { class: "badge front" }, "on front") : h("span", { class: "muted" }, "–"));
   const rows = answer.models.map((m) => [
     String(m.rank),
     h("a", { href: modelHref(lib, m.model_id) }, m.model_id),
     h("span", {}, fmt(m.predicted_score), " ± ", fmt(m.uncertainty)),
     intervalSvg(m.predicted_score, m.uncertainty || 0, lo, hi),
+    ...(objectiveHead ? [objectiveCell(m)] : []),
     m.probe
       ? h("span", {}, h("span", { class: "badge", title: m.probe.detail }, m.probe.probe === "score" ? "measured" : "probed"), " ", fmt(m.probe.value))
       : h("span", { class: "badge pred" }, "predicted"),
@@ -332,7 +384,8 @@ function showResults(answer) {
   ]);
   const d = answer.dataset;
   const rec = answer.recommendation;
-  results.replaceChildren(
+  // Parts an answer lacks (no recommendation, no removals) are null and left out, not written as "null".
+  results.replaceChildren(...[
     h("h2", {}, `Top ${answer.models.length} of ${lib} for ${d.filename}`),
     h("p", { class: "muted", id: "answer-summary" },
       `${d.modality}, ${d.rows} rows/items`, d.target_column ? `, target ${d.target_column}` : "",
@@ -340,12 +393,24 @@ function showResults(answer) {
       `graph version `, h("strong", { id: "graph-version" }, String(answer.graph_version)),
       `, ${answer.probes_used} probes used`, answer.excluded_by_constraints ? `, ${answer.excluded_by_constraints} models excluded by the constraints` : "", "."),
     rec ? h("p", { class: "recommend" }, h("strong", {}, "Recommended: "), h("a", { href: modelHref(lib, rec.model_id) }, rec.model_id), ` — ${rec.reason}`) : null,
+    objective.name !== "score" || answer.profile
+      ? h("p", { id: "objective-summary" },
+        objective.name !== "score" ? `Ranked by ${objectiveSentence(objective)}. ` : "",
+        answer.profile ? `Hardware profile ${answer.profile}: ${limitsText(answer.constraints || {})}.` : "")
+      : null,
     table(`Ranked models (${answer.metric}${answer.higher_is_better ? ", higher is better" : ", lower is better"}); bars: 80% interval`,
-      ["#", "model", "predicted ± sd", "interval", "measured", "train", "inference", "memory", "evidence", ""], rows, [0, 5, 6, 7]),
+      ["#", "model", "predicted ± sd", "interval", ...(objectiveHead ? [objectiveHead] : []), "measured", "train", "inference", "memory", "evidence", ""],
+      rows, objectiveHead ? [0, 4, 6, 7, 8] : [0, 5, 6, 7]),
+    removalsList(answer),
     figure("scores-chart", "Predicted score of each model with its 80% interval; green: measured by a probe on your data"),
-    figure("tradeoff-chart", "Cost against score; the Pareto front (nothing cheaper scores better) is the highlighted line"),
+    figure("tradeoff-chart", objective.name === "pareto"
+      ? "Cost against score; the highlighted line is the service's Pareto front (nothing cheaper scores better) when the chart's cost is the objective's"
+      : "Cost against score; the Pareto front (nothing cheaper scores better) is the highlighted line"),
     feedbackForm(answer),
-  );
+  ].filter(Boolean));
+  // A Pareto answer's chart starts on the objective's cost, where the server's front applies.
+  const chartCost = document.getElementById("tradeoff-cost");
+  if (objective.name === "pareto" && chartCost && COST_FIELD[objective.cost]) chartCost.value = COST_FIELD[objective.cost];
   // Charts after the table is on screen: the table is the answer, the charts explain it.
   requestAnimationFrame(() => { drawScores(answer); drawTradeoff(answer); });
 }
@@ -365,11 +430,57 @@ function drawScores(answer) {
   ], { yaxis: { autorange: "reversed", automargin: true }, xaxis: { title: { text: answer.metric } }, height: 120 + 26 * ms.length, legend: { orientation: "h" } });
 }
 
+function objectiveSentence(objective) {
+  const per = { "per-train-seconds": "training second", "per-inference-seconds": "inference second", "per-memory": "MB of memory" }[objective.name];
+  if (per) return `predicted score per ${per}, highest first (costs under ${objective.name === "per-memory" ? "1 MB" : "1 ms"} count as ${objective.name === "per-memory" ? "1 MB" : "1 ms"})`;
+  if (objective.name === "pareto") return `the Pareto front of predicted score against ${objective.cost.replace("-", " ")}, front members first`;
+  return "best predicted score";
+}
+
+function removalsList(answer) {
+  // One sentence per limit (or the objective) that kept models out: what it removed and what that cost.
+  const removals = answer.removals || [];
+  if (!removals.length) return null;
+  return h("section", { id: "removals", "aria-labelledby": "removals-title" },
+    h("h3", { id: "removals-title" }, "Left out of the answer"),
+    h("ul", {}, removals.map((r) => h("li", {}, removalSentence(r, answer.constraints || {})))));
+}
+
+const LIMIT_WORDS = {
+  "max-train-seconds": ["training time", (c) => limitSeconds(c.max_train_seconds)],
+  "max-inference-seconds": ["inference time", (c) => limitSeconds(c.max_inference_seconds)],
+  "max-memory-bytes": ["memory", (c) => megabytes(c.max_memory_bytes)],
+};
+
+function removalSentence(r, constraints) {
+  // Limits and exclusions read as a sentence built from the record's fields; the rest (no recorded cost, the
+  // objective's own cut) keep the service's one line.
+  const count = `${r.removed} model${r.removed === 1 ? "" : "s"}`;
+  const who = r.source === "request" ? "Your" : r.source.startsWith("profile ") ? `The ${r.source.slice(8)} profile's` : `${r.source}'s`;
+  let head;
+  if (LIMIT_WORDS[r.reason]) {
+    const [what, value] = LIMIT_WORDS[r.reason];
+    head = `${who} limit on ${what} (≤ ${value(constraints)}) left out ${count}`;
+  } else if (r.reason === "exclude") head = `${who} exclusions left out ${count}`;
+  else if (r.reason === "require-metadata") head = `${who} required metadata left out ${count}`;
+  else return r.explanation.charAt(0).toUpperCase() + r.explanation.slice(1) + (r.explanation.endsWith(".") ? "" : ".");
+  const named = r.model_ids.length ? ` (${r.model_ids.join(", ")}${r.model_ids.length < r.removed ? ", …" : ""})` : "";
+  const best = r.best_score === null ? "" : `: the best of them was predicted to score ${fmt(r.best_score)}`;
+  const better = r.better
+    ? `, and ${r.better === r.removed && r.removed > 1 ? "all" : r.better} of them ${r.better === 1 ? "was" : "were"} predicted to beat the top pick`
+    : ", and none was predicted to beat the top pick";
+  return `${head}${named}${best}${best ? better : ""}.`;
+}
+
 function drawTradeoff(answer) {
-  const key = document.getElementById("objective")?.value || "train_seconds";
+  const key = document.getElementById("tradeoff-cost")?.value || "train_seconds";
   const label = { train_seconds: "training seconds", inference_seconds: "inference seconds", memory_bytes: "memory (bytes)" }[key];
-  const points = answer.models.map((m) => ({ id: m.model_id, cost: m.cost[key], score: scoreOf(m) }));
-  const front = paretoFront(points, answer.higher_is_better);
+  const points = answer.models.map((m) => ({ id: m.model_id, cost: m.cost[key], score: scoreOf(m), onFront: m.on_front }));
+  // The service computed the front for a Pareto answer on its cost; any other axis gets the page's own front.
+  const serverFront = answer.objective?.name === "pareto" && COST_FIELD[answer.objective.cost] === key;
+  const front = serverFront
+    ? points.filter((p) => p.onFront).sort((a, b) => a.cost - b.cost)
+    : paretoFront(points, answer.higher_is_better);
   const onFront = new Set(front.map((p) => p.id));
   const positive = points.every((p) => p.cost > 0);
   plot("tradeoff-chart", [
