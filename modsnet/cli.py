@@ -320,7 +320,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         library = next(lib for lib in client.list_libraries() if lib.name == model.library)
         artifact = client.read_artifact(model.model_id, model.library) if model.artifact_blob_id else None
     modality = str(library.meta.get("modality", ""))
-    print(run_model(model, modality, artifact, Path(args.file), target=args.target or ""))
+    save = Path(args.save) if args.save else None
+    print(run_model(model, modality, artifact, Path(args.file), target=args.target or "", library=library, save=save))
     return 0
 
 
@@ -523,11 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     downloading.add_argument("--library")
     model.set_defaults(run=cmd_model)
 
-    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo: its CV score)")
+    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo, TextZoo: its CV score)")
     running.add_argument("model_id")
     running.add_argument("file")
     running.add_argument("--library")
-    running.add_argument("--target", help="label column of a table")
+    running.add_argument("--target", help="label column of a table or a CSV of texts")
+    running.add_argument("--save", help="TextZoo: also write the head fitted on your data here (.npz, no pickle)")
     running.set_defaults(run=cmd_run)
 
     feedback = commands.add_parser("feedback", help="report measured scores; retract, confirm, audit (admin)")
