@@ -404,6 +404,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             forwarded += ["--probe-budget", str(args.probe_budget)]
         if args.budgets is not None:
             forwarded += ["--budgets", *map(str, args.budgets)]
+        if args.group_by:
+            forwarded += ["--group-by", args.group_by]
         return evaluation.main(forwarded)
 
 
@@ -572,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", nargs="+", help="methods to compare (default: all)")
     evaluate.add_argument("--targets", nargs="+", help="target datasets (default: published ones, or 100 drawn)")
     evaluate.add_argument("--per-target", action="store_true", help="print every target's row too")
+    evaluate.add_argument("--group-by", help="datasets.csv column (e.g. source_group): leave one group out at a time")
     evaluate.add_argument(
         "--budgets",
         nargs="*",
