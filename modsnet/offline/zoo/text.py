@@ -591,7 +591,7 @@ def generate(
                     log.flush()
     records = [results[k] for k in keys]
     _write_bundle(
-        out, _manifest(chosen_models, prepared, seed), _tables(chosen_models, prepared, records), _artifacts(chosen_models)
+        out, _manifest(chosen_models, prepared, seed), _tables(chosen_models, prepared, records, work), _artifacts(chosen_models)
     )
     return Generated(len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started)
 
@@ -640,7 +640,23 @@ def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> 
     }
 
 
-def _tables(models: list[TextModel], prepared: list[_Prepared], records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+def cached_features(dataset: _Prepared, work: Path) -> dict[str, float]:
+    """`upload_features` of the full task, kept in `<work>/features/` by the task's content and FEATURE_SET."""
+    digest = hashlib.sha256(dataset.full.to_csv(index=False).encode()).hexdigest()[:16]
+    path = work / "features" / f"{dataset.source.dataset_id}-{FEATURE_SET.replace('/', '-')}-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    features = upload_features(dataset.full, dataset.source.dataset_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(features, sort_keys=True))
+    partial.replace(path)
+    return features
+
+
+def _tables(
+    models: list[TextModel], prepared: list[_Prepared], records: list[dict[str, Any]], work: Path
+) -> dict[str, pd.DataFrame]:
     model_rows = pd.DataFrame(
         {
             "model_id": m.model_id,
@@ -670,7 +686,7 @@ def _tables(models: list[TextModel], prepared: list[_Prepared], records: list[di
                 "mean_words": round(float(dataset.full["text"].str.split().str.len().mean()), 1),
             }
         )
-        features.append({"dataset_id": dataset.source.dataset_id, **upload_features(dataset.full, dataset.source.dataset_id)})
+        features.append({"dataset_id": dataset.source.dataset_id, **cached_features(dataset, work)})
     columns = ["model_id", "dataset_id", "score", "accuracy", "train_seconds", "inference_seconds"]
     interactions = pd.DataFrame(records, columns=[*columns, "memory_bytes", "status"])
     interactions["memory_bytes"] = interactions["memory_bytes"].astype("Int64")
@@ -733,6 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-models", type=int)
     parser.add_argument("--no-setup", action="store_true", help="do not install the Debian data packages")
     parser.add_argument("--example", type=Path, help="also write the held-out food reviews here as a CSV")
+    parser.add_argument("--features-only", action="store_true", help="only describe the tasks (cached in --work)")
     args = parser.parse_args(argv)
     if not args.no_setup:
         setup_debian()
@@ -740,6 +757,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = sorted(args.models or [m.model_id for m in text_models()])[: args.max_models]
     if args.example:
         print(f"textzoo: wrote {write_example(args.example)}", file=sys.stderr)
+    if args.features_only:  # describe the tasks (cached in work) while another run measures them
+        for source in choose(dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"):
+            cached_features(_prepare(source, args.seed), args.work)
+            print(f"textzoo: described {source.dataset_id}", file=sys.stderr)
+        return 0
     done = generate(args.out, args.work, jobs=args.jobs, seed=args.seed, datasets=datasets, models=models)
     print(
         f"textzoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "
