@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     downloading.add_argument("--library")
     model.set_defaults(run=cmd_model)
 
-    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo, TextZoo: its CV score)")
+    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo and TextZoo: CV score)")
     running.add_argument("model_id")
     running.add_argument("file")
     running.add_argument("--library")

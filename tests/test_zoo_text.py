@@ -19,11 +19,37 @@ from modsnet.runtime.errors import InvalidArgument
 
 MODELS = ["glove50--centroid", "minilm-l3--logreg-c1", "tfidf-char--linsvm-c0.1", "tfidf-word--naive-bayes"]
 TOPICS = {
-    "weather": "rain sun cloud storm wind snow forecast cold warm humid thunder fog".split(),
-    "cooking": "oven pan salt garlic onion bake roast recipe butter flour simmer spice".split(),
-    "football": "goal match striker keeper league referee penalty pitch coach score team cup".split(),
+    "weather": ["rain", "sun", "cloud", "storm", "wind", "snow", "forecast", "cold", "warm", "humid", "thunder", "fog"],
+    "cooking": [
+        "oven",
+        "pan",
+        "salt",
+        "garlic",
+        "onion",
+        "bake",
+        "roast",
+        "recipe",
+        "butter",
+        "flour",
+        "simmer",
+        "spice",
+    ],
+    "football": [
+        "goal",
+        "match",
+        "striker",
+        "keeper",
+        "league",
+        "referee",
+        "penalty",
+        "pitch",
+        "coach",
+        "score",
+        "team",
+        "cup",
+    ],
 }
-FILLER = "the a today we it was very really and then so quite".split()
+FILLER = ["the", "a", "today", "we", "it", "was", "very", "really", "and", "then", "so", "quite"]
 
 
 def _corpus(topics: list[str], n: int, seed: int) -> pd.DataFrame:

