@@ -648,10 +648,12 @@ def generate(
     models: Sequence[str] | None = None,
     sources: Sequence[DatasetSource] | None = None,
     progress: TextIO | None = sys.stderr,
+    measure: bool = True,
 ) -> Generated:
     """Measure every chosen (model, dataset) pair not already in `work`, then swap the bundle in at `out`.
 
     `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id.
+    `measure=False` writes the bundle from the pairs already measured in `work`, leaving the others out.
     """
     started = time.monotonic()
     chosen_models = choose(text_models(), models, lambda m: m.model_id, "model")
@@ -680,6 +682,9 @@ def generate(
             if tasks:
                 cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}.npy"
                 groups.append(_Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed))
+    if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
+        groups = []
+        keys = [k for k in keys if k in results]
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("textzoo", len(keys), len(keys) - pending, "pairs", progress)
     if groups:
@@ -689,8 +694,11 @@ def generate(
         with results_path.open("a") as log:
             if torn:
                 log.write("\n")
-            # Dense groups first and slowest encoders first, so the tail of the run is short work.
-            order = sorted(groups, key=lambda g: (ENCODERS[g.encoder_id].kind != "dense", g.encoder_id, g.dataset_id))
+            # Dataset by dataset (in a seeded order that mixes the sources), every encoder of one before the
+            # next: a run stopped early leaves whole rows of the library, spread over the sources.
+            shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
+            rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
+            order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
             with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
                 for future in as_completed([pool.submit(_run_group, g) for g in order]):
                     for record in future.result():
@@ -878,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-models", type=int)
     parser.add_argument("--no-setup", action="store_true", help="do not install the Debian data packages")
     parser.add_argument("--example", type=Path, help="also write the held-out food reviews here as a CSV")
+    parser.add_argument("--no-measure", action="store_true", help="bundle only the pairs already measured in --work")
     parser.add_argument("--features-only", action="store_true", help="only describe the tasks (cached in --work)")
     args = parser.parse_args(argv)
     if not args.no_setup:
@@ -891,7 +900,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cached_features(_prepare(source, args.seed), args.work)
             print(f"textzoo: described {source.dataset_id}", file=sys.stderr)
         return 0
-    done = generate(args.out, args.work, jobs=args.jobs, seed=args.seed, datasets=datasets, models=models)
+    done = generate(
+        args.out, args.work, jobs=args.jobs, seed=args.seed, datasets=datasets, models=models, measure=not args.no_measure
+    )
     print(
         f"textzoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "
         f"({done.measured} measured, {done.reused} reused) in {done.seconds:.0f} s -> {args.out}",
