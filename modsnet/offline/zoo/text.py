@@ -901,7 +901,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"textzoo: described {source.dataset_id}", file=sys.stderr)
         return 0
     done = generate(
-        args.out, args.work, jobs=args.jobs, seed=args.seed, datasets=datasets, models=models, measure=not args.no_measure
+        args.out,
+        args.work,
+        jobs=args.jobs,
+        seed=args.seed,
+        datasets=datasets,
+        models=models,
+        measure=not args.no_measure,
     )
     print(
         f"textzoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "
