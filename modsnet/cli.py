@@ -390,7 +390,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         library = next(lib for lib in client.list_libraries() if lib.name == model.library)
         artifact = client.read_artifact(model.model_id, model.library) if model.artifact_blob_id else None
     modality = str(library.meta.get("modality", ""))
-    print(run_model(model, modality, artifact, Path(args.file), target=args.target or ""))
+    save = Path(args.save) if args.save else None
+    print(run_model(model, modality, artifact, Path(args.file), target=args.target or "", library=library, save=save))
     return 0
 
 
@@ -473,6 +474,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             forwarded += ["--probe-budget", str(args.probe_budget)]
         if args.budgets is not None:
             forwarded += ["--budgets", *map(str, args.budgets)]
+        if args.group_by:
+            forwarded += ["--group-by", args.group_by]
         # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
         return evaluation.main(
             forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
@@ -632,11 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     downloading.add_argument("--library")
     model.set_defaults(run=cmd_model)
 
-    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo: its CV score)")
+    running = commands.add_parser("run", help="run a model on your data (XRD: its peaks; TabZoo and TextZoo: CV score)")
     running.add_argument("model_id")
     running.add_argument("file")
     running.add_argument("--library")
-    running.add_argument("--target", help="label column of a table")
+    running.add_argument("--target", help="label column of a table or a CSV of texts")
+    running.add_argument("--save", help="TextZoo: also write the head fitted on your data here (.npz, no pickle)")
     running.set_defaults(run=cmd_run)
 
     feedback = commands.add_parser("feedback", help="report measured scores; retract, confirm, audit (admin)")
@@ -679,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--methods", nargs="+", help="methods to compare (default: all)")
     evaluate.add_argument("--targets", nargs="+", help="target datasets (default: published ones, or 100 drawn)")
     evaluate.add_argument("--per-target", action="store_true", help="print every target's row too")
+    evaluate.add_argument("--group-by", help="datasets.csv column (e.g. source_group): leave one group out at a time")
     evaluate.add_argument(
         "--budgets",
         nargs="*",

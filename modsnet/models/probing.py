@@ -10,6 +10,9 @@ What a probe measures, per modality:
   `SAMPLE_ROWS` labelled rows (plus a few to keep each class at `FOLDS` rows). Needs the target column;
   classes with fewer than `FOLDS` rows are dropped and at least two classes must remain. The sample keeps
   one fit to a fraction of a second for most settings, so several probes fit in a search's budget.
+- text (kind "score", TextZoo encoder + head models): balanced accuracy by the library's 3-fold stratified
+  CV (`modsnet.models.text.evaluate`) on a stratified sample of at most `textprobe.SAMPLE_TEXTS` labelled
+  texts; each encoder embeds the sample once for all its probed heads (`modsnet.models.textprobe`).
 - XRD (kind "agreement", finders with an artifact): there is no ground truth for an uploaded scan, so a
   finder is scored by how well its peaks agree with the consensus of the probed finders: peak F1 within
   ±`TOLERANCE_DEG` 2θ against the consensus peaks (see `_consensus`), averaged over the first
@@ -90,6 +93,10 @@ def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
         return bool(model.artifact_blob_id or model.metadata.get("artifact"))
     if modality == "tabular":
         return _tabzoo_setting(library, model) is not None
+    if modality == "text":
+        from modsnet.models.textprobe import text_model_of
+
+        return text_model_of(library, model) is not None
     return False
 
 
@@ -124,6 +131,10 @@ def measure(
             return _measure_tabular(library, exemplar, models, started + budget_seconds, seed)
         if modality == "xrd":
             return _measure_xrd(library, exemplar, models, started + budget_seconds)
+        if modality == "text":
+            from modsnet.models.textprobe import measure_text
+
+            return measure_text(library, exemplar, [m for m, _ in models], started + budget_seconds, seed)
     except Exception:  # evidence, not a requirement: an unexpected failure costs the probes, not the search
         _log.debug("probing %s on library %r failed", exemplar.name, library.name, exc_info=True)
     return []

