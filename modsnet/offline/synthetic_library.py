@@ -69,8 +69,8 @@ class LibrarySpec:
             )
         if self.interactions > self.models * self.datasets // 2:
             raise ValueError(
-                f"--interactions {self.interactions} is over half of models x datasets ({self.models * self.datasets}): "
-                "a library that dense is not what this generator imitates"
+                f"--interactions {self.interactions} is over half of models x datasets "
+                f"({self.models * self.datasets}): a library that dense is not what this generator imitates"
             )
 
 
@@ -81,14 +81,29 @@ def _zipf_weights(n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
     return weights / weights.sum()
 
 
+def _capped(p: np.ndarray, draws: int, cap: int) -> np.ndarray:
+    """`p` with no entry expecting over `cap` of `draws` (the excess spread over the rest, proportionally):
+    a model cannot be measured on more datasets than exist, and drawing it as if it could only makes repeats."""
+    for _ in range(20):
+        over = p * draws > cap
+        if not over.any():
+            break
+        p = np.where(over, cap / draws, p)
+        free = ~over
+        p[free] *= (1 - p[over].sum()) / p[free].sum()
+    return p / p.sum()
+
+
 def _pair_keys(spec: LibrarySpec, rng: np.random.Generator) -> np.ndarray:
     """`spec.interactions` distinct pairs as sorted int64 keys dataset * models + model.
 
     Every model and every dataset gets one pair first (a permutation each, so none is left without a
-    record), the rest drawn from the two power laws until enough distinct pairs exist.
+    record), the rest drawn from the two power laws (each model capped at half the datasets, each dataset
+    at half the models) until enough distinct pairs exist.
     """
     m, d, k = spec.models, spec.datasets, spec.interactions
-    model_p, dataset_p = _zipf_weights(m, MODEL_ALPHA, rng), _zipf_weights(d, DATASET_ALPHA, rng)
+    model_p = _capped(_zipf_weights(m, MODEL_ALPHA, rng), k, max(1, d // 2))
+    dataset_p = _capped(_zipf_weights(d, DATASET_ALPHA, rng), k, max(1, m // 2))
     n = max(m, d)
     base = rng.permutation(n) % d * m + np.arange(n) % m
     keys = np.unique(base)
@@ -220,7 +235,9 @@ def _write(spec: LibrarySpec, folder: Path, started: float | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.synthetic_library", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m modsnet.offline.synthetic_library", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--models", type=int, required=True)
     parser.add_argument("--datasets", type=int, required=True)
     parser.add_argument("--interactions", type=int, required=True)

@@ -29,6 +29,7 @@ from modsnet.data.graph import (
     AuditEntry,
     Cost,
     DatasetNode,
+    InteractionColumns,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -43,6 +44,7 @@ from modsnet.data.graph_build import (
     dataset_row,
     distance,
     feature_set,
+    interaction_columns,
     interaction_record,
     interaction_row,
     merged_features,
@@ -254,12 +256,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     "INSERT INTO feature_rows VALUES (?, ?, ?, ?)",
                     ((name, stem, r["dataset_id"], json.dumps(r)) for r in feature_table.rows),
                 )
-            db.executemany(
-                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
+            requested: dict[str, int] = {}
+
+            def interactions() -> Iterator[tuple[Any, ...]]:
+                # One pass, streamed from the bundle's file (`CsvRows`): requests are counted on the way.
+                for r in bundle.interactions.rows:
+                    if r.get("request_id"):
+                        requested[r["request_id"]] = requested.get(r["request_id"], 0) + 1
+                    yield (
                         name,
                         r["model_id"],
                         r["dataset_id"],
@@ -271,13 +275,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         r.get("request_id", ""),
                         r.get("quarantine", ""),
                     )
-                    for r in bundle.interactions.rows
-                ),
+
+            db.executemany(
+                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                interactions(),
             )
-            requested: dict[str, int] = {}
-            for r in bundle.interactions.rows:
-                if r.get("request_id"):
-                    requested[r["request_id"]] = requested.get(r["request_id"], 0) + 1
             if request_id:
                 requested[f"import:{request_id}"] = 0
             db.executemany(
@@ -630,14 +634,19 @@ class SqliteKnowledgeStore(KnowledgeStore):
             info = self._library(db, library)
             models = self._models(db, library)
             datasets = self._datasets(db, "d.library = ?", (library,))
-            interactions = [
-                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p, rid)
-                for m, d, s, t, i, mem, p, rid in db.execute(
-                    "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
-                    "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
-                    (library,),
-                )
-            ]
+            rows = db.execute(
+                "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
+                "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
+                (library,),
+            ).fetchall()
+            # Columns, not a record per row: a million records build in about a second (see graph.py).
+            names = ("model_id", "dataset_id", "score", *COST_COLUMNS, "provenance", "request_id")
+            cells = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {}
+            interactions = (
+                interaction_columns([m.model_id for m in models], [d.dataset_id for d in datasets], cells)
+                if rows
+                else InteractionColumns.empty([m.model_id for m in models], [d.dataset_id for d in datasets])
+            )
             similarities = [
                 SimilarityRecord(a, b, dist)
                 for a, b, dist in db.execute(
