@@ -7,7 +7,9 @@ a bad bundle raises `InvalidArgument` naming the file, line and column. Archives
 `modsnet.data.archive` (in memory, never extracted, with limits on member count, unpacked size and
 expansion), so a zip bomb, a link or a `../` path cannot reach the disk.
 
-Cells are kept as the strings the files hold; numeric columns are checked (finite numbers) and parsed on
+`interactions.csv`, the one file that grows to millions of rows, is checked in one streaming pass and
+kept as its bytes (`CsvRows`: rows parsed again on each pass), never as a dict per row. Cells are kept as
+the strings the files hold; numeric columns are checked (finite numbers) and parsed on
 use. `write_bundle` and `pack_bundle` write the canonical form (rows sorted by key, fixed column order),
 deterministically, so exporting the same library twice gives the same bytes.
 """

@@ -4,7 +4,8 @@ The knowledge graph cannot be rebuilt from anywhere else, so every write is one 
 ever read, then written, outside a transaction.
 
 Key layout (NAME is a library name; everything of one library shares the hash tag `{lib:NAME}`, so the
-layout works on Redis Cluster, where a transaction may only touch one slot):
+layout works on Redis Cluster, where a transaction may only touch one slot; a `redis+cluster://` URL
+connects to one, see docs/architecture.md, "Redis Cluster"):
 
     modsnet:{lib:NAME}:current            string, JSON: the live data version N, blob_id, imported_unix, the
                                           library.yaml content and every table's column order. Absent when

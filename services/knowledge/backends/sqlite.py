@@ -24,8 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from modsnet.data.bundle import COST_COLUMNS, FEEDBACK_COLUMNS, Bundle, Table, number
 from modsnet.data.graph import (
+    PROVENANCES,
     AuditEntry,
     Cost,
     DatasetNode,
@@ -44,13 +48,12 @@ from modsnet.data.graph_build import (
     dataset_row,
     distance,
     feature_set,
-    interaction_columns,
     interaction_record,
     interaction_row,
     merged_features,
     model_node,
 )
-from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from modsnet.runtime.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, Unavailable
 
 from ..store import KnowledgeStore
 
@@ -634,19 +637,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             info = self._library(db, library)
             models = self._models(db, library)
             datasets = self._datasets(db, "d.library = ?", (library,))
-            rows = db.execute(
-                "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
-                "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
-                (library,),
-            ).fetchall()
-            # Columns, not a record per row: a million records build in about a second (see graph.py).
-            names = ("model_id", "dataset_id", "score", *COST_COLUMNS, "provenance", "request_id")
-            cells = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True)) if rows else {}
-            interactions = (
-                interaction_columns([m.model_id for m in models], [d.dataset_id for d in datasets], cells)
-                if rows
-                else InteractionColumns.empty([m.model_id for m in models], [d.dataset_id for d in datasets])
-            )
+            interactions = self._interactions(db, library, models, datasets)
             similarities = [
                 SimilarityRecord(a, b, dist)
                 for a, b, dist in db.execute(
@@ -654,6 +645,35 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 )
             ]
         return Snapshot(info, models, datasets, interactions, similarities)
+
+    @staticmethod
+    def _interactions(
+        db: sqlite3.Connection, library: str, models: list[ModelNode], datasets: list[DatasetNode]
+    ) -> InteractionColumns:
+        """The learned records as columns over the node order: SQLite gives numbers for the numeric cells
+        (an empty cost is 0, provenance its code), each column becomes one numpy array, and no record object
+        is made."""
+        model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
+        codes = " ".join(f"WHEN '{p}' THEN {k}" for k, p in enumerate(PROVENANCES))
+        rows = db.execute(
+            "SELECT model_id, dataset_id, score, COALESCE(train_seconds, 0), COALESCE(inference_seconds, 0), "
+            f"COALESCE(memory_bytes, 0), CASE provenance {codes} ELSE -1 END, request_id FROM interactions "
+            "WHERE library = ? AND quarantine = '' ORDER BY id",
+            (library,),
+        ).fetchall()
+        if not rows:
+            return InteractionColumns.empty(model_ids, dataset_ids)
+        m, d, score, train, infer, memory, provenance, request_ids = zip(*rows, strict=True)
+        m_idx = pd.Index(model_ids).get_indexer(np.array(m, dtype=object))
+        d_idx = pd.Index(dataset_ids).get_indexer(np.array(d, dtype=object))
+        codes_found = np.array(provenance, dtype=np.int8)
+        if (m_idx < 0).any() or (d_idx < 0).any() or (codes_found < 0).any():
+            raise DataLoss(f"library {library!r}: a stored record names no node of the library or no provenance")
+        return InteractionColumns(
+            model_ids, dataset_ids, m_idx, d_idx, np.array(score, dtype=np.float64), np.array(train, dtype=np.float64),
+            np.array(infer, dtype=np.float64), np.array(memory, dtype=np.float64), codes_found,
+            {k: r for k, r in enumerate(request_ids) if r},
+        )  # fmt: skip
 
     def graph_version(self, library: str) -> int:
         with self._read() as db:
