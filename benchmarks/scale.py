@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     parser.add_argument("--redis", action="store_true", help="also import into and snapshot from a redis-server")
+    parser.add_argument("--redis-only", action="store_true", help="with --redis: leave the SQLite steps out")
     parser.add_argument("--estimator", choices=("gnn", "knn"), default="gnn")
     parser.add_argument("--baseline-checkout", help="an older checkout of this project: its snapshot, for before/after")
     parser.add_argument("--memory-gib", type=float, default=20.0, help="skip serve when dense arrays exceed this")
@@ -256,28 +257,33 @@ def main(argv: list[str] | None = None) -> int:
                     row["generate"] = {**json.loads(stamp.read_text()), "cached": True}
                 else:
                     row["generate"] = run_child(["generate", size])
+                    if "error" in row["generate"]:
+                        rows.append(row)
+                        continue  # nothing to import
                     stamp.write_text(json.dumps(row["generate"]))
+            sqlite = not (args.redis and args.redis_only)
             if "import" in args.steps:
-                row["import"] = run_child(["import", size])
+                if sqlite:
+                    row["import"] = run_child(["import", size])
                 if redis is not None:
                     with redis.client() as client:
                         client.flushall()
                     row["import_redis"] = run_child(["import", size, redis_url])
                     with redis.client() as client:
                         row["import_redis"]["server_gib"] = client.info("memory")["used_memory"] / 1024**3
-            if "snapshot" in args.steps:
-                if args.baseline_checkout:
-                    base = str(Path(args.baseline_checkout).resolve())
+            base = str(Path(args.baseline_checkout).resolve()) if args.baseline_checkout else ""
+            if "snapshot" in args.steps and sqlite:
+                if base:
                     row["snapshot_before"] = run_child(["snapshot", size], pythonpath=base)
                 row["snapshot"] = run_child(["snapshot", size])
-                if args.baseline_checkout:
+                if base:
                     row["grpc_before"] = run_child(["snapshot", size, "grpc"], pythonpath=base)
                 row["grpc"] = run_child(["snapshot", size, "grpc"])
-                if redis is not None and "import_redis" in row:
-                    if args.baseline_checkout:
-                        row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
-                    row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
-            if "serve" in args.steps:
+            if "snapshot" in args.steps and redis is not None and "import_redis" in row:
+                if base:
+                    row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
+                row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
+            if "serve" in args.steps and sqlite:
                 need = dense_gib(size)
                 if need > args.memory_gib:
                     row["serve"] = {"error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"}
