@@ -128,6 +128,8 @@ _REQUEST_INDEX = (
     "CREATE INDEX IF NOT EXISTS interactions_request ON interactions (library, request_id) WHERE request_id != ''"
 )
 
+_SNAPSHOT_CHUNK = 250_000  # interaction rows fetched at a time when building a snapshot's columns
+
 _LIBRARY_TABLES = (
     "models",
     "datasets",
@@ -655,25 +657,37 @@ class SqliteKnowledgeStore(KnowledgeStore):
         is made."""
         model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
         codes = " ".join(f"WHEN '{p}' THEN {k}" for k, p in enumerate(PROVENANCES))
-        rows = db.execute(
+        cursor = db.execute(
             "SELECT model_id, dataset_id, score, COALESCE(train_seconds, 0), COALESCE(inference_seconds, 0), "
             f"COALESCE(memory_bytes, 0), CASE provenance {codes} ELSE -1 END, request_id FROM interactions "
             "WHERE library = ? AND quarantine = '' ORDER BY id",
             (library,),
-        ).fetchall()
-        if not rows:
-            return InteractionColumns.empty(model_ids, dataset_ids)
-        m, d, score, train, infer, memory, provenance, request_ids = zip(*rows, strict=True)
-        m_idx = pd.Index(model_ids).get_indexer(np.array(m, dtype=object))
-        d_idx = pd.Index(dataset_ids).get_indexer(np.array(d, dtype=object))
-        codes_found = np.array(provenance, dtype=np.int8)
-        if (m_idx < 0).any() or (d_idx < 0).any() or (codes_found < 0).any():
-            raise DataLoss(f"library {library!r}: a stored record names no node of the library or no provenance")
-        return InteractionColumns(
-            model_ids, dataset_ids, m_idx, d_idx, np.array(score, dtype=np.float64), np.array(train, dtype=np.float64),
-            np.array(infer, dtype=np.float64), np.array(memory, dtype=np.float64), codes_found,
-            {k: r for k, r in enumerate(request_ids) if r},
-        )  # fmt: skip
+        )
+        models_at, datasets_at = pd.Index(model_ids), pd.Index(dataset_ids)
+        parts: list[InteractionColumns] = []
+        # In chunks: the rows of a whole 10M-record library as tuples would take ~4 GB at once.
+        while rows := cursor.fetchmany(_SNAPSHOT_CHUNK):
+            m, d, score, train, infer, memory, provenance, request_ids = zip(*rows, strict=True)
+            m_idx = models_at.get_indexer(np.array(m, dtype=object))
+            d_idx = datasets_at.get_indexer(np.array(d, dtype=object))
+            codes_found = np.array(provenance, dtype=np.int8)
+            if (m_idx < 0).any() or (d_idx < 0).any() or (codes_found < 0).any():
+                raise DataLoss(f"library {library!r}: a stored record names no node of the library or no provenance")
+            parts.append(
+                InteractionColumns(
+                    model_ids,
+                    dataset_ids,
+                    m_idx,
+                    d_idx,
+                    np.array(score, dtype=np.float64),
+                    np.array(train, dtype=np.float64),
+                    np.array(infer, dtype=np.float64),
+                    np.array(memory, dtype=np.float64),
+                    codes_found,
+                    {k: r for k, r in enumerate(request_ids) if r},
+                )
+            )
+        return InteractionColumns.concat(parts) if parts else InteractionColumns.empty(model_ids, dataset_ids)
 
     def graph_version(self, library: str) -> int:
         with self._read() as db:
