@@ -103,9 +103,13 @@ libraries: setup ## rebuild the built-in libraries (deterministic, resumable; se
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/
 	$(BIN)/python benchmarks/storage.py --out docs/benchmarks-storage.md
 	@for script in benchmarks/*.py; do \
-		case $$script in benchmarks/storage.py|benchmarks/load.py) continue;; esac; \
+		case $$script in benchmarks/storage.py|benchmarks/load.py|benchmarks/scale.py) continue;; esac; \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; \
 	done
+
+.PHONY: bench-scale
+bench-scale: setup ## synthetic 10k/100k/1M-model libraries: import, snapshot, fit, Recommend (long; see docs/benchmarks.md "Scale")
+	$(BIN)/python benchmarks/scale.py --out docs/benchmarks-scale.md
 
 .PHONY: lock
 lock: setup ## re-pin requirements.lock from the current venv

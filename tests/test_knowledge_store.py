@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from knowledge_bundles import fingerprint, make_bundle
-from redis_server import redis_server, redis_url  # noqa: F401 - fixtures used by name
+from redis_server import redis_cluster, redis_cluster_url, redis_server, redis_url  # noqa: F401 - fixtures used by name
 
 from modsnet.data.bundle import Bundle, canonical, pack_bundle, read_bundle
 from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
@@ -28,11 +28,19 @@ BLOB_A = "a" * 64
 BLOB_B = "b" * 64
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KnowledgeStore]:
     backend: KnowledgeStore
     if request.param == "redis":
         backend = RedisKnowledgeStore(request.getfixturevalue("redis_url"))
+    elif request.param == "redis-cluster":  # three primaries: a library's keys on one, the query log's on another
+        backend = RedisKnowledgeStore(request.getfixturevalue("redis_cluster_url"))
     else:
         backend = SqliteKnowledgeStore(tmp_path / "k.sqlite3")
     yield backend

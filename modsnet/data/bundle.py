@@ -7,7 +7,9 @@ a bad bundle raises `InvalidArgument` naming the file, line and column. Archives
 `modsnet.data.archive` (in memory, never extracted, with limits on member count, unpacked size and
 expansion), so a zip bomb, a link or a `../` path cannot reach the disk.
 
-Cells are kept as the strings the files hold; numeric columns are checked (finite numbers) and parsed on
+`interactions.csv`, the one file that grows to millions of rows, is checked in one streaming pass and
+kept as its bytes (`CsvRows`: rows parsed again on each pass), never as a dict per row. Cells are kept as
+the strings the files hold; numeric columns are checked (finite numbers) and parsed on
 use. `write_bundle` and `pack_bundle` write the canonical form (rows sorted by key, fixed column order),
 deterministically, so exporting the same library twice gives the same bytes.
 """
@@ -24,7 +26,7 @@ import re
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -71,6 +73,54 @@ class Table:
         return [row.get(column, "") for row in self.rows]
 
 
+class CsvRows(Sequence[dict[str, str]]):
+    """The rows of one CSV member, parsed again on each pass instead of kept: a million rows as dicts take
+    about 700 MB, the file's bytes about 60 MB. Read by `read_bundle` for `interactions.csv`, after the
+    whole file was checked (`_stream_interactions`), so every pass yields rows known to be valid.
+
+    Iterating streams; indexing (rare: a test, a sort for export) parses once and keeps the list.
+    """
+
+    def __init__(self, data: bytes, header: list[str], count: int):
+        self._data = data
+        self._header = header
+        self._count = count
+        self._kept: list[dict[str, str]] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        header = self._header
+        for cells in _csv_cells(self._data):
+            yield {h: c.strip() for h, c in zip(header, cells, strict=True)}
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a list
+        if self._kept is None:
+            self._kept = list(self)
+        return self._kept[index]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment] - as a list
+
+
+def _csv_cells(data: bytes) -> Iterator[list[str]]:
+    """The data rows of a checked CSV file (header and blank lines skipped), decoded as they are read."""
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    next(reader, None)
+    for cells in reader:
+        if cells and not (len(cells) == 1 and not cells[0].strip()):
+            yield cells
+
+
 @dataclass
 class Bundle:
     meta: dict[str, Any]
@@ -112,21 +162,7 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
     if "features" in datasets.columns:
         _check_feature_cells(datasets)
 
-    interactions = _read_csv(
-        "interactions.csv", files["interactions.csv"], required=("model_id", "dataset_id", "score")
-    )
-    _check_refs(interactions, "model_id", model_ids, "models.csv")
-    _check_refs(interactions, "dataset_id", dataset_ids, "datasets.csv")
-    _check_numbers(interactions, ["score"], required=True)
-    _check_numbers(interactions, [c for c in COST_COLUMNS if c in interactions.columns], non_negative=True)
-    if "metric_range" in meta:
-        low, high = meta["metric_range"]
-        for line, row in _numbered(interactions):
-            if not low <= float(row["score"]) <= high:
-                raise InvalidArgument(
-                    f"interactions.csv line {line}, column 'score': {row['score']!r} is outside the metric_range "
-                    f"[{low:g}, {high:g}] of library.yaml"
-                )
+    interactions = _stream_interactions(files["interactions.csv"], model_ids, dataset_ids, meta)
 
     similarity = None
     if "dataset_similarity.csv" in files:
@@ -243,19 +279,7 @@ def _read_csv(file: str, data: bytes, *, required: Iterable[str]) -> Table:
         raise InvalidArgument(f"{file}: contains NUL bytes; not a CSV file")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = next(reader, None)
-        if not header:
-            raise InvalidArgument(f"{file}: empty (a header row is required)")
-        header = [h.strip() for h in header]
-        for position, name in enumerate(header, start=1):
-            if not name:
-                raise InvalidArgument(f"{file} line 1: column {position} has an empty name")
-        duplicates = sorted({h for h in header if header.count(h) > 1})
-        if duplicates:
-            raise InvalidArgument(f"{file} line 1: duplicate column(s) {', '.join(map(repr, duplicates))}")
-        for name in required:
-            if name not in header:
-                raise InvalidArgument(f"{file} line 1: required column {name!r} is missing")
+        header = _header(file, next(reader, None), required)
         rows: list[dict[str, str]] = []
         for cells in reader:
             if not cells or (len(cells) == 1 and not cells[0].strip()):
@@ -268,6 +292,85 @@ def _read_csv(file: str, data: bytes, *, required: Iterable[str]) -> Table:
     except csv.Error as exc:
         raise InvalidArgument(f"{file} line {reader.line_num}: {exc}") from None
     return Table(file, header, rows)
+
+
+def _stream_interactions(data: bytes, model_ids: set[str], dataset_ids: set[str], meta: Mapping[str, Any]) -> Table:
+    """Check `interactions.csv` whole in one streaming pass, keeping no row: the checks (and messages) of
+    `_read_csv`, `_check_refs`, `_check_numbers` and the metric range, row by row. Its rows are `CsvRows`."""
+    file = "interactions.csv"
+    if b"\x00" in data:
+        raise InvalidArgument(f"{file}: contains NUL bytes; not a CSV file")
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    count = 0
+    try:
+        header = _header(file, next(reader, None), ("model_id", "dataset_id", "score"))
+        at = {name: header.index(name) for name in ("model_id", "dataset_id", "score")}
+        costs = [(c, header.index(c)) for c in COST_COLUMNS if c in header]
+        low, high = meta.get("metric_range", (-math.inf, math.inf))
+        width = len(header)
+        for cells in reader:
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # blank line
+            if len(cells) != width:
+                raise InvalidArgument(f"{file} line {reader.line_num}: {len(cells)} fields, the header has {width}")
+            count += 1
+            line = count + 1  # as `_numbered` counts: the header is line 1, blank lines aside
+            for column, known, where in (
+                ("model_id", model_ids, "models.csv"),
+                ("dataset_id", dataset_ids, "datasets.csv"),
+            ):
+                value = cells[at[column]].strip()
+                if value not in known:
+                    raise InvalidArgument(f"{file} line {line}, column {column!r}: {value!r} is not in {where}")
+            cell = cells[at["score"]].strip()
+            score = _finite(cell)
+            if score is None:
+                raise InvalidArgument(f"{file} line {line}, column 'score': {cell!r} is not a finite number")
+            for column, k in costs:
+                cell = cells[k].strip()
+                if cell == "":
+                    continue
+                value = _finite(cell)
+                if value is None:
+                    raise InvalidArgument(f"{file} line {line}, column {column!r}: {cell!r} is not a finite number")
+                if value < 0:
+                    raise InvalidArgument(f"{file} line {line}, column {column!r}: {cell!r} is negative")
+            if not low <= score <= high:
+                raise InvalidArgument(
+                    f"{file} line {line}, column 'score': {cells[at['score']].strip()!r} is outside the "
+                    f"metric_range [{low:g}, {high:g}] of library.yaml"
+                )
+    except csv.Error as exc:
+        raise InvalidArgument(f"{file} line {reader.line_num}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{file}: not UTF-8 text (near line {reader.line_num + 1}, {exc.reason})") from None
+    return Table(file, header, CsvRows(data, header, count))  # type: ignore[arg-type] - a sequence of rows
+
+
+def _finite(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _header(file: str, header: list[str] | None, required: Iterable[str]) -> list[str]:
+    """The checked header row of a CSV member."""
+    if not header:
+        raise InvalidArgument(f"{file}: empty (a header row is required)")
+    header = [h.strip() for h in header]
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise InvalidArgument(f"{file} line 1: column {position} has an empty name")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise InvalidArgument(f"{file} line 1: duplicate column(s) {', '.join(map(repr, duplicates))}")
+    for name in required:
+        if name not in header:
+            raise InvalidArgument(f"{file} line 1: required column {name!r} is missing")
+    return header
 
 
 def _numbered(table: Table) -> Iterable[tuple[int, dict[str, str]]]:

@@ -8,8 +8,11 @@ Each crosses a service boundary through one pair of functions in `modsnet.runtim
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 from modsnet.runtime.errors import InvalidArgument
 
@@ -123,14 +126,255 @@ class SimilarityRecord:
     distance: float
 
 
+_COST_FIELDS = ("train_seconds", "inference_seconds", "memory_bytes")
+
+
+class InteractionColumns(Sequence[InteractionRecord]):
+    """Interaction records as columns: what a snapshot holds, 41 bytes a record instead of three objects.
+
+    `model_index[i]` and `dataset_index[i]` point into the id vocabularies `model_ids` and `dataset_ids`
+    (a snapshot's node order; ids only records name come after); scores and costs are float64 (the exact
+    numbers stored), provenance an int8 index into PROVENANCES; the rare request ids and quarantine notes
+    are kept by position. It is a read-only sequence of `InteractionRecord`, each built when asked for, so
+    code that iterates records still works; code that is in a hurry reads the arrays (`positions`).
+    """
+
+    __slots__ = (
+        "dataset_ids", "dataset_index", "inference_seconds", "memory_bytes", "model_ids", "model_index",
+        "provenance", "quarantine", "request_ids", "score", "train_seconds",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        model_ids: Sequence[str],
+        dataset_ids: Sequence[str],
+        model_index: np.ndarray,
+        dataset_index: np.ndarray,
+        score: np.ndarray,
+        train_seconds: np.ndarray | None = None,
+        inference_seconds: np.ndarray | None = None,
+        memory_bytes: np.ndarray | None = None,
+        provenance: np.ndarray | None = None,
+        request_ids: Mapping[int, str] | None = None,
+        quarantine: Mapping[int, str] | None = None,
+    ):
+        n = len(model_index)
+        self.model_ids = list(model_ids)
+        self.dataset_ids = list(dataset_ids)
+        self.model_index = np.asarray(model_index, dtype=np.int32)
+        self.dataset_index = np.asarray(dataset_index, dtype=np.int32)
+        self.score = np.asarray(score, dtype=np.float64)
+
+        def column(values: np.ndarray | None, dtype: type) -> np.ndarray:
+            return np.zeros(n, dtype=dtype) if values is None else np.asarray(values, dtype=dtype)
+
+        self.train_seconds = column(train_seconds, np.float64)
+        self.inference_seconds = column(inference_seconds, np.float64)
+        self.memory_bytes = column(memory_bytes, np.float64)
+        self.provenance = column(provenance, np.int8)
+        self.request_ids = dict(request_ids or {})
+        self.quarantine = dict(quarantine or {})
+        lengths = {len(a) for a in (self.dataset_index, self.score, self.train_seconds, self.provenance)}
+        if lengths != {n}:
+            raise ValueError(f"interaction columns of unequal lengths {sorted(lengths | {n})}")
+
+    # -- building ----------------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, model_ids: Sequence[str] = (), dataset_ids: Sequence[str] = ()) -> InteractionColumns:
+        return cls(model_ids, dataset_ids, np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[InteractionRecord], model_ids: Sequence[str] = (), dataset_ids: Sequence[str] = ()
+    ) -> InteractionColumns:
+        """Columns of `records`; ids not in the given vocabularies are appended to them in order of appearance."""
+        if isinstance(records, InteractionColumns):
+            return records.over(model_ids, dataset_ids)
+        models = {m: j for j, m in enumerate(model_ids)}
+        datasets = {d: i for i, d in enumerate(dataset_ids)}
+        m_idx, d_idx, score, costs, prov = [], [], [], ([], [], []), []
+        request_ids, quarantine = {}, {}
+        for k, r in enumerate(records):
+            m_idx.append(models.setdefault(r.model_id, len(models)))
+            d_idx.append(datasets.setdefault(r.dataset_id, len(datasets)))
+            score.append(r.score)
+            costs[0].append(r.cost.train_seconds)
+            costs[1].append(r.cost.inference_seconds)
+            costs[2].append(r.cost.memory_bytes)
+            prov.append(PROVENANCES.index(r.provenance))
+            if r.request_id:
+                request_ids[k] = r.request_id
+            if r.quarantine:
+                quarantine[k] = r.quarantine
+        return cls(
+            list(models), list(datasets), np.array(m_idx, np.int32), np.array(d_idx, np.int32), np.array(score),
+            *(np.array(c, np.float64) for c in costs), np.array(prov, np.int8), request_ids, quarantine,
+        )  # fmt: skip
+
+    @classmethod
+    def concat(cls, parts: Sequence[InteractionColumns]) -> InteractionColumns:
+        """The parts one after another; they must share their vocabularies."""
+        if not parts:
+            return cls.empty()
+        first = parts[0]
+        if any(p.model_ids != first.model_ids or p.dataset_ids != first.dataset_ids for p in parts[1:]):
+            raise ValueError("interaction columns of different vocabularies cannot be concatenated")
+        offsets = np.cumsum([0, *(len(p) for p in parts)])
+        return cls(
+            first.model_ids,
+            first.dataset_ids,
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
+            {int(o) + k: v for o, p in zip(offsets, parts, strict=False) for k, v in p.request_ids.items()},
+            {int(o) + k: v for o, p in zip(offsets, parts, strict=False) for k, v in p.quarantine.items()},
+        )
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.model_index)
+
+    @overload
+    def __getitem__(self, index: int) -> InteractionRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> InteractionColumns: ...
+
+    def __getitem__(self, index: int | slice) -> InteractionRecord | InteractionColumns:
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        n = len(self)
+        k = index + n if index < 0 else index
+        if not 0 <= k < n:
+            raise IndexError(f"interaction {index} of {n}")
+        return self._record(
+            k, int(self.model_index[k]), int(self.dataset_index[k]), float(self.score[k]),
+            float(self.train_seconds[k]), float(self.inference_seconds[k]), float(self.memory_bytes[k]),
+            int(self.provenance[k]),
+        )  # fmt: skip
+
+    def _record(self, k: int, m: int, d: int, s: float, t: float, i: float, mem: float, p: int) -> InteractionRecord:
+        return InteractionRecord(
+            self.model_ids[m], self.dataset_ids[d], s, Cost(t, i, mem), PROVENANCES[p],
+            self.request_ids.get(k, ""), self.quarantine.get(k, ""),
+        )  # fmt: skip
+
+    def __iter__(self) -> Iterator[InteractionRecord]:
+        columns = zip(*(getattr(self, name).tolist() for name in _ARRAYS), strict=True)
+        for k, row in enumerate(columns):
+            yield self._record(k, *row)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment] - mutable arrays inside, as a list
+
+    def __repr__(self) -> str:
+        return (
+            f"InteractionColumns({len(self)} records, {len(self.model_ids)} models, {len(self.dataset_ids)} datasets)"
+        )
+
+    def take(self, positions: np.ndarray) -> InteractionColumns:
+        """The records at `positions` (an index array, or a boolean mask), in that order."""
+        positions = np.asarray(positions)
+        if positions.dtype == bool:
+            positions = np.flatnonzero(positions)
+        new = {int(p): k for k, p in enumerate(positions.tolist())} if self.request_ids or self.quarantine else {}
+        return InteractionColumns(
+            self.model_ids,
+            self.dataset_ids,
+            *(getattr(self, name)[positions] for name in _ARRAYS),
+            {new[k]: v for k, v in self.request_ids.items() if k in new},
+            {new[k]: v for k, v in self.quarantine.items() if k in new},
+        )
+
+    def without_datasets(self, dataset_ids: Iterable[str]) -> InteractionColumns:
+        """The records of every dataset but those named."""
+        hidden = {d for d in dataset_ids}
+        drop = np.array([d in hidden for d in self.dataset_ids], dtype=bool)
+        return self.take(~drop[self.dataset_index] if len(drop) else np.zeros(0, np.int64))
+
+    def over(self, model_ids: Sequence[str], dataset_ids: Sequence[str]) -> InteractionColumns:
+        """The same records with indexes into the given vocabularies (ids they lack appended after them)."""
+        if list(model_ids) == self.model_ids and list(dataset_ids) == self.dataset_ids:
+            return self
+        models, m_map = _vocabulary(model_ids, self.model_ids)
+        datasets, d_map = _vocabulary(dataset_ids, self.dataset_ids)
+        return InteractionColumns(
+            models, datasets, m_map[self.model_index], d_map[self.dataset_index], self.score, self.train_seconds,
+            self.inference_seconds, self.memory_bytes, self.provenance, self.request_ids, self.quarantine,
+        )  # fmt: skip
+
+    def positions(self, model_ids: Sequence[str], dataset_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each record's model and dataset as positions in the caller's own id lists; -1 where a list lacks the id."""
+        models = {m: j for j, m in enumerate(model_ids)}
+        datasets = {d: i for i, d in enumerate(dataset_ids)}
+        m_map = np.array([models.get(m, -1) for m in self.model_ids], dtype=np.int64)
+        d_map = np.array([datasets.get(d, -1) for d in self.dataset_ids], dtype=np.int64)
+        return (
+            m_map[self.model_index] if len(m_map) else np.full(len(self), -1),
+            d_map[self.dataset_index] if len(d_map) else np.full(len(self), -1),
+        )
+
+    def rated_dataset_ids(self) -> list[str]:
+        """The ids of the datasets that have a record, sorted."""
+        return sorted(self.dataset_ids[i] for i in np.unique(self.dataset_index).tolist())
+
+
+_ARRAYS = (
+    "model_index", "dataset_index", "score", "train_seconds", "inference_seconds", "memory_bytes", "provenance",
+)  # fmt: skip
+
+
+def _vocabulary(first: Sequence[str], others: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """`first` then the ids of `others` it lacks; and each of `others` as its position there."""
+    ids = list(first)
+    index = {v: k for k, v in enumerate(ids)}
+    mapped = []
+    for v in others:
+        if v not in index:
+            index[v] = len(ids)
+            ids.append(v)
+        mapped.append(index[v])
+    return ids, np.array(mapped, dtype=np.int32)
+
+
+def interaction_columns_of(snapshot: Snapshot) -> InteractionColumns:
+    """A snapshot's interactions as columns over its node order (no copy when it already holds them so)."""
+    return InteractionColumns.from_records(
+        snapshot.interactions, [m.model_id for m in snapshot.models], [d.dataset_id for d in snapshot.datasets]
+    )
+
+
+def pair_sums(
+    records: InteractionColumns, model_ids: Sequence[str], dataset_ids: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per (dataset, model) of the caller's id lists, the sum of the records' scores and their count
+    (datasets × models; records of ids the lists lack are left out). Sums add in record order."""
+    m_pos, d_pos = records.positions(model_ids, dataset_ids)
+    known = (m_pos >= 0) & (d_pos >= 0)
+    cells = len(dataset_ids) * len(model_ids)
+    flat = d_pos[known] * len(model_ids) + m_pos[known]
+    shape = (len(dataset_ids), len(model_ids))
+    total = np.bincount(flat, weights=records.score[known], minlength=cells).reshape(shape)
+    count = np.bincount(flat, minlength=cells).astype(np.float64).reshape(shape)
+    return total, count
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One library's graph, consistent at one graph version."""
+    """One library's graph, consistent at one graph version.
+
+    The stores and the knowledge client give `interactions` as `InteractionColumns` over the node order;
+    a list of records (a test's, a filtered copy) is as good for every reader.
+    """
 
     library: LibraryInfo
     models: list[ModelNode]
     datasets: list[DatasetNode]
-    interactions: list[InteractionRecord]
+    interactions: Sequence[InteractionRecord]
     similarities: list[SimilarityRecord]
 
     @property

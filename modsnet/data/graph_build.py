@@ -25,9 +25,22 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
+
 from .bundle import COST_COLUMNS, Bundle, Table, number
 from .columns import finite_number, is_id_column, junk_columns
-from .graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, ModelNode, SimilarityRecord, Snapshot
+from .graph import (
+    PROVENANCES,
+    Cost,
+    DatasetNode,
+    InteractionColumns,
+    InteractionRecord,
+    LibraryInfo,
+    ModelNode,
+    SimilarityRecord,
+    Snapshot,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Rows -> records
@@ -147,6 +160,69 @@ def interaction_row(rec: InteractionRecord) -> dict[str, str]:
     return row
 
 
+def _positions(vocabulary: list[str], ids: Sequence[str]) -> np.ndarray:
+    """Each of `ids` as its position in `vocabulary`, which gains (in order) the ids it lacked."""
+    found = pd.Index(vocabulary).get_indexer(ids) if len(vocabulary) else np.full(len(ids), -1)
+    if (found < 0).any():
+        for k in np.flatnonzero(found < 0).tolist():
+            if ids[k] not in vocabulary:
+                vocabulary.append(ids[k])
+        found = pd.Index(vocabulary).get_indexer(ids)
+    return found.astype(np.int32)
+
+
+def _numbers(cells: Sequence[object]) -> np.ndarray:
+    """Numeric cells (strings, floats, None) as float64; an empty or missing cell is 0."""
+    if not len(cells):
+        return np.zeros(0)
+    try:  # numpy parses a list of number strings in C; an empty cell makes it give up
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:
+        values = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+    return np.nan_to_num(values, nan=0.0)
+
+
+def interaction_columns(
+    model_ids: Sequence[str],
+    dataset_ids: Sequence[str],
+    cells: Mapping[str, Sequence[object]],
+) -> InteractionColumns:
+    """Records given column by column (`model_id`, `dataset_id`, `score`, optionally the cost columns,
+    `provenance`, `request_id`, `quarantine`; cells as a bundle or a database holds them) as columns over
+    the node order `model_ids`, `dataset_ids`. The vectorised twin of `interaction_record`."""
+    models, datasets = list(model_ids), list(dataset_ids)
+    m_idx = _positions(models, cells["model_id"])
+    d_idx = _positions(datasets, cells["dataset_id"])
+    n = len(m_idx)
+    provenance = cells.get("provenance")
+    if provenance is not None and n:
+        found = pd.Index(PROVENANCES).get_indexer([p or "imported" for p in provenance])
+        if (found < 0).any():
+            bad = provenance[int(np.flatnonzero(found < 0)[0])]
+            raise ValueError(f"provenance {bad!r} is not one of {', '.join(PROVENANCES)}")
+        prov = found.astype(np.int8)
+    else:
+        prov = np.zeros(n, np.int8)
+
+    def sparse(column: str) -> dict[int, str]:
+        values = cells.get(column)
+        return {k: str(v) for k, v in enumerate(values) if v} if values is not None else {}
+
+    score = _numbers(cells["score"])
+    costs = [_numbers(cells[c]) if c in cells else np.zeros(n) for c in COST_COLUMNS]
+    return InteractionColumns(
+        models, datasets, m_idx, d_idx, score, *costs, prov, sparse("request_id"), sparse("quarantine")
+    )
+
+
+def interaction_columns_from_rows(
+    rows: Sequence[Mapping[str, str]], model_ids: Sequence[str], dataset_ids: Sequence[str]
+) -> InteractionColumns:
+    """`interactions.csv` rows (already filtered to the learned ones) as columns over the node order."""
+    wanted = ("model_id", "dataset_id", "score", *COST_COLUMNS, "provenance", "request_id", "quarantine")
+    return interaction_columns(model_ids, dataset_ids, {c: [r.get(c, "") for r in rows] for c in wanted})
+
+
 # ----------------------------------------------------------------------------------------------------
 # Counts and mean costs
 
@@ -202,7 +278,6 @@ def snapshot_from_bundle(
     tally = GraphTally()
     for row in rows:
         tally.add(row)
-    interactions = [interaction_record(row) for row in rows]
     models = []
     for row in bundle.models.rows:
         counted = tally.model(row["model_id"])
@@ -213,6 +288,7 @@ def snapshot_from_bundle(
         for row in bundle.datasets.rows
     ]
     similarities = [similarity_record(row) for row in bundle.similarity.rows] if bundle.similarity is not None else []
+    interactions = interaction_columns_from_rows(rows, [m.model_id for m in models], [d.dataset_id for d in datasets])
     info = LibraryInfo(
         name, dict(bundle.meta), len(models), len(datasets), len(interactions), graph_version, blob_id, imported_unix
     )

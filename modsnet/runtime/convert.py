@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from modsnet.data.graph import (
     PROVENANCES,
     QUERY_DATASET,
@@ -16,6 +18,7 @@ from modsnet.data.graph import (
     Cost,
     DatasetNode,
     Evidence,
+    InteractionColumns,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -29,7 +32,7 @@ from modsnet.data.graph import (
     SimilarityRecord,
 )
 from modsnet.data.profiles import Profile
-from modsnet.runtime.errors import InvalidArgument
+from modsnet.runtime.errors import DataLoss, InvalidArgument
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import recommender_pb2 as rpb
@@ -145,35 +148,46 @@ def interaction_from_pb(msg: pb.Interaction) -> InteractionRecord:
 
 
 def interaction_columns(
-    records: list[InteractionRecord], model_index: dict[str, int], dataset_index: dict[str, int]
+    records: InteractionColumns, model_index: dict[str, int], dataset_index: dict[str, int]
 ) -> kpb.InteractionColumns:
+    """A slice of a snapshot's interactions on the wire: positions in the snapshot's streams of nodes."""
+    m_map = np.array([model_index[m] for m in records.model_ids], dtype=np.int64)
+    d_map = np.array([dataset_index[d] for d in records.dataset_ids], dtype=np.int64)
+    empty = np.zeros(0, np.int64)
     return kpb.InteractionColumns(
-        model_index=[model_index[r.model_id] for r in records],
-        dataset_index=[dataset_index[r.dataset_id] for r in records],
-        score=[r.score for r in records],
-        train_seconds=[r.cost.train_seconds for r in records],
-        inference_seconds=[r.cost.inference_seconds for r in records],
-        memory_bytes=[r.cost.memory_bytes for r in records],
-        provenance=[PROVENANCES.index(r.provenance) for r in records],
+        model_index=(m_map[records.model_index] if len(m_map) else empty).tolist(),
+        dataset_index=(d_map[records.dataset_index] if len(d_map) else empty).tolist(),
+        score=records.score.tolist(),
+        train_seconds=records.train_seconds.tolist(),
+        inference_seconds=records.inference_seconds.tolist(),
+        memory_bytes=records.memory_bytes.tolist(),
+        provenance=records.provenance.tolist(),
     )
 
 
 def interactions_from_columns(
     columns: kpb.InteractionColumns, model_ids: list[str], dataset_ids: list[str]
-) -> list[InteractionRecord]:
-    return [
-        InteractionRecord(model_ids[m], dataset_ids[d], score, Cost(train, infer, memory), PROVENANCES[p])
-        for m, d, score, train, infer, memory, p in zip(
-            columns.model_index,
-            columns.dataset_index,
-            columns.score,
-            columns.train_seconds,
-            columns.inference_seconds,
-            columns.memory_bytes,
-            columns.provenance,
-            strict=True,
-        )
-    ]
+) -> InteractionColumns:
+    """The wire's columns as `InteractionColumns` over the streamed node order (DataLoss on a bad position)."""
+    m_idx = np.array(columns.model_index, dtype=np.int64)
+    d_idx = np.array(columns.dataset_index, dtype=np.int64)
+    prov = np.array(columns.provenance, dtype=np.int64)
+    for name, idx, bound in (("model", m_idx, len(model_ids)), ("dataset", d_idx, len(dataset_ids))):
+        if len(idx) and (idx.min() < 0 or idx.max() >= bound):
+            raise DataLoss(f"graph snapshot: an interaction points at {name} {int(idx.max())} of {bound}")
+    if len(prov) and (prov.min() < 0 or prov.max() >= len(PROVENANCES)):
+        raise DataLoss(f"graph snapshot: provenance code {int(prov.max())} is unknown")
+    return InteractionColumns(
+        model_ids,
+        dataset_ids,
+        m_idx,
+        d_idx,
+        np.array(columns.score, dtype=np.float64),
+        np.array(columns.train_seconds, dtype=np.float64),
+        np.array(columns.inference_seconds, dtype=np.float64),
+        np.array(columns.memory_bytes, dtype=np.float64),
+        prov,
+    )
 
 
 def audit_to_pb(entry: AuditEntry) -> kpb.AuditEntry:

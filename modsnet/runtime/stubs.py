@@ -17,6 +17,7 @@ from modsnet.data.graph import (
     AuditEntry,
     Constraints,
     DatasetNode,
+    InteractionColumns,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -208,7 +209,7 @@ class KnowledgeClient(ServiceClient):
         info = None
         models: list[ModelNode] = []
         datasets: list[DatasetNode] = []
-        interactions: list[InteractionRecord] = []
+        parts: list[InteractionColumns] = []
         similarities: list[SimilarityRecord] = []
         version = None
         model_ids: list[str] | None = None
@@ -226,10 +227,12 @@ class KnowledgeClient(ServiceClient):
                 if model_ids is None:
                     model_ids = [m.model_id for m in models]
                     dataset_ids = [d.dataset_id for d in datasets]
-                interactions.extend(interactions_from_columns(chunk.interactions, model_ids, dataset_ids or []))
+                parts.append(interactions_from_columns(chunk.interactions, model_ids, dataset_ids or []))
             similarities.extend(similarity_from_pb(s) for s in chunk.similarities)
         if info is None:
             raise DataLoss(f"graph snapshot of {library!r} arrived without its library header")
+        ids = ([m.model_id for m in models], [d.dataset_id for d in datasets])
+        interactions = InteractionColumns.concat(parts) if parts else InteractionColumns.empty(*ids)
         return Snapshot(info, models, datasets, interactions, similarities)
 
     def log_query(self, record: QueryRecord, answer: Iterable[RankedModel]) -> None:

@@ -15,7 +15,10 @@ class KnowledgeConfig(CommonConfig):
     home: Path = setting(help="data folder of the embedded backends")  # noqa: RUF009 - setting() returns a field()
     storage_addr: str = setting(help="storage service host:port", parse=address, required=True)
     knowledge_backend: str = setting("sqlite", help="graph store: sqlite (a file under home) or redis")
-    redis_url: str | None = setting(None, help="Redis URL, e.g. redis://redis:6379/0 (backend redis)")
+    redis_url: str | None = setting(
+        None,
+        help="Redis URL, e.g. redis://redis:6379/0, or redis+cluster://node:6379 for a Redis Cluster (backend redis)",
+    )
     redis_password: str | None = setting(None, help="Redis password, kept out of the URL (backend redis)")
     redis_allow_no_persistence: bool = setting(
         False, help="accept a Redis that keeps nothing on disk (tests only: the graph cannot be rebuilt)"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from modsnet.data.graph import interaction_columns_of
 from modsnet.runtime.auth import current_principal
 from modsnet.runtime.convert import (
     audit_to_pb,
@@ -103,8 +104,9 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
             yield kpb.GraphSnapshotChunk(graph_version=version, datasets=[dataset_to_pb(d, modality) for d in batch_d])
         model_index = {m.model_id: i for i, m in enumerate(snap.models)}
         dataset_index = {d.dataset_id: i for i, d in enumerate(snap.datasets)}
-        for start in range(0, len(snap.interactions), INTERACTION_BATCH):
-            records = snap.interactions[start : start + INTERACTION_BATCH]
+        interactions = interaction_columns_of(snap)
+        for start in range(0, len(interactions), INTERACTION_BATCH):
+            records = interactions[start : start + INTERACTION_BATCH]
             yield kpb.GraphSnapshotChunk(
                 graph_version=version,
                 interactions=interaction_columns(records, model_index, dataset_index),

@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from modsnet.data.graph import Snapshot
+from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
 from .estimators.base import Prediction
@@ -107,10 +107,11 @@ def learn_scale(
     if not folds:
         return IntervalScale()
     nodes = {d.dataset_id: d for d in snapshot.datasets}
+    records = interaction_columns_of(snapshot)
     ratios = []
     for hidden in folds:
         hide = set(hidden)
-        estimator = fit(replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hide]))
+        estimator = fit(replace(snapshot, interactions=records.without_datasets(hide)))
         for dataset_id in sorted(hide):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -36,7 +35,16 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from modsnet.data.graph import Constraints, LibraryInfo, ModelNode, Objective, Recommendation, Removal, Snapshot
+from modsnet.data.graph import (
+    Constraints,
+    LibraryInfo,
+    ModelNode,
+    Objective,
+    Recommendation,
+    Removal,
+    Snapshot,
+    interaction_columns_of,
+)
 from modsnet.data.profiles import combine, profile_named
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
@@ -56,15 +64,12 @@ from .recommendation import answer_positions, recommend_one
 def _learnable(snapshot: Snapshot) -> Snapshot:
     """The snapshot without records of non-finite score: knowledge refuses them, but one that got in before
     must not turn every prediction of the library into NaN."""
-    finite = [r for r in snapshot.interactions if math.isfinite(r.score)]
-    if len(finite) == len(snapshot.interactions):
+    records = interaction_columns_of(snapshot)
+    finite = np.isfinite(records.score)
+    if finite.all():
         return snapshot
-    log.warning(
-        "library %s: %d records of non-finite score left out",
-        snapshot.library.name,
-        len(snapshot.interactions) - len(finite),
-    )
-    return dataclasses.replace(snapshot, interactions=finite)
+    log.warning("library %s: %d records of non-finite score left out", snapshot.library.name, int((~finite).sum()))
+    return dataclasses.replace(snapshot, interactions=records.take(finite))
 
 
 if TYPE_CHECKING:  # torch and torch-geometric take seconds to import: only once a GNN is needed

@@ -4,7 +4,8 @@ The knowledge graph cannot be rebuilt from anywhere else, so every write is one 
 ever read, then written, outside a transaction.
 
 Key layout (NAME is a library name; everything of one library shares the hash tag `{lib:NAME}`, so the
-layout works on Redis Cluster, where a transaction may only touch one slot):
+layout works on Redis Cluster, where a transaction may only touch one slot; a `redis+cluster://` URL
+connects to one, see docs/architecture.md, "Redis Cluster"):
 
     modsnet:{lib:NAME}:current            string, JSON: the live data version N, blob_id, imported_unix, the
                                           library.yaml content and every table's column order. Absent when
@@ -112,6 +113,7 @@ from modsnet.data.graph_build import (
     dataset_node,
     dataset_row,
     feature_set,
+    interaction_columns,
     interaction_record,
     interaction_row,
     learned,
@@ -142,6 +144,8 @@ _ATTEMPTS = 30  # optimistic transactions and reads before Aborted
 _BACKOFF_S = 0.001
 _BACKOFF_CAP_S = 0.05
 _QUERIES = "modsnet:{queries}"
+# URL schemes of a Redis Cluster, and the scheme of one node's URL that the cluster client takes.
+_CLUSTER_SCHEMES = {"redis+cluster": "redis://", "rediss+cluster": "rediss://"}
 _BY_TIME = f"{_QUERIES}:by_time"
 _PURGE_BATCH = 1_000
 
@@ -373,6 +377,43 @@ def _as_read(rows: Iterable[dict[str, str]], requests: Mapping[str, str]) -> Ite
         yield row
 
 
+_CELLS = ("model_id", "dataset_id", "score", *COST_COLUMNS, "provenance", "request_id", "quarantine")
+
+
+def _interaction_cells(
+    columns: list[str], texts: list[str], requests: Mapping[str, str]
+) -> tuple[dict[str, list[Any]], int]:
+    """The learned records of the interactions list, column by column, and how many records it holds.
+
+    What `_as_read` and `learned` do row by row, done by column: one JSON parse of the whole list (a
+    million rows in about a second, against a dozen as dicts), a retracted request's rows left out, a
+    confirmed one's quarantine cleared, the quarantined left out of the learned cells.
+    """
+    parsed: list[Any] = json.loads("[" + ",".join(texts) + "]") if texts else []
+    cells: dict[str, list[Any]] = {}
+    for name in _CELLS:
+        if name in columns:
+            at = columns.index(name)
+            cells[name] = [r[at] if type(r) is list else r.get(name, "") for r in parsed]
+        else:
+            cells[name] = [r.get(name, "") if type(r) is dict else "" for r in parsed]
+    states = {rid: json.loads(value)["state"] for rid, value in requests.items()}
+    retracted = 0
+    keep = [not q for q in cells["quarantine"]]
+    if states:
+        for k, rid in enumerate(cells["request_id"]):
+            state = states.get(rid, "") if rid else ""
+            if state == "retracted":
+                keep[k] = False
+                retracted += 1
+            elif state == "confirmed":
+                keep[k] = True
+    if not all(keep):
+        cells = {name: [v for v, kept in zip(values, keep, strict=True) if kept] for name, values in cells.items()}
+    cells["quarantine"] = [""] * len(cells["model_id"])  # learned: none left, or cleared by a confirmation
+    return cells, len(parsed) - retracted
+
+
 def _queue_tally(pipe: Pipeline, key: str, rows: Iterable[dict[str, str]], sign: int) -> None:
     """Add (sign 1) or take away (sign -1) the rows' counts and cost sums in the `stats` hash."""
     tally = GraphTally()
@@ -491,19 +532,29 @@ class RedisKnowledgeStore(KnowledgeStore):
     ):
         """Connect and check persistence; `password` is used when the URL carries none."""
         self.url = _redacted(url)
+        scheme, cluster = url.split("://", 1)[0].lower(), False
+        if scheme in _CLUSTER_SCHEMES:  # redis+cluster://host:port: any node, the client finds the others
+            url, cluster = _CLUSTER_SCHEMES[scheme] + url.split("://", 1)[1], True
+        options: dict[str, Any] = {
+            "password": password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+            "decode_responses": True,
+            # No silent resend: a write whose reply was lost may have been applied, and resending a
+            # feedback would record it twice. The caller sees Unavailable and decides. (A cluster's MOVED
+            # and ASK redirections are still followed: the node that refused did not apply the command.)
+            "retry": Retry(NoBackoff(), 0),
+        }
         try:
-            self._redis: redis.Redis = redis.Redis.from_url(
-                url,
-                password=password,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                decode_responses=True,
-                # No silent resend: a write whose reply was lost may have been applied, and resending a
-                # feedback would record it twice. The caller sees Unavailable and decides.
-                retry=Retry(NoBackoff(), 0),
-            )
+            if cluster:
+                self._redis: redis.Redis = cast("redis.Redis", redis.RedisCluster.from_url(url, **options))
+            else:
+                self._redis = redis.Redis.from_url(url, **options)
         except ValueError as exc:
             raise ConfigError(f"redis URL {self.url!r} is not valid: {exc}") from None
+        except (redis_errors.RedisClusterException, redis_errors.ConnectionError) as exc:
+            raise Unavailable(f"knowledge store redis cluster at {self.url} is unavailable: {exc}") from None
+        self.cluster = cluster
         with self._guard():
             self._check_persistence(allow_no_persistence)
 
@@ -514,7 +565,14 @@ class RedisKnowledgeStore(KnowledgeStore):
         """Redis failures as domain errors, naming the server but never its password."""
         try:
             yield
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError) as exc:
+        except (
+            redis_errors.ConnectionError,
+            redis_errors.TimeoutError,
+            redis_errors.ReadOnlyError,
+            redis_errors.ClusterDownError,
+            redis_errors.SlotNotCoveredError,
+            redis_errors.MasterDownError,
+        ) as exc:
             raise Unavailable(f"knowledge store redis at {self.url} is unavailable: {exc}") from None
         except redis_errors.OutOfMemoryError:
             raise ResourceExhausted(f"knowledge store redis at {self.url} is out of memory (maxmemory)") from None
@@ -546,7 +604,7 @@ class RedisKnowledgeStore(KnowledgeStore):
         """Run `body` (WATCH, reads, MULTI, writes, EXEC) until no watched key changed under it."""
         with self._guard():
             for attempt in range(_ATTEMPTS):
-                with self._redis.pipeline() as pipe:
+                with self._redis.pipeline(transaction=True) as pipe:  # a cluster's default is no MULTI
                     try:
                         return body(pipe)
                     except redis_errors.WatchError:
@@ -633,7 +691,8 @@ class RedisKnowledgeStore(KnowledgeStore):
 
     @staticmethod
     def _bump(pipe: Pipeline, keys: _LibraryKeys) -> None:
-        pipe.eval(_BUMP, 1, keys.graph_version, CHANNEL, keys.name)
+        # As a raw command: a cluster pipeline has no eval(); EVAL with its one key routes to the library's slot.
+        pipe.execute_command("EVAL", _BUMP, 1, keys.graph_version, CHANNEL, keys.name)
 
     # -- libraries ----------------------------------------------------------------------------------
 
@@ -690,18 +749,28 @@ class RedisKnowledgeStore(KnowledgeStore):
         )
         for stem, table in bundle.features.items():
             stager.push(version.features[stem], map(_Codec(table.columns).dumps, table.rows))
-        stager.push(version.interactions, map(new.codec("interactions.csv").dumps, bundle.interactions.rows))
+        # One pass over the interactions (they stream from the bundle's file, see `CsvRows`): rows out in
+        # batches, the tally and the requests gathered on the way.
+        tally = GraphTally()
+        requested: list[dict[str, str]] = []
+        interaction_codec = new.codec("interactions.csv")
+
+        def interactions() -> Iterator[str]:
+            for row in bundle.interactions.rows:
+                if learned(row):
+                    tally.add(row)
+                if row.get("request_id"):
+                    requested.append(row)
+                yield interaction_codec.dumps(row)
+
+        stager.push(version.interactions, interactions())
         if bundle.similarity is not None:
             stager.push(version.similarities, map(new.codec("dataset_similarity.csv").dumps, bundle.similarity.rows))
         if bundle.probes is not None:
             stager.push(version.probes, map(new.codec("probes.csv").dumps, bundle.probes.rows))
         stager.put(version.artifacts, sorted(artifacts.items()))
-        tally = GraphTally()
-        for row in bundle.interactions.rows:
-            if learned(row):
-                tally.add(row)
         stager.put(version.stats, ((f, repr(v)) for f, v in _stats_fields(tally).items()))
-        requests = _requests_of(bundle.interactions.rows)
+        requests = _requests_of(requested)
         if request_id:
             requests[f"import:{request_id}"] = _dumps({"state": "applied", "rows": []})
         stager.put(version.requests, requests.items())
@@ -1042,19 +1111,18 @@ class RedisKnowledgeStore(KnowledgeStore):
             lambda v: [v.models, v.datasets, v.stats, v.requests],
             lambda v: [v.interactions, v.similarities],
         )
-        codec = live.codec("interactions.csv")
-        rows = list(_as_read(map(codec.loads, interactions), requests))
-        records = [interaction_record(row) for row in rows if learned(row)]
+        cells, stored = _interaction_cells(live.columns["interactions.csv"], interactions, requests)
         model_codec, dataset_codec = live.codec("models.csv"), live.codec("datasets.csv")
         similarity_codec = _Codec(live.columns["dataset_similarity.csv"] or [])
+        model_ids, dataset_ids = sorted(models), sorted(datasets)
         return Snapshot(
-            live.info(library, version, len(models), len(datasets), len(rows)),
-            [_model_node(library, model_codec.loads(models[m]), _tally_of(stats, m)) for m in sorted(models)],
+            live.info(library, version, len(models), len(datasets), stored),
+            [_model_node(library, model_codec.loads(models[m]), _tally_of(stats, m)) for m in model_ids],
             [
                 _dataset_node(library, d, datasets[d], dataset_codec, int(stats.get(_stat("dataset.n", d), 0)))
-                for d in sorted(datasets)
+                for d in dataset_ids
             ],
-            records,
+            interaction_columns(model_ids, dataset_ids, cells),
             [similarity_record(row) for row in map(similarity_codec.loads, similarities)],
         )
 

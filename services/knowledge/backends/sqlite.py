@@ -24,11 +24,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from modsnet.data.bundle import COST_COLUMNS, FEEDBACK_COLUMNS, Bundle, Table, number
 from modsnet.data.graph import (
+    PROVENANCES,
     AuditEntry,
     Cost,
     DatasetNode,
+    InteractionColumns,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -48,7 +53,7 @@ from modsnet.data.graph_build import (
     merged_features,
     model_node,
 )
-from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from modsnet.runtime.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound, Unavailable
 
 from ..store import KnowledgeStore
 
@@ -122,6 +127,8 @@ _ADDED_COLUMNS = {
 _REQUEST_INDEX = (
     "CREATE INDEX IF NOT EXISTS interactions_request ON interactions (library, request_id) WHERE request_id != ''"
 )
+
+_SNAPSHOT_CHUNK = 250_000  # interaction rows fetched at a time when building a snapshot's columns
 
 _LIBRARY_TABLES = (
     "models",
@@ -254,12 +261,14 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     "INSERT INTO feature_rows VALUES (?, ?, ?, ?)",
                     ((name, stem, r["dataset_id"], json.dumps(r)) for r in feature_table.rows),
                 )
-            db.executemany(
-                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
+            requested: dict[str, int] = {}
+
+            def interactions() -> Iterator[tuple[Any, ...]]:
+                # One pass, streamed from the bundle's file (`CsvRows`): requests are counted on the way.
+                for r in bundle.interactions.rows:
+                    if r.get("request_id"):
+                        requested[r["request_id"]] = requested.get(r["request_id"], 0) + 1
+                    yield (
                         name,
                         r["model_id"],
                         r["dataset_id"],
@@ -271,13 +280,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         r.get("request_id", ""),
                         r.get("quarantine", ""),
                     )
-                    for r in bundle.interactions.rows
-                ),
+
+            db.executemany(
+                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                interactions(),
             )
-            requested: dict[str, int] = {}
-            for r in bundle.interactions.rows:
-                if r.get("request_id"):
-                    requested[r["request_id"]] = requested.get(r["request_id"], 0) + 1
             if request_id:
                 requested[f"import:{request_id}"] = 0
             db.executemany(
@@ -630,14 +639,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             info = self._library(db, library)
             models = self._models(db, library)
             datasets = self._datasets(db, "d.library = ?", (library,))
-            interactions = [
-                InteractionRecord(m, d, s, Cost(t or 0.0, i or 0.0, mem or 0.0), p, rid)
-                for m, d, s, t, i, mem, p, rid in db.execute(
-                    "SELECT model_id, dataset_id, score, train_seconds, inference_seconds, memory_bytes, "
-                    "provenance, request_id FROM interactions WHERE library = ? AND quarantine = '' ORDER BY id",
-                    (library,),
-                )
-            ]
+            interactions = self._interactions(db, library, models, datasets)
             similarities = [
                 SimilarityRecord(a, b, dist)
                 for a, b, dist in db.execute(
@@ -645,6 +647,47 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 )
             ]
         return Snapshot(info, models, datasets, interactions, similarities)
+
+    @staticmethod
+    def _interactions(
+        db: sqlite3.Connection, library: str, models: list[ModelNode], datasets: list[DatasetNode]
+    ) -> InteractionColumns:
+        """The learned records as columns over the node order: SQLite gives numbers for the numeric cells
+        (an empty cost is 0, provenance its code), each column becomes one numpy array, and no record object
+        is made."""
+        model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
+        codes = " ".join(f"WHEN '{p}' THEN {k}" for k, p in enumerate(PROVENANCES))
+        cursor = db.execute(
+            "SELECT model_id, dataset_id, score, COALESCE(train_seconds, 0), COALESCE(inference_seconds, 0), "
+            f"COALESCE(memory_bytes, 0), CASE provenance {codes} ELSE -1 END, request_id FROM interactions "
+            "WHERE library = ? AND quarantine = '' ORDER BY id",
+            (library,),
+        )
+        models_at, datasets_at = pd.Index(model_ids), pd.Index(dataset_ids)
+        parts: list[InteractionColumns] = []
+        # In chunks: the rows of a whole 10M-record library as tuples would take ~4 GB at once.
+        while rows := cursor.fetchmany(_SNAPSHOT_CHUNK):
+            m, d, score, train, infer, memory, provenance, request_ids = zip(*rows, strict=True)
+            m_idx = models_at.get_indexer(np.array(m, dtype=object))
+            d_idx = datasets_at.get_indexer(np.array(d, dtype=object))
+            codes_found = np.array(provenance, dtype=np.int8)
+            if (m_idx < 0).any() or (d_idx < 0).any() or (codes_found < 0).any():
+                raise DataLoss(f"library {library!r}: a stored record names no node of the library or no provenance")
+            parts.append(
+                InteractionColumns(
+                    model_ids,
+                    dataset_ids,
+                    m_idx,
+                    d_idx,
+                    np.array(score, dtype=np.float64),
+                    np.array(train, dtype=np.float64),
+                    np.array(infer, dtype=np.float64),
+                    np.array(memory, dtype=np.float64),
+                    codes_found,
+                    {k: r for k, r in enumerate(request_ids) if r},
+                )
+            )
+        return InteractionColumns.concat(parts) if parts else InteractionColumns.empty(model_ids, dataset_ids)
 
     def graph_version(self, library: str) -> int:
         with self._read() as db:

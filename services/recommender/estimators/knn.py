@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from modsnet.data.graph import Snapshot
+from modsnet.data.graph import Snapshot, interaction_columns_of, pair_sums
 from modsnet.data.graph_build import raw_features
 
 from ..probes import MEASURED, ProbeSelector
@@ -64,18 +64,13 @@ class KnnPopularityEstimator:
         self.interval_scale = 1.0  # σ's multiplier, set by calibration (services/recommender/calibration.py)
         self.sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
         self.model_ids = [m.model_id for m in snapshot.models]
-        self.model_index = model_index = {m: j for j, m in enumerate(self.model_ids)}
-        rated = sorted({i.dataset_id for i in snapshot.interactions})
+        self.model_index = {m: j for j, m in enumerate(self.model_ids)}
+        records = interaction_columns_of(snapshot)
+        rated = records.rated_dataset_ids()
         self.dataset_ids = rated
-        dataset_index = {d: i for i, d in enumerate(rated)}
 
         # Mean score per (dataset, model); several records of one pair are averaged.
-        total = np.zeros((len(rated), len(self.model_ids)))
-        count = np.zeros_like(total)
-        for rec in snapshot.interactions:
-            i, j = dataset_index[rec.dataset_id], model_index[rec.model_id]
-            total[i, j] += rec.score
-            count[i, j] += 1
+        total, count = pair_sums(records, self.model_ids, rated)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.scores = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         goodness = self.sign * self.scores

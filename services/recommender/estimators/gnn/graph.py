@@ -20,7 +20,7 @@ from scipy import sparse
 from torch import Tensor
 
 from modsnet.data.columns import finite_number
-from modsnet.data.graph import Snapshot
+from modsnet.data.graph import Snapshot, interaction_columns_of, pair_sums
 from modsnet.data.graph_build import model_metadata, raw_features
 
 from ...probes import MEASURED, model_similarity
@@ -238,21 +238,16 @@ class PreparedGraph:
         self.model_ids = [m.model_id for m in snapshot.models]
         self.model_index = {m: j for j, m in enumerate(self.model_ids)}
         self.nodes = [d.dataset_id for d in snapshot.datasets]
-        rated = sorted({r.dataset_id for r in snapshot.interactions})
+        records = interaction_columns_of(snapshot)
+        rated = records.rated_dataset_ids()
         for d in rated:  # records of a dataset that has no node of its own still count
             if d not in self.nodes:
                 self.nodes.append(d)
         self.node_index = {d: i for i, d in enumerate(self.nodes)}
         self.dataset_ids = rated  # the scored datasets: what `known_dataset` may name transductively
         self.rated = np.array([self.node_index[d] for d in rated], dtype=np.int64)
-        n_nodes, n_models = len(self.nodes), len(self.model_ids)
 
-        total = np.zeros((n_nodes, n_models))
-        count = np.zeros_like(total)
-        for r in snapshot.interactions:
-            i, j = self.node_index[r.dataset_id], self.model_index[r.model_id]
-            total[i, j] += r.score
-            count[i, j] += 1
+        total, count = pair_sums(records, self.model_ids, self.nodes)
         self.scores = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         goodness = self.sign * self.scores
         row_mean, spread = _nan_stats(goodness, axis=1)

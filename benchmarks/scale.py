@@ -1,0 +1,361 @@
+"""Scale benchmark: synthetic libraries of 10k, 100k and 1M models, through every step that grows with them.
+
+    .venv/bin/python benchmarks/scale.py [--sizes 10k 100k 1m] [--steps generate import snapshot serve]
+        [--redis] [--estimator gnn|knn] [--baseline-checkout ../main] [--out docs/benchmarks-scale.md]
+
+Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100,000 x 1,000, 1,000,000;
+1m = 1,000,000 x 3,000, 10,000,000. Each step runs in a child process, so its wall time and peak RSS
+(`wait4`'s ru_maxrss) are its own:
+
+1. generate: `modsnet.offline.synthetic_library` into .cache/scale/ (kept; a later run reuses it and
+   reports the time of the run that made it);
+2. import: `read_bundle` (every check) then the SQLite store's import, into .cache/scale/NAME.sqlite3;
+   with `--redis` also into a redis-server this script starts (client-side RSS; the server's memory apart);
+3. snapshot: the store's `snapshot()` (columnar); with `--baseline-checkout PATH` the same step run with
+   PATH's code first (an older checkout of this project on the same database file), the before/after pair;
+4. serve: the recommender core in-process (`RecommenderCore` over the store, as the service runs it, no
+   probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
+   p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered. Skipped, with the
+   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and
+   stopped at `--serve-timeout`.
+
+Prints a markdown table (with the command and the machine) and writes it to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "scale"
+SIZES = {
+    "10k": (10_000, 300, 100_000),
+    "100k": (100_000, 1_000, 1_000_000),
+    "1m": (1_000_000, 3_000, 10_000_000),
+}
+STEPS = ("generate", "import", "snapshot", "serve")
+# Dense float64 (datasets x models) arrays the estimators build while fitting (scores, z, masks, the
+# kNN prior, the training copies): measured ~10 at 10k models; the rest of the memory is small beside them.
+DENSE_ARRAYS = 10
+QUERIES = 200
+
+
+def name_of(size: str) -> str:
+    return f"synth-{size}"
+
+
+def bundle_of(size: str) -> Path:
+    return CACHE / name_of(size)
+
+
+def db_of(size: str) -> Path:
+    return CACHE / f"{name_of(size)}.sqlite3"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Children: one step each, a JSON line on stdout
+
+
+def child_generate(size: str) -> dict[str, Any]:
+    from modsnet.offline.synthetic_library import LibrarySpec, generate
+
+    models, datasets, interactions = SIZES[size]
+    start = time.perf_counter()
+    generate(LibrarySpec(models, datasets, interactions, seed=0, name=name_of(size)), bundle_of(size))
+    return {"seconds": time.perf_counter() - start}
+
+
+def child_import(size: str, redis_url: str = "") -> dict[str, Any]:
+    from modsnet.data.bundle import read_bundle
+
+    start = time.perf_counter()
+    bundle = read_bundle(bundle_of(size))
+    checked = time.perf_counter() - start
+    if redis_url:
+        from services.knowledge.backends.redis import RedisKnowledgeStore
+
+        store: Any = RedisKnowledgeStore(redis_url, allow_no_persistence=True, socket_timeout=600)
+    else:
+        from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+
+        db_of(size).unlink(missing_ok=True)
+        store = SqliteKnowledgeStore(db_of(size))
+    info, _ = store.import_bundle(bundle, blob_id=f"{size:0>64}", replace=True, artifacts={})
+    store.close()
+    return {"seconds": time.perf_counter() - start, "check_seconds": checked, "interactions": info.interactions}
+
+
+def child_snapshot(size: str, redis_url: str = "") -> dict[str, Any]:
+    if redis_url == "grpc":  # as the recommender gets it: the knowledge service's stream, then the client
+        from modsnet.embedded import EmbeddedCluster
+
+        home = Path(tempfile.mkdtemp(prefix="scale-home-"))
+        (home / "knowledge.sqlite3").symlink_to(db_of(size))
+        with EmbeddedCluster(home, import_builtins=False) as cluster:
+            start = time.perf_counter()
+            snapshot = cluster.client.knowledge.snapshot(name_of(size))
+            seconds = time.perf_counter() - start
+        return {"seconds": seconds, "interactions": len(snapshot.interactions)}
+    if redis_url:
+        from services.knowledge.backends.redis import RedisKnowledgeStore
+
+        store: Any = RedisKnowledgeStore(redis_url, allow_no_persistence=True, socket_timeout=600)
+    else:
+        from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+
+        store = SqliteKnowledgeStore(db_of(size))
+    start = time.perf_counter()
+    snapshot = store.snapshot(name_of(size))
+    seconds = time.perf_counter() - start
+    store.close()
+    return {
+        "seconds": seconds,
+        "interactions": len(snapshot.interactions),
+        "kind": type(snapshot.interactions).__name__,
+    }
+
+
+class _StoreKnowledge:
+    """What the recommender core asks of the knowledge service, answered by the store in-process."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def graph_version(self, library: str) -> int:
+        return int(self.store.graph_version(library))
+
+    def snapshot(self, library: str) -> Any:
+        return self.store.snapshot(library)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def child_serve(size: str, estimator: str) -> dict[str, Any]:
+    import numpy as np
+
+    from modsnet.data.graph import Constraints
+    from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+    from services.recommender.core import RecommenderCore
+
+    store = SqliteKnowledgeStore(db_of(size))
+    library = name_of(size)
+    core = RecommenderCore(_StoreKnowledge(store), None, estimator=estimator, train_inline_limit=10**12)
+    start = time.perf_counter()
+    served = core.fitted(library)
+    fit_seconds = time.perf_counter() - start
+    snapshot = store.snapshot(library)
+    rng = np.random.default_rng(0)
+    queries = []
+    for k in rng.choice(len(snapshot.datasets), size=QUERIES):
+        features = snapshot.datasets[int(k)].features
+        queries.append({f: v * (1 + 0.05 * rng.normal()) for f, v in features.items()})
+    times = []
+    for features in queries:
+        t = time.perf_counter()
+        core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0)
+        times.append(time.perf_counter() - t)
+    core.close()
+    ms = np.array(times) * 1000
+    return {
+        "seconds": fit_seconds,
+        "estimator": served.estimator.name,
+        "origin": served.origin,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parent: runs each child, measures it
+
+
+def run_child(args: list[str], *, pythonpath: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=pythonpath or str(ROOT))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            process.kill()
+            _, status, usage = os.wait4(process.pid, 0)
+            return {"error": f"stopped after {timeout:.0f} s", "wall": time.perf_counter() - start,
+                    "peak_gib": usage.ru_maxrss / 1024**2}  # fmt: skip
+        time.sleep(0.2)
+    out = process.stdout.read().decode() if process.stdout else ""
+    err = process.stderr.read().decode() if process.stderr else ""
+    result: dict[str, Any] = {"wall": time.perf_counter() - start, "peak_gib": usage.ru_maxrss / 1024**2}
+    if os.waitstatus_to_exitcode(status) != 0:
+        result["error"] = (err.strip().splitlines() or ["failed"])[-1][:200]
+        return result
+    result.update(json.loads(out.strip().splitlines()[-1]))
+    return result
+
+
+def dense_gib(size: str) -> float:
+    models, datasets, _ = SIZES[size]
+    return DENSE_ARRAYS * models * datasets * 8 / 1024**3
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--redis", action="store_true", help="also import into and snapshot from a redis-server")
+    parser.add_argument("--redis-only", action="store_true", help="with --redis: leave the SQLite steps out")
+    parser.add_argument("--estimator", choices=("gnn", "knn"), default="gnn")
+    parser.add_argument("--baseline-checkout", help="an older checkout of this project: its snapshot, for before/after")
+    parser.add_argument("--memory-gib", type=float, default=20.0, help="skip serve when dense arrays exceed this")
+    parser.add_argument("--serve-timeout", type=float, default=1800.0)
+    parser.add_argument("--out", help="markdown file to write")
+    args = parser.parse_args(argv)
+
+    if args.child:
+        step, size, *rest = args.child
+        functions = {"generate": child_generate, "import": child_import, "snapshot": child_snapshot,
+                     "serve": child_serve}  # fmt: skip
+        print(json.dumps(functions[step](size, *rest)))
+        return 0
+
+    started = time.perf_counter()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    redis = None
+    redis_url = ""
+    if args.redis:
+        from modsnet.offline.devservers.redis import RedisServer
+
+        redis = RedisServer(tempfile.mkdtemp(prefix="scale-redis-"), persistent=False)
+        redis.start()
+        redis_url = redis.url
+    try:
+        for size in args.sizes:
+            row: dict[str, Any] = {"size": size, "shape": SIZES[size]}
+            stamp = CACHE / f"{name_of(size)}.generate.json"
+            if "generate" in args.steps or not bundle_of(size).exists():
+                if bundle_of(size).exists() and stamp.exists():
+                    row["generate"] = {**json.loads(stamp.read_text()), "cached": True}
+                else:
+                    row["generate"] = run_child(["generate", size])
+                    if "error" in row["generate"]:
+                        rows.append(row)
+                        continue  # nothing to import
+                    stamp.write_text(json.dumps(row["generate"]))
+            sqlite = not (args.redis and args.redis_only)
+            if "import" in args.steps:
+                if sqlite:
+                    row["import"] = run_child(["import", size])
+                if redis is not None:
+                    with redis.client() as client:
+                        client.flushall()
+                    row["import_redis"] = run_child(["import", size, redis_url])
+                    with redis.client() as client:
+                        row["import_redis"]["server_gib"] = client.info("memory")["used_memory"] / 1024**3
+            base = str(Path(args.baseline_checkout).resolve()) if args.baseline_checkout else ""
+            if "snapshot" in args.steps and sqlite:
+                if base:
+                    row["snapshot_before"] = run_child(["snapshot", size], pythonpath=base)
+                row["snapshot"] = run_child(["snapshot", size])
+                if base:
+                    row["grpc_before"] = run_child(["snapshot", size, "grpc"], pythonpath=base)
+                row["grpc"] = run_child(["snapshot", size, "grpc"])
+            if "snapshot" in args.steps and redis is not None and "import_redis" in row:
+                if base:
+                    row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
+                row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
+            if "serve" in args.steps and sqlite:
+                need = dense_gib(size)
+                if need > args.memory_gib:
+                    row["serve"] = {"error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"}
+                else:
+                    row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        if redis is not None:
+            redis.stop()
+    text = report(rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - started, args.estimator)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def _cell(step: dict[str, Any] | None, key: str = "wall", unit: str = " s") -> str:
+    if not step:
+        return "—"
+    if "error" in step:
+        return f"{step['error']}"
+    return fmt(step.get(key), unit)
+
+
+def report(rows: list[dict[str, Any]], argv: list[str], seconds: float, estimator: str) -> str:
+    lines = [
+        "## Scale",
+        "",
+        f"`python benchmarks/scale.py {shlex.join(argv)}` — {dt.date.today()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; {seconds:,.0f} s in all. Each step is a "
+        "child process: wall seconds and its peak RSS (GiB). Recommend: in-process `RecommenderCore` over the "
+        f"SQLite store, estimator {estimator}, no probes, {QUERIES} queries.",
+        "",
+        "| size (models × datasets, interactions) | generate | import (SQLite) | peak | snapshot | peak | "
+        "snapshot before | over gRPC | before | fit (`modsnet train`) | peak | Recommend p50 | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        models, datasets, interactions = row["shape"]
+        gen = row.get("generate")
+        gen_cell = "—" if not gen else ("cached " if gen.get("cached") else "") + _cell(gen, "seconds")
+        serve = row.get("serve")
+        lines.append(
+            f"| {row['size']} ({models:,} × {datasets:,}, {interactions:,}) | {gen_cell} "
+            f"| {_cell(row.get('import'))} | {_cell(row.get('import'), 'peak_gib', '')} "
+            f"| {_cell(row.get('snapshot'), 'seconds')} | {_cell(row.get('snapshot'), 'peak_gib', '')} "
+            f"| {_cell(row.get('snapshot_before'), 'seconds')} "
+            f"| {_cell(row.get('grpc'), 'seconds')} | {_cell(row.get('grpc_before'), 'seconds')} "
+            f"| {_cell(serve, 'seconds')} | {_cell(serve, 'peak_gib', '') if serve and 'error' not in serve else '—'} "
+            f"| {_cell(serve, 'p50_ms', ' ms') if serve and 'error' not in serve else '—'} "
+            f"| {_cell(serve, 'p99_ms', ' ms') if serve and 'error' not in serve else '—'} |"
+        )
+    if any("import_redis" in row for row in rows):
+        lines += [
+            "",
+            "Redis (one redis-server, no persistence, started by the script): import wall / client peak / server "
+            "memory; snapshot now and before.",
+            "",
+            "| size | import | client peak GiB | server GiB | snapshot | snapshot before |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            if "import_redis" in row:
+                r = row["import_redis"]
+                lines.append(
+                    f"| {row['size']} | {_cell(r)} | {_cell(r, 'peak_gib', '')} | {_cell(r, 'server_gib', '')} "
+                    f"| {_cell(row.get('snapshot_redis'), 'seconds')} "
+                    f"| {_cell(row.get('snapshot_redis_before'), 'seconds')} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
