@@ -29,7 +29,7 @@ from modsnet.data.profiles import Profile, objective_named
 from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb, objective_to_pb, profile_from_pb
-from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument
+from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument, Unreachable
 from modsnet.runtime.stubs import CHUNK, EVALUATION_POINTER, KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
@@ -39,6 +39,7 @@ from modsnet.v1 import recommender_pb2 as rpb
 
 DEFAULT_PROBES = 5
 BUSY_PATIENCE_SECONDS = 120.0  # how long a search without a timeout keeps retrying a busy service
+RECONNECT_PATIENCE_SECONDS = 5.0  # how long a search retries a query service it cannot reach
 """Models a search probes on the user's data unless told otherwise (each costs a bounded real measurement)."""
 
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
@@ -212,6 +213,9 @@ class Client:
         # A busy service (`Busy`: its uploads and their queue are full) says when to retry; the file is sent
         # again then, until `timeout` (else BUSY_PATIENCE_SECONDS) is spent.
         give_up = time.monotonic() + (timeout if timeout is not None else BUSY_PATIENCE_SECONDS)
+        # A query service that was just restarted is found again by the channel within its reconnect backoff
+        # (about 2 s, modsnet.runtime.channels); until then a call fails at once without reaching it.
+        reconnect_until = time.monotonic() + RECONNECT_PATIENCE_SECONDS
         while True:
             messages = chunked(header, _file_chunks(file, progress), lambda c: qpb.SearchRequest(chunk=c))
             left = give_up - time.monotonic() if timeout is not None else None
@@ -222,6 +226,10 @@ class Client:
                 if time.monotonic() + pause >= give_up:
                     raise
                 time.sleep(pause)
+            except Unreachable:
+                if time.monotonic() + 0.5 >= min(give_up, reconnect_until):
+                    raise
+                time.sleep(0.5)
 
     def list_libraries(self) -> list[LibraryInfo]:
         response = self.query.call("ListLibraries", pb.ListLibrariesRequest())

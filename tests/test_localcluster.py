@@ -104,6 +104,8 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         assert len(answer.models) == 3 and answer.library == "tabzoo"
         assert answer.estimator.startswith("knn")  # the setting reached the recommender
         client.report_performance(answer.query_id, answer.models[0].model_id, 0.7)
+        # The feedback made the file a dataset with a record: searched again, it is answered from that record.
+        before = client.search(csv, k=3)
 
         # A crash (kill -9) of a service and of Redis: the supervisor brings both back on the same ports.
         query_pid, redis_pid = _pid(folder, "query"), _pid(folder, "redis")
@@ -112,7 +114,7 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         _wait_restarted(folder, "query", query_pid)
         _wait_restarted(folder, "redis", redis_pid)
         again = client.search(csv, k=3)  # the same client, the same printed address
-        assert [m.model_id for m in again.models] == [m.model_id for m in answer.models]
+        assert [m.model_id for m in again.models] == [m.model_id for m in before.models]
         assert client.list_libraries()[0].interactions == imported.interactions + 1  # the feedback was on disk
 
         # `up` again: starts nothing new, keeps every process and port.
@@ -149,6 +151,7 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         assert library.interactions == imported.interactions + 1
         assert {q.query_id for q in client.knowledge.list_queries()} == {
             answer.query_id,
+            before.query_id,
             again.query_id,
             third_answer.query_id,
         }

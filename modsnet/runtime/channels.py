@@ -15,7 +15,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modsnet.runtime.auth import ClientCredentials
-from modsnet.runtime.errors import RETRY_AFTER_KEY, Busy, DeadlineExceeded, ModsnetError, Unavailable, from_code
+from modsnet.runtime.errors import (
+    RETRY_AFTER_KEY,
+    Busy,
+    DeadlineExceeded,
+    ModsnetError,
+    Unavailable,
+    Unreachable,
+    from_code,
+)
 
 from .deadline import timeout_for
 from .metrics import CLIENT_REQUESTS
@@ -73,7 +81,7 @@ def to_domain_error(exc: grpc.RpcError, what: str, seconds: float | None = None)
         return from_code(code.name, details)
     service, _, address = what.partition(" at ")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(f"{service} is unavailable ({address}): {details}")
+        return Unreachable(f"{service} is unavailable ({address}): {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         waited = f" within {seconds:.1f} s" if seconds is not None else " in time"
         return DeadlineExceeded(f"{service} did not answer{waited} ({address})")

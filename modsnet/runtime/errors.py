@@ -81,6 +81,10 @@ class Unavailable(ModsnetError):
     code = "UNAVAILABLE"
 
 
+class Unreachable(Unavailable):
+    """The service gave no answer: the link failed (refused, reset), not the service's own UNAVAILABLE."""
+
+
 class DeadlineExceeded(ModsnetError):
     code = "DEADLINE_EXCEEDED"
 
