@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,10 +19,9 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from modsnet.offline.imagesmoke import free_ports, serving
 from modsnet.offline.smoke import SILICON_PEAKS, sample_library, write_scan
 
 pytestmark = pytest.mark.slow
@@ -108,31 +106,11 @@ def test_the_wheel_ships_the_libraries_assets_and_protos(wheel: Path) -> None:
     assert not any("/tests/" in n or n.startswith("tests/") for n in names)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _serving(address: str) -> bool:
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def services(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The four services, each its own `modsnet serve` process of the venv, embedded backends, loopback."""
     home = tmp_path_factory.mktemp("services")
-    addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, _free_ports(len(SERVICES)), strict=True)}
+    addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, free_ports(len(SERVICES)), strict=True)}
     # The suite's small GNN (tests/conftest.py) trains the samples in seconds; the estimator is the same code.
     small_gnn = {k: os.environ[k] for k in ("MODSNET_GNN_MEMBERS", "MODSNET_GNN_STEPS") if k in os.environ}
     env = _clean_env(**{f"MODSNET_{s.upper()}_ADDR": a for s, a in addresses.items()}, MODSNET_GRACE="2", **small_gnn)
@@ -150,7 +128,7 @@ def services(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
                 )
             )
         deadline = time.monotonic() + 90
-        while not all(_serving(a) for a in addresses.values()):
+        while not all(serving(a) for a in addresses.values()):
             exited = [s for s, p in zip(SERVICES, processes, strict=True) if p.poll() is not None]
             assert not exited and time.monotonic() < deadline, "services did not come up: " + "\n".join(
                 f"{s}: {(home / f'{s}.log').read_text()[-2000:]}" for s in SERVICES

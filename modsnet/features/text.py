@@ -179,11 +179,19 @@ def _projection(width: int) -> np.ndarray:
 
 
 def _embed(texts: list[str]) -> np.ndarray:
-    """all-MiniLM-L6-v2 sentence embeddings: mean of the token states over the attention mask, unit length.
-
-    Texts are batched in order of length, so short texts are not padded to the longest of the sample.
-    """
+    """all-MiniLM-L6-v2 sentence embeddings: mean of the token states over the attention mask, unit length."""
     tokenizer, session = _encoder()
+    pooled = mean_token_states(tokenizer, session, texts)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def mean_token_states(tokenizer: Tokenizer, session: ort.InferenceSession, texts: list[str]) -> np.ndarray:
+    """A MiniLM-shaped ONNX encoder's token states (384 wide) averaged over the attention mask, per text.
+
+    Texts are batched in order of length, so short texts are not padded to the longest of the sample. Also
+    TextZoo's encoders (`modsnet.models.text`), some of which take no `token_type_ids`.
+    """
+    names = {i.name for i in session.get_inputs()}
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), 384), dtype=np.float32)
     for start in range(0, len(texts), _BATCH):
@@ -191,9 +199,12 @@ def _embed(texts: list[str]) -> np.ndarray:
         encoded = tokenizer.encode_batch([texts[i] for i in batch])
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        states = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-        pooled = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
-        out[batch] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        outputs = session.run(None, feeds)
+        states = next(o for o in outputs if o.ndim == 3 and o.shape[-1] == 384)
+        out[batch] = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
     return out
 
 

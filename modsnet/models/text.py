@@ -58,7 +58,6 @@ MAX_TOKENS = (
     64  # word pieces a transformer encoder reads: the stated input size (the opening says what a text is about)
 )
 MAX_CHARS = 2_000  # characters of a text any encoder is handed
-_BATCH = 32
 _WORD = re.compile(r"\w+")
 
 
@@ -287,22 +286,10 @@ def _session(encoder_id: str) -> tuple[Any, Any]:
 
 def _transformer(encoder_id: str, texts: list[str]) -> np.ndarray:
     """Mean of the token states over the attention mask, texts batched in order of length."""
+    from modsnet.features.text import mean_token_states
+
     tokenizer, session = _session(encoder_id)
-    names = {i.name for i in session.get_inputs()}
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), 384), dtype=np.float32)
-    for start in range(0, len(texts), _BATCH):
-        batch = order[start : start + _BATCH]
-        encoded = tokenizer.encode_batch([texts[i] for i in batch])
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in names:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        outputs = session.run(None, feeds)
-        states = next(o for o in outputs if o.ndim == 3 and o.shape[-1] == 384)  # token states
-        out[batch] = (states * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)
-    return out
+    return mean_token_states(tokenizer, session, texts)
 
 
 @functools.lru_cache(maxsize=1)

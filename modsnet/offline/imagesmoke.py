@@ -35,7 +35,7 @@ BUILDAH = ["buildah", "--storage-driver", "vfs"]
 _UP_SECONDS = 300.0
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
@@ -46,7 +46,7 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _serving(address: str) -> bool:
+def serving(address: str) -> bool:
     try:
         with grpc.insecure_channel(address) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("buildah") is None:
         print("image-smoke: buildah is not installed (make image installs it)", file=sys.stderr)
         return 2
-    addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, _free_ports(len(SERVICES)), strict=True)}
+    addresses = {s: f"127.0.0.1:{p}" for s, p in zip(SERVICES, free_ports(len(SERVICES)), strict=True)}
     started = time.perf_counter()
     made = subprocess.run([*BUILDAH, "from", "--quiet", args.image], capture_output=True, text=True)
     if made.returncode != 0:
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             processes = start(container, addresses, logs)
             deadline = time.monotonic() + _UP_SECONDS
-            while not all(_serving(a) for a in addresses.values()):
+            while not all(serving(a) for a in addresses.values()):
                 exited = [s for s, p in processes.items() if p.poll() is not None]
                 if exited or time.monotonic() > deadline:
                     for service in exited or SERVICES:
