@@ -133,10 +133,16 @@ def _text(args: Any, name: str, limit: int = 256) -> str:
     return value
 
 
+def _choice(args: Any, name: str, allowed: Iterable[str]) -> str:
+    """A parameter with a fixed set of values, "" when absent; present, it must be one of them (empty too)."""
+    value = _text(args, name)
+    if name in args and value not in allowed:
+        raise InvalidArgument(f"{name}: {value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
 def search_options(args: Any, filename: str) -> SearchOptions:
-    modality = _text(args, "modality")
-    if modality and modality not in MODALITIES:
-        raise InvalidArgument(f"modality: {modality!r} must be one of {', '.join(MODALITIES)}")
+    modality = _choice(args, "modality", MODALITIES)
     exclude = frozenset(x.strip() for x in _text(args, "exclude", 65536).split(",") if x.strip())
     constraints = Constraints(
         max_train_seconds=_float(args, "max_train_seconds"),
@@ -147,12 +153,11 @@ def search_options(args: Any, filename: str) -> SearchOptions:
     sha = _text(args, "sha256").lower()
     if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         raise InvalidArgument("sha256: must be 64 hex digits")
-    objective, pareto_cost, profile = _text(args, "objective"), _text(args, "pareto_cost"), _text(args, "profile")
     # Checked here, before the upload is read, with the field named as the query string spells it.
-    if objective and objective not in OBJECTIVE_NAMES:
-        raise InvalidArgument(f"objective: {objective!r} must be one of {', '.join(OBJECTIVE_NAMES)}")
-    if pareto_cost and pareto_cost not in COST_NAMES:
-        raise InvalidArgument(f"pareto_cost: {pareto_cost!r} must be one of {', '.join(COST_NAMES)}")
+    objective, pareto_cost = _choice(args, "objective", OBJECTIVE_NAMES), _choice(args, "pareto_cost", COST_NAMES)
+    profile = _text(args, "profile")
+    if "profile" in args and not profile:
+        raise InvalidArgument("profile: empty; leave it out for no profile")
     if pareto_cost and objective != "pareto":
         raise InvalidArgument(f"pareto_cost: goes with objective=pareto, not {objective or 'score'!r}")
     try:
