@@ -102,7 +102,7 @@ def _finite(value: float) -> float | None:
 
 def _int(args: Any, name: str, default: int, low: int, high: int) -> int:
     raw = args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -115,7 +115,7 @@ def _int(args: Any, name: str, default: int, low: int, high: int) -> int:
 
 def _float(args: Any, name: str) -> float:
     raw = args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return 0.0
     try:
         value = float(raw)
