@@ -266,7 +266,7 @@ def _load_file(
         return _frame_exemplar(_read_jsonl(_bytes(source), name, limits), name, modality, target, limits)
     if modality == "xrd" or (not modality and _looks_like_xy(head, suffix)):
         return _scan_exemplar([_read_scan(source, name, "xy", limits)], name, 1)
-    if suffix == ".txt" and modality in ("", "text") and not any(d in _first_line(head) for d in _DELIMITERS):
+    if suffix == ".txt" and modality in ("", "text") and not any(d in _first_text_line(head) for d in _DELIMITERS):
         return _lines_exemplar(_bytes(source), name, limits)
     table, rows = tabular.read_table_sample(
         _bytes(source), name=name, max_rows=limits.max_rows, max_columns=limits.max_columns
@@ -320,7 +320,7 @@ def _looks_like_xy(head: bytes, suffix: str) -> bool:
     return False
 
 
-def _first_line(head: bytes) -> str:
+def _first_text_line(head: bytes) -> str:
     return next((line for line in head.decode("latin-1").splitlines() if line.strip()), "")
 
 
