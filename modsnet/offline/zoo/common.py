@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -71,3 +72,28 @@ def swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(retired)
     else:
         staging.rename(out)
+
+
+def write_bundle(
+    out: Path, manifest: dict[str, Any], tables: dict[str, Any], artifacts: dict[str, bytes] | None = None
+) -> None:
+    """Write a bundle (library.yaml, the CSV tables by relative path, artifacts/) beside `out`, then swap it in:
+    a reader sees the old library or the new one."""
+    import yaml
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        staging.chmod(0o755)
+        (staging / "library.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
+        for relative, table in tables.items():
+            path = staging / relative
+            path.parent.mkdir(exist_ok=True)
+            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+        for name, data in (artifacts or {}).items():
+            (staging / "artifacts").mkdir(exist_ok=True)
+            (staging / "artifacts" / name).write_bytes(data)
+        swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

