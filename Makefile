@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml requirements.lock
 # The browser tests: Debian's chromium (Playwright's own browser download cannot work here) and axe-core (npm).
 BROWSER_STAMP := node_modules/.modsnet-browser
 $(BROWSER_STAMP): package.json package-lock.json
-	@command -v chromium >/dev/null && command -v npm >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium npm; }
+	@# Only what is missing: Debian's npm conflicts with a nodejs from NodeSource, which carries its own npm.
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -z "$$missing" ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
 	npm ci --no-audit --no-fund --silent
 	touch $(BROWSER_STAMP)
 
