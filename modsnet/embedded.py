@@ -73,6 +73,7 @@ class EmbeddedCluster:
         estimator: str | None = None,
         retrain_after: int = 20,
         train_inline_limit: int | None = None,
+        max_staleness_seconds: float | None = None,
         gnn_members: int | None = None,
         gnn_steps: int | None = None,
         http_port: int | None = None,
@@ -93,6 +94,12 @@ class EmbeddedCluster:
             train_inline_limit
             if train_inline_limit is not None
             else int(os.environ.get("MODSNET_TRAIN_INLINE_LIMIT") or 250_000)
+        )
+        # As `modsnet serve recommender` reads it: how long searches may be answered behind the graph.
+        self.max_staleness_seconds = (
+            max_staleness_seconds
+            if max_staleness_seconds is not None
+            else float(os.environ.get("MODSNET_MAX_STALENESS_SECONDS") or 10.0)
         )
         # As `modsnet serve recommender` reads them (0: the GNN's defaults); the test suite asks for a small GNN.
         self.gnn_members = gnn_members if gnn_members is not None else int(os.environ.get("MODSNET_GNN_MEMBERS", 0))
@@ -146,6 +153,7 @@ class EmbeddedCluster:
                 estimator=self.estimator,
                 retrain_after=self.retrain_after,
                 train_inline_limit=self.train_inline_limit,
+                max_staleness_seconds=self.max_staleness_seconds,
                 gnn_members=self.gnn_members,
                 gnn_steps=self.gnn_steps,
                 host=LOOPBACK,

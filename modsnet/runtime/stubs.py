@@ -203,7 +203,12 @@ class KnowledgeClient(ServiceClient):
         return [audit_from_pb(e) for e in response.entries]
 
     def graph_version(self, library: str) -> int:
-        return int(self.call("GraphVersion", kpb.GraphVersionRequest(library=library)).graph_version)
+        return self.graph_head(library)[0]
+
+    def graph_head(self, library: str) -> tuple[int, str]:
+        """The library's graph version and the bundle blob of its import (what a re-import changes)."""
+        response = self.call("GraphVersion", kpb.GraphVersionRequest(library=library))
+        return int(response.graph_version), response.bundle_blob_id
 
     def snapshot(self, library: str) -> Snapshot:
         info = None

@@ -204,10 +204,12 @@ class GraphVersionRequest(_message.Message):
     def __init__(self, library: _Optional[str] = ...) -> None: ...
 
 class GraphVersionResponse(_message.Message):
-    __slots__ = ("graph_version",)
+    __slots__ = ("graph_version", "bundle_blob_id")
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     graph_version: int
-    def __init__(self, graph_version: _Optional[int] = ...) -> None: ...
+    bundle_blob_id: str
+    def __init__(self, graph_version: _Optional[int] = ..., bundle_blob_id: _Optional[str] = ...) -> None: ...
 
 class LogQueryRequest(_message.Message):
     __slots__ = ("query_id", "library", "fingerprint", "filename", "features", "answer", "graph_version")

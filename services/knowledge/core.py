@@ -216,6 +216,11 @@ class KnowledgeCore:
     def graph_version(self, library: str) -> int:
         return self.store.graph_version(library)
 
+    def graph_head(self, library: str) -> tuple[int, str]:
+        """The graph version and the bundle blob of the import it is a version of, read in one go."""
+        info = self.store.get_library(library)
+        return info.graph_version, info.bundle_blob_id
+
     def log_query(self, record: QueryRecord) -> None:
         if not record.query_id:
             raise InvalidArgument("query_id is required")

@@ -116,7 +116,8 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
             yield kpb.GraphSnapshotChunk(graph_version=version, similarities=[similarity_to_pb(x) for x in batch_s])
 
     def GraphVersion(self, request: kpb.GraphVersionRequest, context: object) -> kpb.GraphVersionResponse:
-        return kpb.GraphVersionResponse(graph_version=self.core.graph_version(request.library))
+        version, bundle_blob_id = self.core.graph_head(request.library)
+        return kpb.GraphVersionResponse(graph_version=version, bundle_blob_id=bundle_blob_id)
 
     def LogQuery(self, request: kpb.LogQueryRequest, context: object) -> kpb.LogQueryResponse:
         self.core.log_query(log_query_from_pb(request))

@@ -18,6 +18,11 @@ class RecommenderConfig(CommonConfig):
     train_inline_limit: int = setting(
         250_000, help="larger libraries train their first GNN in the background (kNN answers meanwhile)"
     )
+    max_staleness_seconds: float = setting(
+        10.0,
+        help="how long after feedback searches may be answered by the estimator of the graph before it, while it "
+        "refreshes in the background (0: every search waits for the refresh)",
+    )
     device: str = setting("auto", help="where the GNN scores: auto (CUDA when present), cpu or cuda")
     # 0 keeps the GNN's own defaults (estimators/gnn/config.py); a small machine or a test trades quality for time.
     gnn_members: int = setting(0, help="GNN ensemble size (0: the GNN's default)")

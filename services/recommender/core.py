@@ -81,6 +81,7 @@ MAX_K = 1000
 MAX_PROBES = 50
 ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
+MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answer while it is refreshed
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class RecommenderCore:
         device: str = "auto",
         gnn_config: GnnConfig | None = None,
         answer_reserve_seconds: float = ANSWER_RESERVE_SECONDS,
+        max_staleness_seconds: float = MAX_STALENESS_SECONDS,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -214,12 +216,16 @@ class RecommenderCore:
         self.retrain_after = retrain_after
         self.train_inline_limit = train_inline_limit
         self.answer_reserve_seconds = answer_reserve_seconds
+        self.max_staleness_seconds = max_staleness_seconds
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
         self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._retraining: dict[str, threading.Thread] = {}
         self._progress: dict[str, TrainingProgress] = {}  # the GNN trainings under way, by library
+        self._refresh_jobs: dict[str, threading.Thread] = {}  # one background refresh per library at most
+        self._refresh_again: set[str] = set()  # libraries whose graph moved during their refresh: once more
+        self._seen: dict[str, dict[int, float]] = {}  # newer graph versions than the served one, first seen when
         self._guard = threading.Lock()
         self._closed = threading.Event()
 
@@ -237,15 +243,28 @@ class RecommenderCore:
 
     # -- the served estimator -------------------------------------------------------------------------
 
-    def fitted(self, library: str, *, force: bool = False) -> Served:
-        """The estimator for the library's current graph version (trained, loaded or refreshed once per version)."""
+    def fitted(self, library: str, *, force: bool = False, fresh: bool = False) -> Served:
+        """The estimator for the library's current graph version (trained, loaded or refreshed once per version).
+
+        A GNN of the same import whose graph fell behind for less than `max_staleness_seconds` answers at
+        once while one background job refreshes it (`_refresh_soon`); `fresh` (a query of a known dataset,
+        whose own records must be in its answer) and `force` wait for the current version instead.
+        """
         if not library:
             raise InvalidArgument("library is required")
-        version = self.knowledge.graph_version(library)  # a re-import bumps it too: the version alone decides
+        # A re-import bumps the version too: the version alone decides what is current, the bundle whether
+        # the cached estimator is still of this import.
+        version, bundle_blob_id = self.knowledge.graph_head(library)
         cached = self._cache.get(library)
-        if not force and cached is not None and cached.graph_version == version:
+        if not force and cached is not None and cached.graph_version >= version:  # >: a refresh landed since
             CACHE.labels("hit").inc()
             return cached  # type: ignore[return-value]
+        if not force and not fresh and self._may_serve_stale(library, cached, version, bundle_blob_id):
+            CACHE.labels("stale").inc()
+            self._refresh_soon(library)
+            return cached  # type: ignore[return-value]
+        if not force:
+            self._wait_for_refresh_job(library)  # one under way may bring this version: no second refresh
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
             if not force and cached is not None and cached.graph_version >= version:
@@ -257,13 +276,114 @@ class RecommenderCore:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
             served = self._serve(snapshot, cached, force=force)
             self._cache[library] = served
+            self._caught_up(library, served.graph_version)
             reason = "forced" if force else ("new_version" if cached else "first_use")
             FITS.labels(library, f"{reason}:{served.origin}").inc()
-            if served.origin == "refreshed" and (
-                len(snapshot.interactions) - served.trained_interactions >= self.retrain_after
-            ):
-                self._retrain_in_background(library)
+            self._retrain_if_due(library, served, len(snapshot.interactions))
             return served
+
+    def _retrain_if_due(self, library: str, served: Served, interactions: int) -> None:
+        if served.origin == "refreshed" and interactions - served.trained_interactions >= self.retrain_after:
+            self._retrain_in_background(library)
+
+    # -- refreshing off the request path ------------------------------------------------------------------
+
+    def _may_serve_stale(self, library: str, cached: Served | None, version: int, bundle_blob_id: str) -> bool:
+        """Whether `cached` may answer although the graph is at `version`: a GNN of the same import (a
+        refresh only puts its weights on the newer graph), superseded less than `max_staleness_seconds` ago."""
+        if self.max_staleness_seconds <= 0 or cached is None or not _is_gnn(cached.estimator):
+            return False
+        if cached.origin == "interim" or cached.library.bundle_blob_id != bundle_blob_id:
+            return False
+        with self._guard:
+            seen = self._seen.setdefault(library, {})
+            seen.setdefault(version, time.monotonic())
+            superseded = min(seen[v] for v in seen if v > cached.graph_version)
+        return time.monotonic() - superseded < self.max_staleness_seconds
+
+    def _caught_up(self, library: str, version: int) -> None:
+        """The cache serves `version` now: forget the versions it covers (newer ones keep their clock)."""
+        with self._guard:
+            seen = self._seen.get(library, {})
+            for v in [v for v in seen if v <= version]:
+                del seen[v]
+
+    def staleness(self) -> dict[str, float]:
+        """Seconds since each library's served estimator was first seen superseded by a newer graph version
+        (a library whose estimator is current is absent)."""
+        now = time.monotonic()
+        with self._guard:
+            return {library: now - min(seen.values()) for library, seen in self._seen.items() if seen}
+
+    def _refresh_soon(self, library: str) -> None:
+        """Start the library's refresh job, or tell the one running to go once more when it ends: feedback
+        during a refresh costs at most one more, however much of it arrives."""
+        with self._guard:
+            if self._closed.is_set():
+                return
+            if library in self._refresh_jobs:
+                self._refresh_again.add(library)
+                return
+            thread = threading.Thread(target=self._refresh_job, args=(library,), name=f"refresh-{library}", daemon=True)
+            self._refresh_jobs[library] = thread
+        thread.start()
+
+    def _refresh_job(self, library: str) -> None:
+        while True:
+            try:
+                self._refresh_once(library)
+            except Exception:  # no caller to tell: log; the staleness bound sends the next searches inline
+                if not self._closed.is_set():
+                    log.exception("background refresh of %s failed", library)
+            with self._guard:  # the check and the leaving are one step: a request never finds a job that ignores it
+                if self._closed.is_set() or library not in self._refresh_again:
+                    del self._refresh_jobs[library]
+                    return
+                self._refresh_again.discard(library)
+
+    def _refresh_once(self, library: str) -> None:
+        """The served weights on the current graph, built outside the library's lock (searches keep being
+        answered meanwhile) and swapped in unless the cache moved past them."""
+        cached = self._cache.get(library)
+        if cached is None or cached.graph_version >= self.knowledge.graph_version(library):
+            return  # a search that could not wait refreshed it, or the run owed found nothing newer
+        snapshot = _learnable(self.knowledge.snapshot(library))
+        if cached.graph_version >= snapshot.graph_version or not snapshot.interactions:
+            return
+        refreshed = self._refresh(snapshot, cached)
+        if refreshed is None:  # the weights no longer fit: stale past any bound, so the next search fits inline
+            with self._guard:
+                self._seen.setdefault(library, {})[snapshot.graph_version] = -float("inf")
+            return
+        with self._lock(library):
+            now = self._cache.get(library)
+            if now is not None and now.graph_version >= refreshed.graph_version:
+                return
+            if now is not None and now.library.bundle_blob_id != refreshed.library.bundle_blob_id:
+                return
+            self._cache[library] = refreshed
+            self._caught_up(library, refreshed.graph_version)
+            FITS.labels(library, f"background:{refreshed.origin}").inc()
+        self._retrain_if_due(library, refreshed, len(snapshot.interactions))
+
+    def _wait_for_refresh_job(self, library: str) -> None:
+        with self._guard:
+            job = self._refresh_jobs.get(library)
+        if job is not None and job is not threading.current_thread():
+            left = deadline.remaining()
+            job.join(None if left is None else max(0.0, left - self.answer_reserve_seconds))
+
+    def wait_for_refresh(self, library: str, timeout: float | None = None) -> bool:
+        """Block until the library's background refresh (and the one more it may owe) ends; False if still running."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._guard:
+                job = self._refresh_jobs.get(library)
+            if job is None:
+                return True
+            job.join(None if end is None else max(0.0, end - time.monotonic()))
+            if job.is_alive():
+                return False
 
     def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
         if self.estimator_kind == "knn":
@@ -484,6 +604,7 @@ class RecommenderCore:
             same_import = cached is not None and cached.library.bundle_blob_id == served.library.bundle_blob_id
             if cached is None or (same_import and cached.graph_version <= served.graph_version):
                 self._cache[library] = served
+                self._caught_up(library, served.graph_version)
                 FITS.labels(library, "retrained:trained").inc()
             elif same_import and cached.origin == "interim":
                 # The graph moved on while training: the next search puts these weights (checkpointed)
@@ -512,7 +633,8 @@ class RecommenderCore:
     def training_threads(self) -> list[threading.Thread]:
         """The threads training or retraining a library now (for a process that must not exit under them)."""
         with self._guard:
-            return [t for t in self._retraining.values() if t.is_alive()]
+            threads = [*self._retraining.values(), *self._refresh_jobs.values()]
+        return [t for t in threads if t.is_alive()]
 
     # -- queries -----------------------------------------------------------------------------------------
 
@@ -549,7 +671,7 @@ class RecommenderCore:
             if not p.model_id or not p.probe or p.value != p.value or abs(p.value) == float("inf"):
                 raise InvalidArgument(f"probe {i}: needs a model_id, a kind and a finite value")
         probes = _within_budget(probes, probe_budget)
-        served = self.fitted(library)
+        served = self.fitted(library, fresh=bool(dataset_id))  # a known dataset's own records are never stale
         start = time.perf_counter()
         estimator = served.estimator
         if not dataset_id and features and not estimator.shared_features(features):
@@ -648,7 +770,7 @@ class RecommenderCore:
         if budget < 0:
             raise InvalidArgument("budget must be >= 0")
         budget = min(budget, MAX_PROBES)
-        served = self.fitted(library)
+        served = self.fitted(library, fresh=bool(dataset_id))
         estimator = served.estimator
         if budget == 0 or dataset_id in estimator.dataset_ids:
             return [], served.graph_version

@@ -18,7 +18,11 @@ RECOMMEND_SECONDS = Histogram(
 RETRAIN_AFTER = Gauge(
     "modsnet_retrain_after_interactions", "Interactions since the last training that start a background retraining."
 )
-CACHE = Counter("modsnet_estimator_cache_total", "Estimator cache lookups, by result.", ["result"])
+CACHE = Counter(
+    "modsnet_estimator_cache_total",
+    "Estimator cache lookups, by result (hit, miss; stale: answered behind the graph while it refreshes).",
+    ["result"],
+)
 
 # Read from the served estimators at each scrape (modsnet.runtime.metrics.ScrapeTimeGauges). A library appears
 # once a search or `modsnet train` has used it since the recommender started.
@@ -37,6 +41,11 @@ ESTIMATOR_GAUGES = ScrapeTimeGauges(
             "Graph version at which the served weights were trained.",
             ("library",),
         ),
+        "modsnet_estimator_stale_seconds": (
+            "Seconds since the graph moved past the version the served estimator is on (0: current); "
+            "bounded by max_staleness_seconds, past which searches wait for the refresh.",
+            ("library",),
+        ),
         "modsnet_pending_feedback": (
             "Interactions added since the served weights were trained (retraining starts at retrain_after).",
             ("library",),
@@ -45,16 +54,20 @@ ESTIMATOR_GAUGES = ScrapeTimeGauges(
 )
 
 
-def estimator_samples(served: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Sample]]:
-    """Samples of the served estimators (`RecommenderCore.served`)."""
+def estimator_samples(
+    served: Callable[[], Iterable[Any]], staleness: Callable[[], dict[str, float]]
+) -> Callable[[], Iterator[Sample]]:
+    """Samples of the served estimators (`RecommenderCore.served`, `RecommenderCore.staleness`)."""
 
     def read() -> Iterator[Sample]:
         now = time.time()
+        stale = staleness()
         for s in served():
             library = s.library.name
             yield "modsnet_estimator_age_seconds", (library, s.estimator.name, s.origin), max(0.0, now - s.trained_unix)
             yield "modsnet_estimator_graph_version", (library,), float(s.graph_version)
             yield "modsnet_estimator_trained_version", (library,), float(s.trained_version)
+            yield "modsnet_estimator_stale_seconds", (library,), max(0.0, stale.get(library, 0.0))
             yield "modsnet_pending_feedback", (library,), float(max(0, s.library.interactions - s.trained_interactions))
 
     return read

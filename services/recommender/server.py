@@ -47,11 +47,12 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         train_inline_limit=config.train_inline_limit,
         device=config.device,
         gnn_config=gnn_config(config),
+        max_staleness_seconds=config.max_staleness_seconds,
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer.from_config("recommender", config, security)
     RETRAIN_AFTER.set(config.retrain_after)
-    unwatch = ESTIMATOR_GAUGES.watch(estimator_samples(core.served))
+    unwatch = ESTIMATOR_GAUGES.watch(estimator_samples(core.served, core.staleness))
 
     def close() -> None:
         unwatch()

@@ -1,0 +1,164 @@
+"""Searches never wait for the estimator's refresh after feedback (issue 13): the estimator of the graph before it
+answers while one background job per library puts its weights on the new graph (coalesced, bounded in time);
+a query of a known dataset, a zero bound and another import wait for the current graph."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from polling import eventually
+from synthetic import make_table, write_library
+
+from modsnet.data.graph import Constraints, InteractionRecord
+from modsnet.embedded import EmbeddedCluster
+from modsnet.features.tabular import tabular_features
+from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+from services.recommender.core import RecommenderCore, Served
+from services.recommender.estimators.gnn import GnnConfig
+
+SMALL = GnnConfig(members=2, steps=100)  # the GNN of the service tests (conftest.SMALL_GNN)
+
+
+class HeldRefresh:
+    """Holds every refresh of `core` (the weights put on a newer graph) until released, and counts them."""
+
+    def __init__(self, core: RecommenderCore):
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        original = core._refresh
+
+        def held(snapshot, cached):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            self.entered.set()
+            assert self.release.wait(120), "the test never released the refresh"
+            return original(snapshot, cached)
+
+        core._refresh = held  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def make_core(cluster: EmbeddedCluster) -> Iterator[Callable[..., RecommenderCore]]:
+    made: list[RecommenderCore] = []
+
+    def make(**settings: float) -> RecommenderCore:
+        core = RecommenderCore(
+            KnowledgeClient(cluster.addresses["knowledge"]),
+            StorageClient(cluster.addresses["storage"]),
+            gnn_config=SMALL,
+            **settings,  # type: ignore[arg-type]
+        )
+        made.append(core)
+        return core
+
+    yield make
+    for core in made:
+        core.close()
+
+
+def feedback(cluster: EmbeddedCluster, score: float = 0.7) -> int:
+    """One plausible measured score on a known dataset, as feedback stores it; the new graph version."""
+    response = cluster.client.knowledge.add_interactions(
+        "synth", [], [InteractionRecord("m1", "d3", score, provenance="feedback")]
+    )
+    return int(response.graph_version)
+
+
+QUERY = tabular_features(make_table(150, 6, 2, seed=99), "class")
+
+
+def test_the_graph_version_comes_with_the_import_it_belongs_to(cluster: EmbeddedCluster) -> None:
+    (info,) = cluster.client.knowledge.list_libraries()
+    assert cluster.client.knowledge.graph_head("synth") == (info.graph_version, info.bundle_blob_id)
+    version = feedback(cluster)
+    assert cluster.client.knowledge.graph_head("synth") == (version, info.bundle_blob_id)
+
+
+def test_a_search_after_feedback_is_answered_while_the_refresh_runs_and_the_refresh_lands(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core(max_staleness_seconds=600)
+    first = core.fitted("synth")
+    held = HeldRefresh(core)
+    version = feedback(cluster)
+    # Answered by the estimator of the graph before the feedback, and says so, while the refresh is held.
+    answer = core.recommend("synth", QUERY, k=3, constraints=Constraints())
+    assert answer.graph_version == first.graph_version < version
+    assert held.entered.wait(60), "no refresh started"
+    assert core.fitted("synth") is first
+    assert core.staleness()["synth"] >= 0.0
+    held.release.set()
+    assert eventually(lambda: core.fitted("synth").graph_version == version, seconds=120)
+    landed = core.fitted("synth")
+    assert landed.origin == "refreshed" and landed.trained_version == first.graph_version
+    assert core.recommend("synth", QUERY, k=3, constraints=Constraints()).graph_version == version
+    assert "synth" not in core.staleness()
+
+
+def test_feedback_during_a_refresh_costs_at_most_one_more(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core(max_staleness_seconds=600)
+    first = core.fitted("synth")
+    held = HeldRefresh(core)
+    feedback(cluster)
+    assert core.fitted("synth") is first
+    assert held.entered.wait(60)
+    for i in range(6):  # each moves the graph and is followed by a search that finds the estimator behind
+        version = feedback(cluster, 0.6 + 0.01 * i)
+        assert core.fitted("synth").graph_version < version
+    held.release.set()
+    assert core.wait_for_refresh("synth", timeout=120)
+    assert held.calls == 2  # the one held, and one more for everything that arrived during it
+    assert core.fitted("synth").graph_version == version
+
+
+def test_a_known_dataset_and_a_zero_bound_wait_for_the_current_graph(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core(max_staleness_seconds=600)
+    core.fitted("synth")
+    version = feedback(cluster)
+    # A query of a dataset of the graph: its own records must be in its answer.
+    answer = core.recommend("synth", {}, k=3, constraints=Constraints(), dataset_id="d3")
+    assert answer.graph_version == version and answer.path == "transductive"
+    inline = make_core(max_staleness_seconds=0)
+    inline.fitted("synth")
+    version = feedback(cluster)
+    assert inline.fitted("synth").graph_version == version
+
+
+def test_past_the_bound_a_search_waits_for_the_refresh(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core(max_staleness_seconds=0.3)
+    first = core.fitted("synth")
+    held = HeldRefresh(core)
+    version = feedback(cluster)
+    assert core.fitted("synth") is first
+    assert held.entered.wait(60)
+    time.sleep(0.5)  # the bound passes while the refresh is held
+    got: list[Served] = []
+    waiting = threading.Thread(target=lambda: got.append(core.fitted("synth")))
+    waiting.start()
+    waiting.join(2.0)
+    assert waiting.is_alive() and not got  # no stale answer past the bound: it waits for the refresh
+    held.release.set()
+    waiting.join(120)
+    assert got and got[0].graph_version == version
+
+
+def test_another_import_is_never_answered_by_the_old_one(
+    tmp_path: Path, cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core(max_staleness_seconds=600)
+    old = core.fitted("synth")
+    other = write_library(tmp_path / "other" / "synth", seed=5)
+    imported = cluster.client.import_library(other, replace=True)
+    served = core.fitted("synth")
+    assert served.library.bundle_blob_id == imported.library.bundle_blob_id != old.library.bundle_blob_id
+    assert served.graph_version == cluster.client.knowledge.graph_version("synth")
