@@ -162,3 +162,50 @@ def test_another_import_is_never_answered_by_the_old_one(
     served = core.fitted("synth")
     assert served.library.bundle_blob_id == imported.library.bundle_blob_id != old.library.bundle_blob_id
     assert served.graph_version == cluster.client.knowledge.graph_version("synth")
+
+
+# -- the ONNX model of a newer graph, without exporting it again ------------------------------------------------
+
+
+def test_weights_on_a_newer_graph_reuse_the_export_with_its_constants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from modsnet.data.bundle import read_bundle
+    from modsnet.data.graph import interaction_columns_of
+    from services.recommender.estimators.gnn import GnnEstimator, serving
+    from services.recommender.evaluation import graph_from_bundle
+
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "synth")))
+    config = GnnConfig(members=2, steps=20)
+    old = GnnEstimator(snapshot, config=config)
+    old.serve_onnx()
+    # A newer graph: a feedback record on a new dataset node (one node more) and one on a known dataset.
+    node = dataclasses.replace(snapshot.datasets[0], dataset_id="query-new")
+    records = [
+        *interaction_columns_of(snapshot),
+        InteractionRecord("m1", "query-new", 0.3, provenance="feedback"),
+        InteractionRecord("m2", "d3", 0.9, provenance="feedback"),
+    ]
+    newer = dataclasses.replace(snapshot, datasets=[*snapshot.datasets, node], interactions=records)
+    exports = []
+    original = serving.export_onnx
+    monkeypatch.setattr(serving, "export_onnx", lambda *a, **k: exports.append(1) or original(*a, **k))
+    reused = GnnEstimator(newer, config=config, weights=old.state())
+    reused.serve_onnx(like=old)
+    assert not exports  # the older model with new constants
+    exported = GnnEstimator(newer, config=config, weights=old.state())
+    exported.serve_onnx()
+    assert exports == [1]
+    for features in ({}, {"n_rows": 300.0, "n_features": 5.0}):
+        inputs = reused.query(features).inputs
+        np.testing.assert_allclose(reused.scorer.run(inputs)[0], exported.scorer.run(inputs)[0], atol=1e-6)
+        np.testing.assert_allclose(reused.scorer.run(inputs)[1], exported.scorer.run(inputs)[1], atol=1e-6)
+    assert not np.allclose(reused.scorer.run(inputs)[0], old.scorer.run(old.query(features).inputs)[0])
+    # Other weights cannot take the older model: a new export.
+    other = GnnEstimator(newer, config=dataclasses.replace(config, seed=config.seed + 1))
+    other.serve_onnx(like=old)
+    assert exports == [1, 1]

@@ -448,7 +448,9 @@ class RecommenderCore:
             log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
             return None
         estimator.interval_scale = interval_scale
-        backend = self._to_onnx(estimator)
+        # The served weights on a newer graph: its ONNX model with the new constants, no new export.
+        like = cached.estimator if origin == "refreshed" and cached is not None and _is_gnn(cached.estimator) else None
+        backend = self._to_onnx(estimator, like)
         models = {m.model_id: m for m in snapshot.models}
         return Served(
             estimator, snapshot.library, models, origin, version, interactions, trained_unix, train_seconds, backend
@@ -519,8 +521,8 @@ class RecommenderCore:
             snapshot.graph_version, len(snapshot.interactions), trained_unix, seconds, backend,
         )  # fmt: skip
 
-    def _to_onnx(self, estimator: GnnEstimator) -> str:
-        scorer = estimator.serve_onnx(providers=self.providers)
+    def _to_onnx(self, estimator: GnnEstimator, like: GnnEstimator | None = None) -> str:
+        scorer = estimator.serve_onnx(providers=self.providers, like=like)
         return f"onnxruntime:{scorer.providers[0]}"
 
     def _retrain_in_background(self, library: str) -> None:

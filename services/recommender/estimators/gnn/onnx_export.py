@@ -30,7 +30,12 @@ def export_onnx(
     feature_names: Sequence[str],
     config: GnnConfig,
 ) -> None:
-    """Write `module` as ONNX (opset 18, the legacy exporter), traced on `example` inputs, wiring as metadata."""
+    """Write `module` as ONNX (opset 18, the legacy exporter), traced on `example` inputs, wiring as metadata.
+
+    Constants are not folded by the exporter (ONNX Runtime folds them when it loads the model): each of the
+    module's buffers, the library side of the graph, stays an initializer of its own name, so a newer graph
+    under the same weights is this model with other initializers (`with_constants`), not a new export.
+    """
     args = tuple(torch.from_numpy(example[k]) for k in INPUTS)
     target: Any = path  # a path or a file-like object: torch takes both
     with EXPORT_LOCK, warnings.catch_warnings():  # the legacy exporter announces its deprecation; it works
@@ -41,9 +46,11 @@ def export_onnx(
             target,
             input_names=list(INPUTS),
             output_names=["mean_z", "std_z"],
-            dynamic_axes={"model_index": {0: "edges"}, "model_weights": {1: "edges"}},
+            # A newer graph may hold more dataset nodes: their count is an axis too.
+            dynamic_axes={"dataset_weights": {1: "nodes"}, "model_index": {0: "edges"}, "model_weights": {1: "edges"}},
             opset_version=18,
             dynamo=False,
+            do_constant_folding=False,
         )
     import onnx
 
@@ -68,6 +75,26 @@ def export_onnx(
         path.write(model.SerializeToString())
     else:
         onnx.save(model, str(path))
+
+
+def with_constants(model: bytes, module: QueryScorer) -> bytes | None:
+    """`model` (exported from a module with the same parameters) with `module`'s buffers as its initializers:
+    the query module of a newer graph under the same weights, without tracing it again. None when `model`
+    holds an initializer that is not a buffer of `module` or a parameter of equal value (other weights)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_model_from_string(model)
+    buffers = dict(module.named_buffers())
+    parameters = dict(module.named_parameters())
+    for init in proto.graph.initializer:
+        if init.name in buffers:
+            init.CopyFrom(numpy_helper.from_array(buffers[init.name].detach().numpy(), init.name))
+        elif init.name not in parameters or not np.array_equal(
+            numpy_helper.to_array(init), parameters[init.name].detach().numpy()
+        ):
+            return None
+    return proto.SerializeToString()
 
 
 class OnnxScorer:

@@ -21,7 +21,7 @@ from ..base import Evidence, Prediction, ProbeRecord, Scored
 from .config import _Z_HIGH, _Z_LOW, NAME, QUERY_DATA_RELATIONS, FitInfo, GnnConfig
 from .graph import _nearest
 from .network import INPUTS
-from .onnx_export import OnnxScorer, export_onnx
+from .onnx_export import OnnxScorer, export_onnx, with_constants
 from .training import TrainedGraph
 
 # A scored dataset with fewer records is predicted from its neighbours, its records calibrating the rest:
@@ -69,6 +69,7 @@ class GnnEstimator(TrainedGraph):
         torch.set_num_threads(config.threads)
         super().__init__(snapshot, probes, config, weights, cancel, progress)
         self.scorer: Any = None  # an OnnxScorer once `serve_onnx` ran; torch otherwise
+        self.onnx_model: bytes | None = None  # what the scorer runs, when exported in memory
         self.fit_info = FitInfo(
             len(self.dataset_ids),
             len(self.model_ids),
@@ -340,9 +341,35 @@ class GnnEstimator(TrainedGraph):
             self.query_module, self.query({}).inputs, path, feature_names=self.feature_names, config=self.config
         )
 
-    def serve_onnx(self, path: str | Path | None = None, *, providers: Sequence[str] | None = None) -> OnnxScorer:
-        """Export (to `path`, or in memory) and make `predict` run on ONNX Runtime from now on."""
+    def serve_onnx(
+        self,
+        path: str | Path | None = None,
+        *,
+        providers: Sequence[str] | None = None,
+        like: GnnEstimator | None = None,
+    ) -> OnnxScorer:
+        """Export (to `path`, or in memory) and make `predict` run on ONNX Runtime from now on.
+
+        `like`, an estimator of the same weights serving from ONNX (the one of an older graph version): its
+        model with this graph's constants swapped in, when that scores as this module does (checked on one
+        query); otherwise, or with a `path`, a new export.
+        """
+        if path is None and like is not None and like.onnx_model is not None:
+            model = with_constants(like.onnx_model, self.query_module)
+            if model is not None:
+                scorer = OnnxScorer(model, providers=providers)
+                if self._scores_alike(scorer):
+                    self.scorer, self.onnx_model = scorer, model
+                    return scorer
         target: str | Path | io.BytesIO = path if path is not None else io.BytesIO()
         self.export_onnx(target)
-        self.scorer = OnnxScorer(target.getvalue() if isinstance(target, io.BytesIO) else target, providers=providers)
+        self.onnx_model = target.getvalue() if isinstance(target, io.BytesIO) else None
+        self.scorer = OnnxScorer(self.onnx_model or target, providers=providers)  # type: ignore[arg-type]
         return self.scorer
+
+    def _scores_alike(self, scorer: OnnxScorer) -> bool:
+        inputs = self.query({}).inputs
+        with torch.no_grad():
+            mean, std = self.query_module(*(torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS))
+        got_mean, got_std = scorer.run(inputs)
+        return bool(np.allclose(got_mean, mean.numpy(), atol=1e-5) and np.allclose(got_std, std.numpy(), atol=1e-5))
