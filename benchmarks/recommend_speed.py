@@ -1,7 +1,7 @@
 """Concurrency and the Recommend fast path: Recommend at 10k models, searches/s and feedback under load.
 
     .venv/bin/python benchmarks/recommend_speed.py [--models 10000] [--datasets 20] [--seconds 10]
-        [--clients 1 8 32] [--out docs/benchmarks-concurrency.md]
+        [--clients 1 8 32] [--skip-search | --skip-recommend] [--out docs/benchmarks-concurrency.md]
 
 On one embedded cluster (the one-process default: every service and this benchmark's clients in one process,
 so gRPC figures share one GIL with the servers):
@@ -12,8 +12,11 @@ so gRPC figures share one GIL with the servers):
    run, same queries; then Recommend through gRPC, one client for latency, `--clients` for throughput;
 3. Search on TabZoo of a 10,000-row x 20-column CSV, warm, without probes and with 5;
 4. `--clients` clients each looping search (no probes) then feedback on its answer: searches/s and the
-   feedback latency while searches run (each feedback moves the graph version, so searches also pay the
-   estimator's refresh).
+   feedback latency while searches run, searching the same file (a known dataset after its first feedback:
+   each search waits for the graph with its own records) or a new file each time (answered at once by the
+   estimator of the graph before the latest feedback while one background job refreshes it); 3 and 4 again
+   with every refresh on the request path (`max_staleness_seconds` 0, the behaviour before), and with the
+   parsing on the RPC threads too.
 Writes a markdown page and prints it.
 """
 
@@ -182,6 +185,35 @@ def recommend_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: 
     ]
 
 
+def new_files(work: Path, count: int) -> Iterator[Path]:
+    """Small CSVs no search has seen (each search of one adds a dataset node with its feedback), made on demand."""
+    folder = work / "new"
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        path = folder / f"new-{i}.csv"
+        make_table(200, 3 + i % 6, 2 + i % 2, 10_000 + i).to_csv(path, index=False)
+        yield path
+
+
+def refresh_counts() -> tuple[float, float, float]:
+    """This process's recommender so far: answers from an estimator behind the graph, refreshes on the request
+    path (a version the cache had not reached), refreshes in the background."""
+    from prometheus_client import REGISTRY
+
+    stale = REGISTRY.get_sample_value("modsnet_estimator_cache_total", {"result": "stale"}) or 0.0
+    inline = background = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name != "modsnet_estimator_fits":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["reason"].endswith(":refreshed"):
+                if sample.labels["reason"].startswith("background"):
+                    background += sample.value
+                else:
+                    inline += sample.value
+    return stale, inline, background
+
+
 def search_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: Path, where: str) -> tuple[str, list[str]]:
     table = make_table(10_000, 19, 3, 5)  # 19 features + the class: 20 columns
     csv = work / "wide.csv"
@@ -192,31 +224,41 @@ def search_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: Pat
     no_probes = percentiles(timed(lambda: cluster.client.search(csv, library="tabzoo", probe_budget=0), 10))
     probed = percentiles(timed(lambda: cluster.client.search(csv, library="tabzoo", probe_budget=5), 10))
     small = ROOT / "examples" / "saheart.csv"
+    fresh_files = iter(new_files(work, len(args.clients) * int(60 * args.seconds)))
     rows = []
-    for clients in args.clients:
-        searched: list[float] = []
-        feedback: list[float] = []
-        lock = threading.Lock()
+    for loop, pick in (("same file", lambda: small), ("new file each", lambda: next(fresh_files))):
+        for clients in args.clients:
+            searched: list[float] = []
+            feedback: list[float] = []
+            lock = threading.Lock()
 
-        def search_then_feedback(
-            searched: list[float] = searched, feedback: list[float] = feedback, lock: threading.Lock = lock
-        ) -> None:
-            start = time.perf_counter()
-            answer = cluster.client.search(small, library="tabzoo", probe_budget=0)
-            middle = time.perf_counter()
-            cluster.client.report_performance(answer.query_id, answer.models[0].model_id, 0.7)
-            with lock:
-                searched.append(middle - start)
-                feedback.append(time.perf_counter() - middle)
+            def search_then_feedback(
+                searched: list[float] = searched,
+                feedback: list[float] = feedback,
+                lock: threading.Lock = lock,
+                pick: Callable[[], Path] = pick,
+            ) -> None:
+                with lock:
+                    path = pick()
+                start = time.perf_counter()
+                answer = cluster.client.search(path, library="tabzoo", probe_budget=0)
+                middle = time.perf_counter()
+                cluster.client.report_performance(answer.query_id, answer.models[0].model_id, 0.7)
+                with lock:
+                    searched.append(middle - start)
+                    feedback.append(time.perf_counter() - middle)
 
-        _, _, errors = throughput(clients, args.seconds, search_then_feedback)
-        rate = len(searched) / args.seconds
-        search_p = percentiles(searched) if searched else (float("nan"), float("nan"))
-        feedback_p = percentiles(feedback) if feedback else (float("nan"), float("nan"))
-        rows.append(
-            f"| {where} | {clients} | {rate:.1f} | {search_p[0]:.0f} | {search_p[1]:.0f} | {feedback_p[0]:.0f} | "
-            f"{feedback_p[1]:.0f} | {errors} |"
-        )
+            before = refresh_counts()
+            _, _, errors = throughput(clients, args.seconds, search_then_feedback)
+            stale, inline, background = (after - was for after, was in zip(refresh_counts(), before, strict=True))
+            rate = len(searched) / args.seconds
+            search_p = percentiles(searched) if searched else (float("nan"), float("nan"))
+            feedback_p = percentiles(feedback) if feedback else (float("nan"), float("nan"))
+            rows.append(
+                f"| {where} | {loop} | {clients} | {rate:.1f} | {search_p[0]:.0f} | {search_p[1]:.0f} | "
+                f"{feedback_p[0]:.0f} | {feedback_p[1]:.0f} | {stale:.0f} | {inline:.0f} / {background:.0f} | "
+                f"{errors} |"
+            )
     single = (
         f"| {where} | {first_seconds:.1f} | {no_probes[0]:.0f} | {no_probes[1]:.0f} | {probed[0]:.0f} | "
         f"{probed[1]:.0f} |"
@@ -233,20 +275,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per load row")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--skip-search", action="store_true", help="only the Recommend section")
+    parser.add_argument("--skip-recommend", action="store_true", help="only the Search and feedback section")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-concurrency.md")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     os.environ["MODSNET_BUILTIN_LIBRARIES"] = "tabzoo"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        lines: list[str] = []
         with EmbeddedCluster(work / "home", import_builtins=not args.skip_search, worker_processes=0) as cluster:
-            lines = recommend_section(cluster, args, work)
+            if not args.skip_recommend:
+                lines = recommend_section(cluster, args, work)
             if not args.skip_search:
                 searches = [search_section(cluster, args, work, "worker processes")]
         if not args.skip_search:
-            # The same data folder (TabZoo's GNN loads from its checkpoint), CPU work back on the RPC threads.
-            with EmbeddedCluster(work / "home", worker_processes=-1) as cluster:
-                searches.append(search_section(cluster, args, work, "RPC threads (before)"))
+            # The same data folder (TabZoo's GNN loads from its checkpoint): every search after feedback waits
+            # for the refresh (max staleness 0), then CPU work back on the RPC threads too.
+            with EmbeddedCluster(work / "home", worker_processes=0, max_staleness_seconds=0) as cluster:
+                searches.append(search_section(cluster, args, work, "worker processes, refresh inline (before)"))
+            with EmbeddedCluster(work / "home", worker_processes=-1, max_staleness_seconds=0) as cluster:
+                searches.append(search_section(cluster, args, work, "RPC threads, refresh inline (before)"))
             lines += [
                 "### Search and feedback (TabZoo)",
                 "",
@@ -257,13 +305,18 @@ def main(argv: list[str] | None = None) -> int:
                 "|---|---:|---:|---:|---:|---:|",
                 *(single for single, _ in searches),
                 "",
-                f"Clients loop: search examples/saheart.csv (no probes), then feedback on its top model; "
-                f"{args.seconds:.0f} s per row; searches/s counts the searches of the row (those in flight at its "
-                "end finish and count) over those seconds. Search latency excludes the feedback.",
+                f"Clients loop: search a CSV (no probes), then feedback on its top model; {args.seconds:.0f} s per "
+                "row; searches/s counts the searches of the row (those in flight at its end finish and count) over "
+                "those seconds. Search latency excludes the feedback. Same file: examples/saheart.csv every time, "
+                "a known dataset after its first feedback, so each search waits for the graph with its own records; "
+                "new file each: a 200-row CSV no search has seen (what most users bring), answered by the estimator "
+                "of the graph before the latest feedback for up to max_staleness_seconds (10 s) while it refreshes. "
+                "Behind: answers from an estimator behind the graph; refreshes: on the request path / in the "
+                "background.",
                 "",
-                "| parsing, features, probes on | clients | searches/s | search p50 ms | search p99 ms | "
-                "feedback p50 ms | feedback p99 ms | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|",
+                "| parsing, features, probes on | search | clients | searches/s | search p50 ms | search p99 ms | "
+                "feedback p50 ms | feedback p99 ms | behind | refreshes | errors |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                 *(row for _, rows in searches for row in rows),
                 "",
             ]
