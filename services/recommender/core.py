@@ -10,16 +10,21 @@ estimator (`knn`, for ablation and as the light option). For the GNN, per librar
   kNN estimator answers (`origin` "interim") while the training goes on in the background and is swapped
   in when done, so no search fails or waits minutes because a GNN is being trained;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
-  graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit;
-  once `retrain_after` interactions have arrived since the weights were trained, a background thread
-  retrains on the current graph and swaps the result in when it is ready (searches keep being answered by
-  the refreshed estimator meanwhile);
+  graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit,
+  and the ONNX model is the older one with the new graph's constants, no new export. That refresh runs off
+  the request path: the estimator of the older graph answers at once (its answer says its graph version)
+  while one background job per library refreshes it; feedback arriving meanwhile costs at most one more
+  run. Staleness is bounded: once a newer version has been seen for `max_staleness_seconds` (0: always),
+  and for a query of a known dataset (its own records must be in its answer), the request waits for the
+  current version instead. Once `retrain_after` interactions have arrived since the weights were trained,
+  a background thread retrains on the current graph and swaps the result in when it is ready (searches
+  keep being answered by the refreshed estimator meanwhile);
 * a new import (another bundle, other models): trained anew;
 * every served GNN scores queries through its ONNX export under ONNX Runtime (CUDA when asked for and
   present, CPU otherwise).
 
-The cache is keyed by library and holds one served estimator at one graph version: a search at another
-version never gets an answer from an older graph than the one it saw.
+The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
+from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).
 """
 
 from __future__ import annotations
