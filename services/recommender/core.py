@@ -356,9 +356,10 @@ class RecommenderCore:
         if cached.graph_version >= snapshot.graph_version or not snapshot.interactions:
             return
         refreshed = self._refresh(snapshot, cached)
-        if refreshed is None:  # the weights no longer fit: stale past any bound, so the next search fits inline
+        if refreshed is None:  # the weights no longer fit: as if superseded a whole bound ago, the next search fits
             with self._guard:
-                self._seen.setdefault(library, {})[snapshot.graph_version] = -float("inf")
+                seen = self._seen.setdefault(library, {})
+                seen[snapshot.graph_version] = time.monotonic() - self.max_staleness_seconds
             return
         with self._lock(library):
             now = self._cache.get(library)
