@@ -76,7 +76,17 @@ class Served:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
-            command = [sys.executable, "-m", "modsnet", "serve", self.name, "--host", LOOPBACK, "--port", str(self.port)]
+            command = [
+                sys.executable,
+                "-m",
+                "modsnet",
+                "serve",
+                self.name,
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(self.port),
+            ]
             self.process = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         seconds_until(lambda: status(self.address, "liveness") == SERVING)
 
