@@ -363,3 +363,9 @@ class Client:
         for client in (self.query, self.knowledge, self.storage, self.recommender):
             if client is not None:
                 client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -162,6 +163,14 @@ def _answers(address: str, timeout: float = 2.0) -> bool:
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _import_estimators() -> None:
+    try:
+        importlib.import_module("services.recommender.estimators.gnn")
+        importlib.import_module("services.recommender.estimators.gnn.onnx_export")
+    except Exception:  # only a head start: the search imports them itself and reports what fails
+        log.warning("could not import the GNN's modules ahead of the first search", exc_info=True)
 
 
 def running(home: Path, *, check: bool = True) -> DaemonInfo | None:
@@ -310,6 +319,9 @@ def serve(home: Path) -> int:
         info = DaemonInfo(os.getpid(), dict(cluster.addresses), user_token, started, str(home))
         _write_private(home / STATE_FILE, json.dumps(asdict(info), indent=2))
         log.info("daemon ready on %s (started in %.1f s)", info.address, time.time() - started)
+        # The GNN's modules (torch, torch-geometric, the ONNX exporter) take seconds to import, half a minute on
+        # a busy machine: import them now, while the user's first command is on its way, not inside its search.
+        threading.Thread(target=_import_estimators, name="import-estimators", daemon=True).start()
         last_use, requests = time.monotonic(), _requests()
         while not done.wait(STATUS_INTERVAL):
             trainings = cluster.recommender_core.trainings()

@@ -37,7 +37,7 @@ from services.storage.server import create_server as storage_server
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-DETECTED_WITHIN = 8.0  # the issue asks 5 s; the design gives check interval 1 s + check timeout 2 s
+DETECTED_WITHIN = 8.0  # the issue asks 5 s: the design gives 4.6 s, measured by benchmarks/health_detection.py
 STARTED_WITHIN = 90.0  # a `modsnet serve` process importing torch on a busy 2-core machine
 
 

@@ -98,7 +98,7 @@ class CsvRows(Sequence[dict[str, str]]):
         for cells in _csv_cells(self._data):
             yield {h: c.strip() for h, c in zip(header, cells, strict=True)}
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def] - int or slice, as a list
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]  # int or slice, as a list
         if self._kept is None:
             self._kept = list(self)
         return self._kept[index]
@@ -108,7 +108,7 @@ class CsvRows(Sequence[dict[str, str]]):
             return NotImplemented
         return len(self) == len(other) and list(self) == list(other)
 
-    __hash__ = None  # type: ignore[assignment] - as a list
+    __hash__ = None  # type: ignore[assignment]  # as a list
 
 
 def _csv_cells(data: bytes) -> Iterator[list[str]]:
@@ -331,10 +331,10 @@ def _stream_interactions(data: bytes, model_ids: set[str], dataset_ids: set[str]
                 cell = cells[k].strip()
                 if cell == "":
                     continue
-                value = _finite(cell)
-                if value is None:
+                number = _finite(cell)
+                if number is None:
                     raise InvalidArgument(f"{file} line {line}, column {column!r}: {cell!r} is not a finite number")
-                if value < 0:
+                if number < 0:
                     raise InvalidArgument(f"{file} line {line}, column {column!r}: {cell!r} is negative")
             if not low <= score <= high:
                 raise InvalidArgument(
@@ -345,7 +345,7 @@ def _stream_interactions(data: bytes, model_ids: set[str], dataset_ids: set[str]
         raise InvalidArgument(f"{file} line {reader.line_num}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"{file}: not UTF-8 text (near line {reader.line_num + 1}, {exc.reason})") from None
-    return Table(file, header, CsvRows(data, header, count))  # type: ignore[arg-type] - a sequence of rows
+    return Table(file, header, CsvRows(data, header, count))  # type: ignore[arg-type]  # a sequence of rows
 
 
 def _finite(cell: str) -> float | None:

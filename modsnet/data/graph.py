@@ -193,8 +193,13 @@ class InteractionColumns(Sequence[InteractionRecord]):
             return records.over(model_ids, dataset_ids)
         models = {m: j for j, m in enumerate(model_ids)}
         datasets = {d: i for i, d in enumerate(dataset_ids)}
-        m_idx, d_idx, score, costs, prov = [], [], [], ([], [], []), []
-        request_ids, quarantine = {}, {}
+        m_idx: list[int] = []
+        d_idx: list[int] = []
+        score: list[float] = []
+        costs: tuple[list[float], list[float], list[float]] = ([], [], [])
+        prov: list[int] = []
+        request_ids: dict[int, str] = {}
+        quarantine: dict[int, str] = {}
         for k, r in enumerate(records):
             m_idx.append(models.setdefault(r.model_id, len(models)))
             d_idx.append(datasets.setdefault(r.dataset_id, len(datasets)))
@@ -207,9 +212,10 @@ class InteractionColumns(Sequence[InteractionRecord]):
                 request_ids[k] = r.request_id
             if r.quarantine:
                 quarantine[k] = r.quarantine
+        train, inference, memory = (np.array(c, np.float64) for c in costs)
         return cls(
             list(models), list(datasets), np.array(m_idx, np.int32), np.array(d_idx, np.int32), np.array(score),
-            *(np.array(c, np.float64) for c in costs), np.array(prov, np.int8), request_ids, quarantine,
+            train, inference, memory, np.array(prov, np.int8), request_ids, quarantine,
         )  # fmt: skip
 
     @classmethod
@@ -221,13 +227,29 @@ class InteractionColumns(Sequence[InteractionRecord]):
         if any(p.model_ids != first.model_ids or p.dataset_ids != first.dataset_ids for p in parts[1:]):
             raise ValueError("interaction columns of different vocabularies cannot be concatenated")
         offsets = np.cumsum([0, *(len(p) for p in parts)])
-        return cls(
+        return cls.of_arrays(
             first.model_ids,
             first.dataset_ids,
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
+            [np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS],
             {int(o) + k: v for o, p in zip(offsets, parts, strict=False) for k, v in p.request_ids.items()},
             {int(o) + k: v for o, p in zip(offsets, parts, strict=False) for k, v in p.quarantine.items()},
         )
+
+    @classmethod
+    def of_arrays(
+        cls,
+        model_ids: Sequence[str],
+        dataset_ids: Sequence[str],
+        arrays: Sequence[np.ndarray],
+        request_ids: Mapping[int, str] | None = None,
+        quarantine: Mapping[int, str] | None = None,
+    ) -> InteractionColumns:
+        """Columns from the arrays named by `_ARRAYS`, in that order."""
+        model_index, dataset_index, score, train, inference, memory, provenance = arrays
+        return cls(
+            model_ids, dataset_ids, model_index, dataset_index, score, train, inference, memory, provenance,
+            request_ids, quarantine,
+        )  # fmt: skip
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -269,7 +291,7 @@ class InteractionColumns(Sequence[InteractionRecord]):
             return NotImplemented
         return len(self) == len(other) and list(self) == list(other)
 
-    __hash__ = None  # type: ignore[assignment] - mutable arrays inside, as a list
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside, as a list
 
     def __repr__(self) -> str:
         return (
@@ -282,10 +304,10 @@ class InteractionColumns(Sequence[InteractionRecord]):
         if positions.dtype == bool:
             positions = np.flatnonzero(positions)
         new = {int(p): k for k, p in enumerate(positions.tolist())} if self.request_ids or self.quarantine else {}
-        return InteractionColumns(
+        return InteractionColumns.of_arrays(
             self.model_ids,
             self.dataset_ids,
-            *(getattr(self, name)[positions] for name in _ARRAYS),
+            [getattr(self, name)[positions] for name in _ARRAYS],
             {new[k]: v for k, v in self.request_ids.items() if k in new},
             {new[k]: v for k, v in self.quarantine.items() if k in new},
         )

@@ -160,13 +160,14 @@ def interaction_row(rec: InteractionRecord) -> dict[str, str]:
     return row
 
 
-def _positions(vocabulary: list[str], ids: Sequence[str]) -> np.ndarray:
-    """Each of `ids` as its position in `vocabulary`, which gains (in order) the ids it lacked."""
+def _positions(vocabulary: list[str], ids: Sequence[object]) -> np.ndarray:
+    """Each of `ids` (strings, as cells hold them) as its position in `vocabulary`, which gains (in order)
+    the ids it lacked."""
     found = pd.Index(vocabulary).get_indexer(ids) if len(vocabulary) else np.full(len(ids), -1)
     if (found < 0).any():
         for k in np.flatnonzero(found < 0).tolist():
             if ids[k] not in vocabulary:
-                vocabulary.append(ids[k])
+                vocabulary.append(str(ids[k]))
         found = pd.Index(vocabulary).get_indexer(ids)
     return found.astype(np.int32)
 
@@ -209,9 +210,19 @@ def interaction_columns(
         return {k: str(v) for k, v in enumerate(values) if v} if values is not None else {}
 
     score = _numbers(cells["score"])
-    costs = [_numbers(cells[c]) if c in cells else np.zeros(n) for c in COST_COLUMNS]
+    train, inference, memory = (_numbers(cells[c]) if c in cells else np.zeros(n) for c in COST_COLUMNS)
     return InteractionColumns(
-        models, datasets, m_idx, d_idx, score, *costs, prov, sparse("request_id"), sparse("quarantine")
+        models,
+        datasets,
+        m_idx,
+        d_idx,
+        score,
+        train,
+        inference,
+        memory,
+        prov,
+        sparse("request_id"),
+        sparse("quarantine"),
     )
 
 

@@ -5,10 +5,10 @@ estimator (`knn`, for ablation and as the light option). For the GNN, per librar
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
   (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed. The
-  request waits for that training only as long as its deadline allows (less `answer_reserve_seconds` to
-  answer); past that, and at once for a library with more than `train_inline_limit` interactions, the
-  kNN estimator answers (`origin` "interim") while the training goes on in the background and is swapped
-  in when done, so no search fails or waits minutes because a GNN is being trained;
+  request waits for that training only as long as its deadline allows (at most half its time, and less
+  `answer_reserve_seconds` to answer); past that, and at once for a library with more than
+  `train_inline_limit` interactions, the kNN estimator answers (`origin` "interim") while the training goes
+  on in the background and is swapped in when done, so no search fails or waits minutes because a GNN is being trained;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
   graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit,
   and the ONNX model is the older one with the new graph's constants, no new export. That refresh runs off
@@ -87,6 +87,7 @@ MAX_PROBES = 50
 ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
 MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answer while it is refreshed
+FIRST_TRAINING_SHARE = 0.5  # of a request's time, the most it waits for a first training
 
 
 @dataclass(frozen=True)
@@ -402,8 +403,11 @@ class RecommenderCore:
             if len(snapshot.interactions) > self.train_inline_limit:
                 wait = 0.0  # a large library: no search waits minutes for its first GNN
             else:
+                # At most half the request's time: after giving up, the interim kNN still has to be fitted
+                # (with its calibration), and the caller has probes to run and a Recommend to make; on a
+                # loaded machine a 2 s reserve alone let a first search run past its deadline.
                 left = deadline.remaining()
-                wait = None if left is None else left - self.answer_reserve_seconds
+                wait = None if left is None else min(left - self.answer_reserve_seconds, left * FIRST_TRAINING_SHARE)
             trained = self._train_in_background(snapshot, wait=wait)
             return trained if trained is not None else self._knn(snapshot, "interim")
         return self._train(snapshot)

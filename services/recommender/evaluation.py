@@ -359,7 +359,7 @@ class MethodResult:
     note: str = ""
     # Per target: the candidate models, their true and predicted scores (and sd where the method has one),
     # kept for the web app's predicted-against-actual chart.
-    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, list | None]] = field(default_factory=dict)
 
     @property
     def means(self) -> dict[str, float | None]:
