@@ -12,8 +12,9 @@ fetched at run time:
 - `tfidf-word` / `tfidf-char`: TF-IDF on words (1-2 grams) or characters (2-4 grams within word bounds),
   fitted inside each training fold (no package weights).
 
-Heads (`HEADS`): logistic regression at several C, linear SVM, ridge, kNN at two k, nearest centroid and
-naive Bayes, always behind a scaler (standardisation for dense embeddings, max-abs for sparse TF-IDF).
+Heads (`HEADS`, shared with ImageZoo in `modsnet.models.heads`): logistic regression at several C, linear
+SVM, ridge, kNN at two k, nearest centroid and naive Bayes, always behind a scaler (standardisation for
+dense embeddings, max-abs for sparse TF-IDF).
 `evaluate` is the protocol that measured the library (3-fold stratified CV, balanced accuracy); the
 generator (`modsnet.offline.zoo.text`), probes and `modsnet run` all score with it, so they agree.
 `fit_artifact` fits a head on all the data and writes it as a NumPy .npz (never pickle).
