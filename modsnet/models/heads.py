@@ -15,11 +15,14 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["FOLDS", "HEADS", "ROW_CAP", "Head", "cross_validate", "estimator", "pipeline_npz"]
+if TYPE_CHECKING:
+    from modsnet.data.graph import LibraryInfo, ModelNode
+
+__all__ = ["FOLDS", "HEADS", "ROW_CAP", "Head", "cross_validate", "described_as", "estimator", "pipeline_npz"]
 
 FOLDS = 3
 ROW_CAP = 1_000  # items per dataset the libraries measured on (a stratified sample)
@@ -57,6 +60,26 @@ HEADS: Mapping[str, Head] = {
         Head("naive-bayes", "naive_bayes", "NaiveBayes", {}),  # Gaussian on dense, complement on TF-IDF
     )
 }
+
+
+def described_as(library: LibraryInfo, model: ModelNode, encoder_id: str, head: Head, builtin: str) -> bool:
+    """Whether a library's model is the encoder + head this version rebuilds under its id.
+
+    Where models.csv describes the model (encoder, estimator, params) the description must match, so another
+    library's model sharing an id does not qualify; without a description only the library named `builtin`.
+    """
+    described = {k: model.metadata[k] for k in ("encoder", "estimator", "params") if k in model.metadata}
+    if not described:
+        return library.name == builtin
+    try:
+        params = json.loads(described["params"]) if "params" in described else dict(head.params)
+    except (TypeError, ValueError):
+        return False
+    return (
+        described.get("encoder", encoder_id) == encoder_id
+        and described.get("estimator", head.estimator) == head.estimator
+        and json.dumps(params, sort_keys=True) == json.dumps(dict(head.params), sort_keys=True)
+    )
 
 
 def estimator(head: Head, *, sparse: bool = False) -> Any:

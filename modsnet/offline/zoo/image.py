@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,7 +49,15 @@ from threadpoolctl import threadpool_limits
 from modsnet.features.image import FEATURE_NAMES, FEATURE_SET
 from modsnet.features.tabular import stratified_sample
 from modsnet.models.image import ENCODERS, FOLDS, ROW_CAP, ImageModel, embed, evaluate, image_models, model_spec
-from modsnet.offline.zoo.common import Progress, choose, load_results, write_bundle
+from modsnet.offline.zoo.common import (
+    Generated,
+    Progress,
+    cached_embeddings,
+    choose,
+    load_results,
+    measure_groups,
+    write_bundle,
+)
 
 __all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
 
@@ -570,26 +577,11 @@ def _init_worker() -> None:
     threadpool_limits(limits=1)
 
 
-def _embeddings(group: _Group, images: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """The group's embeddings and seconds per image, from the cache or computed (and cached atomically)."""
-    meta = group.cache_path.with_suffix(".json")
-    if group.cache_path.exists() and meta.exists():
-        return np.load(group.cache_path), json.loads(meta.read_text())["seconds_per_image"]
-    embed(group.encoder_id, images[:1], group.onnx_dir)  # the export and session load are no per-image cost
-    started = time.perf_counter()
-    vectors = embed(group.encoder_id, images, group.onnx_dir)
-    per_image = (time.perf_counter() - started) / max(len(images), 1)
-    group.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = group.cache_path.with_name(group.cache_path.name + ".part.npy")
-    np.save(partial, vectors)
-    partial.replace(group.cache_path)
-    meta.write_text(json.dumps({"seconds_per_image": per_image, "images": len(images)}))
-    return vectors, per_image
-
-
 def _run_group(group: _Group) -> list[dict[str, Any]]:
     images, labels = load_capped(group.folder, group.dataset_id)
-    vectors, per_image = _embeddings(group, images)
+    vectors, per_image = cached_embeddings(
+        group.cache_path, functools.partial(embed, group.encoder_id, cache_dir=group.onnx_dir), images, "image"
+    )
     models = {m.model_id: m for m in image_models()}
     records = []
     for key, model_id in group.tasks:
@@ -604,16 +596,6 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
-
-
-@dataclass(frozen=True)
-class Generated:
-    models: int
-    datasets: int
-    interactions: int
-    measured: int
-    reused: int
-    seconds: float
 
 
 def generate(
@@ -665,31 +647,16 @@ def generate(
         prepared = [d for d in prepared if d.source.dataset_id in measured_ids]
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("imagezoo", len(keys), len(keys) - pending, "pairs", progress)
-    if groups:
-        torn = (
-            results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
-        )
-        with results_path.open("a") as log:
-            if torn:
-                log.write("\n")
-            # Dataset by dataset (in a seeded order that mixes the sources), every encoder of one before the
-            # next: a run stopped early leaves whole rows of the library, spread over the sources.
-            shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
-            rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
-            order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-                for future in as_completed([pool.submit(_run_group, g) for g in order]):
-                    for record in future.result():
-                        if record["status"] != "ok":
-                            print(
-                                f"imagezoo: {record['model_id']} on {record['dataset_id']}: {record['status']} "
-                                f"{record.get('error', '')}",
-                                file=sys.stderr,
-                            )
-                        results[record["key"]] = record
-                        log.write(json.dumps(record, sort_keys=True) + "\n")
-                        bar.step()
-                    log.flush()
+    measure_groups(
+        groups,
+        _run_group,
+        results=results,
+        results_path=results_path,
+        bar=bar,
+        jobs=jobs,
+        seed=seed,
+        init_worker=_init_worker,
+    )
     records = [results[k] for k in keys]
     write_bundle(
         out,
