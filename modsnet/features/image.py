@@ -17,7 +17,7 @@ import hashlib
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["FEATURE_NAMES", "FEATURE_SET", "image_features", "mobilenet_onnx"]
+__all__ = ["FEATURE_NAMES", "FEATURE_SET", "cached_onnx", "export_onnx", "image_features", "mobilenet_onnx"]
 
 FEATURE_SET = "image/v1"
 """Version of the feature vector: bump it whenever a feature's definition changes."""
@@ -170,22 +170,40 @@ def _session(path: str) -> ort.InferenceSession:
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def mobilenet_onnx(cache_dir: Path | None = None) -> Path:
+def mobilenet_onnx(cache_dir: Path | None = None, side: int = _CROP) -> Path:
     """The ONNX file of the embedding network, exported on first use (about 5 s, needs torch) and then reused.
 
-    It lives in `cache_dir` (default `$MODSNET_HOME/cache`) under a name holding the weights' sha256, so new
+    `side` is the square input it takes (224 for `image/v1`; ImageZoo also runs it at other sizes).
+    """
+    weights = Path(str(resources.files("modsnet.features") / "assets" / _WEIGHTS))
+    stem = "mobilenet_v2" if side == _CROP else f"mobilenet_v2-{side}px"
+
+    def export(target: Path) -> None:
+        import torch
+
+        model = _mobilenet_v2()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=True)
+        export_onnx(model, side, target)
+
+    return cached_onnx(stem, weights, export, cache_dir)
+
+
+def cached_onnx(stem: str, weights: Path, export: Callable[[Path], None], cache_dir: Path | None = None) -> Path:
+    """An ONNX file made by `export(path)` once and then reused.
+
+    It lives in `cache_dir` (default `$MODSNET_HOME/cache`) under `stem` and the weights' sha256, so new
     weights never meet a stale export; it is written to a temporary name and renamed, so a process that
     reads it concurrently never sees half a file.
     """
-    weights = resources.files("modsnet.features") / "assets" / _WEIGHTS
     folder = cache_dir or default_home() / "cache"
-    target = folder / f"mobilenet_v2-{_sha256(str(weights))[:16]}.onnx"
+    target = folder / f"{stem}-{_sha256(str(weights))[:16]}.onnx"
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=folder, suffix=".onnx.partial")
         os.close(handle)
         try:
-            _export(Path(str(weights)), Path(partial))
+            export(Path(partial))
             os.replace(partial, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -202,19 +220,16 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _export(weights: Path, target: Path) -> None:
-    """Build MobileNetV2, load the ImageNet weights (strict: every key must match) and export it to ONNX."""
+def export_onnx(model: nn.Module, side: int, target: Path) -> None:
+    """Export an image network (input "image": batch x 3 x side x side, output "embedding") to ONNX."""
     import torch
 
-    model = _mobilenet_v2()
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=True)
     model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter, chosen: it exports this net as is
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, _CROP, _CROP),),
+            (torch.zeros(1, 3, side, side),),
             str(target),
             input_names=["image"],
             output_names=["embedding"],

@@ -13,6 +13,8 @@ What a probe measures, per modality:
 - text (kind "score", TextZoo encoder + head models): balanced accuracy by the library's 3-fold stratified
   CV (`modsnet.models.text.evaluate`) on a stratified sample of at most `textprobe.SAMPLE_TEXTS` labelled
   texts; each encoder embeds the sample once for all its probed heads (`modsnet.models.textprobe`).
+- image (kind "score", ImageZoo encoder + head models): the same, on the images the upload's loader decoded
+  (a stratified sample of at most 128, labelled by their class folders; `modsnet.models.imageprobe`).
 - XRD (kind "agreement", finders with an artifact): there is no ground truth for an uploaded scan, so a
   finder is scored by how well its peaks agree with the consensus of the probed finders: peak F1 within
   ±`TOLERANCE_DEG` 2θ against the consensus peaks (see `_consensus`), averaged over the first
@@ -97,6 +99,10 @@ def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
         from modsnet.models.textprobe import text_model_of
 
         return text_model_of(library, model) is not None
+    if modality == "image":
+        from modsnet.models.imageprobe import image_model_of
+
+        return image_model_of(library, model) is not None
     return False
 
 
@@ -135,6 +141,10 @@ def measure(
             from modsnet.models.textprobe import measure_text
 
             return measure_text(library, exemplar, [m for m, _ in models], started + budget_seconds, seed)
+        if modality == "image":
+            from modsnet.models.imageprobe import measure_image
+
+            return measure_image(library, exemplar, [m for m, _ in models], started + budget_seconds, seed)
     except Exception:  # evidence, not a requirement: an unexpected failure costs the probes, not the search
         _log.debug("probing %s on library %r failed", exemplar.name, library.name, exc_info=True)
     return []

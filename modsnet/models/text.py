@@ -12,8 +12,9 @@ fetched at run time:
 - `tfidf-word` / `tfidf-char`: TF-IDF on words (1-2 grams) or characters (2-4 grams within word bounds),
   fitted inside each training fold (no package weights).
 
-Heads (`HEADS`): logistic regression at several C, linear SVM, ridge, kNN at two k, nearest centroid and
-naive Bayes, always behind a scaler (standardisation for dense embeddings, max-abs for sparse TF-IDF).
+Heads (`HEADS`, shared with ImageZoo in `modsnet.models.heads`): logistic regression at several C, linear
+SVM, ridge, kNN at two k, nearest centroid and naive Bayes, always behind a scaler (standardisation for
+dense embeddings, max-abs for sparse TF-IDF).
 `evaluate` is the protocol that measured the library (3-fold stratified CV, balanced accuracy); the
 generator (`modsnet.offline.zoo.text`), probes and `modsnet run` all score with it, so they agree.
 `fit_artifact` fits a head on all the data and writes it as a NumPy .npz (never pickle).
@@ -24,10 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import io
-import json
 import re
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from modsnet.models.heads import FOLDS, HEADS, ROW_CAP, Head, cross_validate, estimator, pipeline_npz
 
 __all__ = [
     "ENCODERS",
@@ -52,8 +52,6 @@ __all__ = [
     "text_models",
 ]
 
-FOLDS = 3
-ROW_CAP = 1_000  # texts per dataset the library measured on (a stratified sample)
 MAX_TOKENS = (
     64  # word pieces a transformer encoder reads: the stated input size (the opening says what a text is about)
 )
@@ -91,40 +89,6 @@ ENCODERS: Mapping[str, Encoder] = {
             "",
             "TF-IDF of char 2-4 grams in word bounds (min df 2, 5,000 terms, sublinear tf)",
         ),
-    )
-}
-
-
-@dataclass(frozen=True)
-class Head:
-    head_id: str
-    family: str
-    estimator: str
-    params: Mapping[str, Any]
-
-
-HEADS: Mapping[str, Head] = {
-    h.head_id: h
-    for h in (
-        Head("logreg-c0.01", "logistic_regression", "LogisticRegression", {"C": 0.01, "max_iter": 300}),
-        Head("logreg-c0.1", "logistic_regression", "LogisticRegression", {"C": 0.1, "max_iter": 300}),
-        Head("logreg-c1", "logistic_regression", "LogisticRegression", {"C": 1.0, "max_iter": 300}),
-        Head("logreg-c10", "logistic_regression", "LogisticRegression", {"C": 10.0, "max_iter": 300}),
-        Head(
-            "logreg-c1-balanced",
-            "logistic_regression",
-            "LogisticRegression",
-            {"C": 1.0, "max_iter": 300, "class_weight": "balanced"},
-        ),
-        Head("linsvm-c0.01", "linear_svm", "LinearSVC", {"C": 0.01}),
-        Head("linsvm-c0.1", "linear_svm", "LinearSVC", {"C": 0.1}),
-        Head("linsvm-c1", "linear_svm", "LinearSVC", {"C": 1.0}),
-        Head("ridge-a1", "ridge", "RidgeClassifier", {"alpha": 1.0}),
-        Head("ridge-a10", "ridge", "RidgeClassifier", {"alpha": 10.0}),
-        Head("knn-5", "knn", "KNeighborsClassifier", {"n_neighbors": 5}),
-        Head("knn-15", "knn", "KNeighborsClassifier", {"n_neighbors": 15, "weights": "distance"}),
-        Head("centroid", "nearest_centroid", "NearestCentroid", {}),
-        Head("naive-bayes", "naive_bayes", "NaiveBayes", {}),  # Gaussian on dense, complement on TF-IDF
     )
 }
 
@@ -327,28 +291,12 @@ def _tfidf(encoder_id: str) -> Any:
 
 def build(model: TextModel) -> Any:
     """A fresh, unfitted pipeline: (TF-IDF,) scaler, head. Dense models take embeddings, sparse ones texts."""
-    from sklearn.linear_model import LogisticRegression, RidgeClassifier
-    from sklearn.naive_bayes import ComplementNB, GaussianNB
-    from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MaxAbsScaler, StandardScaler
-    from sklearn.svm import LinearSVC
 
     sparse = model.encoder.kind == "sparse"
-    head = model.head
-    if head.estimator == "NaiveBayes":
-        estimator: Any = ComplementNB() if sparse else GaussianNB()
-    else:
-        cls = {
-            "LogisticRegression": LogisticRegression,
-            "LinearSVC": LinearSVC,
-            "RidgeClassifier": RidgeClassifier,
-            "KNeighborsClassifier": KNeighborsClassifier,
-            "NearestCentroid": NearestCentroid,
-        }[head.estimator]
-        estimator = cls(**head.params)
     steps = [_tfidf(model.encoder.encoder_id), MaxAbsScaler()] if sparse else [StandardScaler()]
-    return make_pipeline(*steps, estimator)
+    return make_pipeline(*steps, estimator(model.head, sparse=sparse))
 
 
 def inputs(model: TextModel, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Any:
@@ -368,50 +316,22 @@ def evaluate(
     encode_seconds_per_text: float = 0.0,
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Score a model by `FOLDS`-fold stratified CV (balanced accuracy); an error is a result, not a crash.
+    """Score a model by the heads' protocol (`modsnet.models.heads.cross_validate`) on its encoder's inputs.
 
-    `inference_seconds` is the head's prediction time per fold plus the encoder's time for that fold's
-    texts (`encode_seconds_per_text`, measured when the embeddings were made); TF-IDF's transform is
-    inside the pipeline. `memory_bytes` is the encoder's weights plus the fitted head as `fit_artifact` writes it.
-    `deadline` (a `time.perf_counter` value) abandons the CV between folds with status "timeout".
+    `inference_seconds` includes the encoder's time for a fold's texts (`encode_seconds_per_text`, measured
+    when the embeddings were made); TF-IDF's transform is inside the pipeline. `memory_bytes` is the
+    encoder's weights plus the fitted head as `fit_artifact` writes it.
     """
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold
-
-    y = np.asarray(labels, dtype=object).astype(str)
-    x = inputs(model, texts, embeddings)
-    _, counts = np.unique(y, return_counts=True)
-    failed = {"score": 1.0 / len(counts), "accuracy": counts.max() / len(y), "inference_seconds": None}
-    fits, predicts, balanced, plain = [], [], [], []
-    size = 0
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence chatter; the score says what matters
-            folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-            for fold, (train, test) in enumerate(folds.split(np.zeros(len(y)), y)):
-                if deadline is not None and time.perf_counter() > deadline:
-                    return {"status": "timeout", **failed, "train_seconds": None, "memory_bytes": None}
-                pipeline = build(model)
-                started = time.perf_counter()
-                pipeline.fit(x[train], y[train])
-                fitted = time.perf_counter()
-                predicted = pipeline.predict(x[test])
-                fits.append(fitted - started)
-                predicts.append(time.perf_counter() - fitted + encode_seconds_per_text * len(test))
-                balanced.append(balanced_accuracy_score(y[test], predicted))
-                plain.append(accuracy_score(y[test], predicted))
-                if fold == 0:
-                    size = len(_head_npz(model, pipeline))
-    except Exception as exc:
-        return {"status": "error", **failed, "train_seconds": None, "memory_bytes": None, "error": f"{exc}"[:300]}
-    return {
-        "status": "ok",
-        "score": float(np.mean(balanced)),
-        "accuracy": float(np.mean(plain)),
-        "train_seconds": float(np.mean(fits)),
-        "inference_seconds": float(np.mean(predicts)),
-        "memory_bytes": int(size + encoder_bytes(model.encoder.encoder_id)),
-    }
+    return cross_validate(
+        lambda: build(model),
+        inputs(model, texts, embeddings),
+        labels,
+        seed=seed,
+        artifact_bytes=lambda pipeline: len(_head_npz(model, pipeline)),
+        encode_seconds_per_item=encode_seconds_per_text,
+        fixed_bytes=encoder_bytes(model.encoder.encoder_id),
+        deadline=deadline,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- artifacts
@@ -428,8 +348,7 @@ def fit_artifact(model: TextModel, texts: Sequence[str], labels: Sequence[str]) 
 
 def _head_npz(model: TextModel, pipeline: Any) -> bytes:
     """The fitted pipeline's numbers: scaler, head parameters, TF-IDF vocabulary; loadable with allow_pickle=False."""
-    arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {
+    header = {
         "model_id": model.model_id,
         "encoder": model.encoder.encoder_id,
         "encoder_package": model.encoder.package,
@@ -437,36 +356,4 @@ def _head_npz(model: TextModel, pipeline: Any) -> bytes:
         "head": model.head.estimator,
         "params": dict(model.head.params),
     }
-    for name, step in pipeline.named_steps.items():
-        for attribute in (
-            "vocabulary_",
-            "idf_",
-            "scale_",
-            "mean_",
-            "max_abs_",
-            "coef_",
-            "intercept_",
-            "classes_",
-            "centroids_",
-            "theta_",
-            "var_",
-            "class_prior_",
-            "feature_log_prob_",
-            "_fit_X",
-            "_y",
-        ):
-            value = getattr(step, attribute, None)
-            if value is None:
-                continue
-            if attribute == "vocabulary_":
-                terms = sorted(value, key=value.get)
-                arrays[f"{name}.terms"] = np.asarray(terms, dtype=str)
-                continue
-            array = np.asarray(value.toarray() if hasattr(value, "toarray") else value)
-            if array.dtype == object:
-                array = array.astype(str)
-            arrays[f"{name}.{attribute.strip('_')}"] = array
-    arrays["header"] = np.asarray(json.dumps(header, sort_keys=True))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
-    return buffer.getvalue()
+    return pipeline_npz(header, pipeline)

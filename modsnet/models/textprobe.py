@@ -9,7 +9,6 @@ the library did, and can save the head fitted on all of them (`.npz`, no pickle)
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -40,24 +39,13 @@ def text_model_of(library: LibraryInfo, model: ModelNode) -> TextModel | None:
     """
     if library.meta.get("modality") != "text" or library.meta.get("metric", _METRIC) != _METRIC:
         return None
+    from modsnet.models.heads import described_as
     from modsnet.models.text import text_model
 
     built = text_model(model.model_id)
     if built is None:
         return None
-    described = {k: model.metadata[k] for k in ("encoder", "estimator", "params") if k in model.metadata}
-    if not described:
-        return built if library.name == "textzoo" else None
-    try:
-        params = json.loads(described["params"]) if "params" in described else dict(built.head.params)
-    except (TypeError, ValueError):
-        return None
-    same = (
-        described.get("encoder", built.encoder.encoder_id) == built.encoder.encoder_id
-        and described.get("estimator", built.head.estimator) == built.head.estimator
-        and json.dumps(params, sort_keys=True) == json.dumps(dict(built.head.params), sort_keys=True)
-    )
-    return built if same else None
+    return built if described_as(library, model, built.encoder.encoder_id, built.head, "textzoo") else None
 
 
 def _sample(texts: Sequence[str], labels: Sequence[str], size: int, seed: int) -> tuple[list[str], list[str]] | None:

