@@ -213,6 +213,8 @@ def _onnx(encoder_id: str, cache_dir: Path | None) -> Path:
     if encoder_id.startswith("mobilenet"):
         return image_features.mobilenet_onnx(cache_dir, side=encoder.side)
     weights = weights_path(encoder_id)
+    if weights is None:
+        raise ValueError(f"encoder {encoder_id!r} is not a network: it has no ONNX model")
 
     def export(target: Path) -> None:
         import torch
@@ -295,6 +297,8 @@ def _efficientnet_lite(state: Mapping[str, Any]) -> nn.Module:
                     stride = _STAGE_STRIDES[stage]
                 blocks.append(Block(c_in, hidden, c_out, kernel, stride, expand))
                 previous, n = c_out, n + 1
+            if previous is None:
+                raise ValueError("the EfficientNet-Lite weights hold no blocks")
             self._blocks = nn.ModuleList(blocks)
             head = state["_conv_head.weight"].shape[0]
             self._conv_head = nn.Conv2d(previous, head, 1, bias=False)

@@ -13,9 +13,9 @@ read-only, /data is a writable folder of this machine, /tmp a tmpfs, and the ser
 `--writable-root` runs them with `buildah run --isolation chroot` instead (the root writable).
 
 The built-in libraries are imported from this checkout through the services, then `modsnet.offline.smoke`
-searches a table (examples/saheart.csv) and an XRD scan through the query service. Any failure, of a
-service or a search, fails the run; the services are stopped either way (SIGTERM first: the services'
-graceful stop).
+searches a table (examples/saheart.csv), a text CSV, a folder of images and an XRD scan through the
+query service. Any failure, of a service or a search, fails the run; the services are stopped either way
+(SIGTERM first: the services' graceful stop).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("imported built-in libraries:", ", ".join(import_builtin_libraries(client)) or "none")
             finally:
                 client.close()
-            failures = smoke.run(["xrd", "table"], addresses=addresses, table=args.table, work=logs)
+            failures = smoke.run(smoke.KINDS, addresses=addresses, table=args.table, work=logs)
             exited = [s for s, p in processes.items() if p.poll() is not None]
             for service in exited:
                 print(f"--- {service} exited\n{_tail(logs / f'{service}.log')}", file=sys.stderr)
