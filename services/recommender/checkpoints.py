@@ -2,8 +2,8 @@
 
 A checkpoint is one blob (`torch.save` of plain containers and tensors, read back with
 `weights_only=True`, so loading one never runs code) named by the pointer `estimators/<library>/<name>`.
-It keeps only what training produced: the members' parameters, the config, and the graph they were
-trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
+It keeps only what training produced: the members' parameters, the blend's weights, the config, and the
+graph they were trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
 rebuilt from the graph when it is loaded, which is also how trained weights serve a newer graph version
 of the same import without a refit.
 """
@@ -25,7 +25,7 @@ from modsnet.runtime.stubs import StorageClient
 
 log = logging.getLogger(__name__)
 
-FORMAT = "modsnet-estimator-checkpoint/2"  # 2: with the interval scale
+FORMAT = "modsnet-estimator-checkpoint/3"  # 2: with the interval scale; 3: the blend's weights (and its scale)
 
 
 def pointer_name(library: str, estimator: str) -> str:
@@ -49,7 +49,9 @@ class Checkpoint:
     train_seconds: float
     config: dict[str, Any]
     weights: list[dict[str, torch.Tensor]]
-    interval_scale: float = 1.0  # σ's multiplier from calibration on held-out datasets
+    # The served blend's weights per kind of query and σ multiplier (`BlendWeights.to_dict`, estimators/blend.py),
+    # learned with calibration on held-out datasets.
+    blend: dict[str, Any]
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
