@@ -8,6 +8,9 @@ and take the conformal quantile of |true - predicted| / σ over every hidden (da
 served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ is the `COVERAGE` interval (a
 small library is cross-fitted instead of split once). The ratio keeps σ's shape: a query far from the library
 (larger σ) still gets a wider interval.
+
+The served estimator is a blend of members (`estimators/blend.py`): its held-out fits are these folds, and the
+same residuals pick the blend's weights and then scale the blend's σ.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Recommender logic with no grpc: one served estimator per library, kept current with its graph.
 
 What serves a library (`estimator` setting): the GNN (`gnn/v1`, the default) or the kNN-over-features
-estimator (`knn`, for ablation and as the light option). For the GNN, per library:
+estimator (`knn`, for ablation and as the light option), in either case blended with the kNN and popularity
+by weights learned on the held-out datasets that calibrate its intervals (`estimators/blend.py`): every
+answer, vectors and predictions alike, is the blend's. For the GNN, per library:
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
   (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed. The
