@@ -55,6 +55,8 @@ def served_and_alone() -> dict[str, evaluation.Method]:
 
     def modsnet(fold: evaluation.Fold) -> dict[str, np.ndarray]:
         estimator = fitted[tuple(fold.targets)] = evaluation.fit_served(fold)
+        validation = ", ".join(f"{m} {v:.3f}" for m, v in estimator.blend.validation.items())
+        print(f"fold {fold.targets[0]}..: {estimator.blend.describe()}; mean Pearson there {validation}", flush=True)
         return evaluation.served_predictions(fold, estimator)
 
     def gnn(fold: evaluation.Fold) -> dict[str, np.ndarray]:
