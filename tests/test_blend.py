@@ -168,3 +168,15 @@ def test_the_served_answer_is_the_blend(cluster, kind: str) -> None:  # type: ig
         assert loaded.origin == "checkpoint" and loaded.estimator.blend == learned
         again.close()
     core.close()
+
+
+def test_a_checkpoint_whose_blend_cannot_serve_is_refused() -> None:
+    with pytest.raises(ValueError, match="not blend weights"):
+        BlendWeights.from_dict({"members": ["gnn"]})
+    broken = checkpoints.Checkpoint(
+        library="synth", estimator="gnn/v1", bundle_blob_id="ab" * 32, models_digest="00", graph_version=1,
+        interactions=1, trained_unix=1.0, train_seconds=1.0, config={}, weights=[],
+        blend={**BlendWeights.primary_only(("gnn", "knn", "popularity")).to_dict(), "far": [1.0, 0.0]},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="do not match"):
+        checkpoints.Checkpoint.from_bytes(broken.to_bytes())

@@ -23,6 +23,8 @@ import torch
 from modsnet.runtime.errors import NotFound
 from modsnet.runtime.stubs import StorageClient
 
+from .estimators.blend import BlendWeights
+
 log = logging.getLogger(__name__)
 
 FORMAT = "modsnet-estimator-checkpoint/3"  # 2: with the interval scale; 3: the blend's weights (and its scale)
@@ -63,7 +65,9 @@ class Checkpoint:
         state = torch.load(io.BytesIO(data), weights_only=True)
         if not isinstance(state, dict) or state.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} blob")
-        return cls(**state)
+        checkpoint = cls(**state)
+        BlendWeights.from_dict(checkpoint.blend)  # weights that cannot serve: refused here, so training anew
+        return checkpoint
 
 
 def save(storage: StorageClient, checkpoint: Checkpoint) -> str:

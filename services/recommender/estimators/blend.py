@@ -113,18 +113,23 @@ class BlendWeights:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> BlendWeights:
-        weights = {k: tuple(float(w) for w in state[k]) for k in ("near", "far", "probed")}
-        members = tuple(str(m) for m in state["members"])
+        """Back from `to_dict`; anything else raises ValueError."""
+        try:
+            weights = {k: tuple(float(w) for w in state[k]) for k in ("near", "far", "probed")}
+            members = tuple(str(m) for m in state["members"])
+            blend = cls(
+                members,
+                **weights,
+                threshold=float(state["threshold"]),
+                interval_scale=float(state["interval_scale"]),
+                targets=int(state["targets"]),
+                validation={str(k): float(v) for k, v in state.get("validation", {}).items()},
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not blend weights: {error!r}") from error
         if any(len(w) != len(members) for w in weights.values()):
             raise ValueError(f"blend weights do not match its members {members}")
-        return cls(
-            members,
-            **weights,
-            threshold=float(state["threshold"]),
-            interval_scale=float(state["interval_scale"]),
-            targets=int(state["targets"]),
-            validation={str(k): float(v) for k, v in state.get("validation", {}).items()},
-        )
+        return blend
 
 
 class BlendedEstimator:
