@@ -1,12 +1,12 @@
 """Never worse than a baseline, target by target (issue 16, point 3): the served blend against the GNN alone,
-popularity and kNN, cold start, in one run per library.
+popularity and kNN, in one run per library.
 
     PYTHONPATH=. nice -n 5 .venv/bin/python benchmarks/blend.py LIBRARY... [--all-targets] [--no-features]
-        [--json-dir DIR]
+        [--with-probes] [--json-dir DIR]
 
 LIBRARY: a bundle folder, `tabzoo` / `xrdzoo` (the built-in ones), or `transfergraph-text`,
 `transfergraph-image`, `oboe` (imported from --shared-data by the project's importers into a temp folder).
-`--all-targets`: every dataset with 10 records a target (TransferGraph: all of its datasets, not its 8 published
+`--with-probes`: each target probed by the probe-selector (10 models), not cold start. `--all-targets`: every dataset with 10 records a target (TransferGraph: all of its datasets, not its 8 published
 ones); `--no-features`: the library with its dataset features, similarities and probes removed.
 
 `modsnet` is what a search serves (`services/recommender/evaluation.py` `fit_served`); `gnn` is that blend's
@@ -92,6 +92,7 @@ def main() -> int:
     parser.add_argument("libraries", nargs="+")
     parser.add_argument("--all-targets", action="store_true", help="every dataset with enough records a target")
     parser.add_argument("--no-features", action="store_true", help="dataset features, similarities, probes removed")
+    parser.add_argument("--with-probes", action="store_true", help="each target probed (10 models), not cold")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--json-dir", type=Path, help="keep each report's JSON here")
     args = parser.parse_args()
@@ -111,6 +112,7 @@ def main() -> int:
                 bundle,
                 methods=["modsnet", "gnn", "popularity", "knn"],
                 targets=targets,
+                with_probes=args.with_probes,
                 fold_size=10 if len(targets) > 20 else 1,
                 published_dir=published,
                 extra_methods=served_and_alone(),
@@ -120,7 +122,7 @@ def main() -> int:
             print(f"({time.perf_counter() - start:.0f} s)\n", flush=True)
             if args.json_dir is not None:
                 args.json_dir.mkdir(parents=True, exist_ok=True)
-                suffix = "-all" * args.all_targets + "-nofeatures" * args.no_features
+                suffix = "-all" * args.all_targets + "-nofeatures" * args.no_features + "-probes" * args.with_probes
                 (args.json_dir / f"{name.replace('/', '_')}{suffix}.json").write_text(report.to_json())
     return 0
 
