@@ -6,8 +6,9 @@ popularity and kNN, in one run per library.
 
 LIBRARY: a bundle folder, `tabzoo` / `xrdzoo` (the built-in ones), or `transfergraph-text`,
 `transfergraph-image`, `oboe` (imported from --shared-data by the project's importers into a temp folder).
-`--with-probes`: each target probed by the probe-selector (10 models), not cold start. `--all-targets`: every dataset with 10 records a target (TransferGraph: all of its datasets, not its 8 published
-ones); `--no-features`: the library with its dataset features, similarities and probes removed.
+`--with-probes`: each target probed by the probe-selector (10 models), not cold start. `--all-targets`: every
+dataset with 10 records a target (TransferGraph: all of its datasets, not its 8 published ones);
+`--no-features`: the library with its dataset features, similarities and probes removed.
 
 `modsnet` is what a search serves (`services/recommender/evaluation.py` `fit_served`); `gnn` is that blend's
 own GNN member predicting alone: the same fits with the same seeds, hence exactly what was served before the
