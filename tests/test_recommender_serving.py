@@ -15,6 +15,7 @@ from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime import deadline
 from services.recommender import checkpoints
 from services.recommender.core import RecommenderCore
+from services.recommender.estimators.blend import BlendWeights
 from services.recommender.estimators.gnn import GnnConfig, GnnEstimator
 from services.recommender.evaluation import graph_from_bundle
 
@@ -195,9 +196,13 @@ def test_checkpoint_round_trip_and_garbage(synth_graph) -> None:  # type: ignore
         train_seconds=2.0,
         config={"steps": 2},
         weights=trained.state(),
-    )
+        blend=BlendWeights(("gnn", "knn", "popularity"), (0.6, 0.3, 0.1), (0.2, 0.4, 0.4), (0.5, 0.5, 0.0),
+                           threshold=0.7, interval_scale=1.4, targets=12, validation={"gnn": 0.5}).to_dict(),
+    )  # fmt: skip
     back = checkpoints.Checkpoint.from_bytes(checkpoint.to_bytes())
     assert back.graph_version == 3 and back.models_digest == checkpoint.models_digest
+    assert BlendWeights.from_dict(back.blend) == BlendWeights.from_dict(checkpoint.blend)
+    assert BlendWeights.from_dict(back.blend).far == (0.2, 0.4, 0.4)
     for a, b in zip(back.weights, checkpoint.weights, strict=True):
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as nothing runs

@@ -8,6 +8,9 @@ and take the conformal quantile of |true - predicted| / σ over every hidden (da
 served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ is the `COVERAGE` interval (a
 small library is cross-fitted instead of split once). The ratio keeps σ's shape: a query far from the library
 (larger σ) still gets a wider interval.
+
+The served estimator is a blend of members (`estimators/blend.py`): its held-out fits are these folds, and the
+same residuals pick the blend's weights and then scale the blend's σ.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def conformal_factor(ratios: np.ndarray, coverage: float = COVERAGE) -> float:
     return float(ratios[rank - 1]) / Z80
 
 
-def _scores(snapshot: Snapshot) -> dict[str, dict[str, float]]:
+def scores_by_dataset(snapshot: Snapshot) -> dict[str, dict[str, float]]:
     per_dataset: dict[str, dict[str, float]] = {}
     for r in snapshot.interactions:
         per_dataset.setdefault(r.dataset_id, {})[r.model_id] = r.score  # the last record of a pair: enough here
@@ -77,7 +80,7 @@ def holdout_folds(
     per_dataset: dict[str, dict[str, float]] | None = None,
 ) -> list[list[str]]:
     """The scored datasets each calibration fit holds out (one fit per fold; none: not calibrated)."""
-    per_dataset = _scores(snapshot) if per_dataset is None else per_dataset
+    per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
     scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
     if len(scored) < MIN_DATASETS:
         return []
@@ -102,7 +105,7 @@ def learn_scale(
     would be fewer than `MIN_HOLDOUT`) is cross-fitted instead: `CROSS_FOLDS` fits, each dataset held out
     by one of them, so every residual comes from a fit that did not see its dataset.
     """
-    per_dataset = _scores(snapshot)
+    per_dataset = scores_by_dataset(snapshot)
     folds = holdout_folds(snapshot, seed=seed, fraction=fraction, per_dataset=per_dataset)
     if not folds:
         return IntervalScale()

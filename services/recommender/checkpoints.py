@@ -2,8 +2,8 @@
 
 A checkpoint is one blob (`torch.save` of plain containers and tensors, read back with
 `weights_only=True`, so loading one never runs code) named by the pointer `estimators/<library>/<name>`.
-It keeps only what training produced: the members' parameters, the config, and the graph they were
-trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
+It keeps only what training produced: the members' parameters, the blend's weights, the config, and the
+graph they were trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
 rebuilt from the graph when it is loaded, which is also how trained weights serve a newer graph version
 of the same import without a refit.
 """
@@ -23,9 +23,11 @@ import torch
 from modsnet.runtime.errors import NotFound
 from modsnet.runtime.stubs import StorageClient
 
+from .estimators.blend import BlendWeights
+
 log = logging.getLogger(__name__)
 
-FORMAT = "modsnet-estimator-checkpoint/2"  # 2: with the interval scale
+FORMAT = "modsnet-estimator-checkpoint/3"  # 2: with the interval scale; 3: the blend's weights (and its scale)
 
 
 def pointer_name(library: str, estimator: str) -> str:
@@ -49,7 +51,9 @@ class Checkpoint:
     train_seconds: float
     config: dict[str, Any]
     weights: list[dict[str, torch.Tensor]]
-    interval_scale: float = 1.0  # σ's multiplier from calibration on held-out datasets
+    # The served blend's weights per kind of query and σ multiplier (`BlendWeights.to_dict`, estimators/blend.py),
+    # learned with calibration on held-out datasets.
+    blend: dict[str, Any]
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -61,7 +65,9 @@ class Checkpoint:
         state = torch.load(io.BytesIO(data), weights_only=True)
         if not isinstance(state, dict) or state.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} blob")
-        return cls(**state)
+        checkpoint = cls(**state)
+        BlendWeights.from_dict(checkpoint.blend)  # weights that cannot serve: refused here, so training anew
+        return checkpoint
 
 
 def save(storage: StorageClient, checkpoint: Checkpoint) -> str:

@@ -1,7 +1,9 @@
 """Recommender logic with no grpc: one served estimator per library, kept current with its graph.
 
 What serves a library (`estimator` setting): the GNN (`gnn/v1`, the default) or the kNN-over-features
-estimator (`knn`, for ablation and as the light option). For the GNN, per library:
+estimator (`knn`, for ablation and as the light option), in either case blended with the kNN and popularity
+by weights learned on the held-out datasets that calibrate its intervals (`estimators/blend.py`): every
+answer, vectors and predictions alike, is the blend's. For the GNN, per library:
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
   (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed. The
@@ -36,7 +38,7 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,8 +59,9 @@ from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetE
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from . import objectives
-from .calibration import IntervalScale, calibrated, holdout_folds
+from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
+from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 from .probes import MEASURED
@@ -120,7 +123,7 @@ class Answer:
 class Served:
     """A library's estimator at one graph version, and where its weights came from."""
 
-    estimator: GnnEstimator | KnnPopularityEstimator
+    estimator: BlendedEstimator  # the GNN or kNN with the kNN and popularity, weighted (estimators/blend.py)
     library: LibraryInfo
     models: dict[str, ModelNode]
     origin: str  # trained | checkpoint | refreshed | interim
@@ -414,7 +417,8 @@ class RecommenderCore:
 
     def _knn(self, snapshot: Snapshot, origin: str) -> Served:
         start = time.perf_counter()
-        knn, _ = calibrated(snapshot, lambda graph: KnnPopularityEstimator(graph, neighbours=self.neighbours))
+        neighbours = self.neighbours
+        knn = fit_blend(snapshot, lambda g: KnnPopularityEstimator(g, neighbours=neighbours), neighbours=neighbours)
         seconds = time.perf_counter() - start
         FIT_SECONDS.observe(seconds)
         return Served(
@@ -428,8 +432,8 @@ class RecommenderCore:
         from .estimators.gnn import GnnEstimator
 
         digest = checkpoints.models_digest([m.model_id for m in snapshot.models])
-        # (weights, origin, when they were trained: version, interactions, unix time, seconds; interval scale)
-        source: tuple[Any, str, int, int, float, float, float] | None = None
+        # (weights, origin, when they were trained: version, interactions, unix time, seconds; blend weights)
+        source: tuple[Any, str, int, int, float, float, BlendWeights] | None = None
         if (
             cached is not None
             and _is_gnn(cached.estimator)
@@ -437,7 +441,7 @@ class RecommenderCore:
             and checkpoints.models_digest(cached.estimator.model_ids) == digest
         ):
             source = (cached.estimator.state(), "refreshed", cached.trained_version, cached.trained_interactions,
-                      cached.trained_unix, cached.train_seconds, cached.estimator.interval_scale)  # fmt: skip
+                      cached.trained_unix, cached.train_seconds, cached.estimator.blend)  # fmt: skip
         elif self.storage is not None:
             saved = checkpoints.load(self.storage, snapshot.library.name, GnnEstimator.name)
             if (
@@ -448,18 +452,22 @@ class RecommenderCore:
             ):
                 origin = "checkpoint" if saved.graph_version == snapshot.graph_version else "refreshed"
                 source = (saved.weights, origin, saved.graph_version, saved.interactions, saved.trained_unix,
-                          saved.train_seconds, saved.interval_scale)  # fmt: skip
+                          saved.train_seconds, BlendWeights.from_dict(saved.blend))  # fmt: skip
         if source is None:
             return None
-        weights, origin, version, interactions, trained_unix, train_seconds, interval_scale = source
+        weights, origin, version, interactions, trained_unix, train_seconds, blend = source
         try:
-            estimator = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
+            gnn = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
+            estimator = BlendedEstimator.assemble(gnn, snapshot, blend, neighbours=self.neighbours)
         except ValueError as error:
             log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
             return None
-        estimator.interval_scale = interval_scale
         # The served weights on a newer graph: its ONNX model with the new constants, no new export.
-        like = cached.estimator if origin == "refreshed" and cached is not None and _is_gnn(cached.estimator) else None
+        like = (
+            cached.estimator.primary
+            if origin == "refreshed" and cached is not None and _is_gnn(cached.estimator)
+            else None
+        )
         backend = self._to_onnx(estimator, like)
         models = {m.model_id: m for m in snapshot.models}
         return Served(
@@ -473,7 +481,7 @@ class RecommenderCore:
         library = snapshot.library.name
         progress = TrainingProgress(library, time.time(), fits=len(holdout_folds(snapshot)) + 1)
 
-        def fit(graph: Snapshot) -> GnnEstimator:
+        def fit(graph: Snapshot) -> GnnEstimator:  # once per calibration fold, then on everything
             if self._closed.is_set():  # between two fits too: a stopping service does not start another
                 from .estimators.gnn.training import TrainingCancelled
 
@@ -485,29 +493,28 @@ class RecommenderCore:
         with self._guard:
             self._progress[library] = progress
         try:
-            # Calibrating the intervals costs one more fit (three cross-fits for a small library): calibration.py.
-            estimator, scale = calibrated(snapshot, fit)
+            # The held-out fits that calibrate the intervals (one; three cross-fits for a small library) also
+            # learn the blend's weights: estimators/blend.py.
+            estimator = fit_blend(snapshot, fit, neighbours=self.neighbours)
             seconds = time.perf_counter() - start
             FIT_SECONDS.observe(seconds)
             progress.phase = "exporting to ONNX"
             backend = self._to_onnx(estimator)
             progress.phase = "storing the checkpoint"
-            served = self._checkpointed(snapshot, estimator, scale, seconds, backend)
+            served = self._checkpointed(snapshot, estimator, seconds, backend)
         finally:
             with self._guard:
                 if self._progress.get(library) is progress:
                     del self._progress[library]
         return served
 
-    def _checkpointed(
-        self, snapshot: Snapshot, estimator: GnnEstimator, scale: IntervalScale, seconds: float, backend: str
-    ) -> Served:
+    def _checkpointed(self, snapshot: Snapshot, estimator: BlendedEstimator, seconds: float, backend: str) -> Served:
         from . import checkpoints
 
         trained_unix = time.time()
-        log.info("trained %s on %s at graph version %d in %.1f s; intervals x%.2f from %d held-out scores",
-                 estimator.name, snapshot.library.name, snapshot.graph_version, seconds, scale.factor,
-                 scale.pairs)  # fmt: skip
+        log.info("trained %s on %s at graph version %d in %.1f s; blend %s; intervals x%.2f",
+                 estimator.name, snapshot.library.name, snapshot.graph_version, seconds, estimator.blend.describe(),
+                 estimator.interval_scale)  # fmt: skip
         if self.storage is not None:
             checkpoint = checkpoints.Checkpoint(
                 library=snapshot.library.name,
@@ -520,7 +527,7 @@ class RecommenderCore:
                 train_seconds=seconds,
                 config=asdict(self.gnn_config),
                 weights=estimator.state(),
-                interval_scale=estimator.interval_scale,
+                blend=estimator.blend.to_dict(),
             )
             try:
                 checkpoints.save(self.storage, checkpoint)
@@ -531,7 +538,7 @@ class RecommenderCore:
             snapshot.graph_version, len(snapshot.interactions), trained_unix, seconds, backend,
         )  # fmt: skip
 
-    def _to_onnx(self, estimator: GnnEstimator, like: GnnEstimator | None = None) -> str:
+    def _to_onnx(self, estimator: BlendedEstimator, like: Any = None) -> str:
         scorer = estimator.serve_onnx(providers=self.providers, like=like)
         return f"onnxruntime:{scorer.providers[0]}"
 
@@ -883,8 +890,8 @@ def top_k(
     return ranked, len(table.ids) - len(allowed), pick
 
 
-def _is_gnn(estimator: object) -> TypeGuard[GnnEstimator]:
-    return not isinstance(estimator, KnnPopularityEstimator)
+def _is_gnn(estimator: BlendedEstimator) -> bool:
+    return not isinstance(estimator.primary, KnnPopularityEstimator)
 
 
 def _within_budget(probes: Sequence[ProbeRecord], budget: int) -> list[ProbeRecord]:

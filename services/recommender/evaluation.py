@@ -37,6 +37,7 @@ from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from .calibration import Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
+from .estimators.blend import BlendedEstimator, fit_blend
 from .estimators.knn import KnnPopularityEstimator
 
 if TYPE_CHECKING:
@@ -253,7 +254,8 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
 def knn_method(fold: Fold) -> dict[str, np.ndarray]:
     """The service's light estimator: similar-dataset kNN on features (and on probe scores when the run
     probes), shrunk toward popularity."""
-    estimator, _ = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)  # as the service fits it
+    # The kNN alone (the service serves it blended with popularity): intervals calibrated on held-out datasets.
+    estimator, _ = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:
@@ -288,19 +290,26 @@ def logme_method(fold: Fold) -> dict[str, np.ndarray]:
     return out
 
 
-def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.ndarray]:
-    """The GNN estimator: fit on the fold's graph, probe each target within the budget when the run allows."""
-    from .estimators.gnn import GnnEstimator  # torch is imported only when this method runs
+def fit_served(fold: Fold, config: GnnConfig | None = None) -> BlendedEstimator:
+    """What a search serves, fit on the fold's graph as the service fits it: the GNN blended with the kNN and
+    popularity by weights (and intervals) learned on held-out datasets (`estimators/blend.py`)."""
+    from .estimators.gnn import GnnEstimator  # torch is imported only when this runs
 
-    estimator, _ = calibrated(  # as the service fits it: intervals calibrated on held-out datasets
+    return fit_blend(
         fold.snapshot, lambda graph: GnnEstimator(graph, probes=fold.probes, config=config), seed=fold.seed
     )
+
+
+def served_predictions(fold: Fold, estimator: BlendedEstimator | GnnEstimator) -> dict[str, np.ndarray]:
+    """The fitted estimator's predictions of the fold's targets, each probed within the budget when the run
+    allows (the decision table's rankings too, when the fold asks for them)."""
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
+    gnn = estimator.primary if isinstance(estimator, BlendedEstimator) else estimator
     out = {}
     for target in fold.targets:
         features = _features_of(nodes.get(target))
         taken: list[ProbeRecord] = []
-        if fold.with_probes and estimator.config.probes:
+        if fold.with_probes and gnn.config.probes:  # type: ignore[union-attr]
             chosen = estimator.select_probes(
                 features, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
             )
@@ -313,7 +322,14 @@ def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.
     return out
 
 
-def _decision_rankings(fold: Fold, estimator: GnnEstimator, target: str, features: dict[str, float]) -> None:
+def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.ndarray]:
+    """What a search serves (`fit_served`), predicting the fold's targets."""
+    return served_predictions(fold, fit_served(fold, config))
+
+
+def _decision_rankings(
+    fold: Fold, estimator: BlendedEstimator | GnnEstimator, target: str, features: dict[str, float]
+) -> None:
     """The rankings the decision table needs: without probes, and after B - 1 probes for each budget B >= 2
     (the fitted estimator is the same for every budget: probes only add virtual edges at prediction time)."""
     sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0

@@ -86,6 +86,9 @@ class KnnPopularityEstimator:
         # Popularity, shrunk toward 0 for models with few records (one pseudo-record at z = 0).
         self.popularity = np.where(has, self.z, 0.0).sum(axis=0) / (self.records_per_model + 1)
         self.popularity_rank = np.argsort(np.argsort(-self.popularity)) + 1
+        # How far a model's z strays from its popularity across datasets: the popularity member's σ (in z).
+        deviation = np.where(has, (self.z - self.popularity) ** 2, 0.0).sum(axis=0)
+        self.popularity_spread = np.sqrt((deviation + 1.0) / (self.records_per_model + 1))
 
         self._fit_features(snapshot)
         self.condition = False
@@ -152,6 +155,11 @@ class KnnPopularityEstimator:
             rms = np.sqrt((np.where(has, gap, 0.0) ** 2).sum(axis=1) / count) / self.typical_spread
         return np.where(count > 0, rms, np.inf)
 
+    def nearest_distance(self, features: dict[str, float]) -> float | None:
+        """Feature distance from the query to its nearest scored dataset (None: nothing to compare by)."""
+        distance = self._feature_distance(features)
+        return float(distance.min()) if distance is not None else None
+
     def _neighbours(
         self, features: dict[str, float], exclude: int | None, measured: dict[int, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -184,9 +192,15 @@ class KnnPopularityEstimator:
         return order, weights
 
     def _inductive(
-        self, features: dict[str, float], *, exclude: int | None, measured: dict[int, float] | None = None
+        self,
+        features: dict[str, float],
+        *,
+        exclude: int | None,
+        measured: dict[int, float] | None = None,
+        popularity_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted scores and uncertainties of every model from the dataset's neighbours."""
+        """Predicted scores and uncertainties of every model from the dataset's neighbours; with
+        `popularity_only`, the neighbours set only the metric's scale and every model's z is its popularity."""
         idx, w = self._neighbours(features, exclude, measured)
         if len(idx):
             anchor_mean = float(np.average(self.row_mean[idx], weights=w))
@@ -195,6 +209,13 @@ class KnnPopularityEstimator:
             anchor_mean, anchor_spread = float(np.mean(self.row_mean)), float(np.mean(self.row_spread))
         else:
             anchor_mean, anchor_spread = 0.0, 1.0
+        if popularity_only:
+            return (
+                self.sign * (anchor_mean + anchor_spread * self.popularity),
+                anchor_spread * self.popularity_spread,
+                np.zeros(0, dtype=int),
+                np.zeros(0),
+            )
         z_near = self.z[idx] if len(idx) else np.zeros((0, len(self.model_ids)))
         has_near = ~np.isnan(z_near)
         w_col = w[:, None] * has_near
@@ -352,9 +373,28 @@ class KnnPopularityEstimator:
         self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
     ) -> Scored:
         """`predict` as vectors; each model's `Prediction` is built only when asked for."""
+        return self._scored(features, known_dataset, probes, popularity_only=False)
+
+    def score_popularity(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        """The popularity baseline as a member of the served blend: every model's mean z on the metric scale of
+        the query's neighbours, its own records and measured probes taken as `score_all` takes them."""
+        return self._scored(features, known_dataset, probes, popularity_only=True)
+
+    def _scored(
+        self,
+        features: dict[str, float],
+        known_dataset: str | None,
+        probes: Sequence[ProbeRecord],
+        *,
+        popularity_only: bool,
+    ) -> Scored:
         own = self.dataset_ids.index(known_dataset) if known_dataset in self.dataset_ids else None
         measured = {} if own is not None else self.measured(probes)
-        predicted, uncertainty, idx, w = self._inductive(features, exclude=own, measured=measured)
+        predicted, uncertainty, idx, w = self._inductive(
+            features, exclude=own, measured=measured, popularity_only=popularity_only
+        )
         uncertainty = self.interval_scale * uncertainty
         if own is not None:
             # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
@@ -387,7 +427,7 @@ class KnnPopularityEstimator:
                     f"measured {score:.3g} on this very dataset ({known_dataset})",
                 )
             if j in measured:
-                return Prediction(model_id, measured[j], 0.0, [], f"measured {measured[j]:.3g} on your data")
+                return Prediction(model_id, measured[j], 0.0, [], f"probed: measured {measured[j]:.3g} on this dataset")
             evidence = [
                 Evidence(self.dataset_ids[i], float(wi), float(self.scores[i, j]))
                 for i, wi in zip(idx, w, strict=True)
@@ -398,14 +438,16 @@ class KnnPopularityEstimator:
                 float(predicted[j]),
                 float(uncertainty[j]),
                 evidence,
-                self._explain(j, evidence, n_models),
+                self._explain(j, evidence, n_models, popularity_only=popularity_only),
             )
 
         return Scored(scores, spread, build)
 
-    def _explain(self, j: int, evidence: list[Evidence], n_models: int) -> str:
+    def _explain(self, j: int, evidence: list[Evidence], n_models: int, *, popularity_only: bool = False) -> str:
         rank = int(self.popularity_rank[j])
         popular = f"{_ordinal(rank)} of {n_models} by popularity over {int(self.records_per_model[j])} datasets"
+        if popularity_only:
+            return f"by popularity alone: {popular}"
         if not evidence:
             return f"no close dataset has a record of it; {popular}"
         near = ", ".join(f"{e.score:.3g} on {e.dataset_id} (similarity {e.similarity:.2f})" for e in evidence)

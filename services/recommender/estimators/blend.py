@@ -1,0 +1,425 @@
+"""The served estimator: its members blended by weights learned on held-out datasets of the library itself.
+
+Members: the primary estimator (the GNN, or the kNN where the kNN serves), the kNN over dataset features (and
+measured probes), and popularity. No member is best on every library or every target (issue 16: the GNN
+scored 0.609 Pearson on TransferGraph text's dbpedia_14, popularity 0.829), so the weights come from
+validation inside the training data. Calibration's held-out fits (`calibration.holdout_folds`: a fifth of the
+scored datasets hidden, or three cross-fits for a small library) predict the hidden datasets as new ones:
+those are pseudo-targets, with every member's prediction beside the truth. A grid over the simplex (steps of
+`GRID_STEP`) picks the weights with the best mean per-target Pearson, less a penalty for top-1 regret (in the
+target's score spreads) and for a target falling more than `MARGIN` below popularity's Pearson; within `TIE`
+of the best, the most weight on the primary. It costs no fit beyond the ones calibration already made.
+
+Per query, three sets of weights:
+* `near` and `far`: a query whose nearest library dataset (feature distance, as the kNN measures it) is
+  farther than the median pseudo-target's gets the weights learned on the far half, and a nearer one those of
+  the near half (each shrunk halfway toward the weights of all pseudo-targets: half the data is noisier);
+* `probed`: a query with measured probes gets the weights learned on the same pseudo-targets with
+  `PROBE_BUDGET` of their models measured (chosen by the served probe-selector), judged on the others.
+
+The blend is a weighted sum of the members' score vectors (the GNN still scored through ONNX Runtime); its σ
+is the same weighted sum of the members' σ, rescaled by split conformal on the pseudo-targets' residuals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modsnet.data.graph import Snapshot, interaction_columns_of
+from modsnet.data.graph_build import dataset_raw_features
+
+from ..calibration import conformal_factor, holdout_folds, scores_by_dataset
+from ..probes import MEASURED
+from .base import Prediction, ProbeRecord, Scored
+from .knn import KnnPopularityEstimator
+
+if TYPE_CHECKING:
+    from .gnn import GnnEstimator
+
+    Primary = GnnEstimator | KnnPopularityEstimator
+else:
+    Primary = Any
+
+GRID_STEP = 0.1  # 66 weightings of three members, 11 of two
+MARGIN = 0.05  # a pseudo-target may fall this far below popularity's Pearson before it is penalised
+SHORTFALL_WEIGHT = 2.0  # per unit of Pearson below popularity's (beyond MARGIN), on one target
+REGRET_WEIGHT = 0.1  # per score spread of top-1 regret: a tie-breaker between blends of equal Pearson
+# Objectives this close count as equal: then the most weight on the primary wins. It learned from the whole
+# graph (the GNN already takes the kNN prior and popularity as inputs), so moving weight off it takes a clear
+# gain on the pseudo-targets, not their noise (TabZoo: the GNN alone was best on the real targets).
+TIE = 0.005
+MIN_REGIME = 10  # pseudo-targets each of the near and far halves needs for weights of its own
+PROBE_BUDGET = 3  # models measured on a pseudo-target to learn the weights of a query with probes
+MIN_LEFT = 3  # models a pseudo-target keeps unmeasured to be judged on
+
+
+def member_names(primary: Primary) -> tuple[str, ...]:
+    if isinstance(primary, KnnPopularityEstimator):
+        return ("knn", "popularity")
+    return ("gnn", "knn", "popularity")
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """The members' weights per kind of query, the blend's σ multiplier, and what they were learned from."""
+
+    members: tuple[str, ...]
+    near: tuple[float, ...]  # a query without probes, no farther from the library than `threshold`
+    far: tuple[float, ...]  # a query without probes farther than `threshold` from every library dataset
+    probed: tuple[float, ...]  # a query with measured probes
+    threshold: float = math.inf
+    interval_scale: float = 1.0
+    targets: int = 0  # pseudo-targets behind the weights; 0: none (all weight on the primary)
+    validation: dict[str, float] = field(default_factory=dict)  # mean Pearson there: each member, the blend
+
+    @classmethod
+    def primary_only(cls, members: Sequence[str]) -> BlendWeights:
+        alone = tuple(1.0 if i == 0 else 0.0 for i in range(len(members)))
+        return cls(tuple(members), alone, alone, alone)
+
+    def for_query(self, *, probed: bool, distance: float | None) -> tuple[float, ...]:
+        if probed:
+            return self.probed
+        return self.far if distance is not None and distance > self.threshold else self.near
+
+    def describe(self) -> str:
+        def one(weights: tuple[float, ...]) -> str:
+            return ", ".join(f"{m} {w:.1f}" for m, w in zip(self.members, weights, strict=True) if w > 0)
+
+        text = f"near: {one(self.near)}"
+        if self.far != self.near:
+            text += f"; far (distance > {self.threshold:.2f}): {one(self.far)}"
+        return f"{text}; with probes: {one(self.probed)}; from {self.targets} held-out datasets"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers, for a checkpoint (`torch.load(weights_only=True)` reads them back)."""
+        return {
+            "members": list(self.members),
+            "near": list(self.near),
+            "far": list(self.far),
+            "probed": list(self.probed),
+            "threshold": float(self.threshold),
+            "interval_scale": float(self.interval_scale),
+            "targets": int(self.targets),
+            "validation": dict(self.validation),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> BlendWeights:
+        """Back from `to_dict`; anything else raises ValueError."""
+        try:
+            weights = {k: tuple(float(w) for w in state[k]) for k in ("near", "far", "probed")}
+            members = tuple(str(m) for m in state["members"])
+            blend = cls(
+                members,
+                **weights,
+                threshold=float(state["threshold"]),
+                interval_scale=float(state["interval_scale"]),
+                targets=int(state["targets"]),
+                validation={str(k): float(v) for k, v in state.get("validation", {}).items()},
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not blend weights: {error!r}") from error
+        if any(len(w) != len(members) for w in weights.values()):
+            raise ValueError(f"blend weights do not match its members {members}")
+        return blend
+
+
+class BlendedEstimator:
+    """The members behind the public surface of one estimator; the primary's name, models and probe-selector."""
+
+    def __init__(self, primary: Primary, knn: KnnPopularityEstimator, blend: BlendWeights):
+        if list(knn.model_ids) != list(primary.model_ids):
+            raise ValueError("the blend's members must score the same models in the same order")
+        if blend.members != member_names(primary):
+            raise ValueError(f"blend weights for {blend.members}, members here {member_names(primary)}")
+        self.primary = primary
+        self.knn = knn
+        self.blend = blend
+        self.name = primary.name
+        self.sign = primary.sign
+        self.model_ids = primary.model_ids
+        self.dataset_ids = primary.dataset_ids
+        self.feature_names = primary.feature_names
+
+    @classmethod
+    def assemble(
+        cls, primary: Primary, snapshot: Snapshot, blend: BlendWeights, *, neighbours: int = 8
+    ) -> BlendedEstimator:
+        """The primary (trained or loaded) with the cheap members fitted on the same snapshot."""
+        return cls(primary, _knn_beside(primary, snapshot, neighbours), blend)
+
+    @property
+    def interval_scale(self) -> float:
+        return self.blend.interval_scale
+
+    def shared_features(self, features: dict[str, float]) -> list[str]:
+        return self.primary.shared_features(features)
+
+    def state(self) -> Any:
+        return self.primary.state()  # type: ignore[union-attr]
+
+    def serve_onnx(self, *args: Any, **kwargs: Any) -> Any:
+        return self.primary.serve_onnx(*args, **kwargs)  # type: ignore[union-attr]
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]:
+        return self.primary.select_probes(features, known_dataset=known_dataset, budget=budget, among=among)
+
+    def probes_used(self, probes: Sequence[ProbeRecord], *, known_dataset: str | None = None) -> int:
+        return self.primary.probes_used(probes, known_dataset=known_dataset)
+
+    def weights_for(
+        self, features: dict[str, float], *, known_dataset: str | None, probes: Sequence[ProbeRecord]
+    ) -> tuple[float, ...]:
+        """The weights this query gets (see the module's doc)."""
+        probed = known_dataset not in self.dataset_ids and bool(self.knn.measured(probes))
+        return self.blend.for_query(probed=probed, distance=None if probed else self.knn.nearest_distance(features))
+
+    def members_scored(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        probes: Sequence[ProbeRecord] = (),
+        weights: Sequence[float] | None = None,
+    ) -> list[Scored | None]:
+        """Each member's vectors for the query (None for a member of weight 0 in `weights`)."""
+        needed = [True] * len(self.blend.members) if weights is None else [w > 0 for w in weights]
+        own = known_dataset if known_dataset in self.knn.dataset_ids else None
+        out: list[Scored | None] = []
+        for name, need in zip(self.blend.members, needed, strict=True):
+            if not need:
+                out.append(None)
+            elif name == "gnn":  # a dataset node without records still brings its similarity rows
+                out.append(self.primary.score_all(features, known_dataset=known_dataset, probes=probes))
+            elif name == "knn":
+                out.append(self.knn.score_all(features, known_dataset=own, probes=probes))
+            else:
+                out.append(self.knn.score_popularity(features, known_dataset=own, probes=probes))
+        return out
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        """The weighted sum of the members' vectors; a model measured on the query keeps its measurement."""
+        weights = self.weights_for(features, known_dataset=known_dataset, probes=probes)
+        scored = self.members_scored(features, known_dataset=known_dataset, probes=probes, weights=weights)
+        used = [(w, s) for w, s in zip(weights, scored, strict=True) if s is not None]
+        scores = sum(w * s.scores for w, s in used)
+        sigma = sum(w * s.uncertainty for w, s in used)
+        lead = max(used, key=lambda ws: ws[0])[1]
+        exact = np.all([s.uncertainty == 0 for _, s in used], axis=0)  # measured: every member returns it as is
+        scores = np.where(exact, lead.scores, scores).astype(float)
+        uncertainty = np.where(exact, 0.0, self.interval_scale * sigma).astype(float)
+        note = "" if len(used) == 1 else f" (served as a blend: {self._weights_text(weights)})"
+
+        def build(j: int) -> Prediction:
+            first = lead.prediction(j)  # evidence and explanation from the member of most weight
+            if exact[j]:
+                return first
+            return dataclasses.replace(
+                first,
+                score=float(scores[j]),
+                uncertainty=float(uncertainty[j]),
+                explanation=first.explanation + note,
+            )
+
+        return Scored(scores, uncertainty, build)
+
+    def predict(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> list[Prediction]:
+        """A prediction for every model of the library, in library order."""
+        return self.score_all(features, known_dataset=known_dataset, probes=probes).predictions()
+
+    def _weights_text(self, weights: Sequence[float]) -> str:
+        return ", ".join(f"{m} {w:.1f}" for m, w in zip(self.blend.members, weights, strict=True) if w > 0)
+
+
+def _knn_beside(primary: Primary, snapshot: Snapshot, neighbours: int) -> KnnPopularityEstimator:
+    if isinstance(primary, KnnPopularityEstimator):
+        return primary
+    return KnnPopularityEstimator(snapshot, neighbours=neighbours)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Learning the weights
+
+
+@dataclass
+class PseudoTarget:
+    """A held-out dataset of the library: the truth of its models and every member's predictions of them."""
+
+    dataset_id: str
+    truth: np.ndarray  # (models,) in the metric
+    cold: np.ndarray  # (members, models): predicted as a new dataset
+    sigma: np.ndarray  # (members, models)
+    distance: float  # to the nearest dataset the fit kept (NaN: no features to compare)
+    probed_truth: np.ndarray | None = None  # the models not measured, when PROBE_BUDGET were
+    probed: np.ndarray | None = None  # (members, those models): predicted with the measured ones as probes
+
+
+def pseudo_target(
+    estimator: BlendedEstimator, dataset_id: str, features: dict[str, float], truth: dict[str, float]
+) -> PseudoTarget | None:
+    """Every member's predictions of a dataset hidden from `estimator`'s fit (None: under two scored models)."""
+    columns = [j for j, m in enumerate(estimator.model_ids) if m in truth]
+    if len(columns) < 2:
+        return None
+    values = np.array([truth[estimator.model_ids[j]] for j in columns])
+    scored = [s for s in estimator.members_scored(features, known_dataset=dataset_id) if s is not None]
+    distance = estimator.knn.nearest_distance(features)
+    target = PseudoTarget(
+        dataset_id,
+        values,
+        np.stack([s.scores[columns] for s in scored]),
+        np.stack([s.uncertainty[columns] for s in scored]),
+        math.nan if distance is None else distance,
+    )
+    among = [estimator.model_ids[j] for j in columns]
+    chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=PROBE_BUDGET, among=among)
+    if chosen and len(columns) - len(set(chosen)) >= MIN_LEFT:
+        taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
+        rest = [j for j in columns if estimator.model_ids[j] not in set(chosen)]
+        with_probes = [
+            s for s in estimator.members_scored(features, known_dataset=dataset_id, probes=taken) if s is not None
+        ]
+        target.probed_truth = np.array([truth[estimator.model_ids[j]] for j in rest])
+        target.probed = np.stack([s.scores[rest] for s in with_probes])
+    return target
+
+
+def simplex_grid(members: int, step: float = GRID_STEP) -> np.ndarray:
+    """Every weighting of `members` in steps of `step` that sums to 1, one per row."""
+    n = round(1 / step)
+    points = [c for c in itertools.product(range(n + 1), repeat=members) if sum(c) == n]
+    return np.array(points, dtype=float) / n
+
+
+def _pearson_rows(rows: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pearson of each row with `truth`; a constant row ranks nothing and counts 0 (as the evaluation's)."""
+    rc = rows - rows.mean(axis=1, keepdims=True)
+    tc = truth - truth.mean()
+    norm = np.linalg.norm(rc, axis=1) * np.linalg.norm(tc)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 1e-12, (rc @ tc) / norm, 0.0)
+
+
+def objective(
+    grid: np.ndarray, targets: Sequence[tuple[np.ndarray, np.ndarray]], *, sign: float, popularity: int | None
+) -> np.ndarray:
+    """Each weighting's mean over (truth, member predictions) pairs of Pearson, less REGRET_WEIGHT times the
+    top-1 regret in the target's score spreads, less SHORTFALL_WEIGHT times the Pearson short of popularity's
+    beyond MARGIN."""
+    total = np.zeros(len(grid))
+    for truth, predictions in targets:
+        blended = grid @ predictions
+        pearson = _pearson_rows(blended, truth)
+        goodness = sign * truth
+        spread = float(goodness.std())
+        picks = np.argmax(sign * blended, axis=1)
+        regret = (goodness.max() - goodness[picks]) / spread if spread > 1e-12 else np.zeros(len(grid))
+        value = pearson - REGRET_WEIGHT * regret
+        if popularity is not None:
+            floor = _pearson_rows(predictions[popularity : popularity + 1], truth)[0]
+            value -= SHORTFALL_WEIGHT * np.maximum(0.0, floor - pearson - MARGIN)
+        total += value
+    return total / max(len(targets), 1)
+
+
+def _choose(grid: np.ndarray, values: np.ndarray) -> tuple[float, ...]:
+    """The best weighting; among those within TIE of it, the one of most weight on the primary (then the
+    better objective)."""
+    close = np.flatnonzero(values >= values.max() - TIE)
+    pick = close[np.lexsort((-values[close], -grid[close, 0]))[0]]
+    return tuple(float(w) for w in grid[pick])
+
+
+def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, sign: float) -> BlendWeights:
+    """The weights per kind of query and the σ multiplier, from the pseudo-targets (see the module's doc)."""
+    members = tuple(members)
+    if not targets:
+        return BlendWeights.primary_only(members)
+    grid = simplex_grid(len(members))
+    popularity = members.index("popularity") if "popularity" in members else None
+    cold = [(t.truth, t.cold) for t in targets]
+    everywhere = objective(grid, cold, sign=sign, popularity=popularity)
+    near = far = _choose(grid, everywhere)
+    distances = np.array([t.distance for t in targets])
+    threshold = math.inf
+    known = np.isfinite(distances)
+    if known.sum() >= 2 * MIN_REGIME:
+        cut = float(np.median(distances[known]))
+        beyond = known & (distances > cut)
+        if beyond.sum() >= MIN_REGIME and (~beyond).sum() >= MIN_REGIME:
+            threshold = cut
+            halves = {}
+            for name, chosen in (("near", ~beyond), ("far", beyond)):
+                subset = [c for c, keep in zip(cold, chosen, strict=True) if keep]
+                values = 0.5 * everywhere + 0.5 * objective(grid, subset, sign=sign, popularity=popularity)
+                halves[name] = _choose(grid, values)
+            near, far = halves["near"], halves["far"]
+    with_probes = [(t.probed_truth, t.probed) for t in targets if t.probed is not None]
+    probed = near
+    if len(with_probes) >= MIN_REGIME // 2:
+        probed = _choose(grid, objective(grid, with_probes, sign=sign, popularity=popularity))  # type: ignore[arg-type]
+    ratios, blended_pearson = [], []
+    for t in targets:
+        w = np.array(far if t.distance > threshold else near)
+        blended, sigma = w @ t.cold, w @ t.sigma
+        blended_pearson.append(float(_pearson_rows(blended[None, :], t.truth)[0]))
+        ok = sigma > 0
+        ratios.append(np.abs(t.truth - blended)[ok] / sigma[ok])
+    validation = {
+        name: float(np.mean([_pearson_rows(t.cold[i : i + 1], t.truth)[0] for t in targets]))
+        for i, name in enumerate(members)
+    }
+    validation["blend"] = float(np.mean(blended_pearson))
+    factor = conformal_factor(np.concatenate(ratios))
+    return BlendWeights(members, near, far, probed, threshold, factor, len(targets), validation)
+
+
+def fit_blend(
+    snapshot: Snapshot,
+    fit_primary: Callable[[Snapshot], Primary],
+    *,
+    neighbours: int = 8,
+    seed: int = 0,
+) -> BlendedEstimator:
+    """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
+    pseudo-targets the weights and σ are learned on), then once on everything."""
+    per_dataset = scores_by_dataset(snapshot)
+    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset)
+    nodes = {d.dataset_id: d for d in snapshot.datasets}
+    records = interaction_columns_of(snapshot)
+    targets: list[PseudoTarget] = []
+    members: tuple[str, ...] = ()
+    for hidden in folds:
+        graph = replace(snapshot, interactions=records.without_datasets(set(hidden)))
+        primary = fit_primary(graph)
+        members = member_names(primary)
+        held = BlendedEstimator.assemble(primary, graph, BlendWeights.primary_only(members), neighbours=neighbours)
+        for dataset_id in sorted(hidden):
+            node = nodes.get(dataset_id)
+            features = dataset_raw_features(node) if node is not None else {}
+            target = pseudo_target(held, dataset_id, features, per_dataset[dataset_id])
+            if target is not None:
+                targets.append(target)
+    primary = fit_primary(snapshot)
+    sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
+    blend = learn_weights(targets, members or member_names(primary), sign=sign)
+    return BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)

@@ -1,0 +1,182 @@
+"""The served blend (services/recommender/estimators/blend.py): weights learned on held-out datasets, a bad
+member left out, the answer of a search made of the blend, and the weights kept by the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from synthetic import write_library
+
+from modsnet.data.bundle import read_bundle
+from modsnet.data.graph import Constraints, Snapshot
+from modsnet.data.graph_build import dataset_raw_features
+from services.recommender import checkpoints
+from services.recommender.core import RecommenderCore
+from services.recommender.estimators.base import ProbeRecord, Scored
+from services.recommender.estimators.blend import (
+    BlendWeights,
+    PseudoTarget,
+    fit_blend,
+    learn_weights,
+    simplex_grid,
+)
+from services.recommender.estimators.gnn import GnnConfig
+from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.evaluation import graph_from_bundle, target_metrics
+
+
+class Contrarian:
+    """A primary member that ranks every dataset's models about upside down: the kNN's scores mirrored about
+    their mean, plus noise of their own spread (seeded by the query, so not a mere multiple of the kNN's).
+    On the planted library, where the kNN ranks well, it is the worst member there is."""
+
+    name = "contrarian/v1"
+
+    def __init__(self, snapshot: Snapshot):
+        self.knn = KnnPopularityEstimator(snapshot)
+        self.sign, self.model_ids = self.knn.sign, self.knn.model_ids
+        self.dataset_ids, self.feature_names = self.knn.dataset_ids, self.knn.feature_names
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        own = known_dataset if known_dataset in self.dataset_ids else None
+        s = self.knn.score_all(features, known_dataset=own, probes=probes)
+        rng = np.random.default_rng(zlib.crc32(repr(sorted(features.items())).encode()))
+        mirrored = 2 * s.scores.mean() - s.scores + s.scores.std() * rng.normal(size=len(s.scores))
+        return Scored(mirrored, s.uncertainty, lambda j: replace(s.build(j), score=float(mirrored[j])))
+
+    def select_probes(
+        self, features: dict[str, float], *, known_dataset: str | None = None, budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]:  # fmt: skip
+        return self.knn.select_probes(features, known_dataset=known_dataset, budget=budget, among=among)
+
+    def probes_used(self, probes: Sequence[ProbeRecord], *, known_dataset: str | None = None) -> int:
+        return self.knn.probes_used(probes, known_dataset=known_dataset)
+
+    def shared_features(self, features: dict[str, float]) -> list[str]:
+        return self.knn.shared_features(features)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Snapshot, Snapshot, list[str]]:
+    """A library whose neighbours predict the winners: (training part, whole, test datasets never trained on)."""
+    folder = tmp_path_factory.mktemp("planted") / "lib"
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(folder, n_datasets=80, n_models=12, seed=3)))
+    rated = sorted({r.dataset_id for r in snapshot.interactions})
+    test = rated[1::4]
+    train = replace(snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in set(test)])
+    return train, snapshot, test
+
+
+def _mean_pearson(estimator, whole: Snapshot, test: list[str]) -> float:  # type: ignore[no-untyped-def]
+    nodes = {d.dataset_id: d for d in whole.datasets}
+    truth: dict[str, dict[str, float]] = {}
+    for r in whole.interactions:
+        truth.setdefault(r.dataset_id, {})[r.model_id] = r.score
+    values = []
+    for t in test:
+        scored = estimator.score_all(dataset_raw_features(nodes[t]))
+        predicted = {m: float(scored.scores[j]) for j, m in enumerate(estimator.model_ids)}
+        models = sorted(truth[t])
+        got = target_metrics(np.array([truth[t][m] for m in models]), np.array([predicted[m] for m in models]))
+        values.append(got["pearson"])
+    return float(np.mean(values))
+
+
+def test_a_member_bad_on_the_held_out_datasets_gets_no_weight(planted) -> None:  # type: ignore[no-untyped-def]
+    train, whole, test = planted
+    served = fit_blend(train, Contrarian)
+    blend = served.blend
+    assert blend.members == ("gnn", "knn", "popularity") and blend.targets >= 10
+    assert blend.validation["gnn"] < 0 < blend.validation["knn"]  # the contrarian is as bad as it was built to be
+    for weights in (blend.near, blend.far, blend.probed):
+        assert weights[0] == 0.0, blend.describe()
+    # On datasets neither fit saw, the blend is no worse than its best member alone.
+    knn_alone = _mean_pearson(KnnPopularityEstimator(train), whole, test)
+    assert _mean_pearson(served, whole, test) >= knn_alone - 0.02
+    assert _mean_pearson(served.primary, whole, test) < 0
+
+
+def test_the_weights_follow_the_pseudo_targets_and_the_sigma_is_rescaled() -> None:
+    """Three members on synthetic pseudo-targets: truth, truth plus noise, noise. The noisy copy of the truth
+    wins, and a σ ten times too small is scaled up to cover the residuals."""
+    rng = np.random.default_rng(0)
+    targets = []
+    for i in range(30):
+        truth = rng.normal(size=15)
+        members = np.stack([rng.normal(size=15), truth + 0.3 * rng.normal(size=15), rng.normal(size=15)])
+        targets.append(PseudoTarget(f"d{i}", truth, members, np.full((3, 15), 0.03), float(i)))
+    blend = learn_weights(targets, ("gnn", "knn", "popularity"), sign=1.0)
+    assert blend.near[1] >= 0.8 and blend.far[1] >= 0.8
+    assert blend.threshold == pytest.approx(14.5)  # 15 pseudo-targets each side of the median distance
+    assert blend.interval_scale > 5  # residuals of about 0.3 against σ = 0.03
+    assert learn_weights([], ("knn", "popularity"), sign=1.0) == BlendWeights.primary_only(("knn", "popularity"))
+
+
+def test_the_grid_covers_the_simplex() -> None:
+    grid = simplex_grid(3)
+    assert len(grid) == 66 and np.allclose(grid.sum(axis=1), 1.0) and (grid >= 0).all()
+
+
+def test_weights_that_do_not_fit_their_members_are_refused() -> None:
+    with pytest.raises(ValueError, match="members"):
+        BlendWeights.from_dict({**BlendWeights.primary_only(("knn", "popularity")).to_dict(), "near": [1.0]})
+
+
+def _sum_of_members(estimator, features: dict[str, float], weights: tuple[float, ...]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    scored = estimator.members_scored(features)
+    return sum(w * s.scores for w, s in zip(weights, scored, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["knn", "gnn"])
+def test_the_served_answer_is_the_blend(cluster, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """The scores a search answers with are the weighted sum of the members' vectors (the GNN through ONNX
+    Runtime), and after a restart the checkpoint brings the same weights back."""
+    knowledge, storage = cluster.client.knowledge, cluster.client.storage
+    config = GnnConfig(members=1, steps=20, hidden=16, head=8)
+    core = RecommenderCore(knowledge, storage, estimator=kind, gnn_config=config)
+    served = core.fitted("synth")
+    estimator = served.estimator
+    learned = estimator.blend
+    assert learned.targets > 0 and math.isfinite(estimator.interval_scale)
+    # Weights no member has alone, so that the answer tells them apart.
+    mixed = (0.35, 0.65) if len(learned.members) == 2 else (0.2, 0.3, 0.5)
+    estimator.blend = dataclasses.replace(learned, near=mixed, far=mixed)
+    node = next(d for d in knowledge.snapshot("synth").datasets)
+    features = {k: v * 1.1 for k, v in dataset_raw_features(node).items()}  # a new dataset near a known one
+    answer = core.recommend("synth", features, k=6, constraints=Constraints())
+    expected = _sum_of_members(estimator, features, mixed)
+    got = {r.prediction.model_id: r.prediction.score for r in answer.models}
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    assert got and all(got[m] == pytest.approx(expected[index[m]], abs=1e-9) for m in got)
+    primary_alone = estimator.primary.score_all(features).scores
+    assert not np.allclose([got[m] for m in got], [primary_alone[index[m]] for m in got])
+    if kind == "gnn":
+        assert served.backend.startswith("onnxruntime")
+        saved = checkpoints.load(storage, "synth", "gnn/v1")
+        assert saved is not None and BlendWeights.from_dict(saved.blend) == learned
+        again = RecommenderCore(knowledge, storage, gnn_config=config)
+        loaded = again.fitted("synth")
+        assert loaded.origin == "checkpoint" and loaded.estimator.blend == learned
+        again.close()
+    core.close()
+
+
+def test_a_checkpoint_whose_blend_cannot_serve_is_refused() -> None:
+    with pytest.raises(ValueError, match="not blend weights"):
+        BlendWeights.from_dict({"members": ["gnn"]})
+    broken = checkpoints.Checkpoint(
+        library="synth", estimator="gnn/v1", bundle_blob_id="ab" * 32, models_digest="00", graph_version=1,
+        interactions=1, trained_unix=1.0, train_seconds=1.0, config={}, weights=[],
+        blend={**BlendWeights.primary_only(("gnn", "knn", "popularity")).to_dict(), "far": [1.0, 0.0]},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="do not match"):
+        checkpoints.Checkpoint.from_bytes(broken.to_bytes())
