@@ -1,0 +1,179 @@
+"""Adaptive probing: the next model(s) to measure on a query, given what its probes measured so far.
+
+One function, `next_probes`, serves the search (`RecommenderCore.select_probes`, called round after round by
+the query service) and the decision table of the offline evaluation (`evaluation.py` simulates the search
+with it), so `modsnet eval` measures the product's policy.
+
+The policy (chosen by `benchmarks/probe_policy.py`, figures in docs/benchmarks.md "Adaptive probing"):
+- the first `informative` probes are the probe-selector's diverse batch (`probes.py`): models of high Score
+  that behave unlike each other across the library say most about which datasets the query resembles;
+- every later probe is greedy: the best predicted model not yet measured, predicted by the serving estimator
+  given every probe measured so far (virtual probe edges for the GNN, probe similarity and Gaussian
+  conditioning for the kNN). Exploration bonuses (UCB, expected improvement) lost to greedy in the
+  simulations with these calibrated intervals; diversity pays only while the estimator knows little.
+- probing stops early when the expected improvement of the best next model over the best measured one is
+  below `min_gain` (in the library's metric): another measurement would most likely change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy.stats import norm
+
+from .estimators.base import ProbeRecord, Scored
+from .probes import MEASURED
+
+INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
+MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
+
+
+class Probing(Protocol):
+    """What the policy needs of an estimator (the GNN and the kNN both are one)."""
+
+    sign: float
+    model_ids: list[str]
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = ...,
+        budget: int = ...,
+        among: Collection[str] | None = ...,
+    ) -> list[str]: ...
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = ..., probes: Sequence[ProbeRecord] = ...
+    ) -> Scored: ...
+
+
+@dataclass(frozen=True)
+class NextProbes:
+    """The models to measure next, best first, and why probing stops when it does.
+
+    `expected_gain` is the expected improvement of the first of them over the best score measured so far (in
+    the library's metric; NaN while nothing is measured or the pick is informative); `stop` says probing should
+    end here: `model_ids` is then empty and `reason` says why.
+    """
+
+    model_ids: list[str]
+    expected_gain: float = float("nan")
+    stop: bool = False
+    reason: str = ""
+
+
+def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    """E[max(0, X - best)] for X ~ N(mean, sd²), on goodness (higher is better); sd 0 gives max(0, mean - best)."""
+    sd = np.maximum(np.asarray(sd, dtype=float), 1e-12)
+    gap = np.asarray(mean, dtype=float) - best
+    z = gap / sd
+    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+
+
+def next_probes(
+    estimator: Probing,
+    features: dict[str, float],
+    *,
+    known_dataset: str | None = None,
+    measured: Sequence[ProbeRecord] = (),
+    tried: Collection[str] = (),
+    count: int = 1,
+    among: Collection[str] | None = None,
+    informative: int = INFORMATIVE,
+    min_gain: float = MIN_GAIN,
+) -> NextProbes:
+    """The next `count` models to probe on the query, given the probes `measured` so far.
+
+    `tried` are models already asked for that gave no measurement (a failed or timed-out probe): never asked
+    again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
+    the library's metric (XRD agreement) count as information, not as a score to beat, so there the
+    expected-gain stop does not apply.
+    """
+    if count <= 0:
+        return NextProbes([], stop=True, reason="no probe asked for")
+    done = {p.model_id for p in measured} | set(tried)
+    allowed = set(estimator.model_ids if among is None else among) - done
+    if not allowed:
+        return NextProbes([], stop=True, reason="every model that can be measured here has been")
+    picked: list[str] = []
+    if len({p.model_id for p in measured} | set(tried)) < informative:
+        # The selector's batch is a fixed list for the query: take its members not yet asked for, in order.
+        batch = estimator.select_probes(features, known_dataset=known_dataset, budget=informative, among=among)
+        picked = [m for m in batch if m in allowed][:count]
+        if len(picked) == count:
+            return NextProbes(picked)
+    scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
+    if not len(options):
+        return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
+    goodness = estimator.sign * np.asarray(scored.scores, dtype=float)[options]
+    goodness = np.where(np.isfinite(goodness), goodness, -np.inf)
+    # Best predicted first; ties go to library order, so a rerun asks for the same models.
+    order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
+    greedy = [estimator.model_ids[j] for j in order]
+    best = _best_measured(measured, estimator.sign)
+    gain = float("nan")
+    if best is not None and len(order):
+        gain = float(
+            expected_improvement(
+                estimator.sign * np.asarray(scored.scores)[order[:1]], np.asarray(scored.uncertainty)[order[:1]], best
+            )[0]
+        )
+        if not picked and gain < min_gain:
+            return NextProbes(
+                [],
+                gain,
+                stop=True,
+                reason=f"expected gain of another probe {gain:.2g} < {min_gain:g}: the best measured model stands",
+            )
+    return NextProbes(picked + greedy, gain)
+
+
+def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
+    values: dict[str, list[float]] = {}
+    for p in measured:
+        if p.probe == MEASURED:
+            values.setdefault(p.model_id, []).append(p.value)
+    if not values:
+        return None
+    return max(sign * float(np.mean(v)) for v in values.values())
+
+
+def simulate(
+    estimator: Probing,
+    features: dict[str, float],
+    measure: Callable[[list[str]], list[ProbeRecord]],
+    *,
+    budget: int,
+    known_dataset: str | None = None,
+    among: Collection[str] | None = None,
+    count: int = 1,
+    informative: int = INFORMATIVE,
+    min_gain: float = MIN_GAIN,
+) -> list[ProbeRecord]:
+    """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
+    `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
+    measured: list[ProbeRecord] = []
+    tried: list[str] = []
+    while len(tried) < budget:
+        step = next_probes(
+            estimator,
+            features,
+            known_dataset=known_dataset,
+            measured=measured,
+            tried=[m for m in tried if m not in {p.model_id for p in measured}],
+            count=min(count, budget - len(tried)),
+            among=among,
+            informative=informative,
+            min_gain=min_gain,
+        )
+        if step.stop or not step.model_ids:
+            break
+        tried.extend(step.model_ids)
+        measured.extend(measure(step.model_ids))
+    return measured
