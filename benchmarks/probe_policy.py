@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +101,13 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
     return table, len(report.targets)
 
 
+def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
+    if budget not in means:
+        return "–"
+    ratio = f" ({means[budget] / popular[budget]:.2f})" if popular[budget] else ""
+    return f"{means[budget]:.4f}{ratio}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"], help="built-in names or bundle paths")
@@ -117,11 +123,8 @@ def main() -> None:
         print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")
         print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
         print("|---|" + "---:|" * len(shown))
-        cell: Callable[[dict[int, float], int], str] = lambda means, b: (  # noqa: E731
-            "–" if b not in means else f"{means[b]:.4f} ({means[b] / popular[b]:.2f})" if popular[b] else f"{means[b]:.4f}"
-        )
         for policy, means in table.items():
-            print(f"| {policy} | " + " | ".join(cell(means, b) for b in shown) + " |")
+            print(f"| {policy} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
 
 

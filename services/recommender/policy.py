@@ -6,7 +6,8 @@ with it), so `modsnet eval` measures the product's policy.
 
 The policy (chosen by `benchmarks/probe_policy.py`, figures in docs/benchmarks.md "Adaptive probing"):
 - the first `informative` probes are the probe-selector's diverse batch (`probes.py`): models of high Score
-  that behave unlike each other across the library say most about which datasets the query resembles;
+  that behave unlike each other across the library say most about which datasets the query resembles (a
+  first round of several probes measured together is the selector's batch of its size);
 - every later probe is greedy: the best predicted model not yet measured, predicted by the serving estimator
   given every probe measured so far (virtual probe edges for the GNN, probe similarity and Gaussian
   conditioning for the kNN). Exploration bonuses (UCB, expected improvement) lost to greedy in the
@@ -100,9 +101,13 @@ def next_probes(
     if not allowed:
         return NextProbes([], stop=True, reason="every model that can be measured here has been")
     picked: list[str] = []
-    if len({p.model_id for p in measured} | set(tried)) < informative:
+    asked = len(done)
+    # A first round measured together is chosen together (the selector's diverse batch of its size: XRD's
+    # agreement probes need their finders in one round); later, the selector's first `informative` picks.
+    size = max(informative, count) if asked == 0 else informative
+    if asked < size:
         # The selector's batch is a fixed list for the query: take its members not yet asked for, in order.
-        batch = estimator.select_probes(features, known_dataset=known_dataset, budget=informative, among=among)
+        batch = estimator.select_probes(features, known_dataset=known_dataset, budget=size, among=among)
         picked = [m for m in batch if m in allowed][:count]
         if len(picked) == count:
             return NextProbes(picked)
