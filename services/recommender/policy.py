@@ -104,7 +104,7 @@ def next_probes(
     asked = len(done)
     # A first round measured together is chosen together (the selector's diverse batch of its size: XRD's
     # agreement probes need their finders in one round); later, the selector's first `informative` picks.
-    size = max(informative, count) if asked == 0 else informative
+    size = max(informative, count) if asked == 0 and count > 1 else informative
     if asked < size:
         # The selector's batch is a fixed list for the query: take its members not yet asked for, in order.
         batch = estimator.select_probes(features, known_dataset=known_dataset, budget=size, among=among)
