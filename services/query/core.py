@@ -5,8 +5,8 @@ validated there first (`modsnet.data.exemplar`: tables, text, images, XRD scans;
 file that passed is put in storage, and only then is anything logged.
 
 Probes run here, because this is where the uploaded data is: round after round the recommender names the next
-models worth measuring given what the probes measured so far (`SelectProbes`, adaptive probing; rounds of
-`probe_round` models, XRD's agreement probes in one round), `modsnet.models.probing` measures them on a bounded
+models worth measuring given what the probes measured so far (`SelectProbes`, adaptive probing; tabular probes
+in rounds of `probe_round` models, XRD and text probes in one), `modsnet.models.probing` measures them on a bounded
 sample of the upload within `probe_seconds` (like parsing and features, in a worker process when the service
 has them: `work.py`), and the measurements go with the ranking request as the query node's probe edges. A
 probe that cannot run is left out; it never fails the search.
@@ -329,8 +329,9 @@ class QueryCore:
         started = time.perf_counter()
         measured: list[ProbeRecord] = []
         tried: list[str] = []
-        # XRD agreement is relative to the finders probed together: they run in one round.
-        per_round = budget if needs_artifact(library) else self.probe_round
+        # Tabular probes go in rounds. XRD agreement is relative to the finders probed together, and text probes
+        # embed the sample once per encoder for the heads of one call: both run in one round (the selector's batch).
+        per_round = self.probe_round if exemplar.modality == "tabular" else budget
         note = ""
         while len(tried) < budget:
             if tried:
