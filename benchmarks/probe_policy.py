@@ -7,9 +7,12 @@ selector's first `INFORMATIVE` probes, then one greedy probe at a time given the
 predicted best). This benchmark runs the same evaluation (same targets, folds of 10, seed and fitted GNN per
 fold) and, for each target, also simulates the policy's variants through the same loop (`policy.simulate`):
 - batch: the probe-selector's diverse batch of B - 1 probes at once (the search's policy before);
-- info-N: the selector's first N probes, then greedy (info-0 is pure greedy);
-- rounds of 2: info-1, then greedy two at a time (what a search saves in round trips);
-- knn info-N: the same policy with the kNN estimator (probe similarity, Gaussian conditioning) predicting.
+- greedy, re-predicted: the best predicted model given the probes so far, as the estimator predicts with them
+  (GNN: virtual probe edges);
+- greedy, conditioned: the cold predictions conditioned on the probes' surprise (policy.py `_predicted`), with
+  a share `level` of the surprise common to all models;
+- info-1: the selector's first probe, then greedy conditioned; rounds of 2: two probes per round;
+- with --knn, knn info-N: the policy with the kNN estimator (probe similarity, its own conditioning).
 Each spends B - 1 probes and then measures the predicted best unprobed (B measurements in all, as the table).
 Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a test.
 """
@@ -33,10 +36,11 @@ from services.recommender.estimators.knn import KnnPopularityEstimator
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
-    "info-0 (greedy)": {"informative": 0},
-    "info-1": {"informative": 1},
-    "info-2": {"informative": 2},
-    "info-1, rounds of 2": {"informative": 1, "count": 2},
+    "greedy, re-predicted by the estimator": {"informative": 0, "condition": False},
+    "greedy, conditioned (level 0.5)": {"informative": 0, "condition": True, "level": 0.5},
+    "greedy, conditioned (level 0)": {"informative": 0, "condition": True, "level": 0.0},
+    "info-1, then greedy conditioned": {"informative": 1, "condition": True},
+    "conditioned, rounds of 2": {"informative": 0, "condition": True, "count": 2},
 }
 KNN_VARIANTS: dict[str, dict[str, Any]] = {"knn info-0": {"informative": 0}, "knn info-1": {"informative": 1}}
 
@@ -112,12 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"], help="built-in names or bundle paths")
     parser.add_argument("--budgets", nargs="+", type=int, default=[3, 5, 10])
-    parser.add_argument("--no-knn", action="store_true", help="skip the kNN variants")
+    parser.add_argument("--knn", action="store_true", help="also the policy with the kNN estimator predicting")
     args = parser.parse_args()
     budgets = tuple(args.budgets)
     for name in args.libraries:
         started = time.perf_counter()
-        table, targets = run(_library(name), budgets, not args.no_knn)
+        table, targets = run(_library(name), budgets, args.knn)
         popular = table["popular-B"]
         shown = (0, *budgets)
         print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")

@@ -28,8 +28,13 @@ from scipy.stats import norm
 from .estimators.base import ProbeRecord, Scored
 from .probes import MEASURED
 
-INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
+INFORMATIVE = 0  # probes taken from the selector's diverse batch before the policy turns greedy
 MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
+CONDITION = False  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
+LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
+NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
+MIN_COMMON = 10  # datasets two models need in common for their correlation to count
+SHRINK = 5.0  # a correlation from n common datasets is shrunk by n / (n + SHRINK)
 
 
 class Probing(Protocol):
@@ -86,6 +91,8 @@ def next_probes(
     among: Collection[str] | None = None,
     informative: int = INFORMATIVE,
     min_gain: float = MIN_GAIN,
+    condition: bool = CONDITION,
+    level: float = LEVEL,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
@@ -111,24 +118,19 @@ def next_probes(
         picked = [m for m in batch if m in allowed][:count]
         if len(picked) == count:
             return NextProbes(picked)
-    scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
     index = {m: j for j, m in enumerate(estimator.model_ids)}
     options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
-    goodness = estimator.sign * np.asarray(scored.scores, dtype=float)[options]
-    goodness = np.where(np.isfinite(goodness), goodness, -np.inf)
+    mean, sd = _predicted(estimator, features, known_dataset, measured, index, condition=condition, level=level)
+    goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
     greedy = [estimator.model_ids[j] for j in order]
     best = _best_measured(measured, estimator.sign)
     gain = float("nan")
     if best is not None and len(order):
-        gain = float(
-            expected_improvement(
-                estimator.sign * np.asarray(scored.scores)[order[:1]], np.asarray(scored.uncertainty)[order[:1]], best
-            )[0]
-        )
+        gain = float(expected_improvement(mean[order[:1]], sd[order[:1]], best)[0])
         if not picked and gain < min_gain:
             return NextProbes(
                 [],
@@ -137,6 +139,67 @@ def next_probes(
                 reason=f"expected gain of another probe {gain:.2g} < {min_gain:g}: the best measured model stands",
             )
     return NextProbes(picked + greedy, gain)
+
+
+def _predicted(
+    estimator: Probing,
+    features: dict[str, float],
+    known_dataset: str | None,
+    measured: Sequence[ProbeRecord],
+    index: dict[str, int],
+    *,
+    condition: bool,
+    level: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's predicted goodness (sign x score) and its sd, given the probes measured so far.
+
+    Conditioned (where the estimator has library behaviour and the probes are measurements): the cold
+    predictions updated by the Gaussian conditional on the probed models' surprise (measured minus predicted),
+    a model moving with a probed one as far as the two rise and fall together across the library (plus a
+    `level` share common to all models: a dataset easier or harder than predicted). Otherwise: the
+    estimator's own prediction given the probes.
+    """
+    scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
+    behaviour = getattr(estimator, "behaviour", None)
+    if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
+        scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
+        return estimator.sign * np.asarray(scored.scores, dtype=float), np.asarray(scored.uncertainty, dtype=float)
+    cold = estimator.score_all(features, known_dataset=known_dataset, probes=())
+    mean = estimator.sign * np.asarray(cold.scores, dtype=float)
+    sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
+    values: dict[int, list[float]] = {}
+    for p in scores:
+        values.setdefault(index[p.model_id], []).append(estimator.sign * p.value)
+    js = np.array(sorted(values), dtype=np.int64)
+    observed = np.array([np.mean(values[j]) for j in js])
+    rho = level + (1.0 - level) * correlation_with(behaviour(), js)  # (n_models, |S|)
+    rho[js, np.arange(len(js))] = 1.0
+    cross = rho * sd[:, None] * sd[js][None, :]  # cov(every model, probed)
+    inner = cross[js] + NOISE * np.mean(sd[js] ** 2) * np.eye(len(js))
+    weights = np.linalg.solve(inner, cross.T)  # (|S|, n_models)
+    mean = mean + weights.T @ (observed - mean[js])
+    variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
+    mean[js], variance[js] = observed, 0.0
+    return mean, np.sqrt(variance)
+
+
+def correlation_with(
+    z: np.ndarray, js: np.ndarray, *, min_common: int = MIN_COMMON, shrink: float = SHRINK
+) -> np.ndarray:
+    """Pearson correlation of every model (column of `z`, datasets x models, NaN = no record) with each model of
+    `js`, over the datasets both have; fewer than `min_common` in common counts as 0, and n in common shrinks
+    it by n / (n + shrink). O(datasets x models x |js|): a library of 10,000 models costs no 10,000² matrix."""
+    mask = (~np.isnan(z)).astype(float)
+    values = np.where(mask > 0, z, 0.0)
+    mj, vj = mask[:, js], values[:, js]
+    common = mask.T @ mj
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sum_m, sum_j = values.T @ mj, mask.T @ vj
+        cross = values.T @ vj - sum_m * sum_j / common
+        var_m = (values**2).T @ mj - sum_m**2 / common
+        var_j = mask.T @ (vj**2) - sum_j**2 / common
+        corr = np.where((common >= min_common) & (var_m > 1e-12) & (var_j > 1e-12), cross / np.sqrt(var_m * var_j), 0.0)
+    return np.clip(corr, -1.0, 1.0) * common / (common + shrink)
 
 
 def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
@@ -160,6 +223,8 @@ def simulate(
     count: int = 1,
     informative: int = INFORMATIVE,
     min_gain: float = MIN_GAIN,
+    condition: bool = CONDITION,
+    level: float = LEVEL,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -176,6 +241,8 @@ def simulate(
             among=among,
             informative=informative,
             min_gain=min_gain,
+            condition=condition,
+            level=level,
         )
         if step.stop or not step.model_ids:
             break
