@@ -112,3 +112,46 @@ def test_expected_improvement_is_the_normal_formula() -> None:
     normal = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
     cdf = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     assert ei == pytest.approx([-0.1 * cdf + 0.1 * normal, 0.0, 0.1])
+
+
+def test_correlation_with_matches_numpy_on_the_datasets_two_models_share() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(40, 4))
+    z[:, 1] = z[:, 0] + 0.1 * rng.normal(size=40)
+    z[5:9, 2] = np.nan
+    got = policy.correlation_with(z, np.array([0]), shrink=0.0)
+    shared = ~np.isnan(z[:, 2])
+    assert got[1, 0] == pytest.approx(np.corrcoef(z[:, 0], z[:, 1])[0, 1])
+    assert got[2, 0] == pytest.approx(np.corrcoef(z[shared, 0], z[shared, 2])[0, 1])
+    assert policy.correlation_with(z[:5], np.array([0]))[1, 0] == 0.0  # too few datasets in common
+    assert policy.correlation_with(z, np.array([0]), shrink=40.0)[1, 0] == pytest.approx(got[1, 0] / 2)
+
+
+class Behaving(Fake):
+    """A fake with library behaviour: a1 and a2 rise and fall together across datasets, b1 does the opposite."""
+
+    def behaviour(self) -> np.ndarray:
+        rng = np.random.default_rng(2)
+        base = rng.normal(size=60)
+        columns = {"a1": base, "a2": base + 0.05 * rng.normal(size=60), "b1": -base, "b2": rng.normal(size=60)}
+        columns["c1"] = rng.normal(size=60)
+        return np.column_stack([columns[m] for m in self.model_ids])
+
+
+def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
+    estimator = Behaving(fake().prior, fake().groups, batch=["b1"], sd=0.1)
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
+    mean, sd = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
+    got = dict(zip(estimator.model_ids, mean, strict=True))
+    assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
+    assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
+    assert got["b1"] > estimator.prior["b1"] + 0.2  # moves against it
+    assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put
+    assert sd[index["a2"]] < estimator.sd  # and is surer for it
+    # A level share moves every model a little the same way.
+    level, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
+    assert level[index["c1"]] < estimator.prior["c1"] - 0.1
+    # Off, the estimator's own prediction given the probes is used.
+    own, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
+    assert own[index["a2"]] == pytest.approx(0.49)  # the fake's group shift

@@ -5,13 +5,14 @@ the query service) and the decision table of the offline evaluation (`evaluation
 with it), so `modsnet eval` measures the product's policy.
 
 The policy (chosen by `benchmarks/probe_policy.py`, figures in docs/benchmarks.md "Adaptive probing"):
-- the first `informative` probes are the probe-selector's diverse batch (`probes.py`): models of high Score
-  that behave unlike each other across the library say most about which datasets the query resembles (a
-  first round of several probes measured together is the selector's batch of its size);
-- every later probe is greedy: the best predicted model not yet measured, predicted by the serving estimator
-  given every probe measured so far (virtual probe edges for the GNN, probe similarity and Gaussian
-  conditioning for the kNN). Exploration bonuses (UCB, expected improvement) lost to greedy in the
-  simulations with these calibrated intervals; diversity pays only while the estimator knows little.
+- greedy: each probe is the best predicted model not yet measured, predicted by the serving estimator given
+  every probe measured so far (virtual probe edges for the GNN, probe similarity and conditioning for the
+  kNN). Exploration bonuses (UCB, expected improvement) lost to greedy in the simulations with these
+  calibrated intervals, and so did starting with the probe-selector's diverse picks (`informative` > 0: the
+  selector's first picks, `probes.py`), which inform the estimator but are rarely the best model;
+- a first round of several probes measured together (XRD agreement, text) is the selector's diverse batch;
+- `condition=True` instead updates the cold predictions by the Gaussian conditional on the probes' surprise
+  (`_predicted`); it did not beat re-predicting, so it is off;
 - probing stops early when the expected improvement of the best next model over the best measured one is
   below `min_gain` (in the library's metric): another measurement would most likely change nothing.
 """
