@@ -5,7 +5,9 @@
 An embedded cluster with TabZoo; the same upload (examples/saheart.csv, and a 3,000-row table of
 examples/ when present) searched `--repeats` times per round size after a warm-up search; probes run in the
 query service's worker processes, as a search runs them. Round size = `--budget` is the old batch (one
-SelectProbes, one worker call). Prints the median search time and the median of the select + probes stages.
+SelectProbes, one worker call). Medians of: the search, its select + probes stages, the seconds the probes
+themselves took (their fits: which models a policy picks changes it) and the rest (the rounds' overhead:
+SelectProbes calls, sending the upload to a worker, sampling it).
 """
 
 from __future__ import annotations
@@ -43,22 +45,24 @@ def main() -> None:
     os.environ["MODSNET_BUILTIN_LIBRARIES"] = "tabzoo"
     with tempfile.TemporaryDirectory() as home, EmbeddedCluster(home, estimator=args.estimator) as cluster:
         core = cores[0]
-        print("| file | probes per round | search s (median) | select + probes s (median) | probes measured |")
-        print("|---|---:|---:|---:|---:|")
+        print("| file | probes per round | search s | select + probes s | of which measuring s | overhead s | probes |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for path in args.files:
             cluster.client.search(path, k=5, probe_budget=args.budget)  # warm-up: estimator, workers, caches
             for per_round in args.rounds:
                 core.probe_round = per_round
-                wall, probing, measured = [], [], []
+                wall, probing, measuring, measured = [], [], [], []
                 for _ in range(args.repeats):
                     started = time.perf_counter()
                     answer = cluster.client.search(path, k=5, probe_budget=args.budget)
                     wall.append(time.perf_counter() - started)
                     probing.append(sum(t.seconds for t in answer.timings if t.stage in ("select", "probes")))
+                    measuring.append(sum(p.seconds for p in answer.probes))
                     measured.append(len(answer.probes))
+                overhead = statistics.median(a - b for a, b in zip(probing, measuring, strict=True))
                 print(
-                    f"| {path.name} | {per_round} | {statistics.median(wall):.2f} | "
-                    f"{statistics.median(probing):.2f} | {statistics.median(measured):g} |",
+                    f"| {path.name} | {per_round} | {statistics.median(wall):.2f} | {statistics.median(probing):.2f} | "
+                    f"{statistics.median(measuring):.2f} | {overhead:.2f} | {statistics.median(measured):g} |",
                     flush=True,
                 )
 
