@@ -4,15 +4,16 @@ One function, `next_probes`, serves the search (`RecommenderCore.select_probes`,
 the query service) and the decision table of the offline evaluation (`evaluation.py` simulates the search
 with it), so `modsnet eval` measures the product's policy.
 
-The policy (chosen by `benchmarks/probe_policy.py`, figures in docs/benchmarks.md "Adaptive probing"):
-- greedy: each probe is the best predicted model not yet measured, predicted by the serving estimator given
-  every probe measured so far (virtual probe edges for the GNN, probe similarity and conditioning for the
-  kNN). Exploration bonuses (UCB, expected improvement) lost to greedy in the simulations with these
-  calibrated intervals, and so did starting with the probe-selector's diverse picks (`informative` > 0: the
-  selector's first picks, `probes.py`), which inform the estimator but are rarely the best model;
+The policy (chosen by `benchmarks/probe_policy.py` on TabZoo, XRDZoo and OBOE; figures in docs/benchmarks.md
+"Adaptive probing"):
+- the first probe is the probe-selector's (`probes.py`): the best by Score, which informs the estimator;
+- every later probe is greedy: the best predicted model not yet measured, where the prediction is the cold
+  one (no probes) conditioned on the probes' surprise (`_predicted`: a Gaussian conditional over how the
+  models rise and fall together across the library, half of a surprise taken as the query's level). It beat
+  re-predicting with the probes as estimator input (the GNN's virtual edges, z-scored among the probed, lose
+  the size of a surprise) and the selector's batch at B = 3 on all three libraries; exploration bonuses (UCB,
+  expected improvement) lost to greedy in earlier runs with these calibrated intervals;
 - a first round of several probes measured together (XRD agreement, text) is the selector's diverse batch;
-- `condition=True` instead updates the cold predictions by the Gaussian conditional on the probes' surprise
-  (`_predicted`); it did not beat re-predicting, so it is off;
 - probing stops early when the expected improvement of the best next model over the best measured one is
   below `min_gain` (in the library's metric): another measurement would most likely change nothing.
 """
@@ -29,9 +30,9 @@ from scipy.stats import norm
 from .estimators.base import ProbeRecord, Scored
 from .probes import MEASURED
 
-INFORMATIVE = 0  # probes taken from the selector's diverse batch before the policy turns greedy
+INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
 MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
-CONDITION = False  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
+CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
 NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
 MIN_COMMON = 10  # datasets two models need in common for their correlation to count
