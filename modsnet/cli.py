@@ -145,6 +145,8 @@ def print_search(response: qpb.SearchResponse, out=sys.stdout) -> None:  # type:
         )
         for p in response.probes:
             print(f"  {p.model_id}: {p.detail or f'{p.kind} {p.value:.3g}'} ({p.seconds:.2f} s)", file=out)
+        if response.probing_note:
+            print(f"  probing stopped early: {response.probing_note}", file=out)
     rows: list[tuple[str, ...]] = [
         (
             "#",

@@ -261,14 +261,27 @@ def test_calibration_on_a_hand_computed_case() -> None:
 
 
 @pytest.mark.slow
-def test_the_report_carries_the_decision_table_and_the_worst_target(synth_bundle: Path) -> None:
+def test_the_report_carries_the_decision_table_and_the_worst_target(
+    synth_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from functools import partial
 
     from modsnet.data.bundle import read_bundle
+    from services.recommender import policy
     from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
     from services.recommender.estimators.gnn import GnnConfig
     from services.recommender.evaluation import modsnet_method
 
+    # The table's ModsNet row is the search's policy: one probe at a time, each given the earlier results.
+    steps: list[tuple[list[str], list[str]]] = []
+    choose = policy.next_probes
+
+    def recording(*args: object, **kwargs: object) -> policy.NextProbes:
+        step = choose(*args, **kwargs)  # type: ignore[arg-type]
+        steps.append(([p.model_id for p in kwargs["measured"]], step.model_ids))  # type: ignore[attr-defined]
+        return step
+
+    monkeypatch.setattr(policy, "next_probes", recording)
     targets = ["d0", "d5", "d9"]
     small = partial(modsnet_method, config=GnnConfig(steps=60, members=2, hidden=16, head=8))
     report = evaluate(
@@ -280,6 +293,10 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(synth_bundle
         extra_methods={"modsnet": small},
     )
     assert report.decisions is not None
+    # B = 3 is 2 probes then the predicted best: per target a step with nothing measured, then one given the first.
+    assert [len(measured) for measured, _ in steps] == [0, 1] * len(targets)
+    assert all(picks and len(picks) == 1 for _, picks in steps)
+    assert all(steps[i + 1][0] == steps[i][1] for i in range(0, len(steps), 2))
     assert set(report.decisions.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
     for strategy in (MODSNET, POPULAR, RANDOM):
         assert sorted(report.decisions.regret[strategy][3]) == targets

@@ -24,15 +24,17 @@ from modsnet.data.graph import LibraryInfo, ModelNode, ProbeRecord
 from modsnet.features.xrd import Scan
 from modsnet.models.peaks import f1_at_tolerance, load_finder
 from modsnet.models.probing import (
+    CLASS_FLOOR,
     KIND_AGREEMENT,
     KIND_SCORE,
     SAMPLE_ROWS,
     _consensus,
+    _probe_sample,
     can_probe,
     measure,
     needs_artifact,
 )
-from modsnet.models.tabular import model_settings
+from modsnet.models.tabular import TARGET, model_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 XRDZOO_BUNDLE = ROOT / "modsnet" / "libraries" / "xrdzoo"
@@ -114,6 +116,18 @@ def test_a_probe_past_its_limit_is_cut_short_and_left_out(planted_table: Exempla
 
     probes, seconds = probe() if where == "main" else _in_thread(probe)
     assert probes == [] and seconds < 1.5
+
+
+def test_the_probe_sample_keeps_every_class_at_the_librarys_floor() -> None:
+    # 3,000 rows, one class of 12 and one of 40: a uniform 300-row draw keeps ~1 and ~4 of them.
+    rng = np.random.default_rng(0)
+    label = np.array(["common"] * 2948 + ["rare"] * 12 + ["scarce"] * 40)
+    table = pd.DataFrame({"x": rng.normal(size=len(label)), "y": rng.permutation(label)})
+    sample = _probe_sample(Exemplar("tabular", "rare.csv", len(label), table=table, target="y"), seed=0)
+    assert sample is not None
+    counts = sample[TARGET].value_counts()
+    assert counts["rare"] == 12 and counts["scarce"] >= CLASS_FLOOR
+    assert len(sample) <= SAMPLE_ROWS + 12 + CLASS_FLOOR
 
 
 def test_no_target_or_no_budget_gives_no_probes(planted_table: Exemplar) -> None:

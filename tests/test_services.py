@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import grpc
@@ -168,6 +169,68 @@ def test_a_knn_search_probes_tabzoo_settings_on_the_upload(tmp_path: Path, monke
     for model_id, value in probed.items():  # a probed model in the answer is shown as measured
         if model_id in ranked:
             assert ranked[model_id].uncertainty == 0.0 and ranked[model_id].predicted_score == pytest.approx(value)
+
+
+def test_a_search_probes_one_model_at_a_time_each_chosen_given_the_earlier_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.recommender.core import RecommenderCore
+
+    monkeypatch.setenv("MODSNET_BUILTIN_LIBRARIES", "tabzoo")
+    asked: list[tuple[list[str], list[str]]] = []  # per SelectProbes call: the measured models sent, the picks
+    select = RecommenderCore.select_probes
+
+    def recording(self: RecommenderCore, *args: object, **kwargs: object) -> object:
+        choice = select(self, *args, **kwargs)  # type: ignore[arg-type]
+        measured = [p.model_id for p in kwargs.get("measured", ())]  # type: ignore[attr-defined]
+        asked.append((measured, list(choice.model_ids)))
+        return choice
+
+    monkeypatch.setattr(RecommenderCore, "select_probes", recording)
+    with EmbeddedCluster(tmp_path / "home", estimator="knn") as running:
+        answer = running.client.search(Path(__file__).parents[1] / "examples/saheart.csv", k=5, probe_budget=3)
+    probed = [p.model_id for p in answer.probes]
+    assert len(probed) == 3 and len(set(probed)) == 3 and answer.probes_used == 3
+    # Three rounds of one: round i was sent the i probes measured before it, and picked the next one measured.
+    assert [measured for measured, _ in asked] == [[], probed[:1], probed[:2]]
+    assert [picks for _, picks in asked] == [[m] for m in probed]
+    assert not answer.probing_note  # the budget was spent
+
+
+def test_select_probes_refuses_bad_measured_probes_and_tried_models(cluster: EmbeddedCluster) -> None:
+    assert cluster.client.knowledge is not None
+    features = cluster.client.knowledge.snapshot("synth").datasets[0].features
+    recommender = RecommenderClient(cluster.addresses["recommender"])
+    bad = {
+        r"measured\[1\]: needs a model_id, a kind and a finite value": {
+            "measured": [
+                ProbeRecord("m1", QUERY_DATASET, "score", 0.5),
+                ProbeRecord("m2", QUERY_DATASET, "score", math.nan),
+            ]
+        },
+        r"measured\[0\]: model 'nope' is not in library 'synth'": {
+            "measured": [ProbeRecord("nope", QUERY_DATASET, "score", 0.5)]
+        },
+        r"measured\[0\]: needs a model_id": {"measured": [ProbeRecord("", QUERY_DATASET, "score", 0.5)]},
+        r"tried\[1\]: empty model id": {"tried": ["m1", ""]},
+        r"tried\[0\]: model 'nope' is not in library": {"tried": ["nope"]},
+        r"measured: at most 50 probes": {
+            "measured": [ProbeRecord(f"m{i % 6}", QUERY_DATASET, "score", 0.5) for i in range(51)]
+        },
+        r"budget must be >= 0": {"budget": -1},
+    }
+    try:
+        for message, fields in bad.items():
+            kwargs: dict[str, object] = {"budget": 2, **fields}
+            with pytest.raises(InvalidArgument, match=message):
+                recommender.select_probes("synth", features, **kwargs)  # type: ignore[arg-type]
+        # The same fields, well formed, are answered (the synthetic library's models cannot be probed here).
+        fine = recommender.select_probes(
+            "synth", features, budget=2, measured=[ProbeRecord("m1", QUERY_DATASET, "score", 0.5)], tried=["m2"]
+        )
+    finally:
+        recommender.close()
+    assert fine.model_ids == [] and fine.stop and "can be measured" in fine.reason
 
 
 def test_feedback_makes_the_dataset_a_node_and_search_goes_transductive(

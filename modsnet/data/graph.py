@@ -438,6 +438,18 @@ class ProbeRecord:
 
 
 @dataclass(frozen=True)
+class ProbeChoice:
+    """The next models to probe on a query (the recommender's adaptive probing), and whether probing should
+    end there (`stop`, with `model_ids` empty) and why."""
+
+    model_ids: list[str]
+    graph_version: int = 0
+    stop: bool = False
+    reason: str = ""
+    expected_gain: float = float("nan")  # of the first model over the best measured, in the library's metric
+
+
+@dataclass(frozen=True)
 class Constraints:
     """Limits on the models a search wants back; a zero (or empty) limit is no limit."""
 

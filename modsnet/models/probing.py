@@ -6,10 +6,12 @@ probe is optional evidence: a model that cannot be measured in time, or at all, 
 
 What a probe measures, per modality:
 - tabular (kind "score", TabZoo settings): the library's own metric, balanced accuracy by the library's
-  `FOLDS`-fold stratified CV (`modsnet.models.tabular.evaluate`), on a stratified sample of at most
-  `SAMPLE_ROWS` labelled rows (plus a few to keep each class at `FOLDS` rows). Needs the target column;
-  classes with fewer than `FOLDS` rows are dropped and at least two classes must remain. The sample keeps
-  one fit to a fraction of a second for most settings, so several probes fit in a search's budget.
+  `FOLDS`-fold stratified CV (`modsnet.models.tabular.evaluate`), on a stratified sample of about
+  `SAMPLE_ROWS` labelled rows, topped up so that every class keeps min(its count, `CLASS_FLOOR`) rows, the
+  floor TabZoo's own row cap keeps (a balanced accuracy on a sample is only as good as its rarest class).
+  Needs the target column; classes with fewer than `FOLDS` rows are dropped and at least two classes must
+  remain. The sample keeps one fit to a fraction of a second for most settings, so several probes fit in a
+  search's budget.
 - text (kind "score", TextZoo encoder + head models): balanced accuracy by the library's 3-fold stratified
   CV (`modsnet.models.text.evaluate`) on a stratified sample of at most `textprobe.SAMPLE_TEXTS` labelled
   texts; each encoder embeds the sample once for all its probed heads (`modsnet.models.textprobe`).
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from modsnet.models.tabular import ModelSetting
 
 __all__ = [
+    "CLASS_FLOOR",
     "KIND_AGREEMENT",
     "KIND_SCORE",
     "MAX_SCANS",
@@ -69,6 +72,7 @@ KIND_SCORE = "score"  # the library's own metric measured on a sample of the que
 KIND_AGREEMENT = "agreement"  # XRD: agreement of a finder's peaks with the consensus of the probed finders
 
 SAMPLE_ROWS = 300  # tabular: rows drawn for a probe
+CLASS_FLOOR = 20  # tabular: every class keeps at least min(its count, this) rows of the sample (as TabZoo's cap)
 PROBE_LIMIT_S = 5.0  # tabular: most seconds one probe may take
 MAX_SCANS = 5  # XRD: scans each finder runs on
 MAX_SCAN_POINTS = 200_000  # XRD: longer scans are not probed
@@ -201,7 +205,9 @@ def _probe_sample(exemplar: Exemplar, seed: int) -> pd.DataFrame | None:
         table = table.rename(columns={TARGET: _unused_name(table.columns, TARGET)})
     table = table.rename(columns={target: TARGET})
     codes, _ = pd.factorize(table[TARGET])  # -1 for a missing label: never sampled
-    sample = table.iloc[stratified_sample(codes, SAMPLE_ROWS, seed, min_per_class=FOLDS)]
+    # As the library was measured (`stratified_sample`'s floor, the zoo's own call): a rare class keeps
+    # min(count, CLASS_FLOOR) rows, so balanced accuracy does not hang on the two or three a uniform draw leaves.
+    sample = table.iloc[stratified_sample(codes, SAMPLE_ROWS, seed, min_per_class=CLASS_FLOOR)]
     counts = sample[TARGET].value_counts()
     sample = sample[sample[TARGET].isin(counts.index[counts >= FOLDS])].reset_index(drop=True)
     return sample if sample[TARGET].nunique() >= 2 else None

@@ -23,6 +23,7 @@ from modsnet.data.graph import (
     LibraryInfo,
     ModelNode,
     Objective,
+    ProbeChoice,
     ProbeRecord,
     QueryRecord,
     RankedModel,
@@ -275,6 +276,20 @@ def probe_to_pb(rec: ProbeRecord) -> pb.ProbeResult:
 def probe_from_pb(msg: pb.ProbeResult) -> ProbeRecord:
     """A probe of the query: the message names no dataset, the searched data is no node."""
     return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail)
+
+
+def probe_choice_to_pb(rec: ProbeChoice) -> rpb.SelectProbesResponse:
+    return rpb.SelectProbesResponse(
+        model_ids=rec.model_ids,
+        graph_version=rec.graph_version,
+        stop=rec.stop,
+        reason=rec.reason,
+        expected_gain=rec.expected_gain,
+    )
+
+
+def probe_choice_from_pb(msg: rpb.SelectProbesResponse) -> ProbeChoice:
+    return ProbeChoice(list(msg.model_ids), msg.graph_version, msg.stop, msg.reason, msg.expected_gain)
 
 
 INT64_MAX = 2**63 - 1

@@ -22,6 +22,7 @@ from modsnet.data.graph import (
     LibraryInfo,
     ModelNode,
     Objective,
+    ProbeChoice,
     ProbeRecord,
     QueryRecord,
     RankedModel,
@@ -43,6 +44,7 @@ from modsnet.runtime.convert import (
     log_query_to_pb,
     model_from_pb,
     objective_to_pb,
+    probe_choice_from_pb,
     probe_to_pb,
     query_from_pb,
     ranking_from_pb,
@@ -306,15 +308,20 @@ class RecommenderClient(ServiceClient):
         modality: str = "",
         budget: int,
         dataset_id: str = "",
-    ) -> list[str]:
-        """The models worth probing on the query, best first, at most `budget` of them."""
+        measured: Iterable[ProbeRecord] = (),
+        tried: Iterable[str] = (),
+    ) -> ProbeChoice:
+        """The next models worth probing on the query, best first, at most `budget` of them, given the probes
+        `measured` on it so far and the models `tried` without a result."""
         request = rpb.SelectProbesRequest(
             library=library,
             features=features_to_pb(feature_set, features, modality),
             budget=budget,
             dataset_id=dataset_id,
+            measured=[probe_to_pb(p) for p in measured],
+            tried=list(tried),
         )
-        return list(self.call("SelectProbes", request).model_ids)
+        return probe_choice_from_pb(self.call("SelectProbes", request))
 
     def train(self, library: str) -> rpb.EstimatorInfoResponse:
         return self.call("Train", rpb.TrainRequest(library=library), timeout=3600)

@@ -72,7 +72,7 @@ class DatasetSummary(_message.Message):
     def __init__(self, fingerprint: _Optional[str] = ..., filename: _Optional[str] = ..., modality: _Optional[str] = ..., rows: _Optional[int] = ..., columns: _Optional[int] = ..., target_column: _Optional[str] = ..., classes: _Optional[int] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., known_dataset_id: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation", "removals", "objective", "profile", "constraints", "timings")
+    __slots__ = ("query_id", "library", "models", "dataset", "metric", "estimator", "graph_version", "path", "probes_used", "excluded_by_constraints", "probes", "recommendation", "removals", "objective", "profile", "constraints", "timings", "probing_note")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class SearchResponse(_message.Message):
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    PROBING_NOTE_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     library: str
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.RankedModel]
@@ -107,7 +108,8 @@ class SearchResponse(_message.Message):
     profile: str
     constraints: _common_pb2.Constraints
     timings: _containers.RepeatedCompositeFieldContainer[StageTiming]
-    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., removals: _Optional[_Iterable[_Union[_common_pb2.Removal, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ...) -> None: ...
+    probing_note: str
+    def __init__(self, query_id: _Optional[str] = ..., library: _Optional[str] = ..., models: _Optional[_Iterable[_Union[_common_pb2.RankedModel, _Mapping]]] = ..., dataset: _Optional[_Union[DatasetSummary, _Mapping]] = ..., metric: _Optional[str] = ..., estimator: _Optional[str] = ..., graph_version: _Optional[int] = ..., path: _Optional[str] = ..., probes_used: _Optional[int] = ..., excluded_by_constraints: _Optional[int] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., recommendation: _Optional[_Union[_common_pb2.Recommendation, _Mapping]] = ..., removals: _Optional[_Iterable[_Union[_common_pb2.Removal, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., probing_note: _Optional[str] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "layer", "seconds")

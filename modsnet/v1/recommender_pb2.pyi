@@ -30,24 +30,34 @@ class RecommendRequest(_message.Message):
     def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class SelectProbesRequest(_message.Message):
-    __slots__ = ("library", "features", "budget", "dataset_id")
+    __slots__ = ("library", "features", "budget", "dataset_id", "measured", "tried")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    TRIED_FIELD_NUMBER: _ClassVar[int]
     library: str
     features: _common_pb2.DatasetFeatures
     budget: int
     dataset_id: str
-    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., budget: _Optional[int] = ..., dataset_id: _Optional[str] = ...) -> None: ...
+    measured: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
+    tried: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., measured: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., tried: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SelectProbesResponse(_message.Message):
-    __slots__ = ("model_ids", "graph_version")
+    __slots__ = ("model_ids", "graph_version", "stop", "reason", "expected_gain")
     MODEL_IDS_FIELD_NUMBER: _ClassVar[int]
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_GAIN_FIELD_NUMBER: _ClassVar[int]
     model_ids: _containers.RepeatedScalarFieldContainer[str]
     graph_version: int
-    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ...) -> None: ...
+    stop: bool
+    reason: str
+    expected_gain: float
+    def __init__(self, model_ids: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ..., stop: _Optional[bool] = ..., reason: _Optional[str] = ..., expected_gain: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("models", "graph_version", "estimator", "path", "probes_used", "excluded_by_constraints", "recommendation", "removals", "objective", "profile", "constraints")

@@ -67,7 +67,9 @@ class RecommenderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SelectProbes(self, request, context):
-        """The models the probe-selector would probe on a query dataset, best first, within a budget.
+        """The next models worth probing on a query dataset, best first, given the probes measured on it so far
+        (adaptive probing: the query service asks round after round until its probe budget is spent or the
+        answer says another probe is not worth it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,10 @@ class RecommenderStub:
     Recommend: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.RecommendRequest, _recommender_pb2.RecommendResponse]
     """Rank a library's models for a dataset described by its features."""
     SelectProbes: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SelectProbesRequest, _recommender_pb2.SelectProbesResponse]
-    """The models the probe-selector would probe on a query dataset, best first, within a budget."""
+    """The next models worth probing on a query dataset, best first, given the probes measured on it so far
+    (adaptive probing: the query service asks round after round until its probe budget is spent or the
+    answer says another probe is not worth it).
+    """
     Train: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.TrainRequest, _recommender_pb2.EstimatorInfoResponse]
     """(Re)fit the estimator of a library on its current graph."""
     EstimatorInfo: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.EstimatorInfoRequest, _recommender_pb2.EstimatorInfoResponse]
@@ -46,7 +49,10 @@ class RecommenderAsyncStub(RecommenderStub):
     Recommend: _aio.UnaryUnaryMultiCallable[_recommender_pb2.RecommendRequest, _recommender_pb2.RecommendResponse]  # type: ignore[assignment]
     """Rank a library's models for a dataset described by its features."""
     SelectProbes: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SelectProbesRequest, _recommender_pb2.SelectProbesResponse]  # type: ignore[assignment]
-    """The models the probe-selector would probe on a query dataset, best first, within a budget."""
+    """The next models worth probing on a query dataset, best first, given the probes measured on it so far
+    (adaptive probing: the query service asks round after round until its probe budget is spent or the
+    answer says another probe is not worth it).
+    """
     Train: _aio.UnaryUnaryMultiCallable[_recommender_pb2.TrainRequest, _recommender_pb2.EstimatorInfoResponse]  # type: ignore[assignment]
     """(Re)fit the estimator of a library on its current graph."""
     EstimatorInfo: _aio.UnaryUnaryMultiCallable[_recommender_pb2.EstimatorInfoRequest, _recommender_pb2.EstimatorInfoResponse]  # type: ignore[assignment]
@@ -67,7 +73,10 @@ class RecommenderServicer(metaclass=_abc_1.ABCMeta):
         request: _recommender_pb2.SelectProbesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.SelectProbesResponse, _abc.Awaitable[_recommender_pb2.SelectProbesResponse]]:
-        """The models the probe-selector would probe on a query dataset, best first, within a budget."""
+        """The next models worth probing on a query dataset, best first, given the probes measured on it so far
+        (adaptive probing: the query service asks round after round until its probe budget is spent or the
+        answer says another probe is not worth it).
+        """
 
     @_abc_1.abstractmethod
     def Train(

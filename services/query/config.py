@@ -28,6 +28,7 @@ class QueryConfig(CommonConfig):
         help="processes that parse uploads, extract features and run probes (0: one per core; -1: on RPC threads)",
     )
     probe_seconds: float = setting(10.0, help="most seconds a search spends probing models on the uploaded data")
+    probe_round: int = setting(1, help="probes measured per round of adaptive probing (each round given the last)")
     spool_dir: str | None = setting(None, help="folder for uploads in progress (default: the system temp folder)")
     http_port: int = setting(-1, help="port of the HTTP/JSON API and web app (0 = any free port, -1 = off)")
     home: Path | None = setting(None, help="data folder; feature models are cached under home/cache")  # noqa: RUF009 - setting() returns a field()

@@ -4,11 +4,12 @@ The order matters for "a refused upload keeps nothing": the file is spooled to a
 validated there first (`modsnet.data.exemplar`: tables, text, images, XRD scans; archives for folders); only a
 file that passed is put in storage, and only then is anything logged.
 
-Probes run here, because this is where the uploaded data is: the recommender's probe-selector names the
-models worth measuring (`SelectProbes`), `modsnet.models.probing` measures them on a bounded sample of the upload
-within `probe_seconds` (like parsing and features, in a worker process when the service has them: `work.py`),
-and the measurements go with the ranking request as the query node's probe edges. A probe that cannot run
-is left out; it never fails the search.
+Probes run here, because this is where the uploaded data is: round after round the recommender names the next
+models worth measuring given what the probes measured so far (`SelectProbes`, adaptive probing; tabular probes
+in rounds of `probe_round` models, XRD and text probes in one), `modsnet.models.probing` measures them on a bounded
+sample of the upload within `probe_seconds` (like parsing and features, in a worker process when the service
+has them: `work.py`), and the measurements go with the ranking request as the query node's probe edges. A
+probe that cannot run is left out; it never fails the search.
 
 The query service is the platform's one public address, so it also answers what a client asks about the
 libraries' models: their metadata (`find_model`) and their runnable artifacts (`artifact`), fetched from
@@ -117,6 +118,7 @@ class SearchResult:
     answer: Ranking
     probes: list[ProbeRecord]
     timings: list[observe.StageTiming] = field(default_factory=list)  # what each stage took, in order
+    probing: str = ""  # why probing ended before the budget was spent ("" when it was spent, or nothing to probe)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ class QueryCore:
         max_waiting_uploads: int = 8,
         upload_wait_seconds: float = 30.0,
         probe_seconds: float = 10.0,
+        probe_round: int = 1,
         spool_dir: str | None = None,
         cache_dir: Path | None = None,
         workers: WorkerPool | None = None,
@@ -190,6 +193,9 @@ class QueryCore:
         self.recommender = recommender
         self.max_upload_bytes = max_upload_bytes
         self.probe_seconds = probe_seconds
+        if probe_round < 1:
+            raise InvalidArgument(f"probe_round must be >= 1, not {probe_round}")
+        self.probe_round = probe_round  # probes measured per round of adaptive probing
         # Archives may unpack to a few times the upload limit, never more (with the expansion check per
         # member in `Limits`, that stops zip bombs before they are inflated).
         self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
@@ -255,7 +261,7 @@ class QueryCore:
             observe.stage("lookup")
             known = self._known_dataset(fingerprint, library.name)
             observe.stage("select")
-            probes = self._probe(library, exemplar, feature_set, features, options.probe_budget, known)
+            probes, probing_note = self._probe(library, exemplar, feature_set, features, options.probe_budget, known)
             observe.stage("recommend")
             answer = self.recommender.recommend(
                 library.name,
@@ -302,7 +308,7 @@ class QueryCore:
             features=features,
             known_dataset_id=known,
         )
-        return SearchResult(query_id, library, summary, answer, probes)
+        return SearchResult(query_id, library, summary, answer, probes, probing=probing_note)
 
     def _probe(
         self,
@@ -312,21 +318,55 @@ class QueryCore:
         features: dict[str, float],
         budget: int,
         known: str,
-    ) -> list[ProbeRecord]:
-        """Measure the models the probe-selector picks (none when the budget is 0 or none can run here)."""
+    ) -> tuple[list[ProbeRecord], str]:
+        """Measure models round after round, each round the recommender's next picks given the probes measured
+        so far (adaptive probing), until `budget` models were tried, the time is spent or the recommender says
+        another probe is not worth it. Returns the probes and, when probing ended before the budget, why."""
         if budget < 0:
             raise InvalidArgument("probe_budget must be >= 0")
         if budget == 0:
-            return []
-        chosen = self.recommender.select_probes(
-            library.name,
-            features,
-            feature_set=feature_set,
-            modality=exemplar.modality,
-            budget=budget,
-            dataset_id=known,
-        )
-        observe.stage("probes")
+            return [], ""
+        started = time.perf_counter()
+        measured: list[ProbeRecord] = []
+        tried: list[str] = []
+        # Tabular probes go in rounds. XRD agreement is relative to the finders probed together, and text probes
+        # embed the sample once per encoder for the heads of one call: both run in one round (the selector's batch).
+        per_round = self.probe_round if exemplar.modality == "tabular" else budget
+        note = ""
+        while len(tried) < budget:
+            if tried:
+                observe.stage("select")
+            got = {p.model_id for p in measured}
+            choice = self.recommender.select_probes(
+                library.name,
+                features,
+                feature_set=feature_set,
+                modality=exemplar.modality,
+                budget=min(per_round, budget - len(tried)),
+                dataset_id=known,
+                measured=measured,
+                tried=[m for m in tried if m not in got],
+            )
+            observe.stage("probes")
+            chosen = [m for m in choice.model_ids if m not in tried][: budget - len(tried)]
+            if choice.stop or not chosen:
+                note = choice.reason if tried else ""  # nothing to probe at all is no early stop
+                break
+            tried.extend(chosen)
+            remaining = self.probe_seconds - (time.perf_counter() - started)
+            if remaining <= 0:
+                note = f"the probing time of {self.probe_seconds:g} s was spent after {len(got)} probe(s)"
+                break
+            measured.extend(self._measure(library, exemplar, chosen, remaining))
+        PROBES.labels(library.name).inc(len(measured))
+        if tried:  # a search that probes nothing is not a probe time of 0
+            PROBE_SECONDS.observe(time.perf_counter() - started)
+        return measured, note
+
+    def _measure(
+        self, library: LibraryInfo, exemplar: Exemplar, chosen: list[str], seconds: float
+    ) -> list[ProbeRecord]:
+        """One round of probes in a worker process, within `seconds`; a probe that cannot run is left out."""
         started = time.perf_counter()
         models = []
         for model_id in chosen:
@@ -340,7 +380,7 @@ class QueryCore:
             except NotFound:  # deleted since it was picked: one probe fewer
                 continue
             models.append((model, artifact))
-        remaining = max(0.0, self.probe_seconds - (time.perf_counter() - started))
+        remaining = max(0.0, seconds - (time.perf_counter() - started))
         if not models or remaining <= 0:  # nothing to measure: no worker, no copy of the upload sent to one
             return []
         timeout = remaining + PROBE_GRACE_SECONDS
@@ -348,16 +388,12 @@ class QueryCore:
         if left is not None:
             timeout = max(0.0, min(timeout, left - 1.0))  # a second to answer without probes
         try:
-            results = self._work(
+            return self._work(
                 measure_probes, library, exemplar, models, remaining, timeout=timeout, what=f"probes on {exemplar.name}"
             )
         except (DeadlineExceeded, WorkerFailed) as error:  # probes are evidence, never a reason to fail a search
-            log.warning("search of %s goes on without probes: %s", exemplar.name, error)
-            results = []
-        PROBES.labels(library.name).inc(len(results))
-        if chosen:  # a search that probes nothing is not a probe time of 0
-            PROBE_SECONDS.observe(time.perf_counter() - started)
-        return results
+            log.warning("search of %s goes on without these probes: %s", exemplar.name, error)
+            return []
 
     @contextlib.contextmanager
     def upload(self, chunks: Iterable[bytes], filename: str) -> Iterator[tuple[str, str, int]]:

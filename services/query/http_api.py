@@ -195,6 +195,7 @@ def search_json(result: SearchResult) -> dict[str, Any]:
         "graph_version": answer.graph_version,
         "path": answer.path,
         "probes_used": answer.probes_used,
+        "probing_note": result.probing,
         "excluded_by_constraints": answer.excluded_by_constraints,
         "dataset": {
             "fingerprint": d.fingerprint,

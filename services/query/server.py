@@ -34,6 +34,7 @@ def create_server(config: QueryConfig) -> ServiceServer:
         max_waiting_uploads=config.max_waiting_uploads,
         upload_wait_seconds=config.upload_wait_seconds,
         probe_seconds=config.probe_seconds,
+        probe_round=config.probe_round,
         spool_dir=config.spool_dir,
         cache_dir=config.home / "cache" if config.home else None,
         # Started at the first search, stopped with the server (core.close); -1 keeps the work on RPC threads.

@@ -86,6 +86,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             profile=answer.profile,
             constraints=constraints_to_pb(answer.constraints) if answer.constraints is not None else None,
             timings=[qpb.StageTiming(stage=t.stage, layer=t.layer, seconds=t.seconds) for t in result.timings],
+            probing_note=result.probing,
         )
 
     def ListLibraries(self, request: pb.ListLibrariesRequest, context: object) -> pb.ListLibrariesResponse:

@@ -47,6 +47,7 @@ from modsnet.data.graph import (
     LibraryInfo,
     ModelNode,
     Objective,
+    ProbeChoice,
     Recommendation,
     Removal,
     Snapshot,
@@ -58,7 +59,7 @@ from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
-from . import objectives
+from . import objectives, policy
 from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
@@ -779,25 +780,56 @@ class RecommenderCore:
         return ranked, selection.excluded, pick, removals
 
     def select_probes(
-        self, library: str, features: dict[str, float], *, budget: int, dataset_id: str = ""
-    ) -> tuple[list[str], int]:
-        """The models worth probing on this query, best first, among those the query service can measure.
+        self,
+        library: str,
+        features: dict[str, float],
+        *,
+        budget: int,
+        dataset_id: str = "",
+        measured: Sequence[ProbeRecord] = (),
+        tried: Sequence[str] = (),
+    ) -> ProbeChoice:
+        """The next models worth probing on this query, best first, among those the query service can measure,
+        given the probes `measured` on it so far and the models `tried` without a result (`policy.py`).
 
         None for a dataset with records of its own (nothing to learn from a probe there) and for libraries
         whose models cannot be run here. The kNN estimator takes measured scores only (no proxy kinds).
         """
         if budget < 0:
             raise InvalidArgument("budget must be >= 0")
+        if len(measured) > MAX_PROBES:
+            raise InvalidArgument(f"measured: at most {MAX_PROBES} probes per query, not {len(measured)}")
+        if len(tried) > MAX_PROBES:
+            raise InvalidArgument(f"tried: at most {MAX_PROBES} models per query, not {len(tried)}")
+        for i, p in enumerate(measured):
+            if not p.model_id or not p.probe or p.value != p.value or abs(p.value) == float("inf"):
+                raise InvalidArgument(f"measured[{i}]: needs a model_id, a kind and a finite value")
+        for i, model_id in enumerate(tried):
+            if not model_id:
+                raise InvalidArgument(f"tried[{i}]: empty model id")
         budget = min(budget, MAX_PROBES)
         served = self.fitted(library, fresh=bool(dataset_id))
+        for field_name, ids in (("measured", [p.model_id for p in measured]), ("tried", list(tried))):
+            unknown = next(((i, m) for i, m in enumerate(ids) if m not in served.models), None)
+            if unknown is not None:
+                raise InvalidArgument(f"{field_name}[{unknown[0]}]: model {unknown[1]!r} is not in library {library!r}")
+        version = served.graph_version
         estimator = served.estimator
         if budget == 0 or dataset_id in estimator.dataset_ids:
-            return [], served.graph_version
+            return ProbeChoice([], version, True, "nothing to probe: a budget of 0, or a dataset with records")
         among = _probeable(served.library, served.models.values())
         if not among:
-            return [], served.graph_version
-        chosen = estimator.select_probes(features, known_dataset=dataset_id or None, budget=budget, among=among)
-        return chosen, served.graph_version
+            return ProbeChoice([], version, True, f"no model of {library!r} can be measured here")
+        step = policy.next_probes(
+            estimator,
+            features,
+            known_dataset=dataset_id or None,
+            measured=measured,
+            tried=tried,
+            count=budget,
+            among=among,
+        )
+        return ProbeChoice(step.model_ids, version, step.stop, step.reason, step.expected_gain)
 
     def served(self) -> list[Served]:
         """The estimators serving now, one per library used since the start (for the metrics)."""

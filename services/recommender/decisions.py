@@ -3,8 +3,9 @@
 A user who can afford B measurements on their own data runs B models and keeps the best measured one
 (design.md, "Decisions at a budget"). Regret is the best true score of the target minus the true score of
 that pick (in the library's metric, sign-corrected so that lower is always better). Strategies:
-- `modsnet` (adaptive): the probes the estimator chose (B - 1 of them), then its predicted best among the
-  models not probed: B measurements in all. B = 0 trusts the predicted best unmeasured.
+- `modsnet` (adaptive): the B - 1 probes the search's policy takes (`policy.py`: one at a time, each given
+  the results so far), then the predicted best among the models not probed: B measurements in all. B = 0
+  trusts the predicted best unmeasured.
 - `modsnet top-B`: measure the estimator's B best predictions, no probes (one cold ranking serves every B).
 - `popular-B`: measure the B models with the best mean score elsewhere; B = 0 trusts the most popular one.
 - `random-B`: B models drawn at random; the exact expectation over all draws, so no sampling noise.

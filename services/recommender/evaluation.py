@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -34,11 +34,13 @@ from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 
+from . import policy
 from .calibration import Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
 from .estimators.blend import BlendedEstimator, fit_blend
 from .estimators.knn import KnnPopularityEstimator
+from .policy import Probing
 
 if TYPE_CHECKING:
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -330,8 +332,9 @@ def modsnet_method(fold: Fold, config: GnnConfig | None = None) -> dict[str, np.
 def _decision_rankings(
     fold: Fold, estimator: BlendedEstimator | GnnEstimator, target: str, features: dict[str, float]
 ) -> None:
-    """The rankings the decision table needs: without probes, and after B - 1 probes for each budget B >= 2
-    (the fitted estimator is the same for every budget: probes only add virtual edges at prediction time)."""
+    """The rankings the decision table needs: without probes, and for each budget B >= 2 after the B - 1 probes
+    the search's own policy takes (`policy.py`: one at a time, each given the results so far); the fitted
+    estimator is the same for every budget, as probes only add evidence at prediction time."""
     sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0
     candidates = set(fold.candidates[target])
 
@@ -342,14 +345,30 @@ def _decision_rankings(
     fold.cold[target] = ranking([])
     if not fold.measures_scores(target):
         return  # recorded transferability scores are not measurements a user keeps the best of
-    for budget in fold.decision_budgets:
-        if budget < 2:
-            continue
-        chosen = estimator.select_probes(
-            features, known_dataset=target, budget=budget - 1, among=fold.probeable(target)
-        )
-        taken = fold.measure_for_decision(target, chosen)
+    for budget, taken in adaptive_probes(fold, estimator, target, features).items():
         fold.adaptive[budget][target] = Ranking(ranking(taken), frozenset(p.model_id for p in taken))
+
+
+def adaptive_probes(
+    fold: Fold, estimator: Probing, target: str, features: dict[str, float], **settings: Any
+) -> dict[int, list[ProbeRecord]]:
+    """Per decision budget B >= 2, the probes the search's policy measures with a probe budget of B - 1.
+
+    One probe at a time, so a smaller budget's probes are the first of a larger one's: the loop runs once, to
+    the largest budget. `settings` overrides the policy's (`benchmarks/probe_policy.py` compares them)."""
+    budgets = [b for b in fold.decision_budgets if b >= 2]
+    if not budgets:
+        return {}
+    taken = policy.simulate(
+        estimator,
+        features,
+        lambda model_ids: fold.measure_for_decision(target, model_ids),
+        budget=max(budgets) - 1,
+        known_dataset=target,
+        among=fold.probeable(target),
+        **settings,
+    )
+    return {b: taken[: b - 1] for b in budgets}
 
 
 METHODS: dict[str, Method] = {

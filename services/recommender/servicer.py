@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from modsnet.data.graph import RankedModel, Ranking
-from modsnet.runtime.convert import constraints_from_pb, objective_from_pb, probe_from_pb, ranking_to_pb
+from modsnet.runtime.convert import (
+    constraints_from_pb,
+    objective_from_pb,
+    probe_choice_to_pb,
+    probe_from_pb,
+    ranking_to_pb,
+)
 from modsnet.v1 import recommender_pb2 as rpb
 from modsnet.v1 import recommender_pb2_grpc
 
@@ -77,10 +83,15 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         return ranking_to_pb(_ranking(result))
 
     def SelectProbes(self, request: rpb.SelectProbesRequest, context: object) -> rpb.SelectProbesResponse:
-        model_ids, version = self.core.select_probes(
-            request.library, dict(request.features.values), budget=request.budget, dataset_id=request.dataset_id
+        choice = self.core.select_probes(
+            request.library,
+            dict(request.features.values),
+            budget=request.budget,
+            dataset_id=request.dataset_id,
+            measured=[probe_from_pb(p) for p in request.measured],
+            tried=list(request.tried),
         )
-        return rpb.SelectProbesResponse(model_ids=model_ids, graph_version=version)
+        return probe_choice_to_pb(choice)
 
     def Train(self, request: rpb.TrainRequest, context: object) -> rpb.EstimatorInfoResponse:
         return _info_to_pb(self.core.train(request.library))

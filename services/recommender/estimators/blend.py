@@ -166,6 +166,10 @@ class BlendedEstimator:
     def state(self) -> Any:
         return self.primary.state()  # type: ignore[union-attr]
 
+    def behaviour(self) -> np.ndarray:
+        """The primary's standardised score matrix, for the adaptive probing policy's correlations."""
+        return self.primary.behaviour()  # type: ignore[union-attr]
+
     def serve_onnx(self, *args: Any, **kwargs: Any) -> Any:
         return self.primary.serve_onnx(*args, **kwargs)  # type: ignore[union-attr]
 

@@ -306,6 +306,10 @@ class KnnPopularityEstimator:
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
         return bool(gains) and float(np.mean(gains)) > 0.0
 
+    def behaviour(self) -> np.ndarray:
+        """Every scored dataset's z per model (NaN where no record): how models rise and fall together."""
+        return np.clip(self.z, -_CLIP, _CLIP)
+
     def measured(self, probes: Sequence[ProbeRecord]) -> dict[int, float]:
         """Model position -> mean measured score, for the probes that are real measurements of library models."""
         values: dict[int, list[float]] = {}

@@ -391,7 +391,8 @@ function showResults(answer) {
       `${d.modality}, ${d.rows} rows/items`, d.target_column ? `, target ${d.target_column}` : "",
       d.classes ? `, ${d.classes} classes` : "", `. Estimator ${answer.estimator} (${answer.path}), `,
       `graph version `, h("strong", { id: "graph-version" }, String(answer.graph_version)),
-      `, ${answer.probes_used} probes used`, answer.excluded_by_constraints ? `, ${answer.excluded_by_constraints} models excluded by the constraints` : "", "."),
+      `, ${answer.probes_used} probes used`, answer.probing_note ? ` (probing stopped early: ${answer.probing_note})` : "",
+      answer.excluded_by_constraints ? `, ${answer.excluded_by_constraints} models excluded by the constraints` : "", "."),
     rec ? h("p", { class: "recommend" }, h("strong", {}, "Recommended: "), h("a", { href: modelHref(lib, rec.model_id) }, rec.model_id), ` — ${rec.reason}`) : null,
     objective.name !== "score" || answer.profile
       ? h("p", { id: "objective-summary" },

@@ -187,8 +187,12 @@ class GnnEstimator(TrainedGraph):
             mean, std = self.query_module(*(torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS))
         return mean.numpy().astype(float), std.numpy().astype(float)
 
+    def behaviour(self) -> np.ndarray:
+        """Every scored dataset's z per model (NaN where no record): how models rise and fall together."""
+        return np.clip(self.z[self.rated], _Z_LOW, _Z_HIGH)
+
     def selector(self) -> ProbeSelector:
-        z = np.clip(self.z[self.rated], _Z_LOW, _Z_HIGH)  # NaN (no edge) stays NaN
+        z = self.behaviour()  # NaN (no edge) stays NaN
         return ProbeSelector(
             z, self.model_similarity, self.model_ids, enabled=self.config.probes, diversity=self.config.probe_diversity
         )

@@ -1,0 +1,253 @@
+"""Adaptive probing: the next model(s) to measure on a query, given what its probes measured so far.
+
+One function, `next_probes`, serves the search (`RecommenderCore.select_probes`, called round after round by
+the query service) and the decision table of the offline evaluation (`evaluation.py` simulates the search
+with it), so `modsnet eval` measures the product's policy.
+
+The policy (chosen by `benchmarks/probe_policy.py` on TabZoo, XRDZoo and OBOE; figures in docs/benchmarks.md
+"Adaptive probing"):
+- the first probe is the probe-selector's (`probes.py`): the best by Score, which informs the estimator;
+- every later probe is greedy: the best predicted model not yet measured, where the prediction is the cold
+  one (no probes) conditioned on the probes' surprise (`_predicted`: a Gaussian conditional over how the
+  models rise and fall together across the library, half of a surprise taken as the query's level). It beat
+  re-predicting with the probes as estimator input (the GNN's virtual edges, z-scored among the probed, lose
+  the size of a surprise) and the selector's batch at B = 3 on all three libraries; exploration bonuses (UCB,
+  expected improvement) lost to greedy in earlier runs with these calibrated intervals;
+- a first round of several probes measured together (XRD agreement, text) is the selector's diverse batch;
+- probing stops early when the expected improvement of the best next model over the best measured one is
+  below `min_gain` (in the library's metric): another measurement would most likely change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy.stats import norm
+
+from .estimators.base import ProbeRecord, Scored
+from .probes import MEASURED
+
+INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
+MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
+CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
+LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
+NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
+MIN_COMMON = 10  # datasets two models need in common for their correlation to count
+SHRINK = 5.0  # a correlation from n common datasets is shrunk by n / (n + SHRINK)
+
+
+class Probing(Protocol):
+    """What the policy needs of an estimator (the GNN and the kNN both are one)."""
+
+    sign: float
+    model_ids: list[str]
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = ...,
+        budget: int = ...,
+        among: Collection[str] | None = ...,
+    ) -> list[str]: ...
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = ..., probes: Sequence[ProbeRecord] = ...
+    ) -> Scored: ...
+
+
+@dataclass(frozen=True)
+class NextProbes:
+    """The models to measure next, best first, and why probing stops when it does.
+
+    `expected_gain` is the expected improvement of the first of them over the best score measured so far (in
+    the library's metric; NaN while nothing is measured or the pick is informative); `stop` says probing should
+    end here: `model_ids` is then empty and `reason` says why.
+    """
+
+    model_ids: list[str]
+    expected_gain: float = float("nan")
+    stop: bool = False
+    reason: str = ""
+
+
+def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    """E[max(0, X - best)] for X ~ N(mean, sd²), on goodness (higher is better); sd 0 gives max(0, mean - best)."""
+    sd = np.maximum(np.asarray(sd, dtype=float), 1e-12)
+    gap = np.asarray(mean, dtype=float) - best
+    z = gap / sd
+    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+
+
+def next_probes(
+    estimator: Probing,
+    features: dict[str, float],
+    *,
+    known_dataset: str | None = None,
+    measured: Sequence[ProbeRecord] = (),
+    tried: Collection[str] = (),
+    count: int = 1,
+    among: Collection[str] | None = None,
+    informative: int = INFORMATIVE,
+    min_gain: float = MIN_GAIN,
+    condition: bool = CONDITION,
+    level: float = LEVEL,
+) -> NextProbes:
+    """The next `count` models to probe on the query, given the probes `measured` so far.
+
+    `tried` are models already asked for that gave no measurement (a failed or timed-out probe): never asked
+    again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
+    the library's metric (XRD agreement) count as information, not as a score to beat, so there the
+    expected-gain stop does not apply.
+    """
+    if count <= 0:
+        return NextProbes([], stop=True, reason="no probe asked for")
+    done = {p.model_id for p in measured} | set(tried)
+    allowed = set(estimator.model_ids if among is None else among) - done
+    if not allowed:
+        return NextProbes([], stop=True, reason="every model that can be measured here has been")
+    picked: list[str] = []
+    asked = len(done)
+    # A first round measured together is chosen together (the selector's diverse batch of its size: XRD's
+    # agreement probes need their finders in one round); later, the selector's first `informative` picks.
+    size = max(informative, count) if asked == 0 and count > 1 else informative
+    if asked < size:
+        # The selector's batch is a fixed list for the query: take its members not yet asked for, in order.
+        batch = estimator.select_probes(features, known_dataset=known_dataset, budget=size, among=among)
+        picked = [m for m in batch if m in allowed][:count]
+        if len(picked) == count:
+            return NextProbes(picked)
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
+    if not len(options):
+        return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
+    mean, sd = _predicted(estimator, features, known_dataset, measured, index, condition=condition, level=level)
+    goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
+    # Best predicted first; ties go to library order, so a rerun asks for the same models.
+    order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
+    greedy = [estimator.model_ids[j] for j in order]
+    best = _best_measured(measured, estimator.sign)
+    gain = float("nan")
+    if best is not None and len(order):
+        gain = float(expected_improvement(mean[order[:1]], sd[order[:1]], best)[0])
+        if not picked and gain < min_gain:
+            return NextProbes(
+                [],
+                gain,
+                stop=True,
+                reason=f"expected gain of another probe {gain:.2g} < {min_gain:g}: the best measured model stands",
+            )
+    return NextProbes(picked + greedy, gain)
+
+
+def _predicted(
+    estimator: Probing,
+    features: dict[str, float],
+    known_dataset: str | None,
+    measured: Sequence[ProbeRecord],
+    index: dict[str, int],
+    *,
+    condition: bool,
+    level: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's predicted goodness (sign x score) and its sd, given the probes measured so far.
+
+    Conditioned (where the estimator has library behaviour and the probes are measurements): the cold
+    predictions updated by the Gaussian conditional on the probed models' surprise (measured minus predicted),
+    a model moving with a probed one as far as the two rise and fall together across the library (plus a
+    `level` share common to all models: a dataset easier or harder than predicted). Otherwise: the
+    estimator's own prediction given the probes.
+    """
+    scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
+    behaviour = getattr(estimator, "behaviour", None)
+    if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
+        scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
+        return estimator.sign * np.asarray(scored.scores, dtype=float), np.asarray(scored.uncertainty, dtype=float)
+    cold = estimator.score_all(features, known_dataset=known_dataset, probes=())
+    mean = estimator.sign * np.asarray(cold.scores, dtype=float)
+    sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
+    values: dict[int, list[float]] = {}
+    for p in scores:
+        values.setdefault(index[p.model_id], []).append(estimator.sign * p.value)
+    js = np.array(sorted(values), dtype=np.int64)
+    observed = np.array([np.mean(values[j]) for j in js])
+    rho = level + (1.0 - level) * correlation_with(behaviour(), js)  # (n_models, |S|)
+    rho[js, np.arange(len(js))] = 1.0
+    cross = rho * sd[:, None] * sd[js][None, :]  # cov(every model, probed)
+    inner = cross[js] + NOISE * np.mean(sd[js] ** 2) * np.eye(len(js))
+    weights = np.linalg.solve(inner, cross.T)  # (|S|, n_models)
+    mean = mean + weights.T @ (observed - mean[js])
+    variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
+    mean[js], variance[js] = observed, 0.0
+    return mean, np.sqrt(variance)
+
+
+def correlation_with(
+    z: np.ndarray, js: np.ndarray, *, min_common: int = MIN_COMMON, shrink: float = SHRINK
+) -> np.ndarray:
+    """Pearson correlation of every model (column of `z`, datasets x models, NaN = no record) with each model of
+    `js`, over the datasets both have; fewer than `min_common` in common counts as 0, and n in common shrinks
+    it by n / (n + shrink). O(datasets x models x |js|): a library of 10,000 models costs no 10,000² matrix."""
+    mask = (~np.isnan(z)).astype(float)
+    values = np.where(mask > 0, z, 0.0)
+    mj, vj = mask[:, js], values[:, js]
+    common = mask.T @ mj
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sum_m, sum_j = values.T @ mj, mask.T @ vj
+        cross = values.T @ vj - sum_m * sum_j / common
+        var_m = (values**2).T @ mj - sum_m**2 / common
+        var_j = mask.T @ (vj**2) - sum_j**2 / common
+        corr = np.where((common >= min_common) & (var_m > 1e-12) & (var_j > 1e-12), cross / np.sqrt(var_m * var_j), 0.0)
+    return np.clip(corr, -1.0, 1.0) * common / (common + shrink)
+
+
+def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
+    values: dict[str, list[float]] = {}
+    for p in measured:
+        if p.probe == MEASURED:
+            values.setdefault(p.model_id, []).append(p.value)
+    if not values:
+        return None
+    return max(sign * float(np.mean(v)) for v in values.values())
+
+
+def simulate(
+    estimator: Probing,
+    features: dict[str, float],
+    measure: Callable[[list[str]], list[ProbeRecord]],
+    *,
+    budget: int,
+    known_dataset: str | None = None,
+    among: Collection[str] | None = None,
+    count: int = 1,
+    informative: int = INFORMATIVE,
+    min_gain: float = MIN_GAIN,
+    condition: bool = CONDITION,
+    level: float = LEVEL,
+) -> list[ProbeRecord]:
+    """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
+    `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
+    measured: list[ProbeRecord] = []
+    tried: list[str] = []
+    while len(tried) < budget:
+        step = next_probes(
+            estimator,
+            features,
+            known_dataset=known_dataset,
+            measured=measured,
+            tried=[m for m in tried if m not in {p.model_id for p in measured}],
+            count=min(count, budget - len(tried)),
+            among=among,
+            informative=informative,
+            min_gain=min_gain,
+            condition=condition,
+            level=level,
+        )
+        if step.stop or not step.model_ids:
+            break
+        tried.extend(step.model_ids)
+        measured.extend(measure(step.model_ids))
+    return measured

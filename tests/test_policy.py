@@ -1,0 +1,157 @@
+"""The adaptive probing policy (`services/recommender/policy.py`) on a small estimator with known behaviour."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pytest
+
+from modsnet.data.graph import QUERY_DATASET, ProbeRecord
+from services.recommender import policy
+from services.recommender.estimators.base import Prediction, Scored
+
+
+class Fake:
+    """Prior scores per model; a measured probe of model m moves every model of m's group by its surprise, and
+    the selector's diverse batch is a fixed list (as a real selector's is for one query)."""
+
+    def __init__(self, prior: dict[str, float], groups: dict[str, str], batch: list[str], sd: float = 0.05):
+        self.model_ids = list(prior)
+        self.prior, self.groups, self.batch, self.sd = prior, groups, batch, sd
+        self.sign = 1.0
+        self.truth: dict[str, float] = {}
+        self.seen: list[list[str]] = []  # the probes each score_all was given
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]:
+        return [m for m in self.batch if among is None or m in among][:budget]
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        self.seen.append([p.model_id for p in probes])
+        scores = dict(self.prior)
+        for p in probes:
+            shift = p.value - self.prior[p.model_id]
+            for m in scores:
+                if self.groups[m] == self.groups[p.model_id]:
+                    scores[m] = self.prior[m] + shift
+        spread = {m: 0.0 if m in {p.model_id for p in probes} else self.sd for m in scores}
+        for p in probes:
+            scores[p.model_id] = p.value
+        vector = np.array([scores[m] for m in self.model_ids])
+        sd = np.array([spread[m] for m in self.model_ids])
+        return Scored(vector, sd, lambda j: Prediction(self.model_ids[j], float(vector[j]), float(sd[j])))
+
+    def measure(self, model_ids: list[str]) -> list[ProbeRecord]:
+        return [ProbeRecord(m, QUERY_DATASET, "score", self.truth[m]) for m in model_ids if m in self.truth]
+
+
+def fake() -> Fake:
+    # Group a looks best a priori; on this query group b is far better (b2 best of all).
+    prior = {"a1": 0.80, "a2": 0.79, "b1": 0.70, "b2": 0.69, "c1": 0.60}
+    groups = {"a1": "a", "a2": "a", "b1": "b", "b2": "b", "c1": "c"}
+    estimator = Fake(prior, groups, batch=["b1", "a1", "c1"])
+    estimator.truth = {"a1": 0.60, "a2": 0.59, "b1": 0.90, "b2": 0.95, "c1": 0.50}
+    return estimator
+
+
+def test_the_first_probe_is_the_selectors_and_later_ones_are_greedy_given_the_results() -> None:
+    estimator = fake()
+    taken = policy.simulate(estimator, {}, estimator.measure, budget=2, informative=1)
+    # b1 (the selector's first) measured 0.90: its group rises above a, so the next pick is b2, not a1.
+    assert [p.model_id for p in taken] == ["b1", "b2"]
+    assert estimator.seen[-1] == ["b1"]  # the second choice was made given the first result
+
+
+def test_pure_greedy_follows_the_predictions_and_a_first_round_of_several_is_the_selectors_batch() -> None:
+    estimator = fake()
+    assert [p.model_id for p in policy.simulate(estimator, {}, estimator.measure, budget=2, informative=0)] == [
+        "a1",
+        "b1",  # a1 measured 0.60 drags a2 down to 0.59: b1 (0.70) is the best prediction left
+    ]
+    estimator = fake()
+    first = policy.next_probes(estimator, {}, count=2, informative=1)
+    assert first.model_ids == ["b1", "a1"]  # measured together, chosen together: the diverse batch
+
+
+def test_measured_and_tried_models_are_never_asked_again_and_among_limits_the_choice() -> None:
+    estimator = fake()
+    estimator.sd = 0.5  # unsure enough that a probe below the best measured may still gain
+    measured = [ProbeRecord("b1", QUERY_DATASET, "score", 0.90)]
+    step = policy.next_probes(estimator, {}, measured=measured, tried=["b2"], count=2, among={"a1", "b1", "b2", "c1"})
+    assert step.model_ids == ["a1", "c1"]
+    assert step.expected_gain >= 0.0
+
+
+def test_probing_stops_when_the_expected_gain_is_negligible() -> None:
+    estimator = fake()
+    measured = [ProbeRecord("c1", QUERY_DATASET, "score", 2.0)]  # far above every other model's prediction
+    step = policy.next_probes(estimator, {}, measured=measured, informative=1)
+    assert step.stop and step.model_ids == [] and "expected gain" in step.reason
+    assert step.expected_gain < policy.MIN_GAIN
+    # With a larger uncertainty the same gap is worth another probe.
+    estimator.sd = 2.0
+    assert policy.next_probes(estimator, {}, measured=measured, informative=1).model_ids
+    # Nothing left to measure: stop, and say so.
+    done = policy.next_probes(estimator, {}, measured=measured, among={"c1"})
+    assert done.stop and "every model" in done.reason
+
+
+def test_expected_improvement_is_the_normal_formula() -> None:
+    ei = policy.expected_improvement(np.array([0.5, 0.5, 0.7]), np.array([0.1, 0.0, 0.0]), 0.6)
+    z = -1.0
+    normal = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    assert ei == pytest.approx([-0.1 * cdf + 0.1 * normal, 0.0, 0.1])
+
+
+def test_correlation_with_matches_numpy_on_the_datasets_two_models_share() -> None:
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(40, 4))
+    z[:, 1] = z[:, 0] + 0.1 * rng.normal(size=40)
+    z[5:9, 2] = np.nan
+    got = policy.correlation_with(z, np.array([0]), shrink=0.0)
+    shared = ~np.isnan(z[:, 2])
+    assert got[1, 0] == pytest.approx(np.corrcoef(z[:, 0], z[:, 1])[0, 1])
+    assert got[2, 0] == pytest.approx(np.corrcoef(z[shared, 0], z[shared, 2])[0, 1])
+    assert policy.correlation_with(z[:5], np.array([0]))[1, 0] == 0.0  # too few datasets in common
+    assert policy.correlation_with(z, np.array([0]), shrink=40.0)[1, 0] == pytest.approx(got[1, 0] / 2)
+
+
+class Behaving(Fake):
+    """A fake with library behaviour: a1 and a2 rise and fall together across datasets, b1 does the opposite."""
+
+    def behaviour(self) -> np.ndarray:
+        rng = np.random.default_rng(2)
+        base = rng.normal(size=60)
+        columns = {"a1": base, "a2": base + 0.05 * rng.normal(size=60), "b1": -base, "b2": rng.normal(size=60)}
+        columns["c1"] = rng.normal(size=60)
+        return np.column_stack([columns[m] for m in self.model_ids])
+
+
+def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
+    estimator = Behaving(fake().prior, fake().groups, batch=["b1"], sd=0.1)
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
+    mean, sd = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
+    got = dict(zip(estimator.model_ids, mean, strict=True))
+    assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
+    assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
+    assert got["b1"] > estimator.prior["b1"] + 0.2  # moves against it
+    assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put
+    assert sd[index["a2"]] < estimator.sd  # and is surer for it
+    # A level share moves every model a little the same way.
+    level, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
+    assert level[index["c1"]] < estimator.prior["c1"] - 0.1
+    # Off, the estimator's own prediction given the probes is used.
+    own, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
+    assert own[index["a2"]] == pytest.approx(0.49)  # the fake's group shift
