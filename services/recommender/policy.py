@@ -28,6 +28,7 @@ import numpy as np
 from scipy.stats import norm
 
 from .estimators.base import ProbeRecord, Scored
+from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
 from .probes import MEASURED
 
 INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
@@ -35,8 +36,6 @@ MIN_GAIN = 1e-3  # expected improvement (library metric) below which another pro
 CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
 NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
-MIN_COMMON = 10  # datasets two models need in common for their correlation to count
-SHRINK = 5.0  # a correlation from n common datasets is shrunk by n / (n + SHRINK)
 
 
 class Probing(Protocol):
@@ -183,25 +182,6 @@ def _predicted(
     variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
     mean[js], variance[js] = observed, 0.0
     return mean, np.sqrt(variance)
-
-
-def correlation_with(
-    z: np.ndarray, js: np.ndarray, *, min_common: int = MIN_COMMON, shrink: float = SHRINK
-) -> np.ndarray:
-    """Pearson correlation of every model (column of `z`, datasets x models, NaN = no record) with each model of
-    `js`, over the datasets both have; fewer than `min_common` in common counts as 0, and n in common shrinks
-    it by n / (n + shrink). O(datasets x models x |js|): a library of 10,000 models costs no 10,000² matrix."""
-    mask = (~np.isnan(z)).astype(float)
-    values = np.where(mask > 0, z, 0.0)
-    mj, vj = mask[:, js], values[:, js]
-    common = mask.T @ mj
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sum_m, sum_j = values.T @ mj, mask.T @ vj
-        cross = values.T @ vj - sum_m * sum_j / common
-        var_m = (values**2).T @ mj - sum_m**2 / common
-        var_j = mask.T @ (vj**2) - sum_j**2 / common
-        corr = np.where((common >= min_common) & (var_m > 1e-12) & (var_j > 1e-12), cross / np.sqrt(var_m * var_j), 0.0)
-    return np.clip(corr, -1.0, 1.0) * common / (common + shrink)
 
 
 def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
