@@ -40,7 +40,7 @@ def _wait_for(predicate, timeout: float = 90.0):  # type: ignore[no-untyped-def]
 
 
 def test_searches_use_the_gnn_through_onnx_runtime(cluster: EmbeddedCluster, query_csv: Path) -> None:
-    # A first search waits for the first training up to half its time: give it enough for a loaded machine.
+    # A first search waits for the first training up to 3/4 of its time: give it enough for a loaded machine.
     response = cluster.client.search(query_csv, library="synth", k=3, timeout=600)
     assert response.estimator == "gnn/v1"
     assert [m.rank for m in response.models] == [1, 2, 3]

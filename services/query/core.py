@@ -326,7 +326,7 @@ class QueryCore:
             raise InvalidArgument("probe_budget must be >= 0")
         if budget == 0:
             return [], ""
-        started = time.perf_counter()
+        spent = 0.0  # seconds measuring: the first choice may wait for a first training, which is not probe time
         measured: list[ProbeRecord] = []
         tried: list[str] = []
         # Tabular probes go in rounds. XRD agreement is relative to the finders probed together, and text probes
@@ -353,14 +353,16 @@ class QueryCore:
                 note = choice.reason if tried else ""  # nothing to probe at all is no early stop
                 break
             tried.extend(chosen)
-            remaining = self.probe_seconds - (time.perf_counter() - started)
+            remaining = self.probe_seconds - spent
             if remaining <= 0:
                 note = f"the probing time of {self.probe_seconds:g} s was spent after {len(got)} probe(s)"
                 break
+            round_started = time.perf_counter()
             measured.extend(self._measure(library, exemplar, chosen, remaining))
+            spent += time.perf_counter() - round_started
         PROBES.labels(library.name).inc(len(measured))
         if tried:  # a search that probes nothing is not a probe time of 0
-            PROBE_SECONDS.observe(time.perf_counter() - started)
+            PROBE_SECONDS.observe(spent)
         return measured, note
 
     def _measure(

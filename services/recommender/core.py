@@ -7,7 +7,7 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
 
 * first use: the trained weights come from the library's checkpoint in storage when one fits this import
   (same bundle, same models), else the GNN is trained now (seconds to a minute) and checkpointed. The
-  request waits for that training only as long as its deadline allows (at most half its time, and less
+  request waits for that training only as long as its deadline allows (at most 3/4 of its time, and less
   `answer_reserve_seconds` to answer); past that, and at once for a library with more than
   `train_inline_limit` interactions, the kNN estimator answers (`origin` "interim") while the training goes
   on in the background and is swapped in when done, so no search fails or waits minutes because a GNN is being trained;
@@ -91,7 +91,7 @@ MAX_PROBES = 50
 ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
 MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answer while it is refreshed
-FIRST_TRAINING_SHARE = 0.5  # of a request's time, the most it waits for a first training
+FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a first training
 
 
 @dataclass(frozen=True)
@@ -407,9 +407,9 @@ class RecommenderCore:
             if len(snapshot.interactions) > self.train_inline_limit:
                 wait = 0.0  # a large library: no search waits minutes for its first GNN
             else:
-                # At most half the request's time: after giving up, the interim kNN still has to be fitted
-                # (with its calibration), and the caller has probes to run and a Recommend to make; on a
-                # loaded machine a 2 s reserve alone let a first search run past its deadline.
+                # At most 3/4 of the call's time: after giving up, the interim kNN still has to be fitted (with
+                # its calibration and blend) within this call; on a loaded machine a 2 s reserve alone let a
+                # first search's SelectProbes run past its deadline.
                 left = deadline.remaining()
                 wait = None if left is None else min(left - self.answer_reserve_seconds, left * FIRST_TRAINING_SHARE)
             trained = self._train_in_background(snapshot, wait=wait)
