@@ -28,6 +28,9 @@ FOLDS = 3
 ROW_CAP = 1_000  # items per dataset the libraries measured on (a stratified sample)
 
 
+ZOO_METRIC = "balanced_accuracy"  # what TextZoo and ImageZoo measure, and what a probe of their models reports
+
+
 @dataclass(frozen=True)
 class Head:
     head_id: str
@@ -60,6 +63,19 @@ HEADS: Mapping[str, Head] = {
         Head("naive-bayes", "naive_bayes", "NaiveBayes", {}),  # Gaussian on dense, complement on TF-IDF
     )
 }
+
+
+def zoo_model_of(
+    library: LibraryInfo, model: ModelNode, *, modality: str, build: Callable[[str], Any], builtin: str
+) -> Any:
+    """The encoder + head model `model` stands for (`build(model_id)`), when this version rebuilds it exactly;
+    else None. The library must be of `modality` in balanced accuracy, and the model `described_as` it."""
+    if library.meta.get("modality") != modality or library.meta.get("metric", ZOO_METRIC) != ZOO_METRIC:
+        return None
+    built = build(model.model_id)
+    if built is None:
+        return None
+    return built if described_as(library, model, built.encoder.encoder_id, built.head, builtin) else None
 
 
 def described_as(library: LibraryInfo, model: ModelNode, encoder_id: str, head: Head, builtin: str) -> bool:

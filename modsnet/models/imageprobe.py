@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["image_model_of", "labelled_sample", "measure_image", "run_image"]
 
-_METRIC = "balanced_accuracy"
 _log = logging.getLogger(__name__)
 
 
@@ -37,15 +36,11 @@ def image_model_of(library: LibraryInfo, model: ModelNode) -> ImageModel | None:
     (encoder, estimator, params) the description must match, so another library's model sharing an id
     does not qualify. Without a description only a library named 'imagezoo' qualifies.
     """
-    if library.meta.get("modality") != "image" or library.meta.get("metric", _METRIC) != _METRIC:
-        return None
-    from modsnet.models.heads import described_as
+    from modsnet.models.heads import zoo_model_of
     from modsnet.models.image import image_model
 
-    built = image_model(model.model_id)
-    if built is None:
-        return None
-    return built if described_as(library, model, built.encoder.encoder_id, built.head, "imagezoo") else None
+    built: ImageModel | None = zoo_model_of(library, model, modality="image", build=image_model, builtin="imagezoo")
+    return built
 
 
 def labelled_sample(exemplar: Exemplar) -> tuple[list[np.ndarray], list[str]] | None:

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["SAMPLE_TEXTS", "measure_text", "run_text", "text_model_of"]
 
 SAMPLE_TEXTS = 200  # texts a probe embeds: MiniLM-L6 takes ~1.5 s for 200 reviews on an idle core, 10+ on a crowded one
-_METRIC = "balanced_accuracy"
 _log = logging.getLogger(__name__)
 
 
@@ -37,15 +36,11 @@ def text_model_of(library: LibraryInfo, model: ModelNode) -> TextModel | None:
     (encoder, estimator, params) the description must match, so another library's model sharing an id
     does not qualify. Without a description only a library named 'textzoo' qualifies.
     """
-    if library.meta.get("modality") != "text" or library.meta.get("metric", _METRIC) != _METRIC:
-        return None
-    from modsnet.models.heads import described_as
+    from modsnet.models.heads import zoo_model_of
     from modsnet.models.text import text_model
 
-    built = text_model(model.model_id)
-    if built is None:
-        return None
-    return built if described_as(library, model, built.encoder.encoder_id, built.head, "textzoo") else None
+    built: TextModel | None = zoo_model_of(library, model, modality="text", build=text_model, builtin="textzoo")
+    return built
 
 
 def _sample(texts: Sequence[str], labels: Sequence[str], size: int, seed: int) -> tuple[list[str], list[str]] | None:
