@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
+    # The session's small-GNN settings (conftest) pass through: what these tests check is the command, not the GNN.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_") or k.startswith("MODSNET_GNN_")}
     env["MODSNET_HOME"] = str(home)
     # Built-in libraries (TabZoo 52k records, XRDZoo 81k) only where a test needs them: each start imports them.
     env["MODSNET_BUILTIN_LIBRARIES"] = builtins
@@ -158,7 +159,8 @@ def test_serve_storage_answers_health_and_metrics_then_stops_on_sigterm(tmp_path
     import urllib.request
 
     port, metrics = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_")}
+    # The session's small-GNN settings (conftest) pass through: what these tests check is the command, not the GNN.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODSNET_") or k.startswith("MODSNET_GNN_")}
     env.update(MODSNET_HOME=str(tmp_path), MODSNET_GRACE="2")
     process = subprocess.Popen(
         [
