@@ -143,8 +143,8 @@ class KnowledgeCore:
         """The library's score summary. A first one (or one after a re-import) is built on the call, once however
         many feedback reports arrive together; one older than SUMMARY_TTL_S still answers while a background
         thread builds its successor, so a feedback never waits for a snapshot of the library after the first."""
-        info = self.store.get_library(library)
-        key = (info.bundle_blob_id, info.imported_unix)
+        _, blob_id, imported = self.store.graph_head(library)
+        key = (blob_id, imported)
         with self._summaries_lock:
             cached = self._summaries.get(library)
             building = self._building.setdefault(library, threading.Lock())
@@ -260,16 +260,16 @@ class KnowledgeCore:
 
     def graph_head(self, library: str) -> tuple[int, str]:
         """The graph version and the bundle blob of the import it is a version of, read in one go."""
-        info = self.store.get_library(library)
-        return info.graph_version, info.bundle_blob_id
+        version, blob_id, _ = self.store.graph_head(library)
+        return version, blob_id
 
     def log_query(self, record: QueryRecord) -> None:
         if not record.query_id:
             raise InvalidArgument("query_id is required")
-        info = self.store.get_library(record.library)
+        _, blob_id, imported = self.store.graph_head(record.library)  # NotFound for an unknown library
         self.store.log_query(record)
         QUERIES_LOGGED.inc()
-        self._prepare_summary(record.library, (info.bundle_blob_id, info.imported_unix))
+        self._prepare_summary(record.library, (blob_id, imported))
 
     def _prepare_summary(self, library: str, key: tuple[str, float]) -> None:
         """Build the library's score summary in the background if it has none yet: feedback follows searches, so
