@@ -65,8 +65,8 @@ class _CountingStore:
         self.snapshots = 0
         self.lock = threading.Lock()
 
-    def get_library(self, name: str) -> LibraryInfo:
-        return LibraryInfo(name, {}, 0, 0, len(self.records), 1, "bundle", 1.0)
+    def graph_head(self, library: str) -> tuple[int, str, float]:
+        return 1, "bundle", 1.0
 
     def snapshot(self, library: str) -> Snapshot:
         with self.lock:
