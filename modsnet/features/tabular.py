@@ -651,6 +651,10 @@ def _nearest_neighbour(train: np.ndarray, labels: np.ndarray, test: np.ndarray) 
     work, and whose tie-breaking is not specified.
     """
     train, test = np.ascontiguousarray(train), np.ascontiguousarray(test)  # see _mean_abs_corr on BLAS and order
-    distances = (train**2).sum(axis=1)[None, :] - 2.0 * test @ train.T  # + |test|², the same per row
+    # |train|² - 2 test·train (+ |test|², the same per row), built in place: the same numbers (negation and
+    # addition in either order are exact) without three temporaries of test x train.
+    distances = test @ train.T
+    distances *= -2.0
+    distances += (train**2).sum(axis=1)[None, :]
     # Rounded, so exact ties (common in discrete data) stay ties whatever the BLAS summation order.
-    return labels[np.round(distances, 9).argmin(axis=1)]
+    return labels[np.round(distances, 9, out=distances).argmin(axis=1)]
