@@ -8,6 +8,7 @@ import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
 from modsnet.data.graph import (
@@ -85,7 +86,11 @@ class KnowledgeCore:
         self._summaries: dict[str, tuple[tuple[str, float], float, ScoreSummary]] = {}
         self._summaries_lock = threading.Lock()
         self._building: dict[str, threading.Lock] = {}  # per library: one build at a time, the others wait for it
-        self._renewing: set[str] = set()  # libraries whose expired summary is being rebuilt in the background
+        self._renewing: set[str] = set()  # libraries whose summary is being (re)built in the background
+        # One thread for those builds: one store connection, and `close` waits for it before closing the store
+        # (SQLite must not be closed under a query running on another thread).
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-summary")
+        self._closing = False
 
     def import_library(self, blob_id: str, *, replace: bool, request_id: str = "") -> ImportResult:
         """Fetch a bundle from storage, validate it whole, then store it in one atomic write.
@@ -148,20 +153,10 @@ class KnowledgeCore:
         with self._summaries_lock:
             cached = self._summaries.get(library)
             building = self._building.setdefault(library, threading.Lock())
-            renew = (
-                cached is not None
-                and cached[0] == key
-                and time.monotonic() - cached[1] >= SUMMARY_TTL_S
-                and library not in self._renewing
-            )
-            if renew:
-                self._renewing.add(library)
-        if cached is not None and cached[0] == key:
-            if renew:
-                threading.Thread(
-                    target=self._renew_summary, args=(library, key), name=f"summary-{library}", daemon=True
-                ).start()
-            return cached[2]
+            if cached is not None and cached[0] == key:
+                if time.monotonic() - cached[1] >= SUMMARY_TTL_S:
+                    self._renew_in_background(library, key)
+                return cached[2]
         with building:
             with self._summaries_lock:
                 cached = self._summaries.get(library)
@@ -174,6 +169,14 @@ class KnowledgeCore:
         with self._summaries_lock:
             self._summaries[library] = (key, time.monotonic(), summary)
         return summary
+
+    def _renew_in_background(self, library: str, key: tuple[str, float]) -> None:
+        """Queue a build of the library's summary on the background thread, unless one is queued (under
+        `_summaries_lock`)."""
+        if self._closing or library in self._renewing:
+            return
+        self._renewing.add(library)
+        self._background.submit(self._renew_summary, library, key)
 
     def _renew_summary(self, library: str, key: tuple[str, float]) -> None:
         try:
@@ -277,12 +280,8 @@ class KnowledgeCore:
         with self._summaries_lock:
             cached = self._summaries.get(library)
             self._building.setdefault(library, threading.Lock())
-            if (cached is not None and cached[0] == key) or library in self._renewing:
-                return
-            self._renewing.add(library)
-        threading.Thread(
-            target=self._renew_summary, args=(library, key), name=f"summary-{library}", daemon=True
-        ).start()
+            if cached is None or cached[0] != key:
+                self._renew_in_background(library, key)
 
     def get_query(self, query_id: str) -> QueryRecord:
         return self.store.get_query(query_id)
@@ -304,5 +303,8 @@ class KnowledgeCore:
         self.store.check()
 
     def close(self) -> None:
+        with self._summaries_lock:
+            self._closing = True
+        self._background.shutdown(wait=True, cancel_futures=True)  # a build under way finishes first
         self.store.close()
         self.storage.close()
