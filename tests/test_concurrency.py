@@ -232,3 +232,26 @@ def test_ties_are_broken_by_uncertainty_then_id_as_the_full_sort_does(fast_path_
         for k in (1, 3, 7, 39):
             expected = reference_top_k(served, vectors.predictions(), Constraints(), probes, k=k, higher_is_better=True)
             assert top_k(served, vectors, Constraints(), probes, k=k, higher_is_better=True) == expected, (trial, k)
+
+
+def test_an_upload_storage_already_holds_is_not_sent_to_it_again(tmp_path: Path, synth_bundle: Path) -> None:
+    from services.storage.metrics import BLOB_BYTES_IN
+
+    csv, other = tmp_path / "table.csv", tmp_path / "other.csv"
+    make_table(120, 4, 2, 3).to_csv(csv, index=False)
+    make_table(100, 3, 2, 4).to_csv(other, index=False)
+    size = csv.stat().st_size
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as cluster:
+        cluster.client.import_library(synth_bundle)
+        cluster.client.search(other, library="synth")  # what a first search stores besides its upload is done
+        received = BLOB_BYTES_IN._value.get()
+        first = cluster.client.search(csv, library="synth")
+        assert BLOB_BYTES_IN._value.get() - received == size  # the first search stores the file
+        second = cluster.client.search(csv, library="synth")
+        assert BLOB_BYTES_IN._value.get() - received == size  # the second finds it there and sends nothing
+        assert first.dataset.fingerprint == second.dataset.fingerprint
+        assert cluster.client.storage.size(first.dataset.fingerprint) == size
+        cluster.client.storage.delete(first.dataset.fingerprint)  # gone: the next search stores it again
+        cluster.client.search(csv, library="synth")
+        assert BLOB_BYTES_IN._value.get() - received == 2 * size
+        assert cluster.client.storage.size(first.dataset.fingerprint) == size

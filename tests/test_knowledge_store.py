@@ -80,6 +80,25 @@ def test_versions_only_increase_even_across_delete(store: KnowledgeStore, synth_
     assert info.graph_version == 3
 
 
+def test_graph_head_is_what_get_library_says(store: KnowledgeStore, synth_bundle: Path) -> None:
+    def head_of(info: LibraryInfo) -> tuple[int, str, float]:
+        return info.graph_version, info.bundle_blob_id, info.imported_unix
+
+    with pytest.raises(NotFound):
+        store.graph_head("synth")
+    bundle = read_bundle(synth_bundle)
+    store.import_bundle(bundle, blob_id=BLOB_A, replace=False, artifacts={})
+    assert store.graph_head("synth") == head_of(store.get_library("synth"))
+    store.import_bundle(bundle, blob_id=BLOB_B, replace=True, artifacts={})
+    store.add_interactions("synth", [], [InteractionRecord("m0", "d1", 0.5, Cost(), "feedback")], "req-1")
+    head = store.graph_head("synth")
+    assert head == head_of(store.get_library("synth")) and head[:2] == (3, BLOB_B)
+    assert store.graph_version("synth") == 3
+    store.delete_library("synth")
+    with pytest.raises(NotFound):
+        store.graph_head("synth")
+
+
 def test_export_round_trips(store: KnowledgeStore, synth_bundle: Path) -> None:
     bundle = read_bundle(synth_bundle)
     store.import_bundle(bundle, blob_id=BLOB_A, replace=False, artifacts={})

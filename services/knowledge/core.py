@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
 from modsnet.data.graph import (
@@ -28,6 +30,8 @@ from .config import KnowledgeConfig
 from .metrics import IMPORT_SECONDS, IMPORTS, INTERACTIONS_ADDED, QUERIES_LOGGED
 from .plausibility import ScoreSummary
 from .store import KnowledgeStore
+
+log = logging.getLogger(__name__)
 
 # How long a library's score summary is reused: a summary of thousands of records barely moves with a few
 # more, and building one reads the whole snapshot. A re-import builds a new one at once.
@@ -81,6 +85,12 @@ class KnowledgeCore:
         self.storage = storage
         self._summaries: dict[str, tuple[tuple[str, float], float, ScoreSummary]] = {}
         self._summaries_lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}  # per library: one build at a time, the others wait for it
+        self._renewing: set[str] = set()  # libraries whose summary is being (re)built in the background
+        # One thread for those builds: one store connection, and `close` waits for it before closing the store
+        # (SQLite must not be closed under a query running on another thread).
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knowledge-summary")
+        self._closing = False
 
     def import_library(self, blob_id: str, *, replace: bool, request_id: str = "") -> ImportResult:
         """Fetch a bundle from storage, validate it whole, then store it in one atomic write.
@@ -135,17 +145,52 @@ class KnowledgeCore:
         return self.store.find_dataset(fingerprint, library)
 
     def _summary(self, library: str) -> ScoreSummary:
-        """The library's score summary, rebuilt after SUMMARY_TTL_S or when the library was re-imported."""
-        info = self.store.get_library(library)
-        key = (info.bundle_blob_id, info.imported_unix)
+        """The library's score summary. A first one (or one after a re-import) is built on the call, once however
+        many feedback reports arrive together; one older than SUMMARY_TTL_S still answers while a background
+        thread builds its successor, so a feedback never waits for a snapshot of the library after the first."""
+        _, blob_id, imported = self.store.graph_head(library)
+        key = (blob_id, imported)
         with self._summaries_lock:
             cached = self._summaries.get(library)
-        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < SUMMARY_TTL_S:
-            return cached[2]
+            building = self._building.setdefault(library, threading.Lock())
+            if cached is not None and cached[0] == key:
+                if time.monotonic() - cached[1] >= SUMMARY_TTL_S:
+                    self._renew_in_background(library, key)
+                return cached[2]
+        with building:
+            with self._summaries_lock:
+                cached = self._summaries.get(library)
+            if cached is not None and cached[0] == key:  # built while this call waited
+                return cached[2]
+            return self._build_summary(library, key)
+
+    def _build_summary(self, library: str, key: tuple[str, float]) -> ScoreSummary:
         summary = ScoreSummary.of(self.store.snapshot(library))
         with self._summaries_lock:
             self._summaries[library] = (key, time.monotonic(), summary)
         return summary
+
+    def _renew_in_background(self, library: str, key: tuple[str, float]) -> None:
+        """Queue a build of the library's summary on the background thread, unless one is queued (under
+        `_summaries_lock`)."""
+        if self._closing or library in self._renewing:
+            return
+        self._renewing.add(library)
+        self._background.submit(self._renew_summary, library, key)
+
+    def _renew_summary(self, library: str, key: tuple[str, float]) -> None:
+        try:
+            with self._building[library]:
+                with self._summaries_lock:
+                    cached = self._summaries.get(library)
+                fresh = cached is not None and cached[0] == key and time.monotonic() - cached[1] < SUMMARY_TTL_S
+                if not fresh:
+                    self._build_summary(library, key)
+        except Exception:  # the old summary keeps answering; the next expired call tries again
+            log.warning("could not renew the score summary of library %s", library, exc_info=True)
+        finally:
+            with self._summaries_lock:
+                self._renewing.discard(library)
 
     def add_interactions(
         self,
@@ -218,15 +263,25 @@ class KnowledgeCore:
 
     def graph_head(self, library: str) -> tuple[int, str]:
         """The graph version and the bundle blob of the import it is a version of, read in one go."""
-        info = self.store.get_library(library)
-        return info.graph_version, info.bundle_blob_id
+        version, blob_id, _ = self.store.graph_head(library)
+        return version, blob_id
 
     def log_query(self, record: QueryRecord) -> None:
         if not record.query_id:
             raise InvalidArgument("query_id is required")
-        self.store.get_library(record.library)
+        _, blob_id, imported = self.store.graph_head(record.library)  # NotFound for an unknown library
         self.store.log_query(record)
         QUERIES_LOGGED.inc()
+        self._prepare_summary(record.library, (blob_id, imported))
+
+    def _prepare_summary(self, library: str, key: tuple[str, float]) -> None:
+        """Build the library's score summary in the background if it has none yet: feedback follows searches, so
+        the first feedback after a start finds it ready instead of waiting for a snapshot."""
+        with self._summaries_lock:
+            cached = self._summaries.get(library)
+            self._building.setdefault(library, threading.Lock())
+            if cached is None or cached[0] != key:
+                self._renew_in_background(library, key)
 
     def get_query(self, query_id: str) -> QueryRecord:
         return self.store.get_query(query_id)
@@ -248,5 +303,8 @@ class KnowledgeCore:
         self.store.check()
 
     def close(self) -> None:
+        with self._summaries_lock:
+            self._closing = True
+        self._background.shutdown(wait=True, cancel_futures=True)  # a build under way finishes first
         self.store.close()
         self.storage.close()

@@ -21,11 +21,11 @@ only held to the declared range.
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modsnet.data.graph import Snapshot
+import numpy as np
+
+from modsnet.data.graph import InteractionColumns, Snapshot
 from modsnet.runtime.errors import InvalidArgument
 
 ROBUST_Z = 6.0  # how many robust standard deviations away a score is quarantined
@@ -33,9 +33,23 @@ BEYOND_SPAN = 0.25  # how far beyond the recorded scores, in their span, a score
 _MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 
 
-def _spread(values: Iterable[float], centre: float) -> float:
-    deviations = [abs(v - centre) for v in values]
-    return _MAD_TO_SD * statistics.median(deviations) if deviations else 0.0
+def _median(values: np.ndarray) -> float:
+    """`statistics.median` of a non-empty array: the middle value, or the mean of the two middle ones."""
+    ordered = np.sort(values)
+    n = len(ordered)
+    return float(ordered[n // 2]) if n % 2 else float((ordered[n // 2 - 1] + ordered[n // 2]) / 2)
+
+
+def _group_medians(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """The median of `values` per group code 0..n_groups-1 as `_median` takes it (NaN for an empty group)."""
+    order = np.lexsort((values, groups))
+    ordered = values[order]
+    counts = np.bincount(groups, minlength=n_groups)
+    starts = np.cumsum(counts) - counts
+    low = np.minimum(starts + (counts - 1) // 2, len(ordered) - 1)
+    high = np.minimum(starts + counts // 2, len(ordered) - 1)
+    medians = np.where(counts % 2 == 1, ordered[low], (ordered[low] + ordered[high]) / 2)
+    return np.where(counts > 0, medians, np.nan)
 
 
 @dataclass(frozen=True)
@@ -53,32 +67,35 @@ class ScoreSummary:
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> ScoreSummary:
+        """The summary of a snapshot's records, computed on their columns: grouped medians by sorting, the same
+        numbers as `statistics.median` per group (a feedback waited ~0.6 s for the record-by-record version on a
+        52k-record library, and every feedback of a cold cache built it at once)."""
         declared = snapshot.library.meta.get("metric_range")
-        scores = [r.score for r in snapshot.interactions]
-        if not scores:
+        columns = InteractionColumns.from_records(snapshot.interactions)
+        scores = columns.score
+        if not len(scores):
             allowed = (float(declared[0]), float(declared[1])) if declared else None
             return cls(allowed, bool(declared), None)
-        low, high = min(scores), max(scores)
+        low, high = float(scores.min()), float(scores.max())
         margin = (high - low) / 2
         allowed = (float(declared[0]), float(declared[1])) if declared else (low - margin, high + margin)
-        by_model: dict[str, list[float]] = {}
-        by_dataset: dict[str, list[float]] = {}
-        for rec in snapshot.interactions:
-            by_model.setdefault(rec.model_id, []).append(rec.score)
-            by_dataset.setdefault(rec.dataset_id, []).append(rec.score)
-        centre = statistics.median(scores)
-        models = {m: statistics.median(v) for m, v in by_model.items()}
-        datasets = {d: statistics.median(v) for d, v in by_dataset.items()}
-        residuals = [r.score - (models[r.model_id] + datasets[r.dataset_id] - centre) for r in snapshot.interactions]
+        model_of, dataset_of = columns.model_index, columns.dataset_index
+        centre = _median(scores)
+        by_model = _group_medians(model_of, scores, len(columns.model_ids))
+        by_dataset = _group_medians(dataset_of, scores, len(columns.dataset_ids))
+        residuals = scores - (by_model[model_of] + by_dataset[dataset_of] - centre)
+        spreads = _MAD_TO_SD * _group_medians(model_of, np.abs(scores - by_model[model_of]), len(columns.model_ids))
+        models = np.flatnonzero(np.bincount(model_of, minlength=len(columns.model_ids)))
+        datasets = np.flatnonzero(np.bincount(dataset_of, minlength=len(columns.dataset_ids)))
         return cls(
             allowed,
             bool(declared),
             (low, high),
             centre,
-            _spread(residuals, 0.0),
-            models,
-            {m: _spread(v, models[m]) for m, v in by_model.items()},
-            datasets,
+            _MAD_TO_SD * _median(np.abs(residuals)),
+            {columns.model_ids[j]: float(by_model[j]) for j in models.tolist()},
+            {columns.model_ids[j]: float(spreads[j]) for j in models.tolist()},
+            {columns.dataset_ids[i]: float(by_dataset[i]) for i in datasets.tolist()},
         )
 
     def check(self, score: float, model_id: str, dataset_id: str, where: str = "") -> str:

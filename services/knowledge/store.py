@@ -104,6 +104,12 @@ class KnowledgeStore(abc.ABC):
     @abc.abstractmethod
     def graph_version(self, library: str) -> int: ...
 
+    def graph_head(self, library: str) -> tuple[int, str, float]:
+        """(graph version, bundle blob id, import time) of a library, NotFound for an unknown one: what every
+        Recommend asks, so a store where the counts of `get_library` cost a scan answers it without them."""
+        info = self.get_library(library)
+        return info.graph_version, info.bundle_blob_id, info.imported_unix
+
     @abc.abstractmethod
     def log_query(self, record: QueryRecord) -> None: ...
 

@@ -254,10 +254,14 @@ class QueryCore:
                 FEATURE_SECONDS.labels(modality).observe(time.perf_counter() - started)
                 observe.stage("library")
                 library = self._library(options.library, modality)
-                # Valid: only now is the file kept (content-addressed: the same file twice is stored once).
-                spool.seek(0)
+                # Valid: only now is the file kept (content-addressed: the same file twice is stored once, and
+                # sent once: a search of a file storage has is not streamed to it again).
                 observe.stage("store")
-                self.storage.put_chunks(iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename)
+                if not self._stored(fingerprint, size):
+                    spool.seek(0)
+                    self.storage.put_chunks(
+                        iter_file(spool), expected_sha256=fingerprint, size_hint=size, name=filename
+                    )
             observe.stage("lookup")
             known = self._known_dataset(fingerprint, library.name)
             observe.stage("select")
@@ -425,6 +429,13 @@ class QueryCore:
         if size == 0:
             raise InvalidArgument(f"{filename}: the file is empty")
         return digest.hexdigest(), size
+
+    def _stored(self, blob_id: str, size: int) -> bool:
+        """Whether storage already holds this upload (its sha256 is its blob id), checked by a small call."""
+        try:
+            return self.storage.size(blob_id) == size
+        except NotFound:
+            return False
 
     def _library(self, name: str, modality: str) -> LibraryInfo:
         libraries = self.knowledge.list_libraries()
