@@ -249,3 +249,15 @@ def bundle_records(
             if row["dataset_id"] in same_datasets:
                 reused_features[row["dataset_id"]] = {k: float(v) for k, v in row.items() if k != "dataset_id"}
     return records, reused_features
+
+
+def parallel_map(
+    function: Callable[[_T], Any], items: Sequence[_T], jobs: int, init_worker: Callable[[], None] | None = None
+) -> list[Any]:
+    """`function` of each item, in order, in up to `jobs` worker processes (in this process when one job)."""
+    if jobs <= 1 or len(items) <= 1:
+        if init_worker is not None:
+            init_worker()
+        return [function(item) for item in items]
+    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker) as pool:
+        return list(pool.map(function, items))

@@ -77,6 +77,7 @@ from modsnet.offline.zoo.common import (
     choose,
     load_results,
     measure_groups,
+    parallel_map,
     write_bundle,
 )
 
@@ -655,6 +656,10 @@ def _trunk_file(model: ImageModel, source: _Prepared, work: Path, seed: int) -> 
     return path
 
 
+def _trunk_job(job: tuple[ImageModel, _Prepared, Path, int]) -> Path:
+    return _trunk_file(*job)
+
+
 def library_models(trunk_sources: Sequence[str] = TRUNK_SOURCES) -> list[ImageModel]:
     """ImageZoo's models: every encoder + head, and a transfer model per (`TRUNK_ENCODERS`, trunk source)."""
     for source in trunk_sources:
@@ -738,9 +743,11 @@ def generate(
     if reuse is not None:
         reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), _dataset_rows(prepared))
 
-    trunk_files = {
-        m.model_id: _trunk_file(m, trunk_data[m.trunk.source], work, seed) for m in chosen_models if m.trunk is not None
-    }
+    transfer = [m for m in chosen_models if m.trunk is not None]
+    trunk_jobs = [(m, trunk_data[m.trunk.source], work, seed) for m in transfer if m.trunk is not None]
+    trunk_files = dict(
+        zip([m.model_id for m in transfer], parallel_map(_trunk_job, trunk_jobs, jobs, _init_worker), strict=True)
+    )
     groups, keys = [], []
     for dataset in prepared:
         dataset_id = dataset.source.dataset_id
