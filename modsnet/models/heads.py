@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 import warnings
@@ -39,6 +40,7 @@ __all__ = [
     "Trunk",
     "TrunkFeatures",
     "TrunkSpec",
+    "artifact_trunk",
     "cross_validate",
     "described_as",
     "estimator",
@@ -413,3 +415,19 @@ def load_trunk(data: bytes, model_id: str) -> Trunk:
     if trunk.mean.shape != (dims,) or trunk.scale.shape != (dims,) or trunk.intercept.shape != (hidden,):
         raise InvalidArgument(f"artifact of {model_id!r}: trunk arrays of inconsistent shapes")
     return trunk
+
+
+def artifact_trunk(built: Any, model_id: str, artifact: bytes | None) -> tuple[bool, Trunk | None]:
+    """(runnable, trunk) for a probe: a transfer model runs with the trunk its artifact holds (none or a bad
+    one: not runnable, logged); any other model needs none."""
+    from modsnet.runtime.errors import InvalidArgument
+
+    if built.trunk is None:
+        return True, None
+    if artifact is None:
+        return False, None
+    try:
+        return True, load_trunk(artifact, model_id)
+    except InvalidArgument:
+        logging.getLogger(__name__).debug("not probed: %s has no usable trunk artifact", model_id, exc_info=True)
+        return False, None

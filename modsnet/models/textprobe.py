@@ -21,7 +21,6 @@ from modsnet.data.graph import QUERY_DATASET, LibraryInfo, ModelNode, ProbeRecor
 
 if TYPE_CHECKING:
     from modsnet.data.exemplar import Exemplar
-    from modsnet.models.heads import Trunk
     from modsnet.models.text import TextModel
 
 __all__ = ["SAMPLE_TEXTS", "measure_text", "run_text", "text_model_of"]
@@ -63,22 +62,6 @@ def _sample(texts: Sequence[str], labels: Sequence[str], size: int, seed: int) -
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def _trunk_of(built: TextModel, model: ModelNode, artifact: bytes | None) -> tuple[bool, Trunk | None]:
-    """(runnable, trunk): a transfer model runs with the trunk its artifact holds; any other model needs none."""
-    from modsnet.models.heads import load_trunk
-    from modsnet.runtime.errors import InvalidArgument
-
-    if built.trunk is None:
-        return True, None
-    if artifact is None:
-        return False, None
-    try:
-        return True, load_trunk(artifact, model.model_id)
-    except InvalidArgument:
-        _log.debug("not probed: %s has no usable trunk artifact", model.model_id, exc_info=True)
-        return False, None
-
-
 def measure_text(
     library: LibraryInfo,
     exemplar: Exemplar,
@@ -87,6 +70,7 @@ def measure_text(
     seed: int,
 ) -> list[ProbeRecord]:
     """Probe each model (with its artifact: a transfer model's trunk) on a sample of the exemplar until `deadline`."""
+    from modsnet.models.heads import artifact_trunk
     from modsnet.models.text import FOLDS, embed, evaluate
 
     chosen = [(model, text_model_of(library, model), artifact) for model, artifact in models]
@@ -104,7 +88,7 @@ def measure_text(
             break
         if built is None:
             continue
-        runnable, trunk = _trunk_of(built, model, artifact)
+        runnable, trunk = artifact_trunk(built, model.model_id, artifact)
         if not runnable:
             continue
         started = time.perf_counter()

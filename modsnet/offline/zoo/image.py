@@ -741,8 +741,9 @@ def generate(
     results = load_results(results_path)
     manifest = _manifest(chosen_models, prepared, seed)
     reusable, reused_features = ({}, {})
+    dataset_rows = _dataset_rows(prepared)
     if reuse is not None:
-        reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), _dataset_rows(prepared))
+        reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), dataset_rows)
 
     transfer = [m for m in chosen_models if m.trunk is not None]
     trunk_jobs = [(m, trunk_data[m.trunk.source], work, seed) for m in transfer if m.trunk is not None]
@@ -778,6 +779,7 @@ def generate(
         keys = [k for k in keys if k in results]
         measured_ids = {results[k]["dataset_id"] for k in keys}
         prepared = [d for d in prepared if d.source.dataset_id in measured_ids]
+        dataset_rows = dataset_rows[dataset_rows["dataset_id"].isin(measured_ids)]
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("imagezoo", len(keys), len(keys) - pending, "pairs", progress)
     measure_groups(
@@ -794,7 +796,7 @@ def generate(
     write_bundle(
         out,
         _manifest(chosen_models, prepared, seed) if not measure else manifest,
-        _tables(chosen_models, prepared, records, work, reused_features),
+        _tables(chosen_models, prepared, records, work, reused_features, dataset_rows),
         _artifacts(chosen_models, trunk_files),
     )
     return Generated(
@@ -914,6 +916,7 @@ def _tables(
     records: list[dict[str, Any]],
     work: Path,
     reused_features: dict[str, dict[str, float]] | None = None,
+    dataset_rows: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     reused_features = reused_features or {}
     features = [
@@ -925,7 +928,7 @@ def _tables(
     interactions["memory_bytes"] = interactions["memory_bytes"].astype("Int64")
     return {
         "models.csv": _model_rows(models),
-        "datasets.csv": _dataset_rows(prepared),
+        "datasets.csv": dataset_rows if dataset_rows is not None else _dataset_rows(prepared),
         "interactions.csv": interactions.sort_values(["model_id", "dataset_id"]),
         "dataset_features/image.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values(
             "dataset_id"
