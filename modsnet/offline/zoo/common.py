@@ -239,9 +239,10 @@ def bundle_records(
     records = {}
     for row in interactions.to_dict("records"):
         if row["model_id"] in same_models and row["dataset_id"] in same_datasets:
-            record = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-            if record.get("memory_bytes") is not None:
-                record["memory_bytes"] = int(record["memory_bytes"])
+            record: dict[str, Any] = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            memory = record.get("memory_bytes")
+            if memory is not None:
+                record["memory_bytes"] = int(memory)
             records[(row["model_id"], row["dataset_id"])] = record
     reused_features = {}
     if features is not None:

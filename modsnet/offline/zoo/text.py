@@ -760,7 +760,8 @@ def generate(
     results_path = work / "results.jsonl"
     results = load_results(results_path)
     manifest = _manifest(chosen_models, prepared, seed)
-    reusable, reused_features = ({}, {})
+    reusable: dict[tuple[str, str], dict[str, Any]] = {}
+    reused_features: dict[str, dict[str, float]] = {}
     dataset_rows = _dataset_rows(prepared)
     if reuse is not None:
         reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), dataset_rows)
