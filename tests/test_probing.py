@@ -262,7 +262,8 @@ def test_which_xrd_models_can_be_probed(finders: list[tuple[ModelNode, bytes | N
     # As a graph snapshot has it: the bundle's artifact path, resolved to a blob by `get_model` later.
     assert can_probe(XRDZOO, ModelNode("xrdzoo", "named", {"artifact": "artifacts/named.json"}))
     text = LibraryInfo("textzoo", {"modality": "text"}, 1, 1, 0, 1, "", 0.0)
-    assert not can_probe(text, ModelNode("textzoo", "m", {}, artifact_blob_id="blob")) and not needs_artifact(text)
+    # A text probe takes the artifact too: a transfer model's holds its trunk.
+    assert not can_probe(text, ModelNode("textzoo", "m", {}, artifact_blob_id="blob")) and needs_artifact(text)
 
 
 def test_a_query_of_another_modality_gives_no_probes(

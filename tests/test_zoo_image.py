@@ -166,3 +166,83 @@ def test_only_a_model_described_as_this_version_builds_it_is_probed() -> None:
     wrong = described | {"encoder": "pixels-grey16"}
     assert not can_probe(other, ModelNode("mine", "hog-64--centroid", wrong))
     assert not can_probe(zoo, ModelNode("imagezoo", "hog-64--linsvm-c1", {}))  # a head ImageZoo leaves out
+
+
+# ----------------------------------------------------------------------------------------------- transfer models
+
+TRANSFER = "pixels-grey16--mlp128-on-tiny-shapes--logreg-c1"
+TRANSFER_MODELS = ["pixels-grey16--centroid", TRANSFER]
+
+
+@pytest.fixture(scope="module")
+def transfer_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("imagezoo-transfer")
+    done = generate(
+        root / "imagezoo",
+        root / "work",
+        jobs=1,
+        seed=0,
+        models=TRANSFER_MODELS,
+        sources=SOURCES,
+        trunk_sources=["tiny-shapes"],
+        progress=None,
+    )
+    assert (done.models, done.interactions, done.measured) == (2, 4, 4)
+    return root / "imagezoo"
+
+
+def test_transfer_models_name_encoder_source_and_head_and_ship_their_trunk(transfer_built: Path) -> None:
+    from modsnet.offline.zoo.image import TRUNK_SOURCES, library_models
+
+    model = image_models.image_model(TRANSFER)
+    assert model is not None and model.trunk is not None and model.trunk.source == "tiny-shapes"
+    assert image_models.image_model("hog-64--mlp128-on-x--centroid") is None  # transfer models fit logistic regression
+    transfer = [m for m in library_models() if m.trunk is not None]
+    assert len(transfer) >= 20 and set(TRUNK_SOURCES) <= {s.dataset_id for s in dataset_sources()}
+    models = pd.read_csv(transfer_built / "models.csv", keep_default_na=False).set_index("model_id")
+    assert models.loc[TRANSFER, "trunk"] == "mlp128-on-tiny-shapes" and models.loc[TRANSFER, "artifact"].endswith(
+        ".npz"
+    )
+    with np.load(transfer_built / "artifacts" / f"{TRANSFER}.npz", allow_pickle=False) as saved:
+        assert saved["trunk.coef"].shape == (256, 128)
+        assert json.loads(str(saved["header"]))["trunk_training"]["classes"] == ["circle", "square"]
+    scores = pd.read_csv(transfer_built / "interactions.csv").set_index(["model_id", "dataset_id"])["score"]
+    assert scores[(TRANSFER, "tiny-stripes")] > 0.8  # the shapes trunk's features tell stripes apart
+
+
+def test_growing_an_image_bundle_measures_only_the_new_models_and_equals_a_fresh_build(
+    transfer_built: Path, tmp_path: Path
+) -> None:
+    kwargs = {"jobs": 1, "seed": 0, "sources": SOURCES, "trunk_sources": ["tiny-shapes"], "progress": None}
+    generate(tmp_path / "zoo", tmp_path / "work-a", models=TRANSFER_MODELS[:1], **kwargs)
+    grown = generate(tmp_path / "zoo", tmp_path / "work-b", models=TRANSFER_MODELS, reuse=tmp_path / "zoo", **kwargs)
+    assert (grown.measured, grown.reused) == (2, 2)
+    columns = ["model_id", "dataset_id", "score", "accuracy", "status"]
+    fresh = pd.read_csv(transfer_built / "interactions.csv")[columns]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "zoo" / "interactions.csv")[columns], fresh)
+    for name in ("models.csv", "datasets.csv", "dataset_features/image.csv", f"artifacts/{TRANSFER}.npz"):
+        assert (tmp_path / "zoo" / name).read_bytes() == (transfer_built / name).read_bytes(), name
+
+
+def test_a_transfer_image_model_is_probed_and_run_with_its_trunk(transfer_built: Path, tmp_path: Path) -> None:
+    from modsnet.data.exemplar import load_exemplar
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.probing import can_probe, measure
+    from modsnet.runtime.errors import NotFound
+
+    library = LibraryInfo("imagezoo", yaml.safe_load((transfer_built / "library.yaml").read_text()), 2, 2, 4, 1, "", 0)
+    metadata = pd.read_csv(transfer_built / "models.csv", dtype=str, keep_default_na=False).set_index("model_id")
+    node = ModelNode("imagezoo", TRANSFER, dict(metadata.loc[TRANSFER]), artifact_blob_id="blob")
+    artifact = (transfer_built / "artifacts" / f"{TRANSFER}.npz").read_bytes()
+    assert can_probe(library, node)
+    upload = _folder(tmp_path / "mine", ["horizontal", "vertical"], 48, 8)
+    exemplar = load_exemplar(upload, name="mine", modality="image")
+    probes = measure(library, exemplar, [(node, artifact)], budget_seconds=60)
+    assert [p.model_id for p in probes] == [TRANSFER] and probes[0].value > 0.8
+    assert measure(library, exemplar, [(node, None)], budget_seconds=60) == []
+    printed = run_model(node, "image", artifact, upload, library=library, save=tmp_path / "head.npz")
+    assert f"{TRANSFER} on mine" in printed and float(printed.split("balanced accuracy ")[1].split(",")[0]) > 0.8
+    with np.load(tmp_path / "head.npz", allow_pickle=False) as saved:
+        assert saved["trunkfeatures.coef"].shape == (256, 128)
+    with pytest.raises(NotFound, match="trunk"):
+        run_model(node, "image", None, upload, library=library)

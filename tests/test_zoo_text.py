@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from modsnet.features.text import FEATURE_NAMES
 from modsnet.models import text as text_models
 from modsnet.models.runner import run_model
 from modsnet.offline.zoo.text import DatasetSource, dataset_sources, generate
-from modsnet.runtime.errors import InvalidArgument
+from modsnet.runtime.errors import InvalidArgument, NotFound
 
 MODELS = ["glove50--centroid", "minilm-l3--logreg-c1", "tfidf-char--linsvm-c0.1", "tfidf-word--naive-bayes"]
 TOPICS = {
@@ -150,3 +151,141 @@ def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:
     assert text_models.text_model("minilm-l6--no-such-head") is None
     sources = dataset_sources()
     assert len(sources) >= 45 and len({s.dataset_id for s in sources}) == len(sources)
+
+
+# ----------------------------------------------------------------------------------------------- transfer models
+
+TRANSFER = "glove50--mlp128-on-tiny-three-topics--logreg-c1"
+TRANSFER_MODELS = ["glove50--centroid", TRANSFER]
+
+
+@pytest.fixture(scope="module")
+def transfer_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("textzoo-transfer")
+    done = generate(
+        root / "textzoo",
+        root / "work",
+        jobs=1,
+        seed=0,
+        models=TRANSFER_MODELS,
+        sources=SOURCES,
+        trunk_sources=["tiny-three-topics"],
+        progress=None,
+    )
+    assert (done.models, done.interactions, done.measured) == (2, 4, 4)
+    return root / "textzoo"
+
+
+def test_a_trunk_is_deterministic_and_its_npz_round_trips() -> None:
+    from modsnet.models.heads import TrunkSpec, load_trunk, train_trunk, trunk_npz
+
+    frame = _corpus(list(TOPICS), 60, 3)
+    vectors = text_models.embed("glove50", frame["text"].tolist())
+    spec = TrunkSpec("tiny")
+    first, second = train_trunk(vectors, frame["label"], spec), train_trunk(vectors, frame["label"], spec)
+    assert first.coef.shape == (50, 128) and first.features(vectors).shape == (60, 128)
+    assert all(np.array_equal(a, b) for a, b in zip(first.arrays().values(), second.arrays().values(), strict=True))
+    data = trunk_npz({"model_id": "m"}, first)
+    assert data == trunk_npz({"model_id": "m"}, second)  # byte for byte: the bundle is deterministic
+    with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+        assert sorted(saved.files) == ["header", "trunk.coef", "trunk.intercept", "trunk.mean", "trunk.scale"]
+    loaded = load_trunk(data, "m")
+    assert np.array_equal(loaded.features(vectors), first.features(vectors))
+    with pytest.raises(InvalidArgument, match="holds the trunk of 'm'"):
+        load_trunk(data, "other")
+    with pytest.raises(InvalidArgument, match="not a trunk"):
+        load_trunk(b"not a zip", "m")
+
+
+def test_transfer_model_ids_name_encoder_source_and_head() -> None:
+    model = text_models.text_model(TRANSFER)
+    assert model is not None and model.trunk is not None
+    assert (model.encoder.encoder_id, model.trunk.source, model.trunk.hidden, model.head.head_id) == (
+        "glove50",
+        "tiny-three-topics",
+        128,
+        "logreg-c1",
+    )
+    assert text_models.text_model("tfidf-word--mlp128-on-x--logreg-c1") is None  # a trunk needs dense embeddings
+    assert text_models.text_model("glove50--mlp128-on-x--knn-5") is None  # transfer models fit logistic regression
+    with pytest.raises(ValueError, match="give its trunk"):
+        text_models.evaluate(model, ["a b"] * 6, ["x", "y"] * 3, seed=0)
+    from modsnet.offline.zoo.text import TRUNK_SOURCES, library_models
+
+    transfer = [m for m in library_models() if m.trunk is not None]
+    assert len(transfer) >= 30 and {m.trunk.source for m in transfer if m.trunk} == set(TRUNK_SOURCES)
+    assert set(TRUNK_SOURCES) <= {s.dataset_id for s in dataset_sources()}
+
+
+def test_a_transfer_model_ships_its_trunk_and_is_measured_honestly_on_its_source(transfer_built: Path) -> None:
+    models = pd.read_csv(transfer_built / "models.csv", keep_default_na=False).set_index("model_id")
+    assert models.loc[TRANSFER, "trunk"] == "mlp128-on-tiny-three-topics"
+    assert models.loc[TRANSFER, "trunk_source_dataset"] == "tiny-three-topics"
+    assert models.loc[TRANSFER, "artifact"] == f"{TRANSFER}.npz" and models.loc["glove50--centroid", "trunk"] == ""
+    with np.load(transfer_built / "artifacts" / f"{TRANSFER}.npz", allow_pickle=False) as saved:
+        header = json.loads(str(saved["header"]))
+        assert header["trunk"]["source_dataset"] == "tiny-three-topics" and saved["trunk.coef"].shape == (50, 128)
+        assert header["trunk_training"]["classes"] == sorted(TOPICS)
+    scores = pd.read_csv(transfer_built / "interactions.csv").set_index(["model_id", "dataset_id"])["score"]
+    # The trunk transfers: the two-topic task is read off the three-topic trunk's features.
+    assert scores[(TRANSFER, "tiny-weather-cooking")] > 0.8
+    assert scores[(TRANSFER, "tiny-three-topics")] > 0.6  # a trunk trained inside each fold: no row seen twice
+    assert "transfer models" in yaml.safe_load((transfer_built / "library.yaml").read_text())["description"]
+
+
+def test_growing_a_bundle_measures_only_the_new_models_and_equals_a_fresh_build(
+    transfer_built: Path, tmp_path: Path
+) -> None:
+    kwargs = {"jobs": 1, "seed": 0, "sources": SOURCES, "trunk_sources": ["tiny-three-topics"], "progress": None}
+    first = generate(tmp_path / "zoo", tmp_path / "work-a", models=TRANSFER_MODELS[:1], **kwargs)
+    assert (first.measured, first.reused) == (2, 0)
+    # Another work folder: what is reused comes from the bundle, not from the results log.
+    grown = generate(tmp_path / "zoo", tmp_path / "work-b", models=TRANSFER_MODELS, reuse=tmp_path / "zoo", **kwargs)
+    assert (grown.measured, grown.reused) == (2, 2)
+    columns = ["model_id", "dataset_id", "score", "accuracy", "status"]
+    fresh = pd.read_csv(transfer_built / "interactions.csv")[columns]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "zoo" / "interactions.csv")[columns], fresh)
+    for name in ("models.csv", "datasets.csv", "dataset_features/text.csv", f"artifacts/{TRANSFER}.npz"):
+        assert (tmp_path / "zoo" / name).read_bytes() == (transfer_built / name).read_bytes(), name
+    # A bundle of another protocol (here: another seed) is not reused.
+    other = generate(
+        tmp_path / "other",
+        tmp_path / "work-c",
+        models=TRANSFER_MODELS[:1],
+        reuse=tmp_path / "zoo",
+        **kwargs | {"seed": 1},
+    )
+    assert other.reused == 0
+
+
+def test_a_transfer_model_is_probed_and_run_with_the_trunk_of_its_artifact(
+    transfer_built: Path, tmp_path: Path
+) -> None:
+    from modsnet.data.exemplar import load_exemplar
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.probing import can_probe, measure
+
+    library = LibraryInfo("textzoo", yaml.safe_load((transfer_built / "library.yaml").read_text()), 2, 2, 4, 1, "", 0.0)
+    metadata = pd.read_csv(transfer_built / "models.csv", dtype=str, keep_default_na=False).set_index("model_id")
+    node = ModelNode("textzoo", TRANSFER, dict(metadata.loc[TRANSFER]), artifact_blob_id="blob")
+    artifact = (transfer_built / "artifacts" / f"{TRANSFER}.npz").read_bytes()
+    assert can_probe(library, node)
+    assert not can_probe(library, ModelNode("textzoo", TRANSFER, {**metadata.loc[TRANSFER], "artifact": ""}))
+    upload = tmp_path / "mine.csv"
+    _corpus(["cooking", "football"], 60, 9).to_csv(upload, index=False)
+    exemplar = load_exemplar(upload, name=upload.name, modality="text", target="label")
+    probes = measure(library, exemplar, [(node, artifact)], budget_seconds=60)
+    assert [p.model_id for p in probes] == [TRANSFER] and probes[0].value > 0.8
+    assert measure(library, exemplar, [(node, None)], budget_seconds=60) == []  # no trunk, no probe
+    head = tmp_path / "head.npz"
+    printed = run_model(node, "text", artifact, upload, library=library, save=head)
+    assert f"{TRANSFER} on mine.csv" in printed and float(printed.split("balanced accuracy ")[1].split(",")[0]) > 0.8
+    with np.load(head, allow_pickle=False) as saved:  # the fitted model: the trunk it ran with, then the head
+        assert np.array_equal(saved["trunkfeatures.coef"], load_trunk_coef(artifact))
+    with pytest.raises(NotFound, match="trunk"):
+        run_model(node, "text", None, upload, library=library)
+
+
+def load_trunk_coef(artifact: bytes) -> np.ndarray:
+    with np.load(io.BytesIO(artifact), allow_pickle=False) as saved:
+        return np.asarray(saved["trunk.coef"])

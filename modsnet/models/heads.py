@@ -5,14 +5,23 @@ naive Bayes, always behind a scaler chosen by the library (standardisation for d
 for sparse TF-IDF). `cross_validate` is the protocol both libraries were measured with (`FOLDS`-fold
 stratified CV, balanced accuracy, on at most `ROW_CAP` items); `pipeline_npz` writes a fitted pipeline's
 numbers as a NumPy .npz (never pickle). scikit-learn loads inside functions, on first use.
+
+Transfer models (`TrunkSpec`, `Trunk`): an encoder, then a trunk, a one-hidden-layer MLP trained on one
+source dataset's embeddings and labels (`train_trunk`, fixed seed), whose ReLU hidden layer is the
+representation; on any target the trunk is frozen and a fresh scaled `TRANSFER_HEAD` is fitted on its
+features by the same CV (`TrunkFeatures` is that pipeline step). Id `ENCODER--mlpN-on-SOURCE--HEAD`
+(`parse_model_id`); the trunk ships as the model's artifact (`trunk_npz`, read back by `load_trunk`).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,7 +31,27 @@ import numpy as np
 if TYPE_CHECKING:
     from modsnet.data.graph import LibraryInfo, ModelNode
 
-__all__ = ["FOLDS", "HEADS", "ROW_CAP", "Head", "cross_validate", "described_as", "estimator", "pipeline_npz"]
+__all__ = [
+    "FOLDS",
+    "HEADS",
+    "ROW_CAP",
+    "TRANSFER_HEAD",
+    "Head",
+    "Trunk",
+    "TrunkFeatures",
+    "TrunkSpec",
+    "artifact_trunk",
+    "cross_validate",
+    "described_as",
+    "estimator",
+    "load_trunk",
+    "npz_bytes",
+    "parse_model_id",
+    "pipeline_npz",
+    "train_trunk",
+    "transfer_model_id",
+    "trunk_npz",
+]
 
 FOLDS = 3
 ROW_CAP = 1_000  # items per dataset the libraries measured on (a stratified sample)
@@ -73,9 +102,14 @@ def zoo_model_of(
     if library.meta.get("modality") != modality or library.meta.get("metric", ZOO_METRIC) != ZOO_METRIC:
         return None
     built = build(model.model_id)
-    if built is None:
+    if built is None or not described_as(library, model, built.encoder.encoder_id, built.head, builtin):
         return None
-    return built if described_as(library, model, built.encoder.encoder_id, built.head, builtin) else None
+    if built.trunk is not None:  # a transfer model runs only with its trunk, which its artifact holds
+        if model.metadata.get("trunk", built.trunk.trunk_id) != built.trunk.trunk_id:
+            return None
+        if not (model.artifact_blob_id or model.metadata.get("artifact")):
+            return None
+    return built
 
 
 def described_as(library: LibraryInfo, model: ModelNode, encoder_id: str, head: Head, builtin: str) -> bool:
@@ -216,3 +250,184 @@ def pipeline_npz(header: Mapping[str, Any], pipeline: Any) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy stubs mistype **kwds
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------- transfer trunks
+
+TRANSFER_HEAD = "logreg-c1"  # the fresh head a transfer model fits on its trunk's features for each target
+_TRUNK_ID = re.compile(r"mlp(?P<hidden>\d+)-on-(?P<source>[A-Za-z0-9_.][A-Za-z0-9_.-]*)")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp inside .npz files, so the same arrays give the same bytes
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """A small MLP trained on one source dataset's embeddings and labels; its hidden layer is the representation.
+
+    One hidden layer of `hidden` ReLU units on standardised embeddings, scikit-learn's `MLPClassifier`
+    (Adam, L2 `alpha`, at most `max_iter` epochs, `random_state=seed`): `params` is everything that fixes it.
+    """
+
+    source: str  # the dataset id it was trained on
+    hidden: int = 128
+    seed: int = 0
+
+    @property
+    def trunk_id(self) -> str:
+        return f"mlp{self.hidden}-on-{self.source}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "hidden_layer_sizes": [self.hidden],
+            "activation": "relu",
+            "alpha": 1e-3,
+            "batch_size": 200,
+            "learning_rate_init": 1e-3,
+            "max_iter": 100,
+            "random_state": self.seed,
+        }
+
+
+def parse_model_id(model_id: str) -> tuple[str, TrunkSpec | None, str] | None:
+    """(encoder, trunk, head) of `ENCODER--HEAD` or of a transfer model's `ENCODER--mlpN-on-SOURCE--HEAD`;
+    None when the id has neither shape."""
+    parts = model_id.split("--")
+    if len(parts) == 2:
+        return parts[0], None, parts[1]
+    if len(parts) == 3:
+        match = _TRUNK_ID.fullmatch(parts[1])
+        if match and int(match["hidden"]) > 0:
+            return parts[0], TrunkSpec(match["source"], int(match["hidden"])), parts[2]
+    return None
+
+
+def transfer_model_id(encoder_id: str, trunk: TrunkSpec, head_id: str = TRANSFER_HEAD) -> str:
+    return f"{encoder_id}--{trunk.trunk_id}--{head_id}"
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """A trained trunk's numbers: input standardisation, then relu(z @ coef + intercept)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # (input dims, hidden)
+    intercept: np.ndarray  # (hidden,)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float32) - self.mean) / self.scale
+        return np.maximum(z @ self.coef + self.intercept, 0.0).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "trunk.mean": self.mean,
+            "trunk.scale": self.scale,
+            "trunk.coef": self.coef,
+            "trunk.intercept": self.intercept,
+        }
+
+
+def train_trunk(x: np.ndarray, labels: Any, spec: TrunkSpec) -> Trunk:
+    """Fit `spec`'s MLP on embeddings `x` and `labels` (one BLAS thread: the same numbers on every run)."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    params = spec.params | {"hidden_layer_sizes": tuple(spec.params["hidden_layer_sizes"])}
+    y = np.asarray(labels, dtype=object).astype(str)
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore")  # a trunk stopped at max_iter is the trunk: its transfer score says the rest
+        scaler = StandardScaler().fit(np.asarray(x, dtype=np.float64))
+        mlp = MLPClassifier(**params).fit(scaler.transform(np.asarray(x, dtype=np.float64)), y)
+    return Trunk(
+        scaler.mean_.astype(np.float32),
+        scaler.scale_.astype(np.float32),
+        mlp.coefs_[0].astype(np.float32),
+        mlp.intercepts_[0].astype(np.float32),
+    )
+
+
+class TrunkFeatures:
+    """Pipeline step: a frozen trunk's features, or (no trunk given) a trunk trained on the fit's own rows.
+
+    The second is how a transfer model is scored on its own source dataset: the trunk is trained inside each
+    CV training fold, so the held-out fold was never seen. Fitted numbers are `mean_`, `scale_`, `coef_`,
+    `intercept_` (what `pipeline_npz` writes).
+    """
+
+    def __init__(self, spec: TrunkSpec, trunk: Trunk | None = None):
+        self.spec, self.trunk = spec, trunk
+
+    def fit(self, x: np.ndarray, y: Any = None) -> TrunkFeatures:
+        if self.trunk is None:
+            if y is None:
+                raise ValueError("training a trunk needs labels")
+            self.trunk = train_trunk(x, y, self.spec)
+        self.mean_, self.scale_ = self.trunk.mean, self.trunk.scale
+        self.coef_, self.intercept_ = self.trunk.coef, self.trunk.intercept
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        if self.trunk is None:
+            raise ValueError("TrunkFeatures is not fitted")
+        return self.trunk.features(x)
+
+    def fit_transform(self, x: np.ndarray, y: Any = None) -> np.ndarray:
+        return self.fit(x, y).transform(x)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"spec": self.spec, "trunk": self.trunk}
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Arrays as .npz bytes (deflated, no pickle), identical for identical arrays (np.savez stamps the time)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            payload = io.BytesIO()
+            np.lib.format.write_array(payload, np.asarray(array), allow_pickle=False)
+            archive.writestr(entry, payload.getvalue())
+    return buffer.getvalue()
+
+
+def trunk_npz(header: Mapping[str, Any], trunk: Trunk) -> bytes:
+    """A transfer model's library artifact: the trunk's arrays and a JSON header (its spec), as .npz bytes."""
+    return npz_bytes({**trunk.arrays(), "header": np.asarray(json.dumps(dict(header), sort_keys=True))})
+
+
+def load_trunk(data: bytes, model_id: str) -> Trunk:
+    """The trunk of a transfer model's artifact; a file that is not that model's trunk is refused."""
+    from modsnet.runtime.errors import InvalidArgument
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+            header = json.loads(str(saved["header"]))
+            trunk = Trunk(
+                *(np.asarray(saved[f"trunk.{k}"], dtype=np.float32) for k in ("mean", "scale", "coef", "intercept"))
+            )
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise InvalidArgument(f"artifact of {model_id!r} is not a trunk .npz: {exc}") from exc
+    if header.get("model_id") != model_id:
+        raise InvalidArgument(f"artifact of {model_id!r} holds the trunk of {header.get('model_id')!r}")
+    dims, hidden = trunk.coef.shape if trunk.coef.ndim == 2 else (-1, -1)
+    if trunk.mean.shape != (dims,) or trunk.scale.shape != (dims,) or trunk.intercept.shape != (hidden,):
+        raise InvalidArgument(f"artifact of {model_id!r}: trunk arrays of inconsistent shapes")
+    return trunk
+
+
+def artifact_trunk(built: Any, model_id: str, artifact: bytes | None) -> tuple[bool, Trunk | None]:
+    """(runnable, trunk) for a probe: a transfer model runs with the trunk its artifact holds (none or a bad
+    one: not runnable, logged); any other model needs none."""
+    from modsnet.runtime.errors import InvalidArgument
+
+    if built.trunk is None:
+        return True, None
+    if artifact is None:
+        return False, None
+    try:
+        return True, load_trunk(artifact, model_id)
+    except InvalidArgument:
+        logging.getLogger(__name__).debug("not probed: %s has no usable trunk artifact", model_id, exc_info=True)
+        return False, None

@@ -17,6 +17,9 @@ sha256) and run with ONNX Runtime on one thread; PyTorch is imported only for th
 `IMAGE_HEADS` (TextZoo's heads less two linear SVMs) behind standardisation; `evaluate` is the protocol
 that measured the library (3-fold stratified CV, balanced accuracy, at most `ROW_CAP` images), which probes
 and `modsnet run` use too.
+Transfer models (`transfer_models`, id `ENCODER--mlp128-on-SOURCE--logreg-c1`): an encoder, a frozen trunk
+trained on source dataset SOURCE (`modsnet.models.heads.TrunkSpec`; its weights are the model's library
+artifact) and a fresh scaled logistic regression fitted on the trunk's 128 ReLU features.
 Images are RGB uint8 arrays as `modsnet.data.exemplar` decodes an upload (at most 256 pixels on the
 short side), for the library's datasets as for a user's.
 """
@@ -34,7 +37,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modsnet.models.heads import FOLDS, HEADS, Head, cross_validate, estimator, pipeline_npz
+from modsnet.models.heads import (
+    FOLDS,
+    HEADS,
+    TRANSFER_HEAD,
+    Head,
+    Trunk,
+    TrunkFeatures,
+    TrunkSpec,
+    cross_validate,
+    estimator,
+    parse_model_id,
+    pipeline_npz,
+    transfer_model_id,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,6 +68,7 @@ __all__ = [
     "image_model",
     "image_models",
     "model_spec",
+    "transfer_models",
 ]
 
 ROW_CAP = 500  # images per dataset the library measured on (a stratified sample): the build fits 2 hours on 2 cores
@@ -129,8 +146,13 @@ class ImageModel:
     model_id: str
     encoder: Encoder
     head: Head
+    trunk: TrunkSpec | None = None  # a transfer model's trunk (its weights: the model's artifact)
 
-    preprocessing = "standardisation"
+    @property
+    def preprocessing(self) -> str:
+        if self.trunk is not None:
+            return f"standardisation, frozen {self.trunk.trunk_id} trunk (ReLU features), standardisation"
+        return "standardisation"
 
 
 def image_models() -> list[ImageModel]:
@@ -141,12 +163,26 @@ def image_models() -> list[ImageModel]:
     )
 
 
+def transfer_models(sources: Sequence[str], encoders: Sequence[str]) -> list[ImageModel]:
+    """A transfer model per (encoder, source dataset): a trunk trained on the source, a fresh head per target."""
+    models = [
+        ImageModel(transfer_model_id(e, TrunkSpec(s)), ENCODERS[e], HEADS[TRANSFER_HEAD], TrunkSpec(s))
+        for e in encoders
+        for s in sources
+    ]
+    return sorted(models, key=lambda m: m.model_id)
+
+
 def image_model(model_id: str) -> ImageModel | None:
-    """The model an id names, or None when this version does not know it."""
-    encoder, _, head = model_id.partition("--")
-    if encoder not in ENCODERS or head not in IMAGE_HEADS:
+    """The model an id names (`ENCODER--HEAD`, or a transfer model's `ENCODER--mlpN-on-SOURCE--logreg-c1`),
+    or None when this version does not know it."""
+    parsed = parse_model_id(model_id)
+    if parsed is None:
         return None
-    return ImageModel(model_id, ENCODERS[encoder], HEADS[head])
+    encoder, trunk, head = parsed
+    if encoder not in ENCODERS or head not in IMAGE_HEADS or (trunk is not None and head != TRANSFER_HEAD):
+        return None
+    return ImageModel(model_id, ENCODERS[encoder], HEADS[head], trunk)
 
 
 # ----------------------------------------------------------------------------------------------- encoders
@@ -342,8 +378,9 @@ def encoder_reference(encoder_id: str) -> dict[str, Any]:
 
 
 def model_spec(model: ImageModel) -> dict[str, Any]:
-    """What a downloaded model is: the encoder reference and the head's settings (fit it with `modsnet run --save`)."""
-    return {
+    """What a downloaded model is: the encoder reference and the head's settings (fit it with `modsnet run --save`);
+    for a transfer model also its trunk (the arrays ship beside this header in the model's .npz)."""
+    spec = {
         "model_id": model.model_id,
         "kind": "imagezoo",
         "encoder": encoder_reference(model.encoder.encoder_id),
@@ -352,6 +389,9 @@ def model_spec(model: ImageModel) -> dict[str, Any]:
         "protocol": f"{FOLDS}-fold stratified CV, balanced accuracy, at most {ROW_CAP:,} images",
         "runner": "modsnet.models.image (build, evaluate, fit_artifact)",
     }
+    if model.trunk is not None:
+        spec["trunk"] = {"id": model.trunk.trunk_id, "source_dataset": model.trunk.source, "params": model.trunk.params}
+    return spec
 
 
 @functools.lru_cache(maxsize=8)
@@ -366,12 +406,22 @@ def _sha256(path: Path) -> str:
 # ----------------------------------------------------------------------------------------------- heads
 
 
-def build(model: ImageModel) -> Any:
-    """A fresh, unfitted pipeline: standardisation, then the head (it takes the encoder's embeddings)."""
+def build(model: ImageModel, trunk: Trunk | None = None) -> Any:
+    """A fresh, unfitted pipeline: standardisation, then the head (it takes the encoder's embeddings).
+
+    A transfer model's pipeline starts with its trunk: frozen `trunk`, or (None) one trained in `fit`.
+    """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if model.trunk is not None:
+        return make_pipeline(TrunkFeatures(model.trunk, trunk), StandardScaler(), estimator(model.head))
     return make_pipeline(StandardScaler(), estimator(model.head))
+
+
+def _check_trunk(model: ImageModel, trunk: Trunk | None, train_trunk_in_folds: bool) -> None:
+    if model.trunk is not None and trunk is None and not train_trunk_in_folds:
+        raise ValueError(f"{model.model_id} is a transfer model: give its trunk (or train it inside the folds)")
 
 
 def evaluate(
@@ -383,15 +433,20 @@ def evaluate(
     embeddings: np.ndarray | None = None,
     encode_seconds_per_image: float = 0.0,
     deadline: float | None = None,
+    trunk: Trunk | None = None,
+    train_trunk_in_folds: bool = False,
 ) -> dict[str, Any]:
     """Score a model by the heads' protocol (`modsnet.models.heads.cross_validate`) on its encoder's embeddings.
 
     `embeddings` (computed unless given) must be of `images`; `inference_seconds` includes the encoder's
-    time for a fold's images; `memory_bytes` is the encoder's weights plus the fitted head's .npz.
+    time for a fold's images; `memory_bytes` is the encoder's weights plus the fitted head's .npz (a transfer
+    model's trunk included). A transfer model needs its frozen `trunk`, or `train_trunk_in_folds` (how it is
+    scored on its own source dataset: a trunk trained on each training fold, never on the fold it is scored on).
     """
+    _check_trunk(model, trunk, train_trunk_in_folds)
     x = embed(model.encoder.encoder_id, images) if embeddings is None else embeddings
     return cross_validate(
-        lambda: build(model),
+        lambda: build(model, trunk),
         x,
         labels,
         seed=seed,
@@ -402,11 +457,15 @@ def evaluate(
     )
 
 
-def fit_artifact(model: ImageModel, images: Sequence[np.ndarray], labels: Sequence[str]) -> bytes:
-    """Fit the model on all the images and return the head as .npz bytes (arrays and a JSON header, no pickle)."""
+def fit_artifact(
+    model: ImageModel, images: Sequence[np.ndarray], labels: Sequence[str], trunk: Trunk | None = None
+) -> bytes:
+    """Fit the model on all the images and return the head (with a transfer model's trunk) as .npz bytes
+    (arrays and a JSON header, no pickle)."""
     import warnings
 
-    pipeline = build(model)
+    _check_trunk(model, trunk, False)
+    pipeline = build(model, trunk)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline.fit(embed(model.encoder.encoder_id, images), np.asarray(labels, dtype=object).astype(str))
@@ -423,4 +482,6 @@ def _head_npz(model: ImageModel, pipeline: Any) -> bytes:
         "head": model.head.estimator,
         "params": dict(model.head.params),
     }
+    if model.trunk is not None:
+        header["trunk"] = model.trunk.trunk_id
     return pipeline_npz(header, pipeline)

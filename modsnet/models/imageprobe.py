@@ -61,12 +61,18 @@ def labelled_sample(exemplar: Exemplar) -> tuple[list[np.ndarray], list[str]] | 
 
 
 def measure_image(
-    library: LibraryInfo, exemplar: Exemplar, models: Sequence[ModelNode], deadline: float, seed: int
+    library: LibraryInfo,
+    exemplar: Exemplar,
+    models: Sequence[tuple[ModelNode, bytes | None]],
+    deadline: float,
+    seed: int,
 ) -> list[ProbeRecord]:
+    """Probe each model (with its artifact: a transfer model's trunk) on a sample of the exemplar until `deadline`."""
+    from modsnet.models.heads import artifact_trunk
     from modsnet.models.image import FOLDS, embed, evaluate
 
-    chosen = [(model, image_model_of(library, model)) for model in models]
-    if not any(built for _, built in chosen):
+    chosen = [(model, image_model_of(library, model), artifact) for model, artifact in models]
+    if not any(built for _, built, _ in chosen):
         return []
     sample = labelled_sample(exemplar)
     if sample is None:
@@ -75,10 +81,13 @@ def measure_image(
     images, labels = sample
     embedded: dict[str, tuple[np.ndarray, float]] = {}
     results = []
-    for model, built in chosen:
+    for model, built, artifact in chosen:
         if time.perf_counter() >= deadline:
             break
         if built is None:
+            continue
+        runnable, trunk = artifact_trunk(built, model.model_id, artifact)
+        if not runnable:
             continue
         started = time.perf_counter()
         encoder_id = built.encoder.encoder_id
@@ -89,7 +98,14 @@ def measure_image(
             embedded[encoder_id] = (vectors, (time.perf_counter() - begun) / len(images))
         vectors, per_image = embedded[encoder_id]
         result = evaluate(
-            built, images, labels, seed=seed, embeddings=vectors, encode_seconds_per_image=per_image, deadline=deadline
+            built,
+            images,
+            labels,
+            seed=seed,
+            embeddings=vectors,
+            encode_seconds_per_image=per_image,
+            deadline=deadline,
+            trunk=trunk,
         )
         if result.get("status") != "ok":
             _log.debug("not probed: %s %s %s", model.model_id, result.get("status"), result.get("error", ""))
@@ -108,15 +124,27 @@ def measure_image(
     return results
 
 
-def run_image(model: ModelNode, library: LibraryInfo, file: Path, *, save: Path | None = None) -> str:
-    """Cross-validate an ImageZoo model on the user's labelled images as the library did; optionally save the head."""
+def run_image(
+    model: ModelNode, library: LibraryInfo, file: Path, *, save: Path | None = None, artifact: bytes | None = None
+) -> str:
+    """Cross-validate an ImageZoo model on the user's labelled images as the library did; optionally save the head.
+
+    A transfer model runs with the trunk of its `artifact` (the library's .npz), frozen, as the library ran it.
+    """
     from modsnet.data.exemplar import Limits, load_exemplar
+    from modsnet.models.heads import load_trunk
     from modsnet.models.image import FOLDS, ROW_CAP, evaluate, fit_artifact
     from modsnet.runtime.errors import InvalidArgument, NotFound
 
     built = image_model_of(library, model)
     if built is None:
         raise NotFound(f"{model.model_id!r} is not an ImageZoo model this version can rebuild")
+    if built.trunk is not None:
+        if artifact is None:
+            raise NotFound(f"{model.model_id!r} is a transfer model and its trunk (the model's artifact) is missing")
+        trunk = load_trunk(artifact, model.model_id)
+    else:
+        trunk = None
     exemplar = load_exemplar(file, name=file.name, modality="image", limits=Limits(decode_images=ROW_CAP))
     if not exemplar.labels:
         raise InvalidArgument(
@@ -127,7 +155,7 @@ def run_image(model: ModelNode, library: LibraryInfo, file: Path, *, save: Path 
     if sample is None:
         raise InvalidArgument(f"{file.name}: fewer than two classes with {FOLDS} images each: cannot cross-validate")
     images, labels = sample
-    result = evaluate(built, images, labels, seed=0)
+    result = evaluate(built, images, labels, seed=0, trunk=trunk)
     if result.get("status") != "ok":
         return f"{model.model_id} on {file.name}: {result.get('status')} {result.get('error', '')}"
     lines = [
@@ -136,6 +164,6 @@ def run_image(model: ModelNode, library: LibraryInfo, file: Path, *, save: Path 
         f"accuracy {result['accuracy']:.3f}, fit {result['train_seconds']:.3f} s per fold"
     ]
     if save is not None:
-        save.write_bytes(fit_artifact(built, images, labels))
+        save.write_bytes(fit_artifact(built, images, labels, trunk))
         lines.append(f"head fitted on all {len(images)} images written to {save} (NumPy .npz, no pickle)")
     return "\n".join(lines)

@@ -111,8 +111,9 @@ def can_probe(library: LibraryInfo, model: ModelNode) -> bool:
 
 
 def needs_artifact(library: LibraryInfo) -> bool:
-    """Whether a probe needs the model's artifact bytes (an XRD finder is its artifact; TabZoo is rebuilt)."""
-    return library.meta.get("modality") == "xrd"
+    """Whether a probe needs the model's artifact bytes: an XRD finder is its artifact, a TextZoo or ImageZoo
+    transfer model's artifact holds its trunk (their other models ignore their small JSON spec); TabZoo is rebuilt."""
+    return library.meta.get("modality") in ("xrd", "text", "image")
 
 
 def measure(
@@ -144,11 +145,11 @@ def measure(
         if modality == "text":
             from modsnet.models.textprobe import measure_text
 
-            return measure_text(library, exemplar, [m for m, _ in models], started + budget_seconds, seed)
+            return measure_text(library, exemplar, models, started + budget_seconds, seed)
         if modality == "image":
             from modsnet.models.imageprobe import measure_image
 
-            return measure_image(library, exemplar, [m for m, _ in models], started + budget_seconds, seed)
+            return measure_image(library, exemplar, models, started + budget_seconds, seed)
     except Exception:  # evidence, not a requirement: an unexpected failure costs the probes, not the search
         _log.debug("probing %s on library %r failed", exemplar.name, library.name, exc_info=True)
     return []

