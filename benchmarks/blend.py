@@ -26,15 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from probe_similarity import BUILT_IN, stripped_copy
+from probe_similarity import BUILT_IN
 
 from modsnet.data.bundle import read_bundle
 from modsnet.offline.importers.oboe import import_oboe
 from modsnet.offline.importers.transfergraph import import_transfergraph
 from services.recommender import evaluation
 from services.recommender.estimators.blend import BlendedEstimator
-
-BELOW_POPULARITY = 0.10  # the issue's bound on a target's Pearson under popularity's
 
 
 def bundle_path(name: str, shared: Path, tmp: Path) -> Path:
@@ -68,22 +66,15 @@ def served_and_alone() -> dict[str, evaluation.Method]:
 
 def below_popularity(report: evaluation.EvaluationReport) -> list[str]:
     """Per method: mean Pearson, regret@1, worst target, and the targets too far under popularity's Pearson."""
-    by_method = {r.method: r for r in report.results}
-    popularity = by_method["popularity"].per_target
     lines = []
     for r in report.results:
-        gaps = {
-            t: popularity[t]["pearson"] - v["pearson"]  # type: ignore[operator]
-            for t, v in r.per_target.items()
-            if t in popularity and v.get("pearson") is not None
-        }
-        under = sorted((t for t, g in gaps.items() if g > BELOW_POPULARITY), key=lambda t: -gaps[t])
+        under = report.below_popularity(r) or {}
         worst = r.worst("pearson")
-        shown = ", ".join(f"{t} ({gaps[t]:+.3f})" for t in under[:5])
+        shown = ", ".join(f"{t} ({g:+.3f})" for t, g in list(under.items())[:5])
         lines.append(
             f"  {r.method:<12} mean pearson {r.means['pearson']:.3f}, regret@1 {r.means['regret@1']:.3f}, "
             f"worst pearson {worst[1]:.3f} on {worst[0]}; "
-            f"{len(under)} target(s) > {BELOW_POPULARITY} below popularity" + (f": {shown}" if under else "")
+            f"{len(under)} target(s) > {evaluation.BELOW_POPULARITY} below popularity" + (f": {shown}" if under else "")
         )
     return lines
 
@@ -101,10 +92,9 @@ def main() -> int:
         tmp = Path(folder)
         for name in args.libraries:
             path = bundle_path(name, args.shared_data, tmp)
-            if args.no_features:
-                (tmp / "stripped").mkdir(exist_ok=True)
-                path = stripped_copy(path, tmp / "stripped")
             bundle = read_bundle(path)
+            if args.no_features:
+                bundle = evaluation.without_dataset_features(bundle)
             published = None if args.all_targets else evaluation.published_dir_for(bundle.name, args.shared_data)
             snapshot, _ = evaluation.graph_from_bundle(bundle)
             targets = evaluation.default_targets(snapshot, published_dir=published)
