@@ -7,8 +7,9 @@ A published score matrix often comes with dataset ids only. Each library here is
 cut to its id column and without dataset features, similarities or recorded transferability probes
 (`evaluation.without_dataset_features`, as `modsnet eval --no-features` reads it), so a probe is a real
 measurement of the model on the held-out target. Leave-one-dataset-out (`services.recommender.evaluation`),
-cold popularity against the estimators with `--budget` probes. The issue's target (decisions, point 4): Pearson >= popularity + 0.05 and regret@1 below popularity's.
-Not a test; prints (and with --out writes) a markdown table.
+cold popularity against the estimators with `--budget` probes. The issue's target (decisions, point 4):
+Pearson >= popularity + 0.05 and regret@1 below popularity's. Not a test; prints (and with --out writes) a
+markdown table.
 """
 
 from __future__ import annotations
