@@ -247,6 +247,24 @@ def test_a_library_without_dataset_features_evaluates(synth_bundle: Path) -> Non
     assert all(-1 <= v["pearson"] <= 1 for v in knn.per_target.values())
 
 
+def test_the_command_evaluates_a_library_without_its_dataset_features(
+    synth_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.recommender.evaluation import main
+
+    args = [str(synth_bundle), "--methods", "popularity", "knn", "--targets", "d0", "d5", "d9", "--budgets", "--json"]
+    assert main(args) == 0
+    with_features = json.loads(capsys.readouterr().out)
+    assert main([*args, "--no-features"]) == 0
+    without = json.loads(capsys.readouterr().out)
+    knn_with, knn_without = with_features["methods"][1], without["methods"][1]
+    assert knn_with["method"] == knn_without["method"] == "knn"
+    # Popularity never reads features; the kNN without them has nothing to compare datasets by.
+    assert with_features["methods"][0]["per_target"] == without["methods"][0]["per_target"]
+    assert knn_with["per_target"] != knn_without["per_target"]
+    assert isinstance(knn_without["below_popularity"], dict)
+
+
 def test_the_report_counts_targets_far_under_popularity() -> None:
     from services.recommender.evaluation import EvaluationReport, MethodResult
 
