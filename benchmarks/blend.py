@@ -2,7 +2,7 @@
 popularity and kNN, in one run per library.
 
     PYTHONPATH=. nice -n 5 .venv/bin/python benchmarks/blend.py LIBRARY... [--all-targets] [--no-features]
-        [--with-probes] [--json-dir DIR]
+        [--with-probes] [--json-dir DIR] [--targets T... [--fold-size N]]
 
 LIBRARY: a bundle folder, `tabzoo` / `xrdzoo` (the built-in ones), or `transfergraph-text`,
 `transfergraph-image`, `oboe` (imported from --shared-data by the project's importers into a temp folder).
@@ -14,7 +14,9 @@ dataset with 10 records a target (TransferGraph: all of its datasets, not its 8 
 own GNN member predicting alone: the same fits with the same seeds, hence exactly what was served before the
 blend. Targets and folds as `python -m services.recommender.evaluation` picks them. Prints, per library, the
 evaluation's table and per method the mean Pearson, mean regret@1, worst target and the targets more than
-0.10 Pearson below popularity's on the same target.
+0.10 Pearson below popularity's on the same target; for each of those, every member's Pearson there, the
+weights the blend gave it, its distance to the library and the agreement of the primary's score vector with
+popularity's (what a per-query guard could see). `--targets` with `--fold-size 10` reruns one fold of a run.
 """
 
 from __future__ import annotations
@@ -23,18 +25,18 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from probe_similarity import BUILT_IN, stripped_copy
+from probe_similarity import BUILT_IN
 
 from modsnet.data.bundle import read_bundle
+from modsnet.data.graph_build import dataset_raw_features
 from modsnet.offline.importers.oboe import import_oboe
 from modsnet.offline.importers.transfergraph import import_transfergraph
 from services.recommender import evaluation
 from services.recommender.estimators.blend import BlendedEstimator
-
-BELOW_POPULARITY = 0.10  # the issue's bound on a target's Pearson under popularity's
 
 
 def bundle_path(name: str, shared: Path, tmp: Path) -> Path:
@@ -50,14 +52,41 @@ def bundle_path(name: str, shared: Path, tmp: Path) -> Path:
     return Path(name)
 
 
-def served_and_alone() -> dict[str, evaluation.Method]:
-    """`modsnet` (the served blend) and `gnn` (its GNN member alone, from the same fit of the same fold)."""
+@dataclass
+class Members:
+    """One target as the served blend saw it, cold: each member's scores of the target's models, the weights
+    it got, how far it lies from the library and how alike the primary's and popularity's vectors were."""
+
+    names: tuple[str, ...]
+    scores: np.ndarray  # (members, the target's models)
+    weights: tuple[float, ...]
+    distance: float | None
+    agreement: float  # Pearson of the primary's and popularity's scores, over every model of the library
+
+
+def served_and_alone(seen: dict[str, Members] | None = None) -> dict[str, evaluation.Method]:
+    """`modsnet` (the served blend) and `gnn` (its GNN member alone, from the same fit of the same fold); with
+    `seen`, each target's `Members` are kept there."""
     fitted: dict[tuple[str, ...], BlendedEstimator] = {}
 
     def modsnet(fold: evaluation.Fold) -> dict[str, np.ndarray]:
         estimator = fitted[tuple(fold.targets)] = evaluation.fit_served(fold)
         validation = ", ".join(f"{m} {v:.3f}" for m, v in estimator.blend.validation.items())
         print(f"fold {fold.targets[0]}..: {estimator.blend.describe()}; mean Pearson there {validation}", flush=True)
+        if seen is not None:
+            nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
+            for target in fold.targets:
+                features = dataset_raw_features(nodes[target]) if target in nodes else {}
+                scored = estimator.members_scored(features, known_dataset=target)
+                columns = [estimator.model_ids.index(m) for m in fold.candidates[target]]
+                first, last = scored[0].scores, scored[-1].scores  # type: ignore[union-attr]
+                seen[target] = Members(
+                    estimator.blend.members,
+                    np.stack([s.scores[columns] for s in scored]),  # type: ignore[union-attr]
+                    estimator.weights_for(features, known_dataset=target, probes=()),
+                    estimator.knn.nearest_distance(features),
+                    float(np.corrcoef(first, last)[0, 1]) if np.std(first) > 0 and np.std(last) > 0 else 0.0,
+                )
         return evaluation.served_predictions(fold, estimator)
 
     def gnn(fold: evaluation.Fold) -> dict[str, np.ndarray]:
@@ -68,22 +97,46 @@ def served_and_alone() -> dict[str, evaluation.Method]:
 
 def below_popularity(report: evaluation.EvaluationReport) -> list[str]:
     """Per method: mean Pearson, regret@1, worst target, and the targets too far under popularity's Pearson."""
-    by_method = {r.method: r for r in report.results}
-    popularity = by_method["popularity"].per_target
     lines = []
     for r in report.results:
-        gaps = {
-            t: popularity[t]["pearson"] - v["pearson"]  # type: ignore[operator]
-            for t, v in r.per_target.items()
-            if t in popularity and v.get("pearson") is not None
-        }
-        under = sorted((t for t, g in gaps.items() if g > BELOW_POPULARITY), key=lambda t: -gaps[t])
+        under = report.below_popularity(r) or {}
         worst = r.worst("pearson")
-        shown = ", ".join(f"{t} ({gaps[t]:+.3f})" for t in under[:5])
+        shown = ", ".join(f"{t} ({g:+.3f})" for t, g in list(under.items())[:5])
         lines.append(
             f"  {r.method:<12} mean pearson {r.means['pearson']:.3f}, regret@1 {r.means['regret@1']:.3f}, "
             f"worst pearson {worst[1]:.3f} on {worst[0]}; "
-            f"{len(under)} target(s) > {BELOW_POPULARITY} below popularity" + (f": {shown}" if under else "")
+            f"{len(under)} target(s) > {evaluation.BELOW_POPULARITY} below popularity" + (f": {shown}" if under else "")
+        )
+    return lines
+
+
+def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> list[str]:
+    """Each target where the served blend is more than 0.10 under popularity's Pearson: every member's Pearson
+    there, the weights it got, its distance and agreement, and the same medians over all targets."""
+    served = next(r for r in report.results if r.method == "modsnet")
+    under = report.below_popularity(served) or {}
+    if not under or not seen:
+        return []
+
+    def pearson(row: np.ndarray, truth: np.ndarray) -> float:
+        return float(np.corrcoef(row, truth)[0, 1]) if np.std(row) > 0 and np.std(truth) > 0 else 0.0
+
+    distances = [m.distance for m in seen.values() if m.distance is not None]
+    lines = [
+        f"targets more than {evaluation.BELOW_POPULARITY} under popularity, member by member (over all "
+        f"{len(seen)} targets: median distance "
+        f"{np.median(distances) if distances else float('nan'):.2f}, "
+        f"median agreement {np.median([m.agreement for m in seen.values()]):.2f}):"
+    ]
+    for target, gap in under.items():
+        m = seen[target]
+        truth = np.array(served.predictions[target]["true"], dtype=float)
+        members = ", ".join(f"{n} {pearson(row, truth):.3f}" for n, row in zip(m.names, m.scores, strict=True))
+        weights = ", ".join(f"{n} {w:.1f}" for n, w in zip(m.names, m.weights, strict=True) if w > 0)
+        distance = "-" if m.distance is None else f"{m.distance:.2f}"
+        lines.append(
+            f"  {target}: {gap:+.3f} under; members {members}; weights {weights}; distance {distance}; "
+            f"agreement {m.agreement:.2f}; truth sd {truth.std():.3f} over {len(truth)} models"
         )
     return lines
 
@@ -96,30 +149,33 @@ def main() -> int:
     parser.add_argument("--with-probes", action="store_true", help="each target probed (10 models), not cold")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--json-dir", type=Path, help="keep each report's JSON here")
+    parser.add_argument("--targets", nargs="+", help="these targets only (default: as the evaluation picks them)")
+    parser.add_argument("--fold-size", type=int, default=0, help="targets hidden per fit (default: 10 over 20, else 1)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for name in args.libraries:
             path = bundle_path(name, args.shared_data, tmp)
-            if args.no_features:
-                (tmp / "stripped").mkdir(exist_ok=True)
-                path = stripped_copy(path, tmp / "stripped")
             bundle = read_bundle(path)
+            if args.no_features:
+                bundle = evaluation.without_dataset_features(bundle)
             published = None if args.all_targets else evaluation.published_dir_for(bundle.name, args.shared_data)
             snapshot, _ = evaluation.graph_from_bundle(bundle)
-            targets = evaluation.default_targets(snapshot, published_dir=published)
+            targets = args.targets or evaluation.default_targets(snapshot, published_dir=published)
+            seen: dict[str, Members] = {}
             start = time.perf_counter()
             report = evaluation.evaluate(
                 bundle,
                 methods=["modsnet", "gnn", "popularity", "knn"],
                 targets=targets,
                 with_probes=args.with_probes,
-                fold_size=10 if len(targets) > 20 else 1,
+                fold_size=args.fold_size or (10 if len(targets) > 20 else 1),
                 published_dir=published,
-                extra_methods=served_and_alone(),
+                extra_methods=served_and_alone(seen),
             )
             print(report.to_table(), flush=True)
             print("\n".join(["", "target by target:", *below_popularity(report)]), flush=True)
+            print("\n".join(diagnosis(report, seen)), flush=True)
             print(f"({time.perf_counter() - start:.0f} s)\n", flush=True)
             if args.json_dir is not None:
                 args.json_dir.mkdir(parents=True, exist_ok=True)

@@ -1,41 +1,51 @@
 """Probes as similarity: libraries with their dataset features removed, 3 measured probes per target.
 
     .venv/bin/python benchmarks/probe_similarity.py [--libraries tabzoo xrdzoo /tmp/libs/oboe ...] [--budget 3]
-        [--methods popularity knn modsnet] [--out docs/benchmarks-probe-similarity.md]
+        [--methods popularity knn knn-served modsnet] [--out docs/benchmarks-probe-similarity.md]
 
-A published score matrix often comes with dataset ids only. Each library here is copied with `datasets.csv`
-cut to its id column and without `dataset_features/`, `dataset_similarity.csv` or recorded transferability
-probes (`probes.csv`), so a probe is a real measurement of the model on the held-out target. Leave-one-
-dataset-out (`services.recommender.evaluation`), cold popularity against the estimators with `--budget`
-probes. The issue's target (decisions, point 4): Pearson >= popularity + 0.05 and regret@1 below popularity's.
-Not a test; prints (and with --out writes) a markdown table.
+A published score matrix often comes with dataset ids only. Each library here is read with `datasets.csv`
+cut to its id column and without dataset features, similarities or recorded transferability probes
+(`evaluation.without_dataset_features`, as `modsnet eval --no-features` reads it), so a probe is a real
+measurement of the model on the held-out target. Leave-one-dataset-out (`services.recommender.evaluation`),
+cold popularity against the estimators with `--budget` probes (`knn-served`: the kNN blended with popularity as
+a deployment with `MODSNET_ESTIMATOR=knn` serves it; `modsnet`: the served GNN blend). The issue's target
+(decisions, point 4): Pearson >= popularity + 0.05 and regret@1 below popularity's. Not a test; prints (and
+with --out writes) a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from modsnet.data.bundle import read_bundle
-from services.recommender.evaluation import evaluate
+from services.recommender.estimators.base import ProbeRecord
+from services.recommender.estimators.blend import fit_blend
+from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.evaluation import Fold, evaluate, without_dataset_features
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILT_IN = {"tabzoo": ROOT / "modsnet/libraries/tabzoo", "xrdzoo": ROOT / "modsnet/libraries/xrdzoo"}
 
 
-def stripped_copy(source: Path, into: Path) -> Path:
-    """The bundle at `source` with dataset ids only: no dataset features, similarities or recorded probes."""
-    out = into / source.name
-    shutil.copytree(
-        source, out, ignore=shutil.ignore_patterns("dataset_features", "dataset_similarity.csv", "probes.csv")
-    )
-    with (source / "datasets.csv").open(newline="", encoding="utf-8") as f:
-        ids = [row["dataset_id"] for row in csv.DictReader(f)]
-    (out / "datasets.csv").write_text("dataset_id\n" + "".join(f"{i}\n" for i in ids), encoding="utf-8")
+def knn_served(fold: Fold) -> dict[str, np.ndarray]:
+    """What a deployment with `MODSNET_ESTIMATOR=knn` serves: the kNN blended with popularity by weights learned
+    on held-out datasets (`estimators/blend.py`), probing each target as the search's selector does."""
+    estimator = fit_blend(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)
+    out = {}
+    for target in fold.targets:
+        taken: list[ProbeRecord] = []
+        if fold.with_probes and fold.measures_scores(target):
+            chosen = estimator.select_probes(
+                {}, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
+            )
+            taken = fold.measure(target, chosen)
+        scored = estimator.score_all({}, known_dataset=target, probes=taken)
+        position = {m: j for j, m in enumerate(estimator.model_ids)}
+        out[target] = np.array([scored.scores[position[m]] for m in fold.candidates[target]])
     return out
 
 
@@ -51,24 +61,27 @@ def main() -> int:
         "| library | method | mean Pearson | worst target | regret@1 | targets | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.libraries:
-            source = BUILT_IN.get(name, Path(name))
-            bundle = read_bundle(stripped_copy(source, Path(tmp)))
-            start = time.perf_counter()
-            report = evaluate(
-                bundle, methods=args.methods, with_probes=True, probe_budget=args.budget, fold_size=args.fold_size
+    for name in args.libraries:
+        bundle = without_dataset_features(read_bundle(BUILT_IN.get(name, Path(name))))
+        start = time.perf_counter()
+        report = evaluate(
+            bundle,
+            methods=args.methods,
+            with_probes=True,
+            probe_budget=args.budget,
+            fold_size=args.fold_size,
+            extra_methods={"knn-served": knn_served},
+        )
+        seconds = time.perf_counter() - start
+        for result in report.results:
+            means = result.means
+            worst = result.worst("pearson")
+            worst_text = f"{worst[1]:.3f} ({worst[0]})" if worst else "-"
+            lines.append(
+                f"| {bundle.name} | {result.method} | {means.get('pearson') or float('nan'):.3f} | {worst_text} "
+                f"| {means.get('regret@1') or float('nan'):.4f} | {len(result.per_target)} | {seconds:.0f} |"
             )
-            seconds = time.perf_counter() - start
-            for result in report.results:
-                means = result.means
-                worst = result.worst("pearson")
-                worst_text = f"{worst[1]:.3f} ({worst[0]})" if worst else "-"
-                lines.append(
-                    f"| {bundle.name} | {result.method} | {means.get('pearson') or float('nan'):.3f} | {worst_text} "
-                    f"| {means.get('regret@1') or float('nan'):.4f} | {len(result.per_target)} | {seconds:.0f} |"
-                )
-            print("\n".join(lines[-len(report.results) :]), flush=True)
+        print("\n".join(lines[-len(report.results) :]), flush=True)
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -478,6 +478,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             forwarded += ["--budgets", *map(str, args.budgets)]
         if args.group_by:
             forwarded += ["--group-by", args.group_by]
+        forwarded += ["--no-features"] * args.no_features
         # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
         return evaluation.main(
             forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
@@ -686,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--targets", nargs="+", help="target datasets (default: published ones, or 100 drawn)")
     evaluate.add_argument("--per-target", action="store_true", help="print every target's row too")
     evaluate.add_argument("--group-by", help="datasets.csv column (e.g. source_group): leave one group out at a time")
+    evaluate.add_argument(
+        "--no-features", action="store_true", help="the library as dataset ids only (no dataset features, probes)"
+    )
     evaluate.add_argument(
         "--budgets",
         nargs="*",

@@ -231,20 +231,53 @@ def test_evaluation_command_prints_one_line_for_a_bad_target(synth_bundle: Path)
 
 def test_a_library_without_dataset_features_evaluates(synth_bundle: Path) -> None:
     """A score matrix with dataset ids only (as many published ones are): kNN has nothing to compare, no crash."""
-    from dataclasses import replace
-
     from modsnet.data.bundle import read_bundle
+    from services.recommender.evaluation import without_dataset_features
 
     bundle = read_bundle(synth_bundle)
-    ids_only = replace(
-        bundle,
-        datasets=Table("datasets.csv", ["dataset_id"], [{"dataset_id": r["dataset_id"]} for r in bundle.datasets.rows]),
-        features={},
-    )
+    ids_only = without_dataset_features(bundle)
+    assert ids_only.datasets.columns == ["dataset_id"] and not ids_only.features and ids_only.probes is None
+    assert [r["dataset_id"] for r in ids_only.datasets.rows] == [r["dataset_id"] for r in bundle.datasets.rows]
+    assert bundle.datasets.columns != ["dataset_id"]  # the original is left as it was
+    snapshot, _ = graph_from_bundle(ids_only)
+    assert all(not d.features for d in snapshot.datasets)
     report = evaluate(ids_only, methods=["popularity", "knn"], targets=["d0", "d5", "d9"])
     knn = report.results[1]
     assert sorted(knn.per_target) == ["d0", "d5", "d9"]
     assert all(-1 <= v["pearson"] <= 1 for v in knn.per_target.values())
+
+
+def test_the_command_evaluates_a_library_without_its_dataset_features(
+    synth_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.recommender.evaluation import main
+
+    args = [str(synth_bundle), "--methods", "popularity", "knn", "--targets", "d0", "d5", "d9", "--budgets", "--json"]
+    assert main(args) == 0
+    with_features = json.loads(capsys.readouterr().out)
+    assert main([*args, "--no-features"]) == 0
+    without = json.loads(capsys.readouterr().out)
+    knn_with, knn_without = with_features["methods"][1], without["methods"][1]
+    assert knn_with["method"] == knn_without["method"] == "knn"
+    # Popularity never reads features; the kNN without them has nothing to compare datasets by.
+    assert with_features["methods"][0]["per_target"] == without["methods"][0]["per_target"]
+    assert knn_with["per_target"] != knn_without["per_target"]
+    assert isinstance(knn_without["below_popularity"], dict)
+
+
+def test_the_report_counts_targets_far_under_popularity() -> None:
+    from services.recommender.evaluation import EvaluationReport, MethodResult
+
+    popularity = MethodResult("popularity", {"a": {"pearson": 0.5}, "b": {"pearson": 0.9}, "c": {"pearson": 0.2}})
+    # a: 0.35 under, b: 0.05 under (within the bound), c: above popularity's.
+    other = MethodResult("knn", {"a": {"pearson": 0.15}, "b": {"pearson": 0.85}, "c": {"pearson": 0.6}})
+    report = EvaluationReport("lib", False, 0, ["a", "b", "c"], [popularity, other], 1)
+    assert report.below_popularity(other) == pytest.approx({"a": 0.35})
+    assert report.below_popularity(popularity) == {}
+    assert "1 target(s) > 0.10 Pearson under popularity's (most: a by 0.350)" in report.to_table()
+    assert json.loads(report.to_json())["methods"][1]["below_popularity"] == pytest.approx({"a": 0.35})
+    alone = EvaluationReport("lib", False, 0, ["a"], [other], 1)
+    assert alone.below_popularity(other) is None and "under popularity" not in alone.to_table()
 
 
 def test_calibration_on_a_hand_computed_case() -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from modsnet.data.bundle import Bundle, number, read_bundle
+from modsnet.data.bundle import Bundle, Table, number, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
@@ -59,6 +59,7 @@ DEFAULT_METHODS = ("modsnet", "random", "popularity", "knn", "logme", "published
 DEFAULT_PROBE_BUDGET = 10
 MIN_RECORDS = 10  # a target needs enough models to rank for its correlations to mean something
 HELD_OUT = 100  # targets drawn when a library has more eligible datasets than this and no published list
+BELOW_POPULARITY = 0.10  # issue 16: no target's Pearson this far under popularity's on the same target
 MEASURED = "score"  # the probe name of a real measurement (a model trained and scored on the target)
 _PUBLISHED_FILES = {
     "pearson": "pearson_correlation.csv",
@@ -82,6 +83,13 @@ def graph_from_bundle(bundle: Bundle, *, graph_version: int = 1) -> tuple[Snapsh
             for r in bundle.probes.rows
         ]
     return snapshot_from_bundle(bundle, graph_version=graph_version), probes
+
+
+def without_dataset_features(bundle: Bundle) -> Bundle:
+    """`bundle` as a published score matrix often comes: `datasets.csv` cut to its ids, no dataset features,
+    no dataset similarities and no recorded probes (a probe of a target is then a real measurement of it)."""
+    ids = Table(bundle.datasets.file, ["dataset_id"], [{"dataset_id": r["dataset_id"]} for r in bundle.datasets.rows])
+    return replace(bundle, datasets=ids, similarity=None, probes=None, features={})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -444,6 +452,7 @@ class EvaluationReport:
                         "probe_seconds": round(r.probe_seconds, 3),
                         "note": r.note,
                         "worst": {m: r.worst(m) for m in ("pearson", "regret@1")},
+                        "below_popularity": self.below_popularity(r),
                         "predictions": r.predictions,
                     }
                     for r in self.results
@@ -453,6 +462,19 @@ class EvaluationReport:
             indent=2,
             allow_nan=False,
         )
+
+    def below_popularity(self, result: MethodResult) -> dict[str, float] | None:
+        """The targets where `result`'s Pearson is more than BELOW_POPULARITY under popularity's, with the gap,
+        worst first (None: popularity was not run)."""
+        popularity = next((r.per_target for r in self.results if r.method == "popularity"), None)
+        if popularity is None:
+            return None
+        gaps = {
+            t: popularity[t]["pearson"] - v["pearson"]  # type: ignore[operator]
+            for t, v in result.per_target.items()
+            if v.get("pearson") is not None and popularity.get(t, {}).get("pearson") is not None
+        }
+        return {t: g for t, g in sorted(gaps.items(), key=lambda tg: -tg[1]) if g > BELOW_POPULARITY}
 
     def to_table(self, *, per_target: bool = False) -> str:
         """Means per method as a fixed-width table (and optionally each target's rows)."""
@@ -472,6 +494,11 @@ class EvaluationReport:
         for r in self.results:
             worst = [(m, r.worst(m)) for m in ("pearson", "regret@1")]
             shown = ", ".join(f"{m} {w[1]:.3f} on {w[0]}" for m, w in worst if w is not None)
+            under = self.below_popularity(r)
+            if under is not None and r.method != "popularity":
+                first = next(iter(under.items()), None)
+                shown += f"; {len(under)} target(s) > {BELOW_POPULARITY:.2f} Pearson under popularity's"
+                shown += f" (most: {first[0]} by {first[1]:.3f})" if first else ""
             lines.append(f"  {r.method:<12} {shown or '-'}")
         with_intervals = [r for r in self.results if r.means.get("coverage80") is not None]
         if with_intervals:
@@ -734,6 +761,9 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
     parser.add_argument("--group-by", default="", help="datasets.csv column: hide each of its groups together")
     parser.add_argument("--per-target", action="store_true", help="table: every target's row too")
     parser.add_argument(
+        "--no-features", action="store_true", help="dataset ids only: no dataset features, similarities or probes"
+    )
+    parser.add_argument(
         "--budgets",
         nargs="*",
         type=int,
@@ -746,6 +776,8 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
     )
     args = parser.parse_args(argv)
     bundle = read_bundle(args.bundle)
+    if args.no_features:
+        bundle = without_dataset_features(bundle)
     published = published_dir_for(bundle.name, args.shared_data)
     targets = args.targets
     if targets is None:
