@@ -20,6 +20,7 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,7 +32,9 @@ from modsnet.data.bundle import read_bundle
 from services.recommender import evaluation
 from services.recommender.calibration import calibrated
 from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, Ranking, pick_regret
-from services.recommender.estimators.base import ProbeRecord
+from services.recommender import policy
+from services.recommender.estimators.base import Prediction, ProbeRecord, Scored
+from services.recommender.probes import MEASURED
 from services.recommender.estimators.knn import KnnPopularityEstimator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +53,12 @@ def _library(name: str) -> Path:
     return path if path.exists() else ROOT / "modsnet" / "libraries" / name
 
 
-def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, dict[int, float]], int]:
+def run(
+    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None
+) -> tuple[dict[str, dict[int, float]], int]:
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
+    folds: dict[tuple[str, ...], dict[str, Any]] = {}
     product = evaluation._decision_rankings
     knn_of: dict[tuple[str, ...], KnnPopularityEstimator] = {}  # the current fold's, fitted once
 
@@ -62,6 +69,32 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
         sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0
         candidates, probeable = set(fold.candidates[target]), fold.probeable(target)
         true = {m: r.value for m, r in fold._oracle[target].items() if m in candidates}
+        if dump is not None:
+            key = tuple(fold.targets)
+            if key not in folds:
+                behaviour = getattr(estimator, "behaviour", None)
+                folds[key] = {
+                    "model_ids": list(estimator.model_ids),
+                    "sign": sign,
+                    "behaviour": behaviour() if callable(behaviour) else None,
+                }
+                try:
+                    folds[key]["estimator"] = pickle.dumps(estimator)
+                except Exception as error:  # noqa: BLE001 - a replay without re-prediction still runs
+                    print(f"estimator not picklable: {error!r}", flush=True)
+            cold = estimator.score_all(features, known_dataset=target, probes=())
+            cases.append(
+                {
+                    "fold": key,
+                    "target": target,
+                    "features": features,
+                    "true": true,
+                    "probeable": sorted(probeable),
+                    "cold": np.asarray(cold.scores, dtype=float),
+                    "sd": np.asarray(cold.uncertainty, dtype=float),
+                    "batch": estimator.select_probes(features, known_dataset=target, budget=10, among=probeable),
+                }
+            )
 
         def score(name: str, model: Any, taken: list[ProbeRecord], budget: int) -> None:
             predicted = model.predict(features, known_dataset=target, probes=taken)
@@ -102,7 +135,93 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
     ):
         table[label] = {b: report.decisions.mean(strategy, b) or 0.0 for b in (0, *budgets)}
     table.update({name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()})
+    if dump is not None:
+        per_target = report.decisions.to_dict()["per_target"]
+        with dump.open("wb") as out:
+            pickle.dump({"folds": folds, "cases": cases, "decisions": per_target, "table": table}, out)
     return table, len(report.targets)
+
+
+class Replayed:
+    """One fitted fold's estimator, as the policy sees it, from a --dump: the cold scores and the selector's batch
+    of one target, the fold's behaviour matrix, and (where it pickled) the real estimator for predictions with
+    probes. Replaying a policy then costs no fit."""
+
+    def __init__(self, fold: dict[str, Any], case: dict[str, Any], estimator: Any = None):
+        self.model_ids, self.sign, self._behaviour = fold["model_ids"], fold["sign"], fold["behaviour"]
+        self.case, self.estimator = case, estimator
+        if self._behaviour is None:
+            del self.behaviour  # no library behaviour: the policy re-predicts, which needs the estimator
+
+    def behaviour(self) -> np.ndarray:
+        return self._behaviour
+
+    def select_probes(self, features, *, known_dataset=None, budget=5, among=None):  # type: ignore[no-untyped-def]
+        return [m for m in self.case["batch"] if among is None or m in among][:budget]
+
+    def score_all(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        if not probes:
+            cold, sd = self.case["cold"], self.case["sd"]
+            return Scored(cold, sd, lambda j: Prediction(self.model_ids[j], float(cold[j]), float(sd[j])))
+        if self.estimator is None:
+            raise RuntimeError("this dump has no estimator to predict with probes")
+        return self.estimator.score_all(features, known_dataset=known_dataset, probes=probes)
+
+
+REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
+    "info-1, greedy conditioned (level 0.5): the search's policy until 2026-12-06": {"informative": 1},
+    "info-0, greedy conditioned (level 0.5)": {"informative": 0},
+    "info-1, lookahead (level 0.5)": {"informative": 1, "rule": "lookahead"},
+    "info-0, lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
+    "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
+    "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
+    "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
+}
+
+
+def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dict[str, dict[str, dict[int, float]]]:
+    """Every REPLAY_VARIANTS policy on a --dump, with two final picks: the estimator's prediction with the
+    probes (what the search serves) and the policy's conditioned prediction. Returns policy -> pick -> B -> mean."""
+    with path.open("rb") as source:
+        dump = pickle.load(source)
+    estimators = {key: pickle.loads(f["estimator"]) if "estimator" in f else None for key, f in dump["folds"].items()}
+    regrets: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    popular = dump["decisions"][POPULAR]
+    product = dump["decisions"][MODSNET]
+    for case in dump["cases"]:
+        fold, target = dump["folds"][case["fold"]], case["target"]
+        model = Replayed(fold, case, estimators[case["fold"]])
+        true, sign = case["true"], fold["sign"]
+        index = {m: j for j, m in enumerate(model.model_ids)}
+        for b in (0, *budgets):
+            regrets["popular-B"]["table"][b].append(popular[str(b)][target])
+            regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
+        for name, settings in REPLAY_VARIANTS.items():
+            if names and not any(n in name for n in names):
+                continue
+            taken = policy.simulate(
+                model, case["features"], lambda ids: [ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true],
+                budget=max(budgets) - 1, known_dataset=target, among=set(case["probeable"]), **settings,
+            )
+            for b in budgets:
+                probes = taken[: b - 1]
+                probed = frozenset(p.model_id for p in probes)
+                picks = {}
+                if model.estimator is not None:
+                    scored = model.score_all(case["features"], known_dataset=target, probes=probes)
+                    picks["served"] = sign * np.asarray(scored.scores, dtype=float)
+                mean, _, _ = policy._predicted(
+                    model, case["features"], target, probes, index,
+                    condition=True, level=settings.get("level", policy.LEVEL),
+                )
+                picks["conditioned"] = mean
+                for pick, vector in picks.items():
+                    ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
+                    regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
+    return {
+        name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
+        for name, picks in regrets.items()
+    }
 
 
 def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
@@ -117,11 +236,32 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"], help="built-in names or bundle paths")
     parser.add_argument("--budgets", nargs="+", type=int, default=[3, 5, 10])
     parser.add_argument("--knn", action="store_true", help="also the policy with the kNN estimator predicting")
+    parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
+    parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
+    parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
     args = parser.parse_args()
     budgets = tuple(args.budgets)
+    if args.replay:
+        for path in args.replay:
+            started = time.perf_counter()
+            results = replay(path, budgets, args.only)
+            popular = results["popular-B"]["table"]
+            shown = (0, *budgets)
+            print(f"\n{path.stem}: mean regret after B measurements (ratio to popular-B), final pick served / conditioned\n")
+            print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
+            print("|---|---|" + "---:|" * len(shown))
+            for name, picks in results.items():
+                for pick, means in picks.items():
+                    print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
+        return
     for name in args.libraries:
         started = time.perf_counter()
-        table, targets = run(_library(name), budgets, args.knn)
+        dump = None
+        if args.dump is not None:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            dump = args.dump / f"{Path(name).name}.pkl"
+        table, targets = run(_library(name), budgets, args.knn, dump)
         popular = table["popular-B"]
         shown = (0, *budgets)
         print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")

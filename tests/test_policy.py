@@ -142,7 +142,7 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     estimator = Behaving(fake().prior, fake().groups, batch=["b1"], sd=0.1)
     index = {m: j for j, m in enumerate(estimator.model_ids)}
     low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
-    mean, sd = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
+    mean, sd, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
     got = dict(zip(estimator.model_ids, mean, strict=True))
     assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
     assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
@@ -150,8 +150,8 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put
     assert sd[index["a2"]] < estimator.sd  # and is surer for it
     # A level share moves every model a little the same way.
-    level, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
+    level, _, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
     assert level[index["c1"]] < estimator.prior["c1"] - 0.1
     # Off, the estimator's own prediction given the probes is used.
-    own, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
+    own, _, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
     assert own[index["a2"]] == pytest.approx(0.49)  # the fake's group shift

@@ -36,6 +36,11 @@ MIN_GAIN = 1e-3  # expected improvement (library metric) below which another pro
 CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
 NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
+GREEDY, LOOKAHEAD = "greedy", "lookahead"
+RULE = GREEDY  # how a probe after the informative ones is chosen (see `_lookahead`)
+SHORTLIST = 40  # models the lookahead weighs (best by mean and by mean + sd), so a large library costs no n² matrix
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(12)  # E over a normal outcome, by Gauss-Hermite quadrature
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 class Probing(Protocol):
@@ -94,6 +99,7 @@ def next_probes(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
+    rule: str = RULE,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
@@ -123,12 +129,20 @@ def next_probes(
     options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
-    mean, sd = _predicted(estimator, features, known_dataset, measured, index, condition=condition, level=level)
+    mean, sd, prior_sd = _predicted(
+        estimator, features, known_dataset, measured, index, condition=condition, level=level
+    )
     goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
-    greedy = [estimator.model_ids[j] for j in order]
     best = _best_measured(measured, estimator.sign)
+    if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
+        look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level)
+        if look is not None:
+            order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
+    elif rule not in (GREEDY, LOOKAHEAD):
+        raise ValueError(f"rule is {GREEDY!r} or {LOOKAHEAD!r}, not {rule!r}")
+    greedy = [estimator.model_ids[j] for j in order]
     gain = float("nan")
     if best is not None and len(order):
         gain = float(expected_improvement(mean[order[:1]], sd[order[:1]], best)[0])
@@ -151,8 +165,9 @@ def _predicted(
     *,
     condition: bool,
     level: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every model's predicted goodness (sign x score) and its sd, given the probes measured so far.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model's predicted goodness (sign x score) and its sd given the probes measured so far, and the sd
+    before conditioning (the prior the conditional started from; the same sd where nothing was conditioned).
 
     Conditioned (where the estimator has library behaviour and the probes are measurements): the cold
     predictions updated by the Gaussian conditional on the probed models' surprise (measured minus predicted),
@@ -164,7 +179,8 @@ def _predicted(
     behaviour = getattr(estimator, "behaviour", None)
     if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
         scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
-        return estimator.sign * np.asarray(scored.scores, dtype=float), np.asarray(scored.uncertainty, dtype=float)
+        sd = np.asarray(scored.uncertainty, dtype=float)
+        return estimator.sign * np.asarray(scored.scores, dtype=float), sd, sd
     cold = estimator.score_all(features, known_dataset=known_dataset, probes=())
     mean = estimator.sign * np.asarray(cold.scores, dtype=float)
     sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
@@ -181,7 +197,82 @@ def _predicted(
     mean = mean + weights.T @ (observed - mean[js])
     variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
     mean[js], variance[js] = observed, 0.0
-    return mean, np.sqrt(variance)
+    return mean, np.sqrt(variance), sd
+
+
+def _lookahead(
+    estimator: Probing,
+    measured: Sequence[ProbeRecord],
+    index: dict[str, int],
+    options: np.ndarray,
+    mean: np.ndarray,
+    sd: np.ndarray,
+    prior_sd: np.ndarray,
+    best: float | None,
+    *,
+    level: float,
+) -> int | None:
+    """The probe of most value if it were the last before the final pick (knowledge gradient), or None.
+
+    The user keeps the best measured model, and after the probes measures the predicted best: so a probe is
+    worth what it adds, in expectation over its outcome, to max(best measured, the probe, the predicted best
+    after it). An outcome moves every prediction through the same Gaussian model as `_predicted` (models
+    that rise and fall together across the library, plus a shared level), so a probe of a model that
+    informs on the contenders can be worth more than measuring the top-predicted model itself.
+    """
+    behaviour = estimator.behaviour()  # type: ignore[attr-defined]
+    usable = options[np.isfinite(mean[options])]
+    if len(usable) < 2:
+        return None
+    by_mean = usable[np.argsort(-mean[usable], kind="stable")][:SHORTLIST]
+    by_upper = usable[np.argsort(-(mean[usable] + sd[usable]), kind="stable")][:SHORTLIST]
+    pool = np.array(sorted(set(by_mean.tolist()) | set(by_upper.tolist())), dtype=np.int64)
+    # Prior covariance over the pool given the probes: the cold sd and the library's correlations, conditioned
+    # on the measured models (their noise as in `_predicted`).
+    cold_sd = np.maximum(np.nan_to_num(prior_sd, nan=0.0), 1e-6)
+    js = np.array(sorted({index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}), dtype=np.int64)
+    every = np.concatenate([pool, js])
+    rho = level + (1.0 - level) * correlation_with(behaviour, every)[every]
+    np.fill_diagonal(rho, 1.0)
+    cov = rho * np.outer(cold_sd[every], cold_sd[every])
+    noise = NOISE * float(np.mean(cold_sd[every] ** 2))
+    n = len(pool)
+    if len(js):
+        inner = cov[n:, n:] + noise * np.eye(len(js))
+        cov = cov[:n, :n] - cov[:n, n:] @ np.linalg.solve(inner, cov[n:, :n])
+    else:
+        cov = cov[:n, :n]
+    mu = mean[pool]
+    floor = -np.inf if best is None else best
+    now = _exploit_value(mu, np.sqrt(np.maximum(np.diag(cov), 0.0)), floor)
+    values = np.full(n, -np.inf)
+    for i in range(n):
+        spread = float(np.sqrt(max(cov[i, i], 0.0) + noise))
+        if spread <= 1e-9:
+            continue
+        shift = cov[:, i] / spread  # how far each mean moves per sd of the probe's outcome
+        var_after = np.maximum(np.diag(cov) - shift**2, 0.0)
+        var_after[i] = 0.0
+        total = 0.0
+        for node, weight in zip(_NODES, _WEIGHTS, strict=True):
+            outcome = mu[i] + spread * node
+            mu_after = mu + shift * node
+            mu_after[i] = -np.inf  # measured: not the final pick
+            total += weight * _exploit_value(mu_after, np.sqrt(var_after), max(floor, outcome))
+        values[i] = total
+    if not np.isfinite(values).any() or values.max() <= now + 1e-12:
+        return None
+    return int(pool[int(np.argmax(values))])
+
+
+def _exploit_value(mu: np.ndarray, sd: np.ndarray, floor: float) -> float:
+    """E[max(floor, X)] for X the predicted best model's outcome ~ N(mu, sd²) (floor -inf: E[X])."""
+    top = int(np.argmax(mu))
+    if not np.isfinite(mu[top]):
+        return floor
+    if not np.isfinite(floor):
+        return float(mu[top])
+    return floor + float(expected_improvement(mu[top : top + 1], sd[top : top + 1], floor)[0])
 
 
 def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
@@ -207,6 +298,7 @@ def simulate(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
+    rule: str = RULE,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -225,6 +317,7 @@ def simulate(
             min_gain=min_gain,
             condition=condition,
             level=level,
+            rule=rule,
         )
         if step.stop or not step.model_ids:
             break
