@@ -224,6 +224,74 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
     }
 
 
+class PseudoTarget:
+    """A dataset of a fold's training data as a target, for choosing the policy's settings without the test
+    targets: the cold prediction is popularity over the fold's other training datasets (z-scores), its sd the
+    spread of each model's z there, and the behaviour matrix lacks the pseudo-target's row."""
+
+    def __init__(self, behaviour: np.ndarray, row: int, model_ids: list[str]):
+        others = np.delete(behaviour, row, axis=0)
+        self.model_ids, self.sign, self._behaviour = model_ids, 1.0, others
+        with np.errstate(all="ignore"):
+            self.cold = np.nan_to_num(np.nanmean(others, axis=0), nan=-np.inf)
+            self.sd = np.nan_to_num(np.nanstd(others, axis=0), nan=1.0)
+        self.truth = {m: float(behaviour[row, j]) for j, m in enumerate(model_ids) if np.isfinite(behaviour[row, j])}
+
+    def behaviour(self) -> np.ndarray:
+        return self._behaviour
+
+    def select_probes(self, features, *, known_dataset=None, budget=5, among=None):  # type: ignore[no-untyped-def]
+        order = np.argsort(-self.cold, kind="stable")
+        return [self.model_ids[j] for j in order if among is None or self.model_ids[j] in among][:budget]
+
+    def score_all(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        if probes:
+            raise RuntimeError("a pseudo-target is only conditioned, never re-predicted")
+        return Scored(self.cold, self.sd, lambda j: Prediction(self.model_ids[j], float(self.cold[j]), float(self.sd[j])))
+
+
+PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
+    "greedy conditioned (level 0.5)": {"informative": 0},
+    "greedy conditioned (level 0)": {"informative": 0, "level": 0.0},
+    "lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
+    "lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
+}
+
+
+def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dict[int, float]]:
+    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold of a --dump (seeded), regret in z units;
+    the final pick is the conditioned prediction (a pseudo-target has no estimator of its own)."""
+    with path.open("rb") as source:
+        dump = pickle.load(source)
+    rng = np.random.default_rng(0)
+    regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for fold in dump["folds"].values():
+        behaviour = fold["behaviour"]
+        rows = rng.choice(len(behaviour), size=min(per_fold, len(behaviour)), replace=False)
+        for row in rows:
+            model = PseudoTarget(behaviour, int(row), fold["model_ids"])
+            true = model.truth
+            if len(true) < 10:
+                continue
+            index = {m: j for j, m in enumerate(model.model_ids)}
+            for b in (0, *budgets):
+                ranking = Ranking({m: float(model.cold[index[m]]) for m in true})
+                regrets["popular-B"][b].append(pick_regret(true, ranking, b))
+            for name, settings in PSEUDO_VARIANTS.items():
+                taken = policy.simulate(
+                    model, {}, lambda ids: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
+                    budget=max(budgets) - 1, among=set(true), **settings,
+                )
+                for b in budgets:
+                    probes = taken[: b - 1]
+                    mean, _, _ = policy._predicted(
+                        model, {}, None, probes, index, condition=True, level=settings.get("level", policy.LEVEL)
+                    )
+                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, frozenset(p.model_id for p in probes))
+                    regrets[name][b].append(pick_regret(true, ranking, b))
+    return {name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()}
+
+
 def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
     if budget not in means:
         return "–"
@@ -239,8 +307,23 @@ def main() -> None:
     parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
     parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
     parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
+    parser.add_argument("--pseudo", nargs="+", type=Path, help="dump files: PSEUDO_VARIANTS on training datasets")
+    parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
     args = parser.parse_args()
     budgets = tuple(args.budgets)
+    if args.pseudo:
+        for path in args.pseudo:
+            started = time.perf_counter()
+            results = pseudo(path, budgets, args.per_fold)
+            popular = results["popular-B"]
+            shown = (0, *budgets)
+            print(f"\n{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)\n")
+            print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
+            print("|---|" + "---:|" * len(shown))
+            for name, means in results.items():
+                print(f"| {name} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
+        return
     if args.replay:
         for path in args.replay:
             started = time.perf_counter()
