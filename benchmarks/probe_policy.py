@@ -29,21 +29,20 @@ from typing import Any
 import numpy as np
 
 from modsnet.data.bundle import read_bundle
-from services.recommender import evaluation
+from services.recommender import evaluation, policy
 from services.recommender.calibration import calibrated
 from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, Ranking, pick_regret
-from services.recommender import policy
 from services.recommender.estimators.base import Prediction, ProbeRecord, Scored
-from services.recommender.probes import MEASURED
 from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.probes import MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
-    "greedy, re-predicted by the estimator": {"informative": 0, "condition": False},
-    "greedy, conditioned (level 0.5)": {"informative": 0, "condition": True, "level": 0.5},
-    "greedy, conditioned (level 0)": {"informative": 0, "condition": True, "level": 0.0},
-    "info-1, then greedy conditioned": {"informative": 1, "condition": True},
-    "conditioned, rounds of 2": {"informative": 0, "condition": True, "count": 2},
+    "info-0, greedy conditioned": {"informative": 0, "rule": "greedy"},
+    "info-1, lookahead": {"informative": 1, "rule": "lookahead"},
+    "info-0, lookahead": {"informative": 0, "rule": "lookahead"},
+    "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
+    "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
 }
 KNN_VARIANTS: dict[str, dict[str, Any]] = {"knn info-0": {"informative": 0}, "knn info-1": {"informative": 1}}
 
@@ -59,6 +58,7 @@ def run(
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
     folds: dict[tuple[str, ...], dict[str, Any]] = {}
+    seen_folds: list[tuple[str, ...]] = []
     product = evaluation._decision_rankings
     knn_of: dict[tuple[str, ...], KnnPopularityEstimator] = {}  # the current fold's, fitted once
 
@@ -69,8 +69,15 @@ def run(
         sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0
         candidates, probeable = set(fold.candidates[target]), fold.probeable(target)
         true = {m: r.value for m, r in fold._oracle[target].items() if m in candidates}
+        key = tuple(fold.targets)
+        if key not in seen_folds:
+            seen_folds.append(key)
+            if len(seen_folds) > 1:
+                _progress(library.name, regrets, fold_count=len(seen_folds) - 1)
+                if dump is not None:
+                    with dump.open("wb") as out:
+                        pickle.dump({"folds": folds, "cases": cases, "decisions": None, "table": None}, out)
         if dump is not None:
-            key = tuple(fold.targets)
             if key not in folds:
                 behaviour = getattr(estimator, "behaviour", None)
                 folds[key] = {
@@ -80,7 +87,7 @@ def run(
                 }
                 try:
                     folds[key]["estimator"] = pickle.dumps(estimator)
-                except Exception as error:  # noqa: BLE001 - a replay without re-prediction still runs
+                except Exception as error:
                     print(f"estimator not picklable: {error!r}", flush=True)
             cold = estimator.score_all(features, known_dataset=target, probes=())
             cases.append(
@@ -104,6 +111,15 @@ def run(
             )
             regrets[name][budget].append(pick_regret(true, ranking, budget, sign=sign))
 
+        # popular-B as the decision table ranks it (evaluation.popularity_method on the fold's training graph)
+        popular = dict(zip(fold.candidates[target], evaluation.popularity_method(fold)[target].tolist(), strict=True))
+        popular_ranking = Ranking({m: popular.get(m, -np.inf) for m in true})
+        for budget in (0, *budgets):
+            regrets["popular-B"][budget].append(pick_regret(true, popular_ranking, budget, sign=sign))
+            product_ranking = fold.adaptive.get(budget, {}).get(target) or Ranking(fold.cold[target])
+            regrets["the search's policy (policy.py defaults)"][budget].append(
+                pick_regret(true, product_ranking, budget, sign=sign)
+            )
         for budget in budgets:  # the selector's batch, as the search took it before
             chosen = estimator.select_probes(features, known_dataset=target, budget=budget - 1, among=probeable)
             score("batch (before)", estimator, fold.measure_for_decision(target, chosen), budget)
@@ -200,8 +216,15 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
             if names and not any(n in name for n in names):
                 continue
             taken = policy.simulate(
-                model, case["features"], lambda ids: [ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true],
-                budget=max(budgets) - 1, known_dataset=target, among=set(case["probeable"]), **settings,
+                model,
+                case["features"],
+                lambda ids, true=true, target=target: [
+                    ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true
+                ],
+                budget=max(budgets) - 1,
+                known_dataset=target,
+                among=set(case["probeable"]),
+                **settings,
             )
             for b in budgets:
                 probes = taken[: b - 1]
@@ -211,8 +234,13 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                     scored = model.score_all(case["features"], known_dataset=target, probes=probes)
                     picks["served"] = sign * np.asarray(scored.scores, dtype=float)
                 mean, _, _ = policy._predicted(
-                    model, case["features"], target, probes, index,
-                    condition=True, level=settings.get("level", policy.LEVEL),
+                    model,
+                    case["features"],
+                    target,
+                    probes,
+                    index,
+                    condition=True,
+                    level=settings.get("level", policy.LEVEL),
                 )
                 picks["conditioned"] = mean
                 for pick, vector in picks.items():
@@ -247,7 +275,9 @@ class PseudoTarget:
     def score_all(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
         if probes:
             raise RuntimeError("a pseudo-target is only conditioned, never re-predicted")
-        return Scored(self.cold, self.sd, lambda j: Prediction(self.model_ids[j], float(self.cold[j]), float(self.sd[j])))
+        return Scored(
+            self.cold, self.sd, lambda j: Prediction(self.model_ids[j], float(self.cold[j]), float(self.sd[j]))
+        )
 
 
 PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
@@ -279,8 +309,12 @@ def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dic
                 regrets["popular-B"][b].append(pick_regret(true, ranking, b))
             for name, settings in PSEUDO_VARIANTS.items():
                 taken = policy.simulate(
-                    model, {}, lambda ids: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
-                    budget=max(budgets) - 1, among=set(true), **settings,
+                    model,
+                    {},
+                    lambda ids, true=true: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
+                    budget=max(budgets) - 1,
+                    among=set(true),
+                    **settings,
                 )
                 for b in budgets:
                     probes = taken[: b - 1]
@@ -290,6 +324,15 @@ def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dic
                     ranking = Ranking({m: float(mean[index[m]]) for m in true}, frozenset(p.model_id for p in probes))
                     regrets[name][b].append(pick_regret(true, ranking, b))
     return {name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()}
+
+
+def _progress(name: str, regrets: dict[str, dict[int, list[float]]], *, fold_count: int) -> None:
+    """The running means after each fold (a long run on a loaded machine shows what it has so far); the
+    product's and popular-B's rows come from `regrets`' own entries for them."""
+    print(f"\n{name}: after {fold_count} fold(s)", flush=True)
+    for policy_name, per in regrets.items():
+        cells = " | ".join(f"B={b} {np.mean(v):.4f} (n={len(v)})" for b, v in sorted(per.items()))
+        print(f"| {policy_name} | {cells} |", flush=True)
 
 
 def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
@@ -330,7 +373,9 @@ def main() -> None:
             results = replay(path, budgets, args.only)
             popular = results["popular-B"]["table"]
             shown = (0, *budgets)
-            print(f"\n{path.stem}: mean regret after B measurements (ratio to popular-B), final pick served / conditioned\n")
+            print(
+                f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
+            )
             print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
             print("|---|---|" + "---:|" * len(shown))
             for name, picks in results.items():
@@ -350,8 +395,8 @@ def main() -> None:
         print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")
         print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
         print("|---|" + "---:|" * len(shown))
-        for policy, means in table.items():
-            print(f"| {policy} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+        for label, means in table.items():
+            print(f"| {label} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
 
 

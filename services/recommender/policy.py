@@ -99,15 +99,17 @@ def next_probes(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
-    rule: str = RULE,
+    rule: str | None = None,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
     `tried` are models already asked for that gave no measurement (a failed or timed-out probe): never asked
     again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
-    expected-gain stop does not apply.
+    expected-gain stop does not apply. `rule` is `GREEDY` or `LOOKAHEAD` (default: the module's `RULE`, read at
+    each call, so a benchmark can switch the served policy).
     """
+    rule = RULE if rule is None else rule
     if count <= 0:
         return NextProbes([], stop=True, reason="no probe asked for")
     done = {p.model_id for p in measured} | set(tried)
@@ -230,7 +232,8 @@ def _lookahead(
     # Prior covariance over the pool given the probes: the cold sd and the library's correlations, conditioned
     # on the measured models (their noise as in `_predicted`).
     cold_sd = np.maximum(np.nan_to_num(prior_sd, nan=0.0), 1e-6)
-    js = np.array(sorted({index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}), dtype=np.int64)
+    probed = {index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}
+    js = np.array(sorted(probed), dtype=np.int64)
     every = np.concatenate([pool, js])
     rho = level + (1.0 - level) * correlation_with(behaviour, every)[every]
     np.fill_diagonal(rho, 1.0)
@@ -298,7 +301,7 @@ def simulate(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
-    rule: str = RULE,
+    rule: str | None = None,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
