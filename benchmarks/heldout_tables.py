@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
     table = regrets(truth, searched, popularity_order(), args.budgets)
     print(
-        f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (balanced accuracy)\n"
+        f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n"
     )
     print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular" for b in args.budgets) + " |")
     print("|---|---:|---:|" + "---|" * len(args.budgets))
