@@ -218,7 +218,14 @@ def search_all(
         with EmbeddedCluster(home) as cluster:
             client = cluster.client
             started = time.perf_counter()
-            client.train("tabzoo")
+            for attempt in range(6):  # a loaded machine may train past the call's deadline: the fit goes on, ask again
+                try:
+                    client.train("tabzoo")
+                    break
+                except Exception as error:
+                    if attempt == 5:
+                        raise
+                    print(f"heldout: training not done yet ({type(error).__name__}); asking again", file=sys.stderr)
             print(f"heldout: tabzoo estimator trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             for dataset_id in dataset_ids:
                 for budget in budgets:
@@ -302,9 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved.write_text(json.dumps(searched, indent=1))
     searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
     table = regrets(truth, searched, popularity_order(), args.budgets)
-    print(
-        f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n"
-    )
+    print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
     print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular" for b in args.budgets) + " |")
     print("|---|---:|---:|" + "---|" * len(args.budgets))
     for dataset_id in ids:
