@@ -288,11 +288,26 @@ PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _training_behaviour(library: Path) -> dict[str, Any]:
+    """A library's datasets less the evaluation's default targets, as one fold of a dump: z-scores clipped as
+    the kNN clips them (`KnnPopularityEstimator.behaviour`). No fit: the pseudo-targets need none."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    targets = set(evaluation.default_targets(snapshot, seed=0))
+    dataset_ids, model_ids, z = evaluation.z_scores(snapshot)
+    keep = [i for i, d in enumerate(dataset_ids) if d not in targets]
+    fold = {"model_ids": model_ids, "sign": 1.0, "behaviour": np.clip(z[keep], -5.0, 5.0)}
+    return {"folds": {("training",): fold}}
+
+
 def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dict[int, float]]:
-    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold of a --dump (seeded), regret in z units;
-    the final pick is the conditioned prediction (a pseudo-target has no estimator of its own)."""
-    with path.open("rb") as source:
-        dump = pickle.load(source)
+    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold (seeded) of a --dump, or of a library less
+    its default evaluation targets; regret in z units. The final pick is the conditioned prediction (a
+    pseudo-target has no estimator of its own)."""
+    if path.suffix == ".pkl":
+        with path.open("rb") as source:
+            dump = pickle.load(source)
+    else:
+        dump = _training_behaviour(_library(str(path)))
     rng = np.random.default_rng(0)
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for fold in dump["folds"].values():
@@ -350,7 +365,9 @@ def main() -> None:
     parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
     parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
     parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
-    parser.add_argument("--pseudo", nargs="+", type=Path, help="dump files: PSEUDO_VARIANTS on training datasets")
+    parser.add_argument(
+        "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
+    )
     parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
     args = parser.parse_args()
     budgets = tuple(args.budgets)

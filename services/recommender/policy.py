@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from .estimators.base import ProbeRecord, Scored
 from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
@@ -78,12 +78,13 @@ class NextProbes:
     reason: str = ""
 
 
-def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float | np.ndarray) -> np.ndarray:
     """E[max(0, X - best)] for X ~ N(mean, sd²), on goodness (higher is better); sd 0 gives max(0, mean - best)."""
     sd = np.maximum(np.asarray(sd, dtype=float), 1e-12)
     gap = np.asarray(mean, dtype=float) - best
     z = gap / sd
-    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+    # ndtr and the density by hand: scipy.stats.norm's per-call checks cost more than the arithmetic here
+    return np.maximum(gap * ndtr(z) + sd * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi), 0.0)
 
 
 def next_probes(
@@ -248,21 +249,23 @@ def _lookahead(
     mu = mean[pool]
     floor = -np.inf if best is None else best
     now = _exploit_value(mu, np.sqrt(np.maximum(np.diag(cov), 0.0)), floor)
-    values = np.full(n, -np.inf)
-    for i in range(n):
-        spread = float(np.sqrt(max(cov[i, i], 0.0) + noise))
-        if spread <= 1e-9:
-            continue
-        shift = cov[:, i] / spread  # how far each mean moves per sd of the probe's outcome
-        var_after = np.maximum(np.diag(cov) - shift**2, 0.0)
-        var_after[i] = 0.0
-        total = 0.0
-        for node, weight in zip(_NODES, _WEIGHTS, strict=True):
-            outcome = mu[i] + spread * node
-            mu_after = mu + shift * node
-            mu_after[i] = -np.inf  # measured: not the final pick
-            total += weight * _exploit_value(mu_after, np.sqrt(var_after), max(floor, outcome))
-        values[i] = total
+    # Every candidate i at every quadrature node q at once: (candidates, nodes, pool) arrays of a few 10^4.
+    variance = np.maximum(np.diag(cov), 0.0)
+    spread = np.sqrt(variance + noise)  # sd of a candidate's measured outcome
+    shift = cov / spread[None, :]  # [m, i]: how far model m's mean moves per sd of candidate i's outcome
+    after = np.maximum(variance[:, None] - shift**2, 0.0)  # [m, i]: m's variance once i is measured
+    mu_after = mu[None, None, :] + shift.T[:, None, :] * _NODES[None, :, None]
+    mu_after[np.arange(n), :, np.arange(n)] = -np.inf  # a measured model is not the final pick
+    top = np.argmax(mu_after, axis=2)  # (candidates, nodes): the final pick after each outcome
+    top_mean = np.take_along_axis(mu_after, top[:, :, None], axis=2)[:, :, 0]
+    top_sd = np.sqrt(np.take_along_axis(after.T[:, None, :].repeat(len(_NODES), axis=1), top[:, :, None], axis=2))[
+        :, :, 0
+    ]
+    floors = np.maximum(floor, mu[:, None] + spread[:, None] * _NODES[None, :])  # best measured after the probe
+    with np.errstate(invalid="ignore"):
+        gain = np.where(np.isfinite(top_mean), expected_improvement(top_mean, top_sd, floors), 0.0)
+    values = (floors + gain) @ _WEIGHTS
+    values[spread <= 1e-9] = -np.inf
     if not np.isfinite(values).any() or values.max() <= now + 1e-12:
         return None
     return int(pool[int(np.argmax(values))])
