@@ -286,6 +286,28 @@ def regrets(
     return out
 
 
+def _popular_only(work: Path, ids: Sequence[str], budgets: Sequence[int]) -> int:
+    """popular-B's regret on every table whose ground truth is complete in `work` (a partial run's figure)."""
+    settings = {s.model_id for s in model_settings()}
+    truth: dict[str, dict[str, float]] = {}
+    for record in load_results(work / "results.jsonl").values():
+        truth.setdefault(record["dataset_id"], {})[record["model_id"]] = float(record["score"])
+    complete = [d for d in ids if set(truth.get(d, {})) >= settings]
+    popular = popularity_order()
+    print(f"\npopular-B on {len(complete)} fully measured tables (regret, balanced accuracy)\n")
+    print("| table | " + " | ".join(f"B={b}" for b in budgets) + " |")
+    print("|---|" + "---:|" * len(budgets))
+    regret = {
+        d: [pick_regret(truth[d], Ranking({m: -float(i) for i, m in enumerate(popular)}), b) for b in budgets]
+        for d in complete
+    }
+    for d in complete:
+        print(f"| {d} | " + " | ".join(f"{r:.3f}" for r in regret[d]) + " |")
+    means = np.mean([regret[d] for d in complete], axis=0) if complete else [float("nan")] * len(budgets)
+    print("| **mean** | " + " | ".join(f"{m:.4f}" for m in means) + " |")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "heldout", help="ground truth cache")
@@ -295,6 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--measure-only", action="store_true", help="measure the ground truth, no search")
     parser.add_argument("--tables", type=int, default=0, help="search only the first N tables (0: all)")
     parser.add_argument("--search-only", action="store_true", help="search and save the answers, no ground truth")
+    parser.add_argument(
+        "--popular-only", action="store_true", help="popular-B on the tables fully measured so far; no measuring"
+    )
     parser.add_argument(
         "--rule", choices=(policy.GREEDY, policy.LOOKAHEAD), help="the probing rule (default: the served)"
     )
@@ -307,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for source in sources:
         print(f"heldout table: {source.dataset_id}: {source.source}", file=sys.stderr)
     ids = [s.dataset_id for s in sources][: args.tables or None]
+    if args.popular_only:
+        return _popular_only(args.work, ids, args.budgets)
     saved = args.work / f"searched-{rule}.json"
     if args.search_only:
         for source in sources[: len(ids)]:  # the uploads only: the ground truth is another run's
