@@ -231,7 +231,8 @@ def _lookahead(
     by_upper = usable[np.argsort(-(mean[usable] + sd[usable]), kind="stable")][:SHORTLIST]
     pool = np.array(sorted(set(by_mean.tolist()) | set(by_upper.tolist())), dtype=np.int64)
     # Prior covariance over the pool given the probes: the cold sd and the library's correlations, conditioned
-    # on the measured models (their noise as in `_predicted`).
+    # on the measured models; a measurement's noise is the `NOISE` share of the mean prior variance (over the
+    # pool and the probed here, over the probed in `_predicted`).
     cold_sd = np.maximum(np.nan_to_num(prior_sd, nan=0.0), 1e-6)
     probed = {index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}
     js = np.array(sorted(probed), dtype=np.int64)
