@@ -67,7 +67,8 @@ class Probing(Protocol):
 class NextProbes:
     """The models to measure next, best first, and why probing stops when it does.
 
-    `expected_gain` is the expected improvement of the first of them over the best score measured so far (in
+    `expected_gain` is the expected improvement of the best predicted of them (the first, under the greedy rule)
+    over the best score measured so far (in
     the library's metric; NaN while nothing is measured or the pick is informative); `stop` says probing should
     end here: `model_ids` is then empty and `reason` says why.
     """
@@ -139,6 +140,7 @@ def next_probes(
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
     best = _best_measured(measured, estimator.sign)
+    top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
     if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
         look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level)
         if look is not None:
@@ -147,8 +149,9 @@ def next_probes(
         raise ValueError(f"rule is {GREEDY!r} or {LOOKAHEAD!r}, not {rule!r}")
     greedy = [estimator.model_ids[j] for j in order]
     gain = float("nan")
-    if best is not None and len(order):
-        gain = float(expected_improvement(mean[order[:1]], sd[order[:1]], best)[0])
+    if best is not None and len(top):
+        # (a lookahead pick is often chosen for what it tells, with little expected improvement of its own)
+        gain = float(expected_improvement(mean[top], sd[top], best)[0])
         if not picked and gain < min_gain:
             return NextProbes(
                 [],
