@@ -20,6 +20,7 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,19 +29,20 @@ from typing import Any
 import numpy as np
 
 from modsnet.data.bundle import read_bundle
-from services.recommender import evaluation
+from services.recommender import evaluation, policy
 from services.recommender.calibration import calibrated
 from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, Ranking, pick_regret
-from services.recommender.estimators.base import ProbeRecord
+from services.recommender.estimators.base import Prediction, ProbeRecord, Scored
 from services.recommender.estimators.knn import KnnPopularityEstimator
+from services.recommender.probes import MEASURED
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
-    "greedy, re-predicted by the estimator": {"informative": 0, "condition": False},
-    "greedy, conditioned (level 0.5)": {"informative": 0, "condition": True, "level": 0.5},
-    "greedy, conditioned (level 0)": {"informative": 0, "condition": True, "level": 0.0},
-    "info-1, then greedy conditioned": {"informative": 1, "condition": True},
-    "conditioned, rounds of 2": {"informative": 0, "condition": True, "count": 2},
+    "info-0, greedy conditioned": {"informative": 0, "rule": "greedy"},
+    "info-1, lookahead": {"informative": 1, "rule": "lookahead"},
+    "info-0, lookahead": {"informative": 0, "rule": "lookahead"},
+    "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
+    "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
 }
 KNN_VARIANTS: dict[str, dict[str, Any]] = {"knn info-0": {"informative": 0}, "knn info-1": {"informative": 1}}
 
@@ -50,8 +52,13 @@ def _library(name: str) -> Path:
     return path if path.exists() else ROOT / "modsnet" / "libraries" / name
 
 
-def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, dict[int, float]], int]:
+def run(
+    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None
+) -> tuple[dict[str, dict[int, float]], int]:
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
+    folds: dict[tuple[str, ...], dict[str, Any]] = {}
+    seen_folds: list[tuple[str, ...]] = []
     product = evaluation._decision_rankings
     knn_of: dict[tuple[str, ...], KnnPopularityEstimator] = {}  # the current fold's, fitted once
 
@@ -62,6 +69,39 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
         sign = 1.0 if fold.snapshot.library.meta.get("higher_is_better", True) else -1.0
         candidates, probeable = set(fold.candidates[target]), fold.probeable(target)
         true = {m: r.value for m, r in fold._oracle[target].items() if m in candidates}
+        key = tuple(fold.targets)
+        if key not in seen_folds:
+            seen_folds.append(key)
+            if len(seen_folds) > 1:
+                _progress(library.name, regrets, fold_count=len(seen_folds) - 1)
+                if dump is not None:
+                    with dump.open("wb") as out:
+                        pickle.dump({"folds": folds, "cases": cases, "decisions": None, "table": None}, out)
+        if dump is not None:
+            if key not in folds:
+                behaviour = getattr(estimator, "behaviour", None)
+                folds[key] = {
+                    "model_ids": list(estimator.model_ids),
+                    "sign": sign,
+                    "behaviour": behaviour() if callable(behaviour) else None,
+                }
+                try:
+                    folds[key]["estimator"] = pickle.dumps(estimator)
+                except Exception as error:
+                    print(f"estimator not picklable: {error!r}", flush=True)
+            cold = estimator.score_all(features, known_dataset=target, probes=())
+            cases.append(
+                {
+                    "fold": key,
+                    "target": target,
+                    "features": features,
+                    "true": true,
+                    "probeable": sorted(probeable),
+                    "cold": np.asarray(cold.scores, dtype=float),
+                    "sd": np.asarray(cold.uncertainty, dtype=float),
+                    "batch": estimator.select_probes(features, known_dataset=target, budget=10, among=probeable),
+                }
+            )
 
         def score(name: str, model: Any, taken: list[ProbeRecord], budget: int) -> None:
             predicted = model.predict(features, known_dataset=target, probes=taken)
@@ -71,6 +111,15 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
             )
             regrets[name][budget].append(pick_regret(true, ranking, budget, sign=sign))
 
+        # popular-B as the decision table ranks it (evaluation.popularity_method on the fold's training graph)
+        popular = dict(zip(fold.candidates[target], evaluation.popularity_method(fold)[target].tolist(), strict=True))
+        popular_ranking = Ranking({m: popular.get(m, -np.inf) for m in true})
+        for budget in (0, *budgets):
+            regrets["popular-B"][budget].append(pick_regret(true, popular_ranking, budget, sign=sign))
+            product_ranking = fold.adaptive.get(budget, {}).get(target) or Ranking(fold.cold[target])
+            regrets["the search's policy (policy.py defaults)"][budget].append(
+                pick_regret(true, product_ranking, budget, sign=sign)
+            )
         for budget in budgets:  # the selector's batch, as the search took it before
             chosen = estimator.select_probes(features, known_dataset=target, budget=budget - 1, among=probeable)
             score("batch (before)", estimator, fold.measure_for_decision(target, chosen), budget)
@@ -102,7 +151,203 @@ def run(library: Path, budgets: tuple[int, ...], knn: bool) -> tuple[dict[str, d
     ):
         table[label] = {b: report.decisions.mean(strategy, b) or 0.0 for b in (0, *budgets)}
     table.update({name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()})
+    if dump is not None:
+        per_target = report.decisions.to_dict()["per_target"]
+        with dump.open("wb") as out:
+            pickle.dump({"folds": folds, "cases": cases, "decisions": per_target, "table": table}, out)
     return table, len(report.targets)
+
+
+class Replayed:
+    """One fitted fold's estimator, as the policy sees it, from a --dump: the cold scores and the selector's batch
+    of one target, the fold's behaviour matrix, and (where it pickled) the real estimator for predictions with
+    probes. Replaying a policy then costs no fit."""
+
+    def __init__(self, fold: dict[str, Any], case: dict[str, Any], estimator: Any = None):
+        self.model_ids, self.sign, self._behaviour = fold["model_ids"], fold["sign"], fold["behaviour"]
+        self.case, self.estimator = case, estimator
+        if self._behaviour is None:
+            del self.behaviour  # no library behaviour: the policy re-predicts, which needs the estimator
+
+    def behaviour(self) -> np.ndarray:
+        return self._behaviour
+
+    def select_probes(self, features, *, known_dataset=None, budget=5, among=None):  # type: ignore[no-untyped-def]
+        return [m for m in self.case["batch"] if among is None or m in among][:budget]
+
+    def score_all(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        if not probes:
+            cold, sd = self.case["cold"], self.case["sd"]
+            return Scored(cold, sd, lambda j: Prediction(self.model_ids[j], float(cold[j]), float(sd[j])))
+        if self.estimator is None:
+            raise RuntimeError("this dump has no estimator to predict with probes")
+        return self.estimator.score_all(features, known_dataset=known_dataset, probes=probes)
+
+
+REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
+    "info-1, greedy conditioned (level 0.5): the search's policy until 2026-12-06": {"informative": 1},
+    "info-0, greedy conditioned (level 0.5)": {"informative": 0},
+    "info-1, lookahead (level 0.5)": {"informative": 1, "rule": "lookahead"},
+    "info-0, lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
+    "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
+    "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
+    "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
+}
+
+
+def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dict[str, dict[str, dict[int, float]]]:
+    """Every REPLAY_VARIANTS policy on a --dump, with two final picks: the estimator's prediction with the
+    probes (what the search serves) and the policy's conditioned prediction. Returns policy -> pick -> B -> mean."""
+    with path.open("rb") as source:
+        dump = pickle.load(source)
+    estimators = {key: pickle.loads(f["estimator"]) if "estimator" in f else None for key, f in dump["folds"].items()}
+    regrets: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    popular = dump["decisions"][POPULAR]
+    product = dump["decisions"][MODSNET]
+    for case in dump["cases"]:
+        fold, target = dump["folds"][case["fold"]], case["target"]
+        model = Replayed(fold, case, estimators[case["fold"]])
+        true, sign = case["true"], fold["sign"]
+        index = {m: j for j, m in enumerate(model.model_ids)}
+        for b in (0, *budgets):
+            regrets["popular-B"]["table"][b].append(popular[str(b)][target])
+            regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
+        for name, settings in REPLAY_VARIANTS.items():
+            if names and not any(n in name for n in names):
+                continue
+            taken = policy.simulate(
+                model,
+                case["features"],
+                lambda ids, true=true, target=target: [
+                    ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true
+                ],
+                budget=max(budgets) - 1,
+                known_dataset=target,
+                among=set(case["probeable"]),
+                **settings,
+            )
+            for b in budgets:
+                probes = taken[: b - 1]
+                probed = frozenset(p.model_id for p in probes)
+                picks = {}
+                if model.estimator is not None:
+                    scored = model.score_all(case["features"], known_dataset=target, probes=probes)
+                    picks["served"] = sign * np.asarray(scored.scores, dtype=float)
+                mean, _, _ = policy._predicted(
+                    model,
+                    case["features"],
+                    target,
+                    probes,
+                    index,
+                    condition=True,
+                    level=settings.get("level", policy.LEVEL),
+                )
+                picks["conditioned"] = mean
+                for pick, vector in picks.items():
+                    ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
+                    regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
+    return {
+        name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
+        for name, picks in regrets.items()
+    }
+
+
+class PseudoTarget:
+    """A dataset of a fold's training data as a target, for choosing the policy's settings without the test
+    targets: the cold prediction is popularity over the fold's other training datasets (z-scores), its sd the
+    spread of each model's z there, and the behaviour matrix lacks the pseudo-target's row."""
+
+    def __init__(self, behaviour: np.ndarray, row: int, model_ids: list[str]):
+        others = np.delete(behaviour, row, axis=0)
+        self.model_ids, self.sign, self._behaviour = model_ids, 1.0, others
+        with np.errstate(all="ignore"):
+            self.cold = np.nan_to_num(np.nanmean(others, axis=0), nan=-np.inf)
+            self.sd = np.nan_to_num(np.nanstd(others, axis=0), nan=1.0)
+        self.truth = {m: float(behaviour[row, j]) for j, m in enumerate(model_ids) if np.isfinite(behaviour[row, j])}
+
+    def behaviour(self) -> np.ndarray:
+        return self._behaviour
+
+    def select_probes(self, features, *, known_dataset=None, budget=5, among=None):  # type: ignore[no-untyped-def]
+        order = np.argsort(-self.cold, kind="stable")
+        return [self.model_ids[j] for j in order if among is None or self.model_ids[j] in among][:budget]
+
+    def score_all(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        if probes:
+            raise RuntimeError("a pseudo-target is only conditioned, never re-predicted")
+        return Scored(
+            self.cold, self.sd, lambda j: Prediction(self.model_ids[j], float(self.cold[j]), float(self.sd[j]))
+        )
+
+
+PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
+    "greedy conditioned (level 0.5)": {"informative": 0},
+    "greedy conditioned (level 0)": {"informative": 0, "level": 0.0},
+    "lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
+    "lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
+}
+
+
+def _training_behaviour(library: Path) -> dict[str, Any]:
+    """A library's datasets less the evaluation's default targets, as one fold of a dump: z-scores clipped as
+    the kNN clips them (`KnnPopularityEstimator.behaviour`). No fit: the pseudo-targets need none."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    targets = set(evaluation.default_targets(snapshot, seed=0))
+    dataset_ids, model_ids, z = evaluation.z_scores(snapshot)
+    keep = [i for i, d in enumerate(dataset_ids) if d not in targets]
+    fold = {"model_ids": model_ids, "sign": 1.0, "behaviour": np.clip(z[keep], -5.0, 5.0)}
+    return {"folds": {("training",): fold}}
+
+
+def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dict[int, float]]:
+    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold (seeded) of a --dump, or of a library less
+    its default evaluation targets; regret in z units. The final pick is the conditioned prediction (a
+    pseudo-target has no estimator of its own)."""
+    if path.suffix == ".pkl":
+        with path.open("rb") as source:
+            dump = pickle.load(source)
+    else:
+        dump = _training_behaviour(_library(str(path)))
+    rng = np.random.default_rng(0)
+    regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for fold in dump["folds"].values():
+        behaviour = fold["behaviour"]
+        rows = rng.choice(len(behaviour), size=min(per_fold, len(behaviour)), replace=False)
+        for row in rows:
+            model = PseudoTarget(behaviour, int(row), fold["model_ids"])
+            true = model.truth
+            if len(true) < 10:
+                continue
+            index = {m: j for j, m in enumerate(model.model_ids)}
+            for b in (0, *budgets):
+                ranking = Ranking({m: float(model.cold[index[m]]) for m in true})
+                regrets["popular-B"][b].append(pick_regret(true, ranking, b))
+            for name, settings in PSEUDO_VARIANTS.items():
+                taken = policy.simulate(
+                    model,
+                    {},
+                    lambda ids, true=true: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
+                    budget=max(budgets) - 1,
+                    among=set(true),
+                    **settings,
+                )
+                for b in budgets:
+                    probes = taken[: b - 1]
+                    mean, _, _ = policy._predicted(
+                        model, {}, None, probes, index, condition=True, level=settings.get("level", policy.LEVEL)
+                    )
+                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, frozenset(p.model_id for p in probes))
+                    regrets[name][b].append(pick_regret(true, ranking, b))
+    return {name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()}
+
+
+def _progress(name: str, regrets: dict[str, dict[int, list[float]]], *, fold_count: int) -> None:
+    """The running means after each fold (a long run on a loaded machine shows what it has so far); the
+    product's and popular-B's rows come from `regrets`' own entries for them."""
+    print(f"\n{name}: after {fold_count} fold(s)", flush=True)
+    for policy_name, per in regrets.items():
+        cells = " | ".join(f"B={b} {np.mean(v):.4f} (n={len(v)})" for b, v in sorted(per.items()))
+        print(f"| {policy_name} | {cells} |", flush=True)
 
 
 def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
@@ -117,18 +362,58 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"], help="built-in names or bundle paths")
     parser.add_argument("--budgets", nargs="+", type=int, default=[3, 5, 10])
     parser.add_argument("--knn", action="store_true", help="also the policy with the kNN estimator predicting")
+    parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
+    parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
+    parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
+    parser.add_argument(
+        "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
+    )
+    parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
     args = parser.parse_args()
     budgets = tuple(args.budgets)
+    if args.pseudo:
+        for path in args.pseudo:
+            started = time.perf_counter()
+            results = pseudo(path, budgets, args.per_fold)
+            popular = results["popular-B"]
+            shown = (0, *budgets)
+            print(f"\n{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)\n")
+            print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
+            print("|---|" + "---:|" * len(shown))
+            for name, means in results.items():
+                print(f"| {name} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
+        return
+    if args.replay:
+        for path in args.replay:
+            started = time.perf_counter()
+            results = replay(path, budgets, args.only)
+            popular = results["popular-B"]["table"]
+            shown = (0, *budgets)
+            print(
+                f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
+            )
+            print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
+            print("|---|---|" + "---:|" * len(shown))
+            for name, picks in results.items():
+                for pick, means in picks.items():
+                    print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
+        return
     for name in args.libraries:
         started = time.perf_counter()
-        table, targets = run(_library(name), budgets, args.knn)
+        dump = None
+        if args.dump is not None:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            dump = args.dump / f"{Path(name).name}.pkl"
+        table, targets = run(_library(name), budgets, args.knn, dump)
         popular = table["popular-B"]
         shown = (0, *budgets)
         print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")
         print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
         print("|---|" + "---:|" * len(shown))
-        for policy, means in table.items():
-            print(f"| {policy} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+        for label, means in table.items():
+            print(f"| {label} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
 
 

@@ -142,7 +142,7 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     estimator = Behaving(fake().prior, fake().groups, batch=["b1"], sd=0.1)
     index = {m: j for j, m in enumerate(estimator.model_ids)}
     low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
-    mean, sd = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
+    mean, sd, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
     got = dict(zip(estimator.model_ids, mean, strict=True))
     assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
     assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
@@ -150,8 +150,44 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put
     assert sd[index["a2"]] < estimator.sd  # and is surer for it
     # A level share moves every model a little the same way.
-    level, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
+    level, _, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.5)
     assert level[index["c1"]] < estimator.prior["c1"] - 0.1
     # Off, the estimator's own prediction given the probes is used.
-    own, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
+    own, _, _ = policy._predicted(estimator, {}, None, low, index, condition=False, level=0.0)
     assert own[index["a2"]] == pytest.approx(0.49)  # the fake's group shift
+
+
+class Twins(Fake):
+    """s1 and s2 rise and fall together across the library; a moves on its own."""
+
+    def behaviour(self) -> np.ndarray:
+        rng = np.random.default_rng(3)
+        base = rng.normal(size=80)
+        columns = {"a": rng.normal(size=80), "s1": base, "s2": base + 0.1 * rng.normal(size=80)}
+        return np.column_stack([columns[m] for m in self.model_ids])
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        vector = np.array([self.prior[m] for m in self.model_ids])
+        sd = np.array([0.001 if m == "a" else 0.2 for m in self.model_ids])  # a is near certain, s1 and s2 are not
+        return Scored(vector, sd, lambda j: Prediction(self.model_ids[j], float(vector[j]), float(sd[j])))
+
+
+def test_the_lookahead_probes_what_informs_the_final_pick_where_greedy_takes_the_predicted_best() -> None:
+    estimator = Twins({"a": 0.90, "s1": 0.85, "s2": 0.85}, {"a": "a", "s1": "s", "s2": "s"}, batch=["a"])
+    greedy = policy.next_probes(estimator, {}, informative=0, level=0.0, rule=policy.GREEDY)
+    assert greedy.model_ids == ["a"]
+    # Measuring a changes nothing (its score is all but known); measuring s1 tells whether s2 beats a, so the
+    # final pick after it is better in expectation.
+    look = policy.next_probes(estimator, {}, informative=0, level=0.0, rule=policy.LOOKAHEAD)
+    assert look.model_ids[0] in {"s1", "s2"}
+    with pytest.raises(ValueError, match="rule"):
+        policy.next_probes(estimator, {}, informative=0, rule="random")
+
+
+def test_exploit_value_is_the_expected_best_of_the_floor_and_the_predicted_best() -> None:
+    mu, sd = np.array([0.5, 0.7]), np.array([0.3, 0.1])
+    assert policy._exploit_value(mu, sd, -np.inf) == 0.7  # nothing measured: the predicted best's mean
+    expected = 0.6 + float(policy.expected_improvement(mu[1:], sd[1:], 0.6)[0])
+    assert policy._exploit_value(mu, sd, 0.6) == pytest.approx(expected)

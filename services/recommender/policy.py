@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from .estimators.base import ProbeRecord, Scored
 from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
@@ -36,6 +36,11 @@ MIN_GAIN = 1e-3  # expected improvement (library metric) below which another pro
 CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
 NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
+GREEDY, LOOKAHEAD = "greedy", "lookahead"
+RULE = GREEDY  # how a probe after the informative ones is chosen (see `_lookahead`)
+SHORTLIST = 40  # models the lookahead weighs (best by mean and by mean + sd), so a large library costs no n² matrix
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(12)  # E over a normal outcome, by Gauss-Hermite quadrature
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 
 class Probing(Protocol):
@@ -62,7 +67,8 @@ class Probing(Protocol):
 class NextProbes:
     """The models to measure next, best first, and why probing stops when it does.
 
-    `expected_gain` is the expected improvement of the first of them over the best score measured so far (in
+    `expected_gain` is the expected improvement of the best predicted of them (the first, under the greedy rule)
+    over the best score measured so far (in
     the library's metric; NaN while nothing is measured or the pick is informative); `stop` says probing should
     end here: `model_ids` is then empty and `reason` says why.
     """
@@ -73,12 +79,13 @@ class NextProbes:
     reason: str = ""
 
 
-def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float | np.ndarray) -> np.ndarray:
     """E[max(0, X - best)] for X ~ N(mean, sd²), on goodness (higher is better); sd 0 gives max(0, mean - best)."""
     sd = np.maximum(np.asarray(sd, dtype=float), 1e-12)
     gap = np.asarray(mean, dtype=float) - best
     z = gap / sd
-    return np.maximum(gap * norm.cdf(z) + sd * norm.pdf(z), 0.0)
+    # ndtr and the density by hand: scipy.stats.norm's per-call checks cost more than the arithmetic here
+    return np.maximum(gap * ndtr(z) + sd * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi), 0.0)
 
 
 def next_probes(
@@ -94,14 +101,17 @@ def next_probes(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
+    rule: str | None = None,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
     `tried` are models already asked for that gave no measurement (a failed or timed-out probe): never asked
     again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
-    expected-gain stop does not apply.
+    expected-gain stop does not apply. `rule` is `GREEDY` or `LOOKAHEAD` (default: the module's `RULE`, read at
+    each call, so a benchmark can switch the served policy).
     """
+    rule = RULE if rule is None else rule
     if count <= 0:
         return NextProbes([], stop=True, reason="no probe asked for")
     done = {p.model_id for p in measured} | set(tried)
@@ -123,15 +133,25 @@ def next_probes(
     options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
-    mean, sd = _predicted(estimator, features, known_dataset, measured, index, condition=condition, level=level)
+    mean, sd, prior_sd = _predicted(
+        estimator, features, known_dataset, measured, index, condition=condition, level=level
+    )
     goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
-    greedy = [estimator.model_ids[j] for j in order]
     best = _best_measured(measured, estimator.sign)
+    top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
+    if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
+        look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level)
+        if look is not None:
+            order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
+    elif rule not in (GREEDY, LOOKAHEAD):
+        raise ValueError(f"rule is {GREEDY!r} or {LOOKAHEAD!r}, not {rule!r}")
+    greedy = [estimator.model_ids[j] for j in order]
     gain = float("nan")
-    if best is not None and len(order):
-        gain = float(expected_improvement(mean[order[:1]], sd[order[:1]], best)[0])
+    if best is not None and len(top):
+        # (a lookahead pick is often chosen for what it tells, with little expected improvement of its own)
+        gain = float(expected_improvement(mean[top], sd[top], best)[0])
         if not picked and gain < min_gain:
             return NextProbes(
                 [],
@@ -151,8 +171,9 @@ def _predicted(
     *,
     condition: bool,
     level: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every model's predicted goodness (sign x score) and its sd, given the probes measured so far.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model's predicted goodness (sign x score) and its sd given the probes measured so far, and the sd
+    before conditioning (the prior the conditional started from; the same sd where nothing was conditioned).
 
     Conditioned (where the estimator has library behaviour and the probes are measurements): the cold
     predictions updated by the Gaussian conditional on the probed models' surprise (measured minus predicted),
@@ -164,7 +185,8 @@ def _predicted(
     behaviour = getattr(estimator, "behaviour", None)
     if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
         scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
-        return estimator.sign * np.asarray(scored.scores, dtype=float), np.asarray(scored.uncertainty, dtype=float)
+        sd = np.asarray(scored.uncertainty, dtype=float)
+        return estimator.sign * np.asarray(scored.scores, dtype=float), sd, sd
     cold = estimator.score_all(features, known_dataset=known_dataset, probes=())
     mean = estimator.sign * np.asarray(cold.scores, dtype=float)
     sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
@@ -181,7 +203,86 @@ def _predicted(
     mean = mean + weights.T @ (observed - mean[js])
     variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
     mean[js], variance[js] = observed, 0.0
-    return mean, np.sqrt(variance)
+    return mean, np.sqrt(variance), sd
+
+
+def _lookahead(
+    estimator: Probing,
+    measured: Sequence[ProbeRecord],
+    index: dict[str, int],
+    options: np.ndarray,
+    mean: np.ndarray,
+    sd: np.ndarray,
+    prior_sd: np.ndarray,
+    best: float | None,
+    *,
+    level: float,
+) -> int | None:
+    """The probe of most value if it were the last before the final pick (knowledge gradient), or None.
+
+    The user keeps the best measured model, and after the probes measures the predicted best: so a probe is
+    worth what it adds, in expectation over its outcome, to max(best measured, the probe, the predicted best
+    after it). An outcome moves every prediction through the same Gaussian model as `_predicted` (models
+    that rise and fall together across the library, plus a shared level), so a probe of a model that
+    informs on the contenders can be worth more than measuring the top-predicted model itself.
+    """
+    behaviour = estimator.behaviour()  # type: ignore[attr-defined]
+    usable = options[np.isfinite(mean[options])]
+    if len(usable) < 2:
+        return None
+    by_mean = usable[np.argsort(-mean[usable], kind="stable")][:SHORTLIST]
+    by_upper = usable[np.argsort(-(mean[usable] + sd[usable]), kind="stable")][:SHORTLIST]
+    pool = np.array(sorted(set(by_mean.tolist()) | set(by_upper.tolist())), dtype=np.int64)
+    # Prior covariance over the pool given the probes: the cold sd and the library's correlations, conditioned
+    # on the measured models; a measurement's noise is the `NOISE` share of the mean prior variance (over the
+    # pool and the probed here, over the probed in `_predicted`).
+    cold_sd = np.maximum(np.nan_to_num(prior_sd, nan=0.0), 1e-6)
+    probed = {index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}
+    js = np.array(sorted(probed), dtype=np.int64)
+    every = np.concatenate([pool, js])
+    rho = level + (1.0 - level) * correlation_with(behaviour, every)[every]
+    np.fill_diagonal(rho, 1.0)
+    cov = rho * np.outer(cold_sd[every], cold_sd[every])
+    noise = NOISE * float(np.mean(cold_sd[every] ** 2))
+    n = len(pool)
+    if len(js):
+        inner = cov[n:, n:] + noise * np.eye(len(js))
+        cov = cov[:n, :n] - cov[:n, n:] @ np.linalg.solve(inner, cov[n:, :n])
+    else:
+        cov = cov[:n, :n]
+    mu = mean[pool]
+    floor = -np.inf if best is None else best
+    now = _exploit_value(mu, np.sqrt(np.maximum(np.diag(cov), 0.0)), floor)
+    # Every candidate i at every quadrature node q at once: (candidates, nodes, pool) arrays of a few 10^4.
+    variance = np.maximum(np.diag(cov), 0.0)
+    spread = np.sqrt(variance + noise)  # sd of a candidate's measured outcome
+    shift = cov / spread[None, :]  # [m, i]: how far model m's mean moves per sd of candidate i's outcome
+    after = np.maximum(variance[:, None] - shift**2, 0.0)  # [m, i]: m's variance once i is measured
+    mu_after = mu[None, None, :] + shift.T[:, None, :] * _NODES[None, :, None]
+    mu_after[np.arange(n), :, np.arange(n)] = -np.inf  # a measured model is not the final pick
+    top = np.argmax(mu_after, axis=2)  # (candidates, nodes): the final pick after each outcome
+    top_mean = np.take_along_axis(mu_after, top[:, :, None], axis=2)[:, :, 0]
+    top_sd = np.sqrt(np.take_along_axis(after.T[:, None, :].repeat(len(_NODES), axis=1), top[:, :, None], axis=2))[
+        :, :, 0
+    ]
+    floors = np.maximum(floor, mu[:, None] + spread[:, None] * _NODES[None, :])  # best measured after the probe
+    with np.errstate(invalid="ignore"):
+        gain = np.where(np.isfinite(top_mean), expected_improvement(top_mean, top_sd, floors), 0.0)
+    values = (floors + gain) @ _WEIGHTS
+    values[spread <= 1e-9] = -np.inf
+    if not np.isfinite(values).any() or values.max() <= now + 1e-12:
+        return None
+    return int(pool[int(np.argmax(values))])
+
+
+def _exploit_value(mu: np.ndarray, sd: np.ndarray, floor: float) -> float:
+    """E[max(floor, X)] for X the predicted best model's outcome ~ N(mu, sd²) (floor -inf: E[X])."""
+    top = int(np.argmax(mu))
+    if not np.isfinite(mu[top]):
+        return floor
+    if not np.isfinite(floor):
+        return float(mu[top])
+    return floor + float(expected_improvement(mu[top : top + 1], sd[top : top + 1], floor)[0])
 
 
 def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
@@ -207,6 +308,7 @@ def simulate(
     min_gain: float = MIN_GAIN,
     condition: bool = CONDITION,
     level: float = LEVEL,
+    rule: str | None = None,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -225,6 +327,7 @@ def simulate(
             min_gain=min_gain,
             condition=condition,
             level=level,
+            rule=rule,
         )
         if step.stop or not step.model_ids:
             break
