@@ -48,6 +48,7 @@ __all__ = [
     "npz_bytes",
     "parse_model_id",
     "pipeline_npz",
+    "required_trunk",
     "train_trunk",
     "transfer_model_id",
     "trunk_npz",
@@ -415,6 +416,17 @@ def load_trunk(data: bytes, model_id: str) -> Trunk:
     if trunk.mean.shape != (dims,) or trunk.scale.shape != (dims,) or trunk.intercept.shape != (hidden,):
         raise InvalidArgument(f"artifact of {model_id!r}: trunk arrays of inconsistent shapes")
     return trunk
+
+
+def required_trunk(built: Any, model_id: str, artifact: bytes | None) -> Trunk | None:
+    """The trunk `modsnet run` needs: none for a plain model; a transfer model without its artifact is NotFound."""
+    from modsnet.runtime.errors import NotFound
+
+    if built.trunk is None:
+        return None
+    if artifact is None:
+        raise NotFound(f"{model_id!r} is a transfer model and its trunk (the model's artifact) is missing")
+    return load_trunk(artifact, model_id)
 
 
 def artifact_trunk(built: Any, model_id: str, artifact: bytes | None) -> tuple[bool, Trunk | None]:

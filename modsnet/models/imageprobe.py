@@ -132,19 +132,14 @@ def run_image(
     A transfer model runs with the trunk of its `artifact` (the library's .npz), frozen, as the library ran it.
     """
     from modsnet.data.exemplar import Limits, load_exemplar
-    from modsnet.models.heads import load_trunk
+    from modsnet.models.heads import required_trunk
     from modsnet.models.image import FOLDS, ROW_CAP, evaluate, fit_artifact
     from modsnet.runtime.errors import InvalidArgument, NotFound
 
     built = image_model_of(library, model)
     if built is None:
         raise NotFound(f"{model.model_id!r} is not an ImageZoo model this version can rebuild")
-    if built.trunk is not None:
-        if artifact is None:
-            raise NotFound(f"{model.model_id!r} is a transfer model and its trunk (the model's artifact) is missing")
-        trunk = load_trunk(artifact, model.model_id)
-    else:
-        trunk = None
+    trunk = required_trunk(built, model.model_id, artifact)
     exemplar = load_exemplar(file, name=file.name, modality="image", limits=Limits(decode_images=ROW_CAP))
     if not exemplar.labels:
         raise InvalidArgument(

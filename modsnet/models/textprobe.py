@@ -141,19 +141,14 @@ def run_text(
     A transfer model runs with the trunk of its `artifact` (the library's .npz), frozen, as the library ran it.
     """
     from modsnet.data.exemplar import load_exemplar
-    from modsnet.models.heads import load_trunk
+    from modsnet.models.heads import required_trunk
     from modsnet.models.text import FOLDS, ROW_CAP, evaluate, fit_artifact
     from modsnet.runtime.errors import InvalidArgument, NotFound
 
     built = text_model_of(library, model)
     if built is None:
         raise NotFound(f"{model.model_id!r} is not a TextZoo model this version can rebuild")
-    if built.trunk is not None:
-        if artifact is None:
-            raise NotFound(f"{model.model_id!r} is a transfer model and its trunk (the model's artifact) is missing")
-        trunk = load_trunk(artifact, model.model_id)
-    else:
-        trunk = None
+    trunk = required_trunk(built, model.model_id, artifact)
     exemplar = load_exemplar(file, name=file.name, modality="text", target=target)
     if not exemplar.labels:
         raise InvalidArgument(f"{file.name}: no label column (name one with --target): cannot cross-validate")
