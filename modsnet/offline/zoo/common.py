@@ -262,3 +262,22 @@ def parallel_map(
         return [function(item) for item in items]
     with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker) as pool:
         return list(pool.map(function, items))
+
+
+def write_trunk(path: Path, vectors: np.ndarray, labels: Sequence[str], spec: Any, header: dict[str, Any]) -> Path:
+    """Train a transfer model's trunk on a source's embeddings and write it (atomically) as its .npz artifact."""
+    from modsnet.models.heads import train_trunk, trunk_npz
+
+    trunk = train_trunk(vectors, list(labels), spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(trunk_npz(header, trunk))
+    partial.replace(path)
+    return path
+
+
+def check_trunk_sources(sources: Sequence[str]) -> None:
+    """A trunk source id is part of a model id, whose parts '--' separates."""
+    for source in sources:
+        if "--" in source:
+            raise ValueError(f"{source!r}: a trunk source id may not hold '--' (it separates a model id's parts)")

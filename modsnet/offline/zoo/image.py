@@ -56,7 +56,7 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.image import FEATURE_NAMES, FEATURE_SET
 from modsnet.features.tabular import stratified_sample
-from modsnet.models.heads import load_trunk, train_trunk, trunk_npz
+from modsnet.models.heads import load_trunk
 from modsnet.models.image import (
     ENCODERS,
     FOLDS,
@@ -74,11 +74,13 @@ from modsnet.offline.zoo.common import (
     Progress,
     bundle_records,
     cached_embeddings,
+    check_trunk_sources,
     choose,
     load_results,
     measure_groups,
     parallel_map,
     write_bundle,
+    write_trunk,
 )
 
 __all__ = [
@@ -641,7 +643,6 @@ def _trunk_file(model: ImageModel, source: _Prepared, work: Path, seed: int) -> 
     images, labels = load_capped(source.folder, source.source.dataset_id)
     embedder = functools.partial(embed, model.encoder.encoder_id, cache_dir=work / "onnx")
     vectors, _ = cached_embeddings(_embedding_cache(work, model.encoder.encoder_id, source), embedder, images, "image")
-    trunk = train_trunk(vectors, labels, model.trunk)
     header = model_spec(model) | {
         "trunk_training": {
             "images": len(images),
@@ -650,11 +651,7 @@ def _trunk_file(model: ImageModel, source: _Prepared, work: Path, seed: int) -> 
             "sklearn": sklearn.__version__,
         }
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(trunk_npz(header, trunk))
-    partial.replace(path)
-    return path
+    return write_trunk(path, vectors, labels, model.trunk, header)
 
 
 def _trunk_job(job: tuple[ImageModel, _Prepared, Path, int]) -> Path:
@@ -663,9 +660,7 @@ def _trunk_job(job: tuple[ImageModel, _Prepared, Path, int]) -> Path:
 
 def library_models(trunk_sources: Sequence[str] = TRUNK_SOURCES) -> list[ImageModel]:
     """ImageZoo's models: every encoder + head, and a transfer model per (`TRUNK_ENCODERS`, trunk source)."""
-    for source in trunk_sources:
-        if "--" in source:
-            raise ValueError(f"{source!r}: a trunk source id may not hold '--' (it separates a model id's parts)")
+    check_trunk_sources(trunk_sources)
     return sorted([*image_models(), *transfer_models(trunk_sources, TRUNK_ENCODERS)], key=lambda m: m.model_id)
 
 

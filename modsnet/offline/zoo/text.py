@@ -57,7 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.tabular import stratified_sample
 from modsnet.features.text import FEATURE_NAMES, FEATURE_SET
-from modsnet.models.heads import load_trunk, train_trunk, trunk_npz
+from modsnet.models.heads import load_trunk
 from modsnet.models.text import (
     ENCODERS,
     FOLDS,
@@ -76,11 +76,13 @@ from modsnet.offline.zoo.common import (
     Progress,
     bundle_records,
     cached_embeddings,
+    check_trunk_sources,
     choose,
     load_results,
     measure_groups,
     parallel_map,
     write_bundle,
+    write_trunk,
 )
 
 __all__ = [
@@ -658,7 +660,6 @@ def _trunk_file(model: TextModel, source: _Prepared, work: Path, seed: int) -> P
         texts,
         "text",
     )
-    trunk = train_trunk(vectors, labels, model.trunk)
     header = model_spec(model) | {
         "trunk_training": {
             "texts": len(texts),
@@ -667,11 +668,7 @@ def _trunk_file(model: TextModel, source: _Prepared, work: Path, seed: int) -> P
             "sklearn": sklearn.__version__,
         }
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(trunk_npz(header, trunk))
-    partial.replace(path)
-    return path
+    return write_trunk(path, vectors, labels, model.trunk, header)
 
 
 def _trunk_job(job: tuple[TextModel, _Prepared, Path, int]) -> Path:
@@ -680,9 +677,7 @@ def _trunk_job(job: tuple[TextModel, _Prepared, Path, int]) -> Path:
 
 def library_models(trunk_sources: Sequence[str] = TRUNK_SOURCES) -> list[TextModel]:
     """TextZoo's models: every encoder + head, and a transfer model per (`TRUNK_ENCODERS`, trunk source)."""
-    for source in trunk_sources:
-        if "--" in source:
-            raise ValueError(f"{source!r}: a trunk source id may not hold '--' (it separates a model id's parts)")
+    check_trunk_sources(trunk_sources)
     return sorted([*text_models(), *transfer_models(trunk_sources, TRUNK_ENCODERS)], key=lambda m: m.model_id)
 
 
