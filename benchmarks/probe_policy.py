@@ -357,6 +357,16 @@ def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> st
     return f"{means[budget]:.4f}{ratio}"
 
 
+def _print_table(title: str, rows: dict[str, Any], budgets: tuple[int, ...]) -> None:
+    """A markdown table of mean regret per policy at B = 0 and `budgets`, each cell with its ratio to popular-B."""
+    popular, shown = rows["popular-B"], (0, *budgets)
+    print(f"\n{title}\n")
+    print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
+    print("|---|" + "---:|" * len(shown))
+    for label, means in rows.items():
+        print(f"| {label} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"], help="built-in names or bundle paths")
@@ -375,13 +385,8 @@ def main() -> None:
         for path in args.pseudo:
             started = time.perf_counter()
             results = pseudo(path, budgets, args.per_fold)
-            popular = results["popular-B"]
-            shown = (0, *budgets)
-            print(f"\n{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)\n")
-            print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
-            print("|---|" + "---:|" * len(shown))
-            for name, means in results.items():
-                print(f"| {name} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            title = f"{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)"
+            _print_table(title, results, budgets)
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
         return
     if args.replay:
@@ -407,13 +412,8 @@ def main() -> None:
             args.dump.mkdir(parents=True, exist_ok=True)
             dump = args.dump / f"{Path(name).name}.pkl"
         table, targets = run(_library(name), budgets, args.knn, dump)
-        popular = table["popular-B"]
-        shown = (0, *budgets)
-        print(f"\n{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)\n")
-        print("| policy | " + " | ".join(f"B={b}" for b in shown) + " |")
-        print("|---|" + "---:|" * len(shown))
-        for label, means in table.items():
-            print(f"| {label} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+        title = f"{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)"
+        _print_table(title, table, budgets)
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
 
 
