@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import re
 import shutil
 import sys
@@ -132,7 +133,7 @@ def measure_groups(
         shuffled = np.random.default_rng(seed).permutation(sorted({g.dataset_id for g in groups}))
         rank = {dataset_id: i for i, dataset_id in enumerate(shuffled)}
         order = sorted(groups, key=lambda g: (rank[g.dataset_id], g.encoder_id))
-        with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker) as pool:
+        with worker_pool(jobs, init_worker) as pool:
             for future in as_completed([pool.submit(run_group, g) for g in order]):
                 for record in future.result():
                     if record["status"] != "ok":
@@ -252,6 +253,15 @@ def bundle_records(
     return records, reused_features
 
 
+def worker_pool(jobs: int, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
+    """`jobs` worker processes started by a fork server, not forked from this process: a process whose other
+    threads are inside gRPC (a test session, a notebook with a client) cannot fork safely (gRPC aborts the child:
+    "Check failed: next_worker->state == KICKED")."""
+    return ProcessPoolExecutor(
+        max_workers=jobs, initializer=initializer, mp_context=multiprocessing.get_context("forkserver")
+    )
+
+
 def parallel_map(
     function: Callable[[_T], Any], items: Sequence[_T], jobs: int, init_worker: Callable[[], None] | None = None
 ) -> list[Any]:
@@ -260,7 +270,7 @@ def parallel_map(
         if init_worker is not None:
             init_worker()
         return [function(item) for item in items]
-    with ProcessPoolExecutor(max_workers=jobs, initializer=init_worker) as pool:
+    with worker_pool(jobs, init_worker) as pool:
         return list(pool.map(function, items))
 
 

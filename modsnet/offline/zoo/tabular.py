@@ -37,7 +37,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,7 +69,7 @@ from modsnet.models.tabular import (
     evaluate,
     model_settings,
 )
-from modsnet.offline.zoo.common import Progress, choose, load_results, write_bundle
+from modsnet.offline.zoo.common import Progress, choose, load_results, worker_pool, write_bundle
 
 __all__ = [
     "HOLDOUT",
@@ -614,7 +614,7 @@ def _measure(
     with path.open("a") as log:
         if torn:
             log.write("\n")  # end the line an interrupted run left half-written, so the next one is whole
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+        with worker_pool(jobs, _init_worker) as pool:
             for future in as_completed([pool.submit(_run, task) for task in tasks]):
                 record = future.result()
                 if record["status"] == "error":

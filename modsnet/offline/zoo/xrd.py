@@ -62,7 +62,7 @@ import uuid
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,7 +88,7 @@ from modsnet.models.peaks import (
     neural_input,
     refine_maxima,
 )
-from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in
+from modsnet.offline.zoo.common import Progress, choose, load_results, swap_in, worker_pool
 from modsnet.runtime.errors import InvalidArgument
 
 __all__ = [
@@ -892,7 +892,7 @@ def _train(
             missing[setting.model_id] = (setting, seen, path)
     if missing:
         folder.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+        with worker_pool(jobs, _init_worker) as pool:
             futures = {pool.submit(train_cnn, s, seen, seed): model_id for model_id, (s, seen, _) in missing.items()}
             for future in as_completed(futures):
                 model_id = futures[future]
@@ -922,7 +922,7 @@ def _measure(tasks: list[_Task], results: dict[str, dict[str, Any]], path: Path,
     with path.open("a") as log:
         if torn:
             log.write("\n")  # end the line an interrupted run left half-written, so the next one is whole
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+        with worker_pool(jobs, _init_worker) as pool:
             for future in as_completed([pool.submit(_run, task) for task in tasks]):
                 records = future.result()
                 for record in records:
