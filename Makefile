@@ -43,8 +43,11 @@ run: setup ## search the example CSV on the embedded default and print the top-k
 	$(BIN)/modsnet search $(EXAMPLE) -k 5
 
 .PHONY: test
-test: setup browser ## run the whole test suite
-	$(BIN)/python -m pytest -q
+# Two workers (2 cores: most tests wait on processes and sockets), a test file per worker at a time (its module
+# fixtures start once); a worker that crashes ends the run instead of being replaced (a replaced worker left
+# xdist waiting for good).
+test: setup browser ## run the whole test suite (on two workers)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --max-worker-restart 0
 
 .PHONY: fuzz
 fuzz: setup ## fuzz every parser and every RPC, 10,000 cases per target (hours on 2 cores; FUZZ_CASES=N for fewer)

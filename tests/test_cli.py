@@ -88,6 +88,7 @@ def test_malformed_file_prints_one_line_error_and_fails(
     assert "bad.csv" in lines[0]
 
 
+@pytest.mark.timeout(400)  # eight commands, each a process that starts the services (~5 s of CPU each)
 def test_library_list_export_and_reimport(home: Path, tmp_path: Path) -> None:
     listing = modsnet("library", "list", home=home)
     assert listing.returncode == 0 and "synth" in listing.stdout and "tabular" in listing.stdout

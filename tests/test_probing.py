@@ -83,24 +83,35 @@ def _tabzoo(*ids: str) -> list[tuple[ModelNode, bytes | None]]:
     return [(ModelNode("tabzoo", model_id, {}), None) for model_id in ids]
 
 
+@pytest.fixture
+def roomy_probe_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A per-probe limit no busy machine reaches: these tests check what a probe measures, not its limit (the
+    limit's own tests are below); at 5 s, a random forest's fits missed it with every core taken."""
+    import modsnet.models.probing as probing
+
+    monkeypatch.setattr(probing, "PROBE_LIMIT_S", 120.0)
+
+
+@pytest.mark.usefixtures("roomy_probe_limit")
 def test_a_strong_setting_probes_higher_than_a_weak_one(planted_table: Exemplar) -> None:
     known = {s.model_id for s in model_settings()}
     assert {STRONG, WEAK, "gaussian-nb"} <= known
-    probes = measure(TABZOO, planted_table, _tabzoo(STRONG, WEAK, "gaussian-nb"), budget_seconds=20)
+    probes = measure(TABZOO, planted_table, _tabzoo(STRONG, WEAK, "gaussian-nb"), budget_seconds=600)
     by_id = {p.model_id: p for p in probes}
     assert list(by_id) == [STRONG, WEAK, "gaussian-nb"]  # in the order given
-    assert all(p.probe == KIND_SCORE and 0 <= p.value <= 1 and 0 < p.seconds < 5 for p in probes)
+    assert all(p.probe == KIND_SCORE and 0 <= p.value <= 1 and p.seconds > 0 for p in probes)
     assert by_id[STRONG].value > 0.7 and by_id[STRONG].value > by_id[WEAK].value + 0.15
     assert by_id[STRONG].detail == (
         f"balanced accuracy {by_id[STRONG].value:.3f} by 3-fold CV on {SAMPLE_ROWS} of 462 rows"
     )
 
 
+@pytest.mark.usefixtures("roomy_probe_limit")
 def test_a_worker_thread_measures_the_same_as_the_main_thread(planted_table: Exemplar) -> None:
     """evaluate() bounds fits by SIGALRM in the main thread and by a timer elsewhere: the same results."""
     models = _tabzoo(STRONG, WEAK, "hgb-i50-l15-lr0.1")
-    in_main = measure(TABZOO, planted_table, models, budget_seconds=20)
-    in_worker = _in_thread(lambda: measure(TABZOO, planted_table, models, budget_seconds=20))
+    in_main = measure(TABZOO, planted_table, models, budget_seconds=600)
+    in_worker = _in_thread(lambda: measure(TABZOO, planted_table, models, budget_seconds=600))
     assert [(p.model_id, p.value) for p in in_worker] == [(p.model_id, p.value) for p in in_main]
     assert len(in_main) == 3
 
