@@ -280,11 +280,11 @@ def test_a_large_table_is_checked_whole_and_parsed_from_a_sample(quoted: bool) -
 def snapshot_during_stop(
     embedded: EmbeddedCluster, synth_bundle: Path, monkeypatch: pytest.MonkeyPatch, drain: float
 ) -> tuple[list[object], list[grpc.StatusCode], float]:
-    """Stop the knowledge server (grace 0.1 s) while a GraphSnapshot handler is held before its SQLite read.
+    """Stop the knowledge server (grace 0.1 s) while a GraphSnapshot handler is held in its SQLite read.
 
-    The handler is held in its read transaction and released when the store's close has run (what the old stop did right after the grace) or
-    once its caller has been answered (the grace ran out), whichever comes first. Returns what the read gave,
-    the caller's status, and how long stop took.
+    The handler is held inside its read transaction (its connection open) until the store's close has run
+    (what the old stop did right after the grace) or, with a long `drain`, until its caller has been answered
+    (the grace ran out). Returns what the read gave, the caller's status, and how long stop took.
     """
     library = embedded.client.import_library(synth_bundle).library.name
     knowledge = embedded.servers.pop("knowledge")
