@@ -10,6 +10,7 @@ test_faults.py.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import socket
 import sqlite3
@@ -376,3 +377,8 @@ def test_a_handler_still_running_after_the_drain_fails_as_unavailable_not_intern
     assert not internal_errors_logged(caplog)
     assert any("stopped by the shutdown" in r.getMessage() for r in caplog.records)
     assert took < 25  # bounded: not the 30 s the handler would have waited
+
+
+def test_a_started_cluster_keeps_its_startup_objects_out_of_the_collectors_scans(embedded: EmbeddedCluster) -> None:
+    """A full collection scans every tracked object; those of the imports and the servers are frozen once."""
+    assert gc.get_freeze_count() > 0
