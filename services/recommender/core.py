@@ -242,6 +242,7 @@ class RecommenderCore:
         self._refresh_jobs: dict[str, threading.Thread] = {}  # one background refresh per library at most
         self._refresh_again: set[str] = set()  # libraries whose graph moved during their refresh: once more
         self._hurry: dict[str, threading.Event] = {}  # set: a request waits for the library's refresh job
+        self._refreshed = threading.Condition()  # notified after each run of a refresh job and when one ends
         self._retrained: dict[str, tuple[float, float]] = {}  # library -> (when the last retraining ended, its seconds)
         self._seen: dict[str, dict[int, float]] = {}  # newer graph versions than the served one, first seen when
         self._guard = threading.Lock()
@@ -282,7 +283,7 @@ class RecommenderCore:
             self._refresh_soon(library)
             return cached  # type: ignore[return-value]
         if not force:
-            self._wait_for_refresh_job(library)  # one under way may bring this version: no second refresh
+            self._wait_for_refresh_job(library, version)  # one under way may bring it: no second refresh
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
             if not force and cached is not None and cached.graph_version >= version:
@@ -358,10 +359,15 @@ class RecommenderCore:
                     log.exception("background refresh of %s failed", library)
             took = time.monotonic() - started
             with self._guard:  # the check and the leaving are one step: a request never finds a job that ignores it
-                if self._closed.is_set() or library not in self._refresh_again:
+                leaving = self._closed.is_set() or library not in self._refresh_again
+                if leaving:
                     del self._refresh_jobs[library]
-                    return
-                self._refresh_again.discard(library)
+                else:
+                    self._refresh_again.discard(library)
+            with self._refreshed:
+                self._refreshed.notify_all()
+            if leaving:
+                return
             # Paced (see REFRESH_PAUSE_FACTOR), within a quarter of the staleness bound; feedback arriving in the
             # pause is in the next run.
             hurry.wait(min(took * REFRESH_PAUSE_FACTOR, self.max_staleness_seconds / 4))
@@ -369,6 +375,8 @@ class RecommenderCore:
             if self._closed.is_set():
                 with self._guard:
                     del self._refresh_jobs[library]
+                with self._refreshed:
+                    self._refreshed.notify_all()
                 return
 
     def _refresh_once(self, library: str) -> None:
@@ -397,15 +405,25 @@ class RecommenderCore:
             FITS.labels(library, f"background:{refreshed.origin}").inc()
         self._retrain_if_due(library, refreshed, len(snapshot.interactions))
 
-    def _wait_for_refresh_job(self, library: str) -> None:
+    def _wait_for_refresh_job(self, library: str, version: int) -> None:
+        """Wait (within the request's time) until the library's refresh job has brought `version` or ended; a
+        job pausing between two runs runs at once. Not for the job's end: under steady feedback it may run on."""
         with self._guard:
             job = self._refresh_jobs.get(library)
             hurry = self._hurry.get(library)
-        if job is not None and job is not threading.current_thread():
-            if hurry is not None:
-                hurry.set()  # a job pausing between two runs runs now
-            left = deadline.remaining()
-            job.join(None if left is None else max(0.0, left - self.answer_reserve_seconds))
+        if job is None or job is threading.current_thread():
+            return
+        if hurry is not None:
+            hurry.set()
+        left = deadline.remaining()
+
+        def done() -> bool:
+            cached = self._cache.get(library)
+            landed = cached is not None and cached.graph_version >= version
+            return landed or self._refresh_jobs.get(library) is not job
+
+        with self._refreshed:
+            self._refreshed.wait_for(done, None if left is None else max(0.0, left - self.answer_reserve_seconds))
 
     def wait_for_refresh(self, library: str, timeout: float | None = None) -> bool:
         """Block until the library's background refresh (and the one more it may owe) ends; False if still running."""
