@@ -385,7 +385,6 @@ def test_a_retried_request_applies_once(store: KnowledgeStore) -> None:
     assert store.add_interactions("r", [], [record], "req-2") == (3, 1)
 
 
-
 def test_sqlite_finds_a_requests_records_by_its_index(tmp_path: Path) -> None:
     """Every feedback looks up its request id first (a retry is answered, not stored twice): by the partial
     index on request ids, not by scanning the library's records (27 ms a feedback on TabZoo's 52k)."""
@@ -404,6 +403,7 @@ def test_sqlite_finds_a_requests_records_by_its_index(tmp_path: Path) -> None:
             store.request_records("ghost", "req-1")
     finally:
         store.close()
+
 
 def test_quarantine_confirmation_and_retraction_are_audited(store: KnowledgeStore) -> None:
     store.import_bundle(make_bundle("q"), blob_id=BLOB_A, replace=False, artifacts={})
