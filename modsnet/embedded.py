@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from modsnet.client import Client
 from modsnet.runtime import tracing
-from modsnet.runtime.server import ServiceServer
+from modsnet.runtime.server import ServiceServer, freeze_startup_objects
 from services.knowledge.config import KnowledgeConfig
 from services.knowledge.server import create_server as knowledge_server
 from services.query.config import QueryConfig
@@ -180,12 +180,14 @@ class EmbeddedCluster:
                 self.addresses["http"] = f"{LOOPBACK}:{self.servers['query'].companions['http'].port}"
             if self.import_builtins:
                 self.ensure_builtin_libraries()
+            freeze_startup_objects()  # with all four servers built and their libraries imported
         except BaseException:
             self.stop()
             raise
         return self
 
     def _start(self, name: str, server: ServiceServer) -> None:
+        server.freeze_on_start = False  # the cluster does, once all four run
         port = server.start()
         self.servers[name] = server
         self.addresses[name] = f"{LOOPBACK}:{port}"

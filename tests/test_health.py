@@ -10,9 +10,12 @@ test_faults.py.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -28,10 +31,11 @@ from modsnet.embedded import LOOPBACK, EmbeddedCluster
 from modsnet.features.tabular import read_table_sample, tabular_features
 from modsnet.runtime.deadline import reset_deadline, set_deadline, timeout_for
 from modsnet.runtime.errors import Busy, DeadlineExceeded, InvalidArgument, OutOfRange, Unavailable
+from modsnet.runtime.metrics import GRPC_REQUESTS
 from modsnet.runtime.server import ServiceServer
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient
 from modsnet.v1 import common_pb2 as pb
-from modsnet.v1 import storage_pb2, storage_pb2_grpc
+from modsnet.v1 import knowledge_pb2, knowledge_pb2_grpc, storage_pb2, storage_pb2_grpc
 from services.query.core import QueryCore, SearchOptions
 from services.recommender.config import RecommenderConfig
 from services.recommender.estimators.gnn.config import GnnConfig
@@ -272,3 +276,109 @@ def test_a_large_table_is_checked_whole_and_parsed_from_a_sample(quoted: bool) -
     # A bad row is found wherever it is, sampled or not, by its line in the file.
     with pytest.raises(InvalidArgument, match="row 30002 has 2 fields, the header has 3"):
         read_table_sample(data + b"1,2\n", name="big.csv", keep_cells=30)
+
+
+def snapshot_during_stop(
+    embedded: EmbeddedCluster, synth_bundle: Path, monkeypatch: pytest.MonkeyPatch, drain: float
+) -> tuple[list[object], list[grpc.StatusCode], float]:
+    """Stop the knowledge server (grace 0.1 s) while a GraphSnapshot handler is held in its SQLite read.
+
+    The handler is held inside its read transaction (its connection open) until the store's close has run
+    (what the old stop did right after the grace) or, with a long `drain`, until its caller has been answered
+    (the grace ran out). Returns what the read gave, the caller's status, and how long stop took.
+    """
+    library = embedded.client.import_library(synth_bundle).library.name
+    knowledge = embedded.servers.pop("knowledge")
+    knowledge.drain = drain
+    store = knowledge.cores["modsnet.v1.Knowledge"].store
+    entered, release, answered = threading.Event(), threading.Event(), threading.Event()
+    read: list[object] = []
+    real_snapshot, real_library, real_close = store.snapshot, store._library, store.close
+    in_snapshot = threading.local()
+
+    def held_snapshot(name: str):  # type: ignore[no-untyped-def]
+        in_snapshot.yes = True
+        try:
+            snap = real_snapshot(name)  # reads SQLite
+        except BaseException as exc:
+            read.append(exc)
+            raise
+        read.append(snap)
+        return snap
+
+    def held_library(db, name: str):  # type: ignore[no-untyped-def]
+        if getattr(in_snapshot, "yes", False):  # in the snapshot's read transaction, its connection open
+            entered.set()
+            release.wait(30)
+        return real_library(db, name)
+
+    def close_then_release() -> None:
+        real_close()
+        release.set()
+
+    monkeypatch.setattr(store, "_library", held_library)
+    monkeypatch.setattr(store, "snapshot", held_snapshot)
+    monkeypatch.setattr(store, "close", close_then_release)
+    outcome: list[grpc.StatusCode] = []
+
+    def call() -> None:
+        with grpc.insecure_channel(embedded.addresses["knowledge"]) as channel:
+            stub = knowledge_pb2_grpc.KnowledgeStub(channel)
+            try:
+                for _ in stub.GraphSnapshot(knowledge_pb2.GraphSnapshotRequest(library=library), timeout=30):
+                    pass
+                outcome.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                outcome.append(exc.code())
+        answered.set()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert entered.wait(10)
+    started = time.monotonic()
+    stopper = threading.Thread(target=knowledge.stop, args=(0.1,))
+    stopper.start()
+    assert answered.wait(10)
+    if drain > 5:
+        release.set()  # else the read stays held until the close (drain runs out first)
+    stopper.join(30)
+    caller.join(5)
+    assert not stopper.is_alive()
+    return read, outcome, time.monotonic() - started
+
+
+def internal_errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    messages = [r.getMessage() for r in caplog.records]
+    return [m for m in messages if "internal error" in m or "failed (incident" in m]
+
+
+def test_stop_waits_for_a_call_in_flight_before_closing_its_backend(
+    embedded: EmbeddedCluster, synth_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GraphSnapshot still reading SQLite when the grace runs out: the store closes after it, not under it."""
+    read, outcome, _ = snapshot_during_stop(embedded, synth_bundle, monkeypatch, drain=30)
+    assert len(read) == 1 and not isinstance(read[0], BaseException), read  # the read ran on an open store
+    assert outcome == [grpc.StatusCode.UNAVAILABLE]  # what gRPC answers a call cancelled by the shutdown
+    assert not internal_errors_logged(caplog)
+
+
+def test_a_handler_still_running_after_the_drain_fails_as_unavailable_not_internal(
+    embedded: EmbeddedCluster, synth_bundle: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wait for handlers is bounded: past it the backends close under the handler, whose failure is the
+    shutdown's doing (UNAVAILABLE in the metrics and the log), not an internal error."""
+    before = GRPC_REQUESTS.labels("knowledge", "GraphSnapshot", "UNAVAILABLE")._value.get()
+    read, outcome, took = snapshot_during_stop(embedded, synth_bundle, monkeypatch, drain=0.3)
+    assert len(read) == 1 and isinstance(read[0], sqlite3.ProgrammingError), read  # closed under it, as said
+    assert outcome == [grpc.StatusCode.UNAVAILABLE]
+    assert eventually(
+        lambda: GRPC_REQUESTS.labels("knowledge", "GraphSnapshot", "UNAVAILABLE")._value.get() > before, seconds=10
+    )
+    assert not internal_errors_logged(caplog)
+    assert any("stopped by the shutdown" in r.getMessage() for r in caplog.records)
+    assert took < 25  # bounded: not the 30 s the handler would have waited
+
+
+def test_a_started_cluster_keeps_its_startup_objects_out_of_the_collectors_scans(embedded: EmbeddedCluster) -> None:
+    """A full collection scans every tracked object; those of the imports and the servers are frozen once."""
+    assert gc.get_freeze_count() > 0

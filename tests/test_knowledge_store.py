@@ -20,7 +20,7 @@ from modsnet.data.bundle import Bundle, canonical, pack_bundle, read_bundle
 from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
 from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
-from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+from services.knowledge.backends.sqlite import _BY_REQUEST, SqliteKnowledgeStore
 from services.knowledge.store import KnowledgeStore
 from services.recommender.evaluation import graph_from_bundle
 
@@ -383,6 +383,26 @@ def test_a_retried_request_applies_once(store: KnowledgeStore) -> None:
     stored, state = store.request_records("r", "req-1")
     assert state == "applied" and stored == [dataclasses.replace(record, request_id="req-1")] * 2
     assert store.add_interactions("r", [], [record], "req-2") == (3, 1)
+
+
+def test_sqlite_finds_a_requests_records_by_its_index(tmp_path: Path) -> None:
+    """Every feedback looks up its request id first (a retry is answered, not stored twice): by the partial
+    index on request ids, not by scanning the library's records (27 ms a feedback on TabZoo's 52k)."""
+    store = SqliteKnowledgeStore(tmp_path / "k.sqlite3")
+    try:
+        store.import_bundle(make_bundle("r"), blob_id=BLOB_A, replace=False, artifacts={})
+        db = store._db()
+        for statement in (
+            f"SELECT row_json FROM interactions WHERE library = ? AND {_BY_REQUEST} ORDER BY id",
+            f"DELETE FROM interactions WHERE library = ? AND {_BY_REQUEST}",
+            f"SELECT id, row_json FROM interactions WHERE library = ? AND {_BY_REQUEST} AND quarantine != ''",
+        ):
+            plan = " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {statement}", ("r", "req-1")))
+            assert "USING INDEX interactions_request" in plan, (statement, plan)
+        with pytest.raises(NotFound, match="ghost"):
+            store.request_records("ghost", "req-1")
+    finally:
+        store.close()
 
 
 def test_quarantine_confirmation_and_retraction_are_audited(store: KnowledgeStore) -> None:

@@ -209,3 +209,43 @@ def test_weights_on_a_newer_graph_reuse_the_export_with_its_constants(
     other = GnnEstimator(newer, config=dataclasses.replace(config, seed=config.seed + 1))
     other.serve_onnx(like=old)
     assert exports == [1, 1]
+
+
+def test_a_refresh_owed_again_is_paced_unless_a_search_waits_for_it(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steady feedback must not keep a refresh running back to back: one owed again waits (here, with the
+    factor raised, the whole cap: a quarter of the staleness bound), and a query that must wait for the
+    current graph cuts the pause short."""
+    monkeypatch.setattr("services.recommender.core.REFRESH_PAUSE_FACTOR", 1000.0)
+    core = make_core(max_staleness_seconds=600)  # the pause's cap: 150 s
+    first = core.fitted("synth")
+    held = HeldRefresh(core)
+    landed = feedback(cluster)
+    assert core.fitted("synth") is first and held.entered.wait(60)
+    latest = feedback(cluster, 0.65)  # arrives during the refresh: one more is owed
+    held.release.set()
+    assert eventually(lambda: core.fitted("synth").graph_version >= landed, seconds=120)
+    assert held.calls == 1  # the run owed waits in its pause
+    got: list[Served] = []
+    waiting = threading.Thread(target=lambda: got.append(core.fitted("synth", fresh=True)))
+    waiting.start()
+    waiting.join(60)
+    assert not waiting.is_alive() and got[0].graph_version == latest
+    assert held.calls == 2
+
+
+def test_a_retraining_waits_its_turn_and_a_close_does_not_wait_for_it(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    core = make_core()
+    core.fitted("synth")
+    trained: list[str] = []
+    core._train = lambda snapshot: trained.append(snapshot.library.name)  # type: ignore[assignment,method-assign,return-value]
+    core._retrained["synth"] = (time.monotonic(), 100.0)  # one just ended that took 100 s: the next in 300 s
+    core._retrain_in_background("synth")
+    (thread,) = core.training_threads()
+    thread.join(0.5)
+    assert thread.is_alive() and trained == []  # waiting its turn, nothing trained
+    core.close()
+    assert not thread.is_alive() and trained == []

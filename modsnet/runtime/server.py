@@ -4,11 +4,18 @@
 port 0 and stop it. It wires what every service has: the error-mapping and metrics interceptor, the
 standard health service fed by a periodic backend check, reflection for an explicit list of services,
 message size limits, and a SIGTERM path (NOT_SERVING, then `stop(grace)`).
+
+Stopping closes the backends only after the handlers still running have returned (bounded by `drain`): gRPC
+cancels the calls left when the grace runs out, but their handler threads run on, and one still reading a
+closed SQLite store failed with an internal error. A handler that fails while its server stops is answered
+UNAVAILABLE (retry elsewhere), never INTERNAL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import logging
 import signal
 import threading
@@ -53,17 +60,78 @@ SERVER_OPTIONS = [
 ]
 
 
+_frozen = False  # whether this process has moved what it had built at its first start out of the collector's way
+
+
+def freeze_startup_objects() -> None:
+    """Once per process, when it has started serving (a service's first start; the embedded cluster's, once
+    all four run): everything alive then (modules, their libraries' objects) goes to the collector's permanent
+    generation. Why: a full collection scans every tracked object, and this
+    process's ~400k (pandas, torch, scikit-learn) made each one stop every thread for ~0.3 s, several times a
+    minute under load (feedback p99 followed). Only once and without a collection first: what is garbage at
+    that moment stays for good, a one-time cost, where freezing at every start (tests start hundreds of
+    servers) would keep collecting garbage out of reach."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
+# How long `stop` waits, after the grace, for handlers still running before it closes the backends under them.
+DRAIN_SECONDS = 10.0
+
+
+class InFlight:
+    """The handlers running now, so that a stopping server closes its backends after they return."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @contextlib.contextmanager
+    def handler(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                if self._count == 0:
+                    self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for no handler to be running; returns whether none is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps domain errors to status codes, hides unexpected ones, counts and times every call.
 
     It also publishes the call's deadline to `modsnet.runtime.deadline`, so the handler's outgoing calls
     are bounded by what the caller has left, and lets `guard` authenticate and authorize the call first
-    (its refusals are domain errors, counted and mapped like the others).
+    (its refusals are domain errors, counted and mapped like the others). It counts the handlers running
+    in `in_flight`; once `stopping` is set, an unexpected error is the shutdown's doing (a backend closed, a
+    worker pool shut), so it is answered UNAVAILABLE.
     """
 
-    def __init__(self, service: str, guard: CallGuard | None = None):
+    def __init__(
+        self,
+        service: str,
+        guard: CallGuard | None = None,
+        *,
+        in_flight: InFlight | None = None,
+        stopping: threading.Event | None = None,
+    ):
         self.service = service
         self.guard = guard or CallGuard(None)
+        self.in_flight = in_flight or InFlight()
+        self.stopping = stopping or threading.Event()
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -99,6 +167,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if isinstance(exc, ModsnetError):
             code = exc.code
             message = exc.message
+        elif self.stopping.is_set():
+            code = "UNAVAILABLE"
+            log.warning("%s.%s stopped by the shutdown: %s: %s", self.service, method, type(exc).__name__, exc)
+            message = f"{self.service} is shutting down; retry with another replica or after its restart"
         else:
             code = "INTERNAL"
             incident = uuid.uuid4().hex[:12]
@@ -120,14 +192,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
-            with observe.server_call(self.service, full_method, context) as call:
+            with self.in_flight.handler(), observe.server_call(self.service, full_method, context) as call:
                 try:
                     with self.guard.call(full_method, context):
                         response = behavior(request, context)
                 except Exception as exc:
                     if _already_aborted(context):
                         raise
-                    call.code = _code_of(exc)
+                    call.code = _code_of(exc, self.stopping)
                     self._fail(context, exc, method)
                 finally:
                     reset_deadline(token)
@@ -144,14 +216,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             token = set_deadline(context.time_remaining())
-            with observe.server_call(self.service, full_method, context) as call:
+            with self.in_flight.handler(), observe.server_call(self.service, full_method, context) as call:
                 try:
                     with self.guard.call(full_method, context):
                         yield from behavior(request, context)
                 except Exception as exc:
                     if _already_aborted(context):
                         raise
-                    call.code = _code_of(exc)
+                    call.code = _code_of(exc, self.stopping)
                     self._fail(context, exc, method)
                 finally:
                     reset_deadline(token)
@@ -161,8 +233,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return wrapped
 
 
-def _code_of(exc: BaseException) -> str:
-    return exc.code if isinstance(exc, ModsnetError) else "INTERNAL"
+def _code_of(exc: BaseException, stopping: threading.Event) -> str:
+    if isinstance(exc, ModsnetError):
+        return exc.code
+    return "UNAVAILABLE" if stopping.is_set() else "INTERNAL"
 
 
 def _run_into(check: Callable[[], None], future: futures.Future[None]) -> None:
@@ -220,14 +294,22 @@ class ServiceServer:
         check_timeout: float = CHECK_TIMEOUT_SECONDS,
         security: Security | None = None,
         health_port: int = 0,
+        drain: float = DRAIN_SECONDS,
     ):
         self.name = name
         self.grace = grace
+        self.drain = drain
+        self.freeze_on_start = True  # see freeze_startup_objects; a process hosting several servers freezes itself
         self.security = security or Security()
         GRPC_WORKERS.labels(name).set(max_workers)
+        self._stopping = threading.Event()
+        self.in_flight = InFlight()
+        interceptor = ErrorInterceptor(
+            name, CallGuard(self.security.table), in_flight=self.in_flight, stopping=self._stopping
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{name}-rpc"),
-            interceptors=[ErrorInterceptor(name, CallGuard(self.security.table))],
+            interceptors=[interceptor],
             options=SERVER_OPTIONS,
         )
         self._address = f"{host}:{port}"
@@ -253,7 +335,6 @@ class ServiceServer:
         self.cores: dict[str, Any] = {}
         self._check_interval = check_interval
         self._check_timeout = check_timeout
-        self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self._checking = threading.Lock()  # one round at a time: the monitor's and check_now's
         self.failures: dict[str, str] = {}  # what failed its last check -> why (empty when ready)
@@ -318,6 +399,8 @@ class ServiceServer:
         if self.port == 0:
             raise OSError(f"{self.name}: could not bind {self._address}")
         self._server.start()
+        if self.freeze_on_start:
+            freeze_startup_objects()
         if self._health_server is not None:
             if not self._health_server.add_insecure_port(self._health_address):
                 raise OSError(f"{self.name}: could not bind the health port {self._health_address}")
@@ -399,7 +482,8 @@ class ServiceServer:
         return self._update_health()
 
     def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish."""
+        """NOT_SERVING first (load balancers stop sending), then let in-flight calls finish, then close the
+        backends once no handler runs (see the module)."""
         self._stopping.set()
         self._health.enter_graceful_shutdown()
         for companion in self.companions.values():
@@ -408,6 +492,13 @@ class ServiceServer:
         self._server.stop(self.grace if grace is None else grace).wait()
         if self._health_server is not None:
             self._health_server.stop(0)
+        if not self.in_flight.wait_idle(self.drain):
+            log.warning(
+                "%s: %d handlers still running %.1f s after the grace; closing the backends under them",
+                self.name,
+                self.in_flight.count,
+                self.drain,
+            )
         for close in self._closers:
             try:
                 close()

@@ -34,5 +34,6 @@ def create_server(config: KnowledgeConfig) -> ServiceServer:
         check=core.check,
         close=close,
         depends_on=(storage,),  # bundles are read from and written to storage
+        core=core,
     )
     return server

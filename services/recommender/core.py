@@ -92,6 +92,12 @@ ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
 MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answer while it is refreshed
 FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a first training
+# Background upkeep is paced so that steady feedback cannot take the whole process (its GIL, its cores) from
+# the calls it serves: a refresh owed again waits as long as the last one took (at most half the time goes to
+# refreshing; the wait is cut short when a request waits for the refresh), and a retraining starts no sooner
+# than RETRAIN_PAUSE_FACTOR times the last one's length after it (at most a quarter of the time).
+REFRESH_PAUSE_FACTOR = 1.0
+RETRAIN_PAUSE_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,9 @@ class RecommenderCore:
         self._progress: dict[str, TrainingProgress] = {}  # the GNN trainings under way, by library
         self._refresh_jobs: dict[str, threading.Thread] = {}  # one background refresh per library at most
         self._refresh_again: set[str] = set()  # libraries whose graph moved during their refresh: once more
+        self._hurry: dict[str, threading.Event] = {}  # set: a request waits for the library's refresh job
+        self._refreshed = threading.Condition()  # notified after each run of a refresh job and when one ends
+        self._retrained: dict[str, tuple[float, float]] = {}  # library -> (when the last retraining ended, its seconds)
         self._seen: dict[str, dict[int, float]] = {}  # newer graph versions than the served one, first seen when
         self._guard = threading.Lock()
         self._closed = threading.Event()
@@ -274,7 +283,7 @@ class RecommenderCore:
             self._refresh_soon(library)
             return cached  # type: ignore[return-value]
         if not force:
-            self._wait_for_refresh_job(library)  # one under way may bring this version: no second refresh
+            self._wait_for_refresh_job(library, version)  # one under way may bring it: no second refresh
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
             if not force and cached is not None and cached.graph_version >= version:
@@ -339,17 +348,36 @@ class RecommenderCore:
         thread.start()
 
     def _refresh_job(self, library: str) -> None:
+        with self._guard:
+            hurry = self._hurry.setdefault(library, threading.Event())
         while True:
+            started = time.monotonic()
             try:
                 self._refresh_once(library)
             except Exception:  # no caller to tell: log; the staleness bound sends the next searches inline
                 if not self._closed.is_set():
                     log.exception("background refresh of %s failed", library)
+            took = time.monotonic() - started
             with self._guard:  # the check and the leaving are one step: a request never finds a job that ignores it
-                if self._closed.is_set() or library not in self._refresh_again:
+                leaving = self._closed.is_set() or library not in self._refresh_again
+                if leaving:
                     del self._refresh_jobs[library]
-                    return
-                self._refresh_again.discard(library)
+                else:
+                    self._refresh_again.discard(library)
+            with self._refreshed:
+                self._refreshed.notify_all()
+            if leaving:
+                return
+            # Paced (see REFRESH_PAUSE_FACTOR), within a quarter of the staleness bound; feedback arriving in the
+            # pause is in the next run.
+            hurry.wait(min(took * REFRESH_PAUSE_FACTOR, self.max_staleness_seconds / 4))
+            hurry.clear()
+            if self._closed.is_set():
+                with self._guard:
+                    del self._refresh_jobs[library]
+                with self._refreshed:
+                    self._refreshed.notify_all()
+                return
 
     def _refresh_once(self, library: str) -> None:
         """The served weights on the current graph, built outside the library's lock (searches keep being
@@ -377,12 +405,25 @@ class RecommenderCore:
             FITS.labels(library, f"background:{refreshed.origin}").inc()
         self._retrain_if_due(library, refreshed, len(snapshot.interactions))
 
-    def _wait_for_refresh_job(self, library: str) -> None:
+    def _wait_for_refresh_job(self, library: str, version: int) -> None:
+        """Wait (within the request's time) until the library's refresh job has brought `version` or ended; a
+        job pausing between two runs runs at once. Not for the job's end: under steady feedback it may run on."""
         with self._guard:
             job = self._refresh_jobs.get(library)
-        if job is not None and job is not threading.current_thread():
-            left = deadline.remaining()
-            job.join(None if left is None else max(0.0, left - self.answer_reserve_seconds))
+            hurry = self._hurry.get(library)
+        if job is None or job is threading.current_thread():
+            return
+        if hurry is not None:
+            hurry.set()
+        left = deadline.remaining()
+
+        def done() -> bool:
+            cached = self._cache.get(library)
+            landed = cached is not None and cached.graph_version >= version
+            return landed or self._refresh_jobs.get(library) is not job
+
+        with self._refreshed:
+            self._refreshed.wait_for(done, None if left is None else max(0.0, left - self.answer_reserve_seconds))
 
     def wait_for_refresh(self, library: str, timeout: float | None = None) -> bool:
         """Block until the library's background refresh (and the one more it may owe) ends; False if still running."""
@@ -548,7 +589,11 @@ class RecommenderCore:
             running = self._retraining.get(library)
             if running is not None and running.is_alive():
                 return
-            thread = threading.Thread(target=self._retrain, args=(library,), name=f"retrain-{library}", daemon=True)
+            ended, took = self._retrained.get(library, (0.0, 0.0))
+            not_before = ended + took * RETRAIN_PAUSE_FACTOR  # paced: see RETRAIN_PAUSE_FACTOR
+            thread = threading.Thread(
+                target=self._retrain, args=(library, not_before), name=f"retrain-{library}", daemon=True
+            )
             self._retraining[library] = thread
         thread.start()
 
@@ -605,8 +650,12 @@ class RecommenderCore:
             if cached is not None and cached.origin == "interim":
                 del self._cache[library]
 
-    def _retrain(self, library: str) -> None:
-        """Train on the current graph off the request path, then swap the result in unless it is older."""
+    def _retrain(self, library: str, not_before: float = 0.0) -> None:
+        """Train on the current graph off the request path (not before the monotonic time `not_before`), then
+        swap the result in unless it is older."""
+        if self._closed.wait(max(0.0, not_before - time.monotonic())):
+            return
+        started = time.monotonic()
         try:
             snapshot = _learnable(self.knowledge.snapshot(library))
             served = self._train(snapshot)
@@ -615,6 +664,9 @@ class RecommenderCore:
                 log.exception("background retraining of %s failed", library)
             self._drop_interim(library)  # a stand-in is not kept for good: the next search tries again
             return
+        finally:
+            with self._guard:
+                self._retrained[library] = (time.monotonic(), time.monotonic() - started)
         self._swap_in(library, served)
 
     def _swap_in(self, library: str, served: Served) -> None:
@@ -868,6 +920,9 @@ class RecommenderCore:
         while the process tears it down, which aborts it ("terminate called without an active exception").
         """
         self._closed.set()
+        with self._guard:
+            for hurry in self._hurry.values():
+                hurry.set()  # a refresh job pausing between runs sees the close at once
         for thread in self.training_threads():
             while thread.is_alive():
                 thread.join(timeout=10.0)

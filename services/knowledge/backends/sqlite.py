@@ -127,6 +127,10 @@ _ADDED_COLUMNS = {
 _REQUEST_INDEX = (
     "CREATE INDEX IF NOT EXISTS interactions_request ON interactions (library, request_id) WHERE request_id != ''"
 )
+# The records of one request. The `!= ''` lets SQLite use the partial index above (it cannot prove that of a
+# bound parameter): without it every feedback's idempotency check scanned the library's records (27 ms on
+# TabZoo's 52k). Request ids are never empty where this is used.
+_BY_REQUEST = "request_id = ? AND request_id != ''"
 
 _SNAPSHOT_CHUNK = 250_000  # interaction rows fetched at a time when building a snapshot's columns
 
@@ -367,6 +371,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
             db.execute("DELETE FROM libraries WHERE name = ?", (name,))
             self._bump(db, name)
 
+    @staticmethod
+    def _require_library(db: sqlite3.Connection, name: str) -> None:
+        """NotFound for an unknown library, without `_library`'s three COUNT(*) scans (~5 ms on TabZoo's 52k
+        records): every feedback checks it twice."""
+        if db.execute("SELECT 1 FROM libraries WHERE name = ?", (name,)).fetchone() is None:
+            raise NotFound(f"library {name!r} not found")
+
     def _library(self, db: sqlite3.Connection, name: str) -> LibraryInfo:
         row = db.execute(
             "SELECT meta_json, bundle_blob_id, imported_unix FROM libraries WHERE name = ?", (name,)
@@ -496,7 +507,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             interactions = [dataclasses.replace(rec, request_id=request_id) for rec in interactions]
         now = time.time()
         with self._write() as db:
-            self._library(db, library)
+            self._require_library(db, library)
             if request_id:
                 done = db.execute(
                     "SELECT records FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
@@ -561,18 +572,18 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
         with self._read() as db:
-            self._library(db, library)
+            self._require_library(db, library)
             state = db.execute(
                 "SELECT state FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
             ).fetchone()
             rows = db.execute(
-                "SELECT row_json FROM interactions WHERE library = ? AND request_id = ? ORDER BY id",
+                f"SELECT row_json FROM interactions WHERE library = ? AND {_BY_REQUEST} ORDER BY id",
                 (library, request_id),
             ).fetchall()
         return [interaction_record(json.loads(r[0])) for r in rows], state[0] if state else ""
 
     def _request_state(self, db: sqlite3.Connection, library: str, request_id: str) -> str:
-        self._library(db, library)
+        self._require_library(db, library)
         row = db.execute(
             "SELECT state FROM requests WHERE library = ? AND request_id = ?", (library, request_id)
         ).fetchone()
@@ -593,7 +604,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             if self._request_state(db, library, request_id) == "retracted":
                 return self._library(db, library).graph_version, 0
             removed = db.execute(
-                "DELETE FROM interactions WHERE library = ? AND request_id = ?", (library, request_id)
+                f"DELETE FROM interactions WHERE library = ? AND {_BY_REQUEST}", (library, request_id)
             ).rowcount
             db.execute(
                 "UPDATE requests SET state = 'retracted' WHERE library = ? AND request_id = ?", (library, request_id)
@@ -606,7 +617,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
             if self._request_state(db, library, request_id) == "retracted":
                 raise NotFound(f"request {request_id!r} of library {library!r} was retracted")
             held = db.execute(
-                "SELECT id, row_json FROM interactions WHERE library = ? AND request_id = ? AND quarantine != ''",
+                f"SELECT id, row_json FROM interactions WHERE library = ? AND {_BY_REQUEST} AND quarantine != ''",
                 (library, request_id),
             ).fetchall()
             if not held:
