@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gettext
 import io
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,6 +154,44 @@ def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:
     assert text_models.text_model("minilm-l6--no-such-head") is None
     sources = dataset_sources()
     assert len(sources) >= 45 and len({s.dataset_id for s in sources}) == len(sources)
+
+
+@pytest.fixture
+def locale_packages(monkeypatch: pytest.MonkeyPatch) -> object:
+    """`text.LOCALE_PACKAGES` to patch, with the catalogue list read again before and after."""
+    from modsnet.offline.zoo import text as text_zoo
+
+    if shutil.which("dpkg") is None:
+        pytest.skip("the translations tasks read Debian packages")
+    text_zoo._locale_catalogues.cache_clear()
+    yield lambda packages: monkeypatch.setattr(text_zoo, "LOCALE_PACKAGES", packages)
+    text_zoo._locale_catalogues.cache_clear()
+
+
+def test_translations_read_only_the_catalogues_of_the_named_packages(locale_packages: Any) -> None:
+    from modsnet.offline.zoo import text as text_zoo
+
+    assert set(text_zoo.LOCALE_PACKAGES) <= set(text_zoo.DEBIAN_PACKAGES)  # setup_debian installs them
+    notes = [s.source for s in dataset_sources() if s.dataset_id.startswith("translations-")]
+    assert len(notes) == 4 and all(f"{p} " in n and "absent" not in n for n in notes for p in text_zoo.LOCALE_PACKAGES)
+    # With sed alone, a task holds sed's messages only, not those of the other catalogues the host has.
+    locale_packages(("sed",))
+    assert {p.name for paths in text_zoo._locale_catalogues().values() for p in paths} == {"sed.mo"}
+    expected = set()
+    for language in ("de", "fr"):
+        with open(f"/usr/share/locale/{language}/LC_MESSAGES/sed.mo", "rb") as handle:
+            catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+        expected |= {" ".join(m.split()) for k, m in catalog.items() if isinstance(k, str) and k and len(m.split()) >= 3}
+    frame = text_zoo._translations(["de", "fr"])
+    assert set(frame["label"]) == {"de", "fr"} and set(frame["text"]) == expected
+
+
+def test_translations_name_a_missing_package(locale_packages: Any) -> None:
+    from modsnet.offline.zoo import text as text_zoo
+
+    locale_packages(("no-such-package-here",))
+    with pytest.raises(RuntimeError, match="Debian package no-such-package-here is not installed"):
+        text_zoo._translations(["de"])
 
 
 # ----------------------------------------------------------------------------------------------- transfer models
