@@ -181,7 +181,9 @@ def test_translations_read_only_the_catalogues_of_the_named_packages(locale_pack
     for language in ("de", "fr"):
         with open(f"/usr/share/locale/{language}/LC_MESSAGES/sed.mo", "rb") as handle:
             catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-        expected |= {" ".join(m.split()) for k, m in catalog.items() if isinstance(k, str) and k and len(m.split()) >= 3}
+        expected |= {
+            " ".join(m.split()) for k, m in catalog.items() if isinstance(k, str) and k and len(m.split()) >= 3
+        }
     frame = text_zoo._translations(["de", "fr"])
     assert set(frame["label"]) == {"de", "fr"} and set(frame["text"]) == expected
 
