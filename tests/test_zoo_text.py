@@ -332,3 +332,42 @@ def test_a_transfer_model_is_probed_and_run_with_the_trunk_of_its_artifact(
 def load_trunk_coef(artifact: bytes) -> np.ndarray:
     with np.load(io.BytesIO(artifact), allow_pickle=False) as saved:
         return np.asarray(saved["trunk.coef"])
+
+
+def _noise(n: int) -> pd.DataFrame:
+    """Texts of random words with random labels: nothing to learn, only to memorise."""
+    rng = np.random.default_rng(5)
+    words = [w for topic in TOPICS.values() for w in topic] + FILLER
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(n)]
+    labels = [["x", "y", "z"][i % 3] for i in range(n)]
+    rng.shuffle(labels)
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def test_a_trunk_never_scores_texts_it_was_trained_on(tmp_path: Path) -> None:
+    """A task sharing texts with a trunk's source (here: a subset with the same random labels) is scored with
+    a trunk trained, fold by fold, without the held-out texts; the shipped trunk has memorised them."""
+    from modsnet.models.heads import TrunkSource, load_trunk, train_trunk
+
+    noise = DatasetSource("tiny-noise", "noise", "made here", lambda: _noise(90))
+    subset = DatasetSource("tiny-noise-subset", "noise", "made here", lambda: _noise(90).iloc[:60])
+    model_id = "glove50--mlp128-on-tiny-noise--logreg-c1"
+    bundle = tmp_path / "zoo"
+    generate(
+        bundle, tmp_path / "work", jobs=1, seed=0, models=[model_id], sources=[noise, subset],
+        trunk_sources=["tiny-noise"], progress=None,
+    )  # fmt: skip
+    scores = pd.read_csv(bundle / "interactions.csv").set_index("dataset_id")["score"]
+    assert scores["tiny-noise-subset"] < 0.6 and scores["tiny-noise"] < 0.6, scores  # chance is 1/3
+    # The shipped trunk, frozen, would have read the labels it memorised: that is what is avoided.
+    frame = _noise(90).iloc[:60]
+    texts, labels = frame["text"].tolist(), frame["label"].tolist()
+    model = text_models.text_model(model_id)
+    vectors = text_models.embed("glove50", texts)
+    shipped = load_trunk((bundle / "artifacts" / f"{model_id}.npz").read_bytes(), model_id)
+    assert text_models.evaluate(model, texts, labels, seed=0, embeddings=vectors, trunk=shipped)["score"] > 0.7
+    # TrunkSource trains on the source's rows less the held-out keys, nothing else.
+    source = TrunkSource(vectors, tuple(labels), tuple(texts), tuple(texts[:30]))
+    expected = train_trunk(vectors[5:], labels[5:], model.trunk)
+    got = source.without(np.arange(5), model.trunk)
+    assert all(np.array_equal(a, b) for a, b in zip(got.arrays().values(), expected.arrays().values(), strict=True))
