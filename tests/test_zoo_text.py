@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gettext
 import io
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,6 +156,46 @@ def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:
     assert len(sources) >= 45 and len({s.dataset_id for s in sources}) == len(sources)
 
 
+@pytest.fixture
+def locale_packages(monkeypatch: pytest.MonkeyPatch) -> object:
+    """`text.LOCALE_PACKAGES` to patch, with the catalogue list read again before and after."""
+    from modsnet.offline.zoo import text as text_zoo
+
+    if shutil.which("dpkg") is None:
+        pytest.skip("the translations tasks read Debian packages")
+    text_zoo._locale_catalogues.cache_clear()
+    yield lambda packages: monkeypatch.setattr(text_zoo, "LOCALE_PACKAGES", packages)
+    text_zoo._locale_catalogues.cache_clear()
+
+
+def test_translations_read_only_the_catalogues_of_the_named_packages(locale_packages: Any) -> None:
+    from modsnet.offline.zoo import text as text_zoo
+
+    assert set(text_zoo.LOCALE_PACKAGES) <= set(text_zoo.DEBIAN_PACKAGES)  # setup_debian installs them
+    notes = [s.source for s in dataset_sources() if s.dataset_id.startswith("translations-")]
+    assert len(notes) == 4 and all(f"{p} " in n and "absent" not in n for n in notes for p in text_zoo.LOCALE_PACKAGES)
+    # With sed alone, a task holds sed's messages only, not those of the other catalogues the host has.
+    locale_packages(("sed",))
+    assert {p.name for paths in text_zoo._locale_catalogues().values() for p in paths} == {"sed.mo"}
+    expected = set()
+    for language in ("de", "fr"):
+        with open(f"/usr/share/locale/{language}/LC_MESSAGES/sed.mo", "rb") as handle:
+            catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
+        expected |= {
+            " ".join(m.split()) for k, m in catalog.items() if isinstance(k, str) and k and len(m.split()) >= 3
+        }
+    frame = text_zoo._translations(["de", "fr"])
+    assert set(frame["label"]) == {"de", "fr"} and set(frame["text"]) == expected
+
+
+def test_translations_name_a_missing_package(locale_packages: Any) -> None:
+    from modsnet.offline.zoo import text as text_zoo
+
+    locale_packages(("no-such-package-here",))
+    with pytest.raises(RuntimeError, match="Debian package no-such-package-here is not installed"):
+        text_zoo._translations(["de"])
+
+
 # ----------------------------------------------------------------------------------------------- transfer models
 
 TRANSFER = "glove50--mlp128-on-tiny-three-topics--logreg-c1"
@@ -289,3 +332,42 @@ def test_a_transfer_model_is_probed_and_run_with_the_trunk_of_its_artifact(
 def load_trunk_coef(artifact: bytes) -> np.ndarray:
     with np.load(io.BytesIO(artifact), allow_pickle=False) as saved:
         return np.asarray(saved["trunk.coef"])
+
+
+def _noise(n: int) -> pd.DataFrame:
+    """Texts of random words with random labels: nothing to learn, only to memorise."""
+    rng = np.random.default_rng(5)
+    words = [w for topic in TOPICS.values() for w in topic] + FILLER
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(n)]
+    labels = [["x", "y", "z"][i % 3] for i in range(n)]
+    rng.shuffle(labels)
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def test_a_trunk_never_scores_texts_it_was_trained_on(tmp_path: Path) -> None:
+    """A task sharing texts with a trunk's source (here: a subset with the same random labels) is scored with
+    a trunk trained, fold by fold, without the held-out texts; the shipped trunk has memorised them."""
+    from modsnet.models.heads import TrunkSource, load_trunk, train_trunk
+
+    noise = DatasetSource("tiny-noise", "noise", "made here", lambda: _noise(90))
+    subset = DatasetSource("tiny-noise-subset", "noise", "made here", lambda: _noise(90).iloc[:60])
+    model_id = "glove50--mlp128-on-tiny-noise--logreg-c1"
+    bundle = tmp_path / "zoo"
+    generate(
+        bundle, tmp_path / "work", jobs=1, seed=0, models=[model_id], sources=[noise, subset],
+        trunk_sources=["tiny-noise"], progress=None,
+    )  # fmt: skip
+    scores = pd.read_csv(bundle / "interactions.csv").set_index("dataset_id")["score"]
+    assert scores["tiny-noise-subset"] < 0.6 and scores["tiny-noise"] < 0.6, scores  # chance is 1/3
+    # The shipped trunk, frozen, would have read the labels it memorised: that is what is avoided.
+    frame = _noise(90).iloc[:60]
+    texts, labels = frame["text"].tolist(), frame["label"].tolist()
+    model = text_models.text_model(model_id)
+    vectors = text_models.embed("glove50", texts)
+    shipped = load_trunk((bundle / "artifacts" / f"{model_id}.npz").read_bytes(), model_id)
+    assert text_models.evaluate(model, texts, labels, seed=0, embeddings=vectors, trunk=shipped)["score"] > 0.7
+    # TrunkSource trains on the source's rows less the held-out keys, nothing else.
+    source = TrunkSource(vectors, tuple(labels), tuple(texts), tuple(texts[:30]))
+    expected = train_trunk(vectors[5:], labels[5:], model.trunk)
+    got = source.without(np.arange(5), model.trunk)
+    assert all(np.array_equal(a, b) for a, b in zip(got.arrays().values(), expected.arrays().values(), strict=True))

