@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def test_a_small_library_is_cross_fitted_so_every_dataset_is_held_out_once(tmp_p
 def _segments(hidden: list[str], ids: list[str]) -> int:
     """How many runs of consecutive ids (in sorted order) `hidden` makes."""
     at = sorted(ids.index(d) for d in hidden)
-    return 1 + sum(b != a + 1 for a, b in zip(at, at[1:], strict=False))
+    return 1 + sum(b != a + 1 for a, b in itertools.pairwise(at))
 
 
 def test_a_family_holdout_hides_runs_of_consecutive_ids() -> None:
