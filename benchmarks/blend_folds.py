@@ -37,11 +37,14 @@ from services.recommender.decisions import BUDGETS
 from services.recommender.estimators import blend
 
 
-def recording_method(store: list[dict[str, Any]]) -> evaluation.Method:
-    """The evaluation's `modsnet` method (what a search serves), keeping per fold the pseudo-targets its blend
-    learned on and every member's cold predictions of the fold's real targets (with popularity's)."""
+def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation.Method:
+    """The evaluation's `modsnet` method (what a search serves; with `family_run` > 1, its blend calibrated on
+    families held out), keeping per fold the pseudo-targets its blend learned on and every member's cold
+    predictions of the fold's real targets (with popularity's)."""
 
     def method(fold: evaluation.Fold) -> dict[str, np.ndarray]:
+        from services.recommender.estimators.gnn import GnnEstimator  # torch is imported only when this runs
+
         learned: list[Any] = []
         served_learn = blend.learn_weights
 
@@ -51,7 +54,12 @@ def recording_method(store: list[dict[str, Any]]) -> evaluation.Method:
 
         blend.learn_weights = keep  # type: ignore[assignment]
         try:
-            estimator = evaluation.fit_served(fold)
+            estimator = blend.fit_blend(
+                fold.snapshot,
+                lambda graph: GnnEstimator(graph, probes=fold.probes),
+                seed=fold.seed,
+                family_run=family_run,
+            )  # = evaluation.fit_served(fold) where family_run is 1
         finally:
             blend.learn_weights = served_learn  # type: ignore[assignment]
         print(f"  fold {fold.targets[0]}..: {estimator.blend.describe()}", flush=True)
@@ -73,7 +81,7 @@ def recording_method(store: list[dict[str, Any]]) -> evaluation.Method:
     return method
 
 
-def dump(name: str, bundle_dir: Path, into: Path) -> None:
+def dump(name: str, bundle_dir: Path, into: Path, *, family_run: int = 1) -> None:
     """The evaluation of `modsnet popularity knn` (as `python -m services.recommender.evaluation` runs it, decision
     table too): its table printed, its JSON and the recorded folds kept in `into`."""
     bundle = read_bundle(bundle_dir)
@@ -86,7 +94,7 @@ def dump(name: str, bundle_dir: Path, into: Path) -> None:
         methods=["modsnet", "popularity", "knn"],
         targets=targets,
         fold_size=10 if len(targets) > 20 else 1,
-        extra_methods={"modsnet": recording_method(store)},
+        extra_methods={"modsnet": recording_method(store, family_run)},
         budgets=BUDGETS,
     )
     print(report.to_table(), flush=True)
@@ -121,10 +129,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shortfall 5, margin 0": {"SHORTFALL_WEIGHT": 5.0, "MARGIN": 0.0},
     "regret 0.3": {"REGRET_WEIGHT": 0.3},
     "tie 0": {"TIE": 0.0},
+    "shortfall 10, margin 0": {"SHORTFALL_WEIGHT": 10.0, "MARGIN": 0.0},
 }
 
 
-def replay(name: str, folder: Path, variants: list[str]) -> list[str]:
+def replay(name: str, folder: Path, variants: list[str], *, detail: bool = False) -> list[str]:
     data = pickle.loads((folder / f"{name.replace('/', '_')}.pkl").read_bytes())
     truth, sign = data["truth"], data["sign"]
     higher = sign > 0
@@ -149,6 +158,7 @@ def replay(name: str, folder: Path, variants: list[str]) -> list[str]:
                     pearson[t], regret[t] = m["pearson"], m["regret@1"]
                     gaps[t] = popularity_pearson[t] - m["pearson"]
         under = {t: g for t, g in gaps.items() if g > evaluation.BELOW_POPULARITY}
+        shown = sorted(under, key=lambda t: -under[t])
         worst = max(gaps, key=lambda t: gaps[t])
         mean_weights = np.mean(weights_seen, axis=0)
         lines.append(
@@ -157,6 +167,13 @@ def replay(name: str, folder: Path, variants: list[str]) -> list[str]:
             f"under {len(under)} (worst {gaps[worst]:+.3f} {worst[:30]}); mean near weights "
             + ", ".join(f"{m} {w:.2f}" for m, w in zip(data["folds"][0]["members"], mean_weights, strict=True))
         )
+        for t in shown if detail else []:
+            seen = next(f["targets"][t] for f in data["folds"] if t in f["targets"])
+            members = ", ".join(
+                f"{m} {evaluation.target_metrics(truth[t], row, higher_is_better=higher)['pearson']:.3f}"
+                for m, row in zip(data["folds"][0]["members"], seen["cold"], strict=True)
+            )
+            lines.append(f"      {t}: {under[t]:+.3f} under; members {members}; popularity {popularity_pearson[t]:.3f}")
     lines.append(f"  {'popularity':<26} pearson {np.mean(list(popularity_pearson.values())):.3f}")
     return lines
 
@@ -168,15 +185,19 @@ def main() -> int:
     action.add_argument("--dump", type=Path, help="fit and keep every fold's members and pseudo-targets here")
     action.add_argument("--replay", type=Path, help="learn and score the variants on the folds kept here")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--family-run", type=int, default=1, help="dump: pseudo-targets hidden by runs of this many ids (served: 1)"
+    )
+    parser.add_argument("--detail", action="store_true", help="replay: each target too far under popularity")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
     if args.replay is not None:
         for name in args.libraries:
-            print("\n".join(replay(name, args.replay, args.variants)), flush=True)
+            print("\n".join(replay(name, args.replay, args.variants, detail=args.detail)), flush=True)
         return 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.libraries:
-            dump(name, bundle_path(name, args.shared_data, Path(folder)), args.dump)
+            dump(name, bundle_path(name, args.shared_data, Path(folder)), args.dump, family_run=args.family_run)
     return 0
 
 

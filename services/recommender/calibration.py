@@ -34,7 +34,6 @@ MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
 CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (not 6x) a first training
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
-FAMILY_RUN = 10  # consecutive ids the blend's calibration hides together (`family_holdout`)
 
 
 class Calibratable(Protocol):

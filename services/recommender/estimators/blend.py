@@ -35,7 +35,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
-from ..calibration import FAMILY_RUN, conformal_factor, holdout_folds, scores_by_dataset
+from ..calibration import conformal_factor, holdout_folds, scores_by_dataset
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
 from .knn import KnnPopularityEstimator
@@ -432,11 +432,16 @@ def fit_blend(
     *,
     neighbours: int = 8,
     seed: int = 0,
+    family_run: int = 1,
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
-    pseudo-targets the weights and σ are learned on), then once on everything."""
+    pseudo-targets the weights and σ are learned on), then once on everything.
+
+    `family_run` > 1 hides the pseudo-targets by families (`calibration.family_holdout`); served: 1, one by one.
+    Hidden by runs of 10 ids, TabZoo and XRDZoo gained nothing on the targets under popularity's (2026-12-06,
+    docs/benchmarks-recommender.md, `benchmarks/blend_folds.py`)."""
     per_dataset = scores_by_dataset(snapshot)
-    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=FAMILY_RUN)
+    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=family_run)
     targets, members = held_out_targets(snapshot, fit_primary, folds, neighbours=neighbours, per_dataset=per_dataset)
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
