@@ -4,6 +4,7 @@ member left out, the answer of a search made of the blend, and the weights kept 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import zlib
 from collections.abc import Collection, Sequence
@@ -180,3 +181,21 @@ def test_a_checkpoint_whose_blend_cannot_serve_is_refused() -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="do not match"):
         checkpoints.Checkpoint.from_bytes(broken.to_bytes())
+
+
+def test_the_blend_can_learn_on_families_held_out(planted) -> None:  # type: ignore[no-untyped-def]
+    """`family_run`: the calibration fit hides runs of consecutive ids (families), not datasets one by one."""
+    train, _, _ = planted
+    ids = sorted({r.dataset_id for r in train.interactions})
+    hidden: list[list[str]] = []
+
+    def fit(graph: Snapshot) -> KnnPopularityEstimator:
+        kept = {r.dataset_id for r in graph.interactions}
+        hidden.append([d for d in ids if d not in kept])
+        return KnnPopularityEstimator(graph)
+
+    served = fit_blend(train, fit, family_run=10)
+    calibration_fit, whole = hidden
+    assert whole == [] and len(calibration_fit) == served.blend.targets == 12  # a fifth of 60
+    at = [ids.index(d) for d in calibration_fit]
+    assert 1 + sum(b != a + 1 for a, b in itertools.pairwise(at)) <= 3  # two runs of 10, the first perhaps cut

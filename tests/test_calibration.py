@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 from synthetic import write_library
 
 from modsnet.data.bundle import read_bundle
-from modsnet.data.graph import Snapshot
+from modsnet.data.graph import InteractionRecord, LibraryInfo, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
-from services.recommender.calibration import Z80, calibrated, conformal_factor, learn_scale
+from services.recommender.calibration import Z80, calibrated, conformal_factor, holdout_folds, learn_scale
 from services.recommender.estimators.knn import KnnPopularityEstimator
 from services.recommender.evaluation import graph_from_bundle
 
@@ -84,3 +85,26 @@ def test_a_small_library_is_cross_fitted_so_every_dataset_is_held_out_once(tmp_p
     assert len(fits) == 3 and sorted(fits) == [8, 8, 8]  # 12 datasets over 3 folds
     assert scale.datasets == 12 and scale.pairs == 12 * 6
     assert scale.factor > 1.0  # the overconfident σ is widened
+
+
+def _segments(hidden: list[str], ids: list[str]) -> int:
+    """How many runs of consecutive ids (in sorted order) `hidden` makes."""
+    at = sorted(ids.index(d) for d in hidden)
+    return 1 + sum(b != a + 1 for a, b in itertools.pairwise(at))
+
+
+def test_a_family_holdout_hides_runs_of_consecutive_ids() -> None:
+    """Ids that begin with their source sort into families: hidden by runs, a held-out dataset's relatives go with
+    it, where a random fifth leaves almost every one of them in the graph."""
+    ids = [f"{family}-{i}" for family in ("alpha", "beta", "delta", "gamma") for i in range(20)]
+    records = [InteractionRecord(m, d, 0.5) for d in ids for m in ("m0", "m1", "m2")]
+    snapshot = Snapshot(LibraryInfo("lib", {}, 3, 80, len(records), 1, "", 0.0), [], [], records, [])
+    ids.sort()
+    (random_fifth,) = holdout_folds(snapshot, seed=1)
+    (families,) = holdout_folds(snapshot, seed=1, run=10)
+    assert len(families) == len(random_fifth) == 16 and set(families) <= set(ids)
+    assert _segments(families, ids) <= 3  # two runs of 10, the first perhaps cut short by the offset
+    assert _segments(random_fifth, ids) > 6
+    assert holdout_folds(snapshot, seed=1, run=10) == [families]  # seeded
+    (sparse,) = holdout_folds(snapshot, seed=1, run=30, density=1 / 3)
+    assert len(sparse) == 16 and _segments(sparse, ids) > 3  # a third of each run of 30: spread inside the runs

