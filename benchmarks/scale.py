@@ -135,6 +135,10 @@ class _StoreKnowledge:
     def graph_version(self, library: str) -> int:
         return int(self.store.graph_version(library))
 
+    def graph_head(self, library: str) -> tuple[int, str]:
+        version, bundle_blob_id, _ = self.store.graph_head(library)
+        return int(version), bundle_blob_id
+
     def snapshot(self, library: str) -> Any:
         return self.store.snapshot(library)
 

@@ -23,7 +23,10 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   keep being answered by the refreshed estimator meanwhile);
 * a new import (another bundle, other models): trained anew;
 * every served GNN scores queries through its ONNX export under ONNX Runtime (CUDA when asked for and
-  present, CPU otherwise).
+  present, CPU otherwise);
+* a library of more than `gnn_max_cells` (datasets x models) cells is served by the kNN estimator instead
+  (`GNN_MAX_CELLS`): the GNN's prepared graph, training prior and ONNX constants are dense (datasets x
+  models) arrays, ~10 of them, where the kNN keeps only the records.
 
 The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
 from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).
@@ -92,6 +95,12 @@ ESTIMATORS = ("gnn", "knn")
 ANSWER_RESERVE_SECONDS = 2.0  # of a request's time, kept to answer after waiting for a first training
 MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answer while it is refreshed
 FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a first training
+# Above this many (datasets x models) cells the kNN serves in the GNN's place. The GNN holds ~10 dense arrays of
+# that shape (scores, z, masks, the prior's inputs, the transductive answers) plus the ONNX constants: ~2 GB
+# at 25M cells (100k models x 1,000 datasets would be 8 GB and hours of training on 2 cores). Training it on
+# sampled neighbourhoods (torch-geometric's NeighborLoader) needs pyg-lib or torch-sparse, which the pinned
+# environment lacks; until then the kNN, sparse throughout, is what serves a library this large.
+GNN_MAX_CELLS = 25_000_000
 
 
 @dataclass(frozen=True)
@@ -216,6 +225,7 @@ class RecommenderCore:
         gnn_config: GnnConfig | None = None,
         answer_reserve_seconds: float = ANSWER_RESERVE_SECONDS,
         max_staleness_seconds: float = MAX_STALENESS_SECONDS,
+        gnn_max_cells: int = GNN_MAX_CELLS,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -227,6 +237,7 @@ class RecommenderCore:
         self.train_inline_limit = train_inline_limit
         self.answer_reserve_seconds = answer_reserve_seconds
         self.max_staleness_seconds = max_staleness_seconds
+        self.gnn_max_cells = gnn_max_cells
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
         self._cache: dict[str, Served] = {}
@@ -398,6 +409,12 @@ class RecommenderCore:
 
     def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
         if self.estimator_kind == "knn":
+            return self._knn(snapshot, "trained")
+        cells = len(snapshot.datasets) * len(snapshot.models)
+        if cells > self.gnn_max_cells:
+            log.warning("library %s: %d datasets x %d models is over the GNN's %d cells (dense arrays): the kNN "
+                        "estimator serves it", snapshot.library.name, len(snapshot.datasets), len(snapshot.models),
+                        self.gnn_max_cells)  # fmt: skip
             return self._knn(snapshot, "trained")
         if not force:
             refreshed = self._refresh(snapshot, cached)
