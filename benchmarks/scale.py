@@ -44,7 +44,7 @@ SIZES = {
     "100k": (100_000, 1_000, 1_000_000),
     "1m": (1_000_000, 3_000, 10_000_000),
 }
-STEPS = ("generate", "import", "snapshot", "serve")
+STEPS = ("generate", "import", "snapshot", "serve", "load")
 # Dense float64 (datasets x models) arrays the estimators build while fitting (scores, z, masks, the
 # kNN prior, the training copies): measured ~10 at 10k models; the rest of the memory is small beside them.
 DENSE_ARRAYS = 10
@@ -146,6 +146,18 @@ class _StoreKnowledge:
         self.store.close()
 
 
+def _queries(snapshot: Any, count: int) -> list[dict[str, float]]:
+    """`count` held-in datasets' features, each value jittered by 5% (seed 0): new datasets near the library's."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    queries = []
+    for k in rng.choice(len(snapshot.datasets), size=count):
+        features = snapshot.datasets[int(k)].features
+        queries.append({f: v * (1 + 0.05 * rng.normal()) for f, v in features.items()})
+    return queries
+
+
 def child_serve(size: str, estimator: str) -> dict[str, Any]:
     import numpy as np
 
@@ -156,29 +168,93 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     store = SqliteKnowledgeStore(db_of(size))
     library = name_of(size)
     core = RecommenderCore(_StoreKnowledge(store), None, estimator=estimator, train_inline_limit=10**12)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     served = core.fitted(library)
-    fit_seconds = time.perf_counter() - start
-    snapshot = store.snapshot(library)
-    rng = np.random.default_rng(0)
-    queries = []
-    for k in rng.choice(len(snapshot.datasets), size=QUERIES):
-        features = snapshot.datasets[int(k)].features
-        queries.append({f: v * (1 + 0.05 * rng.normal()) for f, v in features.items()})
-    times = []
+    fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    queries = _queries(store.snapshot(library), QUERIES)
+    times, cpu_times = [], []
     for features in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0)
+        cpu_times.append(time.thread_time() - c)
         times.append(time.perf_counter() - t)
     core.close()
-    ms = np.array(times) * 1000
+    ms, cpu_ms = np.array(times) * 1000, np.array(cpu_times) * 1000
     return {
         "seconds": fit_seconds,
+        "cpu_seconds": fit_cpu,
         "estimator": served.estimator.name,
         "origin": served.origin,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
+        "cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
     }
+
+
+def _rate(clients: int, seconds: float, call: Any) -> float:
+    """Calls per second of `clients` threads each looping `call(k)` over its own share of k for `seconds`."""
+    import threading
+
+    stop = threading.Event()
+    done = [0] * clients
+
+    def loop(offset: int) -> None:
+        k = offset
+        while not stop.is_set():
+            call(k)
+            k += clients
+            done[offset] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
+    begun = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - begun)
+
+
+def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "20") -> dict[str, Any]:
+    """Recommend through gRPC on the one-process cluster over this library (the service as deployed, its
+    clients threads of this process): one client's p50/p99, then Recommend/s at each client count."""
+    import numpy as np
+
+    from modsnet.embedded import EmbeddedCluster
+    from modsnet.runtime.stubs import RecommenderClient
+    from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+
+    store = SqliteKnowledgeStore(db_of(size))
+    queries = _queries(store.snapshot(name_of(size)), 50)
+    store.close()
+    home = Path(tempfile.mkdtemp(prefix="scale-home-"))
+    (home / "knowledge.sqlite3").symlink_to(db_of(size))
+    out: dict[str, Any] = {"estimator": estimator}
+    with EmbeddedCluster(home, import_builtins=False, estimator=estimator, train_inline_limit=10**12) as cluster:
+        client = RecommenderClient(cluster.addresses["recommender"])
+
+        def call(k: int) -> Any:
+            return client.recommend(name_of(size), queries[k % len(queries)], feature_set="tabular/v1", k=10)
+
+        start = time.perf_counter()
+        first = call(0)
+        out["first_seconds"] = time.perf_counter() - start  # the fit, on the service's first Recommend
+        out["served_by"] = first.estimator if hasattr(first, "estimator") else ""
+        one = []
+        for k in range(QUERIES):
+            t = time.perf_counter()
+            call(k)
+            one.append(time.perf_counter() - t)
+        out["grpc_p50_ms"], out["grpc_p99_ms"] = (float(np.percentile(np.array(one) * 1000, q)) for q in (50, 99))
+        for n in (int(c) for c in clients.split(",")):
+            cpu = time.process_time()
+            out[f"per_second_{n}"] = rate = _rate(n, float(seconds), call)
+            # CPU of the whole process (servers and clients) per call: what bounds Recommend/s on a busy machine.
+            out[f"cpu_ms_per_call_{n}"] = (time.process_time() - cpu) * 1000 / max(rate * float(seconds), 1.0)
+        client.close()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -231,13 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-checkout", help="an older checkout of this project: its snapshot, for before/after")
     parser.add_argument("--memory-gib", type=float, default=20.0, help="skip serve when dense arrays exceed this")
     parser.add_argument("--serve-timeout", type=float, default=1800.0)
+    parser.add_argument("--clients", default="1,8", help="load: client thread counts, comma-separated")
+    parser.add_argument("--load-seconds", type=float, default=20.0, help="load: seconds per client count")
     parser.add_argument("--out", help="markdown file to write")
     args = parser.parse_args(argv)
 
     if args.child:
         step, size, *rest = args.child
         functions = {"generate": child_generate, "import": child_import, "snapshot": child_snapshot,
-                     "serve": child_serve}  # fmt: skip
+                     "serve": child_serve, "load": child_load}  # fmt: skip
         print(json.dumps(functions[step](size, *rest)))
         return 0
 
@@ -288,11 +366,27 @@ def main(argv: list[str] | None = None) -> int:
                     row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
                 row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
             if "serve" in args.steps and sqlite:
-                need = dense_gib(size)
-                if need > args.memory_gib:
-                    row["serve"] = {"error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"}
-                else:
-                    row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+                if base:  # the code before: dense (datasets x models) arrays, skipped where they cannot fit
+                    need = dense_gib(size)
+                    if need > args.memory_gib:
+                        row["serve_before"] = {
+                            "error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"
+                        }
+                    else:
+                        row["serve_before"] = run_child(
+                            ["serve", size, args.estimator], pythonpath=base, timeout=args.serve_timeout
+                        )
+                row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+            if "load" in args.steps and sqlite:
+                if base:
+                    row["load_before"] = run_child(
+                        ["load", size, args.estimator, args.clients, str(args.load_seconds)],
+                        pythonpath=base,
+                        timeout=args.serve_timeout,
+                    )
+                row["load"] = run_child(
+                    ["load", size, args.estimator, args.clients, str(args.load_seconds)], timeout=args.serve_timeout
+                )
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:

@@ -12,9 +12,8 @@ per-row and per-column sums. A dense reader gets NaN where no record is (`toarra
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -31,6 +30,9 @@ class ScoreMatrix:
     indices: np.ndarray  # (nnz,) int64: column of each value
     data: np.ndarray  # (nnz,) float64
     hidden: int | None = None  # a row read as empty
+    # What depends on the cells alone (row of each value, the CSC order), shared by every matrix of the same
+    # cells (`with_data`, `without`): built once per fit, not once per held-out dataset.
+    _shared: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of_means(cls, records: InteractionColumns, model_ids: Sequence[str], dataset_ids: Sequence[str]) -> ScoreMatrix:
@@ -64,24 +66,29 @@ class ScoreMatrix:
 
     def with_data(self, data: np.ndarray) -> ScoreMatrix:
         """The same cells with other values (one per stored cell, in storage order)."""
-        return ScoreMatrix(self.shape, self.indptr, self.indices, np.asarray(data, dtype=float), self.hidden)
+        return dataclasses.replace(self, data=np.asarray(data, dtype=float))
 
     def without(self, row: int | None) -> ScoreMatrix:
         """The same matrix with `row` read as empty (no copy)."""
         return dataclasses.replace(self, hidden=row)
 
-    @functools.cached_property
+    @property
     def row_of(self) -> np.ndarray:
         """The row of each stored value."""
-        return np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.indptr))
+        if "row_of" not in self._shared:  # a race builds it twice, the same
+            self._shared["row_of"] = np.repeat(np.arange(self.shape[0], dtype=np.int64), np.diff(self.indptr))
+        return self._shared["row_of"]
 
-    @functools.cached_property
+    @property
     def _by_column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSC: (column pointers, rows, positions into `data`), rows ascending within a column."""
-        order = np.argsort(self.indices, kind="stable")  # stable: rows stay ascending
-        colptr = np.zeros(self.shape[1] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.indices, minlength=self.shape[1]), out=colptr[1:])
-        return colptr, self.row_of[order], order
+        if "order" not in self._shared:
+            order = np.argsort(self.indices, kind="stable")  # stable: rows stay ascending
+            colptr = np.zeros(self.shape[1] + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.indices, minlength=self.shape[1]), out=colptr[1:])
+            self._shared["column_rows"], self._shared["colptr"] = self.row_of[order], colptr
+            self._shared["order"] = order
+        return self._shared["colptr"], self._shared["column_rows"], self._shared["order"]
 
     def _live(self) -> np.ndarray | None:
         """A mask of the stored values outside the hidden row (None: no row hidden)."""
