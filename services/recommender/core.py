@@ -296,6 +296,7 @@ class RecommenderCore:
             if not snapshot.interactions:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
             served = self._serve(snapshot, cached, force=force)
+            served.table  # noqa: B018  # the ranking's arrays: built with the fit, not by the first query
             self._cache[library] = served
             self._caught_up(library, served.graph_version)
             reason = "forced" if force else ("new_version" if cached else "first_use")
@@ -914,10 +915,11 @@ def top_k(
     table = served.table
     allowed = np.flatnonzero(allowed_mask(table, constraints))
     order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
-    mask = np.zeros(len(table.ids), dtype=bool)
-    mask[allowed] = True
     measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
-    measured = {j for j in measured if mask[j]}
+    if measured:
+        mask = np.zeros(len(table.ids), dtype=bool)
+        mask[allowed] = True
+        measured = {j for j in measured if mask[j]}
     places = order.places(allowed, measured)
     head = order.first(allowed, max(k, len(measured) + 1, *(place + 1 for place in places.values())))
     full: dict[int, Prediction] = {}

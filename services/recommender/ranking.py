@@ -94,9 +94,11 @@ class Order:
             return np.zeros(0, dtype=np.int64)
         candidates = allowed
         if count < len(allowed):
-            primary = self.primary[allowed]
+            everything = len(allowed) == len(self.primary)  # every model allowed: no gathers (1M models: ms each)
+            primary = self.primary if everything else self.primary[allowed]
             threshold = primary[np.argpartition(primary, count - 1)[count - 1]]
-            candidates = allowed[primary <= threshold]  # ties at the threshold all compete for the last places
+            within = primary <= threshold  # ties at the threshold all compete for the last places
+            candidates = np.flatnonzero(within) if everything else allowed[within]
         order = np.lexsort((self.id_rank[candidates], self.uncertainty[candidates], self.primary[candidates]))
         return candidates[order[:count]]
 

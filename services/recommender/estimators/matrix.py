@@ -186,8 +186,17 @@ class ScoreMatrix:
     def weighted_row_sum(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, int]:
         """Σ_i weights_i · value(i, m) over `rows` for every column m (a missing value adds 0), and how many
         values there were."""
-        which, cols, values = self.gather(rows)
-        return np.bincount(cols, weights=weights[which] * values, minlength=self.shape[1]), len(values)
+        rows = np.asarray(rows, dtype=np.int64)
+        if 4 * len(rows) < self.shape[0]:  # a few rows (a query's neighbours): only their values are read
+            which, cols, values = self.gather(rows)
+            return np.bincount(cols, weights=weights[which] * values, minlength=self.shape[1]), len(values)
+        per_row = np.zeros(self.shape[0])  # most rows: one pass over every value, no index arrays built
+        per_row[rows] = weights
+        counts = np.zeros(self.shape[0], dtype=np.int64)
+        counts[rows] = self.row_counts()[rows]
+        if self.hidden is not None:
+            per_row[self.hidden] = 0.0
+        return self.column_sums(self.data * per_row[self.row_of]), int(counts.sum())
 
     def transposed_product(self, dense: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         """`values`ᵀ @ dense: for each column m and each column c of `dense` (rows x c), Σ_i value(i, m) ·
