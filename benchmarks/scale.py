@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if redis is not None:
             redis.stop()
+    when = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (CACHE / f"rows-{when}.json").write_text(json.dumps(rows, indent=1))  # the raw figures, kept beside the data
     text = report(rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - started, args.estimator)
     print(text)
     if args.out:
@@ -435,6 +437,58 @@ def report(rows: list[dict[str, Any]], argv: list[str], seconds: float, estimato
             f"| {_cell(serve, 'p50_ms', ' ms') if serve and 'error' not in serve else '—'} "
             f"| {_cell(serve, 'p99_ms', ' ms') if serve and 'error' not in serve else '—'} |"
         )
+    if any("serve" in row for row in rows):
+        lines += [
+            "",
+            "Fit and Recommend, now and with `--baseline-checkout` (before): the fit's wall and CPU seconds and peak "
+            "RSS; Recommend's wall and CPU (this thread's) p50 / p99 in ms. CPU time is what an idle core would "
+            "take; the wall time includes the waits of a shared machine.",
+            "",
+            "| size | served by | fit wall | fit CPU | peak GiB | Recommend p50 | p99 | CPU p50 | CPU p99 "
+            "| before: fit | peak GiB | p50 | p99 | CPU p50 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            if "serve" not in row:
+                continue
+            now, before = row["serve"], row.get("serve_before")
+
+            def value(step: dict[str, Any] | None, key: str, unit: str = " ms") -> str:
+                return "—" if not step or "error" in step or key not in step else fmt(step[key], unit)
+
+            lines.append(
+                f"| {row['size']} | {now.get('estimator', '—')} | {_cell(now, 'seconds')} "
+                f"| {value(now, 'cpu_seconds', ' s')} | {value(now, 'peak_gib', '')} | {value(now, 'p50_ms')} "
+                f"| {value(now, 'p99_ms')} | {value(now, 'cpu_p50_ms')} | {value(now, 'cpu_p99_ms')} "
+                f"| {_cell(before, 'seconds')} | {value(before, 'peak_gib', '')} | {value(before, 'p50_ms')} "
+                f"| {value(before, 'p99_ms')} | {value(before, 'cpu_p50_ms')} |"
+            )
+    if any("load" in row for row in rows):
+        lines += [
+            "",
+            "Recommend through gRPC on the one-process cluster (`EmbeddedCluster` over the same database; clients "
+            "are threads of the same process): one client's p50 / p99 (ms), then Recommend/s and the process's "
+            "CPU ms per call at each client count; before: the same with `--baseline-checkout`.",
+            "",
+            "| size | served by | first call (fit) | p50 | p99 | Recommend/s by clients | CPU ms/call | before: p50 "
+            "| Recommend/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            if "load" not in row:
+                continue
+            now, before = row["load"], row.get("load_before") or {}
+
+            def rates(step: dict[str, Any], key: str = "per_second_") -> str:
+                found = {k[len(key) :]: v for k, v in step.items() if k.startswith(key)}
+                return ", ".join(f"{n}: {v:,.0f}" if "per_second" in key else f"{n}: {v:.1f}" for n, v in found.items())
+
+            lines.append(
+                f"| {row['size']} | {now.get('served_by', now.get('error', '—'))} | {_cell(now, 'first_seconds')} "
+                f"| {_cell(now, 'grpc_p50_ms', ' ms')} | {_cell(now, 'grpc_p99_ms', ' ms')} | {rates(now) or '—'} "
+                f"| {rates(now, 'cpu_ms_per_call_') or '—'} | {_cell(before, 'grpc_p50_ms', ' ms') if before else '—'} "
+                f"| {rates(before) or before.get('error', '—')} |"
+            )
     if any("import_redis" in row for row in rows):
         lines += [
             "",
