@@ -446,8 +446,8 @@ class KnnPopularityEstimator:
         predicted, uncertainty, idx, w = self._inductive(
             features, exclude=own, measured=measured, popularity_only=popularity_only
         )
-        uncertainty = self.interval_scale * uncertainty
-        observed = np.zeros(len(self.model_ids), dtype=bool)
+        uncertainty *= self.interval_scale  # a fresh array: scaled in place (a million models: no copy)
+        observed = np.zeros(len(self.model_ids) if own is not None else 0, dtype=bool)
         if own is not None:
             # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
             # against the inductive prediction shifts the others, shrunk by one pseudo-record.
@@ -458,14 +458,15 @@ class KnnPopularityEstimator:
             scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
             scores[cols], spread[cols] = values, 0.0
         else:
+            scores, spread = predicted, uncertainty
             if measured:
                 # Measured probes calibrate the rest the same way; they are their measurement.
                 js = list(measured)
                 residual = np.array([measured[j] for j in js]) - predicted[js]
                 predicted = predicted + residual.sum() / (len(js) + 1)
-            scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
-            for j, value in measured.items():
-                scores[j], spread[j] = value, 0.0
+                scores, spread = predicted.copy(), uncertainty.copy()
+                for j, value in measured.items():
+                    scores[j], spread[j] = value, 0.0
         n_models = len(self.model_ids)
 
         def build(j: int) -> Prediction:
