@@ -72,6 +72,10 @@ def test_a_hidden_row_reads_as_empty_everywhere() -> None:
     hidden = ScoreMatrix.of_dense(dense).without(5)
     np.testing.assert_allclose(hidden.toarray(), without, equal_nan=True)
     np.testing.assert_allclose(hidden.columns([1, 2]), without[:, [1, 2]], equal_nan=True)
+    for j in range(dense.shape[1]):
+        np.testing.assert_allclose(
+            hidden.column_at(j, np.array([9, 5, 0, 5])), without[[9, 5, 0, 5], j], equal_nan=True
+        )
     np.testing.assert_allclose(hidden.column_sums(), np.nan_to_num(without).sum(axis=0))
     assert hidden.row(5)[0].size == 0 and hidden.row_counts()[5] == 0
     rows = np.arange(dense.shape[0])

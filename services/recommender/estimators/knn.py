@@ -482,11 +482,12 @@ class KnnPopularityEstimator:
                 )
             if j in measured:
                 return Prediction(model_id, measured[j], 0.0, [], f"probed: measured {measured[j]:.3g} on this dataset")
-            evidence: list[Evidence] = []
-            for i, wi in zip(idx.tolist(), w.tolist(), strict=True):
-                score = self.scores.get(i, j)
-                if score == score and len(evidence) < self.evidence_count:
-                    evidence.append(Evidence(self.dataset_ids[i], float(wi), score))
+            near = self.scores.column_at(j, idx).tolist()  # the neighbours' records of model j (NaN: none)
+            evidence = [
+                Evidence(self.dataset_ids[i], wi, score)
+                for i, wi, score in zip(idx.tolist(), w.tolist(), near, strict=True)
+                if score == score
+            ][: self.evidence_count]
             return Prediction(
                 model_id,
                 float(predicted[j]),

@@ -183,6 +183,18 @@ class ScoreMatrix:
             out[self.hidden] = np.nan
         return out
 
+    def column_at(self, j: int, rows: np.ndarray) -> np.ndarray:
+        """Column j's values at `rows`, NaN where no value is."""
+        colptr, column_rows, at = self._by_column
+        present, positions = column_rows[colptr[j] : colptr[j + 1]], at[colptr[j] : colptr[j + 1]]
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(len(rows), np.nan)
+        if len(present):
+            k = np.minimum(np.searchsorted(present, rows), len(present) - 1)
+            found = (present[k] == rows) & (rows != self.hidden)
+            out[found] = self.data[positions[k[found]]]
+        return out
+
     def weighted_row_sum(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, int]:
         """Σ_i weights_i · value(i, m) over `rows` for every column m (a missing value adds 0), and how many
         values there were."""
