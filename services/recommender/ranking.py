@@ -104,6 +104,9 @@ class Order:
 
     def places(self, allowed: np.ndarray, models: Iterable[int]) -> dict[int, int]:
         """0-based place in the ranking of `allowed` of each of `models` (which must be allowed)."""
+        models = list(models)
+        if not models:  # the common case, no probe measured: no gathers over every model
+            return {}
         primary, uncertainty, rank = self.primary[allowed], self.uncertainty[allowed], self.id_rank[allowed]
         out = {}
         for j in models:
