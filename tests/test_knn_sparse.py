@@ -57,6 +57,12 @@ def test_rows_columns_and_products_read_as_the_dense_array_with_nan() -> None:
     other = np.random.default_rng(2).normal(size=(dense.shape[0], 3))
     filled = np.nan_to_num(dense)
     np.testing.assert_allclose(matrix.transposed_product(other), filled.T @ other)
+    some = np.array([7, 0, 39, 7])
+    np.testing.assert_allclose(matrix.transposed_product(other, columns=some), (filled.T @ other)[some])
+    np.testing.assert_allclose(
+        matrix.without(2).transposed_product(other, columns=some),
+        (np.delete(filled, 2, 0).T @ np.delete(other, 2, 0))[some],
+    )
     np.testing.assert_allclose(matrix.column_sums(), filled.sum(axis=0))
     for rows in ([4, 1, 9], np.arange(dense.shape[0])):  # a few rows, and every row (the other branch)
         weights = np.linspace(0.2, 1.0, len(rows))
@@ -92,6 +98,9 @@ def test_correlation_and_probe_scores_are_the_dense_ones() -> None:
     matrix = ScoreMatrix.of_dense(dense)
     js = np.array([3, 11, 20])
     np.testing.assert_allclose(correlation_with(matrix, js), correlation_with(dense, js), atol=1e-12)
+    some = np.array([20, 4, 3])  # a subset of the rows, a probed model among them
+    for z in (matrix, dense):
+        np.testing.assert_allclose(correlation_with(z, js, models=some), correlation_with(dense, js)[some], atol=1e-12)
     similarity = rng.random(60)
     identity = np.eye(25)
     np.testing.assert_allclose(probe_scores(similarity, matrix, identity), probe_scores(similarity, dense, identity))

@@ -61,26 +61,34 @@ class FitInfo:
 
 
 def correlation_with(
-    z: np.ndarray | ScoreMatrix, js: np.ndarray, *, min_common: int = MIN_COMMON, shrink: float = SHRINK
+    z: np.ndarray | ScoreMatrix,
+    js: np.ndarray,
+    *,
+    min_common: int = MIN_COMMON,
+    shrink: float = SHRINK,
+    models: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pearson correlation of every model (column of `z`, datasets x models, NaN = no record) with each model of
     `js`, over the datasets both have; fewer than `min_common` in common counts as 0, and n in common shrinks
     it by n / (n + shrink). O(records x |js|) for a `ScoreMatrix` (O(datasets x models x |js|) dense): a
-    library of 10,000 models costs no 10,000² matrix, one of 1,000,000 no (datasets x models) one."""
+    library of 10,000 models costs no 10,000² matrix, one of 1,000,000 no (datasets x models) one. `models`:
+    only those models' rows (default every model), at the cost of their records alone."""
     if isinstance(z, ScoreMatrix):
         block = z.columns(js)
         mj = (~np.isnan(block)).astype(float)
         vj = np.where(mj > 0, block, 0.0)
         k = len(js)
-        by_mask = z.transposed_product(np.hstack([mj, vj, vj**2]), np.ones(z.nnz))
+        by_mask = z.transposed_product(np.hstack([mj, vj, vj**2]), np.ones(z.nnz), columns=models)
         common, sum_j, squares_j = by_mask[:, :k], by_mask[:, k : 2 * k], by_mask[:, 2 * k :]
-        by_value = z.transposed_product(np.hstack([mj, vj]))
+        by_value = z.transposed_product(np.hstack([mj, vj]), columns=models)
         sum_m, products = by_value[:, :k], by_value[:, k:]
-        squares_m = z.transposed_product(mj, z.data**2)
+        squares_m = z.transposed_product(mj, z.data**2, columns=models)
     else:
         mask = (~np.isnan(z)).astype(float)
         values = np.where(mask > 0, z, 0.0)
         mj, vj = mask[:, js], values[:, js]
+        if models is not None:
+            mask, values = mask[:, models], values[:, models]
         common = mask.T @ mj
         sum_m, sum_j = values.T @ mj, mask.T @ vj
         products, squares_m, squares_j = values.T @ vj, (values**2).T @ mj, mask.T @ (vj**2)
@@ -235,9 +243,12 @@ class KnnPopularityEstimator:
         exclude: int | None,
         measured: dict[int, float] | None = None,
         popularity_only: bool = False,
+        models: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Predicted scores and uncertainties of every model from the dataset's neighbours; with
-        `popularity_only`, the neighbours set only the metric's scale and every model's z is its popularity."""
+        `popularity_only`, the neighbours set only the metric's scale and every model's z is its popularity.
+        `models`: the models whose predictions the caller reads, when not all (conditioning costs their records
+        alone; the others' predictions are then not conditioned on the probes)."""
         idx, w = self._neighbours(features, exclude, measured)
         if len(idx):
             anchor_mean = float(np.average(self.row_mean[idx], weights=w))
@@ -256,9 +267,8 @@ class KnnPopularityEstimator:
         # Only the models the neighbours scored move off popularity: with no support, (c · pop) / c is pop and
         # the variance c (1 + 0) / c is 1. The neighbours' records are all this query reads.
         c = self.prior_weight
-        z_hat = self.popularity.copy()
-        var = np.ones(len(self.model_ids))
         which, cols, z_near = self.z.gather(idx)
+        touched, near, var = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
         if len(cols):
             touched, at = np.unique(cols, return_inverse=True)
             w_e = w[which]
@@ -266,12 +276,19 @@ class KnnPopularityEstimator:
             pop = self.popularity[touched]
             near = (np.bincount(at, weights=w_e * z_near, minlength=len(touched)) + c * pop) / (support + c)
             dev = np.bincount(at, weights=w_e * (z_near - near[at]) ** 2, minlength=len(touched))
-            z_hat[touched] = near
-            var[touched] = (dev + c * (1.0 + (pop - near) ** 2)) / (support + c)
+            var = (dev + c * (1.0 + (pop - near) ** 2)) / (support + c)
         if measured and self.condition:
-            z_hat = z_hat + self._conditioned_shift(z_hat, measured, anchor_mean, anchor_spread, exclude)
-        predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
-        return predicted, anchor_spread * np.sqrt(var), idx, w
+            z_hat = self.popularity.copy()
+            z_hat[touched] = near
+            z_hat = z_hat + self._conditioned_shift(z_hat, measured, anchor_mean, anchor_spread, exclude, models)
+            predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
+        else:  # two passes over every model, then the touched ones (a million models: each pass counts)
+            predicted = self.popularity * (self.sign * anchor_spread)
+            predicted += self.sign * anchor_mean
+            predicted[touched] = self.sign * (anchor_mean + anchor_spread * near)
+        uncertainty = np.full(len(self.model_ids), anchor_spread)
+        uncertainty[touched] = anchor_spread * np.sqrt(var)
+        return predicted, uncertainty, idx, w
 
     def _conditioned_shift(
         self,
@@ -280,24 +297,35 @@ class KnnPopularityEstimator:
         anchor_mean: float,
         anchor_spread: float,
         exclude: int | None = None,
+        models: np.ndarray | None = None,
     ) -> np.ndarray:
         """What the probes say about every other model: the Gaussian conditional mean given the probed models'
         surprise (measured z minus predicted z), under the models' covariance across the library's datasets.
 
         A model that rises and falls with a probed model across the library moves with its surprise; one
         unrelated to every probe stays put. Correlations from few shared datasets are shrunk toward 0.
+        `models`: the shift of those models only (0 for the others), at the cost of their records alone.
         """
         js = np.array(sorted(measured))
         observed = (self.sign * np.array([measured[j] for j in js]) - anchor_mean) / anchor_spread
         surprise = observed - z_hat[js]
-        cov = self._covariance_with(js, exclude)  # (n_models, len(js)) in z units
-        noise = NOISE * np.mean(np.diag(cov[js]))
-        gain = np.linalg.solve(cov[js] + noise * np.eye(len(js)), surprise)
-        return cov @ gain
+        rows = None if models is None else np.concatenate([js, models])
+        cov = self._covariance_with(js, exclude, rows)  # (n_models or len(rows), len(js)) in z units
+        at_js = js if rows is None else np.arange(len(js))
+        noise = NOISE * np.mean(np.diag(cov[at_js]))
+        gain = np.linalg.solve(cov[at_js] + noise * np.eye(len(js)), surprise)
+        if models is None:
+            return cov @ gain
+        shift = np.zeros(len(self.model_ids))
+        shift[models] = cov[len(js) :] @ gain
+        return shift
 
-    def _covariance_with(self, js: np.ndarray, exclude: int | None = None) -> np.ndarray:
-        """Covariance of every model's z with each model of `js` over the datasets both have records on."""
-        corr = correlation_with(self.z.without(exclude), js)
+    def _covariance_with(
+        self, js: np.ndarray, exclude: int | None = None, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Covariance of every model's z (or the models of `rows`'s) with each model of `js` over the datasets
+        both have records on."""
+        corr = correlation_with(self.z.without(exclude), js, models=rows)
         count, total, squares = self._z_sums
         if exclude is not None:  # the held-out dataset's own records taken out of each model's sums
             cols, values = self.z.row(exclude)
@@ -309,8 +337,10 @@ class KnnPopularityEstimator:
             mean = total / count
             spread = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
         spread = np.where(count > 0, spread, 1.0)  # a model without records: spread 1
-        cov = corr * spread[:, None] * spread[js][None, :]
-        cov[js, np.arange(len(js))] = spread[js] ** 2
+        rows = np.arange(len(self.model_ids)) if rows is None else np.asarray(rows)
+        cov = corr * spread[rows][:, None] * spread[js][None, :]
+        r, k = np.nonzero(rows[:, None] == js[None, :])  # a probed model's own variance
+        cov[r, k] = spread[js[k]] ** 2
         return cov
 
     def _conditioning_pays(self, *, datasets: int = 40, budget: int = 3) -> bool:
@@ -339,7 +369,7 @@ class KnnPopularityEstimator:
                 continue
             plain, _, _, _ = self._inductive({}, exclude=i, measured=measured)
             self.condition = True
-            conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured)
+            conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured, models=rest)
             self.condition = False
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
         return bool(gains) and float(np.mean(gains)) > 0.0

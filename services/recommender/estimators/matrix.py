@@ -210,17 +210,29 @@ class ScoreMatrix:
             per_row[self.hidden] = 0.0
         return self.column_sums(self.data * per_row[self.row_of]), int(counts.sum())
 
-    def transposed_product(self, dense: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    def transposed_product(
+        self, dense: np.ndarray, values: np.ndarray | None = None, *, columns: np.ndarray | None = None
+    ) -> np.ndarray:
         """`values`ᵀ @ dense: for each column m and each column c of `dense` (rows x c), Σ_i value(i, m) ·
         dense[i, c] over the live rows; `values` (one per stored value) default to the data, ones give the
-        presence mask's product."""
+        presence mask's product. `columns`: those columns' rows only (their values alone are read)."""
         dense = np.array(dense, dtype=float)
         if self.hidden is not None:
             dense[self.hidden] = 0.0
-        matrix = sparse.csr_array(
-            (self.data if values is None else values, self.indices, self.indptr), shape=self.shape
-        )
-        return np.asarray(matrix.T @ dense)
+        values = self.data if values is None else values
+        if columns is None:
+            matrix = sparse.csr_array((values, self.indices, self.indptr), shape=self.shape)
+            return np.asarray(matrix.T @ dense)
+        colptr, column_rows, at = self._by_column
+        columns = np.asarray(columns, dtype=np.int64)
+        starts, lengths = colptr[columns], colptr[columns + 1] - colptr[columns]
+        which = np.repeat(np.arange(len(columns)), lengths)
+        spans = starts[which] + np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows, picked = column_rows[spans], values[at[spans]]
+        out = np.empty((len(columns), dense.shape[1]))
+        for c in range(dense.shape[1]):
+            out[:, c] = np.bincount(which, weights=picked * dense[rows, c], minlength=len(columns))
+        return out
 
     # -- dense, for small matrices and old readers -------------------------------------------------
 
