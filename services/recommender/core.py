@@ -97,9 +97,9 @@ MAX_STALENESS_SECONDS = 10.0  # how long an estimator behind its graph may answe
 FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a first training
 # Above this many (datasets x models) cells the kNN serves in the GNN's place. The GNN holds ~10 dense arrays of
 # that shape (scores, z, masks, the prior's inputs, the transductive answers) plus the ONNX constants: ~2 GB
-# at 25M cells (100k models x 1,000 datasets would be 8 GB and hours of training on 2 cores). Training it on
-# sampled neighbourhoods (torch-geometric's NeighborLoader) needs pyg-lib or torch-sparse, which the pinned
-# environment lacks; until then the kNN, sparse throughout, is what serves a library this large.
+# at 25M cells, ~8 GB at 100k models x 1,000 datasets. Training it on sampled neighbourhoods (torch-geometric's
+# NeighborLoader) needs pyg-lib or torch-sparse, which the pinned environment lacks; until then the kNN, sparse
+# throughout, is what serves a library this large.
 GNN_MAX_CELLS = 25_000_000
 
 
