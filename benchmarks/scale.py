@@ -221,6 +221,33 @@ def _rate(clients: int, seconds: float, call: Any) -> float:
     return sum(done) / (time.perf_counter() - begun)
 
 
+def _client_process(address: str, library: str, queries: list[dict[str, float]], start_at: float,
+                    seconds: float, offset: int) -> int:  # fmt: skip
+    """One client process: Recommend calls from `start_at` for `seconds` (wall clock); how many it made."""
+    from modsnet.runtime.stubs import RecommenderClient
+
+    client = RecommenderClient(address)
+    time.sleep(max(0.0, start_at - time.time()))
+    done, k, end = 0, offset, start_at + seconds
+    while time.time() < end:
+        client.recommend(library, queries[k % len(queries)], feature_set="tabular/v1", k=10)
+        done, k = done + 1, k + 1
+    client.close()
+    return done
+
+
+def _rate_processes(address: str, library: str, queries: list[dict[str, float]], clients: int, seconds: float) -> float:
+    """Recommend/s of `clients` client processes (spawned: no GIL shared with the servers or each other)."""
+    import multiprocessing
+
+    start_at = time.time() + 15.0  # the children import the client first
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        counts = pool.starmap(
+            _client_process, [(address, library, queries, start_at, seconds, i) for i in range(clients)]
+        )
+    return sum(counts) / seconds
+
+
 def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "20") -> dict[str, Any]:
     """Recommend through gRPC on the one-process cluster over this library (the service as deployed, its
     clients threads of this process): one client's p50/p99, then Recommend/s at each client count."""
@@ -253,6 +280,10 @@ def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "
             one.append(time.perf_counter() - t)
         out["grpc_p50_ms"], out["grpc_p99_ms"] = (float(np.percentile(np.array(one) * 1000, q)) for q in (50, 99))
         for n in (int(c) for c in clients.split(",")):
+            # Clients as processes: the servers' process serves alone (the local cluster's clients are others).
+            out[f"processes_per_second_{n}"] = _rate_processes(
+                cluster.addresses["recommender"], name_of(size), queries, n, float(seconds)
+            )
             cpu = time.process_time()
             out[f"per_second_{n}"] = rate = _rate(n, float(seconds), call)
             # CPU of the whole process (servers and clients) per call: what bounds Recommend/s on a busy machine.
@@ -474,9 +505,9 @@ def report(rows: list[dict[str, Any]], argv: list[str], seconds: float, estimato
             "are threads of the same process): one client's p50 / p99 (ms), then Recommend/s and the process's "
             "CPU ms per call at each client count; before: the same with `--baseline-checkout`.",
             "",
-            "| size | served by | first call (fit) | p50 | p99 | Recommend/s by clients | CPU ms/call | before: p50 "
-            "| Recommend/s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| size | served by | first call (fit) | p50 | p99 | Recommend/s by client threads | CPU ms/call "
+            "| by client processes | before: p50 | threads | processes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows:
             if "load" not in row:
@@ -490,8 +521,9 @@ def report(rows: list[dict[str, Any]], argv: list[str], seconds: float, estimato
             lines.append(
                 f"| {row['size']} | {now.get('served_by', now.get('error', '—'))} | {_cell(now, 'first_seconds')} "
                 f"| {_cell(now, 'grpc_p50_ms', ' ms')} | {_cell(now, 'grpc_p99_ms', ' ms')} | {rates(now) or '—'} "
-                f"| {rates(now, 'cpu_ms_per_call_') or '—'} | {_cell(before, 'grpc_p50_ms', ' ms') if before else '—'} "
-                f"| {rates(before) or before.get('error', '—')} |"
+                f"| {rates(now, 'cpu_ms_per_call_') or '—'} | {rates(now, 'processes_per_second_') or '—'} "
+                f"| {_cell(before, 'grpc_p50_ms', ' ms') if before else '—'} "
+                f"| {rates(before) or before.get('error', '—')} | {rates(before, 'processes_per_second_') or '—'} |"
             )
     if any("import_redis" in row for row in rows):
         lines += [
