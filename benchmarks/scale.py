@@ -44,7 +44,7 @@ SIZES = {
     "100k": (100_000, 1_000, 1_000_000),
     "1m": (1_000_000, 3_000, 10_000_000),
 }
-STEPS = ("generate", "import", "snapshot", "serve")
+STEPS = ("generate", "import", "snapshot", "serve", "load")
 # Dense float64 (datasets x models) arrays the estimators build while fitting (scores, z, masks, the
 # kNN prior, the training copies): measured ~10 at 10k models; the rest of the memory is small beside them.
 DENSE_ARRAYS = 10
@@ -131,15 +131,33 @@ class _StoreKnowledge:
 
     def __init__(self, store: Any):
         self.store = store
+        self.last: Any = None  # the last snapshot given (the benchmark's queries come from it: 1M takes minutes)
 
     def graph_version(self, library: str) -> int:
         return int(self.store.graph_version(library))
 
+    def graph_head(self, library: str) -> tuple[int, str]:
+        version, bundle_blob_id, _ = self.store.graph_head(library)
+        return int(version), bundle_blob_id
+
     def snapshot(self, library: str) -> Any:
-        return self.store.snapshot(library)
+        self.last = self.store.snapshot(library)
+        return self.last
 
     def close(self) -> None:
         self.store.close()
+
+
+def _queries(snapshot: Any, count: int) -> list[dict[str, float]]:
+    """`count` held-in datasets' features, each value jittered by 5% (seed 0): new datasets near the library's."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    queries = []
+    for k in rng.choice(len(snapshot.datasets), size=count):
+        features = snapshot.datasets[int(k)].features
+        queries.append({f: v * (1 + 0.05 * rng.normal()) for f, v in features.items()})
+    return queries
 
 
 def child_serve(size: str, estimator: str) -> dict[str, Any]:
@@ -151,30 +169,127 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
 
     store = SqliteKnowledgeStore(db_of(size))
     library = name_of(size)
-    core = RecommenderCore(_StoreKnowledge(store), None, estimator=estimator, train_inline_limit=10**12)
-    start = time.perf_counter()
+    knowledge = _StoreKnowledge(store)
+    core = RecommenderCore(knowledge, None, estimator=estimator, train_inline_limit=10**12)
+    start, cpu = time.perf_counter(), time.process_time()
     served = core.fitted(library)
-    fit_seconds = time.perf_counter() - start
-    snapshot = store.snapshot(library)
-    rng = np.random.default_rng(0)
-    queries = []
-    for k in rng.choice(len(snapshot.datasets), size=QUERIES):
-        features = snapshot.datasets[int(k)].features
-        queries.append({f: v * (1 + 0.05 * rng.normal()) for f, v in features.items()})
-    times = []
+    fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    queries = _queries(knowledge.last, QUERIES)
+    knowledge.last = None
+    times, cpu_times = [], []
     for features in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0)
+        cpu_times.append(time.thread_time() - c)
         times.append(time.perf_counter() - t)
     core.close()
-    ms = np.array(times) * 1000
+    ms, cpu_ms = np.array(times) * 1000, np.array(cpu_times) * 1000
     return {
         "seconds": fit_seconds,
+        "cpu_seconds": fit_cpu,
         "estimator": served.estimator.name,
         "origin": served.origin,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
+        "cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
     }
+
+
+def _rate(clients: int, seconds: float, call: Any) -> float:
+    """Calls per second of `clients` threads each looping `call(k)` over its own share of k for `seconds`."""
+    import threading
+
+    stop = threading.Event()
+    done = [0] * clients
+
+    def loop(offset: int) -> None:
+        k = offset
+        while not stop.is_set():
+            call(k)
+            k += clients
+            done[offset] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
+    begun = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - begun)
+
+
+def _client_process(address: str, library: str, queries: list[dict[str, float]], start_at: float,
+                    seconds: float, offset: int) -> int:  # fmt: skip
+    """One client process: Recommend calls from `start_at` for `seconds` (wall clock); how many it made."""
+    from modsnet.runtime.stubs import RecommenderClient
+
+    client = RecommenderClient(address)
+    time.sleep(max(0.0, start_at - time.time()))
+    done, k, end = 0, offset, start_at + seconds
+    while time.time() < end:
+        client.recommend(library, queries[k % len(queries)], feature_set="tabular/v1", k=10)
+        done, k = done + 1, k + 1
+    client.close()
+    return done
+
+
+def _rate_processes(address: str, library: str, queries: list[dict[str, float]], clients: int, seconds: float) -> float:
+    """Recommend/s of `clients` client processes (spawned: no GIL shared with the servers or each other)."""
+    import multiprocessing
+
+    start_at = time.time() + 15.0  # the children import the client first
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        counts = pool.starmap(
+            _client_process, [(address, library, queries, start_at, seconds, i) for i in range(clients)]
+        )
+    return sum(counts) / seconds
+
+
+def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "20") -> dict[str, Any]:
+    """Recommend through gRPC on the one-process cluster over this library (the service as deployed, its
+    clients threads of this process): one client's p50/p99, then Recommend/s at each client count."""
+    import numpy as np
+
+    from modsnet.embedded import EmbeddedCluster
+    from modsnet.runtime.stubs import RecommenderClient
+    from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+
+    store = SqliteKnowledgeStore(db_of(size))
+    queries = _queries(store.snapshot(name_of(size)), 50)
+    store.close()
+    home = Path(tempfile.mkdtemp(prefix="scale-home-"))
+    (home / "knowledge.sqlite3").symlink_to(db_of(size))
+    out: dict[str, Any] = {"estimator": estimator}
+    with EmbeddedCluster(home, import_builtins=False, estimator=estimator, train_inline_limit=10**12) as cluster:
+        client = RecommenderClient(cluster.addresses["recommender"], timeout=3600)  # the first call fits
+
+        def call(k: int) -> Any:
+            return client.recommend(name_of(size), queries[k % len(queries)], feature_set="tabular/v1", k=10)
+
+        start = time.perf_counter()
+        first = call(0)
+        out["first_seconds"] = time.perf_counter() - start  # the fit, on the service's first Recommend
+        out["served_by"] = first.estimator if hasattr(first, "estimator") else ""
+        one = []
+        for k in range(QUERIES):
+            t = time.perf_counter()
+            call(k)
+            one.append(time.perf_counter() - t)
+        out["grpc_p50_ms"], out["grpc_p99_ms"] = (float(np.percentile(np.array(one) * 1000, q)) for q in (50, 99))
+        for n in (int(c) for c in clients.split(",")):
+            # Clients as processes: the servers' process serves alone (the local cluster's clients are others).
+            out[f"processes_per_second_{n}"] = _rate_processes(
+                cluster.addresses["recommender"], name_of(size), queries, n, float(seconds)
+            )
+            cpu = time.process_time()
+            out[f"per_second_{n}"] = rate = _rate(n, float(seconds), call)
+            # CPU of the whole process (servers and clients) per call: what bounds Recommend/s on a busy machine.
+            out[f"cpu_ms_per_call_{n}"] = (time.process_time() - cpu) * 1000 / max(rate * float(seconds), 1.0)
+        client.close()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -227,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-checkout", help="an older checkout of this project: its snapshot, for before/after")
     parser.add_argument("--memory-gib", type=float, default=20.0, help="skip serve when dense arrays exceed this")
     parser.add_argument("--serve-timeout", type=float, default=1800.0)
+    parser.add_argument("--clients", default="1,8", help="load: client thread counts, comma-separated")
+    parser.add_argument("--load-seconds", type=float, default=20.0, help="load: seconds per client count")
     parser.add_argument("--out", help="markdown file to write")
     args = parser.parse_args(argv)
 
     if args.child:
         step, size, *rest = args.child
         functions = {"generate": child_generate, "import": child_import, "snapshot": child_snapshot,
-                     "serve": child_serve}  # fmt: skip
+                     "serve": child_serve, "load": child_load}  # fmt: skip
         print(json.dumps(functions[step](size, *rest)))
         return 0
 
@@ -284,16 +401,34 @@ def main(argv: list[str] | None = None) -> int:
                     row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
                 row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
             if "serve" in args.steps and sqlite:
-                need = dense_gib(size)
-                if need > args.memory_gib:
-                    row["serve"] = {"error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"}
-                else:
-                    row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+                if base:  # the code before: dense (datasets x models) arrays, skipped where they cannot fit
+                    need = dense_gib(size)
+                    if need > args.memory_gib:
+                        row["serve_before"] = {
+                            "error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"
+                        }
+                    else:
+                        row["serve_before"] = run_child(
+                            ["serve", size, args.estimator], pythonpath=base, timeout=args.serve_timeout
+                        )
+                row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+            if "load" in args.steps and sqlite:
+                if base:
+                    row["load_before"] = run_child(
+                        ["load", size, args.estimator, args.clients, str(args.load_seconds)],
+                        pythonpath=base,
+                        timeout=args.serve_timeout,
+                    )
+                row["load"] = run_child(
+                    ["load", size, args.estimator, args.clients, str(args.load_seconds)], timeout=args.serve_timeout
+                )
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         if redis is not None:
             redis.stop()
+    when = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (CACHE / f"rows-{when}.json").write_text(json.dumps(rows, indent=1))  # the raw figures, kept beside the data
     text = report(rows, argv if argv is not None else sys.argv[1:], time.perf_counter() - started, args.estimator)
     print(text)
     if args.out:
@@ -337,6 +472,59 @@ def report(rows: list[dict[str, Any]], argv: list[str], seconds: float, estimato
             f"| {_cell(serve, 'p50_ms', ' ms') if serve and 'error' not in serve else '—'} "
             f"| {_cell(serve, 'p99_ms', ' ms') if serve and 'error' not in serve else '—'} |"
         )
+    if any("serve" in row for row in rows):
+        lines += [
+            "",
+            "Fit and Recommend, now and with `--baseline-checkout` (before): the fit's wall and CPU seconds and peak "
+            "RSS; Recommend's wall and CPU (this thread's) p50 / p99 in ms. CPU time is what an idle core would "
+            "take; the wall time includes the waits of a shared machine.",
+            "",
+            "| size | served by | fit wall | fit CPU | peak GiB | Recommend p50 | p99 | CPU p50 | CPU p99 "
+            "| before: fit | peak GiB | p50 | p99 | CPU p50 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            if "serve" not in row:
+                continue
+            now, before = row["serve"], row.get("serve_before")
+
+            def value(step: dict[str, Any] | None, key: str, unit: str = " ms") -> str:
+                return "—" if not step or "error" in step or key not in step else fmt(step[key], unit)
+
+            lines.append(
+                f"| {row['size']} | {now.get('estimator', '—')} | {_cell(now, 'seconds')} "
+                f"| {value(now, 'cpu_seconds', ' s')} | {value(now, 'peak_gib', '')} | {value(now, 'p50_ms')} "
+                f"| {value(now, 'p99_ms')} | {value(now, 'cpu_p50_ms')} | {value(now, 'cpu_p99_ms')} "
+                f"| {_cell(before, 'seconds')} | {value(before, 'peak_gib', '')} | {value(before, 'p50_ms')} "
+                f"| {value(before, 'p99_ms')} | {value(before, 'cpu_p50_ms')} |"
+            )
+    if any("load" in row for row in rows):
+        lines += [
+            "",
+            "Recommend through gRPC on the one-process cluster (`EmbeddedCluster` over the same database; clients "
+            "are threads of the same process): one client's p50 / p99 (ms), then Recommend/s and the process's "
+            "CPU ms per call at each client count; before: the same with `--baseline-checkout`.",
+            "",
+            "| size | served by | first call (fit) | p50 | p99 | Recommend/s by client threads | CPU ms/call "
+            "| by client processes | before: p50 | threads | processes |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            if "load" not in row:
+                continue
+            now, before = row["load"], row.get("load_before") or {}
+
+            def rates(step: dict[str, Any], key: str = "per_second_") -> str:
+                found = {k[len(key) :]: v for k, v in step.items() if k.startswith(key)}
+                return ", ".join(f"{n}: {v:,.0f}" if "per_second" in key else f"{n}: {v:.1f}" for n, v in found.items())
+
+            lines.append(
+                f"| {row['size']} | {now.get('served_by', now.get('error', '—'))} | {_cell(now, 'first_seconds')} "
+                f"| {_cell(now, 'grpc_p50_ms', ' ms')} | {_cell(now, 'grpc_p99_ms', ' ms')} | {rates(now) or '—'} "
+                f"| {rates(now, 'cpu_ms_per_call_') or '—'} | {rates(now, 'processes_per_second_') or '—'} "
+                f"| {_cell(before, 'grpc_p50_ms', ' ms') if before else '—'} "
+                f"| {rates(before) or before.get('error', '—')} | {rates(before, 'processes_per_second_') or '—'} |"
+            )
     if any("import_redis" in row for row in rows):
         lines += [
             "",

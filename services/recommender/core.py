@@ -23,7 +23,10 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   keep being answered by the refreshed estimator meanwhile);
 * a new import (another bundle, other models): trained anew;
 * every served GNN scores queries through its ONNX export under ONNX Runtime (CUDA when asked for and
-  present, CPU otherwise).
+  present, CPU otherwise);
+* a library of more than `gnn_max_cells` (datasets x models) cells is served by the kNN estimator instead
+  (`GNN_MAX_CELLS`): the GNN's prepared graph, training prior and ONNX constants are dense (datasets x
+  models) arrays, ~10 of them, where the kNN keeps only the records.
 
 The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
 from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).
@@ -98,6 +101,12 @@ FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a firs
 # than RETRAIN_PAUSE_FACTOR times the last one's length after it (at most a quarter of the time).
 REFRESH_PAUSE_FACTOR = 1.0
 RETRAIN_PAUSE_FACTOR = 3.0
+# Above this many (datasets x models) cells the kNN serves in the GNN's place. The GNN holds ~10 dense arrays of
+# that shape (scores, z, masks, the prior's inputs, the transductive answers) plus the ONNX constants: ~2 GB
+# at 25M cells, ~8 GB at 100k models x 1,000 datasets. Training it on sampled neighbourhoods (torch-geometric's
+# NeighborLoader) needs pyg-lib or torch-sparse, which the pinned environment lacks; until then the kNN, sparse
+# throughout, is what serves a library this large.
+GNN_MAX_CELLS = 25_000_000
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,7 @@ class RecommenderCore:
         gnn_config: GnnConfig | None = None,
         answer_reserve_seconds: float = ANSWER_RESERVE_SECONDS,
         max_staleness_seconds: float = MAX_STALENESS_SECONDS,
+        gnn_max_cells: int = GNN_MAX_CELLS,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -233,6 +243,7 @@ class RecommenderCore:
         self.train_inline_limit = train_inline_limit
         self.answer_reserve_seconds = answer_reserve_seconds
         self.max_staleness_seconds = max_staleness_seconds
+        self.gnn_max_cells = gnn_max_cells
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
         self._cache: dict[str, Served] = {}
@@ -294,6 +305,7 @@ class RecommenderCore:
             if not snapshot.interactions:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
             served = self._serve(snapshot, cached, force=force)
+            served.table  # noqa: B018  # the ranking's arrays: built with the fit, not by the first query
             self._cache[library] = served
             self._caught_up(library, served.graph_version)
             reason = "forced" if force else ("new_version" if cached else "first_use")
@@ -439,6 +451,12 @@ class RecommenderCore:
 
     def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
         if self.estimator_kind == "knn":
+            return self._knn(snapshot, "trained")
+        cells = len(snapshot.datasets) * len(snapshot.models)
+        if cells > self.gnn_max_cells:
+            log.warning("library %s: %d datasets x %d models is over the GNN's %d cells (dense arrays): the kNN "
+                        "estimator serves it", snapshot.library.name, len(snapshot.datasets), len(snapshot.models),
+                        self.gnn_max_cells)  # fmt: skip
             return self._knn(snapshot, "trained")
         if not force:
             refreshed = self._refresh(snapshot, cached)
@@ -952,10 +970,11 @@ def top_k(
     table = served.table
     allowed = np.flatnonzero(allowed_mask(table, constraints))
     order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
-    mask = np.zeros(len(table.ids), dtype=bool)
-    mask[allowed] = True
     measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
-    measured = {j for j in measured if mask[j]}
+    if measured:
+        mask = np.zeros(len(table.ids), dtype=bool)
+        mask[allowed] = True
+        measured = {j for j in measured if mask[j]}
     places = order.places(allowed, measured)
     head = order.first(allowed, max(k, len(measured) + 1, *(place + 1 for place in places.values())))
     full: dict[int, Prediction] = {}

@@ -28,13 +28,14 @@ off, for ablation.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
 
 from .estimators.base import ProbeRecord
+from .estimators.matrix import ScoreMatrix
 
 SIMILAR_DATASETS = 8  # |I_s| comes from this many most similar datasets
 MODEL_NEIGHBOURS = 5  # sim_M is non-zero for a model itself and this many nearest models
@@ -47,7 +48,7 @@ PROXY_KINDS = ("agreement",)
 
 def probe_scores(
     dataset_similarity: np.ndarray,
-    interactions: np.ndarray,
+    interactions: np.ndarray | ScoreMatrix,
     model_similarity: np.ndarray | sparse.sparray,
     *,
     similar: int = SIMILAR_DATASETS,
@@ -55,7 +56,8 @@ def probe_scores(
     """Score(m) for every model.
 
     dataset_similarity: (n_datasets,) sim_D(d_q, d) in [0, 1], 0 for "not similar";
-    interactions: (n_datasets, n_models) P(e) per edge (z-scored), NaN where there is no edge;
+    interactions: (n_datasets, n_models) P(e) per edge (z-scored), NaN where there is no edge (or sparse:
+        `ScoreMatrix`, the edges only);
     model_similarity: (n_models, n_models) sim_M(m, m'), 1 on the diagonal (dense or sparse).
     I_s is every interaction of the `similar` datasets with the highest positive sim_D.
     """
@@ -65,13 +67,16 @@ def probe_scores(
     n_models = interactions.shape[1]
     if len(chosen) == 0:
         return np.zeros(n_models)
-    block = interactions[chosen]
-    present = ~np.isnan(block)
-    size = int(present.sum())  # |I_s|
+    # Σ_{d'} sim_D(d') P(d', m') for each m', then Σ_{m'} sim_M(m, m') · that.
+    if isinstance(interactions, ScoreMatrix):
+        per_model, size = interactions.weighted_row_sum(chosen, weights[chosen])
+    else:
+        block = interactions[chosen]
+        present = ~np.isnan(block)
+        size = int(present.sum())  # |I_s|
+        per_model = (weights[chosen, None] * np.where(present, block, 0.0)).sum(axis=0)
     if size == 0:
         return np.zeros(n_models)
-    # Σ_{d'} sim_D(d') P(d', m') for each m', then Σ_{m'} sim_M(m, m') · that.
-    per_model = (weights[chosen, None] * np.where(present, block, 0.0)).sum(axis=0)
     return np.asarray(model_similarity @ per_model, dtype=float).reshape(n_models) / size
 
 
@@ -102,12 +107,13 @@ def model_similarity(features: np.ndarray, *, neighbours: int = MODEL_NEIGHBOURS
 class ProbeSelector:
     """Picks the models to probe on a query and turns probe results into virtual edges."""
 
-    interactions: np.ndarray  # (n_datasets, n_models) z-scored, NaN where none
+    interactions: np.ndarray | ScoreMatrix  # (n_datasets, n_models) z-scored, NaN (or no entry) where none
     similarity: np.ndarray | sparse.sparray  # sim_M
     model_ids: list[str]
     enabled: bool = True
     similar: int = SIMILAR_DATASETS
     diversity: float = DIVERSITY
+    index: Mapping[str, int] | None = None  # model id -> position, when the caller keeps one (else built)
 
     def scores(self, dataset_similarity: np.ndarray) -> np.ndarray:
         return probe_scores(dataset_similarity, self.interactions, self.similarity, similar=self.similar)
@@ -129,13 +135,24 @@ class ProbeSelector:
         if not self.enabled or budget <= 0:
             return []
         score = self.scores(dataset_similarity)
-        allowed = (set(self.model_ids) if among is None else set(among)) - set(exclude)
-        order = np.argsort(-score, kind="stable")
-        ranked = [int(j) for j in order if self.model_ids[j] in allowed]
+        index = self.index if self.index is not None else {m: j for j, m in enumerate(self.model_ids)}
+        if among is None:
+            candidates = np.ones(len(self.model_ids), dtype=bool)
+        else:  # positions only: a library of a million models is not a million-string set per query
+            candidates = np.zeros(len(self.model_ids), dtype=bool)
+            candidates[[index[m] for m in among if m in index]] = True
+        candidates[[index[m] for m in exclude if m in index]] = False
+        allowed = np.flatnonzero(candidates)  # library order: the stable sort keeps it among equal scores
+        ranked = allowed[np.argsort(-score[allowed], kind="stable")]
         if self.diversity <= 0 or len(ranked) <= budget:
-            return [self.model_ids[j] for j in ranked[:budget]]
-        pool = np.array(ranked[: budget * POOL_PER_PROBE])
-        picked = _pick_diverse(score[pool], behaviour_correlation(self.interactions[:, pool]), budget, self.diversity)
+            return [self.model_ids[j] for j in ranked[:budget].tolist()]
+        pool = ranked[: budget * POOL_PER_PROBE]
+        block = (
+            self.interactions.columns(pool)
+            if isinstance(self.interactions, ScoreMatrix)
+            else self.interactions[:, pool]
+        )
+        picked = _pick_diverse(score[pool], behaviour_correlation(block), budget, self.diversity)
         return [self.model_ids[pool[i]] for i in picked]
 
 

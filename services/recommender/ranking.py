@@ -94,14 +94,19 @@ class Order:
             return np.zeros(0, dtype=np.int64)
         candidates = allowed
         if count < len(allowed):
-            primary = self.primary[allowed]
+            everything = len(allowed) == len(self.primary)  # every model allowed: no gathers (1M models: ms each)
+            primary = self.primary if everything else self.primary[allowed]
             threshold = primary[np.argpartition(primary, count - 1)[count - 1]]
-            candidates = allowed[primary <= threshold]  # ties at the threshold all compete for the last places
+            within = primary <= threshold  # ties at the threshold all compete for the last places
+            candidates = np.flatnonzero(within) if everything else allowed[within]
         order = np.lexsort((self.id_rank[candidates], self.uncertainty[candidates], self.primary[candidates]))
         return candidates[order[:count]]
 
     def places(self, allowed: np.ndarray, models: Iterable[int]) -> dict[int, int]:
         """0-based place in the ranking of `allowed` of each of `models` (which must be allowed)."""
+        models = list(models)
+        if not models:  # the common case, no probe measured: no gathers over every model
+            return {}
         primary, uncertainty, rank = self.primary[allowed], self.uncertainty[allowed], self.id_rank[allowed]
         out = {}
         for j in models:

@@ -18,22 +18,28 @@ With measured probes of q (a few models trained and scored on it), a library dat
 how far its scores of those models lie from q's, in units of a typical score spread; with no dataset features
 (a published score matrix of ids only) that is the only distance there is. The probed models' measured scores
 are returned as such, and their mean residual against the prediction shifts every other model.
+
+Everything per (dataset, model) is kept sparse (`ScoreMatrix`: the records only) and a query touches only its
+neighbours' records: a model none of them scored is predicted by its popularity, precomputed once per fit,
+so a library of a million models costs a few dense vectors per query, not a (datasets x models) matrix.
 """
 
 from __future__ import annotations
 
-import warnings
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
 
-from modsnet.data.graph import Snapshot, interaction_columns_of, pair_sums
+from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import raw_features
 
 from ..probes import MEASURED, ProbeSelector
 from .base import Evidence, Prediction, ProbeRecord, Scored
+from .matrix import ScoreMatrix
 
 NAME = "knn-popularity/v1"
 _MIN_SPREAD = 1e-3
@@ -55,20 +61,41 @@ class FitInfo:
 
 
 def correlation_with(
-    z: np.ndarray, js: np.ndarray, *, min_common: int = MIN_COMMON, shrink: float = SHRINK
+    z: np.ndarray | ScoreMatrix,
+    js: np.ndarray,
+    *,
+    min_common: int = MIN_COMMON,
+    shrink: float = SHRINK,
+    models: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pearson correlation of every model (column of `z`, datasets x models, NaN = no record) with each model of
     `js`, over the datasets both have; fewer than `min_common` in common counts as 0, and n in common shrinks
-    it by n / (n + shrink). O(datasets x models x |js|): a library of 10,000 models costs no 10,000² matrix."""
-    mask = (~np.isnan(z)).astype(float)
-    values = np.where(mask > 0, z, 0.0)
-    mj, vj = mask[:, js], values[:, js]
-    common = mask.T @ mj
-    with np.errstate(invalid="ignore", divide="ignore"):
+    it by n / (n + shrink). O(records x |js|) for a `ScoreMatrix` (O(datasets x models x |js|) dense): a
+    library of 10,000 models costs no 10,000² matrix, one of 1,000,000 no (datasets x models) one. `models`:
+    only those models' rows (default every model), at the cost of their records alone."""
+    if isinstance(z, ScoreMatrix):
+        block = z.columns(js)
+        mj = (~np.isnan(block)).astype(float)
+        vj = np.where(mj > 0, block, 0.0)
+        k = len(js)
+        by_mask = z.transposed_product(np.hstack([mj, vj, vj**2]), np.ones(z.nnz), columns=models)
+        common, sum_j, squares_j = by_mask[:, :k], by_mask[:, k : 2 * k], by_mask[:, 2 * k :]
+        by_value = z.transposed_product(np.hstack([mj, vj]), columns=models)
+        sum_m, products = by_value[:, :k], by_value[:, k:]
+        squares_m = z.transposed_product(mj, z.data**2, columns=models)
+    else:
+        mask = (~np.isnan(z)).astype(float)
+        values = np.where(mask > 0, z, 0.0)
+        mj, vj = mask[:, js], values[:, js]
+        if models is not None:
+            mask, values = mask[:, models], values[:, models]
+        common = mask.T @ mj
         sum_m, sum_j = values.T @ mj, mask.T @ vj
-        cross = values.T @ vj - sum_m * sum_j / common
-        var_m = (values**2).T @ mj - sum_m**2 / common
-        var_j = mask.T @ (vj**2) - sum_j**2 / common
+        products, squares_m, squares_j = values.T @ vj, (values**2).T @ mj, mask.T @ (vj**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cross = products - sum_m * sum_j / common
+        var_m = squares_m - sum_m**2 / common
+        var_j = squares_j - sum_j**2 / common
         corr = np.where((common >= min_common) & (var_m > 1e-12) & (var_j > 1e-12), cross / np.sqrt(var_m * var_j), 0.0)
     return np.clip(corr, -1.0, 1.0) * common / (common + shrink)
 
@@ -88,26 +115,25 @@ class KnnPopularityEstimator:
         rated = records.rated_dataset_ids()
         self.dataset_ids = rated
 
-        # Mean score per (dataset, model); several records of one pair are averaged.
-        total, count = pair_sums(records, self.model_ids, rated)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.scores = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        goodness = self.sign * self.scores
-        self.row_mean = np.nanmean(goodness, axis=1) if len(rated) else np.zeros(0)
-        spread = np.nanstd(goodness, axis=1) if len(rated) else np.zeros(0)
+        # Mean score per (dataset, model) with records; several records of one pair are averaged.
+        self.scores = ScoreMatrix.of_means(records, self.model_ids, rated)
+        goodness = self.sign * self.scores.data
+        _, row_mean, spread = self.scores.with_data(goodness).row_stats()
+        self.row_mean = row_mean
         typical = float(np.median(spread[spread > _MIN_SPREAD])) if np.any(spread > _MIN_SPREAD) else 0.05
         self.row_spread = np.where(spread > _MIN_SPREAD, spread, typical)
         self.typical_spread = typical
-        self.z = (goodness - self.row_mean[:, None]) / self.row_spread[:, None]
-        has = ~np.isnan(self.z)
-        self.has = has
-        self.records_per_model = has.sum(axis=0)
+        rows = self.scores.row_of
+        self.z = self.scores.with_data((goodness - row_mean[rows]) / self.row_spread[rows])
+        self.records_per_model = self.z.column_counts()
         # Popularity, shrunk toward 0 for models with few records (one pseudo-record at z = 0).
-        self.popularity = np.where(has, self.z, 0.0).sum(axis=0) / (self.records_per_model + 1)
+        self.popularity = self.z.column_sums() / (self.records_per_model + 1)
         self.popularity_rank = np.argsort(np.argsort(-self.popularity)) + 1
         # How far a model's z strays from its popularity across datasets: the popularity member's σ (in z).
-        deviation = np.where(has, (self.z - self.popularity) ** 2, 0.0).sum(axis=0)
+        deviation = self.z.column_sums((self.z.data - self.popularity[self.z.indices]) ** 2)
         self.popularity_spread = np.sqrt((deviation + 1.0) / (self.records_per_model + 1))
+        # Per model over every dataset: records, Σ z, Σ z² (a dataset's own taken out where it is held out).
+        self._z_sums = (self.records_per_model.astype(float), self.z.column_sums(), self.z.column_sums(self.z.data**2))
 
         self._fit_features(snapshot)
         self.condition = False
@@ -167,7 +193,7 @@ class KnnPopularityEstimator:
             return None
         js = np.array(sorted(measured))
         value = self.sign * np.array([measured[j] for j in js])
-        gap = self.sign * self.scores[:, js] - value
+        gap = self.sign * self.scores.columns(js) - value
         has = ~np.isnan(gap)
         count = has.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -217,9 +243,12 @@ class KnnPopularityEstimator:
         exclude: int | None,
         measured: dict[int, float] | None = None,
         popularity_only: bool = False,
+        models: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Predicted scores and uncertainties of every model from the dataset's neighbours; with
-        `popularity_only`, the neighbours set only the metric's scale and every model's z is its popularity."""
+        `popularity_only`, the neighbours set only the metric's scale and every model's z is its popularity.
+        `models`: the models whose predictions the caller reads, when not all (conditioning costs their records
+        alone; the others' predictions are then not conditioned on the probes)."""
         idx, w = self._neighbours(features, exclude, measured)
         if len(idx):
             anchor_mean = float(np.average(self.row_mean[idx], weights=w))
@@ -235,19 +264,31 @@ class KnnPopularityEstimator:
                 np.zeros(0, dtype=int),
                 np.zeros(0),
             )
-        z_near = self.z[idx] if len(idx) else np.zeros((0, len(self.model_ids)))
-        has_near = ~np.isnan(z_near)
-        w_col = w[:, None] * has_near
-        support = w_col.sum(axis=0)
+        # Only the models the neighbours scored move off popularity: with no support, (c · pop) / c is pop and
+        # the variance c (1 + 0) / c is 1. The neighbours' records are all this query reads.
         c = self.prior_weight
-        z_hat = (np.where(has_near, z_near, 0.0) * w_col).sum(axis=0) + c * self.popularity
-        z_hat /= support + c
-        dev = np.where(has_near, z_near - z_hat, 0.0) ** 2
-        var = ((dev * w_col).sum(axis=0) + c * (1.0 + (self.popularity - z_hat) ** 2)) / (support + c)
+        which, cols, z_near = self.z.gather(idx)
+        touched, near, var = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        if len(cols):
+            touched, at = np.unique(cols, return_inverse=True)
+            w_e = w[which]
+            support = np.bincount(at, weights=w_e, minlength=len(touched))
+            pop = self.popularity[touched]
+            near = (np.bincount(at, weights=w_e * z_near, minlength=len(touched)) + c * pop) / (support + c)
+            dev = np.bincount(at, weights=w_e * (z_near - near[at]) ** 2, minlength=len(touched))
+            var = (dev + c * (1.0 + (pop - near) ** 2)) / (support + c)
         if measured and self.condition:
-            z_hat = z_hat + self._conditioned_shift(z_hat, measured, anchor_mean, anchor_spread, exclude)
-        predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
-        return predicted, anchor_spread * np.sqrt(var), idx, w
+            z_hat = self.popularity.copy()
+            z_hat[touched] = near
+            z_hat = z_hat + self._conditioned_shift(z_hat, measured, anchor_mean, anchor_spread, exclude, models)
+            predicted = self.sign * (anchor_mean + anchor_spread * z_hat)
+        else:  # two passes over every model, then the touched ones (a million models: each pass counts)
+            predicted = self.popularity * (self.sign * anchor_spread)
+            predicted += self.sign * anchor_mean
+            predicted[touched] = self.sign * (anchor_mean + anchor_spread * near)
+        uncertainty = np.full(len(self.model_ids), anchor_spread)
+        uncertainty[touched] = anchor_spread * np.sqrt(var)
+        return predicted, uncertainty, idx, w
 
     def _conditioned_shift(
         self,
@@ -256,33 +297,50 @@ class KnnPopularityEstimator:
         anchor_mean: float,
         anchor_spread: float,
         exclude: int | None = None,
+        models: np.ndarray | None = None,
     ) -> np.ndarray:
         """What the probes say about every other model: the Gaussian conditional mean given the probed models'
         surprise (measured z minus predicted z), under the models' covariance across the library's datasets.
 
         A model that rises and falls with a probed model across the library moves with its surprise; one
         unrelated to every probe stays put. Correlations from few shared datasets are shrunk toward 0.
+        `models`: the shift of those models only (0 for the others), at the cost of their records alone.
         """
         js = np.array(sorted(measured))
         observed = (self.sign * np.array([measured[j] for j in js]) - anchor_mean) / anchor_spread
         surprise = observed - z_hat[js]
-        cov = self._covariance_with(js, exclude)  # (n_models, len(js)) in z units
-        noise = NOISE * np.mean(np.diag(cov[js]))
-        gain = np.linalg.solve(cov[js] + noise * np.eye(len(js)), surprise)
-        return cov @ gain
+        rows = None if models is None else np.concatenate([js, models])
+        cov = self._covariance_with(js, exclude, rows)  # (n_models or len(rows), len(js)) in z units
+        at_js = js if rows is None else np.arange(len(js))
+        noise = NOISE * np.mean(np.diag(cov[at_js]))
+        gain = np.linalg.solve(cov[at_js] + noise * np.eye(len(js)), surprise)
+        if models is None:
+            return cov @ gain
+        shift = np.zeros(len(self.model_ids))
+        shift[models] = cov[len(js) :] @ gain
+        return shift
 
-    def _covariance_with(self, js: np.ndarray, exclude: int | None = None) -> np.ndarray:
-        """Covariance of every model's z with each model of `js` over the datasets both have records on."""
-        has = self.has.copy()
-        if exclude is not None:
-            has[exclude] = False
-        corr = correlation_with(np.where(has, self.z, np.nan), js)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a model without records: spread 1
-            rows = self.z if exclude is None else np.delete(self.z, exclude, axis=0)
-            spread = np.nan_to_num(np.nanstd(rows, axis=0), nan=1.0)
-        cov = corr * spread[:, None] * spread[js][None, :]
-        cov[js, np.arange(len(js))] = spread[js] ** 2
+    def _covariance_with(
+        self, js: np.ndarray, exclude: int | None = None, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Covariance of every model's z (or the models of `rows`'s) with each model of `js` over the datasets
+        both have records on."""
+        corr = correlation_with(self.z.without(exclude), js, models=rows)
+        count, total, squares = self._z_sums
+        if exclude is not None:  # the held-out dataset's own records taken out of each model's sums
+            cols, values = self.z.row(exclude)
+            count, total, squares = count.copy(), total.copy(), squares.copy()
+            count[cols] -= 1
+            total[cols] -= values
+            squares[cols] -= values**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+            spread = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+        spread = np.where(count > 0, spread, 1.0)  # a model without records: spread 1
+        rows = np.arange(len(self.model_ids)) if rows is None else np.asarray(rows)
+        cov = corr * spread[rows][:, None] * spread[js][None, :]
+        r, k = np.nonzero(rows[:, None] == js[None, :])  # a probed model's own variance
+        cov[r, k] = spread[js[k]] ** 2
         return cov
 
     def _conditioning_pays(self, *, datasets: int = 40, budget: int = 3) -> bool:
@@ -293,30 +351,43 @@ class KnnPopularityEstimator:
         and the Pearson of both predictions with its remaining records is compared. On a small, sparse score
         matrix the covariances are noise and conditioning loses; there it stays off.
         """
-        eligible = [i for i in range(len(self.dataset_ids)) if self.has[i].sum() >= budget + 10]
+        eligible = np.flatnonzero(self.scores.row_counts() >= budget + 10).tolist()
         if len(eligible) < 5:
             return False
         rng = np.random.default_rng(0)
         chosen = rng.choice(eligible, size=min(datasets, len(eligible)), replace=False)
         gains = []
         for i in chosen:
-            among = [self.model_ids[j] for j in np.nonzero(self.has[i])[0]]
+            cols, values = self.scores.row(i)
+            among = [self.model_ids[j] for j in cols.tolist()]
             picked = self._select(np.ones(len(self.dataset_ids)), len(self.dataset_ids), budget, among, exclude=i)
-            measured = {self.model_index[m]: float(self.scores[i, self.model_index[m]]) for m in picked}
-            rest = np.array([j for j in np.nonzero(self.has[i])[0] if j not in measured])
-            truth = self.scores[i, rest]
+            own = dict(zip(cols.tolist(), values.tolist(), strict=True))
+            measured = {self.model_index[m]: own[self.model_index[m]] for m in picked}
+            keep = np.array([j not in measured for j in cols.tolist()], dtype=bool)
+            rest, truth = cols[keep], values[keep]
             if len(rest) < 3 or np.std(truth) < 1e-12:
                 continue
             plain, _, _, _ = self._inductive({}, exclude=i, measured=measured)
             self.condition = True
-            conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured)
+            conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured, models=rest)
             self.condition = False
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
         return bool(gains) and float(np.mean(gains)) > 0.0
 
-    def behaviour(self) -> np.ndarray:
-        """Every scored dataset's z per model (NaN where no record): how models rise and fall together."""
-        return np.clip(self.z, -_CLIP, _CLIP)
+    def behaviour(self) -> Any:
+        """Every scored dataset's z per model (no value where no record): how models rise and fall together.
+
+        A `ScoreMatrix` (the readers, `correlation_with` and the probe-selector, take it as they take the GNN's
+        dense array); typed Any while `BlendedEstimator.behaviour` is annotated as a dense array."""
+        return self._behaviour
+
+    @functools.cached_property
+    def _behaviour(self) -> ScoreMatrix:
+        return self.z.with_data(np.clip(self.z.data, -_CLIP, _CLIP))
+
+    @functools.cached_property
+    def _identity(self) -> sparse.csr_array:
+        return sparse.eye_array(len(self.model_ids), format="csr")
 
     def measured(self, probes: Sequence[ProbeRecord]) -> dict[int, float]:
         """Model position -> mean measured score, for the probes that are real measurements of library models."""
@@ -360,15 +431,13 @@ class KnnPopularityEstimator:
         among: Collection[str] | None,
         exclude: int | None = None,
     ) -> list[str]:
-        z = np.clip(self.z, -_CLIP, _CLIP)
         if exclude is not None:
-            z = z.copy()
-            z[exclude] = np.nan
             similarity = similarity.copy()
             similarity[exclude] = 0.0
         selector = ProbeSelector(
-            z, sparse.eye_array(len(self.model_ids), format="csr"), self.model_ids, similar=similar, diversity=DIVERSITY
-        )
+            self._behaviour.without(exclude), self._identity, self.model_ids, similar=similar, diversity=DIVERSITY,
+            index=self.model_index,
+        )  # fmt: skip
         return selector.select(similarity, budget, among=among)
 
     def predict(
@@ -407,30 +476,33 @@ class KnnPopularityEstimator:
         predicted, uncertainty, idx, w = self._inductive(
             features, exclude=own, measured=measured, popularity_only=popularity_only
         )
-        uncertainty = self.interval_scale * uncertainty
+        uncertainty *= self.interval_scale  # a fresh array: scaled in place (a million models: no copy)
+        observed = np.zeros(len(self.model_ids) if own is not None else 0, dtype=bool)
         if own is not None:
             # Transductive: the dataset's own records calibrate the rest. Its models' mean residual
             # against the inductive prediction shifts the others, shrunk by one pseudo-record.
-            observed = self.has[own]
-            residual = self.scores[own, observed] - predicted[observed]
-            predicted = predicted + residual.sum() / (observed.sum() + 1)
-            scores = np.where(observed, self.scores[own], predicted).astype(float)
-            spread = np.where(observed, 0.0, uncertainty).astype(float)
+            cols, values = self.scores.row(own)
+            observed[cols] = True
+            residual = values - predicted[cols]
+            predicted = predicted + residual.sum() / (len(cols) + 1)
+            scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
+            scores[cols], spread[cols] = values, 0.0
         else:
+            scores, spread = predicted, uncertainty
             if measured:
                 # Measured probes calibrate the rest the same way; they are their measurement.
                 js = list(measured)
                 residual = np.array([measured[j] for j in js]) - predicted[js]
                 predicted = predicted + residual.sum() / (len(js) + 1)
-            scores, spread = np.array(predicted, dtype=float), np.array(uncertainty, dtype=float)
-            for j, value in measured.items():
-                scores[j], spread[j] = value, 0.0
+                scores, spread = predicted.copy(), uncertainty.copy()
+                for j, value in measured.items():
+                    scores[j], spread[j] = value, 0.0
         n_models = len(self.model_ids)
 
         def build(j: int) -> Prediction:
             model_id = self.model_ids[j]
-            if own is not None and self.has[own, j]:
-                score = float(self.scores[own, j])
+            if own is not None and observed[j]:
+                score = self.scores.get(own, j)
                 return Prediction(
                     model_id,
                     score,
@@ -440,10 +512,11 @@ class KnnPopularityEstimator:
                 )
             if j in measured:
                 return Prediction(model_id, measured[j], 0.0, [], f"probed: measured {measured[j]:.3g} on this dataset")
+            near = self.scores.column_at(j, idx).tolist()  # the neighbours' records of model j (NaN: none)
             evidence = [
-                Evidence(self.dataset_ids[i], float(wi), float(self.scores[i, j]))
-                for i, wi in zip(idx, w, strict=True)
-                if self.has[i, j]
+                Evidence(self.dataset_ids[i], wi, score)
+                for i, wi, score in zip(idx.tolist(), w.tolist(), near, strict=True)
+                if score == score
             ][: self.evidence_count]
             return Prediction(
                 model_id,
