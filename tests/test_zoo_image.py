@@ -246,3 +246,38 @@ def test_a_transfer_image_model_is_probed_and_run_with_its_trunk(transfer_built:
         assert saved["trunkfeatures.coef"].shape == (256, 128)
     with pytest.raises(NotFound, match="trunk"):
         run_model(node, "image", None, upload, library=library)
+
+
+def _noise(n: int) -> list[tuple[np.ndarray, str]]:
+    """16x16 grey noise with random labels: nothing to learn, only to memorise."""
+    rng = np.random.default_rng(5)
+    labels = [["x", "y", "z"][i % 3] for i in range(n)]
+    rng.shuffle(labels)
+    return [(rng.integers(0, 256, (16, 16), dtype=np.uint8), label) for label in labels]
+
+
+def test_a_trunk_never_scores_images_it_was_trained_on(tmp_path: Path) -> None:
+    """A task sharing images with a trunk's source (here: a subset with the same random labels, written to its
+    own folder under other names) is scored with a trunk trained, fold by fold, without the held-out images;
+    the shipped trunk has memorised them."""
+    from modsnet.models.heads import load_trunk
+    from modsnet.offline.zoo.image import image_key, load_capped
+
+    noise = DatasetSource("tiny-noise", "noise", "made here", lambda: _noise(90))
+    subset = DatasetSource("tiny-noise-subset", "noise", "made here", lambda: _noise(90)[30:])
+    model_id = "pixels-grey16--mlp128-on-tiny-noise--logreg-c1"
+    bundle = tmp_path / "zoo"
+    generate(
+        bundle, tmp_path / "work", jobs=1, seed=0, models=[model_id], sources=[noise, subset],
+        trunk_sources=["tiny-noise"], progress=None,
+    )  # fmt: skip
+    scores = pd.read_csv(bundle / "interactions.csv").set_index("dataset_id")["score"]
+    assert scores["tiny-noise-subset"] < 0.6 and scores["tiny-noise"] < 0.6, scores  # chance is 1/3
+    # The shipped trunk, frozen, would have read the labels it memorised: that is what is avoided.
+    images, labels = load_capped(tmp_path / "work" / "data" / "tiny-noise-subset", "tiny-noise-subset")
+    source_images, _ = load_capped(tmp_path / "work" / "data" / "tiny-noise", "tiny-noise")
+    assert {image_key(i) for i in images} <= {image_key(i) for i in source_images}  # known by pixels, not names
+    model = image_models.image_model(model_id)
+    assert model is not None
+    shipped = load_trunk((bundle / "artifacts" / f"{model_id}.npz").read_bytes(), model_id)
+    assert image_models.evaluate(model, images, labels, seed=0, trunk=shipped)["score"] > 0.7

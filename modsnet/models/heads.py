@@ -357,7 +357,8 @@ def train_trunk(x: np.ndarray, labels: Any, spec: TrunkSpec) -> Trunk:
 @dataclass(frozen=True)
 class TrunkSource:
     """A transfer model's source sample, for scoring it on a task that shares rows with that sample: its
-    embeddings, labels and each row's key (its text), and the keys of the task's rows."""
+    embeddings, labels and each row's key (what the row is: a text, an image's pixel digest), and the keys
+    of the task's rows."""
 
     vectors: np.ndarray
     labels: tuple[str, ...]
@@ -369,6 +370,20 @@ class TrunkSource:
         unseen = {self.target_keys[i] for i in held_out}
         keep = np.array([key not in unseen for key in self.keys], dtype=bool)
         return train_trunk(self.vectors[keep], [label for label, k in zip(self.labels, keep, strict=True) if k], spec)
+
+    def fold_builder(
+        self, model_id: str, spec: TrunkSpec | None, build: Callable[[Trunk], Any]
+    ) -> Callable[[np.ndarray], Any]:
+        """`cross_validate`'s `build_for_fold` for a transfer model of trunk `spec`: each fold's pipeline
+        (`build`) on a trunk trained `without` the fold's held-out rows."""
+        if spec is None:
+            raise ValueError(f"{model_id} is not a transfer model: it has no trunk to train")
+        trunk_spec = spec
+
+        def build_without(held_out: np.ndarray) -> Any:
+            return build(self.without(held_out, trunk_spec))
+
+        return build_without
 
 
 class TrunkFeatures:

@@ -44,6 +44,7 @@ from modsnet.models.heads import (
     Head,
     Trunk,
     TrunkFeatures,
+    TrunkSource,
     TrunkSpec,
     cross_validate,
     estimator,
@@ -435,15 +436,21 @@ def evaluate(
     deadline: float | None = None,
     trunk: Trunk | None = None,
     train_trunk_in_folds: bool = False,
+    trunk_source: TrunkSource | None = None,
 ) -> dict[str, Any]:
     """Score a model by the heads' protocol (`modsnet.models.heads.cross_validate`) on its encoder's embeddings.
 
     `embeddings` (computed unless given) must be of `images`; `inference_seconds` includes the encoder's
     time for a fold's images; `memory_bytes` is the encoder's weights plus the fitted head's .npz (a transfer
     model's trunk included). A transfer model needs its frozen `trunk`, or `train_trunk_in_folds` (how it is
-    scored on its own source dataset: a trunk trained on each training fold, never on the fold it is scored on).
+    scored on its own source dataset: a trunk trained on each training fold, never on the fold it is scored on),
+    or `trunk_source` (how it is scored on a task sharing images with its source: in each fold a trunk trained
+    on the source's images less the fold's held-out ones).
     """
-    _check_trunk(model, trunk, train_trunk_in_folds)
+    _check_trunk(model, trunk, train_trunk_in_folds or trunk_source is not None)
+    build_for_fold = None
+    if trunk_source is not None:
+        build_for_fold = trunk_source.fold_builder(model.model_id, model.trunk, lambda t: build(model, t))
     x = embed(model.encoder.encoder_id, images) if embeddings is None else embeddings
     return cross_validate(
         lambda: build(model, trunk),
@@ -454,6 +461,7 @@ def evaluate(
         encode_seconds_per_item=encode_seconds_per_image,
         fixed_bytes=encoder_bytes(model.encoder.encoder_id),
         deadline=deadline,
+        build_for_fold=build_for_fold,
     )
 
 

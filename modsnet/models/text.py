@@ -389,15 +389,7 @@ def evaluate(
     _check_trunk(model, trunk, train_trunk_in_folds or trunk_source is not None)
     build_for_fold = None
     if trunk_source is not None:
-        spec = model.trunk
-        if spec is None:
-            raise ValueError(f"{model.model_id} is not a transfer model: it has no trunk to train")
-        source = trunk_source
-
-        def build_without(held_out: np.ndarray) -> Any:
-            return build(model, source.without(held_out, spec))
-
-        build_for_fold = build_without
+        build_for_fold = trunk_source.fold_builder(model.model_id, model.trunk, lambda t: build(model, t))
     return cross_validate(
         lambda: build(model, trunk),
         inputs(model, texts, embeddings),

@@ -286,6 +286,14 @@ def write_trunk(path: Path, vectors: np.ndarray, labels: Sequence[str], spec: An
     return path
 
 
+def trunk_digest(source_digest: str, shares_rows: bool) -> str:
+    """What a transfer pair's key holds of its trunk: its source's digest, marked when the task shares rows with
+    the source, where the trunk is trained in each fold without the held-out rows. The mark gives the pair its
+    own key, so it is never taken from an older bundle, which scored it with the shipped trunk (it had seen
+    those rows)."""
+    return source_digest + (":less-held-out" if shares_rows else "")
+
+
 def check_trunk_sources(sources: Sequence[str]) -> None:
     """A trunk source id is part of a model id, whose parts '--' separates."""
     for source in sources:

@@ -24,9 +24,14 @@ them, so an interrupted run resumes.
 
 A transfer model's trunk is trained once on its source task's images (`<work>/trunks/`, the model's
 artifact); it is scored on every task with that trunk frozen, except on its own source task, where the
-trunk is trained inside each CV training fold (the shipped trunk saw every image of it). `--out`'s existing
-bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds unchanged are taken from
-it, so adding models measures only the new pairs; `--fresh` measures everything not in `--work`.
+trunk is trained inside each CV training fold (the shipped trunk saw every image of it), and on a task that
+shares images with the source's sample (a subset or another labelling of the same images: digits-parity and
+the digits-10 trunk), where in each fold it is trained on the source's sample less the fold's held-out
+images (an image is known by its decoded pixels, `image_key`): no image is scored by a trunk that saw it.
+`--out`'s existing bundle is reused (`common.bundle_records`): the pairs of models and tasks it holds
+unchanged are taken from it (not those sharing images with their trunk's source, which an older bundle
+scored with the shipped trunk), so adding models measures only the new pairs; `--fresh` measures
+everything not in `--work`.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from threadpoolctl import threadpool_limits
 
 from modsnet.features.image import FEATURE_NAMES, FEATURE_SET
 from modsnet.features.tabular import stratified_sample
-from modsnet.models.heads import load_trunk
+from modsnet.models.heads import TrunkSource, load_trunk
 from modsnet.models.image import (
     ENCODERS,
     FOLDS,
@@ -79,6 +84,7 @@ from modsnet.offline.zoo.common import (
     load_results,
     measure_groups,
     parallel_map,
+    trunk_digest,
     write_bundle,
     write_trunk,
 )
@@ -598,6 +604,30 @@ def load_capped(folder: Path, name: str) -> tuple[list[np.ndarray], list[str]]:
     return list(exemplar.images), [exemplar.labels[i] for i in exemplar.image_rows]
 
 
+def image_key(image: np.ndarray) -> str:
+    """What an image is, whichever task holds it: the digest of its decoded pixels (shape and type included).
+    Tasks cut from one source write its images to their own folders under their own names, but the same image
+    decodes to the same pixels."""
+    pixels = np.ascontiguousarray(image)
+    return hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+
+
+def _sample_keys(dataset: _Prepared, work: Path) -> frozenset[str]:
+    """`image_key` of each image a model is measured on (`load_capped`), kept in `<work>/keys/` by digest."""
+    path = work / "keys" / f"{dataset.source.dataset_id}-{dataset.digest[:16]}-{ROW_CAP}.json"
+    if not path.exists():
+        images, _ = load_capped(dataset.folder, dataset.source.dataset_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_text(json.dumps([image_key(image) for image in images]))
+        partial.replace(path)
+    return frozenset(json.loads(path.read_text()))
+
+
+def _sample_keys_job(job: tuple[_Prepared, Path]) -> frozenset[str]:
+    return _sample_keys(*job)
+
+
 # ----------------------------------------------------------------------------------------------- measuring
 
 
@@ -613,6 +643,9 @@ class _Group:
     tasks: tuple[tuple[str, str], ...]  # (key, model id)
     seed: int
     trunks: tuple[tuple[str, Path], ...] = ()  # (transfer model id, its trunk's .npz) of the tasks
+    # (transfer model id, its source's folder, the source's embedding cache) where the task shares images with
+    # the source's sample: the trunk is trained in each fold without the held-out images (`TrunkSource`)
+    shared: tuple[tuple[str, Path, Path], ...] = ()
 
 
 def _task_key(model: ImageModel, dataset_id: str, digest: str, seed: int, trunk_digest: str = "") -> str:
@@ -673,15 +706,34 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
     vectors, per_image = cached_embeddings(
         group.cache_path, functools.partial(embed, group.encoder_id, cache_dir=group.onnx_dir), images, "image"
     )
-    trunks = dict(group.trunks)
+    trunks, shared = dict(group.trunks), {m: (f, c) for m, f, c in group.shared}
     records = []
     for key, model_id in group.tasks:
         model = image_model(model_id)
         assert model is not None
         # On its own source a transfer model's trunk is trained inside each training fold (its trunk file saw
-        # every image); elsewhere the trunk is the one the library ships, frozen.
+        # every image); on a task sharing images with the source (a subset, another labelling), in each fold
+        # on the source less the held-out images; elsewhere the trunk is the one the library ships, frozen.
+        # No scored image was seen by the trunk that scores it.
         own_source = model.trunk is not None and model.trunk.source == group.dataset_id
-        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if model.trunk and not own_source else None
+        trunk_source = None
+        if model_id in shared and model.trunk is not None:
+            source_folder, source_cache = shared[model_id]
+            source_images, source_labels = load_capped(source_folder, model.trunk.source)
+            source_vectors, _ = cached_embeddings(
+                source_cache,
+                functools.partial(embed, group.encoder_id, cache_dir=group.onnx_dir),
+                source_images,
+                "image",
+            )
+            trunk_source = TrunkSource(
+                source_vectors,
+                tuple(source_labels),
+                tuple(image_key(image) for image in source_images),
+                tuple(image_key(image) for image in images),
+            )
+        frozen = model.trunk is not None and not own_source and trunk_source is None
+        trunk = load_trunk(trunks[model_id].read_bytes(), model_id) if frozen else None
         record = evaluate(
             model,
             images,
@@ -692,6 +744,7 @@ def _run_group(group: _Group) -> list[dict[str, Any]]:
             deadline=time.perf_counter() + MODEL_TIMEOUT_S,
             trunk=trunk,
             train_trunk_in_folds=own_source,
+            trunk_source=trunk_source,
         )
         records.append({"key": key, "model_id": model_id, "dataset_id": group.dataset_id, **record})
     return records
@@ -747,27 +800,48 @@ def generate(
         zip([m.model_id for m in transfer], parallel_map(_trunk_job, trunk_jobs, jobs, _init_worker), strict=True)
     )
     groups, keys = [], []
+    # Each task's images (and each trunk source's), to find the tasks sharing images with a trunk's source.
+    keyed = sorted(trunk_data) if transfer else []
+    sample_keys = dict(
+        zip(keyed, parallel_map(_sample_keys_job, [(trunk_data[i], work) for i in keyed], jobs), strict=True)
+    )
     for dataset in prepared:
         dataset_id = dataset.source.dataset_id
         for encoder_id in ENCODERS:
-            tasks, trunks = [], []
+            tasks, trunks, shared = [], [], []
             for model in chosen_models:
                 if model.encoder.encoder_id != encoder_id:
                     continue
                 source = trunk_data[model.trunk.source] if model.trunk is not None else None
-                key = _task_key(model, dataset_id, dataset.digest, seed, source.digest if source else "")
+                shares = (
+                    source is not None
+                    and source.source.dataset_id != dataset_id
+                    and not sample_keys[source.source.dataset_id].isdisjoint(sample_keys[dataset_id])
+                )
+                of_trunk = trunk_digest(source.digest, shares) if source is not None else ""
+                key = _task_key(model, dataset_id, dataset.digest, seed, of_trunk)
                 keys.append(key)
-                if key not in results and (model.model_id, dataset_id) in reusable:
+                if key not in results and (model.model_id, dataset_id) in reusable and not shares:
                     results[key] = {"key": key, **reusable[(model.model_id, dataset_id)]}
                 if key not in results:
                     tasks.append((key, model.model_id))
                     if source is not None:
                         trunks.append((model.model_id, trunk_files[model.model_id]))
+                    if source is not None and shares:
+                        shared.append((model.model_id, source.folder, _embedding_cache(work, encoder_id, source)))
             if tasks:
                 cache = _embedding_cache(work, encoder_id, dataset)
                 groups.append(
                     _Group(
-                        dataset_id, encoder_id, dataset.folder, cache, work / "onnx", tuple(tasks), seed, tuple(trunks)
+                        dataset_id,
+                        encoder_id,
+                        dataset.folder,
+                        cache,
+                        work / "onnx",
+                        tuple(tasks),
+                        seed,
+                        tuple(trunks),
+                        tuple(shared),
                     )
                 )
     if not measure:  # a bundle of what the work folder holds: the pairs not measured are left out

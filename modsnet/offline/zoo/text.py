@@ -86,6 +86,7 @@ from modsnet.offline.zoo.common import (
     load_results,
     measure_groups,
     parallel_map,
+    trunk_digest,
     write_bundle,
     write_trunk,
 )
@@ -839,10 +840,8 @@ def generate(
                     and source.source.dataset_id != dataset_id
                     and source.capped["text"].isin(texts).any()
                 )
-                # A pair whose trunk is trained without the held-out texts has its own key, and is never taken
-                # from the bundle: an older bundle scored it with the shipped trunk, which had seen those texts.
-                trunk_digest = (source.digest + (":less-held-out" if shares else "")) if source else ""
-                key = _task_key(model, dataset_id, dataset.digest, seed, trunk_digest)
+                of_trunk = trunk_digest(source.digest, shares) if source is not None else ""
+                key = _task_key(model, dataset_id, dataset.digest, seed, of_trunk)
                 keys.append(key)
                 if key not in results and (model.model_id, dataset_id) in reusable and not shares:
                     results[key] = {"key": key, **reusable[(model.model_id, dataset_id)]}
