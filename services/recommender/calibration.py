@@ -9,6 +9,10 @@ served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ i
 small library is cross-fitted instead of split once). The ratio keeps σ's shape: a query far from the library
 (larger σ) still gets a wider interval.
 
+A query with measured probes is another condition: its residuals are much smaller than the members' σ
+shrinks, so it gets its own factor, learned the same way on the held-out datasets with `PROBE_BUDGET` of their
+models measured (chosen by the estimator's probe-selector) and judged on the rest.
+
 The served estimator is a blend of members (`estimators/blend.py`): its held-out fits are these folds, and the
 same residuals pick the blend's weights and then scale the blend's σ.
 """
@@ -16,7 +20,7 @@ same residuals pick the blend's weights and then scale the blend's σ.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -25,7 +29,8 @@ import numpy as np
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
-from .estimators.base import Prediction
+from .estimators.base import Prediction, ProbeRecord
+from .probes import MEASURED
 
 COVERAGE = 0.8
 Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
@@ -34,12 +39,25 @@ MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
 CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (not 6x) a first training
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
+PROBE_BUDGET = 3  # models measured on a held-out dataset to calibrate (and weigh) a query with probes
+MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
 
 
 class Calibratable(Protocol):
     interval_scale: float
 
-    def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]: ...
+    def predict(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> list[Prediction]: ...
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]: ...
 
 
 _E = TypeVar("_E", bound=Calibratable)
@@ -53,6 +71,11 @@ class IntervalScale:
     pairs: int = 0  # held-out (dataset, model) residuals behind it; 0: not calibrated
     datasets: int = 0
     raw_coverage: float | None = None  # share of held-out scores inside ± Z80·σ before rescaling
+    probed_factor: float | None = None  # σ's multiplier for a query with measured probes (None: `factor`)
+    probed_pairs: int = 0
+
+    def factor_for(self, *, probed: bool) -> float:
+        return self.probed_factor if probed and self.probed_factor is not None else self.factor
 
 
 def conformal_factor(ratios: np.ndarray, coverage: float = COVERAGE) -> float:
@@ -140,26 +163,44 @@ def learn_scale(
         return IntervalScale()
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     records = interaction_columns_of(snapshot)
-    ratios = []
+    ratios: list[float] = []
+    probed_ratios: list[float] = []
     for hidden in folds:
         hide = set(hidden)
         estimator = fit(replace(snapshot, interactions=records.without_datasets(hide)))
         for dataset_id in sorted(hide):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}
-            for p in estimator.predict(features, known_dataset=dataset_id):
-                true = per_dataset[dataset_id].get(p.model_id)
-                if true is not None and p.uncertainty > 0:
-                    ratios.append(abs(true - p.score) / p.uncertainty)
+            truth = per_dataset[dataset_id]
+            ratios += _ratios(estimator.predict(features, known_dataset=dataset_id), truth)
+            chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=PROBE_BUDGET, among=list(truth))
+            if chosen and len(truth) - len(set(chosen)) >= MIN_LEFT:
+                taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
+                rest = {m: v for m, v in truth.items() if m not in set(chosen)}
+                probed_ratios += _ratios(estimator.predict(features, known_dataset=dataset_id, probes=taken), rest)
     if not ratios:
         return IntervalScale()
     values = np.array(ratios)
     raw = float(np.mean(values <= Z80))
-    return IntervalScale(conformal_factor(values), len(values), sum(len(f) for f in folds), raw)
+    probed = conformal_factor(np.array(probed_ratios)) if probed_ratios else None
+    return IntervalScale(
+        conformal_factor(values), len(values), sum(len(f) for f in folds), raw, probed, len(probed_ratios)
+    )
+
+
+def _ratios(predictions: list[Prediction], truth: dict[str, float]) -> list[float]:
+    """|true - predicted| / σ of each prediction with a true score and a σ (a measured model has none)."""
+    out = []
+    for p in predictions:
+        true = truth.get(p.model_id)
+        if true is not None and p.uncertainty > 0:
+            out.append(abs(true - p.score) / p.uncertainty)
+    return out
 
 
 def calibrated(snapshot: Snapshot, fit: Callable[[Snapshot], _E], *, seed: int = 0) -> tuple[_E, IntervalScale]:
-    """`fit(snapshot)` with its intervals calibrated on a held-out share of the same library."""
+    """`fit(snapshot)` with its intervals calibrated on a held-out share of the same library (for a query
+    without probes: a caller that probes sets `interval_scale` to `scale.factor_for(probed=True)`)."""
     scale = learn_scale(snapshot, fit, seed=seed)
     estimator = fit(snapshot)
     estimator.interval_scale = scale.factor

@@ -18,7 +18,11 @@ Per query, three sets of weights:
   `PROBE_BUDGET` of their models measured (chosen by the served probe-selector), judged on the others.
 
 The blend is a weighted sum of the members' score vectors (the GNN still scored through ONNX Runtime); its σ
-is the same weighted sum of the members' σ, rescaled by split conformal on the pseudo-targets' residuals.
+is the same weighted sum of the members' σ, rescaled by split conformal on the pseudo-targets' residuals: a
+query without probes by the scale of the cold residuals, a query with probes by the scale of the probed
+pseudo-targets' residuals (its unmeasured models, with the `probed` weights). One scale for both made the
+probed intervals far too wide (coverage 0.88-0.995 on TextZoo and ImageZoo with 5 probes): a probe moves the
+prediction more than it shrinks the members' σ.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
-from ..calibration import conformal_factor, holdout_folds, scores_by_dataset
+from ..calibration import MIN_LEFT, PROBE_BUDGET, conformal_factor, holdout_folds, scores_by_dataset
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
 from .knn import KnnPopularityEstimator
@@ -56,8 +60,8 @@ REGRET_WEIGHT = 0.1  # per score spread of top-1 regret: a tie-breaker between b
 # gain on the pseudo-targets, not their noise (TabZoo: the GNN alone was best on the real targets).
 TIE = 0.005
 MIN_REGIME = 10  # pseudo-targets each of the near and far halves needs for weights of its own
-PROBE_BUDGET = 3  # models measured on a pseudo-target to learn the weights of a query with probes
-MIN_LEFT = 3  # models a pseudo-target keeps unmeasured to be judged on
+# PROBE_BUDGET (models measured on a pseudo-target to learn a probed query's weights and σ scale) and MIN_LEFT
+# (models it keeps unmeasured to be judged on) are calibration's.
 
 
 def member_names(primary: Primary) -> tuple[str, ...]:
@@ -75,9 +79,15 @@ class BlendWeights:
     far: tuple[float, ...]  # a query without probes farther than `threshold` from every library dataset
     probed: tuple[float, ...]  # a query with measured probes
     threshold: float = math.inf
-    interval_scale: float = 1.0
+    interval_scale: float = 1.0  # σ's multiplier for a query without probes
     targets: int = 0  # pseudo-targets behind the weights; 0: none (all weight on the primary)
     validation: dict[str, float] = field(default_factory=dict)  # mean Pearson there: each member, the blend
+    probed_interval_scale: float | None = None  # σ's multiplier for a query with probes (None: `interval_scale`)
+
+    def scale_for(self, *, probed: bool) -> float:
+        if probed and self.probed_interval_scale is not None:
+            return self.probed_interval_scale
+        return self.interval_scale
 
     @classmethod
     def primary_only(cls, members: Sequence[str]) -> BlendWeights:
@@ -109,6 +119,7 @@ class BlendWeights:
             "interval_scale": float(self.interval_scale),
             "targets": int(self.targets),
             "validation": dict(self.validation),
+            "probed_interval_scale": None if self.probed_interval_scale is None else float(self.probed_interval_scale),
         }
 
     @classmethod
@@ -124,6 +135,9 @@ class BlendWeights:
                 interval_scale=float(state["interval_scale"]),
                 targets=int(state["targets"]),
                 validation={str(k): float(v) for k, v in state.get("validation", {}).items()},
+                probed_interval_scale=(  # absent from a checkpoint written before it: the one scale
+                    None if state.get("probed_interval_scale") is None else float(state["probed_interval_scale"])
+                ),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not blend weights: {error!r}") from error
@@ -186,11 +200,15 @@ class BlendedEstimator:
     def probes_used(self, probes: Sequence[ProbeRecord], *, known_dataset: str | None = None) -> int:
         return self.primary.probes_used(probes, known_dataset=known_dataset)
 
+    def is_probed(self, *, known_dataset: str | None, probes: Sequence[ProbeRecord]) -> bool:
+        """Whether the query is served as one with probes: a new dataset with a measured probe."""
+        return known_dataset not in self.dataset_ids and bool(self.knn.measured(probes))
+
     def weights_for(
         self, features: dict[str, float], *, known_dataset: str | None, probes: Sequence[ProbeRecord]
     ) -> tuple[float, ...]:
         """The weights this query gets (see the module's doc)."""
-        probed = known_dataset not in self.dataset_ids and bool(self.knn.measured(probes))
+        probed = self.is_probed(known_dataset=known_dataset, probes=probes)
         return self.blend.for_query(probed=probed, distance=None if probed else self.knn.nearest_distance(features))
 
     def members_scored(
@@ -228,7 +246,8 @@ class BlendedEstimator:
         lead = max(used, key=lambda ws: ws[0])[1]
         exact = np.all([s.uncertainty == 0 for _, s in used], axis=0)  # measured: every member returns it as is
         scores = np.where(exact, lead.scores, scores).astype(float)
-        uncertainty = np.where(exact, 0.0, self.interval_scale * sigma).astype(float)
+        scale = self.blend.scale_for(probed=self.is_probed(known_dataset=known_dataset, probes=probes))
+        uncertainty = np.where(exact, 0.0, scale * sigma).astype(float)
         note = "" if len(used) == 1 else f" (served as a blend: {self._weights_text(weights)})"
 
         def build(j: int) -> Prediction:
@@ -275,6 +294,7 @@ class PseudoTarget:
     distance: float  # to the nearest dataset the fit kept (NaN: no features to compare)
     probed_truth: np.ndarray | None = None  # the models not measured, when PROBE_BUDGET were
     probed: np.ndarray | None = None  # (members, those models): predicted with the measured ones as probes
+    probed_sigma: np.ndarray | None = None  # (members, those models): σ with the probes
 
 
 def pseudo_target(
@@ -304,6 +324,7 @@ def pseudo_target(
         ]
         target.probed_truth = np.array([truth[estimator.model_ids[j]] for j in rest])
         target.probed = np.stack([s.scores[rest] for s in with_probes])
+        target.probed_sigma = np.stack([s.uncertainty[rest] for s in with_probes])
     return target
 
 
@@ -379,8 +400,10 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
             near, far = halves["near"], halves["far"]
     with_probes = [(t.probed_truth, t.probed) for t in targets if t.probed is not None]
     probed = near
+    probed_scale = None  # too few probed pseudo-targets: a probed query's σ takes the cold scale
     if len(with_probes) >= MIN_REGIME // 2:
         probed = _choose(grid, objective(grid, with_probes, sign=sign, popularity=popularity))  # type: ignore[arg-type]
+        probed_scale = conformal_factor(probed_ratios(targets, probed))
     ratios, blended_pearson = [], []
     for t in targets:
         w = np.array(far if t.distance > threshold else near)
@@ -394,7 +417,20 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
     }
     validation["blend"] = float(np.mean(blended_pearson))
     factor = conformal_factor(np.concatenate(ratios))
-    return BlendWeights(members, near, far, probed, threshold, factor, len(targets), validation)
+    return BlendWeights(members, near, far, probed, threshold, factor, len(targets), validation, probed_scale)
+
+
+def probed_ratios(targets: Sequence[PseudoTarget], weights: Sequence[float]) -> np.ndarray:
+    """|truth - blend| / blended σ of the unmeasured models of every probed pseudo-target, blended by `weights`."""
+    w = np.asarray(weights, dtype=float)
+    out = []
+    for t in targets:
+        if t.probed is None or t.probed_truth is None or t.probed_sigma is None:
+            continue
+        blended, sigma = w @ t.probed, w @ t.probed_sigma
+        ok = sigma > 0
+        out.append(np.abs(t.probed_truth - blended)[ok] / sigma[ok])
+    return np.concatenate(out) if out else np.array([])
 
 
 def held_out_targets(
