@@ -469,15 +469,17 @@ def fit_blend(
     neighbours: int = 8,
     seed: int = 0,
     family_run: int = 1,
+    by_group: bool = True,
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
     pseudo-targets the weights and σ are learned on), then once on everything.
 
     `family_run` > 1 hides the pseudo-targets by families (`calibration.family_holdout`); served: 1, one by one.
     Hidden by runs of 10 ids, TabZoo and XRDZoo gained nothing on the targets under popularity's (2026-12-06,
-    docs/benchmarks-recommender.md, `benchmarks/blend_folds.py`)."""
+    docs/benchmarks-recommender.md, `benchmarks/blend_folds.py`). `by_group`: a library whose datasets name their
+    source (TextZoo, ImageZoo) hides whole sources, in `CROSS_FOLDS` cross-fits (`calibration.group_folds`)."""
     per_dataset = scores_by_dataset(snapshot)
-    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=family_run)
+    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=family_run, by_group=by_group)
     targets, members = held_out_targets(snapshot, fit_primary, folds, neighbours=neighbours, per_dataset=per_dataset)
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
