@@ -129,10 +129,10 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
     targets = []
     for i in range(30):
         truth = rng.normal(size=15)
-        cold = np.stack([truth + rng.normal(size=15)] * 2)
+        far_off = np.stack([truth + rng.normal(size=15)] * 2)
         probed = np.stack([truth[3:] + 0.1 * rng.normal(size=12)] * 2)
         sigma = np.full((2, 15), 0.5)
-        targets.append(PseudoTarget(f"d{i}", truth, cold, sigma, float(i), truth[3:], probed, sigma[:, 3:]))
+        targets.append(PseudoTarget(f"d{i}", truth, far_off, sigma, float(i), truth[3:], probed, sigma[:, 3:]))
     blend = learn_weights(targets, ("knn", "popularity"), sign=1.0)
     assert blend.probed_interval_scale is not None
     assert blend.probed_interval_scale == pytest.approx(blend.interval_scale / 10, rel=0.4)
@@ -145,17 +145,17 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
     served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5)
     features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
     probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
-    sigma = sum(
-        w * s.uncertainty
-        for w, s in zip(served.blend.probed, served.members_scored(features, probes=probe), strict=True)
-        if s is not None
-    )
     with_probe = served.score_all(features, known_dataset=test[0], probes=probe)
-    assert with_probe.uncertainty[1:] == pytest.approx(0.5 * sigma[1:])
+    assert with_probe.uncertainty[1:] == pytest.approx(0.5 * _blended_sigma(served, features, probe)[1:])
     cold = served.score_all(features, known_dataset=test[0])
-    weights = served.weights_for(features, known_dataset=test[0], probes=())
-    cold_sigma = sum(w * s.uncertainty for w, s in zip(weights, served.members_scored(features), strict=True))
-    assert cold.uncertainty == pytest.approx(2.0 * cold_sigma)
+    assert cold.uncertainty == pytest.approx(2.0 * _blended_sigma(served, features, []))
+
+
+def _blended_sigma(served, features: dict[str, float], probes: list[ProbeRecord]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The members' σ summed by the weights the query gets, before any scale."""
+    weights = served.weights_for(features, known_dataset=None, probes=probes)
+    scored = served.members_scored(features, probes=probes)
+    return np.sum([w * s.uncertainty for w, s in zip(weights, scored, strict=True) if s is not None], axis=0)
 
 
 def test_the_grid_covers_the_simplex() -> None:
