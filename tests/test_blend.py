@@ -132,7 +132,9 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
         far_off = np.stack([truth + rng.normal(size=15)] * 2)
         probed = np.stack([truth[3:] + 0.1 * rng.normal(size=12)] * 2)
         sigma = np.full((2, 15), 0.5)
-        targets.append(PseudoTarget(f"d{i}", truth, far_off, sigma, float(i), truth[3:], probed, sigma[:, 3:]))
+        targets.append(
+            PseudoTarget(f"d{i}", truth, far_off, sigma, float(i), truth[3:], probed, truth[3:], probed, sigma[:, 3:])
+        )
     blend = learn_weights(targets, ("knn", "popularity"), sign=1.0)
     assert blend.probed_interval_scale is not None
     assert blend.probed_interval_scale == pytest.approx(blend.interval_scale / 10, rel=0.4)

@@ -14,7 +14,7 @@ from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
 from services.recommender.calibration import (
-    PROBE_BUDGET,
+    SCALE_PROBES,
     Z80,
     IntervalScale,
     calibrated,
@@ -140,6 +140,6 @@ def test_a_probed_query_gets_a_scale_learned_with_probes(tmp_path: Path) -> None
     from the models left unmeasured (a probe moves the prediction more than it shrinks the kNN's σ)."""
     snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=40, n_models=12, seed=3)))
     scale = learn_scale(snapshot, KnnPopularityEstimator)
-    assert scale.probed_factor is not None and scale.probed_pairs == scale.datasets * (12 - PROBE_BUDGET)
+    assert scale.probed_factor is not None and scale.probed_pairs == scale.datasets * (12 - SCALE_PROBES)
     assert scale.factor_for(probed=True) == scale.probed_factor and scale.factor_for(probed=False) == scale.factor
     assert IntervalScale(2.0).factor_for(probed=True) == 2.0  # nothing learned with probes: the cold factor

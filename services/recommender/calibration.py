@@ -10,7 +10,7 @@ small library is cross-fitted instead of split once). The ratio keeps σ's shape
 (larger σ) still gets a wider interval.
 
 A query with measured probes is another condition: its residuals are much smaller than the members' σ
-shrinks, so it gets its own factor, learned the same way on the held-out datasets with `PROBE_BUDGET` of their
+shrinks, so it gets its own factor, learned the same way on the held-out datasets with `SCALE_PROBES` of their
 models measured (chosen by the estimator's probe-selector) and judged on the rest.
 
 The served estimator is a blend of members (`estimators/blend.py`): its held-out fits are these folds, and the
@@ -39,7 +39,10 @@ MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
 CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (not 6x) a first training
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
-PROBE_BUDGET = 3  # models measured on a held-out dataset to calibrate (and weigh) a query with probes
+PROBE_BUDGET = 3  # models measured on a held-out dataset to learn the blend's weights for a query with probes
+# ... and to learn a probed query's σ scale: a search's default probe budget (`modsnet.client.DEFAULT_PROBES`,
+# the evaluation's `--probe-budget 5` in the docs). Learned with 3, TabZoo's kNN covered 0.86 with 5 probes.
+SCALE_PROBES = 5
 MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
 
 
@@ -149,7 +152,7 @@ def group_folds(scored: list[str], groups: dict[str, str], rng: np.random.Genera
     to predict, so residuals from it make intervals too narrow for such a query."""
     names = sorted(set(groups.values()))
     order = [names[i] for i in rng.permutation(len(names))]
-    return [sorted(d for d in scored if groups[d] in set(order[i :: CROSS_FOLDS])) for i in range(CROSS_FOLDS)]
+    return [sorted(d for d in scored if groups[d] in set(order[i::CROSS_FOLDS])) for i in range(CROSS_FOLDS)]
 
 
 def family_holdout(scored: list[str], count: int, rng: np.random.Generator, *, run: int, density: float) -> list[str]:
@@ -204,7 +207,7 @@ def learn_scale(
             features = dataset_raw_features(node) if node is not None else {}
             truth = per_dataset[dataset_id]
             ratios += _ratios(estimator.predict(features, known_dataset=dataset_id), truth)
-            chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=PROBE_BUDGET, among=list(truth))
+            chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=SCALE_PROBES, among=list(truth))
             if chosen and len(truth) - len(set(chosen)) >= MIN_LEFT:
                 taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
                 rest = {m: v for m, v in truth.items() if m not in set(chosen)}

@@ -19,10 +19,10 @@ Per query, three sets of weights:
 
 The blend is a weighted sum of the members' score vectors (the GNN still scored through ONNX Runtime); its σ
 is the same weighted sum of the members' σ, rescaled by split conformal on the pseudo-targets' residuals: a
-query without probes by the scale of the cold residuals, a query with probes by the scale of the probed
-pseudo-targets' residuals (its unmeasured models, with the `probed` weights). One scale for both made the
-probed intervals far too wide (coverage 0.88-0.995 on TextZoo and ImageZoo with 5 probes): a probe moves the
-prediction more than it shrinks the members' σ.
+query without probes by the scale of the cold residuals, a query with probes by the scale of the residuals of
+their models left unmeasured with `SCALE_PROBES` measured, blended by the `probed` weights. One scale for both
+made the probed intervals far too wide (coverage 0.88-0.995 on TextZoo and ImageZoo with 5 probes): a probe
+moves the prediction more than it shrinks the members' σ.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
-from ..calibration import MIN_LEFT, PROBE_BUDGET, conformal_factor, holdout_folds, scores_by_dataset
+from ..calibration import MIN_LEFT, PROBE_BUDGET, SCALE_PROBES, conformal_factor, holdout_folds, scores_by_dataset
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
 from .knn import KnnPopularityEstimator
@@ -294,7 +294,10 @@ class PseudoTarget:
     distance: float  # to the nearest dataset the fit kept (NaN: no features to compare)
     probed_truth: np.ndarray | None = None  # the models not measured, when PROBE_BUDGET were
     probed: np.ndarray | None = None  # (members, those models): predicted with the measured ones as probes
-    probed_sigma: np.ndarray | None = None  # (members, those models): σ with the probes
+    # The same with SCALE_PROBES measured (the probed σ scale's residuals): truth, predictions, σ
+    scaled_truth: np.ndarray | None = None
+    scaled: np.ndarray | None = None
+    scaled_sigma: np.ndarray | None = None
 
 
 def pseudo_target(
@@ -315,16 +318,22 @@ def pseudo_target(
         math.nan if distance is None else distance,
     )
     among = [estimator.model_ids[j] for j in columns]
-    chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=PROBE_BUDGET, among=among)
-    if chosen and len(columns) - len(set(chosen)) >= MIN_LEFT:
+    for budget in dict.fromkeys((PROBE_BUDGET, SCALE_PROBES)):
+        chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=budget, among=among)
+        if not chosen or len(columns) - len(set(chosen)) < MIN_LEFT:
+            continue
         taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
         rest = [j for j in columns if estimator.model_ids[j] not in set(chosen)]
         with_probes = [
             s for s in estimator.members_scored(features, known_dataset=dataset_id, probes=taken) if s is not None
         ]
-        target.probed_truth = np.array([truth[estimator.model_ids[j]] for j in rest])
-        target.probed = np.stack([s.scores[rest] for s in with_probes])
-        target.probed_sigma = np.stack([s.uncertainty[rest] for s in with_probes])
+        rest_truth = np.array([truth[estimator.model_ids[j]] for j in rest])
+        scores = np.stack([s.scores[rest] for s in with_probes])
+        if budget == PROBE_BUDGET:
+            target.probed_truth, target.probed = rest_truth, scores
+        if budget == SCALE_PROBES:
+            target.scaled_truth, target.scaled = rest_truth, scores
+            target.scaled_sigma = np.stack([s.uncertainty[rest] for s in with_probes])
     return target
 
 
@@ -421,15 +430,16 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
 
 
 def probed_ratios(targets: Sequence[PseudoTarget], weights: Sequence[float]) -> np.ndarray:
-    """|truth - blend| / blended σ of the unmeasured models of every probed pseudo-target, blended by `weights`."""
+    """|truth - blend| / blended σ of the unmeasured models of every pseudo-target with SCALE_PROBES measured,
+    blended by `weights`."""
     w = np.asarray(weights, dtype=float)
     out = []
     for t in targets:
-        if t.probed is None or t.probed_truth is None or t.probed_sigma is None:
+        if t.scaled is None or t.scaled_truth is None or t.scaled_sigma is None:
             continue
-        blended, sigma = w @ t.probed, w @ t.probed_sigma
+        blended, sigma = w @ t.scaled, w @ t.scaled_sigma
         ok = sigma > 0
-        out.append(np.abs(t.probed_truth - blended)[ok] / sigma[ok])
+        out.append(np.abs(t.scaled_truth - blended)[ok] / sigma[ok])
     return np.concatenate(out) if out else np.array([])
 
 
