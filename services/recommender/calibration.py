@@ -41,7 +41,7 @@ MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
 PROBE_BUDGET = 3  # models measured on a held-out dataset to learn the blend's weights for a query with probes
 # ... and to learn a probed query's σ scale: a search's default probe budget (`modsnet.client.DEFAULT_PROBES`,
-# the evaluation's `--probe-budget 5` in the docs). Learned with 3, TabZoo's kNN covered 0.86 with 5 probes.
+# and the docs' `--probe-budget 5` runs), so the scale is learned in the condition it is served in.
 SCALE_PROBES = 5
 MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
 
