@@ -122,6 +122,44 @@ def test_the_weights_follow_the_pseudo_targets_and_the_sigma_is_rescaled() -> No
     assert learn_weights([], ("knn", "popularity"), sign=1.0) == BlendWeights.primary_only(("knn", "popularity"))
 
 
+def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) -> None:  # type: ignore[no-untyped-def]
+    """Probed pseudo-targets whose residuals are a tenth of the cold ones' (σ the same): the probed scale is a
+    tenth of the cold one, and a served query with a measured probe is given that σ, one without the cold σ."""
+    rng = np.random.default_rng(1)
+    targets = []
+    for i in range(30):
+        truth = rng.normal(size=15)
+        far_off = np.stack([truth + rng.normal(size=15)] * 2)
+        probed = np.stack([truth[3:] + 0.1 * rng.normal(size=12)] * 2)
+        sigma = np.full((2, 15), 0.5)
+        targets.append(
+            PseudoTarget(f"d{i}", truth, far_off, sigma, float(i), truth[3:], probed, truth[3:], probed, sigma[:, 3:])
+        )
+    blend = learn_weights(targets, ("knn", "popularity"), sign=1.0)
+    assert blend.probed_interval_scale is not None
+    assert blend.probed_interval_scale == pytest.approx(blend.interval_scale / 10, rel=0.4)
+    assert BlendWeights.from_dict(blend.to_dict()) == blend
+    old = {k: v for k, v in blend.to_dict().items() if k != "probed_interval_scale"}  # a checkpoint from before
+    assert BlendWeights.from_dict(old).scale_for(probed=True) == blend.interval_scale
+
+    train, whole, test = planted
+    served = fit_blend(train, KnnPopularityEstimator)
+    served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5)
+    features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
+    probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
+    with_probe = served.score_all(features, known_dataset=test[0], probes=probe)
+    assert with_probe.uncertainty[1:] == pytest.approx(0.5 * _blended_sigma(served, features, probe)[1:])
+    cold = served.score_all(features, known_dataset=test[0])
+    assert cold.uncertainty == pytest.approx(2.0 * _blended_sigma(served, features, []))
+
+
+def _blended_sigma(served, features: dict[str, float], probes: list[ProbeRecord]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The members' σ summed by the weights the query gets, before any scale."""
+    weights = served.weights_for(features, known_dataset=None, probes=probes)
+    scored = served.members_scored(features, probes=probes)
+    return np.sum([w * s.uncertainty for w, s in zip(weights, scored, strict=True) if s is not None], axis=0)
+
+
 def test_the_grid_covers_the_simplex() -> None:
     grid = simplex_grid(3)
     assert len(grid) == 66 and np.allclose(grid.sum(axis=1), 1.0) and (grid >= 0).all()

@@ -11,9 +11,17 @@ import pytest
 from synthetic import write_library
 
 from modsnet.data.bundle import read_bundle
-from modsnet.data.graph import InteractionRecord, LibraryInfo, Snapshot
+from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
-from services.recommender.calibration import Z80, calibrated, conformal_factor, holdout_folds, learn_scale
+from services.recommender.calibration import (
+    SCALE_PROBES,
+    Z80,
+    IntervalScale,
+    calibrated,
+    conformal_factor,
+    holdout_folds,
+    learn_scale,
+)
 from services.recommender.estimators.knn import KnnPopularityEstimator
 from services.recommender.evaluation import graph_from_bundle
 
@@ -108,3 +116,30 @@ def test_a_family_holdout_hides_runs_of_consecutive_ids() -> None:
     assert holdout_folds(snapshot, seed=1, run=10) == [families]  # seeded
     (sparse,) = holdout_folds(snapshot, seed=1, run=30, density=1 / 3)
     assert len(sparse) == 16 and _segments(sparse, ids) > 3  # a third of each run of 30: spread inside the runs
+
+
+def test_datasets_that_name_their_source_are_held_out_by_whole_sources() -> None:
+    """TextZoo-like: every dataset names its source group; calibration cross-fits hide whole groups, each dataset
+    once, so a held-out dataset never keeps a sibling in the graph (as the leave-one-source-out evaluation)."""
+    groups = {f"{g}-{i}": g for g in ("a", "b", "c", "d", "e", "f", "g") for i in range(4)}
+    records = [InteractionRecord(m, d, 0.5) for d in groups for m in ("m0", "m1", "m2")]
+    datasets = [DatasetNode("lib", d, {"source_group": g}) for d, g in groups.items()]
+    snapshot = Snapshot(LibraryInfo("lib", {}, 3, len(groups), len(records), 1, "", 0.0), [], datasets, records, [])
+    folds = holdout_folds(snapshot, by_group=True)
+    assert len(folds) == 3 and sorted(d for f in folds for d in f) == sorted(groups)
+    for fold in folds:
+        hidden_groups = {groups[d] for d in fold}
+        assert set(fold) == {d for d, g in groups.items() if g in hidden_groups}
+    assert len(holdout_folds(snapshot)) == 1  # not asked for: a random fifth, one split
+    unnamed = replace(snapshot, datasets=[replace(datasets[0], metadata={}), *datasets[1:]])
+    assert len(holdout_folds(unnamed, by_group=True)) == 1  # a dataset without a group: one by one
+
+
+def test_a_probed_query_gets_a_scale_learned_with_probes(tmp_path: Path) -> None:
+    """The held-out datasets are predicted again with PROBE_BUDGET models measured: a second, smaller factor,
+    from the models left unmeasured (a probe moves the prediction more than it shrinks the kNN's σ)."""
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=40, n_models=12, seed=3)))
+    scale = learn_scale(snapshot, KnnPopularityEstimator)
+    assert scale.probed_factor is not None and scale.probed_pairs == scale.datasets * (12 - SCALE_PROBES)
+    assert scale.factor_for(probed=True) == scale.probed_factor and scale.factor_for(probed=False) == scale.factor
+    assert IntervalScale(2.0).factor_for(probed=True) == 2.0  # nothing learned with probes: the cold factor

@@ -9,6 +9,10 @@ served estimator's σ is multiplied by quantile / Z80, so predicted ± Z80·σ i
 small library is cross-fitted instead of split once). The ratio keeps σ's shape: a query far from the library
 (larger σ) still gets a wider interval.
 
+A query with measured probes is another condition: its residuals are much smaller than the members' σ
+shrinks, so it gets its own factor, learned the same way on the held-out datasets with `SCALE_PROBES` of their
+models measured (chosen by the estimator's probe-selector) and judged on the rest.
+
 The served estimator is a blend of members (`estimators/blend.py`): its held-out fits are these folds, and the
 same residuals pick the blend's weights and then scale the blend's σ.
 """
@@ -16,7 +20,7 @@ same residuals pick the blend's weights and then scale the blend's σ.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
@@ -25,7 +29,8 @@ import numpy as np
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
-from .estimators.base import Prediction
+from .estimators.base import Prediction, ProbeRecord
+from .probes import MEASURED
 
 COVERAGE = 0.8
 Z80 = 1.2816  # a normal's two-sided 80% interval is ± this many standard deviations
@@ -34,12 +39,28 @@ MIN_HOLDOUT = 3  # a fifth fewer than this: cross-fit instead of one split
 CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (not 6x) a first training
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
+PROBE_BUDGET = 3  # models measured on a held-out dataset to learn the blend's weights for a query with probes
+# ... and to learn a probed query's σ scale: a search's default probe budget (`modsnet.client.DEFAULT_PROBES`,
+# and the docs' `--probe-budget 5` runs), so the scale is learned in the condition it is served in.
+SCALE_PROBES = 5
+MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
 
 
 class Calibratable(Protocol):
     interval_scale: float
 
-    def predict(self, features: dict[str, float], *, known_dataset: str | None = None) -> list[Prediction]: ...
+    def predict(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> list[Prediction]: ...
+
+    def select_probes(
+        self,
+        features: dict[str, float],
+        *,
+        known_dataset: str | None = None,
+        budget: int = 5,
+        among: Collection[str] | None = None,
+    ) -> list[str]: ...
 
 
 _E = TypeVar("_E", bound=Calibratable)
@@ -53,6 +74,11 @@ class IntervalScale:
     pairs: int = 0  # held-out (dataset, model) residuals behind it; 0: not calibrated
     datasets: int = 0
     raw_coverage: float | None = None  # share of held-out scores inside ± Z80·σ before rescaling
+    probed_factor: float | None = None  # σ's multiplier for a query with measured probes (None: `factor`)
+    probed_pairs: int = 0
+
+    def factor_for(self, *, probed: bool) -> float:
+        return self.probed_factor if probed and self.probed_factor is not None else self.factor
 
 
 def conformal_factor(ratios: np.ndarray, coverage: float = COVERAGE) -> float:
@@ -80,15 +106,20 @@ def holdout_folds(
     per_dataset: dict[str, dict[str, float]] | None = None,
     run: int = 1,
     density: float = 1.0,
+    by_group: bool = False,
 ) -> list[list[str]]:
     """The scored datasets each calibration fit holds out (one fit per fold; none: not calibrated).
 
-    `run` > 1: the held-out datasets come in families (`family_holdout`), not one by one."""
+    `run` > 1: the held-out datasets come in families (`family_holdout`), not one by one. `by_group`: where
+    the datasets name their source (`GROUP_FIELD`), whole sources are held out (`group_folds`)."""
     per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
     scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
     if len(scored) < MIN_DATASETS:
         return []
     rng = np.random.default_rng(seed)
+    groups = source_groups(snapshot, scored) if by_group else {}
+    if groups:
+        return group_folds(scored, groups, rng)
     order = [scored[i] for i in rng.permutation(len(scored))]
     count = min(MAX_HOLDOUT, round(fraction * len(scored)))
     if count >= MIN_HOLDOUT:
@@ -97,6 +128,31 @@ def holdout_folds(
         return [order[:count]]
     k = min(CROSS_FOLDS, len(scored))
     return [order[i::k] for i in range(k)]
+
+
+GROUP_FIELD = "source_group"  # a datasets.csv column naming the source a dataset was cut from (TextZoo, ImageZoo)
+MIN_GROUPS = 2 * CROSS_FOLDS  # fewer sources than this: held out one by one
+
+
+def source_groups(snapshot: Snapshot, scored: list[str]) -> dict[str, str]:
+    """Dataset id -> its source group, when every scored dataset names one and there are `MIN_GROUPS` or more
+    (otherwise empty)."""
+    named = {d.dataset_id: d.metadata.get(GROUP_FIELD, "") for d in snapshot.datasets}
+    groups = {d: named.get(d, "") for d in scored}
+    if not all(groups.values()) or len(set(groups.values())) < MIN_GROUPS:
+        return {}
+    return groups
+
+
+def group_folds(scored: list[str], groups: dict[str, str], rng: np.random.Generator) -> list[list[str]]:
+    """`CROSS_FOLDS` folds of whole source groups (shuffled, dealt round the folds), every dataset in one.
+
+    A library cut into tasks from a few sources (TextZoo: 45 tasks of 13 sources) is searched, and evaluated,
+    with queries from a source it lacks; a task held out alone keeps its siblings in the graph and is easier
+    to predict, so residuals from it make intervals too narrow for such a query."""
+    names = sorted(set(groups.values()))
+    order = [names[i] for i in rng.permutation(len(names))]
+    return [sorted(d for d in scored if groups[d] in set(order[i::CROSS_FOLDS])) for i in range(CROSS_FOLDS)]
 
 
 def family_holdout(scored: list[str], count: int, rng: np.random.Generator, *, run: int, density: float) -> list[str]:
@@ -127,6 +183,7 @@ def learn_scale(
     *,
     seed: int = 0,
     fraction: float = HOLDOUT_FRACTION,
+    by_group: bool = True,
 ) -> IntervalScale:
     """Fit `fit` on `snapshot` without held-out scored datasets and calibrate on those.
 
@@ -135,31 +192,49 @@ def learn_scale(
     by one of them, so every residual comes from a fit that did not see its dataset.
     """
     per_dataset = scores_by_dataset(snapshot)
-    folds = holdout_folds(snapshot, seed=seed, fraction=fraction, per_dataset=per_dataset)
+    folds = holdout_folds(snapshot, seed=seed, fraction=fraction, per_dataset=per_dataset, by_group=by_group)
     if not folds:
         return IntervalScale()
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     records = interaction_columns_of(snapshot)
-    ratios = []
+    ratios: list[float] = []
+    probed_ratios: list[float] = []
     for hidden in folds:
         hide = set(hidden)
         estimator = fit(replace(snapshot, interactions=records.without_datasets(hide)))
         for dataset_id in sorted(hide):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}
-            for p in estimator.predict(features, known_dataset=dataset_id):
-                true = per_dataset[dataset_id].get(p.model_id)
-                if true is not None and p.uncertainty > 0:
-                    ratios.append(abs(true - p.score) / p.uncertainty)
+            truth = per_dataset[dataset_id]
+            ratios += _ratios(estimator.predict(features, known_dataset=dataset_id), truth)
+            chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=SCALE_PROBES, among=list(truth))
+            if chosen and len(truth) - len(set(chosen)) >= MIN_LEFT:
+                taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
+                rest = {m: v for m, v in truth.items() if m not in set(chosen)}
+                probed_ratios += _ratios(estimator.predict(features, known_dataset=dataset_id, probes=taken), rest)
     if not ratios:
         return IntervalScale()
     values = np.array(ratios)
     raw = float(np.mean(values <= Z80))
-    return IntervalScale(conformal_factor(values), len(values), sum(len(f) for f in folds), raw)
+    probed = conformal_factor(np.array(probed_ratios)) if probed_ratios else None
+    return IntervalScale(
+        conformal_factor(values), len(values), sum(len(f) for f in folds), raw, probed, len(probed_ratios)
+    )
+
+
+def _ratios(predictions: list[Prediction], truth: dict[str, float]) -> list[float]:
+    """|true - predicted| / σ of each prediction with a true score and a σ (a measured model has none)."""
+    out = []
+    for p in predictions:
+        true = truth.get(p.model_id)
+        if true is not None and p.uncertainty > 0:
+            out.append(abs(true - p.score) / p.uncertainty)
+    return out
 
 
 def calibrated(snapshot: Snapshot, fit: Callable[[Snapshot], _E], *, seed: int = 0) -> tuple[_E, IntervalScale]:
-    """`fit(snapshot)` with its intervals calibrated on a held-out share of the same library."""
+    """`fit(snapshot)` with its intervals calibrated on a held-out share of the same library (for a query
+    without probes: a caller that probes sets `interval_scale` to `scale.factor_for(probed=True)`)."""
     scale = learn_scale(snapshot, fit, seed=seed)
     estimator = fit(snapshot)
     estimator.interval_scale = scale.factor

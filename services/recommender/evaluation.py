@@ -265,7 +265,7 @@ def knn_method(fold: Fold) -> dict[str, np.ndarray]:
     """The service's light estimator: similar-dataset kNN on features (and on probe scores when the run
     probes), shrunk toward popularity."""
     # The kNN alone (the service serves it blended with popularity): intervals calibrated on held-out datasets.
-    estimator, _ = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)
+    estimator, scale = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:
@@ -276,6 +276,7 @@ def knn_method(fold: Fold) -> dict[str, np.ndarray]:
                 features, known_dataset=target, budget=fold.probe_budget, among=fold.probeable(target)
             )
             taken = fold.measure(target, chosen)
+        estimator.interval_scale = scale.factor_for(probed=bool(estimator.measured(taken)))
         predicted = {p.model_id: p for p in estimator.predict(features, probes=taken)}
         out[target] = np.array([predicted[m].score for m in fold.candidates[target]])
         fold.uncertainty[target] = np.array([predicted[m].uncertainty for m in fold.candidates[target]])
