@@ -43,6 +43,7 @@ from ..calibration import MIN_LEFT, PROBE_BUDGET, SCALE_PROBES, conformal_factor
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
 from .knn import KnnPopularityEstimator
+from .matrix import ScoreMatrix
 
 if TYPE_CHECKING:
     from .gnn import GnnEstimator
@@ -180,8 +181,9 @@ class BlendedEstimator:
     def state(self) -> Any:
         return self.primary.state()  # type: ignore[union-attr]
 
-    def behaviour(self) -> np.ndarray:
-        """The primary's standardised score matrix, for the adaptive probing policy's correlations."""
+    def behaviour(self) -> np.ndarray | ScoreMatrix:
+        """The primary's standardised scores, for the adaptive probing policy's correlations: the GNN's dense
+        array, or the kNN's records as a `ScoreMatrix`."""
         return self.primary.behaviour()  # type: ignore[union-attr]
 
     def serve_onnx(self, *args: Any, **kwargs: Any) -> Any:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -374,11 +373,11 @@ class KnnPopularityEstimator:
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
         return bool(gains) and float(np.mean(gains)) > 0.0
 
-    def behaviour(self) -> Any:
+    def behaviour(self) -> ScoreMatrix:
         """Every scored dataset's z per model (no value where no record): how models rise and fall together.
 
         A `ScoreMatrix` (the readers, `correlation_with` and the probe-selector, take it as they take the GNN's
-        dense array); typed Any while `BlendedEstimator.behaviour` is annotated as a dense array."""
+        dense array)."""
         return self._behaviour
 
     @functools.cached_property
