@@ -208,9 +208,10 @@ def learn_scale(
             truth = per_dataset[dataset_id]
             ratios += _ratios(estimator.predict(features, known_dataset=dataset_id), truth)
             chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=SCALE_PROBES, among=list(truth))
-            if chosen and len(truth) - len(set(chosen)) >= MIN_LEFT:
+            picked = set(chosen)
+            if chosen and len(truth) - len(picked) >= MIN_LEFT:
                 taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
-                rest = {m: v for m, v in truth.items() if m not in set(chosen)}
+                rest = {m: v for m, v in truth.items() if m not in picked}
                 probed_ratios += _ratios(estimator.predict(features, known_dataset=dataset_id, probes=taken), rest)
     if not ratios:
         return IntervalScale()

@@ -322,10 +322,11 @@ def pseudo_target(
     among = [estimator.model_ids[j] for j in columns]
     for budget in dict.fromkeys((PROBE_BUDGET, SCALE_PROBES)):
         chosen = estimator.select_probes(features, known_dataset=dataset_id, budget=budget, among=among)
-        if not chosen or len(columns) - len(set(chosen)) < MIN_LEFT:
+        picked = set(chosen)
+        if not chosen or len(columns) - len(picked) < MIN_LEFT:
             continue
         taken = [ProbeRecord(m, dataset_id, MEASURED, truth[m]) for m in chosen]
-        rest = [j for j in columns if estimator.model_ids[j] not in set(chosen)]
+        rest = [j for j in columns if estimator.model_ids[j] not in picked]
         with_probes = [
             s for s in estimator.members_scored(features, known_dataset=dataset_id, probes=taken) if s is not None
         ]
