@@ -30,17 +30,22 @@ from modsnet.runtime.auth import ClientCredentials
 from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import library_from_pb, model_from_pb, objective_to_pb, profile_from_pb
 from modsnet.runtime.errors import Busy, ConfigError, DataLoss, InvalidArgument, Unreachable
-from modsnet.runtime.stubs import CHUNK, EVALUATION_POINTER, KnowledgeClient, RecommenderClient, StorageClient
+from modsnet.runtime.stubs import (
+    CHUNK,
+    DEFAULT_PROBES,
+    EVALUATION_POINTER,
+    KnowledgeClient,
+    RecommenderClient,
+    StorageClient,
+)
 from modsnet.v1 import common_pb2 as pb
 from modsnet.v1 import knowledge_pb2 as kpb
 from modsnet.v1 import query_pb2 as qpb
 from modsnet.v1 import query_pb2_grpc
 from modsnet.v1 import recommender_pb2 as rpb
 
-DEFAULT_PROBES = 5
 BUSY_PATIENCE_SECONDS = 120.0  # how long a search without a timeout keeps retrying a busy service
 RECONNECT_PATIENCE_SECONDS = 5.0  # how long a search retries a query service it cannot reach
-"""Models a search probes on the user's data unless told otherwise (each costs a bounded real measurement)."""
 
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
 

@@ -65,6 +65,10 @@ def iter_file(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
         yield piece
 
 
+# Models a search probes on the user's data unless told otherwise (each costs a bounded real measurement): the
+# default of the SDK, the CLI and the HTTP API alike, and the budget `modsnet eval --with-probes` simulates.
+DEFAULT_PROBES = 5
+
 # Storage pointer to a library's latest `modsnet eval` report (a JSON blob), which the web app's evaluation view reads.
 EVALUATION_POINTER = "evaluation/{library}"
 

@@ -40,6 +40,7 @@ from modsnet.data.graph import Constraints, Cost, Objective
 from modsnet.data.profiles import COST_NAMES, OBJECTIVE_NAMES, Profile, objective_name, objective_named, profile_named
 from modsnet.runtime.auth import Principal, Security, acting_for, hash_token, required_scopes
 from modsnet.runtime.errors import Busy, InvalidArgument, ModsnetError, NotFound, Unauthenticated
+from modsnet.runtime.stubs import DEFAULT_PROBES
 
 from .core import QueryCore, SearchOptions, SearchResult
 from .insight import LibraryInsight, library_summary
@@ -169,7 +170,7 @@ def search_options(args: Any, filename: str) -> SearchOptions:
         k=_int(args, "k", 5, 1, 1000),
         target_column=_text(args, "target_column", 1024),
         constraints=constraints if constraints != Constraints() else None,
-        probe_budget=_int(args, "probe_budget", 5, 0, 1000),
+        probe_budget=_int(args, "probe_budget", DEFAULT_PROBES, 0, 1000),
         filename=filename,
         modality=modality,
         expected_sha256=sha,

@@ -28,6 +28,7 @@ import numpy as np
 
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
+from modsnet.runtime.stubs import DEFAULT_PROBES
 
 from .estimators.base import Prediction, ProbeRecord
 from .probes import MEASURED
@@ -40,9 +41,9 @@ CROSS_FOLDS = 3  # each costs a fit: enough residuals for the quantile, at 4x (n
 MIN_DATASETS = 4  # fewer scored datasets give no scale: σ is served as it is
 MAX_HOLDOUT = 40  # enough pairs for a stable quantile; more only costs prediction time
 PROBE_BUDGET = 3  # models measured on a held-out dataset to learn the blend's weights for a query with probes
-# ... and to learn a probed query's σ scale: a search's default probe budget (`modsnet.client.DEFAULT_PROBES`,
-# and the docs' `--probe-budget 5` runs), so the scale is learned in the condition it is served in.
-SCALE_PROBES = 5
+# ... and to learn a probed query's σ scale: a search's default probe budget, so the scale is learned in the
+# condition it is served in.
+SCALE_PROBES = DEFAULT_PROBES
 MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
 
 

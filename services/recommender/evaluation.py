@@ -33,6 +33,7 @@ from modsnet.data.bundle import Bundle, Table, number, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
+from modsnet.runtime.stubs import DEFAULT_PROBES
 
 from . import policy
 from .calibration import Z80, calibrated
@@ -56,7 +57,7 @@ METRICS = (
 # Calibration of the predicted scores: error and bias of the predicted top 5, coverage of the 80% intervals.
 CALIBRATION = ("top5_mae", "top5_bias", "coverage80")
 DEFAULT_METHODS = ("modsnet", "random", "popularity", "knn", "logme", "published")
-DEFAULT_PROBE_BUDGET = 10
+DEFAULT_PROBE_BUDGET = DEFAULT_PROBES  # what a search probes unless told otherwise
 MIN_RECORDS = 10  # a target needs enough models to rank for its correlations to mean something
 HELD_OUT = 100  # targets drawn when a library has more eligible datasets than this and no published list
 BELOW_POPULARITY = 0.10  # issue 16: no target's Pearson this far under popularity's on the same target
