@@ -17,7 +17,8 @@
    searches each table's CSV with probe budget B - 1 (B = 0: no probe) and the default adaptive probing;
    the user measures the probes, then the answer's best unprobed models until B models are measured, and
    keeps the best (`decisions.pick_regret`, on the ground truth of step 2). popular-B measures the B models
-   of best mean z-score over TabZoo's datasets. Prints per-table regrets and the means.
+   of best mean z-score over TabZoo's datasets; random-B is the exact expectation over B models drawn at
+   random. Prints per-table regrets and the means.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from modsnet.models.tabular import FIT_TIMEOUT_S, TARGET, model_settings
 from modsnet.offline.zoo import tabular as zoo
 from modsnet.offline.zoo.common import Progress, load_results
 from services.recommender import policy
-from services.recommender.decisions import Ranking, pick_regret
+from services.recommender.decisions import Ranking, expected_random_regret, pick_regret
 from services.recommender.evaluation import graph_from_bundle, z_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,8 +272,9 @@ def regrets(
     popular: list[str],
     budgets: Sequence[int],
 ) -> dict[str, dict[int, dict[str, float]]]:
-    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search and popular-B."""
-    out: dict[str, dict[int, dict[str, float]]] = {"modsnet": {}, "popular-B": {}}
+    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search, popular-B and random-B (the
+    exact expectation over random draws of B models, B = 0: one trusted at random)."""
+    out: dict[str, dict[int, dict[str, float]]] = {"modsnet": {}, "popular-B": {}, "random-B": {}}
     for dataset_id, true in truth.items():
         popular_ranking = Ranking({m: -float(i) for i, m in enumerate(popular) if m in true})
         for budget in budgets:
@@ -283,6 +285,7 @@ def regrets(
             )
             out["modsnet"].setdefault(budget, {})[dataset_id] = pick_regret(true, ranking, budget)
             out["popular-B"].setdefault(budget, {})[dataset_id] = pick_regret(true, popular_ranking, budget)
+            out["random-B"].setdefault(budget, {})[dataset_id] = expected_random_regret(true, budget)
     return out
 
 
@@ -353,21 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
     table = regrets(truth, searched, popularity_order(), args.budgets)
     print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
-    print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular" for b in args.budgets) + " |")
+    strategies = ("modsnet", "popular-B", "random-B")
+    print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular / random" for b in args.budgets) + " |")
     print("|---|---:|---:|" + "---|" * len(args.budgets))
     for dataset_id in ids:
         frame = pd.read_csv(args.work / "data" / f"{dataset_id}.csv")
-        cells = [
-            f"{table['modsnet'][b][dataset_id]:.3f} / {table['popular-B'][b][dataset_id]:.3f}" for b in args.budgets
-        ]
+        cells = [" / ".join(f"{table[s][b][dataset_id]:.3f}" for s in strategies) for b in args.budgets]
         print(f"| {dataset_id} | {len(frame)} | {frame[TARGET].nunique()} | " + " | ".join(cells) + " |")
     means = []
     for b in args.budgets:
-        mine, theirs = (float(np.mean(list(table[s][b].values()))) for s in ("modsnet", "popular-B"))
+        mine, theirs, chance = (float(np.mean(list(table[s][b].values()))) for s in strategies)
         better = sum(table["modsnet"][b][d] < table["popular-B"][b][d] - 1e-12 for d in ids)
         worse = sum(table["modsnet"][b][d] > table["popular-B"][b][d] + 1e-12 for d in ids)
         ratio = f"{mine / theirs:.2f}" if theirs > 0 else "–"
-        means.append(f"{mine:.4f} / {theirs:.4f} ({ratio}; {better}↑ {worse}↓)")
+        means.append(f"{mine:.4f} / {theirs:.4f} / {chance:.4f} ({ratio} of popular; {better}↑ {worse}↓)")
     print("| **mean** | | | " + " | ".join(means) + " |")
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
