@@ -230,10 +230,16 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                 probes = taken[: b - 1]
                 probed = frozenset(p.model_id for p in probes)
                 picks = {}
+                # The last measurement is worth E[max(best measured, X)]: ranked by expected improvement
+                # over the best measured as well as by the predicted mean (no probe: the mean).
+                best = policy._best_measured(probes, sign)
                 if model.estimator is not None:
                     scored = model.score_all(case["features"], known_dataset=target, probes=probes)
-                    picks["served"] = sign * np.asarray(scored.scores, dtype=float)
-                mean, _, _ = policy._predicted(
+                    served = sign * np.asarray(scored.scores, dtype=float)
+                    picks["served"] = served
+                    if best is not None:
+                        picks["served, by expected improvement"] = _by_gain(served, scored.uncertainty, best)
+                mean, sd, _ = policy._predicted(
                     model,
                     case["features"],
                     target,
@@ -243,6 +249,8 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                     level=settings.get("level", policy.LEVEL),
                 )
                 picks["conditioned"] = mean
+                if best is not None:
+                    picks["conditioned, by expected improvement"] = _by_gain(mean, sd, best)
                 for pick, vector in picks.items():
                     ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
                     regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
@@ -250,6 +258,13 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
         name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
         for name, picks in regrets.items()
     }
+
+
+def _by_gain(mean: np.ndarray, sd: Any, best: float) -> np.ndarray:
+    """Expected improvement of each model over `best` (-inf where the mean is unknown)."""
+    finite = np.isfinite(mean)
+    sd = np.nan_to_num(np.asarray(sd, dtype=float), nan=0.0)
+    return np.where(finite, policy.expected_improvement(np.where(finite, mean, 0.0), sd, best), -np.inf)
 
 
 class PseudoTarget:
@@ -299,10 +314,13 @@ def _training_behaviour(library: Path) -> dict[str, Any]:
     return {"folds": {("training",): fold}}
 
 
-def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dict[int, float]]:
-    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold (seeded) of a --dump, or of a library less
-    its default evaluation targets; regret in z units. The final pick is the conditioned prediction (a
-    pseudo-target has no estimator of its own)."""
+def pseudo(
+    path: Path, budgets: tuple[int, ...], per_fold: int, names: list[str] | None = None
+) -> dict[str, dict[int, float]]:
+    """PSEUDO_VARIANTS (those whose name contains one of `names`, if given) on `per_fold` training datasets of
+    each fold (seeded) of a --dump, or of a library less its default evaluation targets; regret in z units.
+    The final pick is the conditioned prediction (a pseudo-target has no estimator of its own), ranked by its
+    mean and, in a row of its own, by expected improvement over the best measured."""
     if path.suffix == ".pkl":
         with path.open("rb") as source:
             dump = pickle.load(source)
@@ -323,6 +341,8 @@ def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dic
                 ranking = Ranking({m: float(model.cold[index[m]]) for m in true})
                 regrets["popular-B"][b].append(pick_regret(true, ranking, b))
             for name, settings in PSEUDO_VARIANTS.items():
+                if names and not any(n in name for n in names):
+                    continue
                 taken = policy.simulate(
                     model,
                     {},
@@ -333,11 +353,17 @@ def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dic
                 )
                 for b in budgets:
                     probes = taken[: b - 1]
-                    mean, _, _ = policy._predicted(
+                    mean, sd, _ = policy._predicted(
                         model, {}, None, probes, index, condition=True, level=settings.get("level", policy.LEVEL)
                     )
-                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, frozenset(p.model_id for p in probes))
+                    probed = frozenset(p.model_id for p in probes)
+                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, probed)
                     regrets[name][b].append(pick_regret(true, ranking, b))
+                    best = policy._best_measured(probes, model.sign)
+                    if best is not None:
+                        gain = _by_gain(mean, sd, best)
+                        ranking = Ranking({m: float(gain[index[m]]) for m in true}, probed)
+                        regrets[f"{name}, last by expected improvement"][b].append(pick_regret(true, ranking, b))
     return {name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()}
 
 
@@ -374,7 +400,9 @@ def main() -> None:
     parser.add_argument("--knn", action="store_true", help="also the policy with the kNN estimator predicting")
     parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
     parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
-    parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
+    parser.add_argument(
+        "--only", nargs="*", help="with --replay or --pseudo: the variants whose name contains one of these"
+    )
     parser.add_argument(
         "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
     )
@@ -384,7 +412,7 @@ def main() -> None:
     if args.pseudo:
         for path in args.pseudo:
             started = time.perf_counter()
-            results = pseudo(path, budgets, args.per_fold)
+            results = pseudo(path, budgets, args.per_fold, args.only)
             title = f"{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)"
             _print_table(title, results, budgets)
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
