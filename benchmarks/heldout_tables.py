@@ -221,13 +221,19 @@ def popularity_order() -> list[str]:
 
 
 def search_all(
-    work: Path, dataset_ids: Sequence[str], budgets: Sequence[int], *, k: int
+    work: Path, dataset_ids: Sequence[str], budgets: Sequence[int], *, k: int, saved: Path | None = None
 ) -> dict[str, dict[int, dict[str, Any]]]:
     """Search each table on an embedded cluster with probe budget B - 1: per table and B, the probed models
-    and the answer's ranking (model -> predicted score)."""
+    and the answer's ranking (model -> predicted score). With `saved`, the answers found there are kept and
+    the file is rewritten after each table, so a run stopped midway loses one table's searches at most."""
     from modsnet.embedded import EmbeddedCluster  # serving stack: started only for this step
 
     out: dict[str, dict[int, dict[str, Any]]] = {}
+    if saved is not None and saved.exists():
+        out = {d: {int(b): v for b, v in per.items()} for d, per in json.loads(saved.read_text()).items()}
+    missing = [d for d in dataset_ids if any(b not in out.get(d, {}) for b in budgets)]
+    if not missing:
+        return out
     with tempfile.TemporaryDirectory(prefix="heldout-") as home:
         import os
 
@@ -244,7 +250,7 @@ def search_all(
                         raise
                     print(f"heldout: training not done yet ({type(error).__name__}); asking again", file=sys.stderr)
             print(f"heldout: tabzoo estimator trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            for dataset_id in dataset_ids:
+            for dataset_id in missing:
                 for budget in budgets:
                     answer = client.search(
                         work / "data" / f"{dataset_id}.csv",
@@ -256,13 +262,15 @@ def search_all(
                     )
                     out.setdefault(dataset_id, {})[budget] = {
                         "probed": [p.model_id for p in answer.probes],
-                        "ranking": {m.model_id: float(m.score) for m in answer.models},
+                        "ranking": {m.model_id: float(m.predicted_score) for m in answer.models},
                     }
                     print(
                         f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']}",
                         file=sys.stderr,
                         flush=True,
                     )
+                if saved is not None:
+                    saved.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -342,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for source in sources[: len(ids)]:  # the uploads only: the ground truth is another run's
             (args.work / "data").mkdir(parents=True, exist_ok=True)
             zoo._prepare(source, SEED).table.to_csv(args.work / "data" / f"{source.dataset_id}.csv", index=False)
-        saved.write_text(json.dumps(search_all(args.work, ids, args.budgets, k=10), indent=1))
+        search_all(args.work, ids, args.budgets, k=10, saved=saved)
         return 0
     truth = measure(sources, args.work, jobs=args.jobs)
     print(f"heldout: ground truth of {len(truth)} tables in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -351,8 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = {d: truth[d] for d in ids}
     searched = json.loads(saved.read_text()) if saved.exists() else None
     if searched is None or any(str(b) not in searched.get(d, {}) for d in ids for b in args.budgets):
-        searched = search_all(args.work, ids, args.budgets, k=10)
-        saved.write_text(json.dumps(searched, indent=1))
+        searched = search_all(args.work, ids, args.budgets, k=10, saved=saved)
     searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
     table = regrets(truth, searched, popularity_order(), args.budgets)
     print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
