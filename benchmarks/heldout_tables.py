@@ -263,9 +263,11 @@ def search_all(
                     out.setdefault(dataset_id, {})[budget] = {
                         "probed": [p.model_id for p in answer.probes],
                         "ranking": {m.model_id: float(m.predicted_score) for m in answer.models},
+                        "note": answer.probing_note,  # why probing ended early (a probe failed, time ran out)
                     }
                     print(
-                        f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']}",
+                        f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']} "
+                        f"{answer.probing_note}",
                         file=sys.stderr,
                         flush=True,
                     )
