@@ -20,6 +20,7 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import time
 from collections import defaultdict
@@ -236,9 +237,7 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                 taken = policy.simulate(
                     model,
                     case["features"],
-                    lambda ids, true=true, target=target: [
-                        ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true
-                    ],
+                    functools.partial(_measured, true, target),
                     budget=max(budgets) - 1,
                     known_dataset=target,
                     among=set(case["probeable"]),
@@ -276,6 +275,11 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
         name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
         for name, picks in regrets.items()
     }
+
+
+def _measured(true: dict[str, float], target: str, model_ids: list[str]) -> list[ProbeRecord]:
+    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's)."""
+    return [ProbeRecord(m, target, MEASURED, true[m]) for m in model_ids if m in true]
 
 
 def _by_gain(mean: np.ndarray, sd: Any, best: float) -> np.ndarray:
@@ -399,7 +403,7 @@ def pseudo(
                     taken = policy.simulate(
                         model,
                         {},
-                        lambda ids, true=true: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
+                        functools.partial(_measured, true, "pseudo"),
                         budget=max(budgets) - 1,
                         among=set(true),
                         **settings,
@@ -476,15 +480,15 @@ def main() -> None:
     if args.replay:
         for path in args.replay:
             started = time.perf_counter()
-            results = replay(path, budgets, args.only)
-            popular = results["popular-B"]["table"] if "popular-B" in results else {}
+            replayed = replay(path, budgets, args.only)
+            popular: dict[int, float] = replayed["popular-B"]["table"] if "popular-B" in replayed else {}
             shown = (0, *budgets)
             print(
                 f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
             )
             print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
             print("|---|---|" + "---:|" * len(shown))
-            for name, picks in results.items():
+            for name, picks in replayed.items():
                 for pick, means in picks.items():
                     print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
