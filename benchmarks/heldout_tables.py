@@ -17,7 +17,8 @@
    searches each table's CSV with probe budget B - 1 (B = 0: no probe) and the default adaptive probing;
    the user measures the probes, then the answer's best unprobed models until B models are measured, and
    keeps the best (`decisions.pick_regret`, on the ground truth of step 2). popular-B measures the B models
-   of best mean z-score over TabZoo's datasets. Prints per-table regrets and the means.
+   of best mean z-score over TabZoo's datasets; random-B is the exact expectation over B models drawn at
+   random. Prints per-table regrets and the means.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from modsnet.models.tabular import FIT_TIMEOUT_S, TARGET, model_settings
 from modsnet.offline.zoo import tabular as zoo
 from modsnet.offline.zoo.common import Progress, load_results
 from services.recommender import policy
-from services.recommender.decisions import Ranking, pick_regret
+from services.recommender.decisions import Ranking, expected_random_regret, pick_regret
 from services.recommender.evaluation import graph_from_bundle, z_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,13 +221,19 @@ def popularity_order() -> list[str]:
 
 
 def search_all(
-    work: Path, dataset_ids: Sequence[str], budgets: Sequence[int], *, k: int
+    work: Path, dataset_ids: Sequence[str], budgets: Sequence[int], *, k: int, saved: Path | None = None
 ) -> dict[str, dict[int, dict[str, Any]]]:
     """Search each table on an embedded cluster with probe budget B - 1: per table and B, the probed models
-    and the answer's ranking (model -> predicted score)."""
+    and the answer's ranking (model -> predicted score). With `saved`, the answers found there are kept and
+    the file is rewritten after each table, so a run stopped midway loses one table's searches at most."""
     from modsnet.embedded import EmbeddedCluster  # serving stack: started only for this step
 
     out: dict[str, dict[int, dict[str, Any]]] = {}
+    if saved is not None and saved.exists():
+        out = {d: {int(b): v for b, v in per.items()} for d, per in json.loads(saved.read_text()).items()}
+    missing = [d for d in dataset_ids if any(b not in out.get(d, {}) for b in budgets)]
+    if not missing:
+        return out
     with tempfile.TemporaryDirectory(prefix="heldout-") as home:
         import os
 
@@ -243,7 +250,7 @@ def search_all(
                         raise
                     print(f"heldout: training not done yet ({type(error).__name__}); asking again", file=sys.stderr)
             print(f"heldout: tabzoo estimator trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            for dataset_id in dataset_ids:
+            for dataset_id in missing:
                 for budget in budgets:
                     answer = client.search(
                         work / "data" / f"{dataset_id}.csv",
@@ -255,13 +262,17 @@ def search_all(
                     )
                     out.setdefault(dataset_id, {})[budget] = {
                         "probed": [p.model_id for p in answer.probes],
-                        "ranking": {m.model_id: float(m.score) for m in answer.models},
+                        "ranking": {m.model_id: float(m.predicted_score) for m in answer.models},
+                        "note": answer.probing_note,  # why probing ended early (a probe failed, time ran out)
                     }
                     print(
-                        f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']}",
+                        f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']} "
+                        f"{answer.probing_note}",
                         file=sys.stderr,
                         flush=True,
                     )
+                if saved is not None:
+                    saved.write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -271,41 +282,71 @@ def regrets(
     popular: list[str],
     budgets: Sequence[int],
 ) -> dict[str, dict[int, dict[str, float]]]:
-    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search and popular-B."""
-    out: dict[str, dict[int, dict[str, float]]] = {"modsnet": {}, "popular-B": {}}
+    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search, popular-B and random-B (the
+    exact expectation over random draws of B models, B = 0: one trusted at random)."""
+    out: dict[str, dict[int, dict[str, float]]] = {"modsnet": {}, "popular-B": {}, "random-B": {}}
     for dataset_id, true in truth.items():
         popular_ranking = Ranking({m: -float(i) for i, m in enumerate(popular) if m in true})
         for budget in budgets:
-            found = searched[dataset_id][budget]
-            ranking = Ranking(
-                {m: s for m, s in found["ranking"].items() if m in true},
-                frozenset(m for m in found["probed"] if m in true),
-            )
-            out["modsnet"].setdefault(budget, {})[dataset_id] = pick_regret(true, ranking, budget)
+            if dataset_id in searched:  # else popular-B and random-B only (no answers saved yet)
+                found = searched[dataset_id][budget]
+                ranking = Ranking(
+                    {m: s for m, s in found["ranking"].items() if m in true},
+                    frozenset(m for m in found["probed"] if m in true),
+                )
+                out["modsnet"].setdefault(budget, {})[dataset_id] = pick_regret(true, ranking, budget)
             out["popular-B"].setdefault(budget, {})[dataset_id] = pick_regret(true, popular_ranking, budget)
+            out["random-B"].setdefault(budget, {})[dataset_id] = expected_random_regret(true, budget)
     return out
 
 
-def _popular_only(work: Path, ids: Sequence[str], budgets: Sequence[int]) -> int:
-    """popular-B's regret on every table whose ground truth is complete in `work` (a partial run's figure)."""
+def _so_far(work: Path, ids: Sequence[str], budgets: Sequence[int], saved: Path, rule: str) -> int:
+    """The table on every table whose ground truth is complete in `work` (a partial run's figures), with
+    ModsNet's side where `saved` holds its answers; measures and searches nothing."""
     settings = {s.model_id for s in model_settings()}
     truth: dict[str, dict[str, float]] = {}
     for record in load_results(work / "results.jsonl").values():
         truth.setdefault(record["dataset_id"], {})[record["model_id"]] = float(record["score"])
     complete = [d for d in ids if set(truth.get(d, {})) >= settings]
-    popular = popularity_order()
-    print(f"\npopular-B on {len(complete)} fully measured tables (regret, balanced accuracy)\n")
-    print("| table | " + " | ".join(f"B={b}" for b in budgets) + " |")
-    print("|---|" + "---:|" * len(budgets))
-    regret = {
-        d: [pick_regret(truth[d], Ranking({m: -float(i) for i, m in enumerate(popular)}), b) for b in budgets]
-        for d in complete
-    }
-    for d in complete:
-        print(f"| {d} | " + " | ".join(f"{r:.3f}" for r in regret[d]) + " |")
-    means = np.mean([regret[d] for d in complete], axis=0) if complete else [float("nan")] * len(budgets)
-    print("| **mean** | " + " | ".join(f"{m:.4f}" for m in means) + " |")
+    searched = json.loads(saved.read_text()) if saved.exists() else {}
+    searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
+    if not all(b in searched.get(d, {}) for d in complete for b in budgets):
+        searched = {}  # no answers for some table: popular-B and random-B only
+    _report(work, complete, {d: truth[d] for d in complete}, searched, budgets, rule)
     return 0
+
+
+def _report(
+    work: Path,
+    ids: Sequence[str],
+    truth: dict[str, dict[str, float]],
+    searched: dict[str, dict[int, dict[str, Any]]],
+    budgets: Sequence[int],
+    rule: str,
+) -> None:
+    """Per table and in the mean: regret of ModsNet's search (when `searched` has its answers), popular-B and
+    random-B after B measurements."""
+    table = regrets(truth, searched, popularity_order(), budgets)
+    strategies = ("modsnet", "popular-B", "random-B") if searched else ("popular-B", "random-B")
+    names = " / ".join(s.removesuffix("-B").replace("modsnet", "ModsNet") for s in strategies)
+    print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
+    print("| table | rows | classes | " + " | ".join(f"B={b} {names}" for b in budgets) + " |")
+    print("|---|---:|---:|" + "---|" * len(budgets))
+    for dataset_id in ids:
+        frame = pd.read_csv(work / "data" / f"{dataset_id}.csv")
+        cells = [" / ".join(f"{table[s][b][dataset_id]:.3f}" for s in strategies) for b in budgets]
+        print(f"| {dataset_id} | {len(frame)} | {frame[TARGET].nunique()} | " + " | ".join(cells) + " |")
+    means = []
+    for b in budgets:
+        mean = {s: float(np.mean([table[s][b][d] for d in ids])) if ids else float("nan") for s in strategies}
+        cell = " / ".join(f"{mean[s]:.4f}" for s in strategies)
+        if "modsnet" in strategies:
+            better = sum(table["modsnet"][b][d] < table["popular-B"][b][d] - 1e-12 for d in ids)
+            worse = sum(table["modsnet"][b][d] > table["popular-B"][b][d] + 1e-12 for d in ids)
+            ratio = f"{mean['modsnet'] / mean['popular-B']:.2f}" if mean["popular-B"] > 0 else "–"
+            cell += f" ({ratio} of popular; {better}↑ {worse}↓)"
+        means.append(cell)
+    print("| **mean** | | | " + " | ".join(means) + " |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,7 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tables", type=int, default=0, help="search only the first N tables (0: all)")
     parser.add_argument("--search-only", action="store_true", help="search and save the answers, no ground truth")
     parser.add_argument(
-        "--popular-only", action="store_true", help="popular-B on the tables fully measured so far; no measuring"
+        "--so-far",
+        "--popular-only",
+        action="store_true",
+        help="the table on the tables fully measured so far, ModsNet's side from saved answers; no measuring",
     )
     parser.add_argument(
         "--rule", choices=(policy.GREEDY, policy.LOOKAHEAD), help="the probing rule (default: the served)"
@@ -332,14 +376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for source in sources:
         print(f"heldout table: {source.dataset_id}: {source.source}", file=sys.stderr)
     ids = [s.dataset_id for s in sources][: args.tables or None]
-    if args.popular_only:
-        return _popular_only(args.work, ids, args.budgets)
     saved = args.work / f"searched-{rule}.json"
+    if args.so_far:
+        return _so_far(args.work, ids, args.budgets, saved, rule)
     if args.search_only:
         for source in sources[: len(ids)]:  # the uploads only: the ground truth is another run's
             (args.work / "data").mkdir(parents=True, exist_ok=True)
             zoo._prepare(source, SEED).table.to_csv(args.work / "data" / f"{source.dataset_id}.csv", index=False)
-        saved.write_text(json.dumps(search_all(args.work, ids, args.budgets, k=10), indent=1))
+        search_all(args.work, ids, args.budgets, k=10, saved=saved)
         return 0
     truth = measure(sources, args.work, jobs=args.jobs)
     print(f"heldout: ground truth of {len(truth)} tables in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -348,27 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = {d: truth[d] for d in ids}
     searched = json.loads(saved.read_text()) if saved.exists() else None
     if searched is None or any(str(b) not in searched.get(d, {}) for d in ids for b in args.budgets):
-        searched = search_all(args.work, ids, args.budgets, k=10)
-        saved.write_text(json.dumps(searched, indent=1))
+        searched = search_all(args.work, ids, args.budgets, k=10, saved=saved)
     searched = {d: {int(b): v for b, v in per.items()} for d, per in searched.items()}
-    table = regrets(truth, searched, popularity_order(), args.budgets)
-    print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
-    print("| table | rows | classes | " + " | ".join(f"B={b} modsnet / popular" for b in args.budgets) + " |")
-    print("|---|---:|---:|" + "---|" * len(args.budgets))
-    for dataset_id in ids:
-        frame = pd.read_csv(args.work / "data" / f"{dataset_id}.csv")
-        cells = [
-            f"{table['modsnet'][b][dataset_id]:.3f} / {table['popular-B'][b][dataset_id]:.3f}" for b in args.budgets
-        ]
-        print(f"| {dataset_id} | {len(frame)} | {frame[TARGET].nunique()} | " + " | ".join(cells) + " |")
-    means = []
-    for b in args.budgets:
-        mine, theirs = (float(np.mean(list(table[s][b].values()))) for s in ("modsnet", "popular-B"))
-        better = sum(table["modsnet"][b][d] < table["popular-B"][b][d] - 1e-12 for d in ids)
-        worse = sum(table["modsnet"][b][d] > table["popular-B"][b][d] + 1e-12 for d in ids)
-        ratio = f"{mine / theirs:.2f}" if theirs > 0 else "–"
-        means.append(f"{mine:.4f} / {theirs:.4f} ({ratio}; {better}↑ {worse}↓)")
-    print("| **mean** | | | " + " | ".join(means) + " |")
+    _report(args.work, ids, truth, searched, args.budgets, rule)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 

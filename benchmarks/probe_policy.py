@@ -20,6 +20,7 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import time
 from collections import defaultdict
@@ -53,7 +54,7 @@ def _library(name: str) -> Path:
 
 
 def run(
-    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None
+    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None, *, variants_too: bool = True
 ) -> tuple[dict[str, dict[int, float]], int]:
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
@@ -120,6 +121,8 @@ def run(
             regrets["the search's policy (policy.py defaults)"][budget].append(
                 pick_regret(true, product_ranking, budget, sign=sign)
             )
+        if not variants_too:
+            return  # the product's row and the dump only: a replay runs the variants without the fit's cost
         for budget in budgets:  # the selector's batch, as the search took it before
             chosen = estimator.select_probes(features, known_dataset=target, budget=budget - 1, among=probeable)
             score("batch (before)", estimator, fold.measure_for_decision(target, chosen), budget)
@@ -185,13 +188,15 @@ class Replayed:
 
 
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
-    "info-1, greedy conditioned (level 0.5): the search's policy until 2026-12-06": {"informative": 1},
+    "info-1, greedy conditioned (level 0.5): the served policy": {"informative": 1},
     "info-0, greedy conditioned (level 0.5)": {"informative": 0},
     "info-1, lookahead (level 0.5)": {"informative": 1, "rule": "lookahead"},
     "info-0, lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
     "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
     "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
     "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
+    "info-1, by expected improvement (level 0.5)": {"informative": 1, "by_gain": True},
+    "info-1, by expected improvement (level 0)": {"informative": 1, "by_gain": True, "level": 0.0},
 }
 
 
@@ -202,38 +207,56 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
         dump = pickle.load(source)
     estimators = {key: pickle.loads(f["estimator"]) if "estimator" in f else None for key, f in dump["folds"].items()}
     regrets: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    popular = dump["decisions"][POPULAR]
-    product = dump["decisions"][MODSNET]
+    # A dump written while its run was going (after each fold) has no decision table yet: no such rows.
+    decisions = dump["decisions"] or {}
+    popular, product = decisions.get(POPULAR), decisions.get(MODSNET)
     for case in dump["cases"]:
         fold, target = dump["folds"][case["fold"]], case["target"]
         model = Replayed(fold, case, estimators[case["fold"]])
         true, sign = case["true"], fold["sign"]
         index = {m: j for j, m in enumerate(model.model_ids)}
         for b in (0, *budgets):
-            regrets["popular-B"]["table"][b].append(popular[str(b)][target])
-            regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
+            if popular is not None and product is not None:
+                regrets["popular-B"]["table"][b].append(popular[str(b)][target])
+                regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
         for name, settings in REPLAY_VARIANTS.items():
             if names and not any(n in name for n in names):
                 continue
-            taken = policy.simulate(
-                model,
-                case["features"],
-                lambda ids, true=true, target=target: [
-                    ProbeRecord(m, target, MEASURED, true[m]) for m in ids if m in true
-                ],
-                budget=max(budgets) - 1,
-                known_dataset=target,
-                among=set(case["probeable"]),
-                **settings,
-            )
+            if settings.get("by_gain"):
+                taken = _simulate_by_gain(
+                    model,
+                    true,
+                    max(budgets) - 1,
+                    settings.get("level", policy.LEVEL),
+                    features=case["features"],
+                    target=target,
+                    among=set(case["probeable"]),
+                    informative=settings.get("informative", 0),
+                )
+            else:
+                taken = policy.simulate(
+                    model,
+                    case["features"],
+                    functools.partial(_measured, true, target),
+                    budget=max(budgets) - 1,
+                    known_dataset=target,
+                    among=set(case["probeable"]),
+                    **settings,
+                )
             for b in budgets:
                 probes = taken[: b - 1]
                 probed = frozenset(p.model_id for p in probes)
                 picks = {}
+                # The last measurement is worth E[max(best measured, X)]: ranked by expected improvement
+                # over the best measured as well as by the predicted mean (no probe: the mean).
+                best = policy._best_measured(probes, sign)
                 if model.estimator is not None:
                     scored = model.score_all(case["features"], known_dataset=target, probes=probes)
-                    picks["served"] = sign * np.asarray(scored.scores, dtype=float)
-                mean, _, _ = policy._predicted(
+                    served = sign * np.asarray(scored.scores, dtype=float)
+                    picks["served"] = served
+                    if best is not None:
+                        picks["served, by expected improvement"] = _by_gain(served, scored.uncertainty, best)
+                mean, sd, _ = policy._predicted(
                     model,
                     case["features"],
                     target,
@@ -243,6 +266,8 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                     level=settings.get("level", policy.LEVEL),
                 )
                 picks["conditioned"] = mean
+                if best is not None:
+                    picks["conditioned, by expected improvement"] = _by_gain(mean, sd, best)
                 for pick, vector in picks.items():
                     ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
                     regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
@@ -250,6 +275,18 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
         name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
         for name, picks in regrets.items()
     }
+
+
+def _measured(true: dict[str, float], target: str, model_ids: list[str]) -> list[ProbeRecord]:
+    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's)."""
+    return [ProbeRecord(m, target, MEASURED, true[m]) for m in model_ids if m in true]
+
+
+def _by_gain(mean: np.ndarray, sd: Any, best: float) -> np.ndarray:
+    """Expected improvement of each model over `best` (-inf where the mean is unknown)."""
+    finite = np.isfinite(mean)
+    sd = np.nan_to_num(np.asarray(sd, dtype=float), nan=0.0)
+    return np.where(finite, policy.expected_improvement(np.where(finite, mean, 0.0), sd, best), -np.inf)
 
 
 class PseudoTarget:
@@ -285,7 +322,39 @@ PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
     "greedy conditioned (level 0)": {"informative": 0, "level": 0.0},
     "lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
     "lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
+    "greedy by expected improvement (level 0.5)": {"by_gain": True},
+    "greedy by expected improvement (level 0)": {"by_gain": True, "level": 0.0},
 }
+
+
+def _simulate_by_gain(
+    model: Any,
+    true: dict[str, float],
+    budget: int,
+    level: float,
+    *,
+    features: dict[str, float] | None = None,
+    target: str | None = None,
+    among: set[str] | None = None,
+    informative: int = 0,
+) -> list[ProbeRecord]:
+    """Probes chosen one at a time by expected improvement over the best measured (the conditioned mean and
+    sd), not by the mean: what every probe would be if each were the last. The first `informative` are the
+    selector's; with nothing measured, the mean decides."""
+    index = {m: j for j, m in enumerate(model.model_ids)}
+    allowed = [m for m in true if m in index and (among is None or m in among)]
+    taken: list[ProbeRecord] = []
+    if informative:
+        batch = model.select_probes(features or {}, known_dataset=target, budget=informative, among=among)
+        taken = [ProbeRecord(m, target or "pseudo", MEASURED, true[m]) for m in batch if m in true][:budget]
+    while len(taken) < min(budget, len(allowed)):
+        mean, sd, _ = policy._predicted(model, features or {}, target, taken, index, condition=True, level=level)
+        best = policy._best_measured(taken, model.sign)
+        value = mean if best is None else _by_gain(mean, sd, best)
+        done = {p.model_id for p in taken}
+        pick = max((m for m in allowed if m not in done), key=lambda m: (value[index[m]], -index[m]))
+        taken.append(ProbeRecord(pick, target or "pseudo", MEASURED, true[pick]))
+    return taken
 
 
 def _training_behaviour(library: Path) -> dict[str, Any]:
@@ -299,10 +368,13 @@ def _training_behaviour(library: Path) -> dict[str, Any]:
     return {"folds": {("training",): fold}}
 
 
-def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dict[int, float]]:
-    """PSEUDO_VARIANTS on `per_fold` training datasets of each fold (seeded) of a --dump, or of a library less
-    its default evaluation targets; regret in z units. The final pick is the conditioned prediction (a
-    pseudo-target has no estimator of its own)."""
+def pseudo(
+    path: Path, budgets: tuple[int, ...], per_fold: int, names: list[str] | None = None
+) -> dict[str, dict[int, float]]:
+    """PSEUDO_VARIANTS (those whose name contains one of `names`, if given) on `per_fold` training datasets of
+    each fold (seeded) of a --dump, or of a library less its default evaluation targets; regret in z units.
+    The final pick is the conditioned prediction (a pseudo-target has no estimator of its own), ranked by its
+    mean and, in a row of its own, by expected improvement over the best measured."""
     if path.suffix == ".pkl":
         with path.open("rb") as source:
             dump = pickle.load(source)
@@ -323,21 +395,32 @@ def pseudo(path: Path, budgets: tuple[int, ...], per_fold: int) -> dict[str, dic
                 ranking = Ranking({m: float(model.cold[index[m]]) for m in true})
                 regrets["popular-B"][b].append(pick_regret(true, ranking, b))
             for name, settings in PSEUDO_VARIANTS.items():
-                taken = policy.simulate(
-                    model,
-                    {},
-                    lambda ids, true=true: [ProbeRecord(m, "pseudo", MEASURED, true[m]) for m in ids if m in true],
-                    budget=max(budgets) - 1,
-                    among=set(true),
-                    **settings,
-                )
+                if names and not any(n in name for n in names):
+                    continue
+                if settings.get("by_gain"):
+                    taken = _simulate_by_gain(model, true, max(budgets) - 1, settings.get("level", policy.LEVEL))
+                else:
+                    taken = policy.simulate(
+                        model,
+                        {},
+                        functools.partial(_measured, true, "pseudo"),
+                        budget=max(budgets) - 1,
+                        among=set(true),
+                        **settings,
+                    )
                 for b in budgets:
                     probes = taken[: b - 1]
-                    mean, _, _ = policy._predicted(
+                    mean, sd, _ = policy._predicted(
                         model, {}, None, probes, index, condition=True, level=settings.get("level", policy.LEVEL)
                     )
-                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, frozenset(p.model_id for p in probes))
+                    probed = frozenset(p.model_id for p in probes)
+                    ranking = Ranking({m: float(mean[index[m]]) for m in true}, probed)
                     regrets[name][b].append(pick_regret(true, ranking, b))
+                    best = policy._best_measured(probes, model.sign)
+                    if best is not None:
+                        gain = _by_gain(mean, sd, best)
+                        ranking = Ranking({m: float(gain[index[m]]) for m in true}, probed)
+                        regrets[f"{name}, last by expected improvement"][b].append(pick_regret(true, ranking, b))
     return {name: {b: float(np.mean(v)) for b, v in per.items()} for name, per in regrets.items()}
 
 
@@ -353,7 +436,7 @@ def _progress(name: str, regrets: dict[str, dict[int, list[float]]], *, fold_cou
 def _cell(means: dict[int, float], popular: dict[int, float], budget: int) -> str:
     if budget not in means:
         return "–"
-    ratio = f" ({means[budget] / popular[budget]:.2f})" if popular[budget] else ""
+    ratio = f" ({means[budget] / popular[budget]:.2f})" if popular.get(budget) else ""
     return f"{means[budget]:.4f}{ratio}"
 
 
@@ -373,8 +456,13 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[3, 5, 10])
     parser.add_argument("--knn", action="store_true", help="also the policy with the kNN estimator predicting")
     parser.add_argument("--dump", type=Path, help="folder: save each library's fitted folds for a fast replay")
+    parser.add_argument(
+        "--no-variants", action="store_true", help="with --dump: only the product's row (replay the variants later)"
+    )
     parser.add_argument("--replay", nargs="+", type=Path, help="dump files: replay REPLAY_VARIANTS on them, no fit")
-    parser.add_argument("--only", nargs="*", help="with --replay: the variants whose name contains one of these")
+    parser.add_argument(
+        "--only", nargs="*", help="with --replay or --pseudo: the variants whose name contains one of these"
+    )
     parser.add_argument(
         "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
     )
@@ -384,7 +472,7 @@ def main() -> None:
     if args.pseudo:
         for path in args.pseudo:
             started = time.perf_counter()
-            results = pseudo(path, budgets, args.per_fold)
+            results = pseudo(path, budgets, args.per_fold, args.only)
             title = f"{path.stem}: pseudo-targets of the training data, mean regret in z (ratio to popular-B)"
             _print_table(title, results, budgets)
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
@@ -392,15 +480,15 @@ def main() -> None:
     if args.replay:
         for path in args.replay:
             started = time.perf_counter()
-            results = replay(path, budgets, args.only)
-            popular = results["popular-B"]["table"]
+            replayed = replay(path, budgets, args.only)
+            popular: dict[int, float] = replayed["popular-B"]["table"] if "popular-B" in replayed else {}
             shown = (0, *budgets)
             print(
                 f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
             )
             print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
             print("|---|---|" + "---:|" * len(shown))
-            for name, picks in results.items():
+            for name, picks in replayed.items():
                 for pick, means in picks.items():
                     print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
@@ -411,7 +499,7 @@ def main() -> None:
         if args.dump is not None:
             args.dump.mkdir(parents=True, exist_ok=True)
             dump = args.dump / f"{Path(name).name}.pkl"
-        table, targets = run(_library(name), budgets, args.knn, dump)
+        table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants)
         title = f"{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)"
         _print_table(title, table, budgets)
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)

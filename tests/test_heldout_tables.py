@@ -49,3 +49,9 @@ def test_regrets_count_the_probes_then_the_answers_best_unprobed() -> None:
     assert out["modsnet"][3]["t"] == pytest.approx(0.1)  # b probed, c measured, one measurement unused
     assert out["popular-B"][0]["t"] == pytest.approx(0.1)  # b, the most popular
     assert out["popular-B"][3]["t"] == pytest.approx(0.0)
+    # random-B: B = 0 trusts one of the three at random; B = 3 measures all of them.
+    assert out["random-B"][0]["t"] == pytest.approx(0.9 - (0.9 + 0.8 + 0.5) / 3)
+    assert out["random-B"][3]["t"] == pytest.approx(0.0)
+    # Before the search's answers are saved (a partial run), popular-B and random-B alone.
+    alone = heldout.regrets(truth, {}, ["b", "c", "a"], [0, 3])
+    assert alone["modsnet"] == {} and alone["popular-B"][0]["t"] == pytest.approx(0.1)
