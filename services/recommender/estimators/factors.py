@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import svds
+from threadpoolctl import threadpool_limits
 
 from .matrix import ScoreMatrix
 
@@ -60,11 +61,14 @@ def loadings(residual: sparse.csr_array, rank: int) -> tuple[np.ndarray, np.ndar
     k = max(0, min(rank, n_rows - 1, n_cols - 1))
     if k == 0:
         return np.zeros((n_cols, 0)), np.zeros((n_rows, 0))
-    if n_rows * n_cols <= DENSE_CELLS:
-        u, s, vt = np.linalg.svd(residual.toarray(), full_matrices=False)
-        u, s, vt = u[:, :k], s[:k], vt[:k]
-    else:
-        u, s, vt = svds(residual.astype(float), k=k, random_state=0)
+    # One BLAS thread: a few hundred rows gain nothing from more, and on a loaded machine the threads' spinning
+    # made OBOE's 418 x 219 SVD 10-30 times slower (0.3 s against 4-10 s).
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_rows * n_cols <= DENSE_CELLS:
+            u, s, vt = np.linalg.svd(residual.toarray(), full_matrices=False)
+            u, s, vt = u[:, :k], s[:k], vt[:k]
+        else:
+            u, s, vt = svds(residual.astype(float), k=k, random_state=0)
         order = np.argsort(-s)
         u, s, vt = u[:, order], s[order], vt[order]
     root = np.sqrt(n_rows)
@@ -73,15 +77,21 @@ def loadings(residual: sparse.csr_array, rank: int) -> tuple[np.ndarray, np.ndar
 
 def joint_prior(level: np.ndarray, spread: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the regression coefficients (a, b, b·v) over the library's datasets (their levels,
-    spreads and latent vectors), off-diagonal terms shrunk by n / (n + coefficients): a query's score level then
-    says something of its latent vector where the library's easy and hard datasets favour different models."""
+    spreads and latent vectors): a query's score level then says something of its latent vector where the
+    library's easy and hard datasets favour different models. Each correlation r of n datasets is shrunk by its
+    own noise (variance about 1 / n), to r · max(0, 1 - 1 / (n r²)): on 10 datasets one under 0.32 is taken as 0."""
     theta = np.hstack([level[:, None], spread[:, None], spread[:, None] * vectors])
     n, p = theta.shape
     mean = theta.mean(axis=0)
-    covariance = np.atleast_2d(np.cov(theta, rowvar=False, bias=True)) if n > 1 else np.zeros((p, p))
-    diagonal = np.diag(np.diag(covariance))
-    covariance = diagonal + (covariance - diagonal) * n / (n + p)
-    return mean, covariance
+    if n < 2:
+        return mean, np.zeros((p, p))
+    covariance = np.atleast_2d(np.cov(theta, rowvar=False, bias=True))
+    sd = np.sqrt(np.diag(covariance))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.outer(sd, sd) > 0, covariance / np.outer(sd, sd), 0.0)
+        keep = np.where(r != 0, np.maximum(0.0, 1.0 - 1.0 / (n * r**2)), 0.0)
+    np.fill_diagonal(keep, 1.0)
+    return mean, covariance * keep
 
 
 def unexplained(residual: sparse.csr_array, factor_loadings: np.ndarray) -> float:

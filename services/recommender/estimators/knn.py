@@ -146,8 +146,8 @@ class KnnPopularityEstimator:
         self._fit_features(snapshot)
         self.condition = False
         self.latent: factors.LatentFit | None = None
-        self.condition = self._conditioning_pays()
-        self.latent, self.latent_validation = self._fit_latent()
+        self.condition, neighbours = self._conditioning_pays()
+        self.latent, self.latent_validation = self._fit_latent(neighbours)
         self.fit_info = FitInfo(len(rated), len(self.model_ids), len(snapshot.interactions), self.feature_names)
 
     # -- features -----------------------------------------------------------------------------------
@@ -363,8 +363,13 @@ class KnnPopularityEstimator:
         cov[r, k] = spread[js[k]] ** 2
         return cov
 
-    def _conditioning_pays(self, *, datasets: int = 40, budget: int = 3) -> bool:
-        """Whether conditioning on probes' surprise ranks held-out datasets better than neighbours alone.
+    def _conditioning_pays(
+        self, *, datasets: int = PSEUDO_TARGETS, budget: int = LATENT_BUDGET
+    ) -> tuple[bool, dict[int, float]]:
+        """Whether conditioning on probes' surprise ranks held-out datasets better than neighbours alone, and the
+        Pearson of the better of the two on each held-out dataset over all its records, as `score_all` returns them
+        (the probed at their measurement, the others shifted by the probes' mean residual): what `_fit_latent`
+        compares the latent fit with, on the same datasets.
 
         Decided on the library's own records: for up to `datasets` scored datasets, each in turn is hidden
         (left out of the neighbours and the covariance), `budget` of its models are probed as a search would,
@@ -373,10 +378,11 @@ class KnnPopularityEstimator:
         """
         eligible = np.flatnonzero(self.scores.row_counts() >= budget + 10).tolist()
         if len(eligible) < 5:
-            return False
+            return False, {}
         rng = np.random.default_rng(0)
         chosen = rng.choice(eligible, size=min(datasets, len(eligible)), replace=False)
         gains = []
+        served: dict[str, dict[int, float]] = {"plain": {}, "conditioned": {}}
         for i in chosen:
             cols, values = self.scores.row(i)
             among = [self.model_ids[j] for j in cols.tolist()]
@@ -392,35 +398,35 @@ class KnnPopularityEstimator:
             conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured, models=rest)
             self.condition = False
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
-        return bool(gains) and float(np.mean(gains)) > 0.0
+            for name, predicted in (("plain", plain), ("conditioned", conditioned)):
+                served[name][int(i)] = _pearson(_as_served(predicted[cols], ~keep, values), values)
+        pays = bool(gains) and float(np.mean(gains)) > 0.0
+        return pays, served["conditioned" if pays else "plain"]
 
-    def _fit_latent(self, *, datasets: int = PSEUDO_TARGETS) -> tuple[factors.LatentFit | None, dict[str, float]]:
+    def _fit_latent(self, neighbours: dict[int, float]) -> tuple[factors.LatentFit | None, dict[str, float]]:
         """The latent fit for featureless queries with probes, at the rank (`factors.RANKS`) and probe rule
         (`factors.RULES`) that rank held-out datasets best with `LATENT_BUDGET` probes, and the mean Pearson of each
         choice there (`knn`: the probe neighbours). None (the neighbours serve) where no choice beats them or too
         few datasets are scored. A pseudo-target's Pearson is over all its records, the probed ones at their
         measurement, as a search returns them.
 
-        Decided on the library's own records, as `_conditioning_pays` is: up to `datasets` scored datasets are
-        pseudo-targets, hidden in `RANK_FOLDS` groups (the factors, their popularity and their noise fitted on the
-        rest), probed as a search would be and judged on their other records.
+        Decided on the library's own records: the pseudo-targets of `_conditioning_pays` (`neighbours`: their
+        Pearson there), hidden in `RANK_FOLDS` groups (the factors, their popularity and their noise fitted on the
+        rest), probed as a search would be and judged on all their records.
         """
         budget = LATENT_BUDGET
-        eligible = np.flatnonzero(self.scores.row_counts() >= budget + 10)
-        if len(eligible) < 5:
+        chosen = np.array(sorted(neighbours), dtype=np.int64)
+        if len(chosen) < 5:
             return None, {}
         rng = np.random.default_rng(0)
-        chosen = np.sort(rng.choice(eligible, size=min(datasets, len(eligible)), replace=False))
         choices = [(k, rule) for k in factors.RANKS for rule in factors.RULES]
-        pearson: dict[str, list[float]] = {"knn": [], **{_choice(*c): [] for c in choices}}
+        pearson: dict[str, list[float]] = {"knn": list(neighbours.values()), **{_choice(*c): [] for c in choices}}
         noise: dict[int, list[float]] = {k: [] for k in factors.RANKS}
         for group in np.array_split(rng.permutation(chosen), min(RANK_FOLDS, len(chosen))):
             keep = np.setdiff1d(np.arange(len(self.dataset_ids)), group)
             residual, popularity = factors.residual_matrix(self.z, keep)
             loadings, vectors = factors.loadings(residual, max(factors.RANKS))
             held, _ = factors.residual_matrix(self.z, group, popularity)
-            for i in group.tolist():
-                pearson["knn"].append(self._neighbours_pseudo_pearson(i, budget))
             for k, rule in choices:
                 if k > loadings.shape[1]:
                     continue
@@ -435,7 +441,7 @@ class KnnPopularityEstimator:
                     at = np.searchsorted(cols, probes)
                     predicted, _ = fit.predict(probes, goodness[at])
                     predicted = predicted[cols]
-                    predicted[at] = goodness[at]
+                    predicted[at] = goodness[at]  # (no shift: the fit already has the probes' level)
                     pearson[_choice(k, rule)].append(_pearson(predicted, goodness))
         validation = {name: float(np.mean(v)) for name, v in pearson.items() if v}
         # Every pseudo-target judged, or a choice is not comparable with the neighbours (too few datasets for it).
@@ -465,22 +471,6 @@ class KnnPopularityEstimator:
         spread = self.row_spread if rows is None else self.row_spread[rows]
         mean, covariance = factors.joint_prior(level, spread, vectors)
         return factors.LatentFit(loadings, popularity, noise, mean, covariance, rule)
-
-    def _neighbours_pseudo_pearson(self, i: int, budget: int) -> float:
-        """Pearson of the probe neighbours' prediction of scored dataset i, hidden, with `budget` of its models
-        probed as `select_probes` picks them without features, over its records (the probed at their measurement,
-        the others shifted by the probes' mean residual, as `score_all` returns them)."""
-        cols, values = self.scores.row(i)
-        among = [self.model_ids[j] for j in cols.tolist()]
-        picked = self._select(np.ones(len(self.dataset_ids)), len(self.dataset_ids), budget, among, exclude=i)
-        at = np.searchsorted(cols, [self.model_index[m] for m in picked])
-        measured = dict(zip(cols[at].tolist(), values[at].tolist(), strict=True))
-        rest = np.setdiff1d(cols, cols[at])
-        predicted, _, _, _ = self._inductive({}, exclude=i, measured=measured, models=rest)
-        predicted = predicted[cols]
-        predicted += (values[at] - predicted[at]).sum() / (len(at) + 1)
-        predicted[at] = values[at]
-        return _pearson(predicted, values)
 
     def behaviour(self) -> ScoreMatrix:
         """Every scored dataset's z per model (no value where no record): how models rise and fall together.
@@ -656,6 +646,14 @@ class KnnPopularityEstimator:
             return f"no close dataset has a record of it; {popular}"
         near = ", ".join(f"{e.score:.3g} on {e.dataset_id} (similarity {e.similarity:.2f})" for e in evidence)
         return f"scored {near}; {popular}"
+
+
+def _as_served(predicted: np.ndarray, probed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A dataset's predicted scores as `score_all` returns them with the `probed` ones measured at `values`: those
+    at their measurement, the others shifted by the probes' mean residual (shrunk by one pseudo-record)."""
+    out = predicted + (values[probed] - predicted[probed]).sum() / (int(probed.sum()) + 1)
+    out[probed] = values[probed]
+    return out
 
 
 def _choice(rank: int, rule: str) -> str:
