@@ -146,8 +146,8 @@ class KnnPopularityEstimator:
         self._fit_features(snapshot)
         self.condition = False
         self.latent: factors.LatentFit | None = None
-        self.condition, neighbours = self._conditioning_pays()
-        self.latent, self.latent_validation = self._fit_latent(neighbours)
+        self.condition, by_neighbours = self._conditioning_pays()
+        self.latent, self.latent_validation = self._fit_latent(by_neighbours)
         self.fit_info = FitInfo(len(rated), len(self.model_ids), len(snapshot.interactions), self.feature_names)
 
     # -- features -----------------------------------------------------------------------------------
