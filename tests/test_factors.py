@@ -11,6 +11,7 @@ from modsnet.data.bundle import Bundle, Table
 from modsnet.data.graph import ProbeRecord
 from modsnet.data.graph_build import snapshot_from_bundle
 from services.recommender.estimators import factors
+from services.recommender.estimators.blend import fit_blend
 from services.recommender.estimators.knn import KnnPopularityEstimator
 from services.recommender.estimators.matrix import ScoreMatrix
 from services.recommender.probes import MEASURED
@@ -155,3 +156,16 @@ def test_a_query_with_features_keeps_the_feature_neighbours() -> None:
 def test_too_few_datasets_leave_the_probe_neighbours_in_charge() -> None:
     estimator = KnnPopularityEstimator(snapshot_from_bundle(_library(_planted(4))))
     assert estimator.latent is None and estimator.latent_validation == {}
+
+
+def test_the_served_knn_blend_ranks_a_featureless_probed_query_by_the_latent_fit() -> None:
+    scores = _planted(31, seed=1)
+    served = fit_blend(snapshot_from_bundle(_library(scores[:30])), KnnPopularityEstimator)
+    assert served.knn.latent is not None
+    truth = dict(zip(served.model_ids, scores[30].tolist(), strict=True))
+    chosen = served.select_probes({}, budget=3)
+    assert chosen == served.knn.select_probes({}, budget=3)  # the latent fit's probes
+    scored = served.score_all({}, probes=[ProbeRecord(m, "", MEASURED, truth[m]) for m in chosen])
+    rest = [j for j, m in enumerate(served.model_ids) if m not in chosen]
+    assert _pearson(scored.scores[rest], [truth[served.model_ids[j]] for j in rest]) > 0.9
+    assert np.all(np.isfinite(scored.uncertainty[rest])) and np.all(scored.uncertainty[rest] > 0)
