@@ -19,6 +19,11 @@ how far its scores of those models lie from q's, in units of a typical score spr
 (a published score matrix of ids only) that is the only distance there is. The probed models' measured scores
 are returned as such, and their mean residual against the prediction shifts every other model.
 
+Where a query has no features to compare and the library's own held-out datasets say it ranks better than those
+probe neighbours, the probes instead fit the query's latent vector in a low-rank model of the scores
+(`factors.py`): popularity plus the loadings times that vector, by ridge from the probed residuals, and the
+probes are chosen to pin it down (`select_probes`).
+
 Everything per (dataset, model) is kept sparse (`ScoreMatrix`: the records only) and a query touches only its
 neighbours' records: a model none of them scored is predicted by its popularity, precomputed once per fit,
 so a library of a million models costs a few dense vectors per query, not a (datasets x models) matrix.
@@ -37,6 +42,7 @@ from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import raw_features
 
 from ..probes import MEASURED, ProbeSelector
+from . import factors
 from .base import Evidence, Prediction, ProbeRecord, Scored
 from .matrix import ScoreMatrix
 
@@ -49,6 +55,9 @@ NOISE = 0.1
 SHRINK = 5.0
 MIN_COMMON = 10
 DIVERSITY = 0.9  # probes that behave unlike each other say most about which datasets the query resembles
+PSEUDO_TARGETS = 40  # held-out datasets the choices on the library's own records (conditioning, rank) are made on
+RANK_FOLDS = 5  # the rank's pseudo-targets are hidden in this many groups, one factor fit per group
+LATENT_BUDGET = 3  # probes per pseudo-target when the rank is chosen (the issue's budget; a search's first round)
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,9 @@ class KnnPopularityEstimator:
 
         self._fit_features(snapshot)
         self.condition = False
-        self.condition = self._conditioning_pays()
+        self.latent: factors.LatentFit | None = None
+        self.condition, by_neighbours = self._conditioning_pays()
+        self.latent, self.latent_validation = self._fit_latent(by_neighbours)
         self.fit_info = FitInfo(len(rated), len(self.model_ids), len(snapshot.interactions), self.feature_names)
 
     # -- features -----------------------------------------------------------------------------------
@@ -276,6 +287,11 @@ class KnnPopularityEstimator:
             near = (np.bincount(at, weights=w_e * z_near, minlength=len(touched)) + c * pop) / (support + c)
             dev = np.bincount(at, weights=w_e * (z_near - near[at]) ** 2, minlength=len(touched))
             var = (dev + c * (1.0 + (pop - near) ** 2)) / (support + c)
+        if measured and self._by_factors(features):
+            assert self.latent is not None
+            js = np.array(sorted(measured))
+            goodness, sd = self.latent.predict(js, self.sign * np.array([measured[j] for j in js]))
+            return self.sign * goodness, sd, idx, w
         if measured and self.condition:
             z_hat = self.popularity.copy()
             z_hat[touched] = near
@@ -288,6 +304,11 @@ class KnnPopularityEstimator:
         uncertainty = np.full(len(self.model_ids), anchor_spread)
         uncertainty[touched] = anchor_spread * np.sqrt(var)
         return predicted, uncertainty, idx, w
+
+    def _by_factors(self, features: dict[str, float]) -> bool:
+        """Whether a query with measured probes is predicted by the latent fit: the library chose one and the query
+        has no features to compare with the library's datasets."""
+        return self.latent is not None and self._feature_distance(features) is None
 
     def _conditioned_shift(
         self,
@@ -342,8 +363,13 @@ class KnnPopularityEstimator:
         cov[r, k] = spread[js[k]] ** 2
         return cov
 
-    def _conditioning_pays(self, *, datasets: int = 40, budget: int = 3) -> bool:
-        """Whether conditioning on probes' surprise ranks held-out datasets better than neighbours alone.
+    def _conditioning_pays(
+        self, *, datasets: int = PSEUDO_TARGETS, budget: int = LATENT_BUDGET
+    ) -> tuple[bool, dict[int, float]]:
+        """Whether conditioning on probes' surprise ranks held-out datasets better than neighbours alone, and the
+        Pearson of the better of the two on each held-out dataset over all its records, as `score_all` returns them
+        (the probed at their measurement, the others shifted by the probes' mean residual): what `_fit_latent`
+        compares the latent fit with, on the same datasets.
 
         Decided on the library's own records: for up to `datasets` scored datasets, each in turn is hidden
         (left out of the neighbours and the covariance), `budget` of its models are probed as a search would,
@@ -352,10 +378,11 @@ class KnnPopularityEstimator:
         """
         eligible = np.flatnonzero(self.scores.row_counts() >= budget + 10).tolist()
         if len(eligible) < 5:
-            return False
+            return False, {}
         rng = np.random.default_rng(0)
         chosen = rng.choice(eligible, size=min(datasets, len(eligible)), replace=False)
         gains = []
+        served: dict[str, dict[int, float]] = {"plain": {}, "conditioned": {}}
         for i in chosen:
             cols, values = self.scores.row(i)
             among = [self.model_ids[j] for j in cols.tolist()]
@@ -371,7 +398,79 @@ class KnnPopularityEstimator:
             conditioned, _, _, _ = self._inductive({}, exclude=i, measured=measured, models=rest)
             self.condition = False
             gains.append(_pearson(conditioned[rest], truth) - _pearson(plain[rest], truth))
-        return bool(gains) and float(np.mean(gains)) > 0.0
+            for name, predicted in (("plain", plain), ("conditioned", conditioned)):
+                served[name][int(i)] = _pearson(_as_served(predicted[cols], ~keep, values), values)
+        pays = bool(gains) and float(np.mean(gains)) > 0.0
+        return pays, served["conditioned" if pays else "plain"]
+
+    def _fit_latent(self, neighbours: dict[int, float]) -> tuple[factors.LatentFit | None, dict[str, float]]:
+        """The latent fit for featureless queries with probes, at the rank (`factors.RANKS`) and probe rule
+        (`factors.RULES`) that rank held-out datasets best with `LATENT_BUDGET` probes, and the mean Pearson of each
+        choice there (`knn`: the probe neighbours). None (the neighbours serve) where no choice beats them or too
+        few datasets are scored. A pseudo-target's Pearson is over all its records, the probed ones at their
+        measurement, as a search returns them.
+
+        Decided on the library's own records: the pseudo-targets of `_conditioning_pays` (`neighbours`: their
+        Pearson there), hidden in `RANK_FOLDS` groups (the factors, their popularity and their noise fitted on the
+        rest), probed as a search would be and judged on all their records.
+        """
+        budget = LATENT_BUDGET
+        chosen = np.array(sorted(neighbours), dtype=np.int64)
+        if len(chosen) < 5:
+            return None, {}
+        rng = np.random.default_rng(0)
+        choices = [(k, rule) for k in factors.RANKS for rule in factors.RULES]
+        pearson: dict[str, list[float]] = {"knn": list(neighbours.values()), **{_choice(*c): [] for c in choices}}
+        noise: dict[int, list[float]] = {k: [] for k in factors.RANKS}
+        for group in np.array_split(rng.permutation(chosen), min(RANK_FOLDS, len(chosen))):
+            keep = np.setdiff1d(np.arange(len(self.dataset_ids)), group)
+            residual, popularity = factors.residual_matrix(self.z, keep)
+            loadings, vectors = factors.loadings(residual, max(factors.RANKS))
+            held, _ = factors.residual_matrix(self.z, group, popularity)
+            for k, rule in choices:
+                if k > loadings.shape[1]:
+                    continue
+                sigma2 = factors.unexplained(held, loadings[:, :k])
+                if rule == factors.RULES[0]:
+                    noise[k].append(sigma2)
+                fit = self._latent_fit(loadings[:, :k], vectors[:, :k], popularity, sigma2, keep, rule)
+                for i in group.tolist():
+                    cols, values = self.scores.row(i)
+                    goodness = self.sign * values
+                    probes = np.array(fit.select(cols, budget), dtype=np.int64)
+                    at = np.searchsorted(cols, probes)
+                    predicted, _ = fit.predict(probes, goodness[at])
+                    predicted = predicted[cols]
+                    predicted[at] = goodness[at]  # (no shift: the fit already has the probes' level)
+                    pearson[_choice(k, rule)].append(_pearson(predicted, goodness))
+        validation = {name: float(np.mean(v)) for name, v in pearson.items() if v}
+        # Every pseudo-target judged, or a choice is not comparable with the neighbours (too few datasets for it).
+        judged = [c for c in choices if len(pearson[_choice(*c)]) == len(chosen)]
+        if not judged:
+            return None, validation
+        rank, rule = max(judged, key=lambda c: validation[_choice(*c)])  # ties: the lower rank
+        if validation[_choice(rank, rule)] <= validation.get("knn", -np.inf):
+            return None, validation
+        everything, popularity = factors.residual_matrix(self.z, np.arange(len(self.dataset_ids)))
+        loadings, vectors = factors.loadings(everything, rank)
+        fit = self._latent_fit(loadings, vectors, popularity, float(np.mean(noise[rank])), None, rule)
+        return fit, validation
+
+    def _latent_fit(
+        self,
+        loadings: np.ndarray,
+        vectors: np.ndarray,
+        popularity: np.ndarray,
+        noise: float,
+        rows: np.ndarray | None,
+        rule: str,
+    ) -> factors.LatentFit:
+        """The factor model of the datasets `rows` (default all; `vectors` are theirs), its prior from their score
+        levels, spreads and latent vectors."""
+        level = self.row_mean if rows is None else self.row_mean[rows]
+        spread = self.row_spread if rows is None else self.row_spread[rows]
+        mean, covariance = factors.joint_prior(level, spread, vectors)
+        return factors.LatentFit(loadings, popularity, noise, mean, covariance, rule)
 
     def behaviour(self) -> ScoreMatrix:
         """Every scored dataset's z per model (no value where no record): how models rise and fall together.
@@ -409,9 +508,18 @@ class KnnPopularityEstimator:
         among: Collection[str] | None = None,
     ) -> list[str]:
         """Models worth measuring on the query: high predicted z among its neighbours (popularity without
-        any), picked so that they behave unlike each other across the library (the probe-selector's rule)."""
+        any), picked so that they behave unlike each other across the library (the probe-selector's rule). A query
+        the latent fit predicts (no features to compare) gets the probes that pin its latent vector down."""
         if budget <= 0 or known_dataset in self.dataset_ids or not len(self.dataset_ids):
             return []
+        if self._by_factors(features):
+            assert self.latent is not None
+            allowed = (
+                np.arange(len(self.model_ids))
+                if among is None
+                else np.array(sorted({self.model_index[m] for m in among if m in self.model_index}), dtype=np.int64)
+            )
+            return [self.model_ids[j] for j in self.latent.select(allowed, budget)]
         idx, w = self._neighbours(features, None)
         similarity = np.zeros(len(self.dataset_ids))
         if len(idx):
@@ -489,10 +597,12 @@ class KnnPopularityEstimator:
         else:
             scores, spread = predicted, uncertainty
             if measured:
-                # Measured probes calibrate the rest the same way; they are their measurement.
-                js = list(measured)
-                residual = np.array([measured[j] for j in js]) - predicted[js]
-                predicted = predicted + residual.sum() / (len(js) + 1)
+                # Measured probes calibrate the rest the same way (the latent fit already fits their level);
+                # they are their measurement.
+                if popularity_only or not self._by_factors(features):
+                    js = list(measured)
+                    residual = np.array([measured[j] for j in js]) - predicted[js]
+                    predicted = predicted + residual.sum() / (len(js) + 1)
                 scores, spread = predicted.copy(), uncertainty.copy()
                 for j, value in measured.items():
                     scores[j], spread[j] = value, 0.0
@@ -536,6 +646,18 @@ class KnnPopularityEstimator:
             return f"no close dataset has a record of it; {popular}"
         near = ", ".join(f"{e.score:.3g} on {e.dataset_id} (similarity {e.similarity:.2f})" for e in evidence)
         return f"scored {near}; {popular}"
+
+
+def _as_served(predicted: np.ndarray, probed: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A dataset's predicted scores as `score_all` returns them with the `probed` ones measured at `values`: those
+    at their measurement, the others shifted by the probes' mean residual (shrunk by one pseudo-record)."""
+    out = predicted + (values[probed] - predicted[probed]).sum() / (int(probed.sum()) + 1)
+    out[probed] = values[probed]
+    return out
+
+
+def _choice(rank: int, rule: str) -> str:
+    return f"rank {rank}, {rule}"
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
