@@ -444,10 +444,8 @@ def apply_delta(snapshot: Snapshot, delta: GraphDelta) -> Snapshot:
     by_id = {d.dataset_id: d for d in snapshot.datasets}
     added = [d for d in delta.datasets if d.dataset_id not in by_id]
     by_id.update((d.dataset_id, d) for d in delta.datasets)
-    if added:
-        datasets = [by_id[d] for d in sorted(by_id)]
-    else:  # the same order: only nodes replaced
-        datasets = [by_id[d.dataset_id] for d in snapshot.datasets]
+    # A dataset added goes to its place by id; else the order stays (only nodes replaced).
+    datasets = [by_id[d] for d in sorted(by_id)] if added else [by_id[d.dataset_id] for d in snapshot.datasets]
     model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
     old = interaction_columns_of(snapshot).over(model_ids, dataset_ids)
     new = delta.interactions.over(model_ids, dataset_ids)

@@ -449,6 +449,19 @@ def _queue_tally(pipe: Pipeline, key: str, rows: Iterable[dict[str, str]], sign:
             pipe.hincrbyfloat(key, field, sign * amount)
 
 
+def _node_reads(
+    model_ids: list[str], dataset_ids: list[str], fields: list[str]
+) -> Callable[[Pipeline, _VersionKeys], None]:
+    """Reads of these models' and datasets' rows and of these stats fields (HMGET needs a field: "" reads nothing)."""
+
+    def reads(pipe: Pipeline, v: _VersionKeys) -> None:
+        pipe.hmget(v.models, model_ids or [""])
+        pipe.hmget(v.datasets, dataset_ids or [""])
+        pipe.hmget(v.stats, fields or [""])
+
+    return reads
+
+
 def _model_node(library: str, row: dict[str, str], tally: ModelTally) -> ModelNode:
     return model_node(library, row, tally.cost, tally.interactions)
 
@@ -713,7 +726,9 @@ class RedisKnowledgeStore(KnowledgeStore):
             pipe.expire(key, RETIRED_GRACE_S)
 
     @staticmethod
-    def _bump(pipe: Pipeline, keys: _LibraryKeys, version: _VersionKeys | None = None, *, added_only: bool = False) -> None:
+    def _bump(
+        pipe: Pipeline, keys: _LibraryKeys, version: _VersionKeys | None = None, *, added_only: bool = False
+    ) -> None:
         """Queue the next graph version; with the data `version` it is of, also its mark (see "marks" above),
         the base unless the write `added_only` records and dataset nodes. The last reply is the version."""
         # As a raw command: a cluster pipeline has no eval(); EVAL with its keys routes to the library's slot.
@@ -1186,11 +1201,7 @@ class RedisKnowledgeStore(KnowledgeStore):
             fields = [_stat(name, m) for m in model_ids for name in _MODEL_STATS]
             fields += [_stat("dataset.n", d) for d in dataset_ids]
 
-            def nodes(pipe: Pipeline, v: _VersionKeys) -> None:
-                pipe.hmget(v.models, model_ids or [""])
-                pipe.hmget(v.datasets, dataset_ids or [""])
-                pipe.hmget(v.stats, fields or [""])
-
+            nodes = _node_reads(model_ids, dataset_ids, fields)
             again, now, (model_rows, dataset_rows, values) = self._read(library, nodes, live)
             if again.raw != live.raw:
                 return None  # re-imported meanwhile

@@ -713,9 +713,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
             model_ids = sorted({m for m, _ in changed})
             dataset_ids = sorted({d for _, d in changed} | {d for (d,) in added})
             models = self._models(db, library, among=model_ids)
-            datasets = self._datasets(
-                db, "d.library = ? AND d.dataset_id IN (SELECT value FROM json_each(?))", (library, json.dumps(dataset_ids))
-            )
+            among = "d.library = ? AND d.dataset_id IN (SELECT value FROM json_each(?))"
+            datasets = self._datasets(db, among, (library, json.dumps(dataset_ids)))
             interactions = self._interactions(db, library, models, datasets, since_version=since_version)
             info = self._library(db, library)
         return GraphDelta(since_version, info, models, datasets, interactions)
