@@ -15,9 +15,11 @@ Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100
    PATH's code first (an older checkout of this project on the same database file), the before/after pair;
 4. serve: the recommender core in-process (`RecommenderCore` over the store, as the service runs it, no
    probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
-   p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered. Skipped, with the
-   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and
-   stopped at `--serve-timeout`.
+   p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered, each with the graph
+   version the query service would pass (a checkout without that argument asks the store each call).
+   Skipped, with the reason, when the estimator's dense (datasets x models) matrices would not fit
+   `--memory-gib`, and stopped at `--serve-timeout`;
+5. load: Recommend through gRPC on the one-process cluster, again with the version the query service passes.
 
 Prints a markdown table (with the command and the machine) and writes it to `--out`.
 """
@@ -179,10 +181,12 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
     queries = _queries(knowledge.last, QUERIES)
     knowledge.last = None
+    # As the query service calls it: with the version its search read (a checkout without the argument asks).
+    known = {"known_version": served.graph_version} if _takes(core.recommend, "known_version") else {}
     times, cpu_times = [], []
     for features in queries:
         t, c = time.perf_counter(), time.thread_time()
-        core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0)
+        core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0, **known)
         cpu_times.append(time.thread_time() - c)
         times.append(time.perf_counter() - t)
     core.close()
@@ -224,14 +228,19 @@ def _rate(clients: int, seconds: float, call: Any) -> float:
     return sum(done) / (time.perf_counter() - begun)
 
 
+def _takes(function: Any, argument: str) -> bool:
+    """Whether the checkout's `function` has this argument (the baseline may be older)."""
+    import inspect
+
+    return argument in inspect.signature(function).parameters
+
+
 def _known_version(knowledge_address: str, library: str) -> dict[str, int]:
     """Recommend's `graph_version` as the query service passes it (the version its search read from knowledge),
     where the checkout's client has the argument; {} for an older checkout (its Recommend asks knowledge)."""
-    import inspect
-
     from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient
 
-    if "graph_version" not in inspect.signature(RecommenderClient.recommend).parameters:
+    if not _takes(RecommenderClient.recommend, "graph_version"):
         return {}
     knowledge = KnowledgeClient(knowledge_address)
     try:
