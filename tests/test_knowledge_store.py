@@ -597,3 +597,27 @@ def test_what_is_not_only_additions_is_no_delta(store: KnowledgeStore) -> None:
         apply_delta(snap5, dataclasses.replace(fresh, since_version=snap5.graph_version))
     with pytest.raises(ValueError, match="since version"):
         apply_delta(snap5, fresh)
+
+
+def test_sqlite_a_file_from_before_deltas_gets_none_across_the_upgrade(tmp_path: Path) -> None:
+    """A file written before records carried their version: opened now, its records are unstamped, so no delta
+    reaches back past the upgrade (they would be missed); from the version at the upgrade on, deltas again."""
+    path = tmp_path / "k.sqlite3"
+    store = SqliteKnowledgeStore(path)
+    store.import_bundle(make_bundle("old"), blob_id=BLOB_A, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=2.0), "feedback")
+    assert store.add_interactions("old", [], [record], "before")[0] == 2
+    db = store._db()
+    db.execute("DROP INDEX interactions_version")  # the file as the code before left it
+    for table, column in (("interactions", "graph_version"), ("datasets", "graph_version"), ("graph_versions", "base")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    store.close()
+    store = SqliteKnowledgeStore(path)
+    try:
+        assert store.delta("old", 1) is None
+        held = store.snapshot("old")
+        store.add_interactions("old", [], [record], "after")
+        delta = store.delta("old", held.graph_version)
+        assert delta is not None and apply_delta(held, delta) == store.snapshot("old")
+    finally:
+        store.close()

@@ -160,11 +160,13 @@ _PURGE_BATCH = 1_000
 # reply can feed a later command). EVAL, not EVALSHA: a NOSCRIPT error inside EXEC would not undo the rest.
 _BUMP = "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. v) return v"
 # After a bump, in the same MULTI: mark the new graph version with the lengths of the version's append-only lists
-# (KEYS: graph_version, marks, interactions, added_datasets); ARGV[1] "1" also makes it the base (not only appends).
+# (KEYS: graph_version, marks, interactions, added_datasets); ARGV[1] "1" also makes it the base (not only appends),
+# and so does the first mark of a data version imported before marks were kept (nothing earlier can be placed).
 _MARK = (
     "local v = redis.call('GET', KEYS[1]) "
     "redis.call('HSET', KEYS[2], v, redis.call('LLEN', KEYS[3]) .. ' ' .. redis.call('LLEN', KEYS[4])) "
-    "if ARGV[1] == '1' then redis.call('HSET', KEYS[2], 'base', v) end return v"
+    "if ARGV[1] == '1' or redis.call('HEXISTS', KEYS[2], 'base') == 0 then redis.call('HSET', KEYS[2], 'base', v) end "
+    "return v"
 )
 
 T = TypeVar("T")
