@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/refresh.py [--repeat 5] [--members 2]
 
-A refresh (`RecommenderCore._refresh`) puts the served weights on a newer graph: the graph snapshot from the
-knowledge service (gRPC, embedded cluster), the graph prepared and every node embedded under those weights,
+A refresh (`RecommenderCore._refresh`) puts the served weights on a newer graph: the graph from the knowledge
+service (gRPC, embedded cluster: the whole snapshot, as before, and the change since the graph held after one
+feedback, put on it with `apply_delta`, as now), the graph prepared and every node embedded under those weights,
 then the ONNX model the searches score with. The ONNX step is timed both ways in the same run: a new export
 (`serve_onnx()`, what every refresh did before) and the older model with the new graph's constants
 (`serve_onnx(like=...)`, what a refresh does now). The weights are a short fit (their values do not change
@@ -27,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modsnet.data.graph import InteractionRecord, interaction_columns_of  # noqa: E402
+from modsnet.data.graph import InteractionRecord, apply_delta, interaction_columns_of  # noqa: E402
 from modsnet.embedded import EmbeddedCluster  # noqa: E402
 from services.recommender.estimators.gnn import GnnConfig, GnnEstimator  # noqa: E402
 
@@ -52,7 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedCluster(Path(tmp) / "home", worker_processes=-1) as cluster:
         knowledge = cluster.client.knowledge
         median, worst, snapshot = timed(lambda: knowledge.snapshot("tabzoo"), args.repeat)
-        rows.append(("graph snapshot from knowledge (gRPC)", median, worst))
+        rows.append(("graph snapshot from knowledge (gRPC; what every refresh read before)", median, worst))
+        # What a refresh reads now: the change since the graph it holds (here one feedback record), put on it.
+        model_id, dataset_id = snapshot.models[0].model_id, snapshot.datasets[0].dataset_id
+        knowledge.add_interactions("tabzoo", [], [InteractionRecord(model_id, dataset_id, 0.7, provenance="feedback")])
+
+        def delta() -> Any:
+            return apply_delta(snapshot, knowledge.snapshot_since("tabzoo", snapshot.graph_version))
+
+        median, worst, applied = timed(delta, args.repeat)
+        assert applied == knowledge.snapshot("tabzoo"), "the delta put on the snapshot is not the whole graph"
+        rows.append(("the change since the graph held, put on it (gRPC; now)", median, worst))
         config = GnnConfig(members=args.members, steps=20)
         served = GnnEstimator(snapshot, config=config)
         served.serve_onnx()

@@ -15,9 +15,11 @@ Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100
    PATH's code first (an older checkout of this project on the same database file), the before/after pair;
 4. serve: the recommender core in-process (`RecommenderCore` over the store, as the service runs it, no
    probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
-   p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered. Skipped, with the
-   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and
-   stopped at `--serve-timeout`.
+   p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered, each with the graph
+   version the query service would pass (a checkout without that argument asks the store each call).
+   Skipped, with the reason, when the estimator's dense (datasets x models) matrices would not fit
+   `--memory-gib`, and stopped at `--serve-timeout`;
+5. load: Recommend through gRPC on the one-process cluster, again with the version the query service passes.
 
 Prints a markdown table (with the command and the machine) and writes it to `--out`.
 """
@@ -144,6 +146,9 @@ class _StoreKnowledge:
         self.last = self.store.snapshot(library)
         return self.last
 
+    def snapshot_since(self, library: str, since_version: int) -> Any:
+        return self.store.delta(library, since_version) or self.snapshot(library)
+
     def close(self) -> None:
         self.store.close()
 
@@ -176,10 +181,12 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
     queries = _queries(knowledge.last, QUERIES)
     knowledge.last = None
+    # As the query service calls it: with the version its search read (a checkout without the argument asks).
+    known = {"known_version": served.graph_version} if _takes(core.recommend, "known_version") else {}
     times, cpu_times = [], []
     for features in queries:
         t, c = time.perf_counter(), time.thread_time()
-        core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0)
+        core.recommend(library, features, k=10, constraints=Constraints(), probe_budget=0, **known)
         cpu_times.append(time.thread_time() - c)
         times.append(time.perf_counter() - t)
     core.close()
@@ -221,8 +228,29 @@ def _rate(clients: int, seconds: float, call: Any) -> float:
     return sum(done) / (time.perf_counter() - begun)
 
 
+def _takes(function: Any, argument: str) -> bool:
+    """Whether the checkout's `function` has this argument (the baseline may be older)."""
+    import inspect
+
+    return argument in inspect.signature(function).parameters
+
+
+def _known_version(knowledge_address: str, library: str) -> dict[str, int]:
+    """Recommend's `graph_version` as the query service passes it (the version its search read from knowledge),
+    where the checkout's client has the argument; {} for an older checkout (its Recommend asks knowledge)."""
+    from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient
+
+    if not _takes(RecommenderClient.recommend, "graph_version"):
+        return {}
+    knowledge = KnowledgeClient(knowledge_address)
+    try:
+        return {"graph_version": knowledge.graph_version(library)}
+    finally:
+        knowledge.close()
+
+
 def _client_process(address: str, library: str, queries: list[dict[str, float]], start_at: float,
-                    seconds: float, offset: int) -> int:  # fmt: skip
+                    seconds: float, offset: int, known: dict[str, int]) -> int:  # fmt: skip
     """One client process: Recommend calls from `start_at` for `seconds` (wall clock); how many it made."""
     from modsnet.runtime.stubs import RecommenderClient
 
@@ -230,20 +258,21 @@ def _client_process(address: str, library: str, queries: list[dict[str, float]],
     time.sleep(max(0.0, start_at - time.time()))
     done, k, end = 0, offset, start_at + seconds
     while time.time() < end:
-        client.recommend(library, queries[k % len(queries)], feature_set="tabular/v1", k=10)
+        client.recommend(library, queries[k % len(queries)], feature_set="tabular/v1", k=10, **known)
         done, k = done + 1, k + 1
     client.close()
     return done
 
 
-def _rate_processes(address: str, library: str, queries: list[dict[str, float]], clients: int, seconds: float) -> float:
+def _rate_processes(address: str, library: str, queries: list[dict[str, float]], clients: int, seconds: float,
+                    known: dict[str, int]) -> float:  # fmt: skip
     """Recommend/s of `clients` client processes (spawned: no GIL shared with the servers or each other)."""
     import multiprocessing
 
     start_at = time.time() + 15.0  # the children import the client first
     with multiprocessing.get_context("spawn").Pool(clients) as pool:
         counts = pool.starmap(
-            _client_process, [(address, library, queries, start_at, seconds, i) for i in range(clients)]
+            _client_process, [(address, library, queries, start_at, seconds, i, known) for i in range(clients)]
         )
     return sum(counts) / seconds
 
@@ -265,9 +294,11 @@ def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "
     out: dict[str, Any] = {"estimator": estimator}
     with EmbeddedCluster(home, import_builtins=False, estimator=estimator, train_inline_limit=10**12) as cluster:
         client = RecommenderClient(cluster.addresses["recommender"], timeout=3600)  # the first call fits
+        known = _known_version(cluster.addresses["knowledge"], name_of(size))
+        out["caller_version"] = bool(known)
 
         def call(k: int) -> Any:
-            return client.recommend(name_of(size), queries[k % len(queries)], feature_set="tabular/v1", k=10)
+            return client.recommend(name_of(size), queries[k % len(queries)], feature_set="tabular/v1", k=10, **known)
 
         start = time.perf_counter()
         first = call(0)
@@ -282,7 +313,7 @@ def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "
         for n in (int(c) for c in clients.split(",")):
             # Clients as processes: the servers' process serves alone (the local cluster's clients are others).
             out[f"processes_per_second_{n}"] = _rate_processes(
-                cluster.addresses["recommender"], name_of(size), queries, n, float(seconds)
+                cluster.addresses["recommender"], name_of(size), queries, n, float(seconds), known
             )
             cpu = time.process_time()
             out[f"per_second_{n}"] = rate = _rate(n, float(seconds), call)

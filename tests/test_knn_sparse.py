@@ -152,6 +152,9 @@ class _Knowledge:
     def snapshot(self, library: str):  # type: ignore[no-untyped-def]
         return self.snapshot_
 
+    def snapshot_since(self, library: str, since_version: int):  # type: ignore[no-untyped-def]
+        return self.snapshot_  # no history kept: the whole graph, as a store that cannot give a change
+
     def close(self) -> None:
         pass
 

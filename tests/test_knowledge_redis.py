@@ -16,7 +16,7 @@ from knowledge_bundles import fingerprint, make_bundle, row_digest
 from redis_server import RedisServer, free_port, redis_server, redis_url, start_or_skip  # noqa: F401 - fixtures
 
 from modsnet.data.bundle import Bundle
-from modsnet.data.graph import DatasetNode, InteractionRecord, QueryRecord
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, QueryRecord, apply_delta
 from modsnet.runtime.errors import ConfigError, ModsnetError, Unavailable
 from services.knowledge.backends.redis import CHANNEL, RETIRED_GRACE_S, RedisKnowledgeStore
 
@@ -325,3 +325,23 @@ def test_concurrent_tries_of_one_request_apply_once(store: RedisKnowledgeStore) 
     assert not [r for r in results if isinstance(r, Exception)]
     assert {added for _, added in results} == {1} and len({version for version, _ in results}) == 1
     assert store.get_library("race").interactions == 25 and store.get_model("race", "m1").interactions == 7
+
+
+def test_a_library_from_before_marks_gets_deltas_from_its_next_write(
+    store: RedisKnowledgeStore, client: redis.Redis
+) -> None:
+    """A data version imported before marks were kept (its marks hash absent): no delta reaches back before the
+    upgrade; its first write after it becomes the base, and deltas from there are the whole graph again."""
+    store.import_bundle(make_bundle("old"), blob_id="a" * 64, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=2.0), "feedback")
+    store.add_interactions("old", [], [record], "before")
+    (marks,) = client.keys("modsnet:{lib:old}:v*:marks")
+    client.delete(marks)  # the library as the code before left it
+    assert store.delta("old", 1) is None and store.delta("old", 2) is None
+    version, _ = store.add_interactions("old", [], [record], "first-after")
+    assert store.delta("old", 2) is None  # still before the first mark
+    held = store.snapshot("old")
+    assert held.graph_version == version
+    store.add_interactions("old", [], [record], "second-after")
+    delta = store.delta("old", held.graph_version)
+    assert delta is not None and apply_delta(held, delta) == store.snapshot("old")

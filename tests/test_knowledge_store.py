@@ -17,7 +17,7 @@ from knowledge_bundles import fingerprint, make_bundle
 from redis_server import redis_cluster, redis_cluster_url, redis_server, redis_url  # noqa: F401 - fixtures used by name
 
 from modsnet.data.bundle import Bundle, canonical, pack_bundle, read_bundle
-from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord
+from modsnet.data.graph import Cost, DatasetNode, InteractionRecord, LibraryInfo, QueryRecord, apply_delta
 from modsnet.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from services.knowledge.backends.redis import RedisKnowledgeStore
 from services.knowledge.backends.sqlite import _BY_REQUEST, SqliteKnowledgeStore
@@ -519,3 +519,105 @@ def test_export_round_trips_after_any_accepted_writes(store: KnowledgeStore) -> 
     assert after.library.interactions == before.library.interactions
     held = next(r["request_id"] for r in exported.interactions.rows if r.get("quarantine"))
     assert store.confirm("rt", held, "alice")[1] >= 1  # still held, still releasable after the round trip
+
+
+def _feedback(rng: random.Random, k: int, known: list[str]) -> tuple[list[DatasetNode], list[InteractionRecord]]:
+    """A random write: maybe a new dataset node (ids that sort before, among and after the imported ones), a few
+    records on it and on known datasets, some quarantined, some costs left out, feedback and probes."""
+    new = []
+    if rng.random() < 0.6:
+        dataset_id = rng.choice(["a", "d0", "d5", "q", "z"]) + f"-{k}"
+        new.append(DatasetNode("dl", dataset_id, {"origin": "feedback"}, {"log_rows": float(k)}, "tabular/v1"))
+        known.append(dataset_id)
+    records = [
+        InteractionRecord(
+            f"m{rng.randrange(4)}",
+            rng.choice(known[-2:] if new else known),
+            rng.random(),
+            Cost(train_seconds=rng.choice([0.0, 1.5]), memory_bytes=rng.choice([0.0, 2e3])),
+            rng.choice(["feedback", "probe"]),
+            quarantine="far off" if rng.random() < 0.2 else "",
+        )
+        for _ in range(rng.randrange(0 if new else 1, 4))
+    ]
+    return new, records
+
+
+def test_a_delta_on_the_snapshot_it_starts_from_is_the_whole_graph(store: KnowledgeStore) -> None:
+    """After each of many random writes, the change since the last version put on the last snapshot is the
+    store's whole graph (nodes, their counts and mean costs, the records in order); so is the change since
+    the import put on the first."""
+    store.import_bundle(make_bundle("dl"), blob_id=BLOB_A, replace=False, artifacts={})
+    rng = random.Random(7)
+    first = held = store.snapshot("dl")
+    known = [d.dataset_id for d in first.datasets]
+    for k in range(15):
+        new, records = _feedback(rng, k, known)
+        store.add_interactions("dl", new, records, f"req-{k}")
+        delta = store.delta("dl", held.graph_version)
+        assert delta is not None and delta.since_version == held.graph_version
+        assert len(delta.interactions) == sum(1 for r in records if not r.quarantine)
+        held = apply_delta(held, delta)
+        assert held == store.snapshot("dl"), k
+    whole = store.delta("dl", first.graph_version)
+    assert whole is not None and apply_delta(first, whole) == held
+    unchanged = store.delta("dl", held.graph_version)  # nothing since: an empty change
+    assert unchanged is not None and len(unchanged.interactions) == 0 and apply_delta(held, unchanged) == held
+
+
+def test_what_is_not_only_additions_is_no_delta(store: KnowledgeStore) -> None:
+    """A retraction, a confirmation or a re-import since the caller's version: no delta (the caller reads the
+    whole graph); from the version after it, deltas again. A version the store never had: none either."""
+    store.import_bundle(make_bundle("dl"), blob_id=BLOB_A, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=2.0), "feedback")
+    held = InteractionRecord("m2", "d1", 0.9, Cost(), "feedback", quarantine="far off")
+    v2, _ = store.add_interactions("dl", [], [record], "ok")
+    v3, _ = store.add_interactions("dl", [], [held], "held")
+    assert store.delta("dl", 1) is not None
+    v4, _ = store.retract("dl", "ok", "bob")
+    for since in (1, v2, v3):
+        assert store.delta("dl", since) is None
+    assert store.delta("dl", v4) is not None
+    v5, _ = store.confirm("dl", "held", "alice")
+    assert store.delta("dl", v4) is None
+    v6, _ = store.add_interactions("dl", [], [record], "again")
+    snap5 = store.snapshot("dl")
+    assert snap5.graph_version == v6
+    delta = store.delta("dl", v5)
+    assert delta is not None and len(delta.interactions) == 1
+    info, _ = store.import_bundle(make_bundle("dl"), blob_id=BLOB_B, replace=True, artifacts={})
+    for since in (v5, v6):
+        assert store.delta("dl", since) is None
+    assert store.delta("dl", info.graph_version + 1) is None  # ahead of the store
+    fresh = store.delta("dl", info.graph_version)
+    assert fresh is not None and fresh.library.bundle_blob_id == BLOB_B and len(fresh.interactions) == 0
+    with pytest.raises(NotFound):
+        store.delta("ghost", 1)
+    with pytest.raises(ValueError, match="another import"):
+        apply_delta(snap5, dataclasses.replace(fresh, since_version=snap5.graph_version))
+    with pytest.raises(ValueError, match="since version"):
+        apply_delta(snap5, fresh)
+
+
+def test_sqlite_a_file_from_before_deltas_gets_none_across_the_upgrade(tmp_path: Path) -> None:
+    """A file written before records carried their version: opened now, its records are unstamped, so no delta
+    reaches back past the upgrade (they would be missed); from the version at the upgrade on, deltas again."""
+    path = tmp_path / "k.sqlite3"
+    store = SqliteKnowledgeStore(path)
+    store.import_bundle(make_bundle("old"), blob_id=BLOB_A, replace=False, artifacts={})
+    record = InteractionRecord("m1", "d0", 0.5, Cost(train_seconds=2.0), "feedback")
+    assert store.add_interactions("old", [], [record], "before")[0] == 2
+    db = store._db()
+    db.execute("DROP INDEX interactions_version")  # the file as the code before left it
+    for table, column in (("interactions", "graph_version"), ("datasets", "graph_version"), ("graph_versions", "base")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    store.close()
+    store = SqliteKnowledgeStore(path)
+    try:
+        assert store.delta("old", 1) is None
+        held = store.snapshot("old")
+        store.add_interactions("old", [], [record], "after")
+        delta = store.delta("old", held.graph_version)
+        assert delta is not None and apply_delta(held, delta) == store.snapshot("old")
+    finally:
+        store.close()

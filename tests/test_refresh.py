@@ -13,9 +13,10 @@ import pytest
 from polling import eventually
 from synthetic import make_table, write_library
 
-from modsnet.data.graph import Constraints, InteractionRecord
+from modsnet.data.graph import Constraints, DatasetNode, GraphDelta, InteractionRecord, Snapshot, apply_delta
 from modsnet.embedded import EmbeddedCluster
 from modsnet.features.tabular import tabular_features
+from modsnet.runtime.errors import InvalidArgument
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from services.recommender.core import RecommenderCore, Served
 from services.recommender.estimators.gnn import GnnConfig
@@ -249,3 +250,112 @@ def test_a_retraining_waits_its_turn_and_a_close_does_not_wait_for_it(
     assert thread.is_alive() and trained == []  # waiting its turn, nothing trained
     core.close()
     assert not thread.is_alive() and trained == []
+
+
+class CountingKnowledge(KnowledgeClient):
+    """The knowledge client, counting what the recommender asks of it."""
+
+    def __init__(self, target: str):
+        super().__init__(target)
+        self.asked: list[str] = []
+
+    def graph_head(self, library: str) -> tuple[int, str]:
+        self.asked.append("graph_head")
+        return super().graph_head(library)
+
+    def snapshot(self, library: str) -> Snapshot:
+        self.asked.append("snapshot")
+        return super().snapshot(library)
+
+    def snapshot_since(self, library: str, since_version: int) -> Snapshot | GraphDelta:
+        got = super().snapshot_since(library, since_version)
+        self.asked.append("delta" if isinstance(got, GraphDelta) else "snapshot")
+        return got
+
+    def take(self) -> list[str]:
+        asked, self.asked = self.asked, []
+        return asked
+
+
+def test_a_caller_that_knows_the_version_costs_no_call_to_knowledge(cluster: EmbeddedCluster) -> None:
+    """The query service passes the version it read during the search: one at most as new as the estimator's is
+    answered without asking knowledge; a newer one (its own feedback) is asked for and answered at that version."""
+    knowledge = CountingKnowledge(cluster.addresses["knowledge"])
+    core = RecommenderCore(knowledge, estimator="knn")
+    try:
+        (info,) = cluster.client.knowledge.list_libraries()
+        assert core.recommend("synth", QUERY, k=3, constraints=Constraints(), known_version=info.graph_version)
+        assert knowledge.take() == ["graph_head", "snapshot"]
+        for _ in range(3):
+            answer = core.recommend("synth", QUERY, k=3, constraints=Constraints(), known_version=info.graph_version)
+            assert answer.graph_version == info.graph_version
+        assert knowledge.take() == []
+        core.recommend("synth", QUERY, k=3, constraints=Constraints())  # a caller that knows none: asked, as before
+        assert knowledge.take() == ["graph_head"]
+        version = feedback(cluster)
+        answer = core.recommend("synth", QUERY, k=3, constraints=Constraints(), known_version=version)
+        assert answer.graph_version == version
+        assert knowledge.take() == ["graph_head", "delta"]
+        choice = core.select_probes("synth", QUERY, budget=2, known_version=version)
+        assert choice.graph_version == version and knowledge.take() == []
+        with pytest.raises(InvalidArgument, match="graph_version"):
+            core.recommend("synth", QUERY, k=3, constraints=Constraints(), known_version=-1)
+    finally:
+        core.close()
+
+
+def test_each_refresh_reads_the_change_and_a_retraction_the_whole_graph(cluster: EmbeddedCluster) -> None:
+    """After feedback the recommender reads only what was added and puts it on the graph it holds, which is then
+    the whole graph as knowledge has it; after a retraction (not only additions) it reads the whole graph."""
+    knowledge = CountingKnowledge(cluster.addresses["knowledge"])
+    core = RecommenderCore(knowledge, estimator="knn")
+    try:
+        core.fitted("synth")
+        assert knowledge.take()[-1] == "snapshot"
+        written = []
+        for i in range(4):
+            new = DatasetNode("synth", f"fed-{i}", {"origin": "feedback"}, dict(QUERY), "tabular/v1", f"{i:064x}")
+            response = cluster.client.knowledge.add_interactions(
+                "synth", [new], [InteractionRecord(f"m{i}", f"fed-{i}", 0.6 + 0.05 * i, provenance="feedback")]
+            )
+            written.append(response.request_id)
+            served = core.fitted("synth", fresh=True)
+            assert served.graph_version == response.graph_version
+            assert knowledge.take()[-1] == "delta"
+            assert core._graphs["synth"] == cluster.client.knowledge.snapshot("synth")
+        assert "fed-3" in served.estimator.dataset_ids
+        version = cluster.client.knowledge.retract("synth", written[0]).graph_version
+        assert core.fitted("synth", fresh=True).graph_version == version
+        assert knowledge.take()[-1] == "snapshot"
+        assert core._graphs["synth"] == cluster.client.knowledge.snapshot("synth")
+    finally:
+        core.close()
+
+
+def test_a_search_after_a_reported_score_sees_it(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    """Read-your-writes through the query service: the search after a feedback is answered at the feedback's
+    graph version or later, its dataset now a known one of the graph."""
+    path = tmp_path / "query.csv"
+    make_table(300, 9, 2, 99).to_csv(path, index=False)
+    first = cluster.client.search(path, k=3)
+    reported = cluster.client.report_performance(first.query_id, "m3", 0.9)
+    again = cluster.client.search(path, k=3)
+    assert again.graph_version >= reported.graph_version > first.graph_version
+    assert again.path == "transductive" and again.dataset.known_dataset_id == reported.dataset_id
+
+
+def test_knowledge_streams_the_change_since_a_version(cluster: EmbeddedCluster) -> None:
+    """GraphSnapshot with since_version: the change, which put on the graph at that version is the whole graph
+    now; a version before a retraction gets the whole graph; a negative one is refused."""
+    client = cluster.client.knowledge
+    before = client.snapshot("synth")
+    version = feedback(cluster)
+    delta = client.snapshot_since("synth", before.graph_version)
+    assert isinstance(delta, GraphDelta) and delta.graph_version == version and len(delta.interactions) == 1
+    assert apply_delta(before, delta) == client.snapshot("synth")
+    request_id = client.add_interactions("synth", [], [InteractionRecord("m2", "d1", 0.5, provenance="feedback")])
+    client.retract("synth", request_id.request_id)
+    whole = client.snapshot_since("synth", before.graph_version)
+    assert isinstance(whole, Snapshot) and whole == client.snapshot("synth")
+    with pytest.raises(InvalidArgument, match="since_version"):
+        client.snapshot_since("synth", -1)

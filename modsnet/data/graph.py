@@ -405,6 +405,59 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class GraphDelta:
+    """What a library's graph gained from `since_version` to `library.graph_version`, when all it gained were
+    records and dataset nodes (a feedback, a probe): a store answers it instead of the whole graph, and
+    `apply_delta` puts it on the snapshot at `since_version`. A retraction, a confirmation or a re-import is
+    not a delta (the store gives the whole graph).
+
+    `models` are the models whose learned records changed and `datasets` the datasets added or whose learned
+    records changed, each as the whole graph has it now (counts, mean costs); `interactions` the learned
+    records added, in the order the whole graph has them, over those two lists.
+    """
+
+    since_version: int
+    library: LibraryInfo
+    models: list[ModelNode]
+    datasets: list[DatasetNode]
+    interactions: InteractionColumns
+
+    @property
+    def graph_version(self) -> int:
+        return self.library.graph_version
+
+
+def apply_delta(snapshot: Snapshot, delta: GraphDelta) -> Snapshot:
+    """The snapshot at the delta's version: the same as the store's whole graph then, node order included
+    (models and datasets by id, as every store orders them; records in store order). ValueError when the
+    delta does not start at this snapshot's version or of its import, or names a model the snapshot lacks."""
+    if delta.since_version != snapshot.graph_version:
+        raise ValueError(f"a change since version {delta.since_version} applied to version {snapshot.graph_version}")
+    if delta.library.bundle_blob_id != snapshot.library.bundle_blob_id:
+        raise ValueError("a change of another import of the library")
+    models = list(snapshot.models)
+    at = {m.model_id: j for j, m in enumerate(models)}
+    for node in delta.models:
+        if node.model_id not in at:
+            raise ValueError(f"model {node.model_id!r} is not in the snapshot (a delta adds no models)")
+        models[at[node.model_id]] = node
+    by_id = {d.dataset_id: d for d in snapshot.datasets}
+    added = [d for d in delta.datasets if d.dataset_id not in by_id]
+    by_id.update((d.dataset_id, d) for d in delta.datasets)
+    # A dataset added goes to its place by id; else the order stays (only nodes replaced).
+    datasets = [by_id[d] for d in sorted(by_id)] if added else [by_id[d.dataset_id] for d in snapshot.datasets]
+    model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
+    old = interaction_columns_of(snapshot).over(model_ids, dataset_ids)
+    new = delta.interactions.over(model_ids, dataset_ids)
+    if len(old.model_ids) != len(model_ids) or len(new.model_ids) != len(model_ids):
+        raise ValueError("the change's records name a model the graph lacks")
+    if len(old.dataset_ids) != len(dataset_ids) or len(new.dataset_ids) != len(dataset_ids):
+        raise ValueError("the change's records name a dataset the graph lacks")
+    interactions = InteractionColumns.concat([old, new]) if len(new) else old
+    return Snapshot(delta.library, models, datasets, interactions, snapshot.similarities)
+
+
+@dataclass(frozen=True)
 class QueryRecord:
     query_id: str
     library: str

@@ -17,6 +17,7 @@ from modsnet.data.graph import (
     AuditEntry,
     Constraints,
     DatasetNode,
+    GraphDelta,
     InteractionColumns,
     InteractionRecord,
     LibraryInfo,
@@ -217,18 +218,33 @@ class KnowledgeClient(ServiceClient):
         return int(response.graph_version), response.bundle_blob_id
 
     def snapshot(self, library: str) -> Snapshot:
+        graph = self._graph(kpb.GraphSnapshotRequest(library=library))
+        if isinstance(graph, GraphDelta):
+            raise DataLoss(f"graph snapshot of {library!r}: a change since {graph.since_version} came, not asked for")
+        return graph
+
+    def snapshot_since(self, library: str, since_version: int) -> Snapshot | GraphDelta:
+        """What the graph gained since `since_version` (a version whose whole graph the caller holds: put it on
+        that with `apply_delta`), or the whole graph when the change is more than added records and nodes."""
+        graph = self._graph(kpb.GraphSnapshotRequest(library=library, since_version=since_version))
+        if isinstance(graph, GraphDelta) and graph.since_version != since_version:
+            raise DataLoss(f"graph of {library!r}: the change since {graph.since_version} came for {since_version}")
+        return graph
+
+    def _graph(self, request: kpb.GraphSnapshotRequest) -> Snapshot | GraphDelta:
+        library = request.library
         info = None
         models: list[ModelNode] = []
         datasets: list[DatasetNode] = []
         parts: list[InteractionColumns] = []
         similarities: list[SimilarityRecord] = []
-        version = None
+        version = since = None
         model_ids: list[str] | None = None
         dataset_ids: list[str] | None = None
-        for chunk in self.stream("GraphSnapshot", kpb.GraphSnapshotRequest(library=library), timeout=300):
+        for chunk in self.stream("GraphSnapshot", request, timeout=300):
             if version is None:
-                version = chunk.graph_version
-            elif chunk.graph_version != version:
+                version, since = chunk.graph_version, chunk.since_version
+            elif chunk.graph_version != version or chunk.since_version != since:
                 raise DataLoss(f"graph snapshot of {library!r} mixed versions {version} and {chunk.graph_version}")
             if chunk.HasField("library"):
                 info = library_from_pb(chunk.library)
@@ -244,6 +260,8 @@ class KnowledgeClient(ServiceClient):
             raise DataLoss(f"graph snapshot of {library!r} arrived without its library header")
         ids = ([m.model_id for m in models], [d.dataset_id for d in datasets])
         interactions = InteractionColumns.concat(parts) if parts else InteractionColumns.empty(*ids)
+        if since:
+            return GraphDelta(since, info, models, datasets, interactions)
         return Snapshot(info, models, datasets, interactions, similarities)
 
     def log_query(self, record: QueryRecord, answer: Iterable[RankedModel]) -> None:
@@ -289,7 +307,9 @@ class RecommenderClient(ServiceClient):
         probes: Iterable[ProbeRecord] = (),
         objective: Objective | None = None,
         profile: str = "",
+        graph_version: int = 0,
     ) -> Ranking:
+        """`graph_version`: the library's version the caller knows (0: none); the answer is at least that new."""
         request = rpb.RecommendRequest(
             library=library,
             features=features_to_pb(feature_set, features, modality),
@@ -300,6 +320,7 @@ class RecommenderClient(ServiceClient):
             probes=[probe_to_pb(p) for p in probes],
             objective=objective_to_pb(objective) if objective is not None else None,
             profile=profile,
+            graph_version=graph_version,
         )
         return ranking_from_pb(self.call("Recommend", request))
 
@@ -314,9 +335,10 @@ class RecommenderClient(ServiceClient):
         dataset_id: str = "",
         measured: Iterable[ProbeRecord] = (),
         tried: Iterable[str] = (),
+        graph_version: int = 0,
     ) -> ProbeChoice:
         """The next models worth probing on the query, best first, at most `budget` of them, given the probes
-        `measured` on it so far and the models `tried` without a result."""
+        `measured` on it so far and the models `tried` without a result (`graph_version`: as `recommend`'s)."""
         request = rpb.SelectProbesRequest(
             library=library,
             features=features_to_pb(feature_set, features, modality),
@@ -324,6 +346,7 @@ class RecommenderClient(ServiceClient):
             dataset_id=dataset_id,
             measured=[probe_to_pb(p) for p in measured],
             tried=list(tried),
+            graph_version=graph_version,
         )
         return probe_choice_from_pb(self.call("SelectProbes", request))
 

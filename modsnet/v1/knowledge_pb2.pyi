@@ -158,26 +158,30 @@ class ListAuditResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class GraphSnapshotRequest(_message.Message):
-    __slots__ = ("library",)
+    __slots__ = ("library", "since_version")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     library: str
-    def __init__(self, library: _Optional[str] = ...) -> None: ...
+    since_version: int
+    def __init__(self, library: _Optional[str] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class GraphSnapshotChunk(_message.Message):
-    __slots__ = ("graph_version", "library", "models", "datasets", "interactions", "similarities")
+    __slots__ = ("graph_version", "library", "models", "datasets", "interactions", "similarities", "since_version")
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
     SIMILARITIES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
     graph_version: int
     library: _common_pb2.Library
     models: _containers.RepeatedCompositeFieldContainer[_common_pb2.Model]
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.Dataset]
     interactions: InteractionColumns
     similarities: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSimilarity]
-    def __init__(self, graph_version: _Optional[int] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.Model, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Union[InteractionColumns, _Mapping]] = ..., similarities: _Optional[_Iterable[_Union[_common_pb2.DatasetSimilarity, _Mapping]]] = ...) -> None: ...
+    since_version: int
+    def __init__(self, graph_version: _Optional[int] = ..., library: _Optional[_Union[_common_pb2.Library, _Mapping]] = ..., models: _Optional[_Iterable[_Union[_common_pb2.Model, _Mapping]]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.Dataset, _Mapping]]] = ..., interactions: _Optional[_Union[InteractionColumns, _Mapping]] = ..., similarities: _Optional[_Iterable[_Union[_common_pb2.DatasetSimilarity, _Mapping]]] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class InteractionColumns(_message.Message):
     __slots__ = ("model_index", "dataset_index", "score", "train_seconds", "inference_seconds", "memory_bytes", "provenance")

@@ -199,7 +199,8 @@ class KnowledgeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GraphSnapshot(self, request, context):
-        """Stream one library's graph, consistent at one graph version (the recommender caches by it).
+        """Stream one library's graph, consistent at one graph version (the recommender caches by it), or only
+        what was added since a version the caller holds (since_version).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

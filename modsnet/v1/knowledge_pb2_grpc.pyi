@@ -59,7 +59,9 @@ class KnowledgeStub:
     ListAudit: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListAuditRequest, _knowledge_pb2.ListAuditResponse]
     """The audit log of a library's retractions and confirmations, newest first."""
     GraphSnapshot: _grpc.UnaryStreamMultiCallable[_knowledge_pb2.GraphSnapshotRequest, _knowledge_pb2.GraphSnapshotChunk]
-    """Stream one library's graph, consistent at one graph version (the recommender caches by it)."""
+    """Stream one library's graph, consistent at one graph version (the recommender caches by it), or only
+    what was added since a version the caller holds (since_version).
+    """
     GraphVersion: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GraphVersionRequest, _knowledge_pb2.GraphVersionResponse]
     """The current graph version of a library (cheap; for cache checks)."""
     LogQuery: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.LogQueryRequest, _knowledge_pb2.LogQueryResponse]
@@ -103,7 +105,9 @@ class KnowledgeAsyncStub(KnowledgeStub):
     ListAudit: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListAuditRequest, _knowledge_pb2.ListAuditResponse]  # type: ignore[assignment]
     """The audit log of a library's retractions and confirmations, newest first."""
     GraphSnapshot: _aio.UnaryStreamMultiCallable[_knowledge_pb2.GraphSnapshotRequest, _knowledge_pb2.GraphSnapshotChunk]  # type: ignore[assignment]
-    """Stream one library's graph, consistent at one graph version (the recommender caches by it)."""
+    """Stream one library's graph, consistent at one graph version (the recommender caches by it), or only
+    what was added since a version the caller holds (since_version).
+    """
     GraphVersion: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GraphVersionRequest, _knowledge_pb2.GraphVersionResponse]  # type: ignore[assignment]
     """The current graph version of a library (cheap; for cache checks)."""
     LogQuery: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.LogQueryRequest, _knowledge_pb2.LogQueryResponse]  # type: ignore[assignment]
@@ -210,7 +214,9 @@ class KnowledgeServicer(metaclass=_abc_1.ABCMeta):
         request: _knowledge_pb2.GraphSnapshotRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_knowledge_pb2.GraphSnapshotChunk], _abc.AsyncIterator[_knowledge_pb2.GraphSnapshotChunk]]:
-        """Stream one library's graph, consistent at one graph version (the recommender caches by it)."""
+        """Stream one library's graph, consistent at one graph version (the recommender caches by it), or only
+        what was added since a version the caller holds (since_version).
+        """
 
     @_abc_1.abstractmethod
     def GraphVersion(

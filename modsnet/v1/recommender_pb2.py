@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from modsnet.v1 import common_pb2 as modsnet_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmodsnet/v1/recommender.proto\x12\nmodsnet.v1\x1a\x17modsnet/v1/common.proto\"\x99\x02\n\x10RecommendRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\t\n\x01k\x18\x03 \x01(\x05\x12,\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x17.modsnet.v1.Constraints\x12\x14\n\x0cprobe_budget\x18\x05 \x01(\x05\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\'\n\x06probes\x18\x07 \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12(\n\tobjective\x18\x08 \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\t \x01(\t\"\xb3\x01\n\x13SelectProbesRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12)\n\x08measured\x18\x05 \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12\r\n\x05tried\x18\x06 \x03(\t\"u\n\x14SelectProbesResponse\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rexpected_gain\x18\x05 \x01(\x01\"\xee\x02\n\x11RecommendResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.modsnet.v1.RankedModel\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x11\n\testimator\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x13\n\x0bprobes_used\x18\x05 \x01(\x05\x12\x1f\n\x17\x65xcluded_by_constraints\x18\x06 \x01(\x05\x12\x32\n\x0erecommendation\x18\x07 \x01(\x0b\x32\x1a.modsnet.v1.Recommendation\x12%\n\x08removals\x18\x08 \x03(\x0b\x32\x13.modsnet.v1.Removal\x12(\n\tobjective\x18\t \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\n \x01(\t\x12,\n\x0b\x63onstraints\x18\x0b \x01(\x0b\x32\x17.modsnet.v1.Constraints\"\x1f\n\x0cTrainRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\'\n\x14\x45stimatorInfoRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\x88\x02\n\x15\x45stimatorInfoResponse\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\testimator\x18\x02 \x01(\t\x12\x15\n\rgraph_version\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x04 \x01(\x03\x12\x0e\n\x06models\x18\x05 \x01(\x03\x12\x14\n\x0cinteractions\x18\x06 \x01(\x03\x12\x14\n\x0ctrained_unix\x18\x07 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x15\n\rfeature_names\x18\t \x03(\t\x12\x0e\n\x06origin\x18\n \x01(\t\x12\x17\n\x0ftrained_version\x18\x0b \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x0c \x01(\t2\xc6\x02\n\x0bRecommender\x12H\n\tRecommend\x12\x1c.modsnet.v1.RecommendRequest\x1a\x1d.modsnet.v1.RecommendResponse\x12Q\n\x0cSelectProbes\x12\x1f.modsnet.v1.SelectProbesRequest\x1a .modsnet.v1.SelectProbesResponse\x12\x44\n\x05Train\x12\x18.modsnet.v1.TrainRequest\x1a!.modsnet.v1.EstimatorInfoResponse\x12T\n\rEstimatorInfo\x12 .modsnet.v1.EstimatorInfoRequest\x1a!.modsnet.v1.EstimatorInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmodsnet/v1/recommender.proto\x12\nmodsnet.v1\x1a\x17modsnet/v1/common.proto\"\xb0\x02\n\x10RecommendRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\t\n\x01k\x18\x03 \x01(\x05\x12,\n\x0b\x63onstraints\x18\x04 \x01(\x0b\x32\x17.modsnet.v1.Constraints\x12\x14\n\x0cprobe_budget\x18\x05 \x01(\x05\x12\x12\n\ndataset_id\x18\x06 \x01(\t\x12\'\n\x06probes\x18\x07 \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12(\n\tobjective\x18\x08 \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\t \x01(\t\x12\x15\n\rgraph_version\x18\n \x01(\x03\"\xca\x01\n\x13SelectProbesRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\x12-\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1b.modsnet.v1.DatasetFeatures\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x12\n\ndataset_id\x18\x04 \x01(\t\x12)\n\x08measured\x18\x05 \x03(\x0b\x32\x17.modsnet.v1.ProbeResult\x12\r\n\x05tried\x18\x06 \x03(\t\x12\x15\n\rgraph_version\x18\x07 \x01(\x03\"u\n\x14SelectProbesResponse\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\rexpected_gain\x18\x05 \x01(\x01\"\xee\x02\n\x11RecommendResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.modsnet.v1.RankedModel\x12\x15\n\rgraph_version\x18\x02 \x01(\x03\x12\x11\n\testimator\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x13\n\x0bprobes_used\x18\x05 \x01(\x05\x12\x1f\n\x17\x65xcluded_by_constraints\x18\x06 \x01(\x05\x12\x32\n\x0erecommendation\x18\x07 \x01(\x0b\x32\x1a.modsnet.v1.Recommendation\x12%\n\x08removals\x18\x08 \x03(\x0b\x32\x13.modsnet.v1.Removal\x12(\n\tobjective\x18\t \x01(\x0b\x32\x15.modsnet.v1.Objective\x12\x0f\n\x07profile\x18\n \x01(\t\x12,\n\x0b\x63onstraints\x18\x0b \x01(\x0b\x32\x17.modsnet.v1.Constraints\"\x1f\n\x0cTrainRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\'\n\x14\x45stimatorInfoRequest\x12\x0f\n\x07library\x18\x01 \x01(\t\"\x88\x02\n\x15\x45stimatorInfoResponse\x12\x0f\n\x07library\x18\x01 \x01(\t\x12\x11\n\testimator\x18\x02 \x01(\t\x12\x15\n\rgraph_version\x18\x03 \x01(\x03\x12\x10\n\x08\x64\x61tasets\x18\x04 \x01(\x03\x12\x0e\n\x06models\x18\x05 \x01(\x03\x12\x14\n\x0cinteractions\x18\x06 \x01(\x03\x12\x14\n\x0ctrained_unix\x18\x07 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x15\n\rfeature_names\x18\t \x03(\t\x12\x0e\n\x06origin\x18\n \x01(\t\x12\x17\n\x0ftrained_version\x18\x0b \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x0c \x01(\t2\xc6\x02\n\x0bRecommender\x12H\n\tRecommend\x12\x1c.modsnet.v1.RecommendRequest\x1a\x1d.modsnet.v1.RecommendResponse\x12Q\n\x0cSelectProbes\x12\x1f.modsnet.v1.SelectProbesRequest\x1a .modsnet.v1.SelectProbesResponse\x12\x44\n\x05Train\x12\x18.modsnet.v1.TrainRequest\x1a!.modsnet.v1.EstimatorInfoResponse\x12T\n\rEstimatorInfo\x12 .modsnet.v1.EstimatorInfoRequest\x1a!.modsnet.v1.EstimatorInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modsnet.v1.recommender_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST']._serialized_start=70
-  _globals['_RECOMMENDREQUEST']._serialized_end=351
-  _globals['_SELECTPROBESREQUEST']._serialized_start=354
-  _globals['_SELECTPROBESREQUEST']._serialized_end=533
-  _globals['_SELECTPROBESRESPONSE']._serialized_start=535
-  _globals['_SELECTPROBESRESPONSE']._serialized_end=652
-  _globals['_RECOMMENDRESPONSE']._serialized_start=655
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1021
-  _globals['_TRAINREQUEST']._serialized_start=1023
-  _globals['_TRAINREQUEST']._serialized_end=1054
-  _globals['_ESTIMATORINFOREQUEST']._serialized_start=1056
-  _globals['_ESTIMATORINFOREQUEST']._serialized_end=1095
-  _globals['_ESTIMATORINFORESPONSE']._serialized_start=1098
-  _globals['_ESTIMATORINFORESPONSE']._serialized_end=1362
-  _globals['_RECOMMENDER']._serialized_start=1365
-  _globals['_RECOMMENDER']._serialized_end=1691
+  _globals['_RECOMMENDREQUEST']._serialized_end=374
+  _globals['_SELECTPROBESREQUEST']._serialized_start=377
+  _globals['_SELECTPROBESREQUEST']._serialized_end=579
+  _globals['_SELECTPROBESRESPONSE']._serialized_start=581
+  _globals['_SELECTPROBESRESPONSE']._serialized_end=698
+  _globals['_RECOMMENDRESPONSE']._serialized_start=701
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1067
+  _globals['_TRAINREQUEST']._serialized_start=1069
+  _globals['_TRAINREQUEST']._serialized_end=1100
+  _globals['_ESTIMATORINFOREQUEST']._serialized_start=1102
+  _globals['_ESTIMATORINFOREQUEST']._serialized_end=1141
+  _globals['_ESTIMATORINFORESPONSE']._serialized_start=1144
+  _globals['_ESTIMATORINFORESPONSE']._serialized_end=1408
+  _globals['_RECOMMENDER']._serialized_start=1411
+  _globals['_RECOMMENDER']._serialized_end=1737
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id", "probes", "objective", "profile")
+    __slots__ = ("library", "features", "k", "constraints", "probe_budget", "dataset_id", "probes", "objective", "profile", "graph_version")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class RecommendRequest(_message.Message):
     PROBES_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     library: str
     features: _common_pb2.DatasetFeatures
     k: int
@@ -27,23 +28,26 @@ class RecommendRequest(_message.Message):
     probes: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
     objective: _common_pb2.Objective
     profile: str
-    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
+    graph_version: int
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., k: _Optional[int] = ..., constraints: _Optional[_Union[_common_pb2.Constraints, _Mapping]] = ..., probe_budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., profile: _Optional[str] = ..., graph_version: _Optional[int] = ...) -> None: ...
 
 class SelectProbesRequest(_message.Message):
-    __slots__ = ("library", "features", "budget", "dataset_id", "measured", "tried")
+    __slots__ = ("library", "features", "budget", "dataset_id", "measured", "tried", "graph_version")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     MEASURED_FIELD_NUMBER: _ClassVar[int]
     TRIED_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     library: str
     features: _common_pb2.DatasetFeatures
     budget: int
     dataset_id: str
     measured: _containers.RepeatedCompositeFieldContainer[_common_pb2.ProbeResult]
     tried: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., measured: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., tried: _Optional[_Iterable[str]] = ...) -> None: ...
+    graph_version: int
+    def __init__(self, library: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.DatasetFeatures, _Mapping]] = ..., budget: _Optional[int] = ..., dataset_id: _Optional[str] = ..., measured: _Optional[_Iterable[_Union[_common_pb2.ProbeResult, _Mapping]]] = ..., tried: _Optional[_Iterable[str]] = ..., graph_version: _Optional[int] = ...) -> None: ...
 
 class SelectProbesResponse(_message.Message):
     __slots__ = ("model_ids", "graph_version", "stop", "reason", "expected_gain")

@@ -14,6 +14,7 @@ from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
 from modsnet.data.graph import (
     AuditEntry,
     DatasetNode,
+    GraphDelta,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -257,6 +258,15 @@ class KnowledgeCore:
 
     def snapshot(self, library: str) -> Snapshot:
         return self.store.snapshot(library)
+
+    def delta(self, library: str, since_version: int) -> GraphDelta | None:
+        """What the graph gained since `since_version` (a version the caller holds the whole graph of), or None
+        when that is not only added records and dataset nodes: the caller then needs the whole `snapshot`."""
+        if not library:
+            raise InvalidArgument("library is required")
+        if since_version < 1:
+            raise InvalidArgument(f"since_version: {since_version} is no graph version (versions start at 1)")
+        return self.store.delta(library, since_version)
 
     def graph_version(self, library: str) -> int:
         return self.store.graph_version(library)

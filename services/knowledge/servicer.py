@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import grpc
 
-from modsnet.data.graph import interaction_columns_of
+from modsnet.data.graph import (
+    DatasetNode,
+    InteractionColumns,
+    LibraryInfo,
+    ModelNode,
+    SimilarityRecord,
+    interaction_columns_of,
+)
 from modsnet.runtime.auth import current_principal
 from modsnet.runtime.convert import (
     audit_to_pb,
@@ -92,28 +99,12 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         return kpb.ListAuditResponse(entries=[audit_to_pb(e) for e in entries])
 
     def GraphSnapshot(self, request: kpb.GraphSnapshotRequest, context: object) -> Iterator[kpb.GraphSnapshotChunk]:
+        delta = self.core.delta(request.library, request.since_version) if request.since_version else None
+        if delta is not None:  # the change since the caller's version: a few records after a feedback
+            yield from _chunks(delta.since_version, delta.library, delta.models, delta.datasets, delta.interactions, [])
+            return
         snap = self.core.snapshot(request.library)
-        version = snap.graph_version
-        yield kpb.GraphSnapshotChunk(graph_version=version, library=library_to_pb(snap.library))
-        modality = str(snap.library.meta.get("modality", ""))
-        for start in range(0, len(snap.models), SNAPSHOT_BATCH):
-            batch = snap.models[start : start + SNAPSHOT_BATCH]
-            yield kpb.GraphSnapshotChunk(graph_version=version, models=[model_to_pb(m) for m in batch])
-        for start in range(0, len(snap.datasets), SNAPSHOT_BATCH):
-            batch_d = snap.datasets[start : start + SNAPSHOT_BATCH]
-            yield kpb.GraphSnapshotChunk(graph_version=version, datasets=[dataset_to_pb(d, modality) for d in batch_d])
-        model_index = {m.model_id: i for i, m in enumerate(snap.models)}
-        dataset_index = {d.dataset_id: i for i, d in enumerate(snap.datasets)}
-        interactions = interaction_columns_of(snap)
-        for start in range(0, len(interactions), INTERACTION_BATCH):
-            records = interactions[start : start + INTERACTION_BATCH]
-            yield kpb.GraphSnapshotChunk(
-                graph_version=version,
-                interactions=interaction_columns(records, model_index, dataset_index),
-            )
-        for start in range(0, len(snap.similarities), SNAPSHOT_BATCH):
-            batch_s = snap.similarities[start : start + SNAPSHOT_BATCH]
-            yield kpb.GraphSnapshotChunk(graph_version=version, similarities=[similarity_to_pb(x) for x in batch_s])
+        yield from _chunks(0, snap.library, snap.models, snap.datasets, interaction_columns_of(snap), snap.similarities)
 
     def GraphVersion(self, request: kpb.GraphVersionRequest, context: object) -> kpb.GraphVersionResponse:
         version, bundle_blob_id = self.core.graph_head(request.library)
@@ -136,3 +127,41 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
 
     def PurgeQueries(self, request: kpb.PurgeQueriesRequest, context: object) -> kpb.PurgeQueriesResponse:
         return kpb.PurgeQueriesResponse(purged=self.core.purge_queries(request.older_than_unix or None))
+
+
+def _chunks(
+    since_version: int,
+    library: LibraryInfo,
+    models: list[ModelNode],
+    datasets: list[DatasetNode],
+    interactions: InteractionColumns,
+    similarities: list[SimilarityRecord],
+) -> Iterator[kpb.GraphSnapshotChunk]:
+    """A whole graph (since_version 0) or a change since a version, as the stream of chunks the proto describes."""
+    version = library.graph_version
+    yield kpb.GraphSnapshotChunk(graph_version=version, since_version=since_version, library=library_to_pb(library))
+    modality = str(library.meta.get("modality", ""))
+    for start in range(0, len(models), SNAPSHOT_BATCH):
+        batch = models[start : start + SNAPSHOT_BATCH]
+        yield kpb.GraphSnapshotChunk(
+            graph_version=version, since_version=since_version, models=[model_to_pb(m) for m in batch]
+        )
+    for start in range(0, len(datasets), SNAPSHOT_BATCH):
+        batch_d = datasets[start : start + SNAPSHOT_BATCH]
+        yield kpb.GraphSnapshotChunk(
+            graph_version=version, since_version=since_version, datasets=[dataset_to_pb(d, modality) for d in batch_d]
+        )
+    model_index = {m.model_id: i for i, m in enumerate(models)}
+    dataset_index = {d.dataset_id: i for i, d in enumerate(datasets)}
+    for start in range(0, len(interactions), INTERACTION_BATCH):
+        records = interactions[start : start + INTERACTION_BATCH]
+        yield kpb.GraphSnapshotChunk(
+            graph_version=version,
+            since_version=since_version,
+            interactions=interaction_columns(records, model_index, dataset_index),
+        )
+    for start in range(0, len(similarities), SNAPSHOT_BATCH):
+        batch_s = similarities[start : start + SNAPSHOT_BATCH]
+        yield kpb.GraphSnapshotChunk(
+            graph_version=version, since_version=since_version, similarities=[similarity_to_pb(x) for x in batch_s]
+        )

@@ -8,6 +8,7 @@ from modsnet.data.bundle import Bundle
 from modsnet.data.graph import (
     AuditEntry,
     DatasetNode,
+    GraphDelta,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -100,6 +101,14 @@ class KnowledgeStore(abc.ABC):
     @abc.abstractmethod
     def snapshot(self, library: str) -> Snapshot:
         """The graph estimators learn from: quarantined records are left out (they are still exported)."""
+
+    def delta(self, library: str, since_version: int) -> GraphDelta | None:
+        """What the graph gained since `since_version` (see `GraphDelta`), consistent at one graph version, or
+        None when that is not only added records and dataset nodes (a retraction, a confirmation, a re-import
+        since then; a version this store cannot place): the caller then reads the whole `snapshot`. NotFound
+        for an unknown library. A store that keeps no history answers None."""
+        self.get_library(library)  # NotFound as the other reads
+        return None
 
     @abc.abstractmethod
     def graph_version(self, library: str) -> int: ...

@@ -279,6 +279,9 @@ class QueryCore:
                 probes=probes,
                 objective=options.objective,
                 profile=options.profile,
+                # Read from knowledge during this search, after any write that had completed: the answer is at
+                # least this new, and the recommender needs no call of its own to know that (read-your-writes).
+                graph_version=library.graph_version,
             )
             query_id = logs.current_query_id() or uuid.uuid4().hex
             observe.stage("log")
@@ -350,6 +353,7 @@ class QueryCore:
                 dataset_id=known,
                 measured=measured,
                 tried=[m for m in tried if m not in got],
+                graph_version=library.graph_version,  # as Recommend's
             )
             observe.stage("probes")
             chosen = [m for m in choice.model_ids if m not in tried][: budget - len(tried)]

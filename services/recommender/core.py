@@ -47,6 +47,7 @@ import numpy as np
 
 from modsnet.data.graph import (
     Constraints,
+    GraphDelta,
     LibraryInfo,
     ModelNode,
     Objective,
@@ -54,6 +55,7 @@ from modsnet.data.graph import (
     Recommendation,
     Removal,
     Snapshot,
+    apply_delta,
     interaction_columns_of,
 )
 from modsnet.data.profiles import combine, profile_named
@@ -67,7 +69,7 @@ from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnPopularityEstimator
-from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
+from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
@@ -256,6 +258,7 @@ class RecommenderCore:
         self._refreshed = threading.Condition()  # notified after each run of a refresh job and when one ends
         self._retrained: dict[str, tuple[float, float]] = {}  # library -> (when the last retraining ended, its seconds)
         self._seen: dict[str, dict[int, float]] = {}  # newer graph versions than the served one, first seen when
+        self._graphs: dict[str, Snapshot] = {}  # the whole graph last read of each library: deltas go on it
         self._guard = threading.Lock()
         self._closed = threading.Event()
 
@@ -273,15 +276,25 @@ class RecommenderCore:
 
     # -- the served estimator -------------------------------------------------------------------------
 
-    def fitted(self, library: str, *, force: bool = False, fresh: bool = False) -> Served:
+    def fitted(self, library: str, *, force: bool = False, fresh: bool = False, known_version: int = 0) -> Served:
         """The estimator for the library's current graph version (trained, loaded or refreshed once per version).
 
         A GNN of the same import whose graph fell behind for less than `max_staleness_seconds` answers at
         once while one background job refreshes it (`_refresh_soon`); `fresh` (a query of a known dataset,
         whose own records must be in its answer) and `force` wait for the current version instead.
+
+        `known_version` is the caller's (the query service read it from knowledge during its search, after any
+        write it saw completed): an estimator at least that new answers without asking knowledge, so a caller
+        still sees its own writes, and knowledge is asked only when the caller knows of a newer graph (or of none).
         """
         if not library:
             raise InvalidArgument("library is required")
+        if known_version < 0:
+            raise InvalidArgument(f"graph_version must be >= 0 (0: unknown), not {known_version}")
+        cached = self._cache.get(library)
+        if not force and cached is not None and 0 < known_version <= cached.graph_version:
+            CACHE.labels("hit").inc()
+            return cached
         # A re-import bumps the version too: the version alone decides what is current, the bundle whether
         # the cached estimator is still of this import.
         version, bundle_blob_id = self.knowledge.graph_head(library)
@@ -301,7 +314,7 @@ class RecommenderCore:
                 CACHE.labels("hit").inc()
                 return cached  # type: ignore[return-value]
             CACHE.labels("miss").inc()
-            snapshot = _learnable(self.knowledge.snapshot(library))
+            snapshot = _learnable(self._snapshot(library))
             if not snapshot.interactions:
                 raise FailedPrecondition(f"library {library!r} has no interactions to learn from")
             served = self._serve(snapshot, cached, force=force)
@@ -395,9 +408,10 @@ class RecommenderCore:
         """The served weights on the current graph, built outside the library's lock (searches keep being
         answered meanwhile) and swapped in unless the cache moved past them."""
         cached = self._cache.get(library)
-        if cached is None or cached.graph_version >= self.knowledge.graph_version(library):
-            return  # a search that could not wait refreshed it, or the run owed found nothing newer
-        snapshot = _learnable(self.knowledge.snapshot(library))
+        if cached is None:
+            return
+        # The change since the graph held (nothing, when a search that could not wait refreshed it already).
+        snapshot = _learnable(self._snapshot(library))
         if cached.graph_version >= snapshot.graph_version or not snapshot.interactions:
             return
         refreshed = self._refresh(snapshot, cached)
@@ -416,6 +430,36 @@ class RecommenderCore:
             self._caught_up(library, refreshed.graph_version)
             FITS.labels(library, f"background:{refreshed.origin}").inc()
         self._retrain_if_due(library, refreshed, len(snapshot.interactions))
+
+    def _snapshot(self, library: str) -> Snapshot:
+        """The library's current graph: the change since the graph last read here put on it when knowledge can
+        give one (a feedback's few records and nodes, not the whole graph again), else the whole graph (a
+        first read, a re-import, a retraction or a confirmation since, a change that does not fit)."""
+        with self._guard:
+            held = self._graphs.get(library)
+        graph: Snapshot | GraphDelta
+        if held is None:
+            graph = self.knowledge.snapshot(library)
+        else:
+            graph = self.knowledge.snapshot_since(library, held.graph_version)
+        if isinstance(graph, GraphDelta):
+            assert held is not None
+            try:
+                snapshot = apply_delta(held, graph)
+                SNAPSHOTS.labels("delta").inc()
+            except ValueError as error:  # never expected: a store's bug must not stop serving
+                log.warning("library %s: the change since version %d does not fit (%s): reading the whole graph",
+                            library, held.graph_version, error)  # fmt: skip
+                snapshot = self.knowledge.snapshot(library)
+                SNAPSHOTS.labels("whole").inc()
+        else:
+            snapshot = graph
+            SNAPSHOTS.labels("whole").inc()
+        with self._guard:  # two readers at once (a search, the refresh job): the newer stays
+            now = self._graphs.get(library)
+            if now is None or now.graph_version <= snapshot.graph_version:
+                self._graphs[library] = snapshot
+        return snapshot
 
     def _wait_for_refresh_job(self, library: str, version: int) -> None:
         """Wait (within the request's time) until the library's refresh job has brought `version` or ended; a
@@ -740,6 +784,7 @@ class RecommenderCore:
         probes: Sequence[ProbeRecord] = (),
         objective: Objective | None = None,
         profile: str = "",
+        known_version: int = 0,
     ) -> Answer:
         """The top-k models for a dataset, using the probes of at most `probe_budget` models (the first
         named: the probe-selector's order, best first), and the one to take (`recommendation.py`): a model
@@ -761,7 +806,8 @@ class RecommenderCore:
             if not p.model_id or not p.probe or p.value != p.value or abs(p.value) == float("inf"):
                 raise InvalidArgument(f"probe {i}: needs a model_id, a kind and a finite value")
         probes = _within_budget(probes, probe_budget)
-        served = self.fitted(library, fresh=bool(dataset_id))  # a known dataset's own records are never stale
+        # A known dataset's own records are never stale; the caller's version: see `fitted`.
+        served = self.fitted(library, fresh=bool(dataset_id), known_version=known_version)
         start = time.perf_counter()
         estimator = served.estimator
         if not dataset_id and features and not estimator.shared_features(features):
@@ -858,6 +904,7 @@ class RecommenderCore:
         dataset_id: str = "",
         measured: Sequence[ProbeRecord] = (),
         tried: Sequence[str] = (),
+        known_version: int = 0,
     ) -> ProbeChoice:
         """The next models worth probing on this query, best first, among those the query service can measure,
         given the probes `measured` on it so far and the models `tried` without a result (`policy.py`).
@@ -878,7 +925,7 @@ class RecommenderCore:
             if not model_id:
                 raise InvalidArgument(f"tried[{i}]: empty model id")
         budget = min(budget, MAX_PROBES)
-        served = self.fitted(library, fresh=bool(dataset_id))
+        served = self.fitted(library, fresh=bool(dataset_id), known_version=known_version)
         for field_name, ids in (("measured", [p.model_id for p in measured]), ("tried", list(tried))):
             unknown = next(((i, m) for i, m in enumerate(ids) if m not in served.models), None)
             if unknown is not None:

@@ -23,6 +23,12 @@ CACHE = Counter(
     "Estimator cache lookups, by result (hit, miss; stale: answered behind the graph while it refreshes).",
     ["result"],
 )
+SNAPSHOTS = Counter(
+    "modsnet_graph_reads_total",
+    "Graphs read from knowledge, by kind (whole: the library's whole graph; delta: the change since the graph held, "
+    "put on it).",
+    ["kind"],
+)
 
 # Read from the served estimators at each scrape (modsnet.runtime.metrics.ScrapeTimeGauges). A library appears
 # once a search or `modsnet train` has used it since the recommender started.

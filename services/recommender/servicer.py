@@ -79,6 +79,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             probes=[probe_from_pb(p) for p in request.probes],
             objective=objective_from_pb(request.objective),
             profile=request.profile,
+            known_version=request.graph_version,
         )
         return ranking_to_pb(_ranking(result))
 
@@ -90,6 +91,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             dataset_id=request.dataset_id,
             measured=[probe_from_pb(p) for p in request.measured],
             tried=list(request.tried),
+            known_version=request.graph_version,
         )
         return probe_choice_to_pb(choice)
 

@@ -29,6 +29,12 @@ connects to one, see docs/architecture.md, "Redis Cluster"):
                                           nodes get their counts and mean costs without a scan;
                                           quarantined records are not in it until confirmed, and
                                           "library.retracted" counts the records retracted from the list
+    modsnet:{lib:NAME}:vN:added_datasets  list of the dataset ids feedback added to the version, in order
+    modsnet:{lib:NAME}:vN:marks           hash GRAPH_VERSION -> "I D": the lengths of the interactions and
+                                          added_datasets lists at each graph version of the data version,
+                                          and "base" -> the last graph version that did more than append
+                                          (the switch, a retraction, a confirmation): `delta` reads the
+                                          lists' tails past a mark and reaches back to "base", no further
     modsnet:{lib:NAME}:vN:requests        hash request_id -> JSON {state, rows}: the records a request stored
                                           (state "applied", "confirmed" or "retracted"). The interactions
                                           list stays append-only: readers leave out a retracted request's
@@ -99,6 +105,7 @@ from modsnet.data.bundle import COST_COLUMNS, FEEDBACK_COLUMNS, Bundle, Table
 from modsnet.data.graph import (
     AuditEntry,
     DatasetNode,
+    GraphDelta,
     InteractionRecord,
     LibraryInfo,
     ModelNode,
@@ -152,6 +159,15 @@ _PURGE_BATCH = 1_000
 # INCR and announce in one step, so the message carries the version the transaction made (inside MULTI no
 # reply can feed a later command). EVAL, not EVALSHA: a NOSCRIPT error inside EXEC would not undo the rest.
 _BUMP = "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. v) return v"
+# After a bump, in the same MULTI: mark the new graph version with the lengths of the version's append-only lists
+# (KEYS: graph_version, marks, interactions, added_datasets); ARGV[1] "1" also makes it the base (not only appends),
+# and so does the first mark of a data version imported before marks were kept (nothing earlier can be placed).
+_MARK = (
+    "local v = redis.call('GET', KEYS[1]) "
+    "redis.call('HSET', KEYS[2], v, redis.call('LLEN', KEYS[3]) .. ' ' .. redis.call('LLEN', KEYS[4])) "
+    "if ARGV[1] == '1' or redis.call('HEXISTS', KEYS[2], 'base') == 0 then redis.call('HSET', KEYS[2], 'base', v) end "
+    "return v"
+)
 
 T = TypeVar("T")
 
@@ -214,6 +230,8 @@ class _VersionKeys:
     stats: str
     requests: str
     features: dict[str, str]  # feature table stem -> key
+    added_datasets: str
+    marks: str
 
     @classmethod
     def of(cls, prefix: str, stems: Iterable[str]) -> _VersionKeys:
@@ -231,11 +249,18 @@ class _VersionKeys:
             key("stats"),
             key("requests"),
             {stem: key(f"features:{stem}") for stem in sorted(stems)},
+            key("added_datasets"),
+            key("marks"),
         )
 
     def every(self) -> list[str]:
         fixed = (self.models, self.datasets, self.interactions, self.similarities, self.probes, self.artifacts)
-        return [*fixed, self.fingerprints, self.stats, self.requests, *self.features.values()]
+        return [*fixed, self.fingerprints, self.stats, self.requests, *self.features.values(), *self.history]
+
+    @property
+    def history(self) -> tuple[str, str]:
+        """The keys only writes after the import make (`delta`'s): never staged."""
+        return self.added_datasets, self.marks
 
 
 @dataclass(frozen=True)
@@ -424,6 +449,19 @@ def _queue_tally(pipe: Pipeline, key: str, rows: Iterable[dict[str, str]], sign:
             pipe.hincrby(key, field, sign * amount)
         else:
             pipe.hincrbyfloat(key, field, sign * amount)
+
+
+def _node_reads(
+    model_ids: list[str], dataset_ids: list[str], fields: list[str]
+) -> Callable[[Pipeline, _VersionKeys], None]:
+    """Reads of these models' and datasets' rows and of these stats fields (HMGET needs a field: "" reads nothing)."""
+
+    def reads(pipe: Pipeline, v: _VersionKeys) -> None:
+        pipe.hmget(v.models, model_ids or [""])
+        pipe.hmget(v.datasets, dataset_ids or [""])
+        pipe.hmget(v.stats, fields or [""])
+
+    return reads
 
 
 def _model_node(library: str, row: dict[str, str], tally: ModelTally) -> ModelNode:
@@ -690,9 +728,17 @@ class RedisKnowledgeStore(KnowledgeStore):
             pipe.expire(key, RETIRED_GRACE_S)
 
     @staticmethod
-    def _bump(pipe: Pipeline, keys: _LibraryKeys) -> None:
-        # As a raw command: a cluster pipeline has no eval(); EVAL with its one key routes to the library's slot.
+    def _bump(
+        pipe: Pipeline, keys: _LibraryKeys, version: _VersionKeys | None = None, *, added_only: bool = False
+    ) -> None:
+        """Queue the next graph version; with the data `version` it is of, also its mark (see "marks" above),
+        the base unless the write `added_only` records and dataset nodes. The last reply is the version."""
+        # As a raw command: a cluster pipeline has no eval(); EVAL with its keys routes to the library's slot.
         pipe.execute_command("EVAL", _BUMP, 1, keys.graph_version, CHANNEL, keys.name)
+        if version is not None:
+            lists = (version.interactions, version.added_datasets)
+            base = "0" if added_only else "1"
+            pipe.execute_command("EVAL", _MARK, 4, keys.graph_version, version.marks, *lists, base)
 
     # -- libraries ----------------------------------------------------------------------------------
 
@@ -799,7 +845,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                 pipe.persist(key)
             if old is not None:
                 self._retire(pipe, keys, old)
-            self._bump(pipe, keys)
+            self._bump(pipe, keys, keys.version(new))
             version = int(pipe.execute()[-1])
             counts = (len(bundle.models.rows), len(bundle.datasets.rows), len(bundle.interactions.rows))
             return new.info(keys.name, version, *counts)
@@ -1020,6 +1066,7 @@ class RedisKnowledgeStore(KnowledgeStore):
             pipe.multi()
             if added:
                 pipe.hset(version.datasets, mapping=added)
+                pipe.rpush(version.added_datasets, *added)
             if indexed:
                 pipe.zadd(version.fingerprints, indexed)
             if rows:
@@ -1027,7 +1074,7 @@ class RedisKnowledgeStore(KnowledgeStore):
             _queue_tally(pipe, version.stats, filter(learned, rows), 1)
             if request_id:
                 pipe.hset(version.requests, request_id, _dumps({"state": "applied", "rows": rows}))
-            self._bump(pipe, keys)
+            self._bump(pipe, keys, version, added_only=True)
             return int(pipe.execute()[-1]), len(rows)
 
         return self._transaction(body, f"adding interactions to library {library!r}")
@@ -1087,7 +1134,7 @@ class RedisKnowledgeStore(KnowledgeStore):
                 pipe.hincrby(version.stats, _RETRACTED, len(changed))
             entry = AuditEntry(time.time(), principal, action, library, request_id, len(changed), note)
             pipe.rpush(keys.audit, _dumps(dataclasses.asdict(entry)))
-            self._bump(pipe, keys)
+            self._bump(pipe, keys, version)
             return int(pipe.execute()[-1]), len(changed)
 
         return self._transaction(body, f"{action} of request {request_id!r} in library {library!r}")
@@ -1125,6 +1172,59 @@ class RedisKnowledgeStore(KnowledgeStore):
             interaction_columns(model_ids, dataset_ids, cells),
             [similarity_record(row) for row in map(similarity_codec.loads, similarities)],
         )
+
+    def delta(self, library: str, since_version: int) -> GraphDelta | None:
+        """Three steps, each at one graph version: the marks and lengths; the lists' tails past the mark of
+        `since_version` (append-only, so they hold still); the touched nodes and their stats, read again at the
+        same graph version (a write in between: from the start; `_ATTEMPTS` of them: None, the whole graph)."""
+        for _ in range(_ATTEMPTS):
+
+            def heads(pipe: Pipeline, v: _VersionKeys) -> None:
+                pipe.hmget(v.marks, ["base", str(since_version)])
+                pipe.llen(v.interactions)
+                pipe.llen(v.added_datasets)
+                pipe.hlen(v.models)
+                pipe.hlen(v.datasets)
+                pipe.hget(v.stats, _RETRACTED)
+
+            live, version, ((base, mark), stored, added, n_models, n_datasets, retracted) = self._read(library, heads)
+            if base is None or mark is None or not int(base) <= since_version <= version:
+                return None  # a version of another import, or from before marks were kept
+            keys = _LibraryKeys(library).version(live)
+            from_stored, from_added = map(int, str(mark).split())
+            with self._guard():
+                pipe = self._redis.pipeline(transaction=False)  # reads only: the lists are append-only
+                pipe.lrange(keys.interactions, from_stored, stored - 1)
+                pipe.lrange(keys.added_datasets, from_added, added - 1)
+                texts, new_datasets = pipe.execute()
+            cells, _ = _interaction_cells(live.columns["interactions.csv"], texts, {})
+            model_ids = sorted(set(cells["model_id"]))
+            dataset_ids = sorted(set(cells["dataset_id"]) | set(new_datasets))
+            fields = [_stat(name, m) for m in model_ids for name in _MODEL_STATS]
+            fields += [_stat("dataset.n", d) for d in dataset_ids]
+
+            nodes = _node_reads(model_ids, dataset_ids, fields)
+            again, now, (model_rows, dataset_rows, values) = self._read(library, nodes, live)
+            if again.raw != live.raw:
+                return None  # re-imported meanwhile
+            if now != version:
+                continue  # another write between the steps: its stats are not this version's
+            stats = dict(zip(fields, values, strict=False))
+            model_codec, dataset_codec = live.codec("models.csv"), live.codec("datasets.csv")
+            return GraphDelta(
+                since_version,
+                live.info(library, version, n_models, n_datasets, stored - int(retracted or 0)),
+                [
+                    _model_node(library, model_codec.loads(row), _tally_of(stats, m))
+                    for m, row in zip(model_ids, model_rows, strict=False)
+                ],
+                [
+                    _dataset_node(library, d, record, dataset_codec, int(stats.get(_stat("dataset.n", d)) or 0))
+                    for d, record in zip(dataset_ids, dataset_rows, strict=False)
+                ],
+                interaction_columns(model_ids, dataset_ids, cells),
+            )
+        return None
 
     def graph_version(self, library: str) -> int:
         return self._read(library, lambda pipe, v: None)[1]

@@ -33,6 +33,7 @@ from modsnet.data.graph import (
     AuditEntry,
     Cost,
     DatasetNode,
+    GraphDelta,
     InteractionColumns,
     InteractionRecord,
     LibraryInfo,
@@ -65,7 +66,9 @@ CREATE TABLE IF NOT EXISTS libraries (
     bundle_blob_id TEXT NOT NULL,
     imported_unix REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS graph_versions (library TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS graph_versions (
+    library TEXT PRIMARY KEY, version INTEGER NOT NULL, base INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS models (
     library TEXT NOT NULL, model_id TEXT NOT NULL, row_json TEXT NOT NULL,
     PRIMARY KEY (library, model_id)
@@ -74,6 +77,7 @@ CREATE TABLE IF NOT EXISTS datasets (
     library TEXT NOT NULL, dataset_id TEXT NOT NULL, row_json TEXT NOT NULL,
     fingerprint TEXT NOT NULL DEFAULT '', feature_set TEXT NOT NULL DEFAULT '',
     features_json TEXT NOT NULL DEFAULT '{}', origin TEXT NOT NULL DEFAULT 'imported',
+    graph_version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (library, dataset_id)
 );
 CREATE INDEX IF NOT EXISTS datasets_fingerprint ON datasets (fingerprint) WHERE fingerprint != '';
@@ -86,7 +90,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     library TEXT NOT NULL, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL,
     score REAL NOT NULL, train_seconds REAL, inference_seconds REAL, memory_bytes REAL,
     provenance TEXT NOT NULL, row_json TEXT NOT NULL, created_unix REAL NOT NULL,
-    request_id TEXT NOT NULL DEFAULT '', quarantine TEXT NOT NULL DEFAULT ''
+    request_id TEXT NOT NULL DEFAULT '', quarantine TEXT NOT NULL DEFAULT '',
+    graph_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS interactions_dataset ON interactions (library, dataset_id);
 CREATE INDEX IF NOT EXISTS interactions_model ON interactions (library, model_id);
@@ -122,7 +127,10 @@ _ADDED_COLUMNS = {
     "interactions": (
         "request_id TEXT NOT NULL DEFAULT ''",
         "quarantine TEXT NOT NULL DEFAULT ''",
+        "graph_version INTEGER NOT NULL DEFAULT 0",
     ),
+    "datasets": ("graph_version INTEGER NOT NULL DEFAULT 0",),
+    "graph_versions": ("base INTEGER NOT NULL DEFAULT 0",),
 }
 _REQUEST_INDEX = (
     "CREATE INDEX IF NOT EXISTS interactions_request ON interactions (library, request_id) WHERE request_id != ''"
@@ -131,6 +139,10 @@ _REQUEST_INDEX = (
 # bound parameter): without it every feedback's idempotency check scanned the library's records (27 ms on
 # TabZoo's 52k). Request ids are never empty where this is used.
 _BY_REQUEST = "request_id = ? AND request_id != ''"
+# Deltas (`delta`): a feedback's records and dataset nodes carry the graph version that added them (0: an import's,
+# or added before versions were kept), and `graph_versions.base` is the last version that did more than add them
+# (an import, a retraction, a confirmation, a delete): a delta reaches back to it and no further.
+_VERSION_INDEX = "CREATE INDEX IF NOT EXISTS interactions_version ON interactions (library, graph_version)"
 
 _SNAPSHOT_CHUNK = 250_000  # interaction rows fetched at a time when building a snapshot's columns
 
@@ -161,7 +173,10 @@ class SqliteKnowledgeStore(KnowledgeStore):
             for column in columns:
                 if column.split()[0] not in present:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                    if table == "graph_versions":  # records added before were not stamped: no delta reaches past now
+                        db.execute("UPDATE graph_versions SET base = version")
         db.execute(_REQUEST_INDEX)
+        db.execute(_VERSION_INDEX)
 
     # -- connections --------------------------------------------------------------------------------
 
@@ -207,10 +222,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
             db.execute("COMMIT")
 
     @staticmethod
-    def _bump(db: sqlite3.Connection, library: str) -> int:
+    def _bump(db: sqlite3.Connection, library: str, *, added_only: bool = False) -> int:
+        """The library's next graph version; unless the write only added records and dataset nodes, also the
+        base no delta reaches back past."""
         db.execute(
-            "INSERT INTO graph_versions (library, version) VALUES (?, 1) "
-            "ON CONFLICT (library) DO UPDATE SET version = version + 1",
+            "INSERT INTO graph_versions (library, version, base) VALUES (?, 1, 1) "
+            "ON CONFLICT (library) DO UPDATE SET version = version + 1"
+            + ("" if added_only else ", base = version + 1"),
             (library,),
         )
         return int(db.execute("SELECT version FROM graph_versions WHERE library = ?", (library,)).fetchone()[0])
@@ -254,7 +272,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
             features, stems = merged_features(bundle.features), feature_set(bundle.features)
             nodes = (dataset_node(name, r, features, stems) for r in bundle.datasets.rows)
             db.executemany(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, 'imported')",
+                "INSERT INTO datasets (library, dataset_id, row_json, fingerprint, feature_set, features_json, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'imported')",
                 (
                     (name, n.dataset_id, json.dumps(r), n.fingerprint, n.feature_set, json.dumps(n.features))
                     for r, n in zip(bundle.datasets.rows, nodes, strict=True)
@@ -411,9 +430,16 @@ class SqliteKnowledgeStore(KnowledgeStore):
 
     # -- nodes --------------------------------------------------------------------------------------
 
-    def _models(self, db: sqlite3.Connection, library: str, model_id: str | None = None) -> list[ModelNode]:
-        only = " AND model_id = ?" if model_id else ""
-        args: tuple[str, ...] = (library, model_id) if model_id else (library,)
+    def _models(
+        self, db: sqlite3.Connection, library: str, model_id: str | None = None, *, among: list[str] | None = None
+    ) -> list[ModelNode]:
+        """The library's models by id (only `model_id`, or only those `among`, when given)."""
+        if among is not None:
+            only = " AND model_id IN (SELECT value FROM json_each(?))"
+            args: tuple[str, ...] = (library, json.dumps(among))
+        else:
+            only = " AND model_id = ?" if model_id else ""
+            args = (library, model_id) if model_id else (library,)
         stats = {
             r[0]: r[1:]
             for r in db.execute(
@@ -514,6 +540,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                 ).fetchone()
                 if done is not None:  # a retry: the first attempt was stored
                     return self._library(db, library).graph_version, int(done[0])
+            # Bumped first so the rows carry the version that adds them; a refused write rolls it back too.
+            version = self._bump(db, library, added_only=True)
             for node in new_datasets:
                 existing = db.execute(
                     "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?",
@@ -525,7 +553,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     continue
                 row = dataset_row(node)
                 db.execute(
-                    "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO datasets (library, dataset_id, row_json, fingerprint, feature_set, features_json, "
+                    "origin, graph_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         library,
                         node.dataset_id,
@@ -534,6 +563,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         node.feature_set,
                         json.dumps(node.features),
                         node.metadata.get("origin", "feedback"),
+                        version,
                     ),
                 )
             known_models = {r[0] for r in db.execute("SELECT model_id FROM models WHERE library = ?", (library,))}
@@ -545,8 +575,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     raise NotFound(f"interaction {i}: dataset {rec.dataset_id!r} not found in library {library!r}")
             db.executemany(
                 "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine, "
+                "graph_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         library,
@@ -561,13 +591,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         now,
                         rec.request_id,
                         rec.quarantine,
+                        version,
                     )
                     for rec in interactions
                 ),
             )
             if request_id:
                 db.execute("INSERT INTO requests VALUES (?, ?, 'applied', ?)", (library, request_id, len(interactions)))
-            version = self._bump(db, library)
         return version, len(interactions)
 
     def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
@@ -659,20 +689,56 @@ class SqliteKnowledgeStore(KnowledgeStore):
             ]
         return Snapshot(info, models, datasets, interactions, similarities)
 
+    def delta(self, library: str, since_version: int) -> GraphDelta | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT v.version, v.base FROM libraries l JOIN graph_versions v ON v.library = l.name "
+                "WHERE l.name = ?",
+                (library,),
+            ).fetchone()
+            if row is None:
+                self._require_library(db, library)  # NotFound for an unknown library
+                return None
+            version, base = int(row[0]), int(row[1])
+            if not base <= since_version <= version:
+                return None
+            changed = db.execute(
+                "SELECT DISTINCT model_id, dataset_id FROM interactions "
+                "WHERE library = ? AND graph_version > ? AND quarantine = ''",
+                (library, since_version),
+            ).fetchall()
+            added = db.execute(
+                "SELECT dataset_id FROM datasets WHERE library = ? AND graph_version > ?", (library, since_version)
+            ).fetchall()
+            model_ids = sorted({m for m, _ in changed})
+            dataset_ids = sorted({d for _, d in changed} | {d for (d,) in added})
+            models = self._models(db, library, among=model_ids)
+            among = "d.library = ? AND d.dataset_id IN (SELECT value FROM json_each(?))"
+            datasets = self._datasets(db, among, (library, json.dumps(dataset_ids)))
+            interactions = self._interactions(db, library, models, datasets, since_version=since_version)
+            info = self._library(db, library)
+        return GraphDelta(since_version, info, models, datasets, interactions)
+
     @staticmethod
     def _interactions(
-        db: sqlite3.Connection, library: str, models: list[ModelNode], datasets: list[DatasetNode]
+        db: sqlite3.Connection,
+        library: str,
+        models: list[ModelNode],
+        datasets: list[DatasetNode],
+        *,
+        since_version: int | None = None,
     ) -> InteractionColumns:
-        """The learned records as columns over the node order: SQLite gives numbers for the numeric cells
-        (an empty cost is 0, provenance its code), each column becomes one numpy array, and no record object
-        is made."""
+        """The learned records (those added after `since_version`, when given) as columns over the node order:
+        SQLite gives numbers for the numeric cells (an empty cost is 0, provenance its code), each column becomes
+        one numpy array, and no record object is made."""
         model_ids, dataset_ids = [m.model_id for m in models], [d.dataset_id for d in datasets]
         codes = " ".join(f"WHEN '{p}' THEN {k}" for k, p in enumerate(PROVENANCES))
         cursor = db.execute(
             "SELECT model_id, dataset_id, score, COALESCE(train_seconds, 0), COALESCE(inference_seconds, 0), "
             f"COALESCE(memory_bytes, 0), CASE provenance {codes} ELSE -1 END, request_id FROM interactions "
-            "WHERE library = ? AND quarantine = '' ORDER BY id",
-            (library,),
+            f"WHERE library = ? AND quarantine = ''{'' if since_version is None else ' AND graph_version > ?'} "
+            "ORDER BY id",
+            (library,) if since_version is None else (library, since_version),
         )
         models_at, datasets_at = pd.Index(model_ids), pd.Index(dataset_ids)
         parts: list[InteractionColumns] = []
