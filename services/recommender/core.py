@@ -621,7 +621,7 @@ class RecommenderCore:
                     estimator = trained.estimator(snapshot, self.gnn_config, neighbours=self.neighbours)
                     seconds, model = trained.seconds, trained.onnx_model
             FIT_SECONDS.observe(seconds)
-            progress.phase = "exporting to ONNX"
+            progress.phase = "exporting to ONNX" if model is None else "loading the ONNX model"
             backend = self._to_onnx(estimator, model=model)
             progress.phase = "storing the checkpoint"
             served = self._checkpointed(snapshot, estimator, seconds, backend)
@@ -633,13 +633,9 @@ class RecommenderCore:
 
     def _train_in_worker(self, snapshot: Snapshot, progress: TrainingProgress) -> TrainedGnn:
         """`training.train_in_worker` in a worker of the pool: its progress into `progress`, stopped (the worker
-        killed) when the core closes. A worker that dies raises `WorkerFailed`."""
+        killed: `Cancelled`) when the core closes. A worker that dies raises `WorkerFailed`."""
         assert self._pool is not None
         library = snapshot.library.name
-        if self._closed.is_set():
-            from .estimators.gnn.training import TrainingCancelled
-
-            raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
         progress.phase = "waiting for a training process"
         return self._pool.run(
             train_in_worker,
