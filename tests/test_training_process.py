@@ -62,7 +62,7 @@ def fitting(core: RecommenderCore) -> list[int]:
 def test_a_worker_trains_what_this_process_would_and_sends_what_rebuilds_it_exactly(synth_bundle: Path) -> None:
     snapshot, _ = graph_from_bundle(read_bundle(synth_bundle))
     config = GnnConfig(members=2, steps=20)
-    messages: list[tuple[int, int, int, str]] = []
+    messages: list[tuple[int, int, int, int, str]] = []
     trained = training_pool(0).run(train_in_worker, snapshot, config, 8, progress=messages.append, timeout=600)
     assert trained.pid != os.getpid()
     local = fit_gnn(snapshot, config, neighbours=8)  # in this process, as with training_processes -1
@@ -91,10 +91,11 @@ def test_a_worker_trains_what_this_process_would_and_sends_what_rebuilds_it_exac
         ours, worker = (e.score_all(features, known_dataset=known, probes=probes) for e in (local, rebuilt))
         np.testing.assert_allclose(worker.scores, ours.scores, atol=1e-6)
     # Progress came across, fit by fit, each fit's steps in order, then the export.
-    fits = [m[0] for m in messages if m[3] == "fitting"]
+    fits = [m[0] for m in messages if m[4] == "fitting"]
     assert fits == sorted(fits) and fits[0] == 1 and fits[-1] > 1  # calibration's fits, then the served one
-    assert messages[-1][3] == "exporting to ONNX"
-    progress = TrainingProgress("synth", 0.0, fits=max(fits))
+    assert {m[1] for m in messages[:-1]} == {fits[-1]}  # each message says how many
+    assert messages[-1][4] == "exporting to ONNX"
+    progress = TrainingProgress("synth", 0.0, fits=0)
     for message in messages[:-1]:
         progress.received(message)
     assert progress.fraction == 1.0 and progress.phase == "fitting"
@@ -115,7 +116,7 @@ def test_a_training_runs_in_a_worker_with_its_progress_in_trainings(make_core: C
     assert core.wait_for_retraining("synth", 600)
     served = core.fitted("synth")
     assert served.origin == "trained" and served.backend.startswith("onnxruntime:")
-    assert any(p.fit >= 1 and 0 < p.step <= p.steps for p in seen)
+    assert any(1 <= p.fit <= p.fits and 0 < p.step <= p.steps for p in seen)
     assert "fit " in next(p for p in seen if p.phase == "fitting").describe()
     assert core.trainings() == []
 

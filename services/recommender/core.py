@@ -68,7 +68,6 @@ from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 from modsnet.runtime.workers import WorkerFailed, WorkerPool, available_cores
 
 from . import objectives, policy
-from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnPopularityEstimator
@@ -199,16 +198,16 @@ class TrainingProgress:
     def advance(self, step: int, steps: int) -> None:
         self.step, self.steps, self.phase = step, steps, "fitting"
 
-    def update(self, fit: int, step: int, steps: int, phase: str) -> None:
+    def update(self, fit: int, fits: int, step: int, steps: int, phase: str) -> None:
         """As `training.Report`: a training's report, from this process or a worker's message."""
         if phase == "fitting":
-            self.fit = fit
+            self.fit, self.fits = fit, fits
             self.advance(step, steps)
         else:
             self.phase = phase
 
     def received(self, message: Any) -> None:
-        """A worker's progress message: (fit, step, steps, phase)."""
+        """A worker's progress message: (fit, fits, step, steps, phase)."""
         self.update(*message)
 
     @property
@@ -596,7 +595,7 @@ class RecommenderCore:
 
     def _train(self, snapshot: Snapshot) -> Served:
         library = snapshot.library.name
-        progress = TrainingProgress(library, time.time(), fits=len(holdout_folds(snapshot)) + 1)
+        progress = TrainingProgress(library, time.time(), fits=0)  # the training counts them (`fit_gnn`)
         with self._guard:
             self._progress[library] = progress
             one_at_a_time = self._training.setdefault(library, threading.Lock())

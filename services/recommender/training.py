@@ -33,9 +33,9 @@ from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 if TYPE_CHECKING:
     from .estimators.gnn import GnnConfig, GnnEstimator
 
-# (fit, step, steps, phase): fit `fit` of the training's fits (calibration's, then the served one), step
+# (fit, fits, step, steps, phase): fit `fit` of the training's `fits` (calibration's, then the served one), step
 # `step` of `steps` in it; phase "fitting" or what comes after the fits.
-Report = Callable[[int, int, int, str], None]
+Report = Callable[[int, int, int, int, str], None]
 REPORT_SECONDS = 0.25  # the least time between two progress messages of a worker (a new fit always sends)
 
 
@@ -49,15 +49,19 @@ def fit_gnn(
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: the GNN fitted once per calibration fold and once on everything,
     blended with the kNN and popularity (`fit_blend`). `cancel` stops it between two steps (`TrainingCancelled`)."""
+    from .calibration import holdout_folds
     from .estimators.gnn import GnnEstimator
     from .estimators.gnn.training import TrainingCancelled
 
+    # How many fits: counted here, where the training runs (it reads every record: in a worker, off the
+    # serving process).
+    fits = len(holdout_folds(snapshot)) + 1 if report is not None else 0
     fit, steps = [0], [0]
 
     def advance(step: int, of: int) -> None:
         steps[0] = of
         if report is not None:
-            report(fit[0], step, of, "fitting")
+            report(fit[0], fits, step, of, "fitting")
 
     def one(graph: Snapshot) -> GnnEstimator:
         if cancel is not None and cancel.is_set():  # between two fits too: a stopping service starts no other
@@ -94,11 +98,11 @@ class TrainedGnn:
 def _throttled(send: Callable[[Any], None]) -> Report:
     last = {"fit": -1, "at": 0.0}
 
-    def report(fit: int, step: int, steps: int, phase: str) -> None:
+    def report(fit: int, fits: int, step: int, steps: int, phase: str) -> None:
         now = time.monotonic()
         if fit != last["fit"] or now - last["at"] >= REPORT_SECONDS or (steps and step == steps):
             last["fit"], last["at"] = fit, now
-            send((fit, step, steps, phase))
+            send((fit, fits, step, steps, phase))
 
     return report
 
@@ -109,7 +113,7 @@ def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int) -> T
     report = _throttled(workers.report)
     estimator = fit_gnn(snapshot, config, neighbours=neighbours, report=report)
     seconds = time.perf_counter() - start
-    report(0, 0, 0, "exporting to ONNX")
+    report(0, 0, 0, 0, "exporting to ONNX")
     model = io.BytesIO()
     estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
     weights = [{name: tensor.numpy() for name, tensor in member.items()} for member in estimator.state()]
