@@ -117,6 +117,7 @@ def test_a_training_runs_in_a_worker_with_its_progress_in_trainings(make_core: C
     served = core.fitted("synth")
     assert served.origin == "trained" and served.backend.startswith("onnxruntime:")
     assert any(1 <= p.fit <= p.fits and 0 < p.step <= p.steps for p in seen)
+    assert {p.steps for p in seen if p.step} == {SMALL.members * SMALL.steps}  # the worker fits the core's config
     assert "fit " in next(p for p in seen if p.phase == "fitting").describe()
     assert core.trainings() == []
 
