@@ -1009,8 +1009,9 @@ class RecommenderCore:
         )
 
     def close(self) -> None:
-        """Cancel the trainings under way (each stops at its next step, before any checkpoint of it is
-        written) and wait until their threads have ended.
+        """Cancel the trainings under way, before any checkpoint of them is written (a worker's is killed within
+        `workers.POLL_SECONDS`; one in this process stops at its next step), and wait until their threads have
+        ended.
 
         Waiting to the end matters: a training thread still alive when the interpreter exits runs torch
         while the process tears it down, which aborts it ("terminate called without an active exception").
