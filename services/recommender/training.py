@@ -28,6 +28,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot
 from modsnet.runtime import workers
 
+from .calibration import holdout_folds
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ def fit_gnn(
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: the GNN fitted once per calibration fold and once on everything,
     blended with the kNN and popularity (`fit_blend`). `cancel` stops it between two steps (`TrainingCancelled`)."""
-    from .calibration import holdout_folds
     from .estimators.gnn import GnnEstimator
     from .estimators.gnn.training import TrainingCancelled
 
