@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from polling import eventually
 from synthetic import make_table, write_library
 
 from modsnet.data.bundle import read_bundle
@@ -22,7 +23,7 @@ from modsnet.data.graph_build import snapshot_from_bundle
 from modsnet.embedded import EmbeddedCluster
 from modsnet.features.tabular import tabular_features
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from modsnet.runtime.workers import WorkerFailed, WorkerPool
+from modsnet.runtime.workers import Cancelled, WorkerFailed, WorkerPool, report
 from modsnet.v1 import common_pb2, query_pb2_grpc
 from modsnet.v1 import query_pb2 as qpb
 from services.query.config import QueryConfig
@@ -150,6 +151,62 @@ def test_worker_failures_map_to_their_status_and_a_stuck_worker_is_killed(tmp_pa
         pool.close()
     with pytest.raises(Unavailable):
         pool.run(pid, timeout=5)
+
+
+def counting(n: int) -> int:
+    for i in range(n):
+        report(i)
+    return n
+
+
+def report_then_hang(pid_file: str) -> None:
+    report("started")
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def dead(pid: int) -> bool:
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_task_reports_progress_and_a_cancel_or_a_close_stops_its_worker(tmp_path: Path) -> None:
+    pool = WorkerPool("test", size=1)
+    try:
+        got: list[object] = []
+        assert pool.run(counting, 3, progress=got.append, timeout=60) == 3
+        assert got == [0, 1, 2]  # in order, on the caller's thread, before the answer
+        cancel = threading.Event()
+        outcome: list[BaseException] = []
+        pid_file = tmp_path / "pid"
+
+        def hang(cancel: threading.Event | None = cancel) -> None:
+            try:
+                pool.run(report_then_hang, str(pid_file), progress=got.append, cancel=cancel)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=hang)
+        caller.start()
+        assert eventually(lambda: pid_file.exists() and pool.busy() != [], seconds=60)
+        hung = int(pid_file.read_text())
+        assert pool.busy() == [hung] and got[-1] == "started"
+        cancel.set()
+        caller.join(60)
+        assert not caller.is_alive() and isinstance(outcome[0], Cancelled) and outcome[0].code == "UNAVAILABLE"
+        assert dead(hung) and pool.busy() == []
+        assert pool.run(pid, timeout=60) not in (hung, os.getpid())  # a fresh worker took its place
+        # A close kills a busy worker at once (a task with no timeout and no cancel would otherwise run on).
+        pid_file.unlink()
+        outcome.clear()
+        caller = threading.Thread(target=hang, args=(None,))
+        caller.start()
+        assert eventually(lambda: pid_file.exists(), seconds=60)
+        hung = int(pid_file.read_text())
+    finally:
+        pool.close()
+    caller.join(60)
+    assert not caller.is_alive() and isinstance(outcome[0], Unavailable)
+    assert dead(hung)
 
 
 # -- the Recommend fast path ----------------------------------------------------------------------------------

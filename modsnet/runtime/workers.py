@@ -11,6 +11,8 @@ How it stays safe:
   runs it in the same process as the services and closes it with them).
 - A task waits at most its `timeout` for a worker and then for its answer; past it, that one worker is
   killed (a stuck fit cannot outlive its request) and a fresh one replaces it at the next task.
+- A task may send progress while it runs (`report`), to its caller's `progress`; a caller's `cancel` event
+  kills that one worker (a long task, a GNN's training, stops at once when its service does).
 - A worker's `ModsnetError` (bad input: INVALID_ARGUMENT naming the file, row or column) comes back as
   the same error with the same message; anything else is raised as `WorkerFailed` (INTERNAL, its
   traceback logged), and a worker that dies (killed, out of memory) as `WorkerFailed` saying so.
@@ -58,19 +60,39 @@ class WorkerFailed(Internal):
     """A task failed in its worker with an unexpected error, or the worker died under it."""
 
 
+class Cancelled(Unavailable):
+    """The caller's `cancel` event was set while its task ran: the worker was stopped."""
+
+
+POLL_SECONDS = 0.2  # how often a caller waiting for its task looks at its cancel event and the pool's close
+
+_reporting: Connection | None = None  # in a worker, while a task runs: where `report` sends
+
+
+def report(value: Any) -> None:
+    """From a task running in a worker: send `value` to its caller's `progress` (a no-op elsewhere). Each is a
+    message through a pipe and a wake-up of the caller: a task reports a few times a second, not per step."""
+    if _reporting is not None:
+        _reporting.send(("progress", value))
+
+
 def _serve(conn: Connection) -> None:
     """A worker's loop: run each (function, args) it is sent and send back ("ok", value) or ("error", ...)."""
+    global _reporting
     while True:
         try:
             function, args = conn.recv()
         except (EOFError, OSError):  # the pool closed (or its process died): nothing more to do
             return
+        _reporting = conn
         try:
             reply: tuple[str, Any] = ("ok", function(*args))
         except ModsnetError as exc:
             reply = ("modsnet", (type(exc), exc.code, exc.message))
         except BaseException as exc:  # reported to the caller, never kills the worker
             reply = ("error", (f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        finally:
+            _reporting = None
         try:
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:  # an unpicklable result
@@ -86,10 +108,11 @@ class _Worker:
         child.close()
 
     def kill(self) -> None:
-        self.conn.close()
+        # The process first: a caller still polling the pipe then sees its end, not a handle closed under it.
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
+        self.conn.close()
 
     def stop(self) -> None:
         self.conn.close()  # the worker's recv sees EOF and returns
@@ -122,9 +145,23 @@ class WorkerPool:
         self._slots = threading.BoundedSemaphore(self.size)
         self._lock = threading.Lock()
         self._context: Any = None
+        if self.preload:
+            # One fork server per process, shared with modsnet.models.sandbox and the other pools: its preload is
+            # set by the first pool made, not the first to start a worker (a pool of GNN trainings, without one,
+            # may start it before a search does).
+            multiprocessing.get_context("forkserver").set_forkserver_preload(self.preload)
         self._closed = False
         self._started = 0
         _pools.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def busy(self) -> list[int]:
+        """The process ids of the workers running a task now."""
+        with self._lock:
+            return [w.process.pid for w in self._all if w not in self._idle and w.process.pid is not None]
 
     @property
     def started(self) -> int:
@@ -139,9 +176,6 @@ class WorkerPool:
                 return self._idle.pop()
             if self._context is None:
                 self._context = multiprocessing.get_context("forkserver")
-                if self.preload:
-                    # One fork server per process, shared with modsnet.models.sandbox: name its modules too.
-                    self._context.set_forkserver_preload(self.preload)
             self._started += 1
             number = self._started
         worker = _Worker(self._context, f"{self.name}-worker-{number}")
@@ -161,22 +195,44 @@ class WorkerPool:
             self._all.discard(worker)
         worker.kill()
 
-    def run(self, function: Callable[..., T], *args: Any, timeout: float | None = None, what: str = "") -> T:
+    def run(
+        self,
+        function: Callable[..., T],
+        *args: Any,
+        timeout: float | None = None,
+        what: str = "",
+        progress: Callable[[Any], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> T:
         """`function(*args)` in a worker: its value, or its error (see the module). `function` must be a
-        module-level function; `timeout` (None: none) bounds the wait for a worker plus the run."""
+        module-level function; `timeout` (None: none) bounds the wait for a worker plus the run. What the task
+        `report`s goes to `progress`, on this thread; `cancel` set stops the worker and raises `Cancelled`."""
         what = what or getattr(function, "__name__", "task")
         started = time.monotonic()
-        if not self._slots.acquire(timeout=timeout if timeout is None else max(0.0, timeout)):
+        if not self._acquire(timeout, cancel, what):
             raise DeadlineExceeded(f"{what}: no worker process free within {timeout:.1f} s")
         try:
             worker = self._checkout()
-            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
             try:
                 worker.conn.send((function, args))
-                if not worker.conn.poll(left):
-                    self._discard(worker)
-                    raise DeadlineExceeded(f"{what}: ran past its {timeout:.1f} s (its worker process was stopped)")
-                status, value = worker.conn.recv()
+                while True:
+                    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+                    # In slices: a cancel or a close is seen within one, whatever the task's length.
+                    if worker.conn.poll(POLL_SECONDS if left is None else min(left, POLL_SECONDS)):
+                        status, value = worker.conn.recv()
+                        if status != "progress":
+                            break
+                        if progress is not None:
+                            progress(value)
+                        continue
+                    if cancel is not None and cancel.is_set():
+                        self._discard(worker)
+                        raise Cancelled(f"{what}: cancelled (its worker process was stopped)")
+                    if left is not None and left <= 0:
+                        self._discard(worker)
+                        raise DeadlineExceeded(f"{what}: ran past its {timeout:.1f} s (its worker process was stopped)")
+                    if self._closed:
+                        raise EOFError  # close() kills the busy workers: as if this one had died
             except (EOFError, OSError, BrokenPipeError):
                 code = worker.process.exitcode
                 self._discard(worker)
@@ -202,12 +258,31 @@ class WorkerPool:
         # As the interceptor does for unexpected errors: the client gets the incident, not the detail.
         raise WorkerFailed(f"internal error in {what} (incident {incident}; see the service log)")
 
+    def _acquire(self, timeout: float | None, cancel: threading.Event | None, what: str) -> bool:
+        """A slot within `timeout`; a set `cancel` or a close while waiting for one raises."""
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{what}: cancelled before a worker process was free")
+            if self._closed:
+                raise Unavailable(f"{what}: {self.name} is shutting down")
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return self._slots.acquire(blocking=False)
+            if self._slots.acquire(timeout=POLL_SECONDS if left is None else min(left, POLL_SECONDS)):
+                return True
+
     def close(self) -> None:
-        """Stop every worker (a running task's caller gets an error); the pool takes no more tasks."""
+        """Stop every worker (a running task's caller gets an error); the pool takes no more tasks. Idle workers
+        leave when their pipe closes; busy ones are killed at once (their tasks' answers are not wanted)."""
         with self._lock:
             self._closed = True
             workers = list(self._all)
+            idle = set(self._idle)
             self._all.clear()
             self._idle.clear()
         for worker in workers:
-            worker.stop()
+            if worker in idle:
+                worker.stop()
+            else:
+                worker.kill()

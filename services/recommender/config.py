@@ -27,6 +27,11 @@ class RecommenderConfig(CommonConfig):
     # 0 keeps the GNN's own defaults (estimators/gnn/config.py); a small machine or a test trades quality for time.
     gnn_members: int = setting(0, help="GNN ensemble size (0: the GNN's default)")
     gnn_steps: int = setting(0, help="GNN training steps per member (0: the GNN's default)")
+    training_processes: int = setting(
+        0,
+        help="worker processes that train GNNs, at most one per library (0: half the cores, at least one; -1: none, "
+        "training runs in the serving process's threads)",
+    )
 
     @classmethod
     def load(cls, flags: argparse.Namespace | None = None) -> RecommenderConfig:

@@ -24,6 +24,10 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
 * a new import (another bundle, other models): trained anew;
 * every served GNN scores queries through its ONNX export under ONNX Runtime (CUDA when asked for and
   present, CPU otherwise);
+* every GNN training (a first one, a retraining, `modsnet train`) runs in a worker process
+  (`training.py`): a bounded pool of `training_processes` (0: half the cores, at least one; -1: in this
+  process, on the calling thread, as before), at most one training per library; the worker sends back the
+  weights, blend and ONNX export, and this process puts them on the snapshot without a fit;
 * a library of more than `gnn_max_cells` (datasets x models) cells is served by the kNN estimator instead
   (`GNN_MAX_CELLS`): the GNN's prepared graph, training prior and ONNX constants are dense (datasets x
   models) arrays, ~10 of them, where the kNN keeps only the records.
@@ -63,9 +67,9 @@ from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
 from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+from modsnet.runtime.workers import WorkerFailed, WorkerPool, available_cores
 
 from . import objectives, policy
-from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnPopularityEstimator
@@ -73,6 +77,7 @@ from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
+from .training import TrainedGnn, fit_gnn, train_in_worker
 
 
 def _learnable(snapshot: Snapshot) -> Snapshot:
@@ -87,7 +92,7 @@ def _learnable(snapshot: Snapshot) -> Snapshot:
 
 
 if TYPE_CHECKING:  # torch and torch-geometric take seconds to import: only once a GNN is needed
-    from .estimators.gnn import GnnConfig, GnnEstimator
+    from .estimators.gnn import GnnConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,24 @@ RETRAIN_PAUSE_FACTOR = 3.0
 # NeighborLoader) needs pyg-lib or torch-sparse, which the pinned environment lacks; until then the kNN, sparse
 # throughout, is what serves a library this large.
 GNN_MAX_CELLS = 25_000_000
+IN_PROCESS = -1  # `training_processes`: train on the calling thread of this process (no worker)
+
+
+def training_pool(processes: int) -> WorkerPool:
+    """The pool of GNN training workers of this size (0: half the cores, at least one), one per process, shared
+    by its recommender cores: a worker keeps torch imported from one training to the next (seconds each at a
+    worker's start), and a test session or a restarted server does not start new ones. Each core stops its
+    own trainings (their `cancel`); the workers left idle end with the process."""
+    size = processes if processes > 0 else max(1, available_cores() // 2)
+    with _POOLS_GUARD:
+        pool = _POOLS.get(size)
+        if pool is None or pool.closed:
+            pool = _POOLS[size] = WorkerPool("gnn-training", size=size)
+        return pool
+
+
+_POOLS: dict[int, WorkerPool] = {}
+_POOLS_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -177,6 +200,18 @@ class TrainingProgress:
     def advance(self, step: int, steps: int) -> None:
         self.step, self.steps, self.phase = step, steps, "fitting"
 
+    def update(self, fit: int, fits: int, step: int, steps: int, phase: str) -> None:
+        """As `training.Report`: a training's report, from this process or a worker's message."""
+        if phase == "fitting":
+            self.fit, self.fits = fit, fits
+            self.advance(step, steps)
+        else:
+            self.phase = phase
+
+    def received(self, message: Any) -> None:
+        """A worker's progress message: (fit, fits, step, steps, phase)."""
+        self.update(*message)
+
     @property
     def fraction(self) -> float:
         """Share of the fitting done (the export and checkpoint after it take seconds)."""
@@ -234,9 +269,12 @@ class RecommenderCore:
         answer_reserve_seconds: float = ANSWER_RESERVE_SECONDS,
         max_staleness_seconds: float = MAX_STALENESS_SECONDS,
         gnn_max_cells: int = GNN_MAX_CELLS,
+        training_processes: int = 0,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
+        if training_processes < IN_PROCESS:
+            raise InvalidArgument(f"training_processes must be >= {IN_PROCESS}, not {training_processes}")
         self.knowledge = knowledge
         self.storage = storage
         self.estimator_kind = estimator
@@ -248,6 +286,11 @@ class RecommenderCore:
         self.gnn_max_cells = gnn_max_cells
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
+        # Started at the first training (the pool starts no worker before its first task).
+        self._pool = (
+            training_pool(training_processes) if estimator == "gnn" and training_processes != IN_PROCESS else None
+        )
+        self._training: dict[str, threading.Lock] = {}  # held while the library's GNN trains: one at a time
         self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._retraining: dict[str, threading.Thread] = {}
@@ -292,14 +335,14 @@ class RecommenderCore:
         if known_version < 0:
             raise InvalidArgument(f"graph_version must be >= 0 (0: unknown), not {known_version}")
         cached = self._cache.get(library)
-        if not force and cached is not None and 0 < known_version <= cached.graph_version:
+        if not force and known_version > 0 and self._answers(library, cached, known_version):
             CACHE.labels("hit").inc()
-            return cached
+            return cached  # type: ignore[return-value]
         # A re-import bumps the version too: the version alone decides what is current, the bundle whether
         # the cached estimator is still of this import.
         version, bundle_blob_id = self.knowledge.graph_head(library)
         cached = self._cache.get(library)
-        if not force and cached is not None and cached.graph_version >= version:  # >: a refresh landed since
+        if not force and self._answers(library, cached, version):
             CACHE.labels("hit").inc()
             return cached  # type: ignore[return-value]
         if not force and not fresh and self._may_serve_stale(library, cached, version, bundle_blob_id):
@@ -310,7 +353,7 @@ class RecommenderCore:
             self._wait_for_refresh_job(library, version)  # one under way may bring it: no second refresh
         with self._lock(library):  # one fit per library at a time; others wait and reuse it
             cached = self._cache.get(library)
-            if not force and cached is not None and cached.graph_version >= version:
+            if not force and self._answers(library, cached, version):
                 CACHE.labels("hit").inc()
                 return cached  # type: ignore[return-value]
             CACHE.labels("miss").inc()
@@ -325,6 +368,18 @@ class RecommenderCore:
             FITS.labels(library, f"{reason}:{served.origin}").inc()
             self._retrain_if_due(library, served, len(snapshot.interactions))
             return served
+
+    def _answers(self, library: str, cached: Served | None, version: int) -> bool:
+        """Whether `cached` answers at graph `version` as it is: at that version or past it (a refresh landed
+        since), and not a kNN stand-in whose training has ended without replacing it (its worker died): the
+        next search trains again."""
+        if cached is None or cached.graph_version < version:
+            return False
+        if cached.origin != "interim":
+            return True
+        with self._guard:
+            training = self._retraining.get(library)
+        return training is not None and training.is_alive()
 
     def _retrain_if_due(self, library: str, served: Served, interactions: int) -> None:
         if served.origin == "refreshed" and interactions - served.trained_interactions >= self.retrain_after:
@@ -515,7 +570,11 @@ class RecommenderCore:
                 # first search's SelectProbes run past its deadline.
                 left = deadline.remaining()
                 wait = None if left is None else min(left - self.answer_reserve_seconds, left * FIRST_TRAINING_SHARE)
-            trained = self._train_in_background(snapshot, wait=wait)
+            try:
+                trained = self._train_in_background(snapshot, wait=wait)
+            except WorkerFailed as error:  # logged as it failed; the kNN stands in, the next search trains again
+                log.error("training %s failed: %s; the kNN estimator answers meanwhile", snapshot.library.name, error)
+                trained = None
             return trained if trained is not None else self._knn(snapshot, "interim")
         return self._train(snapshot)
 
@@ -579,31 +638,34 @@ class RecommenderCore:
         )
 
     def _train(self, snapshot: Snapshot) -> Served:
-        from .estimators.gnn import GnnEstimator
-
-        start = time.perf_counter()
         library = snapshot.library.name
-        progress = TrainingProgress(library, time.time(), fits=len(holdout_folds(snapshot)) + 1)
-
-        def fit(graph: Snapshot) -> GnnEstimator:  # once per calibration fold, then on everything
-            if self._closed.is_set():  # between two fits too: a stopping service does not start another
-                from .estimators.gnn.training import TrainingCancelled
-
-                raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
-            progress.fit += 1
-            progress.advance(0, progress.steps)
-            return GnnEstimator(graph, config=self.gnn_config, cancel=self._closed, progress=progress.advance)
-
+        progress = TrainingProgress(library, time.time(), fits=0)  # the training counts them (`fit_gnn`)
         with self._guard:
             self._progress[library] = progress
+            one_at_a_time = self._training.setdefault(library, threading.Lock())
         try:
-            # The held-out fits that calibrate the intervals (one; three cross-fits for a small library) also
-            # learn the blend's weights: estimators/blend.py.
-            estimator = fit_blend(snapshot, fit, neighbours=self.neighbours)
-            seconds = time.perf_counter() - start
+            with one_at_a_time:  # a `modsnet train` during a retraining of the library waits for it
+                progress.phase = "preparing the graph"
+                # The held-out fits that calibrate the intervals (one; three cross-fits for a small library) also
+                # learn the blend's weights: estimators/blend.py.
+                if self._pool is None:
+                    start = time.perf_counter()
+                    estimator = fit_gnn(
+                        snapshot,
+                        self.gnn_config,
+                        neighbours=self.neighbours,
+                        cancel=self._closed,
+                        report=progress.update,
+                    )
+                    seconds, model = time.perf_counter() - start, None
+                else:
+                    trained = self._train_in_worker(snapshot, progress)
+                    progress.phase = "putting the trained weights on the graph"
+                    estimator = trained.estimator(snapshot, self.gnn_config, neighbours=self.neighbours)
+                    seconds, model = trained.seconds, trained.onnx_model
             FIT_SECONDS.observe(seconds)
-            progress.phase = "exporting to ONNX"
-            backend = self._to_onnx(estimator)
+            progress.phase = "exporting to ONNX" if model is None else "loading the ONNX model"
+            backend = self._to_onnx(estimator, model=model)
             progress.phase = "storing the checkpoint"
             served = self._checkpointed(snapshot, estimator, seconds, backend)
         finally:
@@ -611,6 +673,22 @@ class RecommenderCore:
                 if self._progress.get(library) is progress:
                     del self._progress[library]
         return served
+
+    def _train_in_worker(self, snapshot: Snapshot, progress: TrainingProgress) -> TrainedGnn:
+        """`training.train_in_worker` in a worker of the pool: its progress into `progress`, stopped (the worker
+        killed: `Cancelled`) when the core closes. A worker that dies raises `WorkerFailed`."""
+        assert self._pool is not None
+        library = snapshot.library.name
+        progress.phase = "waiting for a training process"
+        return self._pool.run(
+            train_in_worker,
+            snapshot,
+            self.gnn_config,
+            self.neighbours,
+            what=f"training the GNN of {library}",
+            progress=progress.received,
+            cancel=self._closed,
+        )
 
     def _checkpointed(self, snapshot: Snapshot, estimator: BlendedEstimator, seconds: float, backend: str) -> Served:
         from . import checkpoints
@@ -642,8 +720,8 @@ class RecommenderCore:
             snapshot.graph_version, len(snapshot.interactions), trained_unix, seconds, backend,
         )  # fmt: skip
 
-    def _to_onnx(self, estimator: BlendedEstimator, like: Any = None) -> str:
-        scorer = estimator.serve_onnx(providers=self.providers, like=like)
+    def _to_onnx(self, estimator: BlendedEstimator, like: Any = None, model: bytes | None = None) -> str:
+        scorer = estimator.serve_onnx(providers=self.providers, like=like, model=model)
         return f"onnxruntime:{scorer.providers[0]}"
 
     def _retrain_in_background(self, library: str) -> None:
@@ -978,8 +1056,9 @@ class RecommenderCore:
         )
 
     def close(self) -> None:
-        """Cancel the trainings under way (each stops at its next step, before any checkpoint of it is
-        written) and wait until their threads have ended.
+        """Cancel the trainings under way, before any checkpoint of them is written (a worker's is killed within
+        `workers.POLL_SECONDS`; one in this process stops at its next step), and wait until their threads have
+        ended.
 
         Waiting to the end matters: a training thread still alive when the interpreter exits runs torch
         while the process tears it down, which aborts it ("terminate called without an active exception").

@@ -48,6 +48,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         device=config.device,
         gnn_config=gnn_config(config),
         max_staleness_seconds=config.max_staleness_seconds,
+        training_processes=config.training_processes,
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer.from_config("recommender", config, security)

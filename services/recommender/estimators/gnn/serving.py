@@ -351,13 +351,20 @@ class GnnEstimator(TrainedGraph):
         *,
         providers: Sequence[str] | None = None,
         like: GnnEstimator | None = None,
+        model: bytes | None = None,
     ) -> OnnxScorer:
         """Export (to `path`, or in memory) and make `predict` run on ONNX Runtime from now on.
 
         `like`, an estimator of the same weights serving from ONNX (the one of an older graph version): its
         model with this graph's constants swapped in, when that scores as this module does (checked on one
-        query); otherwise, or with a `path`, a new export.
+        query); otherwise, or with a `path`, a new export. `model`, this module's export made elsewhere (by
+        the process that trained it): served as it is when it scores as this module does (same check).
         """
+        if path is None and model is not None:
+            scorer = OnnxScorer(model, providers=providers)
+            if self._scores_alike(scorer):
+                self.scorer, self.onnx_model = scorer, model
+                return scorer
         if path is None and like is not None and like.onnx_model is not None:
             model = with_constants(like.onnx_model, self.query_module)
             if model is not None:

@@ -1,0 +1,120 @@
+"""The GNN's training (calibration's held-out fits, the blend's weights, the served fit) as one function, run
+in a worker process of the recommender or, with `training_processes` -1, in the serving process itself.
+
+Why a process: a training is seconds to minutes of Python holding the GIL (torch's steps are small ops), and
+in the serving process it took a fifth of the GIL from the searches and feedback it serves (issue 13,
+docs/benchmarks-concurrency.md, "Fourth pass"). The worker gets the snapshot (a few MB pickled: the records
+are numpy columns; 9 MB at 10,000 models x 20 datasets) and sends back only what rebuilds the served estimator
+without refitting, as a checkpoint does: the members' weights, the blend's weights with its interval scales,
+and the ONNX export. The serving process puts the weights on the same snapshot (`TrainedGnn.estimator`, the
+precomputed embeddings: about a second at TabZoo's size), which scores exactly as the worker's estimator did.
+
+Progress goes back as messages (`modsnet.runtime.workers.report`), a few a second; a service that stops kills
+the worker (its `cancel` event), and a worker that dies is a failed training like any other.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modsnet.data.graph import Snapshot
+from modsnet.runtime import workers
+
+from .calibration import holdout_folds
+from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
+
+if TYPE_CHECKING:
+    from .estimators.gnn import GnnConfig, GnnEstimator
+
+# (fit, fits, step, steps, phase): fit `fit` of the training's `fits` (calibration's, then the served one), step
+# `step` of `steps` in it; phase "fitting" or what comes after the fits.
+Report = Callable[[int, int, int, int, str], None]
+REPORT_SECONDS = 0.25  # the least time between two progress messages of a worker (a new fit always sends)
+
+
+def fit_gnn(
+    snapshot: Snapshot,
+    config: GnnConfig,
+    *,
+    neighbours: int,
+    cancel: threading.Event | None = None,
+    report: Report | None = None,
+) -> BlendedEstimator:
+    """The served estimator of `snapshot`: the GNN fitted once per calibration fold and once on everything,
+    blended with the kNN and popularity (`fit_blend`). `cancel` stops it between two steps (`TrainingCancelled`)."""
+    from .estimators.gnn import GnnEstimator
+    from .estimators.gnn.training import TrainingCancelled
+
+    # How many fits: counted here, where the training runs (it reads every record: in a worker, off the
+    # serving process).
+    fits = len(holdout_folds(snapshot)) + 1 if report is not None else 0
+    fit, steps = [0], [0]
+
+    def advance(step: int, of: int) -> None:
+        steps[0] = of
+        if report is not None:
+            report(fit[0], fits, step, of, "fitting")
+
+    def one(graph: Snapshot) -> GnnEstimator:
+        if cancel is not None and cancel.is_set():  # between two fits too: a stopping service starts no other
+            raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
+        fit[0] += 1
+        advance(0, steps[0])
+        return GnnEstimator(graph, config=config, cancel=cancel, progress=advance)
+
+    return fit_blend(snapshot, one, neighbours=neighbours)
+
+
+@dataclass(frozen=True)
+class TrainedGnn:
+    """What a training sends back: all the serving process needs to serve it, without a fit."""
+
+    weights: list[dict[str, np.ndarray]]  # the members' parameters (`GnnEstimator.state()`, as numpy arrays)
+    blend: dict[str, Any]  # `BlendWeights.to_dict()`: the members' weights and the interval scales
+    seconds: float  # the fits'
+    onnx_model: bytes | None  # the export of the served fit's query module
+    pid: int  # the process that trained
+
+    def estimator(self, snapshot: Snapshot, config: GnnConfig, *, neighbours: int) -> BlendedEstimator:
+        """The trained estimator on `snapshot` (the one it was trained on): the weights put on the graph, the kNN
+        and popularity fitted beside them, the blend as learned."""
+        import torch
+
+        from .estimators.gnn import GnnEstimator
+
+        weights = [{name: torch.from_numpy(array) for name, array in member.items()} for member in self.weights]
+        gnn = GnnEstimator(snapshot, config=config, weights=weights)
+        return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(self.blend), neighbours=neighbours)
+
+
+def _throttled(send: Callable[[Any], None]) -> Report:
+    last = {"fit": -1, "at": 0.0}
+
+    def report(fit: int, fits: int, step: int, steps: int, phase: str) -> None:
+        now = time.monotonic()
+        if fit != last["fit"] or now - last["at"] >= REPORT_SECONDS or (steps and step == steps):
+            last["fit"], last["at"] = fit, now
+            send((fit, fits, step, steps, phase))
+
+    return report
+
+
+def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int) -> TrainedGnn:
+    """`fit_gnn` in a worker process (`modsnet.runtime.workers`), reporting its progress to the caller."""
+    start = time.perf_counter()
+    report = _throttled(workers.report)
+    estimator = fit_gnn(snapshot, config, neighbours=neighbours, report=report)
+    seconds = time.perf_counter() - start
+    report(0, 0, 0, 0, "exporting to ONNX")
+    model = io.BytesIO()
+    estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
+    weights = [{name: tensor.numpy() for name, tensor in member.items()} for member in estimator.state()]
+    return TrainedGnn(weights, estimator.blend.to_dict(), seconds, model.getvalue(), os.getpid())
