@@ -189,11 +189,12 @@ def test_a_task_reports_progress_and_a_cancel_or_a_close_stops_its_worker(tmp_pa
         caller.start()
         assert eventually(lambda: pid_file.exists() and pool.busy() != [], seconds=60)
         hung = int(pid_file.read_text())
-        assert pool.busy() == [hung] and got[-1] == "started"
+        # The report reaches the caller's thread through the worker's pipe: it may trail the pid file.
+        assert eventually(lambda: got[-1] == "started", seconds=60) and pool.busy() == [hung]
         cancel.set()
         caller.join(60)
         assert not caller.is_alive() and isinstance(outcome[0], Cancelled) and outcome[0].code == "UNAVAILABLE"
-        assert dead(hung) and pool.busy() == []
+        assert eventually(lambda: dead(hung), seconds=30) and pool.busy() == []
         assert pool.run(pid, timeout=60) not in (hung, os.getpid())  # a fresh worker took its place
         # A close kills a busy worker at once (a task with no timeout and no cancel would otherwise run on).
         pid_file.unlink()
@@ -206,7 +207,7 @@ def test_a_task_reports_progress_and_a_cancel_or_a_close_stops_its_worker(tmp_pa
         pool.close()
     caller.join(60)
     assert not caller.is_alive() and isinstance(outcome[0], Unavailable)
-    assert dead(hung)
+    assert eventually(lambda: dead(hung), seconds=30)
 
 
 # -- the Recommend fast path ----------------------------------------------------------------------------------
