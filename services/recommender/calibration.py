@@ -134,6 +134,17 @@ GROUP_FIELD = "source_group"  # a datasets.csv column naming the source a datase
 MIN_GROUPS = 2 * CROSS_FOLDS  # fewer sources than this: held out one by one
 
 
+def group_holdout(
+    snapshot: Snapshot, *, seed: int = 0, per_dataset: dict[str, dict[str, float]] | None = None
+) -> list[list[str]]:
+    """The `CROSS_FOLDS` folds of whole source groups `holdout_folds(by_group=True)` makes, where the library's
+    datasets name their sources (`source_groups`); empty where they do not."""
+    per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
+    scored = sorted(d for d, models in per_dataset.items() if len(models) >= 2)
+    groups = source_groups(snapshot, scored) if len(scored) >= MIN_DATASETS else {}
+    return group_folds(scored, groups, np.random.default_rng(seed)) if groups else []
+
+
 def source_groups(snapshot: Snapshot, scored: list[str]) -> dict[str, str]:
     """Dataset id -> its source group, when every scored dataset names one and there are `MIN_GROUPS` or more
     (otherwise empty)."""

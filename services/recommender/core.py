@@ -63,9 +63,8 @@ from modsnet.runtime.errors import FailedPrecondition, InvalidArgument, ModsnetE
 from modsnet.runtime.stubs import KnowledgeClient, StorageClient
 
 from . import objectives, policy
-from .calibration import holdout_folds
 from .estimators.base import Prediction, ProbeRecord, Scored
-from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
+from .estimators.blend import BlendedEstimator, BlendWeights, calibration_folds, fit_blend
 from .estimators.knn import KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS
 from .probes import MEASURED
@@ -539,7 +538,7 @@ class RecommenderCore:
 
         start = time.perf_counter()
         library = snapshot.library.name
-        progress = TrainingProgress(library, time.time(), fits=len(holdout_folds(snapshot)) + 1)
+        progress = TrainingProgress(library, time.time(), fits=sum(map(len, calibration_folds(snapshot))) + 1)
 
         def fit(graph: Snapshot) -> GnnEstimator:  # once per calibration fold, then on everything
             if self._closed.is_set():  # between two fits too: a stopping service does not start another
