@@ -23,6 +23,11 @@ query without probes by the scale of the cold residuals, a query with probes by 
 their models left unmeasured with `SCALE_PROBES` measured, blended by the `probed` weights. One scale for both
 made the probed intervals far too wide (coverage 0.88-0.995 on TextZoo and ImageZoo with 5 probes): a probe
 moves the prediction more than it shrinks the members' σ.
+
+A library whose datasets name their source (TextZoo, ImageZoo) is searched with queries from sources it lacks,
+which the random fifth's pseudo-targets (their siblings left in the graph) understate: there the σ shown is
+scaled by the residuals of whole sources held out (`shown_scales`, three more fits), while the adaptive probing
+policy keeps the σ above (`BlendedEstimator.score_for_policy`), so its decisions do not move.
 """
 
 from __future__ import annotations
