@@ -579,7 +579,7 @@ def fit_blend(
     `shown_by_group` (served): such a library learns the intervals shown on whole sources held out all the same,
     in `CROSS_FOLDS` more fits (`shown_scales`), and keeps the weights and the σ the policy conditions on from
     the folds above: a query from a source the library lacks gets intervals as wide as its errors (TextZoo cold
-    coverage was 0.657) while every ranking and probing decision stays as it was."""
+    coverage 0.739 -> 0.755, ImageZoo 0.746) while every ranking and probing decision stays as it was."""
     per_dataset = scores_by_dataset(snapshot)
     folds, shown_folds = calibration_folds(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
