@@ -17,12 +17,14 @@ from synthetic import write_library
 from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import Constraints, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
-from services.recommender import checkpoints
+from services.recommender import checkpoints, policy
+from services.recommender.calibration import group_holdout, holdout_folds
 from services.recommender.core import RecommenderCore
 from services.recommender.estimators.base import ProbeRecord, Scored
 from services.recommender.estimators.blend import (
     BlendWeights,
     PseudoTarget,
+    calibration_folds,
     fit_blend,
     learn_weights,
     simplex_grid,
@@ -141,6 +143,7 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
     assert BlendWeights.from_dict(blend.to_dict()) == blend
     old = {k: v for k, v in blend.to_dict().items() if k != "probed_interval_scale"}  # a checkpoint from before
     assert BlendWeights.from_dict(old).scale_for(probed=True) == blend.interval_scale
+    assert BlendWeights.from_dict(old).shown_scale_for(probed=True) == blend.interval_scale
 
     train, whole, test = planted
     served = fit_blend(train, KnnPopularityEstimator)
@@ -237,3 +240,80 @@ def test_the_blend_can_learn_on_families_held_out(planted) -> None:  # type: ign
     assert whole == [] and len(calibration_fit) == served.blend.targets == 12  # a fifth of 60
     at = [ids.index(d) for d in calibration_fit]
     assert 1 + sum(b != a + 1 for a, b in itertools.pairwise(at)) <= 3  # two runs of 10, the first perhaps cut
+
+
+def _by_sources(snapshot: Snapshot, size: int = 6) -> Snapshot:
+    """`snapshot` with its datasets cut into sources (the `source_group` column) of `size` neighbours: the planted
+    library's dataset d<i> is like d<i - 1> and d<i + 1> (features and scores move with i)."""
+    ids = sorted((d.dataset_id for d in snapshot.datasets), key=lambda d: int(d[1:]))
+    group = {d: f"source{i // size}" for i, d in enumerate(ids)}
+    return replace(
+        snapshot,
+        datasets=[replace(d, metadata={**d.metadata, "source_group": group[d.dataset_id]}) for d in snapshot.datasets],
+    )
+
+
+def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(planted) -> None:  # type: ignore[no-untyped-def]
+    """Weights and the policy's σ from the random fifth as before; the shown intervals from 3 more fits that hide
+    whole sources, where a held-out dataset keeps no sibling in the graph (wider: it is harder to predict)."""
+    train, _, _ = planted
+    grouped = _by_sources(train)
+    ids = sorted({r.dataset_id for r in train.interactions})
+    hidden: list[list[str]] = []
+
+    def fit(graph: Snapshot) -> KnnPopularityEstimator:
+        kept = {r.dataset_id for r in graph.interactions}
+        hidden.append([d for d in ids if d not in kept])
+        return KnnPopularityEstimator(graph)
+
+    served = fit_blend(grouped, fit)
+    folds = [sorted(f) for f in (*holdout_folds(grouped), *group_holdout(grouped))]
+    assert hidden == [*folds, []]  # the random fifth, 3 by whole sources, the served fit
+    assert calibration_folds(grouped) == (holdout_folds(grouped), group_holdout(grouped))
+    alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False).blend
+    assert alone.shown_interval_scale is None and alone.shown_probed_interval_scale is None
+    shown = served.blend
+    assert dataclasses.replace(shown, shown_interval_scale=None, shown_probed_interval_scale=None) == alone
+    assert shown.shown_interval_scale is not None and shown.shown_probed_interval_scale is not None
+    assert shown.shown_interval_scale > shown.interval_scale  # a whole source hidden is harder than one dataset
+    assert served.interval_scale == shown.shown_interval_scale
+    assert BlendWeights.from_dict(shown.to_dict()) == shown  # a checkpoint keeps them
+    # Without sources, nothing is learned apart and no fit is added.
+    assert calibration_folds(train)[1] == [] and fit_blend(train, KnnPopularityEstimator).blend == alone
+    # Weights already learned on whole sources: the shown intervals are theirs, no fit added.
+    assert calibration_folds(grouped, by_group=True) == (group_holdout(grouped), [])
+
+
+def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decides_on_its_own(planted) -> None:  # type: ignore[no-untyped-def]
+    train, whole, test = planted
+    served = fit_blend(train, KnnPopularityEstimator)
+    served.blend = dataclasses.replace(
+        served.blend, interval_scale=2.0, probed_interval_scale=0.5, shown_interval_scale=3.0,
+        shown_probed_interval_scale=0.25,
+    )  # fmt: skip
+    features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
+    probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
+    for probes, shown, used in (([], 3.0, 2.0), (probe, 0.25, 0.5)):
+        sigma = _blended_sigma(served, features, probes)
+        answer = served.score_all(features, known_dataset=test[0], probes=probes)
+        inner = served.score_for_policy(features, known_dataset=test[0], probes=probes)
+        assert np.array_equal(answer.scores, inner.scores)
+        assert answer.uncertainty[1:] == pytest.approx(shown * sigma[1:])
+        assert inner.uncertainty[1:] == pytest.approx(used * sigma[1:])
+        assert answer.predictions()[1].uncertainty == pytest.approx(shown * sigma[1])
+
+    truth = {r.model_id: r.score for r in whole.interactions if r.dataset_id == test[0]}
+
+    def probed(blend: BlendWeights) -> list[str]:
+        served.blend = blend
+        measure = lambda ids: [ProbeRecord(m, test[0], "score", truth[m]) for m in ids]  # noqa: E731
+        taken = policy.simulate(served, features, measure, budget=6, known_dataset=test[0], min_gain=0.01)
+        return [p.model_id for p in taken]
+
+    base = dataclasses.replace(served.blend, shown_interval_scale=None, shown_probed_interval_scale=None)
+    before = probed(base)
+    for scale in (1e-6, 1e3):
+        shown = dataclasses.replace(base, shown_interval_scale=scale, shown_probed_interval_scale=scale)
+        assert probed(shown) == before
+    # The policy does read its σ: one that small stops probing after the selector's first pick.
+    assert len(probed(dataclasses.replace(base, interval_scale=1e-6, probed_interval_scale=1e-6))) < len(before)

@@ -14,6 +14,7 @@ from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
 from services.recommender.calibration import (
+    FAMILY_RUN,
     SCALE_PROBES,
     Z80,
     IntervalScale,
@@ -143,3 +144,23 @@ def test_a_probed_query_gets_a_scale_learned_with_probes(tmp_path: Path) -> None
     assert scale.probed_factor is not None and scale.probed_pairs == scale.datasets * (12 - SCALE_PROBES)
     assert scale.factor_for(probed=True) == scale.probed_factor and scale.factor_for(probed=False) == scale.factor
     assert IntervalScale(2.0).factor_for(probed=True) == 2.0  # nothing learned with probes: the cold factor
+
+
+def test_the_scale_can_be_learned_on_families_held_out(tmp_path: Path) -> None:
+    """`family_run`: `learn_scale` hides runs of consecutive ids (a dataset's near-duplicates go with it, as in
+    the evaluation's folds of consecutive targets), not a random fifth one by one."""
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=60, n_models=6, seed=3)))
+    ids = sorted({r.dataset_id for r in snapshot.interactions})
+    hidden: list[list[str]] = []
+
+    def fit(graph: Snapshot) -> KnnPopularityEstimator:
+        kept = {r.dataset_id for r in graph.interactions}
+        hidden.append([d for d in ids if d not in kept])
+        return KnnPopularityEstimator(graph)
+
+    scale = learn_scale(snapshot, fit, family_run=FAMILY_RUN)
+    assert hidden == holdout_folds(snapshot, run=FAMILY_RUN) and scale.datasets == 12  # a fifth of 60
+    assert _segments(hidden[0], ids) <= 3 < _segments(holdout_folds(snapshot)[0], ids)
+    hidden.clear()
+    learn_scale(snapshot, fit)
+    assert hidden == [sorted(f) for f in holdout_folds(snapshot)]  # by default one by one

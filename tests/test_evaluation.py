@@ -6,11 +6,17 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from synthetic import write_library
 
-from modsnet.data.bundle import Bundle, Table
+from modsnet.data.bundle import Bundle, Table, read_bundle
+from modsnet.data.graph import Snapshot
+from services.recommender import evaluation
+from services.recommender.calibration import FAMILY_RUN, holdout_folds
+from services.recommender.estimators.knn import KnnPopularityEstimator
 from services.recommender.evaluation import (
     Fold,
     ProbeBudgetExceeded,
@@ -343,3 +349,21 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(
     data = json.loads(report.to_json())
     assert set(data["decisions"]["mean"]) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
     assert data["methods"][0]["worst"]["pearson"][0] in targets
+
+
+def test_the_knns_intervals_are_calibrated_on_families_held_out(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The evaluation's kNN learns its scale with runs of consecutive ids hidden (FAMILY_RUN), as its folds hide
+    consecutive targets, not a random fifth one by one."""
+    bundle = read_bundle(write_library(tmp_path / "lib", n_datasets=40, n_models=6))
+    fitted: list[Snapshot] = []
+
+    class Recording(KnnPopularityEstimator):
+        def __init__(self, snapshot: Snapshot, **kwargs: Any):
+            super().__init__(snapshot, **kwargs)
+            fitted.append(snapshot)
+
+    monkeypatch.setattr(evaluation, "KnnPopularityEstimator", Recording)
+    evaluate(bundle, methods=["knn"], targets=["d0"])
+    calibration_fit, served = fitted
+    held = sorted({r.dataset_id for r in served.interactions} - {r.dataset_id for r in calibration_fit.interactions})
+    assert [held] == holdout_folds(served, run=FAMILY_RUN) != [sorted(f) for f in holdout_folds(served)]

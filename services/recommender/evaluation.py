@@ -36,7 +36,7 @@ from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import DEFAULT_PROBES
 
 from . import policy
-from .calibration import Z80, calibrated
+from .calibration import FAMILY_RUN, Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
 from .estimators.blend import BlendedEstimator, fit_blend
@@ -265,8 +265,9 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
 def knn_method(fold: Fold) -> dict[str, np.ndarray]:
     """The service's light estimator: similar-dataset kNN on features (and on probe scores when the run
     probes), shrunk toward popularity."""
-    # The kNN alone (the service serves it blended with popularity): intervals calibrated on held-out datasets.
-    estimator, scale = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed)
+    # The kNN alone (the service serves it blended with popularity): intervals calibrated on held-out datasets,
+    # hidden by families as the folds hide targets (runs of consecutive ids; whole sources where named).
+    estimator, scale = calibrated(fold.snapshot, KnnPopularityEstimator, seed=fold.seed, family_run=FAMILY_RUN)
     nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
     out = {}
     for target in fold.targets:

@@ -183,11 +183,14 @@ def _predicted(
     """
     scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
     behaviour = getattr(estimator, "behaviour", None)
+    # The served blend shows intervals learned apart (on whole sources held out); the policy's conditional and
+    # stopping rule keep the σ they were chosen with (`BlendedEstimator.score_for_policy`).
+    score_all = getattr(estimator, "score_for_policy", estimator.score_all)
     if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
-        scored = estimator.score_all(features, known_dataset=known_dataset, probes=measured)
+        scored = score_all(features, known_dataset=known_dataset, probes=measured)
         sd = np.asarray(scored.uncertainty, dtype=float)
         return estimator.sign * np.asarray(scored.scores, dtype=float), sd, sd
-    cold = estimator.score_all(features, known_dataset=known_dataset, probes=())
+    cold = score_all(features, known_dataset=known_dataset, probes=())
     mean = estimator.sign * np.asarray(cold.scores, dtype=float)
     sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
     values: dict[int, list[float]] = {}

@@ -28,8 +28,7 @@ import numpy as np
 from modsnet.data.graph import Snapshot
 from modsnet.runtime import workers
 
-from .calibration import holdout_folds
-from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
+from .estimators.blend import BlendedEstimator, BlendWeights, calibration_folds, fit_blend
 
 if TYPE_CHECKING:
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -55,7 +54,7 @@ def fit_gnn(
 
     # How many fits: counted here, where the training runs (it reads every record: in a worker, off the
     # serving process).
-    fits = len(holdout_folds(snapshot)) + 1 if report is not None else 0
+    fits = sum(map(len, calibration_folds(snapshot))) + 1 if report is not None else 0
     fit, steps = [0], [0]
 
     def advance(step: int, of: int) -> None:
