@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,29 @@ def full_gnn_cluster(tmp_path: Path, synth_bundle: Path) -> Iterator[EmbeddedClu
     with EmbeddedCluster(tmp_path / "home", import_builtins=False, gnn_members=0, gnn_steps=0) as running:
         running.client.import_library(synth_bundle)
         yield running
+
+
+@pytest.fixture
+def make_core(cluster: EmbeddedCluster) -> Iterator[Callable[..., Any]]:
+    """Recommender cores over `cluster`'s knowledge and storage, with the service tests' small GNN and the given
+    settings; closed after the test."""
+    from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+    from services.recommender.core import RecommenderCore
+    from services.recommender.estimators.gnn import GnnConfig
+
+    small = GnnConfig(members=int(SMALL_GNN["MODSNET_GNN_MEMBERS"]), steps=int(SMALL_GNN["MODSNET_GNN_STEPS"]))
+    made: list[RecommenderCore] = []
+
+    def make(**settings: Any) -> RecommenderCore:
+        core = RecommenderCore(
+            KnowledgeClient(cluster.addresses["knowledge"]),
+            StorageClient(cluster.addresses["storage"]),
+            gnn_config=small,
+            **settings,
+        )
+        made.append(core)
+        return core
+
+    yield make
+    for core in made:
+        core.close()

@@ -14,3 +14,10 @@ def eventually(ready: Callable[[], bool], *, seconds: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def dead(pid: int) -> bool:
+    """Whether the process `pid` has ended (gone, or a zombie its parent has not reaped yet)."""
+    import psutil
+
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from polling import eventually
+from polling import dead, eventually
 from synthetic import make_table, write_library
 
 from modsnet.data.bundle import read_bundle
@@ -163,10 +163,6 @@ def report_then_hang(pid_file: str) -> None:
     report("started")
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(600)
-
-
-def dead(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_task_reports_progress_and_a_cancel_or_a_close_stops_its_worker(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,9 @@ from modsnet.data.graph import Constraints, DatasetNode, GraphDelta, Interaction
 from modsnet.embedded import EmbeddedCluster
 from modsnet.features.tabular import tabular_features
 from modsnet.runtime.errors import InvalidArgument
-from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+from modsnet.runtime.stubs import KnowledgeClient
 from services.recommender.core import RecommenderCore, Served
 from services.recommender.estimators.gnn import GnnConfig
-
-SMALL = GnnConfig(members=2, steps=100)  # the GNN of the service tests (conftest.SMALL_GNN)
 
 
 class HeldRefresh:
@@ -40,25 +38,6 @@ class HeldRefresh:
             return original(snapshot, cached)
 
         core._refresh = held  # type: ignore[method-assign]
-
-
-@pytest.fixture
-def make_core(cluster: EmbeddedCluster) -> Iterator[Callable[..., RecommenderCore]]:
-    made: list[RecommenderCore] = []
-
-    def make(**settings: float) -> RecommenderCore:
-        core = RecommenderCore(
-            KnowledgeClient(cluster.addresses["knowledge"]),
-            StorageClient(cluster.addresses["storage"]),
-            gnn_config=SMALL,
-            **settings,  # type: ignore[arg-type]
-        )
-        made.append(core)
-        return core
-
-    yield make
-    for core in made:
-        core.close()
 
 
 def feedback(cluster: EmbeddedCluster, score: float = 0.7) -> int:

@@ -7,49 +7,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
-from polling import eventually
+from polling import dead, eventually
 
 from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import ProbeRecord
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import InvalidArgument
-from modsnet.runtime.stubs import KnowledgeClient, StorageClient
+from modsnet.runtime.stubs import KnowledgeClient
 from services.recommender.core import RecommenderCore, TrainingProgress, training_pool
 from services.recommender.estimators.gnn import GnnConfig
 from services.recommender.evaluation import graph_from_bundle
 from services.recommender.probes import MEASURED
 from services.recommender.training import fit_gnn, train_in_worker
-
-SMALL = GnnConfig(members=2, steps=100)  # the GNN of the service tests (conftest.SMALL_GNN)
-
-
-def dead(pid: int) -> bool:
-    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-
-@pytest.fixture
-def make_core(cluster: EmbeddedCluster) -> Iterator[Callable[..., RecommenderCore]]:
-    made: list[RecommenderCore] = []
-
-    def make(**settings: float) -> RecommenderCore:
-        core = RecommenderCore(
-            KnowledgeClient(cluster.addresses["knowledge"]),
-            StorageClient(cluster.addresses["storage"]),
-            gnn_config=SMALL,
-            **settings,  # type: ignore[arg-type]
-        )
-        made.append(core)
-        return core
-
-    yield make
-    for core in made:
-        core.close()
 
 
 def fitting(core: RecommenderCore) -> list[int]:
@@ -117,7 +91,8 @@ def test_a_training_runs_in_a_worker_with_its_progress_in_trainings(make_core: C
     served = core.fitted("synth")
     assert served.origin == "trained" and served.backend.startswith("onnxruntime:")
     assert any(1 <= p.fit <= p.fits and 0 < p.step <= p.steps for p in seen)
-    assert {p.steps for p in seen if p.step} == {SMALL.members * SMALL.steps}  # the worker fits the core's config
+    config = core.gnn_config
+    assert {p.steps for p in seen if p.step} == {config.members * config.steps}  # the worker fits the core's config
     assert "fit " in next(p for p in seen if p.phase == "fitting").describe()
     assert core.trainings() == []
 
