@@ -245,6 +245,29 @@ def test_feedback_counts_and_costs_match_the_snapshot(store: KnowledgeStore) -> 
         store.add_interactions("ghost", [], [records[1]])
 
 
+def test_listed_counts_follow_every_write(store: KnowledgeStore) -> None:
+    # SQLite keeps the counts of a committed graph version: every write that changes one must show at once.
+    def counts(name: str) -> tuple[int, int, int, int]:
+        (info,) = [i for i in store.list_libraries() if i.name == name]
+        assert info == store.get_library(name)
+        return info.models, info.datasets, info.interactions, info.graph_version
+
+    store.import_bundle(make_bundle("c"), blob_id=BLOB_A, replace=False, artifacts={})
+    models, datasets, interactions, _ = start = counts("c")
+    new = DatasetNode("c", "q1", {"origin": "feedback"}, {"log_rows": 2.0}, "tabular/v1", "f" * 64)
+    store.add_interactions("c", [new], [InteractionRecord("m0", "q1", 0.5, provenance="feedback")], "req-1")
+    assert counts("c") == (models, datasets + 1, interactions + 1, 2)
+    with pytest.raises(InvalidArgument):  # refused: its rolled-back version is not the next write's counts
+        store.add_interactions("c", [], [InteractionRecord("m0", "q1", math.nan, provenance="feedback")], "req-2")
+    store.add_interactions("c", [], [InteractionRecord("m1", "q1", 0.6, provenance="feedback")], "req-3")
+    assert counts("c") == (models, datasets + 1, interactions + 2, 3)
+    store.retract("c", "req-3", "tester")
+    assert counts("c") == (models, datasets + 1, interactions + 1, 4)
+    store.delete_library("c")
+    store.import_bundle(make_bundle("c"), blob_id=BLOB_B, replace=False, artifacts={})
+    assert counts("c")[:3] == start[:3] and counts("c")[3] > 4
+
+
 def test_delete_and_list(store: KnowledgeStore) -> None:
     for name in ("zeta", "alpha", "mid"):
         store.import_bundle(make_bundle(name), blob_id=BLOB_A, replace=False, artifacts={})

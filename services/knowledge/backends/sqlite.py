@@ -166,6 +166,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []  # every thread's, so close() reaches them all
         self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, tuple[int, ...]]] = {}  # library -> (graph version, its three counts)
         db = self._db()
         db.executescript(SCHEMA)  # executescript manages its own transaction
         for table, columns in _ADDED_COLUMNS.items():
@@ -397,24 +398,35 @@ class SqliteKnowledgeStore(KnowledgeStore):
         if db.execute("SELECT 1 FROM libraries WHERE name = ?", (name,)).fetchone() is None:
             raise NotFound(f"library {name!r} not found")
 
-    def _library(self, db: sqlite3.Connection, name: str) -> LibraryInfo:
+    def _library(self, db: sqlite3.Connection, name: str, *, committed: bool = False) -> LibraryInfo:
+        """The library's info as `db` sees it; `committed`: `db` is a read transaction (counts may be cached)."""
         row = db.execute(
             "SELECT meta_json, bundle_blob_id, imported_unix FROM libraries WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
             raise NotFound(f"library {name!r} not found")
-        counts = [
-            db.execute(f"SELECT COUNT(*) FROM {t} WHERE library = ?", (name,)).fetchone()[0]
-            for t in ("models", "datasets", "interactions")
-        ]
-        version = db.execute("SELECT version FROM graph_versions WHERE library = ?", (name,)).fetchone()
+        found = db.execute("SELECT version FROM graph_versions WHERE library = ?", (name,)).fetchone()
+        version = int(found[0]) if found else 0
+        # Every write that changes a count bumps the version, and a name's committed versions never repeat (a
+        # delete bumps it too): counts read at a committed version hold for it, so a ListLibraries per search
+        # costs no COUNT(*) scans. A write's own transaction may still roll back: its counts are not kept.
+        cached = self._counts.get(name) if committed else None
+        if cached is not None and cached[0] == version:
+            counts = cached[1]
+        else:
+            counts = tuple(
+                db.execute(f"SELECT COUNT(*) FROM {t} WHERE library = ?", (name,)).fetchone()[0]
+                for t in ("models", "datasets", "interactions")
+            )
+            if committed:
+                self._counts[name] = (version, counts)
         return LibraryInfo(
             name=name,
             meta=json.loads(row[0]),
             models=counts[0],
             datasets=counts[1],
             interactions=counts[2],
-            graph_version=int(version[0]) if version else 0,
+            graph_version=version,
             bundle_blob_id=row[1],
             imported_unix=row[2],
         )
@@ -422,11 +434,11 @@ class SqliteKnowledgeStore(KnowledgeStore):
     def list_libraries(self) -> list[LibraryInfo]:
         with self._read() as db:
             names = [r[0] for r in db.execute("SELECT name FROM libraries ORDER BY name")]
-            return [self._library(db, n) for n in names]
+            return [self._library(db, n, committed=True) for n in names]
 
     def get_library(self, name: str) -> LibraryInfo:
         with self._read() as db:
-            return self._library(db, name)
+            return self._library(db, name, committed=True)
 
     # -- nodes --------------------------------------------------------------------------------------
 
