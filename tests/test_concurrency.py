@@ -206,6 +206,38 @@ def test_a_task_reports_progress_and_a_cancel_or_a_close_stops_its_worker(tmp_pa
     assert eventually(lambda: dead(hung), seconds=30)
 
 
+def test_a_worker_ended_by_several_threads_at_once_is_ended_once() -> None:
+    # A close and the caller of the task it interrupts both kill a busy worker: a second os.close of its pipe
+    # failed (EBADF) under load, and could close a descriptor another file had taken meanwhile.
+    pool = WorkerPool("test", size=1)
+    assert pool.run(pid, timeout=60) != os.getpid()
+    (worker,) = pool._all
+    real_close = worker.conn._close
+
+    def slow_close() -> None:  # widens the window in which another thread finds the pipe still open
+        time.sleep(0.3)
+        real_close()
+
+    worker.conn._close = slow_close
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def end(how: str) -> None:
+        start.wait()
+        try:
+            getattr(worker, how)()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=end, args=("kill" if i % 2 else "stop",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and dead(worker.process.pid)
+    pool.close()
+
+
 # -- the Recommend fast path ----------------------------------------------------------------------------------
 
 

@@ -106,19 +106,26 @@ class _Worker:
         self.process = context.Process(target=_serve, args=(child,), name=name, daemon=False)
         self.process.start()
         child.close()
+        # A close() and the caller of a task the close interrupts both end a busy worker: once only, for a
+        # second os.close of the pipe's descriptor would fail, or close whatever file has reused its number.
+        self._ending = threading.RLock()
 
     def kill(self) -> None:
-        # The process first: a caller still polling the pipe then sees its end, not a handle closed under it.
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+        with self._ending:
+            # The process first: a caller still polling the pipe then sees its end, not a handle closed under it.
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(5)
+            if not self.conn.closed:
+                self.conn.close()
 
     def stop(self) -> None:
-        self.conn.close()  # the worker's recv sees EOF and returns
-        self.process.join(2)
-        if self.process.is_alive():
-            self.kill()
+        with self._ending:
+            if not self.conn.closed:
+                self.conn.close()  # the worker's recv sees EOF and returns
+            self.process.join(2)
+            if self.process.is_alive():
+                self.kill()
 
 
 _pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
