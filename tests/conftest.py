@@ -18,9 +18,10 @@ from modsnet.embedded import EmbeddedCluster
 
 pytest_plugins = ["web_cluster"]  # the cluster with the HTTP port, shared by the web tests
 
-# Service tests train a smaller GNN (2 members of 100 steps, not 3 of 200): each fit with its calibration
-# cross-fits is 3x cheaper. Tests of what the GNN learns ask for the full one (`full_gnn`); subprocesses inherit it.
-SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "100"}
+# Service tests train a smaller GNN (2 members of 40 steps, not 3 of 200): each fit with its calibration
+# cross-fits is ~7x cheaper, and these tests check the service around the GNN, not what it learns. Tests of what
+# the GNN learns ask for the full one (`full_gnn`); subprocesses inherit it.
+SMALL_GNN = {"MODSNET_GNN_MEMBERS": "2", "MODSNET_GNN_STEPS": "40"}
 for _name, _value in SMALL_GNN.items():
     os.environ.setdefault(_name, _value)
 # CLI commands run their services in-process here (a search would otherwise start a daemon per data folder);
