@@ -345,3 +345,27 @@ def test_a_library_from_before_marks_gets_deltas_from_its_next_write(
     store.add_interactions("old", [], [record], "second-after")
     delta = store.delta("old", held.graph_version)
     assert delta is not None and apply_delta(held, delta) == store.snapshot("old")
+
+
+def test_only_the_last_versions_keep_their_mark(
+    store: RedisKnowledgeStore, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steady feedback does not grow the marks hash for good: past the window a reader gets the whole graph,
+    within it the delta as before."""
+    import services.knowledge.backends.redis as backend
+
+    monkeypatch.setattr(backend, "MARKS_KEPT", 3)
+    store.import_bundle(make_bundle("busy"), blob_id="a" * 64, replace=False, artifacts={})
+    held = {}
+    for i in range(8):
+        held[store.snapshot("busy").graph_version] = store.snapshot("busy")
+        store.add_interactions("busy", [], [InteractionRecord("m1", "d0", i / 10, provenance="feedback")], f"r{i}")
+    (marks,) = client.keys("modsnet:{lib:busy}:v*:marks")
+    now = store.snapshot("busy").graph_version
+    assert sorted(int(v) for v in client.hkeys(marks) if v != "base") == [now - 2, now - 1, now]
+    for version, snapshot in held.items():
+        delta = store.delta("busy", version)
+        if version > now - 3:
+            assert delta is not None and apply_delta(snapshot, delta) == store.snapshot("busy")
+        else:
+            assert delta is None

@@ -34,7 +34,8 @@ connects to one, see docs/architecture.md, "Redis Cluster"):
                                           added_datasets lists at each graph version of the data version,
                                           and "base" -> the last graph version that did more than append
                                           (the switch, a retraction, a confirmation): `delta` reads the
-                                          lists' tails past a mark and reaches back to "base", no further
+                                          lists' tails past a mark and reaches back to "base", no further;
+                                          only the last MARKS_KEPT versions keep a mark
     modsnet:{lib:NAME}:vN:requests        hash request_id -> JSON {state, rows}: the records a request stored
                                           (state "applied", "confirmed" or "retracted"). The interactions
                                           list stays append-only: readers leave out a retracted request's
@@ -162,12 +163,16 @@ _BUMP = "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], AR
 # After a bump, in the same MULTI: mark the new graph version with the lengths of the version's append-only lists
 # (KEYS: graph_version, marks, interactions, added_datasets); ARGV[1] "1" also makes it the base (not only appends),
 # and so does the first mark of a data version imported before marks were kept (nothing earlier can be placed).
+# Only the last ARGV[2] versions keep their mark (the one that many back is dropped as each is added), so steady
+# feedback does not grow the hash for good; a reader further behind than that gets the whole graph.
 _MARK = (
     "local v = redis.call('GET', KEYS[1]) "
     "redis.call('HSET', KEYS[2], v, redis.call('LLEN', KEYS[3]) .. ' ' .. redis.call('LLEN', KEYS[4])) "
     "if ARGV[1] == '1' or redis.call('HEXISTS', KEYS[2], 'base') == 0 then redis.call('HSET', KEYS[2], 'base', v) end "
+    "redis.call('HDEL', KEYS[2], tostring(tonumber(v) - tonumber(ARGV[2]))) "
     "return v"
 )
+MARKS_KEPT = 10_000  # graph versions a delta reaches back (~30 bytes each per library)
 
 T = TypeVar("T")
 
@@ -738,7 +743,7 @@ class RedisKnowledgeStore(KnowledgeStore):
         if version is not None:
             lists = (version.interactions, version.added_datasets)
             base = "0" if added_only else "1"
-            pipe.execute_command("EVAL", _MARK, 4, keys.graph_version, version.marks, *lists, base)
+            pipe.execute_command("EVAL", _MARK, 4, keys.graph_version, version.marks, *lists, base, MARKS_KEPT)
 
     # -- libraries ----------------------------------------------------------------------------------
 
