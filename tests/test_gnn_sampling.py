@@ -18,7 +18,9 @@ def _graph(seed: int = 0) -> tuple[list[InEdges], dict[str, np.ndarray]]:
     has = rng.random((N_DATA, N_MODEL)) < 0.3
     d, m = np.nonzero(has)
     z = rng.normal(size=len(d))
-    near_src = np.concatenate([rng.choice(np.delete(np.arange(N_DATA), i), size=3, replace=False) for i in range(N_DATA)])
+    near_src = np.concatenate(
+        [rng.choice(np.delete(np.arange(N_DATA), i), size=3, replace=False) for i in range(N_DATA)]
+    )
     near_dst = np.repeat(np.arange(N_DATA), 3)
     near_w = rng.random(len(near_dst)) + 0.1
     near_w = near_w / np.bincount(near_dst, weights=near_w)[near_dst]

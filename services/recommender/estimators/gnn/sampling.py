@@ -208,14 +208,14 @@ class NeighbourhoodSampler(BaseSampler):
                 }
             nodes = {kind: np.concatenate(parts) for kind, parts in order.items()}
             edges = {}
-            for name, parts in collected.items():
+            for name, triples in collected.items():
                 src_kind, dst_kind = kinds[name]
-                src = np.concatenate([p[0] for p in parts])
-                dst = np.concatenate([p[1] for p in parts])
+                src = np.concatenate([t[0] for t in triples])
+                dst = np.concatenate([t[1] for t in triples])
                 edges[name] = (
                     self._local[src_kind][src],
                     self._local[dst_kind][dst],
-                    np.concatenate([p[2] for p in parts]),
+                    np.concatenate([t[2] for t in triples]),
                 )
         finally:
             for kind, parts in order.items():
