@@ -80,7 +80,10 @@ def test_the_library_side_and_queries_are_the_dense_computation(  # type: ignore
         got = same_weights.score_all({}, known_dataset=dataset)
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-6)
         assert got.prediction(0) == want.prediction(0)
-    assert same_weights.select_probes(rows[0], budget=3)  # the selector reads the records
+    np.testing.assert_allclose(same_weights.behaviour().toarray(), dense.behaviour())  # the probing policy's z
+    # The selector's first pick is by Score alone; the later ones weigh redundancy by sim_M, the identity here.
+    picked = same_weights.select_probes(rows[0], budget=3)
+    assert len(set(picked)) == 3 and picked[0] == dense.select_probes(rows[0], budget=3)[0]
 
 
 def test_popularity_and_prior_from_records_equal_the_dense_arrays(

@@ -399,8 +399,11 @@ class SparseGnnEstimator(GnnEstimator):
         return mean.numpy().astype(float), std.numpy().astype(float)
 
     def behaviour(self) -> ScoreMatrix:  # type: ignore[override]
-        """Every scored dataset's z per model, as records (rows of datasets without records are empty)."""
-        return self.z_matrix.with_data(np.clip(self.z_matrix.data, _Z_LOW, _Z_HIGH))
+        """Every scored dataset's z per model (rows in `rated` order, as the dense `behaviour`), as records."""
+        which, cols, values = self._zc.gather(self.rated)
+        indptr = np.zeros(len(self.rated) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(which, minlength=len(self.rated)), out=indptr[1:])
+        return ScoreMatrix((len(self.rated), len(self.model_ids)), indptr, cols.astype(np.int64), values)
 
     def _transductive(self, own: int) -> Scored:
         with torch.no_grad():
