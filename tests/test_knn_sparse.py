@@ -161,7 +161,9 @@ class _Knowledge:
 
 def test_a_library_over_the_gnn_cell_limit_is_served_by_the_knn(library) -> None:  # type: ignore[no-untyped-def]
     cells = len(library.datasets) * len(library.models)
-    core = RecommenderCore(_Knowledge(library), None, estimator="gnn", gnn_max_cells=cells - 1, device="cpu")
+    core = RecommenderCore(
+        _Knowledge(library), None, estimator="gnn", gnn_max_cells=cells - 1, device="cpu", sparse_gnn=False
+    )
     served = core.fitted(library.library.name)
     assert served.estimator.name.startswith("knn") and served.origin == "trained"
     assert core.train(library.library.name).estimator.startswith("knn")  # `modsnet train` too: no GNN

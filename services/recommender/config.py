@@ -27,6 +27,11 @@ class RecommenderConfig(CommonConfig):
     # 0 keeps the GNN's own defaults (estimators/gnn/config.py); a small machine or a test trades quality for time.
     gnn_members: int = setting(0, help="GNN ensemble size (0: the GNN's default)")
     gnn_steps: int = setting(0, help="GNN training steps per member (0: the GNN's default)")
+    sparse_gnn: bool = setting(
+        True,
+        help="past the dense GNN's datasets x models cell limit: the GNN trained on sampled neighbourhoods (true) or "
+        "the kNN estimator (false)",
+    )
     training_processes: int = setting(
         0,
         help="worker processes that train GNNs, at most one per library (0: half the cores, at least one; -1: none, "

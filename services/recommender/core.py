@@ -28,9 +28,11 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   (`training.py`): a bounded pool of `training_processes` (0: half the cores, at least one; -1: in this
   process, on the calling thread, as before), at most one training per library; the worker sends back the
   weights, blend and ONNX export, and this process puts them on the snapshot without a fit;
-* a library of more than `gnn_max_cells` (datasets x models) cells is served by the kNN estimator instead
-  (`GNN_MAX_CELLS`): the GNN's prepared graph, training prior and ONNX constants are dense (datasets x
-  models) arrays, ~10 of them, where the kNN keeps only the records.
+* a library of more than `gnn_max_cells` (datasets x models) cells (`GNN_MAX_CELLS`) gets the sparse GNN
+  (`estimators/gnn/sparse.py`: trained on sampled neighbourhoods, the records as sparse arrays, queries under
+  torch), or with `sparse_gnn` off the kNN estimator: the dense GNN's prepared graph, training prior and ONNX
+  constants are (datasets x models) arrays, ~10 of them. Everything above (checkpoints, refreshes, retraining,
+  the worker) is the same for both GNNs.
 
 The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
 from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).
@@ -77,7 +79,7 @@ from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
-from .training import TrainedGnn, fit_gnn, train_in_worker
+from .training import SPARSE_BACKEND, TrainedGnn, fit_gnn, gnn_class, train_in_worker
 
 
 def _learnable(snapshot: Snapshot) -> Snapshot:
@@ -108,12 +110,13 @@ FIRST_TRAINING_SHARE = 0.75  # of a request's time, the most it waits for a firs
 # than RETRAIN_PAUSE_FACTOR times the last one's length after it (at most a quarter of the time).
 REFRESH_PAUSE_FACTOR = 1.0
 RETRAIN_PAUSE_FACTOR = 3.0
-# Above this many (datasets x models) cells the kNN serves in the GNN's place. The GNN holds ~10 dense arrays of
-# that shape (scores, z, masks, the prior's inputs, the transductive answers) plus the ONNX constants: ~2 GB
-# at 25M cells, ~8 GB at 100k models x 1,000 datasets. Training it on sampled neighbourhoods (torch-geometric's
-# NeighborLoader) needs pyg-lib or torch-sparse, which the pinned environment lacks; until then the kNN, sparse
-# throughout, is what serves a library this large.
+# Above this many (datasets x models) cells the dense GNN gives way to the sparse one (or with `sparse_gnn` off,
+# to the kNN). The dense GNN holds ~10 arrays of that shape (scores, z, masks, the prior's inputs, the
+# transductive answers) plus the ONNX constants: ~2 GB at 25M cells, ~8 GB at 100k models x 1,000 datasets. The
+# sparse GNN samples neighbourhoods with a sampler of its own (torch-geometric's NeighborLoader needs pyg-lib or
+# torch-sparse, which the pinned environment lacks): memory by records, not cells.
 GNN_MAX_CELLS = 25_000_000
+SPARSE_GNN = True  # past GNN_MAX_CELLS: the sparse GNN (True) or the kNN (False)
 IN_PROCESS = -1  # `training_processes`: train on the calling thread of this process (no worker)
 
 
@@ -270,6 +273,7 @@ class RecommenderCore:
         max_staleness_seconds: float = MAX_STALENESS_SECONDS,
         gnn_max_cells: int = GNN_MAX_CELLS,
         training_processes: int = 0,
+        sparse_gnn: bool = SPARSE_GNN,
     ):
         if estimator not in ESTIMATORS:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -284,6 +288,7 @@ class RecommenderCore:
         self.answer_reserve_seconds = answer_reserve_seconds
         self.max_staleness_seconds = max_staleness_seconds
         self.gnn_max_cells = gnn_max_cells
+        self.sparse_gnn = sparse_gnn
         self.providers = onnx_providers(device) if estimator == "gnn" else None
         self._gnn_config = gnn_config
         # Started at the first training (the pool starts no worker before its first task).
@@ -551,8 +556,7 @@ class RecommenderCore:
     def _serve(self, snapshot: Snapshot, cached: Served | None, *, force: bool) -> Served:
         if self.estimator_kind == "knn":
             return self._knn(snapshot, "trained")
-        cells = len(snapshot.datasets) * len(snapshot.models)
-        if cells > self.gnn_max_cells:
+        if self._over_cells(snapshot) and not self.sparse_gnn:
             log.warning("library %s: %d datasets x %d models is over the GNN's %d cells (dense arrays): the kNN "
                         "estimator serves it", snapshot.library.name, len(snapshot.datasets), len(snapshot.models),
                         self.gnn_max_cells)  # fmt: skip
@@ -577,6 +581,10 @@ class RecommenderCore:
                 trained = None
             return trained if trained is not None else self._knn(snapshot, "interim")
         return self._train(snapshot)
+
+    def _over_cells(self, snapshot: Snapshot) -> bool:
+        """Whether the library is past the dense GNN's (datasets x models) cells: the sparse GNN's then."""
+        return len(snapshot.datasets) * len(snapshot.models) > self.gnn_max_cells
 
     def _knn(self, snapshot: Snapshot, origin: str) -> Served:
         start = time.perf_counter()
@@ -620,7 +628,7 @@ class RecommenderCore:
             return None
         weights, origin, version, interactions, trained_unix, train_seconds, blend = source
         try:
-            gnn = GnnEstimator(snapshot, config=self.gnn_config, weights=weights)
+            gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
             estimator = BlendedEstimator.assemble(gnn, snapshot, blend, neighbours=self.neighbours)
         except ValueError as error:
             log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
@@ -656,6 +664,7 @@ class RecommenderCore:
                         neighbours=self.neighbours,
                         cancel=self._closed,
                         report=progress.update,
+                        sparse=self._over_cells(snapshot),
                     )
                     seconds, model = time.perf_counter() - start, None
                 else:
@@ -685,6 +694,7 @@ class RecommenderCore:
             snapshot,
             self.gnn_config,
             self.neighbours,
+            self._over_cells(snapshot),
             what=f"training the GNN of {library}",
             progress=progress.received,
             cancel=self._closed,
@@ -722,7 +732,7 @@ class RecommenderCore:
 
     def _to_onnx(self, estimator: BlendedEstimator, like: Any = None, model: bytes | None = None) -> str:
         scorer = estimator.serve_onnx(providers=self.providers, like=like, model=model)
-        return f"onnxruntime:{scorer.providers[0]}"
+        return scorer.providers[0] if scorer.providers[0] == SPARSE_BACKEND else f"onnxruntime:{scorer.providers[0]}"
 
     def _retrain_in_background(self, library: str) -> None:
         with self._guard:

@@ -49,6 +49,7 @@ def create_server(config: RecommenderConfig) -> ServiceServer:
         gnn_config=gnn_config(config),
         max_staleness_seconds=config.max_staleness_seconds,
         training_processes=config.training_processes,
+        sparse_gnn=config.sparse_gnn,
     )
     servicer = RecommenderServicer(core)
     server = ServiceServer.from_config("recommender", config, security)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # (fit, fits, step, steps, phase): fit `fit` of the training's `fits` (calibration's, then the served one), step
 # `step` of `steps` in it; phase "fitting" or what comes after the fits.
 Report = Callable[[int, int, int, int, str], None]
+SPARSE_BACKEND = "torch"  # what serves a sparse GNN's queries: it has no ONNX export (`gnn/sparse.py`)
 REPORT_SECONDS = 0.25  # the least time between two progress messages of a worker (a new fit always sends)
 
 
@@ -46,10 +47,11 @@ def fit_gnn(
     neighbours: int,
     cancel: threading.Event | None = None,
     report: Report | None = None,
+    sparse: bool = False,
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: the GNN fitted once per calibration fold and once on everything,
-    blended with the kNN and popularity (`fit_blend`). `cancel` stops it between two steps (`TrainingCancelled`)."""
-    from .estimators.gnn import GnnEstimator
+    blended with the kNN and popularity (`fit_blend`). `cancel` stops it between two steps (`TrainingCancelled`).
+    `sparse`: the GNN trained on sampled neighbourhoods, without (datasets x models) arrays (`gnn/sparse.py`)."""
     from .estimators.gnn.training import TrainingCancelled
 
     # How many fits: counted here, where the training runs (it reads every record: in a worker, off the
@@ -67,9 +69,21 @@ def fit_gnn(
             raise TrainingCancelled("the GNN's training was cancelled (the service is stopping)")
         fit[0] += 1
         advance(0, steps[0])
-        return GnnEstimator(graph, config=config, cancel=cancel, progress=advance)
+        return gnn_class(sparse)(graph, config=config, cancel=cancel, progress=advance)
 
     return fit_blend(snapshot, one, neighbours=neighbours)
+
+
+def gnn_class(sparse: bool) -> type[GnnEstimator]:
+    """The GNN estimator held dense, or sparse (trained on sampled neighbourhoods) for a library past the
+    recommender's `gnn_max_cells`."""
+    if sparse:
+        from .estimators.gnn.sparse import SparseGnnEstimator
+
+        return SparseGnnEstimator
+    from .estimators.gnn import GnnEstimator
+
+    return GnnEstimator
 
 
 @dataclass(frozen=True)
@@ -79,18 +93,17 @@ class TrainedGnn:
     weights: list[dict[str, np.ndarray]]  # the members' parameters (`GnnEstimator.state()`, as numpy arrays)
     blend: dict[str, Any]  # `BlendWeights.to_dict()`: the members' weights and the interval scales
     seconds: float  # the fits'
-    onnx_model: bytes | None  # the export of the served fit's query module
+    onnx_model: bytes | None  # the export of the served fit's query module (none for the sparse GNN)
     pid: int  # the process that trained
+    sparse: bool = False  # trained as the sparse GNN
 
     def estimator(self, snapshot: Snapshot, config: GnnConfig, *, neighbours: int) -> BlendedEstimator:
         """The trained estimator on `snapshot` (the one it was trained on): the weights put on the graph, the kNN
         and popularity fitted beside them, the blend as learned."""
         import torch
 
-        from .estimators.gnn import GnnEstimator
-
         weights = [{name: torch.from_numpy(array) for name, array in member.items()} for member in self.weights]
-        gnn = GnnEstimator(snapshot, config=config, weights=weights)
+        gnn = gnn_class(self.sparse)(snapshot, config=config, weights=weights)
         return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(self.blend), neighbours=neighbours)
 
 
@@ -106,14 +119,17 @@ def _throttled(send: Callable[[Any], None]) -> Report:
     return report
 
 
-def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int) -> TrainedGnn:
+def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int, sparse: bool = False) -> TrainedGnn:
     """`fit_gnn` in a worker process (`modsnet.runtime.workers`), reporting its progress to the caller."""
     start = time.perf_counter()
     report = _throttled(workers.report)
-    estimator = fit_gnn(snapshot, config, neighbours=neighbours, report=report)
+    estimator = fit_gnn(snapshot, config, neighbours=neighbours, report=report, sparse=sparse)
     seconds = time.perf_counter() - start
-    report(0, 0, 0, 0, "exporting to ONNX")
-    model = io.BytesIO()
-    estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
+    onnx_model = None
+    if not sparse:  # the sparse GNN serves under torch (its library side is no ONNX constant)
+        report(0, 0, 0, 0, "exporting to ONNX")
+        model = io.BytesIO()
+        estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
+        onnx_model = model.getvalue()
     weights = [{name: tensor.numpy() for name, tensor in member.items()} for member in estimator.state()]
-    return TrainedGnn(weights, estimator.blend.to_dict(), seconds, model.getvalue(), os.getpid())
+    return TrainedGnn(weights, estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse)

@@ -35,7 +35,10 @@ The package, by what changes together: `config` (settings, names of the node kin
 `graph` (graph preparation: arrays and edges from a snapshot), `network` (the torch modules: one
 ensemble member and the query module), `training` (episodic training, checkpoints, the precomputed
 constants), `serving` (the estimator: queries, predictions, explanations) and `onnx_export` (ONNX export
-and ONNX Runtime scoring).
+and ONNX Runtime scoring). Past the recommender's `gnn_max_cells`, `sparse` is the same estimator without
+(datasets x models) arrays: the records as sparse matrices, episodes on neighbourhoods drawn by `sampling`
+(a k-hop sampler with fan-outs, a torch-geometric `BaseSampler`), the library side by sparse products, and
+queries under torch.
 """
 
 from .config import DATA, MODEL, NAME, FitInfo, GnnConfig

@@ -312,7 +312,7 @@ class PreparedGraph:
             dst = np.array([i for _, i in pairs], dtype=np.int64)
             self.static["source_of"] = _Edges(src, dst, _mean_weights(dst, np.ones(len(dst)), n_nodes))
             self.static["source"] = _Edges(dst, src, _mean_weights(src, np.ones(len(src)), n_models))
-        self.model_similarity = model_similarity(self.x_model_static, neighbours=cfg.model_neighbours)
+        self.model_similarity = self._model_similarity()
         if cfg.use_alike and n_models > 1:
             names.append("alike")
             coo = self.model_similarity.tocoo()
@@ -328,6 +328,10 @@ class PreparedGraph:
         for name in ("similar", "near"):
             if name in self.static:
                 self._neighbours = self._neighbours + self.static[name].matrix(n_nodes, n_nodes)
+
+    def _model_similarity(self) -> sparse.csr_array:
+        """sim_M: the `alike` relation's weights and the probe-selector's redundancy."""
+        return model_similarity(self.x_model_static, neighbours=self.config.model_neighbours)
 
     def _near(self, x: np.ndarray, *, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The nearest scored datasets in feature space (positions in `rated`) and their kernel weights."""
@@ -426,6 +430,10 @@ class PreparedGraph:
             triples.extend((int(o), i, float(wi)) for o, wi in zip(order, w, strict=True))
         return _Edges.of(triples)
 
+    def _z_block(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """z of datasets `rows` on models `columns`, NaN where no record."""
+        return self.z[np.ix_(rows, columns)]
+
     def _agreeing(self, index: np.ndarray, probe_z: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Datasets on which the probed models ranked as the probes rank them: nodes and kernel weights.
 
@@ -435,7 +443,7 @@ class PreparedGraph:
         """
         if len(index) < 3 or probe_z.std() == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        block = self.z[np.ix_(visible, index)]
+        block = self._z_block(visible, index)
         present = ~np.isnan(block)
         count = present.sum(axis=1)
         filled = np.where(present, block, 0.0)

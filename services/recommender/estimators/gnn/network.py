@@ -134,6 +134,12 @@ class QueryScorer(nn.Module):
     ):
         together = dataset_weights.sum(dim=0, keepdim=True)
         prior = _neighbour_prior(together, self.z, self.has, self.popularity, self.strength)
+        return self.ensemble(features, dataset_weights, model_index, model_weights, prior)
+
+    def ensemble(
+        self, features: Tensor, dataset_weights: Tensor, model_index: Tensor, model_weights: Tensor, prior: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The members' mean and spread of z given the query's neighbour prior (1, n_models)."""
         scores = []
         for e, net in enumerate(self.nets):
             h = net.encode_dataset(features)

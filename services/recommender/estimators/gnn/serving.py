@@ -241,14 +241,15 @@ class GnnEstimator(TrainedGraph):
         own = self.node_index.get(known_dataset) if known_dataset in self.dataset_ids else None
         own_records: set[int] = set()
         if own is not None:
-            observed = np.nonzero(self.has[own])[0]
+            observed, values = self._records_of(own)
             if len(observed) >= _OWN_SCALE_RECORDS:
                 return self._transductive(own)
             # Too few records to know the dataset's own score scale: predict it as a new node from its
             # neighbours and let its records calibrate the rest, as measured probes do.
             own_records = {int(j) for j in observed}
             records = [
-                ProbeRecord(self.model_ids[j], self.nodes[own], MEASURED, float(self.scores[own, j])) for j in observed
+                ProbeRecord(self.model_ids[j], self.nodes[own], MEASURED, float(v))
+                for j, v in zip(observed, values, strict=True)
             ]
             probes = [*records, *(p for p in probes if p.probe != MEASURED or p.model_id not in self.model_index)]
         q = self.query(features, known_dataset=known_dataset, distances=distances, probes=probes)
@@ -325,9 +326,19 @@ class GnnEstimator(TrainedGraph):
             i = int(self.rated[p])
             if similarity[p] <= 0 or len(out) >= self.evidence_count:
                 break
-            if self.has[i, j]:
-                out.append(Evidence(self.nodes[i], float(similarity[p]), float(self.scores[i, j])))
+            score = self._score_at(i, j)
+            if not np.isnan(score):
+                out.append(Evidence(self.nodes[i], float(similarity[p]), score))
         return out
+
+    def _records_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset node i's models with a record, and their scores."""
+        observed = np.nonzero(self.has[i])[0]
+        return observed, self.scores[i, observed]
+
+    def _score_at(self, i: int, j: int) -> float:
+        """The score of model j on dataset node i, NaN where no record."""
+        return float(self.scores[i, j])
 
     @staticmethod
     def _explain(j: int, evidence: list[Evidence], z: float) -> str:
