@@ -40,13 +40,22 @@ def modsnet(*args: str, home: Path, timeout: float = 120, builtins: str = "") ->
     )
 
 
-@pytest.fixture
-def home(tmp_path: Path, synth_bundle: Path) -> Path:
-    home = tmp_path / "home"
-    done = modsnet("library", "import", str(synth_bundle), home=home)
+def _imported_home(home: Path, bundle: Path) -> Path:
+    done = modsnet("library", "import", str(bundle), home=home)
     assert done.returncode == 0, done.stderr
     assert "library synth: 6 models, 10 datasets, 60 interactions" in done.stdout
     return home
+
+
+@pytest.fixture
+def home(tmp_path: Path, synth_bundle: Path) -> Path:
+    return _imported_home(tmp_path / "home", synth_bundle)
+
+
+@pytest.fixture(scope="module")
+def unchanged_home(tmp_path_factory: pytest.TempPathFactory, synth_bundle: Path) -> Path:
+    """A data folder with the library imported, for commands that must leave it as it is (one import a module)."""
+    return _imported_home(tmp_path_factory.mktemp("unchanged") / "home", synth_bundle)
 
 
 def test_search_prints_a_table_and_json(home: Path, tmp_path: Path) -> None:
@@ -77,11 +86,11 @@ def test_search_prints_a_table_and_json(home: Path, tmp_path: Path) -> None:
     ],
 )
 def test_malformed_file_prints_one_line_error_and_fails(
-    home: Path, tmp_path: Path, content: str, expected: str
+    unchanged_home: Path, tmp_path: Path, content: str, expected: str
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(content)
-    done = modsnet("search", str(bad), home=home)
+    done = modsnet("search", str(bad), home=unchanged_home)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("modsnet: error: ") and expected in lines[0], done.stderr

@@ -21,7 +21,7 @@ from services.recommender.estimators.gnn import (  # noqa: E402
     QueryScorer,
 )
 from services.recommender.estimators.gnn.network import _neighbour_prior  # noqa: E402
-from services.recommender.evaluation import ProbeRecord, evaluate, graph_from_bundle, modsnet_method  # noqa: E402
+from services.recommender.evaluation import ProbeRecord, evaluate, graph_from_bundle, served_predictions  # noqa: E402
 
 SMALL = GnnConfig(steps=120, members=2, hidden=16, head=8)
 
@@ -39,7 +39,10 @@ def test_learns_the_planted_signal_better_than_popularity(synth_bundle: Path) ->
         read_bundle(synth_bundle),
         methods=["gnn", "popularity"],
         targets=["d0", "d2", "d7", "d9"],
-        extra_methods={"gnn": lambda fold: modsnet_method(fold, SMALL)},
+        # The GNN alone, one fit per target (the served blend adds three calibration fits to each: test_blend.py)
+        extra_methods={
+            "gnn": lambda fold: served_predictions(fold, GnnEstimator(fold.snapshot, probes=fold.probes, config=SMALL))
+        },
     )
     gnn, popularity = (r.means["spearman"] for r in report.results)
     assert gnn is not None and popularity is not None
