@@ -39,6 +39,12 @@ class _Query:
     measured: dict[int, float] = field(default_factory=dict)  # model position -> measured score
 
 
+def _positive_prefix(values: np.ndarray) -> int:
+    """How many of `values` come before the first one <= 0 (NaN is not: it does not end the prefix)."""
+    stops = np.flatnonzero(values <= 0)
+    return int(stops[0]) if len(stops) else len(values)
+
+
 class GnnEstimator(TrainedGraph):
     """Heterogeneous GNN estimator with the public surface of `KnnPopularityEstimator`."""
 
@@ -320,14 +326,16 @@ class GnnEstimator(TrainedGraph):
         return Scored(scores, uncertainty, build)
 
     def _evidence(self, j: int, similarity: np.ndarray, order: np.ndarray) -> list[Evidence]:
-        out: list[Evidence] = []
-        for p in order:
-            i = int(self.rated[p])
-            if similarity[p] <= 0 or len(out) >= self.evidence_count:
-                break
-            if self.has[i, j]:
-                out.append(Evidence(self.nodes[i], float(similarity[p]), float(self.scores[i, j])))
-        return out
+        """The first `evidence_count` datasets in `order` (most similar first) that scored model j, among
+        those of positive similarity. One gather of model j's column, not a Python step per dataset: a model
+        with few records made that loop walk most of the library's datasets."""
+        ahead = order[: _positive_prefix(similarity[order])]
+        rows = self.rated[ahead]
+        found = np.flatnonzero(self.has[rows, j])[: self.evidence_count]
+        return [
+            Evidence(self.nodes[int(rows[h])], float(similarity[ahead[h]]), float(self.scores[rows[h], j]))
+            for h in found
+        ]
 
     @staticmethod
     def _explain(j: int, evidence: list[Evidence], z: float) -> str:
