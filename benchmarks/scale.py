@@ -17,8 +17,9 @@ Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100
    probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
    p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered, each with the graph
    version the query service would pass (a checkout without that argument asks the store each call).
-   MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS shorten the GNN's fit as they do the cluster's. Skipped, with the reason, when the estimator's dense (datasets x models) matrices would not fit
-   `--memory-gib`, and stopped at `--serve-timeout`;
+   MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS shorten the GNN's fit as they do the cluster's. Skipped, with the
+   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and stopped at
+   `--serve-timeout`;
 5. load: Recommend through gRPC on the one-process cluster, again with the version the query service passes.
 
 Prints a markdown table (with the command and the machine) and writes it to `--out`.
