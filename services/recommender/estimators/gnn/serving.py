@@ -269,10 +269,11 @@ class GnnEstimator(TrainedGraph):
             residual = np.array([q.measured[j] for j in js]) - predicted[js]
             predicted = predicted + residual.sum() / (len(js) + 1)
         uncertainty = self.interval_scale * anchor_spread * std_z
-        scores = np.array(predicted, dtype=float)
-        spread = np.array(uncertainty, dtype=float)
-        for j, value in q.measured.items():
-            scores[j], spread[j] = value, 0.0
+        scores, spread = predicted, uncertainty  # float vectors already (`run`); copied only to be written
+        if q.measured:
+            scores, spread = predicted.copy(), uncertainty.copy()
+            for j, value in q.measured.items():
+                scores[j], spread[j] = value, 0.0
         order: list[np.ndarray] = []  # datasets by similarity to the query, sorted once, on first need
 
         def build(j: int) -> Prediction:
