@@ -10,7 +10,10 @@ cost depends on the members, not the steps), later runs, this checkout's or anot
 - layers: thread CPU ms per call of each layer for one query (the blend, each member, the GNN's inputs and its
   ONNX run, top_k and its parts);
 - time: wall and thread-CPU p50/p99 of `recommend` over `--calls` calls;
-- gc: the garbage collections during `--calls` calls, and which of the slowest calls had one.
+- gc: the garbage collections during `--calls` calls, and which of the slowest calls had one;
+- grpc: the same library served by the one-process cluster (`--steps load`'s): thread CPU of `core.recommend`, of
+  the servicer's `Recommend` (request to records, core, reply), of the reply's conversion, and the process CPU of
+  a whole call through gRPC from one client thread (so what gRPC, the interceptor and the client stub add).
 """
 
 from __future__ import annotations
@@ -178,13 +181,79 @@ def collections(core: Any, served: Any, queries: list[dict[str, float]], calls: 
     print(f"slowest 1% ({len(slowest)} calls, from {wall[slowest[-1]]:.1f} ms): {with_gc} had a collection")
 
 
+def through_grpc(estimator: str, calls: int) -> None:
+    import tempfile
+
+    from modsnet.embedded import EmbeddedCluster
+    from modsnet.runtime.convert import ranking_to_pb
+    from modsnet.runtime.stubs import RecommenderClient
+    from modsnet.v1 import recommender_pb2 as rpb
+    from services.knowledge.backends.sqlite import SqliteKnowledgeStore
+    from services.recommender.servicer import RecommenderServicer, _ranking
+
+    library = scale.name_of(SIZE)
+    store = SqliteKnowledgeStore(scale.db_of(SIZE))
+    queries = scale._queries(store.snapshot(library), 50)
+    store.close()
+    home = Path(tempfile.mkdtemp(prefix="layers-home-"))
+    (home / "knowledge.sqlite3").symlink_to(scale.db_of(SIZE))
+    with EmbeddedCluster(home, import_builtins=False, estimator=estimator, train_inline_limit=10**12) as cluster:
+        client = RecommenderClient(cluster.addresses["recommender"], timeout=3600)  # the first call fits
+        known: Any = scale._known_version(cluster.addresses["knowledge"], library)
+        version = known.get("graph_version", 0)
+        client.recommend(library, queries[0], feature_set="tabular/v1", k=10, **known)
+        core = cluster.recommender_core
+        servicer = RecommenderServicer(core)
+        requests = []
+        for features in queries:
+            request = rpb.RecommendRequest(library=library, k=10, graph_version=version)
+            request.features.feature_set = "tabular/v1"
+            request.features.values.update(features)
+            requests.append(request)
+        answers = [
+            core.recommend(library, q, k=10, constraints=Constraints(), probe_budget=0, known_version=version)
+            for q in queries
+        ]
+        at = [0]
+
+        def each(function: Callable[[int], Any]) -> Callable[[], Any]:
+            def one() -> Any:
+                at[0] += 1
+                return function(at[0] % len(queries))
+
+            return one
+
+        rows: list[tuple[str, Callable[[], Any], Callable[[], float]]] = [
+            ("core.recommend", each(lambda i: core.recommend(library, queries[i], k=10, constraints=Constraints(),
+                                                             probe_budget=0, known_version=version)), time.thread_time),
+            ("servicer.Recommend", each(lambda i: servicer.Recommend(requests[i], None)), time.thread_time),
+            ("  reply: _ranking + ranking_to_pb", each(lambda i: ranking_to_pb(_ranking(answers[i]))),
+             time.thread_time),
+            ("a call through gRPC, 1 client thread (process CPU)",
+             each(lambda i: client.recommend(library, queries[i], feature_set="tabular/v1", k=10, **known)),
+             time.process_time),
+        ]  # fmt: skip
+        print(f"reply {len(ranking_to_pb(_ranking(answers[0])).SerializeToString())} bytes")
+        for name, function, clock in rows:
+            for _ in range(20):
+                function()
+            start = clock()
+            for _ in range(calls):
+                function()
+            print(f"{(clock() - start) * 1000 / calls:8.3f} ms  {name}")
+        client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=("layers", "time", "gc"))
+    parser.add_argument("mode", choices=("layers", "time", "gc", "grpc"))
     parser.add_argument("--estimator", choices=("gnn", "knn"), default="gnn")
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--steps", type=int, default=20, help="GNN training steps per member when it must fit")
     args = parser.parse_args()
+    if args.mode == "grpc":
+        through_grpc(args.estimator, args.calls)
+        return 0
     core, served, queries = served_core(args.estimator, args.steps)
     try:
         for features in queries[:20]:  # warm: the first calls build caches
