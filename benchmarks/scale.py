@@ -17,8 +17,9 @@ Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100
    probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
    p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered, each with the graph
    version the query service would pass (a checkout without that argument asks the store each call).
-   Skipped, with the reason, when the estimator's dense (datasets x models) matrices would not fit
-   `--memory-gib`, and stopped at `--serve-timeout`;
+   MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS shorten the GNN's fit as they do the cluster's. Skipped, with the
+   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and stopped at
+   `--serve-timeout`;
 5. load: Recommend through gRPC on the one-process cluster, again with the version the query service passes.
 
 Prints a markdown table (with the command and the machine) and writes it to `--out`.
@@ -165,6 +166,19 @@ def _queries(snapshot: Any, count: int) -> list[dict[str, float]]:
     return queries
 
 
+def _gnn_config() -> Any:
+    """The GNN's settings with MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS as the embedded cluster (`--steps load`)
+    takes them; None (the defaults) without. Fewer steps shorten the fit and leave a query's cost as it is (the
+    query module's size depends on the members, not the steps)."""
+    members, steps = int(os.environ.get("MODSNET_GNN_MEMBERS") or 0), int(os.environ.get("MODSNET_GNN_STEPS") or 0)
+    if members <= 0 and steps <= 0:
+        return None
+    from services.recommender.estimators.gnn import GnnConfig
+
+    default = GnnConfig()
+    return GnnConfig(members=members or default.members, steps=steps or default.steps)
+
+
 def child_serve(size: str, estimator: str) -> dict[str, Any]:
     import numpy as np
 
@@ -176,7 +190,9 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     library = name_of(size)
     knowledge = _StoreKnowledge(store)
     # The GNN's training in this process (no worker): its CPU seconds and peak RSS are this child's.
-    core = RecommenderCore(knowledge, None, estimator=estimator, train_inline_limit=10**12, training_processes=-1)
+    core = RecommenderCore(
+        knowledge, None, estimator=estimator, train_inline_limit=10**12, training_processes=-1, gnn_config=_gnn_config()
+    )
     start, cpu = time.perf_counter(), time.process_time()
     served = core.fitted(library)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -146,6 +146,28 @@ def test_onnx_matches_torch(fitted: GnnEstimator, tmp_path: Path) -> None:
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+def test_query_prior_reads_only_the_datasets_with_an_edge(fitted: GnnEstimator, tmp_path: Path) -> None:
+    """The query module's prior gathers the rows of the datasets the query has edges from: the dense product's
+    value, for a query with edges and for one with none (popularity alone), and ONNX Runtime takes both."""
+    c = fitted.constants
+    with_edges = fitted.query({}, known_dataset="d2").inputs
+    without = {**with_edges, "dataset_weights": np.zeros_like(with_edges["dataset_weights"])}
+    path = tmp_path / "estimator.onnx"
+    fitted.export_onnx(path)
+    scorer = OnnxScorer(path)
+    for inputs in (with_edges, without):
+        weights = torch.from_numpy(inputs["dataset_weights"])
+        with torch.no_grad():
+            dense = _neighbour_prior(weights.sum(dim=0, keepdim=True), c.z, c.has, c.popularity, c.strength)
+            gathered = fitted.query_module.prior(weights)
+        np.testing.assert_allclose(gathered.numpy(), dense.numpy(), rtol=1e-6, atol=1e-7)
+        torch_mean, torch_std = fitted.run(inputs)
+        onnx_mean, onnx_std = scorer.run(inputs)
+        np.testing.assert_allclose(onnx_mean, torch_mean, atol=1e-5)
+        np.testing.assert_allclose(onnx_std, torch_std, atol=1e-5)
+    assert np.count_nonzero(with_edges["dataset_weights"].sum(axis=0)) < with_edges["dataset_weights"].shape[1]
+
+
 def test_probes_switch_and_measured_probes(synth_bundle: Path, fitted: GnnEstimator) -> None:
     chosen = fitted.select_probes({}, known_dataset="d5", budget=2)
     assert len(chosen) == 2 and set(chosen) <= set(fitted.model_ids)

@@ -169,3 +169,20 @@ def test_a_library_over_the_gnn_cell_limit_is_served_by_the_knn(library) -> None
     assert core.train(library.library.name).estimator.startswith("knn")  # `modsnet train` too: no GNN
     assert not core.training_threads()
     core.close()
+
+
+def test_a_query_computes_its_feature_distances_once(library) -> None:  # type: ignore[no-untyped-def]
+    """The blend's weights and its members ask for the same distances: the thread's last answer is reused for the
+    same features of the same estimator, and only then (it is read-only, as it is shared)."""
+    estimator = KnnPopularityEstimator(library)
+    other = KnnPopularityEstimator(dataclasses.replace(library, datasets=library.datasets[:20]))
+    near, far = library.datasets[0].features, library.datasets[1].features
+    first = estimator._feature_distance(near)
+    assert first is not None and not first.flags.writeable
+    assert estimator._feature_distance(dict(near)) is first  # equal features: the same array, no second pass
+    elsewhere = estimator._feature_distance(far)
+    assert elsewhere is not first
+    assert other._feature_distance(near) is not first  # another estimator (other datasets): its own distances
+    again = estimator._feature_distance(near)
+    np.testing.assert_array_equal(again, first)
+    assert estimator.nearest_distance(near) == float(first.min())

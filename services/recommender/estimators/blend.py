@@ -32,7 +32,6 @@ policy keeps the σ above (`BlendedEstimator.score_for_policy`), so its decision
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Collection, Sequence
@@ -291,23 +290,22 @@ class BlendedEstimator:
         scores = sum(w * s.scores for w, s in used)
         sigma = sum(w * s.uncertainty for w, s in used)
         lead = max(used, key=lambda ws: ws[0])[1]
-        exact = np.all([s.uncertainty == 0 for _, s in used], axis=0)  # measured: every member returns it as is
-        scores = np.where(exact, lead.scores, scores).astype(float)
+        exact = used[0][1].uncertainty == 0  # measured: every member returns it as is
+        for _, s in used[1:]:
+            exact &= s.uncertainty == 0
+        # Float vectors already (the members'): no copies of every model's values beyond `np.where`'s.
+        scores = np.where(exact, lead.scores, scores).astype(float, copy=False)
         probed = self.is_probed(known_dataset=known_dataset, probes=probes)
         scale = self.blend.shown_scale_for(probed=probed) if shown else self.blend.scale_for(probed=probed)
-        uncertainty = np.where(exact, 0.0, scale * sigma).astype(float)
+        uncertainty = np.where(exact, 0.0, scale * sigma).astype(float, copy=False)
         note = "" if len(used) == 1 else f" (served as a blend: {self._weights_text(weights)})"
 
         def build(j: int) -> Prediction:
             first = lead.prediction(j)  # evidence and explanation from the member of most weight
             if exact[j]:
                 return first
-            return dataclasses.replace(
-                first,
-                score=float(scores[j]),
-                uncertainty=float(uncertainty[j]),
-                explanation=first.explanation + note,
-            )
+            return Prediction(first.model_id, float(scores[j]), float(uncertainty[j]), first.evidence,
+                              first.explanation + note)  # fmt: skip
 
         return Scored(scores, uncertainty, build)
 

@@ -32,6 +32,8 @@ so a library of a million models costs a few dense vectors per query, not a (dat
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +49,8 @@ from .base import Evidence, Prediction, ProbeRecord, Scored
 from .matrix import ScoreMatrix
 
 NAME = "knn-popularity/v1"
+# Per thread: (estimator, features, distance) of the last `_feature_distance` asked (weakly: no estimator kept).
+_LAST_DISTANCE = threading.local()
 _MIN_SPREAD = 1e-3
 _CLIP = 5.0
 # Weight of the probe distance against the feature distance (both about 1 for a typical neighbour).
@@ -189,12 +193,22 @@ class KnnPopularityEstimator:
     # -- prediction ---------------------------------------------------------------------------------
 
     def _feature_distance(self, features: dict[str, float]) -> np.ndarray | None:
-        """RMS distance of standardised features to every scored dataset; None with nothing to compare."""
-        if not self.feature_names or not self.shared_features(features) or len(self.dataset_ids) == 0:
-            return None
-        query = np.array([features.get(n, np.nan) for n in self.feature_names], dtype=float)
-        q = self._standardise(query[None, :])[0]
-        return np.sqrt(np.mean((self.matrix - q) ** 2, axis=1))
+        """RMS distance of standardised features to every scored dataset; None with nothing to compare.
+
+        One query asks two or three times (the blend's weights, the kNN member, popularity's scale): the last
+        answer is kept per thread for the same features. Callers must not write into the array."""
+        key = tuple(features.items())
+        last = getattr(_LAST_DISTANCE, "entry", None)
+        if last is not None and last[0]() is self and last[1] == key:
+            return last[2]  # type: ignore[no-any-return]
+        distance = None
+        if self.feature_names and self.shared_features(features) and len(self.dataset_ids) > 0:
+            query = np.array([features.get(n, np.nan) for n in self.feature_names], dtype=float)
+            q = self._standardise(query[None, :])[0]
+            distance = np.sqrt(np.mean((self.matrix - q) ** 2, axis=1))
+            distance.flags.writeable = False  # shared by the query's callers
+        _LAST_DISTANCE.entry = (weakref.ref(self), key, distance)
+        return distance
 
     def _probe_distance(self, measured: dict[int, float]) -> np.ndarray | None:
         """RMS gap between the query's measured scores and each dataset's scores of the same models, in

@@ -132,8 +132,7 @@ class QueryScorer(nn.Module):
     def forward(  # type: ignore[no-untyped-def]
         self, features: Tensor, dataset_weights: Tensor, model_index: Tensor, model_weights: Tensor
     ):
-        together = dataset_weights.sum(dim=0, keepdim=True)
-        prior = _neighbour_prior(together, self.z, self.has, self.popularity, self.strength)
+        prior = self.prior(dataset_weights)
         return self.ensemble(features, dataset_weights, model_index, model_weights, prior)
 
     def ensemble(
@@ -165,6 +164,23 @@ class QueryScorer(nn.Module):
         mean = stacked.mean(dim=0)
         std = torch.sqrt(((stacked - mean) ** 2).mean(dim=0))
         return mean, std
+
+    def prior(self, dataset_weights: Tensor) -> Tensor:
+        """`_neighbour_prior` of the query over the datasets it has an edge from (all its relations together).
+
+        A query has edges from ~2 x `neighbours` of the library's datasets: the prior gathers those rows only
+        instead of a (1 x datasets) @ (datasets x models) product that is mostly zeros (at 10k models that
+        product was ~80% of a query's ONNX time). Only exact zeros are left out of the sums.
+        """
+        together = dataset_weights.sum(dim=0, keepdim=True)
+        edges = torch.nonzero(together[0]).squeeze(1)
+        return _neighbour_prior(
+            together.index_select(1, edges),
+            self.z.index_select(0, edges),
+            self.has.index_select(0, edges),
+            self.popularity,
+            self.strength,
+        )
 
 
 @dataclass

@@ -39,6 +39,12 @@ class _Query:
     measured: dict[int, float] = field(default_factory=dict)  # model position -> measured score
 
 
+def _positive_prefix(values: np.ndarray) -> int:
+    """How many of `values` come before the first one <= 0 (NaN is not: it does not end the prefix)."""
+    stops = np.flatnonzero(values <= 0)
+    return int(stops[0]) if len(stops) else len(values)
+
+
 class GnnEstimator(TrainedGraph):
     """Heterogeneous GNN estimator with the public surface of `KnnPopularityEstimator`."""
 
@@ -264,10 +270,11 @@ class GnnEstimator(TrainedGraph):
             residual = np.array([q.measured[j] for j in js]) - predicted[js]
             predicted = predicted + residual.sum() / (len(js) + 1)
         uncertainty = self.interval_scale * anchor_spread * std_z
-        scores = np.array(predicted, dtype=float)
-        spread = np.array(uncertainty, dtype=float)
-        for j, value in q.measured.items():
-            scores[j], spread[j] = value, 0.0
+        scores, spread = predicted, uncertainty  # float vectors already (`run`); copied only to be written
+        if q.measured:
+            scores, spread = predicted.copy(), uncertainty.copy()
+            for j, value in q.measured.items():
+                scores[j], spread[j] = value, 0.0
         order: list[np.ndarray] = []  # datasets by similarity to the query, sorted once, on first need
 
         def build(j: int) -> Prediction:
@@ -321,24 +328,23 @@ class GnnEstimator(TrainedGraph):
         return Scored(scores, uncertainty, build)
 
     def _evidence(self, j: int, similarity: np.ndarray, order: np.ndarray) -> list[Evidence]:
-        out: list[Evidence] = []
-        for p in order:
-            i = int(self.rated[p])
-            if similarity[p] <= 0 or len(out) >= self.evidence_count:
-                break
-            score = self._score_at(i, j)
-            if not np.isnan(score):
-                out.append(Evidence(self.nodes[i], float(similarity[p]), score))
-        return out
+        """The first `evidence_count` datasets in `order` (most similar first) that scored model j, among
+        those of positive similarity. One gather of model j's column, not a Python step per dataset: a model
+        with few records made that loop walk most of the library's datasets."""
+        ahead = order[: _positive_prefix(similarity[order])]
+        rows = self.rated[ahead]
+        column = self._column_scores(rows, j)
+        found = np.flatnonzero(~np.isnan(column))[: self.evidence_count]
+        return [Evidence(self.nodes[int(rows[h])], float(similarity[ahead[h]]), float(column[h])) for h in found]
 
     def _records_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Dataset node i's models with a record, and their scores."""
         observed = np.nonzero(self.has[i])[0]
         return observed, self.scores[i, observed]
 
-    def _score_at(self, i: int, j: int) -> float:
-        """The score of model j on dataset node i, NaN where no record."""
-        return float(self.scores[i, j])
+    def _column_scores(self, rows: np.ndarray, j: int) -> np.ndarray:
+        """The scores of model j on dataset nodes `rows`, NaN where no record."""
+        return np.where(self.has[rows, j], self.scores[rows, j], np.nan)
 
     @staticmethod
     def _explain(j: int, evidence: list[Evidence], z: float) -> str:

@@ -157,8 +157,8 @@ class SparseGnnEstimator(GnnEstimator):
     def _records_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.score_matrix.row(i)
 
-    def _score_at(self, i: int, j: int) -> float:
-        return self.score_matrix.get(i, j)
+    def _column_scores(self, rows: np.ndarray, j: int) -> np.ndarray:
+        return self.score_matrix.column_at(j, rows)
 
     def _prepare_probes(self, probes: Sequence[ProbeRecord]) -> None:
         self.recorded: dict[int, dict[int, float]] = {}
