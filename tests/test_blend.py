@@ -27,6 +27,7 @@ from services.recommender.estimators.blend import (
     calibration_folds,
     fit_blend,
     learn_weights,
+    shown_scales,
     simplex_grid,
 )
 from services.recommender.estimators.gnn import GnnConfig
@@ -282,6 +283,35 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     assert calibration_folds(train)[1] == [] and fit_blend(train, KnnPopularityEstimator).blend == alone
     # Weights already learned on whole sources: the shown intervals are theirs, no fit added.
     assert calibration_folds(grouped, by_group=True) == (group_holdout(grouped), [])
+
+
+def _noisy_targets(noise: float, seed: int) -> list[PseudoTarget]:
+    """30 pseudo-targets of two members whose predictions miss the truth by `noise` (σ 0.5), cold and with
+    3 of 15 models measured (the same residuals: the condition does not matter here)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(30):
+        truth = rng.normal(size=15)
+        cold = np.stack([truth + noise * rng.normal(size=15)] * 2)
+        sigma = np.full((2, 15), 0.5)
+        out.append(PseudoTarget(f"d{i}", truth, cold, sigma, float(i), truth[3:], cold[:, 3:], truth[3:], cold[:, 3:],
+                                sigma[:, 3:]))  # fmt: skip
+    return out
+
+
+def test_the_shown_intervals_are_no_narrower_than_the_policys() -> None:
+    """Whole sources held out are no easier than datasets held out one by one: a shown scale learned on them
+    that comes out smaller (the noise of a few sources) is raised to the policy's, condition by condition; a
+    larger one is kept."""
+    blend = learn_weights(_noisy_targets(1.0, 0), ("knn", "popularity"), sign=1.0)
+    assert blend.probed_interval_scale is not None
+    easier = shown_scales(blend, _noisy_targets(0.2, 1))
+    assert easier.shown_interval_scale == blend.interval_scale
+    assert easier.shown_probed_interval_scale == blend.probed_interval_scale
+    harder = shown_scales(blend, _noisy_targets(3.0, 2))
+    assert harder.shown_interval_scale is not None and harder.shown_probed_interval_scale is not None
+    assert harder.shown_interval_scale > 2 * blend.interval_scale
+    assert harder.shown_probed_interval_scale > 2 * blend.probed_interval_scale
 
 
 def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decides_on_its_own(planted) -> None:  # type: ignore[no-untyped-def]

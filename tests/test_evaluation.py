@@ -351,10 +351,12 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(
     assert data["methods"][0]["worst"]["pearson"][0] in targets
 
 
-def test_the_knns_intervals_are_calibrated_on_families_held_out(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The evaluation's kNN learns its scale with runs of consecutive ids hidden (FAMILY_RUN), as its folds hide
-    consecutive targets, not a random fifth one by one."""
+def test_the_knns_scale_is_learned_on_datasets_hidden_as_its_fold_hides_targets(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The evaluation's kNN learns its scale with the library's ids hidden in the shape its fold hides the targets
+    (`fold_family`): 4 targets spread over 10 consecutive ids, runs of 10 ids with 4 of each hidden; one target,
+    one by one (a random fifth)."""
     bundle = read_bundle(write_library(tmp_path / "lib", n_datasets=40, n_models=6))
+    ids = sorted(d["dataset_id"] for d in bundle.datasets.rows)
     fitted: list[Snapshot] = []
 
     class Recording(KnnPopularityEstimator):
@@ -362,8 +364,16 @@ def test_the_knns_intervals_are_calibrated_on_families_held_out(tmp_path: Path, 
             super().__init__(snapshot, **kwargs)
             fitted.append(snapshot)
 
+    def hidden_by_calibration(targets: list[str]) -> tuple[list[str], Snapshot]:
+        fitted.clear()
+        evaluate(bundle, methods=["knn"], targets=targets, fold_size=len(targets))
+        calibration_fit, served = fitted
+        kept = {r.dataset_id for r in calibration_fit.interactions}
+        return sorted({r.dataset_id for r in served.interactions} - kept), served
+
     monkeypatch.setattr(evaluation, "KnnPopularityEstimator", Recording)
-    evaluate(bundle, methods=["knn"], targets=["d0"])
-    calibration_fit, served = fitted
-    held = sorted({r.dataset_id for r in served.interactions} - {r.dataset_id for r in calibration_fit.interactions})
-    assert [held] == holdout_folds(served, run=FAMILY_RUN) != [sorted(f) for f in holdout_folds(served)]
+    held, served = hidden_by_calibration(ids[4:14:3])  # ids 4, 7, 10, 13: a span of 10 at 40%
+    assert [held] == holdout_folds(served, run=10, density=0.4)
+    assert [held] != holdout_folds(served, run=FAMILY_RUN) and [held] != [sorted(f) for f in holdout_folds(served)]
+    held, served = hidden_by_calibration(["d0"])
+    assert [held] == [sorted(f) for f in holdout_folds(served)]

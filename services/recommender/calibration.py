@@ -45,12 +45,12 @@ PROBE_BUDGET = 3  # models measured on a held-out dataset to learn the blend's w
 # condition it is served in.
 SCALE_PROBES = DEFAULT_PROBES
 MIN_LEFT = 3  # models a held-out dataset keeps unmeasured to be judged on
-# The evaluation's plain kNN (`calibrated(family_run=...)`) hides runs of this many consecutive ids: a dataset
-# held out alone keeps its near-duplicates (TabZoo: the other tables of its R package) in the graph, where a
-# query from a new family (and the evaluation's fold of 10 consecutive targets) has none; the probed scale
-# learned one by one was too wide for it (TabZoo with 5 probes: coverage 0.860; by runs of 10: 0.813;
-# docs/benchmarks-decisions.md, "Shown intervals apart"). Not the default: for a new dataset whose relatives
-# are in the library it is too wide (tests/test_calibration.py: 0.99 on the synthetic library's other half).
+# Runs of this many consecutive ids make a family (`family_holdout`): a dataset held out alone keeps its
+# near-duplicates (TabZoo: the other tables of its R package) in the graph, where a query from a new family has
+# none (TabZoo's kNN with 5 probes: coverage 0.860 one by one, 0.813 by runs of 10; docs/benchmarks-decisions.md,
+# "Shown intervals apart"). Not the default: for a new dataset whose relatives are in the library it is too wide
+# (tests/test_calibration.py: 0.99 on the synthetic library's other half). The evaluation's kNN hides the shape
+# of its fold instead (`evaluation.fold_family`): on OBOE, whose ids are not families, runs of 10 were too wide.
 FAMILY_RUN = 10
 
 
@@ -204,18 +204,25 @@ def learn_scale(
     fraction: float = HOLDOUT_FRACTION,
     by_group: bool = True,
     family_run: int = 1,
+    family_density: float = 1.0,
 ) -> IntervalScale:
     """Fit `fit` on `snapshot` without held-out scored datasets and calibrate on those.
 
     A library with enough scored datasets holds out a seeded `fraction` of them once, by families
-    (`family_run` consecutive ids, `family_holdout`) or, where its datasets name their sources, by whole sources
-    in cross-fits (`by_group`); a small one (a fifth would be fewer than `MIN_HOLDOUT`) is cross-fitted instead:
-    `CROSS_FOLDS` fits, each dataset held out by one of them, so every residual comes from a fit that did not
-    see its dataset.
+    (`family_run` consecutive ids, a `family_density` share of each hidden, `family_holdout`) or, where its
+    datasets name their sources, by whole sources in cross-fits (`by_group`); a small one (a fifth would be fewer
+    than `MIN_HOLDOUT`) is cross-fitted instead: `CROSS_FOLDS` fits, each dataset held out by one of them, so
+    every residual comes from a fit that did not see its dataset.
     """
     per_dataset = scores_by_dataset(snapshot)
     folds = holdout_folds(
-        snapshot, seed=seed, fraction=fraction, per_dataset=per_dataset, run=family_run, by_group=by_group
+        snapshot,
+        seed=seed,
+        fraction=fraction,
+        per_dataset=per_dataset,
+        run=family_run,
+        density=family_density,
+        by_group=by_group,
     )
     if not folds:
         return IntervalScale()
@@ -258,11 +265,16 @@ def _ratios(predictions: list[Prediction], truth: dict[str, float]) -> list[floa
 
 
 def calibrated(
-    snapshot: Snapshot, fit: Callable[[Snapshot], _E], *, seed: int = 0, family_run: int = 1
+    snapshot: Snapshot,
+    fit: Callable[[Snapshot], _E],
+    *,
+    seed: int = 0,
+    family_run: int = 1,
+    family_density: float = 1.0,
 ) -> tuple[_E, IntervalScale]:
     """`fit(snapshot)` with its intervals calibrated on a held-out share of the same library (for a query
     without probes: a caller that probes sets `interval_scale` to `scale.factor_for(probed=True)`)."""
-    scale = learn_scale(snapshot, fit, seed=seed, family_run=family_run)
+    scale = learn_scale(snapshot, fit, seed=seed, family_run=family_run, family_density=family_density)
     estimator = fit(snapshot)
     estimator.interval_scale = scale.factor
     return estimator, scale
