@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from polling import eventually
@@ -31,6 +32,7 @@ from modsnet.runtime.stubs import KnowledgeClient
 from services.recommender.core import RecommenderCore, Served
 from services.recommender.estimators.gnn import GnnConfig
 from services.recommender.probes import MEASURED
+from services.recommender.training import RefreshedGnn
 
 
 class HeldRefresh:
@@ -360,13 +362,20 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
 
     core = make_core(max_staleness_seconds=600)
     first = core.fitted("synth")
-    sent = []
+    sent: list[RefreshedGnn] = []
     original = core._refresh_in_worker
-    core._refresh_in_worker = lambda *args: sent.append(original(*args)) or sent[-1]  # type: ignore[method-assign]
+
+    def spied(*args: Any) -> RefreshedGnn:
+        sent.append(original(*args))
+        return sent[-1]
+
+    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
     version = feedback(cluster)
     # A new dataset node with its record, as the feedback on a search of a new file adds.
-    node = dataclasses.replace(cluster.client.knowledge.snapshot("synth").datasets[0], dataset_id="query-new")
-    cluster.client.knowledge.add_interactions("synth", [node], [InteractionRecord("m2", "query-new", 0.4)])
+    knowledge = cluster.client.knowledge
+    assert knowledge is not None
+    node = dataclasses.replace(knowledge.snapshot("synth").datasets[0], dataset_id="query-new")
+    knowledge.add_interactions("synth", [node], [InteractionRecord("m2", "query-new", 0.4)])
     refreshed = core.fitted("synth", fresh=True)  # waits for the current graph: refreshed on this call
     assert refreshed.origin == "refreshed" and refreshed.graph_version > version
     (worker,) = sent
