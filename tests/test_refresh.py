@@ -407,3 +407,22 @@ def test_weights_that_do_not_fit_come_back_refused_from_the_worker(tmp_path: Pat
     other = dataclasses.replace(config, hidden=config.hidden + 8)  # another shape of the same members
     refused = refresh_pool().run(refresh_in_worker, snapshot, other, weights, {}, 8, None, timeout=300)
     assert refused.estimator is None and "do not fit" in refused.refused
+
+
+def test_a_refresh_whose_worker_fails_is_made_in_this_process(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh worker that dies does not fail the search waiting for the refresh: it is refreshed here."""
+    from modsnet.runtime.workers import WorkerFailed
+
+    core = make_core(max_staleness_seconds=600)
+    core.fitted("synth")
+    assert core._refresh_pool is not None
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise WorkerFailed("refreshing the GNN of synth: its worker process died (exit code -9)")
+
+    monkeypatch.setattr(core._refresh_pool, "run", dies)
+    version = feedback(cluster)
+    refreshed = core.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and refreshed.graph_version == version

@@ -651,10 +651,16 @@ class RecommenderCore:
             if origin == "refreshed" and cached is not None and _is_gnn(cached.estimator)
             else None
         )
+        refreshed: RefreshedGnn | None = None
         if like is not None and self._refresh_pool is not None:
             # Off this process's GIL (training.py says why); a first use from the checkpoint stays here: the
             # worker's start (importing torch) would come on top of the first search.
-            refreshed = self._refresh_in_worker(snapshot, weights, blend, like.onnx_model)  # type: ignore[union-attr]
+            try:
+                refreshed = self._refresh_in_worker(snapshot, weights, blend, like.onnx_model)  # type: ignore[union-attr]
+            except WorkerFailed as error:  # logged as it failed; a search waiting for it must not fail with it
+                log.error("refreshing %s in its worker failed (%s): refreshed in this process", snapshot.library.name,
+                          error)  # fmt: skip
+        if refreshed is not None:
             if refreshed.estimator is None:
                 log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
                             refreshed.refused)  # fmt: skip
