@@ -138,11 +138,27 @@ class RefreshedGnn:
         return estimator
 
 
+_BLAS_LIMITED = False  # in a refresh worker: BLAS held to one thread
+
+
+def _as_the_serving_process() -> None:
+    """BLAS on one thread, as in the serving process (`single_threaded_blas`): on a loaded machine OpenBLAS's own
+    threads spin against everything else, and a refresh in the worker ran slower than the same one in the serving
+    process (at load ~11 on 2 cores)."""
+    global _BLAS_LIMITED
+    if not _BLAS_LIMITED:
+        from modsnet.features import single_threaded_blas
+
+        single_threaded_blas()
+        _BLAS_LIMITED = True
+
+
 def warm_refresh_worker() -> int:
-    """Nothing but the imports a refresh needs (torch and the GNN: seconds), in the worker ahead of its first
-    refresh; its process id."""
+    """Nothing but the imports a refresh needs (torch and the GNN: seconds) and the serving process's BLAS
+    settings, in the worker ahead of its first refresh; its process id."""
     from .estimators.gnn import GnnEstimator  # noqa: F401
 
+    _as_the_serving_process()
     return os.getpid()
 
 
@@ -160,6 +176,7 @@ def refresh_in_worker(
     from .estimators.gnn.onnx_export import with_constants
 
     start = time.perf_counter()
+    _as_the_serving_process()
     try:
         estimator = on_graph(snapshot, config, weights, blend, neighbours=neighbours)
     except ValueError as error:
