@@ -138,19 +138,22 @@ class RefreshedGnn:
         return estimator
 
 
-_BLAS_LIMITED = False  # in a refresh worker: BLAS held to one thread
+REFRESH_NICENESS = 10  # added to a refresh worker's: upkeep yields the cores to the requests it serves
+_SETTLED = False  # in a refresh worker: its settings made
 
 
 def _as_the_serving_process() -> None:
     """BLAS on one thread, as in the serving process (`single_threaded_blas`): on a loaded machine OpenBLAS's own
-    threads spin against everything else, and a refresh in the worker ran slower than the same one in the serving
-    process (at load ~11 on 2 cores)."""
-    global _BLAS_LIMITED
-    if not _BLAS_LIMITED:
+    threads spin against everything else. And a lower priority: in the serving process a refresh only ran when
+    the GIL let it; in its own process on a saturated machine it took whole cores from the searches (at load 10-13
+    on 2 cores, 0.79x the searches/s of the refresh in process), while on an idle core it runs as fast."""
+    global _SETTLED
+    if not _SETTLED:
         from modsnet.features import single_threaded_blas
 
         single_threaded_blas()
-        _BLAS_LIMITED = True
+        os.nice(REFRESH_NICENESS)
+        _SETTLED = True
 
 
 def warm_refresh_worker() -> int:
