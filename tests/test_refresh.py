@@ -4,22 +4,35 @@ a query of a known dataset, a zero bound and another import wait for the current
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from polling import eventually
 from synthetic import make_table, write_library
 
-from modsnet.data.graph import Constraints, DatasetNode, GraphDelta, InteractionRecord, Snapshot, apply_delta
+from modsnet.data.graph import (
+    Constraints,
+    DatasetNode,
+    GraphDelta,
+    InteractionRecord,
+    ProbeRecord,
+    Snapshot,
+    apply_delta,
+)
 from modsnet.embedded import EmbeddedCluster
 from modsnet.features.tabular import tabular_features
 from modsnet.runtime.errors import InvalidArgument
 from modsnet.runtime.stubs import KnowledgeClient
 from services.recommender.core import RecommenderCore, Served
 from services.recommender.estimators.gnn import GnnConfig
+from services.recommender.probes import MEASURED
+from services.recommender.training import RefreshedGnn
 
 
 class HeldRefresh:
@@ -338,3 +351,78 @@ def test_knowledge_streams_the_change_since_a_version(cluster: EmbeddedCluster) 
     assert isinstance(whole, Snapshot) and whole == client.snapshot("synth")
     with pytest.raises(InvalidArgument, match="since_version"):
         client.snapshot_since("synth", -1)
+
+
+def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    """The refresh after feedback runs in the refresh worker (off the serving process's GIL, issue 13): what it
+    sends back serves exactly what the same refresh made here serves, the ONNX model with the new constants too."""
+    import numpy as np
+
+    core = make_core(max_staleness_seconds=600)
+    first = core.fitted("synth")
+    sent: list[RefreshedGnn] = []
+    original = core._refresh_in_worker
+
+    def spied(*args: Any) -> RefreshedGnn:
+        sent.append(original(*args))
+        return sent[-1]
+
+    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
+    version = feedback(cluster)
+    # A new dataset node with its record, as the feedback on a search of a new file adds.
+    knowledge = cluster.client.knowledge
+    assert knowledge is not None
+    node = dataclasses.replace(knowledge.snapshot("synth").datasets[0], dataset_id="query-new")
+    knowledge.add_interactions("synth", [node], [InteractionRecord("m2", "query-new", 0.4)])
+    refreshed = core.fitted("synth", fresh=True)  # waits for the current graph: refreshed on this call
+    assert refreshed.origin == "refreshed" and refreshed.graph_version > version
+    (worker,) = sent
+    assert worker.pid != os.getpid() and worker.estimator is not None
+    assert refreshed.estimator.primary.onnx_model is worker.onnx_model  # type: ignore[union-attr]  # served as sent
+    # The same refresh in this process (no refresh worker), on the same graph and the same served weights.
+    core._refresh_pool = None
+    local = core._refresh(core._graphs["synth"], first)
+    assert local is not None and local.graph_version == refreshed.graph_version
+    assert local.estimator.primary.onnx_model == worker.onnx_model  # type: ignore[union-attr]
+    probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
+    for features, known, probes in ((QUERY, None, []), ({}, "d3", []), ({}, "query-new", []), (QUERY, None, probe)):
+        ours, theirs = (s.estimator.score_all(features, known_dataset=known, probes=probes) for s in (local, refreshed))
+        np.testing.assert_array_equal(theirs.scores, ours.scores)
+        np.testing.assert_array_equal(theirs.uncertainty, ours.uncertainty)
+    assert local.estimator.blend == refreshed.estimator.blend
+
+
+def test_weights_that_do_not_fit_come_back_refused_from_the_worker(tmp_path: Path) -> None:
+    from modsnet.data.bundle import read_bundle
+    from services.recommender.core import refresh_pool
+    from services.recommender.estimators.gnn import GnnEstimator
+    from services.recommender.evaluation import graph_from_bundle
+    from services.recommender.training import as_numpy, refresh_in_worker
+
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "synth")))
+    config = GnnConfig(members=2, steps=5)
+    weights = as_numpy(GnnEstimator(snapshot, config=config).state())
+    other = dataclasses.replace(config, hidden=config.hidden + 8)  # another shape of the same members
+    refused = refresh_pool().run(refresh_in_worker, snapshot, other, weights, {}, 8, None, timeout=300)
+    assert refused.estimator is None and "do not fit" in refused.refused
+
+
+def test_a_refresh_whose_worker_fails_is_made_in_this_process(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh worker that dies does not fail the search waiting for the refresh: it is refreshed here."""
+    from modsnet.runtime.workers import WorkerFailed
+
+    core = make_core(max_staleness_seconds=600)
+    core.fitted("synth")
+    assert core._refresh_pool is not None
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise WorkerFailed("refreshing the GNN of synth: its worker process died (exit code -9)")
+
+    monkeypatch.setattr(core._refresh_pool, "run", dies)
+    version = feedback(cluster)
+    refreshed = core.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and refreshed.graph_version == version

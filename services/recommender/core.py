@@ -79,7 +79,17 @@ from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
-from .training import SPARSE_BACKEND, TrainedGnn, fit_gnn, gnn_class, train_in_worker
+from .training import (
+    SPARSE_BACKEND,
+    RefreshedGnn,
+    TrainedGnn,
+    as_numpy,
+    fit_gnn,
+    gnn_class,
+    refresh_in_worker,
+    train_in_worker,
+    warm_refresh_worker,
+)
 
 
 def _learnable(snapshot: Snapshot) -> Snapshot:
@@ -135,6 +145,20 @@ def training_pool(processes: int) -> WorkerPool:
 
 _POOLS: dict[int, WorkerPool] = {}
 _POOLS_GUARD = threading.Lock()
+
+
+def refresh_pool() -> WorkerPool:
+    """The one worker process per process that puts served weights on newer graphs (`refresh_in_worker`): apart
+    from the trainings' pool, so that a retraining (a minute or more) never holds a refresh up past the staleness
+    bound. One: a library has one refresh job at a time, and refreshes are paced (REFRESH_PAUSE_FACTOR)."""
+    global _REFRESH_POOL
+    with _POOLS_GUARD:
+        if _REFRESH_POOL is None or _REFRESH_POOL.closed:
+            _REFRESH_POOL = WorkerPool("gnn-refresh", size=1)
+        return _REFRESH_POOL
+
+
+_REFRESH_POOL: WorkerPool | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +319,8 @@ class RecommenderCore:
         self._pool = (
             training_pool(training_processes) if estimator == "gnn" and training_processes != IN_PROCESS else None
         )
+        self._refresh_pool = refresh_pool() if self._pool is not None else None
+        self._refresh_warmed = False  # the refresh worker started (torch imported) once a GNN serves here
         self._training: dict[str, threading.Lock] = {}  # held while the library's GNN trains: one at a time
         self._cache: dict[str, Served] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -369,6 +395,8 @@ class RecommenderCore:
             served.table  # noqa: B018  # the ranking's arrays: built with the fit, not by the first query
             self._cache[library] = served
             self._caught_up(library, served.graph_version)
+            if _is_gnn(served.estimator):
+                self._warm_refresh_worker()
             reason = "forced" if force else ("new_version" if cached else "first_use")
             FITS.labels(library, f"{reason}:{served.origin}").inc()
             self._retrain_if_due(library, served, len(snapshot.interactions))
@@ -627,23 +655,76 @@ class RecommenderCore:
         if source is None:
             return None
         weights, origin, version, interactions, trained_unix, train_seconds, blend = source
-        try:
-            gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
-            estimator = BlendedEstimator.assemble(gnn, snapshot, blend, neighbours=self.neighbours)
-        except ValueError as error:
-            log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name, error)
-            return None
         # The served weights on a newer graph: its ONNX model with the new constants, no new export.
         like = (
             cached.estimator.primary
             if origin == "refreshed" and cached is not None and _is_gnn(cached.estimator)
             else None
         )
-        backend = self._to_onnx(estimator, like)
+        refreshed: RefreshedGnn | None = None
+        if like is not None and self._refresh_pool is not None:
+            # Off this process's GIL (training.py says why); a first use from the checkpoint stays here: the
+            # worker's start (importing torch) would come on top of the first search.
+            try:
+                like_model = getattr(like, "onnx_model", None)  # the sparse GNN has none (it serves under torch)
+                refreshed = self._refresh_in_worker(snapshot, weights, blend, like_model)
+            except WorkerFailed as error:  # logged as it failed; a search waiting for it must not fail with it
+                log.error("refreshing %s in its worker failed (%s): refreshed in this process", snapshot.library.name,
+                          error)  # fmt: skip
+        if refreshed is not None:
+            if refreshed.estimator is None:
+                log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
+                            refreshed.refused)  # fmt: skip
+                return None
+            estimator = refreshed.load()
+            backend = self._to_onnx(estimator, like, model=refreshed.onnx_model)
+        else:
+            try:
+                gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
+                estimator = BlendedEstimator.assemble(gnn, snapshot, blend, neighbours=self.neighbours)
+            except ValueError as error:
+                log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
+                            error)  # fmt: skip
+                return None
+            backend = self._to_onnx(estimator, like)
         models = {m.model_id: m for m in snapshot.models}
         return Served(
             estimator, snapshot.library, models, origin, version, interactions, trained_unix, train_seconds, backend
         )
+
+    def _refresh_in_worker(
+        self, snapshot: Snapshot, weights: Any, blend: BlendWeights, like_model: bytes | None
+    ) -> RefreshedGnn:
+        assert self._refresh_pool is not None
+        refreshed: RefreshedGnn = self._refresh_pool.run(
+            refresh_in_worker,
+            snapshot,
+            self.gnn_config,
+            as_numpy(weights),
+            blend.to_dict(),
+            self.neighbours,
+            like_model,
+            self._over_cells(snapshot),
+            what=f"refreshing the GNN of {snapshot.library.name}",
+            cancel=self._closed,
+        )
+        return refreshed
+
+    def _warm_refresh_worker(self) -> None:
+        """Start the refresh worker in the background once a GNN serves here, so that the first refresh after
+        feedback does not also pay its start (a fork, importing torch: seconds on a loaded machine)."""
+        if self._refresh_pool is None or self._refresh_warmed:
+            return
+        self._refresh_warmed = True
+        pool, closed = self._refresh_pool, self._closed
+
+        def warm() -> None:
+            try:
+                pool.run(warm_refresh_worker, what="starting the GNN refresh worker", cancel=closed)
+            except ModsnetError as error:  # the first refresh starts it instead
+                log.info("the GNN refresh worker did not start ahead: %s", error)
+
+        threading.Thread(target=warm, name="refresh-worker-start", daemon=True).start()
 
     def _train(self, snapshot: Snapshot) -> Served:
         library = snapshot.library.name

@@ -11,12 +11,21 @@ precomputed embeddings: about a second at TabZoo's size), which scores exactly a
 
 Progress goes back as messages (`modsnet.runtime.workers.report`), a few a second; a service that stops kills
 the worker (its `cancel` event), and a worker that dies is a failed training like any other.
+
+The refresh after feedback (the served weights put on a newer graph, `refresh_in_worker`) runs in a worker too,
+of a pool of its own (a retraining must not hold it up): it was a third of the serving process's CPU under
+feedback, three quarters of it refitting the kNN member beside the GNN (its conditioning and latent-rank
+choices, made on the library's own records), the rest the GNN's precomputed embeddings and constants (issue
+13, docs/benchmarks-concurrency.md, "Run 7"). Nothing of it can be updated incrementally and stay exact: a new
+record moves its model's embedding, hence every dataset's at the next layer, and the kNN's choices are made on
+every record. So the worker builds the whole refreshed estimator and sends it back pickled.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -100,11 +109,106 @@ class TrainedGnn:
     def estimator(self, snapshot: Snapshot, config: GnnConfig, *, neighbours: int) -> BlendedEstimator:
         """The trained estimator on `snapshot` (the one it was trained on): the weights put on the graph, the kNN
         and popularity fitted beside them, the blend as learned."""
-        import torch
+        return on_graph(snapshot, config, self.weights, self.blend, neighbours=neighbours, sparse=self.sparse)
 
-        weights = [{name: torch.from_numpy(array) for name, array in member.items()} for member in self.weights]
-        gnn = gnn_class(self.sparse)(snapshot, config=config, weights=weights)
-        return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(self.blend), neighbours=neighbours)
+
+def on_graph(
+    snapshot: Snapshot,
+    config: GnnConfig,
+    weights: list[dict[str, np.ndarray]],
+    blend: dict[str, Any],
+    *,
+    neighbours: int,
+    sparse: bool = False,
+) -> BlendedEstimator:
+    """Trained weights (numpy, as `TrainedGnn` holds them) put on `snapshot`, the kNN and popularity fitted beside
+    them, blended by `blend` (`BlendWeights.to_dict()`). `ValueError` when the weights do not fit the graph.
+    `sparse`: the GNN held sparse (`gnn_class`)."""
+    import torch
+
+    tensors = [{name: torch.from_numpy(array) for name, array in member.items()} for member in weights]
+    gnn = gnn_class(sparse)(snapshot, config=config, weights=tensors)
+    return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours)
+
+
+def as_numpy(weights: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+    """`GnnEstimator.state()` as numpy arrays: pickled by value (torch's own reducers, which multiprocessing picks
+    up, would pass tensors through shared memory)."""
+    return [{name: tensor.numpy() for name, tensor in member.items()} for member in weights]
+
+
+@dataclass(frozen=True)
+class RefreshedGnn:
+    """What a refresh in a worker sends back: the refreshed estimator, whole, and the ONNX model it scores with."""
+
+    estimator: bytes | None  # the `BlendedEstimator`, pickled by this module (None: the weights did not fit)
+    onnx_model: bytes | None  # the older model with this graph's constants, else a new export
+    refused: str  # why the weights did not fit this graph ("" when they did)
+    seconds: float  # the worker's, from receiving the task to pickling the answer
+    pid: int
+
+    def load(self) -> BlendedEstimator:
+        assert self.estimator is not None, self.refused
+        estimator: BlendedEstimator = pickle.loads(self.estimator)
+        return estimator
+
+
+REFRESH_NICENESS = 10  # added to a refresh worker's: upkeep yields the cores to the requests it serves
+_SETTLED = False  # in a refresh worker: its settings made
+
+
+def _as_the_serving_process() -> None:
+    """BLAS on one thread, as in the serving process (`single_threaded_blas`): on a loaded machine OpenBLAS's own
+    threads spin against everything else. And a lower priority: in the serving process a refresh only ran when
+    the GIL let it; in its own process on a saturated machine it took whole cores from the searches (at load 10-13
+    on 2 cores, 0.79x the searches/s of the refresh in process), while on an idle core it runs as fast."""
+    global _SETTLED
+    if not _SETTLED:
+        from modsnet.features import single_threaded_blas
+
+        single_threaded_blas()
+        os.nice(REFRESH_NICENESS)
+        _SETTLED = True
+
+
+def warm_refresh_worker() -> int:
+    """Nothing but the imports a refresh needs (torch and the GNN: seconds) and the serving process's BLAS
+    settings, in the worker ahead of its first refresh; its process id."""
+    from .estimators.gnn import GnnEstimator  # noqa: F401
+
+    _as_the_serving_process()
+    return os.getpid()
+
+
+def refresh_in_worker(
+    snapshot: Snapshot,
+    config: GnnConfig,
+    weights: list[dict[str, np.ndarray]],
+    blend: dict[str, Any],
+    neighbours: int,
+    like_model: bytes | None,
+    sparse: bool = False,
+) -> RefreshedGnn:
+    """The served weights put on a newer graph (`on_graph`), in a worker process, with the ONNX model to serve it:
+    `like_model` (the served, older graph's) with the new constants when it takes them, else a new export. The
+    serving process checks that model against the estimator's own module before serving it (`serve_onnx`)."""
+    from .estimators.gnn.onnx_export import with_constants
+
+    start = time.perf_counter()
+    _as_the_serving_process()
+    try:
+        estimator = on_graph(snapshot, config, weights, blend, neighbours=neighbours, sparse=sparse)
+    except ValueError as error:
+        return RefreshedGnn(None, None, str(error), time.perf_counter() - start, os.getpid())
+    gnn = estimator.primary
+    model = with_constants(like_model, gnn.query_module) if like_model is not None else None  # type: ignore[union-attr]
+    if model is None and not sparse:  # the sparse GNN serves under torch: no ONNX model
+        exported = io.BytesIO()
+        gnn.export_onnx(exported)  # type: ignore[union-attr]
+        model = exported.getvalue()
+    # Pickled here, not by the pool's pipe: tensors go by value (see `as_numpy`).
+    pickled = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+    return RefreshedGnn(pickled, model, "", time.perf_counter() - start, os.getpid())
 
 
 def _throttled(send: Callable[[Any], None]) -> Report:
@@ -131,5 +235,4 @@ def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int, spar
         model = io.BytesIO()
         estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
         onnx_model = model.getvalue()
-    weights = [{name: tensor.numpy() for name, tensor in member.items()} for member in estimator.state()]
-    return TrainedGnn(weights, estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse)
+    return TrainedGnn(as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse)
