@@ -426,3 +426,36 @@ def test_a_refresh_whose_worker_fails_is_made_in_this_process(
     version = feedback(cluster)
     refreshed = core.fitted("synth", fresh=True)
     assert refreshed.origin == "refreshed" and refreshed.graph_version == version
+
+
+def test_a_sparse_gnn_is_refreshed_in_the_worker_as_in_this_process(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
+) -> None:
+    """Past the cell limit the sparse GNN serves (no ONNX model): its refresh in the worker makes none either and
+    serves what the same refresh here serves."""
+    import numpy as np
+
+    from services.recommender.estimators.gnn.sparse import SparseGnnEstimator
+
+    core = make_core(max_staleness_seconds=600, gnn_max_cells=1)
+    first = core.fitted("synth")
+    assert isinstance(first.estimator.primary, SparseGnnEstimator) and first.backend == "torch"
+    sent: list[RefreshedGnn] = []
+    original = core._refresh_in_worker
+
+    def spied(*args: Any) -> RefreshedGnn:
+        sent.append(original(*args))
+        return sent[-1]
+
+    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
+    feedback(cluster)
+    refreshed = core.fitted("synth", fresh=True)
+    (worker,) = sent
+    assert refreshed.origin == "refreshed" and worker.pid != os.getpid() and worker.onnx_model is None
+    assert isinstance(refreshed.estimator.primary, SparseGnnEstimator) and refreshed.backend == "torch"
+    core._refresh_pool = None
+    local = core._refresh(core._graphs["synth"], first)
+    assert local is not None
+    for features, known in ((QUERY, None), ({}, "d3")):
+        ours, theirs = (s.estimator.score_all(features, known_dataset=known) for s in (local, refreshed))
+        np.testing.assert_array_equal(theirs.scores, ours.scores)
