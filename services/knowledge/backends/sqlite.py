@@ -554,6 +554,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     return self._library(db, library).graph_version, int(done[0])
             # Bumped first so the rows carry the version that adds them; a refused write rolls it back too.
             version = self._bump(db, library, added_only=True)
+            added_datasets = 0
             for node in new_datasets:
                 existing = db.execute(
                     "SELECT fingerprint FROM datasets WHERE library = ? AND dataset_id = ?",
@@ -578,6 +579,7 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         version,
                     ),
                 )
+                added_datasets += 1
             known_models = {r[0] for r in db.execute("SELECT model_id FROM models WHERE library = ?", (library,))}
             known_datasets = {r[0] for r in db.execute("SELECT dataset_id FROM datasets WHERE library = ?", (library,))}
             for i, rec in enumerate(interactions):
@@ -610,7 +612,17 @@ class SqliteKnowledgeStore(KnowledgeStore):
             )
             if request_id:
                 db.execute("INSERT INTO requests VALUES (?, ?, 'applied', ?)", (library, request_id, len(interactions)))
+        self._carry_counts(library, version, (0, added_datasets, len(interactions)))
         return version, len(interactions)
+
+    def _carry_counts(self, library: str, version: int, added: tuple[int, int, int]) -> None:
+        """After a committed write that made `version` from the one before by adding rows only: the counts kept for
+        that one plus what it added, so the next ListLibraries after a feedback needs no COUNT(*) scans either. A
+        write committed in between leaves the kept counts at another version: then nothing is carried."""
+        with self._lock:
+            kept = self._counts.get(library)
+            if kept is not None and kept[0] == version - 1:
+                self._counts[library] = (version, tuple(c + a for c, a in zip(kept[1], added, strict=True)))
 
     def request_records(self, library: str, request_id: str) -> tuple[list[InteractionRecord], str]:
         with self._read() as db:
