@@ -341,3 +341,16 @@ def test_an_upload_storage_already_holds_is_not_sent_to_it_again(tmp_path: Path,
         cluster.client.search(csv, library="synth")
         assert BLOB_BYTES_IN._value.get() - received == 2 * size
         assert cluster.client.storage.size(first.dataset.fingerprint) == size
+
+
+def test_a_worker_left_idle_is_stopped_and_the_next_task_starts_another() -> None:
+    pool = WorkerPool("test", size=1, idle_seconds=2.0)
+    try:
+        first = pool.run(pid, timeout=60)
+        assert pool.run(pid, timeout=60) == first  # reused while it is not idle that long
+        assert eventually(lambda: dead(first), seconds=30), "the idle worker was not stopped"
+        assert not pool.busy() and pool.started == 1
+        second = pool.run(pid, timeout=60)
+        assert second != first and pool.started == 2
+    finally:
+        pool.close()

@@ -109,6 +109,7 @@ class _Worker:
         # A close() and the caller of a task the close interrupts both end a busy worker: once only, for a
         # second os.close of the pipe's descriptor would fail, or close whatever file has reused its number.
         self._ending = threading.RLock()
+        self.idle_since = 0.0  # when it was last given back to its pool (time.monotonic)
 
     def kill(self) -> None:
         with self._ending:
@@ -143,10 +144,13 @@ class WorkerPool:
     """At most `size` worker processes (default: the cores this process may use) running tasks for request
     threads."""
 
-    def __init__(self, name: str, *, size: int = 0, preload: Sequence[str] = ()):
+    def __init__(self, name: str, *, size: int = 0, preload: Sequence[str] = (), idle_seconds: float | None = None):
+        """`idle_seconds`: a worker left idle that long is stopped (its memory given back; the next task starts
+        another); None keeps idle workers until the pool closes."""
         self.name = name
         self.size = size if size > 0 else available_cores()
         self.preload = list(preload)
+        self.idle_seconds = idle_seconds
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._slots = threading.BoundedSemaphore(self.size)
@@ -193,9 +197,27 @@ class WorkerPool:
     def _checkin(self, worker: _Worker) -> None:
         with self._lock:
             if not self._closed:
+                worker.idle_since = time.monotonic()
                 self._idle.append(worker)
+                if self.idle_seconds is not None:
+                    timer = threading.Timer(self.idle_seconds, self._stop_idle)
+                    timer.daemon = True
+                    timer.start()
                 return
         worker.stop()
+
+    def _stop_idle(self) -> None:
+        """Stop the workers idle for `idle_seconds` or more (a timer started at each check-in)."""
+        assert self.idle_seconds is not None
+        with self._lock:
+            now = time.monotonic()
+            # A small allowance: the timer of this check-in may fire a hair before its worker's time is up.
+            stale = [w for w in self._idle if now - w.idle_since >= self.idle_seconds * 0.99]
+            for worker in stale:
+                self._idle.remove(worker)
+                self._all.discard(worker)
+        for worker in stale:
+            worker.stop()
 
     def _discard(self, worker: _Worker) -> None:
         with self._lock:

@@ -128,18 +128,23 @@ RETRAIN_PAUSE_FACTOR = 3.0
 GNN_MAX_CELLS = 25_000_000
 SPARSE_GNN = True  # past GNN_MAX_CELLS: the sparse GNN (True) or the kNN (False)
 IN_PROCESS = -1  # `training_processes`: train on the calling thread of this process (no worker)
+# Idle workers are stopped after this long: trainings are minutes apart at the least (RETRAIN_PAUSE_FACTOR), so a
+# worker kept for the next costs memory for a start of seconds; refreshes follow every burst of feedback.
+TRAINING_WORKER_IDLE_SECONDS = 600.0
+REFRESH_WORKER_IDLE_SECONDS = 1800.0
 
 
 def training_pool(processes: int) -> WorkerPool:
     """The pool of GNN training workers of this size (0: half the cores, at least one), one per process, shared
     by its recommender cores: a worker keeps torch imported from one training to the next (seconds each at a
     worker's start), and a test session or a restarted server does not start new ones. Each core stops its
-    own trainings (their `cancel`); the workers left idle end with the process."""
+    own trainings (their `cancel`); a worker left idle for TRAINING_WORKER_IDLE_SECONDS is stopped (it holds
+    torch and its last training's memory: up to gigabytes on a large library)."""
     size = processes if processes > 0 else max(1, available_cores() // 2)
     with _POOLS_GUARD:
         pool = _POOLS.get(size)
         if pool is None or pool.closed:
-            pool = _POOLS[size] = WorkerPool("gnn-training", size=size)
+            pool = _POOLS[size] = WorkerPool("gnn-training", size=size, idle_seconds=TRAINING_WORKER_IDLE_SECONDS)
         return pool
 
 
@@ -154,7 +159,7 @@ def refresh_pool() -> WorkerPool:
     global _REFRESH_POOL
     with _POOLS_GUARD:
         if _REFRESH_POOL is None or _REFRESH_POOL.closed:
-            _REFRESH_POOL = WorkerPool("gnn-refresh", size=1)
+            _REFRESH_POOL = WorkerPool("gnn-refresh", size=1, idle_seconds=REFRESH_WORKER_IDLE_SECONDS)
         return _REFRESH_POOL
 
 
