@@ -44,11 +44,11 @@ class HeldRefresh:
         self.calls = 0
         original = core._refresh
 
-        def held(snapshot, cached, **where):  # type: ignore[no-untyped-def]
+        def held(snapshot, cached):  # type: ignore[no-untyped-def]
             self.calls += 1
             self.entered.set()
             assert self.release.wait(120), "the test never released the refresh"
-            return original(snapshot, cached, **where)
+            return original(snapshot, cached)
 
         core._refresh = held  # type: ignore[method-assign]
 
@@ -376,9 +376,7 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
     assert knowledge is not None
     node = dataclasses.replace(knowledge.snapshot("synth").datasets[0], dataset_id="query-new")
     knowledge.add_interactions("synth", [node], [InteractionRecord("m2", "query-new", 0.4)])
-    core.fitted("synth")  # behind the graph: answered as it is while the background job refreshes it
-    assert core.wait_for_refresh("synth", timeout=120)
-    refreshed = core.fitted("synth")
+    refreshed = core.fitted("synth", fresh=True)  # waits for the current graph: refreshed on this call
     assert refreshed.origin == "refreshed" and refreshed.graph_version > version
     (worker,) = sent
     assert worker.pid != os.getpid() and worker.estimator is not None
@@ -426,24 +424,8 @@ def test_a_refresh_whose_worker_fails_is_made_in_this_process(
 
     monkeypatch.setattr(core._refresh_pool, "run", dies)
     version = feedback(cluster)
-    core.fitted("synth")  # starts the background job, whose worker dies
-    assert core.wait_for_refresh("synth", timeout=120)
     refreshed = core.fitted("synth", fresh=True)
     assert refreshed.origin == "refreshed" and refreshed.graph_version == version
-
-
-def test_a_refresh_a_search_waits_for_is_made_here(
-    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
-) -> None:
-    """A known dataset's search waits for the refresh: made in this process, not sent to the worker and back
-    (that trip would be on the search's path)."""
-    core = make_core(max_staleness_seconds=600)
-    core.fitted("synth")
-    sent: list[Any] = []
-    core._refresh_in_worker = lambda *args: sent.append(args)  # type: ignore[method-assign,assignment,func-returns-value]
-    version = feedback(cluster)
-    refreshed = core.fitted("synth", fresh=True)
-    assert refreshed.origin == "refreshed" and refreshed.graph_version == version and sent == []
 
 
 def test_a_sparse_gnn_is_refreshed_in_the_worker_as_in_this_process(
@@ -467,9 +449,7 @@ def test_a_sparse_gnn_is_refreshed_in_the_worker_as_in_this_process(
 
     core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
     feedback(cluster)
-    core.fitted("synth")  # behind the graph: the background job refreshes it, in the worker
-    assert core.wait_for_refresh("synth", timeout=120)
-    refreshed = core.fitted("synth")
+    refreshed = core.fitted("synth", fresh=True)
     (worker,) = sent
     assert refreshed.origin == "refreshed" and worker.pid != os.getpid() and worker.onnx_model is None
     assert isinstance(refreshed.estimator.primary, SparseGnnEstimator) and refreshed.backend == "torch"

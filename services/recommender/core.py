@@ -507,7 +507,7 @@ class RecommenderCore:
         snapshot = _learnable(self._snapshot(library))
         if cached.graph_version >= snapshot.graph_version or not snapshot.interactions:
             return
-        refreshed = self._refresh(snapshot, cached, in_worker=True)
+        refreshed = self._refresh(snapshot, cached)
         if refreshed is None:  # the weights no longer fit: as if superseded a whole bound ago, the next search fits
             with self._guard:
                 seen = self._seen.setdefault(library, {})
@@ -630,13 +630,8 @@ class RecommenderCore:
             len(snapshot.interactions), time.time(), seconds, "numpy",
         )  # fmt: skip
 
-    def _refresh(self, snapshot: Snapshot, cached: Served | None, *, in_worker: bool = False) -> Served | None:
-        """Trained weights of this import (served, else from the checkpoint) on this graph; None if none fit.
-
-        `in_worker` (the background refresh job): in the refresh worker, off this process's GIL. A refresh a
-        request waits for (a known dataset's search, a first use) is made here: the trip to the worker and back
-        (the snapshot out, the estimator and its ONNX model back: ~0.5 s on TabZoo) would be on its path (same
-        file at 8 clients: search p50 1.7-1.8 s with it, 1.4-1.5 s without; docs/benchmarks-concurrency.md, run 8)."""
+    def _refresh(self, snapshot: Snapshot, cached: Served | None) -> Served | None:
+        """Trained weights of this import (served, else from the checkpoint) on this graph; None if none fit."""
         from . import checkpoints
         from .estimators.gnn import GnnEstimator
 
@@ -672,7 +667,7 @@ class RecommenderCore:
             else None
         )
         refreshed: RefreshedGnn | None = None
-        if in_worker and like is not None and self._refresh_pool is not None:
+        if like is not None and self._refresh_pool is not None:
             # Off this process's GIL (training.py says why); a first use from the checkpoint stays here: the
             # worker's start (importing torch) would come on top of the first search.
             try:
