@@ -53,6 +53,19 @@ class HeldRefresh:
         core._refresh = held  # type: ignore[method-assign]
 
 
+def refreshes_sent_back(core: RecommenderCore) -> list[RefreshedGnn]:
+    """What `core`'s refresh worker sends back, each refresh appended as it comes (the refresh unchanged)."""
+    sent: list[RefreshedGnn] = []
+    original = core._refresh_in_worker
+
+    def spied(*args: Any) -> RefreshedGnn:
+        sent.append(original(*args))
+        return sent[-1]
+
+    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
+    return sent
+
+
 def feedback(cluster: EmbeddedCluster, score: float = 0.7) -> int:
     """One plausible measured score on a known dataset, as feedback stores it; the new graph version."""
     response = cluster.client.knowledge.add_interactions(
@@ -362,14 +375,7 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
 
     core = make_core(max_staleness_seconds=600)
     first = core.fitted("synth")
-    sent: list[RefreshedGnn] = []
-    original = core._refresh_in_worker
-
-    def spied(*args: Any) -> RefreshedGnn:
-        sent.append(original(*args))
-        return sent[-1]
-
-    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
+    sent = refreshes_sent_back(core)
     version = feedback(cluster)
     # A new dataset node with its record, as the feedback on a search of a new file adds.
     knowledge = cluster.client.knowledge
@@ -440,14 +446,7 @@ def test_a_sparse_gnn_is_refreshed_in_the_worker_as_in_this_process(
     core = make_core(max_staleness_seconds=600, gnn_max_cells=1)
     first = core.fitted("synth")
     assert isinstance(first.estimator.primary, SparseGnnEstimator) and first.backend == "torch"
-    sent: list[RefreshedGnn] = []
-    original = core._refresh_in_worker
-
-    def spied(*args: Any) -> RefreshedGnn:
-        sent.append(original(*args))
-        return sent[-1]
-
-    core._refresh_in_worker = spied  # type: ignore[method-assign,assignment]
+    sent = refreshes_sent_back(core)
     feedback(cluster)
     refreshed = core.fitted("synth", fresh=True)
     (worker,) = sent
