@@ -400,6 +400,40 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
     assert local.estimator.blend == refreshed.estimator.blend
 
 
+def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kNN member chose on held-out datasets (conditioning on probes, the latent rank: three quarters of a
+    refresh's CPU, docs/benchmarks-concurrency.md "Run 9") stays the last training's until the next one: a refresh
+    refits only the rest on the new records; a training chooses again. (In this process, where the spy sees it;
+    the worker runs the same `on_graph` with the same choices, as the test above shows.)"""
+    import numpy as np
+
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
+    core = make_core(max_staleness_seconds=600, training_processes=-1)
+    first = core.fitted("synth")
+    assert core._refresh_pool is None
+    chosen = first.estimator.knn.choices
+    choosing: list[int] = []
+    original = KnnPopularityEstimator._conditioning_pays
+
+    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
+        choosing.append(len(self.dataset_ids))
+        return original(self, **settings)
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    feedback(cluster)
+    refreshed = core.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and choosing == []
+    assert refreshed.estimator.knn.choices == chosen
+    # Only the choices are kept: the records' z and popularity are the new graph's.
+    assert not np.array_equal(refreshed.estimator.knn.popularity, first.estimator.knn.popularity)
+    core.train("synth")
+    assert choosing  # the calibration fits' kNNs and the served one chose on the graph they were fitted on
+    assert core._cache["synth"].origin == "trained"
+
+
 def test_weights_that_do_not_fit_come_back_refused_from_the_worker(tmp_path: Path) -> None:
     from modsnet.data.bundle import read_bundle
     from services.recommender.core import refresh_pool

@@ -38,6 +38,7 @@ from modsnet.data.graph import Snapshot
 from modsnet.runtime import workers
 
 from .estimators.blend import BlendedEstimator, BlendWeights, calibration_folds, fit_blend
+from .estimators.knn import KnnChoices
 
 if TYPE_CHECKING:
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -105,11 +106,16 @@ class TrainedGnn:
     onnx_model: bytes | None  # the export of the served fit's query module (none for the sparse GNN)
     pid: int  # the process that trained
     sparse: bool = False  # trained as the sparse GNN
+    knn_choices: KnnChoices | None = None  # what the kNN beside it chose on held-out datasets (`KnnChoices`)
 
     def estimator(self, snapshot: Snapshot, config: GnnConfig, *, neighbours: int) -> BlendedEstimator:
         """The trained estimator on `snapshot` (the one it was trained on): the weights put on the graph, the kNN
-        and popularity fitted beside them, the blend as learned."""
-        return on_graph(snapshot, config, self.weights, self.blend, neighbours=neighbours, sparse=self.sparse)
+        and popularity fitted beside them with the kNN's choices of the training (on the same graph: the same kNN
+        as the worker's, without choosing again), the blend as learned."""
+        return on_graph(
+            snapshot, config, self.weights, self.blend, neighbours=neighbours, sparse=self.sparse,
+            knn_choices=self.knn_choices,
+        )  # fmt: skip
 
 
 def on_graph(
@@ -120,15 +126,19 @@ def on_graph(
     *,
     neighbours: int,
     sparse: bool = False,
+    knn_choices: KnnChoices | None = None,
 ) -> BlendedEstimator:
     """Trained weights (numpy, as `TrainedGnn` holds them) put on `snapshot`, the kNN and popularity fitted beside
     them, blended by `blend` (`BlendWeights.to_dict()`). `ValueError` when the weights do not fit the graph.
-    `sparse`: the GNN held sparse (`gnn_class`)."""
+    `sparse`: the GNN held sparse (`gnn_class`). `knn_choices`: the kNN keeps them (`KnnChoices`; None: it
+    chooses on this graph's held-out datasets)."""
     import torch
 
     tensors = [{name: torch.from_numpy(array) for name, array in member.items()} for member in weights]
     gnn = gnn_class(sparse)(snapshot, config=config, weights=tensors)
-    return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours)
+    return BlendedEstimator.assemble(
+        gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours, knn_choices=knn_choices
+    )
 
 
 def as_numpy(weights: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
@@ -188,16 +198,20 @@ def refresh_in_worker(
     neighbours: int,
     like_model: bytes | None,
     sparse: bool = False,
+    knn_choices: KnnChoices | None = None,
 ) -> RefreshedGnn:
     """The served weights put on a newer graph (`on_graph`), in a worker process, with the ONNX model to serve it:
     `like_model` (the served, older graph's) with the new constants when it takes them, else a new export. The
-    serving process checks that model against the estimator's own module before serving it (`serve_onnx`)."""
+    serving process checks that model against the estimator's own module before serving it (`serve_onnx`).
+    `knn_choices`: the served kNN's, kept (`KnnChoices`)."""
     from .estimators.gnn.onnx_export import with_constants
 
     start = time.perf_counter()
     _as_the_serving_process()
     try:
-        estimator = on_graph(snapshot, config, weights, blend, neighbours=neighbours, sparse=sparse)
+        estimator = on_graph(
+            snapshot, config, weights, blend, neighbours=neighbours, sparse=sparse, knn_choices=knn_choices
+        )
     except ValueError as error:
         return RefreshedGnn(None, None, str(error), time.perf_counter() - start, os.getpid())
     gnn = estimator.primary
@@ -235,4 +249,7 @@ def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int, spar
         model = io.BytesIO()
         estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
         onnx_model = model.getvalue()
-    return TrainedGnn(as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse)
+    return TrainedGnn(
+        as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse,
+        estimator.knn.choices,
+    )  # fmt: skip
