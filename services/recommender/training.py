@@ -220,9 +220,39 @@ def refresh_in_worker(
         exported = io.BytesIO()
         gnn.export_onnx(exported)  # type: ignore[union-attr]
         model = exported.getvalue()
-    # Pickled here, not by the pool's pipe: tensors go by value (see `as_numpy`).
-    pickled = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-    return RefreshedGnn(pickled, model, "", time.perf_counter() - start, os.getpid())
+    # Pickled here, not by the pool's pipe: tensors go by value (see `as_numpy`), as numpy arrays.
+    return RefreshedGnn(pickled_by_value(estimator), model, "", time.perf_counter() - start, os.getpid())
+
+
+def pickled_by_value(estimator: BlendedEstimator) -> bytes:
+    """`estimator` pickled with every torch tensor as a numpy array (put back with `torch.from_numpy`: no copy).
+
+    Torch's own reducer loads each tensor through its serialization machinery, about 0.3 ms a tensor: 170 tensors
+    (a 2-member GNN's layers and constants) were nine tenths of what loading a refreshed estimator cost the
+    serving process, where its numpy arrays of several MB loaded in a millisecond (docs/benchmarks-concurrency.md,
+    "Run 9")."""
+    import torch
+
+    class ByValue(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, torch.Tensor) and type(obj) in (torch.Tensor, torch.nn.Parameter):
+                parameter = type(obj) is torch.nn.Parameter
+                return _tensor, (obj.detach().numpy(), parameter, obj.requires_grad)
+            return NotImplemented
+
+    out = io.BytesIO()
+    ByValue(out, protocol=pickle.HIGHEST_PROTOCOL).dump(estimator)
+    return out.getvalue()
+
+
+def _tensor(array: np.ndarray, parameter: bool, requires_grad: bool) -> Any:
+    """A tensor of `pickled_by_value` back: over the array's memory, a parameter where it was one."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if parameter:
+        return torch.nn.Parameter(tensor, requires_grad=requires_grad)
+    return tensor.requires_grad_(requires_grad)
 
 
 def _throttled(send: Callable[[Any], None]) -> Report:

@@ -540,6 +540,11 @@ class KnnPopularityEstimator:
         dense array)."""
         return self._behaviour
 
+    def __getstate__(self) -> dict[str, object]:
+        """Without what is rebuilt on first use (`_behaviour`, `_identity`): a refreshed estimator's worker sends
+        less back (`training.refresh_in_worker`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_behaviour", "_identity")}
+
     @functools.cached_property
     def _behaviour(self) -> ScoreMatrix:
         return self.z.with_data(np.clip(self.z.data, -_CLIP, _CLIP))
