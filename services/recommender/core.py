@@ -13,7 +13,8 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   on in the background and is swapped in when done, so no search fails or waits minutes because a GNN is being trained;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
   graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit,
-  and the ONNX model is the older one with the new graph's constants, no new export. That refresh runs off
+  the kNN member keeps the choices of its last training (`KnnChoices`) and refits the rest, and the ONNX
+  model is the older one with the new graph's constants, no new export. That refresh runs off
   the request path: the estimator of the older graph answers at once (its answer says its graph version)
   while one background job per library refreshes it; feedback arriving meanwhile costs at most one more
   run. Staleness is bounded: once a newer version has been seen for `max_staleness_seconds` (0: always),

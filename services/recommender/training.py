@@ -14,11 +14,14 @@ the worker (its `cancel` event), and a worker that dies is a failed training lik
 
 The refresh after feedback (the served weights put on a newer graph, `refresh_in_worker`) runs in a worker too,
 of a pool of its own (a retraining must not hold it up): it was a third of the serving process's CPU under
-feedback, three quarters of it refitting the kNN member beside the GNN (its conditioning and latent-rank
-choices, made on the library's own records), the rest the GNN's precomputed embeddings and constants (issue
-13, docs/benchmarks-concurrency.md, "Run 7"). Nothing of it can be updated incrementally and stay exact: a new
-record moves its model's embedding, hence every dataset's at the next layer, and the kNN's choices are made on
-every record. So the worker builds the whole refreshed estimator and sends it back pickled.
+feedback (issue 13, docs/benchmarks-concurrency.md, "Run 7"). A new record moves its model's embedding, hence
+every dataset's at the next layer, so the GNN's precomputed embeddings and constants are rebuilt whole. The kNN
+member beside it keeps what it chose on held-out datasets at the last training (conditioning on probes, the
+latent rank: `KnnChoices`, three quarters of a refresh's CPU when chosen again) and refits only the rest on the
+new records; a training chooses afresh. So a refreshed estimator is no longer bit-identical to a from-scratch
+fit of its graph where another choice would have won there (on TabZoo, none did with up to 10% of the records
+new; a retraining comes every `retrain_after` records: "Run 9"). The worker sends the estimator back pickled
+with its tensors as numpy arrays and without what is rebuilt on use (`pickled_by_value`).
 """
 
 from __future__ import annotations
@@ -235,7 +238,12 @@ def pickled_by_value(estimator: BlendedEstimator) -> bytes:
 
     class ByValue(pickle.Pickler):
         def reducer_override(self, obj: Any) -> Any:
-            if isinstance(obj, torch.Tensor) and type(obj) in (torch.Tensor, torch.nn.Parameter):
+            if (
+                type(obj) in (torch.Tensor, torch.nn.Parameter)
+                and obj.layout == torch.strided
+                and obj.device.type == "cpu"
+                and obj.dtype != torch.bfloat16  # (numpy has none)
+            ):  # anything else goes by torch's own reducer
                 parameter = type(obj) is torch.nn.Parameter
                 return _tensor, (obj.detach().numpy(), parameter, obj.requires_grad)
             return NotImplemented
