@@ -14,6 +14,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -340,7 +341,7 @@ class PreparedGraph:
     # finite cells (dataset_similarity.csv's pairs: none for most libraries, where the matrix is all infinite and
     # was a quarter of the estimator sent back, 4.9 of 19.9 MB at 779 dataset nodes).
 
-    def __getstate__(self) -> dict[str, object]:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_interactions", None)
         if "_static_tensors" in state:
@@ -351,13 +352,14 @@ class PreparedGraph:
             state["_finite_distance"] = (distance.shape, rows, cols, distance[rows, cols])
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        finite = state.pop("_finite_distance", None)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        finite: tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray] | None = state.pop("_finite_distance", None)
         self.__dict__.update(state)
         if finite is not None:
-            shape, rows, cols, values = finite  # type: ignore[misc]
-            self.distance = np.full(shape, np.inf)
-            self.distance[rows, cols] = values
+            shape, rows, cols, values = finite
+            distance = np.full(shape, np.inf)
+            distance[rows, cols] = values
+            self.distance = distance
 
     def _model_similarity(self) -> sparse.csr_array:
         """sim_M: the `alike` relation's weights and the probe-selector's redundancy."""
