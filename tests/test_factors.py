@@ -141,6 +141,25 @@ def test_a_featureless_library_with_low_rank_scores_is_probed_through_the_latent
     estimator.latent = fitted
 
 
+def test_a_fit_that_keeps_the_choices_of_another_refits_its_latent_factors_on_its_own_records() -> None:
+    """A refresh's kNN keeps the rank, rule and noise chosen on held-out datasets by the last training and fits
+    the factors at that rank on the records it has (`KnnChoices`): on the same records, the same fit to the bit;
+    on more records, its own loadings."""
+    scores = _planted(61)
+    full = KnnPopularityEstimator(snapshot_from_bundle(_library(scores[:60])))
+    assert full.latent is not None and full.choices.latent_rank is not None
+    kept = KnnPopularityEstimator(snapshot_from_bundle(_library(scores[:60])), choices=full.choices)
+    assert kept.choices == full.choices and kept.condition == full.condition
+    assert kept.latent is not None
+    for name in ("loadings", "popularity", "prior_mean", "prior_covariance"):
+        np.testing.assert_array_equal(getattr(kept.latent, name), getattr(full.latent, name))
+    assert (kept.latent.noise, kept.latent.rule) == (full.latent.noise, full.latent.rule)
+    grown = KnnPopularityEstimator(snapshot_from_bundle(_library(scores)), choices=full.choices)
+    assert grown.choices == full.choices and len(grown.dataset_ids) == 61
+    assert grown.latent is not None and grown.latent.rank == full.latent.rank
+    assert not np.array_equal(grown.latent.loadings, full.latent.loadings)
+
+
 def test_a_query_with_features_keeps_the_feature_neighbours() -> None:
     scores = _planted(61)
     estimator = KnnPopularityEstimator(snapshot_from_bundle(_library(scores[:60], features=True)))

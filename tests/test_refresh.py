@@ -370,7 +370,9 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
     cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
 ) -> None:
     """The refresh after feedback runs in the refresh worker (off the serving process's GIL, issue 13): what it
-    sends back serves exactly what the same refresh made here serves, the ONNX model with the new constants too."""
+    sends back serves exactly what the same refresh made here serves, the ONNX model with the new constants too.
+    Both keep the served kNN's choices (`KnnChoices`): the contract is worker = this process, not = a fit from
+    scratch of the new graph (which may choose otherwise: the test below)."""
     import numpy as np
 
     core = make_core(max_staleness_seconds=600)
@@ -398,6 +400,84 @@ def test_a_refresh_in_the_worker_answers_exactly_what_one_in_this_process_does(
         np.testing.assert_array_equal(theirs.scores, ours.scores)
         np.testing.assert_array_equal(theirs.uncertainty, ours.uncertainty)
     assert local.estimator.blend == refreshed.estimator.blend
+
+
+def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kNN member chose on held-out datasets (conditioning on probes, the latent rank: three quarters of a
+    refresh's CPU, docs/benchmarks-concurrency.md "Run 9") stays the last training's until the next one: a refresh
+    refits only the rest on the new records; a training chooses again. (In this process, where the spy sees it;
+    the worker runs the same `on_graph` with the same choices, as the test above shows.)"""
+    import numpy as np
+
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
+    core = make_core(max_staleness_seconds=600, training_processes=-1)
+    first = core.fitted("synth")
+    assert core._refresh_pool is None
+    chosen = first.estimator.knn.choices
+    choosing: list[int] = []
+    original = KnnPopularityEstimator._conditioning_pays
+
+    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
+        choosing.append(len(self.dataset_ids))
+        return original(self, **settings)
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    feedback(cluster)
+    refreshed = core.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and choosing == []
+    assert refreshed.estimator.knn.choices == chosen
+    # Only the choices are kept: the records' z and popularity are the new graph's.
+    assert not np.array_equal(refreshed.estimator.knn.popularity, first.estimator.knn.popularity)
+    core.train("synth")
+    assert choosing  # the calibration fits' kNNs and the served one chose on the graph they were fitted on
+    assert core._cache["synth"].origin == "trained"
+
+
+def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole(tmp_path: Path) -> None:
+    """What the refresh worker sends back (`pickled_by_value`): tensors as numpy arrays (torch's own reducer
+    loaded each through its serialization, most of the serving process's cost), no dense static adjacency, no
+    record list, no kNN caches, the distance matrix as its finite cells; loaded, it scores exactly as sent."""
+    import pickle
+
+    import numpy as np
+
+    from modsnet.data.bundle import read_bundle
+    from modsnet.data.graph import SimilarityRecord
+    from services.recommender.estimators.blend import BlendWeights
+    from services.recommender.estimators.gnn import GnnEstimator
+    from services.recommender.evaluation import graph_from_bundle
+    from services.recommender.training import as_numpy, on_graph, pickled_by_value
+
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "synth")))
+    ids = [d.dataset_id for d in snapshot.datasets]
+    similar = [SimilarityRecord(ids[0], ids[1], 0.25), SimilarityRecord(ids[2], ids[0], 0.5)]
+    snapshot = dataclasses.replace(snapshot, similarities=similar)
+    config = GnnConfig(members=2, steps=5)
+    weights = as_numpy(GnnEstimator(snapshot, config=config).state())
+    blend = BlendWeights.primary_only(("gnn", "knn", "popularity")).to_dict()
+    sent = on_graph(snapshot, config, weights, blend, neighbours=8)
+    probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
+    queries = ((QUERY, None, []), ({}, "d3", []), (QUERY, None, probe), ({}, None, probe))
+    before = [sent.score_all(f, known_dataset=k, probes=p) for f, k, p in queries]  # (the kNN's caches filled)
+    payload = pickled_by_value(sent)
+    assert b"_rebuild_tensor" not in payload and b"_rebuild_parameter" not in payload  # torch's reducers
+    loaded = pickle.loads(payload)
+    gnn, knn = loaded.primary, loaded.knn
+    assert gnn._static_tensors == {} and "_interactions" not in vars(gnn)
+    assert "_behaviour" not in vars(knn) and "_identity" not in vars(knn)
+    assert np.isfinite(gnn.distance).sum() == 4 and gnn.distance[0, 1] == gnn.distance[1, 0] == 0.25
+    np.testing.assert_array_equal(gnn.distance, sent.primary.distance)
+    for name, tensor in gnn.query_module.state_dict().items():
+        assert np.array_equal(tensor.numpy(), sent.primary.query_module.state_dict()[name].numpy()), name
+    for (features, known, probes), ours in zip(queries, before, strict=True):
+        theirs = loaded.score_all(features, known_dataset=known, probes=probes)
+        np.testing.assert_array_equal(theirs.scores, ours.scores)
+        np.testing.assert_array_equal(theirs.uncertainty, ours.uncertainty)
+    for mine, rebuilt in zip(sent.primary._interactions, gnn._interactions, strict=True):  # rebuilt on use
+        np.testing.assert_array_equal(mine, rebuilt)
 
 
 def test_weights_that_do_not_fit_come_back_refused_from_the_worker(tmp_path: Path) -> None:

@@ -33,7 +33,11 @@ def fitting(core: RecommenderCore) -> list[int]:
     return core._pool.busy() if under_way else []
 
 
-def test_a_worker_trains_what_this_process_would_and_sends_what_rebuilds_it_exactly(synth_bundle: Path) -> None:
+def test_a_worker_trains_what_this_process_would_and_sends_what_rebuilds_it_exactly(
+    synth_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
     snapshot, _ = graph_from_bundle(read_bundle(synth_bundle))
     config = GnnConfig(members=2, steps=20)
     messages: list[tuple[int, int, int, int, str]] = []
@@ -46,7 +50,15 @@ def test_a_worker_trains_what_this_process_would_and_sends_what_rebuilds_it_exac
         for name, tensor in mine.items():
             assert np.array_equal(tensor.numpy(), theirs[name]), name
     assert trained.blend == local.blend.to_dict()
+    # The kNN beside it is rebuilt with the worker's choices (same graph: the same kNN), not chosen again here.
+    assert trained.knn_choices == local.knn.choices
+
+    def chooses(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the serving process chose the kNN's settings again")
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", chooses)
     rebuilt = trained.estimator(snapshot, config, neighbours=8)
+    monkeypatch.undo()
     assert rebuilt.blend == local.blend and rebuilt.interval_scale == local.interval_scale
     queries = [
         ({"n_rows": 300.0, "n_features": 5.0}, None, []),

@@ -13,7 +13,8 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   on in the background and is swapped in when done, so no search fails or waits minutes because a GNN is being trained;
 * a newer graph version of the same import (feedback arrived): the served weights are put on the new
   graph (`origin` "refreshed"): new records reach the precomputed embeddings in about a second, no refit,
-  and the ONNX model is the older one with the new graph's constants, no new export. That refresh runs off
+  the kNN member keeps the choices of its last training (`KnnChoices`) and refits the rest, and the ONNX
+  model is the older one with the new graph's constants, no new export. That refresh runs off
   the request path: the estimator of the older graph answers at once (its answer says its graph version)
   while one background job per library refreshes it; feedback arriving meanwhile costs at most one more
   run. Staleness is bounded: once a newer version has been seen for `max_staleness_seconds` (0: always),
@@ -74,7 +75,7 @@ from modsnet.runtime.workers import WorkerFailed, WorkerPool, available_cores
 from . import objectives, policy
 from .estimators.base import Prediction, ProbeRecord, Scored
 from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
-from .estimators.knn import KnnPopularityEstimator
+from .estimators.knn import KnnChoices, KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
@@ -636,8 +637,9 @@ class RecommenderCore:
         from .estimators.gnn import GnnEstimator
 
         digest = checkpoints.models_digest([m.model_id for m in snapshot.models])
-        # (weights, origin, when they were trained: version, interactions, unix time, seconds; blend weights)
-        source: tuple[Any, str, int, int, float, float, BlendWeights] | None = None
+        # (weights, origin, when they were trained: version, interactions, unix time, seconds; blend weights; the
+        # kNN's choices, kept from the served kNN: `KnnChoices`)
+        source: tuple[Any, str, int, int, float, float, BlendWeights, KnnChoices | None] | None = None
         if (
             cached is not None
             and _is_gnn(cached.estimator)
@@ -645,7 +647,8 @@ class RecommenderCore:
             and checkpoints.models_digest(cached.estimator.model_ids) == digest
         ):
             source = (cached.estimator.state(), "refreshed", cached.trained_version, cached.trained_interactions,
-                      cached.trained_unix, cached.train_seconds, cached.estimator.blend)  # fmt: skip
+                      cached.trained_unix, cached.train_seconds, cached.estimator.blend,
+                      cached.estimator.knn.choices)  # fmt: skip
         elif self.storage is not None:
             saved = checkpoints.load(self.storage, snapshot.library.name, GnnEstimator.name)
             if (
@@ -656,10 +659,10 @@ class RecommenderCore:
             ):
                 origin = "checkpoint" if saved.graph_version == snapshot.graph_version else "refreshed"
                 source = (saved.weights, origin, saved.graph_version, saved.interactions, saved.trained_unix,
-                          saved.train_seconds, BlendWeights.from_dict(saved.blend))  # fmt: skip
+                          saved.train_seconds, BlendWeights.from_dict(saved.blend), None)  # fmt: skip
         if source is None:
             return None
-        weights, origin, version, interactions, trained_unix, train_seconds, blend = source
+        weights, origin, version, interactions, trained_unix, train_seconds, blend, knn_choices = source
         # The served weights on a newer graph: its ONNX model with the new constants, no new export.
         like = (
             cached.estimator.primary
@@ -672,7 +675,7 @@ class RecommenderCore:
             # worker's start (importing torch) would come on top of the first search.
             try:
                 like_model = getattr(like, "onnx_model", None)  # the sparse GNN has none (it serves under torch)
-                refreshed = self._refresh_in_worker(snapshot, weights, blend, like_model)
+                refreshed = self._refresh_in_worker(snapshot, weights, blend, like_model, knn_choices)
             except WorkerFailed as error:  # logged as it failed; a search waiting for it must not fail with it
                 log.error("refreshing %s in its worker failed (%s): refreshed in this process", snapshot.library.name,
                           error)  # fmt: skip
@@ -686,7 +689,9 @@ class RecommenderCore:
         else:
             try:
                 gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
-                estimator = BlendedEstimator.assemble(gnn, snapshot, blend, neighbours=self.neighbours)
+                estimator = BlendedEstimator.assemble(
+                    gnn, snapshot, blend, neighbours=self.neighbours, knn_choices=knn_choices
+                )
             except ValueError as error:
                 log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
                             error)  # fmt: skip
@@ -698,7 +703,12 @@ class RecommenderCore:
         )
 
     def _refresh_in_worker(
-        self, snapshot: Snapshot, weights: Any, blend: BlendWeights, like_model: bytes | None
+        self,
+        snapshot: Snapshot,
+        weights: Any,
+        blend: BlendWeights,
+        like_model: bytes | None,
+        knn_choices: KnnChoices | None,
     ) -> RefreshedGnn:
         assert self._refresh_pool is not None
         refreshed: RefreshedGnn = self._refresh_pool.run(
@@ -710,6 +720,7 @@ class RecommenderCore:
             self.neighbours,
             like_model,
             self._over_cells(snapshot),
+            knn_choices,
             what=f"refreshing the GNN of {snapshot.library.name}",
             cancel=self._closed,
         )

@@ -14,11 +14,14 @@ the worker (its `cancel` event), and a worker that dies is a failed training lik
 
 The refresh after feedback (the served weights put on a newer graph, `refresh_in_worker`) runs in a worker too,
 of a pool of its own (a retraining must not hold it up): it was a third of the serving process's CPU under
-feedback, three quarters of it refitting the kNN member beside the GNN (its conditioning and latent-rank
-choices, made on the library's own records), the rest the GNN's precomputed embeddings and constants (issue
-13, docs/benchmarks-concurrency.md, "Run 7"). Nothing of it can be updated incrementally and stay exact: a new
-record moves its model's embedding, hence every dataset's at the next layer, and the kNN's choices are made on
-every record. So the worker builds the whole refreshed estimator and sends it back pickled.
+feedback (issue 13, docs/benchmarks-concurrency.md, "Run 7"). A new record moves its model's embedding, hence
+every dataset's at the next layer, so the GNN's precomputed embeddings and constants are rebuilt whole. The kNN
+member beside it keeps what it chose on held-out datasets at the last training (conditioning on probes, the
+latent rank: `KnnChoices`, three quarters of a refresh's CPU when chosen again) and refits only the rest on the
+new records; a training chooses afresh. So a refreshed estimator is no longer bit-identical to a from-scratch
+fit of its graph where another choice would have won there (on TabZoo, none did with up to 10% of the records
+new; a retraining comes every `retrain_after` records: "Run 9"). The worker sends the estimator back pickled
+with its tensors as numpy arrays and without what is rebuilt on use (`pickled_by_value`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from modsnet.data.graph import Snapshot
 from modsnet.runtime import workers
 
 from .estimators.blend import BlendedEstimator, BlendWeights, calibration_folds, fit_blend
+from .estimators.knn import KnnChoices
 
 if TYPE_CHECKING:
     from .estimators.gnn import GnnConfig, GnnEstimator
@@ -105,11 +109,16 @@ class TrainedGnn:
     onnx_model: bytes | None  # the export of the served fit's query module (none for the sparse GNN)
     pid: int  # the process that trained
     sparse: bool = False  # trained as the sparse GNN
+    knn_choices: KnnChoices | None = None  # what the kNN beside it chose on held-out datasets (`KnnChoices`)
 
     def estimator(self, snapshot: Snapshot, config: GnnConfig, *, neighbours: int) -> BlendedEstimator:
         """The trained estimator on `snapshot` (the one it was trained on): the weights put on the graph, the kNN
-        and popularity fitted beside them, the blend as learned."""
-        return on_graph(snapshot, config, self.weights, self.blend, neighbours=neighbours, sparse=self.sparse)
+        and popularity fitted beside them with the kNN's choices of the training (on the same graph: the same kNN
+        as the worker's, without choosing again), the blend as learned."""
+        return on_graph(
+            snapshot, config, self.weights, self.blend, neighbours=neighbours, sparse=self.sparse,
+            knn_choices=self.knn_choices,
+        )  # fmt: skip
 
 
 def on_graph(
@@ -120,15 +129,19 @@ def on_graph(
     *,
     neighbours: int,
     sparse: bool = False,
+    knn_choices: KnnChoices | None = None,
 ) -> BlendedEstimator:
     """Trained weights (numpy, as `TrainedGnn` holds them) put on `snapshot`, the kNN and popularity fitted beside
     them, blended by `blend` (`BlendWeights.to_dict()`). `ValueError` when the weights do not fit the graph.
-    `sparse`: the GNN held sparse (`gnn_class`)."""
+    `sparse`: the GNN held sparse (`gnn_class`). `knn_choices`: the kNN keeps them (`KnnChoices`; None: it
+    chooses on this graph's held-out datasets)."""
     import torch
 
     tensors = [{name: torch.from_numpy(array) for name, array in member.items()} for member in weights]
     gnn = gnn_class(sparse)(snapshot, config=config, weights=tensors)
-    return BlendedEstimator.assemble(gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours)
+    return BlendedEstimator.assemble(
+        gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours, knn_choices=knn_choices
+    )
 
 
 def as_numpy(weights: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
@@ -188,16 +201,20 @@ def refresh_in_worker(
     neighbours: int,
     like_model: bytes | None,
     sparse: bool = False,
+    knn_choices: KnnChoices | None = None,
 ) -> RefreshedGnn:
     """The served weights put on a newer graph (`on_graph`), in a worker process, with the ONNX model to serve it:
     `like_model` (the served, older graph's) with the new constants when it takes them, else a new export. The
-    serving process checks that model against the estimator's own module before serving it (`serve_onnx`)."""
+    serving process checks that model against the estimator's own module before serving it (`serve_onnx`).
+    `knn_choices`: the served kNN's, kept (`KnnChoices`)."""
     from .estimators.gnn.onnx_export import with_constants
 
     start = time.perf_counter()
     _as_the_serving_process()
     try:
-        estimator = on_graph(snapshot, config, weights, blend, neighbours=neighbours, sparse=sparse)
+        estimator = on_graph(
+            snapshot, config, weights, blend, neighbours=neighbours, sparse=sparse, knn_choices=knn_choices
+        )
     except ValueError as error:
         return RefreshedGnn(None, None, str(error), time.perf_counter() - start, os.getpid())
     gnn = estimator.primary
@@ -206,9 +223,44 @@ def refresh_in_worker(
         exported = io.BytesIO()
         gnn.export_onnx(exported)  # type: ignore[union-attr]
         model = exported.getvalue()
-    # Pickled here, not by the pool's pipe: tensors go by value (see `as_numpy`).
-    pickled = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
-    return RefreshedGnn(pickled, model, "", time.perf_counter() - start, os.getpid())
+    # Pickled here, not by the pool's pipe: tensors go by value (see `as_numpy`), as numpy arrays.
+    return RefreshedGnn(pickled_by_value(estimator), model, "", time.perf_counter() - start, os.getpid())
+
+
+def pickled_by_value(estimator: BlendedEstimator) -> bytes:
+    """`estimator` pickled with every torch tensor as a numpy array (put back with `torch.from_numpy`: no copy).
+
+    Torch's own reducer loads each tensor through its serialization machinery, about 0.3 ms a tensor: 170 tensors
+    (a 2-member GNN's layers and constants) were nine tenths of what loading a refreshed estimator cost the
+    serving process, where its numpy arrays of several MB loaded in a millisecond (docs/benchmarks-concurrency.md,
+    "Run 9")."""
+    import torch
+
+    class ByValue(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if (
+                type(obj) in (torch.Tensor, torch.nn.Parameter)
+                and obj.layout == torch.strided
+                and obj.device.type == "cpu"
+                and obj.dtype != torch.bfloat16  # (numpy has none)
+            ):  # anything else goes by torch's own reducer
+                parameter = type(obj) is torch.nn.Parameter
+                return _tensor, (obj.detach().numpy(), parameter, obj.requires_grad)
+            return NotImplemented
+
+    out = io.BytesIO()
+    ByValue(out, protocol=pickle.HIGHEST_PROTOCOL).dump(estimator)
+    return out.getvalue()
+
+
+def _tensor(array: np.ndarray, parameter: bool, requires_grad: bool) -> Any:
+    """A tensor of `pickled_by_value` back: over the array's memory, a parameter where it was one."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if parameter:
+        return torch.nn.Parameter(tensor, requires_grad=requires_grad)
+    return tensor.requires_grad_(requires_grad)
 
 
 def _throttled(send: Callable[[Any], None]) -> Report:
@@ -235,4 +287,7 @@ def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int, spar
         model = io.BytesIO()
         estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
         onnx_model = model.getvalue()
-    return TrainedGnn(as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse)
+    return TrainedGnn(
+        as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse,
+        estimator.knn.choices,
+    )  # fmt: skip

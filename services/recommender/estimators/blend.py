@@ -54,7 +54,7 @@ from ..calibration import (
 )
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
-from .knn import KnnPopularityEstimator
+from .knn import KnnChoices, KnnPopularityEstimator
 from .matrix import ScoreMatrix
 
 if TYPE_CHECKING:
@@ -195,10 +195,17 @@ class BlendedEstimator:
 
     @classmethod
     def assemble(
-        cls, primary: Primary, snapshot: Snapshot, blend: BlendWeights, *, neighbours: int = 8
+        cls,
+        primary: Primary,
+        snapshot: Snapshot,
+        blend: BlendWeights,
+        *,
+        neighbours: int = 8,
+        knn_choices: KnnChoices | None = None,
     ) -> BlendedEstimator:
-        """The primary (trained or loaded) with the cheap members fitted on the same snapshot."""
-        return cls(primary, _knn_beside(primary, snapshot, neighbours), blend)
+        """The primary (trained or loaded) with the cheap members fitted on the same snapshot; `knn_choices` (an
+        older graph's kNN's, `KnnChoices`): the kNN keeps them instead of choosing on held-out datasets again."""
+        return cls(primary, _knn_beside(primary, snapshot, neighbours, knn_choices), blend)
 
     @property
     def interval_scale(self) -> float:
@@ -319,10 +326,12 @@ class BlendedEstimator:
         return ", ".join(f"{m} {w:.1f}" for m, w in zip(self.blend.members, weights, strict=True) if w > 0)
 
 
-def _knn_beside(primary: Primary, snapshot: Snapshot, neighbours: int) -> KnnPopularityEstimator:
+def _knn_beside(
+    primary: Primary, snapshot: Snapshot, neighbours: int, choices: KnnChoices | None
+) -> KnnPopularityEstimator:
     if isinstance(primary, KnnPopularityEstimator):
         return primary
-    return KnnPopularityEstimator(snapshot, neighbours=neighbours)
+    return KnnPopularityEstimator(snapshot, neighbours=neighbours, choices=choices)
 
 
 # ----------------------------------------------------------------------------------------------------

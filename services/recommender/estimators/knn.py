@@ -35,7 +35,7 @@ import functools
 import threading
 import weakref
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -62,6 +62,21 @@ DIVERSITY = 0.9  # probes that behave unlike each other say most about which dat
 PSEUDO_TARGETS = 40  # held-out datasets the choices on the library's own records (conditioning, rank) are made on
 RANK_FOLDS = 5  # the rank's pseudo-targets are hidden in this many groups, one factor fit per group
 LATENT_BUDGET = 3  # probes per pseudo-target when the rank is chosen (the issue's budget; a search's first round)
+
+
+@dataclass(frozen=True)
+class KnnChoices:
+    """What a kNN fit chooses on held-out datasets of the library itself: three quarters of a fit's time at
+    TabZoo's size (40 pseudo-targets' covariances and the factor ranks' SVDs), and stable from one graph version
+    to the next, where the rest (the records' z, popularity, features) is a few milliseconds. A refresh after
+    feedback keeps the served kNN's choices and refits the rest on the new records (`KnnPopularityEstimator`'s
+    `choices`); a training chooses afresh (docs/benchmarks-concurrency.md, "Run 9")."""
+
+    condition: bool  # probes' surprise conditions the other models (`_conditioning_pays`)
+    latent_rank: int | None  # the factor rank for featureless queries with probes; None: probe neighbours serve
+    latent_rule: str = factors.INFORMATIVE  # the latent fit's probe rule
+    latent_noise: float = 1.0  # its noise σ², estimated on the held-out groups
+    validation: dict[str, float] = field(default_factory=dict)  # each choice's mean held-out Pearson
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,18 @@ def correlation_with(
 class KnnPopularityEstimator:
     name = NAME
 
-    def __init__(self, snapshot: Snapshot, *, neighbours: int = 8, prior_weight: float = 0.5, evidence: int = 3):
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        neighbours: int = 8,
+        prior_weight: float = 0.5,
+        evidence: int = 3,
+        choices: KnnChoices | None = None,
+    ):
+        """Fit on `snapshot`. `choices` (another fit's `choices`, of an older graph of the same library): kept as
+        they are, and only the latent fit's factors refitted at the rank chosen, instead of choosing again on
+        held-out datasets (`KnnChoices`)."""
         self.neighbours = neighbours
         self.prior_weight = prior_weight
         self.evidence_count = evidence
@@ -150,8 +176,15 @@ class KnnPopularityEstimator:
         self._fit_features(snapshot)
         self.condition = False
         self.latent: factors.LatentFit | None = None
-        self.condition, by_neighbours = self._conditioning_pays()
-        self.latent, self.latent_validation = self._fit_latent(by_neighbours)
+        if choices is None:
+            self.condition, by_neighbours = self._conditioning_pays()
+            self.latent, self.latent_validation, self._latent_choice = self._fit_latent(by_neighbours)
+        else:
+            self.condition, self.latent_validation = choices.condition, dict(choices.validation)
+            self._latent_choice = None
+            if choices.latent_rank is not None:
+                self._latent_choice = (choices.latent_rank, choices.latent_rule, choices.latent_noise)
+                self.latent = self._latent_at(*self._latent_choice)
         self.fit_info = FitInfo(len(rated), len(self.model_ids), len(snapshot.interactions), self.feature_names)
 
     # -- features -----------------------------------------------------------------------------------
@@ -417,12 +450,22 @@ class KnnPopularityEstimator:
         pays = bool(gains) and float(np.mean(gains)) > 0.0
         return pays, served["conditioned" if pays else "plain"]
 
-    def _fit_latent(self, neighbours: dict[int, float]) -> tuple[factors.LatentFit | None, dict[str, float]]:
+    @property
+    def choices(self) -> KnnChoices:
+        """What this fit chose on held-out datasets, for a fit of a newer graph to keep (`KnnChoices`)."""
+        if self._latent_choice is None:
+            return KnnChoices(self.condition, None, validation=dict(self.latent_validation))
+        rank, rule, noise = self._latent_choice
+        return KnnChoices(self.condition, rank, rule, noise, dict(self.latent_validation))
+
+    def _fit_latent(
+        self, neighbours: dict[int, float]
+    ) -> tuple[factors.LatentFit | None, dict[str, float], tuple[int, str, float] | None]:
         """The latent fit for featureless queries with probes, at the rank (`factors.RANKS`) and probe rule
         (`factors.RULES`) that rank held-out datasets best with `LATENT_BUDGET` probes, and the mean Pearson of each
-        choice there (`knn`: the probe neighbours). None (the neighbours serve) where no choice beats them or too
-        few datasets are scored. A pseudo-target's Pearson is over all its records, the probed ones at their
-        measurement, as a search returns them.
+        choice there (`knn`: the probe neighbours), with the choice made: (rank, rule, noise σ²). None (the
+        neighbours serve) where no choice beats them or too few datasets are scored. A pseudo-target's Pearson is
+        over all its records, the probed ones at their measurement, as a search returns them.
 
         Decided on the library's own records: the pseudo-targets of `_conditioning_pays` (`neighbours`: their
         Pearson there), hidden in `RANK_FOLDS` groups (the factors, their popularity and their noise fitted on the
@@ -431,7 +474,7 @@ class KnnPopularityEstimator:
         budget = LATENT_BUDGET
         chosen = np.array(sorted(neighbours), dtype=np.int64)
         if len(chosen) < 5:
-            return None, {}
+            return None, {}, None
         rng = np.random.default_rng(0)
         choices = [(k, rule) for k in factors.RANKS for rule in factors.RULES]
         pearson: dict[str, list[float]] = {"knn": list(neighbours.values()), **{_choice(*c): [] for c in choices}}
@@ -461,14 +504,18 @@ class KnnPopularityEstimator:
         # Every pseudo-target judged, or a choice is not comparable with the neighbours (too few datasets for it).
         judged = [c for c in choices if len(pearson[_choice(*c)]) == len(chosen)]
         if not judged:
-            return None, validation
+            return None, validation, None
         rank, rule = max(judged, key=lambda c: validation[_choice(*c)])  # ties: the lower rank
         if validation[_choice(rank, rule)] <= validation.get("knn", -np.inf):
-            return None, validation
+            return None, validation, None
+        choice = (rank, rule, float(np.mean(noise[rank])))
+        return self._latent_at(*choice), validation, choice
+
+    def _latent_at(self, rank: int, rule: str, noise: float) -> factors.LatentFit:
+        """The latent fit of every scored dataset at `rank`, probed by `rule`, of noise σ² `noise` (one SVD)."""
         everything, popularity = factors.residual_matrix(self.z, np.arange(len(self.dataset_ids)))
         loadings, vectors = factors.loadings(everything, rank)
-        fit = self._latent_fit(loadings, vectors, popularity, float(np.mean(noise[rank])), None, rule)
-        return fit, validation
+        return self._latent_fit(loadings, vectors, popularity, noise, None, rule)
 
     def _latent_fit(
         self,
@@ -492,6 +539,11 @@ class KnnPopularityEstimator:
         A `ScoreMatrix` (the readers, `correlation_with` and the probe-selector, take it as they take the GNN's
         dense array)."""
         return self._behaviour
+
+    def __getstate__(self) -> dict[str, object]:
+        """Without what is rebuilt on first use (`_behaviour`, `_identity`): a refreshed estimator's worker sends
+        less back (`training.refresh_in_worker`)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_behaviour", "_identity")}
 
     @functools.cached_property
     def _behaviour(self) -> ScoreMatrix:
