@@ -1,7 +1,8 @@
 """`make load`: many clients drive the local cluster for a while, then every acknowledged feedback is looked
 for in the knowledge graph.
 
-    python benchmarks/load.py [--clients 32] [--seconds 60] [--dir .cluster] [--out docs/benchmarks-load.md]
+    python benchmarks/load.py [--clients 32] [--seconds 60] [--probes 5] [--dir .cluster]
+        [--out docs/benchmarks-load.md]
 
 It starts the local cluster when it is not up (`modsnet.offline.localcluster up`, which also imports the
 built-in libraries). Each client loops over the calls a user makes: a search of every kind for which a
@@ -10,6 +11,8 @@ when such a library is there and an input for it is given, which the built-ins d
 (ReportPerformance) on a model from its own last answer, and the list of libraries. It reports requests,
 errors by status code (the target is none), p50/p99 per call, and then checks that each acknowledged
 feedback is in its library's graph (Knowledge.Snapshot). Exit status 1 on any error or missing feedback.
+`--probes 0` searches without probes (the issue's "searches/s without probes"); the default, the client's own
+budget, is what earlier runs measured.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modsnet.client import Client  # noqa: E402
+from modsnet.client import DEFAULT_PROBES, Client  # noqa: E402
 from modsnet.offline import localcluster  # noqa: E402
 from modsnet.runtime.errors import ModsnetError  # noqa: E402
 
@@ -63,7 +66,9 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def run_client(number: int, query: str, inputs: dict[str, Path], stop: threading.Event, tally: Tally) -> None:
+def run_client(
+    number: int, query: str, inputs: dict[str, Path], probes: int, stop: threading.Event, tally: Tally
+) -> None:
     client = Client(query=query)
     kinds = [f"search {modality}" for modality in inputs]
     plan = [step for kind in kinds for step in (kind, "feedback", "list")]
@@ -79,7 +84,7 @@ def run_client(number: int, query: str, inputs: dict[str, Path], stop: threading
             started = time.perf_counter()
             try:
                 if kind.startswith("search "):
-                    answer = client.search(inputs[kind.removeprefix("search ")], k=5, timeout=300)
+                    answer = client.search(inputs[kind.removeprefix("search ")], k=5, probe_budget=probes, timeout=300)
                     last = {"answer": answer}
                 elif kind == "feedback":
                     answer = last["answer"]
@@ -128,6 +133,7 @@ def percentile(values: list[float], q: float) -> float:
 class Report:
     clients: int
     seconds: float
+    probes: int
     wall: float
     warm_up: float
     warm_up_errors: list[str]
@@ -148,12 +154,17 @@ class Report:
     def requests(self) -> int:
         return sum(len(v) for v in self.tally.latencies.values()) + sum(self.errors.values())
 
+    @property
+    def searches(self) -> int:
+        return sum(len(v) for k, v in self.tally.latencies.items() if k.startswith("search "))
+
     def markdown(self) -> str:
         tally, errors = self.tally, self.errors
         lines = [
             "# Load on the local cluster",
             "",
-            f"`python benchmarks/load.py --clients {self.clients} --seconds {self.seconds:g}` (`make load`), "
+            f"`python benchmarks/load.py --clients {self.clients} --seconds {self.seconds:g} --probes {self.probes}` "
+            "(`make load`), "
             f"{datetime.date.today()}, {platform.machine()} with {os.cpu_count()} CPUs, the four services, Redis "
             "and SeaweedFS on this one machine (`make up`).",
             f"Libraries: {', '.join(self.libraries)}; searched: "
@@ -165,7 +176,8 @@ class Report:
             "",
             f"Requests: {self.requests} in {self.wall:.1f} s ({self.requests / self.wall:.1f}/s); errors: "
             + (", ".join(f"{code} {n}" for code, n in errors.most_common()) if errors else "none")
-            + f"; acknowledged feedback: {len(tally.feedback)}, missing from the graph afterwards: {len(self.lost)}.",
+            + f"; acknowledged feedback: {len(tally.feedback)}, missing from the graph afterwards: {len(self.lost)}. "
+            f"Searches: {self.searches} ({self.searches / self.wall:.1f}/s).",
             "",
             "| call | ok | errors | p50 ms | p99 ms |",
             "|---|---:|---|---:|---:|",
@@ -185,7 +197,7 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: Path) -> Report:
+def drive(addresses: dict[str, str], *, clients: int, seconds: float, probes: int, scratch: Path) -> Report:
     """`clients` threads, each with its own channel, for `seconds`; then the feedback check."""
     client = Client(query=addresses["query"])
     libraries = client.list_libraries()
@@ -203,7 +215,7 @@ def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: P
         for modality, path in inputs.items():
             for attempt in range(3):
                 try:
-                    client.search(path, k=5, timeout=600)
+                    client.search(path, k=5, probe_budget=probes, timeout=600)
                     break
                 except ModsnetError as exc:
                     warm_up_errors.append(f"{modality}: {exc.code}: {str(exc).splitlines()[0][:160]}")
@@ -215,7 +227,7 @@ def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: P
     tally = Tally()
     stop = threading.Event()
     threads = [
-        threading.Thread(target=run_client, args=(n, addresses["query"], inputs, stop, tally), daemon=True)
+        threading.Thread(target=run_client, args=(n, addresses["query"], inputs, probes, stop, tally), daemon=True)
         for n in range(clients)
     ]
     started = time.monotonic()
@@ -228,19 +240,22 @@ def drive(addresses: dict[str, str], *, clients: int, seconds: float, scratch: P
     wall = time.monotonic() - started
     names = [f"{lib.name} ({lib.meta.get('modality', '?')})" for lib in libraries]
     lost = missing_feedback(addresses, tally.feedback)
-    return Report(clients, seconds, wall, warm_up, warm_up_errors, names, inputs, skipped, tally, lost)
+    return Report(clients, seconds, probes, wall, warm_up, warm_up_errors, names, inputs, skipped, tally, lost)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--probes", type=int, default=DEFAULT_PROBES, help="probe budget of each search (0: none)")
     parser.add_argument("--dir", type=Path, default=ROOT / ".cluster", help="the local cluster's folder")
     parser.add_argument("--out", type=Path, default=None, help="write the table here (markdown)")
     args = parser.parse_args(argv)
     state = localcluster.up(args.dir.resolve())  # idempotent: starts what is missing
     with tempfile.TemporaryDirectory(prefix="modsnet-load-") as scratch:
-        report = drive(state["addresses"], clients=args.clients, seconds=args.seconds, scratch=Path(scratch))
+        report = drive(
+            state["addresses"], clients=args.clients, seconds=args.seconds, probes=args.probes, scratch=Path(scratch)
+        )
     text = report.markdown()
     print(text)
     if args.out:

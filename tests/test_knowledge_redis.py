@@ -369,3 +369,63 @@ def test_only_the_last_versions_keep_their_mark(
             assert delta is not None and apply_delta(snapshot, delta) == store.snapshot("busy")
         else:
             assert delta is None
+
+
+def _round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts what the stores send to Redis: one packed send is one round trip (a pipeline is one)."""
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return sent
+
+
+def test_a_feedback_costs_a_few_round_trips_however_many_checks(
+    store: RedisKnowledgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine each round trip waits for Redis and then for the GIL: a feedback's write is WATCH,
+    one pipeline of reads, MULTI/EXEC, and a read of the library is one MULTI, once the store has seen it."""
+    store.import_bundle(make_bundle("trips"), blob_id="a" * 64, replace=False, artifacts={})
+    # The store has seen the live version, and its pool holds the two connections a write uses (a new one's
+    # handshake is a few round trips of its own, once).
+    store.add_interactions("trips", [], [InteractionRecord("m1", "d0", 0.5, provenance="feedback")], "r0")
+    sent = _round_trips(monkeypatch)
+    node = DatasetNode("trips", "q-new", {"origin": "feedback"}, {"x": 1.0}, "t/v1", fingerprint("q-new"))
+    store.add_interactions("trips", [node], [InteractionRecord("m1", "q-new", 0.5, provenance="feedback")], "r1")
+    assert sent[0] == 3
+    sent[0] = 0
+    store.get_library("trips")
+    store.request_records("trips", "r1")
+    assert store.find_dataset(fingerprint("q-new"), "trips").dataset_id == "q-new"  # two reads
+    assert sent[0] == 4
+
+
+def test_a_store_behind_another_replicas_import_or_delete_reads_and_writes_the_live_version(
+    store: RedisKnowledgeStore, redis_url: str
+) -> None:
+    """The live version a store remembers is a hint: another knowledge replica's re-import or delete is seen
+    by the next read or write, which never touches the replaced version."""
+    other = RedisKnowledgeStore(redis_url)
+    try:
+        first, second = make_bundle("moved", seed=1), make_bundle("moved", seed=2)
+        store.import_bundle(first, blob_id="a" * 64, replace=False, artifacts={})
+        assert store.get_library("moved").bundle_blob_id == "a" * 64
+        other.import_bundle(second, blob_id="b" * 64, replace=True, artifacts={})
+        record = InteractionRecord(second.interactions.rows[0]["model_id"], second.datasets.rows[0]["dataset_id"], 0.5)
+        version, added = store.add_interactions("moved", [], [record], "after-replace")
+        assert added == 1 and version == other.graph_version("moved")
+        assert store.get_library("moved").bundle_blob_id == "b" * 64
+        assert other.request_records("moved", "after-replace")[1] == "applied"
+        other.delete_library("moved")
+        with pytest.raises(ModsnetError) as refused:
+            store.add_interactions("moved", [], [record], "after-delete")
+        assert refused.value.code == "NOT_FOUND"
+        with pytest.raises(ModsnetError) as gone:
+            store.get_library("moved")
+        assert gone.value.code == "NOT_FOUND"
+    finally:
+        other.close()
