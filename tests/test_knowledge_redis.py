@@ -405,11 +405,11 @@ def test_a_feedback_costs_a_few_round_trips_however_many_checks(
 
 
 def test_a_store_behind_another_replicas_import_or_delete_reads_and_writes_the_live_version(
-    store: RedisKnowledgeStore, redis_url: str
+    store: RedisKnowledgeStore, request: pytest.FixtureRequest
 ) -> None:
     """The live version a store remembers is a hint: another knowledge replica's re-import or delete is seen
     by the next read or write, which never touches the replaced version."""
-    other = RedisKnowledgeStore(redis_url)
+    other = RedisKnowledgeStore(request.getfixturevalue("redis_url"))
     try:
         first, second = make_bundle("moved", seed=1), make_bundle("moved", seed=2)
         store.import_bundle(first, blob_id="a" * 64, replace=False, artifacts={})
