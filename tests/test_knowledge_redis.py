@@ -429,3 +429,33 @@ def test_a_store_behind_another_replicas_import_or_delete_reads_and_writes_the_l
         assert gone.value.code == "NOT_FOUND"
     finally:
         other.close()
+
+
+def test_a_snapshot_reads_a_long_list_in_short_slices_one_per_round_trip(
+    store: RedisKnowledgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis serves one client's pipeline before anyone else's: a snapshot's reads of a long interactions list
+    go in slices of at most READ_SLICE items, one per round trip, so a feedback never waits behind the whole."""
+    import re
+
+    from services.knowledge.backends.redis import READ_SLICE
+
+    store.import_bundle(
+        make_bundle("long", interactions=5_000, models=100), blob_id="a" * 64, replace=False, artifacts={}
+    )
+    slices: list[list[tuple[int, int]]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+    lrange = re.compile(rb"\$6\r\nLRANGE\r\n\$\d+\r\n[^\r]*\r\n\$\d+\r\n(-?\d+)\r\n\$\d+\r\n(-?\d+)\r\n")
+
+    def recorded(self: Any, command: Any, check_health: bool = True) -> None:
+        packed = b"".join(command) if isinstance(command, list) else bytes(command)
+        found = [(int(a), int(b)) for a, b in lrange.findall(packed)]
+        if found:
+            slices.append(found)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recorded)
+    assert len(store.snapshot("long").interactions) == 5_000
+    assert all(len(sent) == 1 for sent in slices), slices
+    assert all(stop - start + 1 <= READ_SLICE for ((start, stop),) in slices), slices
+    assert sum(stop - start + 1 for ((start, stop),) in slices if stop >= 0) >= 5_000
