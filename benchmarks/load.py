@@ -77,6 +77,8 @@ class Tally:
     first_error: dict[str, str] = field(default_factory=dict)
     # (library, model_id, dataset_id, score) of each acknowledged ReportPerformance
     feedback: list[tuple[str, str, str, float]] = field(default_factory=list)
+    # acknowledged but quarantined (stored, not learned from, so not in a snapshot): the reply says so
+    quarantined: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -119,7 +121,10 @@ def run_client(
                     score = round(float(model.predicted_score), 3) + (number * 100_000 + reports) * 1e-9
                     reply = client.report_performance(answer.query_id, model.model_id, score)  # type: ignore[attr-defined]
                     with tally.lock:
-                        tally.feedback.append((answer.library, model.model_id, reply.dataset_id, score))  # type: ignore[attr-defined]
+                        if reply.quarantined:
+                            tally.quarantined += 1
+                        else:
+                            tally.feedback.append((answer.library, model.model_id, reply.dataset_id, score))  # type: ignore[attr-defined]
                 else:
                     client.list_libraries()
             except ModsnetError as exc:
@@ -207,7 +212,8 @@ class Report:
             "",
             f"Requests: {self.requests} in {self.wall:.1f} s ({self.requests / self.wall:.1f}/s); errors: "
             + (", ".join(f"{code} {n}" for code, n in errors.most_common()) if errors else "none")
-            + f"; acknowledged feedback: {len(tally.feedback)}, missing from the graph afterwards: {len(self.lost)}. "
+            + f"; acknowledged feedback: {len(tally.feedback) + tally.quarantined} ({tally.quarantined} quarantined: "
+            f"stored, not learned from), learned ones missing from the graph afterwards: {len(self.lost)}. "
             f"Searches: {self.searches} ({self.searches / self.wall:.1f}/s).",
             "",
             "| call | ok | errors | p50 ms | p99 ms |",
