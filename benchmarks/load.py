@@ -235,7 +235,13 @@ class Report:
 
 
 def drive(
-    addresses: dict[str, str], *, clients: int, seconds: float, probes: int, new_files: bool, scratch: Path
+    addresses: dict[str, str],
+    *,
+    clients: int,
+    seconds: float,
+    scratch: Path,
+    probes: int = DEFAULT_PROBES,
+    new_files: bool = False,
 ) -> Report:
     """`clients` threads, each with its own channel, for `seconds`; then the feedback check."""
     client = Client(query=addresses["query"])
