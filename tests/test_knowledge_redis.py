@@ -369,3 +369,93 @@ def test_only_the_last_versions_keep_their_mark(
             assert delta is not None and apply_delta(snapshot, delta) == store.snapshot("busy")
         else:
             assert delta is None
+
+
+def _round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts what the stores send to Redis: one packed send is one round trip (a pipeline is one)."""
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return sent
+
+
+def test_a_feedback_costs_a_few_round_trips_however_many_checks(
+    store: RedisKnowledgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine each round trip waits for Redis and then for the GIL: a feedback's write is WATCH,
+    one pipeline of reads, MULTI/EXEC, and a read of the library is one MULTI, once the store has seen it."""
+    store.import_bundle(make_bundle("trips"), blob_id="a" * 64, replace=False, artifacts={})
+    # The store has seen the live version, and its pool holds the two connections a write uses (a new one's
+    # handshake is a few round trips of its own, once).
+    store.add_interactions("trips", [], [InteractionRecord("m1", "d0", 0.5, provenance="feedback")], "r0")
+    sent = _round_trips(monkeypatch)
+    node = DatasetNode("trips", "q-new", {"origin": "feedback"}, {"x": 1.0}, "t/v1", fingerprint("q-new"))
+    store.add_interactions("trips", [node], [InteractionRecord("m1", "q-new", 0.5, provenance="feedback")], "r1")
+    assert sent[0] == 3
+    sent[0] = 0
+    store.get_library("trips")
+    store.request_records("trips", "r1")
+    assert store.find_dataset(fingerprint("q-new"), "trips").dataset_id == "q-new"  # two reads
+    assert sent[0] == 4
+
+
+def test_a_store_behind_another_replicas_import_or_delete_reads_and_writes_the_live_version(
+    store: RedisKnowledgeStore, request: pytest.FixtureRequest
+) -> None:
+    """The live version a store remembers is a hint: another knowledge replica's re-import or delete is seen
+    by the next read or write, which never touches the replaced version."""
+    other = RedisKnowledgeStore(request.getfixturevalue("redis_url"))
+    try:
+        first, second = make_bundle("moved", seed=1), make_bundle("moved", seed=2)
+        store.import_bundle(first, blob_id="a" * 64, replace=False, artifacts={})
+        assert store.get_library("moved").bundle_blob_id == "a" * 64
+        other.import_bundle(second, blob_id="b" * 64, replace=True, artifacts={})
+        record = InteractionRecord(second.interactions.rows[0]["model_id"], second.datasets.rows[0]["dataset_id"], 0.5)
+        version, added = store.add_interactions("moved", [], [record], "after-replace")
+        assert added == 1 and version == other.graph_version("moved")
+        assert store.get_library("moved").bundle_blob_id == "b" * 64
+        assert other.request_records("moved", "after-replace")[1] == "applied"
+        other.delete_library("moved")
+        with pytest.raises(ModsnetError) as refused:
+            store.add_interactions("moved", [], [record], "after-delete")
+        assert refused.value.code == "NOT_FOUND"
+        with pytest.raises(ModsnetError) as gone:
+            store.get_library("moved")
+        assert gone.value.code == "NOT_FOUND"
+    finally:
+        other.close()
+
+
+def test_a_snapshot_reads_a_long_list_in_short_slices_one_per_round_trip(
+    store: RedisKnowledgeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis serves one client's pipeline before anyone else's: a snapshot's reads of a long interactions list
+    go in slices of at most READ_SLICE items, one per round trip, so a feedback never waits behind the whole."""
+    import re
+
+    from services.knowledge.backends.redis import READ_SLICE
+
+    store.import_bundle(
+        make_bundle("long", interactions=5_000, models=100), blob_id="a" * 64, replace=False, artifacts={}
+    )
+    slices: list[list[tuple[int, int]]] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+    lrange = re.compile(rb"\$6\r\nLRANGE\r\n\$\d+\r\n[^\r]*\r\n\$\d+\r\n(-?\d+)\r\n\$\d+\r\n(-?\d+)\r\n")
+
+    def recorded(self: Any, command: Any, check_health: bool = True) -> None:
+        packed = b"".join(command) if isinstance(command, list) else bytes(command)
+        found = [(int(a), int(b)) for a, b in lrange.findall(packed)]
+        if found:
+            slices.append(found)
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recorded)
+    assert len(store.snapshot("long").interactions) == 5_000
+    assert all(len(sent) == 1 for sent in slices), slices
+    assert all(stop - start + 1 <= READ_SLICE for ((start, stop),) in slices), slices
+    assert sum(stop - start + 1 for ((start, stop),) in slices if stop >= 0) >= 5_000

@@ -220,7 +220,12 @@ def test_load_smoke_on_the_embedded_cluster(
     with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as cluster:
         cluster.client.import_library(synth_bundle)
         report = load.drive(cluster.addresses, clients=2, seconds=3, scratch=tmp_path)
+        fresh = load.drive(cluster.addresses, clients=2, seconds=2, scratch=tmp_path, probes=0, new_files=True)
     assert set(report.inputs) == {"tabular"}  # the synthetic library
     assert not report.errors and not report.lost, report.markdown()
     assert report.tally.feedback and report.tally.latencies["search tabular"]
     assert "| feedback |" in report.markdown()
+    # A new file each search (no probes): every one a dataset no search had seen, each feedback a new node.
+    assert not fresh.errors and not fresh.lost, fresh.markdown()
+    assert "--probes 0 --new-files" in fresh.markdown() and fresh.searches >= 1
+    assert len({dataset for _, _, dataset, _ in fresh.tally.feedback}) == len(fresh.tally.feedback)

@@ -110,7 +110,7 @@ def test_one_search_carries_its_query_id_through_all_four_services(observed: Obs
         methods
     )
     # The feedback on that search is filed under the same id, in the services it reaches.
-    assert {("query", "ReportPerformance"), ("knowledge", "GetQuery"), ("knowledge", "AddInteractions")} <= methods
+    assert {("query", "ReportPerformance"), ("knowledge", "AddFeedback")} <= methods
     summary = next(line for line in mine if line["msg"] == "search answered")
     assert summary["library"] == "synth" and set(summary["stages"]) == set(STAGES)
     # Calls outside a search get a request id of their own, each different.

@@ -104,6 +104,43 @@ def test_poisoned_feedback_changes_no_prediction(cluster: EmbeddedCluster, tmp_p
     assert [r["quarantine"] for r in exported.interactions.rows if r.get("request_id")] == [held.quarantine_reason]
 
 
+def _knowledge_calls(methods: tuple[str, ...] = ("GetQuery", "FindDataset", "AddInteractions", "AddFeedback")) -> dict:
+    """Calls made to the knowledge service so far (this process's clients), of the methods a feedback may use."""
+    from prometheus_client import REGISTRY
+
+    return {
+        method: REGISTRY.get_sample_value(
+            "modsnet_grpc_client_requests_total", {"target": "knowledge", "method": method, "code": "OK"}
+        )
+        or 0.0
+        for method in methods
+    }
+
+
+def test_a_feedback_is_one_call_from_query_to_knowledge(cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    """Under load each call between two processes waits for a core and a GIL on both sides: the query service
+    hands a feedback to knowledge whole (AddFeedback), which finds the search's dataset, or adds it, itself."""
+    path = tmp_path / "query.csv"
+    make_table(300, 9, 2, 7).to_csv(path, index=False)
+    query = cluster.client.search(path, k=3)
+    before = _knowledge_calls()
+    first = cluster.client.report_performance(query.query_id, "m3", 0.9)
+    after = _knowledge_calls()
+    assert {m: after[m] - before[m] for m in after} == {
+        "GetQuery": 0,
+        "FindDataset": 0,
+        "AddInteractions": 0,
+        "AddFeedback": 1,
+    }
+    assert first.dataset_id.startswith("query-")  # a dataset no library had: added
+    second = cluster.client.report_performance(query.query_id, "m4", 0.8)
+    assert second.dataset_id == first.dataset_id and second.graph_version == first.graph_version + 1
+    node = cluster.client.knowledge.get_dataset("synth", first.dataset_id)
+    assert node.interactions == 2 and node.metadata["filename"] == "query.csv"
+    with pytest.raises(NotFound):
+        cluster.client.report_performance("no-such-query", "m3", 0.9)
+
+
 def test_a_retried_report_applies_once_and_a_retraction_is_audited(
     cluster: EmbeddedCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

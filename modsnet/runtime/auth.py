@@ -65,6 +65,7 @@ METHOD_SCOPES: dict[str, frozenset[str]] = {
     "/modsnet.v1.Knowledge/FindDataset": _S | _I,
     "/modsnet.v1.Knowledge/GraphVersion": _S | _I,
     "/modsnet.v1.Knowledge/AddInteractions": _F | _I,
+    "/modsnet.v1.Knowledge/AddFeedback": _F | _I,  # the query service's feedback, in one call
     "/modsnet.v1.Knowledge/GraphSnapshot": _I | _A,
     "/modsnet.v1.Knowledge/LogQuery": _I,
     "/modsnet.v1.Knowledge/GetQuery": _A | _I,  # the query service reads a logged search to accept feedback

@@ -16,6 +16,7 @@ from typing import IO
 from modsnet.data.graph import (
     AuditEntry,
     Constraints,
+    Cost,
     DatasetNode,
     GraphDelta,
     InteractionColumns,
@@ -36,6 +37,7 @@ from modsnet.runtime.channels import ServiceClient, chunked
 from modsnet.runtime.convert import (
     audit_from_pb,
     constraints_to_pb,
+    cost_to_pb,
     dataset_from_pb,
     dataset_to_pb,
     features_to_pb,
@@ -196,6 +198,14 @@ class KnowledgeClient(ServiceClient):
                 request_id=request_id,
             ),
         )
+
+    def add_feedback(
+        self, query_id: str, model_id: str, score: float, cost: Cost, request_id: str
+    ) -> kpb.AddFeedbackResponse:
+        request = kpb.AddFeedbackRequest(
+            query_id=query_id, model_id=model_id, score=score, cost=cost_to_pb(cost), request_id=request_id
+        )
+        return self.call("AddFeedback", request)
 
     def retract(self, library: str, request_id: str, note: str = "") -> kpb.DeleteInteractionResponse:
         request = kpb.DeleteInteractionRequest(library=library, request_id=request_id, note=note)

@@ -89,6 +89,32 @@ class AddInteractionsResponse(_message.Message):
     quarantine: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, graph_version: _Optional[int] = ..., added: _Optional[int] = ..., request_id: _Optional[str] = ..., quarantine: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class AddFeedbackRequest(_message.Message):
+    __slots__ = ("query_id", "model_id", "score", "cost", "request_id")
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    query_id: str
+    model_id: str
+    score: float
+    cost: _common_pb2.Cost
+    request_id: str
+    def __init__(self, query_id: _Optional[str] = ..., model_id: _Optional[str] = ..., score: _Optional[float] = ..., cost: _Optional[_Union[_common_pb2.Cost, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class AddFeedbackResponse(_message.Message):
+    __slots__ = ("dataset_id", "graph_version", "request_id", "quarantine")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    graph_version: int
+    request_id: str
+    quarantine: str
+    def __init__(self, dataset_id: _Optional[str] = ..., graph_version: _Optional[int] = ..., request_id: _Optional[str] = ..., quarantine: _Optional[str] = ...) -> None: ...
+
 class DeleteInteractionRequest(_message.Message):
     __slots__ = ("library", "request_id", "note")
     LIBRARY_FIELD_NUMBER: _ClassVar[int]

@@ -70,6 +70,11 @@ class KnowledgeStub:
                 request_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.SerializeToString,
                 response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.FromString,
                 _registered_method=True)
+        self.AddFeedback = channel.unary_unary(
+                '/modsnet.v1.Knowledge/AddFeedback',
+                request_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackRequest.SerializeToString,
+                response_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackResponse.FromString,
+                _registered_method=True)
         self.DeleteInteraction = channel.unary_unary(
                 '/modsnet.v1.Knowledge/DeleteInteraction',
                 request_serializer=modsnet_dot_v1_dot_knowledge__pb2.DeleteInteractionRequest.SerializeToString,
@@ -171,6 +176,16 @@ class KnowledgeServicer:
         feedback score outside the metric's range is refused; one the records make implausible is stored but
         quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
         answers as the first time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddFeedback(self, request, context):
+        """A user's measured score of a model on the dataset of a logged search (the query service's feedback), in
+        one call: the search's dataset is found by its fingerprint, else added as a dataset node, then the record
+        is added as by AddInteractions (checked, judged, applied once per request_id). NOT_FOUND for an unknown
+        query_id or model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,6 +300,11 @@ def add_KnowledgeServicer_to_server(servicer, server):
                     servicer.AddInteractions,
                     request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.FromString,
                     response_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.SerializeToString,
+            ),
+            'AddFeedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddFeedback,
+                    request_deserializer=modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackRequest.FromString,
+                    response_serializer=modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackResponse.SerializeToString,
             ),
             'DeleteInteraction': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteInteraction,
@@ -526,6 +546,33 @@ class Knowledge:
             '/modsnet.v1.Knowledge/AddInteractions',
             modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsRequest.SerializeToString,
             modsnet_dot_v1_dot_knowledge__pb2.AddInteractionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddFeedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modsnet.v1.Knowledge/AddFeedback',
+            modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackRequest.SerializeToString,
+            modsnet_dot_v1_dot_knowledge__pb2.AddFeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

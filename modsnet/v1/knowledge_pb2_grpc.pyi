@@ -50,6 +50,12 @@ class KnowledgeStub:
     quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
     answers as the first time.
     """
+    AddFeedback: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.AddFeedbackRequest, _knowledge_pb2.AddFeedbackResponse]
+    """A user's measured score of a model on the dataset of a logged search (the query service's feedback), in
+    one call: the search's dataset is found by its fingerprint, else added as a dataset node, then the record
+    is added as by AddInteractions (checked, judged, applied once per request_id). NOT_FOUND for an unknown
+    query_id or model.
+    """
     DeleteInteraction: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteInteractionRequest, _knowledge_pb2.DeleteInteractionResponse]
     """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
     no-op; NOT_FOUND for a request that stored nothing in the library.
@@ -95,6 +101,12 @@ class KnowledgeAsyncStub(KnowledgeStub):
     feedback score outside the metric's range is refused; one the records make implausible is stored but
     quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
     answers as the first time.
+    """
+    AddFeedback: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.AddFeedbackRequest, _knowledge_pb2.AddFeedbackResponse]  # type: ignore[assignment]
+    """A user's measured score of a model on the dataset of a logged search (the query service's feedback), in
+    one call: the search's dataset is found by its fingerprint, else added as a dataset node, then the record
+    is added as by AddInteractions (checked, judged, applied once per request_id). NOT_FOUND for an unknown
+    query_id or model.
     """
     DeleteInteraction: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteInteractionRequest, _knowledge_pb2.DeleteInteractionResponse]  # type: ignore[assignment]
     """Retract the records a request stored (admin); audited, bumps the graph version. Retracting twice is a
@@ -180,6 +192,18 @@ class KnowledgeServicer(metaclass=_abc_1.ABCMeta):
         feedback score outside the metric's range is refused; one the records make implausible is stored but
         quarantined: not learned from until ConfirmInteraction. A repeated request_id writes nothing and
         answers as the first time.
+        """
+
+    @_abc_1.abstractmethod
+    def AddFeedback(
+        self,
+        request: _knowledge_pb2.AddFeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.AddFeedbackResponse, _abc.Awaitable[_knowledge_pb2.AddFeedbackResponse]]:
+        """A user's measured score of a model on the dataset of a logged search (the query service's feedback), in
+        one call: the search's dataset is found by its fingerprint, else added as a dataset node, then the record
+        is added as by AddInteractions (checked, judged, applied once per request_id). NOT_FOUND for an unknown
+        query_id or model.
         """
 
     @_abc_1.abstractmethod

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
 from modsnet.data.graph import (
     AuditEntry,
+    Cost,
     DatasetNode,
     GraphDelta,
     InteractionRecord,
@@ -24,7 +25,7 @@ from modsnet.data.graph import (
     check_interaction,
 )
 from modsnet.data.graph_build import NODE_COLUMNS, dataset_row, metadata_warnings
-from modsnet.runtime.errors import InvalidArgument, ModsnetError
+from modsnet.runtime.errors import InvalidArgument, ModsnetError, NotFound
 from modsnet.runtime.stubs import StorageClient
 
 from .config import KnowledgeConfig
@@ -69,6 +70,17 @@ class AddResult:
     added: int
     request_id: str
     quarantine: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackResult:
+    """What a feedback became: the dataset it is attached to, the graph version after it, the request id it is
+    stored under, and why it is quarantined ("" when it is learned from)."""
+
+    dataset_id: str
+    graph_version: int
+    request_id: str
+    quarantine: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +250,37 @@ class KnowledgeCore:
         for rec in interactions:
             INTERACTIONS_ADDED.labels("quarantined" if rec.quarantine else rec.provenance).inc()
         return AddResult(version, added, request_id, [rec.quarantine for rec in interactions])
+
+    def add_feedback(self, query_id: str, model_id: str, score: float, cost: Cost, request_id: str) -> FeedbackResult:
+        """A measured score of `model_id` on the dataset of logged search `query_id`: the library's dataset with
+        the search's fingerprint, else a new dataset node made from the logged search, then `add_interactions`.
+
+        One call, where the query service made three (GetQuery, FindDataset, AddInteractions): under load each
+        call between processes waits for a core and a GIL on both sides, and the feedback's latency was theirs.
+        """
+        if not query_id or not model_id:
+            raise InvalidArgument("query_id and model_id are required")
+        query = self.store.get_query(query_id)
+        try:
+            dataset_id = self.store.find_dataset(query.fingerprint, query.library).dataset_id
+            new = []
+        except NotFound:
+            dataset_id = f"query-{query.fingerprint[:16]}"
+            new = [
+                DatasetNode(
+                    library=query.library,
+                    dataset_id=dataset_id,
+                    metadata={"origin": "feedback", "filename": query.filename},
+                    features=query.features,
+                    feature_set=query.feature_set,
+                    fingerprint=query.fingerprint,
+                )
+            ]
+        record = InteractionRecord(model_id, dataset_id, score, cost, "feedback")
+        result = self.add_interactions(query.library, new, [record], request_id or uuid.uuid4().hex)
+        return FeedbackResult(
+            dataset_id, result.graph_version, result.request_id, result.quarantine[0] if result.quarantine else ""
+        )
 
     def retract(self, library: str, request_id: str, principal: str, note: str = "") -> tuple[int, int]:
         if not request_id:

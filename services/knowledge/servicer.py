@@ -17,6 +17,7 @@ from modsnet.data.graph import (
 from modsnet.runtime.auth import current_principal
 from modsnet.runtime.convert import (
     audit_to_pb,
+    cost_from_pb,
     dataset_from_pb,
     dataset_to_pb,
     interaction_columns,
@@ -78,6 +79,17 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServicer):
         return kpb.AddInteractionsResponse(
             graph_version=result.graph_version,
             added=result.added,
+            request_id=result.request_id,
+            quarantine=result.quarantine,
+        )
+
+    def AddFeedback(self, request: kpb.AddFeedbackRequest, context: object) -> kpb.AddFeedbackResponse:
+        result = self.core.add_feedback(
+            request.query_id, request.model_id, request.score, cost_from_pb(request.cost), request.request_id
+        )
+        return kpb.AddFeedbackResponse(
+            dataset_id=result.dataset_id,
+            graph_version=result.graph_version,
             request_id=result.request_id,
             quarantine=result.quarantine,
         )

@@ -35,8 +35,6 @@ from modsnet.data.exemplar import Exemplar, Limits
 from modsnet.data.graph import (
     Constraints,
     Cost,
-    DatasetNode,
-    InteractionRecord,
     LibraryInfo,
     ModelNode,
     Objective,
@@ -534,30 +532,11 @@ class QueryCore:
         check_cost(cost, "")
         if logs.accepted_query_id(query_id):  # a feedback's lines carry the id of the search it reports on
             logs.bind_query_id(query_id)
-        query = self.knowledge.get_query(query_id)
-        dataset_id = self._known_dataset(query.fingerprint, query.library)
-        new = []
-        if not dataset_id:
-            dataset_id = f"query-{query.fingerprint[:16]}"
-            new.append(
-                DatasetNode(
-                    library=query.library,
-                    dataset_id=dataset_id,
-                    metadata={"origin": "feedback", "filename": query.filename},
-                    features=query.features,
-                    feature_set=query.feature_set,
-                    fingerprint=query.fingerprint,
-                )
-            )
-        response = self.knowledge.add_interactions(
-            query.library,
-            new,
-            [InteractionRecord(model_id, dataset_id, score, cost, "feedback")],
-            request_id or uuid.uuid4().hex,
-        )
+        # Knowledge finds the search's dataset (or adds it) and stores the record in one call: each call between
+        # two loaded processes costs a wait for a core and a GIL on both sides.
+        response = self.knowledge.add_feedback(query_id, model_id, score, cost, request_id or uuid.uuid4().hex)
         FEEDBACK.inc()
-        quarantine = response.quarantine[0] if response.quarantine else ""
-        return Feedback(dataset_id, int(response.graph_version), response.request_id, quarantine)
+        return Feedback(response.dataset_id, int(response.graph_version), response.request_id, response.quarantine)
 
     def close(self) -> None:
         if self.workers is not None:

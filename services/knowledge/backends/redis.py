@@ -145,7 +145,11 @@ log = logging.getLogger(__name__)
 
 LIBRARIES = "modsnet:libraries"
 CHANNEL = "modsnet:graph_versions"
-BATCH = 10_000  # rows per round trip, when staging an import and when reading a list back
+BATCH = 10_000  # rows per round trip, when staging an import
+# A whole list (a snapshot's interactions) is read in slices this long, one per round trip: Redis serves one
+# client's pipeline before anyone else's, and ten 10,000-item LRANGEs in one pipeline held it 50-200 ms on a
+# loaded machine (slowlog: 5-24 ms each), while every feedback's and search's commands waited behind them.
+READ_SLICE = 2_000
 STAGING_TTL_S = 900  # a staged version not switched in by then was abandoned (renewed every batch)
 RETIRED_GRACE_S = 300  # a replaced or deleted version stays readable this long for readers still on it
 _ATTEMPTS = 30  # optimistic transactions and reads before Aborted
@@ -497,15 +501,6 @@ def _current(client: redis.Redis, keys: _LibraryKeys) -> _Live | None:
     return _Live.parse(cast("str | None", client.get(keys.current)))
 
 
-def _present(client: redis.Redis, key: str, ids: Iterable[str]) -> dict[str, str]:
-    """Those of `ids` that are fields of hash `key`, with their values (one HMGET)."""
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
-    values = cast("list[str | None]", client.hmget(key, wanted))
-    return {field: value for field, value in zip(wanted, values, strict=True) if value is not None}
-
-
 def _table(file: str, columns: list[str], texts: list[str]) -> Table:
     return Table(file, list(columns), list(map(_Codec(columns).loads, texts)))
 
@@ -598,6 +593,9 @@ class RedisKnowledgeStore(KnowledgeStore):
         except (redis_errors.RedisClusterException, redis_errors.ConnectionError) as exc:
             raise Unavailable(f"knowledge store redis cluster at {self.url} is unavailable: {exc}") from None
         self.cluster = cluster
+        # Per library, the `current` value last read: it spares a round trip before each read and write (the
+        # version keys are named after it), and it is never trusted: see `_live`.
+        self._hints: dict[str, _Live] = {}
         with self._guard():
             self._check_persistence(allow_no_persistence)
 
@@ -655,9 +653,26 @@ class RedisKnowledgeStore(KnowledgeStore):
         raise Aborted(f"{what}: the data changed concurrently {_ATTEMPTS} times in a row; retry")
 
     def _live(self, keys: _LibraryKeys) -> _Live:
-        live = _current(self._redis, keys)
+        """The library's live version: the one this process last saw (a hint: every reader checks `current` in
+        the same MULTI as its reads, and every writer watches it), else read from Redis."""
+        live = self._hints.get(keys.name)
         if live is None:
-            raise NotFound(f"library {keys.name!r} not found")
+            live = _current(self._redis, keys)
+            if live is None:
+                raise NotFound(f"library {keys.name!r} not found")
+            self._hints[keys.name] = live
+        return live
+
+    def _seen(self, name: str, raw: str | None) -> _Live | None:
+        """`current` as just read: the hint when unchanged (no parse), else parsed and kept as the new hint."""
+        hint = self._hints.get(name)
+        if hint is not None and hint.raw == raw:
+            return hint
+        live = _Live.parse(raw)
+        if live is None:
+            self._hints.pop(name, None)
+        else:
+            self._hints[name] = live
         return live
 
     def _read(
@@ -678,21 +693,18 @@ class RedisKnowledgeStore(KnowledgeStore):
                 raw, version, *replies = pipe.execute()
                 if raw == live.raw:
                     return live, int(version), replies
-                moved = _Live.parse(raw)
+                moved = self._seen(name, raw)
                 if moved is None:
                     raise NotFound(f"library {name!r} not found")
                 live = moved
         raise Aborted(f"library {name!r} was replaced {_ATTEMPTS} times while being read; retry")
 
     def _range(self, key: str, length: int) -> list[str]:
-        """The first `length` items of a list: `BATCH` per LRANGE, ten LRANGEs per round trip."""
+        """The first `length` items of a list: `READ_SLICE` per LRANGE, one LRANGE per round trip (other clients'
+        commands are served between two)."""
         items: list[str] = []
-        for starts in _chunks(range(0, length, BATCH), 10):
-            pipe = self._redis.pipeline(transaction=False)  # reads only
-            for start in starts:
-                pipe.lrange(key, start, min(start + BATCH, length) - 1)
-            for part in pipe.execute():
-                items.extend(part)
+        for start in range(0, length, READ_SLICE):
+            items.extend(cast("list[str]", self._redis.lrange(key, start, min(start + READ_SLICE, length) - 1)))
         if len(items) != length:
             raise _Vanished(key)
         return items
@@ -1023,25 +1035,41 @@ class RedisKnowledgeStore(KnowledgeStore):
             interactions = [dataclasses.replace(rec, request_id=request_id) for rec in interactions]
         rows = [interaction_row(rec) for rec in interactions]
 
+        model_ids = list(dict.fromkeys(rec.model_id for rec in interactions))
+        dataset_ids = list(
+            dict.fromkeys([*(n.dataset_id for n in new_datasets), *(r.dataset_id for r in interactions)])
+        )
+
         def body(pipe: Pipeline) -> tuple[int, int]:
-            pipe.watch(keys.current)
-            live = _current(pipe, keys)
-            if live is None:
-                raise NotFound(f"library {library!r} not found")
+            # Three round trips, however loaded the machine: WATCH, the reads, MULTI/EXEC. The keys to watch are
+            # named after the live version this process last saw; the reads then check that it is still live.
+            live = self._live(keys)
             version = keys.version(live)
+            watched = [keys.current]
             if request_id:
-                pipe.watch(version.requests)  # two tries of one request racing: the second sees the first
-                done = pipe.hget(version.requests, request_id)
-                if done is not None:
-                    return int(pipe.get(keys.graph_version) or 0), len(json.loads(str(done))["rows"])
+                watched.append(version.requests)  # two tries of one request racing: the second sees the first
             if new_datasets:
                 # Models and datasets never leave a data version, so what this reads stays true, except that
                 # two writers could both add one dataset id: watch the hash so that the second sees the first.
-                pipe.watch(version.datasets)
-            models = _present(pipe, version.models, (rec.model_id for rec in interactions))
-            stored = _present(
-                pipe, version.datasets, [*(n.dataset_id for n in new_datasets), *(r.dataset_id for r in interactions)]
-            )
+                watched.append(version.datasets)
+            pipe.watch(*watched)
+            # Reads sent after the WATCH was answered, on another connection: whatever changes a watched key from
+            # now on makes the EXEC below fail, and what changed before is in the replies.
+            reads = self._redis.pipeline(transaction=False)
+            reads.get(keys.current)
+            reads.get(keys.graph_version)
+            reads.hget(version.requests, request_id or "-")
+            reads.hmget(version.models, model_ids or ["-"])
+            reads.hmget(version.datasets, dataset_ids or ["-"])
+            raw, graph_version, done, model_rows, dataset_rows = reads.execute()
+            if raw != live.raw:
+                if self._seen(library, raw) is None:
+                    raise NotFound(f"library {library!r} not found")
+                raise redis_errors.WatchError("the live version moved; try again on the new one")
+            if request_id and done is not None:
+                return int(graph_version or 0), len(json.loads(str(done))["rows"])
+            models = {m for m, row in zip(model_ids, model_rows, strict=False) if row is not None}
+            stored = {d: row for d, row in zip(dataset_ids, dataset_rows, strict=False) if row is not None}
             fingerprints = {d: json.loads(record)["fingerprint"] for d, record in stored.items()}
             added: dict[FieldT, EncodableT] = {}  # dataset_id -> record
             indexed: dict[str, float] = {}  # fingerprint index members
