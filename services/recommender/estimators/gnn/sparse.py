@@ -17,7 +17,10 @@ changes is how the graph is held and walked:
 * **a query**: the dense query module's arithmetic (`QueryScorer.ensemble`) over those embeddings, with the
   neighbour prior computed from the ~16 neighbours' records (`ScoreMatrix.weighted_row_sum`) instead of a
   (datasets x models) constant; the transductive answer of a scored dataset is computed when asked, from its
-  final embedding. It runs under torch (no ONNX export: the dense export carries z as a constant).
+  final embedding. Served as the dense GNN's is, from its ONNX export under ONNX Runtime: the prior comes in
+  as an input (`prior`), the library side as the per-version constants (`with_constants` swaps them on a
+  refresh); the export holds no (datasets x models) array. At 100k models that is 0.65x torch's CPU per
+  `score_all` (docs/benchmarks-scale.md, run 9).
 
 Left out against the dense estimator: the `alike` relation and the probe-selector's model redundancy
 (sim_M costs models² to build; the relation stays, empty, and the selector gets the identity, as the kNN's
@@ -37,12 +40,11 @@ from torch import Tensor
 from modsnet.data.graph import Snapshot, interaction_columns_of
 
 from ...probes import MEASURED
-from ...training import SPARSE_BACKEND
 from ..base import Evidence, Prediction, ProbeRecord, Scored
 from ..matrix import ScoreMatrix
 from .config import _Z_HIGH, _Z_LOW, DATA, MODEL, EdgeType, GnnConfig
 from .graph import _MIN_SPREAD, _Edges, _tensor
-from .network import INPUTS, QueryScorer, _Constants, _MemberConstants, _Net
+from .network import QueryScorer, _Constants, _MemberConstants, _Net
 from .sampling import InEdges, NeighbourhoodSampler
 from .serving import GnnEstimator
 from .training import TrainingCancelled, _loss
@@ -389,14 +391,14 @@ class SparseGnnEstimator(GnnEstimator):
         denominator, _ = self._ones.weighted_row_sum(rows, together[rows])
         return ((numerator + c * self.popularity) / (denominator + c))[None, :].astype(np.float32)
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        prior = self._query_prior(inputs["dataset_weights"]) if self.config.use_prior else None
-        if prior is None:
-            prior = np.zeros((1, len(self.model_ids)), dtype=np.float32)
-        with torch.no_grad():
-            args = [torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS]
-            mean, std = self.query_module(*args, torch.from_numpy(prior))
-        return mean.numpy().astype(float), std.numpy().astype(float)
+    def _module_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The query's inputs and its neighbour prior (1, models), computed from the neighbours' records."""
+        arguments = super()._module_inputs(inputs)
+        if self.config.use_prior:
+            arguments["prior"] = self._query_prior(inputs["dataset_weights"])
+        else:
+            arguments["prior"] = np.zeros((1, len(self.model_ids)), dtype=np.float32)
+        return arguments
 
     def behaviour(self) -> ScoreMatrix:  # type: ignore[override]
         """Every scored dataset's z per model (rows in `rated` order, as the dense `behaviour`), as records."""
@@ -438,15 +440,3 @@ class SparseGnnEstimator(GnnEstimator):
 
         return Scored(scores, uncertainty, build)
 
-    # -- serving backend -------------------------------------------------------------------------------
-
-    @property
-    def providers(self) -> list[str]:
-        return [SPARSE_BACKEND]
-
-    def serve_onnx(self, *args: object, **kwargs: object) -> SparseGnnEstimator:  # type: ignore[override]
-        """Queries stay on torch: the dense export holds z as a constant, which is what this estimator avoids."""
-        return self
-
-    def export_onnx(self, path: object) -> None:  # type: ignore[override]
-        raise NotImplementedError("the sparse GNN serves under torch; it has no ONNX export")
