@@ -30,9 +30,9 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   weights, blend and ONNX export, and this process puts them on the snapshot without a fit;
 * a library of more than `gnn_max_cells` (datasets x models) cells (`GNN_MAX_CELLS`) gets the sparse GNN
   (`estimators/gnn/sparse.py`: trained on sampled neighbourhoods, the records as sparse arrays, the neighbour
-  prior an input of its ONNX export), or with `sparse_gnn` off the kNN estimator: the dense GNN's prepared graph, training prior and ONNX
-  constants are (datasets x models) arrays, ~10 of them. Everything above (checkpoints, refreshes, retraining,
-  the worker) is the same for both GNNs.
+  prior an input of its ONNX export), or with `sparse_gnn` off the kNN estimator: the dense GNN's prepared
+  graph, training prior and ONNX constants are (datasets x models) arrays, ~10 of them. Everything above
+  (checkpoints, refreshes, retraining, the worker, the ONNX export) is the same for both GNNs.
 
 The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
 from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).

@@ -20,6 +20,8 @@ from .network import QueryScorer
 # torch.onnx.export flags the whole process as exporting (`GLOBALS.in_onnx_export`) and asserts that no
 # other export is running: a search's export and the background retrain's must take turns.
 EXPORT_LOCK = threading.Lock()
+# A newer graph may hold more dataset nodes (and another import other models): their counts are axes too.
+DYNAMIC_AXES = {"dataset_weights": {1: "nodes"}, "model_index": {0: "edges"}, "model_weights": {1: "edges"}}
 
 
 def export_onnx(
@@ -48,11 +50,7 @@ def export_onnx(
             target,
             input_names=names,
             output_names=["mean_z", "std_z"],
-            # A newer graph may hold more dataset nodes: their count is an axis too.
-            dynamic_axes={
-                "dataset_weights": {1: "nodes"}, "model_index": {0: "edges"}, "model_weights": {1: "edges"},
-                **({"prior": {1: "models"}} if "prior" in names else {}),
-            },  # fmt: skip
+            dynamic_axes={**DYNAMIC_AXES, **({"prior": {1: "models"}} if "prior" in names else {})},
             opset_version=18,
             dynamo=False,
             do_constant_folding=False,

@@ -439,4 +439,3 @@ class SparseGnnEstimator(GnnEstimator):
             )  # fmt: skip
 
         return Scored(scores, uncertainty, build)
-
