@@ -44,7 +44,7 @@ from ..base import Evidence, Prediction, ProbeRecord, Scored
 from ..matrix import ScoreMatrix
 from .config import _Z_HIGH, _Z_LOW, DATA, MODEL, EdgeType, GnnConfig
 from .graph import _MIN_SPREAD, _Edges, _tensor
-from .network import QueryScorer, _Constants, _MemberConstants, _Net
+from .network import QueryScorer, _Constants, _Net
 from .sampling import InEdges, NeighbourhoodSampler
 from .serving import GnnEstimator
 from .training import TrainingCancelled, _loss
@@ -158,6 +158,9 @@ class SparseGnnEstimator(GnnEstimator):
 
     def _records_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.score_matrix.row(i)
+
+    def _z_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.z_matrix.row(i)
 
     def _column_scores(self, rows: np.ndarray, j: int) -> np.ndarray:
         return self.score_matrix.column_at(j, rows)
@@ -323,26 +326,6 @@ class SparseGnnEstimator(GnnEstimator):
         observed[which[found], at[found]] = True
         return _loss(predicted, torch.from_numpy(labels), torch.from_numpy(observed), cfg.rank_weight)
 
-    def _simulated_probes(
-        self, hidden: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
-    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """The dense episodes' probe edges (half the cold datasets, popular models first), read from the rows."""
-        out = []
-        budget = self.config.probe_budget
-        for i in hidden:
-            if rng.random() < 0.5:
-                continue
-            js, values = self.z_matrix.row(int(i))
-            if len(js) < 2:
-                continue
-            noisy = popularity[js] + rng.gumbel(size=len(js))
-            pick = np.sort(np.argsort(-noisy)[:budget])
-            raw = values[pick]
-            spread = raw.std()
-            z = (raw - raw.mean()) / spread if spread > 1e-12 else np.zeros(len(raw))
-            out.append((int(i), js[pick], z))
-        return out
-
     # -- the library side ------------------------------------------------------------------------------
 
     def _full_graph(self) -> tuple[Tensor, Tensor, dict[EdgeType, Tensor], np.ndarray]:
@@ -367,15 +350,7 @@ class SparseGnnEstimator(GnnEstimator):
     def _precompute(self) -> None:
         """Every node's embeddings on the full graph (sparse products), per layer and member."""
         x_data, x_model, index, popularity = self._full_graph()
-        members, self._final_data = [], []
-        with torch.no_grad():
-            for net in self.members:
-                layers = net.embed(x_data, x_model, index, {})
-                projected, bias = net.model_side(layers[-1][MODEL], _tensor(popularity))
-                members.append(
-                    _MemberConstants([h[DATA] for h in layers[:-1]], [h[MODEL] for h in layers[:-1]], projected, bias)
-                )
-                self._final_data.append(layers[-1][DATA])
+        members, self._final_data = self._embedded(x_data, x_model, index, {}, popularity)
         self.popularity = popularity
         empty = torch.zeros(0, len(self.model_ids))
         self.constants = _Constants(members, empty, empty, _tensor(popularity), self.config.prior_strength)
