@@ -86,6 +86,32 @@ def test_the_library_side_and_queries_are_the_dense_computation(  # type: ignore
     assert len(set(picked)) == 3 and picked[0] == dense.select_probes(rows[0], budget=3)[0]
 
 
+def test_the_onnx_export_scores_as_torch_and_takes_a_newer_graphs_constants(  # type: ignore[no-untyped-def]
+    snapshot, same_weights: SparseGnnEstimator
+) -> None:
+    """On ONNX Runtime (the prior an input, the library side constants) a query answers as under torch; a newer
+    graph under the same weights serves the older model with its own constants, no new export."""
+    gnn = SparseGnnEstimator(snapshot, config=NO_ALIKE, weights=same_weights.state())
+    rows = [dataset_raw_features(d) for d in snapshot.datasets[:3]] + [{}]
+    probes = [ProbeRecord(m, "q", "score", v) for m, v in (("m0", 0.9), ("m1", 0.4), ("m3", 0.5), ("m4", 0.8))]
+    asked = [(features, given) for features in rows for given in ([], probes)]
+    want = [gnn.score_all(features, probes=given) for features, given in asked]
+    scorer = gnn.serve_onnx()
+    assert gnn.scorer is scorer and scorer.inputs[-1] == "prior"
+    for (features, given), torch_answer in zip(asked, want, strict=True):
+        got = gnn.score_all(features, probes=given)
+        np.testing.assert_allclose(got.scores, torch_answer.scores, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.uncertainty, torch_answer.uncertainty, rtol=1e-5, atol=1e-6)
+    records = snapshot.interactions
+    newer_graph = replace(snapshot, interactions=records.take(np.arange(len(records) - 5)))
+    newer = SparseGnnEstimator(newer_graph, config=NO_ALIKE, weights=gnn.state())
+    on_torch = newer.score_all(rows[0])
+    newer.serve_onnx(like=gnn)
+    assert newer.onnx_model is not None and newer.onnx_model != gnn.onnx_model
+    assert len(newer.onnx_model) == len(gnn.onnx_model)  # the same graph of nodes, other initializer values
+    np.testing.assert_allclose(newer.score_all(rows[0]).scores, on_torch.scores, rtol=1e-5, atol=1e-6)
+
+
 def test_popularity_and_prior_from_records_equal_the_dense_arrays(
     dense: GnnEstimator, same_weights: SparseGnnEstimator
 ) -> None:
@@ -146,7 +172,7 @@ def test_a_library_past_the_cell_limit_is_served_by_the_sparse_gnn(snapshot) -> 
     try:
         served = core.fitted(snapshot.library.name)
         assert isinstance(served.estimator.primary, SparseGnnEstimator)
-        assert served.backend == "torch" and served.origin == "trained"
+        assert served.backend.startswith("onnxruntime") and served.origin == "trained"
         features = dataset_raw_features(snapshot.datasets[7])
         answer = core.recommend(snapshot.library.name, features, k=3, constraints=Constraints())
         assert answer.estimator == "gnn/v1" and len(answer.models) == 3

@@ -517,21 +517,22 @@ def test_a_refresh_whose_worker_fails_is_made_in_this_process(
 def test_a_sparse_gnn_is_refreshed_in_the_worker_as_in_this_process(
     cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore]
 ) -> None:
-    """Past the cell limit the sparse GNN serves (no ONNX model): its refresh in the worker makes none either and
-    serves what the same refresh here serves."""
+    """Past the cell limit the sparse GNN serves, from ONNX as the dense one: its refresh in the worker sends back
+    the served model with the new graph's constants and serves what the same refresh here serves."""
     import numpy as np
 
     from services.recommender.estimators.gnn.sparse import SparseGnnEstimator
 
     core = make_core(max_staleness_seconds=600, gnn_max_cells=1)
     first = core.fitted("synth")
-    assert isinstance(first.estimator.primary, SparseGnnEstimator) and first.backend == "torch"
+    assert isinstance(first.estimator.primary, SparseGnnEstimator) and first.backend.startswith("onnxruntime")
     sent = refreshes_sent_back(core)
     feedback(cluster)
     refreshed = core.fitted("synth", fresh=True)
     (worker,) = sent
-    assert refreshed.origin == "refreshed" and worker.pid != os.getpid() and worker.onnx_model is None
-    assert isinstance(refreshed.estimator.primary, SparseGnnEstimator) and refreshed.backend == "torch"
+    assert refreshed.origin == "refreshed" and worker.pid != os.getpid() and worker.onnx_model is not None
+    assert isinstance(refreshed.estimator.primary, SparseGnnEstimator) and refreshed.backend.startswith("onnxruntime")
+    assert refreshed.estimator.primary.onnx_model == worker.onnx_model  # the worker's, not a new export here
     core._refresh_pool = None
     local = core._refresh(core._graphs["synth"], first)
     assert local is not None

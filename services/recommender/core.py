@@ -30,10 +30,10 @@ answer, vectors and predictions alike, is the blend's. For the GNN, per library:
   process, on the calling thread, as before), at most one training per library; the worker sends back the
   weights, blend and ONNX export, and this process puts them on the snapshot without a fit;
 * a library of more than `gnn_max_cells` (datasets x models) cells (`GNN_MAX_CELLS`) gets the sparse GNN
-  (`estimators/gnn/sparse.py`: trained on sampled neighbourhoods, the records as sparse arrays, queries under
-  torch), or with `sparse_gnn` off the kNN estimator: the dense GNN's prepared graph, training prior and ONNX
-  constants are (datasets x models) arrays, ~10 of them. Everything above (checkpoints, refreshes, retraining,
-  the worker) is the same for both GNNs.
+  (`estimators/gnn/sparse.py`: trained on sampled neighbourhoods, the records as sparse arrays, the neighbour
+  prior an input of its ONNX export), or with `sparse_gnn` off the kNN estimator: the dense GNN's prepared
+  graph, training prior and ONNX constants are (datasets x models) arrays, ~10 of them. Everything above
+  (checkpoints, refreshes, retraining, the worker, the ONNX export) is the same for both GNNs.
 
 The cache is keyed by library and holds one served estimator at one graph version: a search gets an answer
 from an older graph than the one it saw only as above (same import, within the bound, not a known dataset).
@@ -81,7 +81,6 @@ from .probes import MEASURED
 from .ranking import ModelTable, Order, allowed_mask
 from .recommendation import answer_positions, recommend_one
 from .training import (
-    SPARSE_BACKEND,
     RefreshedGnn,
     TrainedGnn,
     as_numpy,
@@ -674,7 +673,7 @@ class RecommenderCore:
             # Off this process's GIL (training.py says why); a first use from the checkpoint stays here: the
             # worker's start (importing torch) would come on top of the first search.
             try:
-                like_model = getattr(like, "onnx_model", None)  # the sparse GNN has none (it serves under torch)
+                like_model = getattr(like, "onnx_model", None)
                 refreshed = self._refresh_in_worker(snapshot, weights, blend, like_model, knn_choices)
             except WorkerFailed as error:  # logged as it failed; a search waiting for it must not fail with it
                 log.error("refreshing %s in its worker failed (%s): refreshed in this process", snapshot.library.name,
@@ -829,7 +828,7 @@ class RecommenderCore:
 
     def _to_onnx(self, estimator: BlendedEstimator, like: Any = None, model: bytes | None = None) -> str:
         scorer = estimator.serve_onnx(providers=self.providers, like=like, model=model)
-        return scorer.providers[0] if scorer.providers[0] == SPARSE_BACKEND else f"onnxruntime:{scorer.providers[0]}"
+        return f"onnxruntime:{scorer.providers[0]}"
 
     def _retrain_in_background(self, library: str) -> None:
         with self._guard:

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 # (fit, fits, step, steps, phase): fit `fit` of the training's `fits` (calibration's, then the served one), step
 # `step` of `steps` in it; phase "fitting" or what comes after the fits.
 Report = Callable[[int, int, int, int, str], None]
-SPARSE_BACKEND = "torch"  # what serves a sparse GNN's queries: it has no ONNX export (`gnn/sparse.py`)
 REPORT_SECONDS = 0.25  # the least time between two progress messages of a worker (a new fit always sends)
 
 
@@ -106,7 +105,7 @@ class TrainedGnn:
     weights: list[dict[str, np.ndarray]]  # the members' parameters (`GnnEstimator.state()`, as numpy arrays)
     blend: dict[str, Any]  # `BlendWeights.to_dict()`: the members' weights and the interval scales
     seconds: float  # the fits'
-    onnx_model: bytes | None  # the export of the served fit's query module (none for the sparse GNN)
+    onnx_model: bytes | None  # the export of the served fit's query module
     pid: int  # the process that trained
     sparse: bool = False  # trained as the sparse GNN
     knn_choices: KnnChoices | None = None  # what the kNN beside it chose on held-out datasets (`KnnChoices`)
@@ -219,7 +218,7 @@ def refresh_in_worker(
         return RefreshedGnn(None, None, str(error), time.perf_counter() - start, os.getpid())
     gnn = estimator.primary
     model = with_constants(like_model, gnn.query_module) if like_model is not None else None  # type: ignore[union-attr]
-    if model is None and not sparse:  # the sparse GNN serves under torch: no ONNX model
+    if model is None:
         exported = io.BytesIO()
         gnn.export_onnx(exported)  # type: ignore[union-attr]
         model = exported.getvalue()
@@ -281,12 +280,10 @@ def train_in_worker(snapshot: Snapshot, config: GnnConfig, neighbours: int, spar
     report = _throttled(workers.report)
     estimator = fit_gnn(snapshot, config, neighbours=neighbours, report=report, sparse=sparse)
     seconds = time.perf_counter() - start
-    onnx_model = None
-    if not sparse:  # the sparse GNN serves under torch (its library side is no ONNX constant)
-        report(0, 0, 0, 0, "exporting to ONNX")
-        model = io.BytesIO()
-        estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
-        onnx_model = model.getvalue()
+    report(0, 0, 0, 0, "exporting to ONNX")
+    model = io.BytesIO()
+    estimator.primary.export_onnx(model)  # type: ignore[union-attr]  # the GNN here, never the kNN
+    onnx_model = model.getvalue()
     return TrainedGnn(
         as_numpy(estimator.state()), estimator.blend.to_dict(), seconds, onnx_model, os.getpid(), sparse,
         estimator.knn.choices,

@@ -38,7 +38,7 @@ constants), `serving` (the estimator: queries, predictions, explanations) and `o
 and ONNX Runtime scoring). Past the recommender's `gnn_max_cells`, `sparse` is the same estimator without
 (datasets x models) arrays: the records as sparse matrices, episodes on neighbourhoods drawn by `sampling`
 (a k-hop sampler with fan-outs, a torch-geometric `BaseSampler`), the library side by sparse products, and
-queries under torch.
+queries on ONNX Runtime with the neighbour prior as an input of the export.
 """
 
 from .config import DATA, MODEL, NAME, FitInfo, GnnConfig

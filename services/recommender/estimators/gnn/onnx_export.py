@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from .config import NAME, GnnConfig
-from .network import INPUTS, QueryScorer
+from .network import QueryScorer
 
 # torch.onnx.export flags the whole process as exporting (`GLOBALS.in_onnx_export`) and asserts that no
 # other export is running: a search's export and the background retrain's must take turns.
 EXPORT_LOCK = threading.Lock()
+# A newer graph may hold more dataset nodes (and another import other models): their counts are axes too.
+DYNAMIC_AXES = {"dataset_weights": {1: "nodes"}, "model_index": {0: "edges"}, "model_weights": {1: "edges"}}
 
 
 def export_onnx(
@@ -30,13 +32,15 @@ def export_onnx(
     feature_names: Sequence[str],
     config: GnnConfig,
 ) -> None:
-    """Write `module` as ONNX (opset 18, the legacy exporter), traced on `example` inputs, wiring as metadata.
+    """Write `module` as ONNX (opset 18, the legacy exporter), traced on `example` inputs (the module's own, in its
+    order: `INPUTS`, and for the sparse GNN's `prior` after them), wiring as metadata.
 
     Constants are not folded by the exporter (ONNX Runtime folds them when it loads the model): each of the
     module's buffers, the library side of the graph, stays an initializer of its own name, so a newer graph
     under the same weights is this model with other initializers (`with_constants`), not a new export.
     """
-    args = tuple(torch.from_numpy(example[k]) for k in INPUTS)
+    names = list(example)
+    args = tuple(torch.from_numpy(example[k]) for k in names)
     target: Any = path  # a path or a file-like object: torch takes both
     with EXPORT_LOCK, warnings.catch_warnings():  # the legacy exporter announces its deprecation; it works
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -44,10 +48,9 @@ def export_onnx(
             module,
             args,
             target,
-            input_names=list(INPUTS),
+            input_names=names,
             output_names=["mean_z", "std_z"],
-            # A newer graph may hold more dataset nodes: their count is an axis too.
-            dynamic_axes={"dataset_weights": {1: "nodes"}, "model_index": {0: "edges"}, "model_weights": {1: "edges"}},
+            dynamic_axes={**DYNAMIC_AXES, **({"prior": {1: "models"}} if "prior" in names else {})},
             opset_version=18,
             dynamo=False,
             do_constant_folding=False,
@@ -114,7 +117,8 @@ class OnnxScorer:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.data_relations: list[str] = json.loads(meta.get("modsnet.data_relations", "[]"))
         self.model_relations: list[str] = json.loads(meta.get("modsnet.model_relations", "[]"))
+        self.inputs = [i.name for i in self.session.get_inputs()]  # `INPUTS`, and the sparse GNN's `prior`
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        mean, std = self.session.run(None, {k: np.asarray(inputs[k]) for k in INPUTS})
+        mean, std = self.session.run(None, {k: np.asarray(inputs[k]) for k in self.inputs})
         return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)

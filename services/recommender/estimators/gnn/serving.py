@@ -187,10 +187,18 @@ class GnnEstimator(TrainedGraph):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of z for every model, through ONNX Runtime when serving from ONNX, else torch."""
+        arguments = self._module_inputs(inputs)
         if self.scorer is not None:
-            return self.scorer.run(inputs)
+            return self.scorer.run(arguments)
+        return self._run_torch(arguments)
+
+    def _module_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What the query module takes, in its order, for a query's inputs (`query`): the inputs themselves."""
+        return {k: np.asarray(inputs[k]) for k in INPUTS}
+
+    def _run_torch(self, arguments: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            mean, std = self.query_module(*(torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS))
+            mean, std = self.query_module(*(torch.from_numpy(a) for a in arguments.values()))
         return mean.numpy().astype(float), std.numpy().astype(float)
 
     def behaviour(self) -> np.ndarray:
@@ -359,7 +367,11 @@ class GnnEstimator(TrainedGraph):
     def export_onnx(self, path: str | Path | io.BytesIO) -> None:
         """Write the query module as ONNX (opset 18, the legacy exporter), with its wiring as metadata."""
         export_onnx(
-            self.query_module, self.query({}).inputs, path, feature_names=self.feature_names, config=self.config
+            self.query_module,
+            self._module_inputs(self.query({}).inputs),
+            path,
+            feature_names=self.feature_names,
+            config=self.config,
         )
 
     def serve_onnx(
@@ -396,8 +408,7 @@ class GnnEstimator(TrainedGraph):
         return self.scorer
 
     def _scores_alike(self, scorer: OnnxScorer) -> bool:
-        inputs = self.query({}).inputs
-        with torch.no_grad():
-            mean, std = self.query_module(*(torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS))
-        got_mean, got_std = scorer.run(inputs)
-        return bool(np.allclose(got_mean, mean.numpy(), atol=1e-5) and np.allclose(got_std, std.numpy(), atol=1e-5))
+        arguments = self._module_inputs(self.query({}).inputs)
+        mean, std = self._run_torch(arguments)
+        got_mean, got_std = scorer.run(arguments)
+        return bool(np.allclose(got_mean, mean, atol=1e-5) and np.allclose(got_std, std, atol=1e-5))

@@ -17,7 +17,10 @@ changes is how the graph is held and walked:
 * **a query**: the dense query module's arithmetic (`QueryScorer.ensemble`) over those embeddings, with the
   neighbour prior computed from the ~16 neighbours' records (`ScoreMatrix.weighted_row_sum`) instead of a
   (datasets x models) constant; the transductive answer of a scored dataset is computed when asked, from its
-  final embedding. It runs under torch (no ONNX export: the dense export carries z as a constant).
+  final embedding. Served as the dense GNN's is, from its ONNX export under ONNX Runtime: the prior comes in
+  as an input (`prior`), the library side as the per-version constants (`with_constants` swaps them on a
+  refresh); the export holds no (datasets x models) array. At 100k models that is 0.65x torch's CPU per
+  `score_all` (docs/benchmarks-scale.md, run 9).
 
 Left out against the dense estimator: the `alike` relation and the probe-selector's model redundancy
 (sim_M costs models² to build; the relation stays, empty, and the selector gets the identity, as the kNN's
@@ -37,12 +40,11 @@ from torch import Tensor
 from modsnet.data.graph import Snapshot, interaction_columns_of
 
 from ...probes import MEASURED
-from ...training import SPARSE_BACKEND
 from ..base import Evidence, Prediction, ProbeRecord, Scored
 from ..matrix import ScoreMatrix
 from .config import _Z_HIGH, _Z_LOW, DATA, MODEL, EdgeType, GnnConfig
 from .graph import _MIN_SPREAD, _Edges, _tensor
-from .network import INPUTS, QueryScorer, _Constants, _MemberConstants, _Net
+from .network import QueryScorer, _Constants, _Net
 from .sampling import InEdges, NeighbourhoodSampler
 from .serving import GnnEstimator
 from .training import TrainingCancelled, _loss
@@ -156,6 +158,9 @@ class SparseGnnEstimator(GnnEstimator):
 
     def _records_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.score_matrix.row(i)
+
+    def _z_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.z_matrix.row(i)
 
     def _column_scores(self, rows: np.ndarray, j: int) -> np.ndarray:
         return self.score_matrix.column_at(j, rows)
@@ -321,26 +326,6 @@ class SparseGnnEstimator(GnnEstimator):
         observed[which[found], at[found]] = True
         return _loss(predicted, torch.from_numpy(labels), torch.from_numpy(observed), cfg.rank_weight)
 
-    def _simulated_probes(
-        self, hidden: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
-    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """The dense episodes' probe edges (half the cold datasets, popular models first), read from the rows."""
-        out = []
-        budget = self.config.probe_budget
-        for i in hidden:
-            if rng.random() < 0.5:
-                continue
-            js, values = self.z_matrix.row(int(i))
-            if len(js) < 2:
-                continue
-            noisy = popularity[js] + rng.gumbel(size=len(js))
-            pick = np.sort(np.argsort(-noisy)[:budget])
-            raw = values[pick]
-            spread = raw.std()
-            z = (raw - raw.mean()) / spread if spread > 1e-12 else np.zeros(len(raw))
-            out.append((int(i), js[pick], z))
-        return out
-
     # -- the library side ------------------------------------------------------------------------------
 
     def _full_graph(self) -> tuple[Tensor, Tensor, dict[EdgeType, Tensor], np.ndarray]:
@@ -365,15 +350,7 @@ class SparseGnnEstimator(GnnEstimator):
     def _precompute(self) -> None:
         """Every node's embeddings on the full graph (sparse products), per layer and member."""
         x_data, x_model, index, popularity = self._full_graph()
-        members, self._final_data = [], []
-        with torch.no_grad():
-            for net in self.members:
-                layers = net.embed(x_data, x_model, index, {})
-                projected, bias = net.model_side(layers[-1][MODEL], _tensor(popularity))
-                members.append(
-                    _MemberConstants([h[DATA] for h in layers[:-1]], [h[MODEL] for h in layers[:-1]], projected, bias)
-                )
-                self._final_data.append(layers[-1][DATA])
+        members, self._final_data = self._embedded(x_data, x_model, index, {}, popularity)
         self.popularity = popularity
         empty = torch.zeros(0, len(self.model_ids))
         self.constants = _Constants(members, empty, empty, _tensor(popularity), self.config.prior_strength)
@@ -389,14 +366,14 @@ class SparseGnnEstimator(GnnEstimator):
         denominator, _ = self._ones.weighted_row_sum(rows, together[rows])
         return ((numerator + c * self.popularity) / (denominator + c))[None, :].astype(np.float32)
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        prior = self._query_prior(inputs["dataset_weights"]) if self.config.use_prior else None
-        if prior is None:
-            prior = np.zeros((1, len(self.model_ids)), dtype=np.float32)
-        with torch.no_grad():
-            args = [torch.from_numpy(np.asarray(inputs[k])) for k in INPUTS]
-            mean, std = self.query_module(*args, torch.from_numpy(prior))
-        return mean.numpy().astype(float), std.numpy().astype(float)
+    def _module_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The query's inputs and its neighbour prior (1, models), computed from the neighbours' records."""
+        arguments = super()._module_inputs(inputs)
+        if self.config.use_prior:
+            arguments["prior"] = self._query_prior(inputs["dataset_weights"])
+        else:
+            arguments["prior"] = np.zeros((1, len(self.model_ids)), dtype=np.float32)
+        return arguments
 
     def behaviour(self) -> ScoreMatrix:  # type: ignore[override]
         """Every scored dataset's z per model (rows in `rated` order, as the dense `behaviour`), as records."""
@@ -437,16 +414,3 @@ class SparseGnnEstimator(GnnEstimator):
             )  # fmt: skip
 
         return Scored(scores, uncertainty, build)
-
-    # -- serving backend -------------------------------------------------------------------------------
-
-    @property
-    def providers(self) -> list[str]:
-        return [SPARSE_BACKEND]
-
-    def serve_onnx(self, *args: object, **kwargs: object) -> SparseGnnEstimator:  # type: ignore[override]
-        """Queries stay on torch: the dense export holds z as a constant, which is what this estimator avoids."""
-        return self
-
-    def export_onnx(self, path: object) -> None:  # type: ignore[override]
-        raise NotImplementedError("the sparse GNN serves under torch; it has no ONNX export")

@@ -19,7 +19,7 @@ from modsnet.data.graph import Snapshot
 
 from ...probes import MEASURED
 from ..base import ProbeRecord
-from .config import DATA, MODEL, GnnConfig
+from .config import DATA, MODEL, EdgeType, GnnConfig
 from .graph import PreparedGraph, _tensor
 from .network import QueryScorer, _Constants, _MemberConstants, _neighbour_prior, _Net
 
@@ -93,15 +93,16 @@ class TrainedGraph(PreparedGraph):
             if rng.random() < 0.5:
                 continue
             if self.probe_kind == MEASURED:
-                values = {int(j): float(self.z[i, j]) for j in np.nonzero(self.has[i])[0]}
+                js, values = self._z_row(int(i))
             else:
-                values = self.recorded.get(int(i), {})
-            if len(values) < 2:
+                recorded = self.recorded.get(int(i), {})
+                js = np.array(sorted(recorded), dtype=np.int64)
+                values = np.array([recorded[int(j)] for j in js])
+            if len(js) < 2:
                 continue
-            js = np.array(sorted(values))
             noisy = popularity[js] + rng.gumbel(size=len(js))
-            chosen = js[np.argsort(-noisy)[:budget]]
-            raw = np.array([values[int(j)] for j in chosen])
+            pick = np.argsort(-noisy)[:budget]
+            chosen, raw = js[pick], values[pick]
             spread = raw.std()
             z = (raw - raw.mean()) / spread if spread > 1e-12 else np.zeros(len(raw))
             out.append((int(i), chosen, z))
@@ -166,13 +167,17 @@ class TrainedGraph(PreparedGraph):
             self.members.append(net)
         self._precompute()
 
-    def _precompute(self) -> None:
-        """Every node's embeddings on the full graph, per layer and member: the constants of a query."""
-        summaries = self._popularity(self.rated)
-        popularity = summaries[:, 0]
-        x_data, x_model, index, weight = self._inputs(self.rated, [], summaries)
-        prior = self._prior(np.arange(len(self.nodes)), self.rated, popularity)
-        members, finals = [], []
+    def _z_row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset node i's models with a record, and their (unclipped) z."""
+        js = np.nonzero(self.has[i])[0]
+        return js, self.z[i, js]
+
+    def _embedded(
+        self, x_data: Tensor, x_model: Tensor, index: dict[EdgeType, Tensor], weight: dict[EdgeType, Tensor],
+        popularity: np.ndarray,
+    ) -> tuple[list[_MemberConstants], list[Tensor]]:  # fmt: skip
+        """Each member on the full graph: its constants of a query, and its final dataset embeddings."""
+        members, final_data = [], []
         with torch.no_grad():
             for net in self.members:
                 layers = net.embed(x_data, x_model, index, weight)
@@ -180,7 +185,21 @@ class TrainedGraph(PreparedGraph):
                 members.append(
                     _MemberConstants([h[DATA] for h in layers[:-1]], [h[MODEL] for h in layers[:-1]], projected, bias)
                 )
-                finals.append(net.score(layers[-1][DATA], (projected, bias), prior).numpy())
+                final_data.append(layers[-1][DATA])
+        return members, final_data
+
+    def _precompute(self) -> None:
+        """Every node's embeddings on the full graph, per layer and member: the constants of a query."""
+        summaries = self._popularity(self.rated)
+        popularity = summaries[:, 0]
+        x_data, x_model, index, weight = self._inputs(self.rated, [], summaries)
+        prior = self._prior(np.arange(len(self.nodes)), self.rated, popularity)
+        members, final_data = self._embedded(x_data, x_model, index, weight, popularity)
+        with torch.no_grad():
+            finals = [
+                net.score(h, (m.projected, m.bias), prior).numpy()
+                for net, h, m in zip(self.members, final_data, members, strict=True)
+            ]
         self.constants = _Constants(
             members, _tensor(self._z_filled), _tensor(self.has), _tensor(popularity), self.config.prior_strength
         )
