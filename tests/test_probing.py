@@ -29,7 +29,7 @@ from modsnet.models.probing import (
     KIND_SCORE,
     SAMPLE_ROWS,
     _consensus,
-    _probe_sample,
+    probe_sample,
     can_probe,
     measure,
     needs_artifact,
@@ -134,7 +134,7 @@ def test_the_probe_sample_keeps_every_class_at_the_librarys_floor() -> None:
     rng = np.random.default_rng(0)
     label = np.array(["common"] * 2948 + ["rare"] * 12 + ["scarce"] * 40)
     table = pd.DataFrame({"x": rng.normal(size=len(label)), "y": rng.permutation(label)})
-    sample = _probe_sample(Exemplar("tabular", "rare.csv", len(label), table=table, target="y"), seed=0)
+    sample = probe_sample(Exemplar("tabular", "rare.csv", len(label), table=table, target="y"), seed=0)
     assert sample is not None
     counts = sample[TARGET].value_counts()
     assert counts["rare"] == 12 and counts["scarce"] >= CLASS_FLOOR
