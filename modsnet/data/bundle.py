@@ -237,7 +237,10 @@ def _read_probe_records(data: bytes, model_ids: set[str], dataset_ids: set[str],
     for line, row in _numbered(table):
         score = float(row["score"])
         if not low <= score <= high:
-            raise InvalidArgument(f"{PROBE_RECORDS} line {line}, column 'score': {row['score']!r} is outside {[low, high]}")
+            raise InvalidArgument(
+                f"{PROBE_RECORDS} line {line}, column 'score': {row['score']!r} is outside the metric_range "
+                f"[{low:g}, {high:g}] of library.yaml"
+            )
         rows = number(row["rows"])
         if rows is None or rows < 1 or not float(rows).is_integer():
             raise InvalidArgument(f"{PROBE_RECORDS} line {line}, column 'rows': {row['rows']!r} is not a positive whole number")

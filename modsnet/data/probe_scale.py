@@ -3,12 +3,13 @@
 A search's probe measures a model on a sample of the query (`modsnet.models.probing`); the library recorded
 each model on more rows. A bundle's optional `probe_records.csv` holds scores measured the probe's way on some
 of its datasets, so the gap probe - record can be learned from the library itself:
-- `shift`: the mean gap over every pair (TabZoo: probes run about 0.02 under the record). A probe's value on
-  the record's scale is `value - shift`.
-- a family's own shift, only where it differs from the level beyond noise: the family's gap minus the
-  level, taken within each dataset (so a dataset's own level cancels), averaged over the datasets, and kept
-  when it is more than `FAMILY_Z` standard errors (over datasets) from 0 with at least `MIN_DATASETS` datasets.
-  `FAMILY_Z` is high because a library has many families (TabZoo: 21), each tested.
+- `shift`: the mean gap (TabZoo: probes run about 0.02 under the record). A probe's value on the record's
+  scale is `value - shift`.
+- a family's own shift, only where it differs from the others beyond noise: the family's gap minus the other
+  models' gap, taken within each dataset (so a dataset's own level cancels), against its standard error over the
+  datasets; families past `FAMILY_Z` errors (with at least `MIN_DATASETS` datasets) are set apart one at a time,
+  the most significant first, and `shift` is then the gap of the models left. `FAMILY_Z` is high because a
+  library has many families (TabZoo: 21), each tested.
 - `sd`: the spread of a pair's gap around its (family) shift: a probe's noise on the record's scale.
 
 Learned when the records give at least `MIN_PAIRS` pairs over `MIN_DATASETS` datasets, else None (the
@@ -131,25 +132,23 @@ def learn_probe_scale(
     pairs = sum(len(g) for g in gaps.values())
     if pairs < MIN_PAIRS or len(gaps) < MIN_DATASETS:
         return None
-    everything = np.array([v for g in gaps.values() for v in g.values()])
-    level = float(everything.mean())
-    # A family's contrast with its dataset's level, per dataset: what is left is the family's own.
-    contrasts: dict[str, list[float]] = defaultdict(list)
-    for g in gaps.values():
-        here = float(np.mean(list(g.values())))
-        by_family: dict[str, list[float]] = defaultdict(list)
-        for model_id, gap in g.items():
-            if family_of.get(model_id):
-                by_family[family_of[model_id]].append(gap)
-        for family, values in by_family.items():
-            contrasts[family].append(float(np.mean(values)) - here)
-    family_shift = {}
-    for family, values in contrasts.items():
-        if len(values) < MIN_DATASETS:
-            continue
-        mean, error = float(np.mean(values)), float(np.std(values, ddof=1)) / math.sqrt(len(values))
-        if abs(mean) > FAMILY_Z * max(error, 1e-12):
-            family_shift[family] = level + mean
+    # Families are set apart one at a time, the most significant first: a family's gap minus the gap of the models
+    # not set apart, within each dataset (its own level cancels), against its spread over the datasets.
+    apart: set[str] = set()
+    while True:
+        contrasts = _contrasts(gaps, family_of, apart)
+        scores = {
+            f: abs(float(np.mean(v))) / max(float(np.std(v, ddof=1)) / math.sqrt(len(v)), 1e-12)
+            for f, v in contrasts.items()
+            if f not in apart and len(v) >= MIN_DATASETS
+        }
+        if not scores or max(scores.values()) <= FAMILY_Z:
+            break
+        apart.add(max(scores, key=lambda f: (scores[f], f)))
+    common = [v for g in gaps.values() for m, v in g.items() if family_of.get(m, "") not in apart]
+    level = float(np.mean(common)) if common else float(np.mean([v for g in gaps.values() for v in g.values()]))
+    contrasts = _contrasts(gaps, family_of, apart)
+    family_shift = {f: level + float(np.mean(contrasts[f])) for f in sorted(apart) if contrasts.get(f)}
     residual = np.array(
         [
             gap - family_shift.get(family_of.get(model_id, ""), level)
@@ -158,6 +157,25 @@ def learn_probe_scale(
         ]
     )
     return ProbeScale(level, float(np.sqrt(np.mean(residual**2))), pairs, len(gaps), family_shift)
+
+
+def _contrasts(
+    gaps: Mapping[str, Mapping[str, float]], family_of: Mapping[str, str], apart: Collection[str]
+) -> dict[str, list[float]]:
+    """Per family, per dataset: its mean gap minus the mean gap of the models in no family set `apart` (itself
+    excepted), where the dataset has both."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for g in gaps.values():
+        by_family: dict[str, list[float]] = defaultdict(list)
+        for model_id, gap in g.items():
+            by_family[family_of.get(model_id, "")].append(gap)
+        for family, values in by_family.items():
+            if not family:
+                continue
+            rest = [v for f, vs in by_family.items() if f != family and f not in apart for v in vs]
+            if rest:
+                out[family].append(float(np.mean(values)) - float(np.mean(rest)))
+    return out
 
 
 def bundle_probe_scale(
