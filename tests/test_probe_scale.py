@@ -317,3 +317,18 @@ def test_the_decision_table_reads_sample_probes_and_the_old_table_stays_availabl
     for budget in (3, 5):
         for target in run["targets"]:  # type: ignore[union-attr]
             assert sample.regret["modsnet"][budget][target] >= records.regret["modsnet"][budget][target] - 1e-12
+
+
+def test_an_imported_librarys_export_keeps_its_probe_records_and_scale(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    from modsnet.embedded import EmbeddedCluster
+
+    bundle = read_bundle(_with_probe_records(bundle_dir))
+    with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as cluster:
+        cluster.client.import_library(bundle_dir)
+        (info,) = cluster.client.list_libraries()  # through gRPC, as the recommender reads the library
+        assert ProbeScale.of_library(info.meta) == ProbeScale.of_library(bundle.meta) is not None
+        exported = read_bundle(cluster.client.export_library("synth", tmp_path / "synth.tar.gz"))
+    assert exported.probe_records is not None and canonical(exported)[PROBE_RECORDS] == canonical(bundle)[PROBE_RECORDS]
+    assert exported.meta[META_KEY] == bundle.meta[META_KEY]

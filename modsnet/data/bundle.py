@@ -152,6 +152,15 @@ def read_bundle(source: str | os.PathLike[str] | bytes | BinaryIO, *, label: str
     return parse_members(files)
 
 
+def stored_probe_records(source: bytes, *, label: str = "bundle") -> Table | None:
+    """The `probe_records.csv` of a bundle already imported whole (so checked then), without reading the rest: what
+    an export takes back from the import's bundle, since the stores keep the learned scale, not these rows."""
+    files = _strip_common_root(_load_members(source, label))
+    if PROBE_RECORDS not in files:
+        return None
+    return _read_csv(PROBE_RECORDS, files[PROBE_RECORDS], required=("dataset_id", "model_id", "score", "rows"))
+
+
 def parse_members(files: Mapping[str, bytes]) -> Bundle:
     """Validate a bundle given its members (relative path -> bytes)."""
     files = _strip_common_root(files)
