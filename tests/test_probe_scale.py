@@ -93,7 +93,10 @@ def test_the_scale_goes_through_the_librarys_metadata_and_refuses_nonsense() -> 
 
 
 def test_measurements_are_put_on_the_record_scale_and_other_kinds_are_not() -> None:
-    probes = [ProbeRecord("m0", "q", "score", 0.70, 1.0, "balanced accuracy 0.700"), ProbeRecord("m1", "q", "LogME", 2.0)]
+    probes = [
+        ProbeRecord("m0", "q", "score", 0.70, 1.0, "balanced accuracy 0.700"),
+        ProbeRecord("m1", "q", "LogME", 2.0),
+    ]
     assert on_record_scale(None, probes) == probes
     shifted = on_record_scale(ProbeScale(-0.02, 0.05, 100, 10, {"svm": -0.04}), probes, {"m0": "svm"}.get)
     assert shifted[0].value == pytest.approx(0.74) and "+0.040 to the library's record scale" in shifted[0].detail
@@ -150,7 +153,9 @@ def test_a_repeated_pair_and_a_score_outside_the_metric_range_are_refused(bundle
     path.write_text("\n".join([*lines[:4], ",".join(cells), *lines[5:]]) + "\n")
     meta = bundle_dir / "library.yaml"
     meta.write_text(meta.read_text() + "metric_range: [0.0, 1.0]\n")
-    with pytest.raises(InvalidArgument, match=r"probe_records\.csv line 5, column 'score': '1.5' is outside the metric"):
+    with pytest.raises(
+        InvalidArgument, match=r"probe_records\.csv line 5, column 'score': '1.5' is outside the metric"
+    ):
         read_bundle(bundle_dir)
 
 
@@ -199,7 +204,8 @@ def test_the_search_corrects_probes_by_the_librarys_scale_and_a_library_without_
     assert META_KEY not in snapshot.library.meta
     scale = ProbeScale(-0.05, 0.04, 60, 10)
     scaled = dataclasses.replace(
-        snapshot, library=dataclasses.replace(snapshot.library, meta={**snapshot.library.meta, META_KEY: scale.to_meta()})
+        snapshot,
+        library=dataclasses.replace(snapshot.library, meta={**snapshot.library.meta, META_KEY: scale.to_meta()}),
     )
     features = dict(snapshot.datasets[3].features)
     probes = [ProbeRecord("m1", "", "score", 0.97, 1.0, "balanced accuracy 0.970")]
@@ -265,7 +271,7 @@ def test_decision_probes_read_a_targets_own_records_else_the_record_shifted_with
     own = {r["model_id"]: float(r["score"]) for r in bundle.probe_records.rows if r["dataset_id"] == "d0"}  # type: ignore[union-attr]
     assert reads["d0"] == own
     gaps = np.array([reads["d5"][m] - truth["d5"][m] for m in truth["d5"]])
-    assert abs(gaps.mean() - scale.shift) < 3 * scale.sd and 0 < gaps.std()
+    assert abs(gaps.mean() - scale.shift) < 3 * scale.sd and gaps.std() > 0
     assert decision_probes(bundle, ["d5"], truth, scale, {}, seed=0) == {"d5": reads["d5"]}  # seeded
     assert decision_probes(bundle, ["d5"], truth, None, {}, seed=0) == {}  # no scale: the records
 
@@ -319,9 +325,7 @@ def test_the_decision_table_reads_sample_probes_and_the_old_table_stays_availabl
             assert sample.regret["modsnet"][budget][target] >= records.regret["modsnet"][budget][target] - 1e-12
 
 
-def test_an_imported_librarys_export_keeps_its_probe_records_and_scale(
-    tmp_path: Path, bundle_dir: Path
-) -> None:
+def test_an_imported_librarys_export_keeps_its_probe_records_and_scale(tmp_path: Path, bundle_dir: Path) -> None:
     from modsnet.embedded import EmbeddedCluster
 
     bundle = read_bundle(_with_probe_records(bundle_dir))

@@ -29,10 +29,10 @@ from modsnet.models.probing import (
     KIND_SCORE,
     SAMPLE_ROWS,
     _consensus,
-    probe_sample,
     can_probe,
     measure,
     needs_artifact,
+    probe_sample,
 )
 from modsnet.models.tabular import TARGET, model_settings
 

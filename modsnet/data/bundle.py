@@ -252,7 +252,9 @@ def _read_probe_records(data: bytes, model_ids: set[str], dataset_ids: set[str],
             )
         rows = number(row["rows"])
         if rows is None or rows < 1 or not float(rows).is_integer():
-            raise InvalidArgument(f"{PROBE_RECORDS} line {line}, column 'rows': {row['rows']!r} is not a positive whole number")
+            raise InvalidArgument(
+                f"{PROBE_RECORDS} line {line}, column 'rows': {row['rows']!r} is not a positive whole number"
+            )
         key = (row["dataset_id"], row["model_id"])
         if key in seen:
             raise InvalidArgument(f"{PROBE_RECORDS} line {line}: ({key[0]!r}, {key[1]!r}) repeats line {seen[key]}")

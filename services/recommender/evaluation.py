@@ -796,7 +796,9 @@ def evaluate(
 
 
 def _truth(records: Mapping[str, Mapping[str, list[InteractionRecord]]]) -> dict[str, dict[str, float]]:
-    return {t: {m: float(np.mean([r.score for r in rs])) for m, rs in by_model.items()} for t, by_model in records.items()}
+    return {
+        t: {m: float(np.mean([r.score for r in rs])) for m, rs in by_model.items()} for t, by_model in records.items()
+    }
 
 
 def _probe_rows(bundle: Bundle) -> list[tuple[str, str, float]]:

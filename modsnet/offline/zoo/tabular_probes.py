@@ -51,7 +51,9 @@ def choose_datasets(bundle: Path, count: int, seed: int = 0) -> list[str]:
     snapshot = snapshot_from_bundle(read_bundle(bundle))
     rows = {d.dataset_id: float(d.metadata.get("n_rows") or 0) for d in snapshot.datasets}
     sources = {s.dataset_id for s in zoo.dataset_sources()}
-    eligible = [t for t in default_targets(snapshot, seed=seed) if t in sources and rows.get(t, 0) > probing.SAMPLE_ROWS]
+    eligible = [
+        t for t in default_targets(snapshot, seed=seed) if t in sources and rows.get(t, 0) > probing.SAMPLE_ROWS
+    ]
     if len(eligible) <= count:
         return eligible
     return [eligible[i] for i in sorted(set(np.linspace(0, len(eligible) - 1, count).round().astype(int)))]
@@ -78,8 +80,12 @@ def measure_dataset(bundle: Path, dataset_id: str) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modsnet.offline.zoo.tabular_probes", description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True, help="the TabZoo bundle folder (probe_records.csv goes in it)")
+    parser = argparse.ArgumentParser(
+        prog="python -m modsnet.offline.zoo.tabular_probes", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--bundle", type=Path, required=True, help="the TabZoo bundle folder (probe_records.csv goes in it)"
+    )
     parser.add_argument("--work", type=Path, required=True, help="folder for resumable results")
     parser.add_argument("--datasets", type=int, default=DEFAULT_DATASETS, help="how many held-out targets to probe")
     parser.add_argument("--ids", nargs="+", metavar="ID", help="probe these datasets instead")
@@ -107,8 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(json.dumps({"dataset_id": dataset_id, "records": done[dataset_id]}) + "\n")
             out.flush()
             print(
-                f"tabzoo probes: {dataset_id} {len(done[dataset_id])} settings "
-                f"({time.perf_counter() - started:.0f} s)",
+                f"tabzoo probes: {dataset_id} {len(done[dataset_id])} settings ({time.perf_counter() - started:.0f} s)",
                 file=sys.stderr,
             )
     rows = sorted((r for d in chosen for r in done[d]), key=lambda r: (r["dataset_id"], r["model_id"]))
