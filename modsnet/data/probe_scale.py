@@ -37,6 +37,7 @@ __all__ = [
     "MIN_PAIRS",
     "ProbeScale",
     "bundle_probe_scale",
+    "family_contrasts",
     "learn_probe_scale",
     "on_record_scale",
 ]
@@ -136,7 +137,7 @@ def learn_probe_scale(
     # not set apart, within each dataset (its own level cancels), against its spread over the datasets.
     apart: set[str] = set()
     while True:
-        contrasts = _contrasts(gaps, family_of, apart)
+        contrasts = family_contrasts(gaps, family_of, apart)
         scores = {
             f: abs(float(np.mean(v))) / max(float(np.std(v, ddof=1)) / math.sqrt(len(v)), 1e-12)
             for f, v in contrasts.items()
@@ -147,7 +148,7 @@ def learn_probe_scale(
         apart.add(max(scores, key=lambda f: (scores[f], f)))
     common = [v for g in gaps.values() for m, v in g.items() if family_of.get(m, "") not in apart]
     level = float(np.mean(common)) if common else float(np.mean([v for g in gaps.values() for v in g.values()]))
-    contrasts = _contrasts(gaps, family_of, apart)
+    contrasts = family_contrasts(gaps, family_of, apart)
     family_shift = {f: level + float(np.mean(contrasts[f])) for f in sorted(apart) if contrasts.get(f)}
     residual = np.array(
         [
@@ -159,7 +160,7 @@ def learn_probe_scale(
     return ProbeScale(level, float(np.sqrt(np.mean(residual**2))), pairs, len(gaps), family_shift)
 
 
-def _contrasts(
+def family_contrasts(
     gaps: Mapping[str, Mapping[str, float]], family_of: Mapping[str, str], apart: Collection[str]
 ) -> dict[str, list[float]]:
     """Per family, per dataset: its mean gap minus the mean gap of the models in no family set `apart` (itself
