@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             gaps[key[0]][key[1]] = float(r["score"]) - recorded[key]
             probe[key[0]][key[1]] = float(r["score"])
             rows[key[0]] = int(float(r["rows"]))
-    lines = ["| dataset | probe rows | settings | mean probe - record | sd | Pearson | record regret of the probe's best |"]
+    lines = [
+        "| dataset | probe rows | settings | mean probe - record | sd | Pearson | record regret of the probe's best |"
+    ]
     lines.append("|---|---:|---:|---:|---:|---:|---:|")
     same = 0
     for dataset_id in sorted(gaps):
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *lines,
         "",
-        f"| family | datasets | contrast with the other models (mean over datasets) | standard error | z (kept past {FAMILY_Z:g}) |",
+        "| family | datasets | contrast with the other models (mean over datasets) | standard error "
+        f"| z (kept past {FAMILY_Z:g}) |",
         "|---|---:|---:|---:|---:|",
     ]
     for family, values in sorted(family_contrasts(gaps, family_of, ()).items()):

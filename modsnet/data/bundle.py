@@ -94,6 +94,14 @@ class CsvRows(Sequence[dict[str, str]]):
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def header(self) -> list[str]:
+        return self._header
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
     def __iter__(self) -> Iterator[dict[str, str]]:
         if self._kept is not None:
             yield from self._kept
@@ -204,7 +212,8 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
         probe_records = _read_probe_records(files[PROBE_RECORDS], model_ids, dataset_ids, meta)
         # The library's probe-to-record scale, learned here so every reader (knowledge, the recommender through
         # the library's metadata, the evaluation) has it; records that teach nothing leave the library without.
-        scale = bundle_probe_scale(probe_records.rows, interactions.rows, models.rows)
+        wanted = {(row["dataset_id"], row["model_id"]) for row in probe_records.rows}
+        scale = bundle_probe_scale(probe_records.rows, _pair_scores(interactions, wanted), models.rows)
         meta.pop(PROBE_SCALE_KEY, None)
         if scale is not None:
             meta[PROBE_SCALE_KEY] = scale.to_meta()
@@ -260,6 +269,24 @@ def _read_probe_records(data: bytes, model_ids: set[str], dataset_ids: set[str],
             raise InvalidArgument(f"{PROBE_RECORDS} line {line}: ({key[0]!r}, {key[1]!r}) repeats line {seen[key]}")
         seen[key] = line
     return table
+
+
+def _pair_scores(interactions: Table, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """The mean recorded score of each (dataset, model) pair in `wanted`, in one pass over the cells (no row dicts)."""
+    rows = interactions.rows
+    if isinstance(rows, CsvRows):
+        at = [rows.header.index(c) for c in ("dataset_id", "model_id", "score")]
+        triples: Iterable[tuple[str, str, str]] = (
+            (cells[at[0]].strip(), cells[at[1]].strip(), cells[at[2]]) for cells in _csv_cells(rows.data)
+        )
+    else:
+        triples = ((r["dataset_id"], r["model_id"], r["score"]) for r in rows)
+    totals: dict[tuple[str, str], list[float]] = {}
+    for dataset_id, model_id, score in triples:
+        key = (dataset_id, model_id)
+        if key in wanted:
+            totals.setdefault(key, []).append(float(score))
+    return {key: sum(values) / len(values) for key, values in totals.items()}
 
 
 def _parse_meta(data: bytes) -> dict[str, Any]:

@@ -167,31 +167,34 @@ def family_contrasts(
     excepted), where the dataset has both."""
     out: dict[str, list[float]] = defaultdict(list)
     for g in gaps.values():
-        by_family: dict[str, list[float]] = defaultdict(list)
+        sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # family -> [sum of gaps, count]
         for model_id, gap in g.items():
-            by_family[family_of.get(model_id, "")].append(gap)
-        for family, values in by_family.items():
+            cell = sums[family_of.get(model_id, "")]
+            cell[0] += gap
+            cell[1] += 1
+        common = [
+            sum(c[0] for f, c in sums.items() if f not in apart),
+            sum(c[1] for f, c in sums.items() if f not in apart),
+        ]
+        for family, (total, count) in sums.items():
             if not family:
                 continue
-            rest = [v for f, vs in by_family.items() if f != family and f not in apart for v in vs]
-            if rest:
-                out[family].append(float(np.mean(values)) - float(np.mean(rest)))
+            rest_total = common[0] - (total if family not in apart else 0.0)
+            rest_count = common[1] - (count if family not in apart else 0.0)
+            if rest_count:
+                out[family].append(total / count - rest_total / rest_count)
     return out
 
 
 def bundle_probe_scale(
     probe_rows: Iterable[Mapping[str, str]],
-    interaction_rows: Iterable[Mapping[str, str]],
+    recorded: Mapping[tuple[str, str], float],
     model_rows: Iterable[Mapping[str, str]],
     *,
     exclude: Collection[str] = (),
 ) -> ProbeScale | None:
-    """`learn_probe_scale` on a bundle's tables (probe_records.csv, interactions.csv, models.csv rows); a pair
-    recorded more than once is compared with the mean of its records."""
-    totals: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for row in interaction_rows:
-        totals[(row["dataset_id"], row["model_id"])].append(float(row["score"]))
-    recorded = {key: float(np.mean(values)) for key, values in totals.items()}
+    """`learn_probe_scale` on a bundle's tables: probe_records.csv and models.csv rows, and the records' score of
+    each pair ((dataset, model) -> the mean of its records)."""
     family_of = {row["model_id"]: row.get(FAMILY_COLUMN, "") for row in model_rows}
     probes = ((row["dataset_id"], row["model_id"], float(row["score"])) for row in probe_rows)
     return learn_probe_scale(probes, recorded, family_of, exclude=exclude)
