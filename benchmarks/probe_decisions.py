@@ -25,7 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 from modsnet.data.bundle import read_bundle  # noqa: E402
 from services.recommender.decisions import BUDGETS, DecisionTable  # noqa: E402
-from services.recommender.evaluation import Fold, evaluate, fit_served, served_predictions  # noqa: E402
+from services.recommender.evaluation import (  # noqa: E402
+    Fold,
+    default_targets,
+    evaluate,
+    fit_served,
+    graph_from_bundle,
+    served_predictions,
+)
 
 MODES = {
     "records": {"probes_as_records": True},
@@ -39,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "modsnet" / "libraries" / "tabzoo")
     parser.add_argument("--targets", nargs="+")
+    parser.add_argument("--held-out", action="store_true", help="the evaluation's default targets (100, seed 0)")
     parser.add_argument("--fold", type=int, help="run only the K-th fold of the targets (0-based)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--combine", nargs="+", type=Path, help="fold outputs to put together")
@@ -48,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = read_bundle(args.bundle)
     assert bundle.probe_records is not None, "the bundle has no probe records"
     targets = args.targets or sorted({r["dataset_id"] for r in bundle.probe_records.rows})
+    if args.held_out:
+        targets = default_targets(graph_from_bundle(bundle)[0])
     if args.fold is not None:
         targets = targets[args.fold * FOLD_SIZE : (args.fold + 1) * FOLD_SIZE]
     fitted: dict[tuple[str, ...], object] = {}
