@@ -702,7 +702,8 @@ def evaluate(
     for p in probes:
         probes_of[p.dataset_id].append(p)
     sampled = bundle.probe_records is not None and not probes_as_records
-    recorded = {(t, m): v for t, by_model in _truth(records).items() for m, v in by_model.items()} if sampled else {}
+    every_truth = _truth(records) if sampled else {}
+    recorded = {(t, m): v for t, by_model in every_truth.items() for m, v in by_model.items()}
     family_of = {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in snapshot.models}
 
     results = {m: MethodResult(m, {}) for m in methods if m != "published"}
@@ -732,7 +733,7 @@ def evaluate(
         probe_values: dict[str, dict[str, float]] = {}
         if sampled and bundle.probe_records is not None:
             scale = learn_probe_scale(_probe_rows(bundle), recorded, family_of, exclude=hidden)
-            probe_values = decision_probes(bundle, fold_targets, truth, scale, family_of, seed=seed)
+            probe_values = decision_probes(bundle, fold_targets, every_truth, scale, family_of, seed=seed)
         for name, result in results.items():
             fold = Fold(
                 train,
@@ -817,23 +818,50 @@ def decision_probes(
 ) -> dict[str, dict[str, float]]:
     """What a search's probe would read on each target (target -> model -> value): the target's own probe records
     where it has them (a model without one fails its probe, as a timed-out probe does), else its record plus the
-    library's shift (`scale`, learned without the targets) and normal noise of the scale's sd, seeded by `seed`,
-    target and model so every run and budget reads the same. No scale: the records, as without probe records."""
+    library's shift (`scale`, learned without the targets) and seeded normal noise, seeded by `seed`, target and
+    model so every run and budget reads the same. The noise is split as the records show it: a level shared by a
+    target's probes (the sd of the other datasets' mean gap) and each probe's own (the sd around it), so the
+    probes rank the models no worse than real ones do. No scale: the records, as without probe records."""
     own: dict[str, dict[str, float]] = defaultdict(dict)
     for dataset_id, model_id, score in _probe_rows(bundle):
         own[dataset_id][model_id] = score
     out: dict[str, dict[str, float]] = {}
+    level_sd, pair_sd = _noise_split(own, truth, scale, exclude=set(targets))
     for target in targets:
         if own.get(target):
             out[target] = dict(own[target])
         elif scale is not None:
+            level = float(np.random.default_rng(zlib.crc32(f"{seed}/{target}".encode())).normal(0.0, level_sd))
             values = {}
             for model_id, value in truth[target].items():
                 digest = zlib.crc32(f"{seed}/{target}/{model_id}".encode())
-                noise = float(np.random.default_rng(digest).normal(0.0, scale.sd))
-                values[model_id] = value + scale.shift_for(family_of.get(model_id, "")) + noise
+                noise = float(np.random.default_rng(digest).normal(0.0, pair_sd))
+                values[model_id] = value + scale.shift_for(family_of.get(model_id, "")) + level + noise
             out[target] = values
     return out
+
+
+def _noise_split(
+    own: Mapping[str, Mapping[str, float]],
+    truth: Mapping[str, Mapping[str, float]],
+    scale: ProbeScale | None,
+    *,
+    exclude: set[str],
+) -> tuple[float, float]:
+    """(sd of a dataset's mean probe - record, sd of a pair's around it) over the probe records outside `exclude`
+    whose records `truth` holds; (0, the scale's sd) where fewer than two such datasets."""
+    total = scale.sd if scale is not None else 0.0
+    levels, spreads = [], []
+    for dataset_id, reads in own.items():
+        if dataset_id in exclude or dataset_id not in truth:
+            continue
+        gaps = [v - truth[dataset_id][m] for m, v in reads.items() if m in truth[dataset_id]]
+        if len(gaps) >= 2:
+            levels.append(float(np.mean(gaps)))
+            spreads.extend(g - levels[-1] for g in gaps)
+    if len(levels) < 2:
+        return 0.0, total
+    return float(np.std(levels)), float(np.sqrt(np.mean(np.square(spreads))))
 
 
 def published_dir_for(library: str, root: Path) -> Path | None:
