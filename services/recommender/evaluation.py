@@ -851,7 +851,8 @@ def _noise_split(
     """(sd of a dataset's mean probe - record, sd of a pair's around it) over the probe records outside `exclude`
     whose records `truth` holds; (0, the scale's sd) where fewer than two such datasets."""
     total = scale.sd if scale is not None else 0.0
-    levels, spreads = [], []
+    levels: list[float] = []
+    spreads: list[float] = []
     for dataset_id, reads in own.items():
         if dataset_id in exclude or dataset_id not in truth:
             continue
