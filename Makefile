@@ -98,6 +98,8 @@ protos: setup ## regenerate modsnet/v1 from protos/ (the generated code is commi
 .PHONY: libraries
 libraries: setup ## rebuild the built-in libraries (deterministic, resumable; see modsnet/offline/zoo)
 	$(BIN)/python -m modsnet.offline.zoo.tabular --out modsnet/libraries/tabzoo --work .cache/tabzoo --jobs 2 --seed 0
+	# TabZoo's probe records (probe_records.csv: settings measured on a search's probe sample), into the new bundle.
+	$(BIN)/python -m modsnet.offline.zoo.tabular_probes --bundle modsnet/libraries/tabzoo --work .cache/tabzoo-probes --jobs 2
 	$(BIN)/python -m modsnet.offline.zoo.xrd --out modsnet/libraries/xrdzoo --work .cache/xrdzoo --jobs 2 --seed 0
 	# TextZoo's dataset-only packages whose metadata pulls what we never run; the generator itself installs
 	# the Debian data packages (fortunes, wordnet-base, unicode-data; the translations tasks read the .mo files of

@@ -479,6 +479,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.group_by:
             forwarded += ["--group-by", args.group_by]
         forwarded += ["--no-features"] * args.no_features
+        forwarded += ["--probes-as-records"] * args.probes_as_records
+        forwarded += ["--uncorrected-probes"] * args.uncorrected_probes
         # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
         return evaluation.main(
             forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
@@ -689,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--group-by", help="datasets.csv column (e.g. source_group): leave one group out at a time")
     evaluate.add_argument(
         "--no-features", action="store_true", help="the library as dataset ids only (no dataset features, probes)"
+    )
+    evaluate.add_argument(
+        "--probes-as-records", action="store_true", help="decision table: a probe reads the record itself (as before)"
+    )
+    evaluate.add_argument(
+        "--uncorrected-probes", action="store_true", help="decision table: sample probes taken without the correction"
     )
     evaluate.add_argument(
         "--budgets",

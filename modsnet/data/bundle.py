@@ -2,6 +2,7 @@
 
 A bundle is a folder, or a .zip / .tar.gz / .tar of one, holding `library.yaml`, `models.csv`,
 `datasets.csv`, `interactions.csv` and optionally `dataset_similarity.csv`, `probes.csv`,
+`probe_records.csv` (the library's metric measured the way a search's probe measures it: on a sample),
 `dataset_features/*.csv` and `artifacts/`. `read_bundle` validates everything before anything is used:
 a bad bundle raises `InvalidArgument` naming the file, line and column. Archives and folders are read by
 `modsnet.data.archive` (in memory, never extracted, with limits on member count, unpacked size and
@@ -34,6 +35,8 @@ from typing import Any, BinaryIO
 import yaml
 
 from modsnet.data.archive import ArchiveLimits, Folder, archive_kind, open_archive, read_all
+from modsnet.data.probe_scale import META_KEY as PROBE_SCALE_KEY
+from modsnet.data.probe_scale import ProbeScale, bundle_probe_scale
 from modsnet.runtime.errors import InvalidArgument
 
 MODALITIES = ("tabular", "text", "image", "xrd", "other")
@@ -46,6 +49,7 @@ MAX_EXPANSION = 200  # times a member may expand; see modsnet.data.archive
 MAX_CELL_CHARS = 100_000
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _FEATURES_DIR = "dataset_features"
+PROBE_RECORDS = "probe_records.csv"  # optional: dataset_id, model_id, score, rows (of the probe's sample)
 _ARTIFACTS_DIR = "artifacts"
 
 csv.field_size_limit(MAX_CELL_CHARS)
@@ -90,6 +94,14 @@ class CsvRows(Sequence[dict[str, str]]):
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def header(self) -> list[str]:
+        return self._header
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
     def __iter__(self) -> Iterator[dict[str, str]]:
         if self._kept is not None:
             yield from self._kept
@@ -131,6 +143,7 @@ class Bundle:
     probes: Table | None = None
     features: dict[str, Table] = field(default_factory=dict)  # feature file stem -> table
     artifacts: dict[str, bytes] = field(default_factory=dict)  # path under artifacts/ -> content
+    probe_records: Table | None = None  # PROBE_RECORDS: scores measured as a search's probe measures them
 
     @property
     def name(self) -> str:
@@ -145,6 +158,15 @@ def read_bundle(source: str | os.PathLike[str] | bytes | BinaryIO, *, label: str
     """Read and validate a bundle from a folder path, an archive path, archive bytes or a binary file."""
     files = _load_members(source, label)
     return parse_members(files)
+
+
+def stored_probe_records(source: bytes, *, label: str = "bundle") -> Table | None:
+    """The `probe_records.csv` of a bundle already imported whole (so checked then), without reading the rest: what
+    an export takes back from the import's bundle, since the stores keep the learned scale, not these rows."""
+    files = _strip_common_root(_load_members(source, label))
+    if PROBE_RECORDS not in files:
+        return None
+    return _read_csv(PROBE_RECORDS, files[PROBE_RECORDS], required=("dataset_id", "model_id", "score", "rows"))
 
 
 def parse_members(files: Mapping[str, bytes]) -> Bundle:
@@ -185,6 +207,17 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
         if "seconds" in probes.columns:
             _check_numbers(probes, ["seconds"], non_negative=True)
 
+    probe_records = None
+    if PROBE_RECORDS in files:
+        probe_records = _read_probe_records(files[PROBE_RECORDS], model_ids, dataset_ids, meta)
+        # The library's probe-to-record scale, learned here so every reader (knowledge, the recommender through
+        # the library's metadata, the evaluation) has it; records that teach nothing leave the library without.
+        wanted = {(row["dataset_id"], row["model_id"]) for row in probe_records.rows}
+        scale = bundle_probe_scale(probe_records.rows, _pair_scores(interactions, wanted), models.rows)
+        meta.pop(PROBE_SCALE_KEY, None)
+        if scale is not None:
+            meta[PROBE_SCALE_KEY] = scale.to_meta()
+
     features: dict[str, Table] = {}
     for path in sorted(files):
         parts = PurePosixPath(path).parts
@@ -207,7 +240,53 @@ def parse_members(files: Mapping[str, bytes]) -> Bundle:
                 raise InvalidArgument(
                     f"models.csv line {line}, column 'artifact': {ref!r} is not a file under artifacts/"
                 )
-    return Bundle(meta, models, datasets, interactions, similarity, probes, features, artifacts)
+    return Bundle(meta, models, datasets, interactions, similarity, probes, features, artifacts, probe_records)
+
+
+def _read_probe_records(data: bytes, model_ids: set[str], dataset_ids: set[str], meta: Mapping[str, Any]) -> Table:
+    """`probe_records.csv`: one score per (dataset, model), in the metric's range, on a positive whole number of
+    rows; a bad row refuses the bundle, naming the file, line and column."""
+    table = _read_csv(PROBE_RECORDS, data, required=("dataset_id", "model_id", "score", "rows"))
+    _check_refs(table, "model_id", model_ids, "models.csv")
+    _check_refs(table, "dataset_id", dataset_ids, "datasets.csv")
+    _check_numbers(table, ["score"], required=True)
+    low, high = meta.get("metric_range", (-math.inf, math.inf))
+    seen: dict[tuple[str, str], int] = {}
+    for line, row in _numbered(table):
+        score = float(row["score"])
+        if not low <= score <= high:
+            raise InvalidArgument(
+                f"{PROBE_RECORDS} line {line}, column 'score': {row['score']!r} is outside the metric_range "
+                f"[{low:g}, {high:g}] of library.yaml"
+            )
+        rows = number(row["rows"])
+        if rows is None or rows < 1 or not float(rows).is_integer():
+            raise InvalidArgument(
+                f"{PROBE_RECORDS} line {line}, column 'rows': {row['rows']!r} is not a positive whole number"
+            )
+        key = (row["dataset_id"], row["model_id"])
+        if key in seen:
+            raise InvalidArgument(f"{PROBE_RECORDS} line {line}: ({key[0]!r}, {key[1]!r}) repeats line {seen[key]}")
+        seen[key] = line
+    return table
+
+
+def _pair_scores(interactions: Table, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """The mean recorded score of each (dataset, model) pair in `wanted`, in one pass over the cells (no row dicts)."""
+    rows = interactions.rows
+    if isinstance(rows, CsvRows):
+        at = [rows.header.index(c) for c in ("dataset_id", "model_id", "score")]
+        triples: Iterable[tuple[str, str, str]] = (
+            (cells[at[0]].strip(), cells[at[1]].strip(), cells[at[2]]) for cells in _csv_cells(rows.data)
+        )
+    else:
+        triples = ((r["dataset_id"], r["model_id"], r["score"]) for r in rows)
+    totals: dict[tuple[str, str], list[float]] = {}
+    for dataset_id, model_id, score in triples:
+        key = (dataset_id, model_id)
+        if key in wanted:
+            totals.setdefault(key, []).append(float(score))
+    return {key: sum(values) / len(values) for key, values in totals.items()}
 
 
 def _parse_meta(data: bytes) -> dict[str, Any]:
@@ -236,6 +315,11 @@ def _parse_meta(data: bytes) -> dict[str, Any]:
     meta = {str(k): _json_safe(v) for k, v in meta.items()}
     if "metric_range" in meta:
         meta["metric_range"] = _metric_range(meta["metric_range"])
+    if PROBE_SCALE_KEY in meta:  # as an export writes it (the scale its probe_records.csv taught)
+        try:
+            meta[PROBE_SCALE_KEY] = ProbeScale.from_meta(meta[PROBE_SCALE_KEY]).to_meta()
+        except ValueError as exc:
+            raise InvalidArgument(f"library.yaml, key {PROBE_SCALE_KEY!r}: {exc}") from None
     meta.update(
         name=name,
         modality=modality,
@@ -498,6 +582,7 @@ _KEYS = {
     "interactions.csv": ("dataset_id", "model_id"),
     "dataset_similarity.csv": ("dataset_a", "dataset_b"),
     "probes.csv": ("dataset_id", "model_id", "probe"),
+    PROBE_RECORDS: ("dataset_id", "model_id"),
 }
 _META_ORDER = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source")
 
@@ -557,6 +642,8 @@ def bundle_members(bundle: Bundle) -> dict[str, bytes]:
         files["dataset_similarity.csv"] = _table_bytes(bundle.similarity, ("distance", "similarity"))
     if bundle.probes is not None:
         files["probes.csv"] = _table_bytes(bundle.probes, ("value", "seconds"))
+    if bundle.probe_records is not None:
+        files[PROBE_RECORDS] = _table_bytes(bundle.probe_records, ("score", "rows"))
     for stem, table in sorted(bundle.features.items()):
         files[f"{_FEATURES_DIR}/{stem}.csv"] = _table_bytes(table, [c for c in table.columns if c != "dataset_id"])
     for path, data in sorted(bundle.artifacts.items()):

@@ -66,6 +66,7 @@ __all__ = [
     "can_probe",
     "measure",
     "needs_artifact",
+    "probe_sample",
 ]
 
 KIND_SCORE = "score"  # the library's own metric measured on a sample of the query (probes.MEASURED)
@@ -192,8 +193,9 @@ def _canonical(params: Any) -> str:
     return json.dumps(params, sort_keys=True)  # tuples and lists alike, as models.csv writes them
 
 
-def _probe_sample(exemplar: Exemplar, seed: int) -> pd.DataFrame | None:
-    """The stratified sample a tabular probe fits on, target renamed to TARGET; None when it cannot be CV'd."""
+def probe_sample(exemplar: Exemplar, seed: int) -> pd.DataFrame | None:
+    """The stratified sample a tabular probe fits on, target renamed to TARGET; None when it cannot be CV'd
+    (also what `modsnet.offline.zoo.tabular_probes` records the rows of)."""
     import pandas as pd
 
     from modsnet.features.tabular import stratified_sample
@@ -236,7 +238,7 @@ def _measure_tabular(
     settings = [(model, _tabzoo_setting(library, model)) for model, _ in models]
     if not any(setting for _, setting in settings):
         return []
-    sample = _probe_sample(exemplar, seed)
+    sample = probe_sample(exemplar, seed)
     if sample is None:
         _log.debug("no tabular probes on %s: no target, or fewer than two classes of %d rows", exemplar.name, FOLDS)
         return []

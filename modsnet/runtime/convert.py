@@ -7,6 +7,7 @@ functions; the cores never see a message.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from modsnet.data.graph import (
     Removal,
     SimilarityRecord,
 )
+from modsnet.data.probe_scale import META_KEY as PROBE_SCALE_KEY
+from modsnet.data.probe_scale import ProbeScale
 from modsnet.data.profiles import Profile
 from modsnet.runtime.errors import DataLoss, InvalidArgument
 from modsnet.v1 import common_pb2 as pb
@@ -68,6 +71,16 @@ def library_to_pb(info: LibraryInfo) -> pb.Library:
         graph_version=info.graph_version,
         bundle_blob_id=info.bundle_blob_id,
         imported_unix=info.imported_unix,
+        probe_scale=_probe_scale_to_pb(meta.get(PROBE_SCALE_KEY)),
+    )
+
+
+def _probe_scale_to_pb(value: Any) -> pb.ProbeScale | None:
+    if value is None:
+        return None
+    scale = ProbeScale.from_meta(value)
+    return pb.ProbeScale(
+        shift=scale.shift, sd=scale.sd, pairs=scale.pairs, datasets=scale.datasets, family_shift=scale.family_shift
     )
 
 
@@ -82,6 +95,11 @@ def library_from_pb(msg: pb.Library) -> LibraryInfo:
         "version": msg.version,
         "source": msg.source,
     }
+    if msg.HasField("probe_scale"):
+        scale = msg.probe_scale
+        meta[PROBE_SCALE_KEY] = ProbeScale(
+            scale.shift, scale.sd, scale.pairs, scale.datasets, dict(scale.family_shift)
+        ).to_meta()
     return LibraryInfo(
         msg.name,
         meta,

@@ -177,7 +177,7 @@ class Recommendation(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., measured: _Optional[bool] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Library(_message.Message):
-    __slots__ = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source", "models", "datasets", "interactions", "graph_version", "bundle_blob_id", "imported_unix")
+    __slots__ = ("name", "description", "modality", "task", "metric", "higher_is_better", "version", "source", "models", "datasets", "interactions", "graph_version", "bundle_blob_id", "imported_unix", "probe_scale")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class Library(_message.Message):
     GRAPH_VERSION_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_BLOB_ID_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SCALE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     modality: str
@@ -206,7 +207,29 @@ class Library(_message.Message):
     graph_version: int
     bundle_blob_id: str
     imported_unix: float
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[str] = ..., task: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: _Optional[bool] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., models: _Optional[int] = ..., datasets: _Optional[int] = ..., interactions: _Optional[int] = ..., graph_version: _Optional[int] = ..., bundle_blob_id: _Optional[str] = ..., imported_unix: _Optional[float] = ...) -> None: ...
+    probe_scale: ProbeScale
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[str] = ..., task: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: _Optional[bool] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., models: _Optional[int] = ..., datasets: _Optional[int] = ..., interactions: _Optional[int] = ..., graph_version: _Optional[int] = ..., bundle_blob_id: _Optional[str] = ..., imported_unix: _Optional[float] = ..., probe_scale: _Optional[_Union[ProbeScale, _Mapping]] = ...) -> None: ...
+
+class ProbeScale(_message.Message):
+    __slots__ = ("shift", "sd", "pairs", "datasets", "family_shift")
+    class FamilyShiftEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    SD_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    shift: float
+    sd: float
+    pairs: int
+    datasets: int
+    family_shift: _containers.ScalarMap[str, float]
+    def __init__(self, shift: _Optional[float] = ..., sd: _Optional[float] = ..., pairs: _Optional[int] = ..., datasets: _Optional[int] = ..., family_shift: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Interaction(_message.Message):
     __slots__ = ("model_id", "dataset_id", "score", "cost", "provenance")

@@ -10,7 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from modsnet.data.bundle import check_dataset_rows, pack_bundle, read_bundle
+from modsnet.data.bundle import PROBE_SCALE_KEY, check_dataset_rows, pack_bundle, read_bundle, stored_probe_records
 from modsnet.data.graph import (
     AuditEntry,
     Cost,
@@ -138,6 +138,16 @@ class KnowledgeCore:
     def export_library(self, name: str) -> tuple[str, LibraryInfo]:
         bundle, artifacts = self.store.export_bundle(name)
         bundle.artifacts = {path: self.storage.get_bytes(blob) for path, blob in artifacts.items()}
+        if PROBE_SCALE_KEY in bundle.meta:
+            # The stores keep the scale the probe records taught (library metadata), not the rows: those come
+            # back from the import's own bundle, so an export (and `modsnet eval` on it) has them.
+            _, blob_id, _ = self.store.graph_head(name)
+            try:
+                imported = self.storage.get_bytes(blob_id)
+            except NotFound:  # the import's bundle is gone from storage: the export keeps the learned scale alone
+                imported = None
+            if imported is not None:
+                bundle.probe_records = stored_probe_records(imported, label=f"bundle {blob_id[:12]}")
         info = self.storage.put_bytes(pack_bundle(bundle), name=f"{name}.tar.gz")
         return info.blob_id, self.store.get_library(name)
 

@@ -65,6 +65,7 @@ from modsnet.data.graph import (
     apply_delta,
     interaction_columns_of,
 )
+from modsnet.data.probe_scale import FAMILY_COLUMN, ProbeScale, on_record_scale
 from modsnet.data.profiles import combine, profile_named
 from modsnet.models.probing import can_probe
 from modsnet.runtime import deadline
@@ -992,6 +993,9 @@ class RecommenderCore:
         probes = _within_budget(probes, probe_budget)
         # A known dataset's own records are never stale; the caller's version: see `fitted`.
         served = self.fitted(library, fresh=bool(dataset_id), known_version=known_version)
+        # Probes on the records' scale (where the library's probe records taught it): the estimator, the ranking
+        # and the "best measured or top-1" comparison all weigh them against predictions of that scale.
+        probes = _on_record_scale(served, probes)
         start = time.perf_counter()
         estimator = served.estimator
         if not dataset_id and features and not estimator.shared_features(features):
@@ -1121,14 +1125,16 @@ class RecommenderCore:
         among = _probeable(served.library, served.models.values())
         if not among:
             return ProbeChoice([], version, True, f"no model of {library!r} can be measured here")
+        scale = ProbeScale.of_library(served.library.meta)
         step = policy.next_probes(
             estimator,
             features,
             known_dataset=dataset_id or None,
-            measured=measured,
+            measured=_on_record_scale(served, measured),
             tried=tried,
             count=budget,
             among=among,
+            noise_sd=scale.sd if scale is not None else None,
         )
         return ProbeChoice(step.model_ids, version, step.stop, step.reason, step.expected_gain)
 
@@ -1230,6 +1236,20 @@ def top_k(
 
 def _is_gnn(estimator: BlendedEstimator) -> bool:
     return not isinstance(estimator.primary, KnnPopularityEstimator)
+
+
+def _on_record_scale(served: Served, probes: Sequence[ProbeRecord]) -> list[ProbeRecord]:
+    """The probes with each measurement shifted to the library's record scale (`modsnet.data.probe_scale`); as
+    given for a library without probe records."""
+    scale = ProbeScale.of_library(served.library.meta)
+    if scale is None:
+        return list(probes)
+
+    def family_of(model_id: str) -> str:
+        model = served.models.get(model_id)
+        return model.metadata.get(FAMILY_COLUMN, "") if model is not None else ""
+
+    return on_record_scale(scale, probes, family_of)
 
 
 def _within_budget(probes: Sequence[ProbeRecord], budget: int) -> list[ProbeRecord]:

@@ -30,10 +30,12 @@ RANDOM = "random-B"
 
 @dataclass(frozen=True)
 class Ranking:
-    """What a strategy knew about one target: a score per candidate (higher = better) and the models it probed."""
+    """What a strategy knew about one target: a score per candidate (higher = better), the models it probed and,
+    where a probe read something other than the record (a sample), what it read (in the library's metric)."""
 
     predicted: Mapping[str, float]
     probed: frozenset[str] = frozenset()
+    observed: Mapping[str, float] | None = None
 
 
 def _gain(true: Mapping[str, float], model_ids: Sequence[str] | set[str] | frozenset[str], sign: float) -> float:
@@ -49,7 +51,8 @@ def pick_regret(true: Mapping[str, float], ranking: Ranking, budget: int, *, sig
     """Regret of the best measured model after `budget` measurements: the probes, then the predicted best.
 
     A strategy that probed more than `budget - 1` models is charged only for what fits: the caller hands the
-    probes of a run whose probe budget was `budget - 1`.
+    probes of a run whose probe budget was `budget - 1`. With `ranking.observed`, the user keeps the model that
+    measured best as they saw it: a probe by what it read, a model measured after the probes by its true score.
     """
     best = max(sign * v for v in true.values())
     order = [m for m in _order(ranking.predicted) if m in true]
@@ -60,7 +63,11 @@ def pick_regret(true: Mapping[str, float], ranking: Ranking, budget: int, *, sig
         if len(measured) >= budget:
             break
         measured.add(model_id)
-    return best - _gain(true, measured, sign)
+    if ranking.observed is None:
+        return best - _gain(true, measured, sign)
+    seen = {m: ranking.observed.get(m, true[m]) if m in ranking.probed else true[m] for m in measured}
+    kept = min(seen, key=lambda m: (-sign * seen[m], m))
+    return best - sign * true[kept]
 
 
 def expected_random_regret(true: Mapping[str, float], budget: int, *, sign: float = 1.0) -> float:

@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from scipy import stats
 from modsnet.data.bundle import Bundle, Table, number, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
+from modsnet.data.probe_scale import FAMILY_COLUMN, ProbeScale, learn_probe_scale, on_record_scale
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import DEFAULT_PROBES
 
@@ -203,6 +205,11 @@ class Fold:
     decision_budgets: tuple[int, ...] = ()
     cold: dict[str, dict[str, float]] = field(default_factory=dict)
     adaptive: dict[int, dict[str, Ranking]] = field(default_factory=lambda: defaultdict(dict))
+    # Probes of the decision table as a search would get them (`probe_values`: target -> model -> the value a probe
+    # reads; a model missing there fails its probe), and the library's probe scale learned without the fold's
+    # targets, which the simulated search corrects them by (None: probes taken as measured, or as the records).
+    probe_values: dict[str, dict[str, float]] = field(default_factory=dict)
+    probe_scale: ProbeScale | None = None
 
     def probeable(self, target: str) -> set[str]:
         """The models a probe of `target` can return something for (a recorded probe, or a real record)."""
@@ -216,7 +223,16 @@ class Fold:
         """The real measurements of `model_ids` on `target`, for the decision table only: outside the budget of
         this run's probes (each budget of the table is its own simulated search) and never charged."""
         found = (self._oracle.get(target, {}).get(m) for m in dict.fromkeys(model_ids))
-        return [record for record in found if isinstance(record, ProbeRecord)]
+        records = [record for record in found if isinstance(record, ProbeRecord)]
+        if target in self.probe_values:  # what a probe on the target's sample reads, not its record
+            reads = self.probe_values[target]
+            records = [replace(r, value=reads[r.model_id]) for r in records if r.model_id in reads]
+        return records
+
+    def on_record_scale(self, probes: Sequence[ProbeRecord]) -> list[ProbeRecord]:
+        """`probes` as the search corrects them (`RecommenderCore` with the library's probe scale)."""
+        family = {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in self.snapshot.models}
+        return on_record_scale(self.probe_scale, probes, lambda m: family.get(m, ""))
 
     def measure(self, target: str, model_ids: Iterable[str]) -> list[ProbeRecord]:
         """Probe `model_ids` on `target`; charged to the target's budget, refused past it or without probes."""
@@ -376,7 +392,8 @@ def _decision_rankings(
     if not fold.measures_scores(target):
         return  # recorded transferability scores are not measurements a user keeps the best of
     for budget, taken in adaptive_probes(fold, estimator, target, features).items():
-        fold.adaptive[budget][target] = Ranking(ranking(taken), frozenset(p.model_id for p in taken))
+        seen = {p.model_id: p.value for p in taken if p.probe == MEASURED}
+        fold.adaptive[budget][target] = Ranking(ranking(taken), frozenset(p.model_id for p in taken), seen)
 
 
 def adaptive_probes(
@@ -389,10 +406,12 @@ def adaptive_probes(
     budgets = [b for b in fold.decision_budgets if b >= 2]
     if not budgets:
         return {}
+    if fold.probe_scale is not None:
+        settings.setdefault("noise_sd", fold.probe_scale.sd)
     taken = policy.simulate(
         estimator,
         features,
-        lambda model_ids: fold.measure_for_decision(target, model_ids),
+        lambda model_ids: fold.on_record_scale(fold.measure_for_decision(target, model_ids)),
         budget=max(budgets) - 1,
         known_dataset=target,
         among=fold.probeable(target),
@@ -636,6 +655,8 @@ def evaluate(
     extra_methods: Mapping[str, Method] | None = None,
     budgets: Sequence[int] = (),
     group_by: str = "",
+    probes_as_records: bool = False,
+    correct_probes: bool = True,
 ) -> EvaluationReport:
     """Run the protocol for `methods` on `bundle` and collect per-target metrics.
 
@@ -648,6 +669,11 @@ def evaluate(
 
     `group_by` names a datasets.csv column (e.g. TextZoo's `source_group`): each fold then hides every target
     sharing one value of it, so tasks cut from one source never inform each other (leave-one-source-out).
+
+    Where the bundle has probe records (`probe_records.csv`), the decision table's probes read what a search's
+    probe would (`decision_probes`): a target's own probe record, or its record plus the library's shift and
+    seeded noise; the simulated search corrects them by the scale learned without the fold's targets unless
+    `correct_probes` is False. `probes_as_records` gives every probe the record itself, as before.
     """
     snapshot, probes = graph_from_bundle(bundle)
     registry = {**METHODS, **(extra_methods or {})}
@@ -675,6 +701,10 @@ def evaluate(
     probes_of: dict[str, list[ProbeRecord]] = defaultdict(list)
     for p in probes:
         probes_of[p.dataset_id].append(p)
+    sampled = bundle.probe_records is not None and not probes_as_records
+    every_truth = _truth(records) if sampled else {}
+    recorded = {(t, m): v for t, by_model in every_truth.items() for m, v in by_model.items()}
+    family_of = {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in snapshot.models}
 
     results = {m: MethodResult(m, {}) for m in methods if m != "published"}
     folds = _group_folds(bundle, targets, group_by) if group_by else _folds(targets, fold_size)
@@ -699,6 +729,11 @@ def evaluate(
                     m: ProbeRecord(m, t, MEASURED, truth[t][m], float(np.mean([r.cost.train_seconds for r in rs])))
                     for m, rs in records[t].items()
                 }
+        scale = None
+        probe_values: dict[str, dict[str, float]] = {}
+        if sampled and bundle.probe_records is not None:
+            scale = learn_probe_scale(_probe_rows(bundle), recorded, family_of, exclude=hidden)
+            probe_values = decision_probes(bundle, fold_targets, every_truth, scale, family_of, seed=seed)
         for name, result in results.items():
             fold = Fold(
                 train,
@@ -711,6 +746,8 @@ def evaluate(
                 seed,
                 oracle,
                 decision_budgets=deciding if name == "modsnet" else (),
+                probe_values=probe_values,
+                probe_scale=scale if correct_probes else None,
             )
             start = time.perf_counter()
             predictions = registry[name](fold)
@@ -759,6 +796,75 @@ def evaluate(
     )
 
 
+def _truth(records: Mapping[str, Mapping[str, list[InteractionRecord]]]) -> dict[str, dict[str, float]]:
+    return {
+        t: {m: float(np.mean([r.score for r in rs])) for m, rs in by_model.items()} for t, by_model in records.items()
+    }
+
+
+def _probe_rows(bundle: Bundle) -> list[tuple[str, str, float]]:
+    rows = bundle.probe_records.rows if bundle.probe_records is not None else []
+    return [(r["dataset_id"], r["model_id"], float(r["score"])) for r in rows]
+
+
+def decision_probes(
+    bundle: Bundle,
+    targets: Sequence[str],
+    truth: Mapping[str, Mapping[str, float]],
+    scale: ProbeScale | None,
+    family_of: Mapping[str, str],
+    *,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """What a search's probe would read on each target (target -> model -> value): the target's own probe records
+    where it has them (a model without one fails its probe, as a timed-out probe does), else its record plus the
+    library's shift (`scale`, learned without the targets) and seeded normal noise, seeded by `seed`, target and
+    model so every run and budget reads the same. The noise is split as the records show it: a level shared by a
+    target's probes (the sd of the other datasets' mean gap) and each probe's own (the sd around it), so the
+    probes rank the models no worse than real ones do. No scale: the records, as without probe records."""
+    own: dict[str, dict[str, float]] = defaultdict(dict)
+    for dataset_id, model_id, score in _probe_rows(bundle):
+        own[dataset_id][model_id] = score
+    out: dict[str, dict[str, float]] = {}
+    level_sd, pair_sd = _noise_split(own, truth, scale, exclude=set(targets))
+    for target in targets:
+        if own.get(target):
+            out[target] = dict(own[target])
+        elif scale is not None:
+            level = float(np.random.default_rng(zlib.crc32(f"{seed}/{target}".encode())).normal(0.0, level_sd))
+            values = {}
+            for model_id, value in truth[target].items():
+                digest = zlib.crc32(f"{seed}/{target}/{model_id}".encode())
+                noise = float(np.random.default_rng(digest).normal(0.0, pair_sd))
+                values[model_id] = value + scale.shift_for(family_of.get(model_id, "")) + level + noise
+            out[target] = values
+    return out
+
+
+def _noise_split(
+    own: Mapping[str, Mapping[str, float]],
+    truth: Mapping[str, Mapping[str, float]],
+    scale: ProbeScale | None,
+    *,
+    exclude: set[str],
+) -> tuple[float, float]:
+    """(sd of a dataset's mean probe - record, sd of a pair's around it) over the probe records outside `exclude`
+    whose records `truth` holds; (0, the scale's sd) where fewer than two such datasets."""
+    total = scale.sd if scale is not None else 0.0
+    levels: list[float] = []
+    spreads: list[float] = []
+    for dataset_id, reads in own.items():
+        if dataset_id in exclude or dataset_id not in truth:
+            continue
+        gaps = [v - truth[dataset_id][m] for m, v in reads.items() if m in truth[dataset_id]]
+        if len(gaps) >= 2:
+            levels.append(float(np.mean(gaps)))
+            spreads.extend(g - levels[-1] for g in gaps)
+    if len(levels) < 2:
+        return 0.0, total
+    return float(np.std(levels)), float(np.sqrt(np.mean(np.square(spreads))))
+
+
 def published_dir_for(library: str, root: Path) -> Path | None:
     """Where TransferGraph's tables for a `transfergraph-<modality>` library lie in ../shared/data."""
     if not library.startswith("transfergraph-"):
@@ -796,6 +902,16 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
     parser.add_argument(
         "--shared-data", type=Path, default=Path("../shared/data"), help="where TransferGraph's published tables lie"
     )
+    parser.add_argument(
+        "--probes-as-records",
+        action="store_true",
+        help="decision table: a probe reads the target's record itself (the table before probe records)",
+    )
+    parser.add_argument(
+        "--uncorrected-probes",
+        action="store_true",
+        help="decision table: the simulated search takes sample probes as measured, without the learned correction",
+    )
     args = parser.parse_args(argv)
     bundle = read_bundle(args.bundle)
     if args.no_features:
@@ -817,6 +933,8 @@ def main(argv: Sequence[str] | None = None, *, on_report: Callable[[EvaluationRe
         published_dir=published,
         budgets=args.budgets,
         group_by=args.group_by,
+        probes_as_records=args.probes_as_records,
+        correct_probes=not args.uncorrected_probes,
     )
     if on_report is not None:  # `modsnet eval` keeps it for the web app
         on_report(report)

@@ -35,7 +35,7 @@ INFORMATIVE = 1  # probes taken from the selector's diverse batch before the pol
 MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
 CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
-NOISE = 0.1  # a probe's measurement noise, as a share of the predictions' variance (a sample, not the table)
+NOISE = 0.1  # a probe's noise as a share of the predictions' variance, where the library measured none (probe_scale)
 GREEDY, LOOKAHEAD = "greedy", "lookahead"
 RULE = GREEDY  # how a probe after the informative ones is chosen (see `_lookahead`)
 SHORTLIST = 40  # models the lookahead weighs (best by mean and by mean + sd), so a large library costs no n² matrix
@@ -102,6 +102,7 @@ def next_probes(
     condition: bool = CONDITION,
     level: float = LEVEL,
     rule: str | None = None,
+    noise_sd: float | None = None,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
@@ -109,7 +110,8 @@ def next_probes(
     again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
     expected-gain stop does not apply. `rule` is `GREEDY` or `LOOKAHEAD` (default: the module's `RULE`, read at
-    each call, so a benchmark can switch the served policy).
+    each call, so a benchmark can switch the served policy). `noise_sd` is a probe's noise on the record's scale
+    where the library measured it (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance.
     """
     rule = RULE if rule is None else rule
     if count <= 0:
@@ -134,7 +136,7 @@ def next_probes(
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
     mean, sd, prior_sd = _predicted(
-        estimator, features, known_dataset, measured, index, condition=condition, level=level
+        estimator, features, known_dataset, measured, index, condition=condition, level=level, noise_sd=noise_sd
     )
     goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
@@ -142,7 +144,7 @@ def next_probes(
     best = _best_measured(measured, estimator.sign)
     top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
     if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
-        look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level)
+        look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level, noise_sd=noise_sd)
         if look is not None:
             order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
     elif rule not in (GREEDY, LOOKAHEAD):
@@ -171,6 +173,7 @@ def _predicted(
     *,
     condition: bool,
     level: float,
+    noise_sd: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every model's predicted goodness (sign x score) and its sd given the probes measured so far, and the sd
     before conditioning (the prior the conditional started from; the same sd where nothing was conditioned).
@@ -201,7 +204,7 @@ def _predicted(
     rho = level + (1.0 - level) * correlation_with(behaviour(), js)  # (n_models, |S|)
     rho[js, np.arange(len(js))] = 1.0
     cross = rho * sd[:, None] * sd[js][None, :]  # cov(every model, probed)
-    inner = cross[js] + NOISE * np.mean(sd[js] ** 2) * np.eye(len(js))
+    inner = cross[js] + _noise(noise_sd, sd[js]) * np.eye(len(js))
     weights = np.linalg.solve(inner, cross.T)  # (|S|, n_models)
     mean = mean + weights.T @ (observed - mean[js])
     variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
@@ -220,6 +223,7 @@ def _lookahead(
     best: float | None,
     *,
     level: float,
+    noise_sd: float | None = None,
 ) -> int | None:
     """The probe of most value if it were the last before the final pick (knowledge gradient), or None.
 
@@ -246,7 +250,7 @@ def _lookahead(
     rho = level + (1.0 - level) * correlation_with(behaviour, every)[every]
     np.fill_diagonal(rho, 1.0)
     cov = rho * np.outer(cold_sd[every], cold_sd[every])
-    noise = NOISE * float(np.mean(cold_sd[every] ** 2))
+    noise = _noise(noise_sd, cold_sd[every])
     n = len(pool)
     if len(js):
         inner = cov[n:, n:] + noise * np.eye(len(js))
@@ -276,6 +280,13 @@ def _lookahead(
     if not np.isfinite(values).any() or values.max() <= now + 1e-12:
         return None
     return int(pool[int(np.argmax(values))])
+
+
+def _noise(noise_sd: float | None, sd: np.ndarray) -> float:
+    """A probe's measurement variance: the library's measured one where known, else the `NOISE` share of `sd`'s."""
+    if noise_sd is not None:
+        return max(float(noise_sd) ** 2, 1e-12)
+    return NOISE * float(np.mean(sd**2))
 
 
 def _exploit_value(mu: np.ndarray, sd: np.ndarray, floor: float) -> float:
@@ -312,6 +323,7 @@ def simulate(
     condition: bool = CONDITION,
     level: float = LEVEL,
     rule: str | None = None,
+    noise_sd: float | None = None,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -331,6 +343,7 @@ def simulate(
             condition=condition,
             level=level,
             rule=rule,
+            noise_sd=noise_sd,
         )
         if step.stop or not step.model_ids:
             break
