@@ -12,7 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from synthetic import make_table
 
+from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import QUERY_DATASET, ProbeRecord
+from modsnet.data.probe_scale import FAMILY_COLUMN, ProbeScale
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from modsnet.runtime.stubs import RecommenderClient
@@ -166,9 +168,17 @@ def test_a_knn_search_probes_tabzoo_settings_on_the_upload(tmp_path: Path, monke
     probed = {p.model_id: p.value for p in answer.probes if p.kind == "score"}
     assert len(probed) == 3
     ranked = {m.model_id: m for m in answer.models}
-    for model_id, value in probed.items():  # a probed model in the answer is shown as measured
+    # A probed model in the answer is shown as measured, on the records' scale: TabZoo's probe records teach the
+    # library a probe-to-record shift (`modsnet.data.probe_scale`), and the probes list keeps the raw reading.
+    bundle = read_bundle(Path(__file__).parents[1] / "modsnet/libraries/tabzoo")
+    scale = ProbeScale.of_library(bundle.meta)
+    assert scale is not None
+    family = {row["model_id"]: row.get(FAMILY_COLUMN, "") for row in bundle.models.rows}
+    for model_id, value in probed.items():
         if model_id in ranked:
-            assert ranked[model_id].uncertainty == 0.0 and ranked[model_id].predicted_score == pytest.approx(value)
+            on_record_scale = scale.corrected(value, family[model_id])
+            assert ranked[model_id].uncertainty == 0.0
+            assert ranked[model_id].predicted_score == pytest.approx(on_record_scale)
 
 
 def test_a_search_probes_one_model_at_a_time_each_chosen_given_the_earlier_results(
