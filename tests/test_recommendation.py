@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modsnet.data.graph import QUERY_DATASET, ProbeRecord
+from modsnet.data.probe_scale import ProbeScale, on_record_scale
 from services.recommender.estimators.base import Prediction
 from services.recommender.recommendation import answer_positions, recommend_one
 
@@ -119,3 +120,19 @@ def test_every_model_measured_recommends_the_best_measurement() -> None:
     pick = recommend_one(ranked, [probe("m1", 0.80), probe("m2", 0.91)], higher_is_better=True, k=2)
     assert pick is not None and pick.model_id == "m2"
     assert pick.reason == "measured 0.910 on your data, and every model left was probed"
+
+
+def test_a_probe_put_on_the_records_scale_is_told_as_read_and_as_corrected() -> None:
+    # The library's probe records taught it that a sample probe reads 0.015 low (`modsnet.data.probe_scale`): the
+    # recommendation weighs the corrected value but tells the user what the probe read, as the answer lists it.
+    scale = ProbeScale(shift=-0.015, sd=0.06, datasets=28, pairs=4251)
+    corrected = on_record_scale(scale, [probe("m2", 0.653)])
+    ranked = ranking(("m7", 0.673), ("m2", 0.668), uncertainty=0.1)
+    pick = recommend_one(ranked, corrected, higher_is_better=True, k=2)
+    assert pick is not None and pick.model_id == "m7" and not pick.measured
+    assert pick.reason.endswith(
+        "a probe measured 0.653 (0.668 on the library's record scale) for m2, within the prediction's uncertainty"
+    )
+    measured = recommend_one(ranking(("m2", 0.668), ("m7", 0.660)), corrected, higher_is_better=True, k=2)
+    assert measured is not None and measured.measured and measured.score == pytest.approx(0.668)
+    assert measured.reason.startswith("measured 0.653 (0.668 on the library's record scale) on your data")

@@ -488,6 +488,9 @@ class ProbeRecord:
     value: float
     seconds: float = 0.0
     detail: str = ""
+    # What was added to the reading to put it on the library's record scale (`modsnet.data.probe_scale`): `value`
+    # is the reading plus this, so a person can be shown what the probe read. 0 for a probe taken as read.
+    to_record_scale: float = 0.0
 
 
 @dataclass(frozen=True)

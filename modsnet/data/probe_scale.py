@@ -214,5 +214,5 @@ def on_record_scale(
             continue
         shift = scale.shift_for(family_of(p.model_id) if family_of else "")
         detail = f"{p.detail}; {-shift:+.3f} to the library's record scale" if p.detail else ""
-        out.append(replace(p, value=p.value - shift, detail=detail))
+        out.append(replace(p, value=p.value - shift, detail=detail, to_record_scale=p.to_record_scale - shift))
     return out

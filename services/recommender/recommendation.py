@@ -36,7 +36,14 @@ def recommend_one(
         return None
     sign = 1.0 if higher_is_better else -1.0
     place = {p.model_id: i for i, p in enumerate(ranking)}
-    measured = _measured(probes, place)
+    measured, shifted = _measured(probes, place)
+
+    def said(model_id: str) -> str:  # a measurement in words: what the probe read, and on the records' scale
+        if not shifted.get(model_id):
+            return _fmt(measured[model_id])
+        read = measured[model_id] - shifted[model_id]
+        return f"{_fmt(read)} ({_fmt(measured[model_id])} on the library's record scale)"
+
     # The best measurement (equal ones go to the model ranked higher) and the best prediction.
     best = min(measured, key=lambda m: (-sign * measured[m], place[m])) if measured else None
     unmeasured = next((p for p in ranking if p.model_id not in measured), None)
@@ -46,7 +53,7 @@ def recommend_one(
             if unmeasured is not None
             else "and every model left was probed"
         )
-        reason = f"measured {_fmt(measured[best])} on your data, {than}"
+        reason = f"measured {said(best)} on your data, {than}"
         if place[best] >= k:
             reason += (
                 f"; ranked #{place[best] + 1} by the estimator, below the top {k} asked for, "
@@ -59,7 +66,7 @@ def recommend_one(
         value = measured[top.model_id]
         versus = "as good as" if value == unmeasured.score else "below"
         reason = (
-            f"top of the ranking, measured {_fmt(value)} on your data, {versus} the best prediction "
+            f"top of the ranking, measured {said(top.model_id)} on your data, {versus} the best prediction "
             f"({_fmt(unmeasured.score)} for {unmeasured.model_id})"
         )
         return Recommendation(top.model_id, True, value, reason)
@@ -68,7 +75,7 @@ def recommend_one(
     else:  # a score the estimator is sure of (a record of a known dataset): its own words say which
         first = f"top of the ranking: {top.explanation or _fmt(top.score)}"
     if best is not None:
-        probe = f"measured {_fmt(measured[best])} for {best}"
+        probe = f"measured {said(best)} for {best}"
         gap = sign * (top.score - measured[best])
         probe = (
             f"a probe {probe}, within the prediction's uncertainty"
@@ -95,14 +102,17 @@ def answer_positions(count: int, k: int, keep: int | None) -> list[int]:
     return shown
 
 
-def _measured(probes: Sequence[ProbeRecord], ranked: dict[str, int]) -> dict[str, float]:
+def _measured(probes: Sequence[ProbeRecord], ranked: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
     """Model -> its score measured by probes in the library's metric (the mean of several), for models of
-    the ranking only: one the constraints left out is not to be recommended."""
+    the ranking only: one the constraints left out is not to be recommended; and model -> the mean of what was
+    added to its readings to put them on the library's record scale (`ProbeRecord.to_record_scale`)."""
     values: dict[str, list[float]] = {}
+    shifts: dict[str, list[float]] = {}
     for p in probes:
         if p.probe == MEASURED and p.model_id in ranked:
             values.setdefault(p.model_id, []).append(p.value)
-    return {m: sum(v) / len(v) for m, v in values.items()}
+            shifts.setdefault(p.model_id, []).append(p.to_record_scale)
+    return {m: sum(v) / len(v) for m, v in values.items()}, {m: sum(v) / len(v) for m, v in shifts.items()}
 
 
 def _fmt(score: float) -> str:
