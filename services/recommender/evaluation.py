@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import sys
@@ -231,8 +232,12 @@ class Fold:
 
     def on_record_scale(self, probes: Sequence[ProbeRecord]) -> list[ProbeRecord]:
         """`probes` as the search corrects them (`RecommenderCore` with the library's probe scale)."""
-        family = {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in self.snapshot.models}
-        return on_record_scale(self.probe_scale, probes, lambda m: family.get(m, ""))
+        return on_record_scale(self.probe_scale, probes, lambda m: self._families.get(m, ""))
+
+    @functools.cached_property
+    def _families(self) -> dict[str, str]:
+        """Model -> its family (`FAMILY_COLUMN`): built once a fold, not at every probe round of every target."""
+        return {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in self.snapshot.models}
 
     def measure(self, target: str, model_ids: Iterable[str]) -> list[ProbeRecord]:
         """Probe `model_ids` on `target`; charged to the target's budget, refused past it or without probes."""
