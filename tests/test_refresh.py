@@ -436,6 +436,49 @@ def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
     assert core._cache["synth"].origin == "trained"
 
 
+def test_a_replica_restoring_the_checkpoint_serves_exactly_what_the_replica_that_trained_serves(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another recommender replica restores the checkpoint with the kNN's choices of the training (`KnnChoices`),
+    without choosing again: on the training's graph and on a newer one (where the replica that trained refreshed
+    with the same choices) it answers exactly as the replica that trained does."""
+    import numpy as np
+
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
+    trainer = make_core(max_staleness_seconds=600, training_processes=-1)
+    trained = trainer.fitted("synth")
+    assert trained.origin == "trained"
+    choosing: list[int] = []
+    original = KnnPopularityEstimator._conditioning_pays
+
+    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
+        choosing.append(len(self.dataset_ids))
+        return original(self, **settings)
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+
+    def same_answers(ours: Served, theirs: Served) -> None:
+        assert ours.graph_version == theirs.graph_version
+        assert ours.estimator.knn.choices == theirs.estimator.knn.choices
+        assert ours.estimator.blend == theirs.estimator.blend
+        probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
+        for features, known, probes in ((QUERY, None, []), ({}, "d3", []), ({}, None, probe), (QUERY, None, probe)):
+            a, b = (s.estimator.score_all(features, known_dataset=known, probes=probes) for s in (ours, theirs))
+            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
+
+    restored = make_core(training_processes=-1).fitted("synth")
+    assert restored.origin == "checkpoint" and choosing == []
+    same_answers(restored, trained)
+    feedback(cluster)
+    refreshed = trainer.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and refreshed.estimator.knn.choices == trained.estimator.knn.choices
+    restored = make_core(training_processes=-1).fitted("synth")
+    assert restored.origin == "refreshed" and choosing == []
+    same_answers(restored, refreshed)
+
+
 def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole(tmp_path: Path) -> None:
     """What the refresh worker sends back (`pickled_by_value`): tensors as numpy arrays (torch's own reducer
     loaded each through its serialization, most of the serving process's cost), no dense static adjacency, no

@@ -658,8 +658,10 @@ class RecommenderCore:
                 and saved.config == asdict(self.gnn_config)
             ):
                 origin = "checkpoint" if saved.graph_version == snapshot.graph_version else "refreshed"
+                # The kNN keeps the training's choices, as in the replica that trained (a checkpoint without
+                # them: it chooses on this graph).
                 source = (saved.weights, origin, saved.graph_version, saved.interactions, saved.trained_unix,
-                          saved.train_seconds, BlendWeights.from_dict(saved.blend), None)  # fmt: skip
+                          saved.train_seconds, BlendWeights.from_dict(saved.blend), saved.choices)  # fmt: skip
         if source is None:
             return None
         weights, origin, version, interactions, trained_unix, train_seconds, blend, knn_choices = source
@@ -817,6 +819,7 @@ class RecommenderCore:
                 config=asdict(self.gnn_config),
                 weights=estimator.state(),
                 blend=estimator.blend.to_dict(),
+                knn_choices=estimator.knn.choices.to_dict(),
             )
             try:
                 checkpoints.save(self.storage, checkpoint)
