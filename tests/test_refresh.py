@@ -486,6 +486,7 @@ def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole
     import pickle
 
     import numpy as np
+    import torch
 
     from modsnet.data.bundle import read_bundle
     from modsnet.data.graph import SimilarityRecord
@@ -505,6 +506,14 @@ def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole
     probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
     queries = ((QUERY, None, []), ({}, "d3", []), (QUERY, None, probe), ({}, None, probe))
     before = [sent.score_all(f, known_dataset=k, probes=p) for f, k, p in queries]  # (the kNN's caches filled)
+    # The one path from weights to an estimator takes them as tensors too (a served estimator's `state()`, a
+    # checkpoint's: the refresh in the serving process) and the blend as `BlendWeights`: the same estimator.
+    tensors = [{name: torch.from_numpy(array.copy()) for name, array in member.items()} for member in weights]
+    same = on_graph(snapshot, config, tensors, BlendWeights.from_dict(blend), neighbours=8)
+    for (features, known, probes), ours in zip(queries, before, strict=True):
+        theirs = same.score_all(features, known_dataset=known, probes=probes)
+        np.testing.assert_array_equal(theirs.scores, ours.scores)
+        np.testing.assert_array_equal(theirs.uncertainty, ours.uncertainty)
     payload = pickled_by_value(sent)
     assert b"_rebuild_tensor" not in payload and b"_rebuild_parameter" not in payload  # torch's reducers
     loaded = pickle.loads(payload)

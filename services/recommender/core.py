@@ -86,7 +86,7 @@ from .training import (
     TrainedGnn,
     as_numpy,
     fit_gnn,
-    gnn_class,
+    on_graph,
     refresh_in_worker,
     train_in_worker,
     warm_refresh_worker,
@@ -690,10 +690,10 @@ class RecommenderCore:
             backend = self._to_onnx(estimator, like, model=refreshed.onnx_model)
         else:
             try:
-                gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
-                estimator = BlendedEstimator.assemble(
-                    gnn, snapshot, blend, neighbours=self.neighbours, knn_choices=knn_choices
-                )
+                estimator = on_graph(
+                    snapshot, self.gnn_config, weights, blend, neighbours=self.neighbours,
+                    sparse=self._over_cells(snapshot), knn_choices=knn_choices,
+                )  # fmt: skip
             except ValueError as error:
                 log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
                             error)  # fmt: skip
