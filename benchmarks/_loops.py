@@ -1,8 +1,9 @@
-"""What the benchmarks share: the load loop of client threads (`throughput`).
+"""What the benchmarks share: the load loop of client threads (`throughput`, `for_seconds`).
 
-Not a benchmark (`make bench` skips `benchmarks/_*.py`). Imported as a sibling, `from _loops import throughput`:
-a script's own folder comes first on its path whatever PYTHONPATH says, so this file is the script's own
-checkout's even where scale.py runs its children on an older checkout's code (`--baseline-checkout`).
+Not a benchmark (`make bench` skips `benchmarks/_*.py`). Imported as `benchmarks._loops` by the scripts that put
+the repository on their path; scale.py imports it as a sibling (`from _loops import throughput`): a script's own
+folder comes first on its path whatever PYTHONPATH says, so this file is the script's own checkout's even where
+scale.py runs its children on an older checkout's code (`--baseline-checkout`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def throughput(clients: int, seconds: float, call: Callable[[int], object]) -> L
             k += clients
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
+    wall = for_seconds(threads, stop, seconds)
+    return Load(len(latencies) / wall, latencies, errors[0])
+
+
+def for_seconds(threads: list[threading.Thread], stop: threading.Event, seconds: float) -> float:
+    """Start `threads`, let them run `seconds`, set `stop` and wait for them (calls in flight finish and count);
+    the wall seconds from the first start to the last end."""
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -54,4 +62,4 @@ def throughput(clients: int, seconds: float, call: Callable[[int], object]) -> L
     stop.set()
     for thread in threads:
         thread.join()
-    return Load(len(latencies) / (time.perf_counter() - started), latencies, errors[0])
+    return time.perf_counter() - started

@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _loops import throughput  # noqa: E402  # (beside this script: benchmarks/_loops.py)
 from synthetic import make_table, write_library  # noqa: E402
 
+from benchmarks._loops import throughput  # noqa: E402
 from modsnet.data.graph import Constraints  # noqa: E402
 from modsnet.embedded import EmbeddedCluster  # noqa: E402
 from modsnet.features.tabular import tabular_features  # noqa: E402

@@ -66,6 +66,22 @@ def refreshes_sent_back(core: RecommenderCore) -> list[RefreshedGnn]:
     return sent
 
 
+def knn_choices_made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every kNN fit that chooses on held-out datasets from now on (`KnnChoices`), appended as it starts choosing:
+    its scored datasets' count (the choice itself unchanged)."""
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
+    choosing: list[int] = []
+    original = KnnPopularityEstimator._conditioning_pays
+
+    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
+        choosing.append(len(self.dataset_ids))
+        return original(self, **settings)
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    return choosing
+
+
 def feedback(cluster: EmbeddedCluster, score: float = 0.7) -> int:
     """One plausible measured score on a known dataset, as feedback stores it; the new graph version."""
     response = cluster.client.knowledge.add_interactions(
@@ -411,20 +427,11 @@ def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
     the worker runs the same `on_graph` with the same choices, as the test above shows.)"""
     import numpy as np
 
-    from services.recommender.estimators.knn import KnnPopularityEstimator
-
     core = make_core(max_staleness_seconds=600, training_processes=-1)
     first = core.fitted("synth")
     assert core._refresh_pool is None
     chosen = first.estimator.knn.choices
-    choosing: list[int] = []
-    original = KnnPopularityEstimator._conditioning_pays
-
-    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
-        choosing.append(len(self.dataset_ids))
-        return original(self, **settings)
-
-    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    choosing = knn_choices_made(monkeypatch)
     feedback(cluster)
     refreshed = core.fitted("synth", fresh=True)
     assert refreshed.origin == "refreshed" and choosing == []
@@ -444,19 +451,10 @@ def test_a_replica_restoring_the_checkpoint_serves_exactly_what_the_replica_that
     with the same choices) it answers exactly as the replica that trained does."""
     import numpy as np
 
-    from services.recommender.estimators.knn import KnnPopularityEstimator
-
     trainer = make_core(max_staleness_seconds=600, training_processes=-1)
     trained = trainer.fitted("synth")
     assert trained.origin == "trained"
-    choosing: list[int] = []
-    original = KnnPopularityEstimator._conditioning_pays
-
-    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
-        choosing.append(len(self.dataset_ids))
-        return original(self, **settings)
-
-    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    choosing = knn_choices_made(monkeypatch)
 
     def same_answers(ours: Served, theirs: Served) -> None:
         assert ours.graph_version == theirs.graph_version
