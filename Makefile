@@ -114,8 +114,9 @@ libraries: setup ## rebuild the built-in libraries (deterministic, resumable; se
 .PHONY: bench
 bench: setup ## run the benchmarks (not tests); each writes its table under docs/
 	$(BIN)/python benchmarks/storage.py --out docs/benchmarks-storage.md
+	$(BIN)/python benchmarks/recommend_speed.py --out docs/benchmarks-concurrency.md
 	@for script in benchmarks/*.py; do \
-		case $$script in benchmarks/storage.py|benchmarks/load.py|benchmarks/scale.py) continue;; esac; \
+		case $$script in benchmarks/_*.py|benchmarks/storage.py|benchmarks/recommend_speed.py|benchmarks/load.py|benchmarks/scale.py) continue;; esac; \
 		echo "== $$script"; $(BIN)/python $$script || exit 1; \
 	done
 

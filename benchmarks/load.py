@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._loops import for_seconds  # noqa: E402
 from modsnet.client import DEFAULT_PROBES, Client  # noqa: E402
 from modsnet.offline import localcluster  # noqa: E402
 from modsnet.runtime.errors import ModsnetError  # noqa: E402
@@ -281,14 +282,7 @@ def drive(
     ]
     started_utc = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()  # calls in flight finish; their time counts
-    wall = time.monotonic() - started
+    wall = for_seconds(threads, stop, seconds)  # calls in flight finish; their time counts
     load_after = os.getloadavg()[0]
     names = [f"{lib.name} ({lib.meta.get('modality', '?')})" for lib in libraries]
     lost = missing_feedback(addresses, tally.feedback)

@@ -17,7 +17,7 @@ so gRPC figures share one GIL with the servers):
    estimator of the graph before the latest feedback while one background job refreshes it); 3 and 4 again
    with every refresh on the request path (`max_staleness_seconds` 0, the behaviour before), and with the
    parsing on the RPC threads too.
-Writes a markdown page and prints it.
+Prints a markdown page; `--out` also writes it there.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synthetic import make_table, write_library  # noqa: E402
 
+from benchmarks._loops import throughput  # noqa: E402
 from modsnet.data.graph import Constraints  # noqa: E402
 from modsnet.embedded import EmbeddedCluster  # noqa: E402
 from modsnet.features.tabular import tabular_features  # noqa: E402
@@ -79,36 +80,6 @@ def old_path(core: RecommenderCore, library: str, features: dict[str, float], k:
     return [
         Ranked(i + 1, allowed[i], served.models[allowed[i].model_id]) for i in answer_positions(len(allowed), k, keep)
     ]
-
-
-def throughput(clients: int, seconds: float, call: Callable[[], object]) -> tuple[float, list[float], int]:
-    """Calls per second of `clients` threads looping `call`, their latencies, and the errors."""
-    stop = threading.Event()
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def loop() -> None:
-        while not stop.is_set():
-            start = time.perf_counter()
-            try:
-                call()
-            except Exception:
-                with lock:
-                    errors[0] += 1
-                continue
-            with lock:
-                latencies.append(time.perf_counter() - start)
-
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return len(latencies) / (time.perf_counter() - started), latencies, errors[0]
 
 
 def recommend_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: Path) -> list[str]:
@@ -161,7 +132,7 @@ def recommend_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: 
     per_second = []
     for clients in args.clients:
         rate, latencies, errors = throughput(
-            clients, args.seconds, lambda: client.recommend("big", features, feature_set="tabular/v1", k=10)
+            clients, args.seconds, lambda _: client.recommend("big", features, feature_set="tabular/v1", k=10)
         )
         p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
         per_second.append(f"| {clients} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
@@ -258,7 +229,7 @@ def search_section(cluster: EmbeddedCluster, args: argparse.Namespace, work: Pat
                     feedback.append(time.perf_counter() - middle)
 
             before = refresh_counts()
-            _, _, errors = throughput(clients, args.seconds, search_then_feedback)
+            _, _, errors = throughput(clients, args.seconds, lambda _, call=search_then_feedback: call())
             stale, inline, background = (after - was for after, was in zip(refresh_counts(), before, strict=True))
             rate = len(searched) / args.seconds
             search_p = percentiles(searched) if searched else (float("nan"), float("nan"))
@@ -285,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--skip-search", action="store_true", help="only the Recommend section")
     parser.add_argument("--skip-recommend", action="store_true", help="only the Search and feedback section")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-concurrency.md")
+    parser.add_argument("--out", type=Path, help="also write the page here (docs/benchmarks-concurrency.md)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]  # the machine's other work while this ran, for reading the figures
@@ -343,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(header + lines)
-    args.out.write_text(text)
+    if args.out is not None:
+        args.out.write_text(text)
     print(text)
     return 0
 

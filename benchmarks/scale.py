@@ -220,31 +220,6 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     }
 
 
-def _rate(clients: int, seconds: float, call: Any) -> float:
-    """Calls per second of `clients` threads each looping `call(k)` over its own share of k for `seconds`."""
-    import threading
-
-    stop = threading.Event()
-    done = [0] * clients
-
-    def loop(offset: int) -> None:
-        k = offset
-        while not stop.is_set():
-            call(k)
-            k += clients
-            done[offset] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
-    begun = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return sum(done) / (time.perf_counter() - begun)
-
-
 def _takes(function: Any, argument: str) -> bool:
     """Whether the checkout's `function` has this argument (the baseline may be older)."""
     import inspect
@@ -298,6 +273,7 @@ def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "
     """Recommend through gRPC on the one-process cluster over this library (the service as deployed, its
     clients threads of this process): one client's p50/p99, then Recommend/s at each client count."""
     import numpy as np
+    from _loops import throughput  # (this checkout's, beside this script: see benchmarks/_loops.py)
 
     from modsnet.embedded import EmbeddedCluster
     from modsnet.runtime.stubs import RecommenderClient
@@ -333,7 +309,10 @@ def child_load(size: str, estimator: str, clients: str = "1,8", seconds: str = "
                 cluster.addresses["recommender"], name_of(size), queries, n, float(seconds), known
             )
             cpu = time.process_time()
-            out[f"per_second_{n}"] = rate = _rate(n, float(seconds), call)
+            load = throughput(n, float(seconds), call)
+            out[f"per_second_{n}"] = rate = load.per_second
+            if load.errors:  # (calls that raised: not in the rate)
+                out[f"errors_{n}"] = load.errors
             # CPU of the whole process (servers and clients) per call: what bounds Recommend/s on a busy machine.
             out[f"cpu_ms_per_call_{n}"] = (time.process_time() - cpu) * 1000 / max(rate * float(seconds), 1.0)
         client.close()

@@ -3,6 +3,7 @@ version, retrained in the background and swapped in, and probes measured on the 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from services.recommender import checkpoints
 from services.recommender.core import RecommenderCore
 from services.recommender.estimators.blend import BlendWeights
 from services.recommender.estimators.gnn import GnnConfig, GnnEstimator
+from services.recommender.estimators.knn import KnnChoices
 from services.recommender.evaluation import graph_from_bundle
 
 # TabZoo settings the probes can rebuild and fit: a small library named tabzoo, in TabZoo's metric.
@@ -198,8 +200,10 @@ def test_checkpoint_round_trip_and_garbage(synth_graph) -> None:  # type: ignore
         weights=trained.state(),
         blend=BlendWeights(("gnn", "knn", "popularity"), (0.6, 0.3, 0.1), (0.2, 0.4, 0.4), (0.5, 0.5, 0.0),
                            threshold=0.7, interval_scale=1.4, targets=12, validation={"gnn": 0.5}).to_dict(),
+        knn_choices=KnnChoices(True, 2, "popular", 0.25, {"knn": 0.4, "rank2-popular": 0.5}).to_dict(),
     )  # fmt: skip
     back = checkpoints.Checkpoint.from_bytes(checkpoint.to_bytes())
+    assert back.choices == KnnChoices(True, 2, "popular", 0.25, {"knn": 0.4, "rank2-popular": 0.5})
     assert back.graph_version == 3 and back.models_digest == checkpoint.models_digest
     assert BlendWeights.from_dict(back.blend) == BlendWeights.from_dict(checkpoint.blend)
     assert BlendWeights.from_dict(back.blend).far == (0.2, 0.4, 0.4)
@@ -207,6 +211,40 @@ def test_checkpoint_round_trip_and_garbage(synth_graph) -> None:  # type: ignore
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as nothing runs
         checkpoints.Checkpoint.from_bytes(b"not a checkpoint")
+
+
+def test_a_checkpoint_of_format_3_loads_without_the_knns_choices_and_bad_choices_are_refused(
+    synth_graph,  # type: ignore[no-untyped-def]
+) -> None:
+    import io
+
+    import torch
+
+    trained = GnnEstimator(synth_graph, config=GnnConfig(steps=2))
+    checkpoint = checkpoints.Checkpoint(
+        library="synth", estimator="gnn/v1", bundle_blob_id="ab" * 32, models_digest="00", graph_version=1,
+        interactions=1, trained_unix=1.0, train_seconds=1.0, config={}, weights=trained.state(),
+        blend=BlendWeights.primary_only(("gnn", "knn", "popularity")).to_dict(),
+    )  # fmt: skip
+    # Format 3, as written before the kNN's choices were kept: no such field. It loads, with no choices (the kNN
+    # then chooses on the graph it is put on).
+    old = {"format": "modsnet-estimator-checkpoint/3", **checkpoint.__dict__}
+    del old["knn_choices"]
+    buffer = io.BytesIO()
+    torch.save(old, buffer)
+    back = checkpoints.Checkpoint.from_bytes(buffer.getvalue())
+    assert back.knn_choices is None and back.choices is None
+    good = KnnChoices(False, 4, "informative", 0.3).to_dict()
+    for broken in (
+        {**good, "latent_rank": 3},
+        {**good, "latent_rule": "random"},
+        {**good, "latent_noise": -1.0},
+        {**good, "condition": "yes"},
+        {"condition": False},
+        {**good, "validation": {"knn": "high"}},
+    ):
+        with pytest.raises(ValueError, match="kNN"):
+            checkpoints.Checkpoint.from_bytes(dataclasses.replace(checkpoint, knn_choices=broken).to_bytes())
 
 
 def test_an_unreadable_checkpoint_means_training_anew(cluster: EmbeddedCluster, query_csv: Path) -> None:

@@ -66,6 +66,22 @@ def refreshes_sent_back(core: RecommenderCore) -> list[RefreshedGnn]:
     return sent
 
 
+def knn_choices_made(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every kNN fit that chooses on held-out datasets from now on (`KnnChoices`), appended as it starts choosing:
+    its scored datasets' count (the choice itself unchanged)."""
+    from services.recommender.estimators.knn import KnnPopularityEstimator
+
+    choosing: list[int] = []
+    original = KnnPopularityEstimator._conditioning_pays
+
+    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
+        choosing.append(len(self.dataset_ids))
+        return original(self, **settings)
+
+    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    return choosing
+
+
 def feedback(cluster: EmbeddedCluster, score: float = 0.7) -> int:
     """One plausible measured score on a known dataset, as feedback stores it; the new graph version."""
     response = cluster.client.knowledge.add_interactions(
@@ -411,20 +427,11 @@ def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
     the worker runs the same `on_graph` with the same choices, as the test above shows.)"""
     import numpy as np
 
-    from services.recommender.estimators.knn import KnnPopularityEstimator
-
     core = make_core(max_staleness_seconds=600, training_processes=-1)
     first = core.fitted("synth")
     assert core._refresh_pool is None
     chosen = first.estimator.knn.choices
-    choosing: list[int] = []
-    original = KnnPopularityEstimator._conditioning_pays
-
-    def counted(self: KnnPopularityEstimator, **settings: Any) -> Any:
-        choosing.append(len(self.dataset_ids))
-        return original(self, **settings)
-
-    monkeypatch.setattr(KnnPopularityEstimator, "_conditioning_pays", counted)
+    choosing = knn_choices_made(monkeypatch)
     feedback(cluster)
     refreshed = core.fitted("synth", fresh=True)
     assert refreshed.origin == "refreshed" and choosing == []
@@ -436,6 +443,40 @@ def test_a_refresh_keeps_the_knns_choices_and_a_training_makes_them_afresh(
     assert core._cache["synth"].origin == "trained"
 
 
+def test_a_replica_restoring_the_checkpoint_serves_exactly_what_the_replica_that_trained_serves(
+    cluster: EmbeddedCluster, make_core: Callable[..., RecommenderCore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another recommender replica restores the checkpoint with the kNN's choices of the training (`KnnChoices`),
+    without choosing again: on the training's graph and on a newer one (where the replica that trained refreshed
+    with the same choices) it answers exactly as the replica that trained does."""
+    import numpy as np
+
+    trainer = make_core(max_staleness_seconds=600, training_processes=-1)
+    trained = trainer.fitted("synth")
+    assert trained.origin == "trained"
+    choosing = knn_choices_made(monkeypatch)
+
+    def same_answers(ours: Served, theirs: Served) -> None:
+        assert ours.graph_version == theirs.graph_version
+        assert ours.estimator.knn.choices == theirs.estimator.knn.choices
+        assert ours.estimator.blend == theirs.estimator.blend
+        probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
+        for features, known, probes in ((QUERY, None, []), ({}, "d3", []), ({}, None, probe), (QUERY, None, probe)):
+            a, b = (s.estimator.score_all(features, known_dataset=known, probes=probes) for s in (ours, theirs))
+            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_array_equal(a.uncertainty, b.uncertainty)
+
+    restored = make_core(training_processes=-1).fitted("synth")
+    assert restored.origin == "checkpoint" and choosing == []
+    same_answers(restored, trained)
+    feedback(cluster)
+    refreshed = trainer.fitted("synth", fresh=True)
+    assert refreshed.origin == "refreshed" and refreshed.estimator.knn.choices == trained.estimator.knn.choices
+    restored = make_core(training_processes=-1).fitted("synth")
+    assert restored.origin == "refreshed" and choosing == []
+    same_answers(restored, refreshed)
+
+
 def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole(tmp_path: Path) -> None:
     """What the refresh worker sends back (`pickled_by_value`): tensors as numpy arrays (torch's own reducer
     loaded each through its serialization, most of the serving process's cost), no dense static adjacency, no
@@ -443,6 +484,7 @@ def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole
     import pickle
 
     import numpy as np
+    import torch
 
     from modsnet.data.bundle import read_bundle
     from modsnet.data.graph import SimilarityRecord
@@ -462,6 +504,14 @@ def test_the_estimator_sent_back_leaves_out_what_is_rebuilt_and_loads_back_whole
     probe = [ProbeRecord("m1", "q", MEASURED, 0.8)]
     queries = ((QUERY, None, []), ({}, "d3", []), (QUERY, None, probe), ({}, None, probe))
     before = [sent.score_all(f, known_dataset=k, probes=p) for f, k, p in queries]  # (the kNN's caches filled)
+    # The one path from weights to an estimator takes them as tensors too (a served estimator's `state()`, a
+    # checkpoint's: the refresh in the serving process) and the blend as `BlendWeights`: the same estimator.
+    tensors = [{name: torch.from_numpy(array.copy()) for name, array in member.items()} for member in weights]
+    same = on_graph(snapshot, config, tensors, BlendWeights.from_dict(blend), neighbours=8)
+    for (features, known, probes), ours in zip(queries, before, strict=True):
+        theirs = same.score_all(features, known_dataset=known, probes=probes)
+        np.testing.assert_array_equal(theirs.scores, ours.scores)
+        np.testing.assert_array_equal(theirs.uncertainty, ours.uncertainty)
     payload = pickled_by_value(sent)
     assert b"_rebuild_tensor" not in payload and b"_rebuild_parameter" not in payload  # torch's reducers
     loaded = pickle.loads(payload)

@@ -2,10 +2,16 @@
 
 A checkpoint is one blob (`torch.save` of plain containers and tensors, read back with
 `weights_only=True`, so loading one never runs code) named by the pointer `estimators/<library>/<name>`.
-It keeps only what training produced: the members' parameters, the blend's weights, the config, and the
-graph they were trained at. Everything else (node features, edges, the precomputed embeddings, the ONNX query module) is
-rebuilt from the graph when it is loaded, which is also how trained weights serve a newer graph version
-of the same import without a refit.
+It keeps only what training produced: the members' parameters, the blend's weights, the kNN member's choices on
+held-out datasets (`KnnChoices`), the config, and the graph they were trained at. Everything else (node features,
+edges, the precomputed embeddings, the ONNX query module) is rebuilt from the graph when it is loaded, which is
+also how trained weights serve a newer graph version of the same import without a refit.
+
+The kNN's choices make a replica that restores the checkpoint serve what the replica that trained serves: the
+same choices on any graph version of the import (a refresh keeps them), without choosing again (three quarters of
+a kNN fit's time). A checkpoint of format 3 (before the choices were kept) still loads: its kNN then chooses on
+the graph it is put on, as it did then (the same choices on the training's own graph, as the kNN's choice is
+deterministic; perhaps other ones on a newer graph).
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from modsnet.runtime.errors import NotFound
 from modsnet.runtime.stubs import StorageClient
 
 from .estimators.blend import BlendWeights
+from .estimators.knn import KnnChoices
 
 log = logging.getLogger(__name__)
 
-FORMAT = "modsnet-estimator-checkpoint/3"  # 2: with the interval scale; 3: the blend's weights (and its scale)
+# 2: with the interval scale; 3: the blend's weights (and its scale); 4: the kNN's choices
+FORMAT = "modsnet-estimator-checkpoint/4"
+READABLE = ("modsnet-estimator-checkpoint/3", FORMAT)  # a 3 has no kNN's choices (None)
 
 
 def pointer_name(library: str, estimator: str) -> str:
@@ -54,6 +63,13 @@ class Checkpoint:
     # The served blend's weights per kind of query and σ multiplier (`BlendWeights.to_dict`, estimators/blend.py),
     # learned with calibration on held-out datasets.
     blend: dict[str, Any]
+    # What the kNN member chose on held-out datasets at the training (`KnnChoices.to_dict`); None: it chooses on
+    # the graph the checkpoint is put on (a checkpoint of format 3).
+    knn_choices: dict[str, Any] | None = None
+
+    @property
+    def choices(self) -> KnnChoices | None:
+        return None if self.knn_choices is None else KnnChoices.from_dict(self.knn_choices)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -63,10 +79,12 @@ class Checkpoint:
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:
         state = torch.load(io.BytesIO(data), weights_only=True)
-        if not isinstance(state, dict) or state.pop("format", None) != FORMAT:
+        if not isinstance(state, dict) or state.pop("format", None) not in READABLE:
             raise ValueError(f"not a {FORMAT} blob")
         checkpoint = cls(**state)
         BlendWeights.from_dict(checkpoint.blend)  # weights that cannot serve: refused here, so training anew
+        if checkpoint.knn_choices is not None:
+            KnnChoices.from_dict(checkpoint.knn_choices)  # choices a kNN cannot fit with: refused likewise
         return checkpoint
 
 

@@ -86,7 +86,7 @@ from .training import (
     TrainedGnn,
     as_numpy,
     fit_gnn,
-    gnn_class,
+    on_graph,
     refresh_in_worker,
     train_in_worker,
     warm_refresh_worker,
@@ -658,8 +658,10 @@ class RecommenderCore:
                 and saved.config == asdict(self.gnn_config)
             ):
                 origin = "checkpoint" if saved.graph_version == snapshot.graph_version else "refreshed"
+                # The kNN keeps the training's choices, as in the replica that trained (a checkpoint without
+                # them: it chooses on this graph).
                 source = (saved.weights, origin, saved.graph_version, saved.interactions, saved.trained_unix,
-                          saved.train_seconds, BlendWeights.from_dict(saved.blend), None)  # fmt: skip
+                          saved.train_seconds, BlendWeights.from_dict(saved.blend), saved.choices)  # fmt: skip
         if source is None:
             return None
         weights, origin, version, interactions, trained_unix, train_seconds, blend, knn_choices = source
@@ -688,10 +690,10 @@ class RecommenderCore:
             backend = self._to_onnx(estimator, like, model=refreshed.onnx_model)
         else:
             try:
-                gnn = gnn_class(self._over_cells(snapshot))(snapshot, config=self.gnn_config, weights=weights)
-                estimator = BlendedEstimator.assemble(
-                    gnn, snapshot, blend, neighbours=self.neighbours, knn_choices=knn_choices
-                )
+                estimator = on_graph(
+                    snapshot, self.gnn_config, weights, blend, neighbours=self.neighbours,
+                    sparse=self._over_cells(snapshot), knn_choices=knn_choices,
+                )  # fmt: skip
             except ValueError as error:
                 log.warning("trained weights of %s do not fit its graph (%s): training anew", snapshot.library.name,
                             error)  # fmt: skip
@@ -817,6 +819,7 @@ class RecommenderCore:
                 config=asdict(self.gnn_config),
                 weights=estimator.state(),
                 blend=estimator.blend.to_dict(),
+                knn_choices=estimator.knn.choices.to_dict(),
             )
             try:
                 checkpoints.save(self.storage, checkpoint)

@@ -31,7 +31,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -123,24 +123,30 @@ class TrainedGnn:
 def on_graph(
     snapshot: Snapshot,
     config: GnnConfig,
-    weights: list[dict[str, np.ndarray]],
-    blend: dict[str, Any],
+    weights: Sequence[Mapping[str, Any]],
+    blend: BlendWeights | dict[str, Any],
     *,
     neighbours: int,
     sparse: bool = False,
     knn_choices: KnnChoices | None = None,
 ) -> BlendedEstimator:
-    """Trained weights (numpy, as `TrainedGnn` holds them) put on `snapshot`, the kNN and popularity fitted beside
-    them, blended by `blend` (`BlendWeights.to_dict()`). `ValueError` when the weights do not fit the graph.
-    `sparse`: the GNN held sparse (`gnn_class`). `knn_choices`: the kNN keeps them (`KnnChoices`; None: it
-    chooses on this graph's held-out datasets)."""
+    """Trained weights put on `snapshot`, the kNN and popularity fitted beside them, blended by `blend`: the one
+    path from trained weights to a served estimator (a worker's training, a refresh in a worker or in the serving
+    process, a checkpoint). `ValueError` when the weights do not fit the graph.
+
+    `weights`: the members' parameters as numpy arrays (`TrainedGnn`, `as_numpy`) or as torch tensors (a served
+    estimator's `state()`, a checkpoint's). `blend`: `BlendWeights` or its `to_dict()`. `sparse`: the GNN held
+    sparse (`gnn_class`). `knn_choices`: the kNN keeps them (`KnnChoices`; None: it chooses on this graph's
+    held-out datasets)."""
     import torch
 
-    tensors = [{name: torch.from_numpy(array) for name, array in member.items()} for member in weights]
+    tensors = [
+        {name: torch.from_numpy(array) if isinstance(array, np.ndarray) else array for name, array in member.items()}
+        for member in weights
+    ]
     gnn = gnn_class(sparse)(snapshot, config=config, weights=tensors)
-    return BlendedEstimator.assemble(
-        gnn, snapshot, BlendWeights.from_dict(blend), neighbours=neighbours, knn_choices=knn_choices
-    )
+    blend_weights = blend if isinstance(blend, BlendWeights) else BlendWeights.from_dict(blend)
+    return BlendedEstimator.assemble(gnn, snapshot, blend_weights, neighbours=neighbours, knn_choices=knn_choices)
 
 
 def as_numpy(weights: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:

@@ -93,8 +93,6 @@ CREATE TABLE IF NOT EXISTS interactions (
     request_id TEXT NOT NULL DEFAULT '', quarantine TEXT NOT NULL DEFAULT '',
     graph_version INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS interactions_dataset ON interactions (library, dataset_id);
-CREATE INDEX IF NOT EXISTS interactions_model ON interactions (library, model_id);
 CREATE TABLE IF NOT EXISTS similarities (
     library TEXT NOT NULL, dataset_a TEXT NOT NULL, dataset_b TEXT NOT NULL,
     distance REAL NOT NULL, row_json TEXT NOT NULL
@@ -143,6 +141,23 @@ _BY_REQUEST = "request_id = ? AND request_id != ''"
 # or added before versions were kept), and `graph_versions.base` is the last version that did more than add them
 # (an import, a retraction, a confirmation, a delete): a delta reaches back to it and no further.
 _VERSION_INDEX = "CREATE INDEX IF NOT EXISTS interactions_version ON interactions (library, graph_version)"
+# Every index of the interactions table, made on open (after the columns they read are added).
+_INTERACTION_INDEXES = {
+    "interactions_dataset": "CREATE INDEX IF NOT EXISTS interactions_dataset ON interactions (library, dataset_id)",
+    "interactions_model": "CREATE INDEX IF NOT EXISTS interactions_model ON interactions (library, model_id)",
+    "interactions_request": _REQUEST_INDEX,
+    "interactions_version": _VERSION_INDEX,
+}
+# The two an import's records land in at random places (1M model ids in no order): an import that brings more
+# records than the table holds drops them, loads, and makes them again, in its one transaction: a sort each, where
+# inserting into them one row at a time cost 64% of the 1M import (docs/benchmarks-scale.md, run 9 and run 11).
+# A failed import rolls the drop back with its rows. The other two stay: an import's records enter the version
+# index in order (graph version 0, rising ids) and the request index only with a request id (rare): cheap inserts,
+# where making them again would read the whole table each.
+_BULK_REBUILT = ("interactions_dataset", "interactions_model")
+# The import's page cache (KiB; SQLite's default is 2 MiB): the interactions' pages and the sorter that makes the
+# indexes again stay in memory instead of spilling to temporary files. The connection's own comes back after.
+_IMPORT_CACHE_KIB = 256 * 1024
 
 _SNAPSHOT_CHUNK = 250_000  # interaction rows fetched at a time when building a snapshot's columns
 
@@ -176,8 +191,8 @@ class SqliteKnowledgeStore(KnowledgeStore):
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
                     if table == "graph_versions":  # records added before were not stamped: no delta reaches past now
                         db.execute("UPDATE graph_versions SET base = version")
-        db.execute(_REQUEST_INDEX)
-        db.execute(_VERSION_INDEX)
+        for index in _INTERACTION_INDEXES.values():
+            db.execute(index)
 
     # -- connections --------------------------------------------------------------------------------
 
@@ -305,12 +320,13 @@ class SqliteKnowledgeStore(KnowledgeStore):
                         r.get("quarantine", ""),
                     )
 
-            db.executemany(
-                "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
-                "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                interactions(),
-            )
+            with self._bulk_interactions(db, len(bundle.interactions.rows)):
+                db.executemany(
+                    "INSERT INTO interactions (library, model_id, dataset_id, score, train_seconds, "
+                    "inference_seconds, memory_bytes, provenance, row_json, created_unix, request_id, quarantine) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    interactions(),
+                )
             if request_id:
                 requested[f"import:{request_id}"] = 0
             db.executemany(
@@ -331,6 +347,27 @@ class SqliteKnowledgeStore(KnowledgeStore):
             )
             self._bump(db, name)
             return self._library(db, name), False
+
+    @staticmethod
+    @contextmanager
+    def _bulk_interactions(db: sqlite3.Connection, records: int) -> Iterator[None]:
+        """Inside a write transaction: `records` interactions about to be inserted, with a larger page cache and,
+        when they outnumber the rows already there, without the table's two random-order indexes, made again after
+        the insert (`_BULK_REBUILT`). On an exception the caller's rollback brings them back with the rows."""
+        (cache,) = db.execute("PRAGMA cache_size").fetchone()
+        db.execute(f"PRAGMA cache_size = -{_IMPORT_CACHE_KIB}")
+        try:
+            (present,) = db.execute("SELECT COUNT(*) FROM interactions").fetchone()
+            rebuild = records > present
+            if rebuild:
+                for name in _BULK_REBUILT:
+                    db.execute(f"DROP INDEX IF EXISTS {name}")
+            yield
+            if rebuild:
+                for name in _BULK_REBUILT:
+                    db.execute(_INTERACTION_INDEXES[name])
+        finally:
+            db.execute(f"PRAGMA cache_size = {int(cache)}")
 
     def export_bundle(self, name: str) -> tuple[Bundle, dict[str, str]]:
         with self._read() as db:

@@ -36,6 +36,7 @@ import threading
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -77,6 +78,40 @@ class KnnChoices:
     latent_rule: str = factors.INFORMATIVE  # the latent fit's probe rule
     latent_noise: float = 1.0  # its noise σ², estimated on the held-out groups
     validation: dict[str, float] = field(default_factory=dict)  # each choice's mean held-out Pearson
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers, as a checkpoint stores them (loaded with `weights_only`): `from_dict` reads them back."""
+        return {
+            "condition": self.condition,
+            "latent_rank": self.latent_rank,
+            "latent_rule": self.latent_rule,
+            "latent_noise": self.latent_noise,
+            "validation": dict(self.validation),
+        }
+
+    @classmethod
+    def from_dict(cls, state: Any) -> KnnChoices:
+        """`to_dict`'s output back; `ValueError` for anything a kNN could not fit with (another shape, a rank or
+        rule it does not know, a noise that is not a finite number >= 0)."""
+        if not isinstance(state, dict) or set(state) != {
+            "condition", "latent_rank", "latent_rule", "latent_noise", "validation",
+        }:  # fmt: skip
+            raise ValueError(f"not the kNN's choices: {state!r:.200}")
+        condition, rank, rule, noise = (state[k] for k in ("condition", "latent_rank", "latent_rule", "latent_noise"))
+        validation = state["validation"]
+        if not isinstance(condition, bool):
+            raise ValueError(f"the kNN's conditioning is not a bool: {condition!r}")
+        if rank is not None and (type(rank) is not int or rank not in factors.RANKS):
+            raise ValueError(f"the kNN's latent rank {rank!r} is none of {factors.RANKS}")
+        if rule not in factors.RULES:
+            raise ValueError(f"the kNN's latent rule {rule!r} is none of {factors.RULES}")
+        if type(noise) not in (int, float) or not np.isfinite(noise) or noise < 0:
+            raise ValueError(f"the kNN's latent noise {noise!r} is not a number >= 0")
+        if not isinstance(validation, dict) or not all(
+            isinstance(k, str) and type(v) in (int, float) for k, v in validation.items()
+        ):
+            raise ValueError(f"the kNN's validation is not names to numbers: {validation!r:.200}")
+        return cls(condition, rank, rule, float(noise), {k: float(v) for k, v in validation.items()})
 
 
 @dataclass(frozen=True)

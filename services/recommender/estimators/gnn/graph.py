@@ -210,6 +210,25 @@ def _nan_stats(values: np.ndarray, *, axis: int) -> tuple[np.ndarray, np.ndarray
     return np.where(count > 0, mean, np.nan), np.where(count > 0, std, np.nan)
 
 
+def model_summaries(
+    count: np.ndarray, mean: np.ndarray, std: np.ndarray, worst: np.ndarray, fails: np.ndarray, visible: int
+) -> np.ndarray:
+    """The models' popularity summaries, a model node's input beside its static features (models, 5): each
+    model's mean clipped z over the visible datasets, its spread, its worst (over -`_Z_LOW`), the share of its
+    records under z = -2 (failures) and its coverage (records over `visible` datasets); 0 where it has no record.
+    From the per-model reads of either GNN (dense: `PreparedGraph._popularity`, from the dense z; sparse: from
+    its per-model sums less the hidden datasets' records), so that both feed the network the same inputs."""
+    seen = count > 0
+    columns = [
+        np.where(seen, mean, 0.0),
+        np.where(seen, std, 0.0),
+        np.where(seen & np.isfinite(worst), worst, 0.0) / -_Z_LOW,
+        fails / np.maximum(count, 1),
+        count / max(1, visible),
+    ]
+    return np.stack(columns, axis=1)
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     if ra.std() == 0 or rb.std() == 0:
@@ -407,19 +426,13 @@ class PreparedGraph:
     # -- the graph of a training step --------------------------------------------------------------
 
     def _popularity(self, visible: np.ndarray) -> np.ndarray:
-        """Per-model summaries of the visible z rows: mean, spread, worst, failure share, coverage."""
+        """Per-model summaries of the visible z rows (`model_summaries`), read from the dense z."""
         seen = self.has[visible]
         z = np.where(seen, np.clip(np.nan_to_num(self.z[visible]), _Z_LOW, _Z_HIGH), 0.0)
         counts = seen.sum(axis=0)
         mean, std = _nan_stats(np.where(seen, z, np.nan), axis=0)
-        cols = [
-            mean,
-            std,
-            np.where(seen, z, np.inf).min(axis=0) / -_Z_LOW,
-            (seen & (z < -2.0)).sum(axis=0) / np.maximum(counts, 1),
-            counts / max(1, len(visible)),
-        ]
-        return np.nan_to_num(np.stack(cols, axis=1), posinf=0.0)
+        worst = np.where(seen, z, np.inf).min(axis=0)
+        return model_summaries(counts, mean, std, worst, (seen & (z < -2.0)).sum(axis=0), len(visible))
 
     def _inputs(
         self, visible: np.ndarray, probe_edges: Sequence[tuple[int, np.ndarray, np.ndarray]], summaries: np.ndarray

@@ -43,8 +43,8 @@ from ...probes import MEASURED
 from ..base import Evidence, Prediction, ProbeRecord, Scored
 from ..matrix import ScoreMatrix
 from .config import _Z_HIGH, _Z_LOW, DATA, MODEL, EdgeType, GnnConfig
-from .graph import _MIN_SPREAD, _Edges, _tensor
-from .network import QueryScorer, _Constants, _Net
+from .graph import _MIN_SPREAD, _Edges, _tensor, model_summaries
+from .network import QueryScorer, _MemberConstants, _Net
 from .sampling import InEdges, NeighbourhoodSampler
 from .serving import GnnEstimator
 from .training import TrainingCancelled, _loss
@@ -186,7 +186,8 @@ class SparseGnnEstimator(GnnEstimator):
     # -- popularity and the prior, from the records ----------------------------------------------------
 
     def _summaries(self, hidden: np.ndarray) -> np.ndarray:
-        """The dense `_popularity` of every model with datasets `hidden` left out: (models, 5)."""
+        """The dense `_popularity` of every model with datasets `hidden` left out (`model_summaries`), from the
+        per-model sums over every scored dataset less the hidden ones' records."""
         count, total = self._model_count.copy(), self._model_sum.copy()
         squares, fails, worst = self._model_squares.copy(), self._model_fails.copy(), self._model_worst.copy()
         if len(hidden):
@@ -200,15 +201,7 @@ class SparseGnnEstimator(GnnEstimator):
         safe = np.maximum(count, 1.0)
         mean = np.where(count > 0, total / safe, 0.0)
         std = np.sqrt(np.maximum(np.where(count > 0, squares / safe - mean**2, 0.0), 0.0))
-        visible = len(self.rated) - len(hidden)
-        summaries = [
-            mean,
-            std,
-            np.where(np.isfinite(worst), worst, 0.0) / -_Z_LOW,
-            fails / safe,
-            count / max(1, visible),
-        ]
-        return np.stack(summaries, axis=1)
+        return model_summaries(count, mean, std, worst, fails, len(self.rated) - len(hidden))
 
     def _worst_without(self, models: np.ndarray, hidden: np.ndarray) -> np.ndarray:
         colptr, column_rows, order = self.z_matrix._by_column
@@ -328,8 +321,10 @@ class SparseGnnEstimator(GnnEstimator):
 
     # -- the library side ------------------------------------------------------------------------------
 
-    def _full_graph(self) -> tuple[Tensor, Tensor, dict[EdgeType, Tensor], np.ndarray]:
-        """Node features and every relation as a sparse matrix of the full graph (no probe edges)."""
+    scorer_class = SparseQueryScorer  # the prior an input: no (datasets x models) constant
+
+    def _library_inputs(self) -> tuple[Tensor, Tensor, dict[EdgeType, Tensor], dict[EdgeType, Tensor], np.ndarray]:
+        """Node features and every relation as a sparse matrix of the full graph (no probe edges), and popularity."""
         summaries = self._summaries(np.zeros(0, dtype=np.int64))
         sizes = {DATA: len(self.nodes), MODEL: len(self.model_ids)}
         edges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -345,16 +340,16 @@ class SparseGnnEstimator(GnnEstimator):
             src, dst, weight = edges.get(rel[1], (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)))
             index[rel] = _sparse_tensor(src, dst, weight, sizes[rel[0]], sizes[rel[2]])
         x_model = np.hstack([self.x_model_static, summaries if self.config.use_popularity else summaries[:, :0]])
-        return _tensor(self.x_data), _tensor(x_model), index, summaries[:, 0]
+        return _tensor(self.x_data), _tensor(x_model), index, {}, summaries[:, 0]
 
-    def _precompute(self) -> None:
-        """Every node's embeddings on the full graph (sparse products), per layer and member."""
-        x_data, x_model, index, popularity = self._full_graph()
-        members, self._final_data = self._embedded(x_data, x_model, index, {}, popularity)
-        self.popularity = popularity
+    def _prior_records(self) -> tuple[Tensor, Tensor]:
+        """None: a query's prior comes from its neighbours' records, computed per query (`_query_prior`)."""
         empty = torch.zeros(0, len(self.model_ids))
-        self.constants = _Constants(members, empty, empty, _tensor(popularity), self.config.prior_strength)
-        self.query_module = SparseQueryScorer(self.members, self.constants).eval()
+        return empty, empty
+
+    def _keep_answers(self, final_data: list[Tensor], members: list[_MemberConstants]) -> None:
+        """The final dataset embeddings: a transductive answer is computed when asked (`_transductive`)."""
+        self._final_data = final_data
 
     # -- queries ---------------------------------------------------------------------------------------
 

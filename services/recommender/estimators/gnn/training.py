@@ -188,21 +188,40 @@ class TrainedGraph(PreparedGraph):
                 final_data.append(layers[-1][DATA])
         return members, final_data
 
+    # -- the library side: one implementation, the graph's reads behind hooks (dense here, sparse.py) ---------
+
+    scorer_class: type[QueryScorer] = QueryScorer  # the query module (the sparse GNN's takes the prior as an input)
+
     def _precompute(self) -> None:
-        """Every node's embeddings on the full graph, per layer and member: the constants of a query."""
-        summaries = self._popularity(self.rated)
-        popularity = summaries[:, 0]
-        x_data, x_model, index, weight = self._inputs(self.rated, [], summaries)
-        prior = self._prior(np.arange(len(self.nodes)), self.rated, popularity)
+        """Every node's embeddings on the full graph, per layer and member: the constants of a query (the
+        network's per-member constants, the records the query module's neighbour prior reads, popularity), the
+        query module over them, and what the transductive answers need (`_keep_answers`)."""
+        x_data, x_model, index, weight, popularity = self._library_inputs()
         members, final_data = self._embedded(x_data, x_model, index, weight, popularity)
+        self.popularity = popularity
+        z, has = self._prior_records()
+        self.constants = _Constants(members, z, has, _tensor(popularity), self.config.prior_strength)
+        self.query_module = self.scorer_class(self.members, self.constants).eval()
+        self._keep_answers(final_data, members)
+
+    def _library_inputs(self) -> tuple[Tensor, Tensor, dict[EdgeType, Tensor], dict[EdgeType, Tensor], np.ndarray]:
+        """Node features and edges of the full graph (every scored dataset visible, no probe edges), and each
+        model's popularity (its mean clipped z)."""
+        summaries = self._popularity(self.rated)
+        x_data, x_model, index, weight = self._inputs(self.rated, [], summaries)
+        return x_data, x_model, index, weight, summaries[:, 0]
+
+    def _prior_records(self) -> tuple[Tensor, Tensor]:
+        """The records the query module's neighbour prior reads: the clipped z and its mask, (datasets x models)."""
+        return _tensor(self._z_filled), _tensor(self.has)
+
+    def _keep_answers(self, final_data: list[Tensor], members: list[_MemberConstants]) -> None:
+        """Every dataset node's transductive answer, per member: their mean and spread (members x nodes x models)."""
+        prior = self._prior(np.arange(len(self.nodes)), self.rated, self.popularity)
         with torch.no_grad():
             finals = [
                 net.score(h, (m.projected, m.bias), prior).numpy()
                 for net, h, m in zip(self.members, final_data, members, strict=True)
             ]
-        self.constants = _Constants(
-            members, _tensor(self._z_filled), _tensor(self.has), _tensor(popularity), self.config.prior_strength
-        )
-        self.query_module = QueryScorer(self.members, self.constants).eval()
         stacked = np.stack(finals)  # members × nodes × models: the transductive answers
         self._graph_mean, self._graph_std = stacked.mean(axis=0), stacked.std(axis=0)
