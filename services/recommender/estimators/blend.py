@@ -178,7 +178,10 @@ class BlendWeights:
         text = f"near: {one(self.near)}"
         if self.far != self.near:
             text += f"; far (distance > {self.threshold:.2f}): {one(self.far)}"
-        return f"{text}; with probes: {one(self.probed)}; from {self.targets} held-out datasets"
+        text += f"; with probes: {one(self.probed)}"
+        if self.residual_scale is not None:
+            text += f" (σ shown by the probes' residuals, power {self.residual_scale.power:g})"
+        return f"{text}; from {self.targets} held-out datasets"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers, for a checkpoint (`torch.load(weights_only=True)` reads them back)."""
