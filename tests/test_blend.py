@@ -24,11 +24,14 @@ from services.recommender.estimators.base import ProbeRecord, Scored
 from services.recommender.estimators.blend import (
     BlendWeights,
     PseudoTarget,
+    ResidualScale,
     calibration_folds,
     fit_blend,
+    learn_residual_scale,
     learn_weights,
     shown_scales,
     simplex_grid,
+    target_probe_ratios,
 )
 from services.recommender.estimators.gnn import GnnConfig
 from services.recommender.estimators.knn import KnnPopularityEstimator
@@ -148,7 +151,8 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
 
     train, whole, test = planted
     served = fit_blend(train, KnnPopularityEstimator)
-    served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5)
+    # Without a residual scale (`test_a_probed_querys_shown_sigma_follows_its_own_probes` has it).
+    served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5, residual_scale=None)
     features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
     probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
     with_probe = served.score_all(features, known_dataset=test[0], probes=probe)
@@ -274,7 +278,9 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False).blend
     assert alone.shown_interval_scale is None and alone.shown_probed_interval_scale is None
     shown = served.blend
-    assert dataclasses.replace(shown, shown_interval_scale=None, shown_probed_interval_scale=None) == alone
+    # The residual scale of a probed query is learned where the shown scales are (here: on whole sources).
+    apart = dict(shown_interval_scale=None, shown_probed_interval_scale=None, residual_scale=None)
+    assert dataclasses.replace(shown, **apart) == dataclasses.replace(alone, residual_scale=None)
     assert shown.shown_interval_scale is not None and shown.shown_probed_interval_scale is not None
     assert shown.shown_interval_scale > shown.interval_scale  # a whole source hidden is harder than one dataset
     assert served.interval_scale == shown.shown_interval_scale
@@ -319,7 +325,7 @@ def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decide
     served = fit_blend(train, KnnPopularityEstimator)
     served.blend = dataclasses.replace(
         served.blend, interval_scale=2.0, probed_interval_scale=0.5, shown_interval_scale=3.0,
-        shown_probed_interval_scale=0.25,
+        shown_probed_interval_scale=0.25, residual_scale=None,
     )  # fmt: skip
     features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
     probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
@@ -347,3 +353,106 @@ def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decide
         assert probed(shown) == before
     # The policy does read its σ: one that small stops probing after the selector's first pick.
     assert len(probed(dataclasses.replace(base, interval_scale=1e-6, probed_interval_scale=1e-6))) < len(before)
+
+
+def _targets_of_differing_difficulty(seed: int, count: int = 40) -> list[PseudoTarget]:
+    """Pseudo-targets of two members whose σ (0.5) says nothing of how hard each is: target i's predictions miss
+    by its own difficulty (0.1 to 3, cold and with its first 5 of 60 models measured alike)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, difficulty in enumerate(np.exp(rng.uniform(np.log(0.1), np.log(3.0), size=count))):
+        truth = rng.normal(size=60)
+        cold = np.stack([truth + difficulty * rng.normal(size=60)] * 2)
+        probed = np.stack([truth[5:] + difficulty * rng.normal(size=55)] * 2)
+        sigma = np.full((2, 60), 0.5)
+        target = PseudoTarget(f"d{i}", truth, cold, sigma, float(i), truth[5:], probed, truth[5:], probed,
+                              sigma[:, 5:], np.arange(5))  # fmt: skip
+        out.append(target)
+    return out
+
+
+def _per_target_coverage(targets: list[PseudoTarget], blend: BlendWeights) -> np.ndarray:
+    covered = []
+    for t in targets:
+        assert t.scaled is not None and t.scaled_truth is not None and t.scaled_sigma is not None
+        residual = np.abs(t.scaled_truth - np.array(blend.probed) @ t.scaled)
+        scale = blend.shown_scale_for(probed=True)
+        if blend.residual_scale is not None:
+            ratios = target_probe_ratios(t, blend)
+            assert ratios is not None
+            scale = blend.residual_scale.scale * blend.residual_scale.factor(ratios)
+        covered.append(np.mean(residual <= 1.2816 * scale * (np.array(blend.probed) @ t.scaled_sigma)))
+    return np.array(covered)
+
+
+def test_the_probed_scale_learned_by_the_queries_own_probes_covers_hard_and_easy_datasets_alike() -> None:
+    """Where σ does not follow a dataset's difficulty, one probed scale is too wide on the easy pseudo-targets and
+    too narrow on the hard ones; scaled by each target's probe residuals, their coverage evens out, on
+    pseudo-targets the scale was not learned on too."""
+    blend = learn_weights(_targets_of_differing_difficulty(0), ("knn", "popularity"), sign=1.0)
+    assert blend.residual_scale is None  # learned apart (`fit_blend`)
+    learned = learn_residual_scale(blend, _targets_of_differing_difficulty(0))
+    assert learned is not None and learned.power > 0
+    fresh = _targets_of_differing_difficulty(1)
+    before = _per_target_coverage(fresh, blend)
+    after = _per_target_coverage(fresh, replace(blend, residual_scale=learned))
+    assert np.mean(np.abs(after - 0.8)) < 0.7 * np.mean(np.abs(before - 0.8)), (before, after)
+    assert abs(after.mean() - 0.8) < 0.06
+    assert BlendWeights.from_dict(replace(blend, residual_scale=learned).to_dict()).residual_scale == learned
+    assert BlendWeights.from_dict(blend.to_dict()).residual_scale is None  # and a checkpoint from before
+    # Where σ does follow it (every target as hard), the probes add nothing: the probed scale as before.
+    even = _noisy_targets(1.0, 0)
+    for t in even:
+        t.scaled_probes = np.arange(3)
+    assert learn_residual_scale(learn_weights(even, ("knn", "popularity"), sign=1.0), even) is None
+
+
+def test_with_one_or_two_probes_the_factor_is_shrunk_toward_one() -> None:
+    scale = ResidualScale(power=1.0, reference=1.0, scale=1.0)
+    assert scale.factor(np.array([])) == 1.0
+    for ratio in (0.0, 10.0):
+        factors = [scale.factor(np.full(k, ratio)) for k in (1, 2, 5, 50)]
+        assert all(abs(a - 1) < abs(b - 1) for a, b in itertools.pairwise(factors)), factors
+    assert scale.factor(np.full(2, 10.0)) == pytest.approx(math.sqrt((2 * 100 + 2) / 4))
+    assert ResidualScale(power=0.0, reference=1.0, scale=1.0).factor(np.full(5, 10.0)) == 1.0
+
+
+def test_a_probed_querys_shown_sigma_follows_its_own_probes(planted) -> None:  # type: ignore[no-untyped-def]
+    """Probes that land on the cold predictions: narrower intervals than the probed scale alone gives; probes that
+    miss by several σ: wider. The scores, the policy's σ and a query without probes are as before."""
+    train, whole, test = planted
+    served = fit_blend(train, KnnPopularityEstimator)
+    learned = served.blend
+    assert learned.residual_scale is not None and learned.residual_scale.power > 0
+    before = dataclasses.replace(learned, residual_scale=None)
+    features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
+    served.blend = before
+    cold = served.score_all(features, known_dataset=test[0])
+    raw = _blended_sigma(served, features, [])
+
+    def answers(miss: float, count: int = 5) -> tuple[Scored, Scored, Scored, Scored]:
+        probes = [ProbeRecord(served.model_ids[j], test[0], "score", float(cold.scores[j] + miss * raw[j]))
+                  for j in range(count)]  # fmt: skip
+        out = []
+        for blend in (before, learned):
+            served.blend = blend
+            out += [served.score_all(features, known_dataset=test[0], probes=probes),
+                    served.score_for_policy(features, known_dataset=test[0], probes=probes)]  # fmt: skip
+        return out[0], out[1], out[2], out[3]
+
+    widths = {}
+    for miss in (0.0, 6.0):
+        old, old_policy, new, new_policy = answers(miss)
+        assert np.array_equal(old.scores, new.scores)
+        assert np.array_equal(old_policy.uncertainty, new_policy.uncertainty)
+        assert np.all(new.uncertainty[:5] == 0)
+        widths[miss] = new.uncertainty[5:] / old.uncertainty[5:]
+        assert np.allclose(widths[miss], widths[miss][0])  # one factor for the query's every unmeasured model
+    assert widths[0.0][0] < 1 < widths[6.0][0]
+    # One probe that misses as badly moves the width less than five do.
+    one_old, _, one_new, _ = answers(6.0, count=1)
+    assert 1 < one_new.uncertainty[1] / one_old.uncertainty[1] < widths[6.0][0]
+    # No probes: the same answer, σ and all.
+    served.blend = learned
+    assert np.array_equal(served.score_all(features, known_dataset=test[0]).uncertainty, cold.uncertainty)
+    assert np.array_equal(served.score_all(features, known_dataset=test[0]).scores, cold.scores)

@@ -28,6 +28,11 @@ A library whose datasets name their source (TextZoo, ImageZoo) is searched with 
 which the random fifth's pseudo-targets (their siblings left in the graph) understate: there the σ shown is
 scaled by the residuals of whole sources held out (`shown_scales`, three more fits), while the adaptive probing
 policy keeps the σ above (`BlendedEstimator.score_for_policy`), so its decisions do not move.
+
+A probed query's shown σ is further scaled by its own probes' residuals against the cold prediction
+(`ResidualScale`, learned on the same pseudo-targets; none where they show the probes tell nothing): a dataset's
+difficulty measured, not assumed (TransferGraph without features, 5 probes: coverage 0.851 -> 0.823 text,
+0.721 -> 0.774 image; docs/benchmarks-decisions.md, "Intervals scaled by the query's probes").
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
 from ..calibration import (
+    COVERAGE,
     MIN_LEFT,
     PROBE_BUDGET,
     SCALE_PROBES,
+    Z80,
     conformal_factor,
     group_holdout,
     holdout_folds,
@@ -83,6 +90,51 @@ def member_names(primary: Primary) -> tuple[str, ...]:
     return ("gnn", "knn", "popularity")
 
 
+# A probed query's shown σ follows its own probes' residuals (`ResidualScale`): the prior's weight, in probes, that
+# shrinks the residuals' mean square toward the pseudo-targets' median (1 probe: a third of the way from the median
+# to its own; 5 probes, a search's default, 5/7 of the way), and the powers of the shrunk ratio tried on the
+# pseudo-targets (0: the factor is 1, the probed scale as before).
+PROBE_PRIOR = 2.0
+RESIDUAL_POWERS = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ResidualScale:
+    """A probed query's shown σ: `scale` times `factor(its probes' ratios)` times the blended σ.
+
+    A probe's ratio is |reading - cold prediction| / cold σ (the blend's, unscaled) at the probed model: how far
+    the library's prediction missed this dataset, in its own σ. On TransferGraph without features the σ does
+    not follow a dataset's difficulty (the per-target factor the intervals needed ran 1.45-25.9 on TG image), so
+    one scale cannot cover every target; the probes measure the difficulty. The factor is the mean square of the
+    ratios over `reference` (the pseudo-targets' median), shrunk toward 1 by `prior` probes' worth, to the
+    `power` / 2. `scale` is the conformal factor of the pseudo-targets' unmeasured residuals / σ, each divided by
+    its target's factor, so coverage holds on the pseudo-targets whatever the factor."""
+
+    power: float
+    reference: float
+    scale: float
+    prior: float = PROBE_PRIOR
+
+    def factor(self, ratios: np.ndarray) -> float:
+        """The multiplier of a query whose probes missed by `ratios` (1: no usable probe)."""
+        r = np.asarray(ratios, dtype=float)
+        r = r[np.isfinite(r)]
+        if not len(r) or self.power == 0 or self.reference <= 0:
+            return 1.0
+        k = len(r)
+        shrunk = (k * float(np.mean(r**2)) / self.reference + self.prior) / (k + self.prior)
+        return float(shrunk ** (self.power / 2))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"power": self.power, "reference": self.reference, "scale": self.scale, "prior": self.prior}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any] | None) -> ResidualScale | None:
+        if state is None:
+            return None
+        return cls(float(state["power"]), float(state["reference"]), float(state["scale"]), float(state["prior"]))
+
+
 @dataclass(frozen=True)
 class BlendWeights:
     """The members' weights per kind of query, the blend's σ multiplier, and what they were learned from."""
@@ -100,6 +152,8 @@ class BlendWeights:
     # probing policy conditions on (`fit_blend`: on whole source groups held out); None: the scale above.
     shown_interval_scale: float | None = None
     shown_probed_interval_scale: float | None = None
+    # A probed query's shown σ scaled by its own probes' residuals (`ResidualScale`); None: the scales above.
+    residual_scale: ResidualScale | None = None
 
     def scale_for(self, *, probed: bool) -> float:
         """σ's multiplier for the probing policy (and the shown intervals where none is learned apart)."""
@@ -129,7 +183,10 @@ class BlendWeights:
         text = f"near: {one(self.near)}"
         if self.far != self.near:
             text += f"; far (distance > {self.threshold:.2f}): {one(self.far)}"
-        return f"{text}; with probes: {one(self.probed)}; from {self.targets} held-out datasets"
+        text += f"; with probes: {one(self.probed)}"
+        if self.residual_scale is not None:
+            text += f" (σ shown by the probes' residuals, power {self.residual_scale.power:g})"
+        return f"{text}; from {self.targets} held-out datasets"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers, for a checkpoint (`torch.load(weights_only=True)` reads them back)."""
@@ -145,6 +202,7 @@ class BlendWeights:
             "probed_interval_scale": _optional(self.probed_interval_scale),
             "shown_interval_scale": _optional(self.shown_interval_scale),
             "shown_probed_interval_scale": _optional(self.shown_probed_interval_scale),
+            "residual_scale": None if self.residual_scale is None else self.residual_scale.to_dict(),
         }
 
     @classmethod
@@ -164,8 +222,9 @@ class BlendWeights:
                 probed_interval_scale=_optional(state.get("probed_interval_scale")),
                 shown_interval_scale=_optional(state.get("shown_interval_scale")),
                 shown_probed_interval_scale=_optional(state.get("shown_probed_interval_scale")),
+                residual_scale=ResidualScale.from_dict(state.get("residual_scale")),
             )
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"not blend weights: {error!r}") from error
         if any(len(w) != len(members) for w in weights.values()):
             raise ValueError(f"blend weights do not match its members {members}")
@@ -304,6 +363,11 @@ class BlendedEstimator:
         scores = np.where(exact, lead.scores, scores).astype(float, copy=False)
         probed = self.is_probed(known_dataset=known_dataset, probes=probes)
         scale = self.blend.shown_scale_for(probed=probed) if shown else self.blend.scale_for(probed=probed)
+        residual = self.blend.residual_scale
+        if shown and probed and residual is not None and exact.any():
+            scale = residual.scale * residual.factor(
+                self.probe_ratios(features, scores, exact, known_dataset=known_dataset)
+            )
         uncertainty = np.where(exact, 0.0, scale * sigma).astype(float, copy=False)
         note = "" if len(used) == 1 else f" (served as a blend: {self._weights_text(weights)})"
 
@@ -315,6 +379,19 @@ class BlendedEstimator:
                               first.explanation + note)  # fmt: skip
 
         return Scored(scores, uncertainty, build)
+
+    def probe_ratios(
+        self, features: dict[str, float], readings: np.ndarray, measured: np.ndarray, *, known_dataset: str | None
+    ) -> np.ndarray:
+        """|reading - cold prediction| / cold σ (the blend's, unscaled) at each measured model: the query predicted
+        as if it had no probes (another scoring of the members), against what its probes read."""
+        weights = self.blend.for_query(probed=False, distance=self.knn.nearest_distance(features))
+        scored = self.members_scored(features, known_dataset=known_dataset, weights=weights)
+        used = [(w, s) for w, s in zip(weights, scored, strict=True) if s is not None]
+        cold = sum(w * s.scores[measured] for w, s in used)
+        sigma = sum(w * s.uncertainty[measured] for w, s in used)
+        ok = np.asarray(sigma) > 0
+        return np.abs(readings[measured] - cold)[ok] / np.asarray(sigma)[ok]
 
     def predict(
         self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
@@ -353,6 +430,7 @@ class PseudoTarget:
     scaled_truth: np.ndarray | None = None
     scaled: np.ndarray | None = None
     scaled_sigma: np.ndarray | None = None
+    scaled_probes: np.ndarray | None = None  # where the SCALE_PROBES measured models are among `truth`'s
 
 
 def pseudo_target(
@@ -397,6 +475,7 @@ def pseudo_target(
         if budget == SCALE_PROBES:
             target.scaled_truth, target.scaled = rest_truth, scores
             target.scaled_sigma = np.stack([s.uncertainty[rest] for s in with_probes])
+            target.scaled_probes = np.array([i for i, j in enumerate(columns) if estimator.model_ids[j] in picked])
     return target
 
 
@@ -529,15 +608,74 @@ def _probed_enough(targets: Sequence[PseudoTarget]) -> bool:
 def probed_ratios(targets: Sequence[PseudoTarget], weights: Sequence[float]) -> np.ndarray:
     """|truth - blend| / blended σ of the unmeasured models of every pseudo-target with SCALE_PROBES measured,
     blended by `weights`."""
+    out = [r for r in (_unmeasured_ratios(t, weights) for t in targets) if r is not None]
+    return np.concatenate(out) if out else np.array([])
+
+
+def _unmeasured_ratios(t: PseudoTarget, weights: Sequence[float]) -> np.ndarray | None:
+    if t.scaled is None or t.scaled_truth is None or t.scaled_sigma is None:
+        return None
     w = np.asarray(weights, dtype=float)
+    blended, sigma = w @ t.scaled, w @ t.scaled_sigma
+    ok = sigma > 0
+    return np.abs(t.scaled_truth - blended)[ok] / sigma[ok]
+
+
+def target_probe_ratios(t: PseudoTarget, blend: BlendWeights) -> np.ndarray | None:
+    """A pseudo-target's `ResidualScale` ratios: |truth - cold blend| / cold blended σ (unscaled) at its
+    SCALE_PROBES measured models, each blended by the cold weights `blend` gives it (None: none measured)."""
+    if t.scaled_probes is None or not len(t.scaled_probes):
+        return None
+    w = np.array(blend.for_query(probed=False, distance=t.distance))
+    cold, sigma = w @ t.cold[:, t.scaled_probes], w @ t.sigma[:, t.scaled_probes]
+    ok = sigma > 0
+    return np.abs(t.truth[t.scaled_probes] - cold)[ok] / sigma[ok]
+
+
+def learn_residual_scale(
+    blend: BlendWeights, targets: Sequence[PseudoTarget], *, floor: Sequence[PseudoTarget] = ()
+) -> ResidualScale | None:
+    """The `ResidualScale` of a probed query's shown σ, learned on `targets` with SCALE_PROBES measured (None:
+    fewer than MIN_REGIME // 2 of them, or the power the pseudo-targets pick is 0, the probed scale as before).
+
+    Each power of RESIDUAL_POWERS gets its conformal scale (the unmeasured models' |residual| / σ over their
+    target's factor); the power kept is the one whose coverage is closest to COVERAGE target by target (mean
+    |coverage - COVERAGE| over the pseudo-targets; ties: the smaller power). Coverage over all of them holds
+    for any power; the power is what spreads it evenly over easy and hard datasets. `floor` (the random
+    fifth's pseudo-targets, where `targets` hide whole sources): the scale is at least theirs, with the same
+    factor (see `shown_scales`)."""
+    pairs = _residual_pairs(blend, targets)
+    if len(pairs) < MIN_REGIME // 2:
+        return None
+    squares = [float(np.mean(p**2)) for p, _ in pairs if len(p)]
+    reference = float(np.median(squares)) if squares else 0.0
+    best: tuple[float, ResidualScale] | None = None
+    for power in RESIDUAL_POWERS:
+        candidate = ResidualScale(power, reference, 1.0)
+        normed = [rest / candidate.factor(probe) for probe, rest in pairs]
+        scale = conformal_factor(np.concatenate(normed))
+        loss = float(np.mean([abs(np.mean(n <= scale * Z80) - COVERAGE) for n in normed if len(n)]))
+        if best is None or loss < best[0] - 1e-12:
+            best = (loss, replace(candidate, scale=scale))
+    assert best is not None
+    chosen = best[1]
+    if chosen.power == 0:
+        return None
+    below = _residual_pairs(blend, floor)
+    if below:
+        normed = [rest / chosen.factor(probe) for probe, rest in below]
+        chosen = replace(chosen, scale=max(chosen.scale, conformal_factor(np.concatenate(normed))))
+    return chosen
+
+
+def _residual_pairs(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(probe ratios, unmeasured ratios) of every pseudo-target with both."""
     out = []
     for t in targets:
-        if t.scaled is None or t.scaled_truth is None or t.scaled_sigma is None:
-            continue
-        blended, sigma = w @ t.scaled, w @ t.scaled_sigma
-        ok = sigma > 0
-        out.append(np.abs(t.scaled_truth - blended)[ok] / sigma[ok])
-    return np.concatenate(out) if out else np.array([])
+        probe, rest = target_probe_ratios(t, blend), _unmeasured_ratios(t, blend.probed)
+        if probe is not None and rest is not None and len(rest):
+            out.append((probe, rest))
+    return out
 
 
 def held_out_targets(
@@ -608,6 +746,9 @@ def fit_blend(
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     blend = shown_scales(learn_weights(targets, members or member_names(primary), sign=sign), shown)
+    # The probed query's shown σ by its own probes, learned where the shown scales are (see `shown_scales`).
+    residual = learn_residual_scale(blend, shown or targets, floor=targets if shown else ())
+    blend = replace(blend, residual_scale=residual)
     return BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)
 
 
