@@ -144,7 +144,12 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
     mean, sd, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
     got = dict(zip(estimator.model_ids, mean, strict=True))
-    assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
+    # A probe is a noisy reading (here the NOISE share, 0.1, of the prediction's variance): the probed model's
+    # posterior lies between its reading and its prediction, nearer the reading, and keeps an sd of its own.
+    assert 0.50 < got["a1"] < 0.55 and 0.0 < sd[index["a1"]] < estimator.sd * math.sqrt(policy.NOISE)
+    # A full measurement is exact: the model is its value.
+    exact, exact_sd, _ = policy._predicted(estimator, {}, None, [], index, condition=True, level=0.0, exact=low)
+    assert exact[index["a1"]] == 0.50 and exact_sd[index["a1"]] == 0.0
     assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
     assert got["b1"] > estimator.prior["b1"] + 0.2  # moves against it
     assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put

@@ -211,7 +211,7 @@ class Library(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[str] = ..., task: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: _Optional[bool] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., models: _Optional[int] = ..., datasets: _Optional[int] = ..., interactions: _Optional[int] = ..., graph_version: _Optional[int] = ..., bundle_blob_id: _Optional[str] = ..., imported_unix: _Optional[float] = ..., probe_scale: _Optional[_Union[ProbeScale, _Mapping]] = ...) -> None: ...
 
 class ProbeScale(_message.Message):
-    __slots__ = ("shift", "sd", "pairs", "datasets", "family_shift")
+    __slots__ = ("shift", "sd", "pairs", "datasets", "family_shift", "level_sd", "own_sd")
     class FamilyShiftEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,12 +224,16 @@ class ProbeScale(_message.Message):
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     FAMILY_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_SD_FIELD_NUMBER: _ClassVar[int]
+    OWN_SD_FIELD_NUMBER: _ClassVar[int]
     shift: float
     sd: float
     pairs: int
     datasets: int
     family_shift: _containers.ScalarMap[str, float]
-    def __init__(self, shift: _Optional[float] = ..., sd: _Optional[float] = ..., pairs: _Optional[int] = ..., datasets: _Optional[int] = ..., family_shift: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    level_sd: float
+    own_sd: float
+    def __init__(self, shift: _Optional[float] = ..., sd: _Optional[float] = ..., pairs: _Optional[int] = ..., datasets: _Optional[int] = ..., family_shift: _Optional[_Mapping[str, float]] = ..., level_sd: _Optional[float] = ..., own_sd: _Optional[float] = ...) -> None: ...
 
 class Interaction(_message.Message):
     __slots__ = ("model_id", "dataset_id", "score", "cost", "provenance")
