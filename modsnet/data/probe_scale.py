@@ -182,7 +182,8 @@ def learn_probe_scale(
         ]
     )
     # The split: each dataset's mean residual (its sample's level) and the pairs' spread around it.
-    means, spreads = [], []
+    means: list[float] = []
+    spreads: list[float] = []
     for g in gaps.values():
         rest = [gap - family_shift.get(family_of.get(m, ""), level) for m, gap in g.items()]
         if len(rest) >= 2:
@@ -236,12 +237,13 @@ def on_record_scale(
     scale: ProbeScale | None, probes: Sequence[ProbeRecord], family_of: Callable[[str], str] | None = None
 ) -> list[ProbeRecord]:
     """`probes` with each measurement in the library's metric (kind `score`) put on the record's scale; other kinds
-    and a library without a scale unchanged. `family_of(model_id)` names a model's family (for its own shift)."""
+    and a library without a scale unchanged, and so is a probe of the whole table (`ProbeRecord.whole`: the
+    record's protocol, no sample to shift). `family_of(model_id)` names a model's family (for its own shift)."""
     if scale is None:
         return list(probes)
     out = []
     for p in probes:
-        if p.probe != MEASURED:
+        if p.probe != MEASURED or p.whole:
             out.append(p)
             continue
         shift = scale.shift_for(family_of(p.model_id) if family_of else "")

@@ -299,13 +299,13 @@ def _query_record(
 
 def probe_to_pb(rec: ProbeRecord) -> pb.ProbeResult:
     return pb.ProbeResult(
-        model_id=rec.model_id, kind=rec.probe, value=rec.value, seconds=rec.seconds, detail=rec.detail
+        model_id=rec.model_id, kind=rec.probe, value=rec.value, seconds=rec.seconds, detail=rec.detail, whole=rec.whole
     )
 
 
 def probe_from_pb(msg: pb.ProbeResult) -> ProbeRecord:
     """A probe of the query: the message names no dataset, the searched data is no node."""
-    return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail)
+    return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail, whole=msg.whole)
 
 
 def probe_choice_to_pb(rec: ProbeChoice) -> rpb.SelectProbesResponse:

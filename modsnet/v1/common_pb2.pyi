@@ -151,18 +151,20 @@ class Profile(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ...) -> None: ...
 
 class ProbeResult(_message.Message):
-    __slots__ = ("model_id", "kind", "value", "seconds", "detail")
+    __slots__ = ("model_id", "kind", "value", "seconds", "detail", "whole")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: str
     value: float
     seconds: float
     detail: str
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+    whole: bool
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ..., whole: _Optional[bool] = ...) -> None: ...
 
 class Recommendation(_message.Message):
     __slots__ = ("model_id", "measured", "score", "reason")

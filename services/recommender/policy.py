@@ -27,6 +27,8 @@ from typing import Protocol
 import numpy as np
 from scipy.special import ndtr
 
+from modsnet.data.probe_scale import ProbeScale
+
 from .estimators.base import ProbeRecord, Scored
 from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
 from .probes import MEASURED
@@ -197,12 +199,14 @@ def _predicted(
     probes (a probed model there keeps its reading, sd 0).
     """
     scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
-    full = [p for p in exact if p.probe == MEASURED and p.model_id in index]
+    # A probe of the whole table (`ProbeRecord.whole`) measured what a full measurement does: exact.
+    full = [p for p in exact if p.probe == MEASURED and p.model_id in index] + [p for p in scores if p.whole]
+    readings = [p for p in scores if not p.whole]
     behaviour = getattr(estimator, "behaviour", None)
     # The served blend shows intervals learned apart (on whole sources held out); the policy's conditional and
     # stopping rule keep the σ they were chosen with (`BlendedEstimator.score_for_policy`).
     score_all = getattr(estimator, "score_for_policy", estimator.score_all)
-    if not (condition and (scores or full) and callable(behaviour)) or len(scores) != len(measured):
+    if not (condition and (readings or full) and callable(behaviour)) or len(scores) != len(measured):
         scored = score_all(features, known_dataset=known_dataset, probes=[*measured, *exact])
         sd = np.asarray(scored.uncertainty, dtype=float)
         return estimator.sign * np.asarray(scored.scores, dtype=float), sd, sd
@@ -213,7 +217,7 @@ def _predicted(
         mean,
         sd,
         behaviour,
-        [(index[p.model_id], estimator.sign * p.value) for p in scores],
+        [(index[p.model_id], estimator.sign * p.value) for p in readings],
         [(index[p.model_id], estimator.sign * p.value) for p in full],
         level=level,
         noise_sd=noise_sd,
@@ -338,6 +342,16 @@ def _lookahead(
     if not np.isfinite(values).any() or values.max() <= now + 1e-12:
         return None
     return int(pool[int(np.argmax(values))])
+
+
+def probe_noise(scale: ProbeScale | None) -> dict[str, float]:
+    """The policy's probe noise (`noise_sd`, `noise_level` of `next_probes` and `posterior`) where the library
+    measured it (`ProbeScale.noise`: a level a query's probes share and each one's own); none: {} (the `NOISE`
+    share)."""
+    if scale is None:
+        return {}
+    level, own = scale.noise()
+    return {"noise_sd": own, "noise_level": level}
 
 
 def _noise(noise_sd: float | None, sd: np.ndarray) -> float:
