@@ -92,9 +92,13 @@ def test_the_recommender_uses_the_probes_of_at_most_probe_budget_models(cluster:
     finally:
         recommender.close()
     assert {budget: answer.probes_used for budget, answer in used.items()} == {0: 0, 1: 1, 3: 3, 5: 3}
-    # Within the budget, the first named: m1's measured score is its prediction, m3's is not used.
-    scores = {m.model_id: m.predicted_score for m in used[1].models}
-    assert scores["m1"] == pytest.approx(0.9) and scores["m3"] != pytest.approx(0.8)
+    # Within the budget, the first named: m1 is shown at its posterior, its reading 0.9 shrunk toward its prediction
+    # (a probe is a noisy reading), with an sd of its own; m3's probe is not used.
+    cold = {m.model_id: m.predicted_score for m in used[0].models}
+    shown = {m.model_id: m for m in used[1].models}
+    low, high = sorted((cold["m1"], 0.9))
+    assert low < shown["m1"].predicted_score < high and shown["m1"].uncertainty > 0.0
+    assert "read 0.900" in shown["m1"].explanation and shown["m3"].predicted_score != pytest.approx(0.8)
 
 
 def test_a_search_answer_carries_the_recommendation(cluster: EmbeddedCluster, query_csv: Path) -> None:
