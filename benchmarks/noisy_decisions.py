@@ -304,10 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rule", help="the table's decision rule (evaluation.DECISION_RULE) where the tree has one")
     parser.add_argument("--full-too", action="store_true", help="also B full measurements by the posterior")
     parser.add_argument("--json", type=Path, help="with --replay: write the per-target table here")
+    parser.add_argument(
+        "--level", type=float, help="a diagnostic: the prior's level share (policy.LEVEL) in the probing and posterior"
+    )
     parser.add_argument("--no-whole", action="store_true", help="with --knn: no target is probed whole (as before)")
     parser.add_argument("--final", help="decisions.FINAL: how the posterior rule spends a full measurement")
     parser.add_argument("--knn", action="store_true", help="the table with the kNN standing in for the blend")
     args = parser.parse_args(argv)
+    if args.level is not None:
+        import functools
+
+        evaluation.policy.LEVEL = args.level  # the posterior of the table reads it at each call
+        evaluation.adaptive_probes = functools.partial(evaluation.adaptive_probes, level=args.level)  # type: ignore[assignment]
     if args.knn:
         started = time.perf_counter()
         if args.final is not None:

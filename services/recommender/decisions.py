@@ -83,13 +83,15 @@ def pick_regret(true: Mapping[str, float], ranking: Ranking, budget: int, *, sig
     return best - sign * true[kept]
 
 
-MEAN, VALUE, UNPROBED = "mean", "value", "unprobed"
+MEAN, VALUE, UNPROBED, SERVED = "mean", "value", "unprobed", "served"
 # How the posterior rule spends a full measurement: MEAN, on the best posterior mean over every model (a probed one
 # included); VALUE, on the model whose measurement ends best in expectation, E[max(its score, the best estimate
 # measured already)]. VALUE is the one-step optimum were the sds calibrated for it, but it leans on them to favour
 # uncertain models, and lost to MEAN on TabZoo (docs/benchmarks-decisions.md, "Decisions under noisy probes"), as
 # expected-improvement probing lost to greedy before. UNPROBED: the best posterior mean among the models not
-# probed (the rule before's choice, on the posterior), the user still keeping the best posterior.
+# probed (the rule before's choice, on the posterior), the user still keeping the best posterior. SERVED: the rule
+# before's choice itself (the best of `Ranking.predicted`, the served ranking with the probes, among the models not
+# probed), the user keeping the best posterior.
 FINAL = MEAN
 
 
@@ -102,7 +104,12 @@ def _kept_by_posterior(true: Mapping[str, float], ranking: Ranking, budget: int)
     full: dict[str, float] = {}
     mean, sd = ranking.posterior(full)
     while len(probed) + len(full) < budget and len(full) < len(true):
-        left = {m: _final_value(m, mean, sd, probed | set(full)) for m in true if m not in full}
+        if FINAL == SERVED:
+            left = {m: ranking.predicted.get(m, -math.inf) for m in true if m not in full and m not in probed}
+            if not left:
+                break
+        else:
+            left = {m: _final_value(m, mean, sd, probed | set(full)) for m in true if m not in full}
         choice = _order(left)[0]
         full[choice] = true[choice]
         mean, sd = ranking.posterior(full)

@@ -39,7 +39,7 @@ from modsnet.models.probing import SAMPLE_ROWS
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import DEFAULT_PROBES
 
-from . import policy
+from . import decisions, policy
 from .calibration import Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
@@ -428,7 +428,9 @@ def _decision_rankings(
             known = [m for m in candidates if m in index]
             return {m: float(mean[index[m]]) for m in known}, {m: float(sd[index[m]]) for m in known}
 
-        fold.adaptive[budget][target] = Ranking(after({})[0], probed, seen, posterior=after)
+        # (decisions.SERVED picks the last measurement on the served ranking itself, the rule before's)
+        predicted = ranking(taken) if decisions.FINAL == decisions.SERVED else after({})[0]
+        fold.adaptive[budget][target] = Ranking(predicted, probed, seen, posterior=after)
 
 
 probe_noise = policy.probe_noise
