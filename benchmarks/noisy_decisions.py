@@ -292,6 +292,93 @@ def knn_table(bundle_path: Path, rule: str | None, full_too: bool = False) -> An
     return report.decisions
 
 
+def pseudo(bundle_path: Path, per: int, seed: int = 0) -> DecisionTable:
+    """The decision rules on pseudo-targets: `per` of the library's datasets that are not evaluation targets (the
+    training data), each predicted by popularity over the other training datasets (`probe_policy.PseudoTarget`,
+    z units), probes reading its z-score plus the library's probe noise (a shared level and each probe's own, in
+    the dataset's z units: the scale's sds over the spread of its records), the policy and the posterior as the
+    table runs them. Chooses the rule's settings without the 100 test targets; regret in z units."""
+    from benchmarks.probe_policy import PseudoTarget
+    from modsnet.data.probe_scale import learn_probe_scale
+    from services.recommender import decisions
+    from services.recommender.decisions import Ranking, pick_regret
+    from services.recommender.estimators.base import ProbeRecord
+    from services.recommender.probes import MEASURED
+
+    policy = evaluation.policy
+    bundle = read_bundle(bundle_path)
+    snapshot, _ = evaluation.graph_from_bundle(bundle)
+    targets = set(evaluation.default_targets(snapshot, seed=0))
+    dataset_ids, model_ids, z = evaluation.z_scores(snapshot)
+    records: dict[str, dict[str, list[float]]] = {}
+    for r in snapshot.interactions:
+        records.setdefault(r.dataset_id, {}).setdefault(r.model_id, []).append(r.score)
+    spread = {d: float(np.std([np.mean(v) for v in by.values()])) for d, by in records.items()}
+    recorded = {(d, m): float(np.mean(v)) for d, by in records.items() for m, v in by.items()}
+    family_of = {m.model_id: m.metadata.get("family", "") for m in snapshot.models}
+    scale = None
+    if bundle.probe_records is not None:
+        scale = learn_probe_scale(evaluation._probe_rows(bundle), recorded, family_of, exclude=targets)
+    level_sd, own_sd = scale.noise() if scale is not None else (0.0, 0.0)
+    keep = [i for i, d in enumerate(dataset_ids) if d not in targets]
+    behaviour = np.clip(z[keep], -5.0, 5.0)
+    names = [dataset_ids[i] for i in keep]
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(keep), size=min(per, len(keep)), replace=False)
+    table = DecisionTable(tuple(BUDGETS))
+    index = {m: j for j, m in enumerate(model_ids)}
+    for row in rows:
+        model = PseudoTarget(behaviour, int(row), model_ids)
+        true = model.truth
+        if len(true) < 10 or spread.get(names[row], 0.0) <= 1e-9:
+            continue
+        unit = spread[names[row]]
+        a, b = level_sd / unit, own_sd / unit  # the probe noise in this dataset's z units
+        noise = {"noise_sd": b, "noise_level": a} if scale is not None else {}
+        local = np.random.default_rng([seed, int(row)])
+        shared = float(local.normal(0.0, a)) if scale is not None else 0.0
+        reads = {m: v + shared + (float(local.normal(0.0, b)) if scale is not None else 0.0) for m, v in true.items()}
+
+        def measure(ids: list[str], reads: dict[str, float] = reads) -> list[ProbeRecord]:
+            return [ProbeRecord(m, "pseudo", MEASURED, reads[m]) for m in ids if m in reads]
+
+        taken = policy.simulate(model, {}, measure, budget=max(BUDGETS) - 1, among=set(true), informative=0, **noise)
+        cold = Ranking({m: float(model.cold[index[m]]) for m in true})
+        target = names[row]
+        for budget in BUDGETS:
+            table.add("popular-B (the pseudo-target's cold)", budget, target, pick_regret(true, cold, budget))
+            probes = taken[: max(budget - 1, 0)]
+            probed = frozenset(p.model_id for p in probes)
+            seen = {p.model_id: p.value for p in probes}
+
+            def after(full, probes=probes, model=model, noise=noise, true=true):  # type: ignore[no-untyped-def]
+                exact = [ProbeRecord(m, "pseudo", MEASURED, v) for m, v in full.items()]
+                mean, sd, _ = policy._predicted(
+                    model, {}, None, probes, index, condition=True, level=policy.LEVEL, exact=exact, **noise
+                )
+                return {m: float(mean[index[m]]) for m in true}, {m: float(sd[index[m]]) for m in true}
+
+            posterior_mean = after({})[0]
+            before = Ranking(posterior_mean, probed, seen)  # the rule before: best unprobed, the reading kept as seen
+            table.add("rule before (best unprobed, kept as seen)", budget, target, pick_regret(true, before, budget))
+            for final in (decisions.MEAN, decisions.VALUE, decisions.UNPROBED):
+                decisions.FINAL = final
+                ranking = Ranking(posterior_mean, probed, seen, posterior=after)
+                table.add(f"posterior, FINAL={final}", budget, target, pick_regret(true, ranking, budget))
+
+            def exact_only(full, model=model, true=true):  # type: ignore[no-untyped-def]
+                exact = [ProbeRecord(m, "pseudo", MEASURED, v) for m, v in full.items()]
+                mean, sd, _ = policy._predicted(
+                    model, {}, None, [], index, condition=True, level=policy.LEVEL, exact=exact
+                )
+                return {m: float(mean[index[m]]) for m in true}, {m: float(sd[index[m]]) for m in true}
+
+            decisions.FINAL = decisions.MEAN
+            full = Ranking(exact_only({})[0], frozenset(), None, posterior=exact_only)
+            table.add("full measurements by the posterior (no probes)", budget, target, pick_regret(true, full, budget))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "modsnet" / "libraries" / "tabzoo")
@@ -309,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-whole", action="store_true", help="with --knn: no target is probed whole (as before)")
     parser.add_argument("--final", help="decisions.FINAL: how the posterior rule spends a full measurement")
+    parser.add_argument("--pseudo", type=int, help="the rules on this many pseudo-targets (training datasets)")
     parser.add_argument("--knn", action="store_true", help="the table with the kNN standing in for the blend")
     args = parser.parse_args(argv)
     if args.level is not None:
@@ -316,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluation.policy.LEVEL = args.level  # the posterior of the table reads it at each call
         evaluation.adaptive_probes = functools.partial(evaluation.adaptive_probes, level=args.level)  # type: ignore[assignment]
+    if args.pseudo:
+        started = time.perf_counter()
+        table = pseudo(args.bundle, args.pseudo)
+        print(table.to_table().split("\nworst")[0])
+        base = "popular-B (the pseudo-target's cold)"
+        for strategy in table.regret:
+            cells = [f"B={b} {table.mean(strategy, b) / table.mean(base, b):.3f}" for b in table.budgets]
+            print(f"  {strategy}: " + ", ".join(cells))
+        print(f"({time.perf_counter() - started:.0f} s)", flush=True)
+        return 0
     if args.knn:
         started = time.perf_counter()
         if args.final is not None:
