@@ -372,3 +372,15 @@ def test_the_scale_splits_its_noise_into_a_shared_level_and_each_probes_own() ->
     assert scale.level_sd == pytest.approx(0.04, abs=0.012) and scale.own_sd == pytest.approx(0.02, abs=0.003)
     assert ProbeScale.from_meta(scale.to_meta()).noise() == pytest.approx(scale.noise(), abs=1e-6)
     assert ProbeScale(-0.02, 0.05, 100, 10).noise() == (0.0, 0.05)  # not split: each probe's own sd
+
+
+def test_a_target_of_at_most_sample_rows_is_probed_whole_and_reads_its_record(bundle_dir: Path) -> None:
+    from modsnet.models.probing import SAMPLE_ROWS
+    from services.recommender.evaluation import probed_whole
+
+    datasets = pd.read_csv(bundle_dir / "datasets.csv")
+    datasets["n_rows"] = [SAMPLE_ROWS if i % 2 else SAMPLE_ROWS + 1 for i in range(len(datasets))]
+    datasets.to_csv(bundle_dir / "datasets.csv", index=False)
+    bundle = read_bundle(bundle_dir)
+    ids = list(datasets["dataset_id"])
+    assert probed_whole(bundle, ids) == frozenset(ids[1::2])
