@@ -1142,7 +1142,8 @@ class RecommenderCore:
         among = _probeable(served.library, served.models.values())
         if not among:
             return ProbeChoice([], version, True, f"no model of {library!r} can be measured here")
-        scale = ProbeScale.of_library(served.library.meta)
+        # The probes' noise as the library measured it: a level a query's probes share and each one's own.
+        noise = policy.probe_noise(ProbeScale.of_library(served.library.meta))
         step = policy.next_probes(
             estimator,
             features,
@@ -1151,7 +1152,8 @@ class RecommenderCore:
             tried=tried,
             count=budget,
             among=among,
-            noise_sd=scale.sd if scale is not None else None,
+            noise_sd=noise.get("noise_sd"),
+            noise_level=noise.get("noise_level", 0.0),
         )
         return ProbeChoice(step.model_ids, version, step.stop, step.reason, step.expected_gain)
 
