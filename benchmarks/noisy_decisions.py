@@ -127,10 +127,12 @@ def replay(paths: list[Path], *, whole_reads: bool, rule: str | None, full_too: 
         scale = None
         if info["scale"] is not None and bundle.probe_records is not None:  # relearned: this tree's scale
             scale = learn_probe_scale(evaluation._probe_rows(bundle), recorded, info["families"], exclude=hidden)
-        small = evaluation.probed_whole(bundle, targets) if hasattr(evaluation, "probed_whole") else frozenset()
-        if not small and "n_rows" in bundle.datasets.columns:
-            rows = {r["dataset_id"]: float(r.get("n_rows") or 0) for r in bundle.datasets.rows}
-            small = frozenset(t for t in targets if 0 < rows.get(t, 0) <= 300)
+        small: frozenset[str] = frozenset()  # probed whole: only where probes read a sample (probe records)
+        if bundle.probe_records is not None:
+            small = evaluation.probed_whole(bundle, targets) if hasattr(evaluation, "probed_whole") else frozenset()
+            if not small and "n_rows" in bundle.datasets.columns:
+                rows = {r["dataset_id"]: float(r.get("n_rows") or 0) for r in bundle.datasets.rows}
+                small = frozenset(t for t in targets if 0 < rows.get(t, 0) <= 300)
         for t in targets:
             groups[
                 "own probe records" if t in own else "probed whole (<= 300 rows)" if t in small else "simulated"
