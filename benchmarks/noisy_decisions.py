@@ -173,7 +173,7 @@ def replay(paths: list[Path], *, whole_reads: bool, rule: str | None, full_too: 
             budgets=tuple(BUDGETS),
             higher_is_better=sign > 0,
         )
-        if full_too and hasattr(evaluation, "probe_noise"):
+        if full_too and hasattr(evaluation, "DECISION_RULE"):
             _full_row(table, estimator, cases, sign)
         for strategy, by_budget in table.regret.items():
             for b, values in by_budget.items():

@@ -67,9 +67,10 @@ HELD_OUT = 100  # targets drawn when a library has more eligible datasets than t
 BELOW_POPULARITY = 0.10  # issue 16: no target's Pearson this far under popularity's on the same target
 MEASURED = "score"  # the probe name of a real measurement (a model trained and scored on the target)
 POSTERIOR, SERVED = "posterior", "served"
-# How the decision table decides after the probes (`decisions.pick_regret`): POSTERIOR, the posterior under noisy
-# probes (`policy.posterior`: the last measurement to the best posterior mean over every model, the user keeping
-# the best posterior); SERVED, the rule before (the served ranking's best unprobed, the best reading kept as seen).
+# How the decision table decides after the probes (`decisions.pick_regret`): POSTERIOR, by the posterior under noisy
+# probes (`policy.posterior`: the measurements left go in full where `decisions.FINAL` says, over every model, and
+# the user keeps the best posterior); SERVED, the rule before (the served ranking's best unprobed, the best reading
+# kept as seen).
 DECISION_RULE = POSTERIOR
 _PUBLISHED_FILES = {
     "pearson": "pearson_correlation.csv",
@@ -431,9 +432,6 @@ def _decision_rankings(
         # (decisions.SERVED picks the last measurement on the served ranking itself, the rule before's)
         predicted = ranking(taken) if decisions.FINAL == decisions.SERVED else after({})[0]
         fold.adaptive[budget][target] = Ranking(predicted, probed, seen, posterior=after)
-
-
-probe_noise = policy.probe_noise
 
 
 def adaptive_probes(
