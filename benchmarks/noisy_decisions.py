@@ -144,7 +144,8 @@ def replay(paths: list[Path], *, whole_reads: bool, rule: str | None, full_too: 
         sign = info["sign"]
         options: dict[str, Any] = {}
         if "whole" in fields and whole_reads:
-            options["whole"] = frozenset(small)
+            # probes that read the records (no probe records) are exact, as `evaluate` marks them
+            options["whole"] = frozenset(small) if bundle.probe_records is not None else frozenset(targets)
         fold = evaluation.Fold(
             SimpleNamespace(library=SimpleNamespace(meta={"higher_is_better": sign > 0})),  # type: ignore[arg-type]
             [],

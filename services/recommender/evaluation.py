@@ -769,7 +769,9 @@ def evaluate(
                 }
         scale = None
         probe_values: dict[str, dict[str, float]] = {}
-        whole: frozenset[str] = frozenset()
+        # A probe that reads the target's record (no probe records, or `probes_as_records`) measured what a full
+        # measurement does: exact for the table's decision, as a probe of a whole table is.
+        whole: frozenset[str] = frozenset(fold_targets)
         if sampled and bundle.probe_records is not None:
             scale = learn_probe_scale(_probe_rows(bundle), recorded, family_of, exclude=hidden)
             whole = probed_whole(bundle, fold_targets)
