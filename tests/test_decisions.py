@@ -74,3 +74,50 @@ def test_the_table_has_every_strategy_budget_and_target_with_wins_and_the_worst_
     text = table.to_table()
     assert "| popular-B | 0.350 | " in text and "worst target, popular-B: B=0 t2 0.700" in text
     assert table.to_dict()["mean"][MODSNET]["3"] == pytest.approx(0.05)
+
+
+def _posterior(prior: dict[str, float], probed: dict[str, float]):  # type: ignore[no-untyped-def]
+    """A toy posterior: a probed model's estimate is `probed`, a model measured in full is its score; sd 0.01."""
+
+    def after(full):  # type: ignore[no-untyped-def]
+        mean = {**prior, **probed, **full}
+        return mean, {m: 0.0 if m in full else 0.01 for m in mean}
+
+    return after
+
+
+def test_the_last_measurement_can_go_to_a_probed_model_and_the_kept_one_is_by_its_estimate() -> None:
+    true = {"a": 0.70, "b": 0.90, "c": 0.85}
+    # b was probed (an unlucky reading 0.84, estimated 0.88 from a high prediction): its estimate is the best, so
+    # the last measurement is b in full (0.90), kept.
+    after = _posterior({"a": 0.80, "b": 0.95, "c": 0.82}, {"b": 0.88})
+    ranking = Ranking(after({})[0], frozenset({"b"}), {"b": 0.84}, posterior=after)
+    assert pick_regret(true, ranking, 2) == pytest.approx(0.0)
+    # The rule before: the last measurement goes to the best unprobed (c, 0.85), which beats b's reading: c kept.
+    assert pick_regret(true, Ranking(after({})[0], frozenset({"b"}), {"b": 0.84}), 2) == pytest.approx(0.05)
+    # A lucky reading: a probed, truly poor model (a: 0.70) read 0.99, estimated 0.83; c measured in full at 0.85
+    # beats the estimate, so c is kept; the rule before kept a by its reading.
+    after = _posterior({"a": 0.80, "b": 0.70, "c": 0.84}, {"a": 0.83})
+    ranking = Ranking(after({})[0], frozenset({"a"}), {"a": 0.99}, posterior=after)
+    assert pick_regret(true, ranking, 2) == pytest.approx(0.05)
+    assert pick_regret(true, Ranking(after({})[0], frozenset({"a"}), {"a": 0.99}), 2) == pytest.approx(0.20)
+
+
+def test_the_last_measurement_goes_where_it_ends_best_in_expectation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.recommender import decisions
+
+    # b probed, estimated 0.88 ± 0.01; c unprobed, 0.86 ± 0.05 and truly the best (0.95).
+    true = {"a": 0.70, "b": 0.90, "c": 0.95}
+    after = _posterior({"a": 0.80, "b": 0.95, "c": 0.86}, {"b": 0.88})
+
+    def wide(full):  # type: ignore[no-untyped-def]
+        mean, sd = after(full)
+        return mean, {**sd, "c": 0.0 if "c" in full else 0.05}
+
+    ranking = Ranking(after({})[0], frozenset({"b"}), {"b": 0.84}, posterior=wide)
+    # By value: b's estimate is in hand already, so measuring c (E[max(c, 0.88)] > 0.88) is worth more: c kept.
+    monkeypatch.setattr(decisions, "FINAL", decisions.VALUE)
+    assert pick_regret(true, ranking, 2) == pytest.approx(0.0)
+    # By the best posterior mean: b is measured in full (a probed model can take the last measurement), kept.
+    monkeypatch.setattr(decisions, "FINAL", decisions.MEAN)
+    assert pick_regret(true, ranking, 2) == pytest.approx(0.05)

@@ -144,7 +144,12 @@ def test_conditioning_moves_models_with_the_probed_ones_surprise() -> None:
     low = [ProbeRecord("a1", QUERY_DATASET, "score", 0.50)]  # 0.30 below its prediction
     mean, sd, _ = policy._predicted(estimator, {}, None, low, index, condition=True, level=0.0)
     got = dict(zip(estimator.model_ids, mean, strict=True))
-    assert got["a1"] == 0.50 and sd[index["a1"]] == 0.0  # a probed model is its measurement
+    # A probe is a noisy reading (here the NOISE share, 0.1, of the prediction's variance): the probed model's
+    # posterior lies between its reading and its prediction, nearer the reading, and keeps an sd of its own.
+    assert 0.50 < got["a1"] < 0.55 and 0.0 < sd[index["a1"]] < estimator.sd * math.sqrt(policy.NOISE)
+    # A full measurement is exact: the model is its value.
+    exact, exact_sd, _ = policy._predicted(estimator, {}, None, [], index, condition=True, level=0.0, exact=low)
+    assert exact[index["a1"]] == 0.50 and exact_sd[index["a1"]] == 0.0
     assert got["a2"] < estimator.prior["a2"] - 0.2  # moves with a1
     assert got["b1"] > estimator.prior["b1"] + 0.2  # moves against it
     assert abs(got["c1"] - estimator.prior["c1"]) < 0.05  # unrelated: stays about put
@@ -191,3 +196,57 @@ def test_exploit_value_is_the_expected_best_of_the_floor_and_the_predicted_best(
     assert policy._exploit_value(mu, sd, -np.inf) == 0.7  # nothing measured: the predicted best's mean
     expected = 0.6 + float(policy.expected_improvement(mu[1:], sd[1:], 0.6)[0])
     assert policy._exploit_value(mu, sd, 0.6) == pytest.approx(expected)
+
+
+class Lucky(Fake):
+    """`hot` is predicted 0.80 ± 0.03 and `sure` 0.88 ± 0.01; a probe of `hot` on a sample (noise sd 0.06) reads a
+    lucky 0.95. The library's behaviour: every model moves on its own."""
+
+    def behaviour(self) -> np.ndarray:
+        return np.random.default_rng(5).normal(size=(80, len(self.model_ids)))
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        vector = np.array([self.prior[m] for m in self.model_ids])
+        sd = np.array([{"hot": 0.03, "sure": 0.01}.get(m, 0.05) for m in self.model_ids])
+        return Scored(vector, sd, lambda j: Prediction(self.model_ids[j], float(vector[j]), float(sd[j])))
+
+
+def lucky() -> Lucky:
+    return Lucky({"sure": 0.88, "hot": 0.80, "low": 0.60}, {"sure": "s", "hot": "h", "low": "l"}, batch=["hot"])
+
+
+def test_a_lucky_sample_reading_is_shrunk_below_a_confident_prediction() -> None:
+    estimator = lucky()
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    read = [ProbeRecord("hot", QUERY_DATASET, "score", 0.95)]
+    mean, sd, _ = policy._predicted(estimator, {}, None, read, index, condition=True, level=0.0, noise_sd=0.06)
+    # The posterior of `hot`: 0.80 + 0.03² / (0.03² + 0.06²) x 0.15 = 0.83, below `sure`'s 0.88; its sd stays > 0.
+    assert mean[index["hot"]] == pytest.approx(0.83, abs=1e-3) and mean[index["hot"]] < mean[index["sure"]]
+    assert 0.0 < sd[index["hot"]] < 0.03
+    # The probing loop: the best probed is weighed by its posterior (0.83), so the next probe goes to `sure`.
+    step = policy.next_probes(estimator, {}, measured=read, informative=0, noise_sd=0.06, level=0.0)
+    assert step.model_ids == ["sure"] and not step.stop
+
+
+def test_a_level_every_probe_shares_says_little_of_which_model_is_better() -> None:
+    # Two models read 0.1 above their predictions: with the noise a shared level (a sample easier than the table),
+    # most of it is the sample's, and the two stay close to their predictions; as each probe's own noise of the
+    # same total size, each keeps more of its surprise.
+    estimator = Lucky({"a": 0.70, "b": 0.70, "c": 0.60}, {"a": "a", "b": "b", "c": "c"}, batch=["a"])
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    read = [ProbeRecord(m, QUERY_DATASET, "score", 0.80) for m in ("a", "b")]
+    shared, _, _ = policy._predicted(
+        estimator, {}, None, read, index, condition=True, level=0.0, noise_sd=0.01, noise_level=0.06
+    )
+    own, _, _ = policy._predicted(estimator, {}, None, read, index, condition=True, level=0.0, noise_sd=0.061)
+    assert shared[index["a"]] - 0.70 < own[index["a"]] - 0.70
+
+
+def test_a_probe_of_the_whole_table_is_exact() -> None:
+    estimator = lucky()
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    whole = [ProbeRecord("hot", QUERY_DATASET, "score", 0.95, whole=True)]
+    mean, sd, _ = policy._predicted(estimator, {}, None, whole, index, condition=True, level=0.0, noise_sd=0.06)
+    assert mean[index["hot"]] == 0.95 and sd[index["hot"]] == 0.0

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from modsnet.data.bundle import PROBE_RECORDS, bundle_members, canonical, read_bundle, write_bundle
-from modsnet.data.graph import Constraints, ProbeRecord
+from modsnet.data.graph import QUERY_DATASET, Constraints, ProbeRecord
 from modsnet.data.probe_scale import META_KEY, ProbeScale, learn_probe_scale, on_record_scale
 from modsnet.runtime.errors import InvalidArgument
 from services.recommender import policy
@@ -36,6 +36,10 @@ def _with_probe_records(bundle_dir: Path, *, shift: float = SHIFT, noise: float 
         }
     )
     records.to_csv(bundle_dir / PROBE_RECORDS, index=False)
+    # Tables larger than a probe's sample, as TabZoo's probe records hold (a smaller one is probed whole).
+    datasets = pd.read_csv(bundle_dir / "datasets.csv")
+    datasets["n_rows"] = 1000
+    datasets.to_csv(bundle_dir / "datasets.csv", index=False)
     return bundle_dir
 
 
@@ -227,9 +231,12 @@ def test_the_search_corrects_probes_by_the_librarys_scale_and_a_library_without_
             core.select_probes("synth", features, budget=2, measured=probes)
         finally:
             core.close()
-    # The measured model beats every prediction either way: as measured without a scale, shifted with one.
-    assert answers["plain"].recommendation.measured and answers["plain"].recommendation.score == pytest.approx(0.97)
-    assert answers["scaled"].recommendation.score == pytest.approx(0.97 + 0.05)
+    # The measured model beats every prediction either way, weighed by its posterior estimate (the reading shrunk
+    # toward its prediction): the reading as measured without a scale, shifted with one.
+    plain, scaled_pick = answers["plain"].recommendation, answers["scaled"].recommendation
+    assert plain.measured and plain.score < 0.97 and plain.reason.startswith("measured 0.970 (estimated")
+    assert scaled_pick.measured and scaled_pick.score < 0.97 + 0.05
+    assert scaled_pick.reason.startswith("measured 0.970 (1.020 on the library's record scale; estimated")
     assert noises == [None, scale.sd]  # the policy's noise: as before without a scale, the measured sd with one
 
 
@@ -336,3 +343,44 @@ def test_an_imported_librarys_export_keeps_its_probe_records_and_scale(tmp_path:
         exported = read_bundle(cluster.client.export_library("synth", tmp_path / "synth.tar.gz"))
     assert exported.probe_records is not None and canonical(exported)[PROBE_RECORDS] == canonical(bundle)[PROBE_RECORDS]
     assert exported.meta[META_KEY] == bundle.meta[META_KEY]
+
+
+def test_a_probe_of_the_whole_table_keeps_its_reading_and_its_mark_over_the_wire() -> None:
+    from modsnet.runtime.convert import probe_from_pb, probe_to_pb
+
+    scale = ProbeScale(-0.02, 0.05, 100, 10)
+    probes = [
+        ProbeRecord("m0", QUERY_DATASET, "score", 0.70, whole=True),
+        ProbeRecord("m1", QUERY_DATASET, "score", 0.70),
+    ]
+    whole, sample = on_record_scale(scale, probes)
+    assert (whole.value, whole.to_record_scale) == (0.70, 0.0)  # the record's protocol: no sample shift
+    assert sample.value == pytest.approx(0.72)
+    assert probe_from_pb(probe_to_pb(probes[0])).whole and not probe_from_pb(probe_to_pb(probes[1])).whole
+
+
+def test_the_scale_splits_its_noise_into_a_shared_level_and_each_probes_own() -> None:
+    recorded, probes = {}, []
+    rng = np.random.default_rng(1)
+    for d in range(30):
+        level = 0.04 * rng.normal()
+        for m in range(20):
+            recorded[(f"d{d}", f"m{m}")] = 0.7
+            probes.append((f"d{d}", f"m{m}", 0.7 - 0.01 + level + 0.02 * rng.normal()))
+    scale = learn_probe_scale(probes, recorded)
+    assert scale is not None and scale.level_sd is not None and scale.own_sd is not None
+    assert scale.level_sd == pytest.approx(0.04, abs=0.012) and scale.own_sd == pytest.approx(0.02, abs=0.003)
+    assert ProbeScale.from_meta(scale.to_meta()).noise() == pytest.approx(scale.noise(), abs=1e-6)
+    assert ProbeScale(-0.02, 0.05, 100, 10).noise() == (0.0, 0.05)  # not split: each probe's own sd
+
+
+def test_a_target_of_at_most_sample_rows_is_probed_whole_and_reads_its_record(bundle_dir: Path) -> None:
+    from modsnet.models.probing import SAMPLE_ROWS
+    from services.recommender.evaluation import probed_whole
+
+    datasets = pd.read_csv(bundle_dir / "datasets.csv")
+    datasets["n_rows"] = [SAMPLE_ROWS if i % 2 else SAMPLE_ROWS + 1 for i in range(len(datasets))]
+    datasets.to_csv(bundle_dir / "datasets.csv", index=False)
+    bundle = read_bundle(bundle_dir)
+    ids = list(datasets["dataset_id"])
+    assert probed_whole(bundle, ids) == frozenset(ids[1::2])

@@ -136,3 +136,18 @@ def test_a_probe_put_on_the_records_scale_is_told_as_read_and_as_corrected() -> 
     measured = recommend_one(ranking(("m2", 0.668), ("m7", 0.660)), corrected, higher_is_better=True, k=2)
     assert measured is not None and measured.measured and measured.score == pytest.approx(0.668)
     assert measured.reason.startswith("measured 0.653 (0.668 on the library's record scale) on your data")
+
+
+def test_a_lucky_reading_weighed_by_its_estimate_no_longer_beats_a_confident_prediction() -> None:
+    # m2 read a lucky 0.95 on a sample; the search's posterior (`policy.posterior`) puts it at 0.83 ± 0.027, below
+    # m7's confident prediction 0.88 ± 0.01: m7 is the one to take, and the reason names the reading and estimate.
+    ranked = [Prediction("m7", 0.88, 0.01), Prediction("m2", 0.83, 0.027), Prediction("m1", 0.70, 0.02)]
+    estimates = {"m2": (0.83, 0.027)}
+    pick = recommend_one(ranked, [probe("m2", 0.95)], higher_is_better=True, k=3, estimates=estimates)
+    assert pick is not None and (pick.model_id, pick.measured) == ("m7", False)
+    assert pick.reason.endswith("the best probe measured 0.950 (estimated 0.830 ± 0.027 with the probe's noise) for m2")
+    # Its estimate above every prediction: the probed model is taken, at its estimate, not its reading.
+    ranked = [Prediction("m2", 0.90, 0.027), Prediction("m7", 0.88, 0.01)]
+    pick = recommend_one(ranked, [probe("m2", 0.95)], higher_is_better=True, k=2, estimates={"m2": (0.90, 0.027)})
+    assert pick is not None and (pick.model_id, pick.measured, pick.score) == ("m2", True, 0.90)
+    assert pick.reason.startswith("measured 0.950 (estimated 0.900 ± 0.027 with the probe's noise) on your data")

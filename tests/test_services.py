@@ -92,9 +92,13 @@ def test_the_recommender_uses_the_probes_of_at_most_probe_budget_models(cluster:
     finally:
         recommender.close()
     assert {budget: answer.probes_used for budget, answer in used.items()} == {0: 0, 1: 1, 3: 3, 5: 3}
-    # Within the budget, the first named: m1's measured score is its prediction, m3's is not used.
-    scores = {m.model_id: m.predicted_score for m in used[1].models}
-    assert scores["m1"] == pytest.approx(0.9) and scores["m3"] != pytest.approx(0.8)
+    # Within the budget, the first named: m1 is shown at its posterior, its reading 0.9 shrunk toward its prediction
+    # (a probe is a noisy reading), with an sd of its own; m3's probe is not used.
+    cold = {m.model_id: m.predicted_score for m in used[0].models}
+    shown = {m.model_id: m for m in used[1].models}
+    low, high = sorted((cold["m1"], 0.9))
+    assert low < shown["m1"].predicted_score < high and shown["m1"].uncertainty > 0.0
+    assert "read 0.900" in shown["m1"].explanation and shown["m3"].predicted_score != pytest.approx(0.8)
 
 
 def test_a_search_answer_carries_the_recommendation(cluster: EmbeddedCluster, query_csv: Path) -> None:
@@ -127,18 +131,20 @@ def test_the_recommender_recommends_a_measured_model_that_beat_every_prediction(
     assert plain.recommendation is not None and plain.recommendation.model_id == plain.models[0].model_id
     pick = measured.recommendation
     assert pick is not None and (pick.model_id, pick.measured) == (last.model_id, True)
-    assert pick.score == pytest.approx(best + 1.0) and "better than any prediction" in pick.reason
+    # Weighed by its estimate (the reading shrunk toward its prediction by the probe's noise), not the raw reading.
+    assert last.predicted_score < pick.score < best + 1.0 and "better than any prediction" in pick.reason
+    assert pick.reason.startswith(f"measured {best + 1.0:.3f} (estimated {pick.score:.3f} ± ")
     assert pick.model_id in {m.model_id for m in measured.models} and len(measured.models) == 2
     assert predicted.recommendation is not None and not predicted.recommendation.measured
     assert predicted.recommendation.model_id == predicted.models[0].model_id != last.model_id
-    assert f"the best probe measured {last.predicted_score - 1.0:.3f} for {last.model_id}" in (
-        predicted.recommendation.reason
-    )
+    assert f"the best probe measured {last.predicted_score - 1.0:.3f} (estimated " in predicted.recommendation.reason
+    assert predicted.recommendation.reason.endswith(f"for {last.model_id}")
 
 
 def test_the_knn_estimator_ranks_a_probed_model_by_its_measurement(tmp_path: Path, synth_bundle: Path) -> None:
-    # The kNN estimator takes measured probes: the probed model is its measurement (no uncertainty), the
-    # probe moves the others, and a measurement above every prediction ranks first and is recommended.
+    # The kNN estimator takes measured probes: the probe moves the others, the probed model is shown at its
+    # posterior (the reading shrunk toward its prediction, with an sd of its own: a probe is a noisy reading), and
+    # a measurement far above every prediction ranks first and is recommended.
     # (A recommended model below the top k takes the answer's last place: tests/test_recommendation.py.)
     with EmbeddedCluster(tmp_path / "home", import_builtins=False, estimator="knn") as running:
         running.client.import_library(synth_bundle)
@@ -155,7 +161,8 @@ def test_the_knn_estimator_ranks_a_probed_model_by_its_measurement(tmp_path: Pat
             recommender.close()
     assert answer.probes_used == 1
     top = answer.models[0]
-    assert (top.model_id, top.predicted_score, top.uncertainty) == (last.model_id, pytest.approx(measured), 0.0)
+    assert top.model_id == last.model_id and last.predicted_score < top.predicted_score < measured
+    assert top.uncertainty > 0.0 and f"read {measured:.3f}" in top.explanation
     assert answer.recommendation is not None and answer.recommendation.model_id == last.model_id
     assert answer.recommendation.measured
 
@@ -177,8 +184,13 @@ def test_a_knn_search_probes_tabzoo_settings_on_the_upload(tmp_path: Path, monke
     for model_id, value in probed.items():
         if model_id in ranked:
             on_record_scale = scale.corrected(value, family[model_id])
-            assert ranked[model_id].uncertainty == 0.0
-            assert ranked[model_id].predicted_score == pytest.approx(on_record_scale)
+            # saheart has 462 rows: a probe reads a 300-row sample, so the model is shown at its posterior estimate
+            # with an sd > 0, the explanation naming the reading and its record-scale value.
+            assert ranked[model_id].uncertainty > 0.0
+            assert ranked[model_id].predicted_score != pytest.approx(on_record_scale, abs=1e-9)
+            assert f"read {value:.3f} ({on_record_scale:.3f} on the library's record scale)" in (
+                ranked[model_id].explanation
+            )
 
 
 def test_a_search_probes_one_model_at_a_time_each_chosen_given_the_earlier_results(

@@ -10,7 +10,11 @@ of its datasets, so the gap probe - record can be learned from the library itsel
   datasets; families past `FAMILY_Z` errors (with at least `MIN_DATASETS` datasets) are set apart one at a time,
   the most significant first, and `shift` is then the gap of the models left. `FAMILY_Z` is high because a
   library has many families (TabZoo: 21), each tested.
-- `sd`: the spread of a pair's gap around its (family) shift: a probe's noise on the record's scale.
+- `sd`: the spread of a pair's gap around its (family) shift: a probe's noise on the record's scale; split in two
+  (`level_sd`, `own_sd`): the sd of a dataset's mean gap (a sample easier or harder than the whole table, shared by
+  every probe of a query) and of a pair's gap around its dataset's mean (each probe's own). A search's posterior
+  weighs its probes with both (`services/recommender/policy.py` `posterior`): a level shared by every reading
+  says nothing of which model is better.
 
 Learned when the records give at least `MIN_PAIRS` pairs over `MIN_DATASETS` datasets, else None (the
 library then behaves as without records). The bundle reader puts the result in the library's metadata
@@ -58,6 +62,15 @@ class ProbeScale:
     pairs: int
     datasets: int
     family_shift: dict[str, float] = field(default_factory=dict)  # family -> its shift, where beyond noise
+    level_sd: float | None = None  # sd of a dataset's mean gap (shared by a query's probes); None: not split
+    own_sd: float | None = None  # sd of a pair's gap around its dataset's mean
+
+    def noise(self) -> tuple[float, float]:
+        """(sd of the level a query's probes share, sd of each probe's own noise): the split where learned, else
+        (0, `sd`)."""
+        if self.level_sd is None or self.own_sd is None:
+            return 0.0, self.sd
+        return self.level_sd, self.own_sd
 
     def shift_for(self, family: str = "") -> float:
         return self.family_shift.get(family, self.shift)
@@ -73,6 +86,8 @@ class ProbeScale:
             "pairs": self.pairs,
             "datasets": self.datasets,
         }
+        if self.level_sd is not None and self.own_sd is not None:
+            out["level_sd"], out["own_sd"] = round(self.level_sd, 6), round(self.own_sd, 6)
         if self.family_shift:
             out["family_shift"] = {f: round(v, 6) for f, v in sorted(self.family_shift.items())}
         return out
@@ -95,12 +110,21 @@ class ProbeScale:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in families.values()
         ):
             raise ValueError("'family_shift' must map family names to finite numbers")
+        split: list[float | None] = []
+        for key in ("level_sd", "own_sd"):
+            cell = value.get(key)
+            if cell is not None and (
+                isinstance(cell, bool) or not isinstance(cell, (int, float)) or not math.isfinite(cell) or cell < 0
+            ):
+                raise ValueError(f"{key!r} must be a finite number >= 0, not {cell!r}")
+            split.append(None if cell is None else float(cell))
         return cls(
             numbers["shift"],
             numbers["sd"],
             int(numbers["pairs"]),
             int(numbers["datasets"]),
             {str(f): float(v) for f, v in families.items()},
+            *split,
         )
 
     @classmethod
@@ -157,7 +181,16 @@ def learn_probe_scale(
             for model_id, gap in g.items()
         ]
     )
-    return ProbeScale(level, float(np.sqrt(np.mean(residual**2))), pairs, len(gaps), family_shift)
+    # The split: each dataset's mean residual (its sample's level) and the pairs' spread around it.
+    means: list[float] = []
+    spreads: list[float] = []
+    for g in gaps.values():
+        rest = [gap - family_shift.get(family_of.get(m, ""), level) for m, gap in g.items()]
+        if len(rest) >= 2:
+            means.append(float(np.mean(rest)))
+            spreads.extend(r - means[-1] for r in rest)
+    split = (float(np.std(means)), float(np.sqrt(np.mean(np.square(spreads))))) if len(means) >= 2 else (None, None)
+    return ProbeScale(level, float(np.sqrt(np.mean(residual**2))), pairs, len(gaps), family_shift, *split)
 
 
 def family_contrasts(
@@ -204,12 +237,13 @@ def on_record_scale(
     scale: ProbeScale | None, probes: Sequence[ProbeRecord], family_of: Callable[[str], str] | None = None
 ) -> list[ProbeRecord]:
     """`probes` with each measurement in the library's metric (kind `score`) put on the record's scale; other kinds
-    and a library without a scale unchanged. `family_of(model_id)` names a model's family (for its own shift)."""
+    and a library without a scale unchanged, and so is a probe of the whole table (`ProbeRecord.whole`: the
+    record's protocol, no sample to shift). `family_of(model_id)` names a model's family (for its own shift)."""
     if scale is None:
         return list(probes)
     out = []
     for p in probes:
-        if p.probe != MEASURED:
+        if p.probe != MEASURED or p.whole:
             out.append(p)
             continue
         shift = scale.shift_for(family_of(p.model_id) if family_of else "")

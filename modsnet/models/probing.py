@@ -282,6 +282,8 @@ def _probe_settings(
                 value,
                 seconds,
                 f"balanced accuracy {value:.3f} by {FOLDS}-fold CV on {len(sample)} of {exemplar.n_items} rows",
+                # A table of at most SAMPLE_ROWS rows is probed whole: the record's protocol, no sample.
+                whole=0 < exemplar.n_items <= SAMPLE_ROWS,
             )
         )
     return results

@@ -80,7 +80,13 @@ def _probe_scale_to_pb(value: Any) -> pb.ProbeScale | None:
         return None
     scale = ProbeScale.from_meta(value)
     return pb.ProbeScale(
-        shift=scale.shift, sd=scale.sd, pairs=scale.pairs, datasets=scale.datasets, family_shift=scale.family_shift
+        shift=scale.shift,
+        sd=scale.sd,
+        pairs=scale.pairs,
+        datasets=scale.datasets,
+        family_shift=scale.family_shift,
+        level_sd=scale.level_sd,
+        own_sd=scale.own_sd,
     )
 
 
@@ -98,7 +104,13 @@ def library_from_pb(msg: pb.Library) -> LibraryInfo:
     if msg.HasField("probe_scale"):
         scale = msg.probe_scale
         meta[PROBE_SCALE_KEY] = ProbeScale(
-            scale.shift, scale.sd, scale.pairs, scale.datasets, dict(scale.family_shift)
+            scale.shift,
+            scale.sd,
+            scale.pairs,
+            scale.datasets,
+            dict(scale.family_shift),
+            scale.level_sd if scale.HasField("level_sd") else None,
+            scale.own_sd if scale.HasField("own_sd") else None,
         ).to_meta()
     return LibraryInfo(
         msg.name,
@@ -287,13 +299,13 @@ def _query_record(
 
 def probe_to_pb(rec: ProbeRecord) -> pb.ProbeResult:
     return pb.ProbeResult(
-        model_id=rec.model_id, kind=rec.probe, value=rec.value, seconds=rec.seconds, detail=rec.detail
+        model_id=rec.model_id, kind=rec.probe, value=rec.value, seconds=rec.seconds, detail=rec.detail, whole=rec.whole
     )
 
 
 def probe_from_pb(msg: pb.ProbeResult) -> ProbeRecord:
     """A probe of the query: the message names no dataset, the searched data is no node."""
-    return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail)
+    return ProbeRecord(msg.model_id, QUERY_DATASET, msg.kind, msg.value, msg.seconds, msg.detail, whole=msg.whole)
 
 
 def probe_choice_to_pb(rec: ProbeChoice) -> rpb.SelectProbesResponse:

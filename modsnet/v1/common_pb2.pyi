@@ -151,18 +151,20 @@ class Profile(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ...) -> None: ...
 
 class ProbeResult(_message.Message):
-    __slots__ = ("model_id", "kind", "value", "seconds", "detail")
+    __slots__ = ("model_id", "kind", "value", "seconds", "detail", "whole")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     kind: str
     value: float
     seconds: float
     detail: str
-    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+    whole: bool
+    def __init__(self, model_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., seconds: _Optional[float] = ..., detail: _Optional[str] = ..., whole: _Optional[bool] = ...) -> None: ...
 
 class Recommendation(_message.Message):
     __slots__ = ("model_id", "measured", "score", "reason")
@@ -211,7 +213,7 @@ class Library(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., modality: _Optional[str] = ..., task: _Optional[str] = ..., metric: _Optional[str] = ..., higher_is_better: _Optional[bool] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., models: _Optional[int] = ..., datasets: _Optional[int] = ..., interactions: _Optional[int] = ..., graph_version: _Optional[int] = ..., bundle_blob_id: _Optional[str] = ..., imported_unix: _Optional[float] = ..., probe_scale: _Optional[_Union[ProbeScale, _Mapping]] = ...) -> None: ...
 
 class ProbeScale(_message.Message):
-    __slots__ = ("shift", "sd", "pairs", "datasets", "family_shift")
+    __slots__ = ("shift", "sd", "pairs", "datasets", "family_shift", "level_sd", "own_sd")
     class FamilyShiftEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,12 +226,16 @@ class ProbeScale(_message.Message):
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     FAMILY_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_SD_FIELD_NUMBER: _ClassVar[int]
+    OWN_SD_FIELD_NUMBER: _ClassVar[int]
     shift: float
     sd: float
     pairs: int
     datasets: int
     family_shift: _containers.ScalarMap[str, float]
-    def __init__(self, shift: _Optional[float] = ..., sd: _Optional[float] = ..., pairs: _Optional[int] = ..., datasets: _Optional[int] = ..., family_shift: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    level_sd: float
+    own_sd: float
+    def __init__(self, shift: _Optional[float] = ..., sd: _Optional[float] = ..., pairs: _Optional[int] = ..., datasets: _Optional[int] = ..., family_shift: _Optional[_Mapping[str, float]] = ..., level_sd: _Optional[float] = ..., own_sd: _Optional[float] = ...) -> None: ...
 
 class Interaction(_message.Message):
     __slots__ = ("model_id", "dataset_id", "score", "cost", "provenance")

@@ -1015,15 +1015,29 @@ class RecommenderCore:
         else:
             vectors = estimator.score_all(features, known_dataset=scored, probes=probes)
             probes_used = estimator.probes_used(probes, known_dataset=scored)
+        # A probed model is shown and weighed by its posterior under noisy probes, not its raw reading.
+        vectors, estimates = _probed_by_posterior(
+            served, features, dataset_id or None if _is_gnn(estimator) else scored, probes, vectors
+        )
         higher_is_better = bool(served.library.meta.get("higher_is_better", True))
         objectives.check(objective, higher_is_better=higher_is_better, library=library)
         if objective.kind == "score" and limits == Constraints():
             # The common case, nothing to remove and nothing but the score to rank by: one vectorised top-k.
-            ranked, excluded, pick = top_k(served, vectors, limits, probes, k=k, higher_is_better=higher_is_better)
+            ranked, excluded, pick = top_k(
+                served, vectors, limits, probes, k=k, higher_is_better=higher_is_better, estimates=estimates
+            )
             removals: list[Removal] = []
         else:
             ranked, excluded, pick, removals = self._by_objective(
-                served, vectors, limits, sources, objective, probes, k=k, higher_is_better=higher_is_better
+                served,
+                vectors,
+                limits,
+                sources,
+                objective,
+                probes,
+                k=k,
+                higher_is_better=higher_is_better,
+                estimates=estimates,
             )
         RECOMMEND_SECONDS.observe(time.perf_counter() - start)
         return Answer(
@@ -1051,6 +1065,7 @@ class RecommenderCore:
         *,
         k: int,
         higher_is_better: bool,
+        estimates: dict[str, tuple[float, float]] | None = None,
     ) -> tuple[list[Ranked], int, Recommendation | None, list[Removal]]:
         """Limits and objectives (`objectives.py`) over light predictions (id, score, uncertainty) of every model;
         only the models shown get their evidence and explanation."""
@@ -1062,7 +1077,9 @@ class RecommenderCore:
         # Best first by the objective; equal values go to the better score, then lower uncertainty, then id.
         selection = objectives.select(light, served.models, limits, objective, sign=sign)
         ranking = selection.ranking
-        pick = objectives.choose(selection, probes, objective, higher_is_better=higher_is_better, k=k)
+        pick = objectives.choose(
+            selection, probes, objective, higher_is_better=higher_is_better, k=k, estimates=estimates
+        )
         keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
         ranked = [
             Ranked(
@@ -1128,7 +1145,8 @@ class RecommenderCore:
         among = _probeable(served.library, served.models.values())
         if not among:
             return ProbeChoice([], version, True, f"no model of {library!r} can be measured here")
-        scale = ProbeScale.of_library(served.library.meta)
+        # The probes' noise as the library measured it: a level a query's probes share and each one's own.
+        noise = policy.probe_noise(ProbeScale.of_library(served.library.meta))
         step = policy.next_probes(
             estimator,
             features,
@@ -1137,7 +1155,8 @@ class RecommenderCore:
             tried=tried,
             count=budget,
             among=among,
-            noise_sd=scale.sd if scale is not None else None,
+            noise_sd=noise.get("noise_sd"),
+            noise_level=noise.get("noise_level", 0.0),
         )
         return ProbeChoice(step.model_ids, version, step.stop, step.reason, step.expected_gain)
 
@@ -1200,6 +1219,7 @@ def top_k(
     *,
     k: int,
     higher_is_better: bool,
+    estimates: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[list[Ranked], int, Recommendation | None]:
     """The answer's models, how many the constraints left out, and the one to take (`recommend_one`).
 
@@ -1228,13 +1248,75 @@ def top_k(
         return full[j]
 
     ranking = [prediction(int(j), shown=i < k) for i, j in enumerate(head)]
-    pick = recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k)
+    pick = recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k, estimates=estimates)
     keep = next(i for i, p in enumerate(ranking) if p.model_id == pick.model_id) if pick else None
     ranked = []
     for i in answer_positions(len(allowed), k, keep):
         j = int(head[i])
         ranked.append(Ranked(i + 1, prediction(j, shown=True), served.models[table.ids[j]]))
     return ranked, len(table.ids) - len(allowed), pick
+
+
+def _probed_by_posterior(
+    served: Served,
+    features: dict[str, float],
+    known_dataset: str | None,
+    probes: Sequence[ProbeRecord],
+    vectors: Scored,
+) -> tuple[Scored, dict[str, tuple[float, float]]]:
+    """`vectors` with each model probed in the library's metric at its posterior under noisy probes
+    (`policy.posterior`: the reading shrunk toward the model's prediction by the probe's noise, as the library's
+    probe records measured it; a probe of the whole table is exact), its sd > 0 where the probe was a sample; and
+    model -> (estimate, sd) for `recommend_one`. Unchanged (and no estimates) where the estimator has no library
+    behaviour to condition on or nothing was probed in the library's metric."""
+    estimator = served.estimator
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    measured = [p for p in probes if p.probe == MEASURED and p.model_id in index and p.model_id in served.table.index]
+    if not measured or not callable(getattr(estimator, "behaviour", None)):
+        return vectors, {}
+    noise = policy.probe_noise(ProbeScale.of_library(served.library.meta))
+    mean, sd, _ = policy._predicted(
+        estimator,
+        features,
+        known_dataset,
+        measured,
+        index,
+        condition=True,
+        level=policy.LEVEL,
+        noise_sd=noise.get("noise_sd"),
+        noise_level=noise.get("noise_level", 0.0),
+    )
+    sign = estimator.sign
+    scores, uncertainty = vectors.scores.copy(), vectors.uncertainty.copy()
+    estimates: dict[str, tuple[float, float]] = {}
+    readings: dict[str, list[ProbeRecord]] = {}
+    for p in measured:
+        readings.setdefault(p.model_id, []).append(p)
+    for model_id in readings:
+        j, t = served.table.index[model_id], index[model_id]
+        if not np.isfinite(mean[t]):
+            continue
+        scores[j], uncertainty[j] = sign * mean[t], sd[t]
+        estimates[model_id] = (float(scores[j]), float(sd[t]))
+    build = vectors.build
+
+    def prediction(j: int) -> Prediction:
+        first = build(j)
+        if first.model_id not in estimates:
+            return first
+        estimate, spread = estimates[first.model_id]
+        taken = readings[first.model_id]
+        value = sum(p.value for p in taken) / len(taken)
+        shift = sum(p.to_record_scale for p in taken) / len(taken)
+        read = f"{value - shift:.3f} ({value:.3f} on the library's record scale)" if shift else f"{value:.3f}"
+        words = "measured on the whole table" if all(p.whole for p in taken) else "probed on a sample"
+        explanation = (
+            f"{words} of your data: read {read}; estimated {estimate:.3f} ± {spread:.3f} given its prediction "
+            "and the probe's noise"
+        )
+        return Prediction(first.model_id, estimate, spread, first.evidence, explanation)
+
+    return Scored(scores, uncertainty, prediction), estimates
 
 
 def _is_gnn(estimator: BlendedEstimator) -> bool:

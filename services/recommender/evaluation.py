@@ -35,10 +35,11 @@ from modsnet.data.bundle import Bundle, Table, number, read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, Snapshot
 from modsnet.data.graph_build import dataset_raw_features, snapshot_from_bundle
 from modsnet.data.probe_scale import FAMILY_COLUMN, ProbeScale, learn_probe_scale, on_record_scale
+from modsnet.models.probing import SAMPLE_ROWS
 from modsnet.runtime.errors import InvalidArgument, ModsnetError
 from modsnet.runtime.stubs import DEFAULT_PROBES
 
-from . import policy
+from . import decisions, policy
 from .calibration import Z80, calibrated
 from .decisions import BUDGETS, DecisionTable, Ranking, decision_table
 from .estimators.base import ProbeRecord
@@ -65,6 +66,12 @@ MIN_RECORDS = 10  # a target needs enough models to rank for its correlations to
 HELD_OUT = 100  # targets drawn when a library has more eligible datasets than this and no published list
 BELOW_POPULARITY = 0.10  # issue 16: no target's Pearson this far under popularity's on the same target
 MEASURED = "score"  # the probe name of a real measurement (a model trained and scored on the target)
+POSTERIOR, SERVED = "posterior", "served"
+# How the decision table decides after the probes (`decisions.pick_regret`): POSTERIOR, by the posterior under noisy
+# probes (`policy.posterior`: the measurements left go in full where `decisions.FINAL` says, over every model, and
+# the user keeps the best posterior); SERVED, the rule before (the served ranking's best unprobed, the best reading
+# kept as seen).
+DECISION_RULE = POSTERIOR
 _PUBLISHED_FILES = {
     "pearson": "pearson_correlation.csv",
     "spearman": "spearman_correlation.csv",
@@ -211,6 +218,9 @@ class Fold:
     # targets, which the simulated search corrects them by (None: probes taken as measured, or as the records).
     probe_values: dict[str, dict[str, float]] = field(default_factory=dict)
     probe_scale: ProbeScale | None = None
+    # Targets a probe measures whole (a table of at most `SAMPLE_ROWS` rows): the record's protocol, so a probe reads
+    # the record and is marked `whole` (no sample shift or noise; the search takes it as a full measurement).
+    whole: frozenset[str] = frozenset()
 
     def probeable(self, target: str) -> set[str]:
         """The models a probe of `target` can return something for (a recorded probe, or a real record)."""
@@ -225,6 +235,8 @@ class Fold:
         this run's probes (each budget of the table is its own simulated search) and never charged."""
         found = (self._oracle.get(target, {}).get(m) for m in dict.fromkeys(model_ids))
         records = [record for record in found if isinstance(record, ProbeRecord)]
+        if target in self.whole:
+            return [replace(r, whole=True) for r in records]
         if target in self.probe_values:  # what a probe on the target's sample reads, not its record
             reads = self.probe_values[target]
             records = [replace(r, value=reads[r.model_id]) for r in records if r.model_id in reads]
@@ -396,9 +408,30 @@ def _decision_rankings(
     fold.cold[target] = ranking([])
     if not fold.measures_scores(target):
         return  # recorded transferability scores are not measurements a user keeps the best of
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    by_posterior = DECISION_RULE == POSTERIOR and callable(getattr(estimator, "behaviour", None))
     for budget, taken in adaptive_probes(fold, estimator, target, features).items():
         seen = {p.model_id: p.value for p in taken if p.probe == MEASURED}
-        fold.adaptive[budget][target] = Ranking(ranking(taken), frozenset(p.model_id for p in taken), seen)
+        probed = frozenset(p.model_id for p in taken)
+        if not by_posterior:
+            fold.adaptive[budget][target] = Ranking(ranking(taken), probed, seen)
+            continue
+
+        def after(
+            full: Mapping[str, float], taken: list[ProbeRecord] = taken
+        ) -> tuple[dict[str, float], dict[str, float]]:
+            exact = [ProbeRecord(m, target, MEASURED, v) for m, v in full.items()]
+            noise = policy.probe_noise(fold.probe_scale)
+            mean, sd, _ = policy._predicted(
+                estimator, features, target, taken, index, condition=True, level=policy.LEVEL, exact=exact,
+                noise_sd=noise.get("noise_sd"), noise_level=noise.get("noise_level", 0.0),
+            )  # fmt: skip
+            known = [m for m in candidates if m in index]
+            return {m: float(mean[index[m]]) for m in known}, {m: float(sd[index[m]]) for m in known}
+
+        # (decisions.SERVED picks the last measurement on the served ranking itself, the rule before's)
+        predicted = ranking(taken) if decisions.FINAL == decisions.SERVED else after({})[0]
+        fold.adaptive[budget][target] = Ranking(predicted, probed, seen, posterior=after)
 
 
 def adaptive_probes(
@@ -411,8 +444,8 @@ def adaptive_probes(
     budgets = [b for b in fold.decision_budgets if b >= 2]
     if not budgets:
         return {}
-    if fold.probe_scale is not None:
-        settings.setdefault("noise_sd", fold.probe_scale.sd)
+    for key, value in policy.probe_noise(fold.probe_scale).items():
+        settings.setdefault(key, value)
     taken = policy.simulate(
         estimator,
         features,
@@ -736,9 +769,15 @@ def evaluate(
                 }
         scale = None
         probe_values: dict[str, dict[str, float]] = {}
+        # A probe that reads the target's record (no probe records, or `probes_as_records`) measured what a full
+        # measurement does: exact for the table's decision, as a probe of a whole table is.
+        whole: frozenset[str] = frozenset(fold_targets)
         if sampled and bundle.probe_records is not None:
             scale = learn_probe_scale(_probe_rows(bundle), recorded, family_of, exclude=hidden)
-            probe_values = decision_probes(bundle, fold_targets, every_truth, scale, family_of, seed=seed)
+            whole = probed_whole(bundle, fold_targets)
+            probe_values = decision_probes(
+                bundle, [t for t in fold_targets if t not in whole], every_truth, scale, family_of, seed=seed
+            )
         for name, result in results.items():
             fold = Fold(
                 train,
@@ -753,6 +792,7 @@ def evaluate(
                 decision_budgets=deciding if name == "modsnet" else (),
                 probe_values=probe_values,
                 probe_scale=scale if correct_probes else None,
+                whole=whole,
             )
             start = time.perf_counter()
             predictions = registry[name](fold)
@@ -844,6 +884,23 @@ def decision_probes(
                 values[model_id] = value + scale.shift_for(family_of.get(model_id, "")) + level + noise
             out[target] = values
     return out
+
+
+def probed_whole(bundle: Bundle, targets: Sequence[str]) -> frozenset[str]:
+    """The targets a tabular probe measures whole: at most `SAMPLE_ROWS` rows (datasets.csv `n_rows`), so its sample
+    is the table and it reads what the record's protocol reads (`modsnet.models.probing.probe_sample`); TabZoo's
+    probe records hold only larger tables (`modsnet.offline.zoo.tabular_probes`), so they say nothing of these."""
+    if "n_rows" not in bundle.datasets.columns:
+        return frozenset()
+    rows = {r["dataset_id"]: r.get("n_rows", "") for r in bundle.datasets.rows}
+    out = set()
+    for target in targets:
+        try:
+            if 0 < float(rows.get(target, "") or "nan") <= SAMPLE_ROWS:
+                out.add(target)
+        except ValueError:
+            continue
+    return frozenset(out)
 
 
 def _noise_split(

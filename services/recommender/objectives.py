@@ -148,8 +148,10 @@ def choose(
     *,
     higher_is_better: bool,
     k: int,
+    estimates: Mapping[str, tuple[float, float]] | None = None,
 ) -> Recommendation | None:
-    """The model to take under the objective; None when no model is left.
+    """The model to take under the objective; None when no model is left. `estimates`: a probed model's
+    posterior (score, sd) under noisy probes (`recommend_one`).
 
     Best score: the rule of `recommendation.py` (a measured model when it beat every prediction). Pareto:
     that rule among the front, so the pick is never dominated. Per cost: the top of the ranking, with its
@@ -157,10 +159,10 @@ def choose(
     """
     ranking = selection.ranking
     if objective.kind == "score" or not ranking:
-        return recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k)
+        return recommend_one(ranking, probes, higher_is_better=higher_is_better, k=k, estimates=estimates)
     if objective.kind == "pareto":
         front = [p for p in ranking if p.model_id in selection.front]  # the ranking's first places
-        pick = recommend_one(front, probes, higher_is_better=higher_is_better, k=k)
+        pick = recommend_one(front, probes, higher_is_better=higher_is_better, k=k, estimates=estimates)
         assert pick is not None  # a non-empty ranking has a front
         reason = f"{pick.reason}; the best score on the Pareto front of score against {COST_WORDS[objective.cost]}"
         return Recommendation(pick.model_id, pick.measured, pick.score, reason)

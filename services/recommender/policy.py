@@ -27,6 +27,8 @@ from typing import Protocol
 import numpy as np
 from scipy.special import ndtr
 
+from modsnet.data.probe_scale import ProbeScale
+
 from .estimators.base import ProbeRecord, Scored
 from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
 from .probes import MEASURED
@@ -103,6 +105,7 @@ def next_probes(
     level: float = LEVEL,
     rule: str | None = None,
     noise_sd: float | None = None,
+    noise_level: float = 0.0,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
@@ -111,7 +114,10 @@ def next_probes(
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
     expected-gain stop does not apply. `rule` is `GREEDY` or `LOOKAHEAD` (default: the module's `RULE`, read at
     each call, so a benchmark can switch the served policy). `noise_sd` is a probe's noise on the record's scale
-    where the library measured it (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance.
+    where the library measured it (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance;
+    `noise_level` the sd of a level the query's probes share (a sample easier or harder than the whole table).
+    The best measured model the stopping rule weighs is the probed model of best posterior mean (`posterior`), not
+    the best raw reading: a lucky reading does not stop probing.
     """
     rule = RULE if rule is None else rule
     if count <= 0:
@@ -136,12 +142,20 @@ def next_probes(
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
     mean, sd, prior_sd = _predicted(
-        estimator, features, known_dataset, measured, index, condition=condition, level=level, noise_sd=noise_sd
+        estimator,
+        features,
+        known_dataset,
+        measured,
+        index,
+        condition=condition,
+        level=level,
+        noise_sd=noise_sd,
+        noise_level=noise_level,
     )
     goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
-    best = _best_measured(measured, estimator.sign)
+    best = _best_posterior(measured, mean, index)
     top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
     if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
         look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level, noise_sd=noise_sd)
@@ -174,42 +188,90 @@ def _predicted(
     condition: bool,
     level: float,
     noise_sd: float | None = None,
+    noise_level: float = 0.0,
+    exact: Sequence[ProbeRecord] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every model's predicted goodness (sign x score) and its sd given the probes measured so far, and the sd
     before conditioning (the prior the conditional started from; the same sd where nothing was conditioned).
 
-    Conditioned (where the estimator has library behaviour and the probes are measurements): the cold
-    predictions updated by the Gaussian conditional on the probed models' surprise (measured minus predicted),
-    a model moving with a probed one as far as the two rise and fall together across the library (plus a
-    `level` share common to all models: a dataset easier or harder than predicted). Otherwise: the
-    estimator's own prediction given the probes.
+    Conditioned (where the estimator has library behaviour and the probes are measurements): `posterior`, the cold
+    predictions updated by the probes as noisy observations. Otherwise: the estimator's own prediction given the
+    probes (a probed model there keeps its reading, sd 0).
     """
     scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
+    # A probe of the whole table (`ProbeRecord.whole`) measured what a full measurement does: exact.
+    full = [p for p in exact if p.probe == MEASURED and p.model_id in index] + [p for p in scores if p.whole]
+    readings = [p for p in scores if not p.whole]
     behaviour = getattr(estimator, "behaviour", None)
     # The served blend shows intervals learned apart (on whole sources held out); the policy's conditional and
     # stopping rule keep the σ they were chosen with (`BlendedEstimator.score_for_policy`).
     score_all = getattr(estimator, "score_for_policy", estimator.score_all)
-    if not (condition and scores and callable(behaviour)) or len(scores) != len(measured):
-        scored = score_all(features, known_dataset=known_dataset, probes=measured)
+    if not (condition and (readings or full) and callable(behaviour)) or len(scores) != len(measured):
+        scored = score_all(features, known_dataset=known_dataset, probes=[*measured, *exact])
         sd = np.asarray(scored.uncertainty, dtype=float)
         return estimator.sign * np.asarray(scored.scores, dtype=float), sd, sd
     cold = score_all(features, known_dataset=known_dataset, probes=())
     mean = estimator.sign * np.asarray(cold.scores, dtype=float)
     sd = np.maximum(np.nan_to_num(np.asarray(cold.uncertainty, dtype=float), nan=0.0), 1e-6)
-    values: dict[int, list[float]] = {}
-    for p in scores:
-        values.setdefault(index[p.model_id], []).append(estimator.sign * p.value)
-    js = np.array(sorted(values), dtype=np.int64)
-    observed = np.array([np.mean(values[j]) for j in js])
-    rho = level + (1.0 - level) * correlation_with(behaviour(), js)  # (n_models, |S|)
+    post_mean, post_sd = posterior(
+        mean,
+        sd,
+        behaviour,
+        [(index[p.model_id], estimator.sign * p.value) for p in readings],
+        [(index[p.model_id], estimator.sign * p.value) for p in full],
+        level=level,
+        noise_sd=noise_sd,
+        noise_level=noise_level,
+    )
+    return post_mean, post_sd, sd
+
+
+def posterior(
+    mean: np.ndarray,
+    sd: np.ndarray,
+    behaviour: Callable[[], np.ndarray],
+    readings: Sequence[tuple[int, float]],
+    exact: Sequence[tuple[int, float]] = (),
+    *,
+    level: float = LEVEL,
+    noise_sd: float | None = None,
+    noise_level: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every model's posterior mean and sd (goodness) given noisy probe `readings` and `exact` full measurements,
+    each (model index, goodness); the one rule the policy, the search's recommendation and the decision table use.
+
+    The prior: the cold predictions `mean` ± `sd`, models correlated as they rise and fall together across the
+    library (`behaviour()`, the kNN's correlation) plus a `level` share common to all models (a dataset easier or
+    harder than predicted). A probe reads its model's score plus noise: a level shared by the query's probes
+    (`noise_level`, sd; a sample easier or harder than the whole table) and each reading's own (`noise_sd`), as the
+    library's probe records measured them (`modsnet.data.probe_scale`); `noise_sd` None: the `NOISE` share of the
+    predictions' variance. A full measurement is exact. Every model gets a mean and an sd, a probed one included:
+    a probe's reading is shrunk toward its prediction as far as the noise outweighs the prediction's uncertainty,
+    so a lucky reading does not stand as the truth (the winner's curse). O(models x observations), no models²."""
+    mean = np.asarray(mean, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    rows = [j for j, _ in readings] + [j for j, _ in exact]
+    if not rows:
+        return mean.copy(), sd.copy()
+    js = np.array(rows, dtype=np.int64)
+    values = np.array([v for _, v in readings] + [v for _, v in exact], dtype=float)
+    unique, where = np.unique(js, return_inverse=True)
+    corr = correlation_with(behaviour(), unique)[:, where]  # (n_models, rows)
+    rho = level + (1.0 - level) * corr
     rho[js, np.arange(len(js))] = 1.0
-    cross = rho * sd[:, None] * sd[js][None, :]  # cov(every model, probed)
-    inner = cross[js] + _noise(noise_sd, sd[js]) * np.eye(len(js))
-    weights = np.linalg.solve(inner, cross.T)  # (|S|, n_models)
-    mean = mean + weights.T @ (observed - mean[js])
+    cross = rho * sd[:, None] * sd[js][None, :]  # cov(every model, each observation's model)
+    noisy = np.zeros(len(js))
+    noisy[: len(readings)] = 1.0
+    own = _noise(noise_sd, sd[js[: len(readings)]]) if len(readings) else 0.0
+    shared = max(float(noise_level), 0.0) ** 2 if noise_sd is not None else 0.0
+    inner = cross[js] + np.diag(noisy * own + 1e-12) + shared * np.outer(noisy, noisy)
+    weights = np.linalg.solve(inner, cross.T)  # (rows, n_models)
+    base = np.where(np.isfinite(mean), mean, 0.0)
+    post = mean + weights.T @ (values - base[js])
     variance = np.maximum(sd**2 - np.einsum("sm,sm->m", cross.T, weights), 0.0)
-    mean[js], variance[js] = observed, 0.0
-    return mean, np.sqrt(variance), sd
+    for j, value in exact:  # a full measurement is the model's score (not merely close to it)
+        post[j], variance[j] = value, 0.0
+    return post, np.sqrt(variance)
 
 
 def _lookahead(
@@ -282,6 +344,16 @@ def _lookahead(
     return int(pool[int(np.argmax(values))])
 
 
+def probe_noise(scale: ProbeScale | None) -> dict[str, float]:
+    """The policy's probe noise (`noise_sd`, `noise_level` of `next_probes` and `posterior`) where the library
+    measured it (`ProbeScale.noise`: a level a query's probes share and each one's own); none: {} (the `NOISE`
+    share)."""
+    if scale is None:
+        return {}
+    level, own = scale.noise()
+    return {"noise_sd": own, "noise_level": level}
+
+
 def _noise(noise_sd: float | None, sd: np.ndarray) -> float:
     """A probe's measurement variance: the library's measured one where known, else the `NOISE` share of `sd`'s."""
     if noise_sd is not None:
@@ -297,6 +369,13 @@ def _exploit_value(mu: np.ndarray, sd: np.ndarray, floor: float) -> float:
     if not np.isfinite(floor):
         return float(mu[top])
     return floor + float(expected_improvement(mu[top : top + 1], sd[top : top + 1], floor)[0])
+
+
+def _best_posterior(measured: Sequence[ProbeRecord], mean: np.ndarray, index: dict[str, int]) -> float | None:
+    """The best posterior mean (goodness) among the models measured in the library's metric; None if none was."""
+    values = [float(mean[index[p.model_id]]) for p in measured if p.probe == MEASURED and p.model_id in index]
+    finite = [v for v in values if np.isfinite(v)]
+    return max(finite) if finite else None
 
 
 def _best_measured(measured: Sequence[ProbeRecord], sign: float) -> float | None:
@@ -324,6 +403,7 @@ def simulate(
     level: float = LEVEL,
     rule: str | None = None,
     noise_sd: float | None = None,
+    noise_level: float = 0.0,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -344,6 +424,7 @@ def simulate(
             level=level,
             rule=rule,
             noise_sd=noise_sd,
+            noise_level=noise_level,
         )
         if step.stop or not step.model_ids:
             break

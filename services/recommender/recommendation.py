@@ -1,10 +1,14 @@
 """The one model a search advises taking with the measurements it has, and the reason.
 
 A probe of kind "score" measured the library's own metric on a sample of the query's data; every other
-score of a ranking is a prediction. The rule: when the best measured model beats every prediction for a
-model that was not measured (strictly: a tie goes to the ranking), take the measured one, since a
-measurement in hand beats a forecast that is no better; otherwise take the ranking's top-1, saying whether
-it was measured and naming a probe that came within the prediction's uncertainty. Agreement probes (XRD
+score of a ranking is a prediction. A probe on a sample is noisy (TabZoo: sd ~0.06 on the record's scale), so
+where the search has the posterior under its probes (`estimates`: `policy.posterior`, the reading shrunk toward
+the model's prediction by the probe's noise) a probed model is weighed by its estimate, not its raw reading: a
+lucky reading does not beat a confident prediction (the winner's curse). The rule: when the probed model of best
+estimate beats every prediction for a model that was not probed (strictly: a tie goes to the ranking), take it;
+otherwise take the ranking's top-1, saying whether it was probed and naming a probe that came within the
+prediction's uncertainty. Without `estimates` (an estimator with no library behaviour to condition on) a
+probed model is weighed by its reading, as before. Agreement probes (XRD
 finders agreeing with their consensus) rank finders but are not the library's metric: they never count as
 measured, so with those alone (or no probes) the top-1 is taken.
 
@@ -15,7 +19,7 @@ place (`answer_positions`), and its reason says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from modsnet.data.graph import Recommendation
 
@@ -29,20 +33,29 @@ def recommend_one(
     *,
     higher_is_better: bool,
     k: int,
+    estimates: Mapping[str, tuple[float, float]] | None = None,
 ) -> Recommendation | None:
     """The model to take from `ranking` (best first, the models the constraints allow), given the query's
-    probes; None for an empty ranking. `k` is how many models the answer shows."""
+    probes; None for an empty ranking. `k` is how many models the answer shows. `estimates`: a probed model's
+    posterior (score, sd) given the probes as noisy readings; a probed model without one is weighed by its
+    reading."""
     if not ranking:
         return None
     sign = 1.0 if higher_is_better else -1.0
     place = {p.model_id: i for i, p in enumerate(ranking)}
-    measured, shifted = _measured(probes, place)
+    read, shifted = _measured(probes, place)
+    estimates = estimates or {}
+    # What each probed model is weighed by: its posterior estimate where known, else its reading.
+    measured = {m: estimates[m][0] if m in estimates else v for m, v in read.items()}
 
-    def said(model_id: str) -> str:  # a measurement in words: what the probe read, and on the records' scale
-        if not shifted.get(model_id):
-            return _fmt(measured[model_id])
-        read = measured[model_id] - shifted[model_id]
-        return f"{_fmt(read)} ({_fmt(measured[model_id])} on the library's record scale)"
+    def said(model_id: str) -> str:  # a probe in words: what it read, on the records' scale, and the estimate
+        value = read[model_id]
+        notes = [f"{_fmt(value)} on the library's record scale"] if shifted.get(model_id) else []
+        if model_id in estimates and (estimates[model_id][0] != value or estimates[model_id][1] > 0):
+            estimate, sd = estimates[model_id]
+            notes.append(f"estimated {_fmt(estimate)} ± {_fmt(sd)} with the probe's noise")
+        text = _fmt(value - shifted.get(model_id, 0.0))
+        return f"{text} ({'; '.join(notes)})" if notes else text
 
     # The best measurement (equal ones go to the model ranked higher) and the best prediction.
     best = min(measured, key=lambda m: (-sign * measured[m], place[m])) if measured else None
