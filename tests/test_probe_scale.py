@@ -15,6 +15,7 @@ import pytest
 from modsnet.data.bundle import PROBE_RECORDS, bundle_members, canonical, read_bundle, write_bundle
 from modsnet.data.graph import QUERY_DATASET, Constraints, ProbeRecord
 from modsnet.data.probe_scale import META_KEY, ProbeScale, learn_probe_scale, on_record_scale
+from modsnet.models.probing import SAMPLE_ROWS
 from modsnet.runtime.errors import InvalidArgument
 from services.recommender import policy
 from services.recommender.decisions import Ranking, pick_regret
@@ -38,7 +39,7 @@ def _with_probe_records(bundle_dir: Path, *, shift: float = SHIFT, noise: float 
     records.to_csv(bundle_dir / PROBE_RECORDS, index=False)
     # Tables larger than a probe's sample, as TabZoo's probe records hold (a smaller one is probed whole).
     datasets = pd.read_csv(bundle_dir / "datasets.csv")
-    datasets["n_rows"] = 1000
+    datasets["n_rows"] = 2 * SAMPLE_ROWS
     datasets.to_csv(bundle_dir / "datasets.csv", index=False)
     return bundle_dir
 
@@ -375,7 +376,6 @@ def test_the_scale_splits_its_noise_into_a_shared_level_and_each_probes_own() ->
 
 
 def test_a_target_of_at_most_sample_rows_is_probed_whole_and_reads_its_record(bundle_dir: Path) -> None:
-    from modsnet.models.probing import SAMPLE_ROWS
     from services.recommender.evaluation import probed_whole
 
     datasets = pd.read_csv(bundle_dir / "datasets.csv")

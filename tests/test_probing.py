@@ -101,9 +101,9 @@ def test_a_strong_setting_probes_higher_than_a_weak_one(planted_table: Exemplar)
     assert list(by_id) == [STRONG, WEAK, "gaussian-nb"]  # in the order given
     assert all(p.probe == KIND_SCORE and 0 <= p.value <= 1 and p.seconds > 0 for p in probes)
     assert by_id[STRONG].value > 0.7 and by_id[STRONG].value > by_id[WEAK].value + 0.15
-    assert by_id[STRONG].detail == (
-        f"balanced accuracy {by_id[STRONG].value:.3f} by 3-fold CV on {SAMPLE_ROWS} of 462 rows"
-    )
+    # 462 rows: under TabZoo's row cap, so probed whole, as the library measures such a table
+    assert by_id[STRONG].detail == f"balanced accuracy {by_id[STRONG].value:.3f} by 3-fold CV on all 462 rows"
+    assert all(p.whole for p in probes)
 
 
 @pytest.mark.usefixtures("roomy_probe_limit")
@@ -139,6 +139,41 @@ def test_the_probe_sample_keeps_every_class_at_the_librarys_floor() -> None:
     counts = sample[TARGET].value_counts()
     assert counts["rare"] == 12 and counts["scarce"] >= CLASS_FLOOR
     assert len(sample) <= SAMPLE_ROWS + 12 + CLASS_FLOOR
+
+
+def test_a_probe_reads_what_the_library_records_for_the_table() -> None:
+    """Issue 16 point 2: a probe samples a large table as TabZoo's generator sampled its own (same rows: the
+    same function, seed and class floor) and scores it by the same protocol, so it reads the record the library
+    would hold for the table, not a smaller sample's noisier, lower score."""
+    from modsnet.models import tabular
+    from modsnet.models.tabular import evaluate
+    from modsnet.offline.zoo import tabular as zoo
+
+    assert SAMPLE_ROWS == tabular.ROW_CAP
+    rng = np.random.default_rng(11)
+    rows = 2_500
+    x = rng.normal(size=(rows, 4))
+    label = np.where(x[:, 0] + 0.5 * x[:, 1] > 1.2, "rare", "common")  # ~14% minority
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(4)])
+    table["y"] = label
+
+    class Source:  # the generator's view of a dataset: an id and a table to load
+        dataset_id = "planted-large"
+
+        @staticmethod
+        def load() -> pd.DataFrame:
+            return table.rename(columns={"y": TARGET})
+
+    capped = zoo._prepare(Source(), seed=0).capped  # type: ignore[arg-type]
+    exemplar = Exemplar("tabular", "large.csv", rows, table=table, target="y")
+    sample = probe_sample(exemplar, seed=0)
+    assert sample is not None and len(sample) == len(capped) < rows
+    pd.testing.assert_frame_equal(sample.reset_index(drop=True), capped.reset_index(drop=True), check_dtype=False)
+    setting = next(s for s in model_settings() if s.model_id == "logreg-c1")
+    (probe,) = measure(TABZOO, exemplar, _tabzoo("logreg-c1"), budget_seconds=60.0)
+    record = evaluate(setting, capped, seed=0, timeout=60.0)
+    assert probe.value == pytest.approx(record["score"], abs=1e-12)
+    assert probe.detail.endswith(f"on {len(capped)} of {rows} rows, as the library samples a table")
 
 
 def test_no_target_or_no_budget_gives_no_probes(planted_table: Exemplar) -> None:
