@@ -184,3 +184,20 @@ def test_a_library_past_the_cell_limit_is_served_by_the_sparse_gnn(snapshot) -> 
         assert type(served.estimator.primary) is GnnEstimator and served.backend.startswith("onnxruntime")
     finally:
         below.close()
+
+
+def test_a_querys_prior_is_the_neighbour_prior_over_every_model(  # type: ignore[no-untyped-def]
+    snapshot, dense: GnnEstimator, same_weights: SparseGnnEstimator
+) -> None:
+    """The query's prior computed on the models its neighbours scored (the rest their popularity) is the dense
+    query module's `_neighbour_prior` over every model: (Σ w z + c · pop) / (Σ w [scored] + c)."""
+    rows = [dataset_raw_features(d) for d in snapshot.datasets[:4]] + [{}]
+    for features in rows:
+        weights = same_weights.query(features).inputs["dataset_weights"]
+        got = same_weights._query_prior(weights)
+        assert got.shape == (1, len(same_weights.model_ids)) and got.dtype == np.float32
+        with torch.no_grad():
+            want = dense.query_module.prior(torch.from_numpy(weights)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    none = np.zeros_like(weights)  # no edge: every model's prior is its popularity
+    np.testing.assert_array_equal(same_weights._query_prior(none)[0], same_weights.popularity.astype(np.float32))

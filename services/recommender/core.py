@@ -79,7 +79,7 @@ from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnChoices, KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
-from .ranking import ModelTable, Order, allowed_mask
+from .ranking import ModelTable, Order, allowed_positions
 from .recommendation import answer_positions, recommend_one
 from .training import (
     RefreshedGnn,
@@ -1206,7 +1206,7 @@ def top_k(
     models shown get their evidence and explanation.
     """
     table = served.table
-    allowed = np.flatnonzero(allowed_mask(table, constraints))
+    allowed = allowed_positions(table, constraints)
     order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
     measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
     if measured:
