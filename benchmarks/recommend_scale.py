@@ -3,6 +3,7 @@
     python benchmarks/recommend_scale.py build --size 1m [--steps 2]
     python benchmarks/recommend_scale.py time --size 1m [--calls 200] [--rounds 2]
     python benchmarks/recommend_scale.py layers --size 1m [--calls 50]
+    python benchmarks/recommend_scale.py both --size 1m [--layer-calls 30] [--calls 200]
 
 The full fit at 1M (`scale.py --steps serve`) takes ~22 CPU-minutes, hours of wall time on a loaded machine; a
 query's cost does not depend on most of it. `build` makes what a Recommend runs on, over `scale.py`'s SQLite
@@ -15,8 +16,8 @@ ONNX model as bytes, no session), the library's models and 200 queries (`scale._
 .cache/scale/served-SIZE.pkl (never committed).
 
 `time` and `layers` load that file with the code of the checkout they run in (PYTHONPATH: this one, or a base
-worktree's for the before), serve the estimator from its ONNX model as the core does after a fit
-(`serve_onnx(model=...)`: re-exported when the checkout's query module differs), put it in a `RecommenderCore`'s
+worktree's for the before), export the GNN's query module to ONNX and serve it as the core does after a fit
+(`serve_onnx`: the checkout's own module), put it in a `RecommenderCore`'s
 cache as a fit would and call `core.recommend` (no probes, k 10, the graph version the query service passes):
 `time` prints wall and this thread's CPU p50 / p99 over `--rounds` x `--calls` calls as JSON; `layers` the thread
 CPU ms per call of each part.
@@ -25,6 +26,7 @@ CPU ms per call of each part.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pickle
@@ -93,7 +95,10 @@ def load(size: str) -> tuple[Any, Any, list[dict[str, float]]]:
         state = pickle.load(source)
     estimator = state["estimator"]
     loaded = time.perf_counter() - start
-    estimator.serve_onnx(providers=["CPUExecutionProvider"], model=estimator.primary.onnx_model)
+    gnn = estimator.primary
+    if "self._ones" in inspect.getsource(type(gnn)):  # a checkout before e915e6c: its prior reads a ones matrix
+        gnn._ones = gnn.score_matrix.with_data(np.ones(len(gnn.score_matrix.data)))
+    estimator.serve_onnx(providers=["CPUExecutionProvider"])  # exported by this checkout, as its fit would
     library = state["library"]
     served = Served(estimator, library, state["models"], "trained", library.graph_version, 0, time.time(), 0.0,
                     "onnxruntime:CPUExecutionProvider")  # fmt: skip
@@ -113,8 +118,8 @@ def recommend(core: Any, served: Any, features: dict[str, float]) -> Any:
     )  # fmt: skip
 
 
-def timed(size: str, calls: int, rounds: int) -> None:
-    core, served, queries = load(size)
+def timed(size: str, calls: int, rounds: int, loaded: Any = None) -> None:
+    core, served, queries = loaded or load(size)
     for features in queries[:10]:  # warm: the first calls build caches
         recommend(core, served, features)
     wall, cpu = [], []
@@ -141,13 +146,13 @@ def cpu_ms(function: Callable[[], Any], calls: int) -> float:
     return (time.thread_time() - start) * 1000 / calls
 
 
-def layers(size: str, calls: int) -> None:
+def layers(size: str, calls: int, loaded: Any = None) -> None:
     from modsnet.data.graph import Constraints
     from services.recommender import ranking
     from services.recommender.core import top_k
     from services.recommender.ranking import Order
 
-    core, served, queries = load(size)
+    core, served, queries = loaded or load(size)
     blend, features = served.estimator, queries[0]
     gnn = blend.primary
     vectors = blend.score_all(features)
@@ -182,18 +187,23 @@ def layers(size: str, calls: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=("build", "time", "layers"))
+    parser.add_argument("mode", choices=("build", "time", "layers", "both"))
     parser.add_argument("--size", default="1m", choices=list(scale.SIZES))
     parser.add_argument("--steps", type=int, default=2, help="build: GNN training steps per member")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--layer-calls", type=int, default=30, help="both: calls per layer")
     args = parser.parse_args()
     if args.mode == "build":
         build(args.size, args.steps)
     elif args.mode == "time":
         timed(args.size, args.calls, args.rounds)
-    else:
+    elif args.mode == "layers":
         layers(args.size, args.calls)
+    else:  # one load: the layers over --layer-calls calls each, then the timed calls
+        loaded = load(args.size)
+        layers(args.size, args.layer_calls, loaded)
+        timed(args.size, args.calls, args.rounds, loaded)
     return 0
 
 

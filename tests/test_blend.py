@@ -347,3 +347,18 @@ def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decide
         assert probed(shown) == before
     # The policy does read its σ: one that small stops probing after the selector's first pick.
     assert len(probed(dataclasses.replace(base, interval_scale=1e-6, probed_interval_scale=1e-6))) < len(before)
+
+
+def test_the_members_weighted_sum_is_the_sum_bit_for_bit() -> None:
+    """`_weighted_sum` (one new vector, no temporaries per member) adds what `sum(w * s)` added, in its order."""
+    from services.recommender.estimators.blend import _weighted_sum
+
+    rng = np.random.default_rng(5)
+    for members in (1, 2, 3):
+        used = []
+        for _ in range(members):
+            s, u = rng.normal(size=1000), np.abs(rng.normal(size=1000))
+            used.append((float(rng.random()), Scored(s, u, lambda j: None)))  # type: ignore[arg-type, return-value]
+        for what in ("scores", "uncertainty"):
+            want = sum(w * getattr(s, what) for w, s in used)
+            assert np.array_equal(_weighted_sum(used, what), want), (members, what)

@@ -67,6 +67,12 @@ def _sparse_tensor(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_src: 
     return torch.sparse_coo_tensor(index, values, (n_dst, n_src), check_invariants=False).coalesce()
 
 
+# A query's prior is computed on the models its neighbours' records name when the models are at least this many
+# times the records (`_query_prior`); over every model otherwise (measured: 100k models, ~7,400 records: 0.32 ms
+# over every model, 0.49 ms on those named; 1M: see docs/benchmarks-scale.md, run 11).
+_PRIOR_SPARSITY = 16
+
+
 class SparseQueryScorer(QueryScorer):
     """The query module with the neighbour prior as an input (no z constant): `forward(..., prior)`."""
 
@@ -359,24 +365,29 @@ class SparseGnnEstimator(GnnEstimator):
 
     def _query_prior(self, dataset_weights: np.ndarray) -> np.ndarray:
         """The neighbour prior (1, models) of a query with these dataset weights: `_neighbour_prior` over the
-        datasets it has an edge from. A model none of them scored has no support, so its prior is (0 + c · pop) /
-        (0 + c), its popularity: only the models the neighbours scored (~16 x 3,300 records at 1M models) are
-        computed, over a float32 copy of popularity made once per graph version, not 1M-long float64 sums and
-        quotients each query."""
+        datasets it has an edge from, from their records. A model none of them scored has no support, so its
+        prior is (0 + c · pop) / (0 + c), its popularity: where the records are few beside the models (at 1M
+        models ~16 x 3,300), only the models they name are computed, over a float32 copy of popularity made once
+        per graph version, instead of 1M-long sums and quotients each query. The sums add the same terms in the
+        same order either way."""
         together = np.asarray(dataset_weights, dtype=float).sum(axis=0)
         rows = np.nonzero(together)[0]
         c = self.config.prior_strength
+        which, cols, z = self._zc.gather(rows)
+        w = together[rows][which]
+        n_models = len(self.model_ids)
+        if len(cols) * _PRIOR_SPARSITY >= n_models:  # a small library: over every model, no sort
+            numerator = np.bincount(cols, weights=w * z, minlength=n_models)
+            denominator = np.bincount(cols, weights=w, minlength=n_models)
+            return ((numerator + c * self.popularity) / (denominator + c))[None, :].astype(np.float32)
         base = self.__dict__.get("_popularity_row")
         if base is None:  # per graph version (an estimator is one version); computed twice at worst, never wrong
             base = self._popularity_row = self.popularity.astype(np.float32)[None, :]
         prior = base.copy()
-        which, cols, z = self._zc.gather(rows)
-        if len(cols):
-            touched, at = np.unique(cols, return_inverse=True)
-            w = together[rows][which]  # the sums add the same terms in the same order as over every model
-            numerator = np.bincount(at, weights=w * z, minlength=len(touched))
-            denominator = np.bincount(at, weights=w, minlength=len(touched))
-            prior[0, touched] = (numerator + c * self.popularity[touched]) / (denominator + c)
+        touched, at = np.unique(cols, return_inverse=True)
+        numerator = np.bincount(at, weights=w * z, minlength=len(touched))
+        denominator = np.bincount(at, weights=w, minlength=len(touched))
+        prior[0, touched] = (numerator + c * self.popularity[touched]) / (denominator + c)
         return prior
 
     def _module_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
