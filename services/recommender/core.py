@@ -287,6 +287,41 @@ def onnx_providers(device: str) -> list[str] | None:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+# glibc's malloc: arrays under this many bytes come from the heap, and this much freed heap is kept, not given back.
+MALLOC_MMAP_THRESHOLD = 64 * 2**20
+MALLOC_TRIM_THRESHOLD = 512 * 2**20
+_malloc_tuned: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed large arrays for the next query (once per process; False where
+    the C library is not glibc).
+
+    A Recommend at 1M models makes a dozen new 8 MB vectors (each member's scores and σ, the blend's sums) and
+    frees them together at its end. By default glibc serves each from fresh pages (mmap, or a heap it trimmed
+    back when they were freed), so every query paid ~2,000 page faults per vector: measured, 5,200 faults and
+    2.5x the CPU of the same arithmetic on kept memory (docs/benchmarks-scale.md, run 11). The cost: up to
+    `MALLOC_TRIM_THRESHOLD` of freed heap stays with the process, beside the GiBs a 1M-model estimator holds."""
+    if _malloc_tuned:
+        return _malloc_tuned[0]
+    import ctypes
+    import ctypes.util
+
+    done = False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its own allocator's defaults
+        mallopt = None
+    if mallopt is not None:
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+        done = bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(
+            mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
+        )
+    _malloc_tuned.append(done)
+    return done
+
+
 class RecommenderCore:
     def __init__(
         self,
@@ -309,6 +344,7 @@ class RecommenderCore:
             raise InvalidArgument(f"estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
         if training_processes < IN_PROCESS:
             raise InvalidArgument(f"training_processes must be >= {IN_PROCESS}, not {training_processes}")
+        keep_freed_memory()  # a query's large vectors on kept memory, not fresh pages (see the function)
         self.knowledge = knowledge
         self.storage = storage
         self.estimator_kind = estimator
