@@ -17,9 +17,13 @@ Sizes (models x datasets, interactions): 10k = 10,000 x 300, 100,000; 100k = 100
    probes): the first fit (time and peak RSS; what `modsnet train` does, calibration included), then the
    p50/p99 of `recommend` over 200 queries with a held-in dataset's features jittered, each with the graph
    version the query service would pass (a checkout without that argument asks the store each call).
-   MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS shorten the GNN's fit as they do the cluster's. Skipped, with the
-   reason, when the estimator's dense (datasets x models) matrices would not fit `--memory-gib`, and stopped at
-   `--serve-timeout`;
+   MODSNET_GNN_MEMBERS / MODSNET_GNN_STEPS shorten the GNN's fit as they do the cluster's (a query's cost
+   depends on the members, not the steps: for latency work, not for quality). With `--checkpoints` the core
+   keeps the trained weights in .cache/scale/checkpoints (a file store, never committed) as the storage
+   service would: the first run fits and saves them, a later run (this checkout's or `--baseline-checkout`'s)
+   with the same settings loads them and skips the training (its "fit" is then the graph's preparation, the
+   kNN beside it and the ONNX export). Skipped, with the reason, when the estimator's dense (datasets x
+   models) matrices would not fit `--memory-gib`, and stopped at `--serve-timeout`;
 5. load: Recommend through gRPC on the one-process cluster, again with the version the query service passes.
 
 Prints a markdown table (with the command and the machine) and writes it to `--out`.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -52,6 +57,7 @@ STEPS = ("generate", "import", "snapshot", "serve", "load")
 # kNN prior, the training copies): measured ~10 at 10k models; the rest of the memory is small beside them.
 DENSE_ARRAYS = 10
 QUERIES = 200
+CHECKPOINTS = CACHE / "checkpoints"
 
 
 def name_of(size: str) -> str:
@@ -154,6 +160,36 @@ class _StoreKnowledge:
         self.store.close()
 
 
+class FileStorage:
+    """The storage service's blob and pointer calls the core makes for checkpoints, as files."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def put_bytes(self, data: bytes, *, name: str = "") -> Any:
+        blob_id = hashlib.sha256(data).hexdigest()
+        (self.folder / blob_id).write_bytes(data)
+        return argparse.Namespace(blob_id=blob_id)
+
+    def get_bytes(self, blob_id: str) -> bytes:
+        return (self.folder / blob_id).read_bytes()
+
+    def set_pointer(self, name: str, blob_id: str) -> None:
+        (self.folder / name.replace("/", "_")).write_text(blob_id)
+
+    def get_pointer(self, name: str) -> str:
+        from modsnet.runtime.errors import NotFound
+
+        path = self.folder / name.replace("/", "_")
+        if not path.exists():
+            raise NotFound(name)
+        return path.read_text()
+
+    def close(self) -> None:
+        pass
+
+
 def _queries(snapshot: Any, count: int) -> list[dict[str, float]]:
     """`count` held-in datasets' features, each value jittered by 5% (seed 0): new datasets near the library's."""
     import numpy as np
@@ -179,7 +215,7 @@ def _gnn_config() -> Any:
     return GnnConfig(members=members or default.members, steps=steps or default.steps)
 
 
-def child_serve(size: str, estimator: str) -> dict[str, Any]:
+def child_serve(size: str, estimator: str, checkpoints: str = "") -> dict[str, Any]:
     import numpy as np
 
     from modsnet.data.graph import Constraints
@@ -190,9 +226,11 @@ def child_serve(size: str, estimator: str) -> dict[str, Any]:
     library = name_of(size)
     knowledge = _StoreKnowledge(store)
     # The GNN's training in this process (no worker): its CPU seconds and peak RSS are this child's.
+    storage = FileStorage(CHECKPOINTS) if checkpoints else None
     core = RecommenderCore(
-        knowledge, None, estimator=estimator, train_inline_limit=10**12, training_processes=-1, gnn_config=_gnn_config()
-    )
+        knowledge, storage, estimator=estimator, train_inline_limit=10**12, training_processes=-1,  # type: ignore[arg-type]
+        gnn_config=_gnn_config(),
+    )  # fmt: skip
     start, cpu = time.perf_counter(), time.process_time()
     served = core.fitted(library)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -369,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-checkout", help="an older checkout of this project: its snapshot, for before/after")
     parser.add_argument("--memory-gib", type=float, default=20.0, help="skip serve when dense arrays exceed this")
     parser.add_argument("--serve-timeout", type=float, default=1800.0)
+    parser.add_argument("--checkpoints", action="store_true", help="serve: keep / reuse the GNN's weights (.cache)")
     parser.add_argument("--clients", default="1,8", help="load: client thread counts, comma-separated")
     parser.add_argument("--load-seconds", type=float, default=20.0, help="load: seconds per client count")
     parser.add_argument("--out", help="markdown file to write")
@@ -428,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["snapshot_redis_before"] = run_child(["snapshot", size, redis_url], pythonpath=base)
                 row["snapshot_redis"] = run_child(["snapshot", size, redis_url])
             if "serve" in args.steps and sqlite:
+                serve = ["serve", size, args.estimator, *(["checkpoints"] if args.checkpoints else [])]
                 if base:  # the code before: dense (datasets x models) arrays, skipped where they cannot fit
                     need = dense_gib(size)
                     if need > args.memory_gib:
@@ -435,10 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                             "error": f"not run: dense datasets x models arrays need ~{need:,.0f} GiB"
                         }
                     else:
-                        row["serve_before"] = run_child(
-                            ["serve", size, args.estimator], pythonpath=base, timeout=args.serve_timeout
-                        )
-                row["serve"] = run_child(["serve", size, args.estimator], timeout=args.serve_timeout)
+                        row["serve_before"] = run_child(serve, pythonpath=base, timeout=args.serve_timeout)
+                row["serve"] = run_child(serve, timeout=args.serve_timeout)
             if "load" in args.steps and sqlite:
                 if base:
                     row["load_before"] = run_child(

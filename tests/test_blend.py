@@ -456,3 +456,18 @@ def test_a_probed_querys_shown_sigma_follows_its_own_probes(planted) -> None:  #
     served.blend = learned
     assert np.array_equal(served.score_all(features, known_dataset=test[0]).uncertainty, cold.uncertainty)
     assert np.array_equal(served.score_all(features, known_dataset=test[0]).scores, cold.scores)
+
+
+def test_the_members_weighted_sum_is_the_sum_bit_for_bit() -> None:
+    """`_weighted_sum` (one new vector, no temporaries per member) adds what `sum(w * s)` added, in its order."""
+    from services.recommender.estimators.blend import _weighted_sum
+
+    rng = np.random.default_rng(5)
+    for members in (1, 2, 3):
+        used = []
+        for _ in range(members):
+            s, u = rng.normal(size=1000), np.abs(rng.normal(size=1000))
+            used.append((float(rng.random()), Scored(s, u, lambda j: None)))  # type: ignore[arg-type, return-value]
+        for what in ("scores", "uncertainty"):
+            want = sum(w * getattr(s, what) for w, s in used)
+            assert np.array_equal(_weighted_sum(used, what), want), (members, what)

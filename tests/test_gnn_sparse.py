@@ -184,3 +184,45 @@ def test_a_library_past_the_cell_limit_is_served_by_the_sparse_gnn(snapshot) -> 
         assert type(served.estimator.primary) is GnnEstimator and served.backend.startswith("onnxruntime")
     finally:
         below.close()
+
+
+def test_a_querys_prior_is_the_neighbour_prior_over_every_model(  # type: ignore[no-untyped-def]
+    snapshot, dense: GnnEstimator, same_weights: SparseGnnEstimator
+) -> None:
+    """The query's prior computed on the models its neighbours scored (the rest their popularity) is the dense
+    query module's `_neighbour_prior` over every model: (Σ w z + c · pop) / (Σ w [scored] + c)."""
+    rows = [dataset_raw_features(d) for d in snapshot.datasets[:4]] + [{}]
+    for features in rows:
+        weights = same_weights.query(features).inputs["dataset_weights"]
+        got = same_weights._query_prior(weights)
+        assert got.shape == (1, len(same_weights.model_ids)) and got.dtype == np.float32
+        with torch.no_grad():
+            want = dense.query_module.prior(torch.from_numpy(weights)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    none = np.zeros_like(weights)  # no edge: every model's prior is its popularity
+    np.testing.assert_array_equal(same_weights._query_prior(none)[0], same_weights.popularity.astype(np.float32))
+
+
+def test_the_members_mean_and_spread_and_the_ranking_are_the_stacked_ones(  # type: ignore[no-untyped-def]
+    snapshot, same_weights: SparseGnnEstimator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ensemble's mean and spread as sums of the members' vectors (`_mean_and_spread`) answer as the stacked
+    (members x models) mean and deviation did: scores and σ to float32 rounding, the same ranking."""
+    from services.recommender.estimators.gnn import network
+
+    rows = [dataset_raw_features(d) for d in snapshot.datasets[:4]] + [{}]
+    probes = [ProbeRecord(m, "q", "score", v) for m, v in (("m0", 0.9), ("m1", 0.4), ("m3", 0.5))]
+    asked = [(features, given) for features in rows for given in ([], probes)]
+    now = [same_weights.score_all(features, probes=given) for features, given in asked]
+
+    def stacked(scores):  # type: ignore[no-untyped-def]  # the code before
+        together = torch.stack(list(scores))
+        mean = together.mean(dim=0)
+        return mean, torch.sqrt(((together - mean) ** 2).mean(dim=0))
+
+    monkeypatch.setattr(network, "_mean_and_spread", stacked)
+    for (features, given), got in zip(asked, now, strict=True):
+        want = same_weights.score_all(features, probes=given)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got.uncertainty, want.uncertainty, rtol=1e-5, atol=1e-7)
+        assert list(np.argsort(-got.scores, kind="stable")[:10]) == list(np.argsort(-want.scores, kind="stable")[:10])

@@ -79,7 +79,7 @@ from .estimators.blend import BlendedEstimator, BlendWeights, fit_blend
 from .estimators.knn import KnnChoices, KnnPopularityEstimator
 from .metrics import CACHE, FIT_SECONDS, FITS, RECOMMEND_SECONDS, SNAPSHOTS
 from .probes import MEASURED
-from .ranking import ModelTable, Order, allowed_mask
+from .ranking import ModelTable, Order, allowed_positions
 from .recommendation import answer_positions, recommend_one
 from .training import (
     RefreshedGnn,
@@ -214,6 +214,8 @@ class Served:
     @functools.cached_property
     def table(self) -> ModelTable:
         """The models as arrays for ranking, built at this graph version's first query."""
+        if len(self.estimator.model_ids) >= LARGE_LIBRARY:
+            keep_freed_memory()  # its queries' large vectors on kept memory, not fresh pages (see the function)
         return ModelTable.of(list(self.estimator.model_ids), self.models)
 
 
@@ -285,6 +287,44 @@ def onnx_providers(device: str) -> list[str] | None:
     if device == "cuda" and "CUDAExecutionProvider" not in available:
         raise FailedPrecondition(f"device cuda: ONNX Runtime here has no CUDA provider (it has {available})")
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+# A library of this many models or more has the process keep freed memory for its queries (`keep_freed_memory`):
+# below it a query's vectors are small, and a process serving only small libraries gives freed memory back.
+LARGE_LIBRARY = 100_000
+# glibc's malloc: arrays under this many bytes come from the heap, and this much freed heap is kept, not given back.
+MALLOC_MMAP_THRESHOLD = 64 * 2**20
+MALLOC_TRIM_THRESHOLD = 512 * 2**20
+_malloc_tuned: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory of freed large arrays for the next query (once per process; False where
+    the C library is not glibc).
+
+    A Recommend at 1M models makes a dozen new 8 MB vectors (each member's scores and σ, the blend's sums) and
+    frees them together at its end. By default glibc serves each from fresh pages (mmap, or a heap it trimmed
+    back when they were freed), so every query paid ~2,000 page faults per vector: measured, 5,200 faults and
+    2.5x the CPU of the same arithmetic on kept memory (docs/benchmarks-scale.md, run 12). The cost: up to
+    `MALLOC_TRIM_THRESHOLD` of freed heap stays with the process, beside the GiBs a 1M-model estimator holds."""
+    if _malloc_tuned:
+        return _malloc_tuned[0]
+    import ctypes
+    import ctypes.util
+
+    done = False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its own allocator's defaults
+        mallopt = None
+    if mallopt is not None:
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+        done = bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(
+            mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
+        )
+    _malloc_tuned.append(done)
+    return done
 
 
 class RecommenderCore:
@@ -1229,7 +1269,7 @@ def top_k(
     models shown get their evidence and explanation.
     """
     table = served.table
-    allowed = np.flatnonzero(allowed_mask(table, constraints))
+    allowed = allowed_positions(table, constraints)
     order = Order.of(vectors.scores, vectors.uncertainty, served.estimator.sign, table)
     measured = {table.index[p.model_id] for p in probes if p.probe == MEASURED and p.model_id in table.index}
     if measured:

@@ -29,6 +29,7 @@ class ModelTable:
     memory_bytes: np.ndarray
     metadata: list[Mapping[str, str]]
     _columns: dict[str, np.ndarray] = field(default_factory=dict)
+    _everything: np.ndarray | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -46,6 +47,15 @@ class ModelTable:
             metadata=[n.metadata for n in nodes],
         )
 
+    @property
+    def everything(self) -> np.ndarray:
+        """Every model's position, ascending, read-only (made once per table)."""
+        with self._lock:
+            if self._everything is None:
+                self._everything = np.arange(len(self.ids))
+                self._everything.flags.writeable = False
+            return self._everything
+
     def column(self, key: str) -> np.ndarray:
         """Metadata `key` of every model (None where a model has none), kept for the next query."""
         with self._lock:
@@ -54,6 +64,14 @@ class ModelTable:
                 found = np.array([m.get(key) for m in self.metadata], dtype=object)
                 self._columns[key] = found
             return found
+
+
+def allowed_positions(table: ModelTable, constraints: Constraints) -> np.ndarray:
+    """The positions of the models `constraints` allow, ascending (read-only). Without constraints, every model's:
+    one array per graph version instead of a mask and its `flatnonzero` each query (8 MB at 1M models)."""
+    if constraints == Constraints():
+        return table.everything
+    return np.flatnonzero(allowed_mask(table, constraints))
 
 
 def allowed_mask(table: ModelTable, constraints: Constraints) -> np.ndarray:
@@ -73,6 +91,31 @@ def allowed_mask(table: ModelTable, constraints: Constraints) -> np.ndarray:
     for key, value in constraints.require_metadata.items():
         mask &= table.column(key) == value
     return mask
+
+
+# `_within_count` over a strided sample first when the scores are this many per place asked for, or more.
+SAMPLE_STRIDE = 64
+
+
+def _within_count(primary: np.ndarray, count: int) -> np.ndarray:
+    """The positions of `primary` at or below its `count`-th smallest value (ties at it all in), ascending.
+
+    Exactly what `argpartition` over every value then `primary <= threshold` gives, at a fraction of its cost for
+    a large library (1M float64: ~13 ms of argpartition against ~1 ms here): the `count`-th smallest of a strided
+    sample is a bound at or above the true threshold (the sample's `count` smallest are values of `primary`), so
+    the values at or below it (about `SAMPLE_STRIDE` x `count` of them) hold every one at or below the true
+    threshold, which argpartition finds among those few. NaN (never at or below anything) is left out as before;
+    a sample with fewer than `count` numbers goes the whole way."""
+    if len(primary) >= SAMPLE_STRIDE * count * 4:
+        sample = primary[::SAMPLE_STRIDE]
+        bound = np.partition(sample, count - 1)[count - 1]
+        if bound == bound:  # not NaN: at least `count` numbers of the sample are at or below it
+            near = np.flatnonzero(primary <= bound)
+            values = primary[near]
+            threshold = values[np.argpartition(values, count - 1)[count - 1]]
+            return near[values <= threshold]
+    threshold = primary[np.argpartition(primary, count - 1)[count - 1]]
+    return np.flatnonzero(primary <= threshold)  # ties at the threshold all compete for the last places
 
 
 @dataclass(frozen=True)
@@ -96,9 +139,8 @@ class Order:
         if count < len(allowed):
             everything = len(allowed) == len(self.primary)  # every model allowed: no gathers (1M models: ms each)
             primary = self.primary if everything else self.primary[allowed]
-            threshold = primary[np.argpartition(primary, count - 1)[count - 1]]
-            within = primary <= threshold  # ties at the threshold all compete for the last places
-            candidates = np.flatnonzero(within) if everything else allowed[within]
+            within = _within_count(primary, count)
+            candidates = within if everything else allowed[within]
         order = np.lexsort((self.id_rank[candidates], self.uncertainty[candidates], self.primary[candidates]))
         return candidates[order[:count]]
 

@@ -353,22 +353,27 @@ class BlendedEstimator:
         weights = self.weights_for(features, known_dataset=known_dataset, probes=probes)
         scored = self.members_scored(features, known_dataset=known_dataset, probes=probes, weights=weights)
         used = [(w, s) for w, s in zip(weights, scored, strict=True) if s is not None]
-        scores = sum(w * s.scores for w, s in used)
-        sigma = sum(w * s.uncertainty for w, s in used)
+        # Σ w · s over the members, in their order (the sums `sum()` made, bit for bit), into one fresh vector
+        # each: at 1M models every pass and every new 8 MB vector counts.
+        scores, sigma = _weighted_sum(used, "scores"), _weighted_sum(used, "uncertainty")
         lead = max(used, key=lambda ws: ws[0])[1]
         exact = used[0][1].uncertainty == 0  # measured: every member returns it as is
         for _, s in used[1:]:
             exact &= s.uncertainty == 0
-        # Float vectors already (the members'): no copies of every model's values beyond `np.where`'s.
-        scores = np.where(exact, lead.scores, scores).astype(float, copy=False)
         probed = self.is_probed(known_dataset=known_dataset, probes=probes)
         scale = self.blend.shown_scale_for(probed=probed) if shown else self.blend.scale_for(probed=probed)
-        residual = self.blend.residual_scale
-        if shown and probed and residual is not None and exact.any():
-            scale = residual.scale * residual.factor(
-                self.probe_ratios(features, scores, exact, known_dataset=known_dataset)
-            )
-        uncertainty = np.where(exact, 0.0, scale * sigma).astype(float, copy=False)
+        measured = bool(exact.any())
+        if measured:  # a model measured on the query: its measurement, uncertainty 0
+            scores = np.where(exact, lead.scores, scores).astype(float, copy=False)
+            residual = self.blend.residual_scale
+            if shown and probed and residual is not None:  # the query's own probes say how far the σ misses
+                scale = residual.scale * residual.factor(
+                    self.probe_ratios(features, scores, exact, known_dataset=known_dataset)
+                )
+        sigma *= scale
+        if measured:
+            sigma[exact] = 0.0
+        uncertainty = sigma
         note = "" if len(used) == 1 else f" (served as a blend: {self._weights_text(weights)})"
 
         def build(j: int) -> Prediction:
@@ -401,6 +406,17 @@ class BlendedEstimator:
 
     def _weights_text(self, weights: Sequence[float]) -> str:
         return ", ".join(f"{m} {w:.1f}" for m, w in zip(self.blend.members, weights, strict=True) if w > 0)
+
+
+def _weighted_sum(used: Sequence[tuple[float, Scored]], what: str) -> np.ndarray:
+    """Σ w · member.what over `used` (weight, member), in order, as float64: one new vector and one temporary."""
+    (first, scored), rest = used[0], used[1:]
+    total = np.multiply(getattr(scored, what), first, dtype=float)
+    term = np.empty_like(total) if rest else total
+    for w, member in rest:
+        np.multiply(getattr(member, what), w, out=term)
+        total += term
+    return total
 
 
 def _knn_beside(

@@ -350,8 +350,10 @@ class KnnPopularityEstimator:
         else:
             anchor_mean, anchor_spread = 0.0, 1.0
         if popularity_only:
+            predicted = self.popularity * (self.sign * anchor_spread)  # sign · (mean + spread · pop), bit for bit
+            predicted += self.sign * anchor_mean
             return (
-                self.sign * (anchor_mean + anchor_spread * self.popularity),
+                predicted,
                 anchor_spread * self.popularity_spread,
                 np.zeros(0, dtype=int),
                 np.zeros(0),

@@ -79,6 +79,23 @@ class _Net(nn.Module):
         return self.project_dataset(h_data) @ projected.T + bias + self.prior_gain * prior
 
 
+def _mean_and_spread(scores: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """The members' mean and (population) standard deviation, elementwise, as sums of the members' vectors.
+
+    What `torch.stack(scores).mean(0)` and the root of the mean squared deviation give (float32 rounding apart),
+    without the stacked (members x models) copy and the reductions across its rows: exported to ONNX, those were
+    a Concat and two ReduceMeans over every model, ~30% more of a query's ONNX time at 1M models than these
+    elementwise sums (docs/benchmarks-scale.md, run 12)."""
+    total = scores[0]
+    for score in scores[1:]:
+        total = total + score
+    mean = total / len(scores)
+    squares = (scores[0] - mean) ** 2
+    for score in scores[1:]:
+        squares = squares + (score - mean) ** 2
+    return mean, torch.sqrt(squares / len(scores))
+
+
 def _relation(layer: nn.Module, rel: EdgeType) -> GraphConv:
     """The GraphConv of one relation inside a HeteroConv layer (PyG keys its ModuleDict by edge type)."""
     return cast(GraphConv, cast(Any, layer).convs[rel])
@@ -159,11 +176,11 @@ class QueryScorer(nn.Module):
                 h = h + torch.relu(update)
             projected: Tensor = getattr(self, f"projected_{e}")
             bias: Tensor = getattr(self, f"bias_{e}")
-            scores.append((net.project_dataset(h) @ projected.T + bias + net.prior_gain * prior).squeeze(0))
-        stacked = torch.stack(scores)
-        mean = stacked.mean(dim=0)
-        std = torch.sqrt(((stacked - mean) ** 2).mean(dim=0))
-        return mean, std
+            # (models x head) @ (head x 1), the library's matrix as it is stored: under ONNX Runtime 0.81x the
+            # time of (1 x head) @ its transpose, the same sums (docs/benchmarks-scale.md, run 12).
+            product = (projected @ net.project_dataset(h).T).reshape(1, -1)
+            scores.append((product + bias + net.prior_gain * prior).squeeze(0))
+        return _mean_and_spread(scores)
 
     def prior(self, dataset_weights: Tensor) -> Tensor:
         """`_neighbour_prior` of the query over the datasets it has an edge from (all its relations together).

@@ -120,5 +120,10 @@ class OnnxScorer:
         self.inputs = [i.name for i in self.session.get_inputs()]  # `INPUTS`, and the sparse GNN's `prior`
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        mean, std = self.session.run(None, {k: np.asarray(inputs[k]) for k in self.inputs})
+        mean, std = self.run_module(inputs)
         return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+
+    def run_module(self, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The module's outputs as it gives them (float32): no float64 copies of every model's values."""
+        mean, std = self.session.run(None, {k: np.asarray(inputs[k]) for k in self.inputs})
+        return np.asarray(mean), np.asarray(std)

@@ -67,6 +67,12 @@ def _sparse_tensor(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n_src: 
     return torch.sparse_coo_tensor(index, values, (n_dst, n_src), check_invariants=False).coalesce()
 
 
+# A query's prior is computed on the models its neighbours' records name when the models are at least this many
+# times the records (`_query_prior`); over every model otherwise (measured: 100k models, ~7,400 records: 0.32 ms
+# over every model, 0.49 ms on those named; 1M: see docs/benchmarks-scale.md, run 12).
+_PRIOR_SPARSITY = 16
+
+
 class SparseQueryScorer(QueryScorer):
     """The query module with the neighbour prior as an input (no z constant): `forward(..., prior)`."""
 
@@ -119,7 +125,6 @@ class SparseGnnEstimator(GnnEstimator):
         self.z_matrix = self.score_matrix.with_data(z)  # unclipped, as the dense `z`
         self.z_clipped = np.clip(z, _Z_LOW, _Z_HIGH)
         self._zc = self.score_matrix.with_data(self.z_clipped)  # what edges, labels and the prior read
-        self._ones = self.score_matrix.with_data(np.ones(len(z)))
         n_nodes, n_models = len(self.nodes), len(self.model_ids)
         # Interactions both ways: the CSR rows are a dataset's in-edges from models, the CSC a model's.
         colptr, column_rows, order = self.z_matrix._by_column
@@ -354,12 +359,31 @@ class SparseGnnEstimator(GnnEstimator):
     # -- queries ---------------------------------------------------------------------------------------
 
     def _query_prior(self, dataset_weights: np.ndarray) -> np.ndarray:
+        """The neighbour prior (1, models) of a query with these dataset weights: `_neighbour_prior` over the
+        datasets it has an edge from, from their records. A model none of them scored has no support, so its
+        prior is (0 + c · pop) / (0 + c), its popularity: where the records are few beside the models (at 1M
+        models ~16 x 3,300), only the models they name are computed, over a float32 copy of popularity made once
+        per graph version, instead of 1M-long sums and quotients each query. The sums add the same terms in the
+        same order either way."""
         together = np.asarray(dataset_weights, dtype=float).sum(axis=0)
         rows = np.nonzero(together)[0]
         c = self.config.prior_strength
-        numerator, _ = self._zc.weighted_row_sum(rows, together[rows])
-        denominator, _ = self._ones.weighted_row_sum(rows, together[rows])
-        return ((numerator + c * self.popularity) / (denominator + c))[None, :].astype(np.float32)
+        which, cols, z = self._zc.gather(rows)
+        w = together[rows][which]
+        n_models = len(self.model_ids)
+        if len(cols) * _PRIOR_SPARSITY >= n_models:  # a small library: over every model, no sort
+            numerator = np.bincount(cols, weights=w * z, minlength=n_models)
+            denominator = np.bincount(cols, weights=w, minlength=n_models)
+            return ((numerator + c * self.popularity) / (denominator + c))[None, :].astype(np.float32)
+        base = self.__dict__.get("_popularity_row")
+        if base is None:  # per graph version (an estimator is one version); computed twice at worst, never wrong
+            base = self._popularity_row = self.popularity.astype(np.float32)[None, :]
+        prior = base.copy()
+        touched, at = np.unique(cols, return_inverse=True)
+        numerator = np.bincount(at, weights=w * z, minlength=len(touched))
+        denominator = np.bincount(at, weights=w, minlength=len(touched))
+        prior[0, touched] = (numerator + c * self.popularity[touched]) / (denominator + c)
+        return prior
 
     def _module_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The query's inputs and its neighbour prior (1, models), computed from the neighbours' records."""
