@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -33,38 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale
 
 from modsnet.data.graph import Constraints
-from modsnet.runtime.errors import NotFound
 
 SIZE = "10k"
 CHECKPOINTS = scale.CACHE / "checkpoints"
 
 
-class FileStorage:
-    """The storage service's blob and pointer calls the core makes for checkpoints, as files."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def put_bytes(self, data: bytes, *, name: str = "") -> Any:
-        blob_id = hashlib.sha256(data).hexdigest()
-        (self.folder / blob_id).write_bytes(data)
-        return argparse.Namespace(blob_id=blob_id)
-
-    def get_bytes(self, blob_id: str) -> bytes:
-        return (self.folder / blob_id).read_bytes()
-
-    def set_pointer(self, name: str, blob_id: str) -> None:
-        (self.folder / name.replace("/", "_")).write_text(blob_id)
-
-    def get_pointer(self, name: str) -> str:
-        path = self.folder / name.replace("/", "_")
-        if not path.exists():
-            raise NotFound(name)
-        return path.read_text()
-
-    def close(self) -> None:
-        pass
+FileStorage = scale.FileStorage  # checkpoints as files, as scale.py's serve step keeps them
 
 
 def served_core(estimator: str, steps: int) -> tuple[Any, Any, list[dict[str, float]]]:
