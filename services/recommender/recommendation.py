@@ -51,8 +51,8 @@ def recommend_one(
     def said(model_id: str) -> str:  # a probe in words: what it read, on the records' scale, and the estimate
         value = read[model_id]
         notes = [f"{_fmt(value)} on the library's record scale"] if shifted.get(model_id) else []
-        if model_id in estimates and (estimates[model_id][0] != value or estimates[model_id][1] > 0):
-            estimate, sd = estimates[model_id]
+        estimate, sd = estimates.get(model_id, (value, 0.0))
+        if _fmt(estimate) != _fmt(value) or _fmt(sd) != _fmt(0.0):  # not where the noise is below what is shown
             notes.append(f"estimated {_fmt(estimate)} ± {_fmt(sd)} with the probe's noise")
         text = _fmt(value - shifted.get(model_id, 0.0))
         return f"{text} ({'; '.join(notes)})" if notes else text
