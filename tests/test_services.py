@@ -14,7 +14,7 @@ from synthetic import make_table
 
 from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import QUERY_DATASET, ProbeRecord
-from modsnet.data.probe_scale import FAMILY_COLUMN, ProbeScale
+from modsnet.data.probe_scale import ProbeScale
 from modsnet.embedded import EmbeddedCluster
 from modsnet.runtime.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from modsnet.runtime.stubs import RecommenderClient
@@ -175,22 +175,20 @@ def test_a_knn_search_probes_tabzoo_settings_on_the_upload(tmp_path: Path, monke
     probed = {p.model_id: p.value for p in answer.probes if p.kind == "score"}
     assert len(probed) == 3
     ranked = {m.model_id: m for m in answer.models}
-    # A probed model in the answer is shown as measured, on the records' scale: TabZoo's probe records teach the
-    # library a probe-to-record shift (`modsnet.data.probe_scale`), and the probes list keeps the raw reading.
+    # TabZoo's probe records teach the library a probe-to-record scale (`modsnet.data.probe_scale`): since a probe
+    # samples a table as the library did, the identity. saheart has 462 rows, under TabZoo's row cap: probed whole,
+    # as the library measures such a table, so a probed model is shown at its reading, with sd 0.
     bundle = read_bundle(Path(__file__).parents[1] / "modsnet/libraries/tabzoo")
     scale = ProbeScale.of_library(bundle.meta)
-    assert scale is not None
-    family = {row["model_id"]: row.get(FAMILY_COLUMN, "") for row in bundle.models.rows}
-    for model_id, value in probed.items():
-        if model_id in ranked:
-            on_record_scale = scale.corrected(value, family[model_id])
-            # saheart has 462 rows: a probe reads a 300-row sample, so the model is shown at its posterior estimate
-            # with an sd > 0, the explanation naming the reading and its record-scale value.
-            assert ranked[model_id].uncertainty > 0.0
-            assert ranked[model_id].predicted_score != pytest.approx(on_record_scale, abs=1e-9)
-            assert f"read {value:.3f} ({on_record_scale:.3f} on the library's record scale)" in (
-                ranked[model_id].explanation
-            )
+    assert scale is not None and abs(scale.shift) < 1e-3 and scale.sd < 1e-3
+    assert all(p.whole for p in answer.probes)
+    shown = [m for m in probed if m in ranked]
+    assert shown, "no probed model in the answer"
+    for model_id in shown:
+        value = probed[model_id]
+        assert ranked[model_id].uncertainty == 0.0
+        assert ranked[model_id].predicted_score == pytest.approx(value, abs=1e-9)
+        assert ranked[model_id].explanation == f"measured on the whole table of your data: {value:.3f}"
 
 
 def test_a_search_probes_one_model_at_a_time_each_chosen_given_the_earlier_results(

@@ -1350,10 +1350,13 @@ def _probed_by_posterior(
         shift = sum(p.to_record_scale for p in taken) / len(taken)
         read = f"{value - shift:.3f} ({value:.3f} on the library's record scale)" if shift else f"{value:.3f}"
         words = "measured on the whole table" if all(p.whole for p in taken) else "probed on a sample"
-        explanation = (
-            f"{words} of your data: read {read}; estimated {estimate:.3f} ± {spread:.3f} given its prediction "
-            "and the probe's noise"
-        )
+        if f"{estimate:.3f}" == f"{value:.3f}" and f"{spread:.3f}" == f"{0.0:.3f}":  # a probe that reads exactly
+            explanation = f"{words} of your data: {read}"
+        else:
+            explanation = (
+                f"{words} of your data: read {read}; estimated {estimate:.3f} ± {spread:.3f} given its prediction "
+                "and the probe's noise"
+            )
         return Prediction(first.model_id, estimate, spread, first.evidence, explanation)
 
     return Scored(scores, uncertainty, prediction), estimates
