@@ -1335,11 +1335,11 @@ def _probed_by_posterior(
     for p in measured:
         readings.setdefault(p.model_id, []).append(p)
     for model_id in readings:
-        j, t = served.table.index[model_id], index[model_id]
-        if not np.isfinite(mean[t]):
+        j = index[model_id]  # the table's position is the estimator's
+        if not np.isfinite(mean[j]):
             continue
-        scores[j], uncertainty[j] = sign * mean[t], sd[t]
-        estimates[model_id] = (float(scores[j]), float(sd[t]))
+        scores[j], uncertainty[j] = sign * mean[j], sd[j]
+        estimates[model_id] = (float(scores[j]), float(sd[j]))
     build = vectors.build
 
     def prediction(j: int) -> Prediction:
