@@ -207,7 +207,7 @@ class QueryCore:
         *,
         max_upload_bytes: int,
         max_concurrent_uploads: int = 4,
-        max_waiting_uploads: int = 8,
+        max_waiting_uploads: int = 64,
         upload_wait_seconds: float = 30.0,
         probe_seconds: float = 10.0,
         probe_round: int = 1,
