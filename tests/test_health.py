@@ -177,7 +177,7 @@ def test_uploads_beyond_the_limit_wait_their_turn_and_beyond_the_queue_are_told_
     try:
         assert inside.wait(30)
         queued.start()
-        assert eventually(lambda: core._uploads._queued == 1, seconds=30)
+        assert eventually(lambda: core._uploads.queued == 1, seconds=30)
         # One running, one waiting: a third is refused at once, told when to retry.
         with pytest.raises(Busy, match="retry") as busy:
             core.search(SearchOptions(filename="t.csv"), iter([b"a,b\n"]))

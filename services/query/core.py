@@ -18,6 +18,7 @@ knowledge and storage. The core speaks the shared records of `modsnet.data.graph
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import logging
@@ -131,39 +132,67 @@ class Artifact:
 
 
 class UploadTurns:
-    """At most `running` searches parse at once; up to `waiting` more wait for a turn, each at most
-    `wait_seconds` (or what its deadline leaves); the others are refused at once with `Busy`."""
+    """At most `running` searches parse at once; up to `waiting` more wait in line, each at most `wait_seconds`
+    (or what its deadline leaves); the others are refused at once with `Busy`.
+
+    First come, first served: a freed turn is handed to the head of the line, never to whoever asks next. With
+    a semaphore a newcomer could take a turn between its release and the wake-up of the waiter it was meant
+    for, and a refused client's retry had no place at all: at 32 clients some searches lost that race over
+    and over (p50 0.3 s, p99 7.5 s; docs/benchmarks-load.md).
+    """
 
     RETRY_AFTER = 2.0  # what a refused client is told to wait: about a search's time on a busy service
+    ANSWER_SECONDS = 1.0  # kept back from a waiter's deadline, to answer it before its caller gives up
 
     def __init__(self, running: int, waiting: int, wait_seconds: float):
         self.running, self.waiting, self.wait_seconds = running, waiting, wait_seconds
-        self._slots = threading.BoundedSemaphore(running)
-        self._queued = 0
+        self._free = running
+        self._line: collections.deque[threading.Event] = collections.deque()  # set: the turn is this waiter's
         self._lock = threading.Lock()
+
+    @property
+    def queued(self) -> int:
+        """Searches waiting in line now."""
+        with self._lock:
+            return len(self._line)
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                full = self._queued >= self.waiting
-                if not full:
-                    self._queued += 1
-            if full:
-                raise Busy(self._busy(f"and {self.waiting} more waiting"), retry_after=self.RETRY_AFTER)
-            try:
-                left = deadline.remaining()
-                wait = self.wait_seconds if left is None else max(0.0, min(self.wait_seconds, left - 1.0))
-                got = self._slots.acquire(timeout=wait)
-            finally:
-                with self._lock:
-                    self._queued -= 1
-            if not got:
-                raise Busy(self._busy(f"for {wait:.0f} s"), retry_after=self.RETRY_AFTER)
+        self._take()
         try:
             yield
         finally:
-            self._slots.release()
+            self._give_back()
+
+    def _take(self) -> None:
+        left = deadline.remaining()
+        with self._lock:
+            if self._free > 0 and not self._line:
+                self._free -= 1
+                return
+            if len(self._line) >= self.waiting:
+                raise Busy(self._busy(f"and {self.waiting} more waiting"), retry_after=self.RETRY_AFTER)
+            wait = self.wait_seconds if left is None else min(self.wait_seconds, left - self.ANSWER_SECONDS)
+            if wait <= 0:  # its caller would give up before any turn came: refused now, not after a wait in line
+                raise DeadlineExceeded("the query service is busy and this search's deadline leaves no time to wait")
+            ticket = threading.Event()
+            self._line.append(ticket)
+        if ticket.wait(wait):
+            return
+        with self._lock:
+            if ticket.is_set():  # handed its turn as it gave up: it runs
+                return
+            self._line.remove(ticket)
+        if left is not None and wait < self.wait_seconds:
+            raise DeadlineExceeded(f"the query service is busy: no turn within this search's deadline ({wait:.1f} s)")
+        raise Busy(self._busy(f"for {wait:.0f} s"), retry_after=self.RETRY_AFTER)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            if self._line:
+                self._line.popleft().set()  # the turn passes to the head of the line, never free for a newcomer
+            else:
+                self._free += 1
 
     def _busy(self, detail: str) -> str:
         return f"the query service is busy: {self.running} uploads in progress {detail}; retry in a few seconds"
@@ -178,7 +207,7 @@ class QueryCore:
         *,
         max_upload_bytes: int,
         max_concurrent_uploads: int = 4,
-        max_waiting_uploads: int = 8,
+        max_waiting_uploads: int = 64,
         upload_wait_seconds: float = 30.0,
         probe_seconds: float = 10.0,
         probe_round: int = 1,
