@@ -53,8 +53,28 @@ def _library(name: str) -> Path:
     return path if path.exists() else ROOT / "modsnet" / "libraries" / name
 
 
+def validation_targets(library: Path, count: int, *, seed: int = 1) -> list[str]:
+    """`count` datasets of the library that are not among the evaluation's default targets, drawn by `seed`: held out
+    in folds of 10 as the default targets are, they choose a policy's variant with the served estimator itself (the
+    pseudo-targets have no estimator, so they cannot judge the served pick) without looking at the test targets."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    tested = set(evaluation.default_targets(snapshot, seed=0))
+    counts: dict[str, int] = defaultdict(int)
+    for r in snapshot.interactions:
+        counts[r.dataset_id] += 1
+    eligible = sorted(d for d, n in counts.items() if n >= evaluation.MIN_RECORDS and d not in tested)
+    chosen = np.random.default_rng(seed).choice(len(eligible), min(count, len(eligible)), replace=False)
+    return sorted(eligible[i] for i in chosen)
+
+
 def run(
-    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None, *, variants_too: bool = True
+    library: Path,
+    budgets: tuple[int, ...],
+    knn: bool,
+    dump: Path | None = None,
+    *,
+    variants_too: bool = True,
+    targets: list[str] | None = None,
 ) -> tuple[dict[str, dict[int, float]], int]:
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
@@ -141,7 +161,11 @@ def run(
     evaluation._decision_rankings = with_variants  # type: ignore[assignment]
     try:
         report = evaluation.evaluate(
-            read_bundle(library), methods=["modsnet", "popularity"], budgets=(0, *budgets), fold_size=10
+            read_bundle(library),
+            methods=["modsnet", "popularity"],
+            budgets=(0, *budgets),
+            fold_size=10,
+            targets=targets,
         )
     finally:
         evaluation._decision_rankings = product
@@ -164,13 +188,15 @@ def run(
 class Replayed:
     """One fitted fold's estimator, as the policy sees it, from a --dump: the cold scores and the selector's batch
     of one target, the fold's behaviour matrix, and (where it pickled) the real estimator for predictions with
-    probes. Replaying a policy then costs no fit."""
+    probes. Replaying a policy then costs no fit. With the estimator, the policy's σ is its own
+    (`score_for_policy`, as the search's policy reads it), not the shown σ the dump saved."""
 
     def __init__(self, fold: dict[str, Any], case: dict[str, Any], estimator: Any = None):
         self.model_ids, self.sign, self._behaviour = fold["model_ids"], fold["sign"], fold["behaviour"]
         self.case, self.estimator = case, estimator
         if self._behaviour is None:
             del self.behaviour  # no library behaviour: the policy re-predicts, which needs the estimator
+        self._policy_cold: Scored | None = None
 
     def behaviour(self) -> np.ndarray:
         return self._behaviour
@@ -186,6 +212,16 @@ class Replayed:
             raise RuntimeError("this dump has no estimator to predict with probes")
         return self.estimator.score_all(features, known_dataset=known_dataset, probes=probes)
 
+    def score_for_policy(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        own = getattr(self.estimator, "score_for_policy", None)
+        if own is None:
+            return self.score_all(features, known_dataset=known_dataset, probes=probes)
+        if probes:
+            return own(features, known_dataset=known_dataset, probes=probes)
+        if self._policy_cold is None:  # the cold one is asked for at every step: once per target
+            self._policy_cold = own(features, known_dataset=known_dataset, probes=())
+        return self._policy_cold
+
 
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "info-1, greedy conditioned (level 0.5): the served policy": {"informative": 1},
@@ -197,6 +233,8 @@ REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
     "info-1, by expected improvement (level 0.5)": {"informative": 1, "by_gain": True},
     "info-1, by expected improvement (level 0)": {"informative": 1, "by_gain": True, "level": 0.0},
+    "info-1, greedy re-predicted": {"informative": 1, "condition": False},
+    "info-0, greedy re-predicted": {"informative": 0, "condition": False},
 }
 
 
@@ -266,6 +304,8 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                     level=settings.get("level", policy.LEVEL),
                 )
                 picks["conditioned"] = mean
+                if "served" in picks:  # two predictors that err apart (probe edges vs the library's correlations)
+                    picks["served and conditioned, averaged"] = (picks["served"] + mean) / 2.0
                 if best is not None:
                     picks["conditioned, by expected improvement"] = _by_gain(mean, sd, best)
                 for pick, vector in picks.items():
@@ -278,8 +318,10 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
 
 
 def _measured(true: dict[str, float], target: str, model_ids: list[str]) -> list[ProbeRecord]:
-    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's)."""
-    return [ProbeRecord(m, target, MEASURED, true[m]) for m in model_ids if m in true]
+    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's), exact
+    (`whole`): every library's probes read what it records (TabZoo's since its probes sample as its records did;
+    XRDZoo's and OBOE's always), and the evaluation takes them as exact (`Fold.whole`, `probed_whole`)."""
+    return [ProbeRecord(m, target, MEASURED, true[m], whole=True) for m in model_ids if m in true]
 
 
 def _by_gain(mean: np.ndarray, sd: Any, best: float) -> np.ndarray:
@@ -346,14 +388,14 @@ def _simulate_by_gain(
     taken: list[ProbeRecord] = []
     if informative:
         batch = model.select_probes(features or {}, known_dataset=target, budget=informative, among=among)
-        taken = [ProbeRecord(m, target or "pseudo", MEASURED, true[m]) for m in batch if m in true][:budget]
+        taken = _measured(true, target or "pseudo", [m for m in batch if m in true][:budget])
     while len(taken) < min(budget, len(allowed)):
         mean, sd, _ = policy._predicted(model, features or {}, target, taken, index, condition=True, level=level)
         best = policy._best_measured(taken, model.sign)
         value = mean if best is None else _by_gain(mean, sd, best)
         done = {p.model_id for p in taken}
         pick = max((m for m in allowed if m not in done), key=lambda m: (value[index[m]], -index[m]))
-        taken.append(ProbeRecord(pick, target or "pseudo", MEASURED, true[pick]))
+        taken.extend(_measured(true, target or "pseudo", [pick]))
     return taken
 
 
@@ -467,6 +509,12 @@ def main() -> None:
         "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
     )
     parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="hold out this many datasets that are not evaluation targets (validation_targets), not the targets",
+    )
     args = parser.parse_args()
     budgets = tuple(args.budgets)
     if args.pseudo:
@@ -498,8 +546,9 @@ def main() -> None:
         dump = None
         if args.dump is not None:
             args.dump.mkdir(parents=True, exist_ok=True)
-            dump = args.dump / f"{Path(name).name}.pkl"
-        table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants)
+            dump = args.dump / f"{Path(name).name}{'-validation' if args.validation else ''}.pkl"
+        chosen = validation_targets(_library(name), args.validation) if args.validation else None
+        table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants, targets=chosen)
         title = f"{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)"
         _print_table(title, table, budgets)
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
