@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import pickle
 import time
 from collections import defaultdict
@@ -238,9 +239,12 @@ REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dict[str, dict[str, dict[int, float]]]:
-    """Every REPLAY_VARIANTS policy on a --dump, with two final picks: the estimator's prediction with the
-    probes (what the search serves) and the policy's conditioned prediction. Returns policy -> pick -> B -> mean."""
+def replay(
+    path: Path, budgets: tuple[int, ...], names: list[str] | None
+) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Every REPLAY_VARIANTS policy on a --dump, with its final picks: the estimator's prediction with the probes
+    (what the search serves), the policy's conditioned prediction, and variants of them. Returns policy -> pick ->
+    B -> regret per target, in the dump's target order."""
     with path.open("rb") as source:
         dump = pickle.load(source)
     estimators = {key: pickle.loads(f["estimator"]) if "estimator" in f else None for key, f in dump["folds"].items()}
@@ -311,10 +315,17 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                 for pick, vector in picks.items():
                     ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
                     regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
-    return {
-        name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
-        for name, picks in regrets.items()
-    }
+    return {name: {pick: dict(per) for pick, per in picks.items()} for name, picks in regrets.items()}
+
+
+SERVED_POLICY = next(iter(REPLAY_VARIANTS))
+
+
+def _wins(mine: list[float], theirs: list[float]) -> str:
+    """Targets where `mine` ends better / worse than `theirs` (ties in neither)."""
+    better = sum(a < b - 1e-12 for a, b in zip(mine, theirs, strict=True))
+    worse = sum(a > b + 1e-12 for a, b in zip(mine, theirs, strict=True))
+    return f"{better}↑ {worse}↓"
 
 
 def _measured(true: dict[str, float], target: str, model_ids: list[str]) -> list[ProbeRecord]:
@@ -508,6 +519,10 @@ def main() -> None:
     parser.add_argument(
         "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
     )
+    parser.add_argument(
+        "--fold", type=int, default=0, help="only this fold (1-based, folds of 10 in target order): runs side by side"
+    )
+    parser.add_argument("--save", type=Path, help="with --replay: folder for each dump's regret per target (JSON)")
     parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
     parser.add_argument(
         "--validation",
@@ -529,16 +544,31 @@ def main() -> None:
         for path in args.replay:
             started = time.perf_counter()
             replayed = replay(path, budgets, args.only)
-            popular: dict[int, float] = replayed["popular-B"]["table"] if "popular-B" in replayed else {}
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / f"{path.stem}.json").write_text(json.dumps(replayed))
+            means = {
+                n: {p: {b: float(np.mean(v)) for b, v in per.items()} for p, per in ps.items()}
+                for n, ps in replayed.items()
+            }
+            popular: dict[int, float] = means["popular-B"]["table"] if "popular-B" in means else {}
+            served = replayed.get(SERVED_POLICY, {}).get("served", {})
             shown = (0, *budgets)
             print(
-                f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
+                f"\n{path.stem}: regret after B measurements (ratio to popular-B; targets better / worse than the "
+                "served policy), by final pick\n"
             )
             print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
             print("|---|---|" + "---:|" * len(shown))
-            for name, picks in replayed.items():
-                for pick, means in picks.items():
-                    print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            for name, picks in means.items():
+                for pick, row in picks.items():
+                    cells = []
+                    for b in shown:
+                        cell = _cell(row, popular, b)
+                        if b in served and b in replayed[name][pick] and b in row:
+                            cell += f" {_wins(replayed[name][pick][b], served[b])}"
+                        cells.append(cell)
+                    print(f"| {name} | {pick} | " + " | ".join(cells) + " |")
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
         return
     for name in args.libraries:
@@ -546,8 +576,14 @@ def main() -> None:
         dump = None
         if args.dump is not None:
             args.dump.mkdir(parents=True, exist_ok=True)
-            dump = args.dump / f"{Path(name).name}{'-validation' if args.validation else ''}.pkl"
+            suffix = ("-validation" if args.validation else "") + (f"-fold{args.fold}" if args.fold else "")
+            dump = args.dump / f"{Path(name).name}{suffix}.pkl"
         chosen = validation_targets(_library(name), args.validation) if args.validation else None
+        if args.fold:  # the evaluation's own folds of 10 (`evaluation._folds`), one of them
+            if chosen is None:
+                snapshot, _ = evaluation.graph_from_bundle(read_bundle(_library(name)))
+                chosen = evaluation.default_targets(snapshot, seed=0)
+            chosen = evaluation._folds(chosen, 10)[args.fold - 1]
         table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants, targets=chosen)
         title = f"{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)"
         _print_table(title, table, budgets)
