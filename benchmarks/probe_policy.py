@@ -20,6 +20,7 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import pickle
@@ -239,8 +240,27 @@ REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _popular_rankings(library: Path, folds: list[tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """popular-B's ranking of each target of `folds` as the evaluation ranks it (a model's mean z over the fold's
+    training datasets), for a dump written mid-run, which has no decision table."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    out: dict[str, dict[str, float]] = {}
+    for fold in folds:
+        hidden = set(fold)
+        train = dataclasses.replace(
+            snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hidden]
+        )
+        _, model_ids, z = evaluation.z_scores(train)
+        has = ~np.isnan(z)
+        mean = np.where(has, z, 0.0).sum(axis=0) / np.maximum(has.sum(axis=0), 1)
+        sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
+        for target in fold:
+            out[target] = {m: sign * float(v) for m, v in zip(model_ids, mean, strict=True)}
+    return out
+
+
 def replay(
-    path: Path, budgets: tuple[int, ...], names: list[str] | None
+    path: Path, budgets: tuple[int, ...], names: list[str] | None, library: Path | None = None
 ) -> dict[str, dict[str, dict[int, list[float]]]]:
     """Every REPLAY_VARIANTS policy on a --dump, with its final picks: the estimator's prediction with the probes
     (what the search serves), the policy's conditioned prediction, and variants of them. Returns policy -> pick ->
@@ -252,6 +272,7 @@ def replay(
     # A dump written while its run was going (after each fold) has no decision table yet: no such rows.
     decisions = dump["decisions"] or {}
     popular, product = decisions.get(POPULAR), decisions.get(MODSNET)
+    ranked = _popular_rankings(library, list(dump["folds"])) if popular is None and library is not None else {}
     for case in dump["cases"]:
         fold, target = dump["folds"][case["fold"]], case["target"]
         model = Replayed(fold, case, estimators[case["fold"]])
@@ -261,6 +282,9 @@ def replay(
             if popular is not None and product is not None:
                 regrets["popular-B"]["table"][b].append(popular[str(b)][target])
                 regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
+            elif target in ranked:
+                ranking = Ranking({m: ranked[target].get(m, -np.inf) for m in true})
+                regrets["popular-B"]["table"][b].append(pick_regret(true, ranking, b, sign=sign))
         for name, settings in REPLAY_VARIANTS.items():
             if names and not any(n in name for n in names):
                 continue
@@ -522,6 +546,7 @@ def main() -> None:
     parser.add_argument(
         "--fold", type=int, default=0, help="only this fold (1-based, folds of 10 in target order): runs side by side"
     )
+    parser.add_argument("--library", help="with --replay of a dump written mid-run: its library, for popular-B")
     parser.add_argument("--save", type=Path, help="with --replay: folder for each dump's regret per target (JSON)")
     parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
     parser.add_argument(
@@ -543,7 +568,7 @@ def main() -> None:
     if args.replay:
         for path in args.replay:
             started = time.perf_counter()
-            replayed = replay(path, budgets, args.only)
+            replayed = replay(path, budgets, args.only, _library(args.library) if args.library else None)
             if args.save is not None:
                 args.save.mkdir(parents=True, exist_ok=True)
                 (args.save / f"{path.stem}.json").write_text(json.dumps(replayed))
