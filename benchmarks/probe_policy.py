@@ -20,7 +20,9 @@ Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+import json
 import pickle
 import time
 from collections import defaultdict
@@ -53,8 +55,28 @@ def _library(name: str) -> Path:
     return path if path.exists() else ROOT / "modsnet" / "libraries" / name
 
 
+def validation_targets(library: Path, count: int, *, seed: int = 1) -> list[str]:
+    """`count` datasets of the library that are not among the evaluation's default targets, drawn by `seed`: held out
+    in folds of 10 as the default targets are, they choose a policy's variant with the served estimator itself (the
+    pseudo-targets have no estimator, so they cannot judge the served pick) without looking at the test targets."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    tested = set(evaluation.default_targets(snapshot, seed=0))
+    counts: dict[str, int] = defaultdict(int)
+    for r in snapshot.interactions:
+        counts[r.dataset_id] += 1
+    eligible = sorted(d for d, n in counts.items() if n >= evaluation.MIN_RECORDS and d not in tested)
+    chosen = np.random.default_rng(seed).choice(len(eligible), min(count, len(eligible)), replace=False)
+    return sorted(eligible[i] for i in chosen)
+
+
 def run(
-    library: Path, budgets: tuple[int, ...], knn: bool, dump: Path | None = None, *, variants_too: bool = True
+    library: Path,
+    budgets: tuple[int, ...],
+    knn: bool,
+    dump: Path | None = None,
+    *,
+    variants_too: bool = True,
+    targets: list[str] | None = None,
 ) -> tuple[dict[str, dict[int, float]], int]:
     regrets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     cases: list[dict[str, Any]] = []  # with --dump: what a replay of the policies needs, per target
@@ -141,7 +163,11 @@ def run(
     evaluation._decision_rankings = with_variants  # type: ignore[assignment]
     try:
         report = evaluation.evaluate(
-            read_bundle(library), methods=["modsnet", "popularity"], budgets=(0, *budgets), fold_size=10
+            read_bundle(library),
+            methods=["modsnet", "popularity"],
+            budgets=(0, *budgets),
+            fold_size=10,
+            targets=targets,
         )
     finally:
         evaluation._decision_rankings = product
@@ -164,13 +190,15 @@ def run(
 class Replayed:
     """One fitted fold's estimator, as the policy sees it, from a --dump: the cold scores and the selector's batch
     of one target, the fold's behaviour matrix, and (where it pickled) the real estimator for predictions with
-    probes. Replaying a policy then costs no fit."""
+    probes. Replaying a policy then costs no fit. With the estimator, the policy's σ is its own
+    (`score_for_policy`, as the search's policy reads it), not the shown σ the dump saved."""
 
     def __init__(self, fold: dict[str, Any], case: dict[str, Any], estimator: Any = None):
         self.model_ids, self.sign, self._behaviour = fold["model_ids"], fold["sign"], fold["behaviour"]
         self.case, self.estimator = case, estimator
         if self._behaviour is None:
             del self.behaviour  # no library behaviour: the policy re-predicts, which needs the estimator
+        self._policy_cold: Scored | None = None
 
     def behaviour(self) -> np.ndarray:
         return self._behaviour
@@ -186,6 +214,16 @@ class Replayed:
             raise RuntimeError("this dump has no estimator to predict with probes")
         return self.estimator.score_all(features, known_dataset=known_dataset, probes=probes)
 
+    def score_for_policy(self, features, *, known_dataset=None, probes=()):  # type: ignore[no-untyped-def]
+        own = getattr(self.estimator, "score_for_policy", None)
+        if own is None:
+            return self.score_all(features, known_dataset=known_dataset, probes=probes)
+        if probes:
+            return own(features, known_dataset=known_dataset, probes=probes)
+        if self._policy_cold is None:  # the cold one is asked for at every step: once per target
+            self._policy_cold = own(features, known_dataset=known_dataset, probes=())
+        return self._policy_cold
+
 
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "info-1, greedy conditioned (level 0.5): the served policy": {"informative": 1},
@@ -197,12 +235,36 @@ REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
     "info-1, by expected improvement (level 0.5)": {"informative": 1, "by_gain": True},
     "info-1, by expected improvement (level 0)": {"informative": 1, "by_gain": True, "level": 0.0},
+    "info-1, greedy re-predicted": {"informative": 1, "condition": False},
+    "info-0, greedy re-predicted": {"informative": 0, "condition": False},
 }
 
 
-def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dict[str, dict[str, dict[int, float]]]:
-    """Every REPLAY_VARIANTS policy on a --dump, with two final picks: the estimator's prediction with the
-    probes (what the search serves) and the policy's conditioned prediction. Returns policy -> pick -> B -> mean."""
+def _popular_rankings(library: Path, folds: list[tuple[str, ...]]) -> dict[str, dict[str, float]]:
+    """popular-B's ranking of each target of `folds` as the evaluation ranks it (a model's mean z over the fold's
+    training datasets), for a dump written mid-run, which has no decision table."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(library))
+    out: dict[str, dict[str, float]] = {}
+    for fold in folds:
+        hidden = set(fold)
+        train = dataclasses.replace(
+            snapshot, interactions=[r for r in snapshot.interactions if r.dataset_id not in hidden]
+        )
+        _, model_ids, z = evaluation.z_scores(train)
+        has = ~np.isnan(z)
+        mean = np.where(has, z, 0.0).sum(axis=0) / np.maximum(has.sum(axis=0), 1)
+        sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
+        for target in fold:
+            out[target] = {m: sign * float(v) for m, v in zip(model_ids, mean, strict=True)}
+    return out
+
+
+def replay(
+    path: Path, budgets: tuple[int, ...], names: list[str] | None, library: Path | None = None
+) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """Every REPLAY_VARIANTS policy on a --dump, with its final picks: the estimator's prediction with the probes
+    (what the search serves), the policy's conditioned prediction, and variants of them. Returns policy -> pick ->
+    B -> regret per target, in the dump's target order."""
     with path.open("rb") as source:
         dump = pickle.load(source)
     estimators = {key: pickle.loads(f["estimator"]) if "estimator" in f else None for key, f in dump["folds"].items()}
@@ -210,6 +272,7 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
     # A dump written while its run was going (after each fold) has no decision table yet: no such rows.
     decisions = dump["decisions"] or {}
     popular, product = decisions.get(POPULAR), decisions.get(MODSNET)
+    ranked = _popular_rankings(library, list(dump["folds"])) if popular is None and library is not None else {}
     for case in dump["cases"]:
         fold, target = dump["folds"][case["fold"]], case["target"]
         model = Replayed(fold, case, estimators[case["fold"]])
@@ -219,6 +282,9 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
             if popular is not None and product is not None:
                 regrets["popular-B"]["table"][b].append(popular[str(b)][target])
                 regrets["product (modsnet row of the dump)"]["table"][b].append(product[str(b)][target])
+            elif target in ranked:
+                ranking = Ranking({m: ranked[target].get(m, -np.inf) for m in true})
+                regrets["popular-B"]["table"][b].append(pick_regret(true, ranking, b, sign=sign))
         for name, settings in REPLAY_VARIANTS.items():
             if names and not any(n in name for n in names):
                 continue
@@ -266,20 +332,31 @@ def replay(path: Path, budgets: tuple[int, ...], names: list[str] | None) -> dic
                     level=settings.get("level", policy.LEVEL),
                 )
                 picks["conditioned"] = mean
+                if "served" in picks:  # two predictors that err apart (probe edges vs the library's correlations)
+                    picks["served and conditioned, averaged"] = (picks["served"] + mean) / 2.0
                 if best is not None:
                     picks["conditioned, by expected improvement"] = _by_gain(mean, sd, best)
                 for pick, vector in picks.items():
                     ranking = Ranking({m: float(vector[index[m]]) for m in true if m in index}, probed)
                     regrets[name][pick][b].append(pick_regret(true, ranking, b, sign=sign))
-    return {
-        name: {pick: {b: float(np.mean(v)) for b, v in per.items()} for pick, per in picks.items()}
-        for name, picks in regrets.items()
-    }
+    return {name: {pick: dict(per) for pick, per in picks.items()} for name, picks in regrets.items()}
+
+
+SERVED_POLICY = next(iter(REPLAY_VARIANTS))
+
+
+def _wins(mine: list[float], theirs: list[float]) -> str:
+    """Targets where `mine` ends better / worse than `theirs` (ties in neither)."""
+    better = sum(a < b - 1e-12 for a, b in zip(mine, theirs, strict=True))
+    worse = sum(a > b + 1e-12 for a, b in zip(mine, theirs, strict=True))
+    return f"{better}↑ {worse}↓"
 
 
 def _measured(true: dict[str, float], target: str, model_ids: list[str]) -> list[ProbeRecord]:
-    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's)."""
-    return [ProbeRecord(m, target, MEASURED, true[m]) for m in model_ids if m in true]
+    """The true scores of `model_ids` on the target as measured probes (a replay's or a pseudo-target's), exact
+    (`whole`): every library's probes read what it records (TabZoo's since its probes sample as its records did;
+    XRDZoo's and OBOE's always), and the evaluation takes them as exact (`Fold.whole`, `probed_whole`)."""
+    return [ProbeRecord(m, target, MEASURED, true[m], whole=True) for m in model_ids if m in true]
 
 
 def _by_gain(mean: np.ndarray, sd: Any, best: float) -> np.ndarray:
@@ -346,14 +423,14 @@ def _simulate_by_gain(
     taken: list[ProbeRecord] = []
     if informative:
         batch = model.select_probes(features or {}, known_dataset=target, budget=informative, among=among)
-        taken = [ProbeRecord(m, target or "pseudo", MEASURED, true[m]) for m in batch if m in true][:budget]
+        taken = _measured(true, target or "pseudo", [m for m in batch if m in true][:budget])
     while len(taken) < min(budget, len(allowed)):
         mean, sd, _ = policy._predicted(model, features or {}, target, taken, index, condition=True, level=level)
         best = policy._best_measured(taken, model.sign)
         value = mean if best is None else _by_gain(mean, sd, best)
         done = {p.model_id for p in taken}
         pick = max((m for m in allowed if m not in done), key=lambda m: (value[index[m]], -index[m]))
-        taken.append(ProbeRecord(pick, target or "pseudo", MEASURED, true[pick]))
+        taken.extend(_measured(true, target or "pseudo", [pick]))
     return taken
 
 
@@ -466,7 +543,18 @@ def main() -> None:
     parser.add_argument(
         "--pseudo", nargs="+", type=Path, help="dump files or libraries: PSEUDO_VARIANTS on training datasets"
     )
+    parser.add_argument(
+        "--fold", type=int, default=0, help="only this fold (1-based, folds of 10 in target order): runs side by side"
+    )
+    parser.add_argument("--library", help="with --replay of a dump written mid-run: its library, for popular-B")
+    parser.add_argument("--save", type=Path, help="with --replay: folder for each dump's regret per target (JSON)")
     parser.add_argument("--per-fold", type=int, default=20, help="with --pseudo: pseudo-targets per fold")
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="hold out this many datasets that are not evaluation targets (validation_targets), not the targets",
+    )
     args = parser.parse_args()
     budgets = tuple(args.budgets)
     if args.pseudo:
@@ -480,17 +568,32 @@ def main() -> None:
     if args.replay:
         for path in args.replay:
             started = time.perf_counter()
-            replayed = replay(path, budgets, args.only)
-            popular: dict[int, float] = replayed["popular-B"]["table"] if "popular-B" in replayed else {}
+            replayed = replay(path, budgets, args.only, _library(args.library) if args.library else None)
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / f"{path.stem}.json").write_text(json.dumps(replayed))
+            means = {
+                n: {p: {b: float(np.mean(v)) for b, v in per.items()} for p, per in ps.items()}
+                for n, ps in replayed.items()
+            }
+            popular: dict[int, float] = means["popular-B"]["table"] if "popular-B" in means else {}
+            served = replayed.get(SERVED_POLICY, {}).get("served", {})
             shown = (0, *budgets)
             print(
-                f"\n{path.stem}: regret after B measurements (ratio to popular-B), final pick served or conditioned\n"
+                f"\n{path.stem}: regret after B measurements (ratio to popular-B; targets better / worse than the "
+                "served policy), by final pick\n"
             )
             print("| policy | final pick | " + " | ".join(f"B={b}" for b in shown) + " |")
             print("|---|---|" + "---:|" * len(shown))
-            for name, picks in replayed.items():
-                for pick, means in picks.items():
-                    print(f"| {name} | {pick} | " + " | ".join(_cell(means, popular, b) for b in shown) + " |")
+            for name, picks in means.items():
+                for pick, row in picks.items():
+                    cells = []
+                    for b in shown:
+                        cell = _cell(row, popular, b)
+                        if b in served and b in replayed[name][pick] and b in row:
+                            cell += f" {_wins(replayed[name][pick][b], served[b])}"
+                        cells.append(cell)
+                    print(f"| {name} | {pick} | " + " | ".join(cells) + " |")
             print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
         return
     for name in args.libraries:
@@ -498,8 +601,15 @@ def main() -> None:
         dump = None
         if args.dump is not None:
             args.dump.mkdir(parents=True, exist_ok=True)
-            dump = args.dump / f"{Path(name).name}.pkl"
-        table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants)
+            suffix = ("-validation" if args.validation else "") + (f"-fold{args.fold}" if args.fold else "")
+            dump = args.dump / f"{Path(name).name}{suffix}.pkl"
+        chosen = validation_targets(_library(name), args.validation) if args.validation else None
+        if args.fold:  # the evaluation's own folds of 10 (`evaluation._folds`), one of them
+            if chosen is None:
+                snapshot, _ = evaluation.graph_from_bundle(read_bundle(_library(name)))
+                chosen = evaluation.default_targets(snapshot, seed=0)
+            chosen = evaluation._folds(chosen, 10)[args.fold - 1]
+        table, targets = run(_library(name), budgets, args.knn, dump, variants_too=not args.no_variants, targets=chosen)
         title = f"{name}: {targets} targets, mean regret after B measurements (ratio to popular-B)"
         _print_table(title, table, budgets)
         print(f"\n({time.perf_counter() - started:.0f} s)", flush=True)
