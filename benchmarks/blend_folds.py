@@ -81,21 +81,33 @@ def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation
     return method
 
 
-def dump(name: str, bundle_dir: Path, into: Path, *, family_run: int = 1) -> None:
+def dump(
+    name: str,
+    bundle_dir: Path,
+    into: Path,
+    *,
+    family_run: int = 1,
+    published: Path | None = None,
+    decisions: bool = True,
+) -> None:
     """The evaluation of `modsnet popularity knn` (as `python -m services.recommender.evaluation` runs it, decision
-    table too): its table printed, its JSON and the recorded folds kept in `into`."""
+    table too unless not `decisions`): its table printed, its JSON and the recorded folds kept in `into`.
+    `published`: the shared data's root, for a library with a published table (TransferGraph): its targets, as the
+    evaluation CLI picks them with `--shared-data`, and its row in the table."""
     bundle = read_bundle(bundle_dir)
     snapshot, _ = evaluation.graph_from_bundle(bundle)
-    targets = evaluation.default_targets(snapshot)
+    published_dir = evaluation.published_dir_for(bundle.name, published) if published is not None else None
+    targets = evaluation.default_targets(snapshot, published_dir=published_dir)
     store: list[dict[str, Any]] = []
     start = time.perf_counter()
     report = evaluation.evaluate(
         bundle,
-        methods=["modsnet", "popularity", "knn"],
+        methods=["modsnet", "popularity", "knn", *(["published"] if published_dir is not None else [])],
         targets=targets,
         fold_size=10 if len(targets) > 20 else 1,
         extra_methods={"modsnet": recording_method(store, family_run)},
-        budgets=BUDGETS,
+        budgets=BUDGETS if decisions else (),
+        published_dir=published_dir,
     )
     print(report.to_table(), flush=True)
     print(f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -189,6 +201,10 @@ def main() -> int:
         "--family-run", type=int, default=1, help="dump: pseudo-targets hidden by runs of this many ids (served: 1)"
     )
     parser.add_argument("--detail", action="store_true", help="replay: each target too far under popularity")
+    parser.add_argument(
+        "--published", action="store_true", help="dump: the published table's targets (TransferGraph), as the CLI's"
+    )
+    parser.add_argument("--no-decisions", action="store_true", help="dump: without the decision table (faster)")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
     if args.replay is not None:
@@ -197,7 +213,14 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as folder:
         for name in args.libraries:
-            dump(name, bundle_path(name, args.shared_data, Path(folder)), args.dump, family_run=args.family_run)
+            dump(
+                name,
+                bundle_path(name, args.shared_data, Path(folder)),
+                args.dump,
+                family_run=args.family_run,
+                published=args.shared_data if args.published else None,
+                decisions=not args.no_decisions,
+            )
     return 0
 
 
