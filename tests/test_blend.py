@@ -154,8 +154,12 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
 
     train, whole, test = planted
     served = fit_blend(train, KnnPopularityEstimator)
-    # Without a residual scale (`test_a_probed_querys_shown_sigma_follows_its_own_probes` has it).
-    served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5, residual_scale=None)
+    # Without a residual scale (`test_a_probed_querys_shown_sigma_follows_its_own_probes` has it), nor shown scales
+    # apart (the σ level's, `test_the_sigma_level_moves_the_shown_intervals_only`): the policy's scales shown.
+    served.blend = dataclasses.replace(
+        served.blend, interval_scale=2.0, probed_interval_scale=0.5, residual_scale=None, shown_interval_scale=None,
+        shown_probed_interval_scale=None,
+    )  # fmt: skip
     features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
     probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
     with_probe = served.score_all(features, known_dataset=test[0], probes=probe)
@@ -278,7 +282,8 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     folds = [sorted(f) for f in (*holdout_folds(grouped), *group_holdout(grouped))]
     assert hidden == [*folds, []]  # the random fifth, 3 by whole sources, the served fit
     assert calibration_folds(grouped) == (holdout_folds(grouped), group_holdout(grouped))
-    alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False).blend
+    # (The shown scales at the served fit's σ level apart: `test_the_sigma_level_moves_the_shown_intervals_only`.)
+    alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False, shown_at_served_level=False).blend
     assert alone.shown_interval_scale is None and alone.shown_probed_interval_scale is None
     shown = served.blend
     # The residual scale of a probed query is learned where the shown scales are (here: on whole sources).
@@ -289,7 +294,8 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     assert served.interval_scale == shown.shown_interval_scale
     assert BlendWeights.from_dict(shown.to_dict()) == shown  # a checkpoint keeps them
     # Without sources, nothing is learned apart and no fit is added.
-    assert calibration_folds(train)[1] == [] and fit_blend(train, KnnPopularityEstimator).blend == alone
+    assert calibration_folds(train)[1] == []
+    assert fit_blend(train, KnnPopularityEstimator, shown_at_served_level=False).blend == alone
     # Weights already learned on whole sources: the shown intervals are theirs, no fit added.
     assert calibration_folds(grouped, by_group=True) == (group_holdout(grouped), [])
 
