@@ -33,6 +33,11 @@ A probed query's shown σ is further scaled by its own probes' residuals against
 (`ResidualScale`, learned on the same pseudo-targets; none where they show the probes tell nothing): a dataset's
 difficulty measured, not assumed (TransferGraph without features, 5 probes: coverage 0.851 -> 0.823 text,
 0.721 -> 0.774 image; docs/benchmarks-decisions.md, "Intervals scaled by the query's probes").
+
+The shown scales (and the residual scale) are learned with every pseudo-target's σ put on the served fit's σ
+level (`at_served_level`): each member's mean σ for the library's mean query, in the served fit over the fit that
+held the target out. The calibration fits train on fewer datasets, and the GNN ensemble's σ shrinks with more
+while its errors on a new dataset do not, so a scale learned at their σ is too small served.
 """
 
 from __future__ import annotations
