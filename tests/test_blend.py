@@ -25,10 +25,13 @@ from services.recommender.estimators.blend import (
     BlendWeights,
     PseudoTarget,
     ResidualScale,
+    at_served_level,
     calibration_folds,
     fit_blend,
     learn_residual_scale,
     learn_weights,
+    level_factors,
+    reference_query,
     shown_scales,
     simplex_grid,
     target_probe_ratios,
@@ -151,8 +154,12 @@ def test_a_probed_query_gets_the_sigma_scale_of_the_probed_residuals(planted) ->
 
     train, whole, test = planted
     served = fit_blend(train, KnnPopularityEstimator)
-    # Without a residual scale (`test_a_probed_querys_shown_sigma_follows_its_own_probes` has it).
-    served.blend = dataclasses.replace(served.blend, interval_scale=2.0, probed_interval_scale=0.5, residual_scale=None)
+    # Without a residual scale (`test_a_probed_querys_shown_sigma_follows_its_own_probes` has it), nor shown scales
+    # apart (the σ level's, `test_the_sigma_level_moves_the_shown_intervals_only`): the policy's scales shown.
+    served.blend = dataclasses.replace(
+        served.blend, interval_scale=2.0, probed_interval_scale=0.5, residual_scale=None, shown_interval_scale=None,
+        shown_probed_interval_scale=None,
+    )  # fmt: skip
     features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
     probe = [ProbeRecord(served.model_ids[0], test[0], "score", 0.7)]
     with_probe = served.score_all(features, known_dataset=test[0], probes=probe)
@@ -275,7 +282,8 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     folds = [sorted(f) for f in (*holdout_folds(grouped), *group_holdout(grouped))]
     assert hidden == [*folds, []]  # the random fifth, 3 by whole sources, the served fit
     assert calibration_folds(grouped) == (holdout_folds(grouped), group_holdout(grouped))
-    alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False).blend
+    # (The shown scales at the served fit's σ level apart: `test_the_sigma_level_moves_the_shown_intervals_only`.)
+    alone = fit_blend(grouped, KnnPopularityEstimator, shown_by_group=False, shown_at_served_level=False).blend
     assert alone.shown_interval_scale is None and alone.shown_probed_interval_scale is None
     shown = served.blend
     # The residual scale of a probed query is learned where the shown scales are (here: on whole sources).
@@ -286,7 +294,8 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     assert served.interval_scale == shown.shown_interval_scale
     assert BlendWeights.from_dict(shown.to_dict()) == shown  # a checkpoint keeps them
     # Without sources, nothing is learned apart and no fit is added.
-    assert calibration_folds(train)[1] == [] and fit_blend(train, KnnPopularityEstimator).blend == alone
+    assert calibration_folds(train)[1] == []
+    assert fit_blend(train, KnnPopularityEstimator, shown_at_served_level=False).blend == alone
     # Weights already learned on whole sources: the shown intervals are theirs, no fit added.
     assert calibration_folds(grouped, by_group=True) == (group_holdout(grouped), [])
 
@@ -353,6 +362,92 @@ def test_the_shown_sigma_and_the_policys_sigma_scale_apart_and_the_policy_decide
         assert probed(shown) == before
     # The policy does read its σ: one that small stops probing after the selector's first pick.
     assert len(probed(dataclasses.replace(base, interval_scale=1e-6, probed_interval_scale=1e-6))) < len(before)
+
+
+def _levelled(targets: list[PseudoTarget], level: float) -> list[PseudoTarget]:
+    for t in targets:
+        t.level = np.full(len(t.sigma), level)
+    return targets
+
+
+def test_a_served_fit_of_half_the_calibration_fits_sigma_shows_twice_the_scale() -> None:
+    """The shown scales learned at the served fit's σ level: where the served fit's σ is half its calibration
+    fits', |residual| / σ learned at theirs is half what it is served, so the shown scales double (cold, probed
+    and the probes' residual scale); the policy's scales, learned on the targets as they are, do not move."""
+    targets = _levelled(_targets_of_differing_difficulty(0), 2.0)
+    blend = learn_weights(targets, ("knn", "popularity"), sign=1.0)
+    as_learned = shown_scales(blend, targets, floor=())
+    halved = at_served_level(targets, np.array([1.0, 1.0]))
+    served = shown_scales(blend, halved, floor=())
+    assert as_learned.shown_interval_scale == pytest.approx(blend.interval_scale)
+    assert served.shown_interval_scale == pytest.approx(2 * blend.interval_scale)
+    assert blend.probed_interval_scale is not None and served.shown_probed_interval_scale is not None
+    assert served.shown_probed_interval_scale == pytest.approx(2 * blend.probed_interval_scale)
+    assert (served.interval_scale, served.probed_interval_scale) == (blend.interval_scale, blend.probed_interval_scale)
+    residual, residual_served = learn_residual_scale(blend, targets), learn_residual_scale(blend, halved)
+    assert residual is not None and residual_served is not None
+    assert residual_served.power == residual.power and residual_served.reference == pytest.approx(
+        4 * residual.reference
+    )
+    assert residual_served.scale == pytest.approx(2 * residual.scale)
+    # The σ of the targets themselves is untouched (the weights and the policy learn on them).
+    assert all(t.sigma[0, 0] == 0.5 for t in targets) and all(t.sigma[0, 0] == 0.25 for t in halved)
+
+
+def test_a_degenerate_sigma_level_leaves_the_sigma_as_it_is() -> None:
+    assert level_factors(np.array([1.0, 2.0]), np.array([2.0, 1.0])) == pytest.approx([0.5, 2.0])
+    for served, level in (([0.0, 1.0], [1.0, 1.0]), ([1.0, 1.0], [0.0, -1.0]), ([math.nan, 1.0], [1.0, math.inf])):
+        assert level_factors(np.array(served), np.array(level)) == pytest.approx([1.0, 1.0])
+    assert level_factors(None, np.ones(2)) is None and level_factors(np.ones(2), None) is None
+    assert level_factors(np.ones(3), np.ones(2)) is None  # another blend's members
+    targets = _noisy_targets(1.0, 0)  # no level taken: as they are
+    assert at_served_level(targets, np.array([1.0, 1.0])) == targets
+    levelled = _levelled(_noisy_targets(1.0, 0), 0.0)
+    assert all(a is b for a, b in zip(at_served_level(levelled, np.array([1.0, 1.0])), levelled, strict=True))
+
+
+class Shrinking(KnnPopularityEstimator):
+    """The kNN with a σ that shrinks as it trains on more datasets (as the GNN ensemble's does): times 40 over
+    the number of scored datasets it fits on."""
+
+    def __init__(self, snapshot: Snapshot):
+        super().__init__(snapshot)
+        self.spread = 40 / len({r.dataset_id for r in snapshot.interactions})
+
+    def score_all(
+        self, features: dict[str, float], *, known_dataset: str | None = None, probes: Sequence[ProbeRecord] = ()
+    ) -> Scored:
+        s = super().score_all(features, known_dataset=known_dataset, probes=probes)
+        sigma = s.uncertainty * self.spread
+        return Scored(s.scores, sigma, lambda j: replace(s.build(j), uncertainty=float(sigma[j])))
+
+
+def test_the_sigma_level_moves_the_shown_intervals_only(planted) -> None:  # type: ignore[no-untyped-def]
+    """Served at its σ level, a blend whose served fit's σ is smaller than its calibration fits' shows wider
+    intervals; its weights, the policy's σ and every prediction stay as they were."""
+    train, whole, test = planted
+    levelled = fit_blend(train, Shrinking)
+    as_learned = fit_blend(train, Shrinking, shown_at_served_level=False)
+    drop = ("shown_interval_scale", "shown_probed_interval_scale", "residual_scale")
+    same = {k: v for k, v in levelled.blend.to_dict().items() if k not in drop}
+    assert same == {k: v for k, v in as_learned.blend.to_dict().items() if k not in drop}
+    assert as_learned.blend.shown_interval_scale is None  # no source groups: the policy's scale was shown
+    assert levelled.blend.shown_interval_scale is not None
+    # The served fit trains on every scored dataset, each calibration fit on four fifths: its σ is 0.8 of theirs.
+    assert levelled.blend.shown_interval_scale > 1.1 * levelled.blend.interval_scale
+    features = dataset_raw_features(next(d for d in whole.datasets if d.dataset_id == test[0]))
+    for probes in ([], [ProbeRecord(train.models[0].model_id, test[0], "score", 0.7)]):
+        answer, before = levelled.score_all(features, probes=probes), as_learned.score_all(features, probes=probes)
+        assert np.array_equal(answer.scores, before.scores)
+        assert np.all(answer.uncertainty >= before.uncertainty)
+        inner = levelled.score_for_policy(features, probes=probes)
+        inner_before = as_learned.score_for_policy(features, probes=probes)
+        assert np.array_equal(inner.scores, inner_before.scores)
+        assert np.array_equal(inner.uncertainty, inner_before.uncertainty)
+    assert levelled.blend.shown_scale_for(probed=False) > as_learned.blend.shown_scale_for(probed=False)
+    # The reference query every fit answers: the library's mean dataset.
+    query = reference_query(train)
+    assert query and all(math.isfinite(v) for v in query.values())
 
 
 def _targets_of_differing_difficulty(seed: int, count: int = 40) -> list[PseudoTarget]:

@@ -33,6 +33,11 @@ A probed query's shown σ is further scaled by its own probes' residuals against
 (`ResidualScale`, learned on the same pseudo-targets; none where they show the probes tell nothing): a dataset's
 difficulty measured, not assumed (TransferGraph without features, 5 probes: coverage 0.851 -> 0.823 text,
 0.721 -> 0.774 image; docs/benchmarks-decisions.md, "Intervals scaled by the query's probes").
+
+The shown scales (and the residual scale) are learned with every pseudo-target's σ put on the served fit's σ
+level (`at_served_level`): each member's mean σ for the library's mean query, in the served fit over the fit that
+held the target out. The calibration fits train on fewer datasets, and the GNN ensemble's σ shrinks with more
+while its errors on a new dataset do not, so a scale learned at their σ is too small served.
 """
 
 from __future__ import annotations
@@ -447,6 +452,8 @@ class PseudoTarget:
     scaled: np.ndarray | None = None
     scaled_sigma: np.ndarray | None = None
     scaled_probes: np.ndarray | None = None  # where the SCALE_PROBES measured models are among `truth`'s
+    # (members,): each member's σ level (`sigma_level`) in the fit that held this dataset out; None: not taken
+    level: np.ndarray | None = None
 
 
 def pseudo_target(
@@ -596,25 +603,42 @@ def cold_ratios(targets: Sequence[PseudoTarget], blend: BlendWeights) -> np.ndar
     return np.concatenate(out) if out else np.array([])
 
 
-def shown_scales(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> BlendWeights:
+def shown_scales(
+    blend: BlendWeights, targets: Sequence[PseudoTarget], *, floor: Sequence[PseudoTarget] | None = None
+) -> BlendWeights:
     """`blend` with the shown intervals' scales learned on `targets` (held out apart from those `blend` was
-    learned on), its weights and policy σ as they are; the probed one where enough of them were probed.
+    learned on, or the same ones with their σ put on the served fit's level, `at_served_level`), its weights and
+    policy σ as they are; the probed one where enough of them were probed.
 
-    Each is at least the policy's scale of its condition: `targets` hide whole sources, so they are no easier to
-    predict than the random fifth's one by one, and a smaller quantile from them is the noise of a few sources
-    (ImageZoo: 7, in 3 cross-fits; 3 of its 7 leave-one-source-out folds learned a smaller one; cold coverage
-    0.732 with the shown scales as learned, 0.777 with this floor, the same fits; docs/benchmarks-decisions.md,
-    "Intervals on every library")."""
+    Each is at least the scale of its condition on `floor` (None: the policy's scale; empty: no floor): where
+    `targets` hide whole sources, they are no easier to predict than the random fifth's one by one, and a
+    smaller quantile from them is the noise of a few sources (ImageZoo: 7, in 3 cross-fits; 3 of its 7
+    leave-one-source-out folds learned a smaller one; cold coverage 0.732 with the shown scales as learned,
+    0.777 with this floor, the same fits; docs/benchmarks-decisions.md, "Intervals on every library")."""
     if not targets:
         return blend
     probed = probed_ratios(targets, blend.probed)
-    cold = max(conformal_factor(cold_ratios(targets, blend)), blend.scale_for(probed=False))
-    with_probes = max(conformal_factor(probed), blend.scale_for(probed=True))
+    cold = conformal_factor(cold_ratios(targets, blend))
+    with_probes = conformal_factor(probed)
+    if floor is None:
+        least_cold, least_probed = blend.scale_for(probed=False), blend.scale_for(probed=True)
+    elif floor:
+        least_cold, least_probed = _policy_scales(blend, floor)
+    else:
+        least_cold = least_probed = 0.0
     return replace(
         blend,
-        shown_interval_scale=cold,
-        shown_probed_interval_scale=with_probes if len(probed) and _probed_enough(targets) else None,
+        shown_interval_scale=max(cold, least_cold),
+        shown_probed_interval_scale=max(with_probes, least_probed) if len(probed) and _probed_enough(targets) else None,
     )
+
+
+def _policy_scales(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> tuple[float, float]:
+    """The cold and probed scales `learn_weights` learns on `targets` with `blend`'s weights."""
+    cold = conformal_factor(cold_ratios(targets, blend))
+    if sum(t.probed is not None for t in targets) < MIN_REGIME // 2:
+        return cold, cold
+    return cold, conformal_factor(probed_ratios(targets, blend.probed))
 
 
 def _probed_enough(targets: Sequence[PseudoTarget]) -> bool:
@@ -715,13 +739,67 @@ def held_out_targets(
         primary = fit_primary(graph)
         members = member_names(primary)
         held = BlendedEstimator.assemble(primary, graph, BlendWeights.primary_only(members), neighbours=neighbours)
+        level = sigma_level(held, reference_query(snapshot))
         for dataset_id in sorted(hidden):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}
             target = pseudo_target(held, dataset_id, features, per_dataset[dataset_id], budgets=budgets)
             if target is not None:
+                target.level = level
                 targets.append(target)
     return targets, members
+
+
+def reference_query(snapshot: Snapshot) -> dict[str, float]:
+    """The library's mean query: each raw feature's mean over the datasets that have it (no features: the
+    featureless query). Every fit of the library, whatever it held out, answers it as a new dataset, so its σ
+    there compares the fits' σ levels (`sigma_level`)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for node in snapshot.datasets:
+        for key, value in dataset_raw_features(node).items():
+            if math.isfinite(value):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+    return {key: sums[key] / counts[key] for key in sorted(sums)}
+
+
+def sigma_level(estimator: BlendedEstimator, query: dict[str, float]) -> np.ndarray:
+    """Each member's mean σ over every model for `query` (`reference_query`), unscaled: the member's σ level in
+    this fit (the mean, so the blend's level is the weighted sum of the members')."""
+    scored = estimator.members_scored(query)
+    return np.array([float(np.mean(s.uncertainty)) if s is not None else math.nan for s in scored])
+
+
+def level_factors(served: np.ndarray | None, level: np.ndarray | None) -> np.ndarray | None:
+    """Each member's served σ level over a calibration fit's (None: either not taken); 1 where a level is zero,
+    negative or not finite (a member without σ, or a degenerate fit: its σ as it is)."""
+    if served is None or level is None or len(served) != len(level):
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.asarray(served, dtype=float) / np.asarray(level, dtype=float)
+    usable = (np.asarray(served) > 0) & (np.asarray(level) > 0) & np.isfinite(ratio) & (ratio > 0)
+    return np.where(usable, ratio, 1.0)
+
+
+def at_served_level(targets: Sequence[PseudoTarget], served: np.ndarray | None) -> list[PseudoTarget]:
+    """`targets` with each member's σ (cold, and with SCALE_PROBES measured) put on the served fit's level:
+    times the member's served level over that of the fit that held the target out (`level_factors`).
+
+    The calibration fits train on fewer datasets than the served fit, and the GNN ensemble's spread shrinks
+    with more training datasets while its errors on a new dataset do not (TransferGraph image without features:
+    the served fit's σ 0.72 of its calibration fits'), so |residual| / σ learned at their level is too small
+    served. For the shown scales only: the weights and the policy's σ are learned on `targets` as they are."""
+    out = []
+    for t in targets:
+        factors = level_factors(served, t.level)
+        if factors is None or np.all(factors == 1.0):
+            out.append(t)
+            continue
+        column = factors[:, None]
+        scaled_sigma = None if t.scaled_sigma is None else t.scaled_sigma * column
+        out.append(replace(t, sigma=t.sigma * column, scaled_sigma=scaled_sigma))
+    return out
 
 
 def fit_blend(
@@ -733,6 +811,7 @@ def fit_blend(
     family_run: int = 1,
     by_group: bool = False,
     shown_by_group: bool = True,
+    shown_at_served_level: bool = True,
 ) -> BlendedEstimator:
     """The served estimator of `snapshot`: `fit_primary` once per calibration fold (its hidden datasets are the
     pseudo-targets the weights and σ are learned on), then once on everything.
@@ -749,7 +828,13 @@ def fit_blend(
     in `CROSS_FOLDS` more fits (`shown_scales`), and keeps the weights and the σ the policy conditions on from
     the folds above: a query from a source the library lacks gets intervals as wide as its errors (TextZoo cold
     coverage 0.739 -> 0.755; ImageZoo, the shown scale no smaller than the policy's, 0.732 -> 0.777) while every
-    ranking and probing decision stays as it was."""
+    ranking and probing decision stays as it was.
+
+    `shown_at_served_level` (served): the shown scales are learned with the pseudo-targets' σ put on the served
+    fit's level (`at_served_level`): its GNN trains on every dataset, its calibration fits on fewer, and its σ is
+    smaller while its errors on a new dataset are not (TransferGraph image without features, cold: coverage
+    0.593 with the scale learned at the calibration fits' level; docs/benchmarks-decisions.md, "Intervals on
+    TransferGraph without features"). The policy's σ and every prediction stay as they were."""
     per_dataset = scores_by_dataset(snapshot)
     folds, shown_folds = calibration_folds(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
@@ -761,11 +846,20 @@ def fit_blend(
     )
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
-    blend = shown_scales(learn_weights(targets, members or member_names(primary), sign=sign), shown)
+    blend = learn_weights(targets, members or member_names(primary), sign=sign)
+    served = BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)
+    if shown_at_served_level:
+        # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
+        # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
+        level = sigma_level(served, reference_query(snapshot))
+        targets, shown = at_served_level(targets, level), at_served_level(shown, level)
+        blend = shown_scales(blend, shown, floor=targets) if shown else shown_scales(blend, targets, floor=())
+    else:
+        blend = shown_scales(blend, shown)
     # The probed query's shown σ by its own probes, learned where the shown scales are (see `shown_scales`).
     residual = learn_residual_scale(blend, shown or targets, floor=targets if shown else ())
-    blend = replace(blend, residual_scale=residual)
-    return BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)
+    served.blend = replace(blend, residual_scale=residual)
+    return served
 
 
 def calibration_folds(
