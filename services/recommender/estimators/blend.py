@@ -574,10 +574,8 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
             near, far = halves["near"], halves["far"]
     with_probes = [(t.probed_truth, t.probed) for t in targets if t.probed is not None]
     probed = near
-    probed_scale = None  # too few probed pseudo-targets: a probed query's σ takes the cold scale
     if len(with_probes) >= MIN_REGIME // 2:
         probed = _choose(grid, objective(grid, with_probes, sign=sign, popularity=popularity))  # type: ignore[arg-type]
-        probed_scale = conformal_factor(probed_ratios(targets, probed))
     blended_pearson = []
     for t in targets:
         w = np.array(far if t.distance > threshold else near)
@@ -587,8 +585,9 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
         for i, name in enumerate(members)
     }
     validation["blend"] = float(np.mean(blended_pearson))
-    blend = BlendWeights(members, near, far, probed, threshold, 1.0, len(targets), validation, probed_scale)
-    return replace(blend, interval_scale=conformal_factor(cold_ratios(targets, blend)))
+    blend = BlendWeights(members, near, far, probed, threshold, 1.0, len(targets), validation, None)
+    cold_scale, probed_scale = _policy_scales(blend, targets)
+    return replace(blend, interval_scale=cold_scale, probed_interval_scale=probed_scale)
 
 
 def cold_ratios(targets: Sequence[PseudoTarget], blend: BlendWeights) -> np.ndarray:
@@ -623,7 +622,8 @@ def shown_scales(
     if floor is None:
         least_cold, least_probed = blend.scale_for(probed=False), blend.scale_for(probed=True)
     elif floor:
-        least_cold, least_probed = _policy_scales(blend, floor)
+        least_cold, probed_floor = _policy_scales(blend, floor)
+        least_probed = least_cold if probed_floor is None else probed_floor
     else:
         least_cold = least_probed = 0.0
     return replace(
@@ -633,11 +633,12 @@ def shown_scales(
     )
 
 
-def _policy_scales(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> tuple[float, float]:
-    """The cold and probed scales `learn_weights` learns on `targets` with `blend`'s weights."""
+def _policy_scales(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> tuple[float, float | None]:
+    """The policy's cold and probed σ scales on `targets` with `blend`'s weights; the probed one None where too
+    few of them were probed (a probed query's σ then takes the cold scale)."""
     cold = conformal_factor(cold_ratios(targets, blend))
     if sum(t.probed is not None for t in targets) < MIN_REGIME // 2:
-        return cold, cold
+        return cold, None
     return cold, conformal_factor(probed_ratios(targets, blend.probed))
 
 
@@ -734,12 +735,13 @@ def held_out_targets(
     records = interaction_columns_of(snapshot)
     targets: list[PseudoTarget] = []
     members: tuple[str, ...] = ()
+    reference = reference_query(snapshot)
     for hidden in folds:
         graph = replace(snapshot, interactions=records.without_datasets(set(hidden)))
         primary = fit_primary(graph)
         members = member_names(primary)
         held = BlendedEstimator.assemble(primary, graph, BlendWeights.primary_only(members), neighbours=neighbours)
-        level = sigma_level(held, reference_query(snapshot))
+        level = sigma_level(held, reference)
         for dataset_id in sorted(hidden):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}
