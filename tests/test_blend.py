@@ -28,11 +28,13 @@ from services.recommender.estimators.blend import (
     at_served_level,
     calibration_folds,
     fit_blend,
+    held_out_targets,
     learn_residual_scale,
     learn_weights,
     level_factors,
     reference_query,
     shown_scales,
+    sigma_level,
     simplex_grid,
     target_probe_ratios,
 )
@@ -448,6 +450,29 @@ def test_the_sigma_level_moves_the_shown_intervals_only(planted) -> None:  # typ
     # The reference query every fit answers: the library's mean dataset.
     query = reference_query(train)
     assert query and all(math.isfinite(v) for v in query.values())
+
+
+class Growing(Shrinking):
+    """The kNN with a σ that grows as it trains on more datasets: the served fit's σ level above its
+    calibration fits'."""
+
+    def __init__(self, snapshot: Snapshot):
+        super().__init__(snapshot)
+        self.spread = len({r.dataset_id for r in snapshot.interactions}) / 40
+
+
+def test_a_served_sigma_level_above_the_calibration_fits_never_narrows_the_shown_intervals(planted) -> None:  # type: ignore[no-untyped-def]
+    """The level argument only says a served σ is too small: where the served fit's σ is the larger, the shown
+    scales stay at least the policy's (TransferGraph text with features: cold coverage 0.679 -> 0.626 without)."""
+    train, _, _ = planted
+    levelled = fit_blend(train, Growing).blend
+    assert levelled.shown_scale_for(probed=False) == pytest.approx(levelled.interval_scale)
+    assert levelled.shown_scale_for(probed=True) >= levelled.scale_for(probed=True) - 1e-12
+    # Unfloored, the scale learned at the served level would be below the policy's.
+    targets, _ = held_out_targets(train, Growing, calibration_folds(train)[0])
+    level = sigma_level(fit_blend(train, Growing, shown_at_served_level=False), reference_query(train))
+    unfloored = shown_scales(levelled, at_served_level(targets, level), floor=())
+    assert unfloored.shown_interval_scale is not None and unfloored.shown_interval_scale < levelled.interval_scale
 
 
 def _targets_of_differing_difficulty(seed: int, count: int = 40) -> list[PseudoTarget]:
