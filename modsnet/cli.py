@@ -481,6 +481,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         forwarded += ["--no-features"] * args.no_features
         forwarded += ["--probes-as-records"] * args.probes_as_records
         forwarded += ["--uncorrected-probes"] * args.uncorrected_probes
+        forwarded += ["--contiguous-folds"] * args.contiguous_folds
         # The report is kept in storage as the library's latest: the web app's evaluation view charts it.
         return evaluation.main(
             forwarded, on_report=lambda report: client.store_evaluation(args.library, report.to_json())
@@ -697,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--uncorrected-probes", action="store_true", help="decision table: sample probes taken without the correction"
+    )
+    evaluate.add_argument(
+        "--contiguous-folds", action="store_true", help="folds of consecutive targets (families at once)"
     )
     evaluate.add_argument(
         "--budgets",

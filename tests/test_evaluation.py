@@ -377,3 +377,14 @@ def test_the_knns_scale_is_learned_on_datasets_hidden_as_its_fold_hides_targets(
     assert [held] != holdout_folds(served, run=FAMILY_RUN) and [held] != [sorted(f) for f in holdout_folds(served)]
     held, served = hidden_by_calibration(["d0"])
     assert [held] == [sorted(f) for f in holdout_folds(served)]
+
+
+def test_folds_interleave_the_sorted_targets_unless_asked_for_runs() -> None:
+    """A fold of the default evaluation spreads its targets over the sorted ids, as leave-one-dataset-out's are
+    spread; runs of consecutive ids (a family at once in TabZoo and XRDZoo) only when asked."""
+    targets = [f"t{i:02d}" for i in range(23)]
+    interleaved = evaluation._folds(targets, 10)
+    assert interleaved == [targets[0::3], targets[1::3], targets[2::3]]
+    assert sorted(t for fold in interleaved for t in fold) == targets
+    assert evaluation._folds(targets, 10, contiguous=True) == [targets[:10], targets[10:20], targets[20:]]
+    assert evaluation._folds(targets, 1) == [[t] for t in targets]
