@@ -836,7 +836,9 @@ def fit_blend(
     fit's level (`at_served_level`): its GNN trains on every dataset, its calibration fits on fewer, and its σ is
     smaller while its errors on a new dataset are not (TransferGraph image without features, cold: coverage
     0.593 with the scale learned at the calibration fits' level; docs/benchmarks-decisions.md, "Intervals on
-    TransferGraph without features"). The policy's σ and every prediction stay as they were."""
+    TransferGraph without features"). The policy's σ and every prediction stay as they were. Without source
+    groups the shown scales are no smaller than the policy's: a served σ level above the calibration fits' is no
+    sign of smaller errors."""
     per_dataset = scores_by_dataset(snapshot)
     folds, shown_folds = calibration_folds(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
