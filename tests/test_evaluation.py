@@ -388,3 +388,15 @@ def test_folds_interleave_the_sorted_targets_unless_asked_for_runs() -> None:
     assert sorted(t for fold in interleaved for t in fold) == targets
     assert evaluation._folds(targets, 10, contiguous=True) == [targets[:10], targets[10:20], targets[20:]]
     assert evaluation._folds(targets, 1) == [[t] for t in targets]
+
+
+def test_the_report_says_how_its_folds_hid_the_targets(tmp_path: Path) -> None:
+    bundle = read_bundle(write_library(tmp_path / "lib", n_datasets=12, n_models=5))
+    targets = sorted(d["dataset_id"] for d in bundle.datasets.rows)[:6]
+    interleaved = evaluate(bundle, methods=["popularity"], targets=targets, fold_size=3)
+    assert interleaved.folds == 2 and interleaved.fold_rule == "targets hidden in interleaved folds"
+    assert "2 fits per method (targets hidden in interleaved folds)" in interleaved.to_table().splitlines()[0]
+    assert json.loads(interleaved.to_json())["fold_rule"] == interleaved.fold_rule
+    runs = evaluate(bundle, methods=["popularity"], targets=targets, fold_size=3, contiguous_folds=True)
+    assert runs.fold_rule == "targets hidden in runs of consecutive ids"
+    assert evaluate(bundle, methods=["popularity"], targets=targets).fold_rule == "one target hidden at a time"

@@ -518,6 +518,7 @@ class EvaluationReport:
     results: list[MethodResult]
     folds: int
     decisions: DecisionTable | None = None
+    fold_rule: str = ""  # how the folds hid the targets: one by one, interleaved, contiguous, by a column's groups
 
     def to_json(self) -> str:
         """One object per method: its means, its per-target values, its cost."""
@@ -527,6 +528,7 @@ class EvaluationReport:
                 "with_probes": self.with_probes,
                 "probe_budget": self.probe_budget if self.with_probes else 0,
                 "folds": self.folds,
+                "fold_rule": self.fold_rule,
                 "targets": self.targets,
                 "methods": [
                     {
@@ -566,7 +568,8 @@ class EvaluationReport:
     def to_table(self, *, per_target: bool = False) -> str:
         """Means per method as a fixed-width table (and optionally each target's rows)."""
         setting = f"with probes (budget {self.probe_budget})" if self.with_probes else "cold start"
-        lines = [f"{self.library}: {len(self.targets)} targets, {setting}, {self.folds} fits per method"]
+        rule = f" ({self.fold_rule})" if self.fold_rule else ""
+        lines = [f"{self.library}: {len(self.targets)} targets, {setting}, {self.folds} fits per method{rule}"]
         header = f"{'method':<12} {'n':>3} " + " ".join(f"{m:>12}" for m in METRICS) + f" {'seconds':>9}"
         lines.append(header)
         for r in self.results:
@@ -859,9 +862,16 @@ def evaluate(
             budgets=deciding,
             higher_is_better=higher,
         )
+    if group_by:
+        rule = f"each {group_by} hidden at once"
+    elif len(folds) == len(targets):
+        rule = "one target hidden at a time"
+    else:
+        rule = f"targets hidden in {'runs of consecutive ids' if contiguous_folds else 'interleaved folds'}"
     return EvaluationReport(
-        snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds), decisions=decisions
-    )
+        snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds), decisions=decisions,
+        fold_rule=rule,
+    )  # fmt: skip
 
 
 def _truth(records: Mapping[str, Mapping[str, list[InteractionRecord]]]) -> dict[str, dict[str, float]]:
