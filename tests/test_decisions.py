@@ -76,6 +76,20 @@ def test_the_table_has_every_strategy_budget_and_target_with_wins_and_the_worst_
     assert table.to_dict()["mean"][MODSNET]["3"] == pytest.approx(0.05)
 
 
+def test_a_strategy_with_fewer_targets_is_compared_on_its_own_targets() -> None:
+    """Where the adaptive run measured only some targets (TransferGraph: probes that are LogME on the others), its
+    mean says how many it covers and popular-B's mean on those same targets, not popular-B's whole row."""
+    truth = {"t1": TRUE, "t2": {"a": 0.2, "b": 0.3, "c": 0.9, "d": 0.8}}
+    popularity = {"d": 1.0, "c": 0.5, "b": 0.0, "a": -0.5}  # d, c, b: t1 keeps b (0.1 below a), t2 keeps c
+    adaptive = {3: {"t2": Ranking({"c": 1.0, "d": 0.9, "a": 0.0, "b": 0.0}, frozenset({"a", "b"}))}}
+    table = decision_table(truth, popularity={"t1": popularity, "t2": popularity}, adaptive=adaptive, budgets=(3,))
+    assert table.mean(POPULAR, 3) == pytest.approx(0.05) and table.mean_over(POPULAR, 3, ["t2"]) == pytest.approx(0.0)
+    assert table.to_dict()["targets"] == {MODSNET: {"3": 1}, POPULAR: {"3": 2}, RANDOM: {"3": 2}}
+    row = next(line for line in table.to_table().splitlines() if line.startswith(f"| {MODSNET} |"))
+    assert "[1 of 2 targets; popular-B 0.000 on them]" in row
+    assert "targets;" not in next(line for line in table.to_table().splitlines() if line.startswith(f"| {POPULAR} |"))
+
+
 def _posterior(prior: dict[str, float], probed: dict[str, float]):  # type: ignore[no-untyped-def]
     """A toy posterior: a probed model's estimate is `probed`, a model measured in full is its score; sd 0.01."""
 

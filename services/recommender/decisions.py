@@ -21,7 +21,7 @@ Plain numpy, no estimator: `evaluation.evaluate` runs the estimator and hands it
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,6 +167,12 @@ class DecisionTable:
         target = max(values, key=lambda t: (values[t], t))
         return target, values[target]
 
+    def mean_over(self, strategy: str, budget: int, targets: Collection[str]) -> float | None:
+        """`strategy`'s mean regret at `budget` over `targets` only (those it has of them)."""
+        values = self.regret.get(strategy, {}).get(budget, {})
+        kept = [values[t] for t in targets if t in values]
+        return float(np.mean(kept)) if kept else None
+
     def wins(self, strategy: str, baseline: str, budget: int) -> tuple[int, int]:
         """Targets where `strategy` ends better / worse than `baseline` at `budget` (ties count in neither)."""
         mine, theirs = self.regret.get(strategy, {}).get(budget, {}), self.regret.get(baseline, {}).get(budget, {})
@@ -179,6 +185,7 @@ class DecisionTable:
         return {
             "budgets": list(self.budgets),
             "mean": {s: {str(b): self.mean(s, b) for b in self.budgets} for s in self.regret},
+            "targets": {s: {str(b): len(self.regret[s].get(b, {})) for b in self.budgets} for s in self.regret},
             "worst": {s: {str(b): self.worst(s, b) for b in self.budgets} for s in self.regret},
             "per_target": {s: {str(b): self.regret[s].get(b, {}) for b in self.budgets} for s in self.regret},
         }
@@ -196,6 +203,13 @@ class DecisionTable:
             for budget in self.budgets:
                 mean = self.mean(strategy, budget)
                 cell = "–" if mean is None else f"{mean:.3f}"
+                counted = self.regret.get(strategy, {}).get(budget, {})
+                everyone = self.regret.get(POPULAR, {}).get(budget, {})
+                if strategy != POPULAR and mean is not None and len(counted) < len(everyone):
+                    # A mean over fewer targets (probes that are not measurements elsewhere: TransferGraph's
+                    # LogME) compares with popular-B on the same targets, not with its row.
+                    same = self.mean_over(POPULAR, budget, counted)
+                    cell += f" [{len(counted)} of {len(everyone)} targets; popular-B {same:.3f} on them]"
                 if strategy != POPULAR and mean is not None and POPULAR in self.regret:
                     better, worse = self.wins(strategy, POPULAR, budget)
                     cell += f" ({better}↑ {worse}↓)"

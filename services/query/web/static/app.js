@@ -661,8 +661,12 @@ async function viewEvaluation(name) {
   }
   if (report.decisions) {
     const budgets = report.decisions.budgets;
+    // A strategy's mean may cover fewer targets than popular-B's (TransferGraph's LogME probes are no measurement):
+    // each point says over how many.
+    const counts = report.decisions.targets || {};
     plot("eval-decisions-chart", Object.entries(report.decisions.mean).map(([strategy, byBudget]) => ({
       type: "scatter", mode: "lines+markers", name: strategy, x: budgets, y: budgets.map((b) => byBudget[String(b)]),
+      text: budgets.map((b) => (counts[strategy] ? `${counts[strategy][String(b)]} targets` : "")),
     })), { height: 340, xaxis: { title: { text: "measurements B" } }, yaxis: { title: { text: "mean regret" } }, legend: { orientation: "h" } });
   }
 }
