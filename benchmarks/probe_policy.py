@@ -4,7 +4,8 @@
 
 The decision table of `modsnet eval` scores the search's own policy (`services/recommender/policy.py`: the
 selector's first `INFORMATIVE` probes, then one greedy probe at a time given the results so far, then the
-predicted best). This benchmark runs the same evaluation (same targets, folds of 10, seed and fitted GNN per
+predicted best). This benchmark runs the same evaluation (same targets, folds of 10 as `modsnet eval` makes
+them: interleaved since 2026-12-07, runs of consecutive ids in the figures recorded before; seed and fitted GNN per
 fold) and, for each target, also simulates the policy's variants through the same loop (`policy.simulate`):
 - batch: the probe-selector's diverse batch of B - 1 probes at once (the search's policy before);
 - greedy, re-predicted: the best predicted model given the probes so far, as the estimator predicts with them
