@@ -160,6 +160,7 @@ def test_the_installed_package_imports_from_the_venv_only(venv: Path, tmp_path: 
     assert present == "[]", f"generator or dev packages in a runtime install: {present}"
 
 
+@pytest.mark.timeout(600)  # two imports, two trainings, two searches and a run, each its own process (~100 s quiet)
 def test_services_from_the_wheel_search_a_table_with_probes_and_a_scan(
     venv: Path, services: dict[str, str], tmp_path: Path
 ) -> None:
