@@ -769,9 +769,12 @@ def evaluate(
     family_of = {m.model_id: m.metadata.get(FAMILY_COLUMN, "") for m in snapshot.models}
 
     results = {m: MethodResult(m, {}) for m in methods if m != "published"}
-    folds = (
-        _group_folds(bundle, targets, group_by) if group_by else _folds(targets, fold_size, contiguous=contiguous_folds)
-    )
+    if group_by:
+        folds, rule = _group_folds(bundle, targets, group_by), f"each {group_by} hidden at once"
+    else:
+        folds = _folds(targets, fold_size, contiguous=contiguous_folds)
+        shape = "runs of consecutive ids" if contiguous_folds else "interleaved folds"
+        rule = "one target hidden at a time" if len(folds) == len(targets) else f"targets hidden in {shape}"
     deciding = tuple(sorted(set(budgets))) if "modsnet" in results else ()
     popular: dict[str, dict[str, float]] = {}
     cold: dict[str, dict[str, float]] = {}
@@ -862,12 +865,6 @@ def evaluate(
             budgets=deciding,
             higher_is_better=higher,
         )
-    if group_by:
-        rule = f"each {group_by} hidden at once"
-    elif len(folds) == len(targets):
-        rule = "one target hidden at a time"
-    else:
-        rule = f"targets hidden in {'runs of consecutive ids' if contiguous_folds else 'interleaved folds'}"
     return EvaluationReport(
         snapshot.library.name, with_probes, probe_budget, targets, ordered, len(folds), decisions=decisions,
         fold_rule=rule,

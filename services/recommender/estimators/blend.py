@@ -727,15 +727,17 @@ def held_out_targets(
     neighbours: int = 8,
     per_dataset: dict[str, dict[str, float]] | None = None,
     budgets: Sequence[int] = (PROBE_BUDGET, SCALE_PROBES),
+    reference: dict[str, float] | None = None,
 ) -> tuple[list[PseudoTarget], tuple[str, ...]]:
     """`fit_primary` once per fold of held-out datasets, and every member's predictions of those (with each of
-    `budgets` models measured too): the pseudo-targets, with the members' names (empty: no fold)."""
+    `budgets` models measured too): the pseudo-targets, with the members' names (empty: no fold). Each fit's σ
+    level is taken at `reference` (default: the library's `reference_query`)."""
     per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
     nodes = {d.dataset_id: d for d in snapshot.datasets}
     records = interaction_columns_of(snapshot)
     targets: list[PseudoTarget] = []
     members: tuple[str, ...] = ()
-    reference = reference_query(snapshot)
+    reference = reference_query(snapshot) if reference is None else reference
     for hidden in folds:
         graph = replace(snapshot, interactions=records.without_datasets(set(hidden)))
         primary = fit_primary(graph)
@@ -844,10 +846,14 @@ def fit_blend(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
         shown_by_group=shown_by_group,
     )  # fmt: skip
-    targets, members = held_out_targets(snapshot, fit_primary, folds, neighbours=neighbours, per_dataset=per_dataset)
-    shown, _ = held_out_targets(
-        snapshot, fit_primary, shown_folds, neighbours=neighbours, per_dataset=per_dataset, budgets=(SCALE_PROBES,)
+    reference = reference_query(snapshot)  # every fit's σ level is taken at the library's mean query
+    targets, members = held_out_targets(
+        snapshot, fit_primary, folds, neighbours=neighbours, per_dataset=per_dataset, reference=reference
     )
+    shown, _ = held_out_targets(
+        snapshot, fit_primary, shown_folds, neighbours=neighbours, per_dataset=per_dataset, budgets=(SCALE_PROBES,),
+        reference=reference,
+    )  # fmt: skip
     primary = fit_primary(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     blend = learn_weights(targets, members or member_names(primary), sign=sign)
@@ -855,7 +861,7 @@ def fit_blend(
     if shown_at_served_level:
         # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
         # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
-        level = sigma_level(served, reference_query(snapshot))
+        level = sigma_level(served, reference)
         targets, shown = at_served_level(targets, level), at_served_level(shown, level)
         # Without source groups the floor is the policy's scale: the level argument only says a served σ is too
         # small; where the served fit's σ level is the larger, it is no evidence the errors are smaller (TG text
