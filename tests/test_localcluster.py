@@ -160,6 +160,23 @@ def test_up_heals_is_idempotent_and_down_then_up_keeps_the_data(
         localcluster.down(folder)
 
 
+def test_a_process_stays_itself_when_the_wall_clock_is_stepped() -> None:
+    """psutil's create_time() moves with the clock (boot time + start tick), so a VM whose clock was set after
+    boot saw a live supervisor as gone (CI, 2026-12-07). The identity rests on the boot id and start tick."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        record = localcluster.identity(sleeper.pid)
+        after_a_clock_step = record | {"started": record["started"] + 3600.0}
+        assert localcluster.is_same_process(after_a_clock_step)
+        assert not localcluster.is_same_process(record | {"mark": "another-boot:" + record["mark"].split(":")[1]})
+        written_before_marks = {k: v for k, v in record.items() if k != "mark"}  # a record from an older release
+        assert localcluster.is_same_process(written_before_marks)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not localcluster.is_same_process(record)
+
+
 def test_down_signals_only_the_processes_it_recorded(tmp_path: Path) -> None:
     """A recorded pid now held by another process (same pid, other start time) is left alone."""
     folder = tmp_path / "cluster"
@@ -167,7 +184,7 @@ def test_down_signals_only_the_processes_it_recorded(tmp_path: Path) -> None:
     bystander = subprocess.Popen(["sleep", "60"])
     ours = subprocess.Popen(["sleep", "60"])
     try:
-        reused = localcluster.identity(bystander.pid) | {"started": psutil.Process(bystander.pid).create_time() - 5}
+        reused = localcluster.identity(bystander.pid) | {"mark": "another-boot:12345"}
         parts = {
             "query": {"state": "up", "port": 1, "process": reused},
             "storage": {"state": "up", "port": 2, "process": localcluster.identity(ours.pid)},

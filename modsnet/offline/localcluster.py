@@ -20,10 +20,10 @@ identity, and then starts everything on the recorded ports.
 The folder:
     ports.json     the ports, chosen at the first `up` and kept with the data (addresses stay what was printed)
     secrets.json   Redis password, S3 keys (mode 0600), made at the first `up`
-    cluster.json   the supervisor's record: its identity and each part's pid, start time, command, state
+    cluster.json   the supervisor's record: its identity and each part's pid, start mark, command, state
     logs/          one log per part and the supervisor's; redis/, s3/, home/: the data
-A process is "ours" only when its pid and its start time (psutil) match the record, so `down` never signals a
-process that merely reuses a recorded pid.
+A process is "ours" only when its pid and its start mark (boot id and start tick, which no clock change moves)
+match the record, so `down` never signals a process that merely reuses a recorded pid.
 """
 
 from __future__ import annotations
@@ -74,21 +74,51 @@ _BACKOFF_MAX_SECONDS = 30.0
 # -- identity of processes -------------------------------------------------------------------------------
 
 
+def _start_mark(process: psutil.Process) -> str:
+    """When `process` started, in a form no clock change alters.
+
+    psutil's create_time() is the kernel's boot time (btime) plus the start tick, and btime moves whenever
+    the wall clock is stepped (NTP, a VM restored from a snapshot): the same process then reads another
+    create_time from one call to the next, and the supervisor looked dead to `up` (CI, 2026-12-07). On Linux
+    the mark is the boot's id and the start tick since boot, which never change; elsewhere create_time.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        # The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+        start_tick = stat[stat.rindex(")") + 2 :].split()[19]
+        return f"{boot}:{start_tick}"
+    except OSError as exc:
+        if Path("/proc/self/stat").exists():  # Linux, and the process is gone
+            raise psutil.NoSuchProcess(process.pid) from exc
+        return repr(process.create_time())
+
+
 def identity(pid: int) -> dict[str, Any]:
-    """What tells this process apart from a later one with the same pid: its start time (and, for people
-    reading the record, its command line)."""
+    """What tells this process apart from a later one with the same pid: its start mark (and, for people
+    reading the record, its start time and command line)."""
     process = psutil.Process(pid)
     with process.oneshot():
-        return {"pid": pid, "started": process.create_time(), "cmdline": process.cmdline()}
+        mark, started = _start_mark(process), process.create_time()
+        return {"pid": pid, "mark": mark, "started": started, "cmdline": process.cmdline()}
+
+
+def _recorded_mark(record: dict[str, Any]) -> str:
+    # Records written before the mark existed (a cluster left up across an upgrade) carry only create_time.
+    return str(record.get("mark") or repr(record.get("started")))
+
+
+def _mark_now(process: psutil.Process, record: dict[str, Any]) -> str:
+    return _start_mark(process) if record.get("mark") else repr(process.create_time())
 
 
 def is_same_process(record: dict[str, Any] | None) -> bool:
-    """Whether the recorded process still runs: same pid, same start time, not a zombie."""
+    """Whether the recorded process still runs: same pid, same start mark, not a zombie."""
     if not record or not record.get("pid"):
         return False
     try:
         process = psutil.Process(int(record["pid"]))
-        return process.create_time() == record["started"] and process.status() != psutil.STATUS_ZOMBIE
+        return _mark_now(process, record) == _recorded_mark(record) and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -509,7 +539,7 @@ def _wait_all_up(folder: Path, supervisor: dict[str, Any], timeout: float, retri
             raise _SupervisorGone(f"the supervisor exited:\n{_log_tail(folder / 'logs' / 'supervisor.log')}")
         if (
             state
-            and state.get("supervisor", {}).get("started") == supervisor["started"]
+            and _recorded_mark(state.get("supervisor") or {}) == _recorded_mark(supervisor)
             and state.get("retries_done", 0) >= retries_done
         ):
             parts = state["parts"]
@@ -615,7 +645,7 @@ def down(folder: Path, *, wipe: bool = False) -> None:
 
 def _alive_other(record: dict[str, Any]) -> bool:
     try:
-        return psutil.Process(int(record["pid"])).create_time() != record["started"]
+        return _mark_now(psutil.Process(int(record["pid"])), record) != _recorded_mark(record)
     except psutil.NoSuchProcess:
         return False
 
