@@ -18,7 +18,7 @@ from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import Constraints, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
 from services.recommender import checkpoints, policy
-from services.recommender.calibration import group_holdout, holdout_folds
+from services.recommender.calibration import conformal_factor, group_holdout, holdout_folds
 from services.recommender.core import RecommenderCore
 from services.recommender.estimators.base import ProbeRecord, Scored
 from services.recommender.estimators.blend import (
@@ -27,11 +27,13 @@ from services.recommender.estimators.blend import (
     ResidualScale,
     at_served_level,
     calibration_folds,
+    cold_ratios,
     fit_blend,
     held_out_targets,
     learn_residual_scale,
     learn_weights,
     level_factors,
+    near_and_far,
     reference_query,
     shown_scales,
     sigma_level,
@@ -381,8 +383,13 @@ def test_a_served_fit_of_half_the_calibration_fits_sigma_shows_twice_the_scale()
     as_learned = shown_scales(blend, targets, floor=())
     halved = at_served_level(targets, np.array([1.0, 1.0]))
     served = shown_scales(blend, halved, floor=())
-    assert as_learned.shown_interval_scale == pytest.approx(blend.interval_scale)
-    assert served.shown_interval_scale == pytest.approx(2 * blend.interval_scale)
+    halves = near_and_far(blend, targets)  # the near and the far query each get their own shown scale
+    assert halves is not None and as_learned.shown_far_interval_scale is not None
+    learned_scales = (as_learned.shown_interval_scale, as_learned.shown_far_interval_scale)
+    for learned, half in zip(learned_scales, halves, strict=True):
+        assert learned == pytest.approx(conformal_factor(cold_ratios(half, blend)))
+    assert served.shown_interval_scale == pytest.approx(2 * as_learned.shown_interval_scale)
+    assert served.shown_far_interval_scale == pytest.approx(2 * as_learned.shown_far_interval_scale)
     assert blend.probed_interval_scale is not None and served.shown_probed_interval_scale is not None
     assert served.shown_probed_interval_scale == pytest.approx(2 * blend.probed_interval_scale)
     assert (served.interval_scale, served.probed_interval_scale) == (blend.interval_scale, blend.probed_interval_scale)
@@ -394,6 +401,43 @@ def test_a_served_fit_of_half_the_calibration_fits_sigma_shows_twice_the_scale()
     assert residual_served.scale == pytest.approx(2 * residual.scale)
     # The σ of the targets themselves is untouched (the weights and the policy learn on them).
     assert all(t.sigma[0, 0] == 0.5 for t in targets) and all(t.sigma[0, 0] == 0.25 for t in halved)
+
+
+def _targets_missing_by_distance(seed: int, count: int = 40) -> list[PseudoTarget]:
+    """Pseudo-targets of two members, σ 0.5 everywhere, whose predictions miss by 0.2 on the nearer half (distance
+    0-19) and by 1.0 on the farther (20-39)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        truth = rng.normal(size=30)
+        cold = np.stack([truth + (0.2 if i < count // 2 else 1.0) * rng.normal(size=30)] * 2)
+        out.append(PseudoTarget(f"d{i}", truth, cold, np.full((2, 30), 0.5), float(i)))
+    return out
+
+
+def test_a_query_far_from_the_library_shows_wider_intervals_than_a_near_one() -> None:
+    """Each half of the pseudo-targets, split where the weights split, learns its cold scale: a near query's
+    interval covers what near ones miss by, not the mix (the mix is too wide near and too narrow far)."""
+    targets = _targets_missing_by_distance(0)
+    blend = learn_weights(targets, ("knn", "popularity"), sign=1.0)
+    assert blend.threshold == pytest.approx(19.5)
+    shown = shown_scales(blend, targets, floor=())
+    near, far = shown.shown_scale_for(probed=False, distance=3.0), shown.shown_scale_for(probed=False, distance=30.0)
+    assert far > 3 * near
+    assert shown.shown_scale_for(probed=False) == near  # no distance (no features to compare): the near scale
+    assert near < blend.interval_scale < far  # the policy keeps one scale: its decisions do not move
+    for half, scale in zip(near_and_far(blend, targets) or (), (near, far), strict=True):
+        coverage = np.mean(np.concatenate([np.abs(t.truth - t.cold[0]) <= scale * 0.5 * 1.2816 for t in half]))
+        assert coverage == pytest.approx(0.8, abs=0.03)
+    # The floor holds half by half: the same targets as the floor leave both scales as learned.
+    assert shown_scales(blend, targets, floor=targets) == shown
+    restored = BlendWeights.from_dict(shown.to_dict())
+    assert restored == shown
+    old = {k: v for k, v in shown.to_dict().items() if k != "shown_far_interval_scale"}  # a checkpoint from before
+    assert BlendWeights.from_dict(old).shown_scale_for(probed=False, distance=30.0) == near
+    # Too few on a side for a scale of its own: one for both, as before.
+    few = shown_scales(blend, targets[:15] + targets[-5:], floor=())
+    assert few.shown_far_interval_scale is None
 
 
 def test_a_degenerate_sigma_level_leaves_the_sigma_as_it_is() -> None:

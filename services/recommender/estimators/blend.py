@@ -34,6 +34,11 @@ A probed query's shown σ is further scaled by its own probes' residuals against
 difficulty measured, not assumed (TransferGraph without features, 5 probes: coverage 0.851 -> 0.823 text,
 0.721 -> 0.774 image; docs/benchmarks-decisions.md, "Intervals scaled by the query's probes").
 
+A query without probes shows the cold scale of its own half of the pseudo-targets, split at the same distance
+as the near and far weights (`shown_scales`, `near_and_far`): one scale for all made near queries' intervals
+too wide and far ones' too narrow on TabZoo (coverage 0.862 / 0.794) and the reverse on XRDZoo (0.765 / 0.858);
+with a scale per half 0.834 / 0.824 and 0.808 / 0.802 (docs/benchmarks-decisions.md, "Intervals by distance").
+
 The shown scales (and the residual scale) are learned with every pseudo-target's σ put on the served fit's σ
 level (`at_served_level`): each member's mean σ for the library's mean query, in the served fit over the fit that
 held the target out. The calibration fits train on fewer datasets, and the GNN ensemble's σ shrinks with more
@@ -157,6 +162,9 @@ class BlendWeights:
     # probing policy conditions on (`fit_blend`: on whole source groups held out); None: the scale above.
     shown_interval_scale: float | None = None
     shown_probed_interval_scale: float | None = None
+    # The shown σ's multiplier for a query without probes farther than `threshold` (`shown_interval_scale` then
+    # serves the nearer ones); None: one scale for both.
+    shown_far_interval_scale: float | None = None
     # A probed query's shown σ scaled by its own probes' residuals (`ResidualScale`); None: the scales above.
     residual_scale: ResidualScale | None = None
 
@@ -166,10 +174,16 @@ class BlendWeights:
             return self.probed_interval_scale
         return self.interval_scale
 
-    def shown_scale_for(self, *, probed: bool) -> float:
-        """σ's multiplier for the intervals a prediction shows."""
+    def shown_scale_for(self, *, probed: bool, distance: float | None = None) -> float:
+        """σ's multiplier for the intervals a prediction shows; `distance`: a query without probes farther than
+        `threshold` from every library dataset gets the far one where it was learned apart."""
+        if not probed and self.shown_far_interval_scale is not None and self.is_far(distance):
+            return self.shown_far_interval_scale
         shown = self.shown_probed_interval_scale if probed else self.shown_interval_scale
         return self.scale_for(probed=probed) if shown is None else shown
+
+    def is_far(self, distance: float | None) -> bool:
+        return distance is not None and distance > self.threshold
 
     @classmethod
     def primary_only(cls, members: Sequence[str]) -> BlendWeights:
@@ -179,7 +193,7 @@ class BlendWeights:
     def for_query(self, *, probed: bool, distance: float | None) -> tuple[float, ...]:
         if probed:
             return self.probed
-        return self.far if distance is not None and distance > self.threshold else self.near
+        return self.far if self.is_far(distance) else self.near
 
     def describe(self) -> str:
         def one(weights: tuple[float, ...]) -> str:
@@ -191,6 +205,9 @@ class BlendWeights:
         text += f"; with probes: {one(self.probed)}"
         if self.residual_scale is not None:
             text += f" (σ shown by the probes' residuals, power {self.residual_scale.power:g})"
+        if self.shown_far_interval_scale is not None:
+            near = self.shown_scale_for(probed=False)
+            text += f"; intervals x{near:.2f} near, x{self.shown_far_interval_scale:.2f} far"
         return f"{text}; from {self.targets} held-out datasets"
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +224,7 @@ class BlendWeights:
             "probed_interval_scale": _optional(self.probed_interval_scale),
             "shown_interval_scale": _optional(self.shown_interval_scale),
             "shown_probed_interval_scale": _optional(self.shown_probed_interval_scale),
+            "shown_far_interval_scale": _optional(self.shown_far_interval_scale),
             "residual_scale": None if self.residual_scale is None else self.residual_scale.to_dict(),
         }
 
@@ -227,6 +245,7 @@ class BlendWeights:
                 probed_interval_scale=_optional(state.get("probed_interval_scale")),
                 shown_interval_scale=_optional(state.get("shown_interval_scale")),
                 shown_probed_interval_scale=_optional(state.get("shown_probed_interval_scale")),
+                shown_far_interval_scale=_optional(state.get("shown_far_interval_scale")),
                 residual_scale=ResidualScale.from_dict(state.get("residual_scale")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
@@ -312,7 +331,11 @@ class BlendedEstimator:
     ) -> tuple[float, ...]:
         """The weights this query gets (see the module's doc)."""
         probed = self.is_probed(known_dataset=known_dataset, probes=probes)
-        return self.blend.for_query(probed=probed, distance=None if probed else self.knn.nearest_distance(features))
+        return self.blend.for_query(probed=probed, distance=self.distance_of(features, probed=probed))
+
+    def distance_of(self, features: dict[str, float], *, probed: bool) -> float | None:
+        """The query's distance to the nearest library dataset, where its weights and shown σ depend on it."""
+        return None if probed else self.knn.nearest_distance(features)
 
     def members_scored(
         self,
@@ -355,7 +378,9 @@ class BlendedEstimator:
     def _blended(
         self, features: dict[str, float], *, known_dataset: str | None, probes: Sequence[ProbeRecord], shown: bool
     ) -> Scored:
-        weights = self.weights_for(features, known_dataset=known_dataset, probes=probes)
+        probed = self.is_probed(known_dataset=known_dataset, probes=probes)
+        distance = self.distance_of(features, probed=probed)
+        weights = self.blend.for_query(probed=probed, distance=distance)
         scored = self.members_scored(features, known_dataset=known_dataset, probes=probes, weights=weights)
         used = [(w, s) for w, s in zip(weights, scored, strict=True) if s is not None]
         # Σ w · s over the members, in their order (the sums `sum()` made, bit for bit), into one fresh vector
@@ -365,8 +390,8 @@ class BlendedEstimator:
         exact = used[0][1].uncertainty == 0  # measured: every member returns it as is
         for _, s in used[1:]:
             exact &= s.uncertainty == 0
-        probed = self.is_probed(known_dataset=known_dataset, probes=probes)
-        scale = self.blend.shown_scale_for(probed=probed) if shown else self.blend.scale_for(probed=probed)
+        blend = self.blend
+        scale = blend.shown_scale_for(probed=probed, distance=distance) if shown else blend.scale_for(probed=probed)
         measured = bool(exact.any())
         if measured:  # a model measured on the query: its measurement, uncertainty 0
             scores = np.where(exact, lead.scores, scores).astype(float, copy=False)
@@ -626,11 +651,37 @@ def shown_scales(
         least_probed = least_cold if probed_floor is None else probed_floor
     else:
         least_cold = least_probed = 0.0
-    return replace(
+    shown = replace(
         blend,
         shown_interval_scale=max(cold, least_cold),
         shown_probed_interval_scale=max(with_probes, least_probed) if len(probed) and _probed_enough(targets) else None,
+        shown_far_interval_scale=None,
     )
+    halves = near_and_far(blend, targets)
+    if halves is None:
+        return shown
+    # A query near a library dataset is predicted better than one far from all (its neighbours' records say
+    # more): each half of the pseudo-targets, split where the weights split, gets its own cold scale, so a
+    # query's interval follows its distance instead of the mix of the pseudo-targets, whose neighbours the
+    # calibration fit hid more of than a search's library lacks. Each no smaller than its half of `floor`.
+    floor_halves = near_and_far(blend, floor) if floor else None
+    scales = []
+    for i, half in enumerate(halves):
+        least = least_cold if floor_halves is None else conformal_factor(cold_ratios(floor_halves[i], blend))
+        scales.append(max(conformal_factor(cold_ratios(half, blend)), least))
+    return replace(shown, shown_interval_scale=scales[0], shown_far_interval_scale=scales[1])
+
+
+def near_and_far(
+    blend: BlendWeights, targets: Sequence[PseudoTarget]
+) -> tuple[list[PseudoTarget], list[PseudoTarget]] | None:
+    """`targets` split at the blend's distance threshold, nearer and farther (None: no threshold, or a half
+    under MIN_REGIME targets)."""
+    if not math.isfinite(blend.threshold):
+        return None
+    near = [t for t in targets if not blend.is_far(t.distance)]
+    far = [t for t in targets if blend.is_far(t.distance)]
+    return (near, far) if len(near) >= MIN_REGIME and len(far) >= MIN_REGIME else None
 
 
 def _policy_scales(blend: BlendWeights, targets: Sequence[PseudoTarget]) -> tuple[float, float | None]:
@@ -862,11 +913,12 @@ def fit_blend(
         # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
         # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
         level = sigma_level(served, reference)
-        targets, shown = at_served_level(targets, level), at_served_level(shown, level)
-        # Without source groups the floor is the policy's scale: the level argument only says a served σ is too
-        # small; where the served fit's σ level is the larger, it is no evidence the errors are smaller (TG text
-        # with features, cold coverage 0.623 without this floor, 0.687 with it, on the same predictions).
-        blend = shown_scales(blend, shown, floor=targets) if shown else shown_scales(blend, targets)
+        as_fitted, targets, shown = targets, at_served_level(targets, level), at_served_level(shown, level)
+        # Without source groups the floor is the policy's scale (on the pseudo-targets as fitted): the level
+        # argument only says a served σ is too small; where the served fit's σ level is the larger, it is no
+        # evidence the errors are smaller (TG text with features, cold coverage 0.623 without this floor, 0.687
+        # with it, on the same predictions).
+        blend = shown_scales(blend, shown, floor=targets) if shown else shown_scales(blend, targets, floor=as_fitted)
     else:
         blend = shown_scales(blend, shown)
     # The probed query's shown σ by its own probes, learned where the shown scales are (see `shown_scales`).
