@@ -286,6 +286,25 @@ def test_the_report_counts_targets_far_under_popularity() -> None:
     assert alone.below_popularity(other) is None and "under popularity" not in alone.to_table()
 
 
+def test_the_report_gives_the_coverage_of_near_and_far_targets_apart() -> None:
+    from services.recommender.evaluation import EvaluationReport, MethodResult
+
+    per_target = {t: {"pearson": 0.5, "coverage80": c} for t, c in (("a", 0.9), ("b", 0.7), ("c", 0.6), ("d", 0.8))}
+    split = MethodResult("modsnet", per_target, far={"a": False, "b": False, "c": True})  # d: no split made
+    assert split.coverage_by_distance() == {
+        "near": {"coverage80": pytest.approx(0.8), "targets": 2},
+        "far": {"coverage80": pytest.approx(0.6), "targets": 1},
+    }
+    report = EvaluationReport("lib", False, 0, list(per_target), [split], 1)
+    assert "coverage80 by distance to the library: near 0.800 (2 targets), far 0.600 (1 target)" in report.to_table()
+    assert json.loads(report.to_json())["methods"][0]["coverage80_by_distance"]["far"]["targets"] == 1
+    unsplit = MethodResult("knn", per_target)
+    assert (
+        unsplit.coverage_by_distance() is None
+        and "by distance" not in EvaluationReport("lib", False, 0, list(per_target), [unsplit], 1).to_table()
+    )
+
+
 def test_calibration_on_a_hand_computed_case() -> None:
     from services.recommender.evaluation import calibration_metrics
 

@@ -213,6 +213,9 @@ class Fold:
     # Filled by methods that can: each candidate's predicted standard deviation (for calibration), and for the
     # decision table the ranking without probes and, per budget B, the ranking after B - 1 probes.
     uncertainty: dict[str, np.ndarray] = field(default_factory=dict)
+    # Targets the served blend predicted cold, as near (False) or far (True) from the library: its weights and
+    # shown interval scale depend on it (`BlendWeights.is_far`); absent where the blend has no distance split.
+    far: dict[str, bool] = field(default_factory=dict)
     decision_budgets: tuple[int, ...] = ()
     cold: dict[str, dict[str, float]] = field(default_factory=dict)
     adaptive: dict[int, dict[str, Ranking]] = field(default_factory=lambda: defaultdict(dict))
@@ -390,6 +393,8 @@ def served_predictions(fold: Fold, estimator: BlendedEstimator | GnnEstimator) -
         predicted = {p.model_id: p for p in estimator.predict(features, known_dataset=target, probes=taken)}
         out[target] = np.array([predicted[m].score for m in fold.candidates[target]])
         fold.uncertainty[target] = np.array([predicted[m].uncertainty for m in fold.candidates[target]])
+        if isinstance(estimator, BlendedEstimator) and not taken and math.isfinite(estimator.blend.threshold):
+            fold.far[target] = estimator.blend.is_far(estimator.distance_of(features, probed=False))
         if fold.decision_budgets:
             _decision_rankings(fold, estimator, target, features)
     return out
@@ -490,6 +495,7 @@ class MethodResult:
     # Per target: the candidate models, their true and predicted scores (and sd where the method has one),
     # kept for the web app's predicted-against-actual chart.
     predictions: dict[str, dict[str, list | None]] = field(default_factory=dict)
+    far: dict[str, bool] = field(default_factory=dict)  # per target, where the method splits by distance (Fold.far)
 
     @property
     def means(self) -> dict[str, float | None]:
@@ -498,6 +504,20 @@ class MethodResult:
             values = [x for x in (v.get(metric) for v in self.per_target.values()) if x is not None]
             out[metric] = float(np.mean(values)) if values else None
         return out
+
+    def coverage_by_distance(self) -> dict[str, dict[str, float | int]] | None:
+        """Mean coverage80 of the targets predicted as near and as far from the library, with their counts
+        (None: the method made no such split): an interval should hold at 80% for either kind of query."""
+        out: dict[str, dict[str, float | int]] = {}
+        for name, far in (("near", False), ("far", True)):
+            values = [
+                float(c)
+                for t, v in self.per_target.items()
+                if self.far.get(t) is far and (c := v.get("coverage80")) is not None
+            ]
+            if values:
+                out[name] = {"coverage80": float(np.mean(values)), "targets": len(values)}
+        return out or None
 
     def worst(self, metric: str) -> tuple[str, float] | None:
         """The target where this method did worst on `metric` (lowest correlation, highest regret)."""
@@ -542,6 +562,7 @@ class EvaluationReport:
                         "note": r.note,
                         "worst": {m: r.worst(m) for m in ("pearson", "regret@1")},
                         "below_popularity": self.below_popularity(r),
+                        "coverage80_by_distance": r.coverage_by_distance(),
                         "predictions": r.predictions,
                     }
                     for r in self.results
@@ -596,9 +617,20 @@ class EvaluationReport:
             lines.append(f"  {'method':<12} {'top-5 MAE':>12} {'top-5 bias':>12} {'coverage80':>12}")
             for r in with_intervals:
                 lines.append(f"  {r.method:<12} " + " ".join(_cell(r.means[m]) for m in CALIBRATION))
+            for r in with_intervals:
+                split = r.coverage_by_distance()
+                if split:
+                    parts = [
+                        f"{name} {v['coverage80']:.3f} ({_targets(int(v['targets']))})" for name, v in split.items()
+                    ]
+                    lines.append(f"  {r.method:<12} coverage80 by distance to the library: {', '.join(parts)}")
         if self.decisions is not None:
             lines += ["", self.decisions.to_table()]
         return "\n".join(lines)
+
+
+def _targets(count: int) -> str:
+    return f"{count} target" + ("" if count == 1 else "s")
 
 
 def _cell(value: float | None) -> str:
@@ -840,6 +872,8 @@ def evaluate(
                 if t in fold.uncertainty:
                     calibration = calibration_metrics(true, predicted, fold.uncertainty[t], higher_is_better=higher)
                     result.per_target[t].update(calibration)
+                if t in fold.far:
+                    result.far[t] = fold.far[t]
                 result.probes += len(fold.probed[t])
                 result.probe_seconds += fold.probe_seconds[t]
             cold.update(fold.cold)
