@@ -660,10 +660,10 @@ def shown_scales(
     halves = near_and_far(blend, targets)
     if halves is None:
         return shown
-    # A query near a library dataset is predicted better than one far from all (its neighbours' records say
-    # more): each half of the pseudo-targets, split where the weights split, gets its own cold scale, so a
-    # query's interval follows its distance instead of the mix of the pseudo-targets, whose neighbours the
-    # calibration fit hid more of than a search's library lacks. Each no smaller than its half of `floor`.
+    # How far a prediction misses, in its own σ, depends on the query's distance to the library, in either
+    # direction (TabZoo's far tables miss by more, XRDZoo's near scans do): each half of the pseudo-targets, split
+    # where the weights split, gets its own cold scale (Mondrian split conformal), each no smaller than its half
+    # of `floor`.
     floor_halves = near_and_far(blend, floor) if floor else None
     scales = []
     for i, half in enumerate(halves):
