@@ -17,6 +17,12 @@ evaluation's table and per method the mean Pearson, mean regret@1, worst target 
 0.10 Pearson below popularity's on the same target; for each of those, every member's Pearson there, the
 weights the blend gave it, its distance to the library and the agreement of the primary's score vector with
 popularity's (what a per-query guard could see). `--targets` with `--fold-size 10` reruns one fold of a run.
+
+`--agreement-regime`: also replays, on the same fits, a per-query guard learned inside each fold's training
+data: the fold's pseudo-targets (the held-out datasets its blend was learned on) are split at a quantile of the
+agreement of their served blend with popularity, weights are learned on the more agreeing ones
+(`blend.objective`, alone or averaged with all), and a target that agrees at least as much gets those weights.
+Prints mean Pearson, targets more than 0.10 under popularity's and regret@1, against the served blend's.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from modsnet.data.graph_build import dataset_raw_features
 from modsnet.offline.importers.oboe import import_oboe
 from modsnet.offline.importers.transfergraph import import_transfergraph
 from services.recommender import evaluation
-from services.recommender.estimators.blend import BlendedEstimator
+from services.recommender.estimators import blend
+from services.recommender.estimators.blend import BlendedEstimator, PseudoTarget
 
 
 def bundle_path(name: str, shared: Path, tmp: Path) -> Path:
@@ -64,13 +71,29 @@ class Members:
     agreement: float  # Pearson of the primary's and popularity's scores, over every model of the library
 
 
-def served_and_alone(seen: dict[str, Members] | None = None) -> dict[str, evaluation.Method]:
+def served_and_alone(
+    seen: dict[str, Members] | None = None, pseudo: dict[tuple[str, ...], list[PseudoTarget]] | None = None
+) -> dict[str, evaluation.Method]:
     """`modsnet` (the served blend) and `gnn` (its GNN member alone, from the same fit of the same fold); with
-    `seen`, each target's `Members` are kept there."""
+    `seen`, each target's `Members` are kept there; with `pseudo`, each fold's pseudo-targets (its targets as
+    the key)."""
     fitted: dict[tuple[str, ...], BlendedEstimator] = {}
 
     def modsnet(fold: evaluation.Fold) -> dict[str, np.ndarray]:
-        estimator = fitted[tuple(fold.targets)] = evaluation.fit_served(fold)
+        learn = blend.learn_weights
+        kept: list[PseudoTarget] = []
+
+        def keeping(targets, members, *, sign):  # type: ignore[no-untyped-def]
+            kept.extend(targets)
+            return learn(targets, members, sign=sign)
+
+        blend.learn_weights = keeping  # fit_blend looks it up when it runs
+        try:
+            estimator = fitted[tuple(fold.targets)] = evaluation.fit_served(fold)
+        finally:
+            blend.learn_weights = learn
+        if pseudo is not None:
+            pseudo[tuple(fold.targets)] = kept
         validation = ", ".join(f"{m} {v:.3f}" for m, v in estimator.blend.validation.items())
         print(f"fold {fold.targets[0]}..: {estimator.blend.describe()}; mean Pearson there {validation}", flush=True)
         if seen is not None:
@@ -141,6 +164,62 @@ def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> 
     return lines
 
 
+def _pearson(row: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.corrcoef(row, truth)[0, 1]) if np.std(row) > 0 and np.std(truth) > 0 else 0.0
+
+
+def agreement_regime(
+    report: evaluation.EvaluationReport,
+    seen: dict[str, Members],
+    pseudo: dict[tuple[str, ...], list[PseudoTarget]],
+    sign: float,
+) -> list[str]:
+    """The guard of `--agreement-regime` (module doc) at two quantiles, alone and averaged with all."""
+    served = next(r for r in report.results if r.method == "modsnet")
+    popularity = next(r for r in report.results if r.method == "popularity")
+    lines = ["agreement regime, learned on each fold's pseudo-targets (Pearson / under popularity / regret@1):"]
+    for quantile in (0.5, 0.75):
+        for mixed in (True, False):
+            pearsons, under, regrets = [], 0, []
+            for fold_targets, targets in pseudo.items():
+                members = next(iter(seen[t].names for t in fold_targets if t in seen))
+                first = blend.learn_weights(targets, members, sign=sign)
+                pop = members.index("popularity")
+
+                def agreement(scores: np.ndarray, weights: tuple[float, ...]) -> float:
+                    return _pearson(np.asarray(weights) @ scores, scores[pop])  # noqa: B023 (used in this pass)
+
+                agreements = [agreement(t.cold, first.for_query(probed=False, distance=t.distance)) for t in targets]
+                cut = float(np.quantile(agreements, quantile))
+                grid = blend.simplex_grid(len(members))
+                pairs = [(t.truth, t.cold) for t in targets]
+                agreeing = [pair for pair, a in zip(pairs, agreements, strict=True) if a >= cut]
+                values = blend.objective(grid, agreeing, sign=sign, popularity=pop)
+                if mixed:
+                    values = 0.5 * values + 0.5 * blend.objective(grid, pairs, sign=sign, popularity=pop)
+                guarded = np.asarray(blend._choose(grid, values))
+                for target in fold_targets:
+                    if target not in seen or target not in served.predictions:
+                        continue
+                    m = seen[target]
+                    weights = np.asarray(guarded if agreement(m.scores, m.weights) >= cut else m.weights)
+                    truth = np.array(served.predictions[target]["true"], dtype=float)
+                    blended = weights @ m.scores
+                    pearsons.append(_pearson(blended, truth))
+                    gap = float(popularity.per_target[target]["pearson"] or 0.0) - pearsons[-1]
+                    under += gap > evaluation.BELOW_POPULARITY
+                    goodness = sign * truth
+                    regrets.append(float(goodness.max() - goodness[int(np.argmax(sign * blended))]))
+            how = " and all, averaged" if mixed else " alone"
+            lines.append(
+                f"  agreement >= its q{quantile:.2f} on the pseudo-targets, weights learned on those{how}: "
+                f"{np.mean(pearsons):.4f} / {under} / {np.mean(regrets):.4f}"
+            )
+    under_served = len(report.below_popularity(served) or {})
+    lines.append(f"  served: {served.means['pearson']:.4f} / {under_served} / {served.means['regret@1']:.4f}")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("libraries", nargs="+")
@@ -151,6 +230,7 @@ def main() -> int:
     parser.add_argument("--json-dir", type=Path, help="keep each report's JSON here")
     parser.add_argument("--targets", nargs="+", help="these targets only (default: as the evaluation picks them)")
     parser.add_argument("--fold-size", type=int, default=0, help="targets hidden per fit (default: 10 over 20, else 1)")
+    parser.add_argument("--agreement-regime", action="store_true", help="also replay the guard of the module doc")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -163,6 +243,7 @@ def main() -> int:
             snapshot, _ = evaluation.graph_from_bundle(bundle)
             targets = args.targets or evaluation.default_targets(snapshot, published_dir=published)
             seen: dict[str, Members] = {}
+            pseudo: dict[tuple[str, ...], list[PseudoTarget]] = {}
             start = time.perf_counter()
             report = evaluation.evaluate(
                 bundle,
@@ -171,11 +252,14 @@ def main() -> int:
                 with_probes=args.with_probes,
                 fold_size=args.fold_size or (10 if len(targets) > 20 else 1),
                 published_dir=published,
-                extra_methods=served_and_alone(seen),
+                extra_methods=served_and_alone(seen, pseudo),
             )
             print(report.to_table(), flush=True)
             print("\n".join(["", "target by target:", *below_popularity(report)]), flush=True)
             print("\n".join(diagnosis(report, seen)), flush=True)
+            if args.agreement_regime:
+                sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
+                print("\n".join(agreement_regime(report, seen, pseudo, sign)), flush=True)
             print(f"({time.perf_counter() - start:.0f} s)\n", flush=True)
             if args.json_dir is not None:
                 args.json_dir.mkdir(parents=True, exist_ok=True)
