@@ -133,6 +133,10 @@ def below_popularity(report: evaluation.EvaluationReport) -> list[str]:
     return lines
 
 
+def _pearson(row: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.corrcoef(row, truth)[0, 1]) if np.std(row) > 0 and np.std(truth) > 0 else 0.0
+
+
 def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> list[str]:
     """Each target where the served blend is more than 0.10 under popularity's Pearson: every member's Pearson
     there, the weights it got, its distance and agreement, and the same medians over all targets."""
@@ -140,9 +144,6 @@ def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> 
     under = report.below_popularity(served) or {}
     if not under or not seen:
         return []
-
-    def pearson(row: np.ndarray, truth: np.ndarray) -> float:
-        return float(np.corrcoef(row, truth)[0, 1]) if np.std(row) > 0 and np.std(truth) > 0 else 0.0
 
     distances = [m.distance for m in seen.values() if m.distance is not None]
     lines = [
@@ -154,7 +155,7 @@ def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> 
     for target, gap in under.items():
         m = seen[target]
         truth = np.array(served.predictions[target]["true"], dtype=float)
-        members = ", ".join(f"{n} {pearson(row, truth):.3f}" for n, row in zip(m.names, m.scores, strict=True))
+        members = ", ".join(f"{n} {_pearson(row, truth):.3f}" for n, row in zip(m.names, m.scores, strict=True))
         weights = ", ".join(f"{n} {w:.1f}" for n, w in zip(m.names, m.weights, strict=True) if w > 0)
         distance = "-" if m.distance is None else f"{m.distance:.2f}"
         lines.append(
@@ -162,10 +163,6 @@ def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> 
             f"agreement {m.agreement:.2f}; truth sd {truth.std():.3f} over {len(truth)} models"
         )
     return lines
-
-
-def _pearson(row: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.corrcoef(row, truth)[0, 1]) if np.std(row) > 0 and np.std(truth) > 0 else 0.0
 
 
 def agreement_regime(
