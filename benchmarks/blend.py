@@ -165,6 +165,11 @@ def diagnosis(report: evaluation.EvaluationReport, seen: dict[str, Members]) -> 
     return lines
 
 
+def _agreement(scores: np.ndarray, weights: tuple[float, ...] | np.ndarray, popularity: int) -> float:
+    """Pearson of the blend of `scores` (members x models) by `weights` with the popularity member's row."""
+    return _pearson(np.asarray(weights) @ scores, scores[popularity])
+
+
 def agreement_regime(
     report: evaluation.EvaluationReport,
     seen: dict[str, Members],
@@ -179,14 +184,12 @@ def agreement_regime(
         for mixed in (True, False):
             pearsons, under, regrets = [], 0, []
             for fold_targets, targets in pseudo.items():
-                members = next(iter(seen[t].names for t in fold_targets if t in seen))
+                members = next(seen[t].names for t in fold_targets if t in seen)
                 first = blend.learn_weights(targets, members, sign=sign)
                 pop = members.index("popularity")
-
-                def agreement(scores: np.ndarray, weights: tuple[float, ...]) -> float:
-                    return _pearson(np.asarray(weights) @ scores, scores[pop])  # noqa: B023 (used in this pass)
-
-                agreements = [agreement(t.cold, first.for_query(probed=False, distance=t.distance)) for t in targets]
+                agreements = [
+                    _agreement(t.cold, first.for_query(probed=False, distance=t.distance), pop) for t in targets
+                ]
                 cut = float(np.quantile(agreements, quantile))
                 grid = blend.simplex_grid(len(members))
                 pairs = [(t.truth, t.cold) for t in targets]
@@ -199,7 +202,7 @@ def agreement_regime(
                     if target not in seen or target not in served.predictions:
                         continue
                     m = seen[target]
-                    weights = np.asarray(guarded if agreement(m.scores, m.weights) >= cut else m.weights)
+                    weights = np.asarray(guarded if _agreement(m.scores, m.weights, pop) >= cut else m.weights)
                     truth = np.array(served.predictions[target]["true"], dtype=float)
                     blended = weights @ m.scores
                     pearsons.append(_pearson(blended, truth))

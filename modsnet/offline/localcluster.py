@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -74,6 +75,11 @@ _BACKOFF_MAX_SECONDS = 30.0
 # -- identity of processes -------------------------------------------------------------------------------
 
 
+@functools.cache
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
 def _start_mark(process: psutil.Process) -> str:
     """When `process` started, in a form no clock change alters.
 
@@ -83,7 +89,7 @@ def _start_mark(process: psutil.Process) -> str:
     the mark is the boot's id and the start tick since boot, which never change; elsewhere create_time.
     """
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = _boot_id()
         stat = Path(f"/proc/{process.pid}/stat").read_text()
         # The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
         start_tick = stat[stat.rindex(")") + 2 :].split()[19]
