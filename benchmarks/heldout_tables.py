@@ -365,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the table on the tables fully measured so far, ModsNet's side from saved answers; no measuring",
     )
     parser.add_argument(
-        "--rule", choices=(policy.GREEDY, policy.LOOKAHEAD), help="the probing rule (default: the served)"
+        "--rule",
+        choices=(policy.PORTFOLIO, policy.GREEDY, policy.LOOKAHEAD),
+        help="the probing rule (default: the served)",
     )
     args = parser.parse_args(argv)
     if args.rule:

@@ -2,17 +2,19 @@
 
     python benchmarks/probe_policy.py [--libraries tabzoo xrdzoo /tmp/libs/oboe] [--budgets 3 5 10]
 
-The decision table of `modsnet eval` scores the search's own policy (`services/recommender/policy.py`: the
-selector's first `INFORMATIVE` probes, then one greedy probe at a time given the results so far, then the
-predicted best). This benchmark runs the same evaluation (same targets, folds of 10 as `modsnet eval` makes
-them: interleaved since 2026-12-07, runs of consecutive ids in the figures recorded before; seed and fitted GNN per
-fold) and, for each target, also simulates the policy's variants through the same loop (`policy.simulate`):
+The decision table of `modsnet eval` scores the search's own policy (`services/recommender/policy.py`: one probe
+at a time, each the one that adds most to the best measured so far on the library's datasets like the query (the
+portfolio rule), then the final measurement). This benchmark runs the same evaluation (same targets, folds of 10
+as `modsnet eval` makes them: interleaved since 2026-12-07, runs of consecutive ids in the figures recorded
+before; seed and fitted GNN per fold) and, for each target, also simulates the policy's variants through the
+same loop (`policy.simulate`):
 - batch: the probe-selector's diverse batch of B - 1 probes at once (the search's policy before);
 - greedy, re-predicted: the best predicted model given the probes so far, as the estimator predicts with them
   (GNN: virtual probe edges);
 - greedy, conditioned: the cold predictions conditioned on the probes' surprise (policy.py `_predicted`), with
   a share `level` of the surprise common to all models;
-- info-1: the selector's first probe, then greedy conditioned; rounds of 2: two probes per round;
+- info-1: the selector's first probe, then greedy conditioned (the search's policy before 2026-12-07);
+- portfolio: each probe the one that adds most to the best measured (policy.py `_portfolio`; served since);
 - with --knn, knn info-N: the policy with the kNN estimator (probe similarity, its own conditioning).
 Each spends B - 1 probes and then measures the predicted best unprobed (B measurements in all, as the table).
 Regret as in `services/recommender/decisions.py`. Prints a markdown table; not a test.
@@ -43,6 +45,7 @@ from services.recommender.probes import MEASURED
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, dict[str, Any]] = {
     "info-0, greedy conditioned": {"informative": 0, "rule": "greedy"},
+    "info-1, greedy conditioned (the policy before 2026-12-07)": {"informative": 1, "rule": "greedy"},
     "info-1, lookahead": {"informative": 1, "rule": "lookahead"},
     "info-0, lookahead": {"informative": 0, "rule": "lookahead"},
     "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
@@ -227,17 +230,19 @@ class Replayed:
 
 
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
-    "info-1, greedy conditioned (level 0.5): the served policy": {"informative": 1},
-    "info-0, greedy conditioned (level 0.5)": {"informative": 0},
+    "info-0, portfolio: the served policy": {"informative": 0, "rule": "portfolio"},
+    "info-1, portfolio": {"informative": 1, "rule": "portfolio"},
+    "info-1, greedy conditioned (level 0.5): the policy before 2026-12-07": {"informative": 1, "rule": "greedy"},
+    "info-0, greedy conditioned (level 0.5)": {"informative": 0, "rule": "greedy"},
     "info-1, lookahead (level 0.5)": {"informative": 1, "rule": "lookahead"},
     "info-0, lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
     "info-1, lookahead (level 0)": {"informative": 1, "rule": "lookahead", "level": 0.0},
     "info-0, lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
-    "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0},
+    "info-1, greedy conditioned (level 0)": {"informative": 1, "level": 0.0, "rule": "greedy"},
     "info-1, by expected improvement (level 0.5)": {"informative": 1, "by_gain": True},
     "info-1, by expected improvement (level 0)": {"informative": 1, "by_gain": True, "level": 0.0},
-    "info-1, greedy re-predicted": {"informative": 1, "condition": False},
-    "info-0, greedy re-predicted": {"informative": 0, "condition": False},
+    "info-1, greedy re-predicted": {"informative": 1, "condition": False, "rule": "greedy"},
+    "info-0, greedy re-predicted": {"informative": 0, "condition": False, "rule": "greedy"},
 }
 
 
@@ -396,8 +401,9 @@ class PseudoTarget:
 
 
 PSEUDO_VARIANTS: dict[str, dict[str, Any]] = {
-    "greedy conditioned (level 0.5)": {"informative": 0},
-    "greedy conditioned (level 0)": {"informative": 0, "level": 0.0},
+    "portfolio": {"informative": 0, "rule": "portfolio"},
+    "greedy conditioned (level 0.5)": {"informative": 0, "rule": "greedy"},
+    "greedy conditioned (level 0)": {"informative": 0, "level": 0.0, "rule": "greedy"},
     "lookahead (level 0.5)": {"informative": 0, "rule": "lookahead"},
     "lookahead (level 0)": {"informative": 0, "rule": "lookahead", "level": 0.0},
     "greedy by expected improvement (level 0.5)": {"by_gain": True},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -326,7 +327,7 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(
 
     from modsnet.data.bundle import read_bundle
     from services.recommender import policy
-    from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, RANDOM
+    from services.recommender.decisions import MODSNET, MODSNET_TOP, POPULAR, PORTFOLIO, RANDOM
     from services.recommender.estimators.gnn import GnnConfig
     from services.recommender.evaluation import modsnet_method
 
@@ -355,8 +356,8 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(
     assert [len(measured) for measured, _ in steps] == [0, 1] * len(targets)
     assert all(picks and len(picks) == 1 for _, picks in steps)
     assert all(steps[i + 1][0] == steps[i][1] for i in range(0, len(steps), 2))
-    assert set(report.decisions.regret) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
-    for strategy in (MODSNET, POPULAR, RANDOM):
+    assert set(report.decisions.regret) == {MODSNET, MODSNET_TOP, POPULAR, PORTFOLIO, RANDOM}
+    for strategy in (MODSNET, POPULAR, PORTFOLIO, RANDOM):
         assert sorted(report.decisions.regret[strategy][3]) == targets
         assert all(r >= 0 for b in (0, 1, 3) for r in report.decisions.regret[strategy][b].values())
     # More measurements never end worse for a strategy that keeps the best measured of a nested set.
@@ -366,7 +367,7 @@ def test_the_report_carries_the_decision_table_and_the_worst_target(
     assert "decisions: regret of the best measured model after B measurements" in text
     assert "worst target per method" in text and "coverage80" in text
     data = json.loads(report.to_json())
-    assert set(data["decisions"]["mean"]) == {MODSNET, MODSNET_TOP, POPULAR, RANDOM}
+    assert set(data["decisions"]["mean"]) == {MODSNET, MODSNET_TOP, POPULAR, PORTFOLIO, RANDOM}
     assert data["methods"][0]["worst"]["pearson"][0] in targets
 
 
@@ -419,3 +420,32 @@ def test_the_report_says_how_its_folds_hid_the_targets(tmp_path: Path) -> None:
     runs = evaluate(bundle, methods=["popularity"], targets=targets, fold_size=3, contiguous_folds=True)
     assert runs.fold_rule == "targets hidden in runs of consecutive ids"
     assert evaluate(bundle, methods=["popularity"], targets=targets).fold_rule == "one target hidden at a time"
+
+
+def test_the_portfolio_baseline_measures_what_wins_where_the_popular_twins_fail() -> None:
+    from services.recommender.decisions import POPULAR, PORTFOLIO
+
+    # a and b are twins, best on most datasets; c wins where they fail (d0, d5). Lower is better (an error).
+    scores: dict[tuple[str, str], float] = {}
+    for i in range(10):
+        fail = i % 5 == 0
+        row = {"a": 0.6 if fail else 0.1, "b": 0.61 if fail else 0.11, "c": 0.05 if fail else 0.3, "e": 0.5}
+        scores.update({(f"d{i}", m): v for m, v in row.items()})
+    bundle = tiny_bundle(scores)
+    bundle = dataclasses.replace(bundle, meta={**bundle.meta, "metric": "error", "higher_is_better": False})
+    # (the table comes with the modsnet method; popularity stands in for it here: only the baselines are read)
+    report = evaluate(
+        bundle,
+        methods=["modsnet"],
+        targets=["d0", "d5"],
+        budgets=(0, 1, 2),
+        fold_size=1,
+        extra_methods={"modsnet": popularity_method},
+    )
+    assert report.decisions is not None
+    regret = report.decisions.regret
+    # popular-B measures the twins a and b (lowest mean error): both fail on d0 and d5. The portfolio adds c.
+    assert regret[POPULAR][2] == pytest.approx({"d0": 0.55, "d5": 0.55})
+    assert regret[PORTFOLIO][2] == pytest.approx({"d0": 0.0, "d5": 0.0})
+    # With one measurement both trust the best on the most datasets: a.
+    assert regret[PORTFOLIO][1] == regret[POPULAR][1] == pytest.approx({"d0": 0.55, "d5": 0.55})

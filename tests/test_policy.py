@@ -11,6 +11,7 @@ import pytest
 from modsnet.data.graph import QUERY_DATASET, ProbeRecord
 from services.recommender import policy
 from services.recommender.estimators.base import Prediction, Scored
+from services.recommender.estimators.matrix import ScoreMatrix
 
 
 class Fake:
@@ -250,3 +251,97 @@ def test_a_probe_of_the_whole_table_is_exact() -> None:
     whole = [ProbeRecord("hot", QUERY_DATASET, "score", 0.95, whole=True)]
     mean, sd, _ = policy._predicted(estimator, {}, None, whole, index, condition=True, level=0.0, noise_sd=0.06)
     assert mean[index["hot"]] == 0.95 and sd[index["hot"]] == 0.0
+
+
+class Library(Fake):
+    """A fake whose library behaviour (datasets x models z) is given, with flat predictions of its own."""
+
+    def __init__(self, prior: dict[str, float], z: np.ndarray, sd: float = 0.05):
+        super().__init__(prior, {m: m for m in prior}, batch=list(prior), sd=sd)
+        self.z = z
+
+    def behaviour(self) -> np.ndarray:
+        return self.z
+
+
+def twins_library() -> Library:
+    # s1 and s2 rise and fall together across 80 datasets; t moves on its own. Predicted: s1 = s2 > t, barely.
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=80)
+    z = np.column_stack([base, base + 0.05 * rng.normal(size=80), rng.normal(size=80), rng.normal(size=80) - 1.0])
+    return Library({"s1": 0.80, "s2": 0.80, "t": 0.79, "low": 0.60}, z)
+
+
+def test_the_portfolio_measures_what_adds_to_the_best_measured_not_the_twin_of_a_measured_model() -> None:
+    estimator = twins_library()
+    estimator.truth = {"s1": 0.80, "s2": 0.80, "t": 0.79, "low": 0.60}  # as predicted: no surprise to move anything
+    greedy = policy.simulate(estimator, {}, estimator.measure, budget=2, rule=policy.GREEDY)
+    assert [p.model_id for p in greedy] == ["s1", "s2"]  # the best two predictions: twins
+    estimator.seen.clear()
+    taken = policy.simulate(estimator, {}, estimator.measure, budget=2, rule=policy.PORTFOLIO)
+    # s2 adds nothing where s1 is measured (they fail together); t wins where s1 fails.
+    assert [p.model_id for p in taken] == ["s1", "t"]
+    # A later round of two measured together is chosen the same way: t first. (A first round of several is the
+    # selector's diverse batch.)
+    measured = [ProbeRecord("s1", QUERY_DATASET, "score", 0.80)]
+    step = policy.next_probes(estimator, {}, measured=measured, count=2, rule=policy.PORTFOLIO)
+    assert step.model_ids[0] == "t" and len(step.model_ids) == 2
+    assert policy.PORTFOLIO == policy.RULE  # the served rule
+
+
+def clusters_library() -> Library:
+    # 60 datasets where x shines and y fails, 20 where y shines and x fails; w is average everywhere.
+    rng = np.random.default_rng(8)
+    a = np.column_stack([np.full(60, 1.5), np.full(60, -1.0), np.zeros(60), np.full(60, -0.5)])
+    b = np.column_stack([np.full(20, -1.0), np.full(20, 1.5), np.zeros(20), np.full(20, -0.5)])
+    z = np.vstack([a, b]) + 0.05 * rng.normal(size=(80, 4))
+    # The prediction ranks the models as the 20 y-datasets do: y > w > x ≈ v.
+    return Library({"x": 0.70, "y": 0.75, "w": 0.72, "v": 0.69}, z)
+
+
+def test_the_datasets_like_the_prediction_decide_the_portfolio(monkeypatch: pytest.MonkeyPatch) -> None:
+    estimator = clusters_library()
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
+    # Weighed all alike, the library's majority decides: x is best on most datasets.
+    monkeypatch.setattr(policy, "LIKENESS", 0.0)
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["x"]
+    # Only the single most alike dataset: a y-dataset.
+    monkeypatch.setattr(policy, "LIKENESS", 10.0)
+    monkeypatch.setattr(policy, "PARTICLES", 1)
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
+
+
+def test_the_portfolio_reads_a_sparse_library_as_a_dense_one_and_skips_a_hidden_dataset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policy, "_ROWS_AT_ONCE", 7)  # a dense library read in blocks gives the same
+    estimator = twins_library()
+    z = estimator.z.copy()
+    z[::7, 2] = np.nan  # t has no record on every 7th dataset: counted there as the dataset's average
+    index = {m: j for j, m in enumerate(estimator.model_ids)}
+    options = np.arange(4)
+    mean = np.array([0.80, 0.80, 0.79, 0.60])
+    measured = [ProbeRecord("s1", QUERY_DATASET, "score", 0.80)]
+    dense = policy._portfolio(z, measured, index, options[1:], mean)
+    sparse = policy._portfolio(ScoreMatrix.of_dense(z), measured, index, options[1:], mean)
+    assert dense.tolist() == sparse.tolist() and dense[0] == 2
+    # A hidden row (a dataset held out of its own prediction) is not one of the draws: the same as leaving it out.
+    hidden = policy._portfolio(ScoreMatrix.of_dense(z).without(0), measured, index, options[1:], mean)
+    assert hidden.tolist() == policy._portfolio(z[1:], measured, index, options[1:], mean).tolist()
+    # No prediction to weigh the datasets by: no ranking (the caller keeps the greedy order).
+    assert len(policy._portfolio(z, measured, index, options[1:], np.full(4, np.nan))) == 0
+
+
+def test_a_datasets_likeness_is_the_pearson_correlation_of_its_z_with_the_prediction() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 9))
+    z[rng.random((50, 9)) < 0.2] = np.nan
+    z[4, :7] = np.nan  # two models left: too few to correlate
+    mean = rng.normal(size=9)
+    mean[3] = np.nan  # no prediction for this model: left out
+    expected = []
+    for row in z:
+        both = np.isfinite(row) & np.isfinite(mean)
+        expected.append(np.corrcoef(row[both], mean[both])[0, 1] if both.sum() >= 3 else np.nan)
+    np.testing.assert_allclose(policy._likeness(z, mean), expected, atol=1e-12)
+    np.testing.assert_allclose(policy._likeness(ScoreMatrix.of_dense(z), mean), expected, atol=1e-12)

@@ -13,6 +13,10 @@ that pick (in the library's metric, sign-corrected so that lower is always bette
   rule before: the predicted best among the models not probed, and the best measured as seen.
 - `modsnet top-B`: measure the estimator's B best predictions, no probes (one cold ranking serves every B).
 - `popular-B`: measure the B models with the best mean score elsewhere; B = 0 trusts the most popular one.
+- `portfolio-B`: measure the B models that together did best elsewhere (a library-wide portfolio, the same for every
+  target: each the one that most raises the mean over the other datasets of the best measured). The B best by
+  mean are often near-twins that fail together; this is the stronger baseline a practitioner would build
+  (OBOE's and auto-sklearn's portfolios). B = 0 trusts its first (the best on the most datasets).
 - `random-B`: B models drawn at random; the exact expectation over all draws, so no sampling noise.
 
 Plain numpy, no estimator: `evaluation.evaluate` runs the estimator and hands its rankings here.
@@ -30,6 +34,7 @@ BUDGETS = (0, 1, 3, 5, 10)
 MODSNET = "modsnet"
 MODSNET_TOP = "modsnet top-B"
 POPULAR = "popular-B"
+PORTFOLIO = "portfolio-B"
 RANDOM = "random-B"
 
 
@@ -227,6 +232,7 @@ def decision_table(
     truth: Mapping[str, Mapping[str, float]],
     *,
     popularity: Mapping[str, Mapping[str, float]],
+    portfolio: Mapping[str, Mapping[str, float]] | None = None,
     cold: Mapping[str, Mapping[str, float]] | None = None,
     adaptive: Mapping[int, Mapping[str, Ranking]] | None = None,
     budgets: Sequence[int] = BUDGETS,
@@ -235,7 +241,8 @@ def decision_table(
     """Regret of every strategy at every budget on every target of `truth` (target -> model -> true score).
 
     `popularity[target]` is a model's mean (z-scored) score on the datasets other than the target (what
-    was visible while the target was held out), higher = better whatever the metric;
+    was visible while the target was held out), higher = better whatever the metric; `portfolio[target]` the
+    portfolio's order as scores (higher = measured first);
     `cold` the estimator's predictions per target without probes (also higher = better); `adaptive[B]` its
     ranking and probes per target in a run whose probe budget was B - 1 (B = 0 and 1 use the cold ranking).
     """
@@ -255,5 +262,8 @@ def decision_table(
                 table.add(MODSNET_TOP, budget, target, pick_regret(true, Ranking(cold[target]), budget, sign=sign))
             popular = Ranking({m: popularity.get(target, {}).get(m, -math.inf) for m in true})
             table.add(POPULAR, budget, target, pick_regret(true, popular, budget, sign=sign))
+            if portfolio is not None and target in portfolio:
+                chosen = Ranking({m: portfolio[target].get(m, -math.inf) for m in true})
+                table.add(PORTFOLIO, budget, target, pick_regret(true, chosen, budget, sign=sign))
             table.add(RANDOM, budget, target, expected_random_regret(true, budget, sign=sign))
     return table

@@ -301,6 +301,24 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
     return {t: sign * np.array([popularity.get(m, 0.0) for m in fold.candidates[t]]) for t in fold.targets}
 
 
+def portfolio_method(fold: Fold, count: int) -> dict[str, dict[str, float]]:
+    """portfolio-B's order per target, as scores (higher = measured first): the `count` models that together did
+    best over the fold's training datasets (`policy.best_of_set` over their z, every dataset alike, a model with
+    no record counted as the dataset's average), then the rest by mean z."""
+    _, model_ids, z = z_scores(fold.snapshot)
+    if not len(z):
+        return {}
+    has = ~np.isnan(z)
+    filled = np.where(has, z, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(has.sum(axis=0), 1)
+    chosen, _ = policy.best_of_set(filled, np.full(len(z), 1.0 / len(z)), np.full(len(z), -np.inf), count)
+    score = dict(zip(model_ids, mean.tolist(), strict=True))
+    top = float(mean.max())
+    for position, j in enumerate(chosen):
+        score[model_ids[j]] = top + 1.0 + len(chosen) - position  # ahead of every model by mean
+    return {t: {m: score.get(m, -math.inf) for m in fold.candidates[t]} for t in fold.targets}
+
+
 def fold_family(fold: Fold) -> tuple[int, float]:
     """The shape of the fold's targets among the library's scored ids (sorted, as calibration sorts them): the
     run of consecutive ids they span, and the share of it they are.
@@ -759,7 +777,7 @@ def evaluate(
     sorted targets (`_folds`); `contiguous_folds` takes runs of consecutive ones instead, families at once.
 
     `budgets` adds the decision table (`decisions.py`): the regret of what a user ends up with after B
-    measurements, ModsNet (the `modsnet` method) against popular-B and random-B.
+    measurements, ModsNet (the `modsnet` method) against popular-B, portfolio-B and random-B.
 
     `group_by` names a datasets.csv column (e.g. TextZoo's `source_group`): each fold then hides every target
     sharing one value of it, so tasks cut from one source never inform each other (leave-one-source-out).
@@ -809,6 +827,7 @@ def evaluate(
         rule = "one target hidden at a time" if len(folds) == len(targets) else f"targets hidden in {shape}"
     deciding = tuple(sorted(set(budgets))) if "modsnet" in results else ()
     popular: dict[str, dict[str, float]] = {}
+    portfolio: dict[str, dict[str, float]] = {}
     cold: dict[str, dict[str, float]] = {}
     adaptive: dict[int, dict[str, Ranking]] = defaultdict(dict)
     for fold_targets in folds:
@@ -879,10 +898,11 @@ def evaluate(
             cold.update(fold.cold)
             for budget, rankings in fold.adaptive.items():
                 adaptive[budget].update(rankings)
-        if deciding:  # popularity as it stood with the fold's targets hidden
+        if deciding:  # popularity and the portfolio as they stood with the fold's targets hidden
             seen = Fold(train, visible, list(fold_targets), candidates, {}, False, 0, seed)
-            for t, values in popularity_method(seen).items():
-                popular[t] = dict(zip(candidates[t], values.tolist(), strict=True))
+            for t, values in popularity_method(seen).items():  # in the metric's direction: goodness for the table
+                popular[t] = dict(zip(candidates[t], (sign * values).tolist(), strict=True))
+            portfolio.update(portfolio_method(seen, max(deciding)))
     ordered = [results[m] for m in methods if m in results and results[m].per_target]  # LogME needs probes
     if "published" in methods and published_dir is not None:
         best = {t: sign * max(sign * v for v in truth[t].values()) for t in targets}
@@ -894,6 +914,7 @@ def evaluate(
         decisions = decision_table(
             {t: truth[t] for t in targets},
             popularity=popular,
+            portfolio=portfolio,
             cold=cold,
             adaptive=adaptive,
             budgets=deciding,

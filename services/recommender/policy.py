@@ -5,14 +5,16 @@ the query service) and the decision table of the offline evaluation (`evaluation
 with it), so `modsnet eval` measures the product's policy.
 
 The policy (chosen by `benchmarks/probe_policy.py` on TabZoo, XRDZoo and OBOE; figures in docs/benchmarks.md
-"Adaptive probing"):
-- the first probe is the probe-selector's (`probes.py`): the best by Score, which informs the estimator;
-- every later probe is greedy: the best predicted model not yet measured, where the prediction is the cold
-  one (no probes) conditioned on the probes' surprise (`_predicted`: a Gaussian conditional over how the
-  models rise and fall together across the library, half of a surprise taken as the query's level). It beat
-  re-predicting with the probes as estimator input (the GNN's virtual edges, z-scored among the probed, lose
-  the size of a surprise) and the selector's batch at B = 3 on all three libraries; exploration bonuses (UCB,
-  expected improvement) lost to greedy in earlier runs with these calibrated intervals;
+"Adaptive probing" and "A portfolio, not the top"):
+- every probe completes a portfolio (`_portfolio`): the model that adds the most to the best of what is measured
+  already, over the library's datasets that look like the query. A user keeps the best model measured, so two
+  settings that rise and fall together are worth little more than one, and the top models by mean are often
+  such near-twins (OBOE, TabZoo: measuring the 3 best by mean did worse than a set chosen for its best-of);
+- which datasets look like the query is read from the predictions (the cold ones conditioned on the probes'
+  surprise, `_predicted`: a Gaussian conditional over how the models rise and fall together across the library,
+  half of a surprise taken as the query's level): a dataset whose models rank as predicted weighs more;
+- where the estimator has no library behaviour, the greedy rule before: the best predicted model not yet
+  measured (it beat re-predicting with the probes as estimator input, and the selector's batch, at B = 3);
 - a first round of several probes measured together (XRD agreement, text) is the selector's diverse batch;
 - probing stops early when the expected improvement of the best next model over the best measured one is
   below `min_gain` (in the library's metric): another measurement would most likely change nothing.
@@ -31,15 +33,21 @@ from modsnet.data.probe_scale import ProbeScale
 
 from .estimators.base import ProbeRecord, Scored
 from .estimators.knn import correlation_with  # the kNN's own model-to-model correlation
+from .estimators.matrix import ScoreMatrix
 from .probes import MEASURED
 
-INFORMATIVE = 1  # probes taken from the selector's diverse batch before the policy turns greedy
+INFORMATIVE = 0  # probes from the selector's diverse batch before the rule chooses (a first round of several: all)
 MIN_GAIN = 1e-3  # expected improvement (library metric) below which another probe is not worth its time
 CONDITION = True  # condition the cold predictions on the probes' surprise (`_predicted`) instead of re-predicting
 LEVEL = 0.5  # prior share of a surprise that is the query's level (every model alike), not the model's own
 NOISE = 0.1  # a probe's noise as a share of the predictions' variance, where the library measured none (probe_scale)
-GREEDY, LOOKAHEAD = "greedy", "lookahead"
-RULE = GREEDY  # how a probe after the informative ones is chosen (see `_lookahead`)
+GREEDY, LOOKAHEAD, PORTFOLIO = "greedy", "lookahead", "portfolio"
+RULE = PORTFOLIO  # how a probe after the informative ones is chosen (`_portfolio`, `_lookahead`; greedy: the best mean)
+# How sharply the portfolio weighs the library's datasets by their likeness to the query (exp(LIKENESS x Pearson of
+# a dataset's z with the predictions)): 0 weighs all alike; chosen on validation datasets that are not test targets.
+LIKENESS = 10.0
+PARTICLES = 1000  # the datasets most like the query that the portfolio weighs: a large library costs no more
+PORTFOLIO_POOL = 200  # candidates by predicted mean and by the portfolio's own mean, each (all of a smaller library)
 SHORTLIST = 40  # models the lookahead weighs (best by mean and by mean + sd), so a large library costs no n² matrix
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(12)  # E over a normal outcome, by Gauss-Hermite quadrature
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -157,12 +165,18 @@ def next_probes(
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
     best = _best_posterior(measured, mean, index)
     top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
-    if rule == LOOKAHEAD and condition and callable(getattr(estimator, "behaviour", None)):
+    has_behaviour = condition and callable(getattr(estimator, "behaviour", None))
+    if rule == LOOKAHEAD and has_behaviour:
         look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level, noise_sd=noise_sd)
         if look is not None:
             order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
-    elif rule not in (GREEDY, LOOKAHEAD):
-        raise ValueError(f"rule is {GREEDY!r} or {LOOKAHEAD!r}, not {rule!r}")
+    elif rule == PORTFOLIO and has_behaviour:
+        behaviour = estimator.behaviour()  # type: ignore[attr-defined]
+        ranked = _portfolio(behaviour, measured, index, options, mean, count - len(picked))
+        if len(ranked):
+            order = ranked[: count - len(picked)]
+    elif rule not in (GREEDY, LOOKAHEAD, PORTFOLIO):
+        raise ValueError(f"rule is {GREEDY!r}, {LOOKAHEAD!r} or {PORTFOLIO!r}, not {rule!r}")
     greedy = [estimator.model_ids[j] for j in order]
     gain = float("nan")
     if best is not None and len(top):
@@ -342,6 +356,115 @@ def _lookahead(
     if not np.isfinite(values).any() or values.max() <= now + 1e-12:
         return None
     return int(pool[int(np.argmax(values))])
+
+
+def _portfolio(
+    behaviour: np.ndarray | ScoreMatrix,
+    measured: Sequence[ProbeRecord],
+    index: dict[str, int],
+    options: np.ndarray,
+    mean: np.ndarray,
+    count: int = 1,
+) -> np.ndarray:
+    """`options` ranked by what each adds to the best of the models measured so far, best first (empty: no ranking).
+
+    The library's datasets are the draws: on each, the value of measuring model m is max(the best z of the models
+    measured, m's z), so a model that fails where the measured ones fail, or shines where they shine, adds
+    nothing. Each dataset weighs exp(`LIKENESS` x the Pearson correlation of its z with the query's predicted
+    `mean`): the `PARTICLES` datasets whose models rank most as the query's are predicted to decide. A model with
+    no record on a dataset counts there as that dataset's average (z 0). O(records) for the weights, then
+    O(`PARTICLES` x pool), whatever the library's size. The first `count` are a set: each the best given the
+    ones before it, as if they were measured."""
+    known = np.isfinite(mean)
+    usable_options = options[known[options]]
+    likeness = _likeness(behaviour, mean)
+    rows = np.flatnonzero(np.isfinite(likeness))
+    if len(rows) < 2 or not len(usable_options):
+        return np.zeros(0, dtype=np.int64)
+    particles = rows[np.argsort(-likeness[rows], kind="stable")][:PARTICLES]
+    weights = np.exp(LIKENESS * (likeness[particles] - likeness[particles].max()))
+    weights /= weights.sum()
+    # Candidates: the best predicted and the best on the weighed datasets (all of a library of <= PORTFOLIO_POOL).
+    on_like = weights @ _particle_values(behaviour, particles, usable_options)
+    pool = set(usable_options[np.argsort(-mean[usable_options], kind="stable")][:PORTFOLIO_POOL].tolist())
+    pool.update(usable_options[np.argsort(-on_like, kind="stable")][:PORTFOLIO_POOL].tolist())
+    pool_ids = np.array(sorted(pool), dtype=np.int64)
+    probed = np.array(sorted({index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}))
+    candidates = _particle_values(behaviour, particles, pool_ids)
+    if len(probed):
+        best = _particle_values(behaviour, particles, probed.astype(np.int64)).max(axis=1)
+    else:
+        best = np.full(len(particles), -np.inf)
+    chosen, value = best_of_set(candidates, weights, best, count)  # a round of several is a set
+    rest = np.argsort(-value, kind="stable")
+    return pool_ids[np.concatenate([chosen, rest[~np.isin(rest, chosen)]]).astype(np.int64)]
+
+
+def best_of_set(values: np.ndarray, weights: np.ndarray, best: np.ndarray, count: int) -> tuple[list[int], np.ndarray]:
+    """`count` columns of `values` (draws x candidates), chosen greedily to raise the weighed mean over the draws
+    of the best value measured (`best` per draw before any: -inf for none): each the one that adds most given the
+    ones before it (ties: the first column). Returns them, and every column's value at the last choice."""
+    best = np.asarray(best, dtype=float).copy()
+    chosen: list[int] = []
+    value = weights @ np.maximum(best[:, None], values)
+    for _ in range(min(count, values.shape[1])):
+        value = weights @ np.maximum(best[:, None], values)
+        value[chosen] = -np.inf
+        pick = int(np.argmax(value))
+        chosen.append(pick)
+        best = np.maximum(best, values[:, pick])
+    return chosen, value
+
+
+_ROWS_AT_ONCE = 4096  # a dense library's rows read per block: no (datasets x models) temporaries
+
+
+def _likeness(behaviour: np.ndarray | ScoreMatrix, mean: np.ndarray) -> np.ndarray:
+    """Per dataset (row), the Pearson correlation of its z with `mean` over the models both have (NaN where fewer
+    than 3 or no spread)."""
+    known = np.isfinite(mean)
+    if isinstance(behaviour, ScoreMatrix):
+        rows, cols, values = behaviour.row_of, behaviour.indices, behaviour.data
+        keep = known[cols] if behaviour.hidden is None else known[cols] & (rows != behaviour.hidden)
+        rows, x, y = rows[keep], values[keep], mean[cols[keep]]
+        n_rows = behaviour.shape[0]
+        sums = [np.bincount(rows, w, n_rows) for w in (np.ones(len(x)), x, y, x * x, y * y, x * y)]
+        return _pearson(*sums)
+    z = np.asarray(behaviour, dtype=float)
+    y = np.where(known, mean, 0.0)
+    out = []
+    for start in range(0, len(z), _ROWS_AT_ONCE):
+        block = z[start : start + _ROWS_AT_ONCE]
+        present = np.isfinite(block) & known
+        x = np.where(present, block, 0.0)
+        sums = [present.sum(axis=1), x.sum(axis=1), present @ y, (x * x).sum(axis=1), present @ (y * y), x @ y]
+        out.append(_pearson(*[np.asarray(s, dtype=float) for s in sums]))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _pearson(
+    n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray
+) -> np.ndarray:
+    """Pearson correlations from per-row counts and sums (NaN where fewer than 3 or no spread)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        safe = np.maximum(n, 1.0)
+        var = (sxx - sx * sx / safe) * (syy - sy * sy / safe)
+        out = (sxy - sx * sy / safe) / np.sqrt(var)
+    out[(n < 3) | ~(var > 1e-18)] = np.nan
+    return out
+
+
+def _particle_values(behaviour: np.ndarray | ScoreMatrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """z of `rows` x `columns`, dense; 0 (the dataset's average) where there is no record."""
+    if isinstance(behaviour, ScoreMatrix):
+        where = np.full(behaviour.shape[1], -1, dtype=np.int64)
+        where[columns] = np.arange(len(columns))
+        which, cols, values = behaviour.gather(rows)
+        keep = where[cols] >= 0
+        out = np.zeros((len(rows), len(columns)))
+        out[which[keep], where[cols[keep]]] = values[keep]
+        return out
+    return np.nan_to_num(np.asarray(behaviour, dtype=float)[np.ix_(rows, columns)], nan=0.0)
 
 
 def probe_noise(scale: ProbeScale | None) -> dict[str, float]:
