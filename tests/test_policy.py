@@ -314,7 +314,7 @@ def test_the_datasets_like_the_prediction_decide_the_portfolio(monkeypatch: pyte
 def test_the_portfolio_reads_a_sparse_library_as_a_dense_one_and_skips_a_hidden_dataset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(policy, "_ROWS_AT_ONCE", 7)  # a dense library read in blocks gives the same
+    monkeypatch.setattr(policy, "_CELLS_AT_ONCE", 30)  # a dense library read in blocks (of 7 rows) gives the same
     estimator = twins_library()
     z = estimator.z.copy()
     z[::7, 2] = np.nan  # t has no record on every 7th dataset: counted there as the dataset's average

@@ -385,9 +385,9 @@ def _portfolio(
     weights = np.exp(LIKENESS * (likeness[particles] - likeness[particles].max()))
     weights /= weights.sum()
     # Candidates: the best predicted and the best on the weighed datasets (all of a library of <= PORTFOLIO_POOL).
-    on_like = weights @ _particle_values(behaviour, particles, usable_options)
-    pool = set(usable_options[np.argsort(-mean[usable_options], kind="stable")][:PORTFOLIO_POOL].tolist())
-    pool.update(usable_options[np.argsort(-on_like, kind="stable")][:PORTFOLIO_POOL].tolist())
+    on_like = _weighted_mean(behaviour, particles, weights)[usable_options]
+    pool = set(usable_options[_best(mean[usable_options], PORTFOLIO_POOL)].tolist())
+    pool.update(usable_options[_best(on_like, PORTFOLIO_POOL)].tolist())
     pool_ids = np.array(sorted(pool), dtype=np.int64)
     probed = np.array(sorted({index[p.model_id] for p in measured if p.probe == MEASURED and p.model_id in index}))
     candidates = _particle_values(behaviour, particles, pool_ids)
@@ -416,7 +416,32 @@ def best_of_set(values: np.ndarray, weights: np.ndarray, best: np.ndarray, count
     return chosen, value
 
 
-_ROWS_AT_ONCE = 4096  # a dense library's rows read per block: no (datasets x models) temporaries
+_CELLS_AT_ONCE = 1 << 22  # a dense library is read in blocks of rows of about this many cells: no (datasets x
+# models) temporaries
+
+
+def _row_blocks(z: np.ndarray) -> range:
+    return range(0, len(z), max(1, _CELLS_AT_ONCE // max(z.shape[1], 1)))
+
+
+def _best(values: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the `count` largest values, largest first (ties: the first position), without a full sort."""
+    if len(values) > count:
+        kept = np.argpartition(-values, count - 1)[:count]
+        return kept[np.lexsort((kept, -values[kept]))]
+    return np.argsort(-values, kind="stable")
+
+
+def _weighted_mean(behaviour: np.ndarray | ScoreMatrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ weights x z over `rows`, per model (a missing value adds 0, the dataset's average)."""
+    if isinstance(behaviour, ScoreMatrix):
+        return behaviour.weighted_row_sum(rows, weights)[0]
+    z = np.asarray(behaviour, dtype=float)
+    out = np.zeros(z.shape[1])
+    step = max(1, _CELLS_AT_ONCE // max(z.shape[1], 1))
+    for start in range(0, len(rows), step):
+        out += weights[start : start + step] @ np.nan_to_num(z[rows[start : start + step]], nan=0.0)
+    return out
 
 
 def _likeness(behaviour: np.ndarray | ScoreMatrix, mean: np.ndarray) -> np.ndarray:
@@ -433,8 +458,8 @@ def _likeness(behaviour: np.ndarray | ScoreMatrix, mean: np.ndarray) -> np.ndarr
     z = np.asarray(behaviour, dtype=float)
     y = np.where(known, mean, 0.0)
     out = []
-    for start in range(0, len(z), _ROWS_AT_ONCE):
-        block = z[start : start + _ROWS_AT_ONCE]
+    for start in _row_blocks(z):
+        block = z[start : start + _row_blocks(z).step]
         present = np.isfinite(block) & known
         x = np.where(present, block, 0.0)
         sums = [present.sum(axis=1), x.sum(axis=1), present @ y, (x * x).sum(axis=1), present @ (y * y), x @ y]
