@@ -232,6 +232,10 @@ class Replayed:
 REPLAY_VARIANTS: dict[str, dict[str, Any]] = {
     "info-0, portfolio: the served policy": {"informative": 0, "rule": "portfolio"},
     "info-1, portfolio": {"informative": 1, "rule": "portfolio"},
+    **{
+        f"info-0, portfolio (likeness {k:g})": {"informative": 0, "rule": "portfolio", "likeness": k}
+        for k in (0.0, 3.0, 5.0, 20.0)
+    },
     "info-1, greedy conditioned (level 0.5): the policy before 2026-12-07": {"informative": 1, "rule": "greedy"},
     "info-0, greedy conditioned (level 0.5)": {"informative": 0, "rule": "greedy"},
     "info-1, lookahead (level 0.5)": {"informative": 1, "rule": "lookahead"},

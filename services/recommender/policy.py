@@ -114,14 +114,16 @@ def next_probes(
     rule: str | None = None,
     noise_sd: float | None = None,
     noise_level: float = 0.0,
+    likeness: float | None = None,
 ) -> NextProbes:
     """The next `count` models to probe on the query, given the probes `measured` so far.
 
     `tried` are models already asked for that gave no measurement (a failed or timed-out probe): never asked
     again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
-    expected-gain stop does not apply. `rule` is `GREEDY` or `LOOKAHEAD` (default: the module's `RULE`, read at
-    each call, so a benchmark can switch the served policy). `noise_sd` is a probe's noise on the record's scale
+    expected-gain stop does not apply. `rule` is `PORTFOLIO`, `GREEDY` or `LOOKAHEAD` (default: the module's
+    `RULE`, read at each call, so a benchmark can switch the served policy); `likeness` the portfolio's (default
+    `LIKENESS`). `noise_sd` is a probe's noise on the record's scale
     where the library measured it (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance;
     `noise_level` the sd of a level the query's probes share (a sample easier or harder than the whole table).
     The best measured model the stopping rule weighs is the probed model of best posterior mean (`posterior`), not
@@ -172,7 +174,8 @@ def next_probes(
             order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
     elif rule == PORTFOLIO and has_behaviour:
         behaviour = estimator.behaviour()  # type: ignore[attr-defined]
-        ranked = _portfolio(behaviour, measured, index, options, mean, count - len(picked))
+        sharpness = LIKENESS if likeness is None else likeness
+        ranked = _portfolio(behaviour, measured, index, options, mean, count - len(picked), likeness=sharpness)
         if len(ranked):
             order = ranked[: count - len(picked)]
     elif rule not in (GREEDY, LOOKAHEAD, PORTFOLIO):
@@ -365,24 +368,26 @@ def _portfolio(
     options: np.ndarray,
     mean: np.ndarray,
     count: int = 1,
+    *,
+    likeness: float = LIKENESS,
 ) -> np.ndarray:
     """`options` ranked by what each adds to the best of the models measured so far, best first (empty: no ranking).
 
     The library's datasets are the draws: on each, the value of measuring model m is max(the best z of the models
     measured, m's z), so a model that fails where the measured ones fail, or shines where they shine, adds
-    nothing. Each dataset weighs exp(`LIKENESS` x the Pearson correlation of its z with the query's predicted
+    nothing. Each dataset weighs exp(`likeness` x the Pearson correlation of its z with the query's predicted
     `mean`): the `PARTICLES` datasets whose models rank most as the query's are predicted to decide. A model with
     no record on a dataset counts there as that dataset's average (z 0). O(records) for the weights, then
     O(`PARTICLES` x pool), whatever the library's size. The first `count` are a set: each the best given the
     ones before it, as if they were measured."""
     known = np.isfinite(mean)
     usable_options = options[known[options]]
-    likeness = _likeness(behaviour, mean)
-    rows = np.flatnonzero(np.isfinite(likeness))
+    alike = _likeness(behaviour, mean)
+    rows = np.flatnonzero(np.isfinite(alike))
     if len(rows) < 2 or not len(usable_options):
         return np.zeros(0, dtype=np.int64)
-    particles = rows[np.argsort(-likeness[rows], kind="stable")][:PARTICLES]
-    weights = np.exp(LIKENESS * (likeness[particles] - likeness[particles].max()))
+    particles = rows[np.argsort(-alike[rows], kind="stable")][:PARTICLES]
+    weights = np.exp(likeness * (alike[particles] - alike[particles].max()))
     weights /= weights.sum()
     # Candidates: the best predicted and the best on the weighed datasets (all of a library of <= PORTFOLIO_POOL).
     on_like = _weighted_mean(behaviour, particles, weights)[usable_options]
@@ -552,6 +557,7 @@ def simulate(
     rule: str | None = None,
     noise_sd: float | None = None,
     noise_level: float = 0.0,
+    likeness: float | None = None,
 ) -> list[ProbeRecord]:
     """The search's probing loop: ask `next_probes`, measure (`measure(model_ids) -> records`), repeat until
     `budget` models were asked for or the policy stops. Returns every measured probe, in order."""
@@ -573,6 +579,7 @@ def simulate(
             rule=rule,
             noise_sd=noise_sd,
             noise_level=noise_level,
+            likeness=likeness,
         )
         if step.stop or not step.model_ids:
             break
