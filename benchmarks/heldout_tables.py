@@ -17,8 +17,9 @@
    searches each table's CSV with probe budget B - 1 (B = 0: no probe) and the default adaptive probing;
    the user measures the probes, then the answer's best unprobed models until B models are measured, and
    keeps the best (`decisions.pick_regret`, on the ground truth of step 2). popular-B measures the B models
-   of best mean z-score over TabZoo's datasets; random-B is the exact expectation over B models drawn at
-   random. Prints per-table regrets and the means.
+   of best mean z-score over TabZoo's datasets; portfolio-B the B that together did best over them
+   (`evaluation.portfolio_order`); random-B is the exact expectation over B models drawn at random. Prints
+   per-table regrets and the means.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from modsnet.offline.zoo.common import Progress, load_results
 from services.recommender import policy
 from services.recommender.decisions import Ranking, expected_random_regret, pick_regret
 from services.recommender.evaluation import graph_from_bundle, z_scores
+from services.recommender.evaluation import portfolio_order as portfolio_order_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TABZOO = ROOT / "modsnet" / "libraries" / "tabzoo"
@@ -212,6 +214,14 @@ def measure(sources: Sequence[zoo.DatasetSource], work: Path, *, jobs: int) -> d
 # ----------------------------------------------------------------------------------------------- decisions
 
 
+def portfolio_order(count: int) -> list[str]:
+    """TabZoo's models in portfolio-B's order (`evaluation.portfolio_order`: the `count` that together did best over
+    its datasets, then the rest by mean z)."""
+    snapshot, _ = graph_from_bundle(read_bundle(TABZOO))
+    _, model_ids, z = z_scores(snapshot)
+    return portfolio_order_of(model_ids, z, count)
+
+
 def popularity_order() -> list[str]:
     """TabZoo's models by mean z-scored score over its datasets, best first (ties by id)."""
     snapshot, _ = graph_from_bundle(read_bundle(TABZOO))
@@ -281,12 +291,17 @@ def regrets(
     searched: dict[str, dict[int, dict[str, Any]]],
     popular: list[str],
     budgets: Sequence[int],
+    portfolio: list[str] | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:
-    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search, popular-B and random-B (the
-    exact expectation over random draws of B models, B = 0: one trusted at random)."""
+    """strategy -> B -> table -> regret (balanced accuracy), for ModsNet's search, popular-B, portfolio-B (where
+    its order is given) and random-B (the exact expectation over random draws of B models, B = 0: one trusted
+    at random)."""
     out: dict[str, dict[int, dict[str, float]]] = {"modsnet": {}, "popular-B": {}, "random-B": {}}
+    if portfolio is not None:
+        out["portfolio-B"] = {}
     for dataset_id, true in truth.items():
         popular_ranking = Ranking({m: -float(i) for i, m in enumerate(popular) if m in true})
+        portfolio_ranking = Ranking({m: -float(i) for i, m in enumerate(portfolio or []) if m in true})
         for budget in budgets:
             if dataset_id in searched:  # else popular-B and random-B only (no answers saved yet)
                 found = searched[dataset_id][budget]
@@ -296,6 +311,8 @@ def regrets(
                 )
                 out["modsnet"].setdefault(budget, {})[dataset_id] = pick_regret(true, ranking, budget)
             out["popular-B"].setdefault(budget, {})[dataset_id] = pick_regret(true, popular_ranking, budget)
+            if portfolio is not None:
+                out["portfolio-B"].setdefault(budget, {})[dataset_id] = pick_regret(true, portfolio_ranking, budget)
             out["random-B"].setdefault(budget, {})[dataset_id] = expected_random_regret(true, budget)
     return out
 
@@ -324,10 +341,10 @@ def _report(
     budgets: Sequence[int],
     rule: str,
 ) -> None:
-    """Per table and in the mean: regret of ModsNet's search (when `searched` has its answers), popular-B and
-    random-B after B measurements."""
-    table = regrets(truth, searched, popularity_order(), budgets)
-    strategies = ("modsnet", "popular-B", "random-B") if searched else ("popular-B", "random-B")
+    """Per table and in the mean: regret of ModsNet's search (when `searched` has its answers), popular-B,
+    portfolio-B and random-B after B measurements."""
+    table = regrets(truth, searched, popularity_order(), budgets, portfolio_order(max(budgets, default=0)))
+    strategies = ("modsnet", "popular-B", "portfolio-B", "random-B")[0 if searched else 1 :]
     names = " / ".join(s.removesuffix("-B").replace("modsnet", "ModsNet") for s in strategies)
     print(f"\n{len(ids)} held-out tables, probing rule {rule!r}: regret of the best measured after B (bal. accuracy)\n")
     print("| table | rows | classes | " + " | ".join(f"B={b} {names}" for b in budgets) + " |")
@@ -344,7 +361,10 @@ def _report(
             better = sum(table["modsnet"][b][d] < table["popular-B"][b][d] - 1e-12 for d in ids)
             worse = sum(table["modsnet"][b][d] > table["popular-B"][b][d] + 1e-12 for d in ids)
             ratio = f"{mean['modsnet'] / mean['popular-B']:.2f}" if mean["popular-B"] > 0 else "–"
-            cell += f" ({ratio} of popular; {better}↑ {worse}↓)"
+            cell += f" ({ratio} of popular; {better}↑ {worse}↓"
+            if "portfolio-B" in strategies and mean["portfolio-B"] > 0:
+                cell += f"; {mean['modsnet'] / mean['portfolio-B']:.2f} of portfolio"
+            cell += ")"
         means.append(cell)
     print("| **mean** | | | " + " | ".join(means) + " |")
 
@@ -369,10 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=(policy.PORTFOLIO, policy.GREEDY, policy.LOOKAHEAD),
         help="the probing rule (default: the served)",
     )
+    parser.add_argument("--likeness", type=float, help="the portfolio rule's likeness (default: the served)")
     args = parser.parse_args(argv)
     if args.rule:
         policy.RULE = args.rule  # read by every next_probes call of the embedded recommender
     rule = policy.RULE
+    if args.likeness is not None:
+        policy.LIKENESS = args.likeness  # as the rule: read at every call
+        rule += f"-likeness{args.likeness:g}"
     started = time.perf_counter()
     sources = heldout_sources(args.limit, work=args.work)
     for source in sources:

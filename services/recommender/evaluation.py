@@ -302,21 +302,26 @@ def popularity_method(fold: Fold) -> dict[str, np.ndarray]:
 
 
 def portfolio_method(fold: Fold, count: int) -> dict[str, dict[str, float]]:
-    """portfolio-B's order per target, as scores (higher = measured first): the `count` models that together did
-    best over the fold's training datasets (`policy.best_of_set` over their z, every dataset alike, a model with
-    no record counted as the dataset's average), then the rest by mean z."""
+    """portfolio-B's order per target, as scores (higher = measured first), on the fold's training datasets
+    (`portfolio_order`)."""
     _, model_ids, z = z_scores(fold.snapshot)
+    order = portfolio_order(model_ids, z, count)
+    score = {m: float(len(order) - i) for i, m in enumerate(order)}
+    return {t: {m: score.get(m, -math.inf) for m in fold.candidates[t]} for t in fold.targets}
+
+
+def portfolio_order(model_ids: Sequence[str], z: np.ndarray, count: int) -> list[str]:
+    """The models in portfolio-B's order: first the `count` that together did best over the datasets of `z`
+    (datasets x models, NaN where no record; `policy.best_of_set`, every dataset alike, a model with no record
+    counted as the dataset's average), then the rest by mean z (ties: library order)."""
     if not len(z):
-        return {}
+        return list(model_ids)
     has = ~np.isnan(z)
     filled = np.where(has, z, 0.0)
     mean = filled.sum(axis=0) / np.maximum(has.sum(axis=0), 1)
     chosen, _ = policy.best_of_set(filled, np.full(len(z), 1.0 / len(z)), np.full(len(z), -np.inf), count)
-    score = dict(zip(model_ids, mean.tolist(), strict=True))
-    top = float(mean.max())
-    for position, j in enumerate(chosen):
-        score[model_ids[j]] = top + 1.0 + len(chosen) - position  # ahead of every model by mean
-    return {t: {m: score.get(m, -math.inf) for m in fold.candidates[t]} for t in fold.targets}
+    rest = [j for j in np.argsort(-mean, kind="stable").tolist() if j not in set(chosen)]
+    return [model_ids[j] for j in [*chosen, *rest]]
 
 
 def fold_family(fold: Fold) -> tuple[int, float]:
