@@ -123,10 +123,9 @@ def next_probes(
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
     expected-gain stop does not apply. `rule` is `PORTFOLIO`, `GREEDY` or `LOOKAHEAD` (default: the module's
     `RULE`, read at each call, so a benchmark can switch the served policy); `likeness` the portfolio's (default
-    `LIKENESS`). `noise_sd` is a probe's noise on the record's scale
-    where the library measured it (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance;
-    `noise_level` the sd of a level the query's probes share (a sample easier or harder than the whole table).
-    The best measured model the stopping rule weighs is the probed model of best posterior mean (`posterior`), not
+    `LIKENESS`). `noise_sd` is a probe's noise on the record's scale where the library measured it
+    (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance; `noise_level` the sd of
+    a level the query's probes share (a sample easier or harder than the whole table). The best measured model the stopping rule weighs is the probed model of best posterior mean (`posterior`), not
     the best raw reading: a lucky reading does not stop probing.
     """
     rule = RULE if rule is None else rule
@@ -411,22 +410,22 @@ def best_of_set(values: np.ndarray, weights: np.ndarray, best: np.ndarray, count
     ones before it (ties: the first column). Returns them, and every column's value at the last choice."""
     best = np.asarray(best, dtype=float).copy()
     chosen: list[int] = []
-    value = weights @ np.maximum(best[:, None], values)
-    for _ in range(min(count, values.shape[1])):
+    while True:
         value = weights @ np.maximum(best[:, None], values)
         value[chosen] = -np.inf
+        if len(chosen) >= min(count, values.shape[1]):
+            return chosen, value
         pick = int(np.argmax(value))
         chosen.append(pick)
         best = np.maximum(best, values[:, pick])
-    return chosen, value
 
 
 _CELLS_AT_ONCE = 1 << 22  # a dense library is read in blocks of rows of about this many cells: no (datasets x
 # models) temporaries
 
 
-def _row_blocks(z: np.ndarray) -> range:
-    return range(0, len(z), max(1, _CELLS_AT_ONCE // max(z.shape[1], 1)))
+def _rows_per_block(columns: int) -> int:
+    return max(1, _CELLS_AT_ONCE // max(columns, 1))
 
 
 def _best(values: np.ndarray, count: int) -> np.ndarray:
@@ -443,7 +442,7 @@ def _weighted_mean(behaviour: np.ndarray | ScoreMatrix, rows: np.ndarray, weight
         return behaviour.weighted_row_sum(rows, weights)[0]
     z = np.asarray(behaviour, dtype=float)
     out = np.zeros(z.shape[1])
-    step = max(1, _CELLS_AT_ONCE // max(z.shape[1], 1))
+    step = _rows_per_block(z.shape[1])
     for start in range(0, len(rows), step):
         out += weights[start : start + step] @ np.nan_to_num(z[rows[start : start + step]], nan=0.0)
     return out
@@ -463,8 +462,9 @@ def _likeness(behaviour: np.ndarray | ScoreMatrix, mean: np.ndarray) -> np.ndarr
     z = np.asarray(behaviour, dtype=float)
     y = np.where(known, mean, 0.0)
     out = []
-    for start in _row_blocks(z):
-        block = z[start : start + _row_blocks(z).step]
+    step = _rows_per_block(z.shape[1])
+    for start in range(0, len(z), step):
+        block = z[start : start + step]
         present = np.isfinite(block) & known
         x = np.where(present, block, 0.0)
         sums = [present.sum(axis=1), x.sum(axis=1), present @ y, (x * x).sum(axis=1), present @ (y * y), x @ y]
