@@ -125,8 +125,9 @@ def next_probes(
     `RULE`, read at each call, so a benchmark can switch the served policy); `likeness` the portfolio's (default
     `LIKENESS`). `noise_sd` is a probe's noise on the record's scale where the library measured it
     (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance; `noise_level` the sd of
-    a level the query's probes share (a sample easier or harder than the whole table). The best measured model the stopping rule weighs is the probed model of best posterior mean (`posterior`), not
-    the best raw reading: a lucky reading does not stop probing.
+    a level the query's probes share (a sample easier or harder than the whole table). The best measured model
+    the stopping rule weighs is the probed model of best posterior mean (`posterior`), not the best raw reading:
+    a lucky reading does not stop probing.
     """
     rule = RULE if rule is None else rule
     if count <= 0:
