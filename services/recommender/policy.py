@@ -408,7 +408,7 @@ def _portfolio(
 def best_of_set(values: np.ndarray, weights: np.ndarray, best: np.ndarray, count: int) -> tuple[list[int], np.ndarray]:
     """`count` columns of `values` (draws x candidates), chosen greedily to raise the weighed mean over the draws
     of the best value measured (`best` per draw before any: -inf for none): each the one that adds most given the
-    ones before it (ties: the first column). Returns them, and every column's value at the last choice."""
+    ones before it (ties: the first column). Returns them, and every column's value given all of them."""
     best = np.asarray(best, dtype=float).copy()
     chosen: list[int] = []
     while True:
