@@ -214,18 +214,23 @@ def measure(sources: Sequence[zoo.DatasetSource], work: Path, *, jobs: int) -> d
 # ----------------------------------------------------------------------------------------------- decisions
 
 
+@functools.cache
+def _tabzoo_z() -> tuple[list[str], np.ndarray]:
+    """TabZoo's model ids and per-dataset z-scores (read once for both baselines)."""
+    snapshot, _ = graph_from_bundle(read_bundle(TABZOO))
+    _, model_ids, z = z_scores(snapshot)
+    return model_ids, z
+
+
 def portfolio_order(count: int) -> list[str]:
     """TabZoo's models in portfolio-B's order (`evaluation.portfolio_order`: the `count` that together did best over
     its datasets, then the rest by mean z)."""
-    snapshot, _ = graph_from_bundle(read_bundle(TABZOO))
-    _, model_ids, z = z_scores(snapshot)
-    return portfolio_order_of(model_ids, z, count)
+    return portfolio_order_of(*_tabzoo_z(), count)
 
 
 def popularity_order() -> list[str]:
     """TabZoo's models by mean z-scored score over its datasets, best first (ties by id)."""
-    snapshot, _ = graph_from_bundle(read_bundle(TABZOO))
-    _, model_ids, z = z_scores(snapshot)
+    model_ids, z = _tabzoo_z()
     mean = np.nanmean(z, axis=0)
     return [model_ids[j] for j in sorted(range(len(model_ids)), key=lambda j: (-mean[j], model_ids[j]))]
 

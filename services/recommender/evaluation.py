@@ -320,7 +320,8 @@ def portfolio_order(model_ids: Sequence[str], z: np.ndarray, count: int) -> list
     filled = np.where(has, z, 0.0)
     mean = filled.sum(axis=0) / np.maximum(has.sum(axis=0), 1)
     chosen, _ = policy.best_of_set(filled, np.full(len(z), 1.0 / len(z)), np.full(len(z), -np.inf), count)
-    rest = [j for j in np.argsort(-mean, kind="stable").tolist() if j not in set(chosen)]
+    taken = set(chosen)
+    rest = [j for j in np.argsort(-mean, kind="stable").tolist() if j not in taken]
     return [model_ids[j] for j in [*chosen, *rest]]
 
 

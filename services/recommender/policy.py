@@ -22,6 +22,7 @@ The policy (chosen by `benchmarks/probe_policy.py` on TabZoo, XRDZoo and OBOE; f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -151,6 +152,10 @@ def next_probes(
     options = np.array(sorted(index[m] for m in allowed - set(picked) if m in index), dtype=np.int64)
     if not len(options):
         return NextProbes(picked, stop=not picked, reason="" if picked else "no model left to measure")
+    # The library's behaviour is read once per step (a dense GNN's is a clipped copy of its whole matrix): by the
+    # conditional and by the portfolio alike.
+    own = getattr(estimator, "behaviour", None)
+    behaviour = functools.cache(own) if callable(own) else None
     mean, sd, prior_sd = _predicted(
         estimator,
         features,
@@ -161,21 +166,21 @@ def next_probes(
         level=level,
         noise_sd=noise_sd,
         noise_level=noise_level,
+        behaviour=behaviour,
     )
     goodness = np.where(np.isfinite(mean[options]), mean[options], -np.inf)
     # Best predicted first; ties go to library order, so a rerun asks for the same models.
     order = options[np.argsort(-goodness, kind="stable")][: count - len(picked)]
     best = _best_posterior(measured, mean, index)
     top = order[:1]  # the best predicted: whether probing is still worth it is judged on it, whatever the rule
-    has_behaviour = condition and callable(getattr(estimator, "behaviour", None))
+    has_behaviour = condition and behaviour is not None
     if rule == LOOKAHEAD and has_behaviour:
         look = _lookahead(estimator, measured, index, options, mean, sd, prior_sd, best, level=level, noise_sd=noise_sd)
         if look is not None:
             order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
-    elif rule == PORTFOLIO and has_behaviour:
-        behaviour = estimator.behaviour()  # type: ignore[attr-defined]
+    elif rule == PORTFOLIO and behaviour is not None and condition:
         sharpness = LIKENESS if likeness is None else likeness
-        ranked = _portfolio(behaviour, measured, index, options, mean, count - len(picked), likeness=sharpness)
+        ranked = _portfolio(behaviour(), measured, index, options, mean, count - len(picked), likeness=sharpness)
         if len(ranked):
             order = ranked[: count - len(picked)]
     elif rule not in (GREEDY, LOOKAHEAD, PORTFOLIO):
@@ -207,19 +212,21 @@ def _predicted(
     noise_sd: float | None = None,
     noise_level: float = 0.0,
     exact: Sequence[ProbeRecord] = (),
+    behaviour: Callable[[], np.ndarray | ScoreMatrix] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every model's predicted goodness (sign x score) and its sd given the probes measured so far, and the sd
     before conditioning (the prior the conditional started from; the same sd where nothing was conditioned).
 
     Conditioned (where the estimator has library behaviour and the probes are measurements): `posterior`, the cold
     predictions updated by the probes as noisy observations. Otherwise: the estimator's own prediction given the
-    probes (a probed model there keeps its reading, sd 0).
+    probes (a probed model there keeps its reading, sd 0). `behaviour`: the estimator's, where the caller reads it
+    once for several uses.
     """
     scores = [p for p in measured if p.probe == MEASURED and p.model_id in index]
     # A probe of the whole table (`ProbeRecord.whole`) measured what a full measurement does: exact.
     full = [p for p in exact if p.probe == MEASURED and p.model_id in index] + [p for p in scores if p.whole]
     readings = [p for p in scores if not p.whole]
-    behaviour = getattr(estimator, "behaviour", None)
+    behaviour = getattr(estimator, "behaviour", None) if behaviour is None else behaviour
     # The served blend shows intervals learned apart (on whole sources held out); the policy's conditional and
     # stopping rule keep the σ they were chosen with (`BlendedEstimator.score_for_policy`).
     score_all = getattr(estimator, "score_for_policy", estimator.score_all)
@@ -246,7 +253,7 @@ def _predicted(
 def posterior(
     mean: np.ndarray,
     sd: np.ndarray,
-    behaviour: Callable[[], np.ndarray],
+    behaviour: Callable[[], np.ndarray | ScoreMatrix],
     readings: Sequence[tuple[int, float]],
     exact: Sequence[tuple[int, float]] = (),
     *,
