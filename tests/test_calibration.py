@@ -14,7 +14,10 @@ from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import DatasetNode, InteractionRecord, LibraryInfo, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
 from services.recommender.calibration import (
+    CALIBRATION_FITS,
     FAMILY_RUN,
+    MAX_HOLDOUT,
+    PSEUDO_TARGETS,
     SCALE_PROBES,
     Z80,
     IntervalScale,
@@ -96,6 +99,26 @@ def test_a_small_library_is_cross_fitted_so_every_dataset_is_held_out_once(tmp_p
     assert scale.factor > 1.0  # the overconfident σ is widened
 
 
+def test_a_large_library_is_calibrated_on_disjoint_fifths_until_enough_datasets_are_held_out() -> None:
+    """One fit hides at most MAX_HOLDOUT datasets (it must still train on most of the library); where that caps the
+    fifth, more fits hide other datasets, disjoint, until about PSEUDO_TARGETS are held out: a quantile or a weight
+    over 40 datasets is a draw of 40, whatever their pairs. A smaller library hides its fifth in one fit."""
+
+    def library(n: int) -> Snapshot:
+        records = [InteractionRecord(m, f"d{i:04d}", 0.5) for i in range(n) for m in ("m0", "m1")]
+        return Snapshot(LibraryInfo("lib", {}, 2, n, len(records), 1, "", 0.0), [], [], records, [])
+
+    folds = holdout_folds(library(400), seed=2)
+    assert [len(f) for f in folds] == [MAX_HOLDOUT] * CALIBRATION_FITS
+    hidden = [d for f in folds for d in f]
+    assert len(set(hidden)) == len(hidden) >= PSEUDO_TARGETS  # disjoint
+    assert holdout_folds(library(400), seed=2) == folds and holdout_folds(library(400), seed=3) != folds  # seeded
+    assert len(holdout_folds(library(400), fits=1)) == 1
+    assert [len(f) for f in holdout_folds(library(250))] == [MAX_HOLDOUT] * CALIBRATION_FITS  # a fifth of 50: capped
+    assert [len(f) for f in holdout_folds(library(200))] == [40]  # a fifth of 200 is 40: held out in one fit
+    assert [len(f) for f in holdout_folds(library(60))] == [12]
+
+
 def _segments(hidden: list[str], ids: list[str]) -> int:
     """How many runs of consecutive ids (in sorted order) `hidden` makes."""
     at = sorted(ids.index(d) for d in hidden)
@@ -109,7 +132,7 @@ def test_a_family_holdout_hides_runs_of_consecutive_ids() -> None:
     records = [InteractionRecord(m, d, 0.5) for d in ids for m in ("m0", "m1", "m2")]
     snapshot = Snapshot(LibraryInfo("lib", {}, 3, 80, len(records), 1, "", 0.0), [], [], records, [])
     ids.sort()
-    (random_fifth,) = holdout_folds(snapshot, seed=1)
+    random_fifth = holdout_folds(snapshot, seed=1)[0]
     (families,) = holdout_folds(snapshot, seed=1, run=10)
     assert len(families) == len(random_fifth) == 16 and set(families) <= set(ids)
     assert _segments(families, ids) <= 3  # two runs of 10, the first perhaps cut short by the offset

@@ -384,19 +384,20 @@ def test_the_knns_scale_is_learned_on_datasets_hidden_as_its_fold_hides_targets(
             super().__init__(snapshot, **kwargs)
             fitted.append(snapshot)
 
-    def hidden_by_calibration(targets: list[str]) -> tuple[list[str], Snapshot]:
+    def hidden_by_calibration(targets: list[str]) -> tuple[list[list[str]], Snapshot]:
         fitted.clear()
         evaluate(bundle, methods=["knn"], targets=targets, fold_size=len(targets))
-        calibration_fit, served = fitted
-        kept = {r.dataset_id for r in calibration_fit.interactions}
-        return sorted({r.dataset_id for r in served.interactions} - kept), served
+        *calibration_fits, served = fitted
+        every = {r.dataset_id for r in served.interactions}
+        hidden = [sorted(every - {r.dataset_id for r in fit.interactions}) for fit in calibration_fits]
+        return hidden, served
 
     monkeypatch.setattr(evaluation, "KnnPopularityEstimator", Recording)
     held, served = hidden_by_calibration(ids[4:14:3])  # ids 4, 7, 10, 13: a span of 10 at 40%
-    assert [held] == holdout_folds(served, run=10, density=0.4)
-    assert [held] != holdout_folds(served, run=FAMILY_RUN) and [held] != [sorted(f) for f in holdout_folds(served)]
+    assert held == holdout_folds(served, run=10, density=0.4)
+    assert held != holdout_folds(served, run=FAMILY_RUN) and held != [sorted(f) for f in holdout_folds(served)]
     held, served = hidden_by_calibration(["d0"])
-    assert [held] == [sorted(f) for f in holdout_folds(served)]
+    assert held == [sorted(f) for f in holdout_folds(served)]  # one by one
 
 
 def test_folds_interleave_the_sorted_targets_unless_asked_for_runs() -> None:
