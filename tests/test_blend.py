@@ -9,6 +9,7 @@ import math
 import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,13 @@ from modsnet.data.bundle import read_bundle
 from modsnet.data.graph import Constraints, Snapshot
 from modsnet.data.graph_build import dataset_raw_features
 from services.recommender import checkpoints, policy
-from services.recommender.calibration import conformal_factor, group_holdout, holdout_folds
+from services.recommender.calibration import (
+    CALIBRATION_FITS,
+    MAX_HOLDOUT,
+    conformal_factor,
+    group_holdout,
+    holdout_folds,
+)
 from services.recommender.core import RecommenderCore
 from services.recommender.estimators.base import ProbeRecord, Scored
 from services.recommender.estimators.blend import (
@@ -33,9 +40,7 @@ from services.recommender.estimators.blend import (
     learn_residual_scale,
     learn_weights,
     level_factors,
-    mean_pearson,
     near_and_far,
-    objective,
     reference_query,
     shown_scales,
     sigma_level,
@@ -119,28 +124,6 @@ def test_a_member_bad_on_the_held_out_datasets_gets_no_weight(planted) -> None: 
     knn_alone = _mean_pearson(KnnPopularityEstimator(train), whole, test)
     assert _mean_pearson(served, whole, test) >= knn_alone - 0.02
     assert _mean_pearson(served.primary, whole, test) < 0
-
-
-def test_the_shortfall_penalty_never_buys_its_targets_with_the_mean() -> None:
-    """Six pseudo-targets of thirty where the primary ranks nothing and popularity everything; elsewhere popularity
-    is loud noise. The shortfall penalty alone would mix popularity in at the mean's expense; the weights kept are
-    those whose mean Pearson is at least the best member's alone (issue 16 point 3 asks for both)."""
-    rng = np.random.default_rng(0)
-    targets = []
-    for i in range(30):
-        truth = rng.normal(size=20)
-        hard = i < 6
-        primary = (0.0 if hard else 1.0) * truth + 0.5 * rng.normal(size=20)
-        popular = truth + 0.3 * rng.normal(size=20) if hard else 4.0 * rng.normal(size=20)
-        targets.append(PseudoTarget(f"d{i}", truth, np.stack([primary, popular]), np.full((2, 20), 0.5), math.nan))
-    grid = simplex_grid(2)
-    pairs = [(t.truth, t.cold) for t in targets]
-    unconstrained = grid[int(np.argmax(objective(grid, pairs, sign=1.0, popularity=1)))]
-    alone = max(mean_pearson(grid[[0, -1]], pairs))
-    assert mean_pearson(unconstrained[None, :], pairs)[0] < alone - 0.05  # the premise: the penalty would cost it
-    blend = learn_weights(targets, ("gnn", "popularity"), sign=1.0)
-    assert blend.validation["blend"] >= max(blend.validation["gnn"], blend.validation["popularity"]) - 1e-9
-    assert blend.near == (1.0, 0.0)
 
 
 def test_the_weights_follow_the_pseudo_targets_and_the_sigma_is_rescaled() -> None:
@@ -291,6 +274,35 @@ def _by_sources(snapshot: Snapshot, size: int = 6) -> Snapshot:
         snapshot,
         datasets=[replace(d, metadata={**d.metadata, "source_group": group[d.dataset_id]}) for d in snapshot.datasets],
     )
+
+
+def test_a_large_librarys_shown_intervals_learn_on_more_fifths_than_its_weights(tmp_path: Path) -> None:
+    """Past calibration's cap (a fifth over MAX_HOLDOUT datasets) one fit's 40 datasets are a draw of 40: the shown
+    intervals learn on two more disjoint fifths too, while the weights and the policy's σ stay those of the first
+    fold alone, so every ranking and decision is as it was."""
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=220, n_models=6, seed=2)))
+    ids = sorted({r.dataset_id for r in snapshot.interactions})
+    hidden: list[list[str]] = []
+
+    def fit(graph: Snapshot) -> KnnPopularityEstimator:
+        kept = {r.dataset_id for r in graph.interactions}
+        hidden.append([d for d in ids if d not in kept])
+        return KnnPopularityEstimator(graph)
+
+    served = fit_blend(snapshot, fit)
+    first, more = calibration_folds(snapshot)
+    assert len(first) == 1 and len(more) == CALIBRATION_FITS - 1
+    assert hidden == [*(sorted(f) for f in (*first, *more)), []]  # the first fifth, two more, the served fit
+    assert [*first, *more] == holdout_folds(snapshot) and len({d for f in (*first, *more) for d in f}) == 120
+    targets, members = held_out_targets(snapshot, KnnPopularityEstimator, first)
+    alone = learn_weights(targets, members, sign=1.0)
+    blend = served.blend
+    assert blend.targets == MAX_HOLDOUT
+    for name in ("near", "far", "probed", "threshold", "interval_scale", "probed_interval_scale"):
+        assert getattr(blend, name) == getattr(alone, name), name
+    assert blend.shown_interval_scale is not None and blend.shown_interval_scale != alone.interval_scale
+    assert calibration_folds(snapshot, shown_by_group=False) == (first, more)
+    assert calibration_folds(_by_sources(snapshot))[1] == group_holdout(_by_sources(snapshot))  # sources come first
 
 
 def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(planted) -> None:  # type: ignore[no-untyped-def]

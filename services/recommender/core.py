@@ -793,8 +793,8 @@ class RecommenderCore:
         try:
             with one_at_a_time:  # a `modsnet train` during a retraining of the library waits for it
                 progress.phase = "preparing the graph"
-                # The held-out fits that calibrate the intervals (three, each hiding other datasets) also learn the
-                # blend's weights: estimators/blend.py.
+                # The held-out fits that calibrate the intervals (one; three for a small or a large library) also
+                # learn the blend's weights: estimators/blend.py.
                 if self._pool is None:
                     start = time.perf_counter()
                     estimator = fit_gnn(

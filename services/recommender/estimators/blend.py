@@ -3,13 +3,13 @@
 Members: the primary estimator (the GNN, or the kNN where the kNN serves), the kNN over dataset features (and
 measured probes), and popularity. No member is best on every library or every target (issue 16: the GNN
 scored 0.609 Pearson on TransferGraph text's dbpedia_14, popularity 0.829), so the weights come from
-validation inside the training data. Calibration's held-out fits (`calibration.holdout_folds`: three, each
-hiding another fifth of the scored datasets, at most 40, or three cross-fits for a small library) predict the
-hidden datasets as new ones: those are pseudo-targets, with every member's prediction beside the truth. A grid
-over the simplex (steps of `GRID_STEP`) picks the weights with the best mean per-target Pearson, less a penalty
-for top-1 regret (in the target's score spreads) and for a target falling more than `MARGIN` below popularity's
-Pearson, among the weightings whose mean Pearson is at least the best member's alone; within `TIE` of the best,
-the most weight on the primary. It costs no fit beyond the ones calibration already made.
+validation inside the training data. Calibration's held-out fits (`calibration.holdout_folds`: a fifth of the
+scored datasets hidden, at most 40 a fit and three such fits where that caps it, or three cross-fits for a small
+library) predict the hidden datasets as new ones: those are pseudo-targets, with every member's prediction beside
+the truth. A grid over the simplex (steps of `GRID_STEP`) picks the weights with the best mean per-target
+Pearson, less a penalty for top-1 regret (in the target's score spreads) and for a target falling more than
+`MARGIN` below popularity's Pearson; within `TIE` of the best, the most weight on the primary. It costs no fit
+beyond the ones calibration already made.
 
 Per query, three sets of weights:
 * `near` and `far`: a query whose nearest library dataset (feature distance, as the kNN measures it) is
@@ -61,6 +61,7 @@ from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
 
 from ..calibration import (
+    CALIBRATION_FITS,
     COVERAGE,
     MIN_LEFT,
     PROBE_BUDGET,
@@ -567,24 +568,9 @@ def objective(
     return total / max(len(targets), 1)
 
 
-def mean_pearson(grid: np.ndarray, targets: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Each weighting's mean Pearson over (truth, member predictions) pairs."""
-    total = np.zeros(len(grid))
-    for truth, predictions in targets:
-        total += _pearson_rows(grid @ predictions, truth)
-    return total / max(len(targets), 1)
-
-
-def _choose(grid: np.ndarray, values: np.ndarray, pearson: np.ndarray | None = None) -> tuple[float, ...]:
+def _choose(grid: np.ndarray, values: np.ndarray) -> tuple[float, ...]:
     """The best weighting; among those within TIE of it, the one of most weight on the primary (then the
-    better objective). With `pearson` (each weighting's mean Pearson on the same pseudo-targets), only among
-    weightings whose mean Pearson is at least the best single member's: the shortfall penalty may move weight
-    to spare a few targets their failures, never at the mean's expense (issue 16 point 3 asks for both). On a
-    synthetic library whose kNN is near-perfect save on a family popularity gets right, 36 pseudo-targets
-    without this mixed popularity in at 0.4, and the mean on new datasets fell 0.94 -> 0.87 (0.93 with it)."""
-    if pearson is not None:
-        alone = pearson[np.flatnonzero(grid.max(axis=1) == 1.0)].max()
-        values = np.where(pearson >= alone - 1e-9, values, -np.inf)
+    better objective)."""
     close = np.flatnonzero(values >= values.max() - TIE)
     pick = close[np.lexsort((-values[close], -grid[close, 0]))[0]]
     return tuple(float(w) for w in grid[pick])
@@ -599,8 +585,7 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
     popularity = members.index("popularity") if "popularity" in members else None
     cold = [(t.truth, t.cold) for t in targets]
     everywhere = objective(grid, cold, sign=sign, popularity=popularity)
-    pearson = mean_pearson(grid, cold)
-    near = far = _choose(grid, everywhere, pearson)
+    near = far = _choose(grid, everywhere)
     distances = np.array([t.distance for t in targets])
     threshold = math.inf
     known = np.isfinite(distances)
@@ -613,13 +598,12 @@ def learn_weights(targets: Sequence[PseudoTarget], members: Sequence[str], *, si
             for name, chosen in (("near", ~beyond), ("far", beyond)):
                 subset = [c for c, keep in zip(cold, chosen, strict=True) if keep]
                 values = 0.5 * everywhere + 0.5 * objective(grid, subset, sign=sign, popularity=popularity)
-                halves[name] = _choose(grid, values, 0.5 * pearson + 0.5 * mean_pearson(grid, subset))
+                halves[name] = _choose(grid, values)
             near, far = halves["near"], halves["far"]
     with_probes = [(t.probed_truth, t.probed) for t in targets if t.probed is not None]
     probed = near
     if len(with_probes) >= MIN_REGIME // 2:
-        values = objective(grid, with_probes, sign=sign, popularity=popularity)  # type: ignore[arg-type]
-        probed = _choose(grid, values, mean_pearson(grid, with_probes))  # type: ignore[arg-type]
+        probed = _choose(grid, objective(grid, with_probes, sign=sign, popularity=popularity))  # type: ignore[arg-type]
     blended_pearson = []
     for t in targets:
         w = np.array(far if t.distance > threshold else near)
@@ -928,6 +912,18 @@ def fit_blend(
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     blend = learn_weights(targets, members or member_names(primary), sign=sign)
     served = BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)
+    if shown and not group_holdout(snapshot, seed=seed, per_dataset=per_dataset):
+        # More random fifths of a large library: one draw of 40 datasets is a draw of 40 (errors on a dataset move
+        # together), so the shown intervals learn on every fold's datasets, the policy's σ among them as the floor
+        # (OBOE: coverage 0.867 on one fold's 40, 0.829 on 120; docs/benchmarks-decisions.md, "More
+        # pseudo-targets"). The weights and the policy's σ stay the first fold's: on all 120 they moved the
+        # ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
+        pool = [*targets, *shown]
+        level = sigma_level(served, reference) if shown_at_served_level else None
+        at_level = at_served_level(pool, level)
+        blend = shown_scales(blend, at_level, floor=pool)
+        served.blend = replace(blend, residual_scale=learn_residual_scale(blend, at_level))
+        return served
     if shown_at_served_level:
         # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
         # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
@@ -956,9 +952,15 @@ def calibration_folds(
     shown_by_group: bool = True,
 ) -> tuple[list[list[str]], list[list[str]]]:
     """`fit_blend`'s held-out folds: those its weights and policy σ are learned on, and those the shown
-    intervals are learned on apart (whole source groups; none where the datasets name no sources, or where the
-    first are already by source). One primary fit each, beside the served one."""
+    intervals are learned on apart: whole source groups where the datasets name them (unless the first are
+    already by source), else, where calibration's cap leaves the first fold a share of a large library
+    (`calibration.CALIBRATION_FITS`), its other disjoint folds, pooled with the first. One primary fit each,
+    beside the served one."""
     per_dataset = scores_by_dataset(snapshot) if per_dataset is None else per_dataset
-    folds = holdout_folds(snapshot, seed=seed, per_dataset=per_dataset, run=family_run, by_group=by_group)
+    kwargs: dict[str, Any] = dict(seed=seed, per_dataset=per_dataset, run=family_run, by_group=by_group)
+    folds = holdout_folds(snapshot, fits=1, **kwargs)
     shown = group_holdout(snapshot, seed=seed, per_dataset=per_dataset) if shown_by_group and not by_group else []
+    if not shown:  # a library past calibration's cap: more random fifths, for the shown intervals only
+        more = holdout_folds(snapshot, fits=CALIBRATION_FITS, **kwargs)
+        shown = more[len(folds) :] if more[: len(folds)] == folds else []
     return folds, shown

@@ -68,7 +68,7 @@ LATENT_BUDGET = 3  # probes per pseudo-target when the rank is chosen (the issue
 @dataclass(frozen=True)
 class KnnChoices:
     """What a kNN fit chooses on held-out datasets of the library itself: three quarters of a fit's time at
-    TabZoo's size (120 pseudo-targets' covariances and the factor ranks' SVDs), and stable from one graph version
+    TabZoo's size (40 pseudo-targets' covariances and the factor ranks' SVDs), and stable from one graph version
     to the next, where the rest (the records' z, popularity, features) is a few milliseconds. A refresh after
     feedback keeps the served kNN's choices and refits the rest on the new records (`KnnPopularityEstimator`'s
     `choices`); a training chooses afresh (docs/benchmarks-concurrency.md, "Run 9")."""
