@@ -894,7 +894,10 @@ def fit_blend(
     0.593 with the scale learned at the calibration fits' level; docs/benchmarks-decisions.md, "Intervals on
     TransferGraph without features"). The policy's σ and every prediction stay as they were. Without source
     groups the shown scales are no smaller than the policy's: a served σ level above the calibration fits' is no
-    sign of smaller errors."""
+    sign of smaller errors.
+
+    A library past calibration's cap (a fifth over 40 datasets) learns its shown intervals on two more disjoint
+    fifths besides the first (`calibration_folds`), its weights and the policy's σ on the first alone."""
     per_dataset = scores_by_dataset(snapshot)
     folds, shown_folds = calibration_folds(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
@@ -915,9 +918,9 @@ def fit_blend(
     if shown and not group_holdout(snapshot, seed=seed, per_dataset=per_dataset):
         # More random fifths of a large library: one draw of 40 datasets is a draw of 40 (errors on a dataset move
         # together), so the shown intervals learn on every fold's datasets, the policy's σ among them as the floor
-        # (OBOE: coverage 0.867 on one fold's 40, 0.829 on 120; docs/benchmarks-decisions.md, "More
-        # pseudo-targets"). The weights and the policy's σ stay the first fold's: on all 120 they moved the
-        # ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
+        # (OBOE: coverage 0.867 on one fold's 40, 0.826 on 120; docs/benchmarks-decisions.md, "Intervals learned
+        # on more held-out datasets"). The weights and the policy's σ stay the first fold's: on all 120 they moved
+        # the ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
         pool = [*targets, *shown]
         level = sigma_level(served, reference) if shown_at_served_level else None
         at_level = at_served_level(pool, level)
