@@ -44,8 +44,8 @@ MAX_HOLDOUT = 40  # datasets one calibration fit hides: it still trains on most 
 # until about PSEUDO_TARGETS datasets are held out. Errors on a new dataset move together (one dataset's models all
 # miss high or low), so a quantile over 40 datasets is a draw of 40, not of their thousands of pairs: on OBOE four
 # seeds of one fit of 40 learned blend weights from "GNN 1.0" to "GNN 0.3, kNN 0.2, popularity 0.5" and cold scales
-# whose coverage on each other's datasets ran 0.65 to 0.94 (docs/benchmarks-decisions.md, "Intervals learned on
-# more held-out datasets").
+# whose coverage on each other's datasets ran 0.65 to 0.94 (`benchmarks/calibration_draws.py`;
+# docs/benchmarks-decisions.md, "Intervals learned on more held-out datasets").
 # Each extra fit costs one training of the library. The served blend learns only its shown intervals on the
 # extra folds (`blend.calibration_folds`): its weights learned on all of them moved rankings, mean Pearson up and
 # regret@1 up (XRDZoo +0.0085). A smaller library holds its whole fifth out in one fit, as before.
