@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import math
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,11 +276,8 @@ def _by_sources(snapshot: Snapshot, size: int = 6) -> Snapshot:
     )
 
 
-def test_a_large_librarys_shown_intervals_learn_on_more_fifths_than_its_weights(tmp_path: Path) -> None:
-    """Past calibration's cap (a fifth over MAX_HOLDOUT datasets) one fit's 40 datasets are a draw of 40: the shown
-    intervals learn on two more disjoint fifths too, while the weights and the policy's σ stay those of the first
-    fold alone, so every ranking and decision is as it was."""
-    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=220, n_models=6, seed=2)))
+def _recording_knn(snapshot: Snapshot) -> tuple[Callable[[Snapshot], KnnPopularityEstimator], list[list[str]]]:
+    """A kNN fit that records, fit by fit, which of `snapshot`'s scored datasets it was not given."""
     ids = sorted({r.dataset_id for r in snapshot.interactions})
     hidden: list[list[str]] = []
 
@@ -289,6 +286,15 @@ def test_a_large_librarys_shown_intervals_learn_on_more_fifths_than_its_weights(
         hidden.append([d for d in ids if d not in kept])
         return KnnPopularityEstimator(graph)
 
+    return fit, hidden
+
+
+def test_a_large_librarys_shown_intervals_learn_on_more_fifths_than_its_weights(tmp_path: Path) -> None:
+    """Past calibration's cap (a fifth over MAX_HOLDOUT datasets) one fit's 40 datasets are a draw of 40: the shown
+    intervals learn on two more disjoint fifths too, while the weights and the policy's σ stay those of the first
+    fold alone, so every ranking and decision is as it was."""
+    snapshot, _ = graph_from_bundle(read_bundle(write_library(tmp_path / "lib", n_datasets=220, n_models=6, seed=2)))
+    fit, hidden = _recording_knn(snapshot)
     served = fit_blend(snapshot, fit)
     first, more = calibration_folds(snapshot)
     assert len(first) == 1 and len(more) == CALIBRATION_FITS - 1
@@ -310,14 +316,7 @@ def test_a_library_of_sources_shows_intervals_learned_on_whole_sources_held_out(
     whole sources, where a held-out dataset keeps no sibling in the graph (wider: it is harder to predict)."""
     train, _, _ = planted
     grouped = _by_sources(train)
-    ids = sorted({r.dataset_id for r in train.interactions})
-    hidden: list[list[str]] = []
-
-    def fit(graph: Snapshot) -> KnnPopularityEstimator:
-        kept = {r.dataset_id for r in graph.interactions}
-        hidden.append([d for d in ids if d not in kept])
-        return KnnPopularityEstimator(graph)
-
+    fit, hidden = _recording_knn(train)
     served = fit_blend(grouped, fit)
     folds = [sorted(f) for f in (*holdout_folds(grouped), *group_holdout(grouped))]
     assert hidden == [*folds, []]  # the random fifth, 3 by whole sources, the served fit
