@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from blend import bundle_path
 
 from modsnet.data.bundle import read_bundle
-from modsnet.offline.importers.oboe import import_oboe
 from services.recommender.calibration import Z80, conformal_factor, holdout_folds
 from services.recommender.estimators import blend
 from services.recommender.evaluation import graph_from_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILT_IN = {"tabzoo": ROOT / "modsnet/libraries/tabzoo", "xrdzoo": ROOT / "modsnet/libraries/xrdzoo"}
 
 
 def coverage(targets: list[blend.PseudoTarget], weights: blend.BlendWeights, scale: float) -> float:
@@ -45,16 +44,11 @@ def main() -> int:
     args = parser.parse_args()
     from services.recommender.estimators.gnn import GnnEstimator  # torch is imported only when this runs
 
+    if args.library == "oboe" and not (args.shared_data / "oboe").is_dir():
+        print(f"skipped: no OBOE records under {args.shared_data} (see ../shared/data/README.md)")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
-        if args.library == "oboe":
-            if not (args.shared_data / "oboe").is_dir():
-                print(f"skipped: no OBOE records under {args.shared_data} (see ../shared/data/README.md)")
-                return 0
-            path = Path(tmp) / "oboe"
-            import_oboe(args.shared_data / "oboe", path)
-        else:
-            path = BUILT_IN.get(args.library, Path(args.library))
-        snapshot, probes = graph_from_bundle(read_bundle(path))
+        snapshot, probes = graph_from_bundle(read_bundle(bundle_path(args.library, args.shared_data, Path(tmp))))
     reference = blend.reference_query(snapshot)
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     drawn: dict[int, tuple[list[blend.PseudoTarget], blend.BlendWeights, float]] = {}

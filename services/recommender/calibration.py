@@ -143,13 +143,13 @@ def holdout_folds(
     if groups:
         return group_folds(scored, groups, rng)
     order = [scored[i] for i in rng.permutation(len(scored))]
-    count = min(MAX_HOLDOUT, round(fraction * len(scored)))
+    share = round(fraction * len(scored))
+    count = min(MAX_HOLDOUT, share)
     if count >= MIN_HOLDOUT:
         if run > 1:
             return [family_holdout(scored, count, rng, run=run, density=density)]
-        if round(fraction * len(scored)) <= MAX_HOLDOUT:
-            fits = 1  # the library's whole fifth in one fit
-        fits = max(1, min(fits, math.ceil(PSEUDO_TARGETS / count), len(scored) // count - 1))
+        # Uncapped, the library's whole share in one fit; capped, more disjoint folds (never past the library).
+        fits = min(fits, math.ceil(PSEUDO_TARGETS / count), len(scored) // count) if share > MAX_HOLDOUT else 1
         return [order[i * count : (i + 1) * count] for i in range(fits)]
     k = min(CROSS_FOLDS, len(scored))
     return [order[i::k] for i in range(k)]

@@ -917,16 +917,11 @@ def fit_blend(
     served = BlendedEstimator.assemble(primary, snapshot, blend, neighbours=neighbours)
     if shown and not group_holdout(snapshot, seed=seed, per_dataset=per_dataset):
         # More random fifths of a large library: one draw of 40 datasets is a draw of 40 (errors on a dataset move
-        # together), so the shown intervals learn on every fold's datasets, the policy's σ among them as the floor
-        # (OBOE: coverage 0.867 on one fold's 40, 0.826 on 120; docs/benchmarks-decisions.md, "Intervals learned
-        # on more held-out datasets"). The weights and the policy's σ stay the first fold's: on all 120 they moved
-        # the ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
-        pool = [*targets, *shown]
-        level = sigma_level(served, reference) if shown_at_served_level else None
-        at_level = at_served_level(pool, level)
-        blend = shown_scales(blend, at_level, floor=pool)
-        served.blend = replace(blend, residual_scale=learn_residual_scale(blend, at_level))
-        return served
+        # together), so the shown intervals learn on every fold's datasets as on the first's alone (OBOE: coverage
+        # 0.867 on one fold's 40, 0.826 on 120; docs/benchmarks-decisions.md, "Intervals learned on more held-out
+        # datasets"). The weights and the policy's σ above stay the first fold's: on all 120 they moved the
+        # ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
+        targets, shown = [*targets, *shown], []
     if shown_at_served_level:
         # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
         # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
