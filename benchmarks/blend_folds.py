@@ -46,13 +46,22 @@ def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation
         from services.recommender.estimators.gnn import GnnEstimator  # torch is imported only when this runs
 
         learned: list[Any] = []
-        served_learn = blend.learn_weights
+        more: list[Any] = []
+        served_learn, served_held_out = blend.learn_weights, blend.held_out_targets
 
         def keep(targets: Any, *args: Any, **kwargs: Any) -> blend.BlendWeights:
             learned.extend(targets)
             return served_learn(targets, *args, **kwargs)
 
+        def keep_more(*args: Any, **kwargs: Any) -> Any:
+            # the second call: the shown intervals' folds (a large library's other fifths, or whole sources)
+            targets, members = served_held_out(*args, **kwargs)
+            if kwargs.get("budgets") == (blend.SCALE_PROBES,):
+                more.extend(targets)
+            return targets, members
+
         blend.learn_weights = keep  # type: ignore[assignment]
+        blend.held_out_targets = keep_more  # type: ignore[assignment]
         try:
             estimator = blend.fit_blend(
                 fold.snapshot,
@@ -61,7 +70,7 @@ def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation
                 family_run=family_run,
             )  # = evaluation.fit_served(fold) where family_run is 1
         finally:
-            blend.learn_weights = served_learn  # type: ignore[assignment]
+            blend.learn_weights, blend.held_out_targets = served_learn, served_held_out  # type: ignore[assignment]
         print(f"  fold {fold.targets[0]}..: {estimator.blend.describe()}", flush=True)
         nodes = {d.dataset_id: d for d in fold.snapshot.datasets}
         popularity = evaluation.popularity_method(fold)
@@ -75,7 +84,7 @@ def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation
                 "distance": estimator.knn.nearest_distance(features),
                 "popularity": popularity[target],
             }
-        store.append({"pseudo": learned, "targets": targets, "members": estimator.blend.members})
+        store.append({"pseudo": learned, "more": more, "targets": targets, "members": estimator.blend.members})
         return evaluation.served_predictions(fold, estimator)
 
     return method
@@ -142,6 +151,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "regret 0.3": {"REGRET_WEIGHT": 0.3},
     "tie 0": {"TIE": 0.0},
     "shortfall 10, margin 0": {"SHORTFALL_WEIGHT": 10.0, "MARGIN": 0.0},
+    # "pooled": learned on every calibration fold's pseudo-targets (a large library's three fifths), not the first's
+    "pooled": {"pooled": True},
+    "pooled, regret 0.05": {"pooled": True, "REGRET_WEIGHT": 0.05},
+    "pooled, regret 0.2": {"pooled": True, "REGRET_WEIGHT": 0.2},
+    "pooled, regret 0.3": {"pooled": True, "REGRET_WEIGHT": 0.3},
+    "pooled, shortfall 1": {"pooled": True, "SHORTFALL_WEIGHT": 1.0},
+    "pooled, margin 0.1": {"pooled": True, "MARGIN": 0.1},
 }
 
 
@@ -157,11 +173,13 @@ def replay(name: str, folder: Path, variants: list[str], *, detail: bool = False
                 "pearson"
             ]
     for variant in variants:
-        constants = VARIANTS[variant]
+        constants = dict(VARIANTS[variant])
+        pooled = constants.pop("pooled", False)
         pearson, regret, gaps, weights_seen = {}, {}, {}, []
         with settings(**constants):
             for fold in data["folds"]:
-                weights = blend.learn_weights(fold["pseudo"], fold["members"], sign=sign)
+                pseudo = [*fold["pseudo"], *fold.get("more", [])] if pooled else fold["pseudo"]
+                weights = blend.learn_weights(pseudo, fold["members"], sign=sign)
                 weights_seen.append(weights.near)
                 for t, seen in fold["targets"].items():
                     distance = seen["distance"]

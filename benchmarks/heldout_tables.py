@@ -43,7 +43,7 @@ from modsnet.data.bundle import read_bundle
 from modsnet.models.tabular import FIT_TIMEOUT_S, TARGET, model_settings
 from modsnet.offline.zoo import tabular as zoo
 from modsnet.offline.zoo.common import Progress, load_results
-from services.recommender import policy
+from services.recommender import likeness, policy
 from services.recommender.decisions import Ranking, expected_random_regret, pick_regret
 from services.recommender.evaluation import graph_from_bundle, z_scores
 from services.recommender.evaluation import portfolio_order as portfolio_order_of
@@ -401,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rule = policy.RULE
     if args.likeness is not None:
         policy.LIKENESS = args.likeness  # as the rule: read at every call
+        likeness.CHOOSE = False  # the same for every fit, not one chosen on its pseudo-targets
         rule += f"-likeness{args.likeness:g}"
     started = time.perf_counter()
     sources = heldout_sources(args.limit, work=args.work)

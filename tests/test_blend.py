@@ -36,6 +36,7 @@ from services.recommender.estimators.blend import (
     calibration_folds,
     cold_ratios,
     fit_blend,
+    held_out_queries,
     held_out_targets,
     learn_residual_scale,
     learn_weights,
@@ -50,6 +51,8 @@ from services.recommender.estimators.blend import (
 from services.recommender.estimators.gnn import GnnConfig
 from services.recommender.estimators.knn import KnnPopularityEstimator
 from services.recommender.evaluation import graph_from_bundle, target_metrics
+from services.recommender.likeness import CHOICES as LIKENESS_CHOICES
+from services.recommender.likeness import choose_likeness
 
 
 class Contrarian:
@@ -307,6 +310,13 @@ def test_a_large_librarys_shown_intervals_learn_on_more_fifths_than_its_weights(
     for name in ("near", "far", "probed", "threshold", "interval_scale", "probed_interval_scale"):
         assert getattr(blend, name) == getattr(alone, name), name
     assert blend.shown_interval_scale is not None and blend.shown_interval_scale != alone.interval_scale
+    # The probing policy's likeness is replayed on all 120, with the first fold's weights and policy σ.
+    pooled, _ = held_out_targets(snapshot, KnnPopularityEstimator, [*first, *more])
+    replayed = choose_likeness(held_out_queries(pooled, alone, 1.0))
+    assert replayed.targets == 120 and set(replayed.regrets) == set(LIKENESS_CHOICES)
+    assert blend.likeness_regrets == {f"{k:g}": v for k, v in replayed.regrets.items()}
+    assert served.likeness == blend.likeness == replayed.likeness
+    assert BlendWeights.from_dict(blend.to_dict()) == blend
     assert calibration_folds(snapshot, shown_by_group=False) == (first, more)
     assert calibration_folds(_by_sources(snapshot))[1] == group_holdout(_by_sources(snapshot))  # sources come first
 

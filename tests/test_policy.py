@@ -311,6 +311,17 @@ def test_the_datasets_like_the_prediction_decide_the_portfolio(monkeypatch: pyte
     assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
 
 
+def test_an_estimators_own_likeness_weighs_the_datasets_unless_the_call_names_one() -> None:
+    """A served estimator carries the likeness chosen for its library (`likeness.choose_likeness`); the policy
+    takes it in place of the module's default."""
+    estimator = clusters_library()
+    estimator.likeness = 0.0  # type: ignore[attr-defined]
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["x"]  # the majority decides
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO, likeness=10.0).model_ids == ["y"]
+    estimator.likeness = None  # type: ignore[attr-defined]  # none chosen: the default
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
+
+
 def test_the_portfolio_reads_a_sparse_library_as_a_dense_one_and_skips_a_hidden_dataset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -47,6 +47,9 @@ RULE = PORTFOLIO  # how a probe after the informative ones is chosen (`_portfoli
 # How sharply the portfolio weighs the library's datasets by their likeness to the query (exp(LIKENESS x Pearson of
 # a dataset's z with the predictions)): 0 weighs all alike; chosen on validation datasets that are not test targets.
 LIKENESS = 10.0
+# The probes a library's own likeness (chosen on its held-out datasets, `likeness.py`) weighs; later ones weigh by
+# `LIKENESS`: once a few are measured, the conditioned predictions say more, and the datasets like them decide.
+CHOSEN_PROBES = 4
 PARTICLES = 1000  # the datasets most like the query that the portfolio weighs: a large library costs no more
 PORTFOLIO_POOL = 200  # candidates by predicted mean and by the portfolio's own mean, each (all of a smaller library)
 SHORTLIST = 40  # models the lookahead weighs (best by mean and by mean + sd), so a large library costs no n² matrix
@@ -123,7 +126,8 @@ def next_probes(
     again. `among` limits the choice to the models that can be measured. Measured probes of another kind than
     the library's metric (XRD agreement) count as information, not as a score to beat, so there the
     expected-gain stop does not apply. `rule` is `PORTFOLIO`, `GREEDY` or `LOOKAHEAD` (default: the module's
-    `RULE`, read at each call, so a benchmark can switch the served policy); `likeness` the portfolio's (default
+    `RULE`, read at each call, so a benchmark can switch the served policy); `likeness` the portfolio's (default:
+    for the first `CHOSEN_PROBES` probes the estimator's `likeness` where one was chosen for its library, else
     `LIKENESS`). `noise_sd` is a probe's noise on the record's scale where the library measured it
     (`modsnet.data.probe_scale`); None: the `NOISE` share of the predictions' variance; `noise_level` the sd of
     a level the query's probes share (a sample easier or harder than the whole table). The best measured model
@@ -179,7 +183,10 @@ def next_probes(
         if look is not None:
             order = np.concatenate([[look], order[order != look]])[: count - len(picked)]
     elif rule == PORTFOLIO and behaviour is not None and condition:
-        sharpness = LIKENESS if likeness is None else likeness
+        # the call's, else, for a library's first `CHOSEN_PROBES` probes, the one chosen for it
+        # (`likeness.choose_likeness`), else the default
+        chosen = getattr(estimator, "likeness", None) if asked < CHOSEN_PROBES else None
+        sharpness = likeness if likeness is not None else LIKENESS if chosen is None else chosen
         ranked = _portfolio(behaviour(), measured, index, options, mean, count - len(picked), likeness=sharpness)
         if len(ranked):
             order = ranked[: count - len(picked)]

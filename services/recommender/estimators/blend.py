@@ -59,6 +59,7 @@ import numpy as np
 
 from modsnet.data.graph import Snapshot, interaction_columns_of
 from modsnet.data.graph_build import dataset_raw_features
+from modsnet.data.probe_scale import ProbeScale
 
 from ..calibration import (
     CALIBRATION_FITS,
@@ -72,6 +73,8 @@ from ..calibration import (
     holdout_folds,
     scores_by_dataset,
 )
+from ..likeness import MAX_MODELS as MAX_REPLAY_MODELS
+from ..likeness import HeldOutQuery, choose_likeness
 from ..probes import MEASURED
 from .base import Prediction, ProbeRecord, Scored
 from .knn import KnnChoices, KnnPopularityEstimator
@@ -170,6 +173,11 @@ class BlendWeights:
     shown_far_interval_scale: float | None = None
     # A probed query's shown σ scaled by its own probes' residuals (`ResidualScale`); None: the scales above.
     residual_scale: ResidualScale | None = None
+    # How sharply the probing policy's portfolio weighs the library's datasets by likeness to the query, chosen on
+    # the pseudo-targets (`likeness.choose_likeness`), and each candidate's mean regret there; None: the policy's
+    # default
+    likeness: float | None = None
+    likeness_regrets: dict[str, float] = field(default_factory=dict)
 
     def scale_for(self, *, probed: bool) -> float:
         """σ's multiplier for the probing policy (and the shown intervals where none is learned apart)."""
@@ -211,6 +219,8 @@ class BlendWeights:
         if self.shown_far_interval_scale is not None:
             near = self.shown_scale_for(probed=False)
             text += f"; intervals x{near:.2f} near, x{self.shown_far_interval_scale:.2f} far"
+        if self.likeness is not None:
+            text += f"; probes weigh datasets by likeness {self.likeness:g}"
         return f"{text}; from {self.targets} held-out datasets"
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,6 +239,8 @@ class BlendWeights:
             "shown_probed_interval_scale": _optional(self.shown_probed_interval_scale),
             "shown_far_interval_scale": _optional(self.shown_far_interval_scale),
             "residual_scale": None if self.residual_scale is None else self.residual_scale.to_dict(),
+            "likeness": _optional(self.likeness),
+            "likeness_regrets": dict(self.likeness_regrets),
         }
 
     @classmethod
@@ -250,6 +262,8 @@ class BlendWeights:
                 shown_probed_interval_scale=_optional(state.get("shown_probed_interval_scale")),
                 shown_far_interval_scale=_optional(state.get("shown_far_interval_scale")),
                 residual_scale=ResidualScale.from_dict(state.get("residual_scale")),
+                likeness=_optional(state.get("likeness")),
+                likeness_regrets={str(k): float(v) for k, v in (state.get("likeness_regrets") or {}).items()},
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"not blend weights: {error!r}") from error
@@ -303,6 +317,11 @@ class BlendedEstimator:
 
     def state(self) -> Any:
         return self.primary.state()  # type: ignore[union-attr]
+
+    @property
+    def likeness(self) -> float | None:
+        """The probing policy's likeness chosen for this library (None: the policy's default)."""
+        return self.blend.likeness
 
     def behaviour(self) -> np.ndarray | ScoreMatrix:
         """The primary's standardised scores, for the adaptive probing policy's correlations: the GNN's dense
@@ -482,6 +501,10 @@ class PseudoTarget:
     scaled_probes: np.ndarray | None = None  # where the SCALE_PROBES measured models are among `truth`'s
     # (members,): each member's σ level (`sigma_level`) in the fit that held this dataset out; None: not taken
     level: np.ndarray | None = None
+    # Where `truth`'s models sit in that fit's model list, and that fit's behaviour (shared by its fold): what the
+    # probing policy's replay reads (`likeness.choose_likeness`); None: not kept
+    models: np.ndarray | None = None
+    library: np.ndarray | ScoreMatrix | None = None
 
 
 def pseudo_target(
@@ -507,6 +530,7 @@ def pseudo_target(
         np.stack([s.scores[columns] for s in scored]),
         np.stack([s.uncertainty[columns] for s in scored]),
         math.nan if distance is None else distance,
+        models=np.array(columns, dtype=np.int64),
     )
     among = [estimator.model_ids[j] for j in columns]
     for budget in dict.fromkeys(budgets):
@@ -798,12 +822,14 @@ def held_out_targets(
         members = member_names(primary)
         held = BlendedEstimator.assemble(primary, graph, BlendWeights.primary_only(members), neighbours=neighbours)
         level = sigma_level(held, reference)
+        own = getattr(primary, "behaviour", None)  # (a primary without library behaviour has no policy to replay)
+        library = own() if callable(own) else None
         for dataset_id in sorted(hidden):
             node = nodes.get(dataset_id)
             features = dataset_raw_features(node) if node is not None else {}
             target = pseudo_target(held, dataset_id, features, per_dataset[dataset_id], budgets=budgets)
             if target is not None:
-                target.level = level
+                target.level, target.library = level, library
                 targets.append(target)
     return targets, members
 
@@ -897,7 +923,10 @@ def fit_blend(
     sign of smaller errors.
 
     A library past calibration's cap (a fifth over 40 datasets) learns its shown intervals on two more disjoint
-    fifths besides the first (`calibration_folds`), its weights and the policy's σ on the first alone."""
+    fifths besides the first (`calibration_folds`), its weights and the policy's σ on the first alone.
+
+    The probing policy's likeness is chosen on the same pseudo-targets as the shown intervals (all three fifths of
+    a large library), the policy replayed on each as a search would probe it (`likeness.choose_likeness`)."""
     per_dataset = scores_by_dataset(snapshot)
     folds, shown_folds = calibration_folds(
         snapshot, seed=seed, per_dataset=per_dataset, family_run=family_run, by_group=by_group,
@@ -922,6 +951,13 @@ def fit_blend(
         # datasets"). The weights and the policy's σ above stay the first fold's: on all 120 they moved the
         # ranking, mean Pearson up and regret@1 up (XRDZoo +0.0085), a trade not made here.
         targets, shown = [*targets, *shown], []
+    # The probing policy's likeness, replayed on the pseudo-targets as fitted (the policy's σ, every prediction)
+    chosen = choose_likeness(held_out_queries(targets, blend, sign), scale=ProbeScale.of_library(snapshot.library.meta))
+    blend = replace(
+        blend,
+        likeness=chosen.likeness if chosen.regrets else None,
+        likeness_regrets={f"{k:g}": v for k, v in chosen.regrets.items()},
+    )
     if shown_at_served_level:
         # The shown intervals' scales learned with every pseudo-target's σ at the served fit's level (see
         # `at_served_level`); the weights and the policy's σ above are learned on the pseudo-targets as they are.
@@ -938,6 +974,32 @@ def fit_blend(
     residual = learn_residual_scale(blend, shown or targets, floor=targets if shown else ())
     served.blend = replace(blend, residual_scale=residual)
     return served
+
+
+def held_out_queries(targets: Sequence[PseudoTarget], blend: BlendWeights, sign: float) -> list[HeldOutQuery]:
+    """The pseudo-targets as the probing policy sees a new query (`likeness.HeldOutQuery`): the blend's cold
+    predictions, the policy's σ, their fit's behaviour (those that kept it)."""
+    queries = []
+    for t in targets:
+        if t.models is None or t.library is None:
+            continue
+        w = np.array(blend.for_query(probed=False, distance=t.distance))
+        mean, sd = w @ t.cold, (w @ t.sigma) * blend.scale_for(probed=False)
+        kept = np.argsort(-sign * mean, kind="stable")[:MAX_REPLAY_MODELS]  # (all of a library of fewer)
+        kept.sort()
+        columns = t.models[kept]
+        queries.append(
+            HeldOutQuery(
+                [str(j) for j in columns.tolist()],
+                t.truth[kept],
+                mean[kept],
+                sd[kept],
+                t.library,
+                sign,
+                columns=columns,
+            )
+        )
+    return queries
 
 
 def calibration_folds(
