@@ -50,7 +50,7 @@ MAX_MODELS = 1000
 CHOOSE = True  # False: no choice, `policy.LIKENESS` for every library (a benchmark's fixed setting)
 
 
-@dataclass(frozen=True)
+@dataclass
 class HeldOutQuery:
     """One held-out dataset as the policy sees it: the blend's cold predictions of its measured models and their
     σ (the policy's scale), the truth, and the calibration fit's behaviour on those models (its own row absent:
@@ -85,7 +85,7 @@ class HeldOutQuery:
         )
 
 
-def library_columns(behaviour: np.ndarray | ScoreMatrix, columns: Sequence[int]) -> np.ndarray:
+def library_columns(behaviour: np.ndarray | ScoreMatrix, columns: Sequence[int] | np.ndarray) -> np.ndarray:
     """The fit's behaviour at `columns`, dense (datasets x columns)."""
     if isinstance(behaviour, ScoreMatrix):
         return behaviour.columns(np.asarray(columns, dtype=np.int64))
@@ -110,7 +110,10 @@ def replay_regrets(
 
     # The likeness as a served estimator carries it (the policy's own schedule); the behaviour sliced once
     query = replace(query, likeness=likeness, library=query.behaviour(), columns=None)
-    taken = policy.simulate(query, {}, measure, budget=max(budgets) - 1, among=set(truth), **noise)
+    taken = policy.simulate(
+        query, {}, measure, budget=max(budgets) - 1, among=set(truth),
+        noise_sd=noise.get("noise_sd"), noise_level=noise.get("noise_level", 0.0),
+    )  # fmt: skip
     goodness = query.sign * np.asarray(query.truth, dtype=float)
     out = {}
     for budget in budgets:
