@@ -311,13 +311,18 @@ def test_the_datasets_like_the_prediction_decide_the_portfolio(monkeypatch: pyte
     assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
 
 
-def test_an_estimators_own_likeness_weighs_the_datasets_unless_the_call_names_one() -> None:
+def test_an_estimators_own_likeness_weighs_the_datasets_unless_the_call_names_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A served estimator carries the likeness chosen for its library (`likeness.choose_likeness`); the policy
-    takes it in place of the module's default."""
+    takes it in place of the module's default for its first `CHOSEN_PROBES` probes."""
     estimator = clusters_library()
     estimator.likeness = 0.0  # type: ignore[attr-defined]
     assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["x"]  # the majority decides
     assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO, likeness=10.0).model_ids == ["y"]
+    monkeypatch.setattr(policy, "CHOSEN_PROBES", 0)  # past the chosen likeness's probes: the default again
+    assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
+    monkeypatch.undo()
     estimator.likeness = None  # type: ignore[attr-defined]  # none chosen: the default
     assert policy.next_probes(estimator, {}, rule=policy.PORTFOLIO).model_ids == ["y"]
 
