@@ -125,7 +125,8 @@ def replay_regrets(
         # The probed models, then the best predicted of the others (ties: the first) until B are measured; the
         # user keeps the best (as the decision table's `pick_regret` without a posterior).
         measured = [index[p.model_id] for p in probes]
-        rest = [j for j in np.argsort(-mean, kind="stable").tolist() if j not in set(measured)]
+        probed = set(measured)
+        rest = [j for j in np.argsort(-mean, kind="stable").tolist() if j not in probed]
         measured += rest[: max(budget - len(measured), 0)]
         out[budget] = float(goodness.max() - goodness[measured].max())
     return out
