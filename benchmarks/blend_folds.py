@@ -2,6 +2,7 @@
 
     PYTHONPATH=. nice -n 5 .venv/bin/python benchmarks/blend_folds.py --dump DIR LIBRARY...
     PYTHONPATH=. .venv/bin/python benchmarks/blend_folds.py --replay DIR LIBRARY...
+    PYTHONPATH=. .venv/bin/python benchmarks/blend_folds.py --frontier DIR LIBRARY...
 
 `--dump` runs the evaluation of `modsnet popularity knn` as `python -m services.recommender.evaluation` runs it
 (default targets, folds of 10, the decision table), prints its table and keeps in DIR its JSON and, per fold, the
@@ -13,11 +14,16 @@ with popularity's (the evaluation's baseline). LIBRARY as in `benchmarks/blend.p
 targets with them: mean Pearson, mean regret@1 and the targets more than 0.10 Pearson under popularity's, without
 a fit. A cold target's served prediction is the weighted sum of its members', so `as served` reproduces the
 evaluation's modsnet row.
+
+`--frontier` asks whether point 3's demands can hold together on the dumped targets at all: every fixed weighting
+of the members chosen on the targets themselves, gates by a signal known cold, and weights per query learned on
+the nearest pseudo-targets (`frontier`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import sys
 import tempfile
@@ -35,6 +41,7 @@ from modsnet.data.graph_build import dataset_raw_features
 from services.recommender import evaluation
 from services.recommender.decisions import BUDGETS
 from services.recommender.estimators import blend
+from services.recommender.estimators.knn import KnnPopularityEstimator
 
 
 def recording_method(store: list[dict[str, Any]], family_run: int) -> evaluation.Method:
@@ -208,12 +215,117 @@ def replay(name: str, folder: Path, variants: list[str], *, detail: bool = False
     return lines
 
 
+def frontier(name: str, folder: Path, features: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Whether point 3's demands (a mean Pearson and regret@1 at least the best baseline's, and no target more than
+    0.10 Pearson under popularity's) can hold together on the dumped targets, three ways:
+
+    - every fixed weighting of the members, chosen on the targets themselves (a ceiling, not a method): the best
+      mean Pearson with no target under, and the fewest targets under at a mean and regret@1 reaching the best
+      baseline's;
+    - gated per target by a signal known cold: popularity alone where the target's distance to the library, or
+      the disagreement of the served and popularity predictions over its models, is past a quantile;
+    - per query by local validation: each target's weights learned on the `k` pseudo-targets nearest it by
+      dataset features (`features`: standardised vectors by dataset id; skipped without), half with the fold's
+      whole objective, on the first fold's 40 and on all three folds' 120."""
+    data = pickle.loads((folder / f"{name.replace('/', '_')}.pkl").read_bytes())
+    report = json.loads((folder / f"{name.replace('/', '_')}.json").read_text())
+    means = {r["method"]: r["mean"] for r in report["methods"]}
+    best = max(means[m]["pearson"] for m in ("knn", "popularity"))
+    best_regret = min(means[m]["regret@1"] for m in ("knn", "popularity"))
+    truth, sign = data["truth"], data["sign"]
+    higher = sign > 0
+    members = data["folds"][0]["members"]
+    grid = blend.simplex_grid(len(members))
+    popularity = members.index("popularity")
+    cold: dict[str, np.ndarray] = {}
+    served: dict[str, np.ndarray] = {}  # the served weights of each target
+    baseline: dict[str, float] = {}
+    signals: dict[str, dict[str, float]] = {"distance": {}, "disagreement": {}}
+    for fold in data["folds"]:
+        weights = blend.learn_weights(fold["pseudo"], fold["members"], sign=sign)
+        for t, seen in fold["targets"].items():
+            cold[t] = seen["cold"]
+            served[t] = np.array(weights.for_query(probed=False, distance=seen["distance"]))
+            baseline[t] = evaluation.target_metrics(truth[t], seen["popularity"], higher_is_better=higher)["pearson"]
+            prediction = served[t] @ seen["cold"]
+            signals["distance"][t] = seen["distance"] if seen["distance"] is not None else 0.0
+            agree = np.corrcoef(prediction, seen["cold"][popularity])[0, 1] if np.std(prediction) > 0 else 1.0
+            signals["disagreement"][t] = 1.0 - float(agree)
+
+    def score(weights: dict[str, np.ndarray]) -> tuple[float, float, int]:
+        pearson, regret, under = [], [], 0
+        for t, w in weights.items():
+            m = evaluation.target_metrics(truth[t], w @ cold[t], higher_is_better=higher)
+            pearson.append(m["pearson"])
+            regret.append(m["regret@1"])
+            under += baseline[t] - m["pearson"] > evaluation.BELOW_POPULARITY
+        return float(np.mean(pearson)), float(np.mean(regret)), under
+
+    def named(w: np.ndarray) -> str:
+        return ", ".join(f"{m} {v:.1f}" for m, v in zip(members, w, strict=True))
+
+    def row(label: str, scored: tuple[float, float, int]) -> str:
+        p, g, u = scored
+        return f"  {label:<58} pearson {p:.3f} regret@1 {g:.4f} under {u}"
+
+    lines = [
+        f"{name}: {len(cold)} targets; best baseline pearson {best:.3f}, regret@1 {best_regret:.4f}",
+        row("as served", score(served)),
+    ]
+    fixed = [(score(dict.fromkeys(cold, w)), w) for w in grid]
+    clean = [f for f in fixed if f[0][2] == 0]
+    if clean:
+        (p, g, u), w = max(clean, key=lambda f: f[0][0])
+        lines.append(row(f"ceiling, none under: {named(w)}", (p, g, u)))
+    reaching = [f for f in fixed if f[0][0] >= best and f[0][1] <= best_regret]
+    if reaching:
+        (p, g, u), w = min(reaching, key=lambda f: (f[0][2], -f[0][0]))
+        lines.append(row(f"ceiling, reaching the baseline: {named(w)}", (p, g, u)))
+    alone = np.eye(len(members))[popularity]
+    for signal, values in signals.items():
+        for q in (0.5, 0.8, 0.9):
+            cut = float(np.quantile(list(values.values()), q))
+            gated = {t: alone if values[t] > cut else served[t] for t in cold}
+            lines.append(row(f"popularity past the {q:.1f} quantile of {signal}", score(gated)))
+    if features is not None:
+        for pooled in (False, True):
+            for k in (5, 10, 20):
+                local: dict[str, np.ndarray] = {}
+                for fold in data["folds"]:
+                    pseudo = [*fold["pseudo"], *fold.get("more", [])] if pooled else fold["pseudo"]
+                    pseudo = [q for q in pseudo if q.dataset_id in features]
+                    objectives = np.stack(
+                        [blend.objective(grid, [(q.truth, q.cold)], sign=sign, popularity=popularity) for q in pseudo]
+                    )
+                    at = np.stack([features[q.dataset_id] for q in pseudo])
+                    for t in fold["targets"]:
+                        gap = np.sqrt(np.nanmean((at - features[t]) ** 2, axis=1))
+                        nearest = np.argsort(gap, kind="stable")[:k]
+                        mixed = 0.5 * objectives.mean(axis=0) + 0.5 * objectives[nearest].mean(axis=0)
+                        local[t] = np.array(blend._choose(grid, mixed))
+                label = f"local validation, {k} nearest of {'all folds' if pooled else 'the first fold'}"
+                lines.append(row(label, score(local)))
+    return lines
+
+
+def standardised_features(bundle_dir: Path) -> dict[str, np.ndarray] | None:
+    """Every dataset's features as the kNN estimator compares them (standardised over the library)."""
+    snapshot, _ = evaluation.graph_from_bundle(read_bundle(bundle_dir))
+    knn = KnnPopularityEstimator(snapshot)
+    if knn.matrix is None or not knn.feature_names:
+        return None
+    return {d: knn.matrix[i] for i, d in enumerate(knn.dataset_ids)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("libraries", nargs="+")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--dump", type=Path, help="fit and keep every fold's members and pseudo-targets here")
     action.add_argument("--replay", type=Path, help="learn and score the variants on the folds kept here")
+    action.add_argument(
+        "--frontier", type=Path, help="the served blend mixed with popularity, globally and gated (folds kept here)"
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument(
         "--family-run", type=int, default=1, help="dump: pseudo-targets hidden by runs of this many ids (served: 1)"
@@ -225,6 +337,12 @@ def main() -> int:
     parser.add_argument("--no-decisions", action="store_true", help="dump: without the decision table (faster)")
     parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
+    if args.frontier is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name in args.libraries:
+                features = standardised_features(bundle_path(name, args.shared_data, Path(folder)))
+                print("\n".join(frontier(name, args.frontier, features)), flush=True)
+        return 0
     if args.replay is not None:
         for name in args.libraries:
             print("\n".join(replay(name, args.replay, args.variants, detail=args.detail)), flush=True)
