@@ -11,17 +11,25 @@ cold popularity against the estimators with `--budget` probes (`knn-served`: the
 a deployment with `MODSNET_ESTIMATOR=knn` serves it; `modsnet`: the served GNN blend). The issue's target
 (decisions, point 4): Pearson >= popularity + 0.05 and regret@1 below popularity's. Not a test; prints (and
 with --out writes) a markdown table.
+
+`--forced-latent` adds a row per rank and probe rule of the kNN's latent fit (`estimators/factors.py`) served
+whatever its own validation says (it serves only where it beats the probe neighbours on the library's held-out
+datasets): how far the probes' low-rank reading gets on a library where it is not chosen.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from modsnet.data.bundle import read_bundle
+from services.recommender.estimators import factors, knn
 from services.recommender.estimators.base import ProbeRecord
 from services.recommender.estimators.blend import fit_blend
 from services.recommender.estimators.knn import KnnPopularityEstimator
@@ -49,6 +57,27 @@ def knn_served(fold: Fold) -> dict[str, np.ndarray]:
     return out
 
 
+@contextmanager
+def latent_forced(rank: int, rule: str) -> Iterator[None]:
+    """Every kNN fit in the block serves its latent fit at `rank` and `rule` for a featureless query with probes,
+    as if it had beaten the probe neighbours on the held-out datasets (their Pearson put at -1 for the choice)."""
+    fit_latent: Callable[..., Any] = knn.KnnPopularityEstimator._fit_latent
+    kept = {"RANKS": factors.RANKS, "RULES": factors.RULES}
+
+    def forced(self: knn.KnnPopularityEstimator, neighbours: dict[int, float]) -> Any:
+        return fit_latent(self, dict.fromkeys(neighbours, -1.0))
+
+    setattr(factors, "RANKS", (rank,))  # noqa: B010 (a module constant, set for the block)
+    setattr(factors, "RULES", (rule,))  # noqa: B010
+    setattr(knn.KnnPopularityEstimator, "_fit_latent", forced)  # noqa: B010
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            setattr(factors, name, value)
+        setattr(knn.KnnPopularityEstimator, "_fit_latent", fit_latent)  # noqa: B010
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--libraries", nargs="+", default=["tabzoo", "xrdzoo"])
@@ -56,6 +85,9 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=3)
     parser.add_argument("--fold-size", type=int, default=4, help="targets hidden at once (one fit per fold)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--forced-latent", action="store_true", help="also the kNN with its latent fit forced, per rank and rule"
+    )
     args = parser.parse_args()
     lines = [
         "| library | method | mean Pearson | worst target | regret@1 | targets | seconds |",
@@ -82,6 +114,20 @@ def main() -> int:
                 f"| {means.get('regret@1') or float('nan'):.4f} | {len(result.per_target)} | {seconds:.0f} |"
             )
         print("\n".join(lines[-len(report.results) :]), flush=True)
+        for rank in factors.RANKS if args.forced_latent else ():
+            for rule in factors.RULES:
+                start = time.perf_counter()
+                with latent_forced(rank, rule):
+                    forced = evaluate(
+                        bundle, methods=["knn"], with_probes=True, probe_budget=args.budget, fold_size=args.fold_size
+                    ).results[0]
+                lines.append(
+                    f"| {bundle.name} | knn, latent fit forced: rank {rank}, {rule} probes "
+                    f"| {forced.means.get('pearson') or float('nan'):.3f} | - "
+                    f"| {forced.means.get('regret@1') or float('nan'):.4f} | {len(forced.per_target)} "
+                    f"| {time.perf_counter() - start:.0f} |"
+                )
+                print(lines[-1], flush=True)
     table = "\n".join(lines)
     print(table)
     if args.out:
