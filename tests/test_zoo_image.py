@@ -113,7 +113,8 @@ def test_a_folder_of_images_is_answered_from_imagezoo_then_run_and_downloaded(
         assert {m.model_id for m in answer.models} == set(MODELS)
         # Probes fitted heads on the upload's own decoded images and scored them as the library did.
         assert answer.probes and all(p.kind == "score" and 0 <= p.value <= 1 for p in answer.probes)
-        assert all("3-fold CV on 48 of 48 images" in p.detail for p in answer.probes), answer.probes
+        assert all("3-fold CV on 48 of 48 images, as the library measures" in p.detail for p in answer.probes)
+        assert all(p.whole for p in answer.probes), answer.probes
         model = client.find_model("hog-64--logreg-c1", "imagezoo")
         library = next(lib for lib in client.list_libraries() if lib.name == "imagezoo")
         spec = json.loads(client.download_model(model.model_id, tmp_path).read_text())
@@ -135,6 +136,33 @@ def test_a_folder_of_images_is_answered_from_imagezoo_then_run_and_downloaded(
         Image.fromarray(image).save(loose / f"{number}.png")
     with pytest.raises(InvalidArgument, match="not labelled"):
         run_model(model, "image", None, loose, library=library)
+
+
+def test_a_probe_measures_the_upload_as_the_library_measures_not_the_features_sample(tmp_path: Path) -> None:
+    """An upload of more images than the features describe (128): the search's loader also decodes the library's
+    protocol sample (at most ROW_CAP, drawn as a build draws it), the probe measures on it, reads what `modsnet
+    run` does (the score the library would record) and is a full measurement; the features are the same as
+    without it. Loaded as `modsnet run` loads (the features' sample only), a probe reads a sample of 128."""
+    from modsnet.data.exemplar import Limits, dataset_features, load_exemplar
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.features.image import SAMPLE_IMAGES
+    from modsnet.models.imageprobe import measure_image
+    from modsnet.models.probing import PROTOCOL_IMAGES
+
+    assert PROTOCOL_IMAGES == image_models.ROW_CAP
+    upload = _folder(tmp_path / "mine", ["horizontal", "vertical"], 200, 11)
+    library = LibraryInfo("imagezoo", {"modality": "image", "metric": "balanced_accuracy"}, 1, 1, 0, 1, "", 0.0)
+    model = ModelNode("imagezoo", "pixels-grey16--naive-bayes", {})
+    searched = load_exemplar(upload, name="mine", modality="image", limits=Limits(protocol_images=PROTOCOL_IMAGES))
+    plain = load_exemplar(upload, name="mine", modality="image")
+    assert len(searched.images) == len(plain.images) == SAMPLE_IMAGES and len(searched.protocol_images) == 200
+    assert dataset_features(searched)[1] == dataset_features(plain)[1]
+    (probe,) = measure_image(library, searched, [(model, None)], deadline=float("inf"), seed=0)
+    assert probe.whole and "on 200 of 200 images, as the library measures" in probe.detail
+    printed = run_model(model, "image", None, upload, library=library)
+    assert f"balanced accuracy {probe.value:.3f}," in printed, (probe, printed)
+    (sampled,) = measure_image(library, plain, [(model, None)], deadline=float("inf"), seed=0)
+    assert not sampled.whole and f"on {SAMPLE_IMAGES} of 200 images" in sampled.detail
 
 
 def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:

@@ -96,6 +96,9 @@ class Limits:
     max_expansion: int = 200
     # Images decoded (a stratified seeded sample): 0 is the features' sample; running a model decodes more.
     decode_images: int = 0
+    # Labelled images also decoded as a library measured its datasets (a stratified seeded sample of at most this
+    # many, `Exemplar.protocol_rows`), for probes that read what the library records; 0: none.
+    protocol_images: int = 0
 
     @property
     def archive(self) -> ArchiveLimits:
@@ -125,6 +128,10 @@ class Exemplar:
     images: tuple[np.ndarray, ...] = ()
     image_rows: tuple[int, ...] = ()
     image_sizes: tuple[tuple[int, int], ...] = ()
+    # Labelled images decoded as the library measured its datasets (`Limits.protocol_images`): dataset rows and
+    # images, sharing arrays with `images` where the samples overlap; empty: not asked for, or unlabelled.
+    protocol_rows: tuple[int, ...] = ()
+    protocol_images: tuple[np.ndarray, ...] = ()
     scans: tuple[Scan, ...] = ()
 
 
@@ -660,15 +667,24 @@ def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[st
     labels = _folder_labels(chosen, name)
     codes = pd.factorize(pd.Series(labels, dtype=object))[0] if labels else np.zeros(len(chosen), np.intp)
     rows = tabular.stratified_sample(codes, limits.decode_images or image_module.SAMPLE_IMAGES, 0, min_per_class=4)
-    decoded = [_decode_image(members.read(chosen[i]), name, chosen[i], limits) for i in rows]
+    # The library's protocol sample is drawn as a library build draws it (`modsnet.models.image.ROW_CAP`, seed 0),
+    # so a probe on it reads the score the library would record; an image in both samples is decoded once.
+    protocol = (
+        tabular.stratified_sample(codes, limits.protocol_images, 0, min_per_class=4)
+        if labels and limits.protocol_images
+        else np.zeros(0, dtype=np.intp)
+    )
+    decoded = {int(i): _decode_image(members.read(chosen[i]), name, chosen[i], limits) for i in (*rows, *protocol)}
     return Exemplar(
         "image",
         name,
         len(chosen),
         labels=labels,
-        images=tuple(image for image, _ in decoded),
+        images=tuple(decoded[int(i)][0] for i in rows),
         image_rows=tuple(int(i) for i in rows),
-        image_sizes=tuple(size for _, size in decoded),
+        image_sizes=tuple(decoded[int(i)][1] for i in rows),
+        protocol_rows=tuple(int(i) for i in protocol),
+        protocol_images=tuple(decoded[int(i)][0] for i in protocol),
     )
 
 

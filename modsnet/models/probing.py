@@ -78,6 +78,7 @@ KIND_SCORE = "score"  # the library's own metric measured on a sample of the que
 KIND_AGREEMENT = "agreement"  # XRD: agreement of a finder's peaks with the consensus of the probed finders
 
 SAMPLE_ROWS = 1_000  # tabular: rows drawn for a probe: TabZoo's ROW_CAP (models/tabular.py), checked by a test
+PROTOCOL_IMAGES = 500  # image: images a probe measures on: ImageZoo's ROW_CAP (models/image.py), checked by a test
 CLASS_FLOOR = 20  # tabular: every class keeps at least min(its count, this) rows of the sample (as TabZoo's cap)
 PROBE_LIMIT_S = 5.0  # tabular: most seconds one probe may take
 MAX_SCANS = 5  # XRD: scans each finder runs on

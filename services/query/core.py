@@ -45,7 +45,7 @@ from modsnet.data.graph import (
     check_cost,
 )
 from modsnet.data.profiles import PROFILES, Profile, profile_named
-from modsnet.models.probing import needs_artifact
+from modsnet.models.probing import PROTOCOL_IMAGES, needs_artifact
 from modsnet.runtime import deadline, logs, observe
 from modsnet.runtime.errors import Busy, DataLoss, DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from modsnet.runtime.stubs import KnowledgeClient, RecommenderClient, StorageClient, iter_file
@@ -225,7 +225,11 @@ class QueryCore:
         self.probe_round = probe_round  # probes measured per round of adaptive probing
         # Archives may unpack to a few times the upload limit, never more (with the expansion check per
         # member in `Limits`, that stops zip bombs before they are inflated).
-        self.limits = Limits(max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes)
+        # Labelled images are also decoded as the library measured its datasets, so an image probe reads what the
+        # library records (`modsnet.models.imageprobe`).
+        self.limits = Limits(
+            max_bytes=max_upload_bytes, max_unpacked_bytes=4 * max_upload_bytes, protocol_images=PROTOCOL_IMAGES
+        )
         self.spool_dir = spool_dir
         self.cache_dir = cache_dir
         # Parsing, features and probes run there (None: on the calling thread), so that they do not hold

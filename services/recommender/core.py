@@ -1341,6 +1341,7 @@ def _probed_by_posterior(
         scores[j], uncertainty[j] = sign * mean[j], sd[j]
         estimates[model_id] = (float(scores[j]), float(sd[j]))
     build = vectors.build
+    modality = served.library.meta.get("modality")
 
     def prediction(j: int) -> Prediction:
         first = build(j)
@@ -1351,12 +1352,18 @@ def _probed_by_posterior(
         value = sum(p.value for p in taken) / len(taken)
         shift = sum(p.to_record_scale for p in taken) / len(taken)
         read = f"{value - shift:.3f} ({value:.3f} on the library's record scale)" if shift else f"{value:.3f}"
-        words = "measured on the whole table" if all(p.whole for p in taken) else "probed on a sample"
+        words = "probed on a sample of your data"
+        if all(p.whole for p in taken):  # a table small enough to measure whole, or images as the library samples
+            words = (
+                "measured on the whole table of your data"
+                if modality == "tabular"
+                else "measured on your data as the library measures"
+            )
         if f"{estimate:.3f}" == f"{value:.3f}" and f"{spread:.3f}" == f"{0.0:.3f}":  # a probe that reads exactly
-            explanation = f"{words} of your data: {read}"
+            explanation = f"{words}: {read}"
         else:
             explanation = (
-                f"{words} of your data: read {read}; estimated {estimate:.3f} ± {spread:.3f} given its prediction "
+                f"{words}: read {read}; estimated {estimate:.3f} ± {spread:.3f} given its prediction "
                 "and the probe's noise"
             )
         return Prediction(first.model_id, estimate, spread, first.evidence, explanation)
