@@ -163,6 +163,12 @@ def test_a_probe_measures_the_upload_as_the_library_measures_not_the_features_sa
     assert f"balanced accuracy {probe.value:.3f}," in printed, (probe, printed)
     (sampled,) = measure_image(library, plain, [(model, None)], deadline=float("inf"), seed=0)
     assert not sampled.whole and f"on {SAMPLE_IMAGES} of 200 images" in sampled.detail
+    # A protocol sample past its memory bound is not kept: the probes read the features' sample, as without it.
+    bounded = Limits(protocol_images=PROTOCOL_IMAGES, protocol_bytes=10 * 32 * 32 * 3)
+    over = load_exemplar(upload, name="mine", modality="image", limits=bounded)
+    assert over.protocol_rows == () and over.image_rows == plain.image_rows
+    (again,) = measure_image(library, over, [(model, None)], deadline=float("inf"), seed=0)
+    assert (again.value, again.detail, again.whole) == (sampled.value, sampled.detail, False)
 
 
 def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:

@@ -99,6 +99,9 @@ class Limits:
     # Labelled images also decoded as a library measured its datasets (a stratified seeded sample of at most this
     # many, `Exemplar.protocol_rows`), for probes that read what the library records; 0: none.
     protocol_images: int = 0
+    # ... and their decoded bytes at most (500 photos of 3:2 at the kept 256 x 384 pixels); a larger protocol sample is
+    # not kept (its probes read the features' sample instead): a search holds its upload until it answers.
+    protocol_bytes: int = 150 << 20
 
     @property
     def archive(self) -> ArchiveLimits:
@@ -674,7 +677,15 @@ def _image_exemplar(members: Members, name: str, limits: Limits, chosen: list[st
         if labels and limits.protocol_images
         else np.zeros(0, dtype=np.intp)
     )
-    decoded = {int(i): _decode_image(members.read(chosen[i]), name, chosen[i], limits) for i in (*rows, *protocol)}
+    decoded = {int(i): _decode_image(members.read(chosen[i]), name, chosen[i], limits) for i in rows}
+    held = 0
+    for i in protocol.tolist():
+        if i not in decoded:
+            decoded[i] = _decode_image(members.read(chosen[i]), name, chosen[i], limits)
+        held += decoded[i][0].nbytes
+        if held > limits.protocol_bytes:
+            protocol = np.zeros(0, dtype=np.intp)
+            break
     return Exemplar(
         "image",
         name,
