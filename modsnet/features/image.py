@@ -59,7 +59,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 """The keys of `image_features`, in a fixed order."""
 
 SAMPLE_IMAGES = 128
-"""Images described (and embedded) per dataset; loaders decode no more than this many."""
+"""Images described (and embedded) per dataset; loaders decode no more than this many for the features (a search
+also decodes the library's protocol sample for its probes: `Limits.protocol_images`)."""
 
 _WEIGHTS = "mobilenet_v2-b0353104.pth"
 _STAT_SIDE = 64  # colour and edge statistics are taken on a 64×64 copy, so they do not depend on resolution

@@ -9,8 +9,8 @@ the search takes it as a full measurement); else on the features' sample (at mos
 `modsnet.features.image.SAMPLE_IMAGES`, at least 4 a class), a noisy reading. On 200 digits the features'
 sample of 128 read 0.806-0.816 for four mobilenet heads the protocol scores 0.874-0.879, and the search, taking
 those as readings near predictions of 0.93, showed them 0.823-0.904 ± 0.008-0.028: none held the truth.
-`modsnet run` (`run_image`) decodes up to `ROW_CAP` images, as the library
-did, and can save the head fitted on all of them (`.npz`, no pickle).
+`modsnet run` (`run_image`) decodes up to `ROW_CAP` images, as the library did, and can save the head fitted on all
+of them (`.npz`, no pickle).
 """
 
 from __future__ import annotations
