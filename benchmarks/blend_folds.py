@@ -131,9 +131,14 @@ def dump(
     truth = {t: np.array(served.predictions[t]["true"], dtype=float) for t in served.predictions}
     sign = 1.0 if snapshot.library.meta.get("higher_is_better", True) else -1.0
     into.mkdir(parents=True, exist_ok=True)
-    stem = name.replace("/", "_")
+    stem = _stem(name)
     (into / f"{stem}.json").write_text(report.to_json())
     (into / f"{stem}.pkl").write_bytes(pickle.dumps({"folds": store, "truth": truth, "sign": sign}))
+
+
+def _stem(name: str) -> str:
+    """The file name a library's dump is kept under (a path as a name)."""
+    return name.replace("/", "_")
 
 
 @contextmanager
@@ -169,7 +174,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def replay(name: str, folder: Path, variants: list[str], *, detail: bool = False) -> list[str]:
-    data = pickle.loads((folder / f"{name.replace('/', '_')}.pkl").read_bytes())
+    data = pickle.loads((folder / f"{_stem(name)}.pkl").read_bytes())
     truth, sign = data["truth"], data["sign"]
     higher = sign > 0
     lines = [f"{name}: {len(truth)} targets, {len(data['folds'])} folds"]
@@ -227,8 +232,8 @@ def frontier(name: str, folder: Path, features: dict[str, np.ndarray] | None = N
     - per query by local validation: each target's weights learned on the `k` pseudo-targets nearest it by
       dataset features (`features`: standardised vectors by dataset id; skipped without), half with the fold's
       whole objective, on the first fold's 40 and on all three folds' 120."""
-    data = pickle.loads((folder / f"{name.replace('/', '_')}.pkl").read_bytes())
-    report = json.loads((folder / f"{name.replace('/', '_')}.json").read_text())
+    data = pickle.loads((folder / f"{_stem(name)}.pkl").read_bytes())
+    report = json.loads((folder / f"{_stem(name)}.json").read_text())
     means = {r["method"]: r["mean"] for r in report["methods"]}
     best = max(means[m]["pearson"] for m in ("knn", "popularity"))
     best_regret = min(means[m]["regret@1"] for m in ("knn", "popularity"))
@@ -324,7 +329,7 @@ def main() -> int:
     action.add_argument("--dump", type=Path, help="fit and keep every fold's members and pseudo-targets here")
     action.add_argument("--replay", type=Path, help="learn and score the variants on the folds kept here")
     action.add_argument(
-        "--frontier", type=Path, help="the served blend mixed with popularity, globally and gated (folds kept here)"
+        "--frontier", type=Path, help="whether point 3's demands can hold together on the folds kept here"
     )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument(

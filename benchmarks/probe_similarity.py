@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -61,21 +62,17 @@ def knn_served(fold: Fold) -> dict[str, np.ndarray]:
 def latent_forced(rank: int, rule: str) -> Iterator[None]:
     """Every kNN fit in the block serves its latent fit at `rank` and `rule` for a featureless query with probes,
     as if it had beaten the probe neighbours on the held-out datasets (their Pearson put at -1 for the choice)."""
-    fit_latent: Callable[..., Any] = knn.KnnPopularityEstimator._fit_latent
-    kept = {"RANKS": factors.RANKS, "RULES": factors.RULES}
+    fit_latent = knn.KnnPopularityEstimator._fit_latent
 
     def forced(self: knn.KnnPopularityEstimator, neighbours: dict[int, float]) -> Any:
         return fit_latent(self, dict.fromkeys(neighbours, -1.0))
 
-    setattr(factors, "RANKS", (rank,))  # noqa: B010 (a module constant, set for the block)
-    setattr(factors, "RULES", (rule,))  # noqa: B010
-    setattr(knn.KnnPopularityEstimator, "_fit_latent", forced)  # noqa: B010
-    try:
+    with (
+        mock.patch.object(factors, "RANKS", (rank,)),
+        mock.patch.object(factors, "RULES", (rule,)),
+        mock.patch.object(knn.KnnPopularityEstimator, "_fit_latent", forced),
+    ):
         yield
-    finally:
-        for name, value in kept.items():
-            setattr(factors, name, value)
-        setattr(knn.KnnPopularityEstimator, "_fit_latent", fit_latent)  # noqa: B010
 
 
 def main() -> int:
