@@ -128,7 +128,7 @@ def test_a_text_csv_is_answered_from_the_text_library_then_run_and_downloaded(
         assert evidence and evidence <= {s.dataset_id for s in SOURCES}
         # Probes fitted heads on the upload's own texts and scored them as the library did.
         assert answer.probes and all(p.kind == "score" and 0 <= p.value <= 1 for p in answer.probes)
-        assert all("3-fold CV" in p.detail for p in answer.probes)
+        assert all(p.whole and "CV on 90 of 90 texts, as the library measures" in p.detail for p in answer.probes)
         model = client.find_model("tfidf-word--naive-bayes", "textzoo")
         library = next(lib for lib in client.list_libraries() if lib.name == "textzoo")
         spec = json.loads(client.download_model(model.model_id, tmp_path).read_text())
@@ -146,6 +146,67 @@ def test_a_text_csv_is_answered_from_the_text_library_then_run_and_downloaded(
     pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_csv(unlabelled, index=False)
     with pytest.raises(InvalidArgument, match="no label column"):
         run_model(model, "text", None, unlabelled, library=library)
+
+
+def test_a_probe_reads_what_the_library_recorded_for_the_same_texts(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """A library dataset's own texts uploaded: each probe reads the library's record for it, as the same protocol
+    (sample, folds, seed) measured it, whatever the search's seed; the probes come back in the order asked."""
+    from modsnet.data.exemplar import load_exemplar
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.textprobe import measure_text
+
+    bundle, _ = built
+    source = SOURCES[1]
+    upload = tmp_path / "tiny.csv"
+    source.load().to_csv(upload, index=False)
+    library = LibraryInfo("textzoo", {"modality": "text", "metric": "balanced_accuracy"}, 4, 2, 8, 1, "", 0.0)
+    exemplar = load_exemplar(upload, name="tiny.csv", modality="text")
+    asked = list(reversed(MODELS))  # a transformer first: it is run last, the cheap encoders cannot wait for it
+    probes = measure_text(library, exemplar, [(ModelNode("textzoo", m, {}), None) for m in asked], float("inf"), 7)
+    assert [p.model_id for p in probes] == asked
+    assert all(p.whole and p.detail.endswith("on 60 of 60 texts, as the library measures") for p in probes)
+    records = pd.read_csv(bundle / "interactions.csv").query("dataset_id == @source.dataset_id")
+    recorded = dict(zip(records["model_id"], records["score"], strict=True))
+    assert {p.model_id: p.value for p in probes} == pytest.approx(recorded, abs=1e-6)
+
+
+def test_a_transformer_that_cannot_embed_the_sample_in_time_costs_a_chunk_and_no_other_probe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`embed_by` gives an embedding up as soon as its pace says it cannot finish: a transformer made to take
+    20 ms a text (20 s for the 1,000-text sample) is dropped after its first chunk, and the probes of the cheap
+    encoders asked after it are still measured, in time. With time enough, `embed_by` is `embed`."""
+    import time
+
+    from modsnet.data.exemplar import load_exemplar
+    from modsnet.data.graph import LibraryInfo, ModelNode
+    from modsnet.models.textprobe import measure_text
+
+    upload = tmp_path / "many.csv"
+    _corpus(["weather", "cooking"], 1_500, 3).to_csv(upload, index=False)
+    exemplar = load_exemplar(upload, name="many.csv", modality="text")
+    texts = list(exemplar.texts[:300])
+    assert np.array_equal(text_models.embed_by("glove50", texts, float("inf"))[0], text_models.embed("glove50", texts))
+    real = text_models.embed
+    slow: list[int] = []
+
+    def paced(encoder_id: str, chunk: Any) -> np.ndarray:
+        if encoder_id in text_models.TRANSFORMERS:
+            slow.append(len(chunk))
+            time.sleep(0.02 * len(chunk))
+            return np.zeros((len(chunk), 384), dtype=np.float32)
+        return real(encoder_id, chunk)
+
+    monkeypatch.setattr(text_models, "embed", paced)
+    library = LibraryInfo("textzoo", {"modality": "text", "metric": "balanced_accuracy"}, 4, 2, 8, 1, "", 0.0)
+    started = time.perf_counter()
+    probes = measure_text(
+        library, exemplar, [(ModelNode("textzoo", m, {}), None) for m in reversed(MODELS)], started + 8.0, 0
+    )
+    assert time.perf_counter() - started < 8.0
+    assert [p.model_id for p in probes] == ["tfidf-word--naive-bayes", "tfidf-char--linsvm-c0.1", "glove50--centroid"]
+    assert all(p.detail.endswith("on 1000 of 1500 texts, as the library measures") for p in probes)
+    assert slow == [1, 32]  # the weights' load, then one chunk: its pace said 1,000 texts would not fit
 
 
 def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:

@@ -491,8 +491,8 @@ class ProbeRecord:
     # What was added to the reading to put it on the library's record scale (`modsnet.data.probe_scale`): `value`
     # is the reading plus this, so a person can be shown what the probe read. 0 for a probe taken as read.
     to_record_scale: float = 0.0
-    # Measured on the whole table (a tabular upload of at most `probing.SAMPLE_ROWS` rows): the record's protocol,
-    # so no sample shift and no sample noise; the search takes it as a full measurement.
+    # Measured by the record's protocol (a tabular upload of at most `probing.SAMPLE_ROWS` rows, whole; texts and
+    # images on the sample the library draws), so no sample shift and no sample noise: a full measurement.
     whole: bool = False
 
 

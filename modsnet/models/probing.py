@@ -18,10 +18,14 @@ What a probe measures, per modality:
   Needs the target column; classes with fewer than `FOLDS` rows are dropped and at least two classes must
   remain.
 - text (kind "score", TextZoo encoder + head models): balanced accuracy by the library's 3-fold stratified
-  CV (`modsnet.models.text.evaluate`) on a stratified sample of at most `textprobe.SAMPLE_TEXTS` labelled
-  texts; each encoder embeds the sample once for all its probed heads (`modsnet.models.textprobe`).
-- image (kind "score", ImageZoo encoder + head models): the same, on the images the upload's loader decoded
-  (a stratified sample of at most 128, labelled by their class folders; `modsnet.models.imageprobe`).
+  CV (`modsnet.models.text.evaluate`) on the sample of at most `ROW_CAP` (1,000) labelled texts the library
+  draws, so a probe reads what the library would record; each encoder embeds the sample once for all its
+  probed heads, and a transformer that cannot embed it in the time left is not probed
+  (`modsnet.models.textprobe`).
+- image (kind "score", ImageZoo encoder + head models): the same, on the library's sample of at most
+  `PROTOCOL_IMAGES` images, labelled by their class folders, that the upload's loader decoded
+  (`Limits.protocol_images`); where that sample is past its memory bound, on the features' 128 images, a
+  reading of a sample (`modsnet.models.imageprobe`).
 - XRD (kind "agreement", finders with an artifact): there is no ground truth for an uploaded scan, so a
   finder is scored by how well its peaks agree with the consensus of the probed finders: peak F1 within
   ±`TOLERANCE_DEG` 2θ against the consensus peaks (see `_consensus`), averaged over the first
