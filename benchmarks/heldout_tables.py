@@ -236,11 +236,19 @@ def popularity_order() -> list[str]:
 
 
 def search_all(
-    work: Path, dataset_ids: Sequence[str], budgets: Sequence[int], *, k: int, saved: Path | None = None
+    work: Path,
+    dataset_ids: Sequence[str],
+    budgets: Sequence[int],
+    *,
+    k: int,
+    saved: Path | None = None,
+    library: str = "tabzoo",
+    target: str = TARGET,
 ) -> dict[str, dict[int, dict[str, Any]]]:
-    """Search each table on an embedded cluster with probe budget B - 1: per table and B, the probed models
-    and the answer's ranking (model -> predicted score). With `saved`, the answers found there are kept and
-    the file is rewritten after each table, so a run stopped midway loses one table's searches at most."""
+    """Search each upload (`<work>/data/<id>.csv`, labels in `target`) in the built-in `library` on an embedded
+    cluster with probe budget B - 1: per upload and B, the probed models and the answer's ranking (model ->
+    predicted score). With `saved`, the answers found there are kept and the file is rewritten after each
+    upload, so a run stopped midway loses one upload's searches at most."""
     from modsnet.embedded import EmbeddedCluster  # serving stack: started only for this step
 
     out: dict[str, dict[int, dict[str, Any]]] = {}
@@ -252,26 +260,26 @@ def search_all(
     with tempfile.TemporaryDirectory(prefix="heldout-") as home:
         import os
 
-        os.environ.setdefault("MODSNET_BUILTIN_LIBRARIES", "tabzoo")
+        os.environ.setdefault("MODSNET_BUILTIN_LIBRARIES", library)
         with EmbeddedCluster(home) as cluster:
             client = cluster.client
             started = time.perf_counter()
             for attempt in range(6):  # a loaded machine may train past the call's deadline: the fit goes on, ask again
                 try:
-                    client.train("tabzoo")
+                    client.train(library)
                     break
                 except Exception as error:
                     if attempt == 5:
                         raise
                     print(f"heldout: training not done yet ({type(error).__name__}); asking again", file=sys.stderr)
-            print(f"heldout: tabzoo estimator trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            print(f"heldout: {library} estimator trained in {time.perf_counter() - started:.0f} s", file=sys.stderr)
             for dataset_id in missing:
                 for budget in budgets:
                     answer = client.search(
                         work / "data" / f"{dataset_id}.csv",
-                        library="tabzoo",
+                        library=library,
                         k=k,
-                        target=TARGET,
+                        target=target,
                         probe_budget=max(budget - 1, 0),
                         timeout=600,
                     )
@@ -279,6 +287,9 @@ def search_all(
                         "probed": [p.model_id for p in answer.probes],
                         "ranking": {m.model_id: float(m.predicted_score) for m in answer.models},
                         "note": answer.probing_note,  # why probing ended early (a probe failed, time ran out)
+                        "probe_seconds": sum(t.seconds for t in answer.timings if t.stage == "probes"),
+                        # The one model the answer recommends (a probed one where it measured best): trusted as is.
+                        "recommended": answer.recommendation.model_id if answer.HasField("recommendation") else "",
                     }
                     print(
                         f"heldout: {dataset_id} B={budget}: probed {out[dataset_id][budget]['probed']} "

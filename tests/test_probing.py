@@ -341,3 +341,51 @@ def test_a_three_percent_minority_is_probed_on_enough_rows_to_be_scored() -> Non
     assert sample is not None and sample[TARGET].value_counts()["minority"] >= CLASS_FLOOR
     (probe,) = measure(TABZOO, exemplar, _tabzoo("tree-d1"), budget_seconds=30.0)
     assert probe.value > 0.95  # balanced accuracy: both classes recognised, the minority on >= 6 rows a fold
+
+
+class _Selector:
+    """The recommender's probe selection as the query core calls it: the next `budget` models of a fixed order that
+    were not tried, with each call's arguments kept."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order, self.calls = order, []
+
+    def select_probes(self, library: str, features: dict[str, float], **kwargs: Any) -> Any:
+        from modsnet.data.graph import ProbeChoice
+
+        self.calls.append(kwargs)
+        done = {p.model_id for p in kwargs["measured"]} | set(kwargs["tried"])
+        return ProbeChoice([m for m in self.order if m not in done][: kwargs["budget"]])
+
+
+@pytest.mark.parametrize("modality", ["tabular", "text", "xrd"])
+def test_a_probe_that_could_not_be_measured_costs_no_measurement_of_the_budget_where_probes_go_in_rounds(
+    modality: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tabular and text probes go one round a model, each given the last; a model that could not be measured (a
+    failed fit, a transformer too slow for the time left) is replaced by the next pick, up to `budget` more tries.
+    XRD's finders go in one round (their agreement is relative to the set), as the selector's batch."""
+    from services.query.core import QueryCore
+
+    order = ["slow-a", "m1", "slow-b", "m2", "slow-c", "slow-d", "slow-e", "m3"]
+    selector = _Selector(order)
+    core = QueryCore(None, None, selector, max_upload_bytes=1 << 20, probe_round=1)  # type: ignore[arg-type]
+    rounds: list[list[str]] = []
+
+    def measure(library: LibraryInfo, exemplar: Exemplar, chosen: list[str], seconds: float) -> list[ProbeRecord]:
+        rounds.append(chosen)
+        return [ProbeRecord(m, "query", KIND_SCORE, 0.5) for m in chosen if not m.startswith("slow")]
+
+    monkeypatch.setattr(core, "_measure", measure)
+    library = LibraryInfo("lib", {"modality": modality}, 8, 1, 8, 1, "", 0.0)
+    probes, _ = core._probe(library, Exemplar(modality, "x", 10), "fs", {}, 2, "")
+    if modality == "xrd":
+        assert rounds == [["slow-a", "m1"]] and [p.model_id for p in probes] == ["m1"]
+        return
+    assert rounds == [["slow-a"], ["m1"], ["slow-b"], ["m2"]] and [p.model_id for p in probes] == ["m1", "m2"]
+    assert selector.calls[2]["tried"] == ["slow-a"]  # the failed one is not picked again
+    # Never more than `budget` tries past the budget: 4 for a budget of 2, here 1 measured of them.
+    rounds.clear()
+    selector.order = ["slow-a", "slow-b", "slow-c", "m1", "slow-d", "m2"]
+    probes, _ = core._probe(library, Exemplar(modality, "x", 10), "fs", {}, 2, "")
+    assert len(rounds) == 4 and [p.model_id for p in probes] == ["m1"]

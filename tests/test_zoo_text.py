@@ -207,6 +207,16 @@ def test_a_transformer_that_cannot_embed_the_sample_in_time_costs_a_chunk_and_no
     assert [p.model_id for p in probes] == ["tfidf-word--naive-bayes", "tfidf-char--linsvm-c0.1", "glove50--centroid"]
     assert all(p.detail.endswith("on 1000 of 1500 texts, as the library measures") for p in probes)
     assert slow == [1, 32]  # the weights' load, then one chunk: its pace said 1,000 texts would not fit
+    # The next round of the search, with less time: the transformer is skipped at once, the kept embedding reused.
+    monkeypatch.setattr(text_models, "embed", lambda *args: pytest.fail("embedded again"))
+    again = measure_text(
+        library,
+        exemplar,
+        [(ModelNode("textzoo", MODELS[1], {}), None), (ModelNode("textzoo", MODELS[0], {}), None)],
+        time.perf_counter() + 7.0,
+        0,
+    )
+    assert [p.model_id for p in again] == ["glove50--centroid"] and again[0].value == probes[-1].value
 
 
 def test_every_model_id_round_trips_and_the_library_is_large_enough() -> None:

@@ -4,23 +4,29 @@ A probe measures a model as the library measured its datasets: its head fitted o
 of the same stratified sample of at most `ROW_CAP` labelled texts (at least `FOLDS` per class, seed 0) that
 `modsnet run` (`run_text`) and a library build draw, and scored by the library's 3-fold stratified CV
 (`modsnet.models.text.evaluate`). So a probe reads the score the library would record for the upload, and
-the search takes it as a full measurement (`ProbeRecord.whole`). On 200 texts, as probes read before, a
-head scored 0.05-0.15 under its protocol score (less data to fit on), which no TextZoo record could correct.
+the search takes it as a full measurement (`ProbeRecord.whole`). On 200 texts, as probes read before, heads
+scored 0.05-0.15 under their protocol scores on the held-out food reviews (400 and 1,000 texts: less to fit
+on), which no TextZoo record could correct.
 
-Each encoder embeds the sample once for all its probed heads. A transformer's embedding is the costly part
-(MiniLM-L6 about 5 s for 400 reviews, 12 s for 1,000 on an idle core), so the cheap encoders are probed
-first and a transformer's embedding is given up as soon as its pace says it cannot finish in the time
-left (`embed_by`): its heads are left out, never read on a smaller sample. `modsnet run` can also save
-the head fitted on all the texts (`.npz`, no pickle).
+An encoder embeds the sample once per search: a search probes one model a round (each chosen given the
+last), and the worker keeps the last embeddings for the next round (`_EMBEDDED`). A transformer's embedding
+is the costly part (MiniLM-L6 about 5 s for 400 reviews, 12 s for 1,000 on an idle core), so within a call
+the cheap encoders go first, and a transformer's embedding is given up as soon as its pace says it cannot
+finish in the time left (`embed_by`): its heads are left out, never read on a smaller sample, and the
+search's next round picks another model. `modsnet run` can also save the head fitted on all the texts
+(`.npz`, no pickle).
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +39,15 @@ if TYPE_CHECKING:
 __all__ = ["PROTOCOL_SEED", "measure_text", "run_text", "text_model_of"]
 
 PROTOCOL_SEED = 0  # the sample's and the folds' seed: a library build's (`python -m modsnet.offline.zoo.text --seed`)
+# Embeddings of the last protocol samples, per encoder: a search probes in rounds (one model each, given the last),
+# each round a call in the worker process that took the last (the pool hands out the last idle one), so a second
+# head on an encoder costs its fit, not the embedding again. 1,000 texts at 384 floats: 1.5 MB an entry.
+_EMBEDDED: collections.OrderedDict[tuple[str, str], tuple[np.ndarray, float]] = collections.OrderedDict()
+_EMBEDDED_KEPT = 4
+_EMBEDDED_LOCK = threading.Lock()  # searches share it in one process where no worker pool runs them
+# ... and the seconds that were too few to embed a sample (`embed_by` gave up): a later round, with fewer, skips
+# that encoder's heads at once instead of timing it again on a chunk.
+_TOO_FEW_SECONDS: collections.OrderedDict[tuple[str, str], float] = collections.OrderedDict()
 _log = logging.getLogger(__name__)
 
 
@@ -79,7 +94,7 @@ def measure_text(
     """Measure each model (with its artifact: a transfer model's trunk) on the upload as the library measures,
     until `deadline`; the probes come back in the order asked. `seed` is unused: the protocol has its own."""
     from modsnet.models.heads import artifact_trunk
-    from modsnet.models.text import FOLDS, ROW_CAP, TRANSFORMERS, embed_by, evaluate
+    from modsnet.models.text import FOLDS, ROW_CAP, TRANSFORMERS, evaluate
 
     del seed
     chosen = [(model, text_model_of(library, model), artifact) for model, artifact in models]
@@ -95,6 +110,7 @@ def measure_text(
         ((i, model, built, artifact) for i, (model, built, artifact) in enumerate(chosen) if built is not None),
         key=lambda run: run[2].encoder.encoder_id in TRANSFORMERS,
     )
+    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
     embedded: dict[str, tuple[np.ndarray, float] | None] = {}
     results: dict[int, ProbeRecord] = {}
     for i, model, built, artifact in runs:
@@ -108,7 +124,7 @@ def measure_text(
         encoder_id = built.encoder.encoder_id
         if built.encoder.kind == "dense":
             if encoder_id not in embedded:
-                embedded[encoder_id] = embed_by(encoder_id, texts, deadline)
+                embedded[encoder_id] = _embedded(encoder_id, texts, digest, deadline)
             done = embedded[encoder_id]
             if done is None:
                 _log.debug("not probed: %s (%s cannot embed %d texts in time)", model.model_id, encoder_id, len(texts))
@@ -139,6 +155,28 @@ def measure_text(
             whole=True,
         )
     return [results[i] for i in sorted(results)]
+
+
+def _embedded(encoder_id: str, texts: list[str], digest: str, deadline: float) -> tuple[np.ndarray, float] | None:
+    """`embed_by`, kept for the next round of the same search (`_EMBEDDED`); None (not kept) where it gave up."""
+    from modsnet.models.text import embed_by
+
+    key = (encoder_id, digest)
+    left = deadline - time.perf_counter()
+    with _EMBEDDED_LOCK:
+        if key in _EMBEDDED:
+            _EMBEDDED.move_to_end(key)
+            return _EMBEDDED[key]
+        if left <= _TOO_FEW_SECONDS.get(key, 0.0):
+            return None
+    done = embed_by(encoder_id, texts, deadline)
+    with _EMBEDDED_LOCK:
+        kept: collections.OrderedDict[tuple[str, str], Any] = _TOO_FEW_SECONDS if done is None else _EMBEDDED
+        kept[key] = left if done is None else done
+        kept.move_to_end(key)
+        while len(kept) > _EMBEDDED_KEPT:
+            kept.popitem(last=False)
+    return done
 
 
 def run_text(

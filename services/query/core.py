@@ -358,8 +358,12 @@ class QueryCore:
         known: str,
     ) -> tuple[list[ProbeRecord], str]:
         """Measure models round after round, each round the recommender's next picks given the probes measured
-        so far (adaptive probing), until `budget` models were tried, the time is spent or the recommender says
-        another probe is not worth it. Returns the probes and, when probing ended before the budget, why."""
+        so far (adaptive probing), until `budget` models were measured, the time is spent or the recommender says
+        another probe is not worth it. Returns the probes and, when probing ended before the budget, why.
+
+        In rounds, a model that could not be measured (a fit that failed, a transformer that cannot embed the
+        texts in the time left) costs time but no measurement of the budget: the next round picks another, up to
+        `budget` more tries than the budget."""
         if budget < 0:
             raise InvalidArgument("probe_budget must be >= 0")
         if budget == 0:
@@ -367,27 +371,31 @@ class QueryCore:
         spent = 0.0  # seconds measuring: the first choice may wait for a first training, which is not probe time
         measured: list[ProbeRecord] = []
         tried: list[str] = []
-        # Tabular probes go in rounds. XRD agreement is relative to the finders probed together, and text probes
-        # embed the sample once per encoder for the heads of one call: both run in one round (the selector's batch).
-        per_round = self.probe_round if exemplar.modality == "tabular" else budget
+        # Tabular and text probes go in rounds (a text probe's embedding is kept in its worker for the next round:
+        # `textprobe._EMBEDDED`). XRD agreement is relative to the finders probed together, and an image round
+        # embeds its sample once per encoder: both run in one round (the selector's batch).
+        rounds = exemplar.modality in ("tabular", "text")
+        per_round = self.probe_round if rounds else budget
+        tries = 2 * budget if rounds else budget
         note = ""
-        while len(tried) < budget:
+        got: set[str] = set()
+        while len(got) < budget and len(tried) < tries:
             if tried:
                 observe.stage("select")
-            got = {p.model_id for p in measured}
+            wanted = min(budget - len(got), tries - len(tried))
             choice = self.recommender.select_probes(
                 library.name,
                 features,
                 feature_set=feature_set,
                 modality=exemplar.modality,
-                budget=min(per_round, budget - len(tried)),
+                budget=min(per_round, wanted),
                 dataset_id=known,
                 measured=measured,
                 tried=[m for m in tried if m not in got],
                 graph_version=library.graph_version,  # as Recommend's
             )
             observe.stage("probes")
-            chosen = [m for m in choice.model_ids if m not in tried][: budget - len(tried)]
+            chosen = [m for m in choice.model_ids if m not in tried][:wanted]
             if choice.stop or not chosen:
                 note = choice.reason if tried else ""  # nothing to probe at all is no early stop
                 break
@@ -399,6 +407,7 @@ class QueryCore:
             round_started = time.perf_counter()
             measured.extend(self._measure(library, exemplar, chosen, remaining))
             spent += time.perf_counter() - round_started
+            got = {p.model_id for p in measured}
         PROBES.labels(library.name).inc(len(measured))
         if tried:  # a search that probes nothing is not a probe time of 0
             PROBE_SECONDS.observe(spent)
