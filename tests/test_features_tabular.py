@@ -240,3 +240,21 @@ def test_stratified_sample_keeps_rare_classes() -> None:
     assert np.all(np.diff(rows) > 0) and np.all(codes[rows] >= 0)
     assert (codes[rows] == 1).sum() == 7 and 1_000 <= len(rows) <= 1_007
     assert np.array_equal(rows, stratified_sample(codes, 1_000, seed=0))
+
+
+def test_a_stray_control_byte_in_a_large_text_is_kept_and_many_are_binary(tmp_path: Path) -> None:
+    """Real exports carry a stray control byte now and then (HHS's breach reports: 0x19 for an apostrophe): one in
+    a thousand bytes is still text, kept as read; more, or any NUL, is binary, refused naming the first."""
+    from modsnet.data.text_decoding import CONTROL_SHARE, decode_text
+
+    rows = b"".join(b"Clinic number %d,Healthcare Provider\n" % i for i in range(200))
+    stray = b"name,type\nCincinnati Children\x19s Hospital,Healthcare Provider\n" + rows
+    assert len(stray) > CONTROL_SHARE and "Children\x19s" in decode_text(stray, "t.csv")
+    path = tmp_path / "breaches.csv"
+    path.write_bytes(stray)
+    assert read_table(path, name="breaches.csv").iloc[0]["name"] == "Cincinnati Children\x19s Hospital"
+    crowded = stray[:40] + b"\x19" * (len(stray) // CONTROL_SHARE) + stray[40:]
+    with pytest.raises(InvalidArgument, match=r"^t.csv: not a text table \(binary content at byte 29\)$"):
+        decode_text(crowded, "t.csv", what="a text table")
+    with pytest.raises(InvalidArgument, match=r"binary content at byte 3\)$"):
+        decode_text(b"abc\x00" + rows, "t.csv")
