@@ -1353,7 +1353,7 @@ def _probed_by_posterior(
         shift = sum(p.to_record_scale for p in taken) / len(taken)
         read = f"{value - shift:.3f} ({value:.3f} on the library's record scale)" if shift else f"{value:.3f}"
         words = "probed on a sample of your data"
-        if all(p.whole for p in taken):  # a table small enough to measure whole, or images as the library samples
+        if all(p.whole for p in taken):  # a table small enough to measure whole, texts or images as the library samples
             words = (
                 "measured on the whole table of your data"
                 if modality == "tabular"
